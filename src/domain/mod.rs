@@ -1,0 +1,20 @@
+//! The engine's vocabulary: analysis profiles, recorded observations and verdicts.
+//!
+//! Everything here is plain data with `parse()`-style constructors that validate
+//! once, so the rest of the engine works with values that are already known to be
+//! sound (a confidence level in range, a metric whose kind-specific keys make
+//! sense). This module never does I/O: callers hand it text and a file name for
+//! error messages.
+
+mod location;
+pub mod observations;
+pub mod profile;
+pub mod verdict;
+
+pub use location::{Location, line_and_column};
+pub use observations::{DataMismatch, MetricData, Observations, Sample};
+pub use profile::{
+    ConfidenceLevel, Direction, JudgeSettings, MetricKind, MetricSpec, NanPolicy, OutlierPolicy,
+    Profile, ProfileError, Score, Severity, ThresholdStatistic,
+};
+pub use verdict::Verdict;

@@ -1,0 +1,106 @@
+//! Recorded observations of one side (baseline or canary): per metric, either a
+//! series of samples or a pair of count series (errors and total events).
+//!
+//! Values may be NaN: that is how Prometheus and recorders mark a missing
+//! point, and the judge decides what missing data means. Infinities and
+//! malformed numbers never get here; the readers refuse them with a file and line.
+
+use std::collections::BTreeMap;
+
+use super::Location;
+
+/// One timestamped value. `value` may be NaN (missing).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Seconds since the Unix epoch.
+    pub timestamp: f64,
+    /// The observed value, or NaN when the point is missing.
+    pub value: f64,
+}
+
+/// The data for one metric on one side.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricData {
+    /// Plain samples, for continuous and threshold metrics.
+    Samples {
+        /// In the order they were read.
+        samples: Vec<Sample>,
+        /// Where the metric first appears, for error messages.
+        origin: Location,
+    },
+    /// Errors and total events per timestamp, for proportion (and rate threshold) metrics.
+    /// Both series hold the same timestamps in the same order; counts are
+    /// non-negative and `errors <= total` at every timestamp (the readers check).
+    Counts {
+        /// Error (bad event) counts per timestamp; NaN when missing.
+        errors: Vec<Sample>,
+        /// Total event counts per timestamp; NaN when missing.
+        total: Vec<Sample>,
+        /// Where the metric first appears, for error messages.
+        origin: Location,
+    },
+}
+
+impl MetricData {
+    /// Where the metric first appears in its file.
+    pub fn origin(&self) -> &Location {
+        match self {
+            MetricData::Samples { origin, .. } | MetricData::Counts { origin, .. } => origin,
+        }
+    }
+}
+
+/// Everything recorded for one side of the comparison.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observations {
+    /// Metric name → data.
+    pub metrics: BTreeMap<String, MetricData>,
+}
+
+/// Data that does not fit the profile it is judged under.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{origin}: {message}")]
+pub struct DataMismatch {
+    /// Where the offending metric first appears.
+    pub origin: Location,
+    /// What does not fit and what the profile expects.
+    pub message: String,
+}
+
+impl Observations {
+    /// Checks that every metric in the data is one the profile knows, with the shape
+    /// its kind needs. A profile metric absent from the data is *not* an error here:
+    /// the judge reports it as inconclusive (missing data holds, it never promotes).
+    pub fn check_against(&self, profile: &super::Profile) -> Result<(), DataMismatch> {
+        use super::MetricKind;
+        for (name, data) in &self.metrics {
+            let Some(spec) = profile.metric(name) else {
+                let known: Vec<&str> = profile.metrics.iter().map(|m| m.name.as_str()).collect();
+                return Err(DataMismatch {
+                    origin: data.origin().clone(),
+                    message: format!(
+                        "metric {name:?} is not in profile {:?}; its metrics are: {}",
+                        profile.name,
+                        known.join(", ")
+                    ),
+                });
+            };
+            let message = match (&spec.kind, data) {
+                (MetricKind::Continuous { .. }, MetricData::Counts { .. }) => Some(format!(
+                    "metric {name:?} is continuous in the profile, so it needs plain `{name}` rows, not `{name}:errors`/`{name}:total` counts"
+                )),
+                (MetricKind::Proportion { .. }, MetricData::Samples { .. }) => Some(format!(
+                    "metric {name:?} is a proportion in the profile, so it needs `{name}:errors` and `{name}:total` rows, not plain `{name}` rows"
+                )),
+                _ => None,
+            };
+            if let Some(message) = message {
+                return Err(DataMismatch {
+                    origin: data.origin().clone(),
+                    message,
+                });
+            }
+        }
+        Ok(())
+    }
+}

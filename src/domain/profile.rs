@@ -1,0 +1,1034 @@
+//! Analysis profiles: which metrics to compare, how, and how to turn the results
+//! into a verdict.
+//!
+//! A profile is a TOML file (`analysis-profiles/*.toml`). Its keys are a public
+//! contract: they may be extended, never renamed. [`Profile::parse`] reads the
+//! text into loosely typed "raw" structs that remember where each value stood,
+//! then validates every key into the domain types below. Every error names the
+//! file, the line and the field, and says what is allowed, so a pipeline author
+//! can fix a profile without reading this code.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::location::line_and_column;
+use crate::stats::multiple_testing::Correction;
+
+/// A validated analysis profile.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Profile {
+    /// The profile's name, as pipelines refer to it.
+    pub name: String,
+    /// Free text for humans.
+    pub description: Option<String>,
+    /// How metric results become a verdict.
+    pub judge: JudgeSettings,
+    /// Weight of each metric group in the score. Groups not listed weigh 1.
+    pub group_weights: BTreeMap<String, f64>,
+    /// The metrics to compare, in profile order.
+    pub metrics: Vec<MetricSpec>,
+}
+
+/// The `[judge]` table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JudgeSettings {
+    /// Two-sided confidence level of every per-metric interval; `1 - confidence_level`
+    /// is the family-wise false-alarm rate the multiple-comparison correction controls.
+    pub confidence_level: ConfidenceLevel,
+    /// Promote at or above this score (and with nothing holding).
+    pub pass_score: Score,
+    /// Roll back below this score; hold between it and `pass_score`.
+    pub marginal_score: Score,
+    /// How p-values of the comparative metrics are corrected for testing many metrics at once.
+    pub multiple_comparisons: Correction,
+}
+
+/// A confidence level in `[0.5, 1)`.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
+#[serde(transparent)]
+pub struct ConfidenceLevel(f64);
+
+impl ConfidenceLevel {
+    /// Validates a confidence level; levels below 0.5 are almost certainly a typo for a
+    /// false-alarm rate and are refused.
+    pub fn parse(value: f64) -> Result<Self, String> {
+        if value.is_finite() && (0.5..1.0).contains(&value) {
+            Ok(Self(value))
+        } else {
+            Err(format!(
+                "must be a number at least 0.5 and below 1 (for example 0.95), got {value}"
+            ))
+        }
+    }
+
+    /// The level, e.g. `0.95`.
+    pub fn value(self) -> f64 {
+        self.0
+    }
+
+    /// The false-alarm rate `1 - level`.
+    pub fn alpha(self) -> f64 {
+        1.0 - self.0
+    }
+}
+
+/// A score between 0 and 100.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
+#[serde(transparent)]
+pub struct Score(f64);
+
+impl Score {
+    /// Validates a score.
+    pub fn parse(value: f64) -> Result<Self, String> {
+        if value.is_finite() && (0.0..=100.0).contains(&value) {
+            Ok(Self(value))
+        } else {
+            Err(format!("must be a number from 0 to 100, got {value}"))
+        }
+    }
+
+    /// The score.
+    pub fn value(self) -> f64 {
+        self.0
+    }
+}
+
+/// One `[[metrics]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricSpec {
+    /// Unique name; data files refer to it.
+    pub name: String,
+    /// The comparison and its kind-specific settings.
+    pub kind: MetricKind,
+    /// Minimum observations per side (for proportions: events, i.e. requests); fewer makes
+    /// the metric inconclusive.
+    pub min_samples: u64,
+    /// What a failure of this metric does to the verdict.
+    pub severity: Severity,
+    /// The score group.
+    pub group: String,
+    /// The query metric sources run; not used by the judge.
+    pub query: Option<String>,
+    /// What to do with NaN samples.
+    pub nan_policy: NanPolicy,
+    /// With `nan_policy = "drop"`: the largest share of NaN samples on a side that is
+    /// still trusted; more makes the metric inconclusive.
+    pub max_nan_fraction: f64,
+    /// Outlier removal applied to each side before comparing.
+    pub outliers: OutlierPolicy,
+}
+
+/// The kind of comparison, with the settings that only make sense for it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MetricKind {
+    /// Mann-Whitney U test and Hodges-Lehmann shift between the two samples.
+    Continuous {
+        /// The bad direction.
+        direction: Direction,
+        /// A significant increase of at most this fraction of the baseline median is tolerated.
+        allowed_increase: f64,
+        /// A significant decrease of at most this fraction of the baseline median is tolerated.
+        allowed_decrease: f64,
+    },
+    /// Errors out of events on each side; two-proportion z-test or Fisher's exact test.
+    Proportion {
+        /// The bad direction.
+        direction: Direction,
+        /// A significant increase is tolerated while the canary rate is at most this many
+        /// times the baseline rate.
+        max_ratio: Option<f64>,
+        /// A significant decrease is tolerated while the canary rate is at least this many
+        /// times the baseline rate.
+        min_ratio: Option<f64>,
+    },
+    /// An absolute limit on one statistic of the canary alone.
+    Threshold {
+        /// Which statistic of the canary's samples is compared.
+        statistic: ThresholdStatistic,
+        /// The canary fails below this.
+        min: Option<f64>,
+        /// The canary fails above this.
+        max: Option<f64>,
+    },
+}
+
+impl MetricKind {
+    /// The profile spelling of the kind.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MetricKind::Continuous { .. } => "continuous",
+            MetricKind::Proportion { .. } => "proportion",
+            MetricKind::Threshold { .. } => "threshold",
+        }
+    }
+}
+
+/// The direction in which a change is a regression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Larger canary values are bad (latency, errors).
+    Increase,
+    /// Smaller canary values are bad (throughput, conversions).
+    Decrease,
+    /// A change either way is bad.
+    Either,
+}
+
+/// What a failing metric does to the verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// A failure forces a rollback.
+    Critical,
+    /// A failure holds the rollout for manual review; it does not lower the score.
+    Warning,
+    /// A failure lowers the score.
+    Normal,
+}
+
+/// What NaN samples mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NanPolicy {
+    /// Drop them, unless more than `max_nan_fraction` of a side is NaN.
+    Drop,
+    /// Any NaN makes the metric inconclusive.
+    Inconclusive,
+}
+
+/// Outlier removal before comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum OutlierPolicy {
+    /// Use every sample.
+    Keep,
+    /// Drop samples outside Tukey's fences `Q1 - k·IQR`, `Q3 + k·IQR`, per side.
+    Iqr {
+        /// `k`, usually 1.5 (3 for "far out" only).
+        multiplier: f64,
+    },
+}
+
+/// Which statistic of the canary a threshold metric limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdStatistic {
+    /// Arithmetic mean of the samples (for count data: the error rate).
+    Mean,
+    /// Median of the samples.
+    Median,
+    /// 95th percentile of the samples.
+    P95,
+    /// 99th percentile of the samples.
+    P99,
+    /// Largest sample.
+    Max,
+    /// Smallest sample.
+    Min,
+    /// The sample with the latest timestamp.
+    Last,
+}
+
+impl fmt::Display for ThresholdStatistic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ThresholdStatistic::Mean => "mean",
+            ThresholdStatistic::Median => "median",
+            ThresholdStatistic::P95 => "p95",
+            ThresholdStatistic::P99 => "p99",
+            ThresholdStatistic::Max => "max",
+            ThresholdStatistic::Min => "min",
+            ThresholdStatistic::Last => "last",
+        })
+    }
+}
+
+/// A profile that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {field}: {message}")]
+pub struct ProfileError {
+    /// The profile file as the user named it.
+    pub file: String,
+    /// 1-based line of the offending value (or of the table that lacks a key).
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// The key path, e.g. `metrics.error_rate.max_ratio`.
+    pub field: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+const DEFAULT_CONFIDENCE_LEVEL: f64 = 0.95;
+const DEFAULT_PASS_SCORE: f64 = 95.0;
+const DEFAULT_MARGINAL_SCORE: f64 = 75.0;
+const DEFAULT_MAX_NAN_FRACTION: f64 = 0.1;
+const DEFAULT_IQR_MULTIPLIER: f64 = 1.5;
+
+/// The default `min_samples` per kind: enough for the normal approximations to be
+/// trustworthy (continuous), for a 0.1–1 % error rate to produce a few errors
+/// (proportion), and at least one value (threshold).
+fn default_min_samples(kind: KindName) -> u64 {
+    match kind {
+        KindName::Continuous => 20,
+        KindName::Proportion => 500,
+        KindName::Threshold => 1,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum KindName {
+    Continuous,
+    Proportion,
+    Threshold,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum OutlierMethodName {
+    Keep,
+    Iqr,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    name: Option<Spanned<String>>,
+    description: Option<String>,
+    judge: Option<Spanned<RawJudge>>,
+    #[serde(default)]
+    groups: BTreeMap<Spanned<String>, Spanned<RawGroup>>,
+    #[serde(default)]
+    metrics: Vec<Spanned<RawMetric>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJudge {
+    confidence_level: Option<Spanned<f64>>,
+    pass_score: Option<Spanned<f64>>,
+    marginal_score: Option<Spanned<f64>>,
+    multiple_comparisons: Option<Spanned<Correction>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    weight: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetric {
+    name: Option<Spanned<String>>,
+    kind: Option<Spanned<KindName>>,
+    direction: Option<Spanned<Direction>>,
+    min_samples: Option<Spanned<i64>>,
+    critical: Option<Spanned<bool>>,
+    severity: Option<Spanned<Severity>>,
+    group: Option<Spanned<String>>,
+    query: Option<Spanned<String>>,
+    allowed_increase: Option<Spanned<f64>>,
+    allowed_decrease: Option<Spanned<f64>>,
+    max_ratio: Option<Spanned<f64>>,
+    min_ratio: Option<Spanned<f64>>,
+    max: Option<Spanned<f64>>,
+    min: Option<Spanned<f64>>,
+    statistic: Option<Spanned<ThresholdStatistic>>,
+    nan_policy: Option<Spanned<NanPolicy>>,
+    max_nan_fraction: Option<Spanned<f64>>,
+    outliers: Option<Spanned<OutlierMethodName>>,
+    iqr_multiplier: Option<Spanned<f64>>,
+}
+
+/// Builds errors that point into one profile text.
+struct Validator<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Validator<'_> {
+    fn error(&self, span: Range<usize>, field: &str, message: impl Into<String>) -> ProfileError {
+        let (line, column) = line_and_column(self.text, span.start);
+        ProfileError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Profile {
+    /// Parses and validates a profile. `file` is only used in error messages.
+    pub fn parse(text: &str, file: &str) -> Result<Profile, ProfileError> {
+        let v = Validator { file, text };
+        let raw: RawProfile = toml::from_str(text).map_err(|error| {
+            let span = error.span().unwrap_or(0..0);
+            v.error(span, &field_of_toml_error(error.message()), error.message().trim())
+        })?;
+
+        let name = match raw.name {
+            Some(name) if !name.get_ref().trim().is_empty() => name.into_inner(),
+            Some(name) => return Err(v.error(name.span(), "name", "must not be empty")),
+            None => {
+                return Err(v.error(
+                    0..0,
+                    "name",
+                    "is required: add `name = \"...\"` at the top of the profile",
+                ));
+            }
+        };
+
+        let judge = validate_judge(&v, raw.judge)?;
+
+        let mut group_weights = BTreeMap::new();
+        for (group_name, group) in &raw.groups {
+            let field = format!("groups.{}.weight", group_name.get_ref());
+            let weight = match &group.get_ref().weight {
+                Some(weight) => {
+                    let value = *weight.get_ref();
+                    if !(value.is_finite() && value > 0.0) {
+                        return Err(v.error(
+                            weight.span(),
+                            &field,
+                            format!("must be a number above 0, got {value}"),
+                        ));
+                    }
+                    value
+                }
+                None => {
+                    return Err(v.error(
+                        group.span(),
+                        &field,
+                        "is required in a [groups.NAME] table (a number above 0)",
+                    ));
+                }
+            };
+            group_weights.insert(group_name.get_ref().clone(), weight);
+        }
+
+        if raw.metrics.is_empty() {
+            return Err(v.error(
+                0..0,
+                "metrics",
+                "a profile needs at least one [[metrics]] table",
+            ));
+        }
+        let mut metrics = Vec::with_capacity(raw.metrics.len());
+        let mut seen_names = BTreeSet::new();
+        for (index, raw_metric) in raw.metrics.into_iter().enumerate() {
+            let span = raw_metric.span();
+            let metric = validate_metric(&v, index, span.clone(), raw_metric.into_inner())?;
+            if !seen_names.insert(metric.name.clone()) {
+                return Err(v.error(
+                    span,
+                    &format!("metrics.{}.name", metric.name),
+                    "is used by an earlier metric; metric names must be unique",
+                ));
+            }
+            if !group_weights.is_empty() && !group_weights.contains_key(&metric.group) {
+                let declared: Vec<&str> = group_weights.keys().map(String::as_str).collect();
+                return Err(v.error(
+                    span,
+                    &format!("metrics.{}.group", metric.name),
+                    format!(
+                        "group {:?} is not declared; declared groups: {}",
+                        metric.group,
+                        declared.join(", ")
+                    ),
+                ));
+            }
+            metrics.push(metric);
+        }
+
+        Ok(Profile {
+            name,
+            description: raw.description,
+            judge,
+            group_weights,
+            metrics,
+        })
+    }
+
+    /// The weight of a score group (1 when the profile does not declare groups).
+    pub fn group_weight(&self, group: &str) -> f64 {
+        self.group_weights.get(group).copied().unwrap_or(1.0)
+    }
+
+    /// The metric with this name.
+    pub fn metric(&self, name: &str) -> Option<&MetricSpec> {
+        self.metrics.iter().find(|metric| metric.name == name)
+    }
+}
+
+/// serde's messages name the offending key in backticks ("unknown field `foo`",
+/// "missing field `bar`"); use it as the field when there is one.
+fn field_of_toml_error(message: &str) -> String {
+    message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.contains("field"))
+        .map_or_else(|| "(syntax)".to_owned(), str::to_owned)
+}
+
+fn validate_judge(
+    v: &Validator<'_>,
+    raw: Option<Spanned<RawJudge>>,
+) -> Result<JudgeSettings, ProfileError> {
+    let Some(raw) = raw.map(Spanned::into_inner) else {
+        return Ok(JudgeSettings {
+            confidence_level: ConfidenceLevel(DEFAULT_CONFIDENCE_LEVEL),
+            pass_score: Score(DEFAULT_PASS_SCORE),
+            marginal_score: Score(DEFAULT_MARGINAL_SCORE),
+            multiple_comparisons: Correction::Holm,
+        });
+    };
+    let confidence_level = match raw.confidence_level {
+        Some(level) => ConfidenceLevel::parse(*level.get_ref())
+            .map_err(|message| v.error(level.span(), "judge.confidence_level", message))?,
+        None => ConfidenceLevel(DEFAULT_CONFIDENCE_LEVEL),
+    };
+    let pass_score = match &raw.pass_score {
+        Some(score) => Score::parse(*score.get_ref())
+            .map_err(|message| v.error(score.span(), "judge.pass_score", message))?,
+        None => Score(DEFAULT_PASS_SCORE),
+    };
+    let marginal_score = match &raw.marginal_score {
+        Some(score) => Score::parse(*score.get_ref())
+            .map_err(|message| v.error(score.span(), "judge.marginal_score", message))?,
+        None => Score(DEFAULT_MARGINAL_SCORE),
+    };
+    if marginal_score > pass_score {
+        let span = raw
+            .marginal_score
+            .as_ref()
+            .or(raw.pass_score.as_ref())
+            .map_or(0..0, Spanned::span);
+        return Err(v.error(
+            span,
+            "judge.marginal_score",
+            format!(
+                "must not exceed judge.pass_score ({} > {}): scores below marginal_score roll back, \
+                 scores between the two hold",
+                marginal_score.value(),
+                pass_score.value()
+            ),
+        ));
+    }
+    Ok(JudgeSettings {
+        confidence_level,
+        pass_score,
+        marginal_score,
+        multiple_comparisons: raw
+            .multiple_comparisons
+            .map_or(Correction::Holm, Spanned::into_inner),
+    })
+}
+
+fn validate_metric(
+    v: &Validator<'_>,
+    index: usize,
+    span: Range<usize>,
+    raw: RawMetric,
+) -> Result<MetricSpec, ProfileError> {
+    let name = match &raw.name {
+        Some(name) => {
+            let value = name.get_ref();
+            let valid = !value.is_empty()
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if !valid {
+                return Err(v.error(
+                    name.span(),
+                    &format!("metrics[{}].name", index + 1),
+                    format!(
+                        "{value:?} is not a valid metric name: use letters, digits, '_', '-' and '.' \
+                         (':' is reserved for the `NAME:errors` / `NAME:total` rows of data files)"
+                    ),
+                ));
+            }
+            value.clone()
+        }
+        None => {
+            return Err(v.error(
+                span,
+                &format!("metrics[{}].name", index + 1),
+                "is required in every [[metrics]] table",
+            ));
+        }
+    };
+    let field = |key: &str| format!("metrics.{name}.{key}");
+
+    let kind_name = match &raw.kind {
+        Some(kind) => *kind.get_ref(),
+        None => {
+            return Err(v.error(
+                span,
+                &field("kind"),
+                "is required: one of \"continuous\", \"proportion\", \"threshold\"",
+            ));
+        }
+    };
+    let kind_label = match kind_name {
+        KindName::Continuous => "continuous",
+        KindName::Proportion => "proportion",
+        KindName::Threshold => "threshold",
+    };
+
+    // Keys that belong to another kind are refused rather than ignored: a `max_ratio`
+    // on a continuous metric would otherwise silently do nothing.
+    let only_for = |key: &str, present: Option<Range<usize>>, kinds: &[KindName], allowed: &str| {
+        match present {
+            Some(key_span) if !kinds.contains(&kind_name) => Err(v.error(
+                key_span,
+                &field(key),
+                format!("applies only to {allowed} metrics, not to kind = \"{kind_label}\""),
+            )),
+            _ => Ok(()),
+        }
+    };
+    use KindName::{Continuous, Proportion, Threshold};
+    only_for(
+        "direction",
+        raw.direction.as_ref().map(Spanned::span),
+        &[Continuous, Proportion],
+        "continuous and proportion",
+    )?;
+    for (key, value) in [
+        ("allowed_increase", &raw.allowed_increase),
+        ("allowed_decrease", &raw.allowed_decrease),
+    ] {
+        only_for(key, value.as_ref().map(Spanned::span), &[Continuous], "continuous")?;
+    }
+    for (key, value) in [("max_ratio", &raw.max_ratio), ("min_ratio", &raw.min_ratio)] {
+        only_for(key, value.as_ref().map(Spanned::span), &[Proportion], "proportion")?;
+    }
+    for (key, value) in [("max", &raw.max), ("min", &raw.min)] {
+        only_for(key, value.as_ref().map(Spanned::span), &[Threshold], "threshold")?;
+    }
+    only_for(
+        "statistic",
+        raw.statistic.as_ref().map(Spanned::span),
+        &[Threshold],
+        "threshold",
+    )?;
+    for (key, value) in [
+        ("outliers", raw.outliers.as_ref().map(Spanned::span)),
+        ("iqr_multiplier", raw.iqr_multiplier.as_ref().map(Spanned::span)),
+    ] {
+        only_for(key, value, &[Continuous, Threshold], "continuous and threshold")?;
+    }
+
+    let non_negative = |key: &str, value: &Option<Spanned<f64>>| -> Result<f64, ProfileError> {
+        match value {
+            Some(value) if !(value.get_ref().is_finite() && *value.get_ref() >= 0.0) => {
+                Err(v.error(
+                    value.span(),
+                    &field(key),
+                    format!(
+                        "must be a fraction of the baseline at least 0 (0.1 = 10 %), got {}",
+                        value.get_ref()
+                    ),
+                ))
+            }
+            Some(value) => Ok(*value.get_ref()),
+            None => Ok(0.0),
+        }
+    };
+    let direction = raw
+        .direction
+        .as_ref()
+        .map_or(Direction::Increase, |d| *d.get_ref());
+
+    let kind = match kind_name {
+        KindName::Continuous => {
+            let allowed_increase = non_negative("allowed_increase", &raw.allowed_increase)?;
+            let allowed_decrease = non_negative("allowed_decrease", &raw.allowed_decrease)?;
+            if let Some(decrease) = &raw.allowed_decrease
+                && allowed_decrease >= 1.0
+            {
+                return Err(v.error(
+                    decrease.span(),
+                    &field("allowed_decrease"),
+                    format!(
+                        "must be below 1 (a decrease of 100 % or more tolerates anything), got {allowed_decrease}"
+                    ),
+                ));
+            }
+            MetricKind::Continuous {
+                direction,
+                allowed_increase,
+                allowed_decrease,
+            }
+        }
+        KindName::Proportion => {
+            let max_ratio = match &raw.max_ratio {
+                Some(ratio) if !(ratio.get_ref().is_finite() && *ratio.get_ref() >= 1.0) => {
+                    return Err(v.error(
+                        ratio.span(),
+                        &field("max_ratio"),
+                        format!(
+                            "must be a number at least 1 (1.5 = canary rate may reach baseline × 1.5), got {}",
+                            ratio.get_ref()
+                        ),
+                    ));
+                }
+                ratio => ratio.as_ref().map(|r| *r.get_ref()),
+            };
+            let min_ratio = match &raw.min_ratio {
+                Some(ratio)
+                    if !(ratio.get_ref().is_finite()
+                        && *ratio.get_ref() > 0.0
+                        && *ratio.get_ref() <= 1.0) =>
+                {
+                    return Err(v.error(
+                        ratio.span(),
+                        &field("min_ratio"),
+                        format!(
+                            "must be a number above 0 and at most 1 (0.8 = canary rate may fall to baseline × 0.8), got {}",
+                            ratio.get_ref()
+                        ),
+                    ));
+                }
+                ratio => ratio.as_ref().map(|r| *r.get_ref()),
+            };
+            MetricKind::Proportion {
+                direction,
+                max_ratio,
+                min_ratio,
+            }
+        }
+        KindName::Threshold => {
+            let finite = |key: &str, value: &Option<Spanned<f64>>| match value {
+                Some(value) if !value.get_ref().is_finite() => Err(v.error(
+                    value.span(),
+                    &field(key),
+                    format!("must be a finite number, got {}", value.get_ref()),
+                )),
+                value => Ok(value.as_ref().map(|x| *x.get_ref())),
+            };
+            let min = finite("min", &raw.min)?;
+            let max = finite("max", &raw.max)?;
+            match (min, max) {
+                (None, None) => {
+                    return Err(v.error(
+                        span,
+                        &field("max"),
+                        "a threshold metric needs `max`, `min` or both",
+                    ));
+                }
+                (Some(low), Some(high)) if low > high => {
+                    return Err(v.error(
+                        raw.min.as_ref().map_or(span.clone(), Spanned::span),
+                        &field("min"),
+                        format!("must not exceed max ({low} > {high})"),
+                    ));
+                }
+                _ => {}
+            }
+            MetricKind::Threshold {
+                statistic: raw
+                    .statistic
+                    .as_ref()
+                    .map_or(ThresholdStatistic::Mean, |s| *s.get_ref()),
+                min,
+                max,
+            }
+        }
+    };
+
+    let min_samples = match &raw.min_samples {
+        Some(count) if *count.get_ref() < 1 => {
+            return Err(v.error(
+                count.span(),
+                &field("min_samples"),
+                format!("must be a whole number at least 1, got {}", count.get_ref()),
+            ));
+        }
+        Some(count) => *count.get_ref() as u64,
+        None => default_min_samples(kind_name),
+    };
+
+    let severity = match (&raw.critical, &raw.severity) {
+        (Some(critical), Some(severity)) => {
+            let agrees = (*critical.get_ref()) == (*severity.get_ref() == Severity::Critical);
+            if !agrees {
+                return Err(v.error(
+                    critical.span(),
+                    &field("critical"),
+                    format!(
+                        "contradicts severity = \"{}\"; give one of `critical = true` or `severity = \"critical\" | \"warning\" | \"normal\"`",
+                        severity_label(*severity.get_ref())
+                    ),
+                ));
+            }
+            *severity.get_ref()
+        }
+        (Some(critical), None) if *critical.get_ref() => Severity::Critical,
+        (_, Some(severity)) => *severity.get_ref(),
+        _ => Severity::Normal,
+    };
+
+    let group = match &raw.group {
+        Some(group) if group.get_ref().trim().is_empty() => {
+            return Err(v.error(group.span(), &field("group"), "must not be empty"));
+        }
+        Some(group) => group.get_ref().clone(),
+        None => "default".to_owned(),
+    };
+
+    let nan_policy = raw
+        .nan_policy
+        .as_ref()
+        .map_or(NanPolicy::Drop, |p| *p.get_ref());
+    let max_nan_fraction = match &raw.max_nan_fraction {
+        Some(fraction) if !(0.0..=1.0).contains(fraction.get_ref()) => {
+            return Err(v.error(
+                fraction.span(),
+                &field("max_nan_fraction"),
+                format!("must be a fraction from 0 to 1, got {}", fraction.get_ref()),
+            ));
+        }
+        Some(fraction) => *fraction.get_ref(),
+        None => DEFAULT_MAX_NAN_FRACTION,
+    };
+
+    let outliers = match (
+        raw.outliers.as_ref().map(|o| *o.get_ref()),
+        &raw.iqr_multiplier,
+    ) {
+        (Some(OutlierMethodName::Iqr), multiplier) => {
+            let multiplier = match multiplier {
+                Some(k) if !(k.get_ref().is_finite() && *k.get_ref() > 0.0) => {
+                    return Err(v.error(
+                        k.span(),
+                        &field("iqr_multiplier"),
+                        format!("must be a number above 0 (usually 1.5), got {}", k.get_ref()),
+                    ));
+                }
+                Some(k) => *k.get_ref(),
+                None => DEFAULT_IQR_MULTIPLIER,
+            };
+            OutlierPolicy::Iqr { multiplier }
+        }
+        (_, Some(k)) => {
+            return Err(v.error(
+                k.span(),
+                &field("iqr_multiplier"),
+                "only applies with outliers = \"iqr\"",
+            ));
+        }
+        _ => OutlierPolicy::Keep,
+    };
+
+    Ok(MetricSpec {
+        name,
+        kind,
+        min_samples,
+        severity,
+        group,
+        query: raw.query.map(Spanned::into_inner),
+        nan_policy,
+        max_nan_fraction,
+        outliers,
+    })
+}
+
+fn severity_label(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Critical => "critical",
+        Severity::Warning => "warning",
+        Severity::Normal => "normal",
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(severity_label(*self))
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::Increase => "increase",
+            Direction::Decrease => "decrease",
+            Direction::Either => "either",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONTRACT_EXAMPLE: &str = r#"
+name = "web-service"
+[judge]
+confidence_level = 0.95     # per metric
+pass_score = 95             # promote at or above
+marginal_score = 75         # rollback below; hold in between
+[[metrics]]
+name = "latency_p95"
+kind = "continuous"         # Mann-Whitney + Hodges-Lehmann
+direction = "increase"      # the bad direction: increase | decrease | either
+min_samples = 50            # per side; fewer → inconclusive
+critical = true             # a failure here forces rollback
+group = "latency"           # groups and weights feed the score
+query = '...'               # used by metric sources later
+[[metrics]]
+name = "error_rate"
+kind = "proportion"         # errors / total, two-proportion tests
+min_samples = 1000          # events (requests) per side
+max_ratio = 1.5             # canary rate may not exceed baseline × 1.5
+[[metrics]]
+name = "p95_slo"
+kind = "threshold"          # absolute limit on the canary alone
+max = 0.4
+"#;
+
+    fn parse(text: &str) -> Result<Profile, ProfileError> {
+        Profile::parse(text, "profile.toml")
+    }
+
+    #[test]
+    fn the_documented_contract_example_parses() {
+        let profile = parse(CONTRACT_EXAMPLE).unwrap();
+        assert_eq!(profile.name, "web-service");
+        assert_eq!(profile.judge.confidence_level.value(), 0.95);
+        assert_eq!(profile.metrics.len(), 3);
+        let latency = &profile.metrics[0];
+        assert_eq!(latency.severity, Severity::Critical);
+        assert_eq!(latency.min_samples, 50);
+        assert_eq!(latency.group, "latency");
+        assert_eq!(
+            profile.metrics[1].kind,
+            MetricKind::Proportion {
+                direction: Direction::Increase,
+                max_ratio: Some(1.5),
+                min_ratio: None
+            }
+        );
+        assert_eq!(
+            profile.metrics[2].kind,
+            MetricKind::Threshold {
+                statistic: ThresholdStatistic::Mean,
+                min: None,
+                max: Some(0.4)
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_kind_names_line_field_and_allowed_values() {
+        let text = "name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"continous\"\n";
+        let error = parse(text).unwrap_err();
+        assert_eq!(error.line, 4);
+        assert_eq!(error.file, "profile.toml");
+        assert!(error.message.contains("continuous"), "{error}");
+        assert!(error.message.contains("threshold"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_its_line() {
+        let text = "name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"continuous\"\nmax_ration = 2\n";
+        let error = parse(text).unwrap_err();
+        assert_eq!(error.line, 5);
+        assert_eq!(error.field, "max_ration");
+    }
+
+    #[test]
+    fn a_key_of_another_kind_is_refused() {
+        let text = "name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"continuous\"\nmax_ratio = 2\n";
+        let error = parse(text).unwrap_err();
+        assert_eq!(error.line, 5);
+        assert_eq!(error.field, "metrics.a.max_ratio");
+        assert!(error.message.contains("proportion"), "{error}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_with_what_is_allowed() {
+        let cases = [
+            ("[judge]\nconfidence_level = 95\n", "judge.confidence_level", 3),
+            ("[judge]\npass_score = 120\n", "judge.pass_score", 3),
+            (
+                "[judge]\npass_score = 70\nmarginal_score = 80\n",
+                "judge.marginal_score",
+                4,
+            ),
+        ];
+        for (judge, field, line) in cases {
+            let text = format!("name = \"x\"\n{judge}[[metrics]]\nname = \"a\"\nkind = \"continuous\"\n");
+            let error = parse(&text).unwrap_err();
+            assert_eq!(error.field, field, "{error}");
+            assert_eq!(error.line, line, "{error}");
+        }
+        let text = "name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"proportion\"\nmin_samples = -3\n";
+        let error = parse(text).unwrap_err();
+        assert_eq!((error.field.as_str(), error.line), ("metrics.a.min_samples", 5));
+        let text = "name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"proportion\"\nmax_ratio = 0.5\n";
+        assert_eq!(parse(text).unwrap_err().field, "metrics.a.max_ratio");
+    }
+
+    #[test]
+    fn duplicate_metric_names_are_refused() {
+        let text = "name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"continuous\"\n[[metrics]]\nname = \"a\"\nkind = \"continuous\"\n";
+        let error = parse(text).unwrap_err();
+        assert_eq!(error.line, 5);
+        assert!(error.message.contains("unique"));
+    }
+
+    #[test]
+    fn contradicting_critical_and_severity_are_refused() {
+        let text = "name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"continuous\"\ncritical = true\nseverity = \"warning\"\n";
+        assert_eq!(parse(text).unwrap_err().field, "metrics.a.critical");
+    }
+
+    #[test]
+    fn undeclared_groups_are_refused_once_groups_are_declared() {
+        let text = "name = \"x\"\n[groups.latency]\nweight = 2\n[[metrics]]\nname = \"a\"\nkind = \"continuous\"\ngroup = \"latncy\"\n";
+        let error = parse(text).unwrap_err();
+        assert_eq!(error.field, "metrics.a.group");
+        assert!(error.message.contains("latency"));
+    }
+
+    #[test]
+    fn a_threshold_needs_a_limit() {
+        let text = "name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"threshold\"\n";
+        assert_eq!(parse(text).unwrap_err().field, "metrics.a.max");
+    }
+
+    #[test]
+    fn syntax_errors_point_at_their_line() {
+        let text = "name = \"x\"\n[[metrics]\nname = \"a\"\n";
+        let error = parse(text).unwrap_err();
+        assert_eq!(error.line, 2);
+    }
+
+    #[test]
+    fn a_profile_without_metrics_is_refused() {
+        assert_eq!(parse("name = \"x\"\n").unwrap_err().field, "metrics");
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let profile = parse("name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"continuous\"\n").unwrap();
+        assert_eq!(profile.judge.pass_score.value(), 95.0);
+        assert_eq!(profile.judge.multiple_comparisons, Correction::Holm);
+        let metric = &profile.metrics[0];
+        assert_eq!(metric.severity, Severity::Normal);
+        assert_eq!(metric.group, "default");
+        assert_eq!(metric.nan_policy, NanPolicy::Drop);
+        assert_eq!(metric.outliers, OutlierPolicy::Keep);
+    }
+}

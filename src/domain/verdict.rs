@@ -1,0 +1,39 @@
+//! The three outcomes of an analysis and the exit codes pipelines branch on.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// What the engine recommends for the rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The canary is at least as good as the baseline: move on.
+    Promote,
+    /// Not enough evidence either way, or a warning that a person should review.
+    Hold,
+    /// The canary is worse: take it out.
+    Rollback,
+}
+
+impl Verdict {
+    /// The process exit code that reports this verdict: 0 promote, 2 hold, 3 rollback
+    /// (1 is reserved for errors).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Promote => 0,
+            Verdict::Hold => 2,
+            Verdict::Rollback => 3,
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Promote => "promote",
+            Verdict::Hold => "hold",
+            Verdict::Rollback => "rollback",
+        })
+    }
+}

@@ -1,0 +1,711 @@
+//! Per-metric evaluation: data preparation, the comparison, and the classification
+//! once the family's p-values are corrected.
+//!
+//! Rules (documented in ARCHITECTURE.md):
+//! - a side with no data, too many NaN points or fewer than `min_samples`
+//!   observations is `inconclusive`, with the numbers that were missing;
+//! - a comparative metric fails only when its corrected p-value is below
+//!   `1 - confidence_level` in the bad direction **and** the estimated effect is
+//!   beyond what the profile tolerates (`allowed_increase`, `max_ratio`, ...); a
+//!   significant but tolerated change passes and says so;
+//! - a threshold metric fails when the canary's statistic is outside its limits.
+
+use super::format::{count, number, p_value, percent, signed, signed_percent};
+use super::{Classification, EffectSize, MetricResult, SideSummary, ThresholdCheck};
+use crate::domain::{
+    ConfidenceLevel, Direction, MetricData, MetricKind, MetricSpec, NanPolicy, OutlierPolicy,
+    ThresholdStatistic,
+};
+use crate::stats::Alternative;
+use crate::stats::hodges_lehmann::hodges_lehmann_sorted;
+use crate::stats::mann_whitney::{MannWhitneyMethod, mann_whitney_sorted};
+use crate::stats::multiple_testing::Correction;
+use crate::stats::proportions::{Counts, ProportionTest, compare_proportions};
+use crate::stats::quantiles::{quantile_sorted, remove_outliers_iqr, summarize_sorted};
+
+/// A metric whose comparison ran but whose classification waits for the corrected
+/// p-value.
+pub(super) struct Provisional {
+    result: MetricResult,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    /// Already classified (inconclusive, error, or a threshold check).
+    Decided(Classification, String),
+    /// A comparative test; classified once the family is corrected.
+    Tested {
+        /// The p-value the decision uses (one-sided doubled, capped at 1).
+        decision_p_value: f64,
+        /// The corrected `decision_p_value`.
+        adjusted_p_value: Option<f64>,
+        /// Whether the estimated effect is beyond what the profile tolerates.
+        beyond_tolerance: bool,
+        /// "canary is higher by +23% (shift ..., CI ...)".
+        effect_text: String,
+        /// "within the allowed +5%".
+        tolerance_text: String,
+    },
+}
+
+impl Provisional {
+    pub(super) fn decision_p_value(&self) -> Option<f64> {
+        match self.outcome {
+            Outcome::Tested {
+                decision_p_value, ..
+            } => Some(decision_p_value),
+            Outcome::Decided(..) => None,
+        }
+    }
+
+    pub(super) fn set_adjusted_p_value(&mut self, adjusted: f64) {
+        if let Outcome::Tested {
+            adjusted_p_value, ..
+        } = &mut self.outcome
+        {
+            *adjusted_p_value = Some(adjusted);
+        }
+    }
+
+    pub(super) fn finish(
+        self,
+        confidence_level: ConfidenceLevel,
+        correction: Correction,
+    ) -> MetricResult {
+        let mut result = self.result;
+        let (classification, reason) = match self.outcome {
+            Outcome::Decided(classification, reason) => (classification, reason),
+            Outcome::Tested {
+                decision_p_value,
+                adjusted_p_value,
+                beyond_tolerance,
+                effect_text,
+                tolerance_text,
+            } => {
+                let adjusted = adjusted_p_value.unwrap_or(decision_p_value);
+                result.adjusted_p_value = Some(adjusted);
+                let alpha = confidence_level.alpha();
+                let raw_p = p_value(
+                    result.p_value.unwrap_or(decision_p_value),
+                    result.ln_p_value,
+                );
+                let evidence = match correction {
+                    Correction::None => format!("p = {raw_p}"),
+                    Correction::Holm | Correction::Bonferroni => format!(
+                        "p = {raw_p}, {}-adjusted {}",
+                        match correction {
+                            Correction::Holm => "Holm",
+                            _ => "Bonferroni",
+                        },
+                        p_value(adjusted, None)
+                    ),
+                };
+                let significant = adjusted < alpha;
+                match (significant, beyond_tolerance) {
+                    (true, true) => (Classification::Fail, format!("{effect_text}; {evidence}")),
+                    (true, false) => (
+                        Classification::Pass,
+                        format!("{effect_text}, {tolerance_text}; {evidence}"),
+                    ),
+                    (false, _) => (
+                        Classification::Pass,
+                        format!(
+                            "no significant regression at {}% confidence: {effect_text}; {evidence}",
+                            number(confidence_level.value() * 100.0)
+                        ),
+                    ),
+                }
+            }
+        };
+        result.classification = classification;
+        result.reason = reason;
+        result
+    }
+}
+
+/// Evaluates one metric as far as it can go without the rest of the family.
+pub(super) fn evaluate(
+    spec: &MetricSpec,
+    baseline: Option<&MetricData>,
+    canary: Option<&MetricData>,
+    confidence_level: ConfidenceLevel,
+) -> Provisional {
+    let mut result = MetricResult {
+        name: spec.name.clone(),
+        kind: spec.kind.name(),
+        severity: spec.severity,
+        group: spec.group.clone(),
+        direction: match spec.kind {
+            MetricKind::Continuous { direction, .. } | MetricKind::Proportion { direction, .. } => {
+                Some(direction)
+            }
+            MetricKind::Threshold { .. } => None,
+        },
+        classification: Classification::Inconclusive,
+        reason: String::new(),
+        baseline: None,
+        canary: None,
+        test: None,
+        p_value: None,
+        ln_p_value: None,
+        adjusted_p_value: None,
+        shift_estimate: None,
+        shift_ci: None,
+        relative_shift: None,
+        effect_size: None,
+        threshold: None,
+    };
+    let outcome = match &spec.kind {
+        MetricKind::Continuous { .. } => continuous(spec, baseline, canary, confidence_level, &mut result),
+        MetricKind::Proportion { .. } => proportion(spec, baseline, canary, confidence_level, &mut result),
+        MetricKind::Threshold { .. } => threshold(spec, baseline, canary, &mut result),
+    };
+    Provisional { result, outcome }
+}
+
+fn inconclusive(reason: impl Into<String>) -> Outcome {
+    Outcome::Decided(Classification::Inconclusive, reason.into())
+}
+
+/// The reason a metric with a side missing entirely is inconclusive.
+fn missing_sides(baseline: Option<&MetricData>, canary: Option<&MetricData>) -> Option<Outcome> {
+    match (baseline, canary) {
+        (None, None) => Some(inconclusive("no data for either side")),
+        (None, Some(_)) => Some(inconclusive("no baseline data")),
+        (Some(_), None) => Some(inconclusive("no canary data")),
+        _ => None,
+    }
+}
+
+/// One side's samples after NaN handling and outlier removal, sorted.
+struct PreparedSamples {
+    sorted: Vec<f64>,
+    summary: Option<SideSummary>,
+}
+
+/// Applies the NaN policy and outlier removal. `Err` carries the reason the metric
+/// is inconclusive (or an error, for data of the wrong shape).
+fn prepare_samples(
+    spec: &MetricSpec,
+    side: &str,
+    data: &MetricData,
+) -> Result<PreparedSamples, Outcome> {
+    let MetricData::Samples { samples, .. } = data else {
+        return Err(Outcome::Decided(
+            Classification::Error,
+            format!(
+                "the {side} data are error/total counts, but a {} metric needs plain samples",
+                spec.kind.name()
+            ),
+        ));
+    };
+    let total_points = samples.len();
+    let finite: Vec<f64> = samples
+        .iter()
+        .map(|s| s.value)
+        .filter(|v| v.is_finite())
+        .collect();
+    let nan_dropped = total_points - finite.len();
+    check_nan_share(spec, side, nan_dropped, total_points, "samples")?;
+    let (mut kept, outliers_removed) = match spec.outliers {
+        OutlierPolicy::Keep => (finite, 0),
+        OutlierPolicy::Iqr { multiplier } => {
+            let removal = remove_outliers_iqr(&finite, multiplier);
+            (removal.kept, removal.removed)
+        }
+    };
+    kept.sort_unstable_by(f64::total_cmp);
+    let summary = summarize_sorted(&kept).map(|s| SideSummary {
+        n: s.n as u64,
+        mean: s.mean,
+        median: Some(s.median),
+        p95: Some(s.p95),
+        p99: Some(s.p99),
+        std_dev: Some(s.std_dev),
+        min: Some(s.min),
+        max: Some(s.max),
+        errors: None,
+        total: None,
+        nan_dropped,
+        outliers_removed,
+    });
+    Ok(PreparedSamples {
+        sorted: kept,
+        summary,
+    })
+}
+
+fn check_nan_share(
+    spec: &MetricSpec,
+    side: &str,
+    nan_count: usize,
+    total_points: usize,
+    unit: &str,
+) -> Result<(), Outcome> {
+    if nan_count == 0 {
+        return Ok(());
+    }
+    match spec.nan_policy {
+        NanPolicy::Inconclusive => Err(inconclusive(format!(
+            "{} of {} {side} {unit} are NaN (missing) and nan_policy is \"inconclusive\"",
+            count(nan_count as u64),
+            count(total_points as u64)
+        ))),
+        NanPolicy::Drop if nan_count as f64 > spec.max_nan_fraction * total_points as f64 => {
+            Err(inconclusive(format!(
+                "{} of {} {side} {unit} are NaN (missing), more than the trusted {}",
+                count(nan_count as u64),
+                count(total_points as u64),
+                percent(spec.max_nan_fraction)
+            )))
+        }
+        NanPolicy::Drop => Ok(()),
+    }
+}
+
+fn check_min_samples(spec: &MetricSpec, side: &str, n: u64, unit: &str) -> Result<(), Outcome> {
+    if n < spec.min_samples {
+        Err(inconclusive(format!(
+            "{side} has {} of the {} required {unit}",
+            count(n),
+            count(spec.min_samples)
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+fn alternative_for(direction: Direction) -> Alternative {
+    match direction {
+        Direction::Increase => Alternative::Greater,
+        Direction::Decrease => Alternative::Less,
+        Direction::Either => Alternative::TwoSided,
+    }
+}
+
+/// One-sided p-values are doubled so every metric is compared with `1 - level`, which
+/// makes "significant" agree with "the two-sided interval excludes no change".
+fn decision_p_value(p: f64, direction: Direction) -> f64 {
+    match direction {
+        Direction::Either => p,
+        Direction::Increase | Direction::Decrease => (2.0 * p).min(1.0),
+    }
+}
+
+fn ratio(numerator: f64, denominator: f64) -> Option<f64> {
+    (denominator != 0.0).then(|| numerator / denominator)
+}
+
+fn continuous(
+    spec: &MetricSpec,
+    baseline: Option<&MetricData>,
+    canary: Option<&MetricData>,
+    confidence_level: ConfidenceLevel,
+    result: &mut MetricResult,
+) -> Outcome {
+    let MetricKind::Continuous {
+        direction,
+        allowed_increase,
+        allowed_decrease,
+    } = spec.kind
+    else {
+        unreachable!("continuous() is only called for continuous metrics");
+    };
+    if let Some(outcome) = missing_sides(baseline, canary) {
+        return outcome;
+    }
+    let (Some(baseline), Some(canary)) = (baseline, canary) else {
+        unreachable!("missing_sides handled absent data");
+    };
+    let baseline = match prepare_samples(spec, "baseline", baseline) {
+        Ok(prepared) => prepared,
+        Err(outcome) => return outcome,
+    };
+    let canary = match prepare_samples(spec, "canary", canary) {
+        Ok(prepared) => prepared,
+        Err(outcome) => return outcome,
+    };
+    result.baseline = baseline.summary.clone();
+    result.canary = canary.summary.clone();
+    for (side, prepared) in [("baseline", &baseline), ("canary", &canary)] {
+        if let Err(outcome) = check_min_samples(spec, side, prepared.sorted.len() as u64, "samples") {
+            return outcome;
+        }
+    }
+    let (Some(baseline_summary), Some(canary_summary)) = (&baseline.summary, &canary.summary)
+    else {
+        return inconclusive("no finite samples");
+    };
+
+    let test = match mann_whitney_sorted(&baseline.sorted, &canary.sorted, alternative_for(direction))
+    {
+        Ok(test) => test,
+        Err(error) => return Outcome::Decided(Classification::Error, error.to_string()),
+    };
+    let shift = match hodges_lehmann_sorted(&baseline.sorted, &canary.sorted, confidence_level.value())
+    {
+        Ok(shift) => shift,
+        Err(error) => return Outcome::Decided(Classification::Error, error.to_string()),
+    };
+    let baseline_median = baseline_summary.median.unwrap_or(f64::NAN);
+    let canary_median = canary_summary.median.unwrap_or(f64::NAN);
+    let relative_shift = ratio(shift.estimate, baseline_median.abs());
+
+    result.test = Some(match test.method {
+        MannWhitneyMethod::Exact => "mann_whitney_exact",
+        MannWhitneyMethod::NormalApproximation => "mann_whitney_normal",
+    });
+    result.p_value = Some(test.p_value);
+    result.ln_p_value = Some(test.ln_p_value);
+    result.shift_estimate = Some(shift.estimate);
+    result.shift_ci = Some([shift.low, shift.high]);
+    result.relative_shift = relative_shift;
+    result.effect_size = Some(EffectSize::Continuous {
+        mean_ratio: ratio(canary_summary.mean, baseline_summary.mean),
+        median_ratio: ratio(canary_median, baseline_median),
+        probability_of_superiority: test.probability_of_superiority,
+    });
+
+    // Compare the relative shift with the tolerance; with a zero baseline median the
+    // relative shift is unbounded, so any shift in the bad direction is beyond it.
+    let relative = relative_shift.unwrap_or(if shift.estimate == 0.0 {
+        0.0
+    } else {
+        f64::INFINITY.copysign(shift.estimate)
+    });
+    let increase_beyond = shift.estimate > 0.0 && relative > allowed_increase;
+    let decrease_beyond = shift.estimate < 0.0 && -relative > allowed_decrease;
+    let beyond_tolerance = match direction {
+        Direction::Increase => increase_beyond,
+        Direction::Decrease => decrease_beyond,
+        Direction::Either => increase_beyond || decrease_beyond,
+    };
+    let change = match relative_shift {
+        Some(relative) => format!(
+            "canary median {} vs baseline {}, shift {} ({})",
+            number(canary_median),
+            number(baseline_median),
+            signed(shift.estimate),
+            signed_percent(relative)
+        ),
+        None => format!(
+            "canary median {} vs baseline {}, shift {}",
+            number(canary_median),
+            number(baseline_median),
+            signed(shift.estimate)
+        ),
+    };
+    let effect_text = format!(
+        "{change}, {}% CI [{}, {}]",
+        number(confidence_level.value() * 100.0),
+        signed(shift.low),
+        signed(shift.high)
+    );
+    let tolerance_text = if shift.estimate >= 0.0 {
+        format!("within the allowed increase of {}", percent(allowed_increase))
+    } else {
+        format!("within the allowed decrease of {}", percent(allowed_decrease))
+    };
+    Outcome::Tested {
+        decision_p_value: decision_p_value(test.p_value, direction),
+        adjusted_p_value: None,
+        beyond_tolerance,
+        effect_text,
+        tolerance_text,
+    }
+}
+
+/// One side's counts, summed over the timestamps where both counts are present.
+struct PreparedCounts {
+    counts: Counts,
+    summary: SideSummary,
+}
+
+fn prepare_counts(spec: &MetricSpec, side: &str, data: &MetricData) -> Result<PreparedCounts, Outcome> {
+    let MetricData::Counts { errors, total, .. } = data else {
+        return Err(Outcome::Decided(
+            Classification::Error,
+            format!(
+                "the {side} data are plain samples, but a proportion metric needs `{0}:errors` and `{0}:total` counts",
+                spec.name
+            ),
+        ));
+    };
+    let mut error_sum = 0.0;
+    let mut total_sum = 0.0;
+    let mut nan_dropped = 0;
+    for (error_point, total_point) in errors.iter().zip(total) {
+        if error_point.value.is_finite() && total_point.value.is_finite() {
+            error_sum += error_point.value;
+            total_sum += total_point.value;
+        } else {
+            nan_dropped += 1;
+        }
+    }
+    check_nan_share(spec, side, nan_dropped, errors.len(), "intervals")?;
+    // Counts from `increase()` are not whole; the tests need whole events.
+    let counts = Counts {
+        events: error_sum.round() as u64,
+        total: total_sum.round() as u64,
+    };
+    let counts = Counts {
+        events: counts.events.min(counts.total),
+        ..counts
+    };
+    let rate = if counts.total == 0 {
+        f64::NAN
+    } else {
+        counts.events as f64 / counts.total as f64
+    };
+    Ok(PreparedCounts {
+        counts,
+        summary: SideSummary {
+            n: counts.total,
+            mean: rate,
+            median: None,
+            p95: None,
+            p99: None,
+            std_dev: None,
+            min: None,
+            max: None,
+            errors: Some(counts.events),
+            total: Some(counts.total),
+            nan_dropped,
+            outliers_removed: 0,
+        },
+    })
+}
+
+fn proportion(
+    spec: &MetricSpec,
+    baseline: Option<&MetricData>,
+    canary: Option<&MetricData>,
+    confidence_level: ConfidenceLevel,
+    result: &mut MetricResult,
+) -> Outcome {
+    let MetricKind::Proportion {
+        direction,
+        max_ratio,
+        min_ratio,
+    } = spec.kind
+    else {
+        unreachable!("proportion() is only called for proportion metrics");
+    };
+    if let Some(outcome) = missing_sides(baseline, canary) {
+        return outcome;
+    }
+    let (Some(baseline), Some(canary)) = (baseline, canary) else {
+        unreachable!("missing_sides handled absent data");
+    };
+    let baseline = match prepare_counts(spec, "baseline", baseline) {
+        Ok(prepared) => prepared,
+        Err(outcome) => return outcome,
+    };
+    let canary = match prepare_counts(spec, "canary", canary) {
+        Ok(prepared) => prepared,
+        Err(outcome) => return outcome,
+    };
+    result.baseline = Some(baseline.summary.clone());
+    result.canary = Some(canary.summary.clone());
+    for (side, prepared) in [("baseline", &baseline), ("canary", &canary)] {
+        if let Err(outcome) = check_min_samples(spec, side, prepared.counts.total, "events") {
+            return outcome;
+        }
+    }
+    let comparison = match compare_proportions(
+        baseline.counts,
+        canary.counts,
+        confidence_level.value(),
+        alternative_for(direction),
+    ) {
+        Ok(comparison) => comparison,
+        Err(error) => return Outcome::Decided(Classification::Error, error.to_string()),
+    };
+    result.test = Some(match comparison.test {
+        ProportionTest::ZTest => "two_proportion_z",
+        ProportionTest::FisherExact => "fisher_exact",
+    });
+    result.p_value = Some(comparison.p_value);
+    result.ln_p_value = Some(comparison.ln_p_value);
+    result.shift_estimate = Some(comparison.difference);
+    result.shift_ci = Some([comparison.difference_ci.0, comparison.difference_ci.1]);
+    result.effect_size = Some(EffectSize::Proportion {
+        rate_ratio: comparison.ratio,
+        rate_ratio_ci: comparison.ratio_ci.map(|(low, high)| [low, high]),
+        rate_difference: comparison.difference,
+        rate_difference_ci: [comparison.difference_ci.0, comparison.difference_ci.1],
+    });
+
+    // With a zero baseline rate the ratio is unbounded: any increase exceeds max_ratio.
+    let increase_beyond = comparison.difference > 0.0
+        && match (max_ratio, comparison.ratio) {
+            (Some(limit), Some(ratio)) => ratio > limit,
+            _ => true,
+        };
+    let decrease_beyond = comparison.difference < 0.0
+        && match (min_ratio, comparison.ratio) {
+            (Some(limit), Some(ratio)) => ratio < limit,
+            _ => true,
+        };
+    let beyond_tolerance = match direction {
+        Direction::Increase => increase_beyond,
+        Direction::Decrease => decrease_beyond,
+        Direction::Either => increase_beyond || decrease_beyond,
+    };
+    let level = number(confidence_level.value() * 100.0);
+    let ratio_text = match (comparison.ratio, comparison.ratio_ci) {
+        (Some(ratio), Some((low, high))) => format!(
+            ", ×{} ({level}% CI ×{}–×{})",
+            number(ratio),
+            number(low),
+            number(high)
+        ),
+        (Some(ratio), None) => format!(", ×{}", number(ratio)),
+        (None, _) => String::new(),
+    };
+    let effect_text = format!(
+        "rate {} ({} of {}) vs {} baseline ({} of {}){ratio_text}",
+        percent(comparison.canary_rate),
+        count(canary.counts.events),
+        count(canary.counts.total),
+        percent(comparison.baseline_rate),
+        count(baseline.counts.events),
+        count(baseline.counts.total),
+    );
+    let tolerance_text = if comparison.difference >= 0.0 {
+        match max_ratio {
+            Some(limit) => format!("within the allowed ratio ×{}", number(limit)),
+            None => "within tolerance".to_owned(),
+        }
+    } else {
+        match min_ratio {
+            Some(limit) => format!("within the allowed ratio ×{}", number(limit)),
+            None => "within tolerance".to_owned(),
+        }
+    };
+    Outcome::Tested {
+        decision_p_value: decision_p_value(comparison.p_value, direction),
+        adjusted_p_value: None,
+        beyond_tolerance,
+        effect_text,
+        tolerance_text,
+    }
+}
+
+fn threshold(
+    spec: &MetricSpec,
+    baseline: Option<&MetricData>,
+    canary: Option<&MetricData>,
+    result: &mut MetricResult,
+) -> Outcome {
+    let MetricKind::Threshold {
+        statistic,
+        min,
+        max,
+    } = spec.kind
+    else {
+        unreachable!("threshold() is only called for threshold metrics");
+    };
+    // The baseline is shown for context only; a threshold judges the canary alone.
+    match baseline {
+        Some(data @ MetricData::Samples { .. }) => {
+            result.baseline = prepare_samples(spec, "baseline", data)
+                .ok()
+                .and_then(|p| p.summary);
+        }
+        Some(data @ MetricData::Counts { .. }) => {
+            result.baseline = prepare_counts(spec, "baseline", data).ok().map(|p| p.summary);
+        }
+        None => {}
+    }
+    let Some(canary) = canary else {
+        return inconclusive("no canary data");
+    };
+    let (statistic_name, value) = match canary {
+        MetricData::Samples { samples, .. } => {
+            let prepared = match prepare_samples(spec, "canary", canary) {
+                Ok(prepared) => prepared,
+                Err(outcome) => return outcome,
+            };
+            result.canary = prepared.summary.clone();
+            if let Err(outcome) = check_min_samples(spec, "canary", prepared.sorted.len() as u64, "samples") {
+                return outcome;
+            }
+            let Some(summary) = prepared.summary else {
+                return inconclusive("no finite canary samples");
+            };
+            let value = match statistic {
+                ThresholdStatistic::Mean => summary.mean,
+                ThresholdStatistic::Median => summary.median.unwrap_or(f64::NAN),
+                ThresholdStatistic::P95 => summary.p95.unwrap_or(f64::NAN),
+                ThresholdStatistic::P99 => quantile_sorted(&prepared.sorted, 0.99).unwrap_or(f64::NAN),
+                ThresholdStatistic::Max => summary.max.unwrap_or(f64::NAN),
+                ThresholdStatistic::Min => summary.min.unwrap_or(f64::NAN),
+                ThresholdStatistic::Last => samples
+                    .iter()
+                    .filter(|s| s.value.is_finite())
+                    .max_by(|a, b| a.timestamp.total_cmp(&b.timestamp))
+                    .map_or(f64::NAN, |s| s.value),
+            };
+            (statistic.to_string(), value)
+        }
+        MetricData::Counts { .. } => {
+            let prepared = match prepare_counts(spec, "canary", canary) {
+                Ok(prepared) => prepared,
+                Err(outcome) => return outcome,
+            };
+            result.canary = Some(prepared.summary.clone());
+            if let Err(outcome) = check_min_samples(spec, "canary", prepared.counts.total, "events") {
+                return outcome;
+            }
+            ("error_rate".to_owned(), prepared.summary.mean)
+        }
+    };
+    result.threshold = Some(ThresholdCheck {
+        statistic: statistic_name.clone(),
+        value,
+        min,
+        max,
+    });
+    if !value.is_finite() {
+        return inconclusive(format!("the canary {statistic_name} is not a number"));
+    }
+    let shown = |x: f64| {
+        if statistic_name == "error_rate" {
+            percent(x)
+        } else {
+            number(x)
+        }
+    };
+    match (min, max) {
+        (_, Some(limit)) if value > limit => Outcome::Decided(
+            Classification::Fail,
+            format!(
+                "canary {statistic_name} {} is above the limit {}",
+                shown(value),
+                shown(limit)
+            ),
+        ),
+        (Some(limit), _) if value < limit => Outcome::Decided(
+            Classification::Fail,
+            format!(
+                "canary {statistic_name} {} is below the limit {}",
+                shown(value),
+                shown(limit)
+            ),
+        ),
+        _ => Outcome::Decided(
+            Classification::Pass,
+            format!(
+                "canary {statistic_name} {} is within {}",
+                shown(value),
+                match (min, max) {
+                    (Some(low), Some(high)) => format!("[{}, {}]", shown(low), shown(high)),
+                    (Some(low), None) => format!("the minimum {}", shown(low)),
+                    (None, Some(high)) => format!("the limit {}", shown(high)),
+                    (None, None) => "its limits".to_owned(),
+                }
+            ),
+        ),
+    }
+}

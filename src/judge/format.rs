@@ -1,0 +1,106 @@
+//! Number formatting for reasons and tables: short, unambiguous, and honest about
+//! p-values too small for `f64`.
+
+/// A number with about four significant digits, without trailing zeros.
+pub fn number(value: f64) -> String {
+    if !value.is_finite() {
+        return if value.is_nan() {
+            "n/a".to_owned()
+        } else if value > 0.0 {
+            "∞".to_owned()
+        } else {
+            "-∞".to_owned()
+        };
+    }
+    if value == 0.0 {
+        return "0".to_owned();
+    }
+    let magnitude = value.abs();
+    if !(1e-4..1e6).contains(&magnitude) {
+        return format!("{value:.3e}");
+    }
+    let decimals = (3 - magnitude.log10().floor() as i32).max(0) as usize;
+    let text = format!("{value:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    }
+}
+
+/// A signed number: `+0.021`, `-3`.
+pub fn signed(value: f64) -> String {
+    if value > 0.0 {
+        format!("+{}", number(value))
+    } else {
+        number(value)
+    }
+}
+
+/// A share as a percentage: `2.3%`.
+pub fn percent(fraction: f64) -> String {
+    format!("{}%", number(fraction * 100.0))
+}
+
+/// A signed relative change as a percentage: `+23.1%`.
+pub fn signed_percent(fraction: f64) -> String {
+    format!("{}%", signed(fraction * 100.0))
+}
+
+/// A p-value; when `p` underflowed, its order of magnitude from `ln p`.
+pub fn p_value(p: f64, ln_p: Option<f64>) -> String {
+    if p >= 1e-4 {
+        return number(p);
+    }
+    if p > 0.0 {
+        return format!("{p:.2e}");
+    }
+    match ln_p {
+        Some(ln_p) if ln_p.is_finite() => {
+            format!("1e{:.0}", (ln_p / std::f64::consts::LN_10).floor())
+        }
+        _ => "< 1e-300".to_owned(),
+    }
+}
+
+/// A whole count with thousands separators: `1,000`.
+pub fn count(value: u64) -> String {
+    let digits = value.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_keep_four_significant_digits() {
+        assert_eq!(number(0.123456), "0.1235");
+        assert_eq!(number(1234.5), "1234");
+        assert_eq!(number(2.0), "2");
+        assert_eq!(number(0.00001234), "1.234e-5");
+        assert_eq!(signed(0.5), "+0.5");
+        assert_eq!(percent(0.023), "2.3%");
+    }
+
+    #[test]
+    fn underflowed_p_values_show_their_magnitude() {
+        assert_eq!(p_value(0.0, Some(-800.0)), "1e-348");
+        assert_eq!(p_value(0.0123, None), "0.0123");
+        assert_eq!(p_value(3.2e-12, None), "3.20e-12");
+    }
+
+    #[test]
+    fn counts_have_thousands_separators() {
+        assert_eq!(count(312), "312");
+        assert_eq!(count(1000), "1,000");
+        assert_eq!(count(1234567), "1,234,567");
+    }
+}

@@ -1,0 +1,208 @@
+//! The judge: turns a profile and two sides of observations into per-metric
+//! classifications and one verdict, keeping every number it used.
+//!
+//! It is pure: no I/O, no clocks, no logging. The steps are
+//! 1. [`classify`] prepares each metric's data (NaN handling, outlier removal,
+//!    minimum samples) and runs its comparison;
+//! 2. the p-values of all comparative metrics are corrected together
+//!    ([`Correction`], Holm by default) and each metric is classified
+//!    `pass`, `fail`, `inconclusive` or `error`;
+//! 3. [`decide`] scores the metrics and applies the verdict rules.
+//!
+//! **Invariant:** missing, doubtful or insufficient data never promotes. Every
+//! path that cannot classify a metric ends in `inconclusive` or `error`, and either
+//! holds the verdict.
+
+mod classify;
+mod decide;
+pub mod format;
+
+use serde::Serialize;
+
+use crate::domain::{Direction, Observations, Profile, Severity, Verdict};
+use crate::stats::multiple_testing::{Correction, adjust_p_values};
+
+/// The result of one metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Classification {
+    /// No regression beyond what the profile tolerates.
+    Pass,
+    /// A regression the profile does not tolerate.
+    Fail,
+    /// Not enough trustworthy data to say; holds the verdict.
+    Inconclusive,
+    /// The comparison itself could not be computed; holds the verdict.
+    Error,
+}
+
+/// Summary of one side of one metric, after NaN handling and outlier removal.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SideSummary {
+    /// Samples used (for count data: total events).
+    pub n: u64,
+    /// Mean of the samples (for count data: the error rate).
+    pub mean: f64,
+    /// Median of the samples (none for count data).
+    pub median: Option<f64>,
+    /// 95th percentile (none for count data).
+    pub p95: Option<f64>,
+    /// 99th percentile (none for count data).
+    pub p99: Option<f64>,
+    /// Sample standard deviation (none for count data).
+    pub std_dev: Option<f64>,
+    /// Smallest sample (none for count data).
+    pub min: Option<f64>,
+    /// Largest sample (none for count data).
+    pub max: Option<f64>,
+    /// Error count, for count data.
+    pub errors: Option<u64>,
+    /// Total events, for count data.
+    pub total: Option<u64>,
+    /// NaN (missing) points dropped.
+    pub nan_dropped: usize,
+    /// Samples removed as outliers.
+    pub outliers_removed: usize,
+}
+
+/// Effect sizes, by kind of comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum EffectSize {
+    /// For continuous metrics.
+    Continuous {
+        /// Canary mean / baseline mean (none when the baseline mean is 0).
+        mean_ratio: Option<f64>,
+        /// Canary median / baseline median (none when the baseline median is 0).
+        median_ratio: Option<f64>,
+        /// P(canary > baseline) + ½ P(tie), the common-language effect size.
+        probability_of_superiority: f64,
+    },
+    /// For proportion metrics.
+    Proportion {
+        /// Canary rate / baseline rate (none when the baseline rate is 0).
+        rate_ratio: Option<f64>,
+        /// Katz log interval for the ratio at the profile's confidence level.
+        rate_ratio_ci: Option<[f64; 2]>,
+        /// Canary rate − baseline rate.
+        rate_difference: f64,
+        /// Newcombe hybrid score interval for the difference.
+        rate_difference_ci: [f64; 2],
+    },
+}
+
+/// The absolute check of a threshold metric.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ThresholdCheck {
+    /// The statistic compared (`mean`, `p95`, ..., or `error_rate` for count data).
+    pub statistic: String,
+    /// Its value for the canary.
+    pub value: f64,
+    /// The lower limit, if any.
+    pub min: Option<f64>,
+    /// The upper limit, if any.
+    pub max: Option<f64>,
+}
+
+/// Everything the judge found about one metric.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricResult {
+    /// The metric's name.
+    pub name: String,
+    /// `continuous`, `proportion` or `threshold`.
+    pub kind: &'static str,
+    /// What a failure does.
+    pub severity: Severity,
+    /// Score group.
+    pub group: String,
+    /// The bad direction (none for thresholds).
+    pub direction: Option<Direction>,
+    /// The outcome.
+    pub classification: Classification,
+    /// Why, in one readable sentence with the numbers.
+    pub reason: String,
+    /// Baseline summary, when there was baseline data.
+    pub baseline: Option<SideSummary>,
+    /// Canary summary, when there was canary data.
+    pub canary: Option<SideSummary>,
+    /// The test that produced `p_value`.
+    pub test: Option<&'static str>,
+    /// The raw p-value of that test: one-sided in the bad direction for `increase` /
+    /// `decrease`, two-sided for `either`.
+    pub p_value: Option<f64>,
+    /// Natural log of `p_value`, finite even when `p_value` underflows to 0.
+    pub ln_p_value: Option<f64>,
+    /// The p-value the decision used: one-sided p-values doubled (so every metric is
+    /// compared with `1 - confidence_level`, matching its two-sided interval), then
+    /// corrected for the number of metrics tested.
+    pub adjusted_p_value: Option<f64>,
+    /// Canary − baseline: the Hodges-Lehmann shift (continuous) or the rate difference
+    /// (proportion).
+    pub shift_estimate: Option<f64>,
+    /// Two-sided interval for the shift at the profile's confidence level.
+    pub shift_ci: Option<[f64; 2]>,
+    /// The shift relative to the baseline median (continuous) — what `allowed_increase`
+    /// and `allowed_decrease` limit.
+    pub relative_shift: Option<f64>,
+    /// Effect sizes (none for thresholds).
+    pub effect_size: Option<EffectSize>,
+    /// The absolute check (thresholds only).
+    pub threshold: Option<ThresholdCheck>,
+}
+
+/// The judge's full answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Judgement {
+    /// Promote, hold or rollback.
+    pub verdict: Verdict,
+    /// Readable reasons, the deciding ones first.
+    pub reasons: Vec<String>,
+    /// Weighted share of passing scored metrics, 0–100; none when no metric was scored.
+    pub score: Option<f64>,
+    /// The profile's name.
+    pub profile: String,
+    /// The per-metric confidence level used.
+    pub confidence_level: f64,
+    /// The multiple-comparison correction used.
+    pub multiple_comparisons: Correction,
+    /// Per-metric results, in profile order.
+    pub metrics: Vec<MetricResult>,
+}
+
+/// Judges a canary against its baseline under a profile.
+pub fn judge(profile: &Profile, baseline: &Observations, canary: &Observations) -> Judgement {
+    let confidence_level = profile.judge.confidence_level;
+    let mut provisional: Vec<classify::Provisional> = profile
+        .metrics
+        .iter()
+        .map(|spec| {
+            classify::evaluate(
+                spec,
+                baseline.metrics.get(&spec.name),
+                canary.metrics.get(&spec.name),
+                confidence_level,
+            )
+        })
+        .collect();
+
+    // Correct the comparative metrics' p-values as one family.
+    let tested: Vec<usize> = provisional
+        .iter()
+        .enumerate()
+        .filter_map(|(index, p)| p.decision_p_value().map(|_| index))
+        .collect();
+    let raw: Vec<f64> = tested
+        .iter()
+        .filter_map(|&index| provisional[index].decision_p_value())
+        .collect();
+    let adjusted = adjust_p_values(&raw, profile.judge.multiple_comparisons);
+    for (&index, adjusted_p) in tested.iter().zip(adjusted) {
+        provisional[index].set_adjusted_p_value(adjusted_p);
+    }
+
+    let metrics: Vec<MetricResult> = provisional
+        .into_iter()
+        .map(|p| p.finish(confidence_level, profile.judge.multiple_comparisons))
+        .collect();
+    decide::decide(profile, metrics)
+}

@@ -1,0 +1,29 @@
+//! canary: automated canary analysis.
+//!
+//! # Layout
+//! - [`domain`]: the vocabulary — analysis profiles, recorded observations, verdicts —
+//!   with validating constructors. No I/O.
+//! - [`stats`]: pure numerics — Mann-Whitney U, Hodges-Lehmann, proportion tests,
+//!   quantiles, multiple-testing corrections — checked against scipy and R.
+//! - [`judge`]: pure — classifies each metric and decides promote / hold / rollback,
+//!   keeping every number behind the decision.
+//! - [`sources`]: where observations come from; today the recorded-file readers
+//!   (CSV and Prometheus API JSON).
+//! - [`report`]: renders a judgement as a terminal table or JSON.
+//! - [`app`]: the composition root: wires files, sources, judge and report for each
+//!   command. The only module that names concrete sources.
+//! - [`cli`]: the command-line types (clap).
+//! - [`telemetry`]: logging set-up.
+//!
+//! Dependencies point inward: `judge` and `stats` know nothing of files, sources or
+//! output formats.
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod cli;
+pub mod domain;
+pub mod judge;
+pub mod report;
+pub mod sources;
+pub mod stats;
+pub mod telemetry;

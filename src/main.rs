@@ -1,0 +1,53 @@
+//! The `canary` binary: parse arguments, set up logging, run a command, map the
+//! outcome to an exit code. Errors are printed once, here.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use canary::cli::{Cli, Command};
+use canary::{app, telemetry};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // clap exits with 2 on a usage error, but 2 means "hold" to pipelines: usage
+    // errors exit 1 like every other error.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    telemetry::init();
+    match cli.command {
+        Command::Analyze(args) => match app::analyze(&args) {
+            Ok((judgement, rendered)) => {
+                let mut stdout = std::io::stdout().lock();
+                if stdout.write_all(rendered.as_bytes()).is_err() {
+                    return ExitCode::from(1);
+                }
+                ExitCode::from(app::exit_code(judgement.verdict))
+            }
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::CheckProfile(args) => {
+            let (summary, errors) = app::check_profiles(&args);
+            print!("{summary}");
+            for error in &errors {
+                eprintln!("error: {error:#}");
+            }
+            if errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! A plain-text report: the verdict, the reasons in order, and one table row per
+//! metric with the numbers behind it.
+
+use std::fmt::Write as _;
+
+use crate::judge::format::{number, p_value, signed};
+use crate::judge::{Classification, Judgement, MetricResult};
+
+/// Renders the report. Plain text, no colour: it goes to terminals and CI logs alike.
+pub fn render(judgement: &Judgement) -> String {
+    let mut out = String::new();
+    let score = judgement
+        .score
+        .map_or_else(|| "n/a".to_owned(), number);
+    let _ = writeln!(
+        out,
+        "verdict: {}    score: {}    profile: {}",
+        judgement.verdict.to_string().to_uppercase(),
+        score,
+        judgement.profile
+    );
+    let _ = writeln!(out, "\nreasons:");
+    for (index, reason) in judgement.reasons.iter().enumerate() {
+        let _ = writeln!(out, "  {}. {reason}", index + 1);
+    }
+
+    let level = number(judgement.confidence_level * 100.0);
+    let header = [
+        "metric".to_owned(),
+        "kind".to_owned(),
+        "severity".to_owned(),
+        "result".to_owned(),
+        "baseline n".to_owned(),
+        "canary n".to_owned(),
+        "baseline".to_owned(),
+        "canary".to_owned(),
+        "shift".to_owned(),
+        format!("{level}% CI"),
+        "p".to_owned(),
+    ];
+    let rows: Vec<[String; 11]> = judgement.metrics.iter().map(row).collect();
+    let mut widths = header.each_ref().map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let _ = writeln!(out);
+    let write_row = |out: &mut String, cells: &[String; 11]| {
+        let line: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    };
+    write_row(&mut out, &header);
+    for row in &rows {
+        write_row(&mut out, row);
+    }
+    let _ = writeln!(out, "\nper metric:");
+    for metric in &judgement.metrics {
+        let _ = writeln!(
+            out,
+            "  {} [{}]: {}",
+            metric.name,
+            classification_label(metric.classification),
+            metric.reason
+        );
+    }
+    out
+}
+
+fn classification_label(classification: Classification) -> &'static str {
+    match classification {
+        Classification::Pass => "pass",
+        Classification::Fail => "FAIL",
+        Classification::Inconclusive => "inconclusive",
+        Classification::Error => "ERROR",
+    }
+}
+
+fn row(metric: &MetricResult) -> [String; 11] {
+    let dash = || "-".to_owned();
+    let n = |side: &Option<crate::judge::SideSummary>| side.as_ref().map_or_else(dash, |s| s.n.to_string());
+    // The central value people compare: the median for samples, the rate for counts.
+    let centre = |side: &Option<crate::judge::SideSummary>| {
+        side.as_ref().map_or_else(dash, |s| match (s.median, s.total) {
+            (_, Some(_)) => format!("{}%", number(s.mean * 100.0)),
+            (Some(median), None) => number(median),
+            (None, None) => number(s.mean),
+        })
+    };
+    let canary_centre = match &metric.threshold {
+        Some(check) => format!("{} {}", check.statistic, number(check.value)),
+        None => centre(&metric.canary),
+    };
+    [
+        metric.name.clone(),
+        metric.kind.to_owned(),
+        metric.severity.to_string(),
+        classification_label(metric.classification).to_owned(),
+        n(&metric.baseline),
+        n(&metric.canary),
+        centre(&metric.baseline),
+        canary_centre,
+        metric.shift_estimate.map_or_else(dash, signed),
+        metric
+            .shift_ci
+            .map_or_else(dash, |[low, high]| format!("[{}, {}]", signed(low), signed(high))),
+        metric
+            .p_value
+            .map_or_else(dash, |p| p_value(p, metric.ln_p_value)),
+    ]
+}

@@ -1,0 +1,629 @@
+//! Readers for recorded observations: the `metric,timestamp,value` CSV format and the
+//! JSON that Prometheus' `/api/v1/query_range` (or `/api/v1/query`) returns.
+//!
+//! The readers are strict: a malformed number, an infinity, a negative count, more
+//! errors than events or an empty file is an error that names the file and line
+//! (for JSON, the line and column serde reports, or the series and timestamp when the
+//! problem only shows across series). NaN is accepted and kept: it is how
+//! Prometheus marks a missing point, and missing data is the judge's business.
+//!
+//! CSV rows: `metric,timestamp,value` with an optional header row and `#` comments.
+//! A proportion metric is written as two metrics, `NAME:errors` and `NAME:total`,
+//! with one row each per timestamp.
+//!
+//! Prometheus JSON: either one response whose series carry a `__name__` label, or
+//! an object mapping metric names (including `NAME:errors` / `NAME:total`) to
+//! responses. Several series for one metric are pooled (samples) or summed per
+//! timestamp (counts).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use crate::domain::{Location, MetricData, Observations, Sample};
+
+/// A data file that cannot be read as observations.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct RecordedDataError {
+    /// The file as the user named it.
+    pub file: String,
+    /// 1-based line, when the problem sits on one line.
+    pub line: Option<usize>,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl fmt::Display for RecordedDataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file, line, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// Reads observations from a file, choosing the format by extension (`.csv`,
+/// `.json`) or, failing that, by whether the content starts with `{`.
+pub fn read_file(path: &Path) -> Result<Observations, RecordedDataError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|error| RecordedDataError {
+        file: file.clone(),
+        line: None,
+        message: format!("cannot read the file: {error}"),
+    })?;
+    let is_json = match path.extension().and_then(|e| e.to_str()) {
+        Some(extension) if extension.eq_ignore_ascii_case("json") => true,
+        Some(extension) if extension.eq_ignore_ascii_case("csv") => false,
+        _ => text.trim_start().starts_with('{'),
+    };
+    if is_json {
+        parse_prometheus_json(&text, &file)
+    } else {
+        parse_csv(&text, &file)
+    }
+}
+
+/// One value as read, before proportion metrics are paired up.
+struct RawPoint {
+    timestamp: f64,
+    value: f64,
+    line: Option<usize>,
+}
+
+/// Points per raw metric name (`latency`, `errors:errors`, ...), with where each
+/// name first appeared.
+#[derive(Default)]
+struct Collector {
+    points: BTreeMap<String, (Option<usize>, Vec<RawPoint>)>,
+}
+
+impl Collector {
+    fn push(&mut self, name: &str, point: RawPoint) {
+        self.points
+            .entry(name.to_owned())
+            .or_insert_with(|| (point.line, Vec::new()))
+            .1
+            .push(point);
+    }
+
+    /// Pairs `NAME:errors` with `NAME:total` and checks the counts.
+    fn finish(self, file: &str) -> Result<Observations, RecordedDataError> {
+        let error = |line: Option<usize>, message: String| RecordedDataError {
+            file: file.to_owned(),
+            line,
+            message,
+        };
+        if self.points.is_empty() {
+            return Err(error(None, "the file holds no observations".to_owned()));
+        }
+        let mut plain = BTreeMap::new();
+        let mut errors = BTreeMap::new();
+        let mut totals = BTreeMap::new();
+        for (name, (first_line, points)) in self.points {
+            match name.split_once(':') {
+                None => {
+                    plain.insert(name, (first_line, points));
+                }
+                Some((base, "errors")) if !base.is_empty() => {
+                    errors.insert(base.to_owned(), (first_line, points));
+                }
+                Some((base, "total")) if !base.is_empty() => {
+                    totals.insert(base.to_owned(), (first_line, points));
+                }
+                Some(_) => {
+                    return Err(error(
+                        first_line,
+                        format!(
+                            "metric {name:?}: the only suffixes allowed are `:errors` and `:total` \
+                             (the two rows of a proportion metric)"
+                        ),
+                    ));
+                }
+            }
+        }
+
+        let mut observations = Observations::default();
+        for (name, (first_line, points)) in plain {
+            if errors.contains_key(&name) || totals.contains_key(&name) {
+                return Err(error(
+                    first_line,
+                    format!(
+                        "metric {name:?} has both plain rows and `{name}:errors`/`{name}:total` rows; \
+                         a metric is either samples or counts"
+                    ),
+                ));
+            }
+            let samples = points
+                .into_iter()
+                .map(|p| Sample {
+                    timestamp: p.timestamp,
+                    value: p.value,
+                })
+                .collect();
+            let origin = Location {
+                file: file.to_owned(),
+                line: first_line.unwrap_or(1),
+            };
+            observations
+                .metrics
+                .insert(name, MetricData::Samples { samples, origin });
+        }
+
+        for (name, (errors_line, error_points)) in errors {
+            let Some((_, total_points)) = totals.remove(&name) else {
+                return Err(error(
+                    errors_line,
+                    format!(
+                        "`{name}:errors` has no matching `{name}:total` rows; a proportion metric needs both"
+                    ),
+                ));
+            };
+            let data = pair_counts(file, &name, errors_line, error_points, total_points)?;
+            observations.metrics.insert(name, data);
+        }
+        if let Some((name, (total_line, _))) = totals.into_iter().next() {
+            return Err(error(
+                total_line,
+                format!(
+                    "`{name}:total` has no matching `{name}:errors` rows; a proportion metric needs both"
+                ),
+            ));
+        }
+        Ok(observations)
+    }
+}
+
+/// Per timestamp: the timestamp, summed errors, summed total, and the line to blame.
+type PairedCounts = (f64, Option<f64>, Option<f64>, Option<usize>);
+
+/// Sums counts per timestamp (several series may report the same instant) and checks
+/// that every timestamp has both counts and that errors never exceed the total.
+fn pair_counts(
+    file: &str,
+    name: &str,
+    errors_line: Option<usize>,
+    error_points: Vec<RawPoint>,
+    total_points: Vec<RawPoint>,
+) -> Result<MetricData, RecordedDataError> {
+    let error = |line: Option<usize>, message: String| RecordedDataError {
+        file: file.to_owned(),
+        line,
+        message,
+    };
+    // Millisecond keys: Prometheus timestamps have millisecond resolution.
+    let key = |timestamp: f64| (timestamp * 1000.0).round() as i64;
+    let mut by_time: BTreeMap<i64, PairedCounts> = BTreeMap::new();
+    for (points, is_errors) in [(error_points, true), (total_points, false)] {
+        for point in points {
+            if point.value < 0.0 {
+                return Err(error(
+                    point.line,
+                    format!(
+                        "`{name}:{}` at timestamp {}: counts cannot be negative, got {}",
+                        if is_errors { "errors" } else { "total" },
+                        point.timestamp,
+                        point.value
+                    ),
+                ));
+            }
+            let entry = by_time
+                .entry(key(point.timestamp))
+                .or_insert((point.timestamp, None, None, point.line));
+            let slot = if is_errors { &mut entry.1 } else { &mut entry.2 };
+            *slot = Some(slot.unwrap_or(0.0) + point.value);
+            if is_errors {
+                entry.3 = point.line.or(entry.3);
+            }
+        }
+    }
+    let mut errors = Vec::with_capacity(by_time.len());
+    let mut total = Vec::with_capacity(by_time.len());
+    for (timestamp, error_count, total_count, line) in by_time.into_values() {
+        let (Some(error_count), Some(total_count)) = (error_count, total_count) else {
+            let missing = if error_count.is_none() {
+                "errors"
+            } else {
+                "total"
+            };
+            return Err(error(
+                line,
+                format!(
+                    "`{name}` at timestamp {timestamp}: there is no `{name}:{missing}` value for this \
+                     timestamp (write NaN for a missing point)"
+                ),
+            ));
+        };
+        // A relative tolerance absorbs the rounding of `increase()` results.
+        if error_count > total_count * (1.0 + 1e-9) + 1e-9 {
+            return Err(error(
+                line,
+                format!(
+                    "`{name}` at timestamp {timestamp}: errors ({error_count}) exceed total ({total_count})"
+                ),
+            ));
+        }
+        errors.push(Sample {
+            timestamp,
+            value: error_count,
+        });
+        total.push(Sample {
+            timestamp,
+            value: total_count,
+        });
+    }
+    Ok(MetricData::Counts {
+        errors,
+        total,
+        origin: Location {
+            file: file.to_owned(),
+            line: errors_line.unwrap_or(1),
+        },
+    })
+}
+
+/// Parses a number the way both formats write them; NaN is a missing point.
+fn parse_value(text: &str) -> Result<f64, String> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err("the value is empty; write NaN for a missing point".to_owned());
+    }
+    match trimmed.parse::<f64>() {
+        Ok(value) if value.is_nan() => Ok(f64::NAN),
+        Ok(value) if value.is_infinite() => Err(format!(
+            "the value {trimmed:?} is not finite; only finite numbers and NaN (missing) are allowed"
+        )),
+        Ok(value) => Ok(value),
+        Err(_) => Err(format!("the value {trimmed:?} is not a number")),
+    }
+}
+
+fn parse_timestamp(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(timestamp) if timestamp.is_finite() && timestamp >= 0.0 => Ok(timestamp),
+        _ => Err(format!(
+            "the timestamp {:?} is not a Unix time in seconds (a number at least 0)",
+            text.trim()
+        )),
+    }
+}
+
+/// Parses the `metric,timestamp,value` CSV format. `file` is only used in errors.
+pub fn parse_csv(text: &str, file: &str) -> Result<Observations, RecordedDataError> {
+    let error = |line: Option<usize>, message: String| RecordedDataError {
+        file: file.to_owned(),
+        line,
+        message,
+    };
+    if text.trim().is_empty() {
+        return Err(error(None, "the file is empty".to_owned()));
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .comment(Some(b'#'))
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let mut collector = Collector::default();
+    let mut first_record = true;
+    for record in reader.records() {
+        let record = record.map_err(|csv_error| {
+            let line = csv_error.position().map(|p| p.line() as usize);
+            error(line, format!("malformed CSV: {csv_error}"))
+        })?;
+        let line = record.position().map_or(0, |p| p.line() as usize);
+        if record.len() == 1 && record[0].is_empty() {
+            continue;
+        }
+        if first_record {
+            first_record = false;
+            if record.len() == 3
+                && record[0].eq_ignore_ascii_case("metric")
+                && record[1].eq_ignore_ascii_case("timestamp")
+            {
+                continue;
+            }
+        }
+        if record.len() != 3 {
+            return Err(error(
+                Some(line),
+                format!(
+                    "expected 3 fields `metric,timestamp,value`, found {}",
+                    record.len()
+                ),
+            ));
+        }
+        let name = &record[0];
+        if name.is_empty() {
+            return Err(error(Some(line), "the metric name is empty".to_owned()));
+        }
+        let timestamp = parse_timestamp(&record[1]).map_err(|m| error(Some(line), m))?;
+        let value = parse_value(&record[2]).map_err(|m| error(Some(line), m))?;
+        collector.push(
+            name,
+            RawPoint {
+                timestamp,
+                value,
+                line: Some(line),
+            },
+        );
+    }
+    collector.finish(file)
+}
+
+/// A Prometheus API response (`query_range` or `query`).
+#[derive(Deserialize)]
+struct PrometheusResponse {
+    status: String,
+    data: Option<PrometheusData>,
+    #[serde(rename = "errorType")]
+    error_type: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+enum PrometheusData {
+    Matrix(Vec<MatrixSeries>),
+    Vector(Vec<VectorSample>),
+    Scalar(serde::de::IgnoredAny),
+    String(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct MatrixSeries {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
+    values: Vec<PrometheusPoint>,
+}
+
+#[derive(Deserialize)]
+struct VectorSample {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
+    value: PrometheusPoint,
+}
+
+/// `[timestamp, "value"]`, validated while parsing so serde reports the line.
+struct PrometheusPoint {
+    timestamp: f64,
+    value: f64,
+}
+
+impl<'de> Deserialize<'de> for PrometheusPoint {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (timestamp, value): (f64, String) = Deserialize::deserialize(deserializer)?;
+        if !(timestamp.is_finite() && timestamp >= 0.0) {
+            return Err(de::Error::custom(format!(
+                "the timestamp {timestamp} is not a Unix time in seconds"
+            )));
+        }
+        let value = parse_value(&value).map_err(de::Error::custom)?;
+        Ok(PrometheusPoint { timestamp, value })
+    }
+}
+
+/// Either one response or an object of responses keyed by metric name.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PrometheusDocument {
+    Single(PrometheusResponse),
+    Keyed(BTreeMap<String, PrometheusResponse>),
+}
+
+/// Parses Prometheus API JSON. `file` is only used in errors.
+pub fn parse_prometheus_json(text: &str, file: &str) -> Result<Observations, RecordedDataError> {
+    let error = |line: Option<usize>, message: String| RecordedDataError {
+        file: file.to_owned(),
+        line,
+        message,
+    };
+    if text.trim().is_empty() {
+        return Err(error(None, "the file is empty".to_owned()));
+    }
+    // `untagged` would hide serde's line and column, so try the two shapes one by
+    // one and report the error of the shape the document claims to be.
+    let looks_single = serde_json::from_str::<serde_json::Value>(text)
+        .map_err(|e| error(Some(e.line()), format!("malformed JSON: {e}")))?
+        .get("status")
+        .is_some();
+    let document = if looks_single {
+        serde_json::from_str(text).map(PrometheusDocument::Single)
+    } else {
+        serde_json::from_str(text).map(PrometheusDocument::Keyed)
+    }
+    .map_err(|e| {
+        error(
+            Some(e.line()),
+            format!("not a Prometheus API response: {e}"),
+        )
+    })?;
+
+    let mut collector = Collector::default();
+    let mut add_response = |key: Option<&str>, response: PrometheusResponse| {
+        let context = key.map_or_else(String::new, |k| format!("{k:?}: "));
+        if response.status != "success" {
+            return Err(error(
+                None,
+                format!(
+                    "{context}the response has status {:?} ({}: {})",
+                    response.status,
+                    response.error_type.unwrap_or_default(),
+                    response.error.unwrap_or_default()
+                ),
+            ));
+        }
+        let series: Vec<(BTreeMap<String, String>, Vec<PrometheusPoint>)> = match response.data {
+            Some(PrometheusData::Matrix(series)) => series
+                .into_iter()
+                .map(|s| (s.metric, s.values))
+                .collect(),
+            Some(PrometheusData::Vector(samples)) => samples
+                .into_iter()
+                .map(|s| (s.metric, vec![s.value]))
+                .collect(),
+            Some(_) | None => {
+                return Err(error(
+                    None,
+                    format!("{context}expected a \"matrix\" or \"vector\" result"),
+                ));
+            }
+        };
+        for (index, (labels, points)) in series.into_iter().enumerate() {
+            let name = match (key, labels.get("__name__")) {
+                (Some(key), _) => key.to_owned(),
+                (None, Some(name)) => name.clone(),
+                (None, None) => {
+                    return Err(error(
+                        None,
+                        format!(
+                            "series {} has no `__name__` label, so its metric is unknown; wrap responses \
+                             in an object keyed by metric name: {{\"latency_p95\": {{\"status\": ...}}}}",
+                            index + 1
+                        ),
+                    ));
+                }
+            };
+            for point in points {
+                collector.push(
+                    &name,
+                    RawPoint {
+                        timestamp: point.timestamp,
+                        value: point.value,
+                        line: None,
+                    },
+                );
+            }
+        }
+        Ok(())
+    };
+    match document {
+        PrometheusDocument::Single(response) => add_response(None, response)?,
+        PrometheusDocument::Keyed(responses) => {
+            for (key, response) in responses {
+                add_response(Some(&key), response)?;
+            }
+        }
+    }
+    collector.finish(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(observations: &Observations, name: &str) -> Vec<f64> {
+        match &observations.metrics[name] {
+            MetricData::Samples { samples, .. } => samples.iter().map(|s| s.value).collect(),
+            MetricData::Counts { .. } => panic!("{name} holds counts"),
+        }
+    }
+
+    #[test]
+    fn csv_with_header_comments_and_counts_is_read() {
+        let text = "metric,timestamp,value\n# recorded by hand\nlatency,1,0.1\nlatency,2,NaN\n\
+                    errors:errors,1,2\nerrors:total,1,100\nerrors:errors,2,0\nerrors:total,2,90\n";
+        let observations = parse_csv(text, "b.csv").unwrap();
+        let latency = samples(&observations, "latency");
+        assert_eq!(latency[0], 0.1);
+        assert!(latency[1].is_nan());
+        let MetricData::Counts { errors, total, origin } = &observations.metrics["errors"] else {
+            panic!("errors should be counts");
+        };
+        assert_eq!(errors.iter().map(|s| s.value).sum::<f64>(), 2.0);
+        assert_eq!(total.iter().map(|s| s.value).sum::<f64>(), 190.0);
+        assert_eq!(origin.line, 5);
+    }
+
+    #[test]
+    fn csv_errors_name_the_line() {
+        let cases = [
+            ("latency,1,abc\n", 1, "not a number"),
+            ("latency,1,0.1\nlatency,2,inf\n", 2, "not finite"),
+            ("latency,1\n", 1, "3 fields"),
+            ("latency,x,1\n", 1, "timestamp"),
+            ("e:errors,1,-1\ne:total,1,5\n", 1, "negative"),
+            ("e:errors,1,6\ne:total,1,5\n", 1, "exceed"),
+            ("e:errors,1,1\n", 1, "no matching"),
+            ("e:total,1,1\ne:total,2,1\ne:errors,1,0\n", 2, "no `e:errors` value"),
+            ("latency:p95,1,1\n", 1, "suffixes"),
+            ("latency,1,\n", 1, "empty"),
+        ];
+        for (text, line, needle) in cases {
+            let error = parse_csv(text, "data.csv").unwrap_err();
+            assert_eq!(error.line, Some(line), "{text:?}: {error}");
+            assert!(error.message.contains(needle), "{text:?}: {error}");
+            assert!(error.to_string().starts_with("data.csv:"), "{error}");
+        }
+    }
+
+    #[test]
+    fn an_empty_file_is_an_error() {
+        assert!(parse_csv("", "e.csv").unwrap_err().message.contains("empty"));
+        assert!(parse_csv("metric,timestamp,value\n", "e.csv").is_err());
+        assert!(parse_prometheus_json(" ", "e.json").is_err());
+    }
+
+    #[test]
+    fn a_prometheus_range_response_with_names_is_read() {
+        let text = r#"{"status":"success","data":{"resultType":"matrix","result":[
+            {"metric":{"__name__":"latency","pod":"a"},"values":[[1,"0.1"],[2,"NaN"]]},
+            {"metric":{"__name__":"latency","pod":"b"},"values":[[1,"0.3"]]}]}}"#;
+        let observations = parse_prometheus_json(text, "p.json").unwrap();
+        assert_eq!(samples(&observations, "latency").len(), 3);
+    }
+
+    #[test]
+    fn a_keyed_object_of_responses_is_read_and_counts_are_summed_per_timestamp() {
+        let response = |values: &str| {
+            format!(
+                r#"{{"status":"success","data":{{"resultType":"matrix","result":[
+                {{"metric":{{"pod":"a"}},"values":{values}}},
+                {{"metric":{{"pod":"b"}},"values":{values}}}]}}}}"#
+            )
+        };
+        let text = format!(
+            r#"{{"req:errors": {}, "req:total": {}}}"#,
+            response(r#"[[10,"1"],[20,"0"]]"#),
+            response(r#"[[10,"50"],[20,"60"]]"#)
+        );
+        let observations = parse_prometheus_json(&text, "p.json").unwrap();
+        let MetricData::Counts { errors, total, .. } = &observations.metrics["req"] else {
+            panic!("req should be counts");
+        };
+        assert_eq!(errors[0].value, 2.0);
+        assert_eq!(total[1].value, 120.0);
+    }
+
+    #[test]
+    fn prometheus_json_errors_are_clear() {
+        let bad_value = "{\"status\":\"success\",\"data\":{\"resultType\":\"matrix\",\"result\":[\n{\"metric\":{\"__name__\":\"x\"},\"values\":[[1,\"+Inf\"]]}]}}";
+        let error = parse_prometheus_json(bad_value, "p.json").unwrap_err();
+        assert_eq!(error.line, Some(2), "{error}");
+        assert!(error.message.contains("not finite"), "{error}");
+
+        let unnamed = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"1"]]}]}}"#;
+        assert!(
+            parse_prometheus_json(unnamed, "p.json")
+                .unwrap_err()
+                .message
+                .contains("__name__")
+        );
+        let failed = r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
+        assert!(
+            parse_prometheus_json(failed, "p.json")
+                .unwrap_err()
+                .message
+                .contains("bad_data")
+        );
+        let broken = "{\"status\":\n";
+        assert!(
+            parse_prometheus_json(broken, "p.json")
+                .unwrap_err()
+                .message
+                .contains("malformed JSON")
+        );
+    }
+}
