@@ -373,7 +373,11 @@ impl Profile {
         let v = Validator { file, text };
         let raw: RawProfile = toml::from_str(text).map_err(|error| {
             let span = error.span().unwrap_or(0..0);
-            v.error(span, &field_of_toml_error(error.message()), error.message().trim())
+            v.error(
+                span,
+                &field_of_toml_error(error.message()),
+                error.message().trim(),
+            )
         })?;
 
         let name = match raw.name {
@@ -587,16 +591,16 @@ fn validate_metric(
 
     // Keys that belong to another kind are refused rather than ignored: a `max_ratio`
     // on a continuous metric would otherwise silently do nothing.
-    let only_for = |key: &str, present: Option<Range<usize>>, kinds: &[KindName], allowed: &str| {
-        match present {
+    let only_for =
+        |key: &str, present: Option<Range<usize>>, kinds: &[KindName], allowed: &str| match present
+        {
             Some(key_span) if !kinds.contains(&kind_name) => Err(v.error(
                 key_span,
                 &field(key),
                 format!("applies only to {allowed} metrics, not to kind = \"{kind_label}\""),
             )),
             _ => Ok(()),
-        }
-    };
+        };
     use KindName::{Continuous, Proportion, Threshold};
     only_for(
         "direction",
@@ -608,13 +612,28 @@ fn validate_metric(
         ("allowed_increase", &raw.allowed_increase),
         ("allowed_decrease", &raw.allowed_decrease),
     ] {
-        only_for(key, value.as_ref().map(Spanned::span), &[Continuous], "continuous")?;
+        only_for(
+            key,
+            value.as_ref().map(Spanned::span),
+            &[Continuous],
+            "continuous",
+        )?;
     }
     for (key, value) in [("max_ratio", &raw.max_ratio), ("min_ratio", &raw.min_ratio)] {
-        only_for(key, value.as_ref().map(Spanned::span), &[Proportion], "proportion")?;
+        only_for(
+            key,
+            value.as_ref().map(Spanned::span),
+            &[Proportion],
+            "proportion",
+        )?;
     }
     for (key, value) in [("max", &raw.max), ("min", &raw.min)] {
-        only_for(key, value.as_ref().map(Spanned::span), &[Threshold], "threshold")?;
+        only_for(
+            key,
+            value.as_ref().map(Spanned::span),
+            &[Threshold],
+            "threshold",
+        )?;
     }
     only_for(
         "statistic",
@@ -624,23 +643,30 @@ fn validate_metric(
     )?;
     for (key, value) in [
         ("outliers", raw.outliers.as_ref().map(Spanned::span)),
-        ("iqr_multiplier", raw.iqr_multiplier.as_ref().map(Spanned::span)),
+        (
+            "iqr_multiplier",
+            raw.iqr_multiplier.as_ref().map(Spanned::span),
+        ),
     ] {
-        only_for(key, value, &[Continuous, Threshold], "continuous and threshold")?;
+        only_for(
+            key,
+            value,
+            &[Continuous, Threshold],
+            "continuous and threshold",
+        )?;
     }
 
     let non_negative = |key: &str, value: &Option<Spanned<f64>>| -> Result<f64, ProfileError> {
         match value {
-            Some(value) if !(value.get_ref().is_finite() && *value.get_ref() >= 0.0) => {
-                Err(v.error(
+            Some(value) if !(value.get_ref().is_finite() && *value.get_ref() >= 0.0) => Err(v
+                .error(
                     value.span(),
                     &field(key),
                     format!(
                         "must be a fraction of the baseline at least 0 (0.1 = 10 %), got {}",
                         value.get_ref()
                     ),
-                ))
-            }
+                )),
             Some(value) => Ok(*value.get_ref()),
             None => Ok(0.0),
         }
@@ -813,7 +839,10 @@ fn validate_metric(
                     return Err(v.error(
                         k.span(),
                         &field("iqr_multiplier"),
-                        format!("must be a number above 0 (usually 1.5), got {}", k.get_ref()),
+                        format!(
+                            "must be a number above 0 (usually 1.5), got {}",
+                            k.get_ref()
+                        ),
                     ));
                 }
                 Some(k) => *k.get_ref(),
@@ -941,7 +970,8 @@ max = 0.4
 
     #[test]
     fn an_unknown_key_is_refused_with_its_line() {
-        let text = "name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"continuous\"\nmax_ration = 2\n";
+        let text =
+            "name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"continuous\"\nmax_ration = 2\n";
         let error = parse(text).unwrap_err();
         assert_eq!(error.line, 5);
         assert_eq!(error.field, "max_ration");
@@ -949,7 +979,8 @@ max = 0.4
 
     #[test]
     fn a_key_of_another_kind_is_refused() {
-        let text = "name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"continuous\"\nmax_ratio = 2\n";
+        let text =
+            "name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"continuous\"\nmax_ratio = 2\n";
         let error = parse(text).unwrap_err();
         assert_eq!(error.line, 5);
         assert_eq!(error.field, "metrics.a.max_ratio");
@@ -959,7 +990,11 @@ max = 0.4
     #[test]
     fn out_of_range_values_are_refused_with_what_is_allowed() {
         let cases = [
-            ("[judge]\nconfidence_level = 95\n", "judge.confidence_level", 3),
+            (
+                "[judge]\nconfidence_level = 95\n",
+                "judge.confidence_level",
+                3,
+            ),
             ("[judge]\npass_score = 120\n", "judge.pass_score", 3),
             (
                 "[judge]\npass_score = 70\nmarginal_score = 80\n",
@@ -968,15 +1003,21 @@ max = 0.4
             ),
         ];
         for (judge, field, line) in cases {
-            let text = format!("name = \"x\"\n{judge}[[metrics]]\nname = \"a\"\nkind = \"continuous\"\n");
+            let text =
+                format!("name = \"x\"\n{judge}[[metrics]]\nname = \"a\"\nkind = \"continuous\"\n");
             let error = parse(&text).unwrap_err();
             assert_eq!(error.field, field, "{error}");
             assert_eq!(error.line, line, "{error}");
         }
-        let text = "name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"proportion\"\nmin_samples = -3\n";
+        let text =
+            "name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"proportion\"\nmin_samples = -3\n";
         let error = parse(text).unwrap_err();
-        assert_eq!((error.field.as_str(), error.line), ("metrics.a.min_samples", 5));
-        let text = "name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"proportion\"\nmax_ratio = 0.5\n";
+        assert_eq!(
+            (error.field.as_str(), error.line),
+            ("metrics.a.min_samples", 5)
+        );
+        let text =
+            "name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"proportion\"\nmax_ratio = 0.5\n";
         assert_eq!(parse(text).unwrap_err().field, "metrics.a.max_ratio");
     }
 
@@ -1022,7 +1063,8 @@ max = 0.4
 
     #[test]
     fn defaults_are_filled_in() {
-        let profile = parse("name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"continuous\"\n").unwrap();
+        let profile =
+            parse("name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"continuous\"\n").unwrap();
         assert_eq!(profile.judge.pass_score.value(), 95.0);
         assert_eq!(profile.judge.multiple_comparisons, Correction::Holm);
         let metric = &profile.metrics[0];

@@ -156,8 +156,12 @@ pub(super) fn evaluate(
         threshold: None,
     };
     let outcome = match &spec.kind {
-        MetricKind::Continuous { .. } => continuous(spec, baseline, canary, confidence_level, &mut result),
-        MetricKind::Proportion { .. } => proportion(spec, baseline, canary, confidence_level, &mut result),
+        MetricKind::Continuous { .. } => {
+            continuous(spec, baseline, canary, confidence_level, &mut result)
+        }
+        MetricKind::Proportion { .. } => {
+            proportion(spec, baseline, canary, confidence_level, &mut result)
+        }
         MetricKind::Threshold { .. } => threshold(spec, baseline, canary, &mut result),
     };
     Provisional { result, outcome }
@@ -328,7 +332,8 @@ fn continuous(
     result.baseline = baseline.summary.clone();
     result.canary = canary.summary.clone();
     for (side, prepared) in [("baseline", &baseline), ("canary", &canary)] {
-        if let Err(outcome) = check_min_samples(spec, side, prepared.sorted.len() as u64, "samples") {
+        if let Err(outcome) = check_min_samples(spec, side, prepared.sorted.len() as u64, "samples")
+        {
             return outcome;
         }
     }
@@ -337,16 +342,16 @@ fn continuous(
         return inconclusive("no finite samples");
     };
 
-    let test = match mann_whitney_sorted(&baseline.sorted, &canary.sorted, alternative_for(direction))
-    {
-        Ok(test) => test,
-        Err(error) => return Outcome::Decided(Classification::Error, error.to_string()),
-    };
-    let shift = match hodges_lehmann_sorted(&baseline.sorted, &canary.sorted, confidence_level.value())
-    {
-        Ok(shift) => shift,
-        Err(error) => return Outcome::Decided(Classification::Error, error.to_string()),
-    };
+    let test =
+        match mann_whitney_sorted(&baseline.sorted, &canary.sorted, alternative_for(direction)) {
+            Ok(test) => test,
+            Err(error) => return Outcome::Decided(Classification::Error, error.to_string()),
+        };
+    let shift =
+        match hodges_lehmann_sorted(&baseline.sorted, &canary.sorted, confidence_level.value()) {
+            Ok(shift) => shift,
+            Err(error) => return Outcome::Decided(Classification::Error, error.to_string()),
+        };
     let baseline_median = baseline_summary.median.unwrap_or(f64::NAN);
     let canary_median = canary_summary.median.unwrap_or(f64::NAN);
     let relative_shift = ratio(shift.estimate, baseline_median.abs());
@@ -402,9 +407,15 @@ fn continuous(
         signed(shift.high)
     );
     let tolerance_text = if shift.estimate >= 0.0 {
-        format!("within the allowed increase of {}", percent(allowed_increase))
+        format!(
+            "within the allowed increase of {}",
+            percent(allowed_increase)
+        )
     } else {
-        format!("within the allowed decrease of {}", percent(allowed_decrease))
+        format!(
+            "within the allowed decrease of {}",
+            percent(allowed_decrease)
+        )
     };
     Outcome::Tested {
         decision_p_value: decision_p_value(test.p_value, direction),
@@ -421,7 +432,11 @@ struct PreparedCounts {
     summary: SideSummary,
 }
 
-fn prepare_counts(spec: &MetricSpec, side: &str, data: &MetricData) -> Result<PreparedCounts, Outcome> {
+fn prepare_counts(
+    spec: &MetricSpec,
+    side: &str,
+    data: &MetricData,
+) -> Result<PreparedCounts, Outcome> {
     let MetricData::Counts { errors, total, .. } = data else {
         return Err(Outcome::Decided(
             Classification::Error,
@@ -614,7 +629,9 @@ fn threshold(
                 .and_then(|p| p.summary);
         }
         Some(data @ MetricData::Counts { .. }) => {
-            result.baseline = prepare_counts(spec, "baseline", data).ok().map(|p| p.summary);
+            result.baseline = prepare_counts(spec, "baseline", data)
+                .ok()
+                .map(|p| p.summary);
         }
         None => {}
     }
@@ -628,7 +645,9 @@ fn threshold(
                 Err(outcome) => return outcome,
             };
             result.canary = prepared.summary.clone();
-            if let Err(outcome) = check_min_samples(spec, "canary", prepared.sorted.len() as u64, "samples") {
+            if let Err(outcome) =
+                check_min_samples(spec, "canary", prepared.sorted.len() as u64, "samples")
+            {
                 return outcome;
             }
             let Some(summary) = prepared.summary else {
@@ -638,7 +657,9 @@ fn threshold(
                 ThresholdStatistic::Mean => summary.mean,
                 ThresholdStatistic::Median => summary.median.unwrap_or(f64::NAN),
                 ThresholdStatistic::P95 => summary.p95.unwrap_or(f64::NAN),
-                ThresholdStatistic::P99 => quantile_sorted(&prepared.sorted, 0.99).unwrap_or(f64::NAN),
+                ThresholdStatistic::P99 => {
+                    quantile_sorted(&prepared.sorted, 0.99).unwrap_or(f64::NAN)
+                }
                 ThresholdStatistic::Max => summary.max.unwrap_or(f64::NAN),
                 ThresholdStatistic::Min => summary.min.unwrap_or(f64::NAN),
                 ThresholdStatistic::Last => samples
@@ -655,7 +676,8 @@ fn threshold(
                 Err(outcome) => return outcome,
             };
             result.canary = Some(prepared.summary.clone());
-            if let Err(outcome) = check_min_samples(spec, "canary", prepared.counts.total, "events") {
+            if let Err(outcome) = check_min_samples(spec, "canary", prepared.counts.total, "events")
+            {
                 return outcome;
             }
             ("error_rate".to_owned(), prepared.summary.mean)

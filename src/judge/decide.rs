@@ -64,7 +64,10 @@ pub(super) fn decide(profile: &Profile, metrics: Vec<MetricResult>) -> Judgement
     let mut verdict = Verdict::Promote;
     for metric in &critical_failures {
         verdict = Verdict::Rollback;
-        reasons.push(format!("{} (critical) failed: {}", metric.name, metric.reason));
+        reasons.push(format!(
+            "{} (critical) failed: {}",
+            metric.name, metric.reason
+        ));
     }
     if let Some(score) = score
         && score < marginal_score

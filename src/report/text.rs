@@ -9,9 +9,7 @@ use crate::judge::{Classification, Judgement, MetricResult};
 /// Renders the report. Plain text, no colour: it goes to terminals and CI logs alike.
 pub fn render(judgement: &Judgement) -> String {
     let mut out = String::new();
-    let score = judgement
-        .score
-        .map_or_else(|| "n/a".to_owned(), number);
+    let score = judgement.score.map_or_else(|| "n/a".to_owned(), number);
     let _ = writeln!(
         out,
         "verdict: {}    score: {}    profile: {}",
@@ -82,14 +80,17 @@ fn classification_label(classification: Classification) -> &'static str {
 
 fn row(metric: &MetricResult) -> [String; 11] {
     let dash = || "-".to_owned();
-    let n = |side: &Option<crate::judge::SideSummary>| side.as_ref().map_or_else(dash, |s| s.n.to_string());
+    let n = |side: &Option<crate::judge::SideSummary>| {
+        side.as_ref().map_or_else(dash, |s| s.n.to_string())
+    };
     // The central value people compare: the median for samples, the rate for counts.
     let centre = |side: &Option<crate::judge::SideSummary>| {
-        side.as_ref().map_or_else(dash, |s| match (s.median, s.total) {
-            (_, Some(_)) => format!("{}%", number(s.mean * 100.0)),
-            (Some(median), None) => number(median),
-            (None, None) => number(s.mean),
-        })
+        side.as_ref()
+            .map_or_else(dash, |s| match (s.median, s.total) {
+                (_, Some(_)) => format!("{}%", number(s.mean * 100.0)),
+                (Some(median), None) => number(median),
+                (None, None) => number(s.mean),
+            })
     };
     let canary_centre = match &metric.threshold {
         Some(check) => format!("{} {}", check.statistic, number(check.value)),
@@ -105,9 +106,9 @@ fn row(metric: &MetricResult) -> [String; 11] {
         centre(&metric.baseline),
         canary_centre,
         metric.shift_estimate.map_or_else(dash, signed),
-        metric
-            .shift_ci
-            .map_or_else(dash, |[low, high]| format!("[{}, {}]", signed(low), signed(high))),
+        metric.shift_ci.map_or_else(dash, |[low, high]| {
+            format!("[{}, {}]", signed(low), signed(high))
+        }),
         metric
             .p_value
             .map_or_else(dash, |p| p_value(p, metric.ln_p_value)),

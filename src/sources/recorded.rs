@@ -209,10 +209,17 @@ fn pair_counts(
                     ),
                 ));
             }
-            let entry = by_time
-                .entry(key(point.timestamp))
-                .or_insert((point.timestamp, None, None, point.line));
-            let slot = if is_errors { &mut entry.1 } else { &mut entry.2 };
+            let entry = by_time.entry(key(point.timestamp)).or_insert((
+                point.timestamp,
+                None,
+                None,
+                point.line,
+            ));
+            let slot = if is_errors {
+                &mut entry.1
+            } else {
+                &mut entry.2
+            };
             *slot = Some(slot.unwrap_or(0.0) + point.value);
             if is_errors {
                 entry.3 = point.line.or(entry.3);
@@ -456,10 +463,9 @@ pub fn parse_prometheus_json(text: &str, file: &str) -> Result<Observations, Rec
             ));
         }
         let series: Vec<(BTreeMap<String, String>, Vec<PrometheusPoint>)> = match response.data {
-            Some(PrometheusData::Matrix(series)) => series
-                .into_iter()
-                .map(|s| (s.metric, s.values))
-                .collect(),
+            Some(PrometheusData::Matrix(series)) => {
+                series.into_iter().map(|s| (s.metric, s.values)).collect()
+            }
             Some(PrometheusData::Vector(samples)) => samples
                 .into_iter()
                 .map(|s| (s.metric, vec![s.value]))
@@ -529,7 +535,12 @@ mod tests {
         let latency = samples(&observations, "latency");
         assert_eq!(latency[0], 0.1);
         assert!(latency[1].is_nan());
-        let MetricData::Counts { errors, total, origin } = &observations.metrics["errors"] else {
+        let MetricData::Counts {
+            errors,
+            total,
+            origin,
+        } = &observations.metrics["errors"]
+        else {
             panic!("errors should be counts");
         };
         assert_eq!(errors.iter().map(|s| s.value).sum::<f64>(), 2.0);
@@ -547,7 +558,11 @@ mod tests {
             ("e:errors,1,-1\ne:total,1,5\n", 1, "negative"),
             ("e:errors,1,6\ne:total,1,5\n", 1, "exceed"),
             ("e:errors,1,1\n", 1, "no matching"),
-            ("e:total,1,1\ne:total,2,1\ne:errors,1,0\n", 2, "no `e:errors` value"),
+            (
+                "e:total,1,1\ne:total,2,1\ne:errors,1,0\n",
+                2,
+                "no `e:errors` value",
+            ),
             ("latency:p95,1,1\n", 1, "suffixes"),
             ("latency,1,\n", 1, "empty"),
         ];
@@ -561,7 +576,12 @@ mod tests {
 
     #[test]
     fn an_empty_file_is_an_error() {
-        assert!(parse_csv("", "e.csv").unwrap_err().message.contains("empty"));
+        assert!(
+            parse_csv("", "e.csv")
+                .unwrap_err()
+                .message
+                .contains("empty")
+        );
         assert!(parse_csv("metric,timestamp,value\n", "e.csv").is_err());
         assert!(parse_prometheus_json(" ", "e.json").is_err());
     }

@@ -1,0 +1,247 @@
+//! The recorded scenarios in `fixtures/scenarios/`, run through the real binary.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::helpers::{analyze, canary, root};
+
+fn data_file(directory: &Path, side: &str) -> std::path::PathBuf {
+    let csv = directory.join(format!("{side}.csv"));
+    if csv.exists() {
+        csv
+    } else {
+        directory.join(format!("{side}.json"))
+    }
+}
+
+fn scenario(name: &str) -> (Run2, Value) {
+    let directory = Path::new("fixtures/scenarios").join(name);
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join(&directory).join("expected.json")).unwrap(),
+    )
+    .unwrap();
+    let abs = root().join(&directory);
+    let baseline = data_file(&abs, "baseline")
+        .strip_prefix(root())
+        .unwrap()
+        .to_owned();
+    let canary_file = data_file(&abs, "canary")
+        .strip_prefix(root())
+        .unwrap()
+        .to_owned();
+    let run = analyze(&baseline, &canary_file, "json");
+    assert_eq!(run.stderr, "", "{name}: nothing on stderr");
+    let report: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("{name}: stdout is one JSON object ({e}): {}", run.stdout));
+    (
+        Run2 {
+            code: run.code,
+            report,
+        },
+        expected,
+    )
+}
+
+struct Run2 {
+    code: i32,
+    report: Value,
+}
+
+fn exit_code_for(verdict: &str) -> i32 {
+    match verdict {
+        "promote" => 0,
+        "hold" => 2,
+        "rollback" => 3,
+        other => panic!("unknown verdict {other}"),
+    }
+}
+
+fn metric<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("metric {name} in the report"))
+}
+
+#[test]
+fn every_recorded_scenario_reaches_its_expected_verdict_and_exit_code() {
+    let mut names: Vec<String> = std::fs::read_dir(root().join("fixtures/scenarios"))
+        .unwrap()
+        .filter_map(|entry| {
+            let entry = entry.unwrap();
+            entry
+                .file_type()
+                .unwrap()
+                .is_dir()
+                .then(|| entry.file_name().into_string().unwrap())
+        })
+        .collect();
+    names.sort();
+    assert!(names.len() >= 8, "the scenarios are all there: {names:?}");
+    for name in names {
+        let (run, expected) = scenario(&name);
+        let verdict = expected["verdict"].as_str().unwrap();
+        assert_eq!(
+            run.report["verdict"], verdict,
+            "{name}: {}\nreasons: {:#}",
+            expected["why"], run.report["reasons"]
+        );
+        assert_eq!(run.code, exit_code_for(verdict), "{name}: exit code");
+    }
+}
+
+#[test]
+fn the_json_report_carries_the_documented_fields() {
+    let (run, _) = scenario("latency-regression");
+    let report = run.report;
+    assert_eq!(report["schema_version"], 1);
+    assert!(report["score"].is_number());
+    assert!(!report["reasons"].as_array().unwrap().is_empty());
+    for metric in report["metrics"].as_array().unwrap() {
+        for field in [
+            "name",
+            "kind",
+            "classification",
+            "reason",
+            "baseline",
+            "canary",
+            "p_value",
+            "shift_estimate",
+            "shift_ci",
+            "effect_size",
+        ] {
+            assert!(metric.get(field).is_some(), "{field} in {metric:#}");
+        }
+        for side in ["baseline", "canary"] {
+            for field in ["n", "mean", "median"] {
+                assert!(
+                    metric[side].get(field).is_some(),
+                    "{side}.{field} in {metric:#}"
+                );
+            }
+        }
+    }
+    let latency = metric(&report, "latency_p95");
+    assert_eq!(latency["classification"], "fail");
+    assert_eq!(latency["kind"], "continuous");
+    let shift = latency["shift_estimate"].as_f64().unwrap();
+    let [low, high] = [
+        latency["shift_ci"][0].as_f64().unwrap(),
+        latency["shift_ci"][1].as_f64().unwrap(),
+    ];
+    assert!(low <= shift && shift <= high);
+    assert!(
+        low > 0.0,
+        "a 30% regression's interval excludes 0: [{low}, {high}]"
+    );
+    assert!(latency["p_value"].as_f64().unwrap() < 1e-6);
+    assert!(
+        latency["effect_size"]["probability_of_superiority"]
+            .as_f64()
+            .unwrap()
+            > 0.8
+    );
+    let slo = metric(&report, "p95_slo");
+    assert!(slo["p_value"].is_null() && slo["effect_size"].is_null());
+    // The deciding reason comes first and names the critical metric.
+    let first = report["reasons"][0].as_str().unwrap();
+    assert!(
+        first.starts_with("latency_p95 (critical) failed"),
+        "{first}"
+    );
+}
+
+#[test]
+fn an_error_spike_reports_rates_ratio_and_its_interval() {
+    let (run, _) = scenario("error-spike");
+    let errors = metric(&run.report, "error_rate");
+    assert_eq!(errors["classification"], "fail");
+    assert_eq!(errors["test"], "two_proportion_z");
+    let ratio = errors["effect_size"]["rate_ratio"].as_f64().unwrap();
+    let ci = &errors["effect_size"]["rate_ratio_ci"];
+    assert!(ratio > 3.0, "ratio {ratio}");
+    assert!(
+        ci[0].as_f64().unwrap() > 1.5,
+        "the whole interval is above the allowed ×1.5: {ci}"
+    );
+    assert!(
+        errors["canary"]["errors"].as_u64().unwrap()
+            > errors["baseline"]["errors"].as_u64().unwrap()
+    );
+    assert!(errors["reason"].as_str().unwrap().contains('×'));
+}
+
+#[test]
+fn inconclusive_metrics_say_what_was_missing() {
+    let (run, _) = scenario("too-few-samples");
+    let latency = metric(&run.report, "latency_p95");
+    assert_eq!(latency["classification"], "inconclusive");
+    assert_eq!(
+        latency["reason"],
+        "canary has 20 of the 50 required samples"
+    );
+    let (run, _) = scenario("nan-heavy");
+    let reason = metric(&run.report, "latency_p95")["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reason.contains("NaN") && reason.contains("of 120 canary samples"),
+        "{reason}"
+    );
+    let (run, _) = scenario("missing-metric");
+    assert_eq!(metric(&run.report, "cpu_usage")["reason"], "no canary data");
+}
+
+#[test]
+fn a_warning_failure_holds_for_manual_review() {
+    let (run, _) = scenario("warning-only");
+    let memory = metric(&run.report, "memory_rss");
+    assert_eq!(memory["classification"], "fail");
+    assert_eq!(memory["severity"], "warning");
+    assert_eq!(run.report["verdict"], "hold");
+    let reasons = run.report["reasons"].to_string();
+    assert!(reasons.contains("manual review"), "{reasons}");
+}
+
+#[test]
+fn the_text_report_is_a_readable_table_with_the_same_verdict() {
+    let run = analyze(
+        Path::new("fixtures/scenarios/error-spike/baseline.csv"),
+        Path::new("fixtures/scenarios/error-spike/canary.csv"),
+        "text",
+    );
+    assert_eq!(run.code, 3);
+    assert!(
+        run.stdout.starts_with("verdict: ROLLBACK"),
+        "{}",
+        run.stdout
+    );
+    for needle in ["reasons:", "error_rate", "latency_p95", "95% CI", "FAIL"] {
+        assert!(run.stdout.contains(needle), "{needle} in\n{}", run.stdout);
+    }
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let run = canary(["analyze", "--help"]);
+    assert_eq!(run.code, 0);
+    for needle in [
+        "0  promote",
+        "2  hold",
+        "3  rollback",
+        "1  error",
+        "NAME:errors",
+    ] {
+        assert!(run.stdout.contains(needle), "{needle} in\n{}", run.stdout);
+    }
+}
+
+#[test]
+fn a_usage_error_exits_1_not_the_hold_code() {
+    let run = canary(["analyze", "--profile"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+}
