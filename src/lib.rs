@@ -9,6 +9,7 @@
 //!   keeping every number behind the decision.
 //! - [`sources`]: where observations come from; today the recorded-file readers
 //!   (CSV and Prometheus API JSON).
+//! - [`actuators`]: the `Actuator` trait, the only way the engine changes feature flags.
 //! - [`report`]: renders a judgement as a terminal table or JSON.
 //! - [`app`]: the composition root: wires files, sources, judge and report for each
 //!   command. The only module that names concrete sources.
@@ -19,6 +20,7 @@
 //! output formats.
 #![deny(missing_docs)]
 
+pub mod actuators;
 pub mod app;
 pub mod cli;
 pub mod domain;

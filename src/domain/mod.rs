@@ -8,11 +8,13 @@
 
 mod location;
 pub mod observations;
+mod percentage;
 pub mod profile;
 pub mod verdict;
 
 pub use location::{Location, line_and_column};
 pub use observations::{DataMismatch, MetricData, Observations, Sample};
+pub use percentage::Percentage;
 pub use profile::{
     ConfidenceLevel, Direction, JudgeSettings, MetricKind, MetricSpec, NanPolicy, OutlierPolicy,
     Profile, ProfileError, Score, Severity, ThresholdStatistic,

@@ -1,7 +1,113 @@
 //! Where observations come from.
 //!
-//! Today: [`recorded`], readers for recorded baseline and canary files (CSV and
-//! Prometheus API JSON). Live metric sources (Prometheus, replay) will sit beside it
-//! behind a `MetricSource` trait; only `app` names a concrete source.
+//! - [`recorded`]: readers for recorded baseline and canary files (CSV and
+//!   Prometheus API JSON), used by `canary analyze`.
+//! - The [`MetricSource`] trait: live sources that the rollout runner asks for one
+//!   metric of one side over one analysis window. Implementations are named only in
+//!   `app`.
 
 pub mod recorded;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::domain::Sample;
+
+/// Which side of the comparison a query is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// The current version, on a slice the same size as the canary's.
+    Baseline,
+    /// The new version.
+    Canary,
+}
+
+impl Side {
+    /// `"baseline"` or `"canary"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Baseline => "baseline",
+            Side::Canary => "canary",
+        }
+    }
+}
+
+/// One request to a metric source: a rendered query for one metric of one side over
+/// an analysis window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeRequest {
+    /// The profile metric this is for (`latency_p95`, or `error_rate:errors`).
+    pub metric: String,
+    /// The side.
+    pub side: Side,
+    /// The query with the scope already filled in.
+    pub query: String,
+    /// Window start, Unix seconds.
+    pub start: f64,
+    /// Window end, Unix seconds.
+    pub end: f64,
+    /// Resolution of a range query, seconds.
+    pub step: f64,
+    /// Return raw samples (`query[window]` evaluated at `end`) instead of evaluating
+    /// the query at each step.
+    pub raw_samples: bool,
+}
+
+/// A series as a source returns it: its labels and its samples in time order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabeledSeries {
+    /// Label set (without `__name__` unless the source keeps it).
+    pub labels: BTreeMap<String, String>,
+    /// Samples; NaN where the source reported NaN.
+    pub samples: Vec<Sample>,
+}
+
+/// Why a source could not answer. The runner branches on it: `Unreachable` holds the
+/// rollout and retries at the next interval; `BadQuery` is a configuration error;
+/// `NoData` makes the metric inconclusive.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SourceError {
+    /// Connection refused, timed out, or a 5xx after the bounded retries.
+    #[error("metric source {source_name} unreachable: {message}")]
+    Unreachable {
+        /// The source, e.g. its URL.
+        source_name: String,
+        /// What happened.
+        message: String,
+    },
+    /// The source rejected the query (syntax error, unknown function, 4xx).
+    #[error("metric source {source_name} rejected the query {query:?}: {message}")]
+    BadQuery {
+        /// The source.
+        source_name: String,
+        /// The query as sent.
+        query: String,
+        /// The source's explanation.
+        message: String,
+    },
+    /// Credentials missing or refused.
+    #[error("metric source {source_name} refused the credentials: {message}")]
+    Unauthorized {
+        /// The source.
+        source_name: String,
+        /// What it said.
+        message: String,
+    },
+}
+
+/// A live source of metric series.
+#[async_trait]
+pub trait MetricSource: Send + Sync {
+    /// A short name for logs and reports, e.g. `prometheus:http://127.0.0.1:9090`.
+    fn describe(&self) -> String;
+
+    /// Checks that the source answers, before a rollout starts.
+    async fn healthcheck(&self) -> Result<(), SourceError>;
+
+    /// Runs one request. An empty vector means the query matched nothing (the caller
+    /// decides that this is missing data).
+    async fn fetch(&self, request: &RangeRequest) -> Result<Vec<LabeledSeries>, SourceError>;
+}
