@@ -6,12 +6,15 @@
 //! sense). This module never does I/O: callers hand it text and a file name for
 //! error messages.
 
+mod duration;
 mod location;
 pub mod observations;
 mod percentage;
+pub mod plan;
 pub mod profile;
 pub mod verdict;
 
+pub use duration::HumanDuration;
 pub use location::{Location, line_and_column};
 pub use observations::{DataMismatch, MetricData, Observations, Sample};
 pub use percentage::Percentage;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::location::line_and_column;
+use super::plan::{RawRollout, RawStage, RawTrigger, RolloutPlan, validate_plan};
 use crate::stats::multiple_testing::Correction;
 
 /// A validated analysis profile.
@@ -31,6 +32,8 @@ pub struct Profile {
     pub group_weights: BTreeMap<String, f64>,
     /// The metrics to compare, in profile order.
     pub metrics: Vec<MetricSpec>,
+    /// The staged rollout, when the profile has `[[stages]]` (required by `canary run`).
+    pub plan: Option<RolloutPlan>,
 }
 
 /// The `[judge]` table.
@@ -307,6 +310,11 @@ struct RawProfile {
     groups: BTreeMap<Spanned<String>, Spanned<RawGroup>>,
     #[serde(default)]
     metrics: Vec<Spanned<RawMetric>>,
+    #[serde(default)]
+    stages: Vec<Spanned<RawStage>>,
+    #[serde(default)]
+    triggers: Vec<Spanned<RawTrigger>>,
+    rollout: Option<Spanned<RawRollout>>,
 }
 
 #[derive(Deserialize)]
@@ -349,13 +357,18 @@ struct RawMetric {
 }
 
 /// Builds errors that point into one profile text.
-struct Validator<'a> {
+pub(super) struct Validator<'a> {
     file: &'a str,
     text: &'a str,
 }
 
 impl Validator<'_> {
-    fn error(&self, span: Range<usize>, field: &str, message: impl Into<String>) -> ProfileError {
+    pub(super) fn error(
+        &self,
+        span: Range<usize>,
+        field: &str,
+        message: impl Into<String>,
+    ) -> ProfileError {
         let (line, column) = line_and_column(self.text, span.start);
         ProfileError {
             file: self.file.to_owned(),
@@ -454,12 +467,22 @@ impl Profile {
             metrics.push(metric);
         }
 
+        let plan = validate_plan(
+            &v,
+            raw.stages,
+            raw.triggers,
+            raw.rollout,
+            judge.confidence_level.alpha(),
+            &metrics,
+        )?;
+
         Ok(Profile {
             name,
             description: raw.description,
             judge,
             group_weights,
             metrics,
+            plan,
         })
     }
 

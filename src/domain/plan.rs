@@ -1,0 +1,631 @@
+//! Rollout plans: the stages a canary climbs, the triggers that stop it, and what
+//! happens when it waits too long.
+//!
+//! These are the `[[stages]]`, `[[triggers]]` and `[rollout]` tables of a profile.
+//! They are optional for `canary analyze` (one look, no stages) and required for
+//! `canary run`. Validation follows the profile's rules: every error names the file,
+//! line and field and says what is allowed.
+
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::duration::HumanDuration;
+use super::percentage::Percentage;
+use super::profile::{MetricSpec, ProfileError, Validator};
+
+/// A staged rollout.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutPlan {
+    /// Stages in order; traffic strictly increases.
+    pub stages: Vec<Stage>,
+    /// Absolute and baseline-relative triggers checked at every interval.
+    pub triggers: Vec<Trigger>,
+    /// How repeated looks, holds and failures are handled.
+    pub settings: RolloutSettings,
+}
+
+/// One stage of a rollout.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stage {
+    /// A label for reports ("pilot", "25%").
+    pub name: String,
+    /// Share of traffic the canary gets during this stage (0 = shadow / dark traffic).
+    pub traffic: Percentage,
+    /// Minimum time at this stage before it may be promoted.
+    pub duration: HumanDuration,
+    /// Time between analyses.
+    pub interval: HumanDuration,
+    /// How much data each analysis looks at, ending at the analysis time.
+    pub lookback: HumanDuration,
+}
+
+impl Stage {
+    /// The number of analyses the stage runs when nothing holds it.
+    pub fn planned_looks(&self) -> u64 {
+        (self.duration.get().as_millis() / self.interval.get().as_millis()).max(1) as u64
+    }
+}
+
+/// What a trigger does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerAction {
+    /// Kill switch: traffic back to the fallback at once.
+    Rollback,
+    /// Stop advancing and wait for a person.
+    Hold,
+}
+
+/// The condition a trigger checks on a metric's canary series.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerCondition {
+    /// The canary value is above this (for count data: the error rate).
+    Above(f64),
+    /// The canary value is below this.
+    Below(f64),
+    /// The canary value is above the baseline value times this.
+    AboveBaselineTimes(f64),
+    /// The canary value is below the baseline value times this.
+    BelowBaselineTimes(f64),
+}
+
+/// A rollback or hold trigger, as the seed plans write them: "error rate > 2 % for 5
+/// minutes", "p99 > 500 ms for 2 minutes", "2 consecutive health-check failures",
+/// "> baseline × 1.5 over a 10-minute window".
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Trigger {
+    /// Readable name, used in reasons.
+    pub name: String,
+    /// The profile metric whose series is checked.
+    pub metric: String,
+    /// The condition.
+    pub condition: TriggerCondition,
+    /// Sustained: the condition must hold at every point of the last `for` (no gaps).
+    pub sustained_for: Option<HumanDuration>,
+    /// Aggregate: the condition is checked on the statistic over this window (mean,
+    /// or the pooled rate for count data).
+    pub window: Option<HumanDuration>,
+    /// The trigger fires after this many consecutive intervals with the condition met.
+    pub consecutive: u32,
+    /// What happens when it fires.
+    pub action: TriggerAction,
+}
+
+/// What a hold that lasts past `hold_timeout` turns into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldOutcome {
+    /// Roll back: an undecided canary is not worth the risk.
+    Rollback,
+    /// Keep holding until a person promotes or rolls back.
+    Wait,
+}
+
+/// The `[rollout]` table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutSettings {
+    /// The probability of rolling back a healthy canary over the *whole* rollout, spread
+    /// over all planned looks (see ARCHITECTURE.md).
+    pub error_budget: f64,
+    /// A statistical rollback needs this many consecutive failing analyses (critical
+    /// triggers and thresholds act at once).
+    pub consecutive_failures: u32,
+    /// How long a stage may hold before `on_hold_timeout` applies.
+    pub hold_timeout: Option<HumanDuration>,
+    /// What a hold past `hold_timeout` becomes.
+    pub on_hold_timeout: HoldOutcome,
+}
+
+impl RolloutPlan {
+    /// All analyses the plan runs when nothing holds it.
+    pub fn planned_looks(&self) -> u64 {
+        self.stages
+            .iter()
+            .map(Stage::planned_looks)
+            .sum::<u64>()
+            .max(1)
+    }
+
+    /// The per-analysis confidence level that spends the error budget evenly over all
+    /// planned looks (Bonferroni over looks).
+    pub fn per_look_confidence_level(&self) -> f64 {
+        1.0 - self.settings.error_budget / self.planned_looks() as f64
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStage {
+    name: Option<Spanned<String>>,
+    traffic: Option<Spanned<f64>>,
+    duration: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    lookback: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTrigger {
+    name: Option<Spanned<String>>,
+    metric: Option<Spanned<String>>,
+    above: Option<Spanned<f64>>,
+    below: Option<Spanned<f64>>,
+    above_baseline_times: Option<Spanned<f64>>,
+    below_baseline_times: Option<Spanned<f64>>,
+    #[serde(rename = "for")]
+    sustained_for: Option<Spanned<String>>,
+    window: Option<Spanned<String>>,
+    consecutive: Option<Spanned<i64>>,
+    action: Option<Spanned<TriggerAction>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRollout {
+    error_budget: Option<Spanned<f64>>,
+    consecutive_failures: Option<Spanned<i64>>,
+    hold_timeout: Option<Spanned<String>>,
+    on_hold_timeout: Option<Spanned<HoldOutcome>>,
+}
+
+fn duration(
+    v: &Validator<'_>,
+    field: &str,
+    value: &Option<Spanned<String>>,
+) -> Result<Option<HumanDuration>, ProfileError> {
+    value
+        .as_ref()
+        .map(|text| {
+            HumanDuration::parse(text.get_ref())
+                .map_err(|message| v.error(text.span(), field, message))
+        })
+        .transpose()
+}
+
+fn required_duration(
+    v: &Validator<'_>,
+    field: &str,
+    value: &Option<Spanned<String>>,
+    whole: Range<usize>,
+) -> Result<HumanDuration, ProfileError> {
+    duration(v, field, value)?
+        .ok_or_else(|| v.error(whole, field, "is required (a duration such as \"5m\")"))
+}
+
+/// Validates the plan tables. Returns `None` when the profile has no stages (and then
+/// refuses triggers and `[rollout]`, which would silently do nothing).
+pub(super) fn validate_plan(
+    v: &Validator<'_>,
+    stages: Vec<Spanned<RawStage>>,
+    triggers: Vec<Spanned<RawTrigger>>,
+    rollout: Option<Spanned<RawRollout>>,
+    default_error_budget: f64,
+    metrics: &[MetricSpec],
+) -> Result<Option<RolloutPlan>, ProfileError> {
+    if stages.is_empty() {
+        if let Some(trigger) = triggers.first() {
+            return Err(v.error(
+                trigger.span(),
+                "triggers",
+                "triggers need a rollout plan: add [[stages]] tables",
+            ));
+        }
+        if let Some(rollout) = &rollout {
+            return Err(v.error(
+                rollout.span(),
+                "rollout",
+                "[rollout] needs a rollout plan: add [[stages]] tables",
+            ));
+        }
+        return Ok(None);
+    }
+
+    let mut validated_stages: Vec<Stage> = Vec::with_capacity(stages.len());
+    for (index, raw) in stages.into_iter().enumerate() {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let field = |key: &str| format!("stages[{}].{key}", index + 1);
+        let traffic = match &raw.traffic {
+            Some(traffic) => Percentage::parse(*traffic.get_ref())
+                .map_err(|message| v.error(traffic.span(), &field("traffic"), message))?,
+            None => {
+                return Err(v.error(
+                    span,
+                    &field("traffic"),
+                    "is required: the canary's share of traffic in percent (0 to 100)",
+                ));
+            }
+        };
+        if let Some(previous) = validated_stages.last()
+            && traffic <= previous.traffic
+        {
+            return Err(v.error(
+                raw.traffic.as_ref().map_or(span.clone(), Spanned::span),
+                &field("traffic"),
+                format!(
+                    "stages must increase traffic: {traffic} does not exceed the previous stage's {}",
+                    previous.traffic
+                ),
+            ));
+        }
+        let stage_duration = required_duration(v, &field("duration"), &raw.duration, span.clone())?;
+        let interval = required_duration(v, &field("interval"), &raw.interval, span.clone())?;
+        if interval > stage_duration {
+            return Err(v.error(
+                raw.interval.as_ref().map_or(span.clone(), Spanned::span),
+                &field("interval"),
+                format!(
+                    "the interval {interval} is longer than the stage's duration {stage_duration}; \
+                     a stage needs at least one analysis"
+                ),
+            ));
+        }
+        let lookback = duration(v, &field("lookback"), &raw.lookback)?.unwrap_or(interval);
+        if lookback < interval {
+            return Err(v.error(
+                raw.lookback.as_ref().map_or(span.clone(), Spanned::span),
+                &field("lookback"),
+                format!(
+                    "the lookback {lookback} is shorter than the interval {interval}, so some data would \
+                     never be analysed; use a lookback at least as long as the interval"
+                ),
+            ));
+        }
+        let name = raw
+            .name
+            .map(Spanned::into_inner)
+            .unwrap_or_else(|| traffic.to_string());
+        validated_stages.push(Stage {
+            name,
+            traffic,
+            duration: stage_duration,
+            interval,
+            lookback,
+        });
+    }
+
+    let mut validated_triggers = Vec::with_capacity(triggers.len());
+    for (index, raw) in triggers.into_iter().enumerate() {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let field = |key: &str| format!("triggers[{}].{key}", index + 1);
+        let metric = match &raw.metric {
+            Some(metric) if metrics.iter().any(|m| &m.name == metric.get_ref()) => {
+                metric.get_ref().clone()
+            }
+            Some(metric) => {
+                let known: Vec<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
+                return Err(v.error(
+                    metric.span(),
+                    &field("metric"),
+                    format!(
+                        "{:?} is not a metric of this profile; its metrics are: {}",
+                        metric.get_ref(),
+                        known.join(", ")
+                    ),
+                ));
+            }
+            None => {
+                return Err(v.error(
+                    span,
+                    &field("metric"),
+                    "is required: the profile metric to watch",
+                ));
+            }
+        };
+        let conditions: Vec<(TriggerCondition, Range<usize>)> = [
+            raw.above
+                .as_ref()
+                .map(|x| (TriggerCondition::Above(*x.get_ref()), x.span())),
+            raw.below
+                .as_ref()
+                .map(|x| (TriggerCondition::Below(*x.get_ref()), x.span())),
+            raw.above_baseline_times
+                .as_ref()
+                .map(|x| (TriggerCondition::AboveBaselineTimes(*x.get_ref()), x.span())),
+            raw.below_baseline_times
+                .as_ref()
+                .map(|x| (TriggerCondition::BelowBaselineTimes(*x.get_ref()), x.span())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let condition = match conditions.as_slice() {
+            [(condition, condition_span)] => {
+                let value = match condition {
+                    TriggerCondition::Above(x)
+                    | TriggerCondition::Below(x)
+                    | TriggerCondition::AboveBaselineTimes(x)
+                    | TriggerCondition::BelowBaselineTimes(x) => *x,
+                };
+                let relative = matches!(
+                    condition,
+                    TriggerCondition::AboveBaselineTimes(_)
+                        | TriggerCondition::BelowBaselineTimes(_)
+                );
+                if !value.is_finite() || (relative && value <= 0.0) {
+                    return Err(v.error(
+                        condition_span.clone(),
+                        &field("condition"),
+                        format!(
+                            "must be a finite number{}, got {value}",
+                            if relative { " above 0" } else { "" }
+                        ),
+                    ));
+                }
+                *condition
+            }
+            [] => {
+                return Err(v.error(
+                    span,
+                    &field("above"),
+                    "a trigger needs one condition: above, below, above_baseline_times or below_baseline_times",
+                ));
+            }
+            [_, (_, second_span), ..] => {
+                return Err(v.error(
+                    second_span.clone(),
+                    &field("condition"),
+                    "a trigger has exactly one condition (above, below, above_baseline_times, \
+                     below_baseline_times); write two triggers for two conditions",
+                ));
+            }
+        };
+        let sustained_for = duration(v, &field("for"), &raw.sustained_for)?;
+        let window = duration(v, &field("window"), &raw.window)?;
+        if let (Some(_), Some(window_value)) = (&sustained_for, &raw.window) {
+            return Err(v.error(
+                window_value.span(),
+                &field("window"),
+                "give either `for` (every point over the duration) or `window` (the aggregate over the duration), not both",
+            ));
+        }
+        let consecutive = match &raw.consecutive {
+            Some(count) if *count.get_ref() < 1 => {
+                return Err(v.error(
+                    count.span(),
+                    &field("consecutive"),
+                    format!("must be a whole number at least 1, got {}", count.get_ref()),
+                ));
+            }
+            Some(count) => *count.get_ref() as u32,
+            None => 1,
+        };
+        let action = match &raw.action {
+            Some(action) => *action.get_ref(),
+            None => {
+                return Err(v.error(
+                    span,
+                    &field("action"),
+                    "is required: \"rollback\" or \"hold\"",
+                ));
+            }
+        };
+        let name = raw.name.map(Spanned::into_inner).unwrap_or_else(|| {
+            let condition_text = match condition {
+                TriggerCondition::Above(x) => format!("> {x}"),
+                TriggerCondition::Below(x) => format!("< {x}"),
+                TriggerCondition::AboveBaselineTimes(x) => format!("> baseline × {x}"),
+                TriggerCondition::BelowBaselineTimes(x) => format!("< baseline × {x}"),
+            };
+            format!("{metric} {condition_text}")
+        });
+        validated_triggers.push(Trigger {
+            name,
+            metric,
+            condition,
+            sustained_for,
+            window,
+            consecutive,
+            action,
+        });
+    }
+
+    let raw_rollout = rollout.map(Spanned::into_inner);
+    let error_budget = match raw_rollout.as_ref().and_then(|r| r.error_budget.as_ref()) {
+        Some(budget)
+            if !(budget.get_ref().is_finite()
+                && *budget.get_ref() > 0.0
+                && *budget.get_ref() < 0.5) =>
+        {
+            return Err(v.error(
+                budget.span(),
+                "rollout.error_budget",
+                format!(
+                    "must be a probability above 0 and below 0.5 (0.01 = at most 1 % of healthy rollouts rolled back), got {}",
+                    budget.get_ref()
+                ),
+            ));
+        }
+        Some(budget) => *budget.get_ref(),
+        None => default_error_budget,
+    };
+    let consecutive_failures = match raw_rollout
+        .as_ref()
+        .and_then(|r| r.consecutive_failures.as_ref())
+    {
+        Some(count) if *count.get_ref() < 1 => {
+            return Err(v.error(
+                count.span(),
+                "rollout.consecutive_failures",
+                format!("must be a whole number at least 1, got {}", count.get_ref()),
+            ));
+        }
+        Some(count) => *count.get_ref() as u32,
+        None => 1,
+    };
+    let hold_timeout = match &raw_rollout {
+        Some(raw) => duration(v, "rollout.hold_timeout", &raw.hold_timeout)?,
+        None => None,
+    };
+    let on_hold_timeout = raw_rollout
+        .as_ref()
+        .and_then(|r| r.on_hold_timeout.as_ref())
+        .map_or(HoldOutcome::Wait, |o| *o.get_ref());
+
+    Ok(Some(RolloutPlan {
+        stages: validated_stages,
+        triggers: validated_triggers,
+        settings: RolloutSettings {
+            error_budget,
+            consecutive_failures,
+            hold_timeout,
+            on_hold_timeout,
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::{Profile, ProfileError};
+
+    use super::*;
+
+    const METRICS: &str =
+        "name = \"x\"\n[[metrics]]\nname = \"error_rate\"\nkind = \"proportion\"\n";
+
+    fn parse(plan: &str) -> Result<Profile, ProfileError> {
+        Profile::parse(&format!("{METRICS}{plan}"), "plan.toml")
+    }
+
+    const FIVE_STAGES: &str = r#"
+[rollout]
+error_budget = 0.01
+consecutive_failures = 2
+hold_timeout = "30m"
+on_hold_timeout = "rollback"
+[[stages]]
+traffic = 1
+duration = "10m"
+interval = "1m"
+lookback = "5m"
+[[stages]]
+traffic = 5
+duration = "10m"
+interval = "1m"
+[[stages]]
+name = "quarter"
+traffic = 25
+duration = "20m"
+interval = "2m"
+[[triggers]]
+name = "error rate above 2% for 5 minutes"
+metric = "error_rate"
+above = 0.02
+for = "5m"
+action = "rollback"
+[[triggers]]
+metric = "error_rate"
+above_baseline_times = 1.5
+window = "10m"
+action = "hold"
+"#;
+
+    #[test]
+    fn a_staged_plan_with_triggers_parses() {
+        let plan = parse(FIVE_STAGES).unwrap().plan.unwrap();
+        assert_eq!(plan.stages.len(), 3);
+        assert_eq!(plan.stages[0].name, "1%");
+        assert_eq!(plan.stages[0].lookback.seconds(), 300.0);
+        assert_eq!(
+            plan.stages[1].lookback.seconds(),
+            60.0,
+            "lookback defaults to the interval"
+        );
+        assert_eq!(plan.stages[2].name, "quarter");
+        assert_eq!(plan.planned_looks(), 10 + 10 + 10);
+        assert!((plan.per_look_confidence_level() - (1.0 - 0.01 / 30.0)).abs() < 1e-12);
+        assert_eq!(plan.triggers[0].sustained_for.unwrap().seconds(), 300.0);
+        assert_eq!(
+            plan.triggers[1].condition,
+            TriggerCondition::AboveBaselineTimes(1.5)
+        );
+        assert_eq!(plan.triggers[1].name, "error_rate > baseline × 1.5");
+        assert_eq!(plan.settings.on_hold_timeout, HoldOutcome::Rollback);
+        assert_eq!(plan.settings.consecutive_failures, 2);
+    }
+
+    #[test]
+    fn a_profile_without_stages_has_no_plan() {
+        assert!(parse("").unwrap().plan.is_none());
+        let error = parse("[[triggers]]\nmetric = \"error_rate\"\nabove = 1\naction = \"hold\"\n")
+            .unwrap_err();
+        assert_eq!(error.field, "triggers");
+    }
+
+    #[test]
+    fn stages_must_increase_traffic() {
+        let plan = "[[stages]]\ntraffic = 5\nduration = \"5m\"\ninterval = \"1m\"\n[[stages]]\ntraffic = 5\nduration = \"5m\"\ninterval = \"1m\"\n";
+        let error = parse(plan).unwrap_err();
+        assert_eq!(error.field, "stages[2].traffic");
+        // Four lines of metrics, then the second stage's `traffic` on line 10.
+        assert_eq!(error.line, 10);
+        assert!(error.message.contains("increase"), "{error}");
+    }
+
+    #[test]
+    fn bad_stage_values_are_refused_with_their_field() {
+        let cases = [
+            (
+                "[[stages]]\ntraffic = 150\nduration = \"5m\"\ninterval = \"1m\"\n",
+                "stages[1].traffic",
+            ),
+            (
+                "[[stages]]\ntraffic = 5\nduration = \"5m\"\ninterval = \"10m\"\n",
+                "stages[1].interval",
+            ),
+            (
+                "[[stages]]\ntraffic = 5\nduration = \"5m\"\ninterval = \"1m\"\nlookback = \"30s\"\n",
+                "stages[1].lookback",
+            ),
+            (
+                "[[stages]]\ntraffic = 5\nduration = \"5 minutes\"\ninterval = \"1m\"\n",
+                "stages[1].duration",
+            ),
+            (
+                "[[stages]]\ntraffic = 5\ninterval = \"1m\"\n",
+                "stages[1].duration",
+            ),
+        ];
+        for (plan, field) in cases {
+            assert_eq!(parse(plan).unwrap_err().field, field, "{plan}");
+        }
+    }
+
+    #[test]
+    fn bad_triggers_are_refused_with_their_field() {
+        let stage = "[[stages]]\ntraffic = 5\nduration = \"5m\"\ninterval = \"1m\"\n";
+        let cases = [
+            (
+                "metric = \"errors\"\nabove = 1\naction = \"hold\"\n",
+                "triggers[1].metric",
+            ),
+            (
+                "metric = \"error_rate\"\naction = \"hold\"\n",
+                "triggers[1].above",
+            ),
+            (
+                "metric = \"error_rate\"\nabove = 1\nbelow = 0\naction = \"hold\"\n",
+                "triggers[1].condition",
+            ),
+            ("metric = \"error_rate\"\nabove = 1\n", "triggers[1].action"),
+            (
+                "metric = \"error_rate\"\nabove = 1\naction = \"hold\"\nfor = \"1m\"\nwindow = \"1m\"\n",
+                "triggers[1].window",
+            ),
+            (
+                "metric = \"error_rate\"\nabove_baseline_times = 0\naction = \"hold\"\n",
+                "triggers[1].condition",
+            ),
+        ];
+        for (trigger, field) in cases {
+            let plan = format!("{stage}[[triggers]]\n{trigger}");
+            assert_eq!(parse(&plan).unwrap_err().field, field, "{plan}");
+        }
+        let plan = format!("{stage}[rollout]\nerror_budget = 5\n");
+        assert_eq!(parse(&plan).unwrap_err().field, "rollout.error_budget");
+    }
+}
