@@ -106,7 +106,10 @@ fn side(seed: u64, latency_median: f64) -> Observations {
             },
         );
     }
-    Observations { metrics }
+    Observations {
+        metrics,
+        ..Default::default()
+    }
 }
 
 fn bench_judge(c: &mut Criterion) {

@@ -55,6 +55,10 @@ impl MetricData {
 pub struct Observations {
     /// Metric name → data.
     pub metrics: BTreeMap<String, MetricData>,
+    /// Metric name → why its data could not be had or cannot be trusted (the source was
+    /// unreachable, a series had no counterpart on the other side). The judge makes such
+    /// a metric inconclusive with this reason, whatever data it has.
+    pub problems: BTreeMap<String, String>,
 }
 
 /// Data that does not fit the profile it is judged under.

@@ -128,6 +128,7 @@ pub(super) fn evaluate(
     spec: &MetricSpec,
     baseline: Option<&MetricData>,
     canary: Option<&MetricData>,
+    problems: &[&str],
     confidence_level: ConfidenceLevel,
 ) -> Provisional {
     let mut result = MetricResult {
@@ -155,14 +156,18 @@ pub(super) fn evaluate(
         effect_size: None,
         threshold: None,
     };
-    let outcome = match &spec.kind {
-        MetricKind::Continuous { .. } => {
-            continuous(spec, baseline, canary, confidence_level, &mut result)
+    let outcome = if problems.is_empty() {
+        match &spec.kind {
+            MetricKind::Continuous { .. } => {
+                continuous(spec, baseline, canary, confidence_level, &mut result)
+            }
+            MetricKind::Proportion { .. } => {
+                proportion(spec, baseline, canary, confidence_level, &mut result)
+            }
+            MetricKind::Threshold { .. } => threshold(spec, baseline, canary, &mut result),
         }
-        MetricKind::Proportion { .. } => {
-            proportion(spec, baseline, canary, confidence_level, &mut result)
-        }
-        MetricKind::Threshold { .. } => threshold(spec, baseline, canary, &mut result),
+    } else {
+        inconclusive(problems.join("; "))
     };
     Provisional { result, outcome }
 }

@@ -16,6 +16,7 @@
 mod classify;
 mod decide;
 pub mod format;
+pub mod triggers;
 
 use serde::Serialize;
 
@@ -176,10 +177,15 @@ pub fn judge(profile: &Profile, baseline: &Observations, canary: &Observations) 
         .metrics
         .iter()
         .map(|spec| {
+            let problems: Vec<&str> = [baseline, canary]
+                .iter()
+                .filter_map(|side| side.problems.get(&spec.name).map(String::as_str))
+                .collect();
             classify::evaluate(
                 spec,
                 baseline.metrics.get(&spec.name),
                 canary.metrics.get(&spec.name),
+                &problems,
                 confidence_level,
             )
         })
