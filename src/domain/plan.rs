@@ -15,6 +15,10 @@ use super::duration::HumanDuration;
 use super::percentage::Percentage;
 use super::profile::{MetricSpec, ProfileError, Validator};
 
+/// The share of the error budget that the planned looks spend; the rest is kept for
+/// looks beyond the plan.
+pub const PLANNED_SHARE: f64 = 0.8;
+
 /// A staged rollout.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RolloutPlan {
@@ -129,10 +133,27 @@ impl RolloutPlan {
             .max(1)
     }
 
-    /// The per-analysis confidence level that spends the error budget evenly over all
-    /// planned looks (Bonferroni over looks).
-    pub fn per_look_confidence_level(&self) -> f64 {
-        1.0 - self.settings.error_budget / self.planned_looks() as f64
+    /// The share of the error budget spent by analysis number `look` (1-based).
+    ///
+    /// Planned looks share [`PLANNED_SHARE`] of the budget evenly. Looks beyond the
+    /// plan (a hold keeps a stage looking) spend the rest along a convergent series
+    /// (`6 / (π² j²)` of it for the j-th extra look), so however long a rollout holds,
+    /// the shares add up to at most the budget: by the union bound the chance that any
+    /// look of a healthy rollout fails statistically stays within `error_budget`.
+    pub fn look_alpha(&self, look: u64) -> f64 {
+        let planned = self.planned_looks();
+        let budget = self.settings.error_budget;
+        if look <= planned {
+            PLANNED_SHARE * budget / planned as f64
+        } else {
+            let extra = (look - planned) as f64;
+            (1.0 - PLANNED_SHARE) * budget * 6.0 / (std::f64::consts::PI.powi(2) * extra * extra)
+        }
+    }
+
+    /// The two-sided confidence level the judge uses at analysis number `look`.
+    pub fn look_confidence_level(&self, look: u64) -> f64 {
+        1.0 - self.look_alpha(look)
     }
 }
 
@@ -537,7 +558,14 @@ action = "hold"
         );
         assert_eq!(plan.stages[2].name, "quarter");
         assert_eq!(plan.planned_looks(), 10 + 10 + 10);
-        assert!((plan.per_look_confidence_level() - (1.0 - 0.01 / 30.0)).abs() < 1e-12);
+        assert!((plan.look_alpha(1) - 0.8 * 0.01 / 30.0).abs() < 1e-15);
+        assert_eq!(plan.look_alpha(30), plan.look_alpha(1));
+        assert!(plan.look_alpha(31) < 0.2 * 0.01);
+        let spent: f64 = (1..100_000).map(|look| plan.look_alpha(look)).sum();
+        assert!(
+            spent <= 0.01,
+            "the looks never spend more than the budget: {spent}"
+        );
         assert_eq!(plan.triggers[0].sustained_for.unwrap().seconds(), 300.0);
         assert_eq!(
             plan.triggers[1].condition,

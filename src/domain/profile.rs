@@ -114,8 +114,17 @@ pub struct MetricSpec {
     pub severity: Severity,
     /// The score group.
     pub group: String,
-    /// The query metric sources run; not used by the judge.
+    /// The query metric sources run for samples (continuous and threshold metrics); a
+    /// template where `{{scope}}`, `{{side}}`, `{{step}}` and `{{lookback}}` are filled in.
     pub query: Option<String>,
+    /// For proportion metrics (and thresholds on a rate): the query counting bad events
+    /// per step, e.g. `sum(increase(http_requests_total{ {{scope}}, code=~"5.." }[{{step}}]))`.
+    pub errors_query: Option<String>,
+    /// The query counting all events per step.
+    pub total_query: Option<String>,
+    /// Ask the source for raw samples (`QUERY[lookback]`) instead of evaluating the
+    /// query at each step; the query must then be a plain series selector.
+    pub raw_samples: bool,
     /// What to do with NaN samples.
     pub nan_policy: NanPolicy,
     /// With `nan_policy = "drop"`: the largest share of NaN samples on a side that is
@@ -343,6 +352,9 @@ struct RawMetric {
     severity: Option<Spanned<Severity>>,
     group: Option<Spanned<String>>,
     query: Option<Spanned<String>>,
+    errors_query: Option<Spanned<String>>,
+    total_query: Option<Spanned<String>>,
+    raw_samples: Option<Spanned<bool>>,
     allowed_increase: Option<Spanned<f64>>,
     allowed_decrease: Option<Spanned<f64>>,
     max_ratio: Option<Spanned<f64>>,
@@ -679,6 +691,56 @@ fn validate_metric(
         )?;
     }
 
+    if kind_name == Proportion
+        && let Some(query) = &raw.query
+    {
+        return Err(v.error(
+            query.span(),
+            &field("query"),
+            "a proportion metric is counted with two queries: use `errors_query` and `total_query`",
+        ));
+    }
+    for (key, value) in [
+        ("errors_query", &raw.errors_query),
+        ("total_query", &raw.total_query),
+    ] {
+        only_for(
+            key,
+            value.as_ref().map(Spanned::span),
+            &[Proportion, Threshold],
+            "proportion and threshold",
+        )?;
+    }
+    match (&raw.errors_query, &raw.total_query) {
+        (Some(only), None) | (None, Some(only)) => {
+            return Err(v.error(
+                only.span(),
+                &field(if raw.errors_query.is_some() {
+                    "total_query"
+                } else {
+                    "errors_query"
+                }),
+                "`errors_query` and `total_query` go together: give both or neither",
+            ));
+        }
+        _ => {}
+    }
+    if kind_name == Threshold
+        && let (Some(_), Some(query)) = (&raw.errors_query, &raw.query)
+    {
+        return Err(v.error(
+            query.span(),
+            &field("query"),
+            "give either `query` (samples) or `errors_query` and `total_query` (a rate), not both",
+        ));
+    }
+    only_for(
+        "raw_samples",
+        raw.raw_samples.as_ref().map(Spanned::span),
+        &[Continuous, Threshold],
+        "continuous and threshold",
+    )?;
+
     let non_negative = |key: &str, value: &Option<Spanned<f64>>| -> Result<f64, ProfileError> {
         match value {
             Some(value) if !(value.get_ref().is_finite() && *value.get_ref() >= 0.0) => Err(v
@@ -890,6 +952,9 @@ fn validate_metric(
         severity,
         group,
         query: raw.query.map(Spanned::into_inner),
+        errors_query: raw.errors_query.map(Spanned::into_inner),
+        total_query: raw.total_query.map(Spanned::into_inner),
+        raw_samples: raw.raw_samples.is_some_and(|r| *r.get_ref()),
         nan_policy,
         max_nan_fraction,
         outliers,
