@@ -108,3 +108,39 @@ impl Observations {
         Ok(())
     }
 }
+
+impl Observations {
+    /// The observations with timestamps in `(from, to]`, problems kept. Count pairs stay
+    /// aligned because both halves share their timestamps.
+    pub fn restricted(&self, from: f64, to: f64) -> Observations {
+        let keep = |samples: &[Sample]| -> Vec<Sample> {
+            samples
+                .iter()
+                .copied()
+                .filter(|s| s.timestamp > from && s.timestamp <= to)
+                .collect()
+        };
+        let metrics = self
+            .metrics
+            .iter()
+            .map(|(name, data)| {
+                let data = match data {
+                    MetricData::Samples { samples, origin } => MetricData::Samples {
+                        samples: keep(samples),
+                        origin: origin.clone(),
+                    },
+                    MetricData::Counts { errors, total, origin } => MetricData::Counts {
+                        errors: keep(errors),
+                        total: keep(total),
+                        origin: origin.clone(),
+                    },
+                };
+                (name.clone(), data)
+            })
+            .collect();
+        Observations {
+            metrics,
+            problems: self.problems.clone(),
+        }
+    }
+}

@@ -19,6 +19,8 @@ use super::profile::{MetricSpec, ProfileError, Validator};
 /// looks beyond the plan.
 pub const PLANNED_SHARE: f64 = 0.8;
 
+const DEFAULT_STEP: &str = "15s";
+
 /// A staged rollout.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RolloutPlan {
@@ -96,6 +98,15 @@ pub struct Trigger {
     pub consecutive: u32,
     /// What happens when it fires.
     pub action: TriggerAction,
+    /// The stages (by name) where the trigger applies; empty means every stage.
+    pub stages: Vec<String>,
+}
+
+impl Trigger {
+    /// Whether the trigger is checked during the stage named `stage`.
+    pub fn applies_to(&self, stage: &str) -> bool {
+        self.stages.is_empty() || self.stages.iter().any(|s| s == stage)
+    }
 }
 
 /// What a hold that lasts past `hold_timeout` turns into.
@@ -121,6 +132,8 @@ pub struct RolloutSettings {
     pub hold_timeout: Option<HumanDuration>,
     /// What a hold past `hold_timeout` becomes.
     pub on_hold_timeout: HoldOutcome,
+    /// Resolution of range queries (and the `{{step}}` of count queries).
+    pub step: HumanDuration,
 }
 
 impl RolloutPlan {
@@ -181,6 +194,7 @@ pub(super) struct RawTrigger {
     window: Option<Spanned<String>>,
     consecutive: Option<Spanned<i64>>,
     action: Option<Spanned<TriggerAction>>,
+    stages: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -190,6 +204,7 @@ pub(super) struct RawRollout {
     consecutive_failures: Option<Spanned<i64>>,
     hold_timeout: Option<Spanned<String>>,
     on_hold_timeout: Option<Spanned<HoldOutcome>>,
+    step: Option<Spanned<String>>,
 }
 
 fn duration(
@@ -297,8 +312,16 @@ pub(super) fn validate_plan(
         }
         let name = raw
             .name
-            .map(Spanned::into_inner)
+            .as_ref()
+            .map(|n| n.get_ref().clone())
             .unwrap_or_else(|| traffic.to_string());
+        if validated_stages.iter().any(|stage| stage.name == name) {
+            return Err(v.error(
+                raw.name.as_ref().map_or(span.clone(), Spanned::span),
+                &field("name"),
+                format!("stage name {name:?} is used twice; triggers refer to stages by name"),
+            ));
+        }
         validated_stages.push(Stage {
             name,
             traffic,
@@ -434,6 +457,24 @@ pub(super) fn validate_plan(
             };
             format!("{metric} {condition_text}")
         });
+        let stages = match raw.stages {
+            Some(list) => {
+                if let Some(unknown) = list
+                    .get_ref()
+                    .iter()
+                    .find(|name| !validated_stages.iter().any(|stage| &stage.name == *name))
+                {
+                    let known: Vec<&str> = validated_stages.iter().map(|s| s.name.as_str()).collect();
+                    return Err(v.error(
+                        list.span(),
+                        &field("stages"),
+                        format!("{unknown:?} is not a stage of this plan; its stages are: {}", known.join(", ")),
+                    ));
+                }
+                list.into_inner()
+            }
+            None => Vec::new(),
+        };
         validated_triggers.push(Trigger {
             name,
             metric,
@@ -442,6 +483,7 @@ pub(super) fn validate_plan(
             window,
             consecutive,
             action,
+            stages,
         });
     }
 
@@ -487,6 +529,25 @@ pub(super) fn validate_plan(
         .and_then(|r| r.on_hold_timeout.as_ref())
         .map_or(HoldOutcome::Wait, |o| *o.get_ref());
 
+    let step = match &raw_rollout {
+        Some(raw) => duration(v, "rollout.step", &raw.step)?,
+        None => None,
+    }
+    .unwrap_or(HumanDuration::parse(DEFAULT_STEP).expect("the default step parses"));
+    if let Some(stage) = validated_stages.iter().find(|stage| stage.interval < step) {
+        return Err(v.error(
+            raw_rollout
+                .as_ref()
+                .and_then(|r| r.step.as_ref())
+                .map_or(0..0, Spanned::span),
+            "rollout.step",
+            format!(
+                "the query step {step} is longer than stage {:?}'s interval {}; each analysis needs at least one step",
+                stage.name, stage.interval
+            ),
+        ));
+    }
+
     Ok(Some(RolloutPlan {
         stages: validated_stages,
         triggers: validated_triggers,
@@ -495,6 +556,7 @@ pub(super) fn validate_plan(
             consecutive_failures,
             hold_timeout,
             on_hold_timeout,
+            step,
         },
     }))
 }

@@ -326,6 +326,7 @@ mod tests {
             window: window.map(|d| HumanDuration::parse(d).unwrap()),
             consecutive: 1,
             action: TriggerAction::Rollback,
+            stages: Vec::new(),
         }
     }
 

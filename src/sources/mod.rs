@@ -2,11 +2,13 @@
 //!
 //! - [`recorded`]: readers for recorded baseline and canary files (CSV and
 //!   Prometheus API JSON), used by `canary analyze`.
+//! - [`replay`]: recorded series served as a [`MetricSource`], for demos and tests.
 //! - The [`MetricSource`] trait: live sources that the rollout runner asks for one
 //!   metric of one side over one analysis window. Implementations are named only in
 //!   `app`.
 
 pub mod recorded;
+pub mod replay;
 
 use std::collections::BTreeMap;
 
@@ -103,6 +105,12 @@ pub enum SourceError {
 pub trait MetricSource: Send + Sync {
     /// A short name for logs and reports, e.g. `prometheus:http://127.0.0.1:9090`.
     fn describe(&self) -> String;
+
+    /// Whether the source runs the profile's queries. A replay of recorded series looks
+    /// metrics up by name instead, so profiles without queries can be replayed.
+    fn uses_queries(&self) -> bool {
+        true
+    }
 
     /// Checks that the source answers, before a rollout starts.
     async fn healthcheck(&self) -> Result<(), SourceError>;

@@ -1,0 +1,517 @@
+//! The rollout runner: owns a rollout's interval loop, fetch → judge → decide →
+//! actuate → record, and is the only caller of actuators.
+//!
+//! [`RolloutRunner::step`] is one analysis at a given analysis time; it is public so
+//! tests and simulations drive a rollout look by look without sleeping.
+//! [`RolloutRunner::run`] is the loop a worker runs: wait for the next look on a
+//! [`Clock`], step, repeat until the rollout ends.
+//!
+//! How repeated looks are kept from becoming a false-rollback machine (see
+//! ARCHITECTURE.md): every look judges at its own share of the rollout's error budget
+//! ([`RolloutPlan::look_alpha`]), so the chance that *any* look of a healthy rollout
+//! fails statistically stays within `error_budget`; and a statistical rollback can be
+//! made to need `consecutive_failures` failing looks in a row.
+
+pub mod clock;
+mod fetch;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+pub use self::clock::{Clock, CompressedClock, SystemClock};
+pub use self::fetch::{Scopes, fetch_window, preflight};
+use crate::actuators::{Actuator, ActuatorError, FlagState};
+use crate::domain::plan::{HoldOutcome, RolloutPlan, Stage, TriggerAction};
+use crate::domain::{ConfidenceLevel, Percentage, Profile, Verdict};
+use crate::judge::format::number;
+use crate::judge::triggers::{TriggerCheck, check_trigger};
+use crate::judge::{Judgement, judge};
+use crate::sources::{MetricSource, SourceError};
+
+/// What one rollout is: a profile with a plan, a flag, and the two scopes.
+#[derive(Debug, Clone)]
+pub struct Rollout {
+    /// The analysis profile; it must have a rollout plan.
+    pub profile: Arc<Profile>,
+    /// The feature flag the actuator moves.
+    pub flag: String,
+    /// How queries select the baseline and the canary.
+    pub scopes: Scopes,
+    /// Judge and record, never actuate.
+    pub dry_run: bool,
+}
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutStatus {
+    /// Still looking.
+    Running,
+    /// Every stage passed: the flag is at 100 %.
+    Promoted,
+    /// A trigger fired or the canary failed: the kill switch was pulled.
+    RolledBack,
+    /// Held past the hold timeout with `on_hold_timeout = "wait"`: a person decides.
+    AwaitingReview,
+}
+
+impl RolloutStatus {
+    /// The verdict a finished rollout reports (exit codes follow it).
+    pub fn verdict(self) -> Option<Verdict> {
+        match self {
+            RolloutStatus::Running => None,
+            RolloutStatus::Promoted => Some(Verdict::Promote),
+            RolloutStatus::RolledBack => Some(Verdict::Rollback),
+            RolloutStatus::AwaitingReview => Some(Verdict::Hold),
+        }
+    }
+}
+
+/// What the runner did after one look.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    /// Keep looking at this stage.
+    Continue,
+    /// Hold: do not advance; look again.
+    Hold,
+    /// Move to the next stage.
+    Advance {
+        /// The next stage's traffic.
+        to: Percentage,
+    },
+    /// All stages passed.
+    Promote,
+    /// Pull the kill switch.
+    Rollback,
+    /// Stop and wait for a person.
+    AwaitReview,
+}
+
+/// A flag change the runner made (or, in a dry run, would have made).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Actuation {
+    /// Analysis time.
+    pub at: f64,
+    /// `set_rollout` or `kill`.
+    pub action: String,
+    /// The target traffic.
+    pub target: Percentage,
+    /// The state read back from the store (none in a dry run).
+    pub state: Option<FlagState>,
+    /// Whether this was only recorded (dry run).
+    pub dry_run: bool,
+}
+
+/// Everything about one look.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IntervalRecord {
+    /// 1-based look number over the whole rollout.
+    pub look: u64,
+    /// Analysis time, Unix seconds.
+    pub at: f64,
+    /// 0-based stage index.
+    pub stage_index: usize,
+    /// The stage's name.
+    pub stage: String,
+    /// The canary's traffic during this look.
+    pub traffic: Percentage,
+    /// The confidence level this look judged at (its share of the error budget).
+    pub confidence_level: f64,
+    /// The judge's verdict for this look alone.
+    pub verdict: Verdict,
+    /// What the runner decided.
+    pub decision: Decision,
+    /// Why, deciding reasons first.
+    pub reasons: Vec<String>,
+    /// The full judgement.
+    pub judgement: Judgement,
+    /// Every trigger's state at this look.
+    pub triggers: Vec<TriggerCheck>,
+}
+
+/// A rollout that cannot go on: bad configuration found before anything was actuated,
+/// or a flag store that refused a change.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The profile or the run's settings are unusable.
+    #[error("{0}")]
+    Config(String),
+    /// The metric source failed its preflight.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The actuator failed; when this happens during a rollback it is loud on purpose.
+    #[error("{context}: {source}")]
+    Actuator {
+        /// What the runner was doing.
+        context: String,
+        /// The actuator's error.
+        source: ActuatorError,
+    },
+}
+
+/// Runs one rollout.
+pub struct RolloutRunner {
+    rollout: Rollout,
+    plan: RolloutPlan,
+    source: Arc<dyn MetricSource>,
+    actuator: Arc<dyn Actuator>,
+    status: RolloutStatus,
+    stage_index: usize,
+    stage_started_at: f64,
+    last_look_at: Option<f64>,
+    looks: u64,
+    consecutive_failures: u32,
+    hold_since: Option<f64>,
+    trigger_streaks: Vec<u32>,
+    history: Vec<IntervalRecord>,
+    actuations: Vec<Actuation>,
+}
+
+impl RolloutRunner {
+    /// A runner for `rollout`; fails when the profile has no rollout plan.
+    pub fn new(
+        rollout: Rollout,
+        source: Arc<dyn MetricSource>,
+        actuator: Arc<dyn Actuator>,
+    ) -> Result<Self, RunError> {
+        let plan = rollout.profile.plan.clone().ok_or_else(|| {
+            RunError::Config(format!(
+                "profile {:?} has no rollout plan: add [[stages]] tables to run it",
+                rollout.profile.name
+            ))
+        })?;
+        let trigger_count = plan.triggers.len();
+        Ok(Self {
+            rollout,
+            plan,
+            source,
+            actuator,
+            status: RolloutStatus::Running,
+            stage_index: 0,
+            stage_started_at: 0.0,
+            last_look_at: None,
+            looks: 0,
+            consecutive_failures: 0,
+            hold_since: None,
+            trigger_streaks: vec![0; trigger_count],
+            history: Vec::new(),
+            actuations: Vec::new(),
+        })
+    }
+
+    /// The rollout's status.
+    pub fn status(&self) -> RolloutStatus {
+        self.status
+    }
+
+    /// The current stage.
+    pub fn stage(&self) -> &Stage {
+        &self.plan.stages[self.stage_index]
+    }
+
+    /// The 0-based index of the current stage.
+    pub fn stage_index(&self) -> usize {
+        self.stage_index
+    }
+
+    /// The plan being run.
+    pub fn plan(&self) -> &RolloutPlan {
+        &self.plan
+    }
+
+    /// Every look so far.
+    pub fn history(&self) -> &[IntervalRecord] {
+        &self.history
+    }
+
+    /// Every flag change so far.
+    pub fn actuations(&self) -> &[Actuation] {
+        &self.actuations
+    }
+
+    /// When the next look is due.
+    pub fn next_look_at(&self) -> f64 {
+        self.last_look_at.unwrap_or(self.stage_started_at) + self.stage().interval.seconds()
+    }
+
+    /// Checks the source and the flag, validates the queries, and sets the first stage's
+    /// traffic. Nothing is actuated when any check fails.
+    pub async fn start(&mut self, now: f64) -> Result<(), RunError> {
+        self.source.healthcheck().await?;
+        preflight(
+            self.source.as_ref(),
+            &self.rollout.profile,
+            &self.rollout.scopes,
+            now,
+            self.plan.stages[0].lookback.seconds(),
+        )
+        .await?;
+        self.actuator
+            .healthcheck(&self.rollout.flag)
+            .await
+            .map_err(|source| RunError::Actuator {
+                context: format!("flag {:?} cannot be actuated", self.rollout.flag),
+                source,
+            })?;
+        self.stage_started_at = now;
+        let traffic = self.plan.stages[0].traffic;
+        self.actuate(now, traffic, false).await?;
+        tracing::info!(flag = %self.rollout.flag, stage = %self.stage().name, traffic = %traffic, "rollout started");
+        Ok(())
+    }
+
+    async fn actuate(&mut self, at: f64, target: Percentage, kill: bool) -> Result<(), RunError> {
+        let action = if kill { "kill" } else { "set_rollout" };
+        let state = if self.rollout.dry_run {
+            tracing::info!(flag = %self.rollout.flag, action, target = %target, "dry run: not actuating");
+            None
+        } else {
+            let flag = &self.rollout.flag;
+            let result = if kill {
+                self.actuator.kill(flag).await
+            } else {
+                self.actuator.set_rollout(flag, target).await
+            };
+            let state = result.map_err(|source| RunError::Actuator {
+                context: if kill {
+                    format!("ROLLBACK OF FLAG {flag:?} FAILED: the canary may still be serving traffic")
+                } else {
+                    format!("could not set flag {flag:?} to {target}")
+                },
+                source,
+            })?;
+            tracing::info!(flag = %flag, action, target = %target, enabled = state.enabled, rollout = %state.rollout, "actuated");
+            Some(state)
+        };
+        self.actuations.push(Actuation {
+            at,
+            action: action.to_owned(),
+            target,
+            state,
+            dry_run: self.rollout.dry_run,
+        });
+        Ok(())
+    }
+
+    /// One analysis at analysis time `now`: fetch, judge, check triggers, decide, actuate
+    /// and record. Returns the record of this look.
+    #[tracing::instrument(skip(self), fields(flag = %self.rollout.flag, stage = %self.stage().name))]
+    pub async fn step(&mut self, now: f64) -> Result<&IntervalRecord, RunError> {
+        if self.status != RolloutStatus::Running {
+            return Err(RunError::Config("the rollout has already ended".to_owned()));
+        }
+        self.looks += 1;
+        self.last_look_at = Some(now);
+        let stage = self.stage().clone();
+        let profile = &self.rollout.profile;
+
+        // Fetch once, long enough for the longest trigger; the judge sees only this
+        // stage's data within the lookback.
+        let trigger_reach = self
+            .plan
+            .triggers
+            .iter()
+            .filter_map(|t| t.sustained_for.or(t.window))
+            .map(|d| d.seconds())
+            .fold(0.0, f64::max);
+        let fetch_from = now - stage.lookback.seconds().max(trigger_reach);
+        let (baseline, canary) = fetch_window(
+            self.source.as_ref(),
+            profile,
+            &self.rollout.scopes,
+            fetch_from,
+            now,
+            &stage,
+        )
+        .await;
+        let judge_from = (now - stage.lookback.seconds()).max(self.stage_started_at);
+        let level = self.plan.look_confidence_level(self.looks);
+        let mut look_profile = (**profile).clone();
+        look_profile.judge.confidence_level = ConfidenceLevel::parse(level)
+            .map_err(|message| RunError::Config(format!("per-look confidence level: {message}")))?;
+        let judgement = judge(
+            &look_profile,
+            &baseline.restricted(judge_from, now),
+            &canary.restricted(judge_from, now),
+        );
+
+        let mut triggers = Vec::with_capacity(self.plan.triggers.len());
+        let mut fired_rollback = Vec::new();
+        let mut fired_hold = Vec::new();
+        for (index, trigger) in self.plan.triggers.iter().enumerate() {
+            if !trigger.applies_to(&stage.name) {
+                self.trigger_streaks[index] = 0;
+                continue;
+            }
+            let check = check_trigger(
+                trigger,
+                baseline.metrics.get(&trigger.metric),
+                canary.metrics.get(&trigger.metric),
+                now,
+            );
+            self.trigger_streaks[index] = if check.met { self.trigger_streaks[index] + 1 } else { 0 };
+            if self.trigger_streaks[index] >= trigger.consecutive {
+                let reason = format!("trigger \"{}\" fired: {}", trigger.name, check.reason);
+                match trigger.action {
+                    TriggerAction::Rollback => fired_rollback.push(reason),
+                    TriggerAction::Hold => fired_hold.push(reason),
+                }
+            }
+            triggers.push(check);
+        }
+
+        let mut reasons = Vec::new();
+        let decision = if !fired_rollback.is_empty() {
+            reasons.extend(fired_rollback);
+            Decision::Rollback
+        } else {
+            match judgement.verdict {
+                Verdict::Rollback => {
+                    self.consecutive_failures += 1;
+                    let limit = self.plan.settings.consecutive_failures;
+                    if self.consecutive_failures >= limit {
+                        reasons.extend(judgement.reasons.iter().cloned());
+                        Decision::Rollback
+                    } else {
+                        reasons.push(format!(
+                            "failing analysis {} of the {limit} in a row that roll back; looking again",
+                            self.consecutive_failures
+                        ));
+                        reasons.extend(judgement.reasons.iter().cloned());
+                        self.hold_or_timeout(now, &mut reasons)
+                    }
+                }
+                Verdict::Hold => {
+                    self.consecutive_failures = 0;
+                    reasons.extend(fired_hold);
+                    reasons.extend(judgement.reasons.iter().cloned());
+                    self.hold_or_timeout(now, &mut reasons)
+                }
+                Verdict::Promote if !fired_hold.is_empty() => {
+                    self.consecutive_failures = 0;
+                    reasons.extend(fired_hold);
+                    self.hold_or_timeout(now, &mut reasons)
+                }
+                Verdict::Promote => {
+                    self.consecutive_failures = 0;
+                    self.hold_since = None;
+                    let elapsed = now - self.stage_started_at;
+                    if elapsed + 1e-6 < stage.duration.seconds() {
+                        reasons.push(format!(
+                            "analysis passed; stage {} has run {} min of its {}",
+                            stage.name,
+                            number(elapsed / 60.0),
+                            stage.duration
+                        ));
+                        Decision::Continue
+                    } else if let Some(next) = self.plan.stages.get(self.stage_index + 1) {
+                        reasons.push(format!(
+                            "stage {} passed after {}; advancing to {}",
+                            stage.name, stage.duration, next.traffic
+                        ));
+                        Decision::Advance { to: next.traffic }
+                    } else {
+                        reasons.push(format!("all {} stages passed", self.plan.stages.len()));
+                        Decision::Promote
+                    }
+                }
+            }
+        };
+
+        match &decision {
+            Decision::Rollback => {
+                self.actuate(now, Percentage::ZERO, true).await?;
+                self.status = RolloutStatus::RolledBack;
+            }
+            Decision::Advance { to } => {
+                self.actuate(now, *to, false).await?;
+                self.stage_index += 1;
+                self.stage_started_at = now;
+                self.last_look_at = Some(now);
+                self.hold_since = None;
+            }
+            Decision::Promote => {
+                if stage.traffic < Percentage::FULL {
+                    self.actuate(now, Percentage::FULL, false).await?;
+                }
+                self.status = RolloutStatus::Promoted;
+            }
+            Decision::AwaitReview => self.status = RolloutStatus::AwaitingReview,
+            Decision::Continue | Decision::Hold => {}
+        }
+        tracing::info!(
+            look = self.looks,
+            verdict = %judgement.verdict,
+            decision = ?decision,
+            "analysed interval"
+        );
+        self.history.push(IntervalRecord {
+            look: self.looks,
+            at: now,
+            stage_index: if matches!(decision, Decision::Advance { .. }) {
+                self.stage_index - 1
+            } else {
+                self.stage_index
+            },
+            stage: stage.name.clone(),
+            traffic: stage.traffic,
+            confidence_level: level,
+            verdict: judgement.verdict,
+            decision,
+            reasons,
+            judgement,
+            triggers,
+        });
+        Ok(self.history.last().expect("just pushed"))
+    }
+
+    /// A hold, or what the hold turns into once it has lasted past `hold_timeout`.
+    fn hold_or_timeout(&mut self, now: f64, reasons: &mut Vec<String>) -> Decision {
+        let since = *self.hold_since.get_or_insert(now);
+        let Some(timeout) = self.plan.settings.hold_timeout else {
+            return Decision::Hold;
+        };
+        if now - since < timeout.seconds() {
+            return Decision::Hold;
+        }
+        let held = number((now - since) / 60.0);
+        match self.plan.settings.on_hold_timeout {
+            HoldOutcome::Rollback => {
+                reasons.insert(
+                    0,
+                    format!("held for {held} min, past the hold timeout {timeout}: rolling back"),
+                );
+                Decision::Rollback
+            }
+            HoldOutcome::Wait => {
+                reasons.insert(
+                    0,
+                    format!("held for {held} min, past the hold timeout {timeout}: waiting for a person"),
+                );
+                Decision::AwaitReview
+            }
+        }
+    }
+
+    /// Runs the rollout to its end on `clock`, calling `on_look` after every look (the
+    /// CLI's progress bar). Returns the final status.
+    pub async fn run(
+        &mut self,
+        clock: &dyn Clock,
+        mut on_look: impl FnMut(&RolloutRunner) + Send,
+    ) -> Result<RolloutStatus, RunError> {
+        if self.actuations.is_empty() && self.history.is_empty() {
+            self.start(clock.now()).await?;
+            on_look(self);
+        }
+        while self.status == RolloutStatus::Running {
+            let due = self.next_look_at();
+            clock.sleep_until(due).await;
+            self.step(due).await?;
+            on_look(self);
+        }
+        Ok(self.status)
+    }
+}
