@@ -129,7 +129,11 @@ impl Observations {
                         samples: keep(samples),
                         origin: origin.clone(),
                     },
-                    MetricData::Counts { errors, total, origin } => MetricData::Counts {
+                    MetricData::Counts {
+                        errors,
+                        total,
+                        origin,
+                    } => MetricData::Counts {
                         errors: keep(errors),
                         total: keep(total),
                         origin: origin.clone(),

@@ -464,11 +464,15 @@ pub(super) fn validate_plan(
                     .iter()
                     .find(|name| !validated_stages.iter().any(|stage| &stage.name == *name))
                 {
-                    let known: Vec<&str> = validated_stages.iter().map(|s| s.name.as_str()).collect();
+                    let known: Vec<&str> =
+                        validated_stages.iter().map(|s| s.name.as_str()).collect();
                     return Err(v.error(
                         list.span(),
                         &field("stages"),
-                        format!("{unknown:?} is not a stage of this plan; its stages are: {}", known.join(", ")),
+                        format!(
+                            "{unknown:?} is not a stage of this plan; its stages are: {}",
+                            known.join(", ")
+                        ),
                     ));
                 }
                 list.into_inner()

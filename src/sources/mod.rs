@@ -9,6 +9,7 @@
 
 pub mod recorded;
 pub mod replay;
+pub mod synthetic;
 
 use std::collections::BTreeMap;
 

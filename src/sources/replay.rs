@@ -61,7 +61,9 @@ impl ReplaySource {
                 for sample in samples {
                     range = Some(match range {
                         None => (sample.timestamp, sample.timestamp),
-                        Some((low, high)) => (low.min(sample.timestamp), high.max(sample.timestamp)),
+                        Some((low, high)) => {
+                            (low.min(sample.timestamp), high.max(sample.timestamp))
+                        }
                     });
                 }
             }
@@ -147,9 +149,18 @@ mod tests {
             .fetch(&request("latency_p95", Side::Canary, first, first + 150.0))
             .await
             .unwrap();
-        assert_eq!(latency[0].samples.len(), 10, "(start, end] holds ten 15 s points");
+        assert_eq!(
+            latency[0].samples.len(),
+            10,
+            "(start, end] holds ten 15 s points"
+        );
         let errors = source
-            .fetch(&request("error_rate:errors", Side::Baseline, first - 1.0, last))
+            .fetch(&request(
+                "error_rate:errors",
+                Side::Baseline,
+                first - 1.0,
+                last,
+            ))
             .await
             .unwrap();
         assert_eq!(errors[0].samples.len(), 120);
