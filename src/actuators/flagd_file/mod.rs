@@ -28,7 +28,7 @@
 //!   when the targeting cannot be edited the flag is still disabled.
 //! - **Lossless and atomic**: the file is edited as a `serde_json::Value` (key order
 //!   kept), so other flags, `$schema`, `$evaluators`, metadata and unknown keys stay as
-//!   they were, and is replaced by a temp-file-and-rename; see [`file`]. Writers in this
+//!   they were, and is replaced by a temp-file-and-rename (see `file.rs`). Writers in this
 //!   process are serialised by a mutex; other processes editing the same file are not
 //!   coordinated with (a concurrent external edit between our read and our rename is
 //!   lost).
