@@ -13,6 +13,13 @@ if command -v rustup >/dev/null 2>&1; then
   done
 fi
 
+# The flagd evaluator that tests/it/flagd.rs checks written flag files with. Installed
+# from the lock file, once; without node those tests skip with a notice.
+if command -v npm >/dev/null 2>&1 && [ ! -d tests/flagd/node_modules ]; then
+  echo "== npm ci (tests/flagd: @openfeature/flagd-core)"
+  (cd tests/flagd && npm ci --no-audit --no-fund)
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"

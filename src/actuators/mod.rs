@@ -4,9 +4,24 @@
 //! its state back. Implementations live one per file (or folder) and are named only in
 //! `app`; only the rollout runner calls them, so there is one audited path to
 //! production flags.
+//!
+//! # Implementations
+//! - [`log_only`]: remembers states in memory and logs them; for dry runs and tests.
+//! - [`flagd_file`]: edits an OpenFeature flagd flag file, atomically.
+//!
+//! [`ActuatorConfig`] names one of them (from a config file or the CLI form
+//! `log-only` / `flagd-file=PATH`) and builds it; adding an actuator touches its own
+//! module, one variant and one match arm.
+
+pub mod flagd_file;
+pub mod log_only;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::Percentage;
 
@@ -73,4 +88,149 @@ pub trait Actuator: Send + Sync {
 
     /// Reads the flag's current state back from the store.
     async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError>;
+}
+
+/// Which actuator to use and how to reach its store. In a config file it is a table
+/// with a `kind` (`kind = "flagd-file"`, `path = "/etc/flagd/flags.json"`); on the
+/// command line it is `log-only` or `flagd-file=PATH`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ActuatorConfig {
+    /// Change nothing: remember flag states in memory and log every change. For dry
+    /// runs.
+    LogOnly,
+    /// Edit an OpenFeature flagd flag file (JSON) that flagd watches.
+    FlagdFile {
+        /// The flag file. Its directory must be writable: the file is replaced by
+        /// writing a temporary file beside it and renaming it over the original.
+        path: PathBuf,
+    },
+}
+
+impl ActuatorConfig {
+    /// The forms [`FromStr`] accepts, for help texts and error messages.
+    pub const CLI_FORMS: &'static str = "`log-only` or `flagd-file=PATH`";
+
+    /// Builds the actuator. Nothing is contacted yet: call [`Actuator::healthcheck`]
+    /// with the flag before a rollout starts.
+    pub fn build(&self) -> Result<Box<dyn Actuator>, ActuatorError> {
+        match self {
+            ActuatorConfig::LogOnly => Ok(Box::new(log_only::LogOnlyActuator::new())),
+            ActuatorConfig::FlagdFile { path } => {
+                Ok(Box::new(flagd_file::FlagdFileActuator::new(path.clone())))
+            }
+        }
+    }
+}
+
+impl FromStr for ActuatorConfig {
+    type Err = String;
+
+    /// Parses the command-line form: `log-only` or `flagd-file=PATH`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (kind, argument) = match text.split_once('=') {
+            Some((kind, argument)) => (kind, Some(argument)),
+            None => (text, None),
+        };
+        match (kind, argument) {
+            ("log-only", None) => Ok(ActuatorConfig::LogOnly),
+            ("log-only", Some(_)) => Err(format!(
+                "invalid actuator {text:?}: `log-only` takes no argument (expected {})",
+                Self::CLI_FORMS
+            )),
+            ("flagd-file", Some(path)) if !path.is_empty() => Ok(ActuatorConfig::FlagdFile {
+                path: PathBuf::from(path),
+            }),
+            ("flagd-file", _) => Err(format!(
+                "invalid actuator {text:?}: `flagd-file` needs the flag file's path, as `flagd-file=PATH`"
+            )),
+            _ => Err(format!(
+                "unknown actuator {text:?}: expected {}",
+                Self::CLI_FORMS
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ActuatorConfig {
+    /// The command-line form, which [`FromStr`] reads back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ActuatorConfig::LogOnly => write!(f, "log-only"),
+            ActuatorConfig::FlagdFile { path } => write!(f, "flagd-file={}", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_forms_parse_into_configs() {
+        assert_eq!(
+            "log-only".parse::<ActuatorConfig>(),
+            Ok(ActuatorConfig::LogOnly)
+        );
+        assert_eq!(
+            "flagd-file=/etc/flagd/flags.json".parse::<ActuatorConfig>(),
+            Ok(ActuatorConfig::FlagdFile {
+                path: PathBuf::from("/etc/flagd/flags.json")
+            })
+        );
+    }
+
+    #[test]
+    fn configs_print_as_the_cli_form_they_parse_from() {
+        for text in ["log-only", "flagd-file=flags=v2.json"] {
+            let config: ActuatorConfig = text.parse().unwrap();
+            assert_eq!(config.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn unknown_actuator_error_names_the_allowed_forms() {
+        let error = "unleash=http://localhost"
+            .parse::<ActuatorConfig>()
+            .unwrap_err();
+        assert_eq!(
+            error,
+            "unknown actuator \"unleash=http://localhost\": expected `log-only` or `flagd-file=PATH`"
+        );
+    }
+
+    #[test]
+    fn flagd_file_without_a_path_is_refused() {
+        for text in ["flagd-file", "flagd-file="] {
+            let error = text.parse::<ActuatorConfig>().unwrap_err();
+            assert!(error.contains("flagd-file=PATH"), "{error}");
+        }
+        assert!("log-only=x".parse::<ActuatorConfig>().is_err());
+    }
+
+    #[test]
+    fn config_file_form_is_a_table_with_a_kind() {
+        let config: ActuatorConfig =
+            toml::from_str("kind = \"flagd-file\"\npath = \"/etc/flagd/flags.json\"").unwrap();
+        assert_eq!(
+            config,
+            ActuatorConfig::FlagdFile {
+                path: PathBuf::from("/etc/flagd/flags.json")
+            }
+        );
+        let config: ActuatorConfig = toml::from_str("kind = \"log-only\"").unwrap();
+        assert_eq!(config, ActuatorConfig::LogOnly);
+    }
+
+    #[tokio::test]
+    async fn built_actuators_describe_their_store() {
+        let log_only = ActuatorConfig::LogOnly.build().unwrap();
+        assert_eq!(log_only.describe(), "log-only");
+        let flagd = ActuatorConfig::FlagdFile {
+            path: PathBuf::from("/etc/flagd/flags.json"),
+        }
+        .build()
+        .unwrap();
+        assert_eq!(flagd.describe(), "flagd-file:/etc/flagd/flags.json");
+    }
 }

@@ -1,0 +1,516 @@
+//! The flagd-file actuator against real files in temporary directories: rollout
+//! stages, the kill switch, losslessness, idempotency and every error the trait
+//! promises. The flagd evaluator's view of the same files is checked in
+//! `tests/it/flagd.rs`.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use super::FlagdFileActuator;
+use crate::actuators::{Actuator, ActuatorError, FlagState};
+use crate::domain::Percentage;
+
+/// A flag file with the rolled-out flag between two others, a `$schema`, shared
+/// `$evaluators`, metadata and keys flagd does not define, indented by two spaces.
+const FLAG_FILE: &str = r#"{
+  "$schema": "https://flagd.dev/schema/v0/flags.json",
+  "metadata": {
+    "team": "payments",
+    "version": 7
+  },
+  "flags": {
+    "dark-mode": {
+      "state": "ENABLED",
+      "variants": {
+        "on": true,
+        "off": false
+      },
+      "defaultVariant": "off",
+      "targeting": {
+        "if": [
+          {
+            "$ref": "internal-users"
+          },
+          "on",
+          null
+        ]
+      },
+      "x-owner": "web"
+    },
+    "new-checkout": {
+      "state": "ENABLED",
+      "variants": {
+        "on": true,
+        "off": false
+      },
+      "defaultVariant": "off",
+      "targeting": {
+        "fractional": [
+          {
+            "cat": [
+              {
+                "var": "$flagd.flagKey"
+              },
+              {
+                "var": "targetingKey"
+              }
+            ]
+          },
+          [
+            "on",
+            10
+          ],
+          [
+            "off",
+            90
+          ]
+        ]
+      },
+      "metadata": {
+        "ticket": "PAY-123"
+      },
+      "x-unknown": [
+        1.5,
+        "kept"
+      ]
+    },
+    "zebra-colour": {
+      "variants": {
+        "red": "red",
+        "blue": "blue"
+      },
+      "defaultVariant": "red",
+      "state": "DISABLED"
+    }
+  },
+  "$evaluators": {
+    "internal-users": {
+      "ends_with": [
+        {
+          "var": "email"
+        },
+        "@example.com"
+      ]
+    }
+  }
+}
+"#;
+
+/// A temporary directory holding `flags.json` with `contents`; the directory is
+/// removed when the returned guard drops.
+fn flag_file(contents: &str) -> (TempDir, PathBuf) {
+    let directory = tempfile::Builder::new()
+        .prefix("canary-flagd-file-")
+        .tempdir()
+        .unwrap();
+    let path = directory.path().join("flags.json");
+    std::fs::write(&path, contents).unwrap();
+    (directory, path)
+}
+
+fn percent(value: f64) -> Percentage {
+    Percentage::parse(value).unwrap()
+}
+
+fn parsed(path: &PathBuf) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn weights(path: &PathBuf, flag: &str) -> Value {
+    let root = parsed(path);
+    let rule = root["flags"][flag]["targeting"]["fractional"]
+        .as_array()
+        .unwrap()
+        .clone();
+    Value::Array(rule[1..].to_vec())
+}
+
+#[tokio::test]
+async fn rollout_stages_are_written_and_read_back() {
+    let (_directory, path) = flag_file(FLAG_FILE);
+    let actuator = FlagdFileActuator::new(&path);
+    for stage in [1.0, 5.0, 25.0, 50.0, 100.0] {
+        let written = actuator
+            .set_rollout("new-checkout", percent(stage))
+            .await
+            .unwrap();
+        let expected = FlagState {
+            enabled: true,
+            rollout: percent(stage),
+        };
+        assert_eq!(written, expected);
+        assert_eq!(actuator.current("new-checkout").await.unwrap(), expected);
+        assert_eq!(
+            weights(&path, "new-checkout"),
+            json!([["on", stage as u64], ["off", 100 - stage as u64]])
+        );
+    }
+}
+
+#[tokio::test]
+async fn zero_percent_keeps_the_flag_enabled_with_no_weight() {
+    let (_directory, path) = flag_file(FLAG_FILE);
+    let actuator = FlagdFileActuator::new(&path);
+    let state = actuator
+        .set_rollout("new-checkout", Percentage::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        state,
+        FlagState {
+            enabled: true,
+            rollout: Percentage::ZERO
+        }
+    );
+    assert_eq!(parsed(&path)["flags"]["new-checkout"]["state"], "ENABLED");
+    assert_eq!(
+        weights(&path, "new-checkout"),
+        json!([["on", 0], ["off", 100]])
+    );
+}
+
+#[tokio::test]
+async fn kill_disables_the_flag_and_zeroes_the_new_variant() {
+    let (_directory, path) = flag_file(FLAG_FILE);
+    let actuator = FlagdFileActuator::new(&path);
+    actuator
+        .set_rollout("new-checkout", percent(50.0))
+        .await
+        .unwrap();
+    let killed = actuator.kill("new-checkout").await.unwrap();
+    let expected = FlagState {
+        enabled: false,
+        rollout: Percentage::ZERO,
+    };
+    assert_eq!(killed, expected);
+    assert_eq!(actuator.current("new-checkout").await.unwrap(), expected);
+    let root = parsed(&path);
+    assert_eq!(root["flags"]["new-checkout"]["state"], "DISABLED");
+    assert_eq!(root["flags"]["new-checkout"]["defaultVariant"], "off");
+    assert_eq!(
+        weights(&path, "new-checkout"),
+        json!([["on", 0], ["off", 100]])
+    );
+
+    // Re-enabling starts from what is asked for, not from the 50 % before the kill.
+    let reenabled = actuator
+        .set_rollout("new-checkout", percent(1.0))
+        .await
+        .unwrap();
+    assert_eq!(
+        reenabled,
+        FlagState {
+            enabled: true,
+            rollout: percent(1.0)
+        }
+    );
+}
+
+#[tokio::test]
+async fn other_flags_and_unknown_keys_survive_unchanged_and_in_order() {
+    let (_directory, path) = flag_file(FLAG_FILE);
+    let before = parsed(&path);
+    let actuator = FlagdFileActuator::new(&path);
+    actuator
+        .set_rollout("new-checkout", percent(25.0))
+        .await
+        .unwrap();
+    actuator.kill("new-checkout").await.unwrap();
+    let after = parsed(&path);
+
+    let keys = |value: &Value| {
+        value
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        keys(&after),
+        ["$schema", "metadata", "flags", "$evaluators"]
+    );
+    assert_eq!(
+        keys(&after["flags"]),
+        ["dark-mode", "new-checkout", "zebra-colour"]
+    );
+    for untouched in ["$schema", "metadata", "$evaluators"] {
+        assert_eq!(after[untouched], before[untouched], "{untouched}");
+    }
+    for other_flag in ["dark-mode", "zebra-colour"] {
+        assert_eq!(after["flags"][other_flag], before["flags"][other_flag]);
+        assert_eq!(
+            keys(&after["flags"][other_flag]),
+            keys(&before["flags"][other_flag])
+        );
+    }
+    let edited = &after["flags"]["new-checkout"];
+    assert_eq!(
+        keys(edited),
+        [
+            "state",
+            "variants",
+            "defaultVariant",
+            "targeting",
+            "metadata",
+            "x-unknown"
+        ]
+    );
+    assert_eq!(edited["metadata"], json!({"ticket": "PAY-123"}));
+    assert_eq!(edited["x-unknown"], json!([1.5, "kept"]));
+}
+
+#[tokio::test]
+async fn only_the_edited_lines_change_in_the_file() {
+    let (_directory, path) = flag_file(FLAG_FILE);
+    let actuator = FlagdFileActuator::new(&path);
+    actuator
+        .set_rollout("new-checkout", percent(25.0))
+        .await
+        .unwrap();
+    let after = std::fs::read_to_string(&path).unwrap();
+    let expected = FLAG_FILE
+        .replace("\"on\",\n            10", "\"on\",\n            25")
+        .replace("\"off\",\n            90", "\"off\",\n            75");
+    assert_eq!(after, expected);
+}
+
+#[tokio::test]
+async fn setting_the_same_rollout_twice_leaves_the_bytes_unchanged() {
+    let (_directory, path) = flag_file(FLAG_FILE);
+    let actuator = FlagdFileActuator::new(&path);
+
+    // The file already says 10 %: nothing to write, not even a reformatting.
+    actuator
+        .set_rollout("new-checkout", percent(10.0))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), FLAG_FILE);
+
+    actuator
+        .set_rollout("new-checkout", percent(25.0))
+        .await
+        .unwrap();
+    let once = std::fs::read(&path).unwrap();
+    let modified_once = std::fs::metadata(&path).unwrap().modified().unwrap();
+    actuator
+        .set_rollout("new-checkout", percent(25.0))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), once);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().modified().unwrap(),
+        modified_once
+    );
+
+    actuator.kill("new-checkout").await.unwrap();
+    let killed = std::fs::read(&path).unwrap();
+    actuator.kill("new-checkout").await.unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), killed);
+}
+
+#[tokio::test]
+async fn a_tenth_of_a_percent_round_trips_as_relative_weights() {
+    let (_directory, path) = flag_file(FLAG_FILE);
+    let actuator = FlagdFileActuator::new(&path);
+    let state = actuator
+        .set_rollout("new-checkout", percent(0.1))
+        .await
+        .unwrap();
+    assert_eq!(state.rollout, percent(0.1));
+    assert_eq!(
+        actuator.current("new-checkout").await.unwrap().rollout,
+        percent(0.1)
+    );
+    assert_eq!(
+        weights(&path, "new-checkout"),
+        json!([["on", 1], ["off", 999]])
+    );
+}
+
+#[tokio::test]
+async fn a_flag_without_targeting_gets_a_fractional_rule() {
+    let (_directory, path) = flag_file(
+        r#"{"flags": {"new-checkout": {"state": "DISABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"}}}"#,
+    );
+    let actuator = FlagdFileActuator::new(&path);
+    assert_eq!(
+        actuator.current("new-checkout").await.unwrap(),
+        FlagState {
+            enabled: false,
+            rollout: Percentage::ZERO
+        }
+    );
+    actuator
+        .set_rollout("new-checkout", percent(5.0))
+        .await
+        .unwrap();
+    let root = parsed(&path);
+    assert_eq!(
+        root["flags"]["new-checkout"]["targeting"],
+        json!({"fractional": [
+            {"cat": [{"var": "$flagd.flagKey"}, {"var": "targetingKey"}]},
+            ["on", 5],
+            ["off", 95]
+        ]})
+    );
+    // A one-line file stays on one line.
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+}
+
+#[tokio::test]
+async fn missing_flag_is_flag_not_found_naming_the_flags_there() {
+    let (_directory, path) = flag_file(FLAG_FILE);
+    let actuator = FlagdFileActuator::new(&path);
+    let error = actuator
+        .set_rollout("new-chekout", percent(5.0))
+        .await
+        .unwrap_err();
+    let ActuatorError::FlagNotFound { flag, store } = &error else {
+        panic!("expected FlagNotFound, got {error:?}");
+    };
+    assert_eq!(flag, "new-chekout");
+    assert!(store.starts_with(&path.display().to_string()), "{store}");
+    assert!(
+        store.contains(r#""dark-mode", "new-checkout", "zebra-colour""#),
+        "{store}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), FLAG_FILE);
+    assert!(matches!(
+        actuator.current("new-chekout").await,
+        Err(ActuatorError::FlagNotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn malformed_file_is_invalid_with_line_and_column() {
+    let malformed = FLAG_FILE.replace(
+        "\"defaultVariant\": \"off\",\n      \"targeting\": {\n        \"fractional\"",
+        "\"defaultVariant\": \"off\"\n      \"targeting\": {\n        \"fractional\"",
+    );
+    let (_directory, path) = flag_file(&malformed);
+    let actuator = FlagdFileActuator::new(&path);
+    let error = actuator
+        .set_rollout("new-checkout", percent(5.0))
+        .await
+        .unwrap_err();
+    let ActuatorError::Invalid { store, message } = &error else {
+        panic!("expected Invalid, got {error:?}");
+    };
+    assert_eq!(store, &path.display().to_string());
+    // Line 32 lost its comma, so the parser stops at the next key, line 33, column 7.
+    assert_eq!(
+        message,
+        "malformed JSON at line 33, column 7: expected `,` or `}`"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), malformed);
+}
+
+#[tokio::test]
+async fn missing_file_is_unavailable_with_the_path() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("absent.json");
+    let actuator = FlagdFileActuator::new(&path);
+    for error in [
+        actuator.current("new-checkout").await.unwrap_err(),
+        actuator
+            .set_rollout("new-checkout", percent(5.0))
+            .await
+            .unwrap_err(),
+        actuator.kill("new-checkout").await.unwrap_err(),
+        actuator.healthcheck("new-checkout").await.unwrap_err(),
+    ] {
+        let ActuatorError::Unavailable { store, message } = &error else {
+            panic!("expected Unavailable, got {error:?}");
+        };
+        assert_eq!(store, &path.display().to_string());
+        assert!(message.contains("No such file"), "{message}");
+    }
+    assert!(!path.exists(), "a failed edit must not create the file");
+}
+
+#[tokio::test]
+async fn healthcheck_reports_the_state_and_leaves_no_file_behind() {
+    let (directory, path) = flag_file(FLAG_FILE);
+    let actuator = FlagdFileActuator::new(&path);
+    let state = actuator.healthcheck("new-checkout").await.unwrap();
+    assert_eq!(
+        state,
+        FlagState {
+            enabled: true,
+            rollout: percent(10.0)
+        }
+    );
+    assert!(matches!(
+        actuator.healthcheck("zebra-colour").await,
+        Err(ActuatorError::Invalid { .. })
+    ));
+    let entries: Vec<_> = std::fs::read_dir(directory.path()).unwrap().collect();
+    assert_eq!(entries.len(), 1, "only flags.json: {entries:?}");
+}
+
+#[tokio::test]
+async fn concurrent_edits_in_one_process_lose_nothing() {
+    let flags: serde_json::Map<String, Value> = (0..8)
+        .map(|index| {
+            let flag = json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"});
+            (format!("flag-{index}"), flag)
+        })
+        .collect();
+    let (directory, path) =
+        flag_file(&serde_json::to_string_pretty(&json!({"flags": flags})).unwrap());
+    let actuator = std::sync::Arc::new(FlagdFileActuator::new(&path));
+    let tasks: Vec<_> = (0..8)
+        .map(|index| {
+            let actuator = actuator.clone();
+            tokio::spawn(async move {
+                actuator
+                    .set_rollout(&format!("flag-{index}"), percent(index as f64 + 1.0))
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    for index in 0..8 {
+        let state = actuator.current(&format!("flag-{index}")).await.unwrap();
+        assert_eq!(state.rollout, percent(index as f64 + 1.0));
+    }
+    let entries = std::fs::read_dir(directory.path()).unwrap().count();
+    assert_eq!(entries, 1, "no temporary files left behind");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn file_permissions_are_kept() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_directory, path) = flag_file(FLAG_FILE);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    FlagdFileActuator::new(&path)
+        .set_rollout("new-checkout", percent(50.0))
+        .await
+        .unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+}
+
+#[tokio::test]
+async fn four_space_indentation_is_kept() {
+    let four_spaces = FLAG_FILE.replace("  ", "    ");
+    let (_directory, path) = flag_file(&four_spaces);
+    FlagdFileActuator::new(&path)
+        .set_rollout("new-checkout", percent(50.0))
+        .await
+        .unwrap();
+    let after = std::fs::read_to_string(&path).unwrap();
+    let changed_lines = four_spaces
+        .lines()
+        .zip(after.lines())
+        .filter(|(before, after)| before != after)
+        .count();
+    assert_eq!(changed_lines, 2);
+    assert_eq!(four_spaces.lines().count(), after.lines().count());
+}
