@@ -94,7 +94,8 @@ pub struct Trigger {
     /// Aggregate: the condition is checked on the statistic over this window (mean,
     /// or the pooled rate for count data).
     pub window: Option<HumanDuration>,
-    /// The trigger fires after this many consecutive intervals with the condition met.
+    /// The trigger needs this many consecutive breaching points (e.g. two failed health
+    /// checks in a row).
     pub consecutive: u32,
     /// What happens when it fires.
     pub action: TriggerAction,

@@ -1,17 +1,18 @@
 //! Rollback and hold triggers: the plain conditions rollout plans write ("error rate
-//! > 2 % for 5 minutes", "> baseline × 1.5 over a 10-minute window"), checked on the
-//! canary's series at one analysis time.
+//! > 2 % for 5 minutes", "2 consecutive health-check failures", "> baseline × 1.5
+//! over a 10-minute window"), checked on the canary's series.
 //!
-//! Pure, like the rest of the judge. A trigger is *met* at one look; the runner counts
-//! consecutive looks and fires it after `consecutive` of them. Missing data never
-//! meets a trigger (it cannot prove a breach), but the judge's own rules already hold
-//! a rollout whose data is missing.
+//! Pure, like the rest of the judge. A look checks every point that arrived since the
+//! previous look, so a breach between two looks is not missed:
+//! - `for = D`: some run of consecutive breaching points spans at least `D` from its
+//!   first to its last point, like Prometheus' `for` (no point missing in between);
+//! - `consecutive = N`: some run of at least `N` consecutive breaching points;
+//! - `window = D`: the mean over the `D` before some point (for count data: the pooled
+//!   error rate) breaches;
+//! - none of these: some point breaches.
 //!
-//! - `for = D`: every point of the last `D` breaches, the points cover `D` (the first
-//!   one lies within one sampling step of its start) and none is missing.
-//! - `window = D`: the mean over the last `D` (for count data: the pooled error rate)
-//!   breaches.
-//! - neither: the latest point breaches.
+//! Missing data never meets a trigger (it cannot prove a breach); the judge's own
+//! rules hold a rollout whose data is missing.
 
 use serde::Serialize;
 
@@ -105,11 +106,13 @@ fn breaches(value: f64, limit: f64, above: bool) -> bool {
     if above { value > limit } else { value < limit }
 }
 
-/// Checks one trigger at analysis time `now` (Unix seconds).
+/// Checks one trigger over the points in `(since, now]` (Unix seconds); windows and runs
+/// may reach back before `since`.
 pub fn check_trigger(
     trigger: &Trigger,
     baseline: Option<&MetricData>,
     canary: Option<&MetricData>,
+    since: f64,
     now: f64,
 ) -> TriggerCheck {
     let mut check = TriggerCheck {
@@ -136,139 +139,113 @@ pub fn check_trigger(
         check.reason = "no baseline data: cannot compare with the baseline".to_owned();
         return check;
     }
+    let canary_points = points(canary);
+    let recent: Vec<&Sample> = canary_points
+        .iter()
+        .filter(|p| p.timestamp > since && p.timestamp <= now)
+        .collect();
+    if recent.is_empty() {
+        check.reason = "no canary data since the previous look".to_owned();
+        return check;
+    }
 
     if let Some(window) = trigger.window {
-        let from = now - window.seconds();
-        let Some(value) = aggregate(canary, from, now) else {
-            check.reason = format!("no canary data in the last {window}");
-            return check;
-        };
-        let limit = if relative {
-            match baseline.and_then(|b| aggregate(b, from, now)) {
-                Some(base) => base * factor_or_limit,
-                None => {
-                    check.reason = format!("no baseline data in the last {window}");
-                    return check;
+        // The window ending at each recent point; report the worst one.
+        let mut worst: Option<(f64, f64, f64)> = None;
+        for point in &recent {
+            let from = point.timestamp - window.seconds();
+            let Some(value) = aggregate(canary, from, point.timestamp) else {
+                continue;
+            };
+            let limit = if relative {
+                match baseline.and_then(|b| aggregate(b, from, point.timestamp)) {
+                    Some(base) => base * factor_or_limit,
+                    None => continue,
                 }
+            } else {
+                factor_or_limit
+            };
+            let excess = if above { value - limit } else { limit - value };
+            if worst.is_none_or(|(e, _, _)| excess > e) {
+                worst = Some((excess, value, limit));
             }
-        } else {
-            factor_or_limit
+        }
+        let Some((excess, value, limit)) = worst else {
+            check.reason =
+                format!("no complete data for a {window} window since the previous look");
+            return check;
         };
         check.value = Some(value);
         check.limit = Some(limit);
-        check.met = breaches(value, limit, above);
+        check.met = excess > 0.0;
         check.reason = format!(
-            "canary {} over the last {window} is {}{} the limit {}",
+            "canary {} over {window} is {}{comparison} the limit {}",
             number(value),
             if check.met { "" } else { "not " },
-            comparison,
             number(limit)
         );
         return check;
     }
 
-    let canary_points = points(canary);
+    // Runs of consecutive breaching points, starting early enough to reach back a
+    // whole `for` duration before the first recent point.
+    let reach = trigger.sustained_for.map_or(0.0, |d| d.seconds());
     let baseline_points = baseline.map(points).unwrap_or_default();
-    let baseline_at = |t: f64| {
-        baseline_points
-            .iter()
-            .find(|b| (b.timestamp - t).abs() < 1e-3)
-            .map(|b| b.value)
-    };
     let limit_at = |t: f64| -> Option<f64> {
         if relative {
-            baseline_at(t)
+            baseline_points
+                .iter()
+                .find(|b| (b.timestamp - t).abs() < 1e-3)
+                .map(|b| b.value)
                 .filter(|b| b.is_finite())
                 .map(|b| b * factor_or_limit)
         } else {
             Some(factor_or_limit)
         }
     };
-
-    match trigger.sustained_for {
-        Some(duration) => {
-            let from = now - duration.seconds();
-            let inside: Vec<Sample> = canary_points
-                .iter()
-                .copied()
-                .filter(|p| p.timestamp > from - 1e-9 && p.timestamp <= now)
-                .collect();
-            let step = median_spacing(&canary_points).unwrap_or(duration.seconds());
-            let Some(first) = inside.first() else {
-                check.reason = format!("no canary data in the last {duration}");
-                return check;
-            };
-            if first.timestamp > from + step + 1e-9 {
-                check.reason = format!(
-                    "the canary data cover only {} s of the {duration} the trigger needs",
-                    number(now - first.timestamp)
-                );
-                return check;
-            }
-            let mut least_breaching: Option<(f64, f64)> = None;
-            for point in &inside {
-                let Some(limit) = limit_at(point.timestamp) else {
-                    check.reason = format!(
-                        "no baseline value at {} to compare with",
-                        number(point.timestamp)
-                    );
-                    return check;
-                };
-                if !point.value.is_finite() {
-                    check.reason = format!("a canary point in the last {duration} is missing");
-                    return check;
-                }
-                if !breaches(point.value, limit, above) {
-                    check.value = Some(point.value);
-                    check.limit = Some(limit);
-                    check.reason = format!(
-                        "not sustained: canary {} at {} is not {comparison} {}",
-                        number(point.value),
-                        number(point.timestamp),
-                        number(limit)
-                    );
-                    return check;
-                }
-                let margin = (point.value - limit).abs();
-                if least_breaching.is_none_or(|(m, _)| margin < m) {
-                    least_breaching = Some((margin, point.value));
-                    check.limit = Some(limit);
-                }
-            }
-            check.met = true;
-            check.value = least_breaching.map(|(_, value)| value);
-            check.reason = format!(
-                "canary {comparison} {} at all {} points of the last {duration}",
-                check.limit.map_or_else(|| "the limit".to_owned(), number),
-                inside.len()
-            );
-            check
+    let step = median_spacing(&canary_points).unwrap_or(0.0);
+    let needed_points = trigger.consecutive.max(1) as usize;
+    let mut run_start: Option<f64> = None;
+    let mut run_length = 0usize;
+    let mut best: Option<(f64, usize, f64, f64)> = None; // (span, points, value, limit)
+    for point in canary_points
+        .iter()
+        .filter(|p| p.timestamp > since - reach - step && p.timestamp <= now)
+    {
+        let limit = limit_at(point.timestamp);
+        let breaching = point.value.is_finite()
+            && limit.is_some_and(|limit| breaches(point.value, limit, above));
+        if !breaching {
+            run_start = None;
+            run_length = 0;
+            continue;
         }
-        None => {
-            let Some(latest) = canary_points
-                .iter()
-                .rev()
-                .find(|p| p.timestamp <= now && p.value.is_finite())
-            else {
-                check.reason = "no canary data".to_owned();
-                return check;
-            };
-            let Some(limit) = limit_at(latest.timestamp) else {
-                check.reason = "no baseline value at the latest canary point".to_owned();
-                return check;
-            };
-            check.value = Some(latest.value);
-            check.limit = Some(limit);
-            check.met = breaches(latest.value, limit, above);
-            check.reason = format!(
-                "latest canary value {} is {}{comparison} {}",
-                number(latest.value),
-                if check.met { "" } else { "not " },
-                number(limit)
-            );
-            check
+        let start = *run_start.get_or_insert(point.timestamp);
+        run_length += 1;
+        // Like Prometheus' `for`: the condition held at every evaluation from the run's
+        // first point to this one.
+        let span = point.timestamp - start;
+        if point.timestamp > since && best.is_none_or(|(s, n, _, _)| (span, run_length) > (s, n)) {
+            best = Some((span, run_length, point.value, limit.unwrap_or(f64::NAN)));
         }
     }
+    let Some((span, run_points, value, limit)) = best else {
+        check.reason = format!("no canary point {comparison} the limit since the previous look");
+        return check;
+    };
+    check.value = Some(value);
+    check.limit = Some(limit);
+    check.met = span + 1e-6 >= reach && run_points >= needed_points;
+    let run = match trigger.sustained_for {
+        Some(duration) => format!("{} s of the required {duration}", number(span)),
+        None => format!("{run_points} of the required {needed_points} point(s)"),
+    };
+    check.reason = format!(
+        "canary {comparison} {} for {run}{}",
+        number(limit),
+        if check.met { "" } else { ": not sustained" }
+    );
+    check
 }
 
 #[cfg(test)]
@@ -342,22 +319,32 @@ mod tests {
     fn a_sustained_breach_meets_the_trigger_only_when_it_lasts_the_whole_duration() {
         let p99 = trigger(TriggerCondition::Above(0.5), Some("2m"), None);
         let breaching_for_three_minutes = minutes(|t| if t >= 420.0 { 0.8 } else { 0.2 });
-        assert!(check_trigger(&p99, None, Some(&breaching_for_three_minutes), 600.0).met);
+        assert!(check_trigger(&p99, None, Some(&breaching_for_three_minutes), 540.0, 600.0).met);
         let breaching_for_one_minute = minutes(|t| if t >= 540.0 { 0.8 } else { 0.2 });
-        let check = check_trigger(&p99, None, Some(&breaching_for_one_minute), 600.0);
+        let check = check_trigger(&p99, None, Some(&breaching_for_one_minute), 540.0, 600.0);
         assert!(!check.met);
         assert!(check.reason.contains("not sustained"), "{}", check.reason);
+        // A breach between two looks is seen by the next one.
+        let breached_and_recovered = minutes(|t| {
+            if (180.0..=360.0).contains(&t) {
+                0.8
+            } else {
+                0.2
+            }
+        });
+        assert!(check_trigger(&p99, None, Some(&breached_and_recovered), 0.0, 600.0).met);
+        assert!(!check_trigger(&p99, None, Some(&breached_and_recovered), 420.0, 600.0).met);
     }
 
     #[test]
     fn a_missing_point_never_meets_a_sustained_trigger() {
         let p99 = trigger(TriggerCondition::Above(0.5), Some("2m"), None);
         let with_gap = minutes(|t| if t == 540.0 { f64::NAN } else { 0.8 });
-        assert!(!check_trigger(&p99, None, Some(&with_gap), 600.0).met);
+        assert!(!check_trigger(&p99, None, Some(&with_gap), 480.0, 600.0).met);
         let too_short = samples(&[(590.0, 0.9), (600.0, 0.9)]);
-        let check = check_trigger(&p99, None, Some(&too_short), 600.0);
+        let check = check_trigger(&p99, None, Some(&too_short), 540.0, 600.0);
         assert!(
-            !check.met && check.reason.contains("cover only"),
+            !check.met && check.reason.contains("not sustained"),
             "{}",
             check.reason
         );
@@ -371,13 +358,13 @@ mod tests {
             (540.0, 3.0, 100.0),
             (600.0, 4.0, 100.0),
         ]);
-        assert!(check_trigger(&rate, None, Some(&high), 600.0).met);
+        assert!(check_trigger(&rate, None, Some(&high), 540.0, 600.0).met);
         let one_low = counts(&[
             (480.0, 5.0, 100.0),
             (540.0, 1.0, 100.0),
             (600.0, 4.0, 100.0),
         ]);
-        assert!(!check_trigger(&rate, None, Some(&one_low), 600.0).met);
+        assert!(!check_trigger(&rate, None, Some(&one_low), 540.0, 600.0).met);
     }
 
     #[test]
@@ -385,27 +372,38 @@ mod tests {
         let relative = trigger(TriggerCondition::AboveBaselineTimes(1.5), None, Some("10m"));
         let baseline = counts(&[(300.0, 2.0, 1000.0), (600.0, 2.0, 1000.0)]);
         let canary_double = counts(&[(300.0, 4.0, 1000.0), (600.0, 4.0, 1000.0)]);
-        let check = check_trigger(&relative, Some(&baseline), Some(&canary_double), 600.0);
+        let check = check_trigger(
+            &relative,
+            Some(&baseline),
+            Some(&canary_double),
+            540.0,
+            600.0,
+        );
         assert!(check.met, "{}", check.reason);
         assert_eq!(check.limit, Some(0.003));
         let canary_same = counts(&[(300.0, 2.0, 1000.0), (600.0, 3.0, 1000.0)]);
-        assert!(!check_trigger(&relative, Some(&baseline), Some(&canary_same), 600.0).met);
-        assert!(!check_trigger(&relative, None, Some(&canary_double), 600.0).met);
+        assert!(!check_trigger(&relative, Some(&baseline), Some(&canary_same), 540.0, 600.0).met);
+        assert!(!check_trigger(&relative, None, Some(&canary_double), 540.0, 600.0).met);
     }
 
     #[test]
-    fn without_for_or_window_the_latest_point_decides() {
-        let health = trigger(TriggerCondition::Above(0.0), None, None);
-        assert!(
-            check_trigger(
-                &health,
-                None,
-                Some(&minutes(|t| if t == 600.0 { 1.0 } else { 0.0 })),
-                600.0
-            )
-            .met
-        );
-        assert!(!check_trigger(&health, None, Some(&minutes(|_| 0.0)), 600.0).met);
-        assert!(!check_trigger(&health, None, None, 600.0).met);
+    fn consecutive_counts_breaching_points_in_a_row() {
+        let mut health = trigger(TriggerCondition::Above(0.0), None, None);
+        health.consecutive = 2;
+        let one_failure = minutes(|t| if t == 300.0 { 1.0 } else { 0.0 });
+        assert!(!check_trigger(&health, None, Some(&one_failure), 0.0, 600.0).met);
+        let two_in_a_row = minutes(|t| if t == 300.0 || t == 360.0 { 1.0 } else { 0.0 });
+        assert!(check_trigger(&health, None, Some(&two_in_a_row), 0.0, 600.0).met);
+        let two_apart = minutes(|t| if t == 300.0 || t == 420.0 { 1.0 } else { 0.0 });
+        assert!(!check_trigger(&health, None, Some(&two_apart), 0.0, 600.0).met);
+        assert!(!check_trigger(&health, None, None, 0.0, 600.0).met);
+    }
+
+    #[test]
+    fn without_for_or_window_any_recent_point_breaching_meets_the_trigger() {
+        let any = trigger(TriggerCondition::Above(0.5), None, None);
+        let spike = minutes(|t| if t == 480.0 { 0.9 } else { 0.1 });
+        assert!(check_trigger(&any, None, Some(&spike), 420.0, 600.0).met);
+        assert!(!check_trigger(&any, None, Some(&spike), 480.0, 600.0).met);
     }
 }

@@ -164,7 +164,6 @@ pub struct RolloutRunner {
     looks: u64,
     consecutive_failures: u32,
     hold_since: Option<f64>,
-    trigger_streaks: Vec<u32>,
     history: Vec<IntervalRecord>,
     actuations: Vec<Actuation>,
 }
@@ -182,7 +181,6 @@ impl RolloutRunner {
                 rollout.profile.name
             ))
         })?;
-        let trigger_count = plan.triggers.len();
         Ok(Self {
             rollout,
             plan,
@@ -195,7 +193,6 @@ impl RolloutRunner {
             looks: 0,
             consecutive_failures: 0,
             hold_since: None,
-            trigger_streaks: vec![0; trigger_count],
             history: Vec::new(),
             actuations: Vec::new(),
         })
@@ -302,6 +299,7 @@ impl RolloutRunner {
         if self.status != RolloutStatus::Running {
             return Err(RunError::Config("the rollout has already ended".to_owned()));
         }
+        let since = self.last_look_at.unwrap_or(self.stage_started_at);
         self.looks += 1;
         self.last_look_at = Some(now);
         let stage = self.stage().clone();
@@ -316,7 +314,7 @@ impl RolloutRunner {
             .filter_map(|t| t.sustained_for.or(t.window))
             .map(|d| d.seconds())
             .fold(0.0, f64::max);
-        let fetch_from = now - stage.lookback.seconds().max(trigger_reach);
+        let fetch_from = (now - stage.lookback.seconds()).min(since - trigger_reach - self.plan.settings.step.seconds());
         let (baseline, canary) = fetch_window(
             self.source.as_ref(),
             profile,
@@ -340,19 +338,18 @@ impl RolloutRunner {
         let mut triggers = Vec::with_capacity(self.plan.triggers.len());
         let mut fired_rollback = Vec::new();
         let mut fired_hold = Vec::new();
-        for (index, trigger) in self.plan.triggers.iter().enumerate() {
+        for trigger in &self.plan.triggers {
             if !trigger.applies_to(&stage.name) {
-                self.trigger_streaks[index] = 0;
                 continue;
             }
             let check = check_trigger(
                 trigger,
                 baseline.metrics.get(&trigger.metric),
                 canary.metrics.get(&trigger.metric),
+                since,
                 now,
             );
-            self.trigger_streaks[index] = if check.met { self.trigger_streaks[index] + 1 } else { 0 };
-            if self.trigger_streaks[index] >= trigger.consecutive {
+            if check.met {
                 let reason = format!("trigger \"{}\" fired: {}", trigger.name, check.reason);
                 match trigger.action {
                     TriggerAction::Rollback => fired_rollback.push(reason),
