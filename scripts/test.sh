@@ -20,6 +20,19 @@ if command -v npm >/dev/null 2>&1 && [ ! -d tests/flagd/node_modules ]; then
   (cd tests/flagd && npm ci --no-audit --no-fund)
 fi
 
+# A real Prometheus and promtool for the integration tests (the Debian package
+# `prometheus` ships both). Installed only when missing, so a warm machine stays fast;
+# without recommended packages, which only add exporters. The package's service is
+# not started here (policy-rc.d / no systemd), and is stopped if it was.
+if ! { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; }; then
+  echo "== installing prometheus and promtool (Debian package prometheus)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if command -v service >/dev/null 2>&1; then
+    service prometheus stop >/dev/null 2>&1 || true
+  fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"

@@ -6,7 +6,14 @@
 //! - The [`MetricSource`] trait: live sources that the rollout runner asks for one
 //!   metric of one side over one analysis window. Implementations are named only in
 //!   `app`.
+//! - [`prometheus`]: the Prometheus HTTP API as a [`MetricSource`].
+//! - [`query`]: query templates, rendered once per side with its `{{scope}}`.
+//! - [`pairing`]: matching baseline and canary series by label and pooling them into
+//!   per-side data, with a note for every series that has no counterpart.
 
+pub mod pairing;
+pub mod prometheus;
+pub mod query;
 pub mod recorded;
 pub mod replay;
 pub mod synthetic;

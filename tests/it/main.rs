@@ -1,8 +1,12 @@
 //! The one integration-test binary. Every test here runs the real `canary` binary or
-//! the library's public API against the files in `fixtures/` and `analysis-profiles/`.
+//! the library's public API against the files in `fixtures/` and `analysis-profiles/`,
+//! or against a real Prometheus that `prometheus_harness` starts (installed by
+//! `scripts/test.sh`).
 
 mod analyze;
 mod bad_input;
 mod flagd;
 mod helpers;
 mod profiles;
+mod prometheus_harness;
+mod prometheus_source;
