@@ -7,8 +7,9 @@
 //!   quantiles, multiple-testing corrections — checked against scipy and R.
 //! - [`judge`]: pure — classifies each metric and decides promote / hold / rollback,
 //!   keeping every number behind the decision.
-//! - [`sources`]: where observations come from; today the recorded-file readers
-//!   (CSV and Prometheus API JSON).
+//! - [`sources`]: where observations come from: the recorded-file readers (CSV and
+//!   Prometheus API JSON), the live `MetricSource` trait with its Prometheus
+//!   implementation, query templates and baseline/canary series pairing.
 //! - [`actuators`]: the `Actuator` trait, the only way the engine changes feature flags.
 //! - [`report`]: renders a judgement as a terminal table or JSON.
 //! - [`app`]: the composition root: wires files, sources, judge and report for each

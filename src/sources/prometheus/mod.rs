@@ -130,7 +130,8 @@ impl MetricSource for PrometheusSource {
         );
         if request.raw_samples {
             let window_seconds = request.end - request.start;
-            if !(window_seconds > 0.0) {
+            // Written so that a NaN window is refused too.
+            if window_seconds.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
                 return Err(SourceError::BadQuery {
                     source_name: self.describe(),
                     query: request.query.clone(),
