@@ -1,14 +1,22 @@
 //! The composition root: each command's wiring of files, sources, judge and report.
 //!
-//! This is the only module that names concrete sources (today the recorded-file
-//! readers). Errors are `anyhow` with context; `main` prints them once.
+//! This is the only module that names concrete sources and actuators, through their
+//! config enums (`SourceConfig`, `ActuatorConfig`) and the recorded-file readers.
+//! Errors are `anyhow` with context; `main` prints them once.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use crate::cli::{AnalyzeArgs, CheckProfileArgs, Format};
+use crate::actuators::Actuator;
+use crate::cli::{AnalyzeArgs, CheckProfileArgs, Format, RunArgs};
+use crate::domain::plan::RolloutPlan;
 use crate::domain::{Profile, Verdict};
+use crate::scheduler::{
+    Actuation, Clock, CompressedClock, IntervalRecord, Rollout, RolloutRunner, RolloutStatus,
+    Scopes, SystemClock,
+};
 use crate::judge::{self, Judgement};
 use crate::report;
 use crate::sources::recorded;
@@ -49,11 +57,22 @@ pub fn check_profiles(args: &CheckProfileArgs) -> (String, Vec<anyhow::Error>) {
     for path in &args.profiles {
         match load_profile(path) {
             Ok(profile) => summary.push_str(&format!(
-                "{}: ok: profile {:?}, {} metrics, confidence level {}\n",
+                "{}: ok: profile {:?}, {} metrics, confidence level {}{}\n",
                 path.display(),
                 profile.name,
                 profile.metrics.len(),
-                profile.judge.confidence_level.value()
+                profile.judge.confidence_level.value(),
+                profile.plan.as_ref().map_or_else(String::new, |plan| format!(
+                    ", {} stages ({}), {} triggers, error budget {}",
+                    plan.stages.len(),
+                    plan.stages
+                        .iter()
+                        .map(|s| s.traffic.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" → "),
+                    plan.triggers.len(),
+                    plan.settings.error_budget
+                ))
             )),
             Err(error) => errors.push(error),
         }
@@ -64,4 +83,230 @@ pub fn check_profiles(args: &CheckProfileArgs) -> (String, Vec<anyhow::Error>) {
 /// The exit code for a verdict.
 pub fn exit_code(verdict: Verdict) -> u8 {
     verdict.exit_code()
+}
+
+/// The label names in a scope's matchers (`track="canary", version=~"2.*"` →
+/// `track`, `version`): the labels that differ between the sides by design.
+fn scope_label_names(scope: &str) -> Vec<String> {
+    scope
+        .split(',')
+        .filter_map(|matcher| {
+            let name: String = matcher
+                .trim()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect()
+}
+
+/// What `canary run` prints at the end.
+#[derive(Debug, serde::Serialize)]
+pub struct RunSummary {
+    /// Version of this JSON layout.
+    pub schema_version: u32,
+    /// Promote, hold or rollback.
+    pub verdict: Verdict,
+    /// How the rollout ended.
+    pub status: RolloutStatus,
+    /// Why it ended the way it did.
+    pub reasons: Vec<String>,
+    /// The profile.
+    pub profile: String,
+    /// The flag.
+    pub flag: String,
+    /// Whether the flag was left alone.
+    pub dry_run: bool,
+    /// Names of the stages that passed.
+    pub stages_passed: Vec<String>,
+    /// Every flag change.
+    pub actuations: Vec<Actuation>,
+    /// Every look.
+    pub history: Vec<IntervalRecord>,
+}
+
+fn render_run_summary(summary: &RunSummary, plan: &RolloutPlan) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "rollout: {}    flag: {}    profile: {}    looks: {}{}",
+        summary.verdict.to_string().to_uppercase(),
+        summary.flag,
+        summary.profile,
+        summary.history.len(),
+        if summary.dry_run { "    (dry run: the flag was not changed)" } else { "" }
+    );
+    let stages: Vec<String> = plan
+        .stages
+        .iter()
+        .map(|stage| {
+            let mark = if summary.stages_passed.contains(&stage.name) {
+                "passed"
+            } else if summary.history.last().is_some_and(|look| look.stage == stage.name) {
+                match summary.status {
+                    RolloutStatus::RolledBack => "ROLLED BACK",
+                    RolloutStatus::AwaitingReview | RolloutStatus::Running => "held",
+                    RolloutStatus::Promoted => "passed",
+                }
+            } else {
+                "not reached"
+            };
+            format!("{} ({}): {mark}", stage.name, stage.traffic)
+        })
+        .collect();
+    let _ = writeln!(out, "stages: {}", stages.join(" → "));
+    let _ = writeln!(out, "\nreasons:");
+    for (index, reason) in summary.reasons.iter().enumerate() {
+        let _ = writeln!(out, "  {}. {reason}", index + 1);
+    }
+    let _ = writeln!(out, "\nflag changes:");
+    let start = summary.actuations.first().map_or(0.0, |a| a.at);
+    for actuation in &summary.actuations {
+        let read_back = match &actuation.state {
+            Some(state) => format!(
+                "read back: {}, {}",
+                if state.enabled { "enabled" } else { "disabled" },
+                state.rollout
+            ),
+            None => "dry run: not applied".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "  +{:>6} min  {:<11} {:<6} ({read_back})",
+            crate::judge::format::number((actuation.at - start) / 60.0),
+            actuation.action,
+            actuation.target.to_string()
+        );
+    }
+    out
+}
+
+/// Runs `canary run`: one rollout in the foreground. Returns its verdict and the summary
+/// for stdout.
+pub async fn run(args: &RunArgs) -> Result<(Verdict, String)> {
+    let profile = Arc::new(load_profile(&args.profile)?);
+    let plan = profile.plan.clone().with_context(|| {
+        format!(
+            "{}: profile {:?} has no rollout plan; add [[stages]] tables to run it",
+            args.profile.display(),
+            profile.name
+        )
+    })?;
+    let source = args.source.build()?;
+    let actuator: Arc<dyn Actuator> = Arc::from(args.actuator.build()?);
+    let mut scope_labels = scope_label_names(&args.baseline_scope);
+    scope_labels.extend(scope_label_names(&args.canary_scope));
+    scope_labels.sort();
+    scope_labels.dedup();
+    let scopes = Scopes {
+        baseline: args.baseline_scope.clone(),
+        canary: args.canary_scope.clone(),
+        scope_labels,
+    };
+
+    let recorded = source.recorded_range();
+    let wall_now = SystemClock.now();
+    let start = args.start.or(recorded.map(|(first, _)| first)).unwrap_or(wall_now);
+    let planned_seconds: f64 = plan.stages.iter().map(|s| s.duration.seconds()).sum();
+    let speed = args.speed.unwrap_or(if start < wall_now - 60.0 {
+        (planned_seconds / 20.0).max(1.0)
+    } else {
+        1.0
+    });
+    if !(speed.is_finite() && speed > 0.0) {
+        anyhow::bail!("--speed must be a number above 0, got {speed}");
+    }
+    let clock: Box<dyn Clock> = if args.start.is_none() && recorded.is_none() && speed == 1.0 {
+        Box::new(SystemClock)
+    } else {
+        Box::new(CompressedClock::new(start, speed))
+    };
+
+    let rollout = Rollout {
+        profile: Arc::clone(&profile),
+        flag: args.flag.clone(),
+        scopes,
+        dry_run: args.dry_run,
+    };
+    let mut runner = RolloutRunner::new(rollout, source, actuator)?;
+    let progress = indicatif::ProgressBar::new(plan.planned_looks());
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:24} {pos}/{len} looks  {msg}",
+        )
+        .expect("the progress template is valid"),
+    );
+    let stage_count = plan.stages.len();
+    let outcome = tokio::select! {
+        outcome = runner.run(clock.as_ref(), recorded.map(|(_, last)| last), |runner| {
+            let stage = runner.stage();
+            let latest = runner.history().last().map_or_else(
+                || "starting".to_owned(),
+                |look| format!("{} → {:?}", look.verdict, look.decision),
+            );
+            progress.set_position(runner.history().len() as u64);
+            progress.set_message(format!(
+                "stage {}/{stage_count} {} at {} | latest: {latest}",
+                runner.stage_index() + 1,
+                stage.name,
+                stage.traffic
+            ));
+        }) => Some(outcome),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    progress.finish_and_clear();
+    let interrupted = outcome.is_none();
+    let status = match outcome {
+        Some(result) => result?,
+        None => runner.status(),
+    };
+
+    let mut reasons: Vec<String> = runner
+        .history()
+        .last()
+        .map(|look| look.reasons.clone())
+        .unwrap_or_default();
+    let verdict = match status.verdict() {
+        Some(verdict) => verdict,
+        None => {
+            reasons.insert(
+                0,
+                if interrupted {
+                    "interrupted before the rollout finished: the flag stays where it is".to_owned()
+                } else {
+                    "the recording ended before the rollout finished: the flag stays where it is".to_owned()
+                },
+            );
+            Verdict::Hold
+        }
+    };
+    let stages_passed: Vec<String> = plan
+        .stages
+        .iter()
+        .take(runner.stage_index() + usize::from(status == RolloutStatus::Promoted))
+        .map(|stage| stage.name.clone())
+        .collect();
+    let summary = RunSummary {
+        schema_version: 1,
+        verdict,
+        status,
+        reasons,
+        profile: profile.name.clone(),
+        flag: args.flag.clone(),
+        dry_run: args.dry_run,
+        stages_passed,
+        actuations: runner.actuations().to_vec(),
+        history: runner.history().to_vec(),
+    };
+    let rendered = match args.format {
+        Format::Text => render_run_summary(&summary, &plan),
+        Format::Json => {
+            let mut text = serde_json::to_string_pretty(&summary).context("serializing the summary")?;
+            text.push('\n');
+            text
+        }
+    };
+    Ok((verdict, rendered))
 }

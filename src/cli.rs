@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::actuators::ActuatorConfig;
+use crate::sources::config::SourceConfig;
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0  promote   the canary is at least as good as the baseline
@@ -33,6 +36,18 @@ pub enum Command {
     /// marks a missing point.
     #[command(after_help = EXIT_CODES)]
     Analyze(AnalyzeArgs),
+    /// Drive a staged rollout: at every analysis interval pull baseline and canary series,
+    /// judge them, and move the feature flag stage by stage until it promotes, holds or
+    /// rolls back.
+    ///
+    /// The profile's [[stages]] give the traffic, minimum duration, interval and lookback of
+    /// each stage; its [[triggers]] roll back or hold at once. Every look judges at its
+    /// share of the rollout's error budget, so repeated looks do not multiply false
+    /// rollbacks. With --dry-run the rollout is judged and recorded, and the flag is never
+    /// touched. A progress bar on stderr shows stage, traffic, elapsed time and the latest
+    /// verdict; the summary goes to stdout.
+    #[command(after_help = EXIT_CODES)]
+    Run(RunArgs),
     /// Validate analysis profiles and print a one-line summary of each.
     ///
     /// Exits 0 when every profile is valid, 1 otherwise (each error names the file,
@@ -53,6 +68,46 @@ pub struct AnalyzeArgs {
     #[arg(long, value_name = "FILE")]
     pub canary: PathBuf,
     /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// Arguments of `canary run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The analysis profile (TOML) with a rollout plan ([[stages]]).
+    #[arg(long, value_name = "FILE")]
+    pub profile: PathBuf,
+    /// Where metrics come from: `prometheus=URL` (the profile's queries are run) or
+    /// `replay=DIR` (recorded DIR/baseline.csv and DIR/canary.csv, replayed on a
+    /// compressed clock).
+    #[arg(long, value_name = "SOURCE")]
+    pub source: SourceConfig,
+    /// The feature flag to move.
+    #[arg(long, value_name = "NAME")]
+    pub flag: String,
+    /// What moves the flag: `flagd-file=PATH` (an OpenFeature flagd flag file, edited
+    /// atomically) or `log-only` (log the changes, touch nothing).
+    #[arg(long, value_name = "ACTUATOR", default_value = "log-only")]
+    pub actuator: ActuatorConfig,
+    /// Judge and record every interval, but never change the flag (shadow mode).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Label matchers that select the baseline in queries (`{{scope}}`).
+    #[arg(long, value_name = "MATCHERS", default_value = r#"track="baseline""#)]
+    pub baseline_scope: String,
+    /// Label matchers that select the canary in queries (`{{scope}}`).
+    #[arg(long, value_name = "MATCHERS", default_value = r#"track="canary""#)]
+    pub canary_scope: String,
+    /// Analysis time to start at, Unix seconds (to replay history). Default: now for
+    /// Prometheus, the first recorded timestamp for a replay.
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    pub start: Option<f64>,
+    /// Analysis seconds per wall-clock second. Default: 1 for a live rollout from now; a
+    /// replay (or a --start in the past) runs its whole plan in about 20 seconds.
+    #[arg(long, value_name = "FACTOR")]
+    pub speed: Option<f64>,
+    /// Summary format on stdout.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }

@@ -12,6 +12,8 @@
 //!   implementation, query templates and baseline/canary series pairing.
 //! - [`actuators`]: the `Actuator` trait, the only way the engine changes feature flags.
 //! - [`report`]: renders a judgement as a terminal table or JSON.
+//! - [`scheduler`]: the rollout runner — fetch → judge → decide → actuate → record for
+//!   each analysis interval of a staged rollout; the only caller of actuators.
 //! - [`app`]: the composition root: wires files, sources, judge and report for each
 //!   command. The only module that names concrete sources.
 //! - [`cli`]: the command-line types (clap).
@@ -27,6 +29,7 @@ pub mod cli;
 pub mod domain;
 pub mod judge;
 pub mod report;
+pub mod scheduler;
 pub mod sources;
 pub mod stats;
 pub mod telemetry;

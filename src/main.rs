@@ -37,6 +37,28 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Run(args) => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("error: cannot start the async runtime: {error}");
+                    return ExitCode::from(1);
+                }
+            };
+            match runtime.block_on(app::run(&args)) {
+                Ok((verdict, rendered)) => {
+                    let mut stdout = std::io::stdout().lock();
+                    if stdout.write_all(rendered.as_bytes()).is_err() {
+                        return ExitCode::from(1);
+                    }
+                    ExitCode::from(verdict.exit_code())
+                }
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::CheckProfile(args) => {
             let (summary, errors) = app::check_profiles(&args);
             print!("{summary}");

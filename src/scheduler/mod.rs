@@ -493,10 +493,12 @@ impl RolloutRunner {
     }
 
     /// Runs the rollout to its end on `clock`, calling `on_look` after every look (the
-    /// CLI's progress bar). Returns the final status.
+    /// CLI's progress bar). Stops early, still `Running`, when the next look would come
+    /// after `until` (the end of a recording). Returns the status it stopped in.
     pub async fn run(
         &mut self,
         clock: &dyn Clock,
+        until: Option<f64>,
         mut on_look: impl FnMut(&RolloutRunner) + Send,
     ) -> Result<RolloutStatus, RunError> {
         if self.actuations.is_empty() && self.history.is_empty() {
@@ -505,6 +507,9 @@ impl RolloutRunner {
         }
         while self.status == RolloutStatus::Running {
             let due = self.next_look_at();
+            if until.is_some_and(|until| due > until) {
+                break;
+            }
             clock.sleep_until(due).await;
             self.step(due).await?;
             on_look(self);

@@ -14,6 +14,7 @@
 pub mod pairing;
 pub mod prometheus;
 pub mod query;
+pub mod config;
 pub mod recorded;
 pub mod replay;
 pub mod synthetic;
@@ -118,6 +119,12 @@ pub trait MetricSource: Send + Sync {
     /// metrics up by name instead, so profiles without queries can be replayed.
     fn uses_queries(&self) -> bool {
         true
+    }
+
+    /// For recorded data: the first and last timestamps there are. Live sources have
+    /// no such bound.
+    fn recorded_range(&self) -> Option<(f64, f64)> {
+        None
     }
 
     /// Checks that the source answers, before a rollout starts.

@@ -99,6 +99,10 @@ impl MetricSource for ReplaySource {
         false
     }
 
+    fn recorded_range(&self) -> Option<(f64, f64)> {
+        self.time_range()
+    }
+
     async fn healthcheck(&self) -> Result<(), SourceError> {
         Ok(())
     }

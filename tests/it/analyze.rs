@@ -181,7 +181,7 @@ fn inconclusive_metrics_say_what_was_missing() {
     assert_eq!(latency["classification"], "inconclusive");
     assert_eq!(
         latency["reason"],
-        "canary has 20 of the 50 required samples"
+        "canary has 20 of the 30 required samples"
     );
     let (run, _) = scenario("nan-heavy");
     let reason = metric(&run.report, "latency_p95")["reason"]
