@@ -13,12 +13,12 @@ use crate::actuators::Actuator;
 use crate::cli::{AnalyzeArgs, CheckProfileArgs, Format, RunArgs};
 use crate::domain::plan::RolloutPlan;
 use crate::domain::{Profile, Verdict};
+use crate::judge::{self, Judgement};
+use crate::report;
 use crate::scheduler::{
     Actuation, Clock, CompressedClock, IntervalRecord, Rollout, RolloutRunner, RolloutStatus,
     Scopes, SystemClock,
 };
-use crate::judge::{self, Judgement};
-use crate::report;
 use crate::sources::recorded;
 
 /// Reads and validates a profile file.
@@ -62,17 +62,20 @@ pub fn check_profiles(args: &CheckProfileArgs) -> (String, Vec<anyhow::Error>) {
                 profile.name,
                 profile.metrics.len(),
                 profile.judge.confidence_level.value(),
-                profile.plan.as_ref().map_or_else(String::new, |plan| format!(
-                    ", {} stages ({}), {} triggers, error budget {}",
-                    plan.stages.len(),
-                    plan.stages
-                        .iter()
-                        .map(|s| s.traffic.to_string())
-                        .collect::<Vec<_>>()
-                        .join(" → "),
-                    plan.triggers.len(),
-                    plan.settings.error_budget
-                ))
+                profile
+                    .plan
+                    .as_ref()
+                    .map_or_else(String::new, |plan| format!(
+                        ", {} stages ({}), {} triggers, error budget {}",
+                        plan.stages.len(),
+                        plan.stages
+                            .iter()
+                            .map(|s| s.traffic.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" → "),
+                        plan.triggers.len(),
+                        plan.settings.error_budget
+                    ))
             )),
             Err(error) => errors.push(error),
         }
@@ -136,7 +139,11 @@ fn render_run_summary(summary: &RunSummary, plan: &RolloutPlan) -> String {
         summary.flag,
         summary.profile,
         summary.history.len(),
-        if summary.dry_run { "    (dry run: the flag was not changed)" } else { "" }
+        if summary.dry_run {
+            "    (dry run: the flag was not changed)"
+        } else {
+            ""
+        }
     );
     let stages: Vec<String> = plan
         .stages
@@ -144,7 +151,11 @@ fn render_run_summary(summary: &RunSummary, plan: &RolloutPlan) -> String {
         .map(|stage| {
             let mark = if summary.stages_passed.contains(&stage.name) {
                 "passed"
-            } else if summary.history.last().is_some_and(|look| look.stage == stage.name) {
+            } else if summary
+                .history
+                .last()
+                .is_some_and(|look| look.stage == stage.name)
+            {
                 match summary.status {
                     RolloutStatus::RolledBack => "ROLLED BACK",
                     RolloutStatus::AwaitingReview | RolloutStatus::Running => "held",
@@ -208,7 +219,10 @@ pub async fn run(args: &RunArgs) -> Result<(Verdict, String)> {
 
     let recorded = source.recorded_range();
     let wall_now = SystemClock.now();
-    let start = args.start.or(recorded.map(|(first, _)| first)).unwrap_or(wall_now);
+    let start = args
+        .start
+        .or(recorded.map(|(first, _)| first))
+        .unwrap_or(wall_now);
     let planned_seconds: f64 = plan.stages.iter().map(|s| s.duration.seconds()).sum();
     let speed = args.speed.unwrap_or(if start < wall_now - 60.0 {
         (planned_seconds / 20.0).max(1.0)
@@ -276,7 +290,8 @@ pub async fn run(args: &RunArgs) -> Result<(Verdict, String)> {
                 if interrupted {
                     "interrupted before the rollout finished: the flag stays where it is".to_owned()
                 } else {
-                    "the recording ended before the rollout finished: the flag stays where it is".to_owned()
+                    "the recording ended before the rollout finished: the flag stays where it is"
+                        .to_owned()
                 },
             );
             Verdict::Hold
@@ -303,7 +318,8 @@ pub async fn run(args: &RunArgs) -> Result<(Verdict, String)> {
     let rendered = match args.format {
         Format::Text => render_run_summary(&summary, &plan),
         Format::Json => {
-            let mut text = serde_json::to_string_pretty(&summary).context("serializing the summary")?;
+            let mut text =
+                serde_json::to_string_pretty(&summary).context("serializing the summary")?;
             text.push('\n');
             text
         }

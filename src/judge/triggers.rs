@@ -8,7 +8,12 @@
 //!   first to its last point, like Prometheus' `for` (no point missing in between);
 //! - `consecutive = N`: some run of at least `N` consecutive breaching points;
 //! - `window = D`: the mean over the `D` before some point (for count data: the pooled
-//!   error rate) breaches;
+//!   error rate) breaches. For count data compared with the baseline ("> baseline ×
+//!   1.5"), the breach must also be significant: a one-sided test of the rate ratio
+//!   against the factor (Katz log-ratio z-test) at the look's share of the error budget,
+//!   split over the windows checked. Ten errors against six is no evidence that a
+//!   canary is 1.5 times worse, and a plan that rolls back on it is a false-rollback
+//!   machine;
 //! - none of these: some point breaches.
 //!
 //! Missing data never meets a trigger (it cannot prove a breach); the judge's own
@@ -16,7 +21,9 @@
 
 use serde::Serialize;
 
-use super::format::number;
+use statrs::distribution::{ContinuousCDF, Normal};
+
+use super::format::{number, p_value};
 use crate::domain::plan::{Trigger, TriggerAction, TriggerCondition};
 use crate::domain::{MetricData, Sample};
 
@@ -89,6 +96,49 @@ fn aggregate(data: &MetricData, from: f64, to: f64) -> Option<f64> {
     }
 }
 
+/// Errors and events over a window, for count data.
+fn window_counts(data: &MetricData, from: f64, to: f64) -> Option<(f64, f64)> {
+    let MetricData::Counts { errors, total, .. } = data else {
+        return None;
+    };
+    let (mut error_sum, mut total_sum) = (0.0, 0.0);
+    for (e, t) in errors.iter().zip(total) {
+        if e.timestamp > from && e.timestamp <= to && e.value.is_finite() && t.value.is_finite() {
+            error_sum += e.value;
+            total_sum += t.value;
+        }
+    }
+    (total_sum > 0.0).then_some((error_sum, total_sum))
+}
+
+/// One-sided p-value that the canary/baseline rate ratio exceeds `factor` (or falls
+/// below it): a z-test on the log of the ratio with Katz's standard error, with half
+/// an event added to every cell when one is empty.
+fn ratio_beyond_factor_p(
+    canary: (f64, f64),
+    baseline: (f64, f64),
+    factor: f64,
+    above: bool,
+) -> f64 {
+    let correction =
+        if canary.0 == 0.0 || baseline.0 == 0.0 || canary.0 == canary.1 || baseline.0 == baseline.1
+        {
+            0.5
+        } else {
+            0.0
+        };
+    let (ce, cn) = (canary.0 + correction, canary.1 + 2.0 * correction);
+    let (be, bn) = (baseline.0 + correction, baseline.1 + 2.0 * correction);
+    let log_ratio = (ce / cn).ln() - (be / bn).ln();
+    let standard_error = (1.0 / ce - 1.0 / cn + 1.0 / be - 1.0 / bn).max(0.0).sqrt();
+    if standard_error == 0.0 {
+        return 1.0;
+    }
+    let z = (log_ratio - factor.ln()) / standard_error;
+    let normal = Normal::standard();
+    if above { normal.sf(z) } else { normal.cdf(z) }
+}
+
 fn median_spacing(points: &[Sample]) -> Option<f64> {
     let mut gaps: Vec<f64> = points
         .windows(2)
@@ -107,13 +157,15 @@ fn breaches(value: f64, limit: f64, above: bool) -> bool {
 }
 
 /// Checks one trigger over the points in `(since, now]` (Unix seconds); windows and runs
-/// may reach back before `since`.
+/// may reach back before `since`. `alpha` is the false-alarm rate allowed for the
+/// statistical check of baseline-relative count triggers at this look.
 pub fn check_trigger(
     trigger: &Trigger,
     baseline: Option<&MetricData>,
     canary: Option<&MetricData>,
     since: f64,
     now: f64,
+    alpha: f64,
 ) -> TriggerCheck {
     let mut check = TriggerCheck {
         name: trigger.name.clone(),
@@ -150,6 +202,10 @@ pub fn check_trigger(
     }
 
     if let Some(window) = trigger.window {
+        // A baseline-relative trigger on counts must also be significant; the windows
+        // checked at this look share its false-alarm rate.
+        let window_alpha = alpha / recent.len() as f64;
+        let mut strongest_unproven: Option<(f64, f64, f64)> = None;
         // The window ending at each recent point; report the worst one.
         let mut worst: Option<(f64, f64, f64)> = None;
         for point in &recent {
@@ -157,6 +213,24 @@ pub fn check_trigger(
             let Some(value) = aggregate(canary, from, point.timestamp) else {
                 continue;
             };
+            if relative
+                && let (Some(canary_counts), Some(baseline_counts)) = (
+                    window_counts(canary, from, point.timestamp),
+                    baseline.and_then(|b| window_counts(b, from, point.timestamp)),
+                )
+            {
+                let p =
+                    ratio_beyond_factor_p(canary_counts, baseline_counts, factor_or_limit, above);
+                if p >= window_alpha {
+                    let limit = baseline_counts.0 / baseline_counts.1 * factor_or_limit;
+                    if breaches(value, limit, above)
+                        && strongest_unproven.is_none_or(|(best, _, _)| p < best)
+                    {
+                        strongest_unproven = Some((p, value, limit));
+                    }
+                    continue;
+                }
+            }
             let limit = if relative {
                 match baseline.and_then(|b| aggregate(b, from, point.timestamp)) {
                     Some(base) => base * factor_or_limit,
@@ -171,8 +245,22 @@ pub fn check_trigger(
             }
         }
         let Some((excess, value, limit)) = worst else {
-            check.reason =
-                format!("no complete data for a {window} window since the previous look");
+            check.reason = match strongest_unproven {
+                Some((p, value, limit)) => {
+                    check.value = Some(value);
+                    check.limit = Some(limit);
+                    format!(
+                        "canary {} over {window} is {comparison} baseline × {} = {}, but not significantly \
+                         (p = {} against the {} this look allows)",
+                        number(value),
+                        number(factor_or_limit),
+                        number(limit),
+                        p_value(p, None),
+                        p_value(window_alpha, None)
+                    )
+                }
+                None => format!("no breach of a {window} window since the previous look"),
+            };
             return check;
         };
         check.value = Some(value);
@@ -319,9 +407,26 @@ mod tests {
     fn a_sustained_breach_meets_the_trigger_only_when_it_lasts_the_whole_duration() {
         let p99 = trigger(TriggerCondition::Above(0.5), Some("2m"), None);
         let breaching_for_three_minutes = minutes(|t| if t >= 420.0 { 0.8 } else { 0.2 });
-        assert!(check_trigger(&p99, None, Some(&breaching_for_three_minutes), 540.0, 600.0).met);
+        assert!(
+            check_trigger(
+                &p99,
+                None,
+                Some(&breaching_for_three_minutes),
+                540.0,
+                600.0,
+                0.01
+            )
+            .met
+        );
         let breaching_for_one_minute = minutes(|t| if t >= 540.0 { 0.8 } else { 0.2 });
-        let check = check_trigger(&p99, None, Some(&breaching_for_one_minute), 540.0, 600.0);
+        let check = check_trigger(
+            &p99,
+            None,
+            Some(&breaching_for_one_minute),
+            540.0,
+            600.0,
+            0.01,
+        );
         assert!(!check.met);
         assert!(check.reason.contains("not sustained"), "{}", check.reason);
         // A breach between two looks is seen by the next one.
@@ -332,17 +437,27 @@ mod tests {
                 0.2
             }
         });
-        assert!(check_trigger(&p99, None, Some(&breached_and_recovered), 0.0, 600.0).met);
-        assert!(!check_trigger(&p99, None, Some(&breached_and_recovered), 420.0, 600.0).met);
+        assert!(check_trigger(&p99, None, Some(&breached_and_recovered), 0.0, 600.0, 0.01).met);
+        assert!(
+            !check_trigger(
+                &p99,
+                None,
+                Some(&breached_and_recovered),
+                420.0,
+                600.0,
+                0.01
+            )
+            .met
+        );
     }
 
     #[test]
     fn a_missing_point_never_meets_a_sustained_trigger() {
         let p99 = trigger(TriggerCondition::Above(0.5), Some("2m"), None);
         let with_gap = minutes(|t| if t == 540.0 { f64::NAN } else { 0.8 });
-        assert!(!check_trigger(&p99, None, Some(&with_gap), 480.0, 600.0).met);
+        assert!(!check_trigger(&p99, None, Some(&with_gap), 480.0, 600.0, 0.01).met);
         let too_short = samples(&[(590.0, 0.9), (600.0, 0.9)]);
-        let check = check_trigger(&p99, None, Some(&too_short), 540.0, 600.0);
+        let check = check_trigger(&p99, None, Some(&too_short), 540.0, 600.0, 0.01);
         assert!(
             !check.met && check.reason.contains("not sustained"),
             "{}",
@@ -358,18 +473,49 @@ mod tests {
             (540.0, 3.0, 100.0),
             (600.0, 4.0, 100.0),
         ]);
-        assert!(check_trigger(&rate, None, Some(&high), 540.0, 600.0).met);
+        assert!(check_trigger(&rate, None, Some(&high), 540.0, 600.0, 0.01).met);
         let one_low = counts(&[
             (480.0, 5.0, 100.0),
             (540.0, 1.0, 100.0),
             (600.0, 4.0, 100.0),
         ]);
-        assert!(!check_trigger(&rate, None, Some(&one_low), 540.0, 600.0).met);
+        assert!(!check_trigger(&rate, None, Some(&one_low), 540.0, 600.0, 0.01).met);
     }
 
     #[test]
     fn a_relative_window_trigger_compares_pooled_rates_with_the_baseline() {
         let relative = trigger(TriggerCondition::AboveBaselineTimes(1.5), None, Some("10m"));
+        let baseline = counts(&[(300.0, 20.0, 10_000.0), (600.0, 20.0, 10_000.0)]);
+        let canary_quadruple = counts(&[(300.0, 80.0, 10_000.0), (600.0, 80.0, 10_000.0)]);
+        let check = check_trigger(
+            &relative,
+            Some(&baseline),
+            Some(&canary_quadruple),
+            540.0,
+            600.0,
+            0.01,
+        );
+        assert!(check.met, "{}", check.reason);
+        assert_eq!(check.limit, Some(0.003));
+        let canary_same = counts(&[(300.0, 20.0, 10_000.0), (600.0, 30.0, 10_000.0)]);
+        assert!(
+            !check_trigger(
+                &relative,
+                Some(&baseline),
+                Some(&canary_same),
+                540.0,
+                600.0,
+                0.01
+            )
+            .met
+        );
+        assert!(!check_trigger(&relative, None, Some(&canary_quadruple), 540.0, 600.0, 0.01).met);
+    }
+
+    #[test]
+    fn a_relative_count_trigger_needs_significant_evidence_not_a_noisy_ratio() {
+        let relative = trigger(TriggerCondition::AboveBaselineTimes(1.5), None, Some("10m"));
+        // Twice the baseline's rate, but eight errors against four: no evidence.
         let baseline = counts(&[(300.0, 2.0, 1000.0), (600.0, 2.0, 1000.0)]);
         let canary_double = counts(&[(300.0, 4.0, 1000.0), (600.0, 4.0, 1000.0)]);
         let check = check_trigger(
@@ -378,12 +524,14 @@ mod tests {
             Some(&canary_double),
             540.0,
             600.0,
+            0.01,
         );
-        assert!(check.met, "{}", check.reason);
-        assert_eq!(check.limit, Some(0.003));
-        let canary_same = counts(&[(300.0, 2.0, 1000.0), (600.0, 3.0, 1000.0)]);
-        assert!(!check_trigger(&relative, Some(&baseline), Some(&canary_same), 540.0, 600.0).met);
-        assert!(!check_trigger(&relative, None, Some(&canary_double), 540.0, 600.0).met);
+        assert!(!check.met);
+        assert!(
+            check.reason.contains("not significantly"),
+            "{}",
+            check.reason
+        );
     }
 
     #[test]
@@ -391,19 +539,19 @@ mod tests {
         let mut health = trigger(TriggerCondition::Above(0.0), None, None);
         health.consecutive = 2;
         let one_failure = minutes(|t| if t == 300.0 { 1.0 } else { 0.0 });
-        assert!(!check_trigger(&health, None, Some(&one_failure), 0.0, 600.0).met);
+        assert!(!check_trigger(&health, None, Some(&one_failure), 0.0, 600.0, 0.01).met);
         let two_in_a_row = minutes(|t| if t == 300.0 || t == 360.0 { 1.0 } else { 0.0 });
-        assert!(check_trigger(&health, None, Some(&two_in_a_row), 0.0, 600.0).met);
+        assert!(check_trigger(&health, None, Some(&two_in_a_row), 0.0, 600.0, 0.01).met);
         let two_apart = minutes(|t| if t == 300.0 || t == 420.0 { 1.0 } else { 0.0 });
-        assert!(!check_trigger(&health, None, Some(&two_apart), 0.0, 600.0).met);
-        assert!(!check_trigger(&health, None, None, 0.0, 600.0).met);
+        assert!(!check_trigger(&health, None, Some(&two_apart), 0.0, 600.0, 0.01).met);
+        assert!(!check_trigger(&health, None, None, 0.0, 600.0, 0.01).met);
     }
 
     #[test]
     fn without_for_or_window_any_recent_point_breaching_meets_the_trigger() {
         let any = trigger(TriggerCondition::Above(0.5), None, None);
         let spike = minutes(|t| if t == 480.0 { 0.9 } else { 0.1 });
-        assert!(check_trigger(&any, None, Some(&spike), 420.0, 600.0).met);
-        assert!(!check_trigger(&any, None, Some(&spike), 480.0, 600.0).met);
+        assert!(check_trigger(&any, None, Some(&spike), 420.0, 600.0, 0.01).met);
+        assert!(!check_trigger(&any, None, Some(&spike), 480.0, 600.0, 0.01).met);
     }
 }

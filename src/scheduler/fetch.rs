@@ -47,7 +47,10 @@ fn metric_queries(spec: &MetricSpec) -> Vec<(String, Option<&str>)> {
     let counted = matches!(spec.kind, MetricKind::Proportion { .. }) || spec.errors_query.is_some();
     if counted {
         vec![
-            (format!("{}:errors", spec.name), spec.errors_query.as_deref()),
+            (
+                format!("{}:errors", spec.name),
+                spec.errors_query.as_deref(),
+            ),
             (format!("{}:total", spec.name), spec.total_query.as_deref()),
         ]
     } else {
@@ -60,7 +63,10 @@ fn variables(scopes: &Scopes, side: Side, step: f64, lookback: f64) -> BTreeMap<
         ("scope".to_owned(), scopes.for_side(side).to_owned()),
         ("side".to_owned(), side.as_str().to_owned()),
         ("step".to_owned(), format!("{}s", step.round() as u64)),
-        ("lookback".to_owned(), format!("{}s", lookback.round() as u64)),
+        (
+            "lookback".to_owned(),
+            format!("{}s", lookback.round() as u64),
+        ),
     ])
 }
 
@@ -86,16 +92,20 @@ fn build_requests(
                 let query = match template {
                     Some(template) => render(template, &variables(scopes, side, step, to - from))
                         .map_err(|error| {
-                            RunError::Config(format!(
-                                "metric {:?}: the query template is invalid: {error}",
-                                spec.name
-                            ))
-                        })?,
+                        RunError::Config(format!(
+                            "metric {:?}: the query template is invalid: {error}",
+                            spec.name
+                        ))
+                    })?,
                     None if source.uses_queries() => {
                         return Err(RunError::Config(format!(
                             "metric {:?} has no {} in profile {:?}, and {} runs queries",
                             spec.name,
-                            if key.contains(':') { "errors_query/total_query" } else { "query" },
+                            if key.contains(':') {
+                                "errors_query/total_query"
+                            } else {
+                                "query"
+                            },
                             profile.name,
                             source.describe()
                         )));
@@ -175,19 +185,35 @@ fn counts(errors: Vec<Sample>, total: Vec<Sample>) -> (Vec<Sample>, Vec<Sample>)
     let mut by_time: BTreeMap<i64, (f64, f64, f64)> = BTreeMap::new();
     for (samples, is_errors) in [(errors, true), (total, false)] {
         for sample in samples {
-            let entry = by_time
-                .entry(key(sample.timestamp))
-                .or_insert((sample.timestamp, f64::NAN, f64::NAN));
-            let slot = if is_errors { &mut entry.1 } else { &mut entry.2 };
-            *slot = if slot.is_nan() { sample.value } else { *slot + sample.value };
+            let entry = by_time.entry(key(sample.timestamp)).or_insert((
+                sample.timestamp,
+                f64::NAN,
+                f64::NAN,
+            ));
+            let slot = if is_errors {
+                &mut entry.1
+            } else {
+                &mut entry.2
+            };
+            *slot = if slot.is_nan() {
+                sample.value
+            } else {
+                *slot + sample.value
+            };
         }
     }
     by_time
         .into_values()
         .map(|(timestamp, e, t)| {
             (
-                Sample { timestamp, value: e },
-                Sample { timestamp, value: t },
+                Sample {
+                    timestamp,
+                    value: e,
+                },
+                Sample {
+                    timestamp,
+                    value: t,
+                },
             )
         })
         .unzip()
@@ -234,8 +260,14 @@ pub async fn fetch_window(
         let result = if keys.len() == 1 {
             pooled(&mut answers, &keys[0].0, scopes).map(|(b, c, notes)| {
                 (
-                    MetricData::Samples { samples: b, origin: origin(&spec.name) },
-                    MetricData::Samples { samples: c, origin: origin(&spec.name) },
+                    MetricData::Samples {
+                        samples: b,
+                        origin: origin(&spec.name),
+                    },
+                    MetricData::Samples {
+                        samples: c,
+                        origin: origin(&spec.name),
+                    },
                     notes,
                 )
             })
@@ -290,10 +322,11 @@ pub async fn preflight(
         .plan
         .as_ref()
         .map_or(15.0, |plan| plan.settings.step.seconds());
-    let requests: Vec<Request> = build_requests(source, profile, scopes, now - lookback, now, step)?
-        .into_iter()
-        .filter(|request| request.side == Side::Baseline)
-        .collect();
+    let requests: Vec<Request> =
+        build_requests(source, profile, scopes, now - lookback, now, step)?
+            .into_iter()
+            .filter(|request| request.side == Side::Baseline)
+            .collect();
     let metric_of: BTreeMap<String, String> = requests
         .iter()
         .map(|r| (r.key.clone(), r.metric.clone()))

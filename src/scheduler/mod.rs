@@ -273,7 +273,9 @@ impl RolloutRunner {
             };
             let state = result.map_err(|source| RunError::Actuator {
                 context: if kill {
-                    format!("ROLLBACK OF FLAG {flag:?} FAILED: the canary may still be serving traffic")
+                    format!(
+                        "ROLLBACK OF FLAG {flag:?} FAILED: the canary may still be serving traffic"
+                    )
                 } else {
                     format!("could not set flag {flag:?} to {target}")
                 },
@@ -314,7 +316,8 @@ impl RolloutRunner {
             .filter_map(|t| t.sustained_for.or(t.window))
             .map(|d| d.seconds())
             .fold(0.0, f64::max);
-        let fetch_from = (now - stage.lookback.seconds()).min(since - trigger_reach - self.plan.settings.step.seconds());
+        let fetch_from = (now - stage.lookback.seconds())
+            .min(since - trigger_reach - self.plan.settings.step.seconds());
         let (baseline, canary) = fetch_window(
             self.source.as_ref(),
             profile,
@@ -348,6 +351,7 @@ impl RolloutRunner {
                 canary.metrics.get(&trigger.metric),
                 since,
                 now,
+                self.plan.look_alpha(self.looks),
             );
             if check.met {
                 let reason = format!("trigger \"{}\" fired: {}", trigger.name, check.reason);
@@ -485,7 +489,9 @@ impl RolloutRunner {
             HoldOutcome::Wait => {
                 reasons.insert(
                     0,
-                    format!("held for {held} min, past the hold timeout {timeout}: waiting for a person"),
+                    format!(
+                        "held for {held} min, past the hold timeout {timeout}: waiting for a person"
+                    ),
                 );
                 Decision::AwaitReview
             }

@@ -91,7 +91,10 @@ mod tests {
 
     #[test]
     fn the_cli_forms_parse_and_print_back() {
-        for form in ["prometheus=http://127.0.0.1:9090", "replay=fixtures/replay/healthy"] {
+        for form in [
+            "prometheus=http://127.0.0.1:9090",
+            "replay=fixtures/replay/healthy",
+        ] {
             assert_eq!(form.parse::<SourceConfig>().unwrap().to_string(), form);
         }
     }

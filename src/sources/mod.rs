@@ -11,10 +11,10 @@
 //! - [`pairing`]: matching baseline and canary series by label and pooling them into
 //!   per-side data, with a note for every series that has no counterpart.
 
+pub mod config;
 pub mod pairing;
 pub mod prometheus;
 pub mod query;
-pub mod config;
 pub mod recorded;
 pub mod replay;
 pub mod synthetic;

@@ -10,3 +10,4 @@ mod helpers;
 mod profiles;
 mod prometheus_harness;
 mod prometheus_source;
+mod rollouts;

@@ -1,0 +1,533 @@
+//! Staged rollouts of every shipped profile through the real runner, on synthetic
+//! series: a healthy canary is promoted through every stage, a faulty one is rolled
+//! back (or held) at the trigger its plan names. Also the false-rollback check: many
+//! A/A rollouts with all their repeated looks.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use canary::actuators::Actuator;
+use canary::actuators::log_only::LogOnlyActuator;
+use canary::domain::{Percentage, Profile};
+use canary::scheduler::{Decision, Rollout, RolloutRunner, RolloutStatus, Scopes};
+use canary::sources::synthetic::{CountModel, Distribution, MetricModel, SyntheticSource};
+
+use crate::helpers::root;
+
+/// The rollouts start here: an old, whole-hour epoch.
+const T0: f64 = 1_699_999_200.0;
+const DAY: f64 = 86_400.0;
+
+fn profile(name: &str) -> Arc<Profile> {
+    let path = root()
+        .join("analysis-profiles")
+        .join(format!("{name}.toml"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    Arc::new(Profile::parse(&text, &path.display().to_string()).unwrap())
+}
+
+fn lognormal(median: f64, sigma: f64) -> Distribution {
+    Distribution::LogNormal { median, sigma }
+}
+
+fn normal(mean: f64, sd: f64) -> Distribution {
+    Distribution::Normal { mean, sd }
+}
+
+fn counts(events_per_step: f64, error_rate: f64) -> CountModel {
+    CountModel {
+        events_per_step,
+        error_rate,
+    }
+}
+
+struct Outcome {
+    status: RolloutStatus,
+    runner: RolloutRunner,
+}
+
+impl Outcome {
+    /// The targets of every `set_rollout` and whether a kill happened.
+    fn traffic_path(&self) -> Vec<f64> {
+        self.runner
+            .actuations()
+            .iter()
+            .map(|a| {
+                if a.action == "kill" {
+                    -1.0
+                } else {
+                    a.target.value()
+                }
+            })
+            .collect()
+    }
+
+    fn last_reasons(&self) -> Vec<String> {
+        self.runner.history().last().unwrap().reasons.clone()
+    }
+
+    fn last_stage(&self) -> String {
+        self.runner.history().last().unwrap().stage.clone()
+    }
+}
+
+/// Drives a rollout look by look (no sleeping) until it ends or `max_looks` pass.
+async fn drive(profile: Arc<Profile>, models: BTreeMap<String, MetricModel>, seed: u64) -> Outcome {
+    let step = profile.plan.as_ref().unwrap().settings.step.seconds();
+    let source = Arc::new(SyntheticSource::new(seed, step, models));
+    let actuator: Arc<dyn Actuator> = Arc::new(LogOnlyActuator::new());
+    let rollout = Rollout {
+        profile,
+        flag: "new-feature".to_owned(),
+        scopes: Scopes {
+            baseline: r#"track="baseline""#.to_owned(),
+            canary: r#"track="canary""#.to_owned(),
+            scope_labels: vec!["track".to_owned()],
+        },
+        dry_run: false,
+    };
+    let mut runner = RolloutRunner::new(rollout, source, actuator).unwrap();
+    runner.start(T0).await.unwrap();
+    let max_looks = runner.plan().planned_looks() * 3;
+    while runner.status() == RolloutStatus::Running && (runner.history().len() as u64) < max_looks {
+        let due = runner.next_look_at();
+        runner.step(due).await.unwrap();
+    }
+    Outcome {
+        status: runner.status(),
+        runner,
+    }
+}
+
+fn assert_promoted_through_every_stage(outcome: &Outcome) {
+    let plan = outcome.runner.plan();
+    let mut expected: Vec<f64> = plan.stages.iter().map(|s| s.traffic.value()).collect();
+    if expected.last() != Some(&100.0) {
+        expected.push(100.0);
+    }
+    let holds: Vec<&Vec<String>> = outcome
+        .runner
+        .history()
+        .iter()
+        .filter(|look| {
+            look.decision != Decision::Continue
+                && !matches!(look.decision, Decision::Advance { .. })
+        })
+        .filter(|look| look.decision != Decision::Promote)
+        .map(|look| &look.reasons)
+        .collect();
+    assert_eq!(
+        outcome.status,
+        RolloutStatus::Promoted,
+        "last reasons: {:#?}\nholds: {holds:#?}",
+        outcome.last_reasons()
+    );
+    assert_eq!(outcome.traffic_path(), expected);
+    assert!(holds.is_empty(), "a healthy canary never holds: {holds:#?}");
+}
+
+fn assert_rolled_back_by(outcome: &Outcome, trigger: &str, stage: &str) {
+    assert_eq!(
+        outcome.status,
+        RolloutStatus::RolledBack,
+        "{:#?}",
+        outcome.last_reasons()
+    );
+    let first = &outcome.last_reasons()[0];
+    assert!(
+        first.contains(&format!("trigger \"{trigger}\" fired")),
+        "the deciding reason names the trigger {trigger:?}: {first}"
+    );
+    assert_eq!(outcome.last_stage(), stage);
+    assert_eq!(
+        outcome.traffic_path().last(),
+        Some(&-1.0),
+        "the kill switch was pulled"
+    );
+}
+
+fn cohort_migration_healthy() -> BTreeMap<String, MetricModel> {
+    BTreeMap::from([
+        (
+            "migration_failures".to_owned(),
+            MetricModel::same_counts(counts(5.0, 0.01)),
+        ),
+        (
+            "latency_p95".to_owned(),
+            MetricModel::same_samples(lognormal(0.3, 0.1)),
+        ),
+        (
+            "latency_p95_slo".to_owned(),
+            MetricModel::same_samples(lognormal(0.3, 0.1)),
+        ),
+        (
+            "reserve_ratio".to_owned(),
+            MetricModel::same_samples(normal(1.0, 0.001)),
+        ),
+        (
+            "resource_utilization".to_owned(),
+            MetricModel::same_samples(normal(0.5, 0.05)),
+        ),
+    ])
+}
+
+#[tokio::test]
+async fn cohort_migration_promotes_a_healthy_canary_through_every_stage() {
+    let outcome = drive(profile("cohort-migration"), cohort_migration_healthy(), 1).await;
+    assert_promoted_through_every_stage(&outcome);
+}
+
+#[tokio::test]
+async fn cohort_migration_rolls_back_on_a_sustained_reserve_ratio_deviation() {
+    let mut models = cohort_migration_healthy();
+    let reserve = models.remove("reserve_ratio").unwrap();
+    // Day 3.5: the beta stage (days 3 to 6).
+    models.insert(
+        "reserve_ratio".to_owned(),
+        reserve.canary_samples_from(T0 + 3.5 * DAY, normal(0.97, 0.001)),
+    );
+    let outcome = drive(profile("cohort-migration"), models, 2).await;
+    assert_rolled_back_by(
+        &outcome,
+        "reserve ratio deviation > 2 % for > 5 minutes (low)",
+        "beta",
+    );
+}
+
+fn v2_healthy() -> BTreeMap<String, MetricModel> {
+    BTreeMap::from([
+        (
+            "error_rate".to_owned(),
+            MetricModel::same_counts(counts(200.0, 0.005)),
+        ),
+        (
+            "latency_p95".to_owned(),
+            MetricModel::same_samples(lognormal(0.25, 0.1)),
+        ),
+        (
+            "wizard_completion".to_owned(),
+            MetricModel::same_counts(counts(20.0, 0.8)),
+        ),
+        (
+            "fund_setup_success".to_owned(),
+            MetricModel::same_counts(counts(20.0, 0.9)),
+        ),
+        (
+            "health_check_failures".to_owned(),
+            MetricModel::same_samples(normal(0.0, 0.0)),
+        ),
+    ])
+}
+
+#[tokio::test]
+async fn v2_1_0_promotes_a_healthy_canary_through_every_stage() {
+    let outcome = drive(profile("v2-1-0-canary"), v2_healthy(), 3).await;
+    assert_promoted_through_every_stage(&outcome);
+}
+
+#[tokio::test]
+async fn v2_1_0_rolls_back_when_the_error_rate_exceeds_one_and_a_half_times_the_baseline() {
+    let mut models = v2_healthy();
+    let errors = models.remove("error_rate").unwrap();
+    // Day 8: the beta stage (days 7 to 14). Ten times the baseline's rate: enough
+    // evidence within ten minutes for the trigger's significance check.
+    models.insert(
+        "error_rate".to_owned(),
+        errors.canary_counts_from(T0 + 8.0 * DAY, counts(200.0, 0.05)),
+    );
+    let outcome = drive(profile("v2-1-0-canary"), models, 4).await;
+    assert_rolled_back_by(
+        &outcome,
+        "error rate > baseline × 1.5 over 10 minutes",
+        "beta",
+    );
+}
+
+#[tokio::test]
+async fn v2_1_0_rolls_back_after_two_consecutive_health_check_failures() {
+    let mut models = v2_healthy();
+    models.insert(
+        "health_check_failures".to_owned(),
+        MetricModel::same_samples(normal(0.0, 0.0))
+            .canary_samples_from(T0 + 2.0 * DAY, normal(1.0, 0.0)),
+    );
+    let outcome = drive(profile("v2-1-0-canary"), models, 5).await;
+    assert_rolled_back_by(
+        &outcome,
+        "2 consecutive canary health-check failures",
+        "internal",
+    );
+}
+
+fn transport_healthy() -> BTreeMap<String, MetricModel> {
+    BTreeMap::from([
+        (
+            "error_rate".to_owned(),
+            MetricModel::same_counts(counts(50.0, 0.0005)),
+        ),
+        (
+            "http_5xx".to_owned(),
+            MetricModel::same_counts(counts(50.0, 0.0003)),
+        ),
+        (
+            "latency_p95".to_owned(),
+            MetricModel::same_samples(lognormal(0.150, 0.03)),
+        ),
+        (
+            "latency_p99".to_owned(),
+            MetricModel::same_samples(lognormal(0.2, 0.1)),
+        ),
+        (
+            "cpu_usage".to_owned(),
+            MetricModel::same_samples(normal(2.0, 0.1)),
+        ),
+        (
+            "throughput".to_owned(),
+            MetricModel::same_samples(normal(1000.0, 20.0)),
+        ),
+    ])
+}
+
+#[tokio::test]
+async fn protocol_transport_promotes_a_healthy_canary_from_shadow_to_everyone() {
+    let outcome = drive(profile("protocol-transport"), transport_healthy(), 6).await;
+    assert_promoted_through_every_stage(&outcome);
+    assert_eq!(
+        outcome.runner.actuations()[0].target,
+        Percentage::ZERO,
+        "shadow first"
+    );
+}
+
+#[tokio::test]
+async fn protocol_transport_rolls_back_when_p99_stays_above_500_ms() {
+    let mut models = transport_healthy();
+    models.insert(
+        "latency_p99".to_owned(),
+        MetricModel::same_samples(lognormal(0.2, 0.1))
+            .canary_samples_from(T0 + 6.0 * DAY, lognormal(0.6, 0.05)),
+    );
+    let outcome = drive(profile("protocol-transport"), models, 7).await;
+    assert_rolled_back_by(
+        &outcome,
+        "p99 response time > 500 ms for more than 2 minutes",
+        "10%",
+    );
+}
+
+#[tokio::test]
+async fn protocol_transport_holds_for_review_when_throughput_drops_and_then_waits_for_a_person() {
+    let mut models = transport_healthy();
+    models.insert(
+        "throughput".to_owned(),
+        MetricModel::same_samples(normal(1000.0, 20.0))
+            .canary_samples_from(T0 + 6.0 * DAY, normal(900.0, 20.0)),
+    );
+    let outcome = drive(profile("protocol-transport"), models, 8).await;
+    let first_hold = outcome
+        .runner
+        .history()
+        .iter()
+        .find(|look| look.decision == Decision::Hold)
+        .expect("the throughput drop holds the rollout");
+    assert_eq!(first_hold.stage, "10%");
+    assert!(
+        first_hold
+            .reasons
+            .iter()
+            .any(|r| r.contains("throughput (warning) failed, hold for manual review")),
+        "{:#?}",
+        first_hold.reasons
+    );
+    // The plan waits for a person after two days of holding; it never rolls back alone.
+    assert_eq!(
+        outcome.status,
+        RolloutStatus::AwaitingReview,
+        "{:#?}",
+        outcome.last_reasons()
+    );
+    assert!(outcome.last_reasons()[0].contains("waiting for a person"));
+    assert!(
+        outcome
+            .runner
+            .actuations()
+            .iter()
+            .all(|a| a.action == "set_rollout")
+    );
+}
+
+fn staged_ga_healthy() -> BTreeMap<String, MetricModel> {
+    BTreeMap::from([
+        (
+            "error_rate".to_owned(),
+            MetricModel::same_counts(counts(100.0, 0.005)),
+        ),
+        (
+            "latency_p95".to_owned(),
+            MetricModel::same_samples(lognormal(0.8, 0.1)),
+        ),
+        (
+            "cpu_usage".to_owned(),
+            MetricModel::same_samples(normal(0.5, 0.03)),
+        ),
+        (
+            "memory_usage".to_owned(),
+            MetricModel::same_samples(normal(0.6, 0.03)),
+        ),
+    ])
+}
+
+#[tokio::test]
+async fn staged_ga_promotes_a_healthy_canary_through_every_stage() {
+    let outcome = drive(profile("staged-ga"), staged_ga_healthy(), 9).await;
+    assert_promoted_through_every_stage(&outcome);
+}
+
+#[tokio::test]
+async fn staged_ga_rolls_back_at_the_pilot_error_rate_threshold() {
+    let mut models = staged_ga_healthy();
+    // 3 %: under the 5 % automatic trigger, over the pilot's 2 % alert threshold.
+    models.insert(
+        "error_rate".to_owned(),
+        MetricModel::same_counts(counts(100.0, 0.005))
+            .canary_counts_from(T0 + 3.0 * DAY, counts(100.0, 0.03)),
+    );
+    let outcome = drive(profile("staged-ga"), models, 10).await;
+    assert_rolled_back_by(&outcome, "pilot: error rate > 2 %", "pilot");
+}
+
+fn dark_launch_healthy() -> BTreeMap<String, MetricModel> {
+    BTreeMap::from([
+        (
+            "error_rate".to_owned(),
+            MetricModel::same_counts(counts(10.0, 0.003)),
+        ),
+        (
+            "error_rate_slo".to_owned(),
+            MetricModel::same_counts(counts(10.0, 0.003)),
+        ),
+        (
+            "response_time".to_owned(),
+            MetricModel::same_samples(lognormal(0.3, 0.1)),
+        ),
+        (
+            "resource_usage".to_owned(),
+            MetricModel::same_samples(normal(0.5, 0.05)),
+        ),
+    ])
+}
+
+#[tokio::test]
+async fn dark_launch_promotes_a_healthy_feature_from_a_tenth_of_a_percent_to_everyone() {
+    let outcome = drive(profile("dark-launch"), dark_launch_healthy(), 11).await;
+    assert_promoted_through_every_stage(&outcome);
+    assert_eq!(outcome.runner.actuations()[0].target.value(), 0.1);
+}
+
+#[tokio::test]
+async fn dark_launch_flips_the_toggle_off_when_the_error_rate_passes_five_percent() {
+    let mut models = dark_launch_healthy();
+    models.insert(
+        "error_rate".to_owned(),
+        MetricModel::same_counts(counts(10.0, 0.003))
+            .canary_counts_from(T0 + 2.5 * DAY, counts(10.0, 0.08)),
+    );
+    let outcome = drive(profile("dark-launch"), models, 12).await;
+    assert_rolled_back_by(&outcome, "critical: error rate > 5 %", "5%");
+}
+
+#[tokio::test]
+async fn dark_launch_holds_on_high_resource_usage_and_rolls_back_after_the_hold_timeout() {
+    let mut models = dark_launch_healthy();
+    models.insert(
+        "resource_usage".to_owned(),
+        MetricModel::same_samples(normal(0.5, 0.05))
+            .canary_samples_from(T0 + 2.5 * DAY, normal(0.9, 0.01)),
+    );
+    let outcome = drive(profile("dark-launch"), models, 13).await;
+    let first_hold = outcome
+        .runner
+        .history()
+        .iter()
+        .find(|look| look.decision == Decision::Hold)
+        .expect("high resource usage holds the rollout");
+    assert_eq!(first_hold.stage, "5%");
+    assert!(
+        first_hold.reasons[0].contains("trigger \"warning: high resource usage\" fired"),
+        "{:#?}",
+        first_hold.reasons
+    );
+    assert_eq!(outcome.status, RolloutStatus::RolledBack);
+    assert!(
+        outcome.last_reasons()[0].contains("past the hold timeout 6h"),
+        "{:#?}",
+        outcome.last_reasons()
+    );
+    let held_looks = outcome
+        .runner
+        .history()
+        .iter()
+        .filter(|look| look.decision == Decision::Hold)
+        .count();
+    assert_eq!(
+        held_looks, 6,
+        "one look an hour for the six hours of the hold timeout"
+    );
+}
+
+/// The false-rollback check: A/A rollouts (baseline and canary from the same
+/// distributions) of the web-service plan, with all ten looks each. The share rolled
+/// back must stay within the plan's error budget.
+#[tokio::test]
+async fn healthy_rollouts_are_rolled_back_no_more_often_than_the_error_budget() {
+    let profile = profile("web-service");
+    let budget = profile.plan.as_ref().unwrap().settings.error_budget;
+    let models = BTreeMap::from([
+        (
+            "latency_p95".to_owned(),
+            MetricModel::same_samples(lognormal(0.2, 0.15)),
+        ),
+        (
+            "p95_slo".to_owned(),
+            MetricModel::same_samples(lognormal(0.2, 0.15)),
+        ),
+        (
+            "error_rate".to_owned(),
+            MetricModel::same_counts(counts(330.0, 0.004)),
+        ),
+        (
+            "cpu_usage".to_owned(),
+            MetricModel::same_samples(normal(0.55, 0.04)),
+        ),
+        (
+            "memory_rss".to_owned(),
+            MetricModel::same_samples(normal(512.0, 8.0)),
+        ),
+    ]);
+    let rollouts = 200;
+    let mut rolled_back = 0;
+    let mut promoted = 0;
+    for seed in 0..rollouts {
+        let outcome = drive(Arc::clone(&profile), models.clone(), 10_000 + seed).await;
+        match outcome.status {
+            RolloutStatus::RolledBack => rolled_back += 1,
+            RolloutStatus::Promoted => promoted += 1,
+            _ => {}
+        }
+    }
+    let share = rolled_back as f64 / rollouts as f64;
+    println!(
+        "A/A false-rollback check: {rolled_back} of {rollouts} healthy rollouts rolled back ({:.1} %), \
+         {promoted} promoted; error budget {:.1} %",
+        share * 100.0,
+        budget * 100.0
+    );
+    assert!(
+        share <= budget,
+        "{rolled_back} of {rollouts} healthy rollouts rolled back"
+    );
+    assert!(
+        promoted as f64 >= 0.9 * rollouts as f64,
+        "healthy rollouts are promoted: {promoted}"
+    );
+}
