@@ -1,1 +1,81 @@
-fn main() {}
+//! Benchmarks of the rank statistics at the sizes the judge sees, against the
+//! cost floor of sorting the pooled sample once.
+//!
+//! For 100, 1,000 and 10,000 observations per side: `sort pooled` clones and
+//! sorts the 2n pooled values (the floor any rank method pays), and
+//! `p-value + interval` does what the judge does per metric: sort both samples,
+//! then run `mann_whitney_sorted` and `hodges_lehmann_sorted` at 95%. The target
+//! is `p-value + interval` within 3x of `sort pooled` at 10,000 per side.
+
+use std::hint::black_box;
+
+use canary::stats::Alternative;
+use canary::stats::hodges_lehmann::hodges_lehmann_sorted;
+use canary::stats::mann_whitney::mann_whitney_sorted;
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+
+/// Lognormal latencies (Box-Muller over a xorshift generator; no rand dependency).
+fn lognormal_sample(seed: u64, len: usize, log_mean: f64) -> Vec<f64> {
+    let mut state = seed.max(1);
+    let mut next_uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        // 53 random bits in (0, 1]: never 0, so the logarithm stays finite.
+        ((state >> 11) + 1) as f64 / (1u64 << 53) as f64
+    };
+    (0..len)
+        .map(|_| {
+            let radius = (-2.0 * next_uniform().ln()).sqrt();
+            let angle = 2.0 * std::f64::consts::PI * next_uniform();
+            (log_mean + 0.5 * radius * angle.cos()).exp()
+        })
+        .collect()
+}
+
+fn rank_statistics(criterion: &mut Criterion) {
+    let mut group = criterion.benchmark_group("rank_statistics");
+    for size in [100usize, 1_000, 10_000] {
+        let baseline = lognormal_sample(0x9E37_79B9_7F4A_7C15, size, 4.0);
+        let canary = lognormal_sample(0xD1B5_4A32_D192_ED03, size, 4.05);
+        let pooled: Vec<f64> = baseline.iter().chain(&canary).copied().collect();
+
+        group.bench_with_input(
+            BenchmarkId::new("sort pooled", size),
+            &pooled,
+            |bench, pooled| {
+                bench.iter(|| {
+                    let mut values = pooled.clone();
+                    values.sort_unstable_by(f64::total_cmp);
+                    black_box(values)
+                })
+            },
+        );
+
+        group.bench_with_input(
+            BenchmarkId::new("p-value + interval", size),
+            &(baseline, canary),
+            |bench, (baseline, canary)| {
+                bench.iter(|| {
+                    let mut baseline_sorted = baseline.clone();
+                    baseline_sorted.sort_unstable_by(f64::total_cmp);
+                    let mut canary_sorted = canary.clone();
+                    canary_sorted.sort_unstable_by(f64::total_cmp);
+                    let test = mann_whitney_sorted(
+                        &baseline_sorted,
+                        &canary_sorted,
+                        Alternative::TwoSided,
+                    )
+                    .unwrap();
+                    let interval =
+                        hodges_lehmann_sorted(&baseline_sorted, &canary_sorted, 0.95).unwrap();
+                    black_box((test, interval))
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, rank_statistics);
+criterion_main!(benches);

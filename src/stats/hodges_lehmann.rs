@@ -1,19 +1,1016 @@
-//! TEMPORARY stub until the real implementation lands.
-#![allow(missing_docs, unused_variables)]
-use super::StatsError;
+//! The Hodges-Lehmann shift estimate of canary against baseline and its
+//! distribution-free confidence interval.
+//!
+//! This file owns the estimate (the median of the n·m pairwise differences
+//! `canary_i - baseline_j`), the Moses/Bauer interval (two order statistics of the
+//! same differences, chosen from the null distribution of the Mann-Whitney U), and
+//! the selection algorithm that finds those order statistics without ever
+//! materialising the n·m differences: memory stays O(n + m) and time is
+//! O((n + m) log(n·m)) expected, which is what makes the interval affordable for
+//! 10,000 observations per side.
+//!
+//! In the exact case (no ties, both samples under 50) every number matches R's
+//! `wilcox.test(canary, baseline, conf.int = TRUE)`. Otherwise the interval ranks
+//! come from the tie-corrected normal approximation of U (see
+//! [`hodges_lehmann_sorted`]); R solves for continuous end points with `uniroot`
+//! there instead, which lands within its 1e-4 root tolerance of the same order
+//! statistics.
+
 use serde::Serialize;
+use statrs::distribution::{ContinuousCDF, Normal};
+
+use super::StatsError;
+use super::mann_whitney::{
+    ADVANCE_CHUNK, EXACT_SAMPLE_SIZE_LIMIT, ExactRankSumDistribution, PooledRankSummary, STREAMS,
+    advance_while, sorted_copy, standard_normal_cdf, validate_sample, validated_sorted,
+};
+
+/// A shift estimate with its two-sided confidence interval, read as "canary minus
+/// baseline": positive values mean the canary is larger.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ShiftInterval {
+    /// The Hodges-Lehmann estimate: the median of all n·m differences
+    /// `canary_i - baseline_j`, the mean of the two middle ones when n·m is even.
     pub estimate: f64,
+    /// Lower end of the interval (an order statistic of the differences).
     pub low: f64,
+    /// Upper end of the interval (an order statistic of the differences).
     pub high: f64,
+    /// The requested two-sided confidence level.
     pub confidence_level: f64,
+    /// The coverage the chosen order statistics actually have: exact for small
+    /// untied samples, from the normal approximation otherwise. Usually a little
+    /// above the request; below it only when the samples are too small for the
+    /// request, in which case the widest interval (minimum to maximum) is returned.
     pub achieved_confidence: f64,
 }
+
+/// Computes the Hodges-Lehmann shift estimate and interval on unsorted samples.
+///
+/// Copies and sorts both samples, then proceeds as [`hodges_lehmann_sorted`].
+///
+/// # Errors
+///
+/// [`StatsError::EmptySample`] or [`StatsError::NonFinite`] for a bad sample (the
+/// baseline is checked first), then [`StatsError::InvalidConfidenceLevel`] when
+/// `confidence_level` is not strictly between 0 and 1.
+pub fn hodges_lehmann(
+    baseline: &[f64],
+    canary: &[f64],
+    confidence_level: f64,
+) -> Result<ShiftInterval, StatsError> {
+    validate_sample(baseline, "baseline")?;
+    validate_sample(canary, "canary")?;
+    validate_confidence_level(confidence_level)?;
+    Ok(hodges_lehmann_validated(
+        &sorted_copy(baseline),
+        &sorted_copy(canary),
+        confidence_level,
+    ))
+}
+
+/// Computes the Hodges-Lehmann shift estimate and interval on samples the caller
+/// has already sorted ascending (an unsorted slice is detected and sorted into a
+/// private copy).
+///
+/// The interval is `(d[k], d[n·m + 1 - k])`, 1-based order statistics of the
+/// differences:
+///
+/// * exact case (no ties in the pooled sample, both samples under 50): as R,
+///   `k = qwilcox(alpha / 2, n, m)`, raised to 1 when it is 0, and
+///   `achieved_confidence = 1 - 2 P(U ≤ k - 1)` under the exact null;
+/// * otherwise: `k = floor(n·m/2 + 1/2 - z σ)` with `z` the `1 - alpha/2` standard
+///   normal quantile and `σ` the tie-corrected null standard deviation of U,
+///   clamped to `[1, ceil(n·m / 2)]`. This is the largest `k` whose
+///   continuity-corrected normal tail `P(U ≤ k - 1) ≈ Φ((k - 1/2 - n·m/2) / σ)` is at
+///   most `alpha / 2`, the same criterion R's exact branch applies to the exact tail,
+///   and `achieved_confidence = 1 - 2 Φ((k - 1/2 - n·m/2) / σ)`. When every pooled
+///   value is identical (σ = 0) all differences are 0 and the interval is the point
+///   0 with `achieved_confidence` 1.
+///
+/// # Errors
+///
+/// As [`hodges_lehmann`].
 pub fn hodges_lehmann_sorted(
     baseline_sorted: &[f64],
     canary_sorted: &[f64],
     confidence_level: f64,
 ) -> Result<ShiftInterval, StatsError> {
-    unimplemented!()
+    let baseline_sorted = validated_sorted(baseline_sorted, "baseline")?;
+    let canary_sorted = validated_sorted(canary_sorted, "canary")?;
+    validate_confidence_level(confidence_level)?;
+    Ok(hodges_lehmann_validated(
+        &baseline_sorted,
+        &canary_sorted,
+        confidence_level,
+    ))
+}
+
+fn validate_confidence_level(confidence_level: f64) -> Result<(), StatsError> {
+    // Written so that NaN fails too.
+    if confidence_level > 0.0 && confidence_level < 1.0 {
+        Ok(())
+    } else {
+        Err(StatsError::InvalidConfidenceLevel(confidence_level))
+    }
+}
+
+fn hodges_lehmann_validated(
+    baseline_sorted: &[f64],
+    canary_sorted: &[f64],
+    confidence_level: f64,
+) -> ShiftInterval {
+    let baseline_n = baseline_sorted.len();
+    let canary_n = canary_sorted.len();
+    let differences = PairwiseDifferences::new(canary_sorted, baseline_sorted);
+    let pair_count = differences.len();
+
+    let summary = PooledRankSummary::ties_only(baseline_sorted, canary_sorted);
+    let alpha = 1.0 - confidence_level;
+    let (low_rank, achieved_confidence) = if !summary.has_ties
+        && baseline_n < EXACT_SAMPLE_SIZE_LIMIT
+        && canary_n < EXACT_SAMPLE_SIZE_LIMIT
+    {
+        exact_interval_rank(canary_n, baseline_n, alpha)
+    } else {
+        normal_interval_rank(&summary, canary_n, baseline_n, alpha)
+    };
+    // Guard the rule's own guarantee (low_rank <= high_rank) so that no rounding
+    // surprise can produce an inverted interval.
+    let low_rank = low_rank.clamp(1, pair_count.div_ceil(2));
+    let high_rank = pair_count + 1 - low_rank;
+    let median_rank = pair_count.div_ceil(2);
+
+    // The three wanted ranks sit close together around n·m / 2, so the first
+    // rounds, which see the whole matrix, are shared between them.
+    let mut scratch = differences.scratch();
+    let mut shared = differences.whole_matrix();
+    differences.narrow_band(&mut shared, low_rank, high_rank, &mut scratch);
+    let (low, _) = differences.select_within(shared.clone(), low_rank, &mut scratch);
+    let (high, _) = differences.select_within(shared.clone(), high_rank, &mut scratch);
+    let (median_lower, successor) = differences.select_within(shared, median_rank, &mut scratch);
+    let estimate = if pair_count % 2 == 1 {
+        median_lower
+    } else {
+        let median_upper =
+            successor.unwrap_or_else(|| differences.successor(median_lower, median_rank));
+        midpoint(median_lower, median_upper)
+    };
+
+    ShiftInterval {
+        estimate,
+        low,
+        high,
+        confidence_level,
+        achieved_confidence,
+    }
+}
+
+/// The lower interval rank and achieved confidence exactly as R's exact branch.
+fn exact_interval_rank(canary_n: usize, baseline_n: usize, alpha: f64) -> (u64, f64) {
+    let distribution = ExactRankSumDistribution::new(canary_n, baseline_n);
+    let lower_rank = distribution.lower_quantile(alpha / 2.0).max(1);
+    let achieved = 1.0 - 2.0 * distribution.lower_tail(lower_rank - 1);
+    (lower_rank as u64, achieved)
+}
+
+/// The lower interval rank and achieved confidence from the normal approximation
+/// (the rule is documented on [`hodges_lehmann_sorted`]).
+fn normal_interval_rank(
+    summary: &PooledRankSummary,
+    canary_n: usize,
+    baseline_n: usize,
+    alpha: f64,
+) -> (u64, f64) {
+    let pair_count = canary_n as f64 * baseline_n as f64;
+    let Some(sigma) = summary.null_standard_deviation(canary_n, baseline_n) else {
+        return (1, 1.0);
+    };
+    // statrs' quantile agrees with R's qnorm to about 1e-16 relative; only a rank
+    // sitting within that of an integer boundary could come out differently.
+    let z = Normal::standard().inverse_cdf(1.0 - alpha / 2.0);
+    let largest_rank = (pair_count / 2.0).ceil();
+    let rank = (pair_count / 2.0 + 0.5 - z * sigma)
+        .floor()
+        .clamp(1.0, largest_rank);
+    let achieved = 1.0 - 2.0 * standard_normal_cdf((rank - 0.5 - pair_count / 2.0) / sigma);
+    (rank as u64, achieved)
+}
+
+/// (a + b) / 2 without overflowing for large finite values of the same sign.
+fn midpoint(lower: f64, upper: f64) -> f64 {
+    let sum = lower + upper;
+    if sum.is_finite() {
+        sum / 2.0
+    } else {
+        lower / 2.0 + upper / 2.0
+    }
+}
+
+/// Candidate sets at or below this size (or n + m, when larger) are copied out
+/// and finished with `select_nth_unstable`; above it the search narrows first.
+/// Another round costs a sweep over all rows, so stopping near n + m candidates
+/// balances the two; memory stays O(n + m).
+const GATHER_FLOOR: u64 = 1024;
+
+/// Bounds on the elements sampled per narrowing round. The bracket around the
+/// target holds about 5/√s of the candidates, so 4096 cuts each round's
+/// candidates about twentyfold; the sample costs O(s) per round against the
+/// O(n + m) sweep, so smaller problems use a smaller sample, (n + m) / 4.
+const SAMPLE_SIZE_MIN: u64 = 256;
+const SAMPLE_SIZE_MAX: u64 = 4096;
+
+/// The implicit n × m matrix of differences `D(i, j) = canary[i] - baseline[j]`
+/// over ascending samples: non-decreasing down each column (in i) and
+/// non-increasing along each row (in j). Differences are always computed with the
+/// same f64 subtraction, and rounding is monotone, so the computed values keep
+/// this order and the order statistics are exactly those of the sorted list of
+/// computed differences (what R's `sort(outer(canary, baseline, "-"))` holds).
+///
+/// Selection is a Floyd-Rivest style search over the implicit matrix: each round
+/// samples the remaining candidates, takes two sample order statistics that
+/// bracket the target rank, counts the candidates below each with an O(n + m)
+/// monotone sweep, and keeps the part that holds the target, until few enough
+/// candidates remain to copy out. Expected O((n + m) log(n·m)) time, O(n + m)
+/// memory.
+struct PairwiseDifferences<'a> {
+    canary_sorted: &'a [f64],
+    baseline_sorted: &'a [f64],
+}
+
+/// Which cells are still in play: in row i the candidates are the columns
+/// `start[i]..end[i]`; columns before `start[i]` hold larger differences and are
+/// known to rank above the target, columns from `end[i]` on hold smaller ones and
+/// are counted in `below`. Both bounds are non-decreasing in i, being partition
+/// points of the monotone matrix.
+#[derive(Clone)]
+struct CandidateWindows {
+    start: Vec<usize>,
+    end: Vec<usize>,
+    below: u64,
+    count: u64,
+}
+
+/// Reusable buffers of one selection.
+struct Scratch {
+    sample: Vec<f64>,
+    strict_boundaries: Vec<usize>,
+    inclusive_boundaries: Vec<usize>,
+    /// The candidates copied out for the final `select_nth_unstable`.
+    candidates: Vec<f64>,
+}
+
+/// What a narrowing round found.
+enum RoundOutcome {
+    /// The candidates shrank; go on.
+    Narrowed,
+    /// The target value is known.
+    Found(f64),
+    /// Nothing could be removed (only possible with ties among the pivots), or a
+    /// band of ranks straddles a pivot.
+    Stuck,
+}
+
+impl<'a> PairwiseDifferences<'a> {
+    fn new(canary_sorted: &'a [f64], baseline_sorted: &'a [f64]) -> Self {
+        Self {
+            canary_sorted,
+            baseline_sorted,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.canary_sorted.len() as u64 * self.baseline_sorted.len() as u64
+    }
+
+    #[inline]
+    fn at(&self, row: usize, column: usize) -> f64 {
+        self.canary_sorted[row] - self.baseline_sorted[column]
+    }
+
+    fn whole_matrix(&self) -> CandidateWindows {
+        let canary_n = self.canary_sorted.len();
+        CandidateWindows {
+            start: vec![0; canary_n],
+            end: vec![self.baseline_sorted.len(); canary_n],
+            below: 0,
+            count: self.len(),
+        }
+    }
+
+    fn gather_limit(&self) -> u64 {
+        GATHER_FLOOR.max(self.canary_sorted.len() as u64 + self.baseline_sorted.len() as u64)
+    }
+
+    fn sample_size(&self) -> u64 {
+        ((self.canary_sorted.len() as u64 + self.baseline_sorted.len() as u64) / 4)
+            .clamp(SAMPLE_SIZE_MIN, SAMPLE_SIZE_MAX)
+    }
+
+    fn scratch(&self) -> Scratch {
+        Scratch {
+            sample: Vec::with_capacity(self.sample_size() as usize),
+            strict_boundaries: Vec::with_capacity(self.canary_sorted.len()),
+            inclusive_boundaries: Vec::with_capacity(self.canary_sorted.len()),
+            candidates: Vec::new(),
+        }
+    }
+
+    /// The `rank`-th smallest difference (1-based, clamped to 1..=n·m).
+    #[cfg(test)]
+    fn select(&self, rank: u64) -> f64 {
+        self.select_within(self.whole_matrix(), rank, &mut self.scratch())
+            .0
+    }
+
+    /// The `rank`-th smallest difference (1-based, clamped to 1..=n·m) and the next
+    /// one up (the same value when `rank` is the last).
+    #[cfg(test)]
+    fn select_with_successor(&self, rank: u64) -> (f64, f64) {
+        let rank = rank.clamp(1, self.len());
+        let (value, successor) = self.select_within(self.whole_matrix(), rank, &mut self.scratch());
+        if rank == self.len() {
+            return (value, value);
+        }
+        let successor = successor.unwrap_or_else(|| self.successor(value, rank));
+        (value, successor)
+    }
+
+    /// Selects `rank` (clamped to 1..=n·m) among `windows`, which must contain
+    /// it. Also returns the next order statistic when the final copy-out reveals
+    /// it for free.
+    fn select_within(
+        &self,
+        mut windows: CandidateWindows,
+        rank: u64,
+        scratch: &mut Scratch,
+    ) -> (f64, Option<f64>) {
+        let rank = rank.clamp(1, self.len());
+        let gather_limit = self.gather_limit();
+        let mut three_way = false;
+        while windows.count > gather_limit {
+            let count_before = windows.count;
+            let outcome = if three_way {
+                self.three_way_round(&mut windows, rank, scratch)
+            } else {
+                self.bracket_round(&mut windows, rank, rank, scratch)
+            };
+            match outcome {
+                RoundOutcome::Found(value) => return (value, None),
+                RoundOutcome::Narrowed => three_way = false,
+                RoundOutcome::Stuck => three_way = true,
+            }
+            // A round that removed nothing is followed by a three-way round,
+            // which always removes at least the pivot's copies.
+            three_way |= windows.count == count_before;
+        }
+        self.gather_and_select(&windows, rank, &mut scratch.candidates)
+    }
+
+    /// Narrows `windows` towards all ranks in `first..=last` at once, for as long
+    /// as that band stays a small part of the candidates; the interval ends and the
+    /// median share these rounds instead of each paying for them.
+    fn narrow_band(
+        &self,
+        windows: &mut CandidateWindows,
+        first: u64,
+        last: u64,
+        scratch: &mut Scratch,
+    ) {
+        let gather_limit = self.gather_limit();
+        while windows.count > gather_limit && (last - first).saturating_mul(16) < windows.count {
+            match self.bracket_round(windows, first, last, scratch) {
+                RoundOutcome::Narrowed => {}
+                RoundOutcome::Found(_) | RoundOutcome::Stuck => return,
+            }
+        }
+    }
+
+    /// One Floyd-Rivest round for the band of ranks `first..=last` (1-based over
+    /// the whole matrix): two sample order statistics are chosen two and a half
+    /// binomial standard deviations (plus one) outside the band's expected sample
+    /// positions, and the candidates below, between or above them are kept,
+    /// whichever holds the whole band. A bracket that misses costs a round, never
+    /// correctness; 2.5 measured faster than 3 at 10,000 per side.
+    fn bracket_round(
+        &self,
+        windows: &mut CandidateWindows,
+        first: u64,
+        last: u64,
+        scratch: &mut Scratch,
+    ) -> RoundOutcome {
+        let first_target = first - windows.below;
+        let last_target = last - windows.below;
+        self.lattice_sample(windows, &mut scratch.sample);
+        let sample_len = scratch.sample.len() as f64;
+        let sample_position = |target: u64| {
+            let fraction = target as f64 / windows.count as f64;
+            // One standard deviation of the target's position in the sample.
+            let spread = (sample_len * fraction * (1.0 - fraction)).sqrt();
+            (fraction * sample_len - 0.5, spread)
+        };
+        let (first_centre, first_spread) = sample_position(first_target);
+        let (last_centre, last_spread) = sample_position(last_target);
+        let lower_index = (first_centre - 2.5 * first_spread - 1.0).floor();
+        let upper_index = (last_centre + 2.5 * last_spread + 1.0).ceil();
+        // A pivot off either end of the sample stands for an infinite one.
+        let lower_pivot = if lower_index >= 0.0 {
+            sample_order_statistic(&mut scratch.sample, lower_index as usize)
+        } else {
+            f64::NEG_INFINITY
+        };
+        let upper_pivot = if upper_index < sample_len {
+            sample_order_statistic(&mut scratch.sample, upper_index as usize)
+        } else {
+            f64::INFINITY
+        };
+        self.split(
+            windows,
+            (lower_pivot, upper_pivot),
+            (first_target, last_target),
+            scratch,
+        )
+    }
+
+    /// A round with a single pivot near the target and a three-way split: it
+    /// removes at least every copy of the pivot, so the search always progresses,
+    /// even through long runs of equal differences.
+    fn three_way_round(
+        &self,
+        windows: &mut CandidateWindows,
+        rank: u64,
+        scratch: &mut Scratch,
+    ) -> RoundOutcome {
+        let target = rank - windows.below;
+        self.lattice_sample(windows, &mut scratch.sample);
+        let centre = target as f64 / windows.count as f64 * scratch.sample.len() as f64;
+        let index = (centre as usize).min(scratch.sample.len() - 1);
+        let pivot = sample_order_statistic(&mut scratch.sample, index);
+        self.split(windows, (pivot, pivot), (target, target), scratch)
+    }
+
+    /// Counts the candidates below `lower_pivot` and at or below `upper_pivot`
+    /// (lower ≤ upper) in one sweep and keeps the part holding the targets
+    /// `first_target..=last_target` (1-based among the candidates).
+    fn split(
+        &self,
+        windows: &mut CandidateWindows,
+        (lower_pivot, upper_pivot): (f64, f64),
+        (first_target, last_target): (u64, u64),
+        scratch: &mut Scratch,
+    ) -> RoundOutcome {
+        self.sweep_pair(windows, lower_pivot, upper_pivot, scratch);
+        let below_lower = count_from(&scratch.strict_boundaries, &windows.end);
+        let at_or_below_upper = count_from(&scratch.inclusive_boundaries, &windows.end);
+        if last_target <= below_lower {
+            // Everything wanted is below the lower pivot.
+            windows.start.clone_from(&scratch.strict_boundaries);
+            windows.count = below_lower;
+            RoundOutcome::Narrowed
+        } else if first_target > at_or_below_upper {
+            // Everything wanted is above the upper pivot.
+            windows.below += at_or_below_upper;
+            windows.count -= at_or_below_upper;
+            windows.end.clone_from(&scratch.inclusive_boundaries);
+            RoundOutcome::Narrowed
+        } else if first_target > below_lower && last_target <= at_or_below_upper {
+            if lower_pivot == upper_pivot {
+                // Every remaining candidate of those ranks equals the pivot.
+                return RoundOutcome::Found(lower_pivot);
+            }
+            let kept = at_or_below_upper - below_lower;
+            if kept == windows.count {
+                return RoundOutcome::Stuck;
+            }
+            windows.below += below_lower;
+            windows.count = kept;
+            windows.start.clone_from(&scratch.inclusive_boundaries);
+            windows.end.clone_from(&scratch.strict_boundaries);
+            RoundOutcome::Narrowed
+        } else {
+            RoundOutcome::Stuck
+        }
+    }
+
+    /// For each row, in one sweep: the first column of its window whose
+    /// difference is below `lower_pivot` (into `strict_boundaries`) and the first
+    /// whose difference is at or below `upper_pivot` (into `inclusive_boundaries`).
+    ///
+    /// O(n + m) with two monotone column pointers. The rows are taken
+    /// [`STREAMS`] at a time, every row of a group starting from the previous
+    /// group's last answer rather than from its neighbour's: one pointer carried
+    /// from row to row is a chain of dependent loads that leaves the core idle,
+    /// while the rows of a group are independent and overlap. This sweep is the bulk
+    /// of the selection's work.
+    fn sweep_pair(
+        &self,
+        windows: &CandidateWindows,
+        lower_pivot: f64,
+        upper_pivot: f64,
+        scratch: &mut Scratch,
+    ) {
+        let canary_n = self.canary_sorted.len();
+        let baseline = self.baseline_sorted;
+        // Every entry is overwritten below, so no clearing is needed.
+        scratch.strict_boundaries.resize(canary_n, 0);
+        scratch.inclusive_boundaries.resize(canary_n, 0);
+        let mut strict_floor = 0;
+        let mut inclusive_floor = 0;
+        let row_boundaries = |canary_value: f64,
+                              start: usize,
+                              end: usize,
+                              strict_floor: usize,
+                              inclusive_floor: usize| {
+            row_pair_boundaries(
+                baseline,
+                canary_value,
+                (start, end),
+                (strict_floor, inclusive_floor),
+                (lower_pivot, upper_pivot),
+            )
+        };
+        let groups = self
+            .canary_sorted
+            .chunks_exact(STREAMS)
+            .zip(windows.start.chunks_exact(STREAMS))
+            .zip(windows.end.chunks_exact(STREAMS))
+            .zip(scratch.strict_boundaries.chunks_exact_mut(STREAMS))
+            .zip(scratch.inclusive_boundaries.chunks_exact_mut(STREAMS));
+        for ((((canary_group, start_group), end_group), strict_group), inclusive_group) in groups {
+            for lane in 0..STREAMS {
+                let (strict, inclusive) = row_boundaries(
+                    canary_group[lane],
+                    start_group[lane],
+                    end_group[lane],
+                    strict_floor,
+                    inclusive_floor,
+                );
+                strict_group[lane] = strict;
+                inclusive_group[lane] = inclusive;
+            }
+            strict_floor = strict_group[STREAMS - 1];
+            inclusive_floor = inclusive_group[STREAMS - 1];
+        }
+        for row in canary_n - canary_n % STREAMS..canary_n {
+            let (strict, inclusive) = row_boundaries(
+                self.canary_sorted[row],
+                windows.start[row],
+                windows.end[row],
+                strict_floor,
+                inclusive_floor,
+            );
+            scratch.strict_boundaries[row] = strict;
+            scratch.inclusive_boundaries[row] = inclusive;
+            strict_floor = strict;
+            inclusive_floor = inclusive;
+        }
+    }
+
+    /// The (rank + 1)-th smallest difference given that the rank-th is `value`: the
+    /// same value again if it occurs beyond `rank`, else the smallest larger one.
+    fn successor(&self, value: f64, rank: u64) -> f64 {
+        let mut scratch = self.scratch();
+        let whole_matrix = self.whole_matrix();
+        // Columns before the inclusive boundary hold the differences above `value`.
+        self.sweep_pair(&whole_matrix, f64::NEG_INFINITY, value, &mut scratch);
+        let mut above = 0u64;
+        let mut smallest_above = f64::INFINITY;
+        for (row, &boundary) in scratch.inclusive_boundaries.iter().enumerate() {
+            above += boundary as u64;
+            if boundary > 0 {
+                smallest_above = smallest_above.min(self.at(row, boundary - 1));
+            }
+        }
+        if self.len() - above > rank {
+            value
+        } else {
+            smallest_above
+        }
+    }
+
+    /// Fills `sample` with up to [`Self::sample_size`] candidates at evenly spaced
+    /// positions of the row-major candidate list. Evenly spaced rather than random:
+    /// deterministic, no generator needed, and in a matrix sorted along both axes a
+    /// stratified sample estimates ranks at least as well as a random one.
+    fn lattice_sample(&self, windows: &CandidateWindows, sample: &mut Vec<f64>) {
+        sample.clear();
+        let sample_len = self.sample_size().min(windows.count);
+        if sample_len == 0 {
+            return;
+        }
+        // Midpoints of s equal strata; f64 is exact enough for any count that fits
+        // in memory and avoids a slow 128-bit division per sample.
+        let stride = windows.count as f64 / sample_len as f64;
+        let last = windows.count - 1;
+        let position = |index: u64| -> u64 { (((index as f64 + 0.5) * stride) as u64).min(last) };
+        let mut next_index = 0u64;
+        let mut next_position = position(0);
+        let mut passed = 0u64;
+        for row in 0..self.canary_sorted.len() {
+            let (start, end) = (windows.start[row], windows.end[row]);
+            let width = (end - start) as u64;
+            while next_index < sample_len && next_position < passed + width {
+                let column = start + (next_position - passed) as usize;
+                sample.push(self.at(row, column));
+                next_index += 1;
+                next_position = position(next_index);
+            }
+            passed += width;
+            if next_index == sample_len {
+                break;
+            }
+        }
+    }
+
+    /// Copies the remaining candidates (at most the gather limit) and selects;
+    /// also returns the next order statistic when another candidate lies above.
+    fn gather_and_select(
+        &self,
+        windows: &CandidateWindows,
+        rank: u64,
+        candidates: &mut Vec<f64>,
+    ) -> (f64, Option<f64>) {
+        candidates.clear();
+        for (row, (&start, &end)) in windows.start.iter().zip(&windows.end).enumerate() {
+            let canary_value = self.canary_sorted[row];
+            candidates.extend(
+                self.baseline_sorted[start..end]
+                    .iter()
+                    .map(|&baseline_value| canary_value - baseline_value),
+            );
+        }
+        select_gathered(candidates, rank - windows.below)
+    }
+}
+
+/// The `target`-th smallest (1-based) of the copied-out candidates, and the next
+/// one up when another candidate lies above it: everything excluded above the
+/// candidates is at least as large as all of them, so the smallest candidate
+/// above is the next order statistic of the whole matrix.
+fn select_gathered(candidates: &mut [f64], target: u64) -> (f64, Option<f64>) {
+    if candidates.is_empty() {
+        // Unreachable while the bookkeeping is right; a finite answer beats a panic.
+        return (0.0, None);
+    }
+    let index = (target.saturating_sub(1) as usize).min(candidates.len() - 1);
+    let (_, &mut value, above) = candidates.select_nth_unstable_by(index, f64::total_cmp);
+    let successor = above.iter().copied().min_by(f64::total_cmp);
+    (value, successor)
+}
+
+/// One row of [`PairwiseDifferences::sweep_pair`]: the strict boundary of the
+/// lower pivot and the inclusive boundary of the upper pivot within the window
+/// `start..end`, each scan starting from its floor (a boundary of an earlier row).
+/// A separate function so that it can be forced inline: left to itself the
+/// compiler made the sweep's closure an out-of-line call per row.
+#[inline(always)]
+fn row_pair_boundaries(
+    baseline_sorted: &[f64],
+    canary_value: f64,
+    (start, end): (usize, usize),
+    (strict_floor, inclusive_floor): (usize, usize),
+    (lower_pivot, upper_pivot): (f64, f64),
+) -> (usize, usize) {
+    let strict =
+        advance_while::<ADVANCE_CHUNK>(baseline_sorted, strict_floor.clamp(start, end), end, |b| {
+            canary_value - b >= lower_pivot
+        });
+    let inclusive = advance_while::<ADVANCE_CHUNK>(
+        baseline_sorted,
+        inclusive_floor.clamp(start, end),
+        end,
+        |b| canary_value - b > upper_pivot,
+    );
+    (strict, inclusive)
+}
+
+/// Σ (end[i] - boundary[i]): candidates from each row's boundary to its window end.
+fn count_from(boundaries: &[usize], ends: &[usize]) -> u64 {
+    boundaries
+        .iter()
+        .zip(ends)
+        .map(|(&boundary, &end)| (end - boundary) as u64)
+        .sum()
+}
+
+/// The `index`-th smallest element of `sample` (0-based); reorders the sample.
+fn sample_order_statistic(sample: &mut [f64], index: usize) -> f64 {
+    *sample.select_nth_unstable_by(index, f64::total_cmp).1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde::Deserialize;
+
+    const REFERENCE_JSON: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/reference/rank_tests.json"
+    ));
+
+    /// R's `uniroot` tolerance in `wilcox.test` is 1e-4; its continuous end points
+    /// and estimate land within that of the order statistics we return.
+    const R_UNIROOT_TOLERANCE: f64 = 2e-4;
+
+    #[derive(Deserialize)]
+    struct ReferenceFile {
+        hodges_lehmann: Vec<HodgesLehmannReference>,
+    }
+
+    #[derive(Deserialize)]
+    struct HodgesLehmannReference {
+        name: String,
+        baseline: Vec<f64>,
+        canary: Vec<f64>,
+        confidence_level: f64,
+        interval_kind: String,
+        r_estimate: f64,
+        r_low: f64,
+        r_high: f64,
+        median_of_differences: f64,
+        order_statistic_low: f64,
+        order_statistic_high: f64,
+        achieved_confidence: f64,
+    }
+
+    fn brute_force_sorted_differences(baseline: &[f64], canary: &[f64]) -> Vec<f64> {
+        let mut differences: Vec<f64> = canary
+            .iter()
+            .flat_map(|&canary_value| baseline.iter().map(move |&b| canary_value - b))
+            .collect();
+        differences.sort_unstable_by(f64::total_cmp);
+        differences
+    }
+
+    #[test]
+    fn every_reference_case_matches_r_exactly_or_within_the_uniroot_tolerance() {
+        let reference: ReferenceFile = serde_json::from_str(REFERENCE_JSON).unwrap();
+        assert!(reference.hodges_lehmann.len() >= 15);
+        for case in &reference.hodges_lehmann {
+            let name = &case.name;
+            let result =
+                hodges_lehmann(&case.baseline, &case.canary, case.confidence_level).unwrap();
+            assert_eq!(
+                result.estimate, case.median_of_differences,
+                "{name}: estimate"
+            );
+            assert_eq!(result.low, case.order_statistic_low, "{name}: low");
+            assert_eq!(result.high, case.order_statistic_high, "{name}: high");
+            assert_eq!(result.confidence_level, case.confidence_level);
+            let achieved_error = (result.achieved_confidence - case.achieved_confidence).abs();
+            assert!(
+                achieved_error <= 1e-12,
+                "{name}: achieved {}",
+                result.achieved_confidence
+            );
+            if case.interval_kind == "exact" {
+                // R's own conf.int and estimate, to the last bit.
+                assert_eq!(result.estimate, case.r_estimate, "{name}: R estimate");
+                assert_eq!(result.low, case.r_low, "{name}: R low");
+                assert_eq!(result.high, case.r_high, "{name}: R high");
+            } else {
+                for (ours, r) in [
+                    (result.estimate, case.r_estimate),
+                    (result.low, case.r_low),
+                    (result.high, case.r_high),
+                ] {
+                    assert!(
+                        (ours - r).abs() <= R_UNIROOT_TOLERANCE,
+                        "{name}: {ours} vs R {r}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fully_separated_samples_of_five_give_r_interval_at_ninety_five_percent() {
+        let baseline = [1.0, 2.0, 3.0, 4.0, 5.0];
+        let canary = [6.0, 7.0, 8.0, 9.0, 10.0];
+        let result = hodges_lehmann(&baseline, &canary, 0.95).unwrap();
+        assert_eq!(result.estimate, 5.0);
+        assert_eq!((result.low, result.high), (2.0, 8.0));
+        // k = 3 (d[3] = 2), so achieved = 1 - 2 P(U <= 2) = 1 - 2 * 4 / 252.
+        assert!((result.achieved_confidence - (1.0 - 2.0 * 4.0 / 252.0)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn confidence_levels_outside_the_open_unit_interval_are_rejected() {
+        for level in [0.0, 1.0, -0.5, 1.5, f64::NAN] {
+            let error = hodges_lehmann(&[1.0], &[2.0], level).unwrap_err();
+            assert!(matches!(error, StatsError::InvalidConfidenceLevel(_)));
+        }
+        assert_eq!(
+            hodges_lehmann_sorted(&[], &[1.0], 0.95),
+            Err(StatsError::EmptySample { side: "baseline" })
+        );
+        assert_eq!(
+            hodges_lehmann(&[1.0], &[f64::NEG_INFINITY], 0.95),
+            Err(StatsError::NonFinite { side: "canary" })
+        );
+    }
+
+    #[test]
+    fn identical_values_give_a_zero_point_interval() {
+        let result = hodges_lehmann(&[2.0; 60], &[2.0; 70], 0.95).unwrap();
+        assert_eq!((result.estimate, result.low, result.high), (0.0, 0.0, 0.0));
+        assert_eq!(result.achieved_confidence, 1.0);
+    }
+
+    #[test]
+    fn huge_finite_values_do_not_panic() {
+        let result = hodges_lehmann(&[-f64::MAX, 0.0], &[f64::MAX, 1.0], 0.5).unwrap();
+        assert!(result.low <= result.high);
+        assert_eq!(result.high, f64::INFINITY);
+    }
+
+    /// Deterministic pseudo-random data without a rand dependency.
+    fn xorshift_sample(seed: u64, len: usize, scale: f64, shift: f64) -> Vec<f64> {
+        let mut state = seed.max(1);
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                // 20 bits of the state: dyadic values, with some ties at this size.
+                ((state >> 44) as f64 / (1u64 << 20) as f64) * scale + shift
+            })
+            .collect()
+    }
+
+    #[test]
+    fn selection_matches_brute_force_on_thousands_of_pairs_per_side() {
+        let baseline = xorshift_sample(7, 700, 10.0, 0.0);
+        let canary = xorshift_sample(11, 900, 10.0, 0.25);
+        let mut baseline_sorted = baseline.clone();
+        baseline_sorted.sort_unstable_by(f64::total_cmp);
+        let mut canary_sorted = canary.clone();
+        canary_sorted.sort_unstable_by(f64::total_cmp);
+        let all = brute_force_sorted_differences(&baseline, &canary);
+        let differences = PairwiseDifferences::new(&canary_sorted, &baseline_sorted);
+        for rank in [1, 2, 1000, 314_159, 315_000, 315_001, 629_999, 630_000] {
+            assert_eq!(
+                differences.select(rank),
+                all[rank as usize - 1],
+                "rank {rank}"
+            );
+        }
+        let result = hodges_lehmann_sorted(&baseline_sorted, &canary_sorted, 0.95).unwrap();
+        assert_eq!(result.estimate, midpoint(all[314_999], all[315_000]));
+    }
+
+    #[test]
+    fn heavily_tied_large_samples_select_correctly() {
+        // Only three distinct values: every round hits long runs of equal differences.
+        let baseline: Vec<f64> = (0..3000).map(|i| f64::from(i % 3)).collect();
+        let canary: Vec<f64> = (0..2000).map(|i| f64::from(i % 2)).collect();
+        let mut baseline_sorted = baseline.clone();
+        baseline_sorted.sort_unstable_by(f64::total_cmp);
+        let mut canary_sorted = canary.clone();
+        canary_sorted.sort_unstable_by(f64::total_cmp);
+        let all = brute_force_sorted_differences(&baseline, &canary);
+        let differences = PairwiseDifferences::new(&canary_sorted, &baseline_sorted);
+        for rank in [
+            1, 999_999, 1_000_000, 1_000_001, 2_000_000, 3_000_000, 6_000_000,
+        ] {
+            assert_eq!(
+                differences.select(rank),
+                all[rank as usize - 1],
+                "rank {rank}"
+            );
+        }
+    }
+
+    fn integer_sample(max_len: usize) -> impl Strategy<Value = Vec<f64>> {
+        prop::collection::vec((-30i32..30).prop_map(f64::from), 1..max_len)
+    }
+
+    fn dyadic_sample(max_len: usize) -> impl Strategy<Value = Vec<f64>> {
+        prop::collection::vec(
+            (-4000i32..4000).prop_map(|v| f64::from(v) / 64.0),
+            1..max_len,
+        )
+    }
+
+    fn eighths_sample(max_len: usize) -> impl Strategy<Value = Vec<f64>> {
+        prop::collection::vec(
+            (-4000i32..4000).prop_map(|v| f64::from(v) / 8.0),
+            1..max_len,
+        )
+    }
+
+    /// Eighths plus one sixteenth: never equal to an [`eighths_sample`] value, before
+    /// or after a shift by a multiple of 1/8, so shifting cannot change the tie
+    /// structure (and with it the exact/normal choice).
+    fn offset_dyadic_sample(max_len: usize) -> impl Strategy<Value = Vec<f64>> {
+        prop::collection::vec(
+            (-4000i32..4000).prop_map(|v| f64::from(v) / 8.0 + 1.0 / 16.0),
+            1..max_len,
+        )
+    }
+
+    fn any_level() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            Just(0.5),
+            Just(0.8),
+            Just(0.9),
+            Just(0.95),
+            Just(0.99),
+            Just(0.999)
+        ]
+    }
+
+    fn check_against_brute_force(
+        baseline: &[f64],
+        canary: &[f64],
+        level: f64,
+    ) -> Result<(), TestCaseError> {
+        let result = hodges_lehmann(baseline, canary, level).unwrap();
+        let all = brute_force_sorted_differences(baseline, canary);
+        let count = all.len();
+        let expected_estimate = if count % 2 == 1 {
+            all[count / 2]
+        } else {
+            midpoint(all[count / 2 - 1], all[count / 2])
+        };
+        prop_assert_eq!(result.estimate, expected_estimate);
+        // The interval ends are order statistics symmetric in rank: some k has
+        // d[k] = low and d[n·m + 1 - k] = high (1-based).
+        let symmetric_rank = (1..=count.div_ceil(2))
+            .find(|&k| all[k - 1] == result.low && all[count - k] == result.high);
+        prop_assert!(
+            symmetric_rank.is_some(),
+            "low {} high {}",
+            result.low,
+            result.high
+        );
+        prop_assert!(result.low <= result.estimate && result.estimate <= result.high);
+        prop_assert!(result.achieved_confidence >= 0.0 && result.achieved_confidence <= 1.0);
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn estimate_and_interval_are_the_brute_force_order_statistics(
+            baseline in integer_sample(60),
+            canary in integer_sample(60),
+            level in any_level(),
+        ) {
+            check_against_brute_force(&baseline, &canary, level)?;
+        }
+
+        #[test]
+        fn fast_selection_equals_brute_force_order_statistics_past_the_gather_limit(
+            baseline in dyadic_sample(400),
+            canary in dyadic_sample(400),
+            rank_fractions in prop::collection::vec(0.0f64..=1.0, 1..6),
+        ) {
+            let mut baseline_sorted = baseline.clone();
+            baseline_sorted.sort_unstable_by(f64::total_cmp);
+            let mut canary_sorted = canary.clone();
+            canary_sorted.sort_unstable_by(f64::total_cmp);
+            let all = brute_force_sorted_differences(&baseline, &canary);
+            let differences = PairwiseDifferences::new(&canary_sorted, &baseline_sorted);
+            for fraction in rank_fractions {
+                let rank = ((fraction * all.len() as f64) as u64).clamp(1, all.len() as u64);
+                prop_assert_eq!(differences.select(rank), all[rank as usize - 1]);
+                let (value, next) = differences.select_with_successor(rank);
+                prop_assert_eq!(value, all[rank as usize - 1]);
+                prop_assert_eq!(next, all[(rank as usize).min(all.len() - 1)]);
+            }
+        }
+
+        #[test]
+        fn swapping_samples_negates_the_estimate_and_mirrors_the_interval(
+            baseline in dyadic_sample(80),
+            canary in dyadic_sample(80),
+            level in any_level(),
+        ) {
+            let forward = hodges_lehmann(&baseline, &canary, level).unwrap();
+            let backward = hodges_lehmann(&canary, &baseline, level).unwrap();
+            prop_assert_eq!(backward.estimate, -forward.estimate);
+            prop_assert_eq!(backward.low, -forward.high);
+            prop_assert_eq!(backward.high, -forward.low);
+            // The exact null counts are built in a different order for (m, n) and
+            // exceed 2^53 near 49 + 49, so only the last bits may differ.
+            let achieved_difference = backward.achieved_confidence - forward.achieved_confidence;
+            prop_assert!(achieved_difference.abs() <= 1e-12);
+        }
+
+        #[test]
+        fn adding_a_constant_to_the_canary_moves_estimate_and_interval_by_it(
+            baseline in eighths_sample(80),
+            canary in offset_dyadic_sample(80),
+            constant in (-1000i32..1000).prop_map(|v| f64::from(v) / 8.0),
+            level in any_level(),
+        ) {
+            let shifted: Vec<f64> = canary.iter().map(|value| value + constant).collect();
+            let original = hodges_lehmann(&baseline, &canary, level).unwrap();
+            let moved = hodges_lehmann(&baseline, &shifted, level).unwrap();
+            prop_assert_eq!(moved.estimate, original.estimate + constant);
+            prop_assert_eq!(moved.low, original.low + constant);
+            prop_assert_eq!(moved.high, original.high + constant);
+        }
+    }
 }
