@@ -8,9 +8,11 @@
 //!   `1 - confidence_level` in the bad direction **and** the estimated effect is
 //!   beyond what the profile tolerates (`allowed_increase`, `max_ratio`, ...); a
 //!   significant but tolerated change passes and says so;
-//! - a threshold metric fails when the canary's statistic is outside its limits.
+//! - a threshold metric fails when the canary's statistic is outside its limits; for
+//!   count data (a rate) only when the events show it (exact binomial test), and is
+//!   inconclusive when the observed rate is beyond the limit without that evidence.
 
-use super::format::{count, number, p_value, percent, signed, signed_percent};
+use super::format::{confidence_percent, count, number, p_value, percent, signed, signed_percent};
 use super::{Classification, EffectSize, MetricResult, SideSummary, ThresholdCheck};
 use crate::domain::{
     ConfidenceLevel, Direction, MetricData, MetricKind, MetricSpec, NanPolicy, OutlierPolicy,
@@ -20,7 +22,9 @@ use crate::stats::Alternative;
 use crate::stats::hodges_lehmann::hodges_lehmann_sorted;
 use crate::stats::mann_whitney::{MannWhitneyMethod, mann_whitney_sorted};
 use crate::stats::multiple_testing::Correction;
-use crate::stats::proportions::{Counts, ProportionTest, compare_proportions};
+use crate::stats::proportions::{
+    Counts, ProportionTest, compare_proportions, rate_beyond_limit_p_value,
+};
 use crate::stats::quantiles::{quantile_sorted, remove_outliers_iqr, summarize_sorted};
 
 /// A metric whose comparison ran but whose classification waits for the corrected
@@ -111,7 +115,7 @@ impl Provisional {
                         Classification::Pass,
                         format!(
                             "no significant regression at {}% confidence: {effect_text}; {evidence}",
-                            number(confidence_level.value() * 100.0)
+                            confidence_percent(confidence_level.value())
                         ),
                     ),
                 }
@@ -164,7 +168,9 @@ pub(super) fn evaluate(
             MetricKind::Proportion { .. } => {
                 proportion(spec, baseline, canary, confidence_level, &mut result)
             }
-            MetricKind::Threshold { .. } => threshold(spec, baseline, canary, &mut result),
+            MetricKind::Threshold { .. } => {
+                threshold(spec, baseline, canary, confidence_level, &mut result)
+            }
         }
     } else {
         inconclusive(problems.join("; "))
@@ -407,7 +413,7 @@ fn continuous(
     };
     let effect_text = format!(
         "{change}, {}% CI [{}, {}]",
-        number(confidence_level.value() * 100.0),
+        confidence_percent(confidence_level.value()),
         signed(shift.low),
         signed(shift.high)
     );
@@ -572,7 +578,7 @@ fn proportion(
         Direction::Decrease => decrease_beyond,
         Direction::Either => increase_beyond || decrease_beyond,
     };
-    let level = number(confidence_level.value() * 100.0);
+    let level = confidence_percent(confidence_level.value());
     let ratio_text = match (comparison.ratio, comparison.ratio_ci) {
         (Some(ratio), Some((low, high))) => format!(
             ", ×{} ({level}% CI ×{}–×{})",
@@ -616,6 +622,7 @@ fn threshold(
     spec: &MetricSpec,
     baseline: Option<&MetricData>,
     canary: Option<&MetricData>,
+    confidence_level: ConfidenceLevel,
     result: &mut MetricResult,
 ) -> Outcome {
     let MetricKind::Threshold {
@@ -626,6 +633,8 @@ fn threshold(
     else {
         unreachable!("threshold() is only called for threshold metrics");
     };
+    // Count data: the rate's evidence, so a few errors among few events do not fail it.
+    let mut canary_counts: Option<Counts> = None;
     // The baseline is shown for context only; a threshold judges the canary alone.
     match baseline {
         Some(data @ MetricData::Samples { .. }) => {
@@ -685,6 +694,7 @@ fn threshold(
             {
                 return outcome;
             }
+            canary_counts = Some(prepared.counts);
             ("error_rate".to_owned(), prepared.summary.mean)
         }
     };
@@ -704,23 +714,43 @@ fn threshold(
             number(x)
         }
     };
+    // A rate beyond its limit fails only when the events show it (one-sided exact
+    // binomial test at half the false-alarm rate, like every directional check); beyond
+    // it without that evidence is doubtful, and doubtful data holds.
+    let breach = |limit: f64, alternative: Alternative, side: &str| -> Outcome {
+        let observed = format!(
+            "canary {statistic_name} {} is {side} the limit {}",
+            shown(value),
+            shown(limit)
+        );
+        match canary_counts {
+            Some(counts) => {
+                let p = rate_beyond_limit_p_value(counts, limit, alternative);
+                if p < confidence_level.alpha() / 2.0 {
+                    Outcome::Decided(
+                        Classification::Fail,
+                        format!(
+                            "{observed} ({} of {} events; p = {})",
+                            count(counts.events),
+                            count(counts.total),
+                            p_value(p, None)
+                        ),
+                    )
+                } else {
+                    inconclusive(format!(
+                        "{observed}, but {} of {} events cannot show it (p = {})",
+                        count(counts.events),
+                        count(counts.total),
+                        p_value(p, None)
+                    ))
+                }
+            }
+            None => Outcome::Decided(Classification::Fail, observed),
+        }
+    };
     match (min, max) {
-        (_, Some(limit)) if value > limit => Outcome::Decided(
-            Classification::Fail,
-            format!(
-                "canary {statistic_name} {} is above the limit {}",
-                shown(value),
-                shown(limit)
-            ),
-        ),
-        (Some(limit), _) if value < limit => Outcome::Decided(
-            Classification::Fail,
-            format!(
-                "canary {statistic_name} {} is below the limit {}",
-                shown(value),
-                shown(limit)
-            ),
-        ),
+        (_, Some(limit)) if value > limit => breach(limit, Alternative::Greater, "above"),
+        (Some(limit), _) if value < limit => breach(limit, Alternative::Less, "below"),
         _ => Outcome::Decided(
             Classification::Pass,
             format!(

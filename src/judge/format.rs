@@ -63,6 +63,19 @@ pub fn p_value(p: f64, ln_p: Option<f64>) -> String {
     }
 }
 
+/// A confidence level as a percentage with as many decimals as it takes to tell it
+/// from 100: `95`, `99.6`, `99.9995`.
+pub fn confidence_percent(level: f64) -> String {
+    let alpha = (1.0 - level).max(f64::MIN_POSITIVE);
+    let decimals = ((-alpha.log10()).ceil() as i64 - 2).clamp(0, 12) as usize;
+    let text = format!("{:.decimals$}", level * 100.0);
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    }
+}
+
 /// A whole count with thousands separators: `1,000`.
 pub fn count(value: u64) -> String {
     let digits = value.to_string();
@@ -95,6 +108,14 @@ mod tests {
         assert_eq!(p_value(0.0, Some(-800.0)), "1e-348");
         assert_eq!(p_value(0.0123, None), "0.0123");
         assert_eq!(p_value(3.2e-12, None), "3.20e-12");
+    }
+
+    #[test]
+    fn confidence_levels_keep_the_digits_that_matter() {
+        assert_eq!(confidence_percent(0.95), "95");
+        assert_eq!(confidence_percent(0.99), "99");
+        assert_eq!(confidence_percent(0.996), "99.6");
+        assert_eq!(confidence_percent(0.9999954), "99.9995");
     }
 
     #[test]

@@ -8,12 +8,13 @@
 //!   first to its last point, like Prometheus' `for` (no point missing in between);
 //! - `consecutive = N`: some run of at least `N` consecutive breaching points;
 //! - `window = D`: the mean over the `D` before some point (for count data: the pooled
-//!   error rate) breaches. For count data compared with the baseline ("> baseline ×
-//!   1.5"), the breach must also be significant: a one-sided test of the rate ratio
-//!   against the factor (Katz log-ratio z-test) at the look's share of the error budget,
-//!   split over the windows checked. Ten errors against six is no evidence that a
-//!   canary is 1.5 times worse, and a plan that rolls back on it is a false-rollback
-//!   machine;
+//!   error rate) breaches. For count data the breach must also be significant, at the
+//!   look's share of the error budget split over the windows checked: against an
+//!   absolute limit ("> 2 %"), an exact binomial test of the errors among the events;
+//!   against the baseline ("> baseline × 1.5"), a one-sided test of the rate ratio
+//!   against the factor (Katz log-ratio z-test). Three errors in 250 requests is no
+//!   evidence of a rate above 1 %, and ten errors against six is none that a canary is
+//!   1.5 times worse: a plan that rolls back on them is a false-rollback machine;
 //! - none of these: some point breaches.
 //!
 //! Missing data never meets a trigger (it cannot prove a breach); the judge's own
@@ -26,6 +27,8 @@ use statrs::distribution::{ContinuousCDF, Normal};
 use super::format::{number, p_value};
 use crate::domain::plan::{Trigger, TriggerAction, TriggerCondition};
 use crate::domain::{MetricData, Sample};
+use crate::stats::Alternative;
+use crate::stats::proportions::{Counts, rate_beyond_limit_p_value};
 
 /// The state of one trigger at one look.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -204,7 +207,10 @@ pub fn check_trigger(
     if let Some(window) = trigger.window {
         // A baseline-relative trigger on counts must also be significant; the windows
         // checked at this look share its false-alarm rate.
-        let window_alpha = alpha / recent.len() as f64;
+        // Windows ending at neighbouring points overlap almost entirely; count the
+        // independent ones (two per window length of new data) rather than every point.
+        let independent_windows = (2.0 * (now - since) / window.seconds()).ceil().max(1.0);
+        let window_alpha = alpha / independent_windows;
         let mut strongest_unproven: Option<(f64, f64, f64)> = None;
         // The window ending at each recent point; report the worst one.
         let mut worst: Option<(f64, f64, f64)> = None;
@@ -213,16 +219,41 @@ pub fn check_trigger(
             let Some(value) = aggregate(canary, from, point.timestamp) else {
                 continue;
             };
-            if relative
-                && let (Some(canary_counts), Some(baseline_counts)) = (
-                    window_counts(canary, from, point.timestamp),
-                    baseline.and_then(|b| window_counts(b, from, point.timestamp)),
-                )
-            {
-                let p =
-                    ratio_beyond_factor_p(canary_counts, baseline_counts, factor_or_limit, above);
-                if p >= window_alpha {
-                    let limit = baseline_counts.0 / baseline_counts.1 * factor_or_limit;
+            if let Some(canary_counts) = window_counts(canary, from, point.timestamp) {
+                let tested = if relative {
+                    baseline
+                        .and_then(|b| window_counts(b, from, point.timestamp))
+                        .map(|baseline_counts| {
+                            (
+                                ratio_beyond_factor_p(
+                                    canary_counts,
+                                    baseline_counts,
+                                    factor_or_limit,
+                                    above,
+                                ),
+                                baseline_counts.0 / baseline_counts.1 * factor_or_limit,
+                            )
+                        })
+                } else {
+                    Some((
+                        rate_beyond_limit_p_value(
+                            Counts {
+                                events: canary_counts.0.round() as u64,
+                                total: canary_counts.1.round() as u64,
+                            },
+                            factor_or_limit,
+                            if above {
+                                Alternative::Greater
+                            } else {
+                                Alternative::Less
+                            },
+                        ),
+                        factor_or_limit,
+                    ))
+                };
+                if let Some((p, limit)) = tested
+                    && p >= window_alpha
+                {
                     if breaches(value, limit, above)
                         && strongest_unproven.is_none_or(|(best, _, _)| p < best)
                     {
@@ -249,12 +280,15 @@ pub fn check_trigger(
                 Some((p, value, limit)) => {
                     check.value = Some(value);
                     check.limit = Some(limit);
+                    let against = if relative {
+                        format!("baseline × {} = {}", number(factor_or_limit), number(limit))
+                    } else {
+                        format!("the limit {}", number(limit))
+                    };
                     format!(
-                        "canary {} over {window} is {comparison} baseline × {} = {}, but not significantly \
+                        "canary {} over {window} is {comparison} {against}, but not significantly \
                          (p = {} against the {} this look allows)",
                         number(value),
-                        number(factor_or_limit),
-                        number(limit),
                         p_value(p, None),
                         p_value(window_alpha, None)
                     )

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::judge::format::{number, p_value, signed};
+use crate::judge::format::{confidence_percent, number, p_value, signed};
 use crate::judge::{Classification, Judgement, MetricResult};
 
 /// Renders the report. Plain text, no colour: it goes to terminals and CI logs alike.
@@ -22,7 +22,7 @@ pub fn render(judgement: &Judgement) -> String {
         let _ = writeln!(out, "  {}. {reason}", index + 1);
     }
 
-    let level = number(judgement.confidence_level * 100.0);
+    let level = confidence_percent(judgement.confidence_level);
     let header = [
         "metric".to_owned(),
         "kind".to_owned(),

