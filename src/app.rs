@@ -164,7 +164,11 @@ fn render_run_summary(summary: &RunSummary, plan: &RolloutPlan) -> String {
             } else {
                 "not reached"
             };
-            format!("{} ({}): {mark}", stage.name, stage.traffic)
+            if stage.name == stage.traffic.to_string() {
+                format!("{}: {mark}", stage.name)
+            } else {
+                format!("{} ({}): {mark}", stage.name, stage.traffic)
+            }
         })
         .collect();
     let _ = writeln!(out, "stages: {}", stages.join(" → "));
@@ -219,9 +223,11 @@ pub async fn run(args: &RunArgs) -> Result<(Verdict, String)> {
 
     let recorded = source.recorded_range();
     let wall_now = SystemClock.now();
+    // A replay starts one lookback into its recording, so the preflight and the first
+    // look have history, as a live rollout does.
     let start = args
         .start
-        .or(recorded.map(|(first, _)| first))
+        .or(recorded.map(|(first, _)| first + plan.stages[0].lookback.seconds()))
         .unwrap_or(wall_now);
     let planned_seconds: f64 = plan.stages.iter().map(|s| s.duration.seconds()).sum();
     let speed = args.speed.unwrap_or(if start < wall_now - 60.0 {

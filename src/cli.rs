@@ -100,7 +100,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "MATCHERS", default_value = r#"track="canary""#)]
     pub canary_scope: String,
     /// Analysis time to start at, Unix seconds (to replay history). Default: now for
-    /// Prometheus, the first recorded timestamp for a replay.
+    /// Prometheus; for a replay, one first-stage lookback after the recording's first
+    /// timestamp.
     #[arg(long, value_name = "UNIX_SECONDS")]
     pub start: Option<f64>,
     /// Analysis seconds per wall-clock second. Default: 1 for a live rollout from now; a

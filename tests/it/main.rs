@@ -10,4 +10,5 @@ mod helpers;
 mod profiles;
 mod prometheus_harness;
 mod prometheus_source;
+mod rollout_prometheus;
 mod rollouts;
