@@ -47,7 +47,7 @@ pub enum Command {
     /// touched. A progress bar on stderr shows stage, traffic, elapsed time and the latest
     /// verdict; the summary goes to stdout.
     #[command(after_help = EXIT_CODES)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Validate analysis profiles and print a one-line summary of each.
     ///
     /// Exits 0 when every profile is valid, 1 otherwise (each error names the file,

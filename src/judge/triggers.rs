@@ -1,6 +1,6 @@
 //! Rollback and hold triggers: the plain conditions rollout plans write ("error rate
-//! > 2 % for 5 minutes", "2 consecutive health-check failures", "> baseline × 1.5
-//! over a 10-minute window"), checked on the canary's series.
+//! above 2 % for 5 minutes", "2 consecutive health-check failures", "above baseline ×
+//! 1.5 over a 10-minute window"), checked on the canary's series.
 //!
 //! Pure, like the rest of the judge. A look checks every point that arrived since the
 //! previous look, so a breach between two looks is not missed:

@@ -146,12 +146,15 @@ async fn run_requests(source: &dyn MetricSource, requests: Vec<Request>) -> Answ
         .await
 }
 
-/// Pools paired series into one side's samples, or explains why there are none.
-fn pooled(
-    answers: &mut Answers,
-    key: &str,
-    scopes: &Scopes,
-) -> Result<(Vec<Sample>, Vec<Sample>, Vec<String>), String> {
+/// Both sides' samples of the paired series of one query, and a note per unpaired one.
+struct Pooled {
+    baseline: Vec<Sample>,
+    canary: Vec<Sample>,
+    notes: Vec<String>,
+}
+
+/// Pools paired series into each side's samples, or explains why there are none.
+fn pooled(answers: &mut Answers, key: &str, scopes: &Scopes) -> Result<Pooled, String> {
     let mut take = |side: Side| {
         answers
             .remove(&(key.to_owned(), side))
@@ -175,7 +178,11 @@ fn pooled(
         baseline_samples.extend(baseline_series.samples);
         canary_samples.extend(canary_series.samples);
     }
-    Ok((baseline_samples, canary_samples, notes))
+    Ok(Pooled {
+        baseline: baseline_samples,
+        canary: canary_samples,
+        notes,
+    })
 }
 
 /// Sums count samples per timestamp and aligns errors with totals (a timestamp with
@@ -258,25 +265,26 @@ pub async fn fetch_window(
     for spec in &profile.metrics {
         let keys = metric_queries(spec);
         let result = if keys.len() == 1 {
-            pooled(&mut answers, &keys[0].0, scopes).map(|(b, c, notes)| {
+            pooled(&mut answers, &keys[0].0, scopes).map(|samples| {
                 (
                     MetricData::Samples {
-                        samples: b,
+                        samples: samples.baseline,
                         origin: origin(&spec.name),
                     },
                     MetricData::Samples {
-                        samples: c,
+                        samples: samples.canary,
                         origin: origin(&spec.name),
                     },
-                    notes,
+                    samples.notes,
                 )
             })
         } else {
-            pooled(&mut answers, &keys[0].0, scopes).and_then(|(be, ce, mut notes)| {
-                let (bt, ct, total_notes) = pooled(&mut answers, &keys[1].0, scopes)?;
-                notes.extend(total_notes);
-                let (baseline_errors, baseline_total) = counts(be, bt);
-                let (canary_errors, canary_total) = counts(ce, ct);
+            pooled(&mut answers, &keys[0].0, scopes).and_then(|errors| {
+                let totals = pooled(&mut answers, &keys[1].0, scopes)?;
+                let mut notes = errors.notes;
+                notes.extend(totals.notes);
+                let (baseline_errors, baseline_total) = counts(errors.baseline, totals.baseline);
+                let (canary_errors, canary_total) = counts(errors.canary, totals.canary);
                 Ok((
                     MetricData::Counts {
                         errors: baseline_errors,
