@@ -19,6 +19,8 @@ use crate::scheduler::{
     Actuation, Clock, CompressedClock, IntervalRecord, Rollout, RolloutRunner, RolloutStatus,
     Scopes, SystemClock,
 };
+use crate::sources::config::SourceConfig;
+use crate::sources::prometheus::config::{BasicAuth, Secret};
 use crate::sources::recorded;
 
 /// Reads and validates a profile file.
@@ -83,11 +85,6 @@ pub fn check_profiles(args: &CheckProfileArgs) -> (String, Vec<anyhow::Error>) {
     (summary, errors)
 }
 
-/// The exit code for a verdict.
-pub fn exit_code(verdict: Verdict) -> u8 {
-    verdict.exit_code()
-}
-
 /// The label names in a scope's matchers (`track="canary", version=~"2.*"` →
 /// `track`, `version`): the labels that differ between the sides by design.
 fn scope_label_names(scope: &str) -> Vec<String> {
@@ -102,6 +99,31 @@ fn scope_label_names(scope: &str) -> Vec<String> {
             (!name.is_empty()).then_some(name)
         })
         .collect()
+}
+
+/// Prometheus credentials come from the environment, never from the command line
+/// (where `ps` would show them): `CANARY_PROMETHEUS_BEARER_TOKEN`, or
+/// `CANARY_PROMETHEUS_USERNAME` with `CANARY_PROMETHEUS_PASSWORD`.
+fn with_credentials_from_environment(source: SourceConfig) -> SourceConfig {
+    match source {
+        SourceConfig::Prometheus(mut config) => {
+            let variable = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+            if let Some(token) = variable("CANARY_PROMETHEUS_BEARER_TOKEN") {
+                config.bearer_token = Some(Secret::new(token));
+            }
+            if let (Some(username), Some(password)) = (
+                variable("CANARY_PROMETHEUS_USERNAME"),
+                variable("CANARY_PROMETHEUS_PASSWORD"),
+            ) {
+                config.basic_auth = Some(BasicAuth {
+                    username,
+                    password: Secret::new(password),
+                });
+            }
+            SourceConfig::Prometheus(config)
+        }
+        other => other,
+    }
 }
 
 /// What `canary run` prints at the end.
@@ -209,7 +231,7 @@ pub async fn run(args: &RunArgs) -> Result<(Verdict, String)> {
             profile.name
         )
     })?;
-    let source = args.source.build()?;
+    let source = with_credentials_from_environment(args.source.clone()).build()?;
     let actuator: Arc<dyn Actuator> = Arc::from(args.actuator.build()?);
     let mut scope_labels = scope_label_names(&args.baseline_scope);
     scope_labels.extend(scope_label_names(&args.canary_scope));

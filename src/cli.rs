@@ -80,7 +80,9 @@ pub struct RunArgs {
     pub profile: PathBuf,
     /// Where metrics come from: `prometheus=URL` (the profile's queries are run) or
     /// `replay=DIR` (recorded DIR/baseline.csv and DIR/canary.csv, replayed on a
-    /// compressed clock).
+    /// compressed clock). Prometheus credentials are read from the environment:
+    /// CANARY_PROMETHEUS_BEARER_TOKEN, or CANARY_PROMETHEUS_USERNAME and
+    /// CANARY_PROMETHEUS_PASSWORD.
     #[arg(long, value_name = "SOURCE")]
     pub source: SourceConfig,
     /// The feature flag to move.

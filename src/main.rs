@@ -30,7 +30,7 @@ fn main() -> ExitCode {
                 if stdout.write_all(rendered.as_bytes()).is_err() {
                     return ExitCode::from(1);
                 }
-                ExitCode::from(app::exit_code(judgement.verdict))
+                ExitCode::from(judgement.verdict.exit_code())
             }
             Err(error) => {
                 eprintln!("error: {error:#}");

@@ -182,13 +182,20 @@ fn inconclusive(reason: impl Into<String>) -> Outcome {
     Outcome::Decided(Classification::Inconclusive, reason.into())
 }
 
-/// The reason a metric with a side missing entirely is inconclusive.
-fn missing_sides(baseline: Option<&MetricData>, canary: Option<&MetricData>) -> Option<Outcome> {
+/// Both sides prepared by `prepare`, or the outcome that stops the metric: a side
+/// without data is inconclusive, and so is a side `prepare` refuses.
+fn prepare_both<T>(
+    baseline: Option<&MetricData>,
+    canary: Option<&MetricData>,
+    prepare: impl Fn(&str, &MetricData) -> Result<T, Outcome>,
+) -> Result<(T, T), Outcome> {
     match (baseline, canary) {
-        (None, None) => Some(inconclusive("no data for either side")),
-        (None, Some(_)) => Some(inconclusive("no baseline data")),
-        (Some(_), None) => Some(inconclusive("no canary data")),
-        _ => None,
+        (None, None) => Err(inconclusive("no data for either side")),
+        (None, Some(_)) => Err(inconclusive("no baseline data")),
+        (Some(_), None) => Err(inconclusive("no canary data")),
+        (Some(baseline), Some(canary)) => {
+            Ok((prepare("baseline", baseline)?, prepare("canary", canary)?))
+        }
     }
 }
 
@@ -326,18 +333,10 @@ fn continuous(
     else {
         unreachable!("continuous() is only called for continuous metrics");
     };
-    if let Some(outcome) = missing_sides(baseline, canary) {
-        return outcome;
-    }
-    let (Some(baseline), Some(canary)) = (baseline, canary) else {
-        unreachable!("missing_sides handled absent data");
-    };
-    let baseline = match prepare_samples(spec, "baseline", baseline) {
-        Ok(prepared) => prepared,
-        Err(outcome) => return outcome,
-    };
-    let canary = match prepare_samples(spec, "canary", canary) {
-        Ok(prepared) => prepared,
+    let (baseline, canary) = match prepare_both(baseline, canary, |side, data| {
+        prepare_samples(spec, side, data)
+    }) {
+        Ok(sides) => sides,
         Err(outcome) => return outcome,
     };
     result.baseline = baseline.summary.clone();
@@ -517,18 +516,10 @@ fn proportion(
     else {
         unreachable!("proportion() is only called for proportion metrics");
     };
-    if let Some(outcome) = missing_sides(baseline, canary) {
-        return outcome;
-    }
-    let (Some(baseline), Some(canary)) = (baseline, canary) else {
-        unreachable!("missing_sides handled absent data");
-    };
-    let baseline = match prepare_counts(spec, "baseline", baseline) {
-        Ok(prepared) => prepared,
-        Err(outcome) => return outcome,
-    };
-    let canary = match prepare_counts(spec, "canary", canary) {
-        Ok(prepared) => prepared,
+    let (baseline, canary) = match prepare_both(baseline, canary, |side, data| {
+        prepare_counts(spec, side, data)
+    }) {
+        Ok(sides) => sides,
         Err(outcome) => return outcome,
     };
     result.baseline = Some(baseline.summary.clone());

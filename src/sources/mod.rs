@@ -76,6 +76,29 @@ pub struct LabeledSeries {
     pub samples: Vec<Sample>,
 }
 
+impl LabeledSeries {
+    /// The samples of `samples` in a request's window `(start, end]` as one unlabeled
+    /// series, or nothing when none falls inside: how sources without labels (replays,
+    /// simulations) answer.
+    pub fn unlabeled_in_window(
+        samples: impl IntoIterator<Item = Sample>,
+        request: &RangeRequest,
+    ) -> Vec<LabeledSeries> {
+        let samples: Vec<Sample> = samples
+            .into_iter()
+            .filter(|s| s.timestamp > request.start && s.timestamp <= request.end)
+            .collect();
+        if samples.is_empty() {
+            Vec::new()
+        } else {
+            vec![LabeledSeries {
+                labels: BTreeMap::new(),
+                samples,
+            }]
+        }
+    }
+}
+
 /// Why a source could not answer. The runner branches on it: `Unreachable` holds the
 /// rollout and retries at the next interval; `BadQuery` is a configuration error;
 /// `NoData` makes the metric inconclusive.

@@ -108,21 +108,10 @@ impl MetricSource for ReplaySource {
     }
 
     async fn fetch(&self, request: &RangeRequest) -> Result<Vec<LabeledSeries>, SourceError> {
-        let Some(samples) = self.series(&request.metric, request.side) else {
-            return Ok(Vec::new());
-        };
-        let samples: Vec<Sample> = samples
-            .iter()
-            .copied()
-            .filter(|s| s.timestamp > request.start && s.timestamp <= request.end)
-            .collect();
-        if samples.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(vec![LabeledSeries {
-            labels: Default::default(),
-            samples,
-        }])
+        Ok(self
+            .series(&request.metric, request.side)
+            .map(|samples| LabeledSeries::unlabeled_in_window(samples.iter().copied(), request))
+            .unwrap_or_default())
     }
 }
 

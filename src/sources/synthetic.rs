@@ -271,20 +271,12 @@ impl MetricSource for SyntheticSource {
         };
         let first = (request.start / self.step).floor() as i64 + 1;
         let last = (request.end / self.step).floor() as i64;
-        let samples: Vec<Sample> = (first..=last)
-            .filter_map(|k| {
-                let timestamp = k as f64 * self.step;
-                self.value(metric, half, request.side, timestamp)
-                    .map(|value| Sample { timestamp, value })
-            })
-            .collect();
-        if samples.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(vec![LabeledSeries {
-            labels: BTreeMap::new(),
-            samples,
-        }])
+        let samples = (first..=last).filter_map(|k| {
+            let timestamp = k as f64 * self.step;
+            self.value(metric, half, request.side, timestamp)
+                .map(|value| Sample { timestamp, value })
+        });
+        Ok(LabeledSeries::unlabeled_in_window(samples, request))
     }
 }
 

@@ -12,3 +12,4 @@ mod prometheus_harness;
 mod prometheus_source;
 mod rollout_prometheus;
 mod rollouts;
+mod run_cli;

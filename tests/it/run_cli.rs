@@ -1,0 +1,237 @@
+//! `canary run` through the real binary on the recorded replays: exit codes, the flag
+//! file it moves, dry runs, and bad configuration refused before anything is actuated.
+
+use std::path::{Path, PathBuf};
+
+use crate::helpers::{Run, canary, root};
+
+fn demo_flags(directory: &Path) -> PathBuf {
+    let path = directory.join("flags.json");
+    std::fs::copy(root().join("fixtures/flags.json"), &path).unwrap();
+    path
+}
+
+fn run(replay: &str, flag: &str, actuator: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "run".to_owned(),
+        "--profile".to_owned(),
+        "analysis-profiles/web-service.toml".to_owned(),
+        "--source".to_owned(),
+        format!("replay=fixtures/replay/{replay}"),
+        "--flag".to_owned(),
+        flag.to_owned(),
+        "--actuator".to_owned(),
+        actuator.to_owned(),
+        "--speed".to_owned(),
+        "100000".to_owned(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    canary(args)
+}
+
+fn flag_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_healthy_replay_is_promoted_and_the_flag_file_ends_at_100_percent() {
+    let directory = tempfile::tempdir().unwrap();
+    let flags = demo_flags(directory.path());
+    let result = run(
+        "healthy",
+        "checkout-v2",
+        &format!("flagd-file={}", flags.display()),
+        &[],
+    );
+    assert_eq!(result.code, 0, "{}\n{}", result.stdout, result.stderr);
+    assert!(
+        result.stdout.starts_with("rollout: PROMOTE"),
+        "{}",
+        result.stdout
+    );
+    for stage in [
+        "1%: passed",
+        "5%: passed",
+        "25%: passed",
+        "50%: passed",
+        "100%: passed",
+    ] {
+        assert!(
+            result.stdout.contains(stage),
+            "{stage} in {}",
+            result.stdout
+        );
+    }
+    let flag = &flag_json(&flags)["flags"]["checkout-v2"];
+    assert_eq!(flag["state"], "ENABLED");
+    assert_eq!(
+        flag["targeting"]["fractional"][1],
+        serde_json::json!(["on", 100])
+    );
+}
+
+#[test]
+fn a_regressing_replay_is_rolled_back_at_25_percent_and_only_its_flag_is_switched_off() {
+    let directory = tempfile::tempdir().unwrap();
+    let flags = demo_flags(directory.path());
+    let before = flag_json(&flags);
+    let result = run(
+        "latency-regression",
+        "search-v3",
+        &format!("flagd-file={}", flags.display()),
+        &["--format", "json"],
+    );
+    assert_eq!(result.code, 3, "{}\n{}", result.stdout, result.stderr);
+    let summary: serde_json::Value = serde_json::from_str(&result.stdout).unwrap();
+    assert_eq!(summary["verdict"], "rollback");
+    assert_eq!(summary["stages_passed"], serde_json::json!(["1%", "5%"]));
+    let last_look = summary["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last_look["stage"], "25%");
+    assert!(
+        last_look["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("latency_p95 (critical) failed"),
+        "{last_look:#}"
+    );
+    let after = flag_json(&flags);
+    assert_eq!(after["flags"]["search-v3"]["state"], "DISABLED");
+    for untouched in ["checkout-v2", "dark-mode"] {
+        assert_eq!(
+            after["flags"][untouched], before["flags"][untouched],
+            "{untouched}"
+        );
+    }
+    assert_eq!(after["$schema"], before["$schema"]);
+}
+
+#[test]
+fn a_dry_run_judges_the_same_way_and_never_touches_the_flag_file() {
+    let directory = tempfile::tempdir().unwrap();
+    let flags = demo_flags(directory.path());
+    let before = std::fs::read(&flags).unwrap();
+    let result = run(
+        "latency-regression",
+        "search-v3",
+        &format!("flagd-file={}", flags.display()),
+        &["--dry-run"],
+    );
+    assert_eq!(result.code, 3, "{}\n{}", result.stdout, result.stderr);
+    assert!(
+        result.stdout.contains("dry run: the flag was not changed"),
+        "{}",
+        result.stdout
+    );
+    assert_eq!(std::fs::read(&flags).unwrap(), before, "byte for byte");
+}
+
+#[test]
+fn bad_configuration_is_refused_before_anything_is_actuated() {
+    let directory = tempfile::tempdir().unwrap();
+    let flags = demo_flags(directory.path());
+    let before = std::fs::read(&flags).unwrap();
+    let flagd = format!("flagd-file={}", flags.display());
+    let missing_file = format!(
+        "flagd-file={}",
+        directory.path().join("nope.json").display()
+    );
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--source", "graphite=http://x"], "prometheus=URL"),
+        (vec!["--actuator", "consul=http://x"], "flagd-file=PATH"),
+        (vec!["--actuator", &missing_file], "nope.json"),
+        (vec!["--flag", "no-such-flag"], "no-such-flag"),
+    ];
+    for (overrides, needle) in cases {
+        let mut args = vec![
+            "run",
+            "--profile",
+            "analysis-profiles/web-service.toml",
+            "--source",
+            "replay=fixtures/replay/healthy",
+            "--flag",
+            "checkout-v2",
+            "--actuator",
+            &flagd,
+            "--speed",
+            "100000",
+        ];
+        for pair in overrides.chunks(2) {
+            let position = args.iter().position(|a| *a == pair[0]).unwrap();
+            args[position + 1] = pair[1];
+        }
+        let result = canary(&args);
+        assert_eq!(result.code, 1, "{overrides:?}: {}", result.stderr);
+        assert_eq!(result.stdout, "", "{overrides:?}");
+        assert!(
+            result.stderr.contains(needle),
+            "{overrides:?}: {needle:?} in {}",
+            result.stderr
+        );
+    }
+    let no_plan = canary([
+        "run",
+        "--profile",
+        "fixtures/bad-input/bad-confidence.toml",
+        "--source",
+        "replay=fixtures/replay/healthy",
+        "--flag",
+        "checkout-v2",
+    ]);
+    assert_eq!(no_plan.code, 1);
+    assert!(
+        no_plan.stderr.contains("bad-confidence.toml:4:"),
+        "{}",
+        no_plan.stderr
+    );
+    assert_eq!(
+        std::fs::read(&flags).unwrap(),
+        before,
+        "nothing was actuated"
+    );
+}
+
+#[test]
+fn a_profile_without_stages_cannot_be_run() {
+    let directory = tempfile::tempdir().unwrap();
+    let profile = directory.path().join("no-plan.toml");
+    std::fs::write(
+        &profile,
+        "name = \"no-plan\"\n[[metrics]]\nname = \"latency_p95\"\nkind = \"continuous\"\n",
+    )
+    .unwrap();
+    let result = canary([
+        "run",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--source",
+        "replay=fixtures/replay/healthy",
+        "--flag",
+        "checkout-v2",
+    ]);
+    assert_eq!(result.code, 1);
+    assert!(
+        result.stderr.contains("no rollout plan"),
+        "{}",
+        result.stderr
+    );
+}
+
+#[test]
+fn run_help_documents_sources_actuators_and_exit_codes() {
+    let help = canary(["run", "--help"]);
+    assert_eq!(help.code, 0);
+    for needle in [
+        "prometheus=URL",
+        "replay=DIR",
+        "flagd-file=PATH",
+        "--dry-run",
+        "3  rollback",
+    ] {
+        assert!(help.stdout.contains(needle), "{needle} in {}", help.stdout);
+    }
+}
