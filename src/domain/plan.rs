@@ -126,8 +126,9 @@ pub struct RolloutSettings {
     /// The probability of rolling back a healthy canary over the *whole* rollout, spread
     /// over all planned looks (see ARCHITECTURE.md).
     pub error_budget: f64,
-    /// A statistical rollback needs this many consecutive failing analyses (critical
-    /// triggers and thresholds act at once).
+    /// A rollback by the judge (a critical metric failing, or the score below
+    /// `marginal_score`) needs this many failing analyses in a row; rollback triggers
+    /// act at once.
     pub consecutive_failures: u32,
     /// How long a stage may hold before `on_hold_timeout` applies.
     pub hold_timeout: Option<HumanDuration>,

@@ -408,6 +408,7 @@ impl RolloutRunner {
                             "failing analysis {} of the {limit} in a row that roll back; looking again",
                             self.consecutive_failures
                         ));
+                        reasons.extend(fired_hold);
                         reasons.extend(judgement.reasons.iter().cloned());
                         self.hold_or_timeout(now, &mut reasons)
                     }
