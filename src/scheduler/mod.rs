@@ -54,7 +54,7 @@ pub struct Rollout {
 }
 
 /// Where a rollout stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutStatus {
     /// Still looking.
@@ -162,6 +162,29 @@ pub enum RunError {
     },
 }
 
+/// Everything a runner needs to continue a rollout elsewhere: what a store keeps
+/// between looks, so that a worker that dies loses nothing. The looks and flag changes
+/// themselves are records of their own, not part of the snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct RunnerState {
+    /// Where the rollout stands.
+    pub status: RolloutStatus,
+    /// Whether `start` ran (the first stage's traffic is set).
+    pub started: bool,
+    /// 0-based stage index.
+    pub stage_index: usize,
+    /// When the current stage started, analysis time.
+    pub stage_started_at: f64,
+    /// When the last look ran.
+    pub last_look_at: Option<f64>,
+    /// Looks so far, over the whole rollout (they spend the error budget).
+    pub looks: u64,
+    /// Failing judge verdicts in a row.
+    pub consecutive_failures: u32,
+    /// Since when the rollout has been holding.
+    pub hold_since: Option<f64>,
+}
+
 /// Runs one rollout.
 pub struct RolloutRunner {
     rollout: Rollout,
@@ -169,6 +192,7 @@ pub struct RolloutRunner {
     source: Arc<dyn MetricSource>,
     actuator: Arc<dyn Actuator>,
     status: RolloutStatus,
+    started: bool,
     stage_index: usize,
     stage_started_at: f64,
     last_look_at: Option<f64>,
@@ -198,6 +222,7 @@ impl RolloutRunner {
             source,
             actuator,
             status: RolloutStatus::Running,
+            started: false,
             stage_index: 0,
             stage_started_at: 0.0,
             last_look_at: None,
@@ -207,6 +232,47 @@ impl RolloutRunner {
             history: Vec::new(),
             actuations: Vec::new(),
         })
+    }
+
+    /// A runner that continues a rollout from a snapshot taken by [`Self::snapshot`]
+    /// (by another process, after a restart or a crash). Its history starts empty.
+    pub fn resume(
+        rollout: Rollout,
+        state: RunnerState,
+        source: Arc<dyn MetricSource>,
+        actuator: Arc<dyn Actuator>,
+    ) -> Result<Self, RunError> {
+        let mut runner = Self::new(rollout, source, actuator)?;
+        if state.stage_index >= runner.plan.stages.len() {
+            return Err(RunError::Config(format!(
+                "the snapshot is at stage {} but the plan has {} stages",
+                state.stage_index + 1,
+                runner.plan.stages.len()
+            )));
+        }
+        runner.status = state.status;
+        runner.started = state.started;
+        runner.stage_index = state.stage_index;
+        runner.stage_started_at = state.stage_started_at;
+        runner.last_look_at = state.last_look_at;
+        runner.looks = state.looks;
+        runner.consecutive_failures = state.consecutive_failures;
+        runner.hold_since = state.hold_since;
+        Ok(runner)
+    }
+
+    /// The state to persist after a look.
+    pub fn snapshot(&self) -> RunnerState {
+        RunnerState {
+            status: self.status,
+            started: self.started,
+            stage_index: self.stage_index,
+            stage_started_at: self.stage_started_at,
+            last_look_at: self.last_look_at,
+            looks: self.looks,
+            consecutive_failures: self.consecutive_failures,
+            hold_since: self.hold_since,
+        }
     }
 
     /// The rollout's status.
@@ -264,6 +330,7 @@ impl RolloutRunner {
                 source,
             })?;
         self.stage_started_at = now;
+        self.started = true;
         let traffic = self.plan.stages[0].traffic;
         self.actuate(now, traffic, false).await?;
         tracing::info!(flag = %self.rollout.flag, stage = %self.stage().name, traffic = %traffic, "rollout started");
@@ -536,7 +603,7 @@ impl RolloutRunner {
         until: Option<f64>,
         mut on_look: impl FnMut(&RolloutRunner) + Send,
     ) -> Result<RolloutStatus, RunError> {
-        if self.actuations.is_empty() && self.history.is_empty() {
+        if !self.started {
             self.start(clock.now()).await?;
             on_look(self);
         }
