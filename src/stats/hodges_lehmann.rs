@@ -141,19 +141,21 @@ fn hodges_lehmann_validated(
     let high_rank = pair_count + 1 - low_rank;
     let median_rank = pair_count.div_ceil(2);
 
-    // The three wanted ranks sit close together around n·m / 2, so the first
-    // rounds, which see the whole matrix, are shared between them.
-    let mut scratch = differences.scratch();
-    let mut shared = differences.whole_matrix();
-    differences.narrow_band(&mut shared, low_rank, high_rank, &mut scratch);
-    let (low, _) = differences.select_within(shared.clone(), low_rank, &mut scratch);
-    let (high, _) = differences.select_within(shared.clone(), high_rank, &mut scratch);
-    let (median_lower, successor) = differences.select_within(shared, median_rank, &mut scratch);
+    // All four order statistics (interval ends and the one or two middle ones)
+    // come out of one shared search: see `PairwiseDifferences::select_bands`.
+    let median_last = if pair_count % 2 == 1 {
+        median_rank
+    } else {
+        median_rank + 1
+    };
+    let [(low, _), (median_lower, median_upper), (_, high)] = differences.select_bands([
+        (low_rank, low_rank),
+        (median_rank, median_last),
+        (high_rank, high_rank),
+    ]);
     let estimate = if pair_count % 2 == 1 {
         median_lower
     } else {
-        let median_upper =
-            successor.unwrap_or_else(|| differences.successor(median_lower, median_rank));
         midpoint(median_lower, median_upper)
     };
 
@@ -336,6 +338,153 @@ impl<'a> PairwiseDifferences<'a> {
         (value, successor)
     }
 
+    /// For each band of ranks `(first, last)` (1-based, `first <= last`, within
+    /// 1..=n·m), the `first`-th and the `last`-th smallest differences.
+    ///
+    /// Rather than a series of narrowing rounds per rank, every band gets its
+    /// bracket from the same coarse grid of the matrix: the differences of every
+    /// [`GRID_STRIDE`]-th canary and baseline value form a sorted matrix about
+    /// `GRID_STRIDE²` times smaller, whose cell `(a, b)` stands for a
+    /// `g × h` block of the full one. A value's rank in the full matrix is about
+    /// `g·h` times its rank in the grid, and the error comes from the blocks the
+    /// value's contour cuts through (about n/g + m/h of them, each off by at most
+    /// half a block and in practice unrelated), so its standard deviation is about
+    /// `g·h·sqrt((n/g + m/h) / 12)`, i.e. `sqrt((n/g + m/h) / 12)` grid ranks.
+    /// The grid order statistics [`GRID_MARGIN`] of those outside each band's
+    /// scaled ranks (found by the same method, recursively) are pivots that
+    /// bracket the band with about 9,000 differences between them at 10,000
+    /// per side (about 3,000 at 1,000). One counting sweep per band then gives
+    /// the pivots' exact ranks; when they do bracket the band, the differences
+    /// between them are copied out and the two ranks selected from those.
+    ///
+    /// Exactness never depends on the grid: the pivots are only guesses, the
+    /// counts are exact, and a band the pivots miss (or a bracket too full to
+    /// copy, as with long runs of tied differences) is finished by the
+    /// Floyd-Rivest search of [`Self::select_within`], started from whatever the
+    /// sweep did establish.
+    fn select_bands<const BANDS: usize>(&self, bands: [(u64, u64); BANDS]) -> [(f64, f64); BANDS] {
+        let gather_limit = self.gather_limit();
+        let mut scratch = self.scratch();
+        if self.len() <= gather_limit {
+            // Selection only reorders, so one copy serves every band.
+            self.gather(&self.whole_matrix(), &mut scratch.candidates);
+            return bands.map(|band| select_band_gathered(&mut scratch.candidates, band, 0));
+        }
+        let Some(grid) = Grid::of(self) else {
+            // Too few rows and columns for a grid to save anything (one side
+            // tiny): plain Floyd-Rivest search for each rank.
+            return bands.map(|(first, last)| {
+                let (low, _) = self.select_within(self.whole_matrix(), first, &mut scratch);
+                let (high, _) = self.select_within(self.whole_matrix(), last, &mut scratch);
+                (low, high)
+            });
+        };
+        let grid_differences = PairwiseDifferences::new(&grid.canary, &grid.baseline);
+        let grid_len = grid_differences.len();
+        let scale = grid_len as f64 / self.len() as f64;
+        let margin = grid.margin();
+        // A pivot rank clamped to the grid's end stands for an infinite pivot, so
+        // that the bracket cannot miss on that side.
+        let grid_bands = bands.map(|(first, last)| {
+            let grid_first = (first as f64 * scale).floor() as u64;
+            let grid_last = (last as f64 * scale).ceil() as u64;
+            (
+                grid_first.saturating_sub(margin),
+                grid_last.saturating_add(margin),
+            )
+        });
+        let clamped = grid_bands.map(|(first, last)| (first.max(1), last.min(grid_len)));
+        let pivots = grid_differences.select_bands(clamped);
+        let mut result = [(0.0, 0.0); BANDS];
+        for index in 0..BANDS {
+            let (grid_first, grid_last) = grid_bands[index];
+            let lower_pivot = if grid_first >= 1 {
+                pivots[index].0
+            } else {
+                f64::NEG_INFINITY
+            };
+            let upper_pivot = if grid_last <= grid_len {
+                pivots[index].1
+            } else {
+                f64::INFINITY
+            };
+            // The bracket's expected width in full ranks, twice over (plus the usual
+            // limit) before giving up on copying it out: O(n + m) either way,
+            // since the grid bracket grows only as the square root of the sides.
+            let expected = (grid_last - grid_first + 1) as f64 / scale;
+            let copy_limit = gather_limit.saturating_add((2.0 * expected) as u64);
+            result[index] = self.select_band_between(
+                bands[index],
+                (lower_pivot, upper_pivot),
+                copy_limit,
+                &mut scratch,
+            );
+        }
+        result
+    }
+
+    /// One band of [`Self::select_bands`] given its two pivots: a counting sweep,
+    /// then a copy-out when the pivots bracket the band, else the exact search
+    /// within whichever part of the matrix the counts show holds the band.
+    fn select_band_between(
+        &self,
+        (first, last): (u64, u64),
+        (lower_pivot, upper_pivot): (f64, f64),
+        copy_limit: u64,
+        scratch: &mut Scratch,
+    ) -> (f64, f64) {
+        let whole_matrix = self.whole_matrix();
+        self.sweep_pair(&whole_matrix, lower_pivot, upper_pivot, scratch);
+        // Columns from a row's strict boundary on hold differences below the lower
+        // pivot; columns before its inclusive boundary hold ones above the upper.
+        let below_lower = count_from(&scratch.strict_boundaries, &whole_matrix.end);
+        let at_or_below_upper = count_from(&scratch.inclusive_boundaries, &whole_matrix.end);
+        let windows = if last <= below_lower {
+            CandidateWindows {
+                start: scratch.strict_boundaries.clone(),
+                end: whole_matrix.end,
+                below: 0,
+                count: below_lower,
+            }
+        } else if first > at_or_below_upper {
+            CandidateWindows {
+                start: whole_matrix.start,
+                end: scratch.inclusive_boundaries.clone(),
+                below: at_or_below_upper,
+                count: self.len() - at_or_below_upper,
+            }
+        } else if first > below_lower && last <= at_or_below_upper {
+            if lower_pivot == upper_pivot {
+                // Every difference of these ranks equals the pivot.
+                return (lower_pivot, upper_pivot);
+            }
+            let count = at_or_below_upper - below_lower;
+            if count <= copy_limit {
+                copy_between(
+                    self.canary_sorted,
+                    self.baseline_sorted,
+                    (&scratch.inclusive_boundaries, &scratch.strict_boundaries),
+                    count as usize,
+                    &mut scratch.candidates,
+                );
+                return select_band_gathered(&mut scratch.candidates, (first, last), below_lower);
+            }
+            CandidateWindows {
+                start: scratch.inclusive_boundaries.clone(),
+                end: scratch.strict_boundaries.clone(),
+                below: below_lower,
+                count,
+            }
+        } else {
+            // The band straddles a pivot: only happens when the guesses are far
+            // off, so start over on the whole matrix.
+            whole_matrix
+        };
+        let (low, _) = self.select_within(windows.clone(), first, scratch);
+        let (high, _) = self.select_within(windows, last, scratch);
+        (low, high)
+    }
+
     /// Selects `rank` (clamped to 1..=n·m) among `windows`, which must contain
     /// it. Also returns the next order statistic when the final copy-out reveals
     /// it for free.
@@ -365,25 +514,6 @@ impl<'a> PairwiseDifferences<'a> {
             three_way |= windows.count == count_before;
         }
         self.gather_and_select(&windows, rank, &mut scratch.candidates)
-    }
-
-    /// Narrows `windows` towards all ranks in `first..=last` at once, for as long
-    /// as that band stays a small part of the candidates; the interval ends and the
-    /// median share these rounds instead of each paying for them.
-    fn narrow_band(
-        &self,
-        windows: &mut CandidateWindows,
-        first: u64,
-        last: u64,
-        scratch: &mut Scratch,
-    ) {
-        let gather_limit = self.gather_limit();
-        while windows.count > gather_limit && (last - first).saturating_mul(16) < windows.count {
-            match self.bracket_round(windows, first, last, scratch) {
-                RoundOutcome::Narrowed => {}
-                RoundOutcome::Found(_) | RoundOutcome::Stuck => return,
-            }
-        }
     }
 
     /// One Floyd-Rivest round for the band of ranks `first..=last` (1-based over
@@ -568,6 +698,7 @@ impl<'a> PairwiseDifferences<'a> {
 
     /// The (rank + 1)-th smallest difference given that the rank-th is `value`: the
     /// same value again if it occurs beyond `rank`, else the smallest larger one.
+    #[cfg(test)]
     fn successor(&self, value: f64, rank: u64) -> f64 {
         let mut scratch = self.scratch();
         let whole_matrix = self.whole_matrix();
@@ -630,16 +761,25 @@ impl<'a> PairwiseDifferences<'a> {
         rank: u64,
         candidates: &mut Vec<f64>,
     ) -> (f64, Option<f64>) {
+        self.gather(windows, candidates);
+        select_gathered(candidates, rank - windows.below)
+    }
+
+    /// Copies the differences inside `windows` into `candidates`.
+    fn gather(&self, windows: &CandidateWindows, candidates: &mut Vec<f64>) {
         candidates.clear();
-        for (row, (&start, &end)) in windows.start.iter().zip(&windows.end).enumerate() {
-            let canary_value = self.canary_sorted[row];
+        for ((&canary_value, &start), &end) in self
+            .canary_sorted
+            .iter()
+            .zip(&windows.start)
+            .zip(&windows.end)
+        {
             candidates.extend(
                 self.baseline_sorted[start..end]
                     .iter()
                     .map(|&baseline_value| canary_value - baseline_value),
             );
         }
-        select_gathered(candidates, rank - windows.below)
     }
 }
 
@@ -656,6 +796,104 @@ fn select_gathered(candidates: &mut [f64], target: u64) -> (f64, Option<f64>) {
     let (_, &mut value, above) = candidates.select_nth_unstable_by(index, f64::total_cmp);
     let successor = above.iter().copied().min_by(f64::total_cmp);
     (value, successor)
+}
+
+/// Copies the `count` differences of columns `starts[i]..ends[i]` of every row
+/// into `candidates`. Rows hold a column or two each here, so the per-row cost is
+/// what matters: the output is sized once and written through a cursor instead
+/// of growing a vector row by row.
+fn copy_between(
+    canary_sorted: &[f64],
+    baseline_sorted: &[f64],
+    (starts, ends): (&[usize], &[usize]),
+    count: usize,
+    candidates: &mut Vec<f64>,
+) {
+    candidates.clear();
+    candidates.resize(count, 0.0);
+    let mut cursor = 0;
+    for ((&canary_value, &start), &end) in canary_sorted.iter().zip(starts).zip(ends) {
+        let row = &baseline_sorted[start..end];
+        for (slot, &baseline_value) in candidates[cursor..cursor + row.len()].iter_mut().zip(row) {
+            *slot = canary_value - baseline_value;
+        }
+        cursor += row.len();
+    }
+}
+
+/// The `first`-th and `last`-th smallest differences (1-based over the whole
+/// matrix) from the copied-out candidates, which hold ranks `below + 1` on.
+fn select_band_gathered(
+    candidates: &mut [f64],
+    (first, last): (u64, u64),
+    below: u64,
+) -> (f64, f64) {
+    if candidates.is_empty() {
+        // Unreachable while the bookkeeping is right; a finite answer beats a panic.
+        return (0.0, 0.0);
+    }
+    let top = candidates.len() - 1;
+    let first_index = (first.saturating_sub(below + 1) as usize).min(top);
+    let last_index = (last.saturating_sub(below + 1) as usize).clamp(first_index, top);
+    let (_, &mut low, above) = candidates.select_nth_unstable_by(first_index, f64::total_cmp);
+    // Everything at or after `first_index` now sits in `low` and `above`, so the
+    // second selection only needs the part above.
+    let high = if last_index == first_index {
+        low
+    } else {
+        *above
+            .select_nth_unstable_by(last_index - first_index - 1, f64::total_cmp)
+            .1
+    };
+    (low, high)
+}
+
+/// Spacing of the coarse grid of [`PairwiseDifferences::select_bands`] along each
+/// side: 8 makes the grid 64 times smaller, so the recursion's levels cost a
+/// geometric series dominated by the full matrix, while the brackets (which grow
+/// with the spacing to the power 1.5) stay within a small multiple of n + m.
+const GRID_STRIDE: usize = 8;
+
+/// Half-width of the grid brackets in standard deviations of the grid estimate
+/// (see [`PairwiseDifferences::select_bands`]): a miss costs only speed, and at 5
+/// it is rare enough never to matter.
+const GRID_MARGIN: f64 = 5.0;
+
+/// Every [`GRID_STRIDE`]-th value of each side (the middle of each stretch), for
+/// the coarse grid of [`PairwiseDifferences::select_bands`].
+struct Grid {
+    canary: Vec<f64>,
+    baseline: Vec<f64>,
+}
+
+impl Grid {
+    /// The grid of `differences`, or `None` when it would not be much smaller.
+    fn of(differences: &PairwiseDifferences<'_>) -> Option<Self> {
+        let canary = every_stride(differences.canary_sorted);
+        let baseline = every_stride(differences.baseline_sorted);
+        let grid_len = canary.len() as u64 * baseline.len() as u64;
+        (grid_len.saturating_mul(8) <= differences.len()).then_some(Self { canary, baseline })
+    }
+
+    /// [`GRID_MARGIN`] standard deviations of the rank error, in grid ranks, plus
+    /// one for rounding.
+    fn margin(&self) -> u64 {
+        let sides = (self.canary.len() + self.baseline.len()) as f64;
+        (GRID_MARGIN * (sides / 12.0).sqrt()).ceil() as u64 + 1
+    }
+}
+
+/// Every [`GRID_STRIDE`]-th value of an ascending slice, taken at the middle of
+/// equal stretches (the whole slice when it is too short to thin out).
+fn every_stride(sorted: &[f64]) -> Vec<f64> {
+    let len = sorted.len();
+    let kept = (len / GRID_STRIDE).max(1);
+    if len < 2 * GRID_STRIDE {
+        return sorted.to_vec();
+    }
+    (0..kept)
+        .map(|index| sorted[(2 * index + 1) * len / (2 * kept)])
+        .collect()
 }
 
 /// One row of [`PairwiseDifferences::sweep_pair`]: the strict boundary of the
@@ -882,6 +1120,44 @@ mod tests {
         }
     }
 
+    #[test]
+    fn grid_bands_match_brute_force_on_smooth_and_heavily_tied_data() {
+        let smooth = (
+            xorshift_sample(3, 2000, 10.0, 0.0),
+            xorshift_sample(5, 1500, 10.0, 0.5),
+        );
+        let tied = (
+            (0..3000).map(|i| f64::from(i % 3)).collect::<Vec<_>>(),
+            (0..2000).map(|i| f64::from(i % 2)).collect::<Vec<_>>(),
+        );
+        for (baseline, canary) in [smooth, tied] {
+            let all = brute_force_sorted_differences(&baseline, &canary);
+            let count = all.len();
+            let result = hodges_lehmann(&baseline, &canary, 0.95).unwrap();
+            let expected_estimate = if count % 2 == 1 {
+                all[count / 2]
+            } else {
+                midpoint(all[count / 2 - 1], all[count / 2])
+            };
+            assert_eq!(result.estimate, expected_estimate);
+            let mut baseline_sorted = baseline.clone();
+            baseline_sorted.sort_unstable_by(f64::total_cmp);
+            let mut canary_sorted = canary.clone();
+            canary_sorted.sort_unstable_by(f64::total_cmp);
+            let differences = PairwiseDifferences::new(&canary_sorted, &baseline_sorted);
+            let bands = [
+                (1, 2),
+                (count as u64 / 3, count as u64 / 3 + 7),
+                (count as u64, count as u64),
+            ];
+            let values = differences.select_bands(bands);
+            for ((first, last), (low, high)) in bands.into_iter().zip(values) {
+                assert_eq!(low, all[first as usize - 1], "rank {first}");
+                assert_eq!(high, all[last as usize - 1], "rank {last}");
+            }
+        }
+    }
+
     fn integer_sample(max_len: usize) -> impl Strategy<Value = Vec<f64>> {
         prop::collection::vec((-30i32..30).prop_map(f64::from), 1..max_len)
     }
@@ -979,6 +1255,32 @@ mod tests {
                 prop_assert_eq!(value, all[rank as usize - 1]);
                 prop_assert_eq!(next, all[(rank as usize).min(all.len() - 1)]);
             }
+        }
+
+        #[test]
+        fn grid_bracketed_bands_equal_brute_force_order_statistics_with_many_ties(
+            baseline in prop::collection::vec((-40i32..40).prop_map(f64::from), 100..400),
+            canary in prop::collection::vec((-40i32..40).prop_map(|v| f64::from(v) / 2.0), 100..400),
+            fractions in prop::collection::vec((0.0f64..=1.0, 0u64..2000), 3),
+        ) {
+            let mut baseline_sorted = baseline.clone();
+            baseline_sorted.sort_unstable_by(f64::total_cmp);
+            let mut canary_sorted = canary.clone();
+            canary_sorted.sort_unstable_by(f64::total_cmp);
+            let all = brute_force_sorted_differences(&baseline, &canary);
+            let count = all.len() as u64;
+            let differences = PairwiseDifferences::new(&canary_sorted, &baseline_sorted);
+            let band = |(fraction, width): (f64, u64)| {
+                let first = ((fraction * count as f64) as u64).clamp(1, count);
+                (first, (first + width).min(count))
+            };
+            let bands = [band(fractions[0]), band(fractions[1]), band(fractions[2])];
+            let values = differences.select_bands(bands);
+            for ((first, last), (low, high)) in bands.into_iter().zip(values) {
+                prop_assert_eq!(low, all[first as usize - 1]);
+                prop_assert_eq!(high, all[last as usize - 1]);
+            }
+            check_against_brute_force(&baseline, &canary, 0.95)?;
         }
 
         #[test]
