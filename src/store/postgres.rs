@@ -84,7 +84,7 @@ impl PostgresStore {
     }
 
     async fn require_analysis(&self, id: Uuid) -> Result<(), StoreError> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM analyses WHERE id = $1")
+        let found: Option<i64> = sqlx::query_scalar("SELECT seq FROM analyses WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
