@@ -1251,15 +1251,12 @@ async fn a_sqlite_file_keeps_everything_across_a_restart() {
     reopened.close().await;
 }
 
-/// Eight workers, each an instance of its own with one connection, claim 200 due
-/// analyses until none are left, finishing each one they claim. Every analysis is
-/// claimed exactly once and no two workers ever hold the same one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn eight_postgres_workers_claim_two_hundred_analyses_each_exactly_once() {
+/// Workers claim 200 due analyses until none are left, finishing each one they claim.
+/// Every analysis is claimed exactly once and no two workers ever hold the same one.
+async fn workers_share_two_hundred_analyses(setup: Arc<dyn Store>, workers: Vec<Arc<dyn Store>>) {
     const ANALYSES: usize = 200;
-    const WORKERS: usize = 8;
-    in_postgres_schema(|schema| async move {
-        let setup = schema.store(2).await;
+    let worker_count = workers.len();
+    {
         let mut created = Vec::with_capacity(ANALYSES);
         for n in 0..ANALYSES {
             created.push(create(setup.as_ref(), &format!("load-{n}")).await.id);
@@ -1269,9 +1266,8 @@ async fn eight_postgres_workers_claim_two_hundred_analyses_each_exactly_once() {
         let claims: Arc<Mutex<HashMap<Uuid, Vec<String>>>> = Arc::default();
         let overlaps: Arc<Mutex<Vec<String>>> = Arc::default();
         let mut tasks = Vec::new();
-        for w in 0..WORKERS {
+        for (w, store) in workers.iter().cloned().enumerate() {
             let worker = format!("worker-{w}");
-            let store = schema.store(1).await;
             let (held, claims, overlaps) = (held.clone(), claims.clone(), overlaps.clone());
             tasks.push(tokio::spawn(async move {
                 loop {
@@ -1311,7 +1307,6 @@ async fn eight_postgres_workers_claim_two_hundred_analyses_each_exactly_once() {
                         assert!(store.release(analysis.id, &worker).await.expect("release"));
                     }
                 }
-                store.close().await;
             }));
         }
         for task in tasks {
@@ -1341,10 +1336,38 @@ async fn eight_postgres_workers_claim_two_hundred_analyses_each_exactly_once() {
                 "one look for {id}"
             );
         }
-        eprintln!("{ANALYSES} analyses over {WORKERS} workers in {elapsed:?}: {per_worker:?}");
+        eprintln!("{ANALYSES} analyses over {worker_count} workers in {elapsed:?}: {per_worker:?}");
+        for store in workers {
+            store.close().await;
+        }
         setup.close().await;
+    }
+}
+
+/// Eight workers, each an instance of its own with one connection, as eight
+/// `canary serve` processes on one database would be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_postgres_workers_claim_two_hundred_analyses_each_exactly_once() {
+    in_postgres_schema(|schema| async move {
+        let mut workers = Vec::new();
+        for _ in 0..8 {
+            workers.push(schema.store(1).await);
+        }
+        workers_share_two_hundred_analyses(schema.store(2).await, workers).await;
     })
     .await;
+}
+
+/// Eight workers in one instance on one SQLite file (its pool has several connections,
+/// so writers really contend for the file's write lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_workers_on_one_sqlite_file_claim_two_hundred_analyses_each_exactly_once() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = StoreConfig::new(format!("sqlite://{}", dir.path().join("load.db").display()))
+        .build()
+        .await
+        .expect("sqlite file");
+    workers_share_two_hundred_analyses(store.clone(), vec![store; 8]).await;
 }
 
 /// Claims that race for the same few analyses over and over, with leases expiring
