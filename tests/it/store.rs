@@ -1,8 +1,10 @@
 //! The store contract, run against every store: SQLite in memory, SQLite on a file and
 //! PostgreSQL (127.0.0.1:5432, database `test`, or `DATABASE_URL`). Each PostgreSQL test
 //! gets a schema of its own, dropped at the end even when the test fails, so tests run
-//! in parallel and leave nothing behind. Also: a SQLite file survives a restart, and
-//! eight PostgreSQL-backed workers share 200 analyses without ever sharing one.
+//! in parallel and leave nothing behind. Also: a SQLite file survives a restart; eight
+//! workers share 200 analyses without ever sharing one, as eight PostgreSQL-backed
+//! instances and as eight tasks on one SQLite file; and workers racing with expiring
+//! leases never get a write accepted after their lease ran out.
 //!
 //! No test sleeps: the store takes "now" from its caller, so leases expire by passing a
 //! later time.
