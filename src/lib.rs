@@ -14,6 +14,8 @@
 //! - [`report`]: renders a judgement as a terminal table or JSON.
 //! - [`scheduler`]: the rollout runner — fetch → judge → decide → actuate → record for
 //!   each analysis interval of a staged rollout; the only caller of actuators.
+//! - [`store`]: durable analyses behind the `Store` trait — looks, actuations with
+//!   idempotency keys, leases for workers, the audit log — in SQLite or PostgreSQL.
 //! - [`app`]: the composition root: wires files, sources, judge and report for each
 //!   command. The only module that names concrete sources.
 //! - [`cli`]: the command-line types (clap).
@@ -32,4 +34,5 @@ pub mod report;
 pub mod scheduler;
 pub mod sources;
 pub mod stats;
+pub mod store;
 pub mod telemetry;

@@ -1,7 +1,8 @@
 //! The one integration-test binary. Every test here runs the real `canary` binary or
 //! the library's public API against the files in `fixtures/` and `analysis-profiles/`,
 //! or against a real Prometheus that `prometheus_harness` starts (installed by
-//! `scripts/test.sh`).
+//! `scripts/test.sh`); `store` runs the store contract on SQLite and on the machine's
+//! PostgreSQL.
 
 mod analyze;
 mod bad_input;
@@ -13,3 +14,4 @@ mod prometheus_source;
 mod rollout_prometheus;
 mod rollouts;
 mod run_cli;
+mod store;

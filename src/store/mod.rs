@@ -1,0 +1,862 @@
+//! Durable analyses: the [`Store`] trait, the records it keeps and its errors. No SQL
+//! here; [`sqlite`] and [`postgres`] implement the trait, and [`StoreConfig::build`] is
+//! the only code that names them.
+//!
+//! What a store keeps: each analysis (its request, a snapshot of its profile, where it
+//! stands and an opaque snapshot of its runner), every look, every flag change
+//! (actuation) with its idempotency key, and an audit log of manual actions.
+//!
+//! # Semantics every implementation keeps (the contract tests in `tests/it/store.rs`
+//! check them against each store)
+//! - **Times** are Unix seconds as `f64`, the runner's analysis time. A store keeps them as
+//!   integer milliseconds, so a time reads back rounded to the millisecond. A store never
+//!   reads a clock: every method that needs "now" takes it from the caller, so tests and
+//!   replays drive leases without sleeping. Instances sharing a database must therefore
+//!   have clocks that agree to well within a lease.
+//! - **Versions**: a new analysis has version 1; every write of its content
+//!   ([`Store::record_look`], [`Store::apply_manual_action`]) bumps it and sets
+//!   `updated_at`. Lease bookkeeping (claim, renew, release) changes only the lease
+//!   fields and bumps nothing, so a worker's heartbeat never makes its own next write
+//!   conflict.
+//! - **Leases**: a worker holds an analysis while `lease_owner` is its id and
+//!   `now < lease_expires_at`. An expired lease is lost even when no one has taken the
+//!   analysis yet. Only the holder may record a look or intend an actuation; a worker
+//!   presumed dead gets [`StoreError::LeaseLost`] and can never write over its successor.
+//! - **Due**: an analysis is claimable when it is `Pending` or `Running`, its
+//!   `next_look_at` is unset or `<= now`, and no unexpired lease is on it. A new
+//!   analysis's `next_look_at` is its `start_at`, so a future start delays its first claim.
+//! - **Final states** are final for the engine: a look cannot change a final analysis
+//!   ([`StoreError::Conflict`]) and it is never claimed. A manual action can still change
+//!   it (the one audited way out, e.g. to retry a failed rollback).
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use self::postgres::PostgresStore;
+pub use self::sqlite::SqliteStore;
+
+/// The largest page [`Store::list_analyses`] returns; larger limits are cut to it.
+pub const MAX_PAGE: u32 = 1000;
+
+/// What went wrong in a store call, in the kinds callers branch on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No analysis with that id, or no actuation with that idempotency key.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The worker does not hold an unexpired lease on the analysis: it must stop working
+    /// on it (another worker may have taken it over).
+    #[error("worker {worker:?} does not hold the lease on analysis {analysis}")]
+    LeaseLost {
+        /// The analysis.
+        analysis: Uuid,
+        /// The worker that asked.
+        worker: String,
+    },
+    /// The write lost a race or breaks a rule: the version moved since the caller read
+    /// it, the analysis is final, a look number was already recorded, or an idempotency
+    /// key belongs to another intent. Re-read and decide again.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The caller passed something the store cannot keep: a malformed cursor, a
+    /// non-finite time, a zero lease, a look record for another analysis.
+    #[error("invalid request to the store: {0}")]
+    Invalid(String),
+    /// The database cannot be reached or refused the work (connection, pool timeout,
+    /// lock timeout, I/O). Retrying later may succeed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The database holds something this version cannot read: an unknown state, JSON
+    /// that does not parse, a schema newer than the code.
+    #[error("store data is corrupt or from a newer version: {0}")]
+    Corrupt(String),
+}
+
+/// Where an analysis stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnalysisState {
+    /// Submitted; no worker has started it yet.
+    Pending,
+    /// A worker is taking looks.
+    Running,
+    /// Stopped by a person; not claimed until resumed.
+    Paused,
+    /// Every stage passed: the flag is at 100 %. Final.
+    Promoted,
+    /// The kill switch was pulled. Final.
+    RolledBack,
+    /// Held past its hold timeout: a person decides. Not claimed.
+    AwaitingReview,
+    /// The kill switch could not be pulled: the canary may still serve traffic. Final
+    /// (for the engine; a person acts).
+    RollbackFailed,
+    /// The analysis could not run (bad configuration, a source or flag that never
+    /// answered). Final.
+    Failed,
+}
+
+impl AnalysisState {
+    /// Every state, in declaration order.
+    pub const ALL: [AnalysisState; 8] = [
+        AnalysisState::Pending,
+        AnalysisState::Running,
+        AnalysisState::Paused,
+        AnalysisState::Promoted,
+        AnalysisState::RolledBack,
+        AnalysisState::AwaitingReview,
+        AnalysisState::RollbackFailed,
+        AnalysisState::Failed,
+    ];
+
+    /// Whether the engine is done with the analysis: it is never claimed again and a
+    /// look cannot change it.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            AnalysisState::Promoted
+                | AnalysisState::RolledBack
+                | AnalysisState::RollbackFailed
+                | AnalysisState::Failed
+        )
+    }
+
+    /// Whether workers claim analyses in this state (when due and unleased).
+    pub fn is_claimable(self) -> bool {
+        matches!(self, AnalysisState::Pending | AnalysisState::Running)
+    }
+
+    /// The snake_case name used in the database, the API and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnalysisState::Pending => "pending",
+            AnalysisState::Running => "running",
+            AnalysisState::Paused => "paused",
+            AnalysisState::Promoted => "promoted",
+            AnalysisState::RolledBack => "rolled_back",
+            AnalysisState::AwaitingReview => "awaiting_review",
+            AnalysisState::RollbackFailed => "rollback_failed",
+            AnalysisState::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for AnalysisState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AnalysisState {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        AnalysisState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == name)
+            .ok_or_else(|| format!("unknown analysis state {name:?}"))
+    }
+}
+
+/// What a pipeline submits: everything needed to run the analysis, resolved by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewAnalysis {
+    /// The analysis profile's name.
+    pub profile_name: String,
+    /// The profile's TOML as it was at submission, so a later edit of the file cannot
+    /// change a running analysis.
+    pub profile_text: String,
+    /// The feature flag the actuator moves.
+    pub flag: String,
+    /// The named metric source (declared in settings).
+    pub source: String,
+    /// The named actuator (declared in settings).
+    pub actuator: String,
+    /// Label matchers that select the baseline.
+    pub baseline_scope: String,
+    /// Label matchers that select the canary.
+    pub canary_scope: String,
+    /// Judge and record, never actuate.
+    pub dry_run: bool,
+    /// When to start, Unix seconds; `None` starts at once.
+    pub start_at: Option<f64>,
+}
+
+/// A stored analysis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// A random (v4) UUID, assigned by the store.
+    pub id: Uuid,
+    /// The analysis profile's name.
+    pub profile_name: String,
+    /// The profile's TOML as submitted.
+    pub profile_text: String,
+    /// The feature flag the actuator moves.
+    pub flag: String,
+    /// The named metric source.
+    pub source: String,
+    /// The named actuator.
+    pub actuator: String,
+    /// Label matchers that select the baseline.
+    pub baseline_scope: String,
+    /// Label matchers that select the canary.
+    pub canary_scope: String,
+    /// Judge and record, never actuate.
+    pub dry_run: bool,
+    /// When it was asked to start, Unix seconds.
+    pub start_at: Option<f64>,
+    /// Where it stands.
+    pub state: AnalysisState,
+    /// The 0-based index of the current stage, once started.
+    pub current_stage: Option<usize>,
+    /// The canary's traffic in percent, once started.
+    pub traffic: Option<f64>,
+    /// The latest look's verdict.
+    pub latest_verdict: Option<String>,
+    /// Why it stands where it does, deciding reasons first.
+    pub reasons: Vec<String>,
+    /// The runner's opaque snapshot, enough to continue after a restart.
+    pub runner_state: serde_json::Value,
+    /// When the next look is due, Unix seconds; `None` means at once.
+    pub next_look_at: Option<f64>,
+    /// 1 when created, bumped by every content write.
+    pub version: i64,
+    /// The worker holding the lease, if any (it may have expired).
+    pub lease_owner: Option<String>,
+    /// When that lease expires, Unix seconds.
+    pub lease_expires_at: Option<f64>,
+    /// When it was submitted, Unix seconds.
+    pub created_at: f64,
+    /// When its content last changed, Unix seconds.
+    pub updated_at: f64,
+}
+
+impl Analysis {
+    /// Whether `worker` holds an unexpired lease at `now`.
+    pub fn is_leased_by(&self, worker: &str, now: f64) -> bool {
+        self.lease_owner.as_deref() == Some(worker)
+            && self.lease_expires_at.is_some_and(|expires| now < expires)
+    }
+}
+
+/// One look as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LookRecord {
+    /// The analysis it belongs to.
+    pub analysis_id: Uuid,
+    /// 1-based look number over the whole rollout; unique per analysis.
+    pub look: u64,
+    /// Analysis time, Unix seconds.
+    pub at: f64,
+    /// 0-based stage index.
+    pub stage_index: usize,
+    /// The judge's verdict for this look.
+    pub verdict: String,
+    /// What the runner decided.
+    pub decision: String,
+    /// The full interval record (`scheduler::IntervalRecord` as JSON).
+    pub body: serde_json::Value,
+}
+
+/// Everything one worker step writes, in one transaction: the look (if the step took
+/// one) and where the analysis stands afterwards. Fields replace the stored ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LookUpdate {
+    /// The look taken, or `None` for a step without one (the start, a failure).
+    pub look: Option<LookRecord>,
+    /// The new state.
+    pub state: AnalysisState,
+    /// The current stage.
+    pub current_stage: Option<usize>,
+    /// The canary's traffic in percent.
+    pub traffic: Option<f64>,
+    /// The latest verdict.
+    pub latest_verdict: Option<String>,
+    /// Why, deciding reasons first.
+    pub reasons: Vec<String>,
+    /// The runner's snapshot.
+    pub runner_state: serde_json::Value,
+    /// When the next look is due; `None` means at once.
+    pub next_look_at: Option<f64>,
+}
+
+/// Where a flag change stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActuationState {
+    /// Written before the change is made; the change may or may not have happened.
+    Intended,
+    /// The actuator confirmed the change.
+    Applied,
+    /// The actuator refused or failed.
+    Failed,
+}
+
+impl ActuationState {
+    /// The snake_case name used in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActuationState::Intended => "intended",
+            ActuationState::Applied => "applied",
+            ActuationState::Failed => "failed",
+        }
+    }
+}
+
+impl FromStr for ActuationState {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "intended" => Ok(ActuationState::Intended),
+            "applied" => Ok(ActuationState::Applied),
+            "failed" => Ok(ActuationState::Failed),
+            other => Err(format!("unknown actuation state {other:?}")),
+        }
+    }
+}
+
+/// How an intended flag change ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActuationOutcome {
+    /// The actuator confirmed the change.
+    Applied,
+    /// The actuator refused or failed.
+    Failed,
+}
+
+impl From<ActuationOutcome> for ActuationState {
+    fn from(outcome: ActuationOutcome) -> Self {
+        match outcome {
+            ActuationOutcome::Applied => ActuationState::Applied,
+            ActuationOutcome::Failed => ActuationState::Failed,
+        }
+    }
+}
+
+/// A flag change about to be made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewActuation {
+    /// The analysis making it.
+    pub analysis_id: Uuid,
+    /// Unique over all analyses, and derived from what the change is (for example
+    /// `"{analysis}/look-{n}/set_rollout-{target}"`), so a replayed step computes the same
+    /// key. Keys are single-use: a retry after `Failed` needs a new key.
+    pub idempotency_key: String,
+    /// `set_rollout` or `kill`.
+    pub action: String,
+    /// The target traffic in percent.
+    pub target: f64,
+    /// Analysis time, Unix seconds.
+    pub at: f64,
+}
+
+/// A flag change as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActuationRecord {
+    /// The analysis that made it.
+    pub analysis_id: Uuid,
+    /// Its unique key.
+    pub idempotency_key: String,
+    /// `set_rollout` or `kill`.
+    pub action: String,
+    /// The target traffic in percent.
+    pub target: f64,
+    /// Where it stands.
+    pub state: ActuationState,
+    /// What the actuator said (the state read back, or its error).
+    pub detail: Option<String>,
+    /// When it was intended, Unix seconds.
+    pub at: f64,
+    /// When it was completed, Unix seconds.
+    pub completed_at: Option<f64>,
+}
+
+/// A person's override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    /// Stop taking looks.
+    Pause,
+    /// Take looks again.
+    Resume,
+    /// Go to 100 % now.
+    Promote,
+    /// Pull the kill switch now.
+    Rollback,
+}
+
+impl AuditAction {
+    /// The snake_case name used in the database and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Pause => "pause",
+            AuditAction::Resume => "resume",
+            AuditAction::Promote => "promote",
+            AuditAction::Rollback => "rollback",
+        }
+    }
+}
+
+impl FromStr for AuditAction {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "pause" => Ok(AuditAction::Pause),
+            "resume" => Ok(AuditAction::Resume),
+            "promote" => Ok(AuditAction::Promote),
+            "rollback" => Ok(AuditAction::Rollback),
+            other => Err(format!("unknown manual action {other:?}")),
+        }
+    }
+}
+
+/// A manual action to apply: the state it sets and who asked why. The caller (the API)
+/// decides the new state from the state it read; `expected_version` makes that read
+/// count, so an override never lands on an analysis that moved in between.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManualAction {
+    /// Who asked (from the API's authentication).
+    pub actor: String,
+    /// What they asked for.
+    pub action: AuditAction,
+    /// Why, in their words.
+    pub reason: String,
+    /// The state the analysis moves to.
+    pub new_state: AnalysisState,
+    /// The version the caller read.
+    pub expected_version: i64,
+}
+
+/// One manual action as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// The analysis.
+    pub analysis_id: Uuid,
+    /// Who asked.
+    pub actor: String,
+    /// What they asked for.
+    pub action: AuditAction,
+    /// Why.
+    pub reason: String,
+    /// The state before.
+    pub from_state: AnalysisState,
+    /// The state after.
+    pub to_state: AnalysisState,
+    /// When, Unix seconds.
+    pub at: f64,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items, oldest first.
+    pub items: Vec<T>,
+    /// Pass it back for the next page; `None` when there is none.
+    pub next_cursor: Option<String>,
+}
+
+/// Durable storage of analyses, their looks, actuations and audit log.
+///
+/// Implementations are safe to share between tasks (`Arc<dyn Store>`). See the module
+/// documentation for times, versions, leases and final states.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Stores a new analysis in `Pending`, version 1, with `next_look_at = start_at`,
+    /// created and updated at `now`.
+    async fn create_analysis(&self, new: NewAnalysis, now: f64) -> Result<Analysis, StoreError>;
+
+    /// The analysis with this id, if any.
+    async fn get_analysis(&self, id: Uuid) -> Result<Option<Analysis>, StoreError>;
+
+    /// Analyses in creation order (keyset paging: a page never repeats or skips an
+    /// analysis that existed when the listing began), optionally only those in `state`.
+    /// `limit` is clamped to `1..=MAX_PAGE`; `cursor` is a previous page's `next_cursor`.
+    async fn list_analyses(
+        &self,
+        state: Option<AnalysisState>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Analysis>, StoreError>;
+
+    /// Atomically leases to `worker` up to `limit` due, unleased analyses (see the module
+    /// documentation), most overdue first, until `now + lease`. Two concurrent calls
+    /// never return the same analysis.
+    async fn claim_due(
+        &self,
+        worker: &str,
+        now: f64,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Analysis>, StoreError>;
+
+    /// Extends `worker`'s unexpired lease to `now + lease` and returns the new expiry;
+    /// [`StoreError::LeaseLost`] when it does not hold one.
+    async fn renew_lease(
+        &self,
+        id: Uuid,
+        worker: &str,
+        now: f64,
+        lease: Duration,
+    ) -> Result<f64, StoreError>;
+
+    /// Drops `worker`'s lease (expired or not) so another worker may claim the analysis
+    /// at once. Returns whether it held one; releasing twice is harmless.
+    async fn release(&self, id: Uuid, worker: &str) -> Result<bool, StoreError>;
+
+    /// Writes one worker step in one transaction: inserts the look (if any) and replaces
+    /// the analysis's progress fields, bumping its version. Fails, writing nothing, with
+    /// [`StoreError::LeaseLost`] unless `worker` holds an unexpired lease at `now`, then
+    /// with [`StoreError::Conflict`] if the version is not `expected_version`, the
+    /// analysis is final, or the look number was already recorded.
+    async fn record_look(
+        &self,
+        id: Uuid,
+        worker: &str,
+        expected_version: i64,
+        now: f64,
+        update: LookUpdate,
+    ) -> Result<Analysis, StoreError>;
+
+    /// Records that `worker` is about to make a flag change, or returns the record
+    /// already stored under the same idempotency key (whatever its state), so a replayed
+    /// step skips keys already `Applied`. [`StoreError::LeaseLost`] unless `worker` holds
+    /// the analysis's lease at `now`; [`StoreError::Conflict`] if the key belongs to
+    /// another analysis or action.
+    async fn intend_actuation(
+        &self,
+        worker: &str,
+        now: f64,
+        intent: NewActuation,
+    ) -> Result<ActuationRecord, StoreError>;
+
+    /// Marks an intended change `Applied` or `Failed`. Needs no lease: it records what
+    /// happened to the flag, which stays true even if the lease ran out meanwhile.
+    /// Completing again with the same outcome returns the record unchanged; with the
+    /// other outcome it is a [`StoreError::Conflict`].
+    async fn complete_actuation(
+        &self,
+        idempotency_key: &str,
+        outcome: ActuationOutcome,
+        detail: &str,
+        now: f64,
+    ) -> Result<ActuationRecord, StoreError>;
+
+    /// Every look of an analysis, by look number; [`StoreError::NotFound`] for an
+    /// unknown analysis.
+    async fn list_looks(&self, id: Uuid) -> Result<Vec<LookRecord>, StoreError>;
+
+    /// Every actuation of an analysis, in the order intended.
+    async fn list_actuations(&self, id: Uuid) -> Result<Vec<ActuationRecord>, StoreError>;
+
+    /// Sets the analysis's state and appends the audit entry in one transaction, bumping
+    /// the version; [`StoreError::Conflict`] if the version is not
+    /// `action.expected_version`. Leases are left alone: the holder's next write conflicts
+    /// and it re-reads the analysis.
+    async fn apply_manual_action(
+        &self,
+        id: Uuid,
+        action: ManualAction,
+        now: f64,
+    ) -> Result<Analysis, StoreError>;
+
+    /// Every manual action on an analysis, oldest first.
+    async fn audit_log(&self, id: Uuid) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// How many analyses are in each state; every state is present, zeros included.
+    async fn counts_by_state(&self) -> Result<BTreeMap<AnalysisState, u64>, StoreError>;
+
+    /// Whether the database answers.
+    async fn healthcheck(&self) -> Result<(), StoreError>;
+
+    /// Closes the connections, waiting for calls in flight. Later calls fail with
+    /// [`StoreError::Unavailable`].
+    async fn close(&self);
+}
+
+/// Which store to use, from settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreConfig {
+    /// `sqlite:PATH`, `sqlite://PATH` or a plain file path for an embedded SQLite file
+    /// (created if missing; one `canary serve` instance only); `sqlite::memory:` for a
+    /// throwaway database; `postgres://USER@HOST:PORT/DB` (or `postgresql://`) for
+    /// PostgreSQL, which several instances can share.
+    pub url: String,
+    /// The connection pool's size for PostgreSQL (default 10). SQLite files use a small
+    /// fixed pool and in-memory databases one connection.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+}
+
+impl StoreConfig {
+    /// A configuration for `url` with the default pool size.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: None,
+        }
+    }
+
+    /// Connects to the store the URL names and brings its schema up to date.
+    pub async fn build(&self) -> Result<Arc<dyn Store>, StoreError> {
+        if is_postgres_url(&self.url) {
+            let store =
+                PostgresStore::connect_with_pool_size(&self.url, self.max_connections).await?;
+            Ok(Arc::new(store))
+        } else {
+            Ok(Arc::new(SqliteStore::connect(&self.url).await?))
+        }
+    }
+}
+
+fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Unix seconds → stored milliseconds, refusing times a database cannot order.
+pub(crate) fn to_millis(seconds: f64, what: &str) -> Result<i64, StoreError> {
+    if !seconds.is_finite() || seconds.abs() > 9.0e12 {
+        return Err(StoreError::Invalid(format!(
+            "{what} must be a finite Unix time in seconds, got {seconds}"
+        )));
+    }
+    Ok((seconds * 1000.0).round() as i64)
+}
+
+pub(crate) fn optional_millis(seconds: Option<f64>, what: &str) -> Result<Option<i64>, StoreError> {
+    seconds.map(|s| to_millis(s, what)).transpose()
+}
+
+/// Stored milliseconds → Unix seconds.
+pub(crate) fn from_millis(millis: i64) -> f64 {
+    millis as f64 / 1000.0
+}
+
+pub(crate) fn lease_millis(lease: Duration) -> Result<i64, StoreError> {
+    let millis = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    if millis <= 0 {
+        return Err(StoreError::Invalid(
+            "a lease must last at least one millisecond".to_owned(),
+        ));
+    }
+    Ok(millis)
+}
+
+/// Page cursors are the last item's creation sequence number, opaque to callers.
+pub(crate) fn parse_cursor(cursor: Option<&str>) -> Result<i64, StoreError> {
+    match cursor {
+        None => Ok(0),
+        Some(text) => text
+            .strip_prefix('s')
+            .and_then(|digits| digits.parse::<i64>().ok())
+            .filter(|seq| *seq >= 0)
+            .ok_or_else(|| StoreError::Invalid(format!("malformed page cursor {text:?}"))),
+    }
+}
+
+pub(crate) fn format_cursor(seq: i64) -> String {
+    format!("s{seq}")
+}
+
+pub(crate) fn page_limit(limit: u32) -> i64 {
+    i64::from(limit.clamp(1, MAX_PAGE))
+}
+
+pub(crate) fn claim_limit(limit: u32) -> i64 {
+    i64::from(limit.min(MAX_PAGE))
+}
+
+pub(crate) fn parse_stored<T: FromStr<Err = String>>(text: &str) -> Result<T, StoreError> {
+    text.parse().map_err(StoreError::Corrupt)
+}
+
+pub(crate) fn to_index(value: Option<i64>, what: &str) -> Result<Option<usize>, StoreError> {
+    value
+        .map(|v| {
+            usize::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative {what}: {v}")))
+        })
+        .transpose()
+}
+
+pub(crate) fn from_index(value: Option<usize>) -> Option<i64> {
+    value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// Maps a database error onto the kinds callers branch on.
+pub(crate) fn database_error(error: sqlx::Error) -> StoreError {
+    use sqlx::error::ErrorKind;
+    match &error {
+        sqlx::Error::Database(db) => match db.kind() {
+            ErrorKind::UniqueViolation => StoreError::Conflict(db.message().to_owned()),
+            ErrorKind::ForeignKeyViolation
+            | ErrorKind::NotNullViolation
+            | ErrorKind::CheckViolation => StoreError::Invalid(db.message().to_owned()),
+            _ => match db.code().as_deref() {
+                // PostgreSQL: serialization failure and deadlock lost a race; retryable.
+                Some("40001") | Some("40P01") => StoreError::Conflict(db.message().to_owned()),
+                _ => StoreError::Unavailable(error.to_string()),
+            },
+        },
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(error.to_string()),
+        _ => StoreError::Unavailable(error.to_string()),
+    }
+}
+
+pub(crate) fn migrate_error(error: sqlx::migrate::MigrateError) -> StoreError {
+    use sqlx::migrate::MigrateError;
+    match error {
+        MigrateError::VersionMissing(_)
+        | MigrateError::VersionMismatch(_)
+        | MigrateError::VersionNotPresent(_)
+        | MigrateError::VersionTooOld(..)
+        | MigrateError::VersionTooNew(..)
+        | MigrateError::Dirty(_) => StoreError::Corrupt(format!("schema migration: {error}")),
+        other => StoreError::Unavailable(format!("schema migration: {other}")),
+    }
+}
+
+pub(crate) fn not_found(id: Uuid) -> StoreError {
+    StoreError::NotFound(format!("analysis {id}"))
+}
+
+pub(crate) fn check_look(id: Uuid, update: &LookUpdate) -> Result<(), StoreError> {
+    match &update.look {
+        Some(look) if look.analysis_id != id => Err(StoreError::Invalid(format!(
+            "look record for analysis {} written to analysis {id}",
+            look.analysis_id
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The record stored under an intent's key must be that intent: the same analysis and
+/// action. Anything else is a key collision, which would silently skip a flag change.
+pub(crate) fn check_same_intent(
+    intent: &NewActuation,
+    stored: ActuationRecord,
+) -> Result<ActuationRecord, StoreError> {
+    if stored.analysis_id != intent.analysis_id || stored.action != intent.action {
+        return Err(StoreError::Conflict(format!(
+            "idempotency key {:?} already belongs to {} of analysis {}",
+            intent.idempotency_key, stored.action, stored.analysis_id
+        )));
+    }
+    Ok(stored)
+}
+
+/// A completion found an actuation that was not `Intended`: the same outcome again is a
+/// harmless repeat, another outcome contradicts what was recorded.
+pub(crate) fn check_completion(
+    stored: ActuationRecord,
+    wanted: ActuationState,
+) -> Result<ActuationRecord, StoreError> {
+    if stored.state == wanted {
+        Ok(stored)
+    } else {
+        Err(StoreError::Conflict(format!(
+            "actuation {:?} is already {}, cannot become {}",
+            stored.idempotency_key,
+            stored.state.as_str(),
+            wanted.as_str()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_round_trips_through_its_name() {
+        for state in AnalysisState::ALL {
+            assert_eq!(state.as_str().parse::<AnalysisState>(), Ok(state));
+            assert_eq!(
+                serde_json::to_value(state).unwrap(),
+                serde_json::Value::String(state.as_str().to_owned())
+            );
+        }
+        assert!("done".parse::<AnalysisState>().is_err());
+    }
+
+    #[test]
+    fn only_promoted_rolled_back_rollback_failed_and_failed_are_final() {
+        let finals: Vec<_> = AnalysisState::ALL
+            .into_iter()
+            .filter(|s| s.is_final())
+            .collect();
+        assert_eq!(
+            finals,
+            [
+                AnalysisState::Promoted,
+                AnalysisState::RolledBack,
+                AnalysisState::RollbackFailed,
+                AnalysisState::Failed
+            ]
+        );
+        assert!(
+            AnalysisState::ALL
+                .iter()
+                .all(|s| !(s.is_final() && s.is_claimable()))
+        );
+    }
+
+    #[test]
+    fn millisecond_times_round_trip_exactly() {
+        for seconds in [0.0, 1_700_000_000.0, 1_700_000_000.123, 1_700_000_123.999] {
+            assert_eq!(from_millis(to_millis(seconds, "t").unwrap()), seconds);
+        }
+        assert!(matches!(
+            to_millis(f64::NAN, "t"),
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            to_millis(f64::INFINITY, "t"),
+            Err(StoreError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_invalid() {
+        assert_eq!(parse_cursor(None).unwrap(), 0);
+        assert_eq!(parse_cursor(Some(&format_cursor(42))).unwrap(), 42);
+        for bad in ["", "42", "s", "s-1", "sx", "s1 "] {
+            assert!(
+                matches!(parse_cursor(Some(bad)), Err(StoreError::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_zero_lease_is_invalid() {
+        assert!(matches!(
+            lease_millis(Duration::ZERO),
+            Err(StoreError::Invalid(_))
+        ));
+        assert_eq!(lease_millis(Duration::from_secs(30)).unwrap(), 30_000);
+    }
+
+    #[test]
+    fn postgres_urls_pick_postgres_and_everything_else_sqlite() {
+        assert!(is_postgres_url("postgres://postgres@127.0.0.1/test"));
+        assert!(is_postgres_url("postgresql://db/test"));
+        assert!(!is_postgres_url("sqlite:canary.db"));
+        assert!(!is_postgres_url("/var/lib/canary/canary.db"));
+    }
+}

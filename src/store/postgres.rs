@@ -1,0 +1,675 @@
+//! The shared store: PostgreSQL, which several `canary serve` instances use at once.
+//!
+//! Work is shared through leases on rows. [`Store::claim_due`] picks due rows with
+//! `SELECT ... FOR UPDATE SKIP LOCKED` and leases them in the same statement, so two
+//! instances claiming at once lock disjoint rows and neither waits for the other. Every
+//! check-then-write (a look, an actuation intent, a manual action) reads its analysis
+//! with `SELECT ... FOR UPDATE` inside its transaction, so the lease and version it
+//! checked cannot change before it commits. Ids are `uuid`, JSON is `jsonb`, reasons
+//! `text[]`, times `bigint` milliseconds (see `migrations/postgres/`). The connection
+//! URL may carry `options[search_path]=SCHEMA` to keep the tables in a schema of their own.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use super::{
+    ActuationOutcome, ActuationRecord, ActuationState, Analysis, AnalysisState, AuditEntry,
+    LookRecord, LookUpdate, ManualAction, NewActuation, NewAnalysis, Page, Store, StoreError,
+    check_look, claim_limit, database_error, format_cursor, from_index, from_millis, lease_millis,
+    migrate_error, not_found, optional_millis, page_limit, parse_cursor, parse_stored, to_index,
+    to_millis,
+};
+
+/// Connections when the settings do not say.
+const DEFAULT_POOL_SIZE: u32 = 10;
+
+/// The analysis columns, in the order [`analysis_from_row`] reads them.
+macro_rules! analysis_columns {
+    () => {
+        "id, profile_name, profile_text, flag, source, actuator, baseline_scope, \
+         canary_scope, dry_run, start_at_ms, state, current_stage, traffic, latest_verdict, \
+         reasons, runner_state, next_look_at_ms, version, lease_owner, lease_expires_at_ms, \
+         created_at_ms, updated_at_ms, seq"
+    };
+}
+
+macro_rules! actuation_columns {
+    () => {
+        "analysis_id, idempotency_key, action, target, state, detail, at_ms, completed_at_ms"
+    };
+}
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects with a pool of the default size and migrates the schema (migrations
+    /// take an advisory lock, so instances starting together migrate once).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with_pool_size(url, None).await
+    }
+
+    /// Connects with a pool of `max_connections` (default 10) and migrates the schema.
+    pub async fn connect_with_pool_size(
+        url: &str,
+        max_connections: Option<u32>,
+    ) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Invalid(format!("PostgreSQL URL: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.unwrap_or(DEFAULT_POOL_SIZE).max(1))
+            .connect_with(options)
+            .await
+            .map_err(database_error)?;
+        sqlx::migrate!("src/store/migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(migrate_error)?;
+        Ok(Self { pool })
+    }
+
+    async fn write_transaction(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        self.pool.begin().await.map_err(database_error)
+    }
+
+    async fn require_analysis(&self, id: Uuid) -> Result<(), StoreError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT seq FROM analyses WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(database_error)?;
+        found.map(|_| ()).ok_or_else(|| not_found(id))
+    }
+}
+
+fn get<'r, T>(row: &'r PgRow, column: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get(column).map_err(database_error)
+}
+
+fn analysis_from_row(row: &PgRow) -> Result<Analysis, StoreError> {
+    let state: String = get(row, "state")?;
+    Ok(Analysis {
+        id: get(row, "id")?,
+        profile_name: get(row, "profile_name")?,
+        profile_text: get(row, "profile_text")?,
+        flag: get(row, "flag")?,
+        source: get(row, "source")?,
+        actuator: get(row, "actuator")?,
+        baseline_scope: get(row, "baseline_scope")?,
+        canary_scope: get(row, "canary_scope")?,
+        dry_run: get(row, "dry_run")?,
+        start_at: get::<Option<i64>>(row, "start_at_ms")?.map(from_millis),
+        state: parse_stored(&state)?,
+        current_stage: to_index(get(row, "current_stage")?, "current_stage")?,
+        traffic: get(row, "traffic")?,
+        latest_verdict: get(row, "latest_verdict")?,
+        reasons: get(row, "reasons")?,
+        runner_state: get(row, "runner_state")?,
+        next_look_at: get::<Option<i64>>(row, "next_look_at_ms")?.map(from_millis),
+        version: get(row, "version")?,
+        lease_owner: get(row, "lease_owner")?,
+        lease_expires_at: get::<Option<i64>>(row, "lease_expires_at_ms")?.map(from_millis),
+        created_at: from_millis(get(row, "created_at_ms")?),
+        updated_at: from_millis(get(row, "updated_at_ms")?),
+    })
+}
+
+fn actuation_from_row(row: &PgRow) -> Result<ActuationRecord, StoreError> {
+    let state: String = get(row, "state")?;
+    Ok(ActuationRecord {
+        analysis_id: get(row, "analysis_id")?,
+        idempotency_key: get(row, "idempotency_key")?,
+        action: get(row, "action")?,
+        target: get(row, "target")?,
+        state: parse_stored(&state)?,
+        detail: get(row, "detail")?,
+        at: from_millis(get(row, "at_ms")?),
+        completed_at: get::<Option<i64>>(row, "completed_at_ms")?.map(from_millis),
+    })
+}
+
+/// The lease and version of an analysis, read inside a write transaction.
+struct Guard {
+    state: AnalysisState,
+    version: i64,
+    lease_owner: Option<String>,
+    lease_expires_at_ms: Option<i64>,
+}
+
+impl Guard {
+    fn holds(&self, worker: &str, now_ms: i64) -> bool {
+        self.lease_owner.as_deref() == Some(worker)
+            && self
+                .lease_expires_at_ms
+                .is_some_and(|expires| now_ms < expires)
+    }
+}
+
+async fn read_guard(tx: &mut sqlx::PgConnection, id: Uuid) -> Result<Guard, StoreError> {
+    let row = sqlx::query(
+        "SELECT state, version, lease_owner, lease_expires_at_ms FROM analyses \
+         WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(database_error)?
+    .ok_or_else(|| not_found(id))?;
+    let state: String = get(&row, "state")?;
+    Ok(Guard {
+        state: parse_stored(&state)?,
+        version: get(&row, "version")?,
+        lease_owner: get(&row, "lease_owner")?,
+        lease_expires_at_ms: get(&row, "lease_expires_at_ms")?,
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_analysis(&self, new: NewAnalysis, now: f64) -> Result<Analysis, StoreError> {
+        let now_ms = to_millis(now, "now")?;
+        let start_at_ms = optional_millis(new.start_at, "start_at")?;
+        let row = sqlx::query(concat!(
+            "INSERT INTO analyses (id, profile_name, profile_text, flag, source, actuator, \
+             baseline_scope, canary_scope, dry_run, start_at_ms, state, reasons, runner_state, \
+             next_look_at_ms, version, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', '{}', 'null', $10, 1, \
+             $11, $11) RETURNING ",
+            analysis_columns!()
+        ))
+        .bind(Uuid::new_v4())
+        .bind(&new.profile_name)
+        .bind(&new.profile_text)
+        .bind(&new.flag)
+        .bind(&new.source)
+        .bind(&new.actuator)
+        .bind(&new.baseline_scope)
+        .bind(&new.canary_scope)
+        .bind(new.dry_run)
+        .bind(start_at_ms)
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(database_error)?;
+        analysis_from_row(&row)
+    }
+
+    async fn get_analysis(&self, id: Uuid) -> Result<Option<Analysis>, StoreError> {
+        sqlx::query(concat!(
+            "SELECT ",
+            analysis_columns!(),
+            " FROM analyses WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(database_error)?
+        .map(|row| analysis_from_row(&row))
+        .transpose()
+    }
+
+    async fn list_analyses(
+        &self,
+        state: Option<AnalysisState>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Analysis>, StoreError> {
+        let after = parse_cursor(cursor)?;
+        let limit = page_limit(limit);
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            analysis_columns!(),
+            " FROM analyses WHERE ($1::text IS NULL OR state = $1) AND seq > $2 \
+             ORDER BY seq LIMIT $3"
+        ))
+        .bind(state.map(AnalysisState::as_str))
+        .bind(after)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database_error)?;
+        page_from_rows(rows, limit)
+    }
+
+    async fn claim_due(
+        &self,
+        worker: &str,
+        now: f64,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Analysis>, StoreError> {
+        let now_ms = to_millis(now, "now")?;
+        let expires_ms = now_ms.saturating_add(lease_millis(lease)?);
+        let limit = claim_limit(limit);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Picking and leasing is one statement, so one transaction: rows another claim
+        // has locked are skipped, not waited for, and a row whose lease a concurrent claim
+        // just committed is re-checked against the WHERE clause after locking.
+        let rows = sqlx::query(concat!(
+            "WITH due AS (SELECT id AS due_id FROM analyses \
+                 WHERE state IN ('pending', 'running') \
+                   AND (next_look_at_ms IS NULL OR next_look_at_ms <= $3) \
+                   AND (lease_expires_at_ms IS NULL OR lease_expires_at_ms <= $3) \
+                 ORDER BY next_look_at_ms NULLS FIRST, seq LIMIT $4 \
+                 FOR UPDATE SKIP LOCKED) \
+             UPDATE analyses SET lease_owner = $1, lease_expires_at_ms = $2 \
+             FROM due WHERE id = due.due_id RETURNING ",
+            analysis_columns!()
+        ))
+        .bind(worker)
+        .bind(expires_ms)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database_error)?;
+        sorted_claims(rows)
+    }
+
+    async fn renew_lease(
+        &self,
+        id: Uuid,
+        worker: &str,
+        now: f64,
+        lease: Duration,
+    ) -> Result<f64, StoreError> {
+        let now_ms = to_millis(now, "now")?;
+        let expires_ms = now_ms.saturating_add(lease_millis(lease)?);
+        let renewed = sqlx::query(
+            "UPDATE analyses SET lease_expires_at_ms = $1 \
+             WHERE id = $2 AND lease_owner = $3 AND lease_expires_at_ms > $4",
+        )
+        .bind(expires_ms)
+        .bind(id)
+        .bind(worker)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(database_error)?
+        .rows_affected();
+        if renewed == 1 {
+            return Ok(from_millis(expires_ms));
+        }
+        self.require_analysis(id).await?;
+        Err(StoreError::LeaseLost {
+            analysis: id,
+            worker: worker.to_owned(),
+        })
+    }
+
+    async fn release(&self, id: Uuid, worker: &str) -> Result<bool, StoreError> {
+        let released = sqlx::query(
+            "UPDATE analyses SET lease_owner = NULL, lease_expires_at_ms = NULL \
+             WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await
+        .map_err(database_error)?
+        .rows_affected();
+        if released == 0 {
+            self.require_analysis(id).await?;
+        }
+        Ok(released == 1)
+    }
+
+    async fn record_look(
+        &self,
+        id: Uuid,
+        worker: &str,
+        expected_version: i64,
+        now: f64,
+        update: LookUpdate,
+    ) -> Result<Analysis, StoreError> {
+        check_look(id, &update)?;
+        let now_ms = to_millis(now, "now")?;
+        let next_look_at_ms = optional_millis(update.next_look_at, "next_look_at")?;
+        let look_at_ms = update
+            .look
+            .as_ref()
+            .map(|look| to_millis(look.at, "look.at"))
+            .transpose()?;
+
+        let mut tx = self.write_transaction().await?;
+        let guard = read_guard(&mut tx, id).await?;
+        if !guard.holds(worker, now_ms) {
+            return Err(StoreError::LeaseLost {
+                analysis: id,
+                worker: worker.to_owned(),
+            });
+        }
+        if guard.version != expected_version {
+            return Err(StoreError::Conflict(format!(
+                "analysis {id} is at version {}, not {expected_version}",
+                guard.version
+            )));
+        }
+        if guard.state.is_final() {
+            return Err(StoreError::Conflict(format!(
+                "analysis {id} is {} (final)",
+                guard.state
+            )));
+        }
+        if let (Some(look), Some(at_ms)) = (&update.look, look_at_ms) {
+            sqlx::query(
+                "INSERT INTO looks (analysis_id, look, at_ms, stage_index, verdict, decision, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(id)
+            .bind(i64::try_from(look.look).unwrap_or(i64::MAX))
+            .bind(at_ms)
+            .bind(i64::try_from(look.stage_index).unwrap_or(i64::MAX))
+            .bind(&look.verdict)
+            .bind(&look.decision)
+            .bind(&look.body)
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| match database_error(error) {
+                StoreError::Conflict(_) => StoreError::Conflict(format!(
+                    "look {} of analysis {id} is already recorded",
+                    look.look
+                )),
+                other => other,
+            })?;
+        }
+        let row = sqlx::query(concat!(
+            "UPDATE analyses SET state = $1, current_stage = $2, traffic = $3, \
+             latest_verdict = $4, reasons = $5, runner_state = $6, next_look_at_ms = $7, \
+             version = version + 1, updated_at_ms = $8 WHERE id = $9 RETURNING ",
+            analysis_columns!()
+        ))
+        .bind(update.state.as_str())
+        .bind(from_index(update.current_stage))
+        .bind(update.traffic)
+        .bind(&update.latest_verdict)
+        .bind(&update.reasons)
+        .bind(&update.runner_state)
+        .bind(next_look_at_ms)
+        .bind(now_ms)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(database_error)?;
+        let analysis = analysis_from_row(&row)?;
+        tx.commit().await.map_err(database_error)?;
+        Ok(analysis)
+    }
+
+    async fn intend_actuation(
+        &self,
+        worker: &str,
+        now: f64,
+        intent: NewActuation,
+    ) -> Result<ActuationRecord, StoreError> {
+        let now_ms = to_millis(now, "now")?;
+        let at_ms = to_millis(intent.at, "at")?;
+        let id = intent.analysis_id;
+        let mut tx = self.write_transaction().await?;
+        let guard = read_guard(&mut tx, id).await?;
+        if !guard.holds(worker, now_ms) {
+            return Err(StoreError::LeaseLost {
+                analysis: id,
+                worker: worker.to_owned(),
+            });
+        }
+        let inserted = sqlx::query(concat!(
+            "INSERT INTO actuations (idempotency_key, analysis_id, action, target, state, at_ms) \
+             VALUES ($1, $2, $3, $4, 'intended', $5) \
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING ",
+            actuation_columns!()
+        ))
+        .bind(&intent.idempotency_key)
+        .bind(id)
+        .bind(&intent.action)
+        .bind(intent.target)
+        .bind(at_ms)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(database_error)?;
+        let record = match inserted {
+            Some(row) => actuation_from_row(&row)?,
+            None => {
+                let row = sqlx::query(concat!(
+                    "SELECT ",
+                    actuation_columns!(),
+                    " FROM actuations WHERE idempotency_key = $1"
+                ))
+                .bind(&intent.idempotency_key)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(database_error)?;
+                actuation_from_row(&row)?
+            }
+        };
+        tx.commit().await.map_err(database_error)?;
+        super::check_same_intent(&intent, record)
+    }
+
+    async fn complete_actuation(
+        &self,
+        idempotency_key: &str,
+        outcome: ActuationOutcome,
+        detail: &str,
+        now: f64,
+    ) -> Result<ActuationRecord, StoreError> {
+        let now_ms = to_millis(now, "now")?;
+        let state = ActuationState::from(outcome);
+        let mut tx = self.write_transaction().await?;
+        let updated = sqlx::query(concat!(
+            "UPDATE actuations SET state = $1, detail = $2, completed_at_ms = $3 \
+             WHERE idempotency_key = $4 AND state = 'intended' RETURNING ",
+            actuation_columns!()
+        ))
+        .bind(state.as_str())
+        .bind(detail)
+        .bind(now_ms)
+        .bind(idempotency_key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(database_error)?;
+        let record = match updated {
+            Some(row) => actuation_from_row(&row)?,
+            None => {
+                let row = sqlx::query(concat!(
+                    "SELECT ",
+                    actuation_columns!(),
+                    " FROM actuations WHERE idempotency_key = $1"
+                ))
+                .bind(idempotency_key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(database_error)?
+                .ok_or_else(|| StoreError::NotFound(format!("actuation {idempotency_key:?}")))?;
+                actuation_from_row(&row)?
+            }
+        };
+        tx.commit().await.map_err(database_error)?;
+        super::check_completion(record, state)
+    }
+
+    async fn list_looks(&self, id: Uuid) -> Result<Vec<LookRecord>, StoreError> {
+        self.require_analysis(id).await?;
+        let rows = sqlx::query(
+            "SELECT analysis_id, look, at_ms, stage_index, verdict, decision, body \
+             FROM looks WHERE analysis_id = $1 ORDER BY look",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(LookRecord {
+                    analysis_id: get(row, "analysis_id")?,
+                    look: u64::try_from(get::<i64>(row, "look")?)
+                        .map_err(|e| StoreError::Corrupt(format!("look number: {e}")))?,
+                    at: from_millis(get(row, "at_ms")?),
+                    stage_index: to_index(Some(get(row, "stage_index")?), "stage_index")?
+                        .unwrap_or_default(),
+                    verdict: get(row, "verdict")?,
+                    decision: get(row, "decision")?,
+                    body: get(row, "body")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_actuations(&self, id: Uuid) -> Result<Vec<ActuationRecord>, StoreError> {
+        self.require_analysis(id).await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            actuation_columns!(),
+            " FROM actuations WHERE analysis_id = $1 ORDER BY seq"
+        ))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database_error)?;
+        rows.iter().map(actuation_from_row).collect()
+    }
+
+    async fn apply_manual_action(
+        &self,
+        id: Uuid,
+        action: ManualAction,
+        now: f64,
+    ) -> Result<Analysis, StoreError> {
+        let now_ms = to_millis(now, "now")?;
+        let mut tx = self.write_transaction().await?;
+        let guard = read_guard(&mut tx, id).await?;
+        if guard.version != action.expected_version {
+            return Err(StoreError::Conflict(format!(
+                "analysis {id} is at version {}, not {}",
+                guard.version, action.expected_version
+            )));
+        }
+        let row = sqlx::query(concat!(
+            "UPDATE analyses SET state = $1, version = version + 1, updated_at_ms = $2 \
+             WHERE id = $3 RETURNING ",
+            analysis_columns!()
+        ))
+        .bind(action.new_state.as_str())
+        .bind(now_ms)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(database_error)?;
+        let analysis = analysis_from_row(&row)?;
+        sqlx::query(
+            "INSERT INTO audit_log (analysis_id, actor, action, reason, from_state, to_state, at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id)
+        .bind(&action.actor)
+        .bind(action.action.as_str())
+        .bind(&action.reason)
+        .bind(guard.state.as_str())
+        .bind(action.new_state.as_str())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(database_error)?;
+        tx.commit().await.map_err(database_error)?;
+        Ok(analysis)
+    }
+
+    async fn audit_log(&self, id: Uuid) -> Result<Vec<AuditEntry>, StoreError> {
+        self.require_analysis(id).await?;
+        let rows = sqlx::query(
+            "SELECT analysis_id, actor, action, reason, from_state, to_state, at_ms \
+             FROM audit_log WHERE analysis_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditEntry {
+                    analysis_id: get(row, "analysis_id")?,
+                    actor: get(row, "actor")?,
+                    action: parse_stored(&get::<String>(row, "action")?)?,
+                    reason: get(row, "reason")?,
+                    from_state: parse_stored(&get::<String>(row, "from_state")?)?,
+                    to_state: parse_stored(&get::<String>(row, "to_state")?)?,
+                    at: from_millis(get(row, "at_ms")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn counts_by_state(&self) -> Result<BTreeMap<AnalysisState, u64>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM analyses GROUP BY state")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database_error)?;
+        let mut counts: BTreeMap<_, _> = AnalysisState::ALL.into_iter().map(|s| (s, 0)).collect();
+        for row in &rows {
+            let state: AnalysisState = parse_stored(&get::<String>(row, "state")?)?;
+            counts.insert(
+                state,
+                u64::try_from(get::<i64>(row, "n")?).unwrap_or_default(),
+            );
+        }
+        Ok(counts)
+    }
+
+    async fn healthcheck(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(database_error)?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn page_from_rows(rows: Vec<PgRow>, limit: i64) -> Result<Page<Analysis>, StoreError> {
+    let mut items = Vec::with_capacity(rows.len());
+    let mut last_seq = 0;
+    for row in rows
+        .iter()
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+    {
+        items.push(analysis_from_row(row)?);
+        last_seq = get(row, "seq")?;
+    }
+    let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
+    Ok(Page {
+        items,
+        next_cursor: more.then(|| format_cursor(last_seq)),
+    })
+}
+
+/// `RETURNING` gives rows in no promised order; claims are handed out most overdue first.
+fn sorted_claims(rows: Vec<PgRow>) -> Result<Vec<Analysis>, StoreError> {
+    let mut claimed = rows
+        .iter()
+        .map(|row| Ok((get::<i64>(row, "seq")?, analysis_from_row(row)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    claimed.sort_by(|(seq_a, a), (seq_b, b)| {
+        let due = |x: &Analysis| x.next_look_at.unwrap_or(f64::NEG_INFINITY);
+        due(a).total_cmp(&due(b)).then(seq_a.cmp(seq_b))
+    });
+    Ok(claimed.into_iter().map(|(_, analysis)| analysis).collect())
+}
