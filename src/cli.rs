@@ -40,8 +40,8 @@ pub enum Command {
     /// judge them, and move the feature flag stage by stage until it promotes, holds or
     /// rolls back.
     ///
-    /// The profile's [[stages]] give the traffic, minimum duration, interval and lookback of
-    /// each stage; its [[triggers]] roll back or hold at once. Every look judges at its
+    /// The profile's `[[stages]]` give the traffic, minimum duration, interval and lookback of
+    /// each stage; its `[[triggers]]` roll back or hold at once. Every look judges at its
     /// share of the rollout's error budget, so repeated looks do not multiply false
     /// rollbacks. With --dry-run the rollout is judged and recorded, and the flag is never
     /// touched. A progress bar on stderr shows stage, traffic, elapsed time and the latest
@@ -75,7 +75,7 @@ pub struct AnalyzeArgs {
 /// Arguments of `canary run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The analysis profile (TOML) with a rollout plan ([[stages]]).
+    /// The analysis profile (TOML) with a rollout plan (`[[stages]]`).
     #[arg(long, value_name = "FILE")]
     pub profile: PathBuf,
     /// Where metrics come from: `prometheus=URL` (the profile's queries are run) or

@@ -2,12 +2,12 @@
 //! classifications and one verdict, keeping every number it used.
 //!
 //! It is pure: no I/O, no clocks, no logging. The steps are
-//! 1. [`classify`] prepares each metric's data (NaN handling, outlier removal,
+//! 1. `classify` prepares each metric's data (NaN handling, outlier removal,
 //!    minimum samples) and runs its comparison;
 //! 2. the p-values of all comparative metrics are corrected together
 //!    ([`Correction`], Holm by default) and each metric is classified
 //!    `pass`, `fail`, `inconclusive` or `error`;
-//! 3. [`decide`] scores the metrics and applies the verdict rules.
+//! 3. `decide` scores the metrics and applies the verdict rules.
 //!
 //! **Invariant:** missing, doubtful or insufficient data never promotes. Every
 //! path that cannot classify a metric ends in `inconclusive` or `error`, and either
