@@ -37,5 +37,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo doc (warnings are errors: broken links in the docs fail the build)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
 echo "== cargo test --all-targets (benches run once each in test mode)"
 cargo test --all-targets --locked
