@@ -18,6 +18,8 @@
 //!   idempotency keys, leases for workers, the audit log — in SQLite or PostgreSQL.
 //! - [`app`]: the composition root: wires files, sources, judge and report for each
 //!   command. The only module that names concrete sources.
+//! - [`config`]: settings for `canary serve` — a TOML file and `CANARY_*` variables;
+//!   named metric sources and actuators.
 //! - [`cli`]: the command-line types (clap).
 //! - [`telemetry`]: logging set-up.
 //!
@@ -28,6 +30,7 @@
 pub mod actuators;
 pub mod app;
 pub mod cli;
+pub mod config;
 pub mod domain;
 pub mod judge;
 pub mod report;

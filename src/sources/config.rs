@@ -10,8 +10,11 @@ use super::MetricSource;
 use super::prometheus::PrometheusConfig;
 use super::replay::ReplaySource;
 
-/// A metric source as the command line names it.
-#[derive(Debug, Clone, PartialEq)]
+/// A metric source as the command line (`prometheus=URL`, `replay=DIR`) or a settings
+/// file (a table with `kind = "prometheus"` and the Prometheus settings, or
+/// `kind = "replay"` and `directory`) names it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum SourceConfig {
     /// A Prometheus server's HTTP API.
     Prometheus(PrometheusConfig),

@@ -1,0 +1,288 @@
+//! Settings for `canary serve` and the commands that talk to it: a TOML file, overridden
+//! by `CANARY_*` environment variables (`CANARY_SERVER__BIND`, `CANARY_STORE__URL`, ...),
+//! read into plain serde structs with the `config` crate.
+//!
+//! Metric sources and actuators are declared here under names; API callers refer to
+//! them by name and can never make the engine call a URL of their choosing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::actuators::ActuatorConfig;
+use crate::domain::HumanDuration;
+use crate::sources::config::SourceConfig;
+use crate::sources::prometheus::Secret;
+
+/// All settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The HTTP API.
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// Where analyses are kept.
+    #[serde(default)]
+    pub store: StoreSettings,
+    /// Where analysis profiles are read from.
+    #[serde(default)]
+    pub profiles: ProfilesSettings,
+    /// Named metric sources, e.g. `[sources.prod] kind = "prometheus"`, `url = "..."`.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Named actuators, e.g. `[actuators.flags] kind = "flagd-file"`, `path = "..."`.
+    #[serde(default)]
+    pub actuators: BTreeMap<String, ActuatorConfig>,
+    /// The workers that run analyses.
+    #[serde(default)]
+    pub worker: WorkerSettings,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub bind: String,
+    /// Bearer token that manual actions (pause, resume, promote, rollback) require.
+    /// Without one, manual actions are refused.
+    pub auth_token: Option<Secret>,
+    /// The URL reports and notifications link to, e.g. `https://canary.example.com`.
+    pub public_url: Option<String>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".to_owned(),
+            auth_token: None,
+            public_url: None,
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// `sqlite:PATH` (the default, `sqlite:canary.db`: a file, no server needed) or
+    /// `postgres://...` to share work between several `canary serve` instances.
+    pub url: String,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite:canary.db".to_owned(),
+        }
+    }
+}
+
+/// `[profiles]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfilesSettings {
+    /// Directory of `NAME.toml` analysis profiles. Default `analysis-profiles`.
+    pub directory: PathBuf,
+}
+
+impl Default for ProfilesSettings {
+    fn default() -> Self {
+        Self {
+            directory: PathBuf::from("analysis-profiles"),
+        }
+    }
+}
+
+/// `[worker]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// Analyses one instance works on at once. Default 16.
+    pub concurrency: usize,
+    /// How long a claimed analysis stays reserved for this instance without a renewal.
+    /// Another instance takes over an analysis whose lease has expired. Default `30s`.
+    pub lease: String,
+    /// How often an idle worker looks for due analyses. Default `1s`.
+    pub poll_interval: String,
+    /// This instance's name in leases and logs. Default: host name and process id.
+    pub id: Option<String>,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            lease: "30s".to_owned(),
+            poll_interval: "1s".to_owned(),
+            id: None,
+        }
+    }
+}
+
+impl WorkerSettings {
+    /// The lease as a duration.
+    pub fn lease_duration(&self) -> Result<Duration, SettingsError> {
+        parse_duration("worker.lease", &self.lease)
+    }
+
+    /// The poll interval as a duration.
+    pub fn poll_duration(&self) -> Result<Duration, SettingsError> {
+        parse_duration("worker.poll_interval", &self.poll_interval)
+    }
+}
+
+fn parse_duration(field: &str, text: &str) -> Result<Duration, SettingsError> {
+    HumanDuration::parse(text)
+        .map(HumanDuration::get)
+        .map_err(|message| SettingsError(format!("{field}: {message}")))
+}
+
+/// Settings that cannot be used: names the file or variable and the field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("settings: {0}")]
+pub struct SettingsError(pub String);
+
+impl Settings {
+    /// Reads `file` (when given; it must exist) and then the `CANARY_*` environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
+        Self::load_from(file, Some(std::env::vars().collect()))
+    }
+
+    /// Reads `file` and then `environment` (variables as `CANARY_SECTION__KEY`), so tests
+    /// can pass variables without touching the process environment.
+    pub fn load_from(
+        file: Option<&Path>,
+        environment: Option<BTreeMap<String, String>>,
+    ) -> Result<Settings, SettingsError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(SettingsError(format!("{}: no such file", path.display())));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let environment = config::Environment::with_prefix("CANARY")
+            .prefix_separator("_")
+            .separator("__")
+            .source(environment.map(|vars| vars.into_iter().collect()));
+        let settings: Settings = builder
+            .add_source(environment)
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|error| {
+                SettingsError(match file {
+                    Some(path) => format!("{}: {error}", path.display()),
+                    None => error.to_string(),
+                })
+            })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.worker.lease_duration()?;
+        self.worker.poll_duration()?;
+        if self.worker.concurrency == 0 {
+            return Err(SettingsError(
+                "worker.concurrency: must be at least 1".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("canary.toml");
+        std::fs::write(&path, text).unwrap();
+        (directory, path)
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let settings = Settings::load_from(None, Some(BTreeMap::new())).unwrap();
+        assert_eq!(settings.store.url, "sqlite:canary.db");
+        assert_eq!(settings.server.bind, "127.0.0.1:8080");
+        assert_eq!(
+            settings.worker.lease_duration().unwrap(),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn a_file_declares_named_sources_and_actuators() {
+        let (_directory, path) = write(
+            r#"
+[server]
+bind = "0.0.0.0:9000"
+auth_token = "s3cret"
+[store]
+url = "postgres://127.0.0.1/test"
+[sources.prod]
+kind = "prometheus"
+url = "http://prometheus:9090"
+timeout = "5s"
+[sources.recorded]
+kind = "replay"
+directory = "fixtures/replay/healthy"
+[actuators.flags]
+kind = "flagd-file"
+path = "/etc/flagd/flags.json"
+[actuators.dry]
+kind = "log-only"
+[worker]
+concurrency = 4
+lease = "10s"
+"#,
+        );
+        let settings = Settings::load_from(Some(&path), Some(BTreeMap::new())).unwrap();
+        assert_eq!(settings.server.bind, "0.0.0.0:9000");
+        assert_eq!(
+            settings.server.auth_token.as_ref().unwrap().expose(),
+            "s3cret"
+        );
+        assert!(matches!(
+            settings.sources["prod"],
+            SourceConfig::Prometheus(_)
+        ));
+        assert!(matches!(
+            settings.sources["recorded"],
+            SourceConfig::Replay { .. }
+        ));
+        assert_eq!(settings.actuators["dry"], ActuatorConfig::LogOnly);
+        assert_eq!(settings.worker.concurrency, 4);
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        let (_directory, path) = write("[store]\nurl = \"sqlite:one.db\"\n");
+        let environment = BTreeMap::from([
+            ("CANARY_STORE__URL".to_owned(), "sqlite:two.db".to_owned()),
+            ("CANARY_SERVER__BIND".to_owned(), "127.0.0.1:0".to_owned()),
+        ]);
+        let settings = Settings::load_from(Some(&path), Some(environment)).unwrap();
+        assert_eq!(settings.store.url, "sqlite:two.db");
+        assert_eq!(settings.server.bind, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn bad_settings_name_the_file_and_field() {
+        let (_directory, path) = write("[worker]\nlease = \"soon\"\n");
+        let error = Settings::load_from(Some(&path), Some(BTreeMap::new())).unwrap_err();
+        assert!(error.0.contains("worker.lease"), "{error}");
+        let (_directory, path) = write("[sources.x]\nkind = \"graphite\"\n");
+        let error = Settings::load_from(Some(&path), Some(BTreeMap::new())).unwrap_err();
+        assert!(error.0.contains("canary.toml"), "{error}");
+        assert!(error.0.contains("graphite"), "{error}");
+        let missing =
+            Settings::load_from(Some(Path::new("/nonexistent/canary.toml")), None).unwrap_err();
+        assert!(missing.0.contains("/nonexistent/canary.toml"));
+    }
+}
