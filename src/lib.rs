@@ -16,18 +16,23 @@
 //!   each analysis interval of a staged rollout; the only caller of actuators.
 //! - [`store`]: durable analyses behind the `Store` trait — looks, actuations with
 //!   idempotency keys, leases for workers, the audit log — in SQLite or PostgreSQL.
+//! - [`api`]: the HTTP API of `canary serve` (axum): submit, inspect, list and long-poll
+//!   analyses, audited manual actions, health, metrics, OpenAPI, the Argo Rollouts
+//!   verdict; and the typed client `canary submit` / `canary wait` use. Writes requests
+//!   to the store; never runs an analysis or calls an actuator.
 //! - [`app`]: the composition root: wires files, sources, judge and report for each
 //!   command. The only module that names concrete sources.
 //! - [`config`]: settings for `canary serve` — a TOML file and `CANARY_*` variables;
 //!   named metric sources and actuators.
 //! - [`cli`]: the command-line types (clap).
-//! - [`telemetry`]: logging set-up.
+//! - [`telemetry`]: logging set-up and the engine's own Prometheus metrics.
 //!
 //! Dependencies point inward: `judge` and `stats` know nothing of files, sources or
 //! output formats.
 #![deny(missing_docs)]
 
 pub mod actuators;
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;

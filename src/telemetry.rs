@@ -1,7 +1,22 @@
-//! Logging set-up: a `tracing` subscriber writing to stderr, so stdout stays free for
-//! reports that pipelines parse. `RUST_LOG` overrides the default level (`warn`).
+//! Logging set-up and the engine's own metrics.
+//!
+//! Logs: a `tracing` subscriber writing to stderr, so stdout stays free for reports that
+//! pipelines parse. `RUST_LOG` overrides the default level (`warn`).
+//!
+//! Metrics: [`EngineMetrics`] owns one Prometheus registry with every metric the engine
+//! exports at `GET /metrics`. The API updates the HTTP and analyses-by-state metrics;
+//! the workers call the `record_*` / `observe_*` hooks. Nothing here does I/O: the
+//! API encodes the registry when it is scraped.
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
+
+use crate::store::AnalysisState;
 
 /// Installs the global subscriber. Safe to call once per process.
 pub fn init() {
@@ -10,4 +25,303 @@ pub fn init() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// `state`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// An analysis state (`pending`, `running`, ...).
+    pub state: String,
+}
+
+/// `method`, `route`, `status`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The route's template (`/v1/analyses/{id}`), never the raw path, so ids do not
+    /// explode the series count; `unmatched` for requests no route takes.
+    pub route: String,
+    /// The response's status code.
+    pub status: u16,
+}
+
+/// `outcome`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `promote`, `hold` or `rollback`.
+    pub outcome: String,
+}
+
+/// `source`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// The source's name in settings.
+    pub source: String,
+}
+
+/// `source`, `kind`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceErrorLabels {
+    /// The source's name in settings.
+    pub source: String,
+    /// What went wrong, e.g. `unreachable`, `bad_query`, `no_data`.
+    pub kind: String,
+}
+
+/// `actuator`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActuatorLabels {
+    /// The actuator's name in settings.
+    pub actuator: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 5 ms to about 82 s: a healthy query takes milliseconds, a retried one seconds.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.005, 2.0, 15,
+    ))
+}
+
+/// Every metric the engine exports, in one registry. Cheap to share (`Arc`); every
+/// metric is safe to update from many tasks.
+///
+/// | metric | type | labels | meaning |
+/// |---|---|---|---|
+/// | `canary_analyses` | gauge | `state` | analyses in each state, read from the store at each scrape (every state present, zeros included) |
+/// | `canary_http_requests_total` | counter | `method`, `route`, `status` | API requests answered |
+/// | `canary_http_request_duration_seconds` | histogram | `method`, `route` | API request time (long-polls included: their time is mostly waiting) |
+/// | `canary_verdicts_total` | counter | `outcome` | looks judged by the workers, by verdict |
+/// | `canary_interval_lateness_seconds` | histogram | — | how late a look started after it was due |
+/// | `canary_source_request_duration_seconds` | histogram | `source` | time of one metric-source fetch, retries included |
+/// | `canary_source_errors_total` | counter | `source`, `kind` | failed metric-source fetches |
+/// | `canary_actuator_request_duration_seconds` | histogram | `actuator` | time of one flag change |
+/// | `canary_actuator_errors_total` | counter | `actuator` | failed flag changes |
+#[derive(Debug)]
+pub struct EngineMetrics {
+    registry: Registry,
+    /// `canary_analyses{state}`: analyses in each state; set from the store's counts
+    /// just before each scrape is encoded.
+    pub analyses: Family<StateLabels, Gauge>,
+    /// `canary_http_requests_total{method,route,status}`.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// `canary_http_request_duration_seconds{method,route}`.
+    pub http_request_duration: HistogramFamily<HttpRouteLabels>,
+    /// `canary_verdicts_total{outcome}`: updated by the workers.
+    pub verdicts: Family<OutcomeLabels, Counter>,
+    /// `canary_interval_lateness_seconds`: updated by the workers.
+    pub interval_lateness: Histogram,
+    /// `canary_source_request_duration_seconds{source}`: updated by the workers.
+    pub source_request_duration: HistogramFamily<SourceLabels>,
+    /// `canary_source_errors_total{source,kind}`: updated by the workers.
+    pub source_errors: Family<SourceErrorLabels, Counter>,
+    /// `canary_actuator_request_duration_seconds{actuator}`: updated by the workers.
+    pub actuator_request_duration: HistogramFamily<ActuatorLabels>,
+    /// `canary_actuator_errors_total{actuator}`: updated by the workers.
+    pub actuator_errors: Family<ActuatorLabels, Counter>,
+}
+
+/// `method`, `route`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpRouteLabels {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The route's template.
+    pub route: String,
+}
+
+impl Default for EngineMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EngineMetrics {
+    /// A registry with every metric registered and at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("canary");
+        let analyses = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "analyses",
+            "Analyses in each state, read from the store at scrape time",
+            analyses.clone(),
+        );
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "API requests answered, by method, route template and status code",
+            http_requests.clone(),
+        );
+        let http_request_duration: HistogramFamily<HttpRouteLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "API request time in seconds (long-polls included)",
+            http_request_duration.clone(),
+        );
+        let verdicts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "verdicts",
+            "Looks judged by the workers, by verdict (promote, hold, rollback)",
+            verdicts.clone(),
+        );
+        // 10 ms to about 164 s: the benchmark's target is a p99 under 1 s.
+        let interval_lateness = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 15),
+        );
+        registry.register(
+            "interval_lateness_seconds",
+            "How late a look started after it was due, in seconds",
+            interval_lateness.clone(),
+        );
+        let source_request_duration: HistogramFamily<SourceLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "source_request_duration_seconds",
+            "Time of one metric-source fetch in seconds, retries included",
+            source_request_duration.clone(),
+        );
+        let source_errors = Family::<SourceErrorLabels, Counter>::default();
+        registry.register(
+            "source_errors",
+            "Failed metric-source fetches, by source and kind of error",
+            source_errors.clone(),
+        );
+        let actuator_request_duration: HistogramFamily<ActuatorLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "actuator_request_duration_seconds",
+            "Time of one flag change in seconds",
+            actuator_request_duration.clone(),
+        );
+        let actuator_errors = Family::<ActuatorLabels, Counter>::default();
+        registry.register(
+            "actuator_errors",
+            "Failed flag changes, by actuator",
+            actuator_errors.clone(),
+        );
+        Self {
+            registry,
+            analyses,
+            http_requests,
+            http_request_duration,
+            verdicts,
+            interval_lateness,
+            source_request_duration,
+            source_errors,
+            actuator_request_duration,
+            actuator_errors,
+        }
+    }
+
+    /// A worker judged a look: `outcome` is `promote`, `hold` or `rollback`.
+    pub fn record_verdict(&self, outcome: &str) {
+        self.verdicts
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A worker started a look `seconds` after it was due (negative values count as 0).
+    pub fn observe_interval_lateness(&self, seconds: f64) {
+        self.interval_lateness.observe(seconds.max(0.0));
+    }
+
+    /// A fetch from `source` took `seconds`; `error_kind` is `Some` when it failed.
+    pub fn observe_source_request(&self, source: &str, seconds: f64, error_kind: Option<&str>) {
+        self.source_request_duration
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            })
+            .observe(seconds);
+        if let Some(kind) = error_kind {
+            self.source_errors
+                .get_or_create(&SourceErrorLabels {
+                    source: source.to_owned(),
+                    kind: kind.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    /// A flag change through `actuator` took `seconds`; `failed` when it did not apply.
+    pub fn observe_actuation(&self, actuator: &str, seconds: f64, failed: bool) {
+        let labels = ActuatorLabels {
+            actuator: actuator.to_owned(),
+        };
+        self.actuator_request_duration
+            .get_or_create(&labels)
+            .observe(seconds);
+        if failed {
+            self.actuator_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// The API answered a request.
+    pub fn observe_http_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.http_request_duration
+            .get_or_create(&HttpRouteLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// Sets `canary_analyses{state}` for every state (absent states count 0).
+    pub fn set_analyses_by_state(&self, counts: &std::collections::BTreeMap<AnalysisState, u64>) {
+        for state in AnalysisState::ALL {
+            let count = counts.get(&state).copied().unwrap_or(0);
+            self.analyses
+                .get_or_create(&StateLabels {
+                    state: state.as_str().to_owned(),
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The registry in the OpenMetrics text format (which Prometheus scrapes), ending
+    /// with `# EOF`.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worker_hooks_show_up_in_the_exposition() {
+        let metrics = EngineMetrics::new();
+        metrics.record_verdict("rollback");
+        metrics.observe_interval_lateness(0.3);
+        metrics.observe_source_request("prod", 0.02, Some("unreachable"));
+        metrics.observe_actuation("flags", 0.001, true);
+        metrics.set_analyses_by_state(&Default::default());
+        let text = metrics.encode();
+        for line in [
+            "canary_verdicts_total{outcome=\"rollback\"} 1",
+            "canary_interval_lateness_seconds_count 1",
+            "canary_source_request_duration_seconds_count{source=\"prod\"} 1",
+            "canary_source_errors_total{source=\"prod\",kind=\"unreachable\"} 1",
+            "canary_actuator_errors_total{actuator=\"flags\"} 1",
+            "canary_analyses{state=\"rollback_failed\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
 }

@@ -1,0 +1,24 @@
+//! `GET /metrics`: the engine's own metrics (see [`EngineMetrics`]) in the OpenMetrics
+//! text format, which Prometheus scrapes. Analyses by state are read from the store at
+//! each scrape, so every instance sharing a database reports the same counts.
+//!
+//! [`EngineMetrics`]: crate::telemetry::EngineMetrics
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use super::{ApiError, ApiState};
+
+/// The content type of the exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `GET /metrics`: 200 with the exposition; 503 when the store cannot count analyses.
+pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+    let counts = state.store.counts_by_state().await?;
+    state.metrics.set_analyses_by_state(&counts);
+    Ok((
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        state.metrics.encode(),
+    ))
+}
