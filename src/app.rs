@@ -10,7 +10,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use crate::actuators::Actuator;
-use crate::cli::{AnalyzeArgs, CheckProfileArgs, Format, RunArgs};
+use crate::api::analyses::{Submission, VerdictView};
+use crate::api::client::Client;
+use crate::cli::{AnalyzeArgs, CheckProfileArgs, Format, RunArgs, SubmitArgs, WaitArgs};
 use crate::domain::plan::RolloutPlan;
 use crate::domain::{Profile, Verdict};
 use crate::judge::{self, Judgement};
@@ -353,4 +355,87 @@ pub async fn run(args: &RunArgs) -> Result<(Verdict, String)> {
         }
     };
     Ok((verdict, rendered))
+}
+
+/// Runs `canary submit`: stores the analysis on the server and returns its id.
+pub async fn submit(args: &SubmitArgs) -> Result<uuid::Uuid> {
+    let client = Client::new(&args.server)?;
+    let submission = Submission {
+        profile: args.profile.clone(),
+        baseline_scope: args.baseline_scope.clone(),
+        canary_scope: args.canary_scope.clone(),
+        flag: args.flag.clone(),
+        source: args.source.clone(),
+        actuator: args.actuator.clone(),
+        dry_run: args.dry_run,
+        start_at: args.start_at,
+    };
+    let analysis = client.submit(&submission).await?;
+    tracing::info!(analysis = %analysis.id, server = %args.server, "analysis submitted");
+    Ok(analysis.id)
+}
+
+/// Runs `canary wait`: long-polls until the analysis is final or the timeout runs out.
+/// Returns the exit code ([`wait_exit_code`]) and the text for stdout.
+pub async fn wait(args: &WaitArgs) -> Result<(u8, String)> {
+    let id = uuid::Uuid::parse_str(args.id.trim())
+        .with_context(|| format!("{:?} is not an analysis id (a UUID)", args.id))?;
+    wait_for(&args.server, id, args.timeout).await
+}
+
+/// Waits for analysis `id` on `server` for at most `timeout`: the exit code and the
+/// text for stdout.
+pub async fn wait_for(
+    server: &str,
+    id: uuid::Uuid,
+    timeout: std::time::Duration,
+) -> Result<(u8, String)> {
+    let client = Client::new(server)?;
+    let verdict = client
+        .wait(id, timeout)
+        .await
+        .with_context(|| format!("waiting for analysis {id}"))?;
+    Ok((wait_exit_code(&verdict), render_verdict(&verdict)))
+}
+
+/// The exit code a waited-for verdict reports: 0 promoted, 3 rolled back (or rollback
+/// failed), 2 not final yet (hold), 1 the analysis failed to run.
+pub fn wait_exit_code(verdict: &VerdictView) -> u8 {
+    if !verdict.is_final {
+        return Verdict::Hold.exit_code();
+    }
+    match verdict.verdict.as_deref() {
+        Some("promote") => Verdict::Promote.exit_code(),
+        Some("rollback") => Verdict::Rollback.exit_code(),
+        _ => 1,
+    }
+}
+
+fn render_verdict(verdict: &VerdictView) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let headline = match (verdict.is_final, verdict.verdict.as_deref()) {
+        (true, Some(word)) => word.to_uppercase(),
+        (true, None) => "ERROR (the analysis failed)".to_owned(),
+        (false, latest) => format!(
+            "HOLD (not final: still {}, latest look: {})",
+            verdict.state,
+            latest.unwrap_or("none yet")
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "verdict: {headline}    state: {}    analysis: {}",
+        verdict.state, verdict.id
+    );
+    if let Some(traffic) = verdict.traffic {
+        let _ = writeln!(out, "traffic: {traffic}%");
+    }
+    if !verdict.reasons.is_empty() {
+        let _ = writeln!(out, "reasons:");
+        for (index, reason) in verdict.reasons.iter().enumerate() {
+            let _ = writeln!(out, "  {}. {reason}", index + 1);
+        }
+    }
+    out
 }

@@ -1,10 +1,12 @@
 //! Command-line types. Parsing only: `main` hands the parsed values to [`crate::app`].
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::actuators::ActuatorConfig;
+use crate::domain::HumanDuration;
 use crate::sources::config::SourceConfig;
 
 const EXIT_CODES: &str = "\
@@ -53,6 +55,98 @@ pub enum Command {
     /// Exits 0 when every profile is valid, 1 otherwise (each error names the file,
     /// line and field).
     CheckProfile(CheckProfileArgs),
+    /// Submit an analysis to a `canary serve` instance and print its id.
+    ///
+    /// The profile, source and actuator are names the server knows (its profiles
+    /// directory and the sources and actuators in its settings). Prints the analysis id
+    /// on stdout, so `ID=$(canary submit ...)` captures it. With --wait, then waits for the
+    /// verdict like `canary wait` and exits with its code; without, exits 0 once stored.
+    ///
+    /// Example: canary submit --server http://canary:8080 --profile web-service
+    /// --flag checkout-v2 --source prod --actuator flags --wait 2h
+    #[command(after_help = WAIT_EXIT_CODES)]
+    Submit(SubmitArgs),
+    /// Wait for the verdict of an analysis on a `canary serve` instance.
+    ///
+    /// Long-polls the server (GET /v1/analyses/ID/verdict, up to 5 minutes a request)
+    /// until the analysis is final or --timeout runs out, prints the verdict and its
+    /// reasons, and exits with the verdict's code: a pipeline step that blocks until the
+    /// canary is judged.
+    ///
+    /// Example: canary wait 3f2b...-... --server http://canary:8080 --timeout 90m
+    #[command(after_help = WAIT_EXIT_CODES)]
+    Wait(WaitArgs),
+}
+
+const WAIT_EXIT_CODES: &str = "\
+Exit codes (with --wait for submit):
+  0  promote   the analysis promoted the canary
+  2  hold      not final when the timeout ran out (running, paused, awaiting review)
+  3  rollback  the canary was rolled back (or its rollback failed)
+  1  error     the server is unreachable, the id is unknown, the request was refused,
+               or the analysis failed to run";
+
+/// Parses `30s`, `5m`, `1h30m` or a number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => {
+            Ok(Duration::from_secs_f64(seconds))
+        }
+        Ok(_) => Err(format!("{text:?} must not be negative")),
+        Err(_) => HumanDuration::parse(text).map(HumanDuration::get),
+    }
+}
+
+/// Arguments of `canary submit`.
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    /// The server's URL, e.g. http://canary.internal:8080.
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// The analysis profile's name on the server (NAME for NAME.toml in its profiles
+    /// directory); it must have a rollout plan.
+    #[arg(long, value_name = "NAME")]
+    pub profile: String,
+    /// The feature flag to move.
+    #[arg(long, value_name = "NAME")]
+    pub flag: String,
+    /// A metric source named in the server's settings.
+    #[arg(long, value_name = "NAME")]
+    pub source: String,
+    /// An actuator named in the server's settings.
+    #[arg(long, value_name = "NAME")]
+    pub actuator: String,
+    /// Label matchers that select the baseline in queries.
+    #[arg(long, value_name = "MATCHERS", default_value = r#"track="baseline""#)]
+    pub baseline_scope: String,
+    /// Label matchers that select the canary in queries.
+    #[arg(long, value_name = "MATCHERS", default_value = r#"track="canary""#)]
+    pub canary_scope: String,
+    /// Judge and record every interval, but never change the flag.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// When to start, Unix seconds. Default: at once.
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    pub start_at: Option<f64>,
+    /// After submitting, wait this long for the verdict (`90m`, `2h`, or seconds) and
+    /// exit with its code.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+}
+
+/// Arguments of `canary wait`.
+#[derive(Debug, clap::Args)]
+pub struct WaitArgs {
+    /// The analysis id `canary submit` printed.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// The server's URL, e.g. http://canary.internal:8080.
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// How long to wait for a final verdict (`30m`, `2h`, or seconds); then exit 2
+    /// (hold) with the analysis's current state.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
+    pub timeout: Duration,
 }
 
 /// Arguments of `canary analyze`.

@@ -59,6 +59,31 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Submit(args) => {
+            let Some(runtime) = runtime() else {
+                return ExitCode::from(1);
+            };
+            let id = match runtime.block_on(app::submit(&args)) {
+                Ok(id) => id,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    return ExitCode::from(1);
+                }
+            };
+            println!("{id}");
+            match args.wait {
+                None => ExitCode::SUCCESS,
+                Some(timeout) => {
+                    print_wait(runtime.block_on(app::wait_for(&args.server, id, timeout)))
+                }
+            }
+        }
+        Command::Wait(args) => {
+            let Some(runtime) = runtime() else {
+                return ExitCode::from(1);
+            };
+            print_wait(runtime.block_on(app::wait(&args)))
+        }
         Command::CheckProfile(args) => {
             let (summary, errors) = app::check_profiles(&args);
             print!("{summary}");
@@ -70,6 +95,31 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::from(1)
             }
+        }
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            None
+        }
+    }
+}
+
+/// Prints a waited-for verdict and maps it to the exit code.
+fn print_wait(outcome: anyhow::Result<(u8, String)>) -> ExitCode {
+    match outcome {
+        Ok((code, rendered)) => {
+            print!("{rendered}");
+            let _ = std::io::stdout().flush();
+            ExitCode::from(code)
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
         }
     }
 }

@@ -2,9 +2,11 @@
 //! the library's public API against the files in `fixtures/` and `analysis-profiles/`,
 //! or against a real Prometheus that `prometheus_harness` starts (installed by
 //! `scripts/test.sh`); `store` runs the store contract on SQLite and on the machine's
-//! PostgreSQL.
+//! PostgreSQL; `api` serves the HTTP API in process and drives `canary submit` and
+//! `canary wait` against it.
 
 mod analyze;
+mod api;
 mod bad_input;
 mod flagd;
 mod helpers;

@@ -1,0 +1,1025 @@
+//! The HTTP API in process: `spawn_app()` serves the real router on 127.0.0.1:0 with a
+//! SQLite store on a temporary file and a temporary profiles directory (the repository's
+//! `analysis-profiles/` plus one profile without a rollout plan). Tests play the worker
+//! by writing final states through the store, then check the API, the Argo document and
+//! the `canary submit` / `canary wait` commands of the real binary against it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use canary::api::{ApiState, ROUTES, router};
+use canary::config::Settings;
+use canary::store::{AnalysisState, LookRecord, LookUpdate, SqliteStore, Store};
+use canary::telemetry::EngineMetrics;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::root;
+
+const TOKEN: &str = "s3cret-token";
+const WORKER: &str = "test-worker";
+
+/// A running API.
+#[derive(Clone)]
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// The store behind it, to play the worker.
+    pub store: Arc<dyn Store>,
+    /// The metrics behind it, to play the worker's hooks.
+    pub metrics: Arc<EngineMetrics>,
+    pub http: reqwest::Client,
+    _directory: Arc<tempfile::TempDir>,
+}
+
+/// Serves the router with the token `TOKEN`.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with_token(Some(TOKEN)).await
+}
+
+/// Serves the router; `token` is `server.auth_token`.
+pub async fn spawn_app_with_token(token: Option<&str>) -> TestApp {
+    let directory = tempfile::tempdir().unwrap();
+    let profiles = directory.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    for entry in std::fs::read_dir(root().join("analysis-profiles")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, profiles.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(profiles.join("no-plan.toml"), profile_without_plan()).unwrap();
+
+    let database = directory.path().join("canary.db");
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::connect(&format!("sqlite:{}", database.display()))
+            .await
+            .unwrap(),
+    );
+    let mut settings_text = format!(
+        "[profiles]\ndirectory = {:?}\n[sources.prod]\nkind = \"replay\"\ndirectory = \"fixtures/replay/healthy\"\n[actuators.flags]\nkind = \"log-only\"\n[actuators.dry]\nkind = \"log-only\"\n",
+        profiles.display().to_string()
+    );
+    if let Some(token) = token {
+        settings_text.push_str(&format!("[server]\nauth_token = {token:?}\n"));
+    }
+    let settings_file = directory.path().join("canary.toml");
+    std::fs::write(&settings_file, settings_text).unwrap();
+    let settings = Settings::load_from(Some(&settings_file), Some(Default::default())).unwrap();
+
+    let metrics = Arc::new(EngineMetrics::new());
+    let mut state = ApiState::new(Arc::clone(&store), &settings, Arc::clone(&metrics));
+    state.poll_interval = Duration::from_millis(50);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    TestApp {
+        address,
+        store,
+        metrics,
+        http: reqwest::Client::new(),
+        _directory: Arc::new(directory),
+    }
+}
+
+/// web-service.toml without its `[rollout]`, `[[stages]]` and `[[triggers]]`.
+fn profile_without_plan() -> String {
+    let text = std::fs::read_to_string(root().join("analysis-profiles/web-service.toml")).unwrap();
+    let rollout = text.find("[rollout]").unwrap();
+    let metrics = text.find("[[metrics]]").unwrap();
+    let without = format!("{}{}", &text[..rollout], &text[metrics..])
+        .replace("name = \"web-service\"", "name = \"no-plan\"");
+    let profile = canary::domain::Profile::parse(&without, "no-plan.toml").unwrap();
+    assert!(profile.plan.is_none());
+    without
+}
+
+fn submission() -> Value {
+    json!({
+        "profile": "web-service",
+        "baseline_scope": "track=\"baseline\"",
+        "canary_scope": "track=\"canary\"",
+        "flag": "checkout-v2",
+        "source": "prod",
+        "actuator": "flags",
+        "dry_run": true
+    })
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+impl TestApp {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    async fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    async fn submit(&self) -> Uuid {
+        let (status, body) = self.post("/v1/analyses", &submission().to_string()).await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    async fn action(&self, id: Uuid, token: Option<&str>, body: Value) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(self.url(&format!("/v1/analyses/{id}/actions")))
+            .json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Plays the worker: claims the analysis and records one look that leaves it in
+    /// `state` with `verdict`.
+    async fn finish(&self, id: Uuid, state: AnalysisState, verdict: &str) {
+        let at = now();
+        // Claiming takes every due analysis; one claimed by an earlier call is still ours.
+        self.store
+            .claim_due(WORKER, at, Duration::from_secs(30), 1000)
+            .await
+            .unwrap();
+        let analysis = self.store.get_analysis(id).await.unwrap().unwrap();
+        assert!(analysis.is_leased_by(WORKER, at), "the analysis is due");
+        self.store
+            .record_look(
+                id,
+                WORKER,
+                analysis.version,
+                at,
+                LookUpdate {
+                    look: Some(LookRecord {
+                        analysis_id: id,
+                        look: 1,
+                        at,
+                        stage_index: 0,
+                        verdict: verdict.to_owned(),
+                        decision: verdict.to_owned(),
+                        body: json!({"look": 1}),
+                    }),
+                    state,
+                    current_stage: Some(0),
+                    traffic: Some(1.0),
+                    latest_verdict: Some(verdict.to_owned()),
+                    reasons: vec![format!("the test worker said {verdict}")],
+                    runner_state: json!({}),
+                    next_look_at: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_submitted_analysis_can_be_read_back_and_listed_page_by_page() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .post(app.url("/v1/analyses"))
+        .json(&submission())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let created: Value = response.json().await.unwrap();
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(location, format!("/v1/analyses/{id}"));
+    assert_eq!(created["state"], "pending");
+    assert_eq!(created["final"], false);
+
+    let (status, detail) = app.get(&location).await;
+    assert_eq!(status, 200);
+    for (field, value) in [
+        ("profile", json!("web-service")),
+        ("flag", json!("checkout-v2")),
+        ("source", json!("prod")),
+        ("actuator", json!("flags")),
+        ("dry_run", json!(true)),
+        ("state", json!("pending")),
+        ("stage", Value::Null),
+        ("latest_verdict", Value::Null),
+        ("history", json!([])),
+        ("actuations", json!([])),
+        ("audit", json!([])),
+    ] {
+        assert_eq!(detail[field], value, "{field} in {detail}");
+    }
+
+    // After a look, the detail shows the stage (named from the profile snapshot), the
+    // traffic, the verdict and the per-interval history.
+    app.finish(id.parse().unwrap(), AnalysisState::Running, "hold")
+        .await;
+    let (_, detail) = app.get(&location).await;
+    assert_eq!(detail["state"], "running");
+    assert_eq!(detail["stage"], json!({"index": 0, "name": "1%", "of": 5}));
+    assert_eq!(detail["traffic"], 1.0);
+    assert_eq!(detail["latest_verdict"], "hold");
+    assert_eq!(detail["history"][0]["verdict"], "hold");
+    assert_eq!(detail["reasons"][0], "the test worker said hold");
+
+    let mut ids = vec![id.to_owned()];
+    for _ in 0..4 {
+        ids.push(app.submit().await.to_string());
+    }
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(cursor) => format!("/v1/analyses?limit=2&cursor={cursor}"),
+            None => "/v1/analyses?limit=2".to_owned(),
+        };
+        let (status, page) = app.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        listed.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(listed, ids, "every analysis once, oldest first");
+    assert!(pages >= 3);
+
+    let (_, running) = app.get("/v1/analyses?state=running").await;
+    assert_eq!(running["items"].as_array().unwrap().len(), 1);
+    assert_eq!(running["items"][0]["id"], id);
+    let (_, pending) = app.get("/v1/analyses?state=pending&limit=50").await;
+    assert_eq!(pending["items"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn every_invalid_submission_gets_a_4xx_naming_the_field() {
+    let app = spawn_app().await;
+    let with = |field: &str, value: Value| {
+        let mut body = submission();
+        body[field] = value;
+        body.to_string()
+    };
+    let without = |field: &str| {
+        let mut body = submission();
+        body.as_object_mut().unwrap().remove(field);
+        body.to_string()
+    };
+    let cases: Vec<(&str, String, u16, &str, Option<&str>)> = vec![
+        (
+            "bad JSON",
+            "{\"profile\": \"web-service\",".to_owned(),
+            400,
+            "malformed_json",
+            None,
+        ),
+        (
+            "not an object",
+            "[1, 2]".to_owned(),
+            422,
+            "invalid_field",
+            None,
+        ),
+        (
+            "missing flag",
+            without("flag"),
+            422,
+            "missing_field",
+            Some("flag"),
+        ),
+        (
+            "missing profile",
+            without("profile"),
+            422,
+            "missing_field",
+            Some("profile"),
+        ),
+        (
+            "missing source",
+            without("source"),
+            422,
+            "missing_field",
+            Some("source"),
+        ),
+        (
+            "missing actuator",
+            without("actuator"),
+            422,
+            "missing_field",
+            Some("actuator"),
+        ),
+        (
+            "empty flag",
+            with("flag", json!("  ")),
+            422,
+            "empty_field",
+            Some("flag"),
+        ),
+        (
+            "unknown profile",
+            with("profile", json!("nope")),
+            422,
+            "unknown_profile",
+            Some("profile"),
+        ),
+        (
+            "path in profile",
+            with("profile", json!("../secrets")),
+            422,
+            "unknown_profile",
+            Some("profile"),
+        ),
+        (
+            "profile without a plan",
+            with("profile", json!("no-plan")),
+            422,
+            "profile_without_rollout_plan",
+            Some("profile"),
+        ),
+        (
+            "unknown source",
+            with("source", json!("staging")),
+            422,
+            "unknown_source",
+            Some("source"),
+        ),
+        (
+            "unknown actuator",
+            with("actuator", json!("unleash")),
+            422,
+            "unknown_actuator",
+            Some("actuator"),
+        ),
+        (
+            "wrong type",
+            with("dry_run", json!("yes")),
+            422,
+            "invalid_field",
+            Some("dry_run"),
+        ),
+        (
+            "unknown field",
+            with("flagg", json!("x")),
+            422,
+            "unknown_field",
+            Some("flagg"),
+        ),
+        (
+            "scope with braces",
+            with("canary_scope", json!("} or vector(1)")),
+            422,
+            "invalid_field",
+            Some("canary_scope"),
+        ),
+        (
+            "same scopes",
+            with("canary_scope", json!("track=\"baseline\"")),
+            422,
+            "invalid_field",
+            Some("canary_scope"),
+        ),
+        (
+            "bad start",
+            with("start_at", json!(-5)),
+            422,
+            "invalid_field",
+            Some("start_at"),
+        ),
+    ];
+    for (case, body, status, code, field) in cases {
+        let (got, error) = app.post("/v1/analyses", &body).await;
+        assert_eq!(got, status, "{case}: {error}");
+        assert_eq!(error["error"]["code"], code, "{case}: {error}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+        if let Some(field) = field {
+            assert_eq!(error["error"]["field"], field, "{case}: {error}");
+        }
+    }
+    // Malformed JSON keeps serde's position; unknown names list the known ones.
+    let (_, error) = app.post("/v1/analyses", "{\"profile\": }").await;
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 1 column 13"),
+        "{error}"
+    );
+    let (_, error) = app
+        .post("/v1/analyses", &with("source", json!("staging")))
+        .await;
+    assert_eq!(error["error"]["allowed"], json!(["prod"]));
+    let (_, error) = app
+        .post("/v1/analyses", &with("actuator", json!("x")))
+        .await;
+    assert_eq!(error["error"]["allowed"], json!(["dry", "flags"]));
+    let (_, error) = app
+        .post("/v1/analyses", &with("profile", json!("nope")))
+        .await;
+    let allowed = error["error"]["allowed"].as_array().unwrap();
+    assert!(allowed.contains(&json!("web-service")) && allowed.contains(&json!("staged-ga")));
+    // Nothing was stored.
+    let (_, page) = app.get("/v1/analyses").await;
+    assert_eq!(page["items"], json!([]));
+}
+
+#[tokio::test]
+async fn unknown_ids_are_404_and_malformed_ids_and_parameters_are_400() {
+    let app = spawn_app().await;
+    let unknown = Uuid::new_v4();
+    for path in [
+        format!("/v1/analyses/{unknown}"),
+        format!("/v1/analyses/{unknown}/verdict"),
+        format!("/v1/analyses/{unknown}/argo"),
+    ] {
+        let (status, body) = app.get(&path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+    for path in [
+        "/v1/analyses/not-a-uuid",
+        "/v1/analyses/123/verdict",
+        "/v1/analyses/xyz/argo",
+    ] {
+        let (status, body) = app.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "malformed_id");
+        assert_eq!(body["error"]["field"], "id");
+    }
+    for (path, field) in [
+        ("/v1/analyses?state=done", "state"),
+        ("/v1/analyses?limit=0", "limit"),
+        ("/v1/analyses?limit=5000", "limit"),
+        ("/v1/analyses?cursor=garbage", "cursor"),
+    ] {
+        let (status, body) = app.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["field"], field, "{path}: {body}");
+    }
+    let id = app.submit().await;
+    let (status, body) = app
+        .get(&format!("/v1/analyses/{id}/verdict?wait=soon"))
+        .await;
+    assert_eq!((status, &body["error"]["field"]), (400, &json!("wait")));
+    let (status, body) = app.get("/v1/nothing-here").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (404, &json!("no_such_route"))
+    );
+}
+
+#[tokio::test]
+async fn the_verdict_long_poll_returns_at_once_for_a_final_analysis() {
+    let app = spawn_app().await;
+    let id = app.submit().await;
+    app.finish(id, AnalysisState::Promoted, "promote").await;
+    let started = Instant::now();
+    let (status, verdict) = app.get(&format!("/v1/analyses/{id}/verdict?wait=2m")).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, 200);
+    assert_eq!(verdict["final"], true);
+    assert_eq!(verdict["state"], "promoted");
+    assert_eq!(verdict["verdict"], "promote");
+    assert_eq!(verdict["reasons"][0], "the test worker said promote");
+}
+
+#[tokio::test]
+async fn the_verdict_long_poll_returns_the_current_state_when_the_wait_runs_out() {
+    let app = spawn_app().await;
+    let id = app.submit().await;
+    let started = Instant::now();
+    let (status, verdict) = app.get(&format!("/v1/analyses/{id}/verdict?wait=1")).await;
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert_eq!(status, 200);
+    assert_eq!(verdict["final"], false);
+    assert_eq!(verdict["state"], "pending");
+    assert_eq!(verdict["verdict"], Value::Null);
+    // Without `wait` it answers at once.
+    let started = Instant::now();
+    let (_, verdict) = app.get(&format!("/v1/analyses/{id}/verdict")).await;
+    assert!(started.elapsed() < Duration::from_millis(900));
+    assert_eq!(verdict["final"], false);
+}
+
+#[tokio::test]
+async fn the_verdict_long_poll_answers_as_soon_as_a_worker_makes_the_analysis_final() {
+    let app = spawn_app().await;
+    let id = app.submit().await;
+    let finisher = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            app.finish(id, AnalysisState::RolledBack, "rollback").await;
+        })
+    };
+    let started = Instant::now();
+    let (_, verdict) = app
+        .get(&format!("/v1/analyses/{id}/verdict?wait=60s"))
+        .await;
+    let elapsed = started.elapsed();
+    finisher.await.unwrap();
+    assert!(
+        elapsed >= Duration::from_millis(500) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+    assert_eq!(verdict["final"], true);
+    assert_eq!(verdict["verdict"], "rollback");
+}
+
+#[tokio::test]
+async fn actions_need_the_bearer_token_and_are_audited() {
+    let app = spawn_app().await;
+    let id = app.submit().await;
+    let pause = json!({"action": "pause", "reason": "investigating an alert"});
+
+    let response = app.action(id, None, pause.clone()).await;
+    assert_eq!(response.status().as_u16(), 401);
+    assert!(response.headers().contains_key("www-authenticate"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+
+    let response = app.action(id, Some("wrong-token"), pause.clone()).await;
+    assert_eq!(response.status().as_u16(), 401);
+    let response = app
+        .action(id, Some(&format!("{TOKEN}x")), pause.clone())
+        .await;
+    assert_eq!(response.status().as_u16(), 401);
+    assert!(app.store.audit_log(id).await.unwrap().is_empty());
+
+    let response = app.action(id, Some(TOKEN), pause).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["analysis"]["state"], "paused");
+    assert_eq!(body["audit"]["actor"], "api-token");
+    assert_eq!(body["audit"]["action"], "pause");
+    assert_eq!(body["audit"]["from_state"], "pending");
+    assert_eq!(body["audit"]["to_state"], "paused");
+    let audit = app.store.audit_log(id).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].reason, "investigating an alert");
+
+    // A rollback is recorded for the workers to carry out: the analysis is claimable
+    // again and shows the pending action until a worker writes it.
+    let response = app
+        .action(
+            id,
+            Some(TOKEN),
+            json!({"action": "rollback", "reason": "errors in the logs"}),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["analysis"]["state"], "pending");
+    assert_eq!(body["pending_action"], "rollback");
+    let (_, detail) = app.get(&format!("/v1/analyses/{id}")).await;
+    assert_eq!(detail["pending_action"], "rollback");
+    assert_eq!(detail["audit"].as_array().unwrap().len(), 2);
+    app.finish(id, AnalysisState::RolledBack, "rollback").await;
+    let (_, detail) = app.get(&format!("/v1/analyses/{id}")).await;
+    assert_eq!(detail["pending_action"], Value::Null);
+
+    // Malformed action bodies name the field.
+    let response = app
+        .action(id, Some(TOKEN), json!({"action": "restart", "reason": "x"}))
+        .await;
+    assert_eq!(response.status().as_u16(), 422);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "action");
+    let response = app
+        .action(id, Some(TOKEN), json!({"action": "pause"}))
+        .await;
+    assert_eq!(response.status().as_u16(), 422);
+    let response = app
+        .action(
+            Uuid::new_v4(),
+            Some(TOKEN),
+            json!({"action": "pause", "reason": "x"}),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn an_action_not_allowed_from_the_state_or_on_a_moved_version_is_a_conflict() {
+    let app = spawn_app().await;
+    let id = app.submit().await;
+    let response = app
+        .action(id, Some(TOKEN), json!({"action": "resume", "reason": "x"}))
+        .await;
+    assert_eq!(response.status().as_u16(), 409, "resume a pending analysis");
+
+    let response = app
+        .action(
+            id,
+            Some(TOKEN),
+            json!({"action": "pause", "reason": "x", "expected_version": 7}),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 409, "stale version");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "conflict");
+
+    app.finish(id, AnalysisState::Promoted, "promote").await;
+    for action in ["resume", "pause", "promote", "rollback"] {
+        let response = app
+            .action(id, Some(TOKEN), json!({"action": action, "reason": "x"}))
+            .await;
+        assert_eq!(
+            response.status().as_u16(),
+            409,
+            "{action} a promoted analysis"
+        );
+    }
+    assert!(app.store.audit_log(id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn actions_are_refused_when_the_server_has_no_token() {
+    let app = spawn_app_with_token(None).await;
+    let id = app.submit().await;
+    let response = app
+        .action(
+            id,
+            Some("anything"),
+            json!({"action": "pause", "reason": "x"}),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("auth_token")
+    );
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/healthz").await, (200, json!({"status": "ok"})));
+    assert_eq!(app.get("/readyz").await, (200, json!({"status": "ready"})));
+    let first = app.submit().await;
+    app.submit().await;
+    app.finish(first, AnalysisState::Running, "hold").await;
+    let _ = app.get("/v1/analyses/not-a-uuid").await;
+    // The hooks the workers call, through the same registry the API encodes.
+    app.metrics.record_verdict("rollback");
+    app.metrics.observe_interval_lateness(0.25);
+    app.metrics
+        .observe_source_request("prod", 0.1, Some("no_data"));
+    app.metrics.observe_actuation("flags", 0.01, false);
+
+    let response = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = response.text().await.unwrap();
+    for line in [
+        "canary_analyses{state=\"pending\"} 1",
+        "canary_analyses{state=\"running\"} 1",
+        "canary_analyses{state=\"promoted\"} 0",
+        "canary_http_requests_total{method=\"POST\",route=\"/v1/analyses\",status=\"201\"} 2",
+        "canary_http_requests_total{method=\"GET\",route=\"/v1/analyses/{id}\",status=\"400\"} 1",
+        "canary_verdicts_total{outcome=\"rollback\"} 1",
+        "canary_interval_lateness_seconds_count 1",
+        "canary_source_errors_total{source=\"prod\",kind=\"no_data\"} 1",
+        "canary_actuator_request_duration_seconds_count{actuator=\"flags\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+
+    // A store that no longer answers makes the instance unready, not dead.
+    app.store.close().await;
+    let (status, body) = app.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(app.get("/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn the_openapi_document_parses_and_every_route_in_it_is_served() {
+    let app = spawn_app().await;
+    let (status, document) = app.get("/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let id = app.submit().await;
+    let mut documented = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            assert!(operation["responses"].is_object(), "{method} {path}");
+            documented.push((method.to_uppercase(), path.clone()));
+            let url = app.url(&path.replace("{id}", &id.to_string()));
+            let request = match method.as_str() {
+                "get" => app.http.get(url),
+                "post" => app.http.post(url).body("{}"),
+                other => panic!("unexpected method {other}"),
+            };
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap();
+            assert_ne!(status, 405, "{method} {path}");
+            assert!(!body.contains("no_such_route"), "{method} {path}: {body}");
+            assert!(
+                operation["responses"].get(status.to_string()).is_some(),
+                "{method} {path} answered {status}, which the document does not list"
+            );
+        }
+    }
+    documented.sort();
+    let mut routes: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    routes.sort();
+    assert_eq!(documented, routes);
+}
+
+/// The `successCondition`, `failureCondition` and URL of the template in the docs.
+fn documented_template() -> (String, String, String, String) {
+    let text = std::fs::read_to_string(root().join("docs/argo-rollouts.md")).unwrap();
+    let yaml = text
+        .split("```yaml")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/argo-rollouts.md has a yaml block");
+    let value = |key: &str| {
+        yaml.lines()
+            .find_map(|line| line.trim().strip_prefix(&format!("{key}:")))
+            .unwrap_or_else(|| panic!("{key} in the template"))
+            .trim()
+            .trim_matches('"')
+            .to_owned()
+    };
+    (
+        value("successCondition"),
+        value("failureCondition"),
+        value("url"),
+        value("jsonPath"),
+    )
+}
+
+/// Evaluates `result.FIELD == true|false` against the endpoint's answer.
+fn evaluate(condition: &str, result: &Value) -> bool {
+    let (left, right) = condition.split_once("==").expect("a comparison");
+    let field = left.trim().strip_prefix("result.").expect("result.FIELD");
+    let expected: bool = right.trim().parse().expect("true or false");
+    let actual = result
+        .get(field)
+        .unwrap_or_else(|| panic!("the endpoint has no field {field}: {result}"));
+    actual.as_bool().expect("a boolean field") == expected
+}
+
+#[tokio::test]
+async fn the_argo_endpoint_satisfies_the_documented_template() {
+    let (success, failure, url, json_path) = documented_template();
+    assert_eq!(success, "result.successful == true");
+    assert_eq!(failure, "result.failed == true");
+    assert_eq!(json_path, "{$}", "the whole object is the result");
+    let path = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|slash| &rest[slash..]))
+        .unwrap();
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    assert_eq!(path, "/v1/analyses/{{args.analysis-id}}/argo");
+
+    let app = spawn_app().await;
+    let promoted = app.submit().await;
+    let rolled_back = app.submit().await;
+    let running = app.submit().await;
+    app.finish(promoted, AnalysisState::Promoted, "promote")
+        .await;
+    app.finish(rolled_back, AnalysisState::RolledBack, "rollback")
+        .await;
+    app.finish(running, AnalysisState::Running, "promote").await;
+    for (id, succeeds, fails) in [
+        (promoted, true, false),
+        (rolled_back, false, true),
+        (running, false, false),
+    ] {
+        // The documented query string (a short wait here) is accepted as is.
+        let query = query.replace("25s", "0");
+        let (status, result) = app.get(&format!("/v1/analyses/{id}/argo?{query}")).await;
+        assert_eq!(status, 200, "{result}");
+        assert_eq!(evaluate(&success, &result), succeeds, "{result}");
+        assert_eq!(evaluate(&failure, &result), fails, "{result}");
+        assert_eq!(result["inconclusive"], !(succeeds || fails));
+        assert_eq!(result["final"], succeeds || fails);
+    }
+    let (_, result) = app.get(&format!("/v1/analyses/{promoted}/argo")).await;
+    assert_eq!(
+        result,
+        json!({"verdict": "promote", "state": "promoted", "successful": true, "failed": false, "inconclusive": false, "final": true})
+    );
+}
+
+async fn canary_command(args: Vec<String>) -> crate::helpers::Run {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .expect("the canary binary runs")
+        .into()
+}
+
+fn submit_args(app: &TestApp, extra: &[&str]) -> Vec<String> {
+    submit_args_with_source(app, "prod", extra)
+}
+
+fn submit_args_with_source(app: &TestApp, source: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "submit",
+        "--server",
+        &app.address,
+        "--profile",
+        "web-service",
+        "--flag",
+        "checkout-v2",
+        "--source",
+        source,
+        "--actuator",
+        "flags",
+        "--dry-run",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_submit_and_wait_exit_0_2_3_by_the_final_state() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let submitted = canary_command(submit_args(&app, &[])).await;
+        assert_eq!(submitted.code, 0, "{}", submitted.stderr);
+        let id: Uuid = submitted
+            .stdout
+            .trim()
+            .parse()
+            .expect("only the id on stdout");
+        ids.push(id);
+    }
+    app.finish(ids[0], AnalysisState::Promoted, "promote").await;
+    app.finish(ids[1], AnalysisState::RolledBack, "rollback")
+        .await;
+    app.finish(ids[2], AnalysisState::Failed, "hold").await;
+    let wait = |id: Uuid, timeout: &str| {
+        vec![
+            "wait".to_owned(),
+            id.to_string(),
+            "--server".to_owned(),
+            app.address.clone(),
+            "--timeout".to_owned(),
+            timeout.to_owned(),
+        ]
+    };
+    let promoted = canary_command(wait(ids[0], "30s")).await;
+    assert_eq!(promoted.code, 0, "{}{}", promoted.stdout, promoted.stderr);
+    assert!(
+        promoted.stdout.starts_with("verdict: PROMOTE"),
+        "{}",
+        promoted.stdout
+    );
+    assert!(promoted.stdout.contains("the test worker said promote"));
+    let rolled_back = canary_command(wait(ids[1], "30s")).await;
+    assert_eq!(
+        rolled_back.code, 3,
+        "{}{}",
+        rolled_back.stdout, rolled_back.stderr
+    );
+    assert!(rolled_back.stdout.starts_with("verdict: ROLLBACK"));
+    let failed = canary_command(wait(ids[2], "30s")).await;
+    assert_eq!(failed.code, 1, "{}{}", failed.stdout, failed.stderr);
+
+    let started = Instant::now();
+    let pending = canary_command(wait(ids[3], "1s")).await;
+    assert_eq!(pending.code, 2, "{}{}", pending.stdout, pending.stderr);
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(pending.stdout.contains("not final"), "{}", pending.stdout);
+
+    // submit --wait: the id first, then the verdict once a worker decides.
+    let finisher = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let (_, page) = app.get("/v1/analyses?state=pending").await;
+                if let Some(id) = page["items"].as_array().unwrap().iter().find_map(|item| {
+                    let id: Uuid = item["id"].as_str().unwrap().parse().unwrap();
+                    (id != ids[3]).then_some(id)
+                }) {
+                    app.finish(id, AnalysisState::Promoted, "promote").await;
+                    return id;
+                }
+            }
+            panic!("the submitted analysis never appeared");
+        })
+    };
+    let submitted = canary_command(submit_args(&app, &["--wait", "30s"])).await;
+    let finished = finisher.await.unwrap();
+    assert_eq!(
+        submitted.code, 0,
+        "{}{}",
+        submitted.stdout, submitted.stderr
+    );
+    let mut lines = submitted.stdout.lines();
+    assert_eq!(lines.next().unwrap(), finished.to_string());
+    assert!(lines.next().unwrap().starts_with("verdict: PROMOTE"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_submit_and_wait_exit_1_for_refusals_unknown_ids_and_unreachable_servers() {
+    let app = spawn_app().await;
+    let refused = canary_command(submit_args_with_source(&app, "staging", &[])).await;
+    assert_eq!(refused.code, 1, "{}{}", refused.stdout, refused.stderr);
+    assert!(
+        refused.stderr.contains("field source"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("prod"), "{}", refused.stderr);
+    assert!(refused.stdout.is_empty());
+
+    let unknown = canary_command(vec![
+        "wait".into(),
+        Uuid::new_v4().to_string(),
+        "--server".into(),
+        app.address.clone(),
+    ])
+    .await;
+    assert_eq!(unknown.code, 1);
+    assert!(unknown.stderr.contains("404"), "{}", unknown.stderr);
+
+    let malformed = canary_command(vec![
+        "wait".into(),
+        "not-an-id".into(),
+        "--server".into(),
+        app.address.clone(),
+    ])
+    .await;
+    assert_eq!(malformed.code, 1);
+
+    // A port nothing listens on: bind one, note it, close it.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let unreachable = canary_command(vec![
+        "wait".into(),
+        Uuid::new_v4().to_string(),
+        "--server".into(),
+        format!("http://{closed}"),
+        "--timeout".into(),
+        "5s".into(),
+    ])
+    .await;
+    assert_eq!(unreachable.code, 1);
+    assert!(
+        unreachable.stderr.contains("cannot reach"),
+        "{}",
+        unreachable.stderr
+    );
+}
