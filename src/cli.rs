@@ -100,7 +100,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Arguments of `canary submit`.
 #[derive(Debug, clap::Args)]
 pub struct SubmitArgs {
-    /// The server's URL, e.g. http://canary.internal:8080.
+    /// The server's URL, e.g. `http://canary.internal:8080`.
     #[arg(long, value_name = "URL")]
     pub server: String,
     /// The analysis profile's name on the server (NAME for NAME.toml in its profiles
@@ -140,7 +140,7 @@ pub struct WaitArgs {
     /// The analysis id `canary submit` printed.
     #[arg(value_name = "ID")]
     pub id: String,
-    /// The server's URL, e.g. http://canary.internal:8080.
+    /// The server's URL, e.g. `http://canary.internal:8080`.
     #[arg(long, value_name = "URL")]
     pub server: String,
     /// How long to wait for a final verdict (`30m`, `2h`, or seconds); then exit 2
