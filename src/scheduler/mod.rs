@@ -15,13 +15,15 @@
 
 pub mod clock;
 mod fetch;
+pub mod worker;
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
-pub use self::clock::{Clock, CompressedClock, SystemClock};
+pub use self::clock::{Clock, CompressedClock, ManualClock, SystemClock};
 pub use self::fetch::{Scopes, fetch_window, preflight};
+pub use self::worker::{Registry, Worker, WorkerError, WorkerOptions};
 use crate::actuators::{Actuator, ActuatorError, FlagState};
 use crate::domain::plan::{HoldOutcome, RolloutPlan, Stage, TriggerAction};
 use crate::domain::{ConfidenceLevel, Percentage, Profile, Verdict};
@@ -160,6 +162,16 @@ pub enum RunError {
         /// The actuator's error.
         source: ActuatorError,
     },
+}
+
+/// A person's decision that ends a rollout now, whatever the looks say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Override {
+    /// Set the flag to 100 % and end the rollout `Promoted`.
+    Promote,
+    /// Pull the kill switch and end the rollout `RolledBack`.
+    Rollback,
 }
 
 /// Everything a runner needs to continue a rollout elsewhere: what a store keeps
@@ -562,6 +574,35 @@ impl RolloutRunner {
             triggers,
         });
         Ok(self.history.last().expect("just pushed"))
+    }
+
+    /// Carries out a person's override at analysis time `now`: sets the flag to 100 % or
+    /// pulls the kill switch (recorded, like any flag change, in [`Self::actuations`]) and
+    /// ends the rollout, whatever its status, so a final rollout can be overridden too
+    /// (say, to retry a rollback that failed). Returns the reason to record. When the
+    /// actuator fails the status is left as it was.
+    pub async fn apply_override(
+        &mut self,
+        now: f64,
+        action: Override,
+        actor: &str,
+        reason: &str,
+    ) -> Result<String, RunError> {
+        let recorded = match action {
+            Override::Promote => {
+                self.actuate(now, Percentage::FULL, false).await?;
+                self.status = RolloutStatus::Promoted;
+                format!("promoted by hand by {actor}: {reason}")
+            }
+            Override::Rollback => {
+                self.actuate(now, Percentage::ZERO, true).await?;
+                self.status = RolloutStatus::RolledBack;
+                format!("rolled back by hand by {actor}: {reason}")
+            }
+        };
+        self.hold_since = None;
+        tracing::warn!(flag = %self.rollout.flag, action = ?action, actor, reason, "manual override");
+        Ok(recorded)
     }
 
     /// A hold, or what the hold turns into once it has lasted past `hold_timeout`.
