@@ -44,8 +44,8 @@ use crate::config::{Settings, WorkerSettings};
 use crate::domain::{Percentage, Profile};
 use crate::sources::MetricSource;
 use crate::store::{
-    ActuationOutcome, ActuationState, Analysis, AnalysisState, AuditAction, LookRecord,
-    LookUpdate, NewActuation, Store, StoreError,
+    ActuationOutcome, ActuationState, Analysis, AnalysisState, AuditAction, LookRecord, LookUpdate,
+    NewActuation, Store, StoreError,
 };
 
 /// What stops a worker from doing its work, in the kinds callers branch on.
@@ -355,7 +355,9 @@ impl Worker {
         let stepped = match outcome {
             Ok(()) => Stepped::Recorded,
             Err(WorkerError::Store(StoreError::LeaseLost { .. })) => {
-                tracing::warn!("lost the lease during the step: another worker continues the analysis");
+                tracing::warn!(
+                    "lost the lease during the step: another worker continues the analysis"
+                );
                 Stepped::Dropped
             }
             Err(WorkerError::Store(StoreError::Conflict(message))) => {
@@ -410,7 +412,9 @@ impl Worker {
             }
         };
         if let Some(action) = analysis.requested_action {
-            return self.carry_out_override(&analysis, prepared, now, action).await;
+            return self
+                .carry_out_override(&analysis, prepared, now, action)
+                .await;
         }
         match prepared.state.clone() {
             None => self.start(&analysis, prepared, now).await,
@@ -433,7 +437,10 @@ impl Worker {
             .ok_or_else(|| format!("no actuator is named {:?}", analysis.actuator))?;
         let profile = Profile::parse(
             &analysis.profile_text,
-            &format!("profile {:?} of analysis {}", analysis.profile_name, analysis.id),
+            &format!(
+                "profile {:?} of analysis {}",
+                analysis.profile_name, analysis.id
+            ),
         )
         .map_err(|error| error.to_string())?;
         let state = if analysis.runner_state.is_null() {
@@ -511,7 +518,13 @@ impl Worker {
             Ok(runner) => runner,
             Err(error) => {
                 return self
-                    .end(analysis, now, AnalysisState::Failed, error.to_string(), None)
+                    .end(
+                        analysis,
+                        now,
+                        AnalysisState::Failed,
+                        error.to_string(),
+                        None,
+                    )
                     .await;
             }
         };
@@ -569,7 +582,13 @@ impl Worker {
             Ok(runner) => runner,
             Err(error) => {
                 return self
-                    .end(analysis, now, AnalysisState::Failed, error.to_string(), None)
+                    .end(
+                        analysis,
+                        now,
+                        AnalysisState::Failed,
+                        error.to_string(),
+                        None,
+                    )
                     .await;
             }
         };
@@ -608,7 +627,9 @@ impl Worker {
         };
         match status {
             RolloutStatus::Running => {}
-            RolloutStatus::RolledBack => tracing::warn!(look = record.look, reasons = ?record.reasons, "rolled back"),
+            RolloutStatus::RolledBack => {
+                tracing::warn!(look = record.look, reasons = ?record.reasons, "rolled back")
+            }
             _ => tracing::info!(look = record.look, status = ?status, "rollout ended"),
         }
         self.record(analysis, now, update).await
@@ -710,11 +731,20 @@ impl Worker {
             Ok(runner) => runner,
             Err(error) => {
                 return self
-                    .end(analysis, now, AnalysisState::Failed, error.to_string(), None)
+                    .end(
+                        analysis,
+                        now,
+                        AnalysisState::Failed,
+                        error.to_string(),
+                        None,
+                    )
                     .await;
             }
         };
-        match runner.apply_override(now, action_override, actor, reason).await {
+        match runner
+            .apply_override(now, action_override, actor, reason)
+            .await
+        {
             Ok(recorded) => {
                 let update = LookUpdate {
                     look: None,
@@ -996,12 +1026,7 @@ impl RecordedActuator {
             Err(error) => (ActuationOutcome::Failed, error.to_string()),
         };
         self.store
-            .complete_actuation(
-                &record.idempotency_key,
-                outcome,
-                &detail,
-                self.clock.now(),
-            )
+            .complete_actuation(&record.idempotency_key, outcome, &detail, self.clock.now())
             .await
             .map_err(|error| self.store_failed(error))?;
         result

@@ -2,7 +2,7 @@
 //! the library's public API against the files in `fixtures/` and `analysis-profiles/`,
 //! or against a real Prometheus that `prometheus_harness` starts (installed by
 //! `scripts/test.sh`); `store` runs the store contract on SQLite and on the machine's
-//! PostgreSQL.
+//! PostgreSQL; `worker` runs analyses through workers on those stores.
 
 mod analyze;
 mod bad_input;
@@ -15,3 +15,4 @@ mod rollout_prometheus;
 mod rollouts;
 mod run_cli;
 mod store;
+mod worker;

@@ -1141,8 +1141,8 @@ where
     store.close().await;
 }
 
-/// A PostgreSQL schema of its own for one test.
-struct PostgresSchema {
+/// A PostgreSQL schema of its own for one test (the worker tests use it too).
+pub(crate) struct PostgresSchema {
     admin: sqlx::PgPool,
     name: String,
     url: String,
@@ -1175,7 +1175,7 @@ impl PostgresSchema {
         self.admin.close().await;
     }
 
-    async fn store(&self, max_connections: u32) -> Arc<dyn Store> {
+    pub(crate) async fn store(&self, max_connections: u32) -> Arc<dyn Store> {
         StoreConfig {
             url: self.url.clone(),
             max_connections: Some(max_connections),
@@ -1188,7 +1188,7 @@ impl PostgresSchema {
 
 /// Runs `test` with a fresh schema and drops the schema afterwards, also when the test
 /// panics (the panic is raised again after the clean-up).
-async fn in_postgres_schema<F, Fut>(test: F)
+pub(crate) async fn in_postgres_schema<F, Fut>(test: F)
 where
     F: FnOnce(Arc<PostgresSchema>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
