@@ -87,22 +87,6 @@ pub fn check_profiles(args: &CheckProfileArgs) -> (String, Vec<anyhow::Error>) {
     (summary, errors)
 }
 
-/// The label names in a scope's matchers (`track="canary", version=~"2.*"` →
-/// `track`, `version`): the labels that differ between the sides by design.
-fn scope_label_names(scope: &str) -> Vec<String> {
-    scope
-        .split(',')
-        .filter_map(|matcher| {
-            let name: String = matcher
-                .trim()
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            (!name.is_empty()).then_some(name)
-        })
-        .collect()
-}
-
 /// Prometheus credentials come from the environment, never from the command line
 /// (where `ps` would show them): `CANARY_PROMETHEUS_BEARER_TOKEN`, or
 /// `CANARY_PROMETHEUS_USERNAME` with `CANARY_PROMETHEUS_PASSWORD`.
@@ -235,15 +219,7 @@ pub async fn run(args: &RunArgs) -> Result<(Verdict, String)> {
     })?;
     let source = with_credentials_from_environment(args.source.clone()).build()?;
     let actuator: Arc<dyn Actuator> = Arc::from(args.actuator.build()?);
-    let mut scope_labels = scope_label_names(&args.baseline_scope);
-    scope_labels.extend(scope_label_names(&args.canary_scope));
-    scope_labels.sort();
-    scope_labels.dedup();
-    let scopes = Scopes {
-        baseline: args.baseline_scope.clone(),
-        canary: args.canary_scope.clone(),
-        scope_labels,
-    };
+    let scopes = Scopes::from_matchers(&args.baseline_scope, &args.canary_scope);
 
     let recorded = source.recorded_range();
     let wall_now = SystemClock.now();

@@ -13,7 +13,8 @@
 //! - [`actuators`]: the `Actuator` trait, the only way the engine changes feature flags.
 //! - [`report`]: renders a judgement as a terminal table or JSON.
 //! - [`scheduler`]: the rollout runner — fetch → judge → decide → actuate → record for
-//!   each analysis interval of a staged rollout; the only caller of actuators.
+//!   each analysis interval of a staged rollout; the only caller of actuators — and the
+//!   workers that run stored analyses one look at a time under leases.
 //! - [`store`]: durable analyses behind the `Store` trait — looks, actuations with
 //!   idempotency keys, leases for workers, the audit log — in SQLite or PostgreSQL.
 //! - [`api`]: the HTTP API of `canary serve` (axum): submit, inspect, list and long-poll

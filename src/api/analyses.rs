@@ -9,9 +9,9 @@
 //! Manual actions are only *recorded* here, through [`Store::apply_manual_action`] (one
 //! transaction with its audit entry); the workers carry them out. Pause and resume set
 //! the state directly. Promote and rollback move the analysis to its claimable state
-//! (`running`, or `pending` before its first look) so a worker picks it up, and leave
-//! the request in the audit log: an override is pending while the analysis's last
-//! content write is that audit entry ([`pending_override`]).
+//! (`running`, even before its first look) and the store keeps the request as
+//! the analysis's `requested_action`, due at once, until a worker has carried it out
+//! ([`pending_override`]).
 //!
 //! [`Store::apply_manual_action`]: crate::store::Store::apply_manual_action
 
@@ -291,16 +291,12 @@ fn stage_of(analysis: &Analysis) -> Option<StageView> {
     })
 }
 
-/// The manual promote or rollback a worker still has to carry out: the last audit entry
-/// is one, the analysis is not final, and nothing has written the analysis since (its
-/// `updated_at` is the entry's time; the store sets both in one transaction).
-pub fn pending_override(analysis: &Analysis, audit: &[AuditEntry]) -> Option<AuditAction> {
-    let last = audit.last()?;
-    let carried_out = analysis.state.is_final() || (analysis.updated_at - last.at).abs() > 5e-4;
-    match last.action {
-        AuditAction::Promote | AuditAction::Rollback if !carried_out => Some(last.action),
-        _ => None,
-    }
+/// The manual promote or rollback a worker still has to carry out.
+pub fn pending_override(analysis: &Analysis) -> Option<AuditAction> {
+    analysis
+        .requested_action
+        .filter(|action| matches!(action, AuditAction::Promote | AuditAction::Rollback))
+        .filter(|_| !analysis.state.is_final())
 }
 
 /// The state a manual action moves an analysis to, or why it is not allowed from
@@ -325,8 +321,8 @@ pub fn action_target(analysis: &Analysis, action: AuditAction) -> Result<Analysi
                 .join(", ")
         ));
     }
-    // Before its first look an analysis has no runner snapshot: it goes back to
-    // `pending`, so the worker starts it from the beginning.
+    // Before its first look an analysis has no runner snapshot: a resume sends it back
+    // to `pending`, so the worker starts it from the beginning.
     let claimable = if analysis.current_stage.is_none() {
         Pending
     } else {
@@ -334,7 +330,10 @@ pub fn action_target(analysis: &Analysis, action: AuditAction) -> Result<Analysi
     };
     Ok(match action {
         AuditAction::Pause => Paused,
-        AuditAction::Resume | AuditAction::Promote | AuditAction::Rollback => claimable,
+        AuditAction::Resume => claimable,
+        // The store keeps the request as `requested_action` on a running analysis, due
+        // at once; a worker carries it out even before the first look.
+        AuditAction::Promote | AuditAction::Rollback => Running,
     })
 }
 
@@ -623,7 +622,7 @@ pub async fn get(
     let actuations = state.store.list_actuations(id).await?;
     let audit = state.store.audit_log(id).await?;
     Ok(Json(AnalysisDetail {
-        pending_action: pending_override(&analysis, &audit),
+        pending_action: pending_override(&analysis),
         analysis: AnalysisView::of(&analysis),
         history,
         actuations,
@@ -783,7 +782,7 @@ pub async fn action(
         .ok_or_else(|| ApiError::Internal("the audit entry was not written".to_owned()))?;
     tracing::info!(analysis = %id, action = action.as_str(), actor, to = %new_state, "manual action recorded");
     Ok(Json(ActionResponse {
-        pending_action: pending_override(&updated, &audit),
+        pending_action: pending_override(&updated),
         analysis: AnalysisView::of(&updated),
         audit: entry,
     }))

@@ -3,6 +3,8 @@
 //! Live rollouts use the system clock. Replays and tests use a compressed clock that
 //! starts at a chosen analysis time and runs `speed` times faster than the wall
 //! clock; it is built on tokio's clock, so `tokio::time::pause()` makes it instant.
+//! Tests that drive workers step by step use a manual clock, which moves only when
+//! told to.
 
 use async_trait::async_trait;
 
@@ -68,6 +70,46 @@ impl Clock for CompressedClock {
     }
 }
 
+/// Analysis time that moves only when told to ([`ManualClock::set`],
+/// [`ManualClock::advance`]): tests drive workers look by look with it, without sleeping
+/// and without a wall clock in the way. Waiters wake when the time is set past theirs.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: tokio::sync::watch::Sender<f64>,
+}
+
+impl ManualClock {
+    /// A clock reading `at` until it is moved.
+    pub fn new(at: f64) -> Self {
+        Self {
+            now: tokio::sync::watch::Sender::new(at),
+        }
+    }
+
+    /// Sets the time (it may go backwards; nothing here needs it to be monotonic).
+    pub fn set(&self, at: f64) {
+        self.now.send_replace(at);
+    }
+
+    /// Moves the time forward by `seconds`.
+    pub fn advance(&self, seconds: f64) {
+        self.now.send_modify(|now| *now += seconds);
+    }
+}
+
+#[async_trait]
+impl Clock for ManualClock {
+    fn now(&self) -> f64 {
+        *self.now.borrow()
+    }
+
+    async fn sleep_until(&self, at: f64) {
+        let mut receiver = self.now.subscribe();
+        // The sender lives as long as the clock, which outlives every `&self` borrow.
+        let _ = receiver.wait_for(|now| *now >= at).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +122,21 @@ mod tests {
         assert!((clock.now() - 1_700_000_600.0).abs() < 1e-3);
         // Ten analysis minutes took ten wall seconds.
         assert!((clock.started.elapsed().as_secs_f64() - 10.0).abs() < 1e-3);
+    }
+
+    #[tokio::test]
+    async fn a_manual_clock_wakes_sleepers_when_set_past_their_time() {
+        let clock = std::sync::Arc::new(ManualClock::new(100.0));
+        clock.sleep_until(50.0).await;
+        let sleeper = tokio::spawn({
+            let clock = clock.clone();
+            async move { clock.sleep_until(160.0).await }
+        });
+        clock.advance(30.0);
+        tokio::task::yield_now().await;
+        assert!(!sleeper.is_finished());
+        clock.set(160.0);
+        sleeper.await.unwrap();
+        assert_eq!(clock.now(), 160.0);
     }
 }

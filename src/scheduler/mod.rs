@@ -15,13 +15,15 @@
 
 pub mod clock;
 mod fetch;
+pub mod worker;
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
-pub use self::clock::{Clock, CompressedClock, SystemClock};
+pub use self::clock::{Clock, CompressedClock, ManualClock, SystemClock};
 pub use self::fetch::{Scopes, fetch_window, preflight};
+pub use self::worker::{Registry, Worker, WorkerError, WorkerOptions};
 use crate::actuators::{Actuator, ActuatorError, FlagState};
 use crate::domain::plan::{HoldOutcome, RolloutPlan, Stage, TriggerAction};
 use crate::domain::{ConfidenceLevel, Percentage, Profile, Verdict};
@@ -160,6 +162,16 @@ pub enum RunError {
         /// The actuator's error.
         source: ActuatorError,
     },
+}
+
+/// A person's decision that ends a rollout now, whatever the looks say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Override {
+    /// Set the flag to 100 % and end the rollout `Promoted`.
+    Promote,
+    /// Pull the kill switch and end the rollout `RolledBack`.
+    Rollback,
 }
 
 /// Everything a runner needs to continue a rollout elsewhere: what a store keeps
@@ -564,6 +576,35 @@ impl RolloutRunner {
         Ok(self.history.last().expect("just pushed"))
     }
 
+    /// Carries out a person's override at analysis time `now`: sets the flag to 100 % or
+    /// pulls the kill switch (recorded, like any flag change, in [`Self::actuations`]) and
+    /// ends the rollout, whatever its status, so a final rollout can be overridden too
+    /// (say, to retry a rollback that failed). Returns the reason to record. When the
+    /// actuator fails the status is left as it was.
+    pub async fn apply_override(
+        &mut self,
+        now: f64,
+        action: Override,
+        actor: &str,
+        reason: &str,
+    ) -> Result<String, RunError> {
+        let recorded = match action {
+            Override::Promote => {
+                self.actuate(now, Percentage::FULL, false).await?;
+                self.status = RolloutStatus::Promoted;
+                format!("promoted by hand by {actor}: {reason}")
+            }
+            Override::Rollback => {
+                self.actuate(now, Percentage::ZERO, true).await?;
+                self.status = RolloutStatus::RolledBack;
+                format!("rolled back by hand by {actor}: {reason}")
+            }
+        };
+        self.hold_since = None;
+        tracing::warn!(flag = %self.rollout.flag, action = ?action, actor, reason, "manual override");
+        Ok(recorded)
+    }
+
     /// A hold, or what the hold turns into once it has lasted past `hold_timeout`.
     fn hold_or_timeout(&mut self, now: f64, reasons: &mut Vec<String>) -> Decision {
         let since = *self.hold_since.get_or_insert(now);
@@ -617,5 +658,129 @@ impl RolloutRunner {
             on_look(self);
         }
         Ok(self.status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::actuators::log_only::LogOnlyActuator;
+    use crate::sources::synthetic::{Distribution, MetricModel, SyntheticSource};
+
+    const T0: f64 = 1_700_000_000.0;
+
+    fn runner(actuator: Arc<LogOnlyActuator>) -> RolloutRunner {
+        let profile = Profile::parse(
+            r#"
+name = "override"
+[rollout]
+step = "5s"
+[[stages]]
+traffic = 10
+duration = "2m"
+interval = "1m"
+[[stages]]
+traffic = 50
+duration = "2m"
+interval = "1m"
+[[metrics]]
+name = "latency"
+kind = "continuous"
+direction = "increase"
+min_samples = 10
+query = 'latency{ {{scope}} }'
+"#,
+            "override.toml",
+        )
+        .unwrap();
+        let source = SyntheticSource::new(
+            1,
+            5.0,
+            BTreeMap::from([(
+                "latency".to_owned(),
+                MetricModel::same_samples(Distribution::LogNormal {
+                    median: 0.2,
+                    sigma: 0.1,
+                }),
+            )]),
+        );
+        let rollout = Rollout {
+            profile: Arc::new(profile),
+            flag: "checkout".to_owned(),
+            scopes: Scopes::from_matchers(r#"track="baseline""#, r#"track="canary""#),
+            dry_run: false,
+        };
+        RolloutRunner::new(rollout, Arc::new(source), actuator).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_manual_promote_sets_full_traffic_and_ends_the_rollout_with_the_reason() {
+        let flags = Arc::new(LogOnlyActuator::new());
+        let mut runner = runner(Arc::clone(&flags));
+        runner.start(T0).await.unwrap();
+        let reason = runner
+            .apply_override(
+                T0 + 30.0,
+                Override::Promote,
+                "sre",
+                "the dashboards look fine",
+            )
+            .await
+            .unwrap();
+        assert_eq!(reason, "promoted by hand by sre: the dashboards look fine");
+        assert_eq!(runner.status(), RolloutStatus::Promoted);
+        let last = runner.actuations().last().unwrap();
+        assert_eq!(
+            (last.action.as_str(), last.target),
+            ("set_rollout", Percentage::FULL)
+        );
+        assert_eq!(
+            flags.current("checkout").await.unwrap().rollout,
+            Percentage::FULL
+        );
+        assert!(
+            runner.step(T0 + 60.0).await.is_err(),
+            "no look after the end"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_manual_rollback_pulls_the_kill_switch_even_after_promotion() {
+        let flags = Arc::new(LogOnlyActuator::new());
+        let mut runner = runner(Arc::clone(&flags));
+        runner.start(T0).await.unwrap();
+        runner
+            .apply_override(T0 + 30.0, Override::Promote, "sre", "ship it")
+            .await
+            .unwrap();
+        let reason = runner
+            .apply_override(
+                T0 + 90.0,
+                Override::Rollback,
+                "oncall",
+                "error budget burning",
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            reason,
+            "rolled back by hand by oncall: error budget burning"
+        );
+        assert_eq!(runner.status(), RolloutStatus::RolledBack);
+        assert_eq!(runner.actuations().last().unwrap().action, "kill");
+        assert!(!flags.current("checkout").await.unwrap().enabled);
+        assert_eq!(runner.snapshot().status, RolloutStatus::RolledBack);
+    }
+
+    #[test]
+    fn scopes_ignore_the_labels_their_matchers_name() {
+        let scopes = Scopes::from_matchers(
+            r#"track="baseline", version=~"1.*""#,
+            r#"track="canary",pod!="x""#,
+        );
+        assert_eq!(scopes.scope_labels, ["pod", "track", "version"]);
+        assert_eq!(scopes.canary, r#"track="canary",pod!="x""#);
     }
 }

@@ -28,6 +28,10 @@
 //! - **Final states** are final for the engine: a look cannot change a final analysis
 //!   ([`StoreError::Conflict`]) and it is never claimed. A manual action can still change
 //!   it (the one audited way out, e.g. to retry a failed rollback).
+//! - **Manual promote and rollback** are requests for a worker, since only the scheduler
+//!   calls actuators: [`Store::apply_manual_action`] moves the analysis to `Running`,
+//!   sets [`Analysis::requested_action`] and makes it due at once; the worker that
+//!   carries it out clears it with its [`Store::record_look`].
 
 pub mod postgres;
 pub mod sqlite;
@@ -239,6 +243,10 @@ pub struct Analysis {
     pub created_at: f64,
     /// When its content last changed, Unix seconds.
     pub updated_at: f64,
+    /// A manual promote or rollback waiting for a worker to carry it out (only the
+    /// scheduler calls actuators). Set by [`Store::apply_manual_action`], cleared by the
+    /// next [`Store::record_look`].
+    pub requested_action: Option<AuditAction>,
 }
 
 impl Analysis {
@@ -426,6 +434,11 @@ impl FromStr for AuditAction {
 /// A manual action to apply: the state it sets and who asked why. The caller (the API)
 /// decides the new state from the state it read; `expected_version` makes that read
 /// count, so an override never lands on an analysis that moved in between.
+///
+/// Pause and resume only set the state (`Paused`, `Running`). Promote and rollback change
+/// the flag, which only a worker may do: their `new_state` must be `Running`, and the
+/// store keeps the request in [`Analysis::requested_action`] and makes the analysis due
+/// at once, so a worker claims it, actuates and records the final state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManualAction {
     /// Who asked (from the API's authentication).
@@ -517,7 +530,8 @@ pub trait Store: Send + Sync {
     async fn release(&self, id: Uuid, worker: &str) -> Result<bool, StoreError>;
 
     /// Writes one worker step in one transaction: inserts the look (if any) and replaces
-    /// the analysis's progress fields, bumping its version. Fails, writing nothing, with
+    /// the analysis's progress fields, bumping its version and clearing
+    /// [`Analysis::requested_action`] (the version check proves the worker saw it). Fails, writing nothing, with
     /// [`StoreError::LeaseLost`] unless `worker` holds an unexpired lease at `now`, then
     /// with [`StoreError::Conflict`] if the version is not `expected_version`, the
     /// analysis is final, or the look number was already recorded.
@@ -564,7 +578,9 @@ pub trait Store: Send + Sync {
     /// Sets the analysis's state and appends the audit entry in one transaction, bumping
     /// the version; [`StoreError::Conflict`] if the version is not
     /// `action.expected_version`. Leases are left alone: the holder's next write conflicts
-    /// and it re-reads the analysis.
+    /// and it re-reads the analysis. A promote or rollback also sets
+    /// [`Analysis::requested_action`] and `next_look_at = now`; its `new_state` must be
+    /// `Running` ([`StoreError::Invalid`] otherwise), so that a worker claims it.
     async fn apply_manual_action(
         &self,
         id: Uuid,
@@ -728,6 +744,24 @@ pub(crate) fn migrate_error(error: sqlx::migrate::MigrateError) -> StoreError {
         | MigrateError::VersionTooNew(..)
         | MigrateError::Dirty(_) => StoreError::Corrupt(format!("schema migration: {error}")),
         other => StoreError::Unavailable(format!("schema migration: {other}")),
+    }
+}
+
+/// The request a manual action leaves for a worker (`promote` or `rollback`), after
+/// checking that it leaves the analysis claimable.
+pub(crate) fn requested_action(action: &ManualAction) -> Result<Option<&'static str>, StoreError> {
+    match action.action {
+        AuditAction::Pause | AuditAction::Resume => Ok(None),
+        AuditAction::Promote | AuditAction::Rollback => {
+            if action.new_state != AnalysisState::Running {
+                return Err(StoreError::Invalid(format!(
+                    "a manual {} is carried out by a worker: its new state must be running, not {}",
+                    action.action.as_str(),
+                    action.new_state
+                )));
+            }
+            Ok(Some(action.action.as_str()))
+        }
     }
 }
 

@@ -35,7 +35,7 @@ macro_rules! analysis_columns {
         "id, profile_name, profile_text, flag, source, actuator, baseline_scope, \
          canary_scope, dry_run, start_at_ms, state, current_stage, traffic, latest_verdict, \
          reasons, runner_state, next_look_at_ms, version, lease_owner, lease_expires_at_ms, \
-         created_at_ms, updated_at_ms, seq"
+         created_at_ms, updated_at_ms, seq, requested_action"
     };
 }
 
@@ -125,6 +125,9 @@ fn analysis_from_row(row: &PgRow) -> Result<Analysis, StoreError> {
         lease_expires_at: get::<Option<i64>>(row, "lease_expires_at_ms")?.map(from_millis),
         created_at: from_millis(get(row, "created_at_ms")?),
         updated_at: from_millis(get(row, "updated_at_ms")?),
+        requested_action: get::<Option<String>>(row, "requested_action")?
+            .map(|action| parse_stored(&action))
+            .transpose()?,
     })
 }
 
@@ -392,7 +395,8 @@ impl Store for PostgresStore {
         let row = sqlx::query(concat!(
             "UPDATE analyses SET state = $1, current_stage = $2, traffic = $3, \
              latest_verdict = $4, reasons = $5, runner_state = $6, next_look_at_ms = $7, \
-             version = version + 1, updated_at_ms = $8 WHERE id = $9 RETURNING ",
+             requested_action = NULL, version = version + 1, updated_at_ms = $8 \
+             WHERE id = $9 RETURNING ",
             analysis_columns!()
         ))
         .bind(update.state.as_str())
@@ -552,6 +556,7 @@ impl Store for PostgresStore {
         now: f64,
     ) -> Result<Analysis, StoreError> {
         let now_ms = to_millis(now, "now")?;
+        let requested = super::requested_action(&action)?;
         let mut tx = self.write_transaction().await?;
         let guard = read_guard(&mut tx, id).await?;
         if guard.version != action.expected_version {
@@ -561,13 +566,16 @@ impl Store for PostgresStore {
             )));
         }
         let row = sqlx::query(concat!(
-            "UPDATE analyses SET state = $1, version = version + 1, updated_at_ms = $2 \
+            "UPDATE analyses SET state = $1, version = version + 1, updated_at_ms = $2, \
+             requested_action = COALESCE($4, requested_action), \
+             next_look_at_ms = CASE WHEN $4 IS NULL THEN next_look_at_ms ELSE $2 END \
              WHERE id = $3 RETURNING ",
             analysis_columns!()
         ))
         .bind(action.new_state.as_str())
         .bind(now_ms)
         .bind(id)
+        .bind(requested)
         .fetch_one(&mut *tx)
         .await
         .map_err(database_error)?;

@@ -604,7 +604,7 @@ async fn actions_need_the_bearer_token_and_are_audited() {
         .await;
     assert_eq!(response.status().as_u16(), 200);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["analysis"]["state"], "pending");
+    assert_eq!(body["analysis"]["state"], "running");
     assert_eq!(body["pending_action"], "rollback");
     let (_, detail) = app.get(&format!("/v1/analyses/{id}")).await;
     assert_eq!(detail["pending_action"], "rollback");

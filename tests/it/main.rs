@@ -2,8 +2,8 @@
 //! the library's public API against the files in `fixtures/` and `analysis-profiles/`,
 //! or against a real Prometheus that `prometheus_harness` starts (installed by
 //! `scripts/test.sh`); `store` runs the store contract on SQLite and on the machine's
-//! PostgreSQL; `api` serves the HTTP API in process and drives `canary submit` and
-//! `canary wait` against it.
+//! PostgreSQL; `worker` runs analyses through workers on those stores; `api` serves the
+//! HTTP API in process and drives `canary submit` and `canary wait` against it.
 
 mod analyze;
 mod api;
@@ -17,3 +17,4 @@ mod rollout_prometheus;
 mod rollouts;
 mod run_cli;
 mod store;
+mod worker;

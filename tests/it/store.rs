@@ -862,24 +862,53 @@ mod contract {
             )
             .await
             .unwrap();
-        let rolled_back = store
+        // Promote and rollback change the flag, which only a worker does: the store keeps
+        // the request and makes the analysis due at once, still running.
+        let rollback_requested = store
             .apply_manual_action(
                 analysis.id,
-                manual(AuditAction::Rollback, AnalysisState::RolledBack, 3),
+                manual(AuditAction::Rollback, AnalysisState::Running, 3),
                 NOW + 4.0,
             )
             .await
             .unwrap();
-        assert_eq!(rolled_back.state, AnalysisState::RolledBack);
-        // A person may still move a final analysis (say, to retry a failed rollback).
-        store
+        assert_eq!(rollback_requested.state, AnalysisState::Running);
+        assert_eq!(
+            rollback_requested.requested_action,
+            Some(AuditAction::Rollback)
+        );
+        assert_eq!(rollback_requested.next_look_at, Some(NOW + 4.0));
+        // A request that would leave the analysis unclaimed is refused, writing nothing.
+        let unreachable = store
             .apply_manual_action(
                 analysis.id,
                 manual(AuditAction::Promote, AnalysisState::Promoted, 4),
                 NOW + 5.0,
             )
+            .await;
+        assert!(
+            matches!(unreachable, Err(StoreError::Invalid(_))),
+            "{unreachable:?}"
+        );
+        // A later request replaces an earlier one; pause and resume leave it alone.
+        store
+            .apply_manual_action(
+                analysis.id,
+                manual(AuditAction::Promote, AnalysisState::Running, 4),
+                NOW + 5.0,
+            )
             .await
             .unwrap();
+        let paused = store
+            .apply_manual_action(
+                analysis.id,
+                manual(AuditAction::Pause, AnalysisState::Paused, 5),
+                NOW + 6.0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(paused.requested_action, Some(AuditAction::Promote));
+        assert_eq!(paused.next_look_at, Some(NOW + 5.0));
         let actions: Vec<_> = store
             .audit_log(analysis.id)
             .await
@@ -903,17 +932,60 @@ mod contract {
                 (
                     AuditAction::Rollback,
                     AnalysisState::Running,
-                    AnalysisState::RolledBack
+                    AnalysisState::Running
                 ),
                 (
                     AuditAction::Promote,
-                    AnalysisState::RolledBack,
-                    AnalysisState::Promoted
+                    AnalysisState::Running,
+                    AnalysisState::Running
+                ),
+                (
+                    AuditAction::Pause,
+                    AnalysisState::Running,
+                    AnalysisState::Paused
                 ),
             ]
         );
         let other = create(store.as_ref(), "quiet").await;
         assert!(store.audit_log(other.id).await.unwrap().is_empty());
+    }
+
+    pub async fn a_requested_override_is_claimed_at_once_and_cleared_by_the_next_look(
+        store: Arc<dyn Store>,
+    ) {
+        let analysis = create(store.as_ref(), "override").await;
+        claim_only(store.as_ref(), "w1", NOW, analysis.id).await;
+        let mut update = progress(None, AnalysisState::RolledBack);
+        update.next_look_at = None;
+        let ended = store
+            .record_look(analysis.id, "w1", 1, NOW + 1.0, update)
+            .await
+            .unwrap();
+        store.release(analysis.id, "w1").await.unwrap();
+        assert_eq!(ended.requested_action, None);
+        // A person reopens the final analysis (say, to promote after all): a worker
+        // claims it at once, though its last look had no next one planned.
+        let requested = store
+            .apply_manual_action(
+                analysis.id,
+                manual(AuditAction::Promote, AnalysisState::Running, 2),
+                NOW + 10.0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(requested.requested_action, Some(AuditAction::Promote));
+        let claimed = claim_only(store.as_ref(), "w2", NOW + 10.0, analysis.id).await;
+        assert_eq!(claimed.requested_action, Some(AuditAction::Promote));
+        let mut update = progress(None, AnalysisState::Promoted);
+        update.next_look_at = None;
+        let done = store
+            .record_look(analysis.id, "w2", claimed.version, NOW + 11.0, update)
+            .await
+            .unwrap();
+        assert_eq!(done.requested_action, None);
+        assert_eq!(done.state, AnalysisState::Promoted);
+        let stored = store.get_analysis(analysis.id).await.unwrap().unwrap();
+        assert_eq!(stored.requested_action, None);
     }
 
     pub async fn final_analyses_are_never_claimed_nor_changed_by_a_look(store: Arc<dyn Store>) {
@@ -1069,8 +1141,8 @@ where
     store.close().await;
 }
 
-/// A PostgreSQL schema of its own for one test.
-struct PostgresSchema {
+/// A PostgreSQL schema of its own for one test (the worker tests use it too).
+pub(crate) struct PostgresSchema {
     admin: sqlx::PgPool,
     name: String,
     url: String,
@@ -1103,7 +1175,7 @@ impl PostgresSchema {
         self.admin.close().await;
     }
 
-    async fn store(&self, max_connections: u32) -> Arc<dyn Store> {
+    pub(crate) async fn store(&self, max_connections: u32) -> Arc<dyn Store> {
         StoreConfig {
             url: self.url.clone(),
             max_connections: Some(max_connections),
@@ -1116,7 +1188,7 @@ impl PostgresSchema {
 
 /// Runs `test` with a fresh schema and drops the schema afterwards, also when the test
 /// panics (the panic is raised again after the clean-up).
-async fn in_postgres_schema<F, Fut>(test: F)
+pub(crate) async fn in_postgres_schema<F, Fut>(test: F)
 where
     F: FnOnce(Arc<PostgresSchema>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -1176,6 +1248,7 @@ contract_tests!(
     renewing_keeps_the_lease_and_releasing_frees_it,
     actuation_intents_are_idempotent_by_key,
     manual_actions_write_the_state_and_the_audit_entry_together,
+    a_requested_override_is_claimed_at_once_and_cleared_by_the_next_look,
     final_analyses_are_never_claimed_nor_changed_by_a_look,
     counts_by_state_name_every_state,
     unknown_analyses_are_not_found,

@@ -1,0 +1,1133 @@
+//! Workers: run stored analyses one look at a time, so that any number of `canary serve`
+//! instances can share them through the store and a worker that dies loses nothing.
+//!
+//! A worker's unit of work is [`Worker::try_execute_task`]: claim the due analyses it
+//! has room for (with leases), and for each, concurrently and bounded by a semaphore of
+//! `concurrency` permits, rebuild the rollout from what the store keeps (the profile
+//! *snapshot* taken at submission, the named source and actuator, the runner's
+//! snapshot), take ONE step — start it, take one look, or carry out a person's promote
+//! or rollback — and write the outcome back with [`Store::record_look`] before releasing
+//! the lease. It is public so tests drive a rollout look by look on a manual clock;
+//! [`Worker::run_until_stopped`] is the loop `canary serve` runs.
+//!
+//! **Exactly-once actuation.** The runner's actuator is wrapped in [`RecordedActuator`],
+//! which writes an intent with an idempotency key derived from the step
+//! (`"{analysis}:{look}:{action}:{target}"`) before touching the flag and skips the call
+//! when that key is already `Applied`: a successor that replays the look of a worker
+//! that died between the flag change and `record_look` finds the change done. Only the
+//! lease holder may write an intent, so a worker presumed dead cannot actuate either.
+//!
+//! One bad analysis never stops a worker: it is marked `Failed` (or `RollbackFailed`)
+//! with the reason and logged loudly. A store that fails makes the step count for
+//! nothing; the look is taken again once the lease is free.
+//!
+//! This module must not read profile files (an analysis runs the profile it was
+//! submitted with) nor name concrete sources or actuators (they come in a [`Registry`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::{
+    Clock, IntervalRecord, Override, RolloutRunner, RolloutStatus, RunError, RunnerState, Scopes,
+};
+use crate::actuators::{Actuator, ActuatorError, FlagState};
+use crate::config::{Settings, WorkerSettings};
+use crate::domain::{Percentage, Profile};
+use crate::sources::MetricSource;
+use crate::store::{
+    ActuationOutcome, ActuationState, Analysis, AnalysisState, AuditAction, LookRecord, LookUpdate,
+    NewActuation, Store, StoreError,
+};
+
+/// What stops a worker from doing its work, in the kinds callers branch on.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The store failed or refused (unavailable, a lost lease, a lost race): nothing was
+    /// recorded; the work is done again later, by this worker or another.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The worker cannot be built: a source or actuator in the settings, or the worker
+    /// settings themselves.
+    #[error("worker settings: {0}")]
+    Settings(String),
+    /// One analysis cannot run (its profile, source, actuator or snapshot is unusable, or
+    /// its flag refused a change). The worker marks it failed and goes on.
+    #[error("analysis {id}: {reason}")]
+    Analysis {
+        /// The analysis.
+        id: Uuid,
+        /// Why, for the analysis's reasons and the log.
+        reason: String,
+    },
+}
+
+/// The named metric sources and actuators that analyses refer to, built once from the
+/// settings. An analysis can only use what is declared here.
+#[derive(Clone, Default)]
+pub struct Registry {
+    sources: BTreeMap<String, Arc<dyn MetricSource>>,
+    actuators: BTreeMap<String, Arc<dyn Actuator>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("sources", &self.sources.keys().collect::<Vec<_>>())
+            .field("actuators", &self.actuators.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds every source and actuator the settings declare; the first that cannot be
+    /// built is an error naming it.
+    pub fn from_settings(settings: &Settings) -> Result<Self, WorkerError> {
+        let mut registry = Self::new();
+        for (name, config) in &settings.sources {
+            let source = config
+                .build()
+                .map_err(|error| WorkerError::Settings(format!("sources.{name}: {error}")))?;
+            registry = registry.with_source(name, source);
+        }
+        for (name, config) in &settings.actuators {
+            let actuator = config
+                .build()
+                .map_err(|error| WorkerError::Settings(format!("actuators.{name}: {error}")))?;
+            registry = registry.with_actuator(name, Arc::from(actuator));
+        }
+        Ok(registry)
+    }
+
+    /// Adds (or replaces) the source called `name`.
+    pub fn with_source(mut self, name: &str, source: Arc<dyn MetricSource>) -> Self {
+        self.sources.insert(name.to_owned(), source);
+        self
+    }
+
+    /// Adds (or replaces) the actuator called `name`.
+    pub fn with_actuator(mut self, name: &str, actuator: Arc<dyn Actuator>) -> Self {
+        self.actuators.insert(name.to_owned(), actuator);
+        self
+    }
+
+    /// The source called `name`.
+    pub fn source(&self, name: &str) -> Option<&Arc<dyn MetricSource>> {
+        self.sources.get(name)
+    }
+
+    /// The actuator called `name`.
+    pub fn actuator(&self, name: &str) -> Option<&Arc<dyn Actuator>> {
+        self.actuators.get(name)
+    }
+
+    /// The declared source names, sorted.
+    pub fn source_names(&self) -> impl Iterator<Item = &str> {
+        self.sources.keys().map(String::as_str)
+    }
+
+    /// The declared actuator names, sorted.
+    pub fn actuator_names(&self) -> impl Iterator<Item = &str> {
+        self.actuators.keys().map(String::as_str)
+    }
+}
+
+/// How a worker works.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerOptions {
+    /// This worker's name in leases and logs; unique among the instances sharing a store.
+    pub id: String,
+    /// Analyses stepped at once (at least 1).
+    pub concurrency: usize,
+    /// How long a claim lasts without renewal, in analysis time (the clock's seconds).
+    pub lease: Duration,
+    /// How long an idle [`Worker::run_until_stopped`] waits before claiming again
+    /// (tokio time).
+    pub poll_interval: Duration,
+}
+
+impl WorkerOptions {
+    /// The options `[worker]` settings give; the id defaults to host name and process id.
+    pub fn from_settings(settings: &WorkerSettings) -> Result<Self, WorkerError> {
+        let setting = |error: crate::config::SettingsError| WorkerError::Settings(error.0);
+        Ok(Self {
+            id: settings.id.clone().unwrap_or_else(default_worker_id),
+            concurrency: settings.concurrency.max(1),
+            lease: settings.lease_duration().map_err(setting)?,
+            poll_interval: settings.poll_duration().map_err(setting)?,
+        })
+    }
+}
+
+/// `HOST-PID`, so two instances on one machine differ.
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "canary".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Runs stored analyses; see the module documentation. Cloning is cheap and clones share
+/// the concurrency limit.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    clock: Arc<dyn Clock>,
+    options: WorkerOptions,
+    permits: Arc<Semaphore>,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("options", &self.inner.options)
+            .field("registry", &self.inner.registry)
+            .finish()
+    }
+}
+
+/// What one step of one analysis came to.
+enum Stepped {
+    /// The outcome is recorded.
+    Recorded,
+    /// Nothing was recorded (the lease was lost, the analysis moved, the store failed).
+    Dropped,
+}
+
+impl Worker {
+    /// A worker taking analyses from `store`, with the sources and actuators of
+    /// `registry`, on `clock`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        clock: Arc<dyn Clock>,
+        mut options: WorkerOptions,
+    ) -> Self {
+        options.concurrency = options.concurrency.max(1);
+        let permits = Arc::new(Semaphore::new(options.concurrency));
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                registry,
+                clock,
+                options,
+                permits,
+            }),
+        }
+    }
+
+    /// This worker's id.
+    pub fn id(&self) -> &str {
+        &self.inner.options.id
+    }
+
+    /// Claims the due analyses there is room for, takes one step of each (concurrently)
+    /// and records it. Returns how many steps were recorded. Fails only when claiming
+    /// fails; a step that cannot be recorded is logged and taken again later.
+    pub async fn try_execute_task(&self) -> Result<usize, WorkerError> {
+        let claims = self.claim().await?;
+        let mut steps = JoinSet::new();
+        for (analysis, permit) in claims {
+            let worker = self.clone();
+            steps.spawn(async move {
+                let stepped = worker.execute(analysis).await;
+                drop(permit);
+                stepped
+            });
+        }
+        let mut recorded = 0;
+        while let Some(outcome) = steps.join_next().await {
+            match outcome {
+                Ok(Stepped::Recorded) => recorded += 1,
+                Ok(Stepped::Dropped) => {}
+                Err(error) => tracing::error!(
+                    worker = %self.id(),
+                    error = %error,
+                    "a step panicked; its lease expires and another worker takes the analysis"
+                ),
+            }
+        }
+        Ok(recorded)
+    }
+
+    /// Steps analyses until `shutdown` completes: claims while there is room (waiting
+    /// `poll_interval` when nothing is due), then stops claiming, lets the running steps
+    /// finish (each releases its lease) and returns.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut steps = JoinSet::new();
+        tracing::info!(worker = %self.id(), concurrency = self.inner.options.concurrency, "worker started");
+        loop {
+            while let Some(outcome) = steps.try_join_next() {
+                if let Err(error) = outcome {
+                    tracing::error!(worker = %self.id(), error = %error, "a step panicked");
+                }
+            }
+            let wanted = self.inner.permits.available_permits();
+            let saturated = match self.claim().await {
+                Ok(claims) => {
+                    let claimed = claims.len();
+                    for (analysis, permit) in claims {
+                        let worker = self.clone();
+                        steps.spawn(async move {
+                            worker.execute(analysis).await;
+                            drop(permit);
+                        });
+                    }
+                    claimed > 0 && claimed == wanted
+                }
+                Err(error) => {
+                    tracing::warn!(worker = %self.id(), error = %error, "could not claim analyses; trying again");
+                    false
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => break,
+                // Every permit is taken: claim again as soon as a step ends.
+                Some(_) = steps.join_next(), if saturated => {}
+                () = tokio::time::sleep(self.inner.options.poll_interval), if !saturated => {}
+            }
+        }
+        tracing::info!(worker = %self.id(), running = steps.len(), "worker stopping: finishing running steps");
+        while let Some(outcome) = steps.join_next().await {
+            if let Err(error) = outcome {
+                tracing::error!(worker = %self.id(), error = %error, "a step panicked");
+            }
+        }
+        tracing::info!(worker = %self.id(), "worker stopped");
+    }
+
+    /// Leases as many due analyses as there are free permits, each with its permit.
+    async fn claim(&self) -> Result<Vec<(Analysis, OwnedSemaphorePermit)>, WorkerError> {
+        let mut permits = Vec::new();
+        while let Ok(permit) = Arc::clone(&self.inner.permits).try_acquire_owned() {
+            permits.push(permit);
+        }
+        if permits.is_empty() {
+            return Ok(Vec::new());
+        }
+        let limit = u32::try_from(permits.len()).unwrap_or(u32::MAX);
+        let claimed = self
+            .inner
+            .store
+            .claim_due(
+                self.id(),
+                self.inner.clock.now(),
+                self.inner.options.lease,
+                limit,
+            )
+            .await?;
+        // Permits beyond the claimed analyses are dropped here, freeing them.
+        Ok(claimed.into_iter().zip(permits).collect())
+    }
+
+    /// One step of one claimed analysis, with the lease renewed while it runs and
+    /// released after.
+    async fn execute(&self, analysis: Analysis) -> Stepped {
+        let id = analysis.id;
+        let span = tracing::info_span!("step", analysis = %id, worker = %self.id());
+        let outcome = self
+            .renewing_lease(id, self.step(analysis))
+            .instrument(span.clone())
+            .await;
+        let _entered = span.enter();
+        let stepped = match outcome {
+            Ok(()) => Stepped::Recorded,
+            Err(WorkerError::Store(StoreError::LeaseLost { .. })) => {
+                tracing::warn!(
+                    "lost the lease during the step: another worker continues the analysis"
+                );
+                Stepped::Dropped
+            }
+            Err(WorkerError::Store(StoreError::Conflict(message))) => {
+                tracing::info!(%message, "the analysis changed during the step (a manual action?): it is stepped again");
+                Stepped::Dropped
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "step not recorded; it is taken again later");
+                Stepped::Dropped
+            }
+        };
+        if let Err(error) = self.inner.store.release(id, self.id()).await {
+            tracing::warn!(error = %error, "could not release the lease; it expires on its own");
+        }
+        stepped
+    }
+
+    /// Runs `work`, renewing the lease on `id` every third of a lease meanwhile, so a slow
+    /// step (a slow source, a slow flag store) keeps its analysis.
+    async fn renewing_lease<T>(&self, id: Uuid, work: impl Future<Output = T>) -> T {
+        let inner = &self.inner;
+        let lease = inner.options.lease;
+        tokio::pin!(work);
+        let mut renewing = true;
+        loop {
+            let renew_at = inner.clock.now() + lease.as_secs_f64() / 3.0;
+            tokio::select! {
+                output = &mut work => return output,
+                () = inner.clock.sleep_until(renew_at), if renewing => {
+                    match inner.store.renew_lease(id, self.id(), inner.clock.now(), lease).await {
+                        Ok(expires) => tracing::debug!(analysis = %id, expires, "lease renewed"),
+                        Err(error) => {
+                            // Once lost it stays lost: the step's writes will be refused.
+                            renewing = !matches!(error, StoreError::LeaseLost { .. });
+                            tracing::warn!(analysis = %id, error = %error, "could not renew the lease");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rebuilds the analysis's rollout and runner, takes one step and records it.
+    async fn step(&self, analysis: Analysis) -> Result<(), WorkerError> {
+        let now = self.inner.clock.now();
+        let prepared = match self.prepare(&analysis) {
+            Ok(prepared) => prepared,
+            Err(reason) => {
+                return self
+                    .end(&analysis, now, AnalysisState::Failed, reason, None)
+                    .await;
+            }
+        };
+        if let Some(action) = analysis.requested_action {
+            return self
+                .carry_out_override(&analysis, prepared, now, action)
+                .await;
+        }
+        match prepared.state.clone() {
+            None => self.start(&analysis, prepared, now).await,
+            Some(state) => self.look(&analysis, prepared, state, now).await,
+        }
+    }
+
+    /// Everything an analysis needs, from the store's record and the registry. An error
+    /// is the reason the analysis cannot run.
+    fn prepare(&self, analysis: &Analysis) -> Result<Prepared, String> {
+        let source = self
+            .inner
+            .registry
+            .source(&analysis.source)
+            .ok_or_else(|| format!("no metric source is named {:?}", analysis.source))?;
+        let actuator = self
+            .inner
+            .registry
+            .actuator(&analysis.actuator)
+            .ok_or_else(|| format!("no actuator is named {:?}", analysis.actuator))?;
+        let profile = Profile::parse(
+            &analysis.profile_text,
+            &format!(
+                "profile {:?} of analysis {}",
+                analysis.profile_name, analysis.id
+            ),
+        )
+        .map_err(|error| error.to_string())?;
+        let state = if analysis.runner_state.is_null() {
+            None
+        } else {
+            let mut state: RunnerState = serde_json::from_value(analysis.runner_state.clone())
+                .map_err(|error| format!("the stored runner state cannot be read: {error}"))?;
+            // A person resumed a rollout that was waiting for review: it looks again, and
+            // its hold timeout starts over.
+            if analysis.state == AnalysisState::Running
+                && state.status == RolloutStatus::AwaitingReview
+            {
+                state.status = RolloutStatus::Running;
+                state.hold_since = None;
+            }
+            Some(state)
+        };
+        Ok(Prepared {
+            rollout: super::Rollout {
+                profile: Arc::new(profile),
+                flag: analysis.flag.clone(),
+                scopes: Scopes::from_matchers(&analysis.baseline_scope, &analysis.canary_scope),
+                dry_run: analysis.dry_run,
+            },
+            source: Arc::clone(source),
+            actuator: Arc::clone(actuator),
+            state,
+        })
+    }
+
+    /// The actuator the runner gets for one step: every flag change recorded under a key
+    /// made from `occasion`.
+    fn recorded_actuator(
+        &self,
+        analysis: &Analysis,
+        prepared: &Prepared,
+        occasion: String,
+        at: f64,
+    ) -> Arc<RecordedActuator> {
+        Arc::new(RecordedActuator {
+            inner: Arc::clone(&prepared.actuator),
+            store: Arc::clone(&self.inner.store),
+            clock: Arc::clone(&self.inner.clock),
+            worker: self.id().to_owned(),
+            analysis: analysis.id,
+            occasion,
+            trouble: Mutex::new(Trouble {
+                at,
+                ..Trouble::default()
+            }),
+        })
+    }
+
+    /// A never-started analysis: healthchecks, preflight, first stage's traffic.
+    async fn start(
+        &self,
+        analysis: &Analysis,
+        prepared: Prepared,
+        now: f64,
+    ) -> Result<(), WorkerError> {
+        let first_interval = prepared
+            .rollout
+            .profile
+            .plan
+            .as_ref()
+            .and_then(|plan| plan.stages.first())
+            .map_or(0.0, |stage| stage.interval.seconds());
+        let at = step_time(analysis.next_look_at, now, first_interval);
+        let actuator = self.recorded_actuator(analysis, &prepared, "0".to_owned(), at);
+        let mut runner = match RolloutRunner::new(
+            prepared.rollout,
+            prepared.source,
+            Arc::clone(&actuator) as Arc<dyn Actuator>,
+        ) {
+            Ok(runner) => runner,
+            Err(error) => {
+                return self
+                    .end(
+                        analysis,
+                        now,
+                        AnalysisState::Failed,
+                        error.to_string(),
+                        None,
+                    )
+                    .await;
+            }
+        };
+        if let Err(error) = runner.start(at).await {
+            actuator.store_failure()?;
+            return self
+                .end(
+                    analysis,
+                    now,
+                    AnalysisState::Failed,
+                    format!("could not start: {error}"),
+                    None,
+                )
+                .await;
+        }
+        let stage = runner.stage();
+        let update = LookUpdate {
+            look: None,
+            state: AnalysisState::Running,
+            current_stage: Some(runner.stage_index()),
+            traffic: Some(stage.traffic.value()),
+            latest_verdict: None,
+            reasons: vec![format!(
+                "started: stage {} at {}{}",
+                stage.name,
+                stage.traffic,
+                if analysis.dry_run {
+                    " (dry run: the flag was not changed)"
+                } else {
+                    ""
+                }
+            )],
+            runner_state: snapshot_json(&runner)?,
+            next_look_at: Some(runner.next_look_at()),
+        };
+        self.record(analysis, now, update).await
+    }
+
+    /// A started analysis: one look.
+    async fn look(
+        &self,
+        analysis: &Analysis,
+        prepared: Prepared,
+        state: RunnerState,
+        now: f64,
+    ) -> Result<(), WorkerError> {
+        let occasion = (state.looks + 1).to_string();
+        let actuator = self.recorded_actuator(analysis, &prepared, occasion, now);
+        let mut runner = match RolloutRunner::resume(
+            prepared.rollout,
+            state,
+            prepared.source,
+            Arc::clone(&actuator) as Arc<dyn Actuator>,
+        ) {
+            Ok(runner) => runner,
+            Err(error) => {
+                return self
+                    .end(
+                        analysis,
+                        now,
+                        AnalysisState::Failed,
+                        error.to_string(),
+                        None,
+                    )
+                    .await;
+            }
+        };
+        if runner.status() != RolloutStatus::Running {
+            // The snapshot says the rollout ended but the analysis is still claimable:
+            // record what the snapshot says.
+            let state = analysis_state(runner.status());
+            let reason = format!("the rollout had already ended: {}", state.as_str());
+            return self.end(analysis, now, state, reason, Some(&runner)).await;
+        }
+        let at = step_time(
+            Some(runner.next_look_at()),
+            now,
+            runner.stage().interval.seconds(),
+        );
+        actuator.set_time(at);
+        let record = match runner.step(at).await {
+            Ok(record) => record.clone(),
+            Err(error) => {
+                actuator.store_failure()?;
+                return self
+                    .step_failed(analysis, now, &runner, &actuator, error)
+                    .await;
+            }
+        };
+        let status = runner.status();
+        let update = LookUpdate {
+            look: Some(look_record(analysis.id, &record)?),
+            state: analysis_state(status),
+            current_stage: Some(runner.stage_index()),
+            traffic: Some(traffic(&runner)),
+            latest_verdict: Some(record.verdict.to_string()),
+            reasons: record.reasons.clone(),
+            runner_state: snapshot_json(&runner)?,
+            next_look_at: (status == RolloutStatus::Running).then(|| runner.next_look_at()),
+        };
+        match status {
+            RolloutStatus::Running => {}
+            RolloutStatus::RolledBack => {
+                tracing::warn!(look = record.look, reasons = ?record.reasons, "rolled back")
+            }
+            _ => tracing::info!(look = record.look, status = ?status, "rollout ended"),
+        }
+        self.record(analysis, now, update).await
+    }
+
+    /// A step the runner could not finish: a flag store that is down is tried again at
+    /// the next interval (from the same snapshot, so the look is taken again); a kill
+    /// switch that failed is `RollbackFailed`; anything else fails the analysis.
+    async fn step_failed(
+        &self,
+        analysis: &Analysis,
+        now: f64,
+        runner: &RolloutRunner,
+        actuator: &RecordedActuator,
+        error: RunError,
+    ) -> Result<(), WorkerError> {
+        let killing = actuator.last_action() == Some("kill");
+        match &error {
+            RunError::Actuator { .. } if killing => {
+                tracing::error!(error = %error, "THE KILL SWITCH FAILED: the canary may still serve traffic");
+                self.end(
+                    analysis,
+                    now,
+                    AnalysisState::RollbackFailed,
+                    error.to_string(),
+                    Some(runner),
+                )
+                .await
+            }
+            RunError::Actuator {
+                source: ActuatorError::Unavailable { .. },
+                ..
+            } => {
+                let retry_at = now + runner.stage().interval.seconds();
+                tracing::warn!(error = %error, retry_at, "flag store unavailable; the look is taken again");
+                let update = LookUpdate {
+                    look: None,
+                    state: analysis.state,
+                    current_stage: analysis.current_stage,
+                    traffic: analysis.traffic,
+                    latest_verdict: analysis.latest_verdict.clone(),
+                    reasons: vec![format!("{error}; trying again at the next interval")],
+                    runner_state: analysis.runner_state.clone(),
+                    next_look_at: Some(retry_at),
+                };
+                self.record(analysis, now, update).await
+            }
+            _ => {
+                self.end(
+                    analysis,
+                    now,
+                    AnalysisState::Failed,
+                    error.to_string(),
+                    Some(runner),
+                )
+                .await
+            }
+        }
+    }
+
+    /// A person's promote or rollback, which the API left for a worker.
+    async fn carry_out_override(
+        &self,
+        analysis: &Analysis,
+        prepared: Prepared,
+        now: f64,
+        action: AuditAction,
+    ) -> Result<(), WorkerError> {
+        let action_override = match action {
+            AuditAction::Promote => Override::Promote,
+            AuditAction::Rollback => Override::Rollback,
+            AuditAction::Pause | AuditAction::Resume => {
+                return Err(WorkerError::Analysis {
+                    id: analysis.id,
+                    reason: format!("{} is not a request for a worker", action.as_str()),
+                });
+            }
+        };
+        let audit = self.inner.store.audit_log(analysis.id).await?;
+        let (actor, reason) = audit
+            .iter()
+            .rev()
+            .find(|entry| entry.action == action)
+            .map_or(("someone", "no reason recorded"), |entry| {
+                (entry.actor.as_str(), entry.reason.as_str())
+            });
+        // Keyed by the number of manual actions so far: a replay of this override finds
+        // its own key, a later override of the same kind gets a new one.
+        let occasion = format!("manual{}", audit.len());
+        let actuator = self.recorded_actuator(analysis, &prepared, occasion, now);
+        let dyn_actuator = Arc::clone(&actuator) as Arc<dyn Actuator>;
+        let runner = match prepared.state {
+            Some(state) => {
+                RolloutRunner::resume(prepared.rollout, state, prepared.source, dyn_actuator)
+            }
+            None => RolloutRunner::new(prepared.rollout, prepared.source, dyn_actuator),
+        };
+        let mut runner = match runner {
+            Ok(runner) => runner,
+            Err(error) => {
+                return self
+                    .end(
+                        analysis,
+                        now,
+                        AnalysisState::Failed,
+                        error.to_string(),
+                        None,
+                    )
+                    .await;
+            }
+        };
+        match runner
+            .apply_override(now, action_override, actor, reason)
+            .await
+        {
+            Ok(recorded) => {
+                let update = LookUpdate {
+                    look: None,
+                    state: analysis_state(runner.status()),
+                    current_stage: Some(runner.stage_index()),
+                    traffic: Some(traffic(&runner)),
+                    latest_verdict: analysis.latest_verdict.clone(),
+                    reasons: vec![recorded],
+                    runner_state: snapshot_json(&runner)?,
+                    next_look_at: None,
+                };
+                self.record(analysis, now, update).await
+            }
+            Err(error) => {
+                actuator.store_failure()?;
+                let state = match action_override {
+                    Override::Rollback => AnalysisState::RollbackFailed,
+                    Override::Promote => AnalysisState::Failed,
+                };
+                self.end(
+                    analysis,
+                    now,
+                    state,
+                    format!("manual {} failed: {error}", action.as_str()),
+                    Some(&runner),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Records that the analysis ended in `state` for `reason` (a failure, or a final
+    /// state a snapshot already had), loudly when it failed.
+    async fn end(
+        &self,
+        analysis: &Analysis,
+        now: f64,
+        state: AnalysisState,
+        reason: String,
+        runner: Option<&RolloutRunner>,
+    ) -> Result<(), WorkerError> {
+        if matches!(state, AnalysisState::Failed | AnalysisState::RollbackFailed) {
+            tracing::error!(state = %state, reason = %reason, "analysis failed");
+        }
+        let runner_state = match runner {
+            Some(runner) => snapshot_json(runner)?,
+            None => analysis.runner_state.clone(),
+        };
+        let update = LookUpdate {
+            look: None,
+            state,
+            current_stage: analysis.current_stage,
+            traffic: analysis.traffic,
+            latest_verdict: analysis.latest_verdict.clone(),
+            reasons: vec![reason],
+            runner_state,
+            next_look_at: None,
+        };
+        self.record(analysis, now, update).await
+    }
+
+    async fn record(
+        &self,
+        analysis: &Analysis,
+        now: f64,
+        update: LookUpdate,
+    ) -> Result<(), WorkerError> {
+        // The clock may have moved while the step ran; the lease is checked at write time.
+        let written_at = self.inner.clock.now().max(now);
+        self.inner
+            .store
+            .record_look(analysis.id, self.id(), analysis.version, written_at, update)
+            .await?;
+        Ok(())
+    }
+}
+
+/// An analysis rebuilt from the store.
+struct Prepared {
+    rollout: super::Rollout,
+    source: Arc<dyn MetricSource>,
+    actuator: Arc<dyn Actuator>,
+    state: Option<RunnerState>,
+}
+
+/// When to take a step that was due at `due`: then, so that a worker that is a little
+/// late (or a successor replaying a look) decides exactly as an on-time one would; but
+/// at `now` when it is more than an interval late (after a pause or an outage), so the
+/// look judges current data instead of replaying history look by look.
+fn step_time(due: Option<f64>, now: f64, interval: f64) -> f64 {
+    match due {
+        Some(due) if now - due <= interval => due,
+        _ => now,
+    }
+}
+
+fn analysis_state(status: RolloutStatus) -> AnalysisState {
+    match status {
+        RolloutStatus::Running => AnalysisState::Running,
+        RolloutStatus::Promoted => AnalysisState::Promoted,
+        RolloutStatus::RolledBack => AnalysisState::RolledBack,
+        RolloutStatus::AwaitingReview => AnalysisState::AwaitingReview,
+    }
+}
+
+/// The canary's traffic where the runner stands.
+fn traffic(runner: &RolloutRunner) -> f64 {
+    match runner.status() {
+        RolloutStatus::Promoted => 100.0,
+        RolloutStatus::RolledBack => 0.0,
+        RolloutStatus::Running | RolloutStatus::AwaitingReview => runner.stage().traffic.value(),
+    }
+}
+
+fn snapshot_json(runner: &RolloutRunner) -> Result<serde_json::Value, WorkerError> {
+    serde_json::to_value(runner.snapshot())
+        .map_err(|error| WorkerError::Store(StoreError::Invalid(format!("runner state: {error}"))))
+}
+
+fn look_record(id: Uuid, record: &IntervalRecord) -> Result<LookRecord, WorkerError> {
+    let body = serde_json::to_value(record)
+        .map_err(|error| WorkerError::Store(StoreError::Invalid(format!("look: {error}"))))?;
+    let decision = serde_json::to_value(&record.decision)
+        .ok()
+        .and_then(|value| value.get("decision")?.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    Ok(LookRecord {
+        analysis_id: id,
+        look: record.look,
+        at: record.at,
+        stage_index: record.stage_index,
+        verdict: record.verdict.to_string(),
+        decision,
+        body,
+    })
+}
+
+/// What a [`RecordedActuator`] and its worker tell each other during a step.
+#[derive(Debug, Default)]
+struct Trouble {
+    /// The step's analysis time, recorded with each change.
+    at: f64,
+    /// The last flag change asked for: `set_rollout` or `kill`.
+    last_action: Option<&'static str>,
+    /// The store failed while recording a change; the change did not happen or is not
+    /// known to have happened.
+    store_failure: Option<StoreError>,
+}
+
+/// An actuator that records every flag change in the store, exactly once per step
+/// (see the module documentation). Built by the worker for one step of one analysis.
+pub struct RecordedActuator {
+    inner: Arc<dyn Actuator>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    worker: String,
+    analysis: Uuid,
+    /// The look number (`0` for the start, `manualN` for an override) in the key.
+    occasion: String,
+    trouble: Mutex<Trouble>,
+}
+
+impl RecordedActuator {
+    /// Wraps `inner` for the step `occasion` (a look number, `0` for the start) of
+    /// `analysis`, taken at analysis time `at` by `worker`, which must hold its lease.
+    pub fn new(
+        inner: Arc<dyn Actuator>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        worker: &str,
+        analysis: Uuid,
+        occasion: &str,
+        at: f64,
+    ) -> Self {
+        Self {
+            inner,
+            store,
+            clock,
+            worker: worker.to_owned(),
+            analysis,
+            occasion: occasion.to_owned(),
+            trouble: Mutex::new(Trouble {
+                at,
+                ..Trouble::default()
+            }),
+        }
+    }
+
+    /// Sets the analysis time recorded with the changes that follow.
+    pub fn set_time(&self, at: f64) {
+        self.trouble().at = at;
+    }
+
+    /// The idempotency key of a change: `"{analysis}:{occasion}:{action}:{target}"`.
+    pub fn idempotency_key(&self, action: &str, target: Percentage) -> String {
+        format!(
+            "{}:{}:{action}:{}",
+            self.analysis,
+            self.occasion,
+            target.value()
+        )
+    }
+
+    fn trouble(&self) -> std::sync::MutexGuard<'_, Trouble> {
+        self.trouble
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn last_action(&self) -> Option<&'static str> {
+        self.trouble().last_action
+    }
+
+    /// The store error that made a change fail, if one did: the step must not be
+    /// recorded as the flag store's fault.
+    fn store_failure(&self) -> Result<(), WorkerError> {
+        match self.trouble().store_failure.take() {
+            Some(error) => Err(WorkerError::Store(error)),
+            None => Ok(()),
+        }
+    }
+
+    fn store_failed(&self, error: StoreError) -> ActuatorError {
+        let failure = ActuatorError::Unavailable {
+            store: "canary store".to_owned(),
+            message: format!("the flag change could not be recorded: {error}"),
+        };
+        self.trouble().store_failure = Some(error);
+        failure
+    }
+
+    async fn change(
+        &self,
+        flag: &str,
+        action: &'static str,
+        target: Percentage,
+    ) -> Result<FlagState, ActuatorError> {
+        self.trouble().last_action = Some(action);
+        let base = self.idempotency_key(action, target);
+        // Keys are single-use: after a failed attempt the retry gets the next suffix.
+        let mut attempt = 1;
+        let record = loop {
+            let idempotency_key = if attempt == 1 {
+                base.clone()
+            } else {
+                format!("{base}:attempt{attempt}")
+            };
+            let intent = NewActuation {
+                analysis_id: self.analysis,
+                idempotency_key,
+                action: action.to_owned(),
+                target: target.value(),
+                at: self.trouble().at,
+            };
+            let record = self
+                .store
+                .intend_actuation(&self.worker, self.clock.now(), intent)
+                .await
+                .map_err(|error| self.store_failed(error))?;
+            if record.state != ActuationState::Failed {
+                break record;
+            }
+            attempt += 1;
+        };
+        if record.state == ActuationState::Applied {
+            tracing::info!(key = %record.idempotency_key, flag, "flag change already applied by an earlier attempt of this step: not repeated");
+            return self.inner.current(flag).await;
+        }
+        let result = if action == "kill" {
+            self.inner.kill(flag).await
+        } else {
+            self.inner.set_rollout(flag, target).await
+        };
+        let (outcome, detail) = match &result {
+            Ok(state) => (
+                ActuationOutcome::Applied,
+                format!("enabled: {}, rollout: {}", state.enabled, state.rollout),
+            ),
+            Err(error) => (ActuationOutcome::Failed, error.to_string()),
+        };
+        self.store
+            .complete_actuation(&record.idempotency_key, outcome, &detail, self.clock.now())
+            .await
+            .map_err(|error| self.store_failed(error))?;
+        result
+    }
+}
+
+#[async_trait]
+impl Actuator for RecordedActuator {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn healthcheck(&self, flag: &str) -> Result<FlagState, ActuatorError> {
+        self.inner.healthcheck(flag).await
+    }
+
+    async fn set_rollout(
+        &self,
+        flag: &str,
+        rollout: Percentage,
+    ) -> Result<FlagState, ActuatorError> {
+        self.change(flag, "set_rollout", rollout).await
+    }
+
+    async fn kill(&self, flag: &str) -> Result<FlagState, ActuatorError> {
+        self.change(flag, "kill", Percentage::ZERO).await
+    }
+
+    async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError> {
+        self.inner.current(flag).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_little_late_step_keeps_its_due_time_and_a_long_late_one_uses_now() {
+        assert_eq!(step_time(Some(100.0), 130.0, 60.0), 100.0);
+        assert_eq!(step_time(Some(100.0), 160.0, 60.0), 100.0);
+        assert_eq!(step_time(Some(100.0), 161.0, 60.0), 161.0);
+        assert_eq!(step_time(None, 161.0, 60.0), 161.0);
+        // Due a hair after now (times are stored to the millisecond): at its due time.
+        assert_eq!(step_time(Some(100.0004), 100.0, 60.0), 100.0004);
+    }
+
+    #[test]
+    fn every_rollout_status_has_its_analysis_state() {
+        assert_eq!(
+            analysis_state(RolloutStatus::Running),
+            AnalysisState::Running
+        );
+        assert_eq!(
+            analysis_state(RolloutStatus::Promoted),
+            AnalysisState::Promoted
+        );
+        assert_eq!(
+            analysis_state(RolloutStatus::RolledBack),
+            AnalysisState::RolledBack
+        );
+        assert_eq!(
+            analysis_state(RolloutStatus::AwaitingReview),
+            AnalysisState::AwaitingReview
+        );
+    }
+
+    #[test]
+    fn settings_give_the_worker_its_options() {
+        let settings = WorkerSettings {
+            concurrency: 4,
+            lease: "10s".to_owned(),
+            poll_interval: "250ms".to_owned(),
+            id: Some("canary-1".to_owned()),
+        };
+        let options = WorkerOptions::from_settings(&settings).unwrap();
+        assert_eq!(options.id, "canary-1");
+        assert_eq!(options.concurrency, 4);
+        assert_eq!(options.lease, Duration::from_secs(10));
+        assert_eq!(options.poll_interval, Duration::from_millis(250));
+        let unnamed = WorkerOptions::from_settings(&WorkerSettings::default()).unwrap();
+        assert!(
+            unnamed.id.ends_with(&format!("-{}", std::process::id())),
+            "{}",
+            unnamed.id
+        );
+    }
+
+    #[test]
+    fn a_registry_from_settings_names_what_it_built_and_what_it_could_not() {
+        let settings: Settings = toml::from_str(
+            "[actuators.dry]\nkind = \"log-only\"\n[sources.recorded]\nkind = \"replay\"\ndirectory = \"fixtures/replay/healthy\"\n",
+        )
+        .unwrap();
+        let registry = Registry::from_settings(&settings).unwrap();
+        assert_eq!(registry.actuator_names().collect::<Vec<_>>(), ["dry"]);
+        assert_eq!(registry.source_names().collect::<Vec<_>>(), ["recorded"]);
+        let broken: Settings =
+            toml::from_str("[sources.gone]\nkind = \"replay\"\ndirectory = \"/nonexistent\"\n")
+                .unwrap();
+        let error = Registry::from_settings(&broken).unwrap_err();
+        assert!(error.to_string().contains("sources.gone"), "{error}");
+    }
+}
