@@ -12,11 +12,14 @@ use anyhow::{Context, Result};
 use crate::actuators::Actuator;
 use crate::api::analyses::{Submission, VerdictView};
 use crate::api::client::Client;
-use crate::cli::{AnalyzeArgs, CheckProfileArgs, Format, RunArgs, SubmitArgs, WaitArgs};
+use crate::api::{self, ApiState};
+use crate::cli::{AnalyzeArgs, CheckProfileArgs, Format, RunArgs, ServeArgs, SubmitArgs, WaitArgs};
+use crate::config::Settings;
 use crate::domain::plan::RolloutPlan;
 use crate::domain::{Profile, Verdict};
 use crate::judge::{self, Judgement};
 use crate::report;
+use crate::scheduler::worker::{Registry, Worker, WorkerOptions};
 use crate::scheduler::{
     Actuation, Clock, CompressedClock, IntervalRecord, Rollout, RolloutRunner, RolloutStatus,
     Scopes, SystemClock,
@@ -24,6 +27,8 @@ use crate::scheduler::{
 use crate::sources::config::SourceConfig;
 use crate::sources::prometheus::config::{BasicAuth, Secret};
 use crate::sources::recorded;
+use crate::store::StoreConfig;
+use crate::telemetry::EngineMetrics;
 
 /// Reads and validates a profile file.
 pub fn load_profile(path: &Path) -> Result<Profile> {
@@ -414,4 +419,75 @@ fn render_verdict(verdict: &VerdictView) -> String {
         }
     }
     out
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM, the signals a terminal or an orchestrator
+/// sends to stop a server.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+/// Runs `canary serve`: the HTTP API and the workers on one store, until `shutdown`
+/// resolves; then the server stops accepting requests, the workers stop claiming,
+/// running looks finish and leases are released.
+pub async fn serve(
+    args: &ServeArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let settings = Settings::load(args.config.as_deref())?;
+    let store = StoreConfig {
+        url: settings.store.url.clone(),
+        max_connections: None,
+    }
+    .build()
+    .await
+    .with_context(|| format!("store {}", settings.store.url))?;
+    let registry = Arc::new(Registry::from_settings(&settings)?);
+    let options = WorkerOptions::from_settings(&settings.worker)?;
+    let metrics = Arc::new(EngineMetrics::new());
+    let listener = tokio::net::TcpListener::bind(&settings.server.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.server.bind))?;
+    let address = listener.local_addr().context("the listening address")?;
+    let worker_id = options.id.clone();
+    let worker = Worker::new(Arc::clone(&store), registry, Arc::new(SystemClock), options);
+    let api = api::router(ApiState::new(Arc::clone(&store), &settings, metrics));
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait_for_stop = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let server = axum::serve(listener, api).with_graceful_shutdown(wait_for_stop(stopped.clone()));
+    let workers = worker.run_until_stopped(wait_for_stop(stopped));
+    // Printed (not logged) so that scripts and tests can find a port chosen by the OS.
+    println!("listening on http://{address}");
+    tracing::info!(%address, worker = %worker_id, store = %settings.store.url, "canary serve started");
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing running looks and releasing leases");
+        let _ = stop.send(true);
+    };
+    let (served, (), ()) = tokio::join!(server, workers, signal);
+    served.context("the HTTP server failed")?;
+    store.close().await;
+    Ok(())
 }

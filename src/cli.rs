@@ -55,6 +55,15 @@ pub enum Command {
     /// Exits 0 when every profile is valid, 1 otherwise (each error names the file,
     /// line and field).
     CheckProfile(CheckProfileArgs),
+    /// Serve the HTTP API and run the workers that carry out submitted analyses.
+    ///
+    /// Settings come from --config (TOML) and CANARY_* variables (CANARY_SERVER__BIND,
+    /// CANARY_STORE__URL, CANARY_SERVER__AUTH_TOKEN, ...): the listen address, the store
+    /// (sqlite:PATH by default; postgres://... lets several instances share the work), the
+    /// profiles directory, and the named metric sources and actuators analyses may use.
+    /// Prints `listening on http://ADDRESS` once ready. SIGINT or SIGTERM stops it
+    /// gracefully: no new claims, running looks finish, leases are released.
+    Serve(ServeArgs),
     /// Submit an analysis to a `canary serve` instance and print its id.
     ///
     /// The profile, source and actuator are names the server knows (its profiles
@@ -207,6 +216,14 @@ pub struct RunArgs {
     /// Summary format on stdout.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+}
+
+/// Arguments of `canary serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Settings file (TOML); CANARY_* environment variables override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// Arguments of `canary check-profile`.

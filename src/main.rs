@@ -59,6 +59,18 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Serve(args) => {
+            let Some(runtime) = runtime() else {
+                return ExitCode::from(1);
+            };
+            match runtime.block_on(app::serve(&args, app::shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Submit(args) => {
             let Some(runtime) = runtime() else {
                 return ExitCode::from(1);

@@ -508,7 +508,12 @@ impl Worker {
             .as_ref()
             .and_then(|plan| plan.stages.first())
             .map_or(0.0, |stage| stage.interval.seconds());
-        let at = step_time(analysis.next_look_at, now, first_interval);
+        let at = step_time(
+            analysis.next_look_at,
+            now,
+            first_interval,
+            prepared.source.recorded_range().is_some(),
+        );
         let actuator = self.recorded_actuator(analysis, &prepared, "0".to_owned(), at);
         let mut runner = match RolloutRunner::new(
             prepared.rollout,
@@ -573,6 +578,7 @@ impl Worker {
     ) -> Result<(), WorkerError> {
         let occasion = (state.looks + 1).to_string();
         let actuator = self.recorded_actuator(analysis, &prepared, occasion, now);
+        let recorded = prepared.source.recorded_range().is_some();
         let mut runner = match RolloutRunner::resume(
             prepared.rollout,
             state,
@@ -603,6 +609,7 @@ impl Worker {
             Some(runner.next_look_at()),
             now,
             runner.stage().interval.seconds(),
+            recorded,
         );
         actuator.set_time(at);
         let record = match runner.step(at).await {
@@ -833,10 +840,11 @@ struct Prepared {
 /// When to take a step that was due at `due`: then, so that a worker that is a little
 /// late (or a successor replaying a look) decides exactly as an on-time one would; but
 /// at `now` when it is more than an interval late (after a pause or an outage), so the
-/// look judges current data instead of replaying history look by look.
-fn step_time(due: Option<f64>, now: f64, interval: f64) -> f64 {
+/// look judges current data instead of replaying history look by look. A recorded
+/// source (a replay) is its own clock: its looks are always taken at their due times.
+fn step_time(due: Option<f64>, now: f64, interval: f64, recorded: bool) -> f64 {
     match due {
-        Some(due) if now - due <= interval => due,
+        Some(due) if recorded || now - due <= interval => due,
         _ => now,
     }
 }
@@ -1066,12 +1074,17 @@ mod tests {
 
     #[test]
     fn a_little_late_step_keeps_its_due_time_and_a_long_late_one_uses_now() {
-        assert_eq!(step_time(Some(100.0), 130.0, 60.0), 100.0);
-        assert_eq!(step_time(Some(100.0), 160.0, 60.0), 100.0);
-        assert_eq!(step_time(Some(100.0), 161.0, 60.0), 161.0);
-        assert_eq!(step_time(None, 161.0, 60.0), 161.0);
+        assert_eq!(step_time(Some(100.0), 130.0, 60.0, false), 100.0);
+        assert_eq!(step_time(Some(100.0), 160.0, 60.0, false), 100.0);
+        assert_eq!(step_time(Some(100.0), 161.0, 60.0, false), 161.0);
+        assert_eq!(step_time(None, 161.0, 60.0, false), 161.0);
+        assert_eq!(
+            step_time(Some(100.0), 1e9, 60.0, true),
+            100.0,
+            "a replay keeps its time"
+        );
         // Due a hair after now (times are stored to the millisecond): at its due time.
-        assert_eq!(step_time(Some(100.0004), 100.0, 60.0), 100.0004);
+        assert_eq!(step_time(Some(100.0004), 100.0, 60.0, false), 100.0004);
     }
 
     #[test]

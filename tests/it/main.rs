@@ -16,5 +16,6 @@ mod prometheus_source;
 mod rollout_prometheus;
 mod rollouts;
 mod run_cli;
+mod serve;
 mod store;
 mod worker;
