@@ -470,6 +470,7 @@ pub async fn serve(
     let address = listener.local_addr().context("the listening address")?;
     let worker_id = options.id.clone();
     let worker = Worker::new(Arc::clone(&store), registry, Arc::new(SystemClock), options);
+    worker.report_to(Arc::clone(&metrics));
     let api = api::router(ApiState::new(Arc::clone(&store), &settings, metrics));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);

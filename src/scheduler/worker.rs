@@ -47,6 +47,7 @@ use crate::store::{
     ActuationOutcome, ActuationState, Analysis, AnalysisState, AuditAction, LookRecord, LookUpdate,
     NewActuation, Store, StoreError,
 };
+use crate::telemetry::EngineMetrics;
 
 /// What stops a worker from doing its work, in the kinds callers branch on.
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +197,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     options: WorkerOptions,
     permits: Arc<Semaphore>,
+    /// The engine's metrics, when the worker runs inside `canary serve`.
+    metrics: std::sync::OnceLock<Arc<EngineMetrics>>,
 }
 
 impl fmt::Debug for Worker {
@@ -233,8 +236,15 @@ impl Worker {
                 clock,
                 options,
                 permits,
+                metrics: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Reports verdicts and interval lateness to `metrics` (what `/metrics` exposes).
+    /// Only the first call counts.
+    pub fn report_to(&self, metrics: Arc<EngineMetrics>) {
+        let _ = self.inner.metrics.set(metrics);
     }
 
     /// This worker's id.
@@ -621,6 +631,12 @@ impl Worker {
                     .await;
             }
         };
+        if let Some(metrics) = self.inner.metrics.get() {
+            metrics.record_verdict(&record.verdict.to_string());
+            // How long after its due time the look ran: the figure that shows an
+            // overloaded instance.
+            metrics.observe_interval_lateness(now - at);
+        }
         let status = runner.status();
         let update = LookUpdate {
             look: Some(look_record(analysis.id, &record)?),

@@ -130,6 +130,19 @@ fn canary_serve_runs_submitted_rollouts_to_their_verdicts_and_stops_gracefully()
         reqwest::blocking_get(&format!("{}/v1/analyses/{id}", server.url));
     assert_eq!(detail["state"], "rolled_back", "{detail:#}");
 
+    // The engine's own metrics: analyses by state, and the verdicts the workers reached.
+    let metrics = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        ::reqwest::get(format!("{}/metrics", server.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(metrics.contains(r#"canary_analyses{state="promoted"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"canary_verdicts_total{outcome="rollback"}"#), "{metrics}");
+    assert!(metrics.contains("canary_interval_lateness_seconds"), "{metrics}");
+
     // SIGTERM: the server finishes and exits 0.
     let pid = server.child.id();
     let status = Command::new("kill")
