@@ -139,9 +139,18 @@ fn canary_serve_runs_submitted_rollouts_to_their_verdicts_and_stops_gracefully()
             .await
             .unwrap()
     });
-    assert!(metrics.contains(r#"canary_analyses{state="promoted"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"canary_verdicts_total{outcome="rollback"}"#), "{metrics}");
-    assert!(metrics.contains("canary_interval_lateness_seconds"), "{metrics}");
+    assert!(
+        metrics.contains(r#"canary_analyses{state="promoted"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"canary_verdicts_total{outcome="rollback"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("canary_interval_lateness_seconds"),
+        "{metrics}"
+    );
 
     // SIGTERM: the server finishes and exits 0.
     let pid = server.child.id();
