@@ -1145,11 +1145,12 @@ where
 pub(crate) struct PostgresSchema {
     admin: sqlx::PgPool,
     name: String,
-    url: String,
+    /// A URL whose connections use this schema.
+    pub(crate) url: String,
 }
 
 impl PostgresSchema {
-    async fn create() -> Self {
+    pub(crate) async fn create() -> Self {
         let base = std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
         let admin = sqlx::postgres::PgPoolOptions::new()
@@ -1167,7 +1168,7 @@ impl PostgresSchema {
         Self { admin, name, url }
     }
 
-    async fn drop(self) {
+    pub(crate) async fn drop(self) {
         sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", self.name)))
             .execute(&self.admin)
             .await
