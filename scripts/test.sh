@@ -33,6 +33,17 @@ if ! { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2
   fi
 fi
 
+# PostgreSQL for the store, worker and multi-instance tests: the one on 127.0.0.1:5432
+# (database `test`, trust auth) unless DATABASE_URL names another. Started when it is
+# installed but not running.
+if [ -z "${DATABASE_URL:-}" ] && command -v pg_isready >/dev/null 2>&1 \
+   && ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+  echo "== starting PostgreSQL"
+  for version in /etc/postgresql/*; do
+    pg_ctlcluster --skip-systemctl-redirect "$(basename "$version")" main start || true
+  done
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
