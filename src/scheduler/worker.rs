@@ -387,26 +387,37 @@ impl Worker {
 
     /// Runs `work`, renewing the lease on `id` every third of a lease meanwhile, so a slow
     /// step (a slow source, a slow flag store) keeps its analysis.
+    ///
+    /// The renewals run *beside* the work, never instead of it: a renewal can wait on the
+    /// row lock of the step's own write transaction, and if the work were not polled
+    /// while it waits, that transaction could never commit (a deadlock between the two).
     async fn renewing_lease<T>(&self, id: Uuid, work: impl Future<Output = T>) -> T {
         let inner = &self.inner;
         let lease = inner.options.lease;
-        tokio::pin!(work);
-        let mut renewing = true;
-        loop {
-            let renew_at = inner.clock.now() + lease.as_secs_f64() / 3.0;
-            tokio::select! {
-                output = &mut work => return output,
-                () = inner.clock.sleep_until(renew_at), if renewing => {
-                    match inner.store.renew_lease(id, self.id(), inner.clock.now(), lease).await {
-                        Ok(expires) => tracing::debug!(analysis = %id, expires, "lease renewed"),
-                        Err(error) => {
-                            // Once lost it stays lost: the step's writes will be refused.
-                            renewing = !matches!(error, StoreError::LeaseLost { .. });
-                            tracing::warn!(analysis = %id, error = %error, "could not renew the lease");
+        let renewals = async {
+            loop {
+                let renew_at = inner.clock.now() + lease.as_secs_f64() / 3.0;
+                inner.clock.sleep_until(renew_at).await;
+                match inner
+                    .store
+                    .renew_lease(id, self.id(), inner.clock.now(), lease)
+                    .await
+                {
+                    Ok(expires) => tracing::debug!(analysis = %id, expires, "lease renewed"),
+                    Err(error) => {
+                        tracing::warn!(analysis = %id, error = %error, "could not renew the lease");
+                        // Once lost it stays lost: the step's writes will be refused.
+                        if matches!(error, StoreError::LeaseLost { .. }) {
+                            break;
                         }
                     }
                 }
             }
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            output = work => output,
+            () = renewals => unreachable!("the renewals never end on their own"),
         }
     }
 
