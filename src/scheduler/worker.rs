@@ -421,6 +421,13 @@ impl Worker {
         }
     }
 
+    /// Ends an analysis that cannot be run (a bad profile snapshot, an unknown source,
+    /// a rollout that cannot start) as `Failed` with the reason.
+    async fn fail(&self, analysis: &Analysis, now: f64, reason: String) -> Result<(), WorkerError> {
+        self.end(analysis, now, AnalysisState::Failed, reason, None)
+            .await
+    }
+
     /// Rebuilds the analysis's rollout and runner, takes one step and records it.
     async fn step(&self, analysis: Analysis) -> Result<(), WorkerError> {
         let now = self.inner.clock.now();
@@ -543,27 +550,13 @@ impl Worker {
         ) {
             Ok(runner) => runner,
             Err(error) => {
-                return self
-                    .end(
-                        analysis,
-                        now,
-                        AnalysisState::Failed,
-                        error.to_string(),
-                        None,
-                    )
-                    .await;
+                return self.fail(analysis, now, error.to_string()).await;
             }
         };
         if let Err(error) = runner.start(at).await {
             actuator.store_failure()?;
             return self
-                .end(
-                    analysis,
-                    now,
-                    AnalysisState::Failed,
-                    format!("could not start: {error}"),
-                    None,
-                )
+                .fail(analysis, now, format!("could not start: {error}"))
                 .await;
         }
         let stage = runner.stage();
@@ -608,15 +601,7 @@ impl Worker {
         ) {
             Ok(runner) => runner,
             Err(error) => {
-                return self
-                    .end(
-                        analysis,
-                        now,
-                        AnalysisState::Failed,
-                        error.to_string(),
-                        None,
-                    )
-                    .await;
+                return self.fail(analysis, now, error.to_string()).await;
             }
         };
         if runner.status() != RolloutStatus::Running {
@@ -764,15 +749,7 @@ impl Worker {
         let mut runner = match runner {
             Ok(runner) => runner,
             Err(error) => {
-                return self
-                    .end(
-                        analysis,
-                        now,
-                        AnalysisState::Failed,
-                        error.to_string(),
-                        None,
-                    )
-                    .await;
+                return self.fail(analysis, now, error.to_string()).await;
             }
         };
         match runner
