@@ -461,9 +461,9 @@ pub async fn serve(
     .build()
     .await
     .with_context(|| format!("store {}", settings.store.url))?;
-    let registry = Arc::new(Registry::from_settings(&settings)?);
-    let options = WorkerOptions::from_settings(&settings.worker)?;
     let metrics = Arc::new(EngineMetrics::new());
+    let registry = Arc::new(Registry::from_settings(&settings)?.instrumented(&metrics));
+    let options = WorkerOptions::from_settings(&settings.worker)?;
     let listener = tokio::net::TcpListener::bind(&settings.server.bind)
         .await
         .with_context(|| format!("cannot listen on {}", settings.server.bind))?;

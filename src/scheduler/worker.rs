@@ -113,6 +113,35 @@ impl Registry {
         Ok(registry)
     }
 
+    /// Wraps every source and actuator so that each fetch and each flag change is timed,
+    /// and each failure counted, in `metrics` under its name from the settings.
+    pub fn instrumented(self, metrics: &Arc<EngineMetrics>) -> Self {
+        use crate::telemetry::instrumented::{InstrumentedActuator, InstrumentedSource};
+        Self {
+            sources: self
+                .sources
+                .into_iter()
+                .map(|(name, source)| {
+                    let source: Arc<dyn MetricSource> =
+                        Arc::new(InstrumentedSource::new(&name, source, Arc::clone(metrics)));
+                    (name, source)
+                })
+                .collect(),
+            actuators: self
+                .actuators
+                .into_iter()
+                .map(|(name, actuator)| {
+                    let actuator: Arc<dyn Actuator> = Arc::new(InstrumentedActuator::new(
+                        &name,
+                        actuator,
+                        Arc::clone(metrics),
+                    ));
+                    (name, actuator)
+                })
+                .collect(),
+        }
+    }
+
     /// Adds (or replaces) the source called `name`.
     pub fn with_source(mut self, name: &str, source: Arc<dyn MetricSource>) -> Self {
         self.sources.insert(name.to_owned(), source);

@@ -1,6 +1,7 @@
 //! `canary serve` as a real process: settings from a file, the API and the workers on a
 //! SQLite file, analyses submitted and waited for with `canary submit --wait`, flags
-//! moved in a real flag file, and a graceful stop on SIGTERM; and two processes sharing
+//! moved in a real flag file, and a graceful stop on SIGTERM; a process killed with
+//! SIGKILL mid-rollout and started again on its SQLite file; and two processes sharing
 //! one PostgreSQL database, one of them killed with SIGKILL mid-way.
 
 use std::io::{BufRead, BufReader};
@@ -162,6 +163,14 @@ fn canary_serve_runs_submitted_rollouts_to_their_verdicts_and_stops_gracefully()
         metrics.contains("canary_interval_lateness_seconds"),
         "{metrics}"
     );
+    // Every fetch and flag change, timed under the names the settings give.
+    for line in [
+        r#"canary_source_request_duration_seconds_count{source="healthy"}"#,
+        r#"canary_source_request_duration_seconds_count{source="regression"}"#,
+        r#"canary_actuator_request_duration_seconds_count{actuator="flags"}"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from {metrics}");
+    }
 
     // SIGTERM: the server finishes and exits 0.
     let pid = server.child.id();
@@ -193,16 +202,111 @@ mod reqwest {
 /// twice, no flag change recorded twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_serve_processes_on_postgres_finish_200_analyses_even_when_one_is_killed() {
-    use canary::store::{AnalysisState, StoreConfig};
+    use canary::store::StoreConfig;
 
     let schema = crate::store::PostgresSchema::create().await;
     let directory = tempfile::tempdir().unwrap();
     let mut first = start_server_on(directory.path(), &schema.url, "first.toml", "3s");
     let second = start_server_on(directory.path(), &schema.url, "second.toml", "3s");
+    let ids = submit_many(&[&first, &second], 200).await;
+    let store = StoreConfig {
+        url: schema.url.clone(),
+        max_connections: Some(2),
+    }
+    .build()
+    .await
+    .unwrap();
+    // Let both work for a moment, then kill the first without any chance to clean up,
+    // while analyses are still in flight.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let finished_at_kill = final_count(store.as_ref()).await;
+    assert!(
+        finished_at_kill < 200,
+        "the kill came while analyses were still running"
+    );
+    println!("{finished_at_kill} of 200 analyses were final when the first instance was killed");
+    finish_all(store.as_ref(), &ids).await;
+    store.close().await;
+    drop(second);
+    schema.drop().await;
+}
+
+/// `canary serve` on a SQLite file is killed with SIGKILL while analyses are running and
+/// started again on the same file: the new process resumes them once the dead one's
+/// leases expire, and finishes every one with no look judged twice and no flag change
+/// recorded twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serve_process_restarted_on_its_sqlite_file_after_sigkill_finishes_the_running_analyses()
+{
+    use canary::store::{AnalysisState, StoreConfig};
+
+    let directory = tempfile::tempdir().unwrap();
+    let store_url = format!("sqlite:{}", directory.path().join("canary.db").display());
+    let mut first = start_server_on(directory.path(), &store_url, "canary.toml", "2s");
+    let ids = submit_many(&[&first], 24).await;
+    let store = StoreConfig {
+        url: store_url.clone(),
+        max_connections: Some(1),
+    }
+    .build()
+    .await
+    .unwrap();
+    // Kill the process as soon as an analysis is part-way through its rollout (a look
+    // recorded, more to come).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let running_at_kill = loop {
+        let running = store
+            .list_analyses(Some(AnalysisState::Running), 100, None)
+            .await
+            .unwrap()
+            .items;
+        if running
+            .iter()
+            .any(|a| a.runner_state["looks"].as_u64().unwrap_or(0) > 0)
+        {
+            first.child.kill().unwrap();
+            first.child.wait().unwrap();
+            break running.len();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no analysis got part-way: {:?}",
+            store.counts_by_state().await.unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let finished_at_kill = final_count(store.as_ref()).await;
+    let mut looks_at_kill = std::collections::BTreeMap::new();
+    for &id in &ids {
+        looks_at_kill.insert(id, store.list_looks(id).await.unwrap().len());
+    }
+    let part_way = looks_at_kill.values().filter(|&&looks| looks > 0).count();
+    assert!(running_at_kill > 0 && part_way > 0 && finished_at_kill < ids.len() as u64);
+    println!(
+        "{running_at_kill} running ({part_way} with looks recorded) and {finished_at_kill} of {} final when canary serve was killed",
+        ids.len()
+    );
+
+    let second = start_server_on(directory.path(), &store_url, "canary.toml", "2s");
+    finish_all(store.as_ref(), &ids).await;
+    // What was recorded before the kill is still there: the looks continued from it.
+    for (id, before) in looks_at_kill {
+        assert!(store.list_looks(id).await.unwrap().len() >= before);
+    }
+    store.close().await;
+    drop(second);
+}
+
+/// Submits `count` rollouts of the web-service profile through the API, spread over
+/// `servers`: every fourth replays a regression, the others a healthy canary; all use the
+/// log-only actuator. Returns their ids in submission order.
+async fn submit_many(servers: &[&Server], count: usize) -> Vec<uuid::Uuid> {
     let client = ::reqwest::Client::new();
     let mut ids = Vec::new();
-    for index in 0..200 {
-        let server = if index % 2 == 0 { &first } else { &second };
+    for index in 0..count {
+        let server = servers[index % servers.len()];
         let body = serde_json::json!({
             "profile": "web-service",
             "flag": format!("flag-{index}"),
@@ -226,49 +330,40 @@ async fn two_serve_processes_on_postgres_finish_200_analyses_even_when_one_is_ki
                 .unwrap(),
         );
     }
-    let store = StoreConfig {
-        url: schema.url.clone(),
-        max_connections: Some(2),
-    }
-    .build()
-    .await
-    .unwrap();
-    // Let both work for a moment, then kill the first without any chance to clean up,
-    // while analyses are still in flight.
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-    first.child.kill().unwrap();
-    first.child.wait().unwrap();
-    let finished_at_kill: u64 = store
+    ids
+}
+
+/// How many analyses are final.
+async fn final_count(store: &dyn canary::store::Store) -> u64 {
+    store
         .counts_by_state()
         .await
         .unwrap()
         .iter()
         .filter(|(s, _)| s.is_final())
         .map(|(_, n)| n)
-        .sum();
-    assert!(
-        finished_at_kill < 200,
-        "the kill came while analyses were still running"
-    );
-    println!("{finished_at_kill} of 200 analyses were final when the first instance was killed");
+        .sum()
+}
+
+/// Waits (up to 180 s) until every analysis in `ids` is final, then checks that each was
+/// promoted or rolled back, every look was recorded once and in order, no flag change
+/// was recorded twice, and no lease is left.
+async fn finish_all(store: &dyn canary::store::Store, ids: &[uuid::Uuid]) {
+    use canary::store::AnalysisState;
+
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
     loop {
-        let counts = store.counts_by_state().await.unwrap();
-        let finished: u64 = counts
-            .iter()
-            .filter(|(s, _)| s.is_final())
-            .map(|(_, n)| n)
-            .sum();
-        if finished == 200 {
+        if final_count(store).await == ids.len() as u64 {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "unfinished after 180 s: {counts:?}"
+            "unfinished after 180 s: {:?}",
+            store.counts_by_state().await.unwrap()
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    for id in ids {
+    for &id in ids {
         let analysis = store.get_analysis(id).await.unwrap().unwrap();
         assert!(
             matches!(
@@ -316,7 +411,4 @@ async fn two_serve_processes_on_postgres_finish_200_analyses_even_when_one_is_ki
             analysis.flag
         );
     }
-    store.close().await;
-    drop(second);
-    schema.drop().await;
 }

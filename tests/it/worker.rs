@@ -5,7 +5,8 @@
 //! decisions; a successor replays the look of a worker that died after changing the flag
 //! and the flag changes once; two workers on PostgreSQL run 200 analyses to completion,
 //! each look judged once; manual promote and rollback reach the flag through a worker,
-//! and pause stops claims until resume.
+//! and pause stops claims until resume; a lease renewal that waits on the step's own
+//! row lock does not deadlock the step.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -419,15 +420,51 @@ async fn a_new_worker_on_the_same_sqlite_file_finishes_an_analysis_with_the_same
     store.close().await;
 }
 
-/// A store through which a worker dies: its look that advances a stage is never
-/// recorded, and it never releases a lease (a dead process releases nothing).
-struct DyingStore {
+/// A real store with one fault injected.
+struct FaultyStore {
     store: Arc<dyn Store>,
+    fault: Fault,
+    /// `DiesOnAdvance`: whether the worker has died.
     dead: AtomicBool,
+    /// `RowLock`: the analysis row, locked by `record_look` as a database locks it in the
+    /// look's write transaction, and waited on by `renew_lease`.
+    row: tokio::sync::Mutex<()>,
+    /// `RowLock`: a renewal has started.
+    renewal_started: tokio::sync::Notify,
+    /// `RowLock`: a look's write holds the row lock and waits.
+    look_waiting: tokio::sync::Notify,
+    /// Renewals asked for.
+    renewals: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    /// The worker dies: its look that advances a stage is never recorded, and it never
+    /// releases a lease (a dead process releases nothing).
+    DiesOnAdvance,
+    /// What PostgreSQL does under load: a look's write transaction holds the analysis's
+    /// row lock until it commits, and a lease renewal that comes meanwhile waits for the
+    /// lock. Here the look's write cannot finish until a renewal has started, so a
+    /// worker that stopped polling the step while it renews would wait forever.
+    RowLock,
+}
+
+impl FaultyStore {
+    fn new(store: Arc<dyn Store>, fault: Fault) -> Self {
+        Self {
+            store,
+            fault,
+            dead: AtomicBool::new(false),
+            row: tokio::sync::Mutex::new(()),
+            renewal_started: tokio::sync::Notify::new(),
+            look_waiting: tokio::sync::Notify::new(),
+            renewals: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
 }
 
 #[async_trait]
-impl Store for DyingStore {
+impl Store for FaultyStore {
     async fn create_analysis(&self, new: NewAnalysis, now: f64) -> Result<Analysis, StoreError> {
         self.store.create_analysis(new, now).await
     }
@@ -458,6 +495,13 @@ impl Store for DyingStore {
         now: f64,
         lease: Duration,
     ) -> Result<f64, StoreError> {
+        self.renewals.fetch_add(1, Ordering::SeqCst);
+        let _row = if self.fault == Fault::RowLock {
+            self.renewal_started.notify_one();
+            Some(self.row.lock().await)
+        } else {
+            None
+        };
         self.store.renew_lease(id, worker, now, lease).await
     }
     async fn release(&self, id: Uuid, worker: &str) -> Result<bool, StoreError> {
@@ -474,6 +518,15 @@ impl Store for DyingStore {
         now: f64,
         update: LookUpdate,
     ) -> Result<Analysis, StoreError> {
+        if self.fault == Fault::RowLock {
+            let _row = self.row.lock().await;
+            self.look_waiting.notify_one();
+            self.renewal_started.notified().await;
+            return self
+                .store
+                .record_look(id, worker, expected_version, now, update)
+                .await;
+        }
         if update
             .look
             .as_ref()
@@ -540,10 +593,7 @@ async fn a_successor_replays_the_look_of_a_worker_that_died_after_changing_the_f
     let store = sqlite_file(&dir).await;
     let flags = Arc::new(CountingActuator::default());
     let clock = Arc::new(ManualClock::new(T0));
-    let dying = Arc::new(DyingStore {
-        store: store.clone(),
-        dead: AtomicBool::new(false),
-    });
+    let dying = Arc::new(FaultyStore::new(store.clone(), Fault::DiesOnAdvance));
     let doomed = Worker::new(
         dying.clone(),
         registry(3, &flags),
@@ -610,6 +660,46 @@ async fn a_successor_replays_the_look_of_a_worker_that_died_after_changing_the_f
         ]),
         "the flag went to 50 % once, by the worker that died"
     );
+    store.close().await;
+}
+
+/// Regression test for a deadlock seen under load on PostgreSQL: the worker awaited a
+/// lease renewal *instead of* polling the step, while the step's write transaction held
+/// the row lock the renewal waited for. Renewals now run beside the step.
+#[tokio::test]
+async fn a_lease_renewal_waiting_on_the_steps_own_row_lock_does_not_deadlock_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_file(&dir).await;
+    let flags = Arc::new(CountingActuator::default());
+    let clock = Arc::new(ManualClock::new(T0));
+    let locking = Arc::new(FaultyStore::new(store.clone(), Fault::RowLock));
+    let worker = Worker::new(
+        locking.clone(),
+        registry(5, &flags),
+        clock.clone(),
+        options("renewing", 1),
+    );
+    let analysis = submit(store.as_ref(), "healthy", "checkout").await;
+
+    let step = tokio::spawn(async move { worker.try_execute_task().await });
+    // The step's write takes the row lock; then a renewal falls due.
+    tokio::time::timeout(Duration::from_secs(30), locking.look_waiting.notified())
+        .await
+        .expect("the step reaches its write");
+    clock.advance(LEASE.as_secs_f64() / 3.0 + 1.0);
+    let stepped = tokio::time::timeout(Duration::from_secs(30), step)
+        .await
+        .expect("deadlock: the step's write waited for a renewal that waited for the step")
+        .unwrap();
+    assert_eq!(stepped.unwrap(), 1, "the start was recorded");
+    assert_eq!(
+        locking.renewals.load(Ordering::SeqCst),
+        1,
+        "one renewal fell due"
+    );
+    let started = get(store.as_ref(), analysis.id).await;
+    assert_eq!(started.state, AnalysisState::Running);
+    assert_eq!(started.lease_owner, None, "the lease was released");
     store.close().await;
 }
 

@@ -5,8 +5,11 @@
 //!
 //! Metrics: [`EngineMetrics`] owns one Prometheus registry with every metric the engine
 //! exports at `GET /metrics`. The API updates the HTTP and analyses-by-state metrics;
-//! the workers call the `record_*` / `observe_*` hooks. Nothing here does I/O: the
-//! API encodes the registry when it is scraped.
+//! the workers call the `record_*` / `observe_*` hooks, and the [`instrumented`]
+//! decorators time every source fetch and flag change. Nothing here does I/O: the API
+//! encodes the registry when it is scraped.
+
+pub mod instrumented;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
