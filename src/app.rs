@@ -471,6 +471,9 @@ pub async fn serve(
     let worker_id = options.id.clone();
     let worker = Worker::new(Arc::clone(&store), registry, Arc::new(SystemClock), options);
     worker.report_to(Arc::clone(&metrics));
+    if let Some(public_url) = &settings.server.public_url {
+        worker.links_to(public_url);
+    }
     let api = api::router(ApiState::new(Arc::clone(&store), &settings, metrics));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -26,12 +26,74 @@ use serde::{Deserialize, Serialize};
 use crate::domain::Percentage;
 
 /// A flag's state as the flag store reports it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlagState {
     /// Whether the flag is on at all (the kill switch is `enabled = false`).
     pub enabled: bool,
     /// Share of traffic that gets the new variant while enabled.
     pub rollout: Percentage,
+}
+
+/// One flag change as the rollout asks for it: the flag, what to do with it, and what
+/// the change is for. Most actuators only need the flag and the action (the trait's
+/// default [`Actuator::apply`] calls [`Actuator::set_rollout`] or [`Actuator::kill`]);
+/// those that tell another system (a webhook) send the context along.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlagChange {
+    /// The flag key.
+    pub flag: String,
+    /// What to do.
+    pub action: FlagAction,
+    /// Why, and the idempotency key.
+    pub context: ChangeContext,
+}
+
+/// What a [`FlagChange`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum FlagAction {
+    /// Enable the flag for this share of traffic.
+    SetRollout {
+        /// The share.
+        target: Percentage,
+    },
+    /// The kill switch: disable the flag.
+    Kill,
+}
+
+impl FlagAction {
+    /// `"set_rollout"` or `"kill"`, as recorded and sent.
+    pub fn name(self) -> &'static str {
+        match self {
+            FlagAction::SetRollout { .. } => "set_rollout",
+            FlagAction::Kill => "kill",
+        }
+    }
+
+    /// The share of traffic the change leaves the new variant (0 for the kill switch).
+    pub fn target(self) -> Percentage {
+        match self {
+            FlagAction::SetRollout { target } => target,
+            FlagAction::Kill => Percentage::ZERO,
+        }
+    }
+}
+
+/// What a flag change is for. Every field is optional: a change made outside an
+/// analysis (a test, a health check) has none.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ChangeContext {
+    /// Unique to this change and the same on every retry or replay of it: receivers
+    /// use it to apply a change once.
+    pub actuation_id: Option<String>,
+    /// The analysis that asked for the change.
+    pub analysis_id: Option<String>,
+    /// The verdict behind it: `promote`, `hold` or `rollback`.
+    pub verdict: Option<String>,
+    /// The reasons for the verdict, most important first.
+    pub reasons: Vec<String>,
+    /// Where a person reads the analysis.
+    pub report_url: Option<String>,
 }
 
 /// Why an actuation did not happen. Callers branch on it: `FlagNotFound` and
@@ -88,6 +150,17 @@ pub trait Actuator: Send + Sync {
 
     /// Reads the flag's current state back from the store.
     async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError>;
+
+    /// Makes one change with its context. The rollout runner calls this; the default
+    /// ignores the context and calls [`Actuator::set_rollout`] or [`Actuator::kill`].
+    /// Actuators that send the context somewhere (webhooks) and wrappers (metrics,
+    /// retries, records) override it.
+    async fn apply(&self, change: &FlagChange) -> Result<FlagState, ActuatorError> {
+        match change.action {
+            FlagAction::SetRollout { target } => self.set_rollout(&change.flag, target).await,
+            FlagAction::Kill => self.kill(&change.flag).await,
+        }
+    }
 }
 
 /// Which actuator to use and how to reach its store. In a config file it is a table

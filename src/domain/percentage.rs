@@ -30,6 +30,14 @@ impl Percentage {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Percentage {
+    /// A number from 0 to 100, checked like [`Percentage::parse`].
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = f64::deserialize(deserializer)?;
+        Percentage::parse(value).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for Percentage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}%", crate::judge::format::number(self.0))

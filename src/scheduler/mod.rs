@@ -24,7 +24,7 @@ use serde::Serialize;
 pub use self::clock::{Clock, CompressedClock, ManualClock, SystemClock};
 pub use self::fetch::{Scopes, fetch_window, preflight};
 pub use self::worker::{Registry, Worker, WorkerError, WorkerOptions};
-use crate::actuators::{Actuator, ActuatorError, FlagState};
+use crate::actuators::{Actuator, ActuatorError, ChangeContext, FlagAction, FlagChange, FlagState};
 use crate::domain::plan::{HoldOutcome, RolloutPlan, Stage, TriggerAction};
 use crate::domain::{ConfidenceLevel, Percentage, Profile, Verdict};
 use crate::judge::format::number;
@@ -344,39 +344,66 @@ impl RolloutRunner {
         self.stage_started_at = now;
         self.started = true;
         let traffic = self.plan.stages[0].traffic;
-        self.actuate(now, traffic, false).await?;
+        let reasons = vec![format!(
+            "rollout started: stage {} at {traffic}",
+            self.plan.stages[0].name
+        )];
+        self.actuate(
+            now,
+            FlagAction::SetRollout { target: traffic },
+            None,
+            &reasons,
+        )
+        .await?;
         tracing::info!(flag = %self.rollout.flag, stage = %self.stage().name, traffic = %traffic, "rollout started");
         Ok(())
     }
 
-    async fn actuate(&mut self, at: f64, target: Percentage, kill: bool) -> Result<(), RunError> {
-        let action = if kill { "kill" } else { "set_rollout" };
+    /// Makes one flag change (or, in a dry run, records it), with the verdict and reasons
+    /// behind it, and records it in [`Self::actuations`].
+    async fn actuate(
+        &mut self,
+        at: f64,
+        action: FlagAction,
+        verdict: Option<Verdict>,
+        reasons: &[String],
+    ) -> Result<(), RunError> {
+        let target = action.target();
         let state = if self.rollout.dry_run {
-            tracing::info!(flag = %self.rollout.flag, action, target = %target, "dry run: not actuating");
+            tracing::info!(flag = %self.rollout.flag, action = action.name(), target = %target, "dry run: not actuating");
             None
         } else {
             let flag = &self.rollout.flag;
-            let result = if kill {
-                self.actuator.kill(flag).await
-            } else {
-                self.actuator.set_rollout(flag, target).await
-            };
-            let state = result.map_err(|source| RunError::Actuator {
-                context: if kill {
-                    format!(
-                        "ROLLBACK OF FLAG {flag:?} FAILED: the canary may still be serving traffic"
-                    )
-                } else {
-                    format!("could not set flag {flag:?} to {target}")
+            let change = FlagChange {
+                flag: flag.clone(),
+                action,
+                context: ChangeContext {
+                    verdict: verdict.map(|v| v.to_string()),
+                    reasons: reasons.to_vec(),
+                    ..ChangeContext::default()
                 },
-                source,
-            })?;
-            tracing::info!(flag = %flag, action, target = %target, enabled = state.enabled, rollout = %state.rollout, "actuated");
+            };
+            let state = self
+                .actuator
+                .apply(&change)
+                .await
+                .map_err(|source| RunError::Actuator {
+                    context: match action {
+                        FlagAction::Kill => format!(
+                            "ROLLBACK OF FLAG {flag:?} FAILED: the canary may still be serving traffic"
+                        ),
+                        FlagAction::SetRollout { .. } => {
+                            format!("could not set flag {flag:?} to {target}")
+                        }
+                    },
+                    source,
+                })?;
+            tracing::info!(flag = %flag, action = action.name(), target = %target, enabled = state.enabled, rollout = %state.rollout, "actuated");
             Some(state)
         };
         self.actuations.push(Actuation {
             at,
-            action: action.to_owned(),
+            action: action.name().to_owned(),
             target,
             state,
             dry_run: self.rollout.dry_run,
@@ -531,11 +558,14 @@ impl RolloutRunner {
 
         match &decision {
             Decision::Rollback => {
-                self.actuate(now, Percentage::ZERO, true).await?;
+                self.actuate(now, FlagAction::Kill, Some(Verdict::Rollback), &reasons)
+                    .await?;
                 self.status = RolloutStatus::RolledBack;
             }
             Decision::Advance { to } => {
-                self.actuate(now, *to, false).await?;
+                let action = FlagAction::SetRollout { target: *to };
+                self.actuate(now, action, Some(Verdict::Promote), &reasons)
+                    .await?;
                 self.stage_index += 1;
                 self.stage_started_at = now;
                 self.last_look_at = Some(now);
@@ -543,7 +573,11 @@ impl RolloutRunner {
             }
             Decision::Promote => {
                 if stage.traffic < Percentage::FULL {
-                    self.actuate(now, Percentage::FULL, false).await?;
+                    let action = FlagAction::SetRollout {
+                        target: Percentage::FULL,
+                    };
+                    self.actuate(now, action, Some(Verdict::Promote), &reasons)
+                        .await?;
                 }
                 self.status = RolloutStatus::Promoted;
             }
@@ -590,14 +624,31 @@ impl RolloutRunner {
     ) -> Result<String, RunError> {
         let recorded = match action {
             Override::Promote => {
-                self.actuate(now, Percentage::FULL, false).await?;
+                let recorded = format!("promoted by hand by {actor}: {reason}");
+                let action = FlagAction::SetRollout {
+                    target: Percentage::FULL,
+                };
+                self.actuate(
+                    now,
+                    action,
+                    Some(Verdict::Promote),
+                    std::slice::from_ref(&recorded),
+                )
+                .await?;
                 self.status = RolloutStatus::Promoted;
-                format!("promoted by hand by {actor}: {reason}")
+                recorded
             }
             Override::Rollback => {
-                self.actuate(now, Percentage::ZERO, true).await?;
+                let recorded = format!("rolled back by hand by {actor}: {reason}");
+                self.actuate(
+                    now,
+                    FlagAction::Kill,
+                    Some(Verdict::Rollback),
+                    std::slice::from_ref(&recorded),
+                )
+                .await?;
                 self.status = RolloutStatus::RolledBack;
-                format!("rolled back by hand by {actor}: {reason}")
+                recorded
             }
         };
         self.hold_since = None;

@@ -39,7 +39,7 @@ use uuid::Uuid;
 use super::{
     Clock, IntervalRecord, Override, RolloutRunner, RolloutStatus, RunError, RunnerState, Scopes,
 };
-use crate::actuators::{Actuator, ActuatorError, FlagState};
+use crate::actuators::{Actuator, ActuatorError, ChangeContext, FlagAction, FlagChange, FlagState};
 use crate::config::{Settings, WorkerSettings};
 use crate::domain::{Percentage, Profile};
 use crate::sources::MetricSource;
@@ -228,6 +228,8 @@ struct Inner {
     permits: Arc<Semaphore>,
     /// The engine's metrics, when the worker runs inside `canary serve`.
     metrics: std::sync::OnceLock<Arc<EngineMetrics>>,
+    /// The server's public URL, which flag changes and notifications link to.
+    public_url: std::sync::OnceLock<String>,
 }
 
 impl fmt::Debug for Worker {
@@ -266,8 +268,26 @@ impl Worker {
                 options,
                 permits,
                 metrics: std::sync::OnceLock::new(),
+                public_url: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Links flag changes (webhooks) and notifications to the analysis at `public_url`
+    /// (`[server] public_url`): `{public_url}/v1/analyses/{id}`.
+    pub fn links_to(&self, public_url: &str) {
+        let _ = self
+            .inner
+            .public_url
+            .set(public_url.trim_end_matches('/').to_owned());
+    }
+
+    /// Where a person reads `analysis`, when the public URL is known.
+    fn analysis_url(&self, analysis: Uuid) -> Option<String> {
+        self.inner
+            .public_url
+            .get()
+            .map(|base| format!("{base}/v1/analyses/{analysis}"))
     }
 
     /// Reports verdicts and interval lateness to `metrics` (what `/metrics` exposes).
@@ -544,6 +564,7 @@ impl Worker {
             worker: self.id().to_owned(),
             analysis: analysis.id,
             occasion,
+            report_url: self.analysis_url(analysis.id),
             trouble: Mutex::new(Trouble {
                 at,
                 ..Trouble::default()
@@ -945,6 +966,8 @@ pub struct RecordedActuator {
     analysis: Uuid,
     /// The look number (`0` for the start, `manualN` for an override) in the key.
     occasion: String,
+    /// Where a person reads the analysis, sent with each change.
+    report_url: Option<String>,
     trouble: Mutex<Trouble>,
 }
 
@@ -967,6 +990,7 @@ impl RecordedActuator {
             worker: worker.to_owned(),
             analysis,
             occasion: occasion.to_owned(),
+            report_url: None,
             trouble: Mutex::new(Trouble {
                 at,
                 ..Trouble::default()
@@ -1017,12 +1041,10 @@ impl RecordedActuator {
         failure
     }
 
-    async fn change(
-        &self,
-        flag: &str,
-        action: &'static str,
-        target: Percentage,
-    ) -> Result<FlagState, ActuatorError> {
+    async fn change(&self, change: &FlagChange) -> Result<FlagState, ActuatorError> {
+        let flag = change.flag.as_str();
+        let action = change.action.name();
+        let target = change.action.target();
         self.trouble().last_action = Some(action);
         let base = self.idempotency_key(action, target);
         // Keys are single-use: after a failed attempt the retry gets the next suffix.
@@ -1054,11 +1076,14 @@ impl RecordedActuator {
             tracing::info!(key = %record.idempotency_key, flag, "flag change already applied by an earlier attempt of this step: not repeated");
             return self.inner.current(flag).await;
         }
-        let result = if action == "kill" {
-            self.inner.kill(flag).await
-        } else {
-            self.inner.set_rollout(flag, target).await
-        };
+        // Receivers see one id per change however often it is tried: the base key.
+        let mut change = change.clone();
+        change.context.actuation_id = Some(base);
+        change.context.analysis_id = Some(self.analysis.to_string());
+        if change.context.report_url.is_none() {
+            change.context.report_url = self.report_url.clone();
+        }
+        let result = self.inner.apply(&change).await;
         let (outcome, detail) = match &result {
             Ok(state) => (
                 ActuationOutcome::Applied,
@@ -1089,15 +1114,29 @@ impl Actuator for RecordedActuator {
         flag: &str,
         rollout: Percentage,
     ) -> Result<FlagState, ActuatorError> {
-        self.change(flag, "set_rollout", rollout).await
+        self.change(&FlagChange {
+            flag: flag.to_owned(),
+            action: FlagAction::SetRollout { target: rollout },
+            context: ChangeContext::default(),
+        })
+        .await
     }
 
     async fn kill(&self, flag: &str) -> Result<FlagState, ActuatorError> {
-        self.change(flag, "kill", Percentage::ZERO).await
+        self.change(&FlagChange {
+            flag: flag.to_owned(),
+            action: FlagAction::Kill,
+            context: ChangeContext::default(),
+        })
+        .await
     }
 
     async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError> {
         self.inner.current(flag).await
+    }
+
+    async fn apply(&self, change: &FlagChange) -> Result<FlagState, ActuatorError> {
+        self.change(change).await
     }
 }
 

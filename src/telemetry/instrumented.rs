@@ -12,7 +12,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::EngineMetrics;
-use crate::actuators::{Actuator, ActuatorError, FlagState};
+use crate::actuators::{Actuator, ActuatorError, FlagChange, FlagState};
 use crate::domain::Percentage;
 use crate::sources::{LabeledSeries, MetricSource, RangeRequest, SourceError};
 
@@ -129,6 +129,13 @@ impl Actuator for InstrumentedActuator {
 
     async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError> {
         self.inner.current(flag).await
+    }
+
+    async fn apply(&self, change: &FlagChange) -> Result<FlagState, ActuatorError> {
+        let started = Instant::now();
+        let result = self.inner.apply(change).await;
+        self.observe(started, &result);
+        result
     }
 }
 
