@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use crate::actuators::Actuator;
+use crate::actuators::retry::{RetryPolicy, RetryingActuator};
 use crate::api::analyses::{Submission, VerdictView};
 use crate::api::client::Client;
 use crate::api::{self, ApiState};
@@ -223,7 +224,10 @@ pub async fn run(args: &RunArgs) -> Result<(Verdict, String)> {
         )
     })?;
     let source = with_credentials_from_environment(args.source.clone()).build()?;
-    let actuator: Arc<dyn Actuator> = Arc::from(args.actuator.build()?);
+    let actuator: Arc<dyn Actuator> = Arc::new(RetryingActuator::new(
+        Arc::from(args.actuator.build()?),
+        RetryPolicy::default(),
+    ));
     let scopes = Scopes::from_matchers(&args.baseline_scope, &args.canary_scope);
 
     let recorded = source.recorded_range();

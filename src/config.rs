@@ -109,6 +109,12 @@ pub struct WorkerSettings {
     pub poll_interval: String,
     /// This instance's name in leases and logs. Default: host name and process id.
     pub id: Option<String>,
+    /// How long one flag change is retried (with doubling pauses from 100 ms to 5 s)
+    /// while the flag store is unavailable or reads back something else. Default `30s`.
+    pub actuation_deadline: String,
+    /// How often a rollback that could not be applied (`rollback_failed`) is tried
+    /// again, until it succeeds or a person acts. Default `30s`.
+    pub rollback_retry_interval: String,
 }
 
 impl Default for WorkerSettings {
@@ -118,6 +124,8 @@ impl Default for WorkerSettings {
             lease: "30s".to_owned(),
             poll_interval: "1s".to_owned(),
             id: None,
+            actuation_deadline: "30s".to_owned(),
+            rollback_retry_interval: "30s".to_owned(),
         }
     }
 }
@@ -131,6 +139,19 @@ impl WorkerSettings {
     /// The poll interval as a duration.
     pub fn poll_duration(&self) -> Result<Duration, SettingsError> {
         parse_duration("worker.poll_interval", &self.poll_interval)
+    }
+
+    /// The actuation deadline as a duration.
+    pub fn actuation_deadline_duration(&self) -> Result<Duration, SettingsError> {
+        parse_duration("worker.actuation_deadline", &self.actuation_deadline)
+    }
+
+    /// The rollback retry interval as a duration.
+    pub fn rollback_retry_duration(&self) -> Result<Duration, SettingsError> {
+        parse_duration(
+            "worker.rollback_retry_interval",
+            &self.rollback_retry_interval,
+        )
     }
 }
 

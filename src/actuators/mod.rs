@@ -9,12 +9,16 @@
 //! - [`log_only`]: remembers states in memory and logs them; for dry runs and tests.
 //! - [`flagd_file`]: edits an OpenFeature flagd flag file, atomically.
 //!
+//! Around every one of them the composition root puts [`retry::RetryingActuator`]:
+//! retries with exponential backoff until a deadline, and a read-back of every change.
+//!
 //! [`ActuatorConfig`] names one of them (from a config file or the CLI form
 //! `log-only` / `flagd-file=PATH`) and builds it; adding an actuator touches its own
 //! module, one variant and one match arm.
 
 pub mod flagd_file;
 pub mod log_only;
+pub mod retry;
 
 use std::fmt;
 use std::path::PathBuf;

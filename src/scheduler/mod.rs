@@ -656,6 +656,29 @@ impl RolloutRunner {
         Ok(recorded)
     }
 
+    /// Pulls the kill switch again after a rollback could not be applied, and ends the
+    /// rollout `RolledBack` when it works. Returns the reason to record. When the
+    /// actuator fails again the status is left as it was.
+    pub async fn retry_rollback(
+        &mut self,
+        now: f64,
+        failed_since: f64,
+    ) -> Result<String, RunError> {
+        let minutes = number((now - failed_since).max(0.0) / 60.0);
+        let reason = format!("rollback applied on a retry, {minutes} min after it first failed");
+        self.actuate(
+            now,
+            FlagAction::Kill,
+            Some(Verdict::Rollback),
+            std::slice::from_ref(&reason),
+        )
+        .await?;
+        self.status = RolloutStatus::RolledBack;
+        self.hold_since = None;
+        tracing::warn!(flag = %self.rollout.flag, "rollback applied on a retry");
+        Ok(reason)
+    }
+
     /// A hold, or what the hold turns into once it has lasted past `hold_timeout`.
     fn hold_or_timeout(&mut self, now: f64, reasons: &mut Vec<String>) -> Decision {
         let since = *self.hold_since.get_or_insert(now);

@@ -39,6 +39,7 @@ use uuid::Uuid;
 use super::{
     Clock, IntervalRecord, Override, RolloutRunner, RolloutStatus, RunError, RunnerState, Scopes,
 };
+use crate::actuators::retry::{RetryPolicy, RetryingActuator};
 use crate::actuators::{Actuator, ActuatorError, ChangeContext, FlagAction, FlagChange, FlagState};
 use crate::config::{Settings, WorkerSettings};
 use crate::domain::{Percentage, Profile};
@@ -95,8 +96,16 @@ impl Registry {
     }
 
     /// Builds every source and actuator the settings declare; the first that cannot be
-    /// built is an error naming it.
+    /// built is an error naming it. Each actuator retries and verifies its changes
+    /// ([`RetryingActuator`]) for `[worker] actuation_deadline`.
     pub fn from_settings(settings: &Settings) -> Result<Self, WorkerError> {
+        let policy = RetryPolicy {
+            deadline: settings
+                .worker
+                .actuation_deadline_duration()
+                .map_err(|error| WorkerError::Settings(error.0))?,
+            ..RetryPolicy::default()
+        };
         let mut registry = Self::new();
         for (name, config) in &settings.sources {
             let source = config
@@ -108,7 +117,8 @@ impl Registry {
             let actuator = config
                 .build()
                 .map_err(|error| WorkerError::Settings(format!("actuators.{name}: {error}")))?;
-            registry = registry.with_actuator(name, Arc::from(actuator));
+            let actuator = RetryingActuator::new(Arc::from(actuator), policy);
+            registry = registry.with_actuator(name, Arc::new(actuator));
         }
         Ok(registry)
     }
@@ -187,6 +197,8 @@ pub struct WorkerOptions {
     /// How long an idle [`Worker::run_until_stopped`] waits before claiming again
     /// (tokio time).
     pub poll_interval: Duration,
+    /// How long after a rollback failed it is tried again, in analysis time.
+    pub rollback_retry: Duration,
 }
 
 impl WorkerOptions {
@@ -198,6 +210,7 @@ impl WorkerOptions {
             concurrency: settings.concurrency.max(1),
             lease: settings.lease_duration().map_err(setting)?,
             poll_interval: settings.poll_duration().map_err(setting)?,
+            rollback_retry: settings.rollback_retry_duration().map_err(setting)?,
         })
     }
 }
@@ -492,6 +505,9 @@ impl Worker {
             return self
                 .carry_out_override(&analysis, prepared, now, action)
                 .await;
+        }
+        if analysis.state == AnalysisState::RollbackFailed {
+            return self.retry_rollback(&analysis, prepared, now).await;
         }
         match prepared.state.clone() {
             None => self.start(&analysis, prepared, now).await,
@@ -789,14 +805,7 @@ impl Worker {
         // its own key, a later override of the same kind gets a new one.
         let occasion = format!("manual{}", audit.len());
         let actuator = self.recorded_actuator(analysis, &prepared, occasion, now);
-        let dyn_actuator = Arc::clone(&actuator) as Arc<dyn Actuator>;
-        let runner = match prepared.state {
-            Some(state) => {
-                RolloutRunner::resume(prepared.rollout, state, prepared.source, dyn_actuator)
-            }
-            None => RolloutRunner::new(prepared.rollout, prepared.source, dyn_actuator),
-        };
-        let mut runner = match runner {
+        let mut runner = match runner_from(prepared, &actuator) {
             Ok(runner) => runner,
             Err(error) => {
                 return self.fail(analysis, now, error.to_string()).await;
@@ -837,8 +846,76 @@ impl Worker {
         }
     }
 
+    /// Pulls the kill switch of a `RollbackFailed` analysis again: `RolledBack` when it
+    /// works, `RollbackFailed` (due again after `rollback_retry`) when it does not.
+    async fn retry_rollback(
+        &self,
+        analysis: &Analysis,
+        prepared: Prepared,
+        now: f64,
+    ) -> Result<(), WorkerError> {
+        let failed_since = self
+            .inner
+            .store
+            .list_actuations(analysis.id)
+            .await?
+            .iter()
+            .filter(|a| a.action == "kill" && a.state == ActuationState::Failed)
+            .map(|a| a.at)
+            .fold(analysis.updated_at, f64::min);
+        // Every retry shares one key; each failed attempt moves it to the next suffix.
+        let actuator =
+            self.recorded_actuator(analysis, &prepared, "rollback-retry".to_owned(), now);
+        let mut runner = match runner_from(prepared, &actuator) {
+            Ok(runner) => runner,
+            Err(error) => {
+                // The rollout cannot be rebuilt, so the kill switch cannot be pulled from
+                // here: the analysis stays RollbackFailed, for a person.
+                return self
+                    .end(
+                        analysis,
+                        now,
+                        AnalysisState::RollbackFailed,
+                        format!("the rollback cannot be retried: {error}"),
+                        None,
+                    )
+                    .await;
+            }
+        };
+        match runner.retry_rollback(now, failed_since).await {
+            Ok(reason) => {
+                let mut reasons = vec![reason];
+                reasons.extend(analysis.reasons.iter().cloned());
+                let update = LookUpdate {
+                    look: None,
+                    state: AnalysisState::RolledBack,
+                    current_stage: Some(runner.stage_index()),
+                    traffic: Some(traffic(&runner)),
+                    latest_verdict: analysis.latest_verdict.clone(),
+                    reasons,
+                    runner_state: snapshot_json(&runner)?,
+                    next_look_at: None,
+                };
+                self.record(analysis, now, update).await
+            }
+            Err(error) => {
+                actuator.store_failure()?;
+                self.end(
+                    analysis,
+                    now,
+                    AnalysisState::RollbackFailed,
+                    format!("THE ROLLBACK STILL FAILS: {error}"),
+                    Some(&runner),
+                )
+                .await
+            }
+        }
+    }
+
     /// Records that the analysis ended in `state` for `reason` (a failure, or a final
-    /// state a snapshot already had), loudly when it failed.
+    /// state a snapshot already had), loudly when it failed. A `RollbackFailed`
+    /// analysis is due again after `rollback_retry`: its rollback is retried until it
+    /// works.
     async fn end(
         &self,
         analysis: &Analysis,
@@ -854,6 +931,16 @@ impl Worker {
             Some(runner) => snapshot_json(runner)?,
             None => analysis.runner_state.clone(),
         };
+        let retry_in = self.inner.options.rollback_retry.as_secs_f64();
+        let next_look_at = (state == AnalysisState::RollbackFailed).then_some(now + retry_in);
+        let reason = if next_look_at.is_some() {
+            format!(
+                "{reason}; the kill switch is tried again every {} s until it works",
+                crate::judge::format::number(retry_in)
+            )
+        } else {
+            reason
+        };
         let update = LookUpdate {
             look: None,
             state,
@@ -862,7 +949,7 @@ impl Worker {
             latest_verdict: analysis.latest_verdict.clone(),
             reasons: vec![reason],
             runner_state,
-            next_look_at: None,
+            next_look_at,
         };
         self.record(analysis, now, update).await
     }
@@ -918,6 +1005,19 @@ fn traffic(runner: &RolloutRunner) -> f64 {
         RolloutStatus::Promoted => 100.0,
         RolloutStatus::RolledBack => 0.0,
         RolloutStatus::Running | RolloutStatus::AwaitingReview => runner.stage().traffic.value(),
+    }
+}
+
+/// The runner of a prepared analysis, resumed from its snapshot when it has one, acting
+/// through `actuator`.
+fn runner_from(
+    prepared: Prepared,
+    actuator: &Arc<RecordedActuator>,
+) -> Result<RolloutRunner, RunError> {
+    let actuator = Arc::clone(actuator) as Arc<dyn Actuator>;
+    match prepared.state {
+        Some(state) => RolloutRunner::resume(prepared.rollout, state, prepared.source, actuator),
+        None => RolloutRunner::new(prepared.rollout, prepared.source, actuator),
     }
 }
 
@@ -1186,8 +1286,11 @@ mod tests {
             lease: "10s".to_owned(),
             poll_interval: "250ms".to_owned(),
             id: Some("canary-1".to_owned()),
+            rollback_retry_interval: "1m".to_owned(),
+            ..WorkerSettings::default()
         };
         let options = WorkerOptions::from_settings(&settings).unwrap();
+        assert_eq!(options.rollback_retry, Duration::from_secs(60));
         assert_eq!(options.id, "canary-1");
         assert_eq!(options.concurrency, 4);
         assert_eq!(options.lease, Duration::from_secs(10));

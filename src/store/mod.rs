@@ -22,12 +22,15 @@
 //!   `now < lease_expires_at`. An expired lease is lost even when no one has taken the
 //!   analysis yet. Only the holder may record a look or intend an actuation; a worker
 //!   presumed dead gets [`StoreError::LeaseLost`] and can never write over its successor.
-//! - **Due**: an analysis is claimable when it is `Pending` or `Running`, its
+//! - **Due**: an analysis is claimable when it is `Pending`, `Running` or
+//!   `RollbackFailed` (its rollback is tried again until it succeeds), its
 //!   `next_look_at` is unset or `<= now`, and no unexpired lease is on it. A new
 //!   analysis's `next_look_at` is its `start_at`, so a future start delays its first claim.
-//! - **Final states** are final for the engine: a look cannot change a final analysis
-//!   ([`StoreError::Conflict`]) and it is never claimed. A manual action can still change
-//!   it (the one audited way out, e.g. to retry a failed rollback).
+//! - **Final states** have a final verdict (what the API and `canary wait` report).
+//!   Those the engine is *done* with — `Promoted`, `RolledBack`, `Failed` — cannot be
+//!   changed by a look ([`StoreError::Conflict`]) and are never claimed; a
+//!   `RollbackFailed` analysis is final (the verdict is rollback) but not done. A manual
+//!   action can still change any of them (the one audited way out).
 //! - **Manual promote and rollback** are requests for a worker, since only the scheduler
 //!   calls actuators: [`Store::apply_manual_action`] moves the analysis to `Running`,
 //!   sets [`Analysis::requested_action`] and makes it due at once; the worker that
@@ -123,8 +126,8 @@ impl AnalysisState {
         AnalysisState::Failed,
     ];
 
-    /// Whether the engine is done with the analysis: it is never claimed again and a
-    /// look cannot change it.
+    /// Whether the verdict is final: promoted, rolled back, a rollback that could not be
+    /// applied yet (the verdict stands; the engine keeps trying), or failed.
     pub fn is_final(self) -> bool {
         matches!(
             self,
@@ -135,9 +138,19 @@ impl AnalysisState {
         )
     }
 
+    /// Whether the engine is done with the analysis: it is never claimed again and a
+    /// look cannot change it. `RollbackFailed` is final but not done: its rollback is
+    /// tried again.
+    pub fn is_done(self) -> bool {
+        self.is_final() && self != AnalysisState::RollbackFailed
+    }
+
     /// Whether workers claim analyses in this state (when due and unleased).
     pub fn is_claimable(self) -> bool {
-        matches!(self, AnalysisState::Pending | AnalysisState::Running)
+        matches!(
+            self,
+            AnalysisState::Pending | AnalysisState::Running | AnalysisState::RollbackFailed
+        )
     }
 
     /// The snake_case name used in the database, the API and logs.
@@ -846,8 +859,11 @@ mod tests {
         assert!(
             AnalysisState::ALL
                 .iter()
-                .all(|s| !(s.is_final() && s.is_claimable()))
+                .all(|s| !(s.is_done() && s.is_claimable()))
         );
+        // A rollback that failed is final for the pipeline and retried by the engine.
+        assert!(AnalysisState::RollbackFailed.is_claimable());
+        assert!(!AnalysisState::RollbackFailed.is_done());
     }
 
     #[test]

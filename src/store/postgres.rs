@@ -266,7 +266,7 @@ impl Store for PostgresStore {
         // just committed is re-checked against the WHERE clause after locking.
         let rows = sqlx::query(concat!(
             "WITH due AS (SELECT id AS due_id FROM analyses \
-                 WHERE state IN ('pending', 'running') \
+                 WHERE state IN ('pending', 'running', 'rollback_failed') \
                    AND (next_look_at_ms IS NULL OR next_look_at_ms <= $3) \
                    AND (lease_expires_at_ms IS NULL OR lease_expires_at_ms <= $3) \
                  ORDER BY next_look_at_ms NULLS FIRST, seq LIMIT $4 \
@@ -364,7 +364,7 @@ impl Store for PostgresStore {
                 guard.version
             )));
         }
-        if guard.state.is_final() {
+        if guard.state.is_done() {
             return Err(StoreError::Conflict(format!(
                 "analysis {id} is {} (final)",
                 guard.state

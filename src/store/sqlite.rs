@@ -312,7 +312,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(concat!(
             "UPDATE analyses SET lease_owner = ?1, lease_expires_at_ms = ?2 \
              WHERE seq IN (SELECT seq FROM analyses \
-                 WHERE state IN ('pending', 'running') \
+                 WHERE state IN ('pending', 'running', 'rollback_failed') \
                    AND (next_look_at_ms IS NULL OR next_look_at_ms <= ?3) \
                    AND (lease_expires_at_ms IS NULL OR lease_expires_at_ms <= ?3) \
                  ORDER BY next_look_at_ms NULLS FIRST, seq LIMIT ?4) \
@@ -411,7 +411,7 @@ impl Store for SqliteStore {
                 guard.version
             )));
         }
-        if guard.state.is_final() {
+        if guard.state.is_done() {
             return Err(StoreError::Conflict(format!(
                 "analysis {id} is {} (final)",
                 guard.state

@@ -103,14 +103,28 @@ fn regressing(seed: u64) -> Arc<SyntheticSource> {
     ))
 }
 
-/// The log-only actuator, counting every change it is asked to make, by flag.
+/// The log-only actuator, counting every change it makes, by flag. While `down`, it
+/// refuses every change as unavailable (a flag store that is down).
 #[derive(Default)]
 struct CountingActuator {
     flags: LogOnlyActuator,
     changes: Mutex<Vec<(String, String, f64)>>,
+    down: AtomicBool,
+    refused: std::sync::atomic::AtomicUsize,
 }
 
 impl CountingActuator {
+    fn refuse_while_down(&self) -> Result<(), ActuatorError> {
+        if self.down.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(ActuatorError::Unavailable {
+                store: "counting".to_owned(),
+                message: "connection refused".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// `(action, target)` of every change made to `flag`, in order.
     fn changes_of(&self, flag: &str) -> Vec<(String, f64)> {
         self.changes
@@ -138,6 +152,7 @@ impl Actuator for CountingActuator {
         flag: &str,
         rollout: Percentage,
     ) -> Result<FlagState, ActuatorError> {
+        self.refuse_while_down()?;
         self.changes.lock().unwrap().push((
             flag.to_owned(),
             "set_rollout".to_owned(),
@@ -147,6 +162,7 @@ impl Actuator for CountingActuator {
     }
 
     async fn kill(&self, flag: &str) -> Result<FlagState, ActuatorError> {
+        self.refuse_while_down()?;
         self.changes
             .lock()
             .unwrap()
@@ -174,6 +190,7 @@ fn options(id: &str, concurrency: usize) -> WorkerOptions {
         concurrency,
         lease: LEASE,
         poll_interval: Duration::from_millis(20),
+        rollback_retry: Duration::from_secs(30),
     }
 }
 
@@ -700,6 +717,108 @@ async fn a_lease_renewal_waiting_on_the_steps_own_row_lock_does_not_deadlock_the
     let started = get(store.as_ref(), analysis.id).await;
     assert_eq!(started.state, AnalysisState::Running);
     assert_eq!(started.lease_owner, None, "the lease was released");
+    store.close().await;
+}
+
+/// The flag store is down when the rollback comes: the kill switch is retried with
+/// backoff until its deadline, the analysis becomes `rollback_failed` (loudly, with the
+/// reason), the worker keeps trying every `rollback_retry`, and once the store is back
+/// the flag is switched off and the analysis ends rolled back.
+#[tokio::test]
+async fn a_rollback_while_the_flag_store_is_down_is_retried_until_the_store_returns() {
+    use canary::actuators::retry::{RetryPolicy, RetryingActuator};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_file(&dir).await;
+    let flags = Arc::new(CountingActuator::default());
+    let retrying = RetryingActuator::new(
+        Arc::clone(&flags) as Arc<dyn Actuator>,
+        RetryPolicy {
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(40),
+            deadline: Duration::from_millis(200),
+        },
+    );
+    let registry = Arc::new(
+        Registry::new()
+            .with_source("regressing", regressing(13))
+            .with_actuator("flags", Arc::new(retrying)),
+    );
+    let clock = Arc::new(ManualClock::new(T0));
+    let worker = Worker::new(store.clone(), registry, clock.clone(), options("w1", 1));
+    let analysis = submit(store.as_ref(), "regressing", "search").await;
+
+    // Look by look until the rollback is decided, with the store going down just before.
+    let mut failed = None;
+    for _ in 0..20 {
+        let current = get(store.as_ref(), analysis.id).await;
+        if current.state == AnalysisState::RollbackFailed {
+            failed = Some(current);
+            break;
+        }
+        assert!(current.state.is_claimable(), "{:?}", current.state);
+        if current.traffic == Some(50.0) {
+            flags.down.store(true, Ordering::SeqCst);
+        }
+        clock.set(current.next_look_at.unwrap_or(clock.now()).max(clock.now()));
+        worker.try_execute_task().await.unwrap();
+    }
+    let failed = failed.expect("the rollback failed while the store was down");
+    let reason = failed.reasons.join(" ");
+    assert!(
+        reason.contains("ROLLBACK OF FLAG \"search\" FAILED"),
+        "{reason}"
+    );
+    assert!(reason.contains("attempts over"), "retried first: {reason}");
+    assert!(reason.contains("tried again every 30 s"), "{reason}");
+    assert_eq!(failed.next_look_at, Some(clock.now() + 30.0));
+    assert!(failed.lease_owner.is_none());
+    let refused_first = flags.refused.load(Ordering::SeqCst);
+    assert!(refused_first > 1, "retried with backoff: {refused_first}");
+    assert!(flags.current("search").await.unwrap().enabled, "still on");
+
+    // Still down 30 s later: still failed, and tried again.
+    assert_eq!(worker.try_execute_task().await.unwrap(), 0, "not due yet");
+    clock.advance(30.0);
+    assert_eq!(worker.try_execute_task().await.unwrap(), 1);
+    let still = get(store.as_ref(), analysis.id).await;
+    assert_eq!(still.state, AnalysisState::RollbackFailed);
+    assert!(flags.refused.load(Ordering::SeqCst) > refused_first);
+
+    // The store is back: the next retry switches the flag off.
+    flags.down.store(false, Ordering::SeqCst);
+    clock.advance(30.0);
+    assert_eq!(worker.try_execute_task().await.unwrap(), 1);
+    let done = get(store.as_ref(), analysis.id).await;
+    assert_eq!(done.state, AnalysisState::RolledBack, "{:?}", done.reasons);
+    assert!(
+        done.reasons[0].contains("rollback applied on a retry, 1 min after it first failed"),
+        "{:?}",
+        done.reasons
+    );
+    assert_eq!(done.next_look_at, None);
+    assert!(!flags.current("search").await.unwrap().enabled);
+    assert_eq!(
+        flags.changes_of("search"),
+        changes(&[("set_rollout", 10.0), ("set_rollout", 50.0), ("kill", 0.0)]),
+        "the kill switch was pulled once, when the store was back"
+    );
+    // Every attempt is on record: the failed ones and the one that worked.
+    let kills: Vec<(String, ActuationState)> = store
+        .list_actuations(analysis.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.action == "kill")
+        .map(|a| (a.idempotency_key, a.state))
+        .collect();
+    assert_eq!(kills.len(), 3, "{kills:?}");
+    assert_eq!(kills.last().unwrap().1, ActuationState::Applied);
+    assert_eq!(
+        worker.try_execute_task().await.unwrap(),
+        0,
+        "done: never claimed again"
+    );
     store.close().await;
 }
 
