@@ -236,7 +236,7 @@ async fn the_kill_switch_turns_off_one_flag_in_one_environment_and_mistakes_fail
     assert_eq!(server.environment(crowded, "production").await, before);
     assert_eq!(server.event_count(crowded).await, events);
     // The kill switch still works on it.
-    assert_eq!(production.kill(crowded).await.unwrap().enabled, false);
+    assert!(!production.kill(crowded).await.unwrap().enabled);
 
     // Unleash stores whole percentages: 0.5 % is refused, not rounded.
     let error = production
@@ -259,7 +259,7 @@ fn web_service_models(canary_latency_from: Option<f64>) -> BTreeMap<String, Metr
         median: 0.2,
         sigma: 0.15,
     };
-    let mut latency_model = MetricModel::same_samples(latency.clone());
+    let mut latency_model = MetricModel::same_samples(latency);
     if let Some(at) = canary_latency_from {
         latency_model = latency_model.canary_samples_from(
             at,
