@@ -20,6 +20,14 @@ if command -v npm >/dev/null 2>&1 && [ ! -d tests/flagd/node_modules ]; then
   (cd tests/flagd && npm ci --no-audit --no-fund)
 fi
 
+# unleash-server 7.4.1, which tests/it/unleash.rs starts against the PostgreSQL below
+# (tests/unleash/server.mjs). Installed from the lock file, once (about 45 s); without
+# node those tests skip with a notice.
+if command -v npm >/dev/null 2>&1 && [ ! -d tests/unleash/node_modules ]; then
+  echo "== npm ci (tests/unleash: unleash-server)"
+  (cd tests/unleash && npm ci --no-audit --no-fund)
+fi
+
 # A real Prometheus and promtool for the integration tests (the Debian package
 # `prometheus` ships both). Installed only when missing, so a warm machine stays fast;
 # without recommended packages, which only add exporters. The package's service is

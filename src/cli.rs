@@ -192,7 +192,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub flag: String,
     /// What moves the flag: `flagd-file=PATH` (an OpenFeature flagd flag file, edited
-    /// atomically) or `log-only` (log the changes, touch nothing).
+    /// atomically), `unleash=URL,environment=ENV[,project=P][,token-env=VAR]` (the
+    /// Unleash admin API; the admin token is read from CANARY_UNLEASH_TOKEN or VAR) or
+    /// `log-only` (log the changes, touch nothing).
     #[arg(long, value_name = "ACTUATOR", default_value = "log-only")]
     pub actuator: ActuatorConfig,
     /// Judge and record every interval, but never change the flag (shadow mode).

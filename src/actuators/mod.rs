@@ -8,17 +8,19 @@
 //! # Implementations
 //! - [`log_only`]: remembers states in memory and logs them; for dry runs and tests.
 //! - [`flagd_file`]: edits an OpenFeature flagd flag file, atomically.
+//! - [`unleash`]: moves a gradual rollout through the Unleash admin API.
 //!
 //! Around every one of them the composition root puts [`retry::RetryingActuator`]:
 //! retries with exponential backoff until a deadline, and a read-back of every change.
 //!
 //! [`ActuatorConfig`] names one of them (from a config file or the CLI form
-//! `log-only` / `flagd-file=PATH`) and builds it; adding an actuator touches its own
-//! module, one variant and one match arm.
+//! `log-only` / `flagd-file=PATH` / `unleash=URL,environment=ENV`) and builds it;
+//! adding an actuator touches its own module, one variant and one match arm.
 
 pub mod flagd_file;
 pub mod log_only;
 pub mod retry;
+pub mod unleash;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -182,11 +184,44 @@ pub enum ActuatorConfig {
         /// writing a temporary file beside it and renaming it over the original.
         path: PathBuf,
     },
+    /// Move a gradual rollout (`flexibleRollout` strategy) in one environment of an
+    /// Unleash project through its admin API; the kill switch turns the environment off.
+    Unleash {
+        /// The Unleash server's base URL, e.g. `http://unleash.internal:4242`. https
+        /// needs canary built with `--features rustls`.
+        url: String,
+        /// The project holding the flags.
+        #[serde(default = "default_unleash_project")]
+        project: String,
+        /// The environment canary switches and rolls out in, e.g. `production`. Other
+        /// environments are never touched.
+        environment: String,
+        /// The environment variable holding an Unleash **admin** API token. The token
+        /// itself is never put in a config file, and never printed.
+        #[serde(default = "default_unleash_token_env")]
+        token_env: String,
+        /// How long one admin API request may take, in seconds.
+        #[serde(default = "default_unleash_timeout_seconds")]
+        timeout_seconds: u64,
+    },
+}
+
+fn default_unleash_project() -> String {
+    "default".to_owned()
+}
+
+fn default_unleash_token_env() -> String {
+    "CANARY_UNLEASH_TOKEN".to_owned()
+}
+
+fn default_unleash_timeout_seconds() -> u64 {
+    unleash::DEFAULT_TIMEOUT.as_secs()
 }
 
 impl ActuatorConfig {
     /// The forms [`FromStr`] accepts, for help texts and error messages.
-    pub const CLI_FORMS: &'static str = "`log-only` or `flagd-file=PATH`";
+    pub const CLI_FORMS: &'static str = "`log-only`, `flagd-file=PATH` or \
+         `unleash=URL,environment=ENV[,project=P][,token-env=VAR][,timeout-seconds=N]`";
 
     /// Builds the actuator. Nothing is contacted yet: call [`Actuator::healthcheck`]
     /// with the flag before a rollout starts.
@@ -196,6 +231,27 @@ impl ActuatorConfig {
             ActuatorConfig::FlagdFile { path } => {
                 Ok(Box::new(flagd_file::FlagdFileActuator::new(path.clone())))
             }
+            ActuatorConfig::Unleash {
+                url,
+                project,
+                environment,
+                token_env,
+                timeout_seconds,
+            } => {
+                let target = unleash::UnleashTarget {
+                    url: url.clone(),
+                    project: project.clone(),
+                    environment: environment.clone(),
+                    timeout: std::time::Duration::from_secs(*timeout_seconds),
+                };
+                let token = unleash::AdminToken::from_env(token_env).map_err(|message| {
+                    ActuatorError::Invalid {
+                        store: format!("unleash {url}"),
+                        message,
+                    }
+                })?;
+                Ok(Box::new(unleash::UnleashActuator::new(target, token)?))
+            }
         }
     }
 }
@@ -203,7 +259,9 @@ impl ActuatorConfig {
 impl FromStr for ActuatorConfig {
     type Err = String;
 
-    /// Parses the command-line form: `log-only` or `flagd-file=PATH`.
+    /// Parses the command-line form: `log-only`, `flagd-file=PATH` or
+    /// `unleash=URL,environment=ENV` with optional `,project=P`, `,token-env=VAR` and
+    /// `,timeout-seconds=N`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let (kind, argument) = match text.split_once('=') {
             Some((kind, argument)) => (kind, Some(argument)),
@@ -221,6 +279,8 @@ impl FromStr for ActuatorConfig {
             ("flagd-file", _) => Err(format!(
                 "invalid actuator {text:?}: `flagd-file` needs the flag file's path, as `flagd-file=PATH`"
             )),
+            ("unleash", argument) => parse_unleash(argument.unwrap_or(""))
+                .map_err(|message| format!("invalid actuator {text:?}: {message}")),
             _ => Err(format!(
                 "unknown actuator {text:?}: expected {}",
                 Self::CLI_FORMS
@@ -235,8 +295,76 @@ impl fmt::Display for ActuatorConfig {
         match self {
             ActuatorConfig::LogOnly => write!(f, "log-only"),
             ActuatorConfig::FlagdFile { path } => write!(f, "flagd-file={}", path.display()),
+            ActuatorConfig::Unleash {
+                url,
+                project,
+                environment,
+                token_env,
+                timeout_seconds,
+            } => {
+                write!(f, "unleash={url},environment={environment}")?;
+                if *project != default_unleash_project() {
+                    write!(f, ",project={project}")?;
+                }
+                if *token_env != default_unleash_token_env() {
+                    write!(f, ",token-env={token_env}")?;
+                }
+                if *timeout_seconds != default_unleash_timeout_seconds() {
+                    write!(f, ",timeout-seconds={timeout_seconds}")?;
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// `URL,environment=ENV[,project=P][,token-env=VAR][,timeout-seconds=N]`, the part after
+/// `unleash=`. The URL is everything before the first comma.
+fn parse_unleash(argument: &str) -> Result<ActuatorConfig, String> {
+    const FORM: &str =
+        "expected `unleash=URL,environment=ENV[,project=P][,token-env=VAR][,timeout-seconds=N]`";
+    let mut parts = argument.split(',');
+    let url = parts.next().unwrap_or("").trim();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "`unleash` needs the server's http(s) URL first; {FORM}"
+        ));
+    }
+    let mut environment = None;
+    let mut project = default_unleash_project();
+    let mut token_env = default_unleash_token_env();
+    let mut timeout_seconds = default_unleash_timeout_seconds();
+    for part in parts {
+        let (key, value) = part
+            .split_once('=')
+            .filter(|(_, value)| !value.is_empty())
+            .ok_or_else(|| format!("{part:?} is not a `key=value` option; {FORM}"))?;
+        match key {
+            "environment" => environment = Some(value.to_owned()),
+            "project" => project = value.to_owned(),
+            "token-env" => token_env = value.to_owned(),
+            "timeout-seconds" => {
+                timeout_seconds = value
+                    .parse()
+                    .ok()
+                    .filter(|seconds| *seconds > 0)
+                    .ok_or_else(|| {
+                        format!("timeout-seconds must be a whole number of seconds above 0, got {value:?}")
+                    })?;
+            }
+            _ => return Err(format!("unknown option {key:?}; {FORM}")),
+        }
+    }
+    let environment = environment.ok_or_else(|| {
+        format!("`unleash` needs the environment to move flags in, e.g. `,environment=production`; {FORM}")
+    })?;
+    Ok(ActuatorConfig::Unleash {
+        url: url.to_owned(),
+        project,
+        environment,
+        token_env,
+        timeout_seconds,
+    })
 }
 
 #[cfg(test)]
@@ -267,12 +395,117 @@ mod tests {
 
     #[test]
     fn unknown_actuator_error_names_the_allowed_forms() {
-        let error = "unleash=http://localhost"
+        let error = "launchdarkly=http://localhost"
             .parse::<ActuatorConfig>()
             .unwrap_err();
         assert_eq!(
             error,
-            "unknown actuator \"unleash=http://localhost\": expected `log-only` or `flagd-file=PATH`"
+            format!(
+                "unknown actuator \"launchdarkly=http://localhost\": expected {}",
+                ActuatorConfig::CLI_FORMS
+            )
+        );
+        assert!(error.contains("`log-only`, `flagd-file=PATH` or `unleash=URL,environment=ENV"));
+    }
+
+    #[test]
+    fn unleash_cli_form_parses_with_defaults_and_options() {
+        assert_eq!(
+            "unleash=http://unleash:4242,environment=production".parse::<ActuatorConfig>(),
+            Ok(ActuatorConfig::Unleash {
+                url: "http://unleash:4242".to_owned(),
+                project: "default".to_owned(),
+                environment: "production".to_owned(),
+                token_env: "CANARY_UNLEASH_TOKEN".to_owned(),
+                timeout_seconds: 10,
+            })
+        );
+        assert_eq!(
+            "unleash=https://flags.example.com/unleash,project=payments,environment=prod,token-env=PAY_UNLEASH,timeout-seconds=3"
+                .parse::<ActuatorConfig>(),
+            Ok(ActuatorConfig::Unleash {
+                url: "https://flags.example.com/unleash".to_owned(),
+                project: "payments".to_owned(),
+                environment: "prod".to_owned(),
+                token_env: "PAY_UNLEASH".to_owned(),
+                timeout_seconds: 3,
+            })
+        );
+        for text in [
+            "unleash=http://unleash:4242,environment=production",
+            "unleash=https://u.example.com/x,environment=prod,project=payments,token-env=T,timeout-seconds=3",
+        ] {
+            let config: ActuatorConfig = text.parse().unwrap();
+            assert_eq!(config.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn unleash_cli_form_mistakes_are_explained() {
+        for (text, expected) in [
+            ("unleash", "needs the server's http(s) URL first"),
+            (
+                "unleash=unleash:4242,environment=p",
+                "needs the server's http(s) URL first",
+            ),
+            ("unleash=http://u:4242", "needs the environment"),
+            (
+                "unleash=http://u:4242,environment=",
+                "is not a `key=value` option",
+            ),
+            (
+                "unleash=http://u:4242,environment=p,colour=red",
+                "unknown option \"colour\"",
+            ),
+            (
+                "unleash=http://u:4242,environment=p,timeout-seconds=0",
+                "above 0",
+            ),
+        ] {
+            let error = text.parse::<ActuatorConfig>().unwrap_err();
+            assert!(error.contains(expected), "{text}: {error}");
+            assert!(
+                error.starts_with(&format!("invalid actuator {text:?}")),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn unleash_config_file_form_needs_only_url_and_environment() {
+        let config: ActuatorConfig = toml::from_str(
+            "kind = \"unleash\"\nurl = \"http://unleash:4242\"\nenvironment = \"production\"",
+        )
+        .unwrap();
+        assert_eq!(
+            config,
+            "unleash=http://unleash:4242,environment=production"
+                .parse()
+                .unwrap()
+        );
+        let with_token: Result<ActuatorConfig, _> = toml::from_str(
+            "kind = \"unleash\"\nurl = \"http://u\"\nenvironment = \"p\"\ntoken = \"*:*.secret\"",
+        );
+        let error = with_token.unwrap_err().to_string();
+        assert!(error.contains("unknown field `token`"), "{error}");
+    }
+
+    #[test]
+    fn an_unset_unleash_token_variable_is_named_when_building() {
+        let config = ActuatorConfig::Unleash {
+            url: "http://unleash:4242".to_owned(),
+            project: "default".to_owned(),
+            environment: "production".to_owned(),
+            token_env: "CANARY_TEST_UNSET_UNLEASH_TOKEN_VARIABLE".to_owned(),
+            timeout_seconds: 10,
+        };
+        let error = config.build().err().expect("no token, no actuator");
+        assert!(matches!(error, ActuatorError::Invalid { .. }));
+        assert!(
+            error
+                .to_string()
+                .contains("CANARY_TEST_UNSET_UNLEASH_TOKEN_VARIABLE, which should hold the Unleash admin API token, is not set"),
+            "{error}"
         );
     }
 

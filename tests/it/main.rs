@@ -3,7 +3,8 @@
 //! or against a real Prometheus that `prometheus_harness` starts (installed by
 //! `scripts/test.sh`); `store` runs the store contract on SQLite and on the machine's
 //! PostgreSQL; `worker` runs analyses through workers on those stores; `api` serves the
-//! HTTP API in process and drives `canary submit` and `canary wait` against it.
+//! HTTP API in process and drives `canary submit` and `canary wait` against it; `unleash`
+//! moves flags in a real unleash-server that `unleash_harness` starts.
 
 mod analyze;
 mod api;
@@ -18,4 +19,6 @@ mod rollouts;
 mod run_cli;
 mod serve;
 mod store;
+mod unleash;
+mod unleash_harness;
 mod worker;

@@ -144,6 +144,13 @@ fn bad_configuration_is_refused_before_anything_is_actuated() {
         (vec!["--source", "graphite=http://x"], "prometheus=URL"),
         (vec!["--actuator", "consul=http://x"], "flagd-file=PATH"),
         (vec!["--actuator", &missing_file], "nope.json"),
+        (
+            vec![
+                "--actuator",
+                "unleash=http://127.0.0.1:9,environment=production,token-env=CANARY_TEST_UNSET_UNLEASH_TOKEN",
+            ],
+            "CANARY_TEST_UNSET_UNLEASH_TOKEN, which should hold the Unleash admin API token, is not set",
+        ),
         (vec!["--flag", "no-such-flag"], "no-such-flag"),
     ];
     for (overrides, needle) in cases {
@@ -229,6 +236,7 @@ fn run_help_documents_sources_actuators_and_exit_codes() {
         "prometheus=URL",
         "replay=DIR",
         "flagd-file=PATH",
+        "unleash=URL,environment=ENV",
         "--dry-run",
         "3  rollback",
     ] {
