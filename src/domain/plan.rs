@@ -120,6 +120,55 @@ pub enum HoldOutcome {
     Wait,
 }
 
+/// How a rollback reaches the fallback (`[rollout] rollback`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackMode {
+    /// At once: the kill switch (or the fallback) in one change.
+    Immediate,
+    /// Traffic brought down in `rollback_steps` equal steps over `rollback_over`. Only
+    /// rollbacks the judge decides go gradually; rollback triggers, manual rollbacks and
+    /// a trigger firing during the reduction go to the fallback at once.
+    Progressive,
+}
+
+/// The flag state a rollback leaves (`[rollout] fallback`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// The kill switch: the flag disabled.
+    Off,
+    /// The flag as it was before the rollout started (read when it started): disabled if
+    /// it was disabled, else enabled at the share it had.
+    Initial,
+}
+
+/// How rollbacks are carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RollbackSettings {
+    /// Immediate or progressive.
+    pub mode: RollbackMode,
+    /// Progressive: the time from the rollback decision to the fallback.
+    pub over: HumanDuration,
+    /// Progressive: the number of reductions (the last one reaches the fallback).
+    pub steps: u32,
+    /// The flag state a rollback leaves.
+    pub fallback: Fallback,
+}
+
+impl RollbackSettings {
+    /// The time between two reductions of a progressive rollback, in seconds.
+    pub fn step_seconds(&self) -> f64 {
+        self.over.seconds() / f64::from(self.steps.max(1))
+    }
+}
+
+/// A progressive rollback's default duration ("gradual traffic reduction over 5
+/// minutes").
+const DEFAULT_ROLLBACK_OVER: &str = "5m";
+/// A progressive rollback's default number of reductions.
+const DEFAULT_ROLLBACK_STEPS: u32 = 5;
+
 /// The `[rollout]` table.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RolloutSettings {
@@ -136,6 +185,8 @@ pub struct RolloutSettings {
     pub on_hold_timeout: HoldOutcome,
     /// Resolution of range queries (and the `{{step}}` of count queries).
     pub step: HumanDuration,
+    /// How rollbacks are carried out.
+    pub rollback: RollbackSettings,
 }
 
 impl RolloutPlan {
@@ -207,6 +258,10 @@ pub(super) struct RawRollout {
     hold_timeout: Option<Spanned<String>>,
     on_hold_timeout: Option<Spanned<HoldOutcome>>,
     step: Option<Spanned<String>>,
+    rollback: Option<Spanned<RollbackMode>>,
+    rollback_over: Option<Spanned<String>>,
+    rollback_steps: Option<Spanned<i64>>,
+    fallback: Option<Spanned<Fallback>>,
 }
 
 fn duration(
@@ -554,6 +609,8 @@ pub(super) fn validate_plan(
         ));
     }
 
+    let rollback = validate_rollback(v, raw_rollout.as_ref())?;
+
     Ok(Some(RolloutPlan {
         stages: validated_stages,
         triggers: validated_triggers,
@@ -563,8 +620,63 @@ pub(super) fn validate_plan(
             hold_timeout,
             on_hold_timeout,
             step,
+            rollback,
         },
     }))
+}
+
+/// `rollback`, `rollback_over`, `rollback_steps` and `fallback` of `[rollout]`.
+fn validate_rollback(
+    v: &Validator<'_>,
+    raw: Option<&RawRollout>,
+) -> Result<RollbackSettings, ProfileError> {
+    let mode = raw
+        .and_then(|r| r.rollback.as_ref())
+        .map_or(RollbackMode::Immediate, |m| *m.get_ref());
+    let fallback = raw
+        .and_then(|r| r.fallback.as_ref())
+        .map_or(Fallback::Off, |f| *f.get_ref());
+    let over_field = raw.and_then(|r| r.rollback_over.as_ref());
+    let steps_field = raw.and_then(|r| r.rollback_steps.as_ref());
+    if mode == RollbackMode::Immediate {
+        let stray = over_field
+            .map(|f| (f.span(), "rollout.rollback_over"))
+            .or(steps_field.map(|f| (f.span(), "rollout.rollback_steps")));
+        if let Some((span, field)) = stray {
+            return Err(v.error(
+                span,
+                field,
+                "only applies to a progressive rollback: add `rollback = \"progressive\"`"
+                    .to_owned(),
+            ));
+        }
+    }
+    let over = duration(
+        v,
+        "rollout.rollback_over",
+        &raw.and_then(|r| r.rollback_over.clone()),
+    )?
+    .unwrap_or(HumanDuration::parse(DEFAULT_ROLLBACK_OVER).expect("the default parses"));
+    let steps = match steps_field {
+        Some(steps) if !(2..=100).contains(steps.get_ref()) => {
+            return Err(v.error(
+                steps.span(),
+                "rollout.rollback_steps",
+                format!(
+                    "must be a whole number from 2 to 100, got {}",
+                    steps.get_ref()
+                ),
+            ));
+        }
+        Some(steps) => *steps.get_ref() as u32,
+        None => DEFAULT_ROLLBACK_STEPS,
+    };
+    Ok(RollbackSettings {
+        mode,
+        over,
+        steps,
+        fallback,
+    })
 }
 
 #[cfg(test)]

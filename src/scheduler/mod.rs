@@ -25,7 +25,7 @@ pub use self::clock::{Clock, CompressedClock, ManualClock, SystemClock};
 pub use self::fetch::{Scopes, fetch_window, preflight};
 pub use self::worker::{Registry, Worker, WorkerError, WorkerOptions};
 use crate::actuators::{Actuator, ActuatorError, ChangeContext, FlagAction, FlagChange, FlagState};
-use crate::domain::plan::{HoldOutcome, RolloutPlan, Stage, TriggerAction};
+use crate::domain::plan::{Fallback, HoldOutcome, RollbackMode, RolloutPlan, Stage, TriggerAction};
 use crate::domain::{ConfidenceLevel, Percentage, Profile, Verdict};
 use crate::judge::format::number;
 use crate::judge::triggers::{TriggerCheck, check_trigger};
@@ -96,8 +96,13 @@ pub enum Decision {
     },
     /// All stages passed.
     Promote,
-    /// Pull the kill switch.
+    /// Go to the fallback (the kill switch unless the plan says otherwise) and end.
     Rollback,
+    /// A progressive rollback brings the canary's traffic down one step.
+    ReduceTraffic {
+        /// The traffic after this step.
+        to: Percentage,
+    },
     /// Stop and wait for a person.
     AwaitReview,
 }
@@ -195,6 +200,22 @@ pub struct RunnerState {
     pub consecutive_failures: u32,
     /// Since when the rollout has been holding.
     pub hold_since: Option<f64>,
+    /// The flag as it was before the rollout started (for `fallback = "initial"`).
+    #[serde(default)]
+    pub initial_flag: Option<FlagState>,
+    /// A progressive rollback under way.
+    #[serde(default)]
+    pub rolling_back: Option<RollingBack>,
+}
+
+/// A progressive rollback under way: traffic comes down from `from` to the fallback in
+/// the plan's `rollback_steps` equal steps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct RollingBack {
+    /// The canary's traffic when the rollback was decided.
+    pub from: Percentage,
+    /// Reductions applied so far.
+    pub steps_done: u32,
 }
 
 /// Runs one rollout.
@@ -211,6 +232,8 @@ pub struct RolloutRunner {
     looks: u64,
     consecutive_failures: u32,
     hold_since: Option<f64>,
+    initial_flag: Option<FlagState>,
+    rolling_back: Option<RollingBack>,
     history: Vec<IntervalRecord>,
     actuations: Vec<Actuation>,
 }
@@ -241,6 +264,8 @@ impl RolloutRunner {
             looks: 0,
             consecutive_failures: 0,
             hold_since: None,
+            initial_flag: None,
+            rolling_back: None,
             history: Vec::new(),
             actuations: Vec::new(),
         })
@@ -270,6 +295,8 @@ impl RolloutRunner {
         runner.looks = state.looks;
         runner.consecutive_failures = state.consecutive_failures;
         runner.hold_since = state.hold_since;
+        runner.initial_flag = state.initial_flag;
+        runner.rolling_back = state.rolling_back;
         Ok(runner)
     }
 
@@ -284,6 +311,8 @@ impl RolloutRunner {
             looks: self.looks,
             consecutive_failures: self.consecutive_failures,
             hold_since: self.hold_since,
+            initial_flag: self.initial_flag.clone(),
+            rolling_back: self.rolling_back,
         }
     }
 
@@ -317,9 +346,66 @@ impl RolloutRunner {
         &self.actuations
     }
 
-    /// When the next look is due.
+    /// When the next look is due: an interval after the last one, or during a progressive
+    /// rollback, one reduction step after it.
     pub fn next_look_at(&self) -> f64 {
-        self.last_look_at.unwrap_or(self.stage_started_at) + self.stage().interval.seconds()
+        let wait = match self.rolling_back {
+            Some(_) => self.plan.settings.rollback.step_seconds(),
+            None => self.stage().interval.seconds(),
+        };
+        self.last_look_at.unwrap_or(self.stage_started_at) + wait
+    }
+
+    /// The progressive rollback under way, if one is.
+    pub fn rolling_back(&self) -> Option<RollingBack> {
+        self.rolling_back
+    }
+
+    /// The canary's share of traffic where the rollout stands.
+    pub fn traffic(&self) -> Percentage {
+        match self.status {
+            RolloutStatus::Promoted => Percentage::FULL,
+            RolloutStatus::RolledBack => self.fallback_share(),
+            RolloutStatus::Running | RolloutStatus::AwaitingReview => match self.rolling_back {
+                Some(rolling) => self.reduced_traffic(rolling.from, rolling.steps_done),
+                None => self.stage().traffic,
+            },
+        }
+    }
+
+    /// The share the fallback leaves the new variant: 0 for the kill switch, the
+    /// initial share for `fallback = "initial"` when the flag was enabled.
+    fn fallback_share(&self) -> Percentage {
+        match (self.plan.settings.rollback.fallback, &self.initial_flag) {
+            (Fallback::Initial, Some(flag)) if flag.enabled => flag.rollout,
+            _ => Percentage::ZERO,
+        }
+    }
+
+    /// The traffic after `steps_done` reductions from `from` towards the fallback.
+    fn reduced_traffic(&self, from: Percentage, steps_done: u32) -> Percentage {
+        let steps = self.plan.settings.rollback.steps.max(1);
+        let floor = self.fallback_share().value();
+        let share = from.value()
+            - (from.value() - floor) * f64::from(steps_done.min(steps)) / f64::from(steps);
+        // Whole hundredths, so flag stores that keep integers or per-mille agree.
+        Percentage::parse((share * 100.0).round() / 100.0).unwrap_or(Percentage::ZERO)
+    }
+
+    /// Leaves the flag in the plan's fallback state (the kill switch, or the flag as it
+    /// was before the rollout) and ends the rollout rolled back.
+    async fn fall_back(&mut self, now: f64, reasons: &[String]) -> Result<(), RunError> {
+        let action = match (self.plan.settings.rollback.fallback, &self.initial_flag) {
+            (Fallback::Initial, Some(flag)) if flag.enabled => FlagAction::SetRollout {
+                target: flag.rollout,
+            },
+            _ => FlagAction::Kill,
+        };
+        self.actuate(now, action, Some(Verdict::Rollback), reasons)
+            .await?;
+        self.status = RolloutStatus::RolledBack;
+        self.rolling_back = None;
+        Ok(())
     }
 
     /// Checks the source and the flag, validates the queries, and sets the first stage's
@@ -334,13 +420,15 @@ impl RolloutRunner {
             self.plan.stages[0].lookback.seconds(),
         )
         .await?;
-        self.actuator
+        let initial_flag = self
+            .actuator
             .healthcheck(&self.rollout.flag)
             .await
             .map_err(|source| RunError::Actuator {
                 context: format!("flag {:?} cannot be actuated", self.rollout.flag),
                 source,
             })?;
+        self.initial_flag = Some(initial_flag);
         self.stage_started_at = now;
         self.started = true;
         let traffic = self.plan.stages[0].traffic;
@@ -419,6 +507,7 @@ impl RolloutRunner {
             return Err(RunError::Config("the rollout has already ended".to_owned()));
         }
         let since = self.last_look_at.unwrap_or(self.stage_started_at);
+        let traffic_during_look = self.traffic();
         self.looks += 1;
         self.last_look_at = Some(now);
         let stage = self.stage().clone();
@@ -497,8 +586,37 @@ impl RolloutRunner {
             triggers.push(check);
         }
 
+        let triggered_rollback = !fired_rollback.is_empty();
         let mut reasons = Vec::new();
-        let decision = if !fired_rollback.is_empty() {
+        let rollback_settings = self.plan.settings.rollback;
+        let decision = if let Some(rolling) = self.rolling_back {
+            // A progressive rollback goes on whatever the judge says; a rollback trigger
+            // ends it at once.
+            if fired_rollback.is_empty() {
+                let step = rolling.steps_done + 1;
+                if step >= rollback_settings.steps {
+                    reasons.push(format!(
+                        "progressive rollback: step {step} of {}, to the fallback",
+                        rollback_settings.steps
+                    ));
+                    Decision::Rollback
+                } else {
+                    let to = self.reduced_traffic(rolling.from, step);
+                    reasons.push(format!(
+                        "progressive rollback: step {step} of {}, traffic to {to}",
+                        rollback_settings.steps
+                    ));
+                    Decision::ReduceTraffic { to }
+                }
+            } else {
+                reasons.push(
+                    "a rollback trigger fired during the progressive rollback: straight to the fallback"
+                        .to_owned(),
+                );
+                reasons.extend(fired_rollback);
+                Decision::Rollback
+            }
+        } else if !fired_rollback.is_empty() {
             reasons.extend(fired_rollback);
             Decision::Rollback
         } else {
@@ -556,11 +674,42 @@ impl RolloutRunner {
             }
         };
 
+        // A rollback the judge decided (not a trigger, not already under way) goes
+        // gradually when the plan asks for it and there is traffic to bring down.
+        let decision = match decision {
+            Decision::Rollback
+                if self.rolling_back.is_none()
+                    && !triggered_rollback
+                    && rollback_settings.mode == RollbackMode::Progressive
+                    && stage.traffic > self.fallback_share() =>
+            {
+                let to = self.reduced_traffic(stage.traffic, 1);
+                reasons.insert(
+                    0,
+                    format!(
+                        "rolling back progressively over {} in {} steps: traffic to {to}",
+                        rollback_settings.over, rollback_settings.steps
+                    ),
+                );
+                self.rolling_back = Some(RollingBack {
+                    from: stage.traffic,
+                    steps_done: 0,
+                });
+                Decision::ReduceTraffic { to }
+            }
+            other => other,
+        };
         match &decision {
             Decision::Rollback => {
-                self.actuate(now, FlagAction::Kill, Some(Verdict::Rollback), &reasons)
+                self.fall_back(now, &reasons).await?;
+            }
+            Decision::ReduceTraffic { to } => {
+                let action = FlagAction::SetRollout { target: *to };
+                self.actuate(now, action, Some(Verdict::Rollback), &reasons)
                     .await?;
-                self.status = RolloutStatus::RolledBack;
+                if let Some(rolling) = self.rolling_back.as_mut() {
+                    rolling.steps_done += 1;
+                }
             }
             Decision::Advance { to } => {
                 let action = FlagAction::SetRollout { target: *to };
@@ -599,7 +748,7 @@ impl RolloutRunner {
                 self.stage_index
             },
             stage: stage.name.clone(),
-            traffic: stage.traffic,
+            traffic: traffic_during_look,
             confidence_level: level,
             verdict: judgement.verdict,
             decision,
@@ -640,14 +789,7 @@ impl RolloutRunner {
             }
             Override::Rollback => {
                 let recorded = format!("rolled back by hand by {actor}: {reason}");
-                self.actuate(
-                    now,
-                    FlagAction::Kill,
-                    Some(Verdict::Rollback),
-                    std::slice::from_ref(&recorded),
-                )
-                .await?;
-                self.status = RolloutStatus::RolledBack;
+                self.fall_back(now, std::slice::from_ref(&recorded)).await?;
                 recorded
             }
         };
@@ -666,14 +808,7 @@ impl RolloutRunner {
     ) -> Result<String, RunError> {
         let minutes = number((now - failed_since).max(0.0) / 60.0);
         let reason = format!("rollback applied on a retry, {minutes} min after it first failed");
-        self.actuate(
-            now,
-            FlagAction::Kill,
-            Some(Verdict::Rollback),
-            std::slice::from_ref(&reason),
-        )
-        .await?;
-        self.status = RolloutStatus::RolledBack;
+        self.fall_back(now, std::slice::from_ref(&reason)).await?;
         self.hold_since = None;
         tracing::warn!(flag = %self.rollout.flag, "rollback applied on a retry");
         Ok(reason)
@@ -846,6 +981,182 @@ query = 'latency{ {{scope}} }'
         assert_eq!(runner.actuations().last().unwrap().action, "kill");
         assert!(!flags.current("checkout").await.unwrap().enabled);
         assert_eq!(runner.snapshot().status, RolloutStatus::RolledBack);
+    }
+
+    /// One 50 % stage of 10 minutes; the canary's latency quadruples from `T0 + 90`. A
+    /// rollback trigger fires when latency stays above `trigger_for_minutes` (0.5 s for
+    /// that many minutes; without it, never).
+    fn regressing_runner(
+        actuator: Arc<LogOnlyActuator>,
+        rollout_table: &str,
+        trigger_for_minutes: Option<u32>,
+    ) -> RolloutRunner {
+        let (above, sustained) = match trigger_for_minutes {
+            Some(minutes) => (0.5, format!("{minutes}m")),
+            None => (50.0, "10s".to_owned()),
+        };
+        let text = format!(
+            r#"
+name = "progressive"
+[rollout]
+step = "5s"
+{rollout_table}
+[[stages]]
+traffic = 50
+duration = "10m"
+interval = "1m"
+lookback = "1m"
+[[triggers]]
+name = "latency above {above} s"
+metric = "latency"
+above = {above}
+for = "{sustained}"
+action = "rollback"
+[[metrics]]
+name = "latency"
+kind = "continuous"
+direction = "increase"
+min_samples = 10
+critical = true
+allowed_increase = 0.05
+query = 'latency{{ {{{{scope}}}} }}'
+"#
+        );
+        let profile = Profile::parse(&text, "progressive.toml").unwrap();
+        let latency = |median| Distribution::LogNormal { median, sigma: 0.1 };
+        let model =
+            MetricModel::same_samples(latency(0.2)).canary_samples_from(T0 + 90.0, latency(0.8));
+        let source = SyntheticSource::new(3, 5.0, BTreeMap::from([("latency".to_owned(), model)]));
+        let rollout = Rollout {
+            profile: Arc::new(profile),
+            flag: "checkout".to_owned(),
+            scopes: Scopes::from_matchers(r#"track="baseline""#, r#"track="canary""#),
+            dry_run: false,
+        };
+        RolloutRunner::new(rollout, Arc::new(source), actuator).unwrap()
+    }
+
+    /// Looks until the rollout ends (at most 20), returning `(at, action, target)` of
+    /// every flag change.
+    async fn run_to_the_end(runner: &mut RolloutRunner) -> Vec<(f64, String, f64)> {
+        runner.start(T0).await.unwrap();
+        for _ in 0..20 {
+            if runner.status() != RolloutStatus::Running {
+                break;
+            }
+            let due = runner.next_look_at();
+            runner.step(due).await.unwrap();
+        }
+        runner
+            .actuations()
+            .iter()
+            .map(|a| (a.at - T0, a.action.clone(), a.target.value()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_progressive_rollback_brings_traffic_down_in_equal_steps_then_pulls_the_kill_switch()
+    {
+        let flags = Arc::new(LogOnlyActuator::new());
+        let mut runner = regressing_runner(
+            Arc::clone(&flags),
+            "rollback = \"progressive\"\nrollback_over = \"4m\"\nrollback_steps = 4",
+            None,
+        );
+        let changes = run_to_the_end(&mut runner).await;
+        assert_eq!(runner.status(), RolloutStatus::RolledBack);
+        let decided = changes[1].0;
+        assert_eq!(
+            changes,
+            [
+                (0.0, "set_rollout".to_owned(), 50.0),
+                (decided, "set_rollout".to_owned(), 37.5),
+                (decided + 60.0, "set_rollout".to_owned(), 25.0),
+                (decided + 120.0, "set_rollout".to_owned(), 12.5),
+                (decided + 180.0, "kill".to_owned(), 0.0),
+            ],
+            "4 steps, a minute apart"
+        );
+        assert!(!flags.current("checkout").await.unwrap().enabled);
+        let started = runner
+            .history()
+            .iter()
+            .find(|look| matches!(look.decision, Decision::ReduceTraffic { .. }))
+            .unwrap();
+        assert!(
+            started.reasons[0].starts_with("rolling back progressively over 4m in 4 steps"),
+            "{:?}",
+            started.reasons
+        );
+        assert_eq!(runner.traffic(), Percentage::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_rollback_trigger_during_a_progressive_rollback_goes_to_the_fallback_at_once() {
+        let flags = Arc::new(LogOnlyActuator::new());
+        let mut runner = regressing_runner(
+            Arc::clone(&flags),
+            "rollback = \"progressive\"\nrollback_over = \"10m\"\nrollback_steps = 5",
+            Some(4),
+        );
+        let changes = run_to_the_end(&mut runner).await;
+        let actions: Vec<&str> = changes.iter().map(|c| c.1.as_str()).collect();
+        assert_eq!(actions.last(), Some(&"kill"));
+        assert!(changes.len() < 6, "cut short by the trigger: {changes:?}");
+        let last = runner.history().last().unwrap();
+        assert!(
+            last.reasons[0].contains("a rollback trigger fired during the progressive rollback"),
+            "{:?} {:?}",
+            last.reasons,
+            runner
+                .history()
+                .iter()
+                .map(|l| (l.at - T0, l.decision.clone(), l.reasons.clone()))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_taken_mid_rollback_resumes_the_reduction_where_it_stood() {
+        let flags = Arc::new(LogOnlyActuator::new());
+        let table = "rollback = \"progressive\"\nrollback_over = \"4m\"\nrollback_steps = 4";
+        let mut runner = regressing_runner(Arc::clone(&flags), table, None);
+        runner.start(T0).await.unwrap();
+        while runner.rolling_back().is_none() {
+            let due = runner.next_look_at();
+            runner.step(due).await.unwrap();
+        }
+        let snapshot = runner.snapshot();
+        let resumed_from =
+            serde_json::from_value::<RunnerState>(serde_json::to_value(&snapshot).unwrap())
+                .unwrap();
+        let mut resumed = RolloutRunner::resume(
+            regressing_runner(Arc::clone(&flags), table, None)
+                .rollout
+                .clone(),
+            resumed_from,
+            Arc::clone(&runner.source),
+            Arc::clone(&flags) as Arc<dyn Actuator>,
+        )
+        .unwrap();
+        assert_eq!(resumed.traffic().value(), 37.5);
+        assert_eq!(resumed.next_look_at(), runner.next_look_at());
+        let due = resumed.next_look_at();
+        resumed.step(due).await.unwrap();
+        assert_eq!(resumed.traffic().value(), 25.0);
+    }
+
+    #[tokio::test]
+    async fn fallback_initial_restores_the_flag_as_it_was_instead_of_switching_it_off() {
+        // The log-only store's flags start enabled at 0 %: the rollback leaves it so.
+        let flags = Arc::new(LogOnlyActuator::new());
+        let mut runner = regressing_runner(Arc::clone(&flags), "fallback = \"initial\"", None);
+        let changes = run_to_the_end(&mut runner).await;
+        assert_eq!(runner.status(), RolloutStatus::RolledBack);
+        assert_eq!(changes.last().unwrap().1, "set_rollout");
+        assert_eq!(changes.last().unwrap().2, 0.0);
+        let flag = flags.current("checkout").await.unwrap();
+        assert!(flag.enabled && flag.rollout == Percentage::ZERO);
     }
 
     #[test]

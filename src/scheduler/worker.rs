@@ -731,7 +731,7 @@ impl Worker {
         actuator: &RecordedActuator,
         error: RunError,
     ) -> Result<(), WorkerError> {
-        let killing = actuator.last_action() == Some("kill");
+        let killing = actuator.last_was_rollback();
         match &error {
             RunError::Actuator { .. } if killing => {
                 tracing::error!(error = %error, "THE KILL SWITCH FAILED: the canary may still serve traffic");
@@ -1001,11 +1001,7 @@ fn analysis_state(status: RolloutStatus) -> AnalysisState {
 
 /// The canary's traffic where the runner stands.
 fn traffic(runner: &RolloutRunner) -> f64 {
-    match runner.status() {
-        RolloutStatus::Promoted => 100.0,
-        RolloutStatus::RolledBack => 0.0,
-        RolloutStatus::Running | RolloutStatus::AwaitingReview => runner.stage().traffic.value(),
-    }
+    runner.traffic().value()
 }
 
 /// The runner of a prepared analysis, resumed from its snapshot when it has one, acting
@@ -1049,8 +1045,9 @@ fn look_record(id: Uuid, record: &IntervalRecord) -> Result<LookRecord, WorkerEr
 struct Trouble {
     /// The step's analysis time, recorded with each change.
     at: f64,
-    /// The last flag change asked for: `set_rollout` or `kill`.
-    last_action: Option<&'static str>,
+    /// Whether the last flag change asked for was part of a rollback (the kill switch,
+    /// a progressive reduction or a fallback share).
+    last_was_rollback: bool,
     /// The store failed while recording a change; the change did not happen or is not
     /// known to have happened.
     store_failure: Option<StoreError>,
@@ -1119,8 +1116,8 @@ impl RecordedActuator {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn last_action(&self) -> Option<&'static str> {
-        self.trouble().last_action
+    fn last_was_rollback(&self) -> bool {
+        self.trouble().last_was_rollback
     }
 
     /// The store error that made a change fail, if one did: the step must not be
@@ -1145,7 +1142,8 @@ impl RecordedActuator {
         let flag = change.flag.as_str();
         let action = change.action.name();
         let target = change.action.target();
-        self.trouble().last_action = Some(action);
+        self.trouble().last_was_rollback = change.action == FlagAction::Kill
+            || change.context.verdict.as_deref() == Some("rollback");
         let base = self.idempotency_key(action, target);
         // Keys are single-use: after a failed attempt the retry gets the next suffix.
         let mut attempt = 1;
