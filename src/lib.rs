@@ -26,6 +26,8 @@
 //! - [`config`]: settings for `canary serve` — a TOML file and `CANARY_*` variables;
 //!   named metric sources and actuators.
 //! - [`cli`]: the command-line types (clap).
+//! - [`signing`]: the HMAC-SHA256 `X-Canary-Signature` that webhook actuations and
+//!   notifications carry: `sign`, and `verify` for receivers.
 //! - [`telemetry`]: logging set-up and the engine's own Prometheus metrics.
 //!
 //! Dependencies point inward: `judge` and `stats` know nothing of files, sources or
@@ -41,6 +43,7 @@ pub mod domain;
 pub mod judge;
 pub mod report;
 pub mod scheduler;
+pub mod signing;
 pub mod sources;
 pub mod stats;
 pub mod store;
