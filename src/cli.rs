@@ -192,7 +192,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub flag: String,
     /// What moves the flag: `flagd-file=PATH` (an OpenFeature flagd flag file, edited
-    /// atomically) or `log-only` (log the changes, touch nothing).
+    /// atomically), `webhook=URL` (a signed POST per change; the HMAC secret from
+    /// CANARY_WEBHOOK_SECRET) or `log-only` (log the changes, touch nothing).
     #[arg(long, value_name = "ACTUATOR", default_value = "log-only")]
     pub actuator: ActuatorConfig,
     /// Judge and record every interval, but never change the flag (shadow mode).

@@ -8,13 +8,16 @@
 //! # Implementations
 //! - [`log_only`]: remembers states in memory and logs them; for dry runs and tests.
 //! - [`flagd_file`]: edits an OpenFeature flagd flag file, atomically.
+//! - [`webhook`]: POSTs every change, signed, to a team's own flag system
+//!   (`docs/webhook-actuator.md`).
 //!
 //! [`ActuatorConfig`] names one of them (from a config file or the CLI form
-//! `log-only` / `flagd-file=PATH`) and builds it; adding an actuator touches its own
+//! `log-only` / `flagd-file=PATH` / `webhook=URL`) and builds it; adding an actuator touches its own
 //! module, one variant and one match arm.
 
 pub mod flagd_file;
 pub mod log_only;
+pub mod webhook;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -178,11 +181,15 @@ pub enum ActuatorConfig {
         /// writing a temporary file beside it and renaming it over the original.
         path: PathBuf,
     },
+    /// POST every change, signed with HMAC-SHA256, to a webhook
+    /// (`docs/webhook-actuator.md`).
+    Webhook(webhook::WebhookConfig),
 }
 
 impl ActuatorConfig {
     /// The forms [`FromStr`] accepts, for help texts and error messages.
-    pub const CLI_FORMS: &'static str = "`log-only` or `flagd-file=PATH`";
+    pub const CLI_FORMS: &'static str =
+        "`log-only`, `flagd-file=PATH` or `webhook=URL` (HMAC secret from CANARY_WEBHOOK_SECRET)";
 
     /// Builds the actuator. Nothing is contacted yet: call [`Actuator::healthcheck`]
     /// with the flag before a rollout starts.
@@ -192,6 +199,7 @@ impl ActuatorConfig {
             ActuatorConfig::FlagdFile { path } => {
                 Ok(Box::new(flagd_file::FlagdFileActuator::new(path.clone())))
             }
+            ActuatorConfig::Webhook(config) => Ok(Box::new(config.build()?)),
         }
     }
 }
@@ -199,7 +207,7 @@ impl ActuatorConfig {
 impl FromStr for ActuatorConfig {
     type Err = String;
 
-    /// Parses the command-line form: `log-only` or `flagd-file=PATH`.
+    /// Parses the command-line form: `log-only`, `flagd-file=PATH` or `webhook=URL`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let (kind, argument) = match text.split_once('=') {
             Some((kind, argument)) => (kind, Some(argument)),
@@ -217,6 +225,12 @@ impl FromStr for ActuatorConfig {
             ("flagd-file", _) => Err(format!(
                 "invalid actuator {text:?}: `flagd-file` needs the flag file's path, as `flagd-file=PATH`"
             )),
+            ("webhook", Some(url)) if !url.is_empty() => Ok(ActuatorConfig::Webhook(
+                webhook::WebhookConfig::for_url(url),
+            )),
+            ("webhook", _) => Err(format!(
+                "invalid actuator {text:?}: `webhook` needs the receiver's URL, as `webhook=URL`"
+            )),
             _ => Err(format!(
                 "unknown actuator {text:?}: expected {}",
                 Self::CLI_FORMS
@@ -231,6 +245,8 @@ impl fmt::Display for ActuatorConfig {
         match self {
             ActuatorConfig::LogOnly => write!(f, "log-only"),
             ActuatorConfig::FlagdFile { path } => write!(f, "flagd-file={}", path.display()),
+            // Only the URL: the CLI form cannot say the other settings.
+            ActuatorConfig::Webhook(config) => write!(f, "webhook={}", config.url),
         }
     }
 }
@@ -268,7 +284,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             error,
-            "unknown actuator \"unleash=http://localhost\": expected `log-only` or `flagd-file=PATH`"
+            "unknown actuator \"unleash=http://localhost\": expected `log-only`, `flagd-file=PATH` or `webhook=URL` (HMAC secret from CANARY_WEBHOOK_SECRET)"
         );
     }
 
