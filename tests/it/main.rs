@@ -18,4 +18,5 @@ mod rollouts;
 mod run_cli;
 mod serve;
 mod store;
+mod webhook;
 mod worker;
