@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actuators::ActuatorConfig;
 use crate::domain::HumanDuration;
+use crate::notify::NotifierConfig;
 use crate::sources::config::SourceConfig;
 use crate::sources::prometheus::Secret;
 
@@ -38,6 +39,10 @@ pub struct Settings {
     /// The workers that run analyses.
     #[serde(default)]
     pub worker: WorkerSettings,
+    /// Named notification destinations, e.g. `[notifiers.oncall] kind = "slack"`,
+    /// `url = "..."`, `min_severity = "warning"`.
+    #[serde(default)]
+    pub notifiers: BTreeMap<String, NotifierConfig>,
 }
 
 /// `[server]`.
