@@ -266,6 +266,35 @@ lease = "10s"
     }
 
     #[test]
+    fn a_file_declares_named_notifiers() {
+        let (_directory, path) = write(
+            r#"
+[notifiers.oncall]
+kind = "slack"
+url = "https://hooks.slack.com/services/T000/B000/XXXX"
+min_severity = "warning"
+[notifiers.incidents]
+kind = "json"
+url = "https://incidents.internal/canary"
+secret_env = "INCIDENTS_WEBHOOK_SECRET"
+timeout = "2s"
+"#,
+        );
+        let settings = Settings::load_from(Some(&path), Some(BTreeMap::new())).unwrap();
+        assert_eq!(settings.notifiers.len(), 2);
+        assert_eq!(
+            settings.notifiers["oncall"].min_severity(),
+            crate::notify::Severity::Warning
+        );
+        assert!(matches!(
+            &settings.notifiers["incidents"],
+            NotifierConfig::Json { secret_env: Some(variable), .. } if variable == "INCIDENTS_WEBHOOK_SECRET"
+        ));
+        let defaults = Settings::load_from(None, Some(BTreeMap::new())).unwrap();
+        assert!(defaults.notifiers.is_empty());
+    }
+
+    #[test]
     fn environment_variables_override_the_file() {
         let (_directory, path) = write("[store]\nurl = \"sqlite:one.db\"\n");
         let environment = BTreeMap::from([

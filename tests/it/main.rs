@@ -10,6 +10,7 @@ mod api;
 mod bad_input;
 mod flagd;
 mod helpers;
+mod notify;
 mod profiles;
 mod prometheus_harness;
 mod prometheus_source;
