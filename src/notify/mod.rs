@@ -42,21 +42,18 @@ pub use rate_limit::{Decision, RateLimiter, RateLimits};
 pub const MAX_REASONS: usize = 5;
 
 /// How urgent a notification is. Ordered: `info` < `warning` < `critical`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Something went as planned (a promotion).
+    #[default]
     Info,
     /// A person should look (a hold waiting for review, an analysis that could not run).
     Warning,
     /// A person must act now (a rollback, a rollback that failed).
     Critical,
-}
-
-impl Default for Severity {
-    fn default() -> Self {
-        Severity::Info
-    }
 }
 
 impl Severity {

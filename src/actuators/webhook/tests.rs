@@ -29,7 +29,7 @@ fn change(action: FlagAction) -> FlagChange {
 fn the_body_follows_schema_version_1() {
     let target = Percentage::parse(25.0).unwrap();
     let change = change(FlagAction::SetRollout { target });
-    let request = ActuationRequest::new(&change, "a1:3:set_rollout:25", 1_700_000_000.1234);
+    let request = ActuationRequest::new(&change, "a1:3:set_rollout:25", 1_700_000_000.123_4);
     // The documented schema, field for field and in this order
     // (docs/webhook-actuator.md): a change here is a change to the contract.
     assert_eq!(
