@@ -193,8 +193,9 @@ pub struct RunArgs {
     pub flag: String,
     /// What moves the flag: `flagd-file=PATH` (an OpenFeature flagd flag file, edited
     /// atomically), `unleash=URL,environment=ENV[,project=P][,token-env=VAR]` (the
-    /// Unleash admin API; the admin token is read from CANARY_UNLEASH_TOKEN or VAR) or
-    /// `log-only` (log the changes, touch nothing).
+    /// Unleash admin API; the admin token is read from CANARY_UNLEASH_TOKEN or VAR),
+    /// `webhook=URL` (a signed POST per change; the HMAC secret from
+    /// CANARY_WEBHOOK_SECRET) or `log-only` (log the changes, touch nothing).
     #[arg(long, value_name = "ACTUATOR", default_value = "log-only")]
     pub actuator: ActuatorConfig,
     /// Judge and record every interval, but never change the flag (shadow mode).

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actuators::ActuatorConfig;
 use crate::domain::HumanDuration;
+use crate::notify::NotifierConfig;
 use crate::sources::config::SourceConfig;
 use crate::sources::prometheus::Secret;
 
@@ -38,6 +39,10 @@ pub struct Settings {
     /// The workers that run analyses.
     #[serde(default)]
     pub worker: WorkerSettings,
+    /// Named notification destinations, e.g. `[notifiers.oncall] kind = "slack"`,
+    /// `url = "..."`, `min_severity = "warning"`.
+    #[serde(default)]
+    pub notifiers: BTreeMap<String, NotifierConfig>,
 }
 
 /// `[server]`.
@@ -279,6 +284,35 @@ lease = "10s"
         ));
         assert_eq!(settings.actuators["dry"], ActuatorConfig::LogOnly);
         assert_eq!(settings.worker.concurrency, 4);
+    }
+
+    #[test]
+    fn a_file_declares_named_notifiers() {
+        let (_directory, path) = write(
+            r#"
+[notifiers.oncall]
+kind = "slack"
+url = "https://hooks.slack.com/services/T000/B000/XXXX"
+min_severity = "warning"
+[notifiers.incidents]
+kind = "json"
+url = "https://incidents.internal/canary"
+secret_env = "INCIDENTS_WEBHOOK_SECRET"
+timeout = "2s"
+"#,
+        );
+        let settings = Settings::load_from(Some(&path), Some(BTreeMap::new())).unwrap();
+        assert_eq!(settings.notifiers.len(), 2);
+        assert_eq!(
+            settings.notifiers["oncall"].min_severity(),
+            crate::notify::Severity::Warning
+        );
+        assert!(matches!(
+            &settings.notifiers["incidents"],
+            NotifierConfig::Json { secret_env: Some(variable), .. } if variable == "INCIDENTS_WEBHOOK_SECRET"
+        ));
+        let defaults = Settings::load_from(None, Some(BTreeMap::new())).unwrap();
+        assert!(defaults.notifiers.is_empty());
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //!   Prometheus API JSON), the live `MetricSource` trait with its Prometheus
 //!   implementation, query templates and baseline/canary series pairing.
 //! - [`actuators`]: the `Actuator` trait, the only way the engine changes feature flags.
+//! - [`notify`]: tells people on call about rollbacks, holds and promotions (Slack,
+//!   signed JSON), rate-limited; never fails the caller.
 //! - [`report`]: renders a judgement as a terminal table or JSON.
 //! - [`scheduler`]: the rollout runner — fetch → judge → decide → actuate → record for
 //!   each analysis interval of a staged rollout; the only caller of actuators — and the
@@ -26,6 +28,8 @@
 //! - [`config`]: settings for `canary serve` — a TOML file and `CANARY_*` variables;
 //!   named metric sources and actuators.
 //! - [`cli`]: the command-line types (clap).
+//! - [`signing`]: the HMAC-SHA256 `X-Canary-Signature` that webhook actuations and
+//!   notifications carry: `sign`, and `verify` for receivers.
 //! - [`telemetry`]: logging set-up and the engine's own Prometheus metrics.
 //!
 //! Dependencies point inward: `judge` and `stats` know nothing of files, sources or
@@ -39,8 +43,10 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod judge;
+pub mod notify;
 pub mod report;
 pub mod scheduler;
+pub mod signing;
 pub mod sources;
 pub mod stats;
 pub mod store;

@@ -9,18 +9,21 @@
 //! - [`log_only`]: remembers states in memory and logs them; for dry runs and tests.
 //! - [`flagd_file`]: edits an OpenFeature flagd flag file, atomically.
 //! - [`unleash`]: moves a gradual rollout through the Unleash admin API.
+//! - [`webhook`]: POSTs every change, signed, to a team's own flag system
+//!   (`docs/webhook-actuator.md`).
 //!
 //! Around every one of them the composition root puts [`retry::RetryingActuator`]:
 //! retries with exponential backoff until a deadline, and a read-back of every change.
 //!
 //! [`ActuatorConfig`] names one of them (from a config file or the CLI form
-//! `log-only` / `flagd-file=PATH` / `unleash=URL,environment=ENV`) and builds it;
-//! adding an actuator touches its own module, one variant and one match arm.
+//! `log-only` / `flagd-file=PATH` / `unleash=URL,environment=ENV` / `webhook=URL`) and
+//! builds it; adding an actuator touches its own module, one variant and one match arm.
 
 pub mod flagd_file;
 pub mod log_only;
 pub mod retry;
 pub mod unleash;
+pub mod webhook;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -184,6 +187,9 @@ pub enum ActuatorConfig {
         /// writing a temporary file beside it and renaming it over the original.
         path: PathBuf,
     },
+    /// POST every change, signed with HMAC-SHA256, to a webhook
+    /// (`docs/webhook-actuator.md`).
+    Webhook(webhook::WebhookConfig),
     /// Move a gradual rollout (`flexibleRollout` strategy) in one environment of an
     /// Unleash project through its admin API; the kill switch turns the environment off.
     Unleash {
@@ -220,8 +226,9 @@ fn default_unleash_timeout_seconds() -> u64 {
 
 impl ActuatorConfig {
     /// The forms [`FromStr`] accepts, for help texts and error messages.
-    pub const CLI_FORMS: &'static str = "`log-only`, `flagd-file=PATH` or \
-         `unleash=URL,environment=ENV[,project=P][,token-env=VAR][,timeout-seconds=N]`";
+    pub const CLI_FORMS: &'static str = "`log-only`, `flagd-file=PATH`, \
+         `unleash=URL,environment=ENV[,project=P][,token-env=VAR][,timeout-seconds=N]` or \
+         `webhook=URL` (HMAC secret from CANARY_WEBHOOK_SECRET)";
 
     /// Builds the actuator. Nothing is contacted yet: call [`Actuator::healthcheck`]
     /// with the flag before a rollout starts.
@@ -252,6 +259,7 @@ impl ActuatorConfig {
                 })?;
                 Ok(Box::new(unleash::UnleashActuator::new(target, token)?))
             }
+            ActuatorConfig::Webhook(config) => Ok(Box::new(config.build()?)),
         }
     }
 }
@@ -259,9 +267,9 @@ impl ActuatorConfig {
 impl FromStr for ActuatorConfig {
     type Err = String;
 
-    /// Parses the command-line form: `log-only`, `flagd-file=PATH` or
+    /// Parses the command-line form: `log-only`, `flagd-file=PATH`,
     /// `unleash=URL,environment=ENV` with optional `,project=P`, `,token-env=VAR` and
-    /// `,timeout-seconds=N`.
+    /// `,timeout-seconds=N`, or `webhook=URL`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let (kind, argument) = match text.split_once('=') {
             Some((kind, argument)) => (kind, Some(argument)),
@@ -281,6 +289,12 @@ impl FromStr for ActuatorConfig {
             )),
             ("unleash", argument) => parse_unleash(argument.unwrap_or(""))
                 .map_err(|message| format!("invalid actuator {text:?}: {message}")),
+            ("webhook", Some(url)) if !url.is_empty() => Ok(ActuatorConfig::Webhook(
+                webhook::WebhookConfig::for_url(url),
+            )),
+            ("webhook", _) => Err(format!(
+                "invalid actuator {text:?}: `webhook` needs the receiver's URL, as `webhook=URL`"
+            )),
             _ => Err(format!(
                 "unknown actuator {text:?}: expected {}",
                 Self::CLI_FORMS
@@ -314,6 +328,8 @@ impl fmt::Display for ActuatorConfig {
                 }
                 Ok(())
             }
+            // Only the URL: the CLI form cannot say the other settings.
+            ActuatorConfig::Webhook(config) => write!(f, "webhook={}", config.url),
         }
     }
 }
@@ -405,7 +421,7 @@ mod tests {
                 ActuatorConfig::CLI_FORMS
             )
         );
-        assert!(error.contains("`log-only`, `flagd-file=PATH` or `unleash=URL,environment=ENV"));
+        assert!(error.contains("`log-only`, `flagd-file=PATH`, `unleash=URL,environment=ENV"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A positive duration written the way rollout plans write them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -88,6 +88,14 @@ impl fmt::Display for HumanDuration {
             f.write_str("0s")?;
         }
         Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    /// A string such as `"5s"`, checked like [`HumanDuration::parse`].
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        HumanDuration::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 

@@ -1,0 +1,128 @@
+//! Slack-compatible incoming webhooks (Slack, and the chat tools that accept its
+//! format: Mattermost, Rocket.Chat, ...): `{"text": ..., "blocks": [...]}` in mrkdwn,
+//! with a severity emoji, the flag, the verdict, the top reasons and the link.
+//!
+//! The webhook URL is the credential (anyone who has it can post to the channel), so
+//! it is kept as a [`Secret`] and only its host is ever printed.
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::http::JsonPoster;
+use super::{Notification, Notifier, NotifyError, Severity};
+use crate::sources::prometheus::Secret;
+
+/// Posts notifications to a Slack-compatible incoming webhook.
+pub struct SlackNotifier {
+    poster: JsonPoster,
+}
+
+impl SlackNotifier {
+    /// A notifier for the incoming-webhook `url`; `name` is its name in the settings.
+    pub fn new(
+        name: &str,
+        url: &Secret,
+        timeout: std::time::Duration,
+    ) -> Result<Self, NotifyError> {
+        Ok(Self {
+            poster: JsonPoster::new(name, "slack", url.expose(), None, timeout)?,
+        })
+    }
+}
+
+#[async_trait]
+impl Notifier for SlackNotifier {
+    fn describe(&self) -> String {
+        self.poster.target().to_owned()
+    }
+
+    async fn notify(&self, notification: &Notification) -> Result<(), NotifyError> {
+        let body = serde_json::to_vec(&message(notification)).expect("a JSON value serializes");
+        self.poster.post(body).await
+    }
+}
+
+/// The emoji shortcode in front of a severity.
+pub fn emoji(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Critical => ":rotating_light:",
+        Severity::Warning => ":warning:",
+        Severity::Info => ":white_check_mark:",
+    }
+}
+
+/// Escapes the three characters mrkdwn gives a meaning to (`&`, `<`, `>`), so a
+/// reason cannot turn into a link or a mention.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The message body: `text` (the notification preview and the fallback for clients
+/// without blocks) and `blocks`: the headline with where the analysis stands, the
+/// top reasons, and a context line with the link and the suppressed note.
+pub fn message(notification: &Notification) -> Value {
+    let headline = format!(
+        "{} *{}*",
+        emoji(notification.severity),
+        escape(&notification.title)
+    );
+    let mut standing = vec![
+        format!("*Flag* `{}`", escape(&notification.flag)),
+        format!("*Profile* `{}`", escape(&notification.profile)),
+        format!("*State* {}", escape(&notification.state)),
+    ];
+    if let Some(verdict) = &notification.verdict {
+        standing.push(format!("*Verdict* {}", escape(verdict)));
+    }
+    if let Some(stage) = notification.stage {
+        standing.push(format!("*Stage* {}", stage + 1));
+    }
+    if let Some(traffic) = notification.traffic {
+        standing.push(format!(
+            "*Traffic* {}%",
+            crate::judge::format::number(traffic)
+        ));
+    }
+    let mut blocks = vec![json!({
+        "type": "section",
+        "text": {"type": "mrkdwn", "text": format!("{headline}\n{}", standing.join(" · "))}
+    })];
+    let (reasons, more) = notification.top_reasons();
+    if !reasons.is_empty() {
+        let mut lines: Vec<String> = reasons
+            .iter()
+            .map(|reason| format!("• {}", escape(reason)))
+            .collect();
+        if more > 0 {
+            lines.push(format!("• _and {more} more_"));
+        }
+        blocks.push(json!({
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": lines.join("\n")}
+        }));
+    }
+    let mut context = vec![format!("analysis `{}`", escape(&notification.analysis_id))];
+    if let Some(url) = &notification.report_url {
+        context.push(format!("<{}|Open the report>", escape(url)));
+    }
+    if let Some(note) = notification.suppressed_note() {
+        context.push(note);
+    }
+    blocks.push(json!({
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": context.join(" · ")}]
+    }));
+    let mut text = format!(
+        "{} [{}] {}",
+        emoji(notification.severity),
+        notification.severity.name().to_uppercase(),
+        notification.title
+    );
+    if let Some(note) = notification.suppressed_note() {
+        text.push(' ');
+        text.push_str(&note);
+    }
+    json!({"text": escape(&text), "blocks": blocks})
+}
