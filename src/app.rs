@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::domain::plan::RolloutPlan;
 use crate::domain::{Profile, Verdict};
 use crate::judge::{self, Judgement};
+use crate::notify::Notifications;
 use crate::report;
 use crate::scheduler::worker::{Registry, Worker, WorkerOptions};
 use crate::scheduler::{
@@ -478,6 +479,8 @@ pub async fn serve(
     if let Some(public_url) = &settings.server.public_url {
         worker.links_to(public_url);
     }
+    worker
+        .notify_with(Notifications::from_settings(&settings).context("notifiers in the settings")?);
     let api = api::router(ApiState::new(Arc::clone(&store), &settings, metrics));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -43,6 +43,7 @@ use crate::actuators::retry::{RetryPolicy, RetryingActuator};
 use crate::actuators::{Actuator, ActuatorError, ChangeContext, FlagAction, FlagChange, FlagState};
 use crate::config::{Settings, WorkerSettings};
 use crate::domain::{Percentage, Profile};
+use crate::notify::{Notification, Notifications};
 use crate::sources::MetricSource;
 use crate::store::{
     ActuationOutcome, ActuationState, Analysis, AnalysisState, AuditAction, LookRecord, LookUpdate,
@@ -243,6 +244,8 @@ struct Inner {
     metrics: std::sync::OnceLock<Arc<EngineMetrics>>,
     /// The server's public URL, which flag changes and notifications link to.
     public_url: std::sync::OnceLock<String>,
+    /// Where rollbacks, reviews and promotions are announced.
+    notifications: std::sync::OnceLock<Notifications>,
 }
 
 impl fmt::Debug for Worker {
@@ -282,6 +285,7 @@ impl Worker {
                 permits,
                 metrics: std::sync::OnceLock::new(),
                 public_url: std::sync::OnceLock::new(),
+                notifications: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -293,6 +297,13 @@ impl Worker {
             .inner
             .public_url
             .set(public_url.trim_end_matches('/').to_owned());
+    }
+
+    /// Announces every analysis that ends (or waits for a person) through
+    /// `notifications`: rollbacks and failed rollbacks as critical, reviews as warnings,
+    /// promotions as info.
+    pub fn notify_with(&self, notifications: Notifications) {
+        let _ = self.inner.notifications.set(notifications);
     }
 
     /// Where a person reads `analysis`, when the public URL is known.
@@ -962,11 +973,31 @@ impl Worker {
     ) -> Result<(), WorkerError> {
         // The clock may have moved while the step ran; the lease is checked at write time.
         let written_at = self.inner.clock.now().max(now);
-        self.inner
+        let recorded = self
+            .inner
             .store
             .record_look(analysis.id, self.id(), analysis.version, written_at, update)
             .await?;
+        if recorded.state != analysis.state {
+            self.notify(&recorded, written_at);
+        }
         Ok(())
+    }
+
+    /// Tells the people on call that `analysis` reached its state (rolled back, rollback
+    /// failed, awaiting review, failed, promoted), in the background: a slow chat
+    /// service never holds up a step, and a failed notification never fails one.
+    fn notify(&self, analysis: &Analysis, at: f64) {
+        let Some(notifications) = self.inner.notifications.get() else {
+            return;
+        };
+        let url = self.analysis_url(analysis.id);
+        if let Some(notification) = Notification::for_state(analysis, url, at) {
+            let notifications = notifications.clone();
+            tokio::spawn(async move {
+                notifications.send(notification).await;
+            });
+        }
     }
 }
 

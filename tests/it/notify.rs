@@ -19,7 +19,7 @@ use canary::sources::prometheus::Secret;
 
 const SECRET: &str = "notify-secret";
 
-type Received = Arc<Mutex<Vec<serde_json::Value>>>;
+pub(crate) type Received = Arc<Mutex<Vec<serde_json::Value>>>;
 
 async fn serve(router: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -29,7 +29,8 @@ async fn serve(router: Router) -> SocketAddr {
 }
 
 /// Answers like Slack: 200 "ok" for a body with `text`, 400 "invalid_payload" otherwise.
-async fn slack_receiver() -> (SocketAddr, Received) {
+/// Its path is `/services/T000/B000/XXXX`.
+pub(crate) async fn slack_receiver() -> (SocketAddr, Received) {
     let received = Received::default();
     let router = Router::new()
         .route(

@@ -32,6 +32,17 @@ fn start_server(directory: &Path) -> Server {
 
 /// A `canary serve` process with its settings in `directory/settings_name`, on `store`.
 fn start_server_on(directory: &Path, store: &str, settings_name: &str, lease: &str) -> Server {
+    start_server_with(directory, store, settings_name, lease, "")
+}
+
+/// [`start_server_on`] with `extra` appended to the settings file.
+fn start_server_with(
+    directory: &Path,
+    store: &str,
+    settings_name: &str,
+    lease: &str,
+    extra: &str,
+) -> Server {
     let flags = directory.join("flags.json");
     if !flags.exists() {
         std::fs::copy(root().join("fixtures/flags.json"), &flags).unwrap();
@@ -63,6 +74,7 @@ kind = "log-only"
 concurrency = 4
 lease = "{lease}"
 poll_interval = "100ms"
+{extra}
 "#,
             profiles = root().join("analysis-profiles").display(),
             replays = root().join("fixtures/replay").display(),
@@ -75,6 +87,8 @@ poll_interval = "100ms"
         .current_dir(root())
         // Rollbacks are logged as warnings; the test reads the store, not the log.
         .env("RUST_LOG", "error")
+        // Where notifications and webhooks link to (settings can come from variables).
+        .env("CANARY_SERVER__PUBLIC_URL", "https://canary.example.com")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -114,7 +128,18 @@ fn submit_and_wait(server: &Server, source: &str, flag: &str) -> crate::helpers:
 #[test]
 fn canary_serve_runs_submitted_rollouts_to_their_verdicts_and_stops_gracefully() {
     let directory = tempfile::tempdir().unwrap();
-    let server = start_server(directory.path());
+    // A Slack-style channel that the people on call read.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (channel, messages) = runtime.block_on(crate::notify::slack_receiver());
+    let server = start_server_with(
+        directory.path(),
+        &format!("sqlite:{}", directory.path().join("canary.db").display()),
+        "canary.toml",
+        "10s",
+        &format!(
+            "[notifiers.oncall]\nkind = \"slack\"\nurl = \"http://{channel}/services/T000/B000/XXXX\"\n"
+        ),
+    );
 
     let promoted = submit_and_wait(&server, "healthy", "checkout-v2");
     assert_eq!(promoted.code, 0, "{}\n{}", promoted.stdout, promoted.stderr);
@@ -171,6 +196,35 @@ fn canary_serve_runs_submitted_rollouts_to_their_verdicts_and_stops_gracefully()
     ] {
         assert!(metrics.contains(line), "{line} missing from {metrics}");
     }
+
+    // The channel heard of both: the rollback as critical, the promotion as info.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while messages.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let texts: Vec<String> = messages
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|message| message.to_string())
+        .collect();
+    assert_eq!(texts.len(), 2, "{texts:#?}");
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains(":rotating_light:") && t.contains("Rolled back search-v3")),
+        "{texts:#?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.contains("Promoted checkout-v2")),
+        "{texts:#?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains(&format!("https://canary.example.com/v1/analyses/{id}"))),
+        "the rollback links to its analysis: {texts:#?}"
+    );
 
     // SIGTERM: the server finishes and exits 0.
     let pid = server.child.id();
