@@ -190,10 +190,21 @@ impl Settings {
             }
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
+        // Only `CANARY_SECTION__KEY` variables are settings: every setting lives in a
+        // section, and other `CANARY_*` variables hold secrets that settings name
+        // (`CANARY_UNLEASH_TOKEN`, `CANARY_WEBHOOK_SECRET`), which are not settings.
+        let variables = environment
+            .unwrap_or_else(|| std::env::vars().collect())
+            .into_iter()
+            .filter(|(name, _)| {
+                name.strip_prefix("CANARY_")
+                    .is_some_and(|rest| rest.contains("__"))
+            })
+            .collect();
         let environment = config::Environment::with_prefix("CANARY")
             .prefix_separator("_")
             .separator("__")
-            .source(environment.map(|vars| vars.into_iter().collect()));
+            .source(Some(variables));
         let settings: Settings = builder
             .add_source(environment)
             .build()
@@ -325,6 +336,19 @@ timeout = "2s"
         let settings = Settings::load_from(Some(&path), Some(environment)).unwrap();
         assert_eq!(settings.store.url, "sqlite:two.db");
         assert_eq!(settings.server.bind, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn canary_variables_that_are_not_section_keys_are_secrets_not_settings() {
+        // The default token and secret variables of the Unleash and webhook actuators
+        // share the prefix; they must not be read as (unknown) settings.
+        let environment = BTreeMap::from([
+            ("CANARY_UNLEASH_TOKEN".to_owned(), "*:*.secret".to_owned()),
+            ("CANARY_WEBHOOK_SECRET".to_owned(), "hmac".to_owned()),
+            ("CANARY_STORE__URL".to_owned(), "sqlite:three.db".to_owned()),
+        ]);
+        let settings = Settings::load_from(None, Some(environment)).unwrap();
+        assert_eq!(settings.store.url, "sqlite:three.db");
     }
 
     #[test]

@@ -89,6 +89,8 @@ poll_interval = "100ms"
         .env("RUST_LOG", "error")
         // Where notifications and webhooks link to (settings can come from variables).
         .env("CANARY_SERVER__PUBLIC_URL", "https://canary.example.com")
+        // The HMAC secret of the webhook actuator some tests declare.
+        .env("CANARY_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -353,10 +355,189 @@ async fn a_serve_process_restarted_on_its_sqlite_file_after_sigkill_finishes_the
     drop(second);
 }
 
+/// A team's own flag system behind the webhook actuator: it checks every request's
+/// signature, applies each actuation id once, and serves the flags' states back.
+#[derive(Default)]
+struct FlagSystem {
+    /// Flag → (enabled, rollout).
+    flags: std::collections::BTreeMap<String, (bool, f64)>,
+    /// Actuation ids applied, in order, with what they did.
+    applied: Vec<(String, String, String, f64)>,
+    /// Requests for an id already applied (a retry or a replay after a crash).
+    repeats: usize,
+    /// Requests whose signature did not verify.
+    forged: usize,
+}
+
+const WEBHOOK_SECRET: &str = "serve-webhook-secret";
+
+async fn flag_system() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<FlagSystem>>,
+) {
+    use axum::extract::{Path as UrlPath, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::{get, post};
+
+    type Shared = std::sync::Arc<std::sync::Mutex<FlagSystem>>;
+    let system = Shared::default();
+    let router = axum::Router::new()
+        .route(
+            "/actuations",
+            post(
+                |State(system): State<Shared>, headers: HeaderMap, body: axum::body::Bytes| async move {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs();
+                    let signed = headers
+                        .get(canary::signing::SIGNATURE_HEADER)
+                        .and_then(|value| value.to_str().ok())
+                        .is_some_and(|header| {
+                            canary::signing::verify(
+                                WEBHOOK_SECRET.as_bytes(),
+                                header,
+                                &body,
+                                now,
+                                canary::signing::DEFAULT_TOLERANCE,
+                            )
+                            .is_ok()
+                        });
+                    let mut system = system.lock().unwrap();
+                    if !signed {
+                        system.forged += 1;
+                        return (StatusCode::FORBIDDEN, String::new());
+                    }
+                    let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let id = request["actuation_id"].as_str().unwrap().to_owned();
+                    assert_eq!(
+                        headers.get("idempotency-key").unwrap().to_str().unwrap(),
+                        id
+                    );
+                    let flag = request["flag"].as_str().unwrap().to_owned();
+                    if system.applied.iter().any(|(seen, ..)| *seen == id) {
+                        system.repeats += 1;
+                    } else {
+                        let action = request["action"].as_str().unwrap().to_owned();
+                        let target = request["target_percentage"].as_f64().unwrap();
+                        let state = if action == "kill" { (false, 0.0) } else { (true, target) };
+                        system.flags.insert(flag.clone(), state);
+                        system.applied.push((id, flag.clone(), action, target));
+                    }
+                    let (enabled, rollout) = system.flags[&flag];
+                    (
+                        StatusCode::OK,
+                        serde_json::json!({"enabled": enabled, "rollout": rollout}).to_string(),
+                    )
+                },
+            ),
+        )
+        .route(
+            "/flags/{flag}",
+            get(|State(system): State<Shared>, UrlPath(flag): UrlPath<String>| async move {
+                let system = system.lock().unwrap();
+                let (enabled, rollout) = system.flags.get(&flag).copied().unwrap_or((true, 0.0));
+                axum::Json(serde_json::json!({"enabled": enabled, "rollout": rollout}))
+            }),
+        )
+        .with_state(system.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (address, system)
+}
+
+/// Flag changes go to a team's own flag system through the signed webhook actuator,
+/// and `canary serve` is killed with SIGKILL mid-way and started again: every change
+/// reaches the receiver with a valid signature and is applied there exactly once, in
+/// the order the store recorded it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_receiver_applies_each_flag_change_once_across_a_sigkill_and_restart() {
+    use canary::store::{ActuationState, AnalysisState, StoreConfig};
+
+    let (receiver, system) = flag_system().await;
+    let directory = tempfile::tempdir().unwrap();
+    let store_url = format!("sqlite:{}", directory.path().join("canary.db").display());
+    let hook = format!(
+        "[actuators.hook]\nkind = \"webhook\"\nurl = \"http://{receiver}/actuations\"\n\
+         secret_env = \"CANARY_TEST_WEBHOOK_SECRET\"\nstate_url = \"http://{receiver}/flags/{{flag}}\"\n"
+    );
+    // The secret reaches the servers through their environment (see start_server_with).
+    let start = || start_server_with(directory.path(), &store_url, "canary.toml", "2s", &hook);
+    let mut first = start();
+    let ids = submit_many_to(&[&first], 16, "hook").await;
+    let store = StoreConfig {
+        url: store_url.clone(),
+        max_connections: Some(1),
+    }
+    .build()
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let applied = system.lock().unwrap().applied.len();
+        if applied >= 20 {
+            first.child.kill().unwrap();
+            first.child.wait().unwrap();
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no flag changes");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let applied_at_kill = system.lock().unwrap().applied.len();
+    assert!(final_count(store.as_ref()).await < ids.len() as u64);
+
+    let second = start();
+    finish_all(store.as_ref(), &ids).await;
+    let system = system.lock().unwrap();
+    assert_eq!(system.forged, 0, "every request was signed with the secret");
+    for &id in &ids {
+        let analysis = store.get_analysis(id).await.unwrap().unwrap();
+        let recorded: Vec<(String, String, f64)> = store
+            .list_actuations(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.state == ActuationState::Applied)
+            .map(|a| (a.idempotency_key, a.action, a.target))
+            .collect();
+        let received: Vec<(String, String, f64)> = system
+            .applied
+            .iter()
+            .filter(|(_, flag, ..)| *flag == analysis.flag)
+            .map(|(key, _, action, target)| (key.clone(), action.clone(), *target))
+            .collect();
+        assert_eq!(
+            received, recorded,
+            "{}: each change applied once, in order",
+            analysis.flag
+        );
+        let (enabled, rollout) = system.flags[&analysis.flag];
+        match analysis.state {
+            AnalysisState::Promoted => assert!(enabled && rollout == 100.0),
+            AnalysisState::RolledBack => assert!(!enabled),
+            other => panic!("{}: {other:?}", analysis.flag),
+        }
+    }
+    println!(
+        "{applied_at_kill} changes applied before the kill, {} in all, {} repeated deliveries deduplicated",
+        system.applied.len(),
+        system.repeats
+    );
+    drop(system);
+    store.close().await;
+    drop(second);
+}
+
 /// Submits `count` rollouts of the web-service profile through the API, spread over
 /// `servers`: every fourth replays a regression, the others a healthy canary; all use the
 /// log-only actuator. Returns their ids in submission order.
 async fn submit_many(servers: &[&Server], count: usize) -> Vec<uuid::Uuid> {
+    submit_many_to(servers, count, "log").await
+}
+
+/// [`submit_many`] through the actuator called `actuator`.
+async fn submit_many_to(servers: &[&Server], count: usize, actuator: &str) -> Vec<uuid::Uuid> {
     let client = ::reqwest::Client::new();
     let mut ids = Vec::new();
     for index in 0..count {
@@ -365,7 +546,7 @@ async fn submit_many(servers: &[&Server], count: usize) -> Vec<uuid::Uuid> {
             "profile": "web-service",
             "flag": format!("flag-{index}"),
             "source": if index % 4 == 1 { "regression" } else { "healthy" },
-            "actuator": "log",
+            "actuator": actuator,
             "start_at": REPLAY_START,
         });
         let response = client
