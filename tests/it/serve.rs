@@ -25,11 +25,6 @@ impl Drop for Server {
     }
 }
 
-fn start_server(directory: &Path) -> Server {
-    let store = format!("sqlite:{}", directory.join("canary.db").display());
-    start_server_on(directory, &store, "canary.toml", "10s")
-}
-
 /// A `canary serve` process with its settings in `directory/settings_name`, on `store`.
 fn start_server_on(directory: &Path, store: &str, settings_name: &str, lease: &str) -> Server {
     start_server_with(directory, store, settings_name, lease, "")
@@ -489,7 +484,7 @@ async fn a_webhook_receiver_applies_each_flag_change_once_across_a_sigkill_and_r
 
     let second = start();
     finish_all(store.as_ref(), &ids).await;
-    let system = system.lock().unwrap();
+    let system = std::mem::take(&mut *system.lock().unwrap());
     assert_eq!(system.forged, 0, "every request was signed with the secret");
     for &id in &ids {
         let analysis = store.get_analysis(id).await.unwrap().unwrap();
