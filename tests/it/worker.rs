@@ -746,6 +746,23 @@ async fn a_rollback_while_the_flag_store_is_down_is_retried_until_the_store_retu
     );
     let clock = Arc::new(ManualClock::new(T0));
     let worker = Worker::new(store.clone(), registry, clock.clone(), options("w1", 1));
+    // The people on call read a Slack-style channel.
+    let (channel, messages) = crate::notify::slack_receiver().await;
+    let settings = canary::config::Settings::load_from(
+        None,
+        Some(BTreeMap::from([
+            (
+                "CANARY_NOTIFIERS__ONCALL__KIND".to_owned(),
+                "slack".to_owned(),
+            ),
+            (
+                "CANARY_NOTIFIERS__ONCALL__URL".to_owned(),
+                format!("http://{channel}/services/T000/B000/XXXX"),
+            ),
+        ])),
+    )
+    .unwrap();
+    worker.notify_with(canary::notify::Notifications::from_settings(&settings).unwrap());
     let analysis = submit(store.as_ref(), "regressing", "search").await;
 
     // Look by look until the rollback is decided, with the store going down just before.
