@@ -123,6 +123,8 @@ struct Outcome {
     fetch_seconds: f64,
     /// Analyses in each state at the end.
     states: BTreeMap<String, u64>,
+    /// The machine's 1-minute load average at the end (other processes share the cores).
+    load_average: f64,
 }
 
 impl Outcome {
@@ -290,9 +292,9 @@ fn sweep() {
 
 fn print_header() {
     println!(
-        "| N | looks/s | due | on time | slipped | missed | lateness p50 | p99 | max | worker mean | CPU cores | peak RSS | RSS/analysis | record_look mean/max | claim mean | meets |"
+        "| N | looks/s | due | on time | slipped | missed | lateness p50 | p99 | max | worker mean | CPU cores | peak RSS | RSS/analysis | record_look mean/max | claim mean | load avg | meets |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 }
 
 fn print_row(outcome: &Outcome) {
@@ -308,7 +310,7 @@ fn print_row(outcome: &Outcome) {
     let growth_kib = (outcome.rss_after_mib - outcome.rss_before_mib) * 1024.0
         / outcome.load.analyses.max(1) as f64;
     println!(
-        "| {} | {:.1} | {} | {} | {} | {} | {:.3} s | {:.3} s | {:.3} s | {:.3} s | {:.2} | {:.0} MiB | {:.1} KiB | {:.1} / {:.0} ms | {:.1} ms | {} |",
+        "| {} | {:.1} | {} | {} | {} | {} | {:.3} s | {:.3} s | {:.3} s | {:.3} s | {:.2} | {:.0} MiB | {:.1} KiB | {:.1} / {:.0} ms | {:.1} ms | {:.1} | {} |",
         outcome.load.analyses,
         outcome.looks_per_second(),
         outcome.looks_due,
@@ -325,7 +327,29 @@ fn print_row(outcome: &Outcome) {
         1000.0 * record_seconds / looks_recorded.max(1) as f64,
         1000.0 * record_max,
         1000.0 * claim_seconds / claims.max(1) as f64,
+        outcome.load_average,
         if outcome.meets_target() { "yes" } else { "no" },
+    );
+    // The details, on stderr so the table stays a table.
+    // Timings are reset when the window opens and read after the half interval past it.
+    let window = outcome.load.interval * (outcome.load.looks as f64 + 0.5);
+    let busy = |name: &str| {
+        format!(
+            "{name} {:.0} % of the window",
+            100.0 * call(name).1 / window
+        )
+    };
+    eprintln!(
+        "  N={}: submitted in {:.1} s; states at the end {:?}; synthetic fetches {:.1} % of a core; \
+         store calls in the window (summed over concurrent steps): {}, {}, {}, {}",
+        outcome.load.analyses,
+        outcome.submit_seconds,
+        outcome.states,
+        100.0 * outcome.fetch_seconds / window,
+        busy("record_look"),
+        busy("claim_due"),
+        busy("release"),
+        busy("intend_actuation"),
     );
 }
 
@@ -463,12 +487,13 @@ async fn run_instance(load: Load) -> Outcome {
     let window_from_ms = first_start_ms + interval_ms;
     let window_to_ms = window_from_ms + interval_ms * load.looks as i64;
     let stop_at = (window_to_ms + interval_ms / 2) as f64 / 1000.0;
-    store.reset_timings();
-    source.reset_timings();
     let mut cpu_from = None;
     let window_from = window_from_ms as f64 / 1000.0;
     let shutdown = async {
         SystemClock.sleep_until(window_from).await;
+        // The starts are over: what follows is the steady state of looks.
+        store.reset_timings();
+        source.reset_timings();
         cpu_from = Some((cpu_seconds(), Instant::now()));
         SystemClock.sleep_until(stop_at).await;
     };
@@ -564,6 +589,10 @@ async fn run_instance(load: Load) -> Outcome {
         store_calls: store.timings(),
         fetch_seconds: source.fetch_seconds(),
         states,
+        load_average: std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|text| text.split_whitespace().next()?.parse().ok())
+            .unwrap_or(f64::NAN),
         load,
     }
 }
