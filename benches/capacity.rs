@@ -239,11 +239,11 @@ fn sweep() {
             continue;
         }
         println!(
-            "\n{} start times (target: lateness p99 < {TARGET_P99_SECONDS} s, nothing slipped or missed)",
+            "\n{} (target: lateness p99 < {TARGET_P99_SECONDS} s, nothing slipped or missed)",
             if aligned {
-                "aligned: every analysis due at the same instants"
+                "aligned: every analysis due at the same instants;"
             } else {
-                "spread: due times evenly spread over the interval"
+                "spread: due times evenly spread over the interval;"
             }
         );
         print_header();
