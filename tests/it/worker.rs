@@ -836,6 +836,33 @@ async fn a_rollback_while_the_flag_store_is_down_is_retried_until_the_store_retu
         0,
         "done: never claimed again"
     );
+
+    // The channel was told loudly that the rollback failed, then that it happened.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while messages.lock().unwrap().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let texts: Vec<String> = messages
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        texts.len(),
+        2,
+        "one per state reached, not one per retry: {texts:#?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("Rollback FAILED for search")),
+        "{texts:#?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.contains("Rolled back search")),
+        "{texts:#?}"
+    );
     store.close().await;
 }
 
