@@ -688,12 +688,8 @@ impl Worker {
             let reason = format!("the rollout had already ended: {}", state.as_str());
             return self.end(analysis, now, state, reason, Some(&runner)).await;
         }
-        let at = step_time(
-            Some(runner.next_look_at()),
-            now,
-            runner.stage().interval.seconds(),
-            recorded,
-        );
+        let due = runner.next_look_at();
+        let at = step_time(Some(due), now, runner.stage().interval.seconds(), recorded);
         actuator.set_time(at);
         let record = match runner.step(at).await {
             Ok(record) => record.clone(),
@@ -707,8 +703,12 @@ impl Worker {
         if let Some(metrics) = self.inner.metrics.get() {
             metrics.record_verdict(&record.verdict.to_string());
             // How long after its due time the look ran: the figure that shows an
-            // overloaded instance.
-            metrics.observe_interval_lateness(now - at);
+            // overloaded instance. Measured from the due time, not the look's time (a
+            // look more than an interval late runs at "now"), and not for replays, whose
+            // due times are in the recording's past.
+            if !recorded {
+                metrics.observe_interval_lateness(now - due);
+            }
         }
         let status = runner.status();
         let update = LookUpdate {
