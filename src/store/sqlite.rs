@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -58,6 +59,38 @@ macro_rules! actuation_columns {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// This process's turn to write. SQLite has one writer at a time and makes the
+    /// others wait in its busy handler, which *sleeps* (1, 2, 5 … 100 ms) instead of
+    /// being woken when the lock frees; under load that, not the CPU, capped a `canary
+    /// serve` instance (the capacity benchmark). Writers of one process queue here
+    /// instead and are woken in turn; the busy handler is left for other processes.
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction holding the process's turn to write until it ends.
+struct WriteTransaction {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl WriteTransaction {
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTransaction {
+    type Target = sqlx::SqliteConnection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTransaction {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
 }
 
 impl SqliteStore {
@@ -103,16 +136,25 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(migrate_error)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+        })
     }
 
-    async fn write_transaction(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        self.pool
+    /// Waits for this process's turn to write (see [`SqliteStore::writer`]).
+    async fn write_turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        Arc::clone(&self.writer).lock_owned().await
+    }
+
+    async fn write_transaction(&self) -> Result<WriteTransaction, StoreError> {
+        let turn = self.write_turn().await;
+        let tx = self
+            .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(database_error)
+            .map_err(database_error)?;
+        Ok(WriteTransaction { tx, _turn: turn })
     }
 
     async fn require_analysis(&self, id: Uuid) -> Result<(), StoreError> {
@@ -231,6 +273,7 @@ impl Store for SqliteStore {
     async fn create_analysis(&self, new: NewAnalysis, now: f64) -> Result<Analysis, StoreError> {
         let now_ms = to_millis(now, "now")?;
         let start_at_ms = optional_millis(new.start_at, "start_at")?;
+        let turn = self.write_turn().await;
         let row = sqlx::query(concat!(
             "INSERT INTO analyses (id, profile_name, profile_text, flag, source, actuator, \
              baseline_scope, canary_scope, dry_run, start_at_ms, state, reasons, runner_state, \
@@ -253,6 +296,7 @@ impl Store for SqliteStore {
         .fetch_one(&self.pool)
         .await
         .map_err(database_error)?;
+        drop(turn);
         analysis_from_row(&row)
     }
 
@@ -339,6 +383,7 @@ impl Store for SqliteStore {
     ) -> Result<f64, StoreError> {
         let now_ms = to_millis(now, "now")?;
         let expires_ms = now_ms.saturating_add(lease_millis(lease)?);
+        let turn = self.write_turn().await;
         let renewed = sqlx::query(
             "UPDATE analyses SET lease_expires_at_ms = ?1 \
              WHERE id = ?2 AND lease_owner = ?3 AND lease_expires_at_ms > ?4",
@@ -351,6 +396,7 @@ impl Store for SqliteStore {
         .await
         .map_err(database_error)?
         .rows_affected();
+        drop(turn);
         if renewed == 1 {
             return Ok(from_millis(expires_ms));
         }
@@ -362,6 +408,7 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, id: Uuid, worker: &str) -> Result<bool, StoreError> {
+        let turn = self.write_turn().await;
         let released = sqlx::query(
             "UPDATE analyses SET lease_owner = NULL, lease_expires_at_ms = NULL \
              WHERE id = ?1 AND lease_owner = ?2",
@@ -372,6 +419,7 @@ impl Store for SqliteStore {
         .await
         .map_err(database_error)?
         .rows_affected();
+        drop(turn);
         if released == 0 {
             self.require_analysis(id).await?;
         }

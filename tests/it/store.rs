@@ -988,7 +988,9 @@ mod contract {
         assert_eq!(stored.requested_action, None);
     }
 
-    pub async fn final_analyses_are_never_claimed_nor_changed_by_a_look(store: Arc<dyn Store>) {
+    pub async fn done_analyses_are_never_claimed_nor_changed_and_a_failed_rollback_is_claimed_again(
+        store: Arc<dyn Store>,
+    ) {
         let finals = [
             AnalysisState::Promoted,
             AnalysisState::RolledBack,
@@ -1000,7 +1002,8 @@ mod contract {
             let analysis = create(store.as_ref(), state.as_str()).await;
             claim_only(store.as_ref(), "w1", NOW, analysis.id).await;
             let mut update = progress(None, state);
-            update.next_look_at = None;
+            // A failed rollback is tried again later; the others are done.
+            update.next_look_at = (state == AnalysisState::RollbackFailed).then_some(NOW + 30.0);
             let written = store
                 .record_look(analysis.id, "w1", 1, NOW + 1.0, update)
                 .await
@@ -1025,13 +1028,17 @@ mod contract {
         for analysis in &ended {
             assert!(store.release(analysis.id, "w1").await.unwrap());
         }
-        assert!(
-            store
-                .claim_due("w2", NOW + 1e6, LEASE, 100)
-                .await
-                .unwrap()
-                .is_empty(),
-            "final analyses stay put, due or not, leased or not"
+        let claimed: Vec<AnalysisState> = store
+            .claim_due("w2", NOW + 1e6, LEASE, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|a| a.state)
+            .collect();
+        assert_eq!(
+            claimed,
+            [AnalysisState::RollbackFailed],
+            "done analyses stay put, due or not; a failed rollback is retried"
         );
         let stored = store.get_analysis(ended[0].id).await.unwrap().unwrap();
         assert_eq!((stored.state, stored.version), (AnalysisState::Promoted, 2));
@@ -1250,7 +1257,7 @@ contract_tests!(
     actuation_intents_are_idempotent_by_key,
     manual_actions_write_the_state_and_the_audit_entry_together,
     a_requested_override_is_claimed_at_once_and_cleared_by_the_next_look,
-    final_analyses_are_never_claimed_nor_changed_by_a_look,
+    done_analyses_are_never_claimed_nor_changed_and_a_failed_rollback_is_claimed_again,
     counts_by_state_name_every_state,
     unknown_analyses_are_not_found,
 );
