@@ -728,7 +728,31 @@ impl Worker {
             }
             _ => tracing::info!(look = record.look, status = ?status, "rollout ended"),
         }
-        self.record(analysis, now, update).await
+        let traffic_now = update.traffic;
+        self.record(analysis, now, update).await?;
+        // A progressive rollback ends minutes after it was decided: people on call hear
+        // of it when it starts, not only when it ends.
+        if matches!(record.decision, super::Decision::ReduceTraffic { .. })
+            && runner.rolling_back().map(|r| r.steps_done) == Some(1)
+        {
+            self.announce(Notification {
+                severity: crate::notify::Severity::Critical,
+                event: "rolling_back".to_owned(),
+                title: format!("Rolling back {} progressively", analysis.flag),
+                analysis_id: analysis.id.to_string(),
+                flag: analysis.flag.clone(),
+                profile: analysis.profile_name.clone(),
+                state: AnalysisState::Running.to_string(),
+                verdict: Some(record.verdict.to_string()),
+                stage: Some(runner.stage_index()),
+                traffic: traffic_now,
+                reasons: record.reasons.clone(),
+                report_url: self.analysis_url(analysis.id),
+                time: now,
+                suppressed: 0,
+            });
+        }
+        Ok(())
     }
 
     /// A step the runner could not finish: a flag store that is down is tried again at
@@ -988,11 +1012,15 @@ impl Worker {
     /// failed, awaiting review, failed, promoted), in the background: a slow chat
     /// service never holds up a step, and a failed notification never fails one.
     fn notify(&self, analysis: &Analysis, at: f64) {
-        let Some(notifications) = self.inner.notifications.get() else {
-            return;
-        };
         let url = self.analysis_url(analysis.id);
         if let Some(notification) = Notification::for_state(analysis, url, at) {
+            self.announce(notification);
+        }
+    }
+
+    /// Sends `notification` in the background, when notifiers are configured.
+    fn announce(&self, notification: Notification) {
+        if let Some(notifications) = self.inner.notifications.get() {
             let notifications = notifications.clone();
             tokio::spawn(async move {
                 notifications.send(notification).await;

@@ -866,6 +866,81 @@ async fn a_rollback_while_the_flag_store_is_down_is_retried_until_the_store_retu
     store.close().await;
 }
 
+/// A progressive rollback run by a worker: traffic comes down in steps a reduction
+/// apart, each change recorded once, and the channel hears of the rollback when it
+/// starts and when it ends.
+#[tokio::test]
+async fn a_worker_rolls_back_progressively_and_announces_the_start_and_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_file(&dir).await;
+    let flags = Arc::new(CountingActuator::default());
+    let clock = Arc::new(ManualClock::new(T0));
+    let worker = Worker::new(
+        store.clone(),
+        registry(17, &flags),
+        clock.clone(),
+        options("w1", 1),
+    );
+    let (channel, messages) = crate::notify::slack_receiver().await;
+    let settings = canary::config::Settings::load_from(
+        None,
+        Some(BTreeMap::from([
+            (
+                "CANARY_NOTIFIERS__ONCALL__KIND".to_owned(),
+                "slack".to_owned(),
+            ),
+            (
+                "CANARY_NOTIFIERS__ONCALL__URL".to_owned(),
+                format!("http://{channel}/services/T000/B000/XXXX"),
+            ),
+        ])),
+    )
+    .unwrap();
+    worker.notify_with(canary::notify::Notifications::from_settings(&settings).unwrap());
+    let mut new = request("regressing", "search");
+    new.profile_text = PROFILE.replace(
+        "consecutive_failures = 1\n",
+        "consecutive_failures = 1\nrollback = \"progressive\"\nrollback_over = \"2m\"\nrollback_steps = 2\n",
+    );
+    assert_ne!(new.profile_text, PROFILE);
+    let analysis = store.create_analysis(new, T0).await.unwrap();
+
+    drive(&worker, store.as_ref(), &clock, &[analysis.id], 30).await;
+    let done = get(store.as_ref(), analysis.id).await;
+    assert_eq!(done.state, AnalysisState::RolledBack, "{:?}", done.reasons);
+    let made = assert_each_actuation_once(store.as_ref(), &flags, &done).await;
+    let (last, reductions) = made.split_last().unwrap();
+    assert_eq!(last, &("kill".to_owned(), 0.0));
+    let before = reductions[reductions.len() - 2].1;
+    assert_eq!(
+        reductions.last().unwrap(),
+        &("set_rollout".to_owned(), before / 2.0),
+        "half way down first: {made:?}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while messages.lock().unwrap().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let texts: Vec<String> = messages
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("Rolling back search progressively")),
+        "{texts:#?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.contains("Rolled back search")),
+        "{texts:#?}"
+    );
+    store.close().await;
+}
+
 #[tokio::test]
 async fn two_postgres_workers_run_two_hundred_analyses_to_completion_judging_each_look_once() {
     in_postgres_schema(|schema| async move {
