@@ -37,6 +37,7 @@
 //!   carries it out clears it with its [`Store::record_look`].
 
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use std::collections::BTreeMap;

@@ -18,12 +18,15 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
+use super::rows::{
+    StoredRow, actuation_from_row, analysis_from_row, audit_entry_from_row, counts_from_rows,
+    look_from_row, page_from_rows, primitive_columns, sorted_claims,
+};
 use super::{
     ActuationOutcome, ActuationRecord, ActuationState, Analysis, AnalysisState, AuditEntry,
     LookRecord, LookUpdate, ManualAction, NewActuation, NewAnalysis, Page, Store, StoreError,
-    check_look, claim_limit, database_error, format_cursor, from_index, from_millis, lease_millis,
-    migrate_error, not_found, optional_millis, page_limit, parse_cursor, parse_stored, to_index,
-    to_millis,
+    check_look, claim_limit, database_error, from_index, from_millis, lease_millis, migrate_error,
+    not_found, optional_millis, page_limit, parse_cursor, parse_stored, to_millis,
 };
 
 /// Connections when the settings do not say.
@@ -93,56 +96,20 @@ impl PostgresStore {
     }
 }
 
-fn get<'r, T>(row: &'r PgRow, column: &str) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-{
-    row.try_get(column).map_err(database_error)
-}
+impl StoredRow for PgRow {
+    primitive_columns!();
 
-fn analysis_from_row(row: &PgRow) -> Result<Analysis, StoreError> {
-    let state: String = get(row, "state")?;
-    Ok(Analysis {
-        id: get(row, "id")?,
-        profile_name: get(row, "profile_name")?,
-        profile_text: get(row, "profile_text")?,
-        flag: get(row, "flag")?,
-        source: get(row, "source")?,
-        actuator: get(row, "actuator")?,
-        baseline_scope: get(row, "baseline_scope")?,
-        canary_scope: get(row, "canary_scope")?,
-        dry_run: get(row, "dry_run")?,
-        start_at: get::<Option<i64>>(row, "start_at_ms")?.map(from_millis),
-        state: parse_stored(&state)?,
-        current_stage: to_index(get(row, "current_stage")?, "current_stage")?,
-        traffic: get(row, "traffic")?,
-        latest_verdict: get(row, "latest_verdict")?,
-        reasons: get(row, "reasons")?,
-        runner_state: get(row, "runner_state")?,
-        next_look_at: get::<Option<i64>>(row, "next_look_at_ms")?.map(from_millis),
-        version: get(row, "version")?,
-        lease_owner: get(row, "lease_owner")?,
-        lease_expires_at: get::<Option<i64>>(row, "lease_expires_at_ms")?.map(from_millis),
-        created_at: from_millis(get(row, "created_at_ms")?),
-        updated_at: from_millis(get(row, "updated_at_ms")?),
-        requested_action: get::<Option<String>>(row, "requested_action")?
-            .map(|action| parse_stored(&action))
-            .transpose()?,
-    })
-}
+    fn uuid(&self, column: &str) -> Result<Uuid, StoreError> {
+        self.try_get(column).map_err(database_error)
+    }
 
-fn actuation_from_row(row: &PgRow) -> Result<ActuationRecord, StoreError> {
-    let state: String = get(row, "state")?;
-    Ok(ActuationRecord {
-        analysis_id: get(row, "analysis_id")?,
-        idempotency_key: get(row, "idempotency_key")?,
-        action: get(row, "action")?,
-        target: get(row, "target")?,
-        state: parse_stored(&state)?,
-        detail: get(row, "detail")?,
-        at: from_millis(get(row, "at_ms")?),
-        completed_at: get::<Option<i64>>(row, "completed_at_ms")?.map(from_millis),
-    })
+    fn string_list(&self, column: &str) -> Result<Vec<String>, StoreError> {
+        self.try_get(column).map_err(database_error)
+    }
+
+    fn json(&self, column: &str) -> Result<serde_json::Value, StoreError> {
+        self.try_get(column).map_err(database_error)
+    }
 }
 
 /// The lease and version of an analysis, read inside a write transaction.
@@ -172,12 +139,12 @@ async fn read_guard(tx: &mut sqlx::PgConnection, id: Uuid) -> Result<Guard, Stor
     .await
     .map_err(database_error)?
     .ok_or_else(|| not_found(id))?;
-    let state: String = get(&row, "state")?;
+    let state = row.text("state")?;
     Ok(Guard {
         state: parse_stored(&state)?,
-        version: get(&row, "version")?,
-        lease_owner: get(&row, "lease_owner")?,
-        lease_expires_at_ms: get(&row, "lease_expires_at_ms")?,
+        version: row.integer("version")?,
+        lease_owner: row.optional_text("lease_owner")?,
+        lease_expires_at_ms: row.optional_integer("lease_expires_at_ms")?,
     })
 }
 
@@ -245,7 +212,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(database_error)?;
-        page_from_rows(rows, limit)
+        page_from_rows(&rows, limit)
     }
 
     async fn claim_due(
@@ -282,7 +249,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(database_error)?;
-        sorted_claims(rows)
+        sorted_claims(&rows)
     }
 
     async fn renew_lease(
@@ -518,21 +485,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(database_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(LookRecord {
-                    analysis_id: get(row, "analysis_id")?,
-                    look: u64::try_from(get::<i64>(row, "look")?)
-                        .map_err(|e| StoreError::Corrupt(format!("look number: {e}")))?,
-                    at: from_millis(get(row, "at_ms")?),
-                    stage_index: to_index(Some(get(row, "stage_index")?), "stage_index")?
-                        .unwrap_or_default(),
-                    verdict: get(row, "verdict")?,
-                    decision: get(row, "decision")?,
-                    body: get(row, "body")?,
-                })
-            })
-            .collect()
+        rows.iter().map(look_from_row).collect()
     }
 
     async fn list_actuations(&self, id: Uuid) -> Result<Vec<ActuationRecord>, StoreError> {
@@ -608,19 +561,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(database_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(AuditEntry {
-                    analysis_id: get(row, "analysis_id")?,
-                    actor: get(row, "actor")?,
-                    action: parse_stored(&get::<String>(row, "action")?)?,
-                    reason: get(row, "reason")?,
-                    from_state: parse_stored(&get::<String>(row, "from_state")?)?,
-                    to_state: parse_stored(&get::<String>(row, "to_state")?)?,
-                    at: from_millis(get(row, "at_ms")?),
-                })
-            })
-            .collect()
+        rows.iter().map(audit_entry_from_row).collect()
     }
 
     async fn counts_by_state(&self) -> Result<BTreeMap<AnalysisState, u64>, StoreError> {
@@ -628,15 +569,7 @@ impl Store for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(database_error)?;
-        let mut counts: BTreeMap<_, _> = AnalysisState::ALL.into_iter().map(|s| (s, 0)).collect();
-        for row in &rows {
-            let state: AnalysisState = parse_stored(&get::<String>(row, "state")?)?;
-            counts.insert(
-                state,
-                u64::try_from(get::<i64>(row, "n")?).unwrap_or_default(),
-            );
-        }
-        Ok(counts)
+        counts_from_rows(&rows)
     }
 
     async fn healthcheck(&self) -> Result<(), StoreError> {
@@ -650,34 +583,4 @@ impl Store for PostgresStore {
     async fn close(&self) {
         self.pool.close().await;
     }
-}
-
-fn page_from_rows(rows: Vec<PgRow>, limit: i64) -> Result<Page<Analysis>, StoreError> {
-    let mut items = Vec::with_capacity(rows.len());
-    let mut last_seq = 0;
-    for row in rows
-        .iter()
-        .take(usize::try_from(limit).unwrap_or(usize::MAX))
-    {
-        items.push(analysis_from_row(row)?);
-        last_seq = get(row, "seq")?;
-    }
-    let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
-    Ok(Page {
-        items,
-        next_cursor: more.then(|| format_cursor(last_seq)),
-    })
-}
-
-/// `RETURNING` gives rows in no promised order; claims are handed out most overdue first.
-fn sorted_claims(rows: Vec<PgRow>) -> Result<Vec<Analysis>, StoreError> {
-    let mut claimed = rows
-        .iter()
-        .map(|row| Ok((get::<i64>(row, "seq")?, analysis_from_row(row)?)))
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    claimed.sort_by(|(seq_a, a), (seq_b, b)| {
-        let due = |x: &Analysis| x.next_look_at.unwrap_or(f64::NEG_INFINITY);
-        due(a).total_cmp(&due(b)).then(seq_a.cmp(seq_b))
-    });
-    Ok(claimed.into_iter().map(|(_, analysis)| analysis).collect())
 }
