@@ -248,10 +248,12 @@ pub async fn run(args: &RunArgs) -> Result<(Verdict, String)> {
     if !(speed.is_finite() && speed > 0.0) {
         anyhow::bail!("--speed must be a number above 0, got {speed}");
     }
-    let clock: Box<dyn Clock> = if args.start.is_none() && recorded.is_none() && speed == 1.0 {
-        Box::new(SystemClock)
-    } else {
+    // A chosen start or a recording runs on analysis time that starts exactly there.
+    let compressed = !(args.start.is_none() && recorded.is_none() && speed == 1.0);
+    let clock: Box<dyn Clock> = if compressed {
         Box::new(CompressedClock::new(start, speed))
+    } else {
+        Box::new(SystemClock)
     };
 
     let rollout = Rollout {
@@ -270,7 +272,7 @@ pub async fn run(args: &RunArgs) -> Result<(Verdict, String)> {
     );
     let stage_count = plan.stages.len();
     let outcome = tokio::select! {
-        outcome = runner.run(clock.as_ref(), recorded.map(|(_, last)| last), |runner| {
+        outcome = runner.run(clock.as_ref(), compressed.then_some(start), recorded.map(|(_, last)| last), |runner| {
             let stage = runner.stage();
             let latest = runner.history().last().map_or_else(
                 || "starting".to_owned(),

@@ -845,16 +845,19 @@ impl RolloutRunner {
     }
 
     /// Runs the rollout to its end on `clock`, calling `on_look` after every look (the
-    /// CLI's progress bar). Stops early, still `Running`, when the next look would come
-    /// after `until` (the end of a recording). Returns the status it stopped in.
+    /// CLI's progress bar). It starts at `start_at` (analysis time; `None`: the clock's
+    /// now), so a replay on a compressed clock looks at the same times however busy the
+    /// machine is. Stops early, still `Running`, when the next look would come after
+    /// `until` (the end of a recording). Returns the status it stopped in.
     pub async fn run(
         &mut self,
         clock: &dyn Clock,
+        start_at: Option<f64>,
         until: Option<f64>,
         mut on_look: impl FnMut(&RolloutRunner) + Send,
     ) -> Result<RolloutStatus, RunError> {
         if !self.started {
-            self.start(clock.now()).await?;
+            self.start(start_at.unwrap_or_else(|| clock.now())).await?;
             on_look(self);
         }
         while self.status == RolloutStatus::Running {
