@@ -57,6 +57,17 @@ pub struct FlagChange {
     pub context: ChangeContext,
 }
 
+impl FlagChange {
+    /// `action` on `flag` without a context: a change made outside an analysis.
+    pub fn bare(flag: &str, action: FlagAction) -> Self {
+        Self {
+            flag: flag.to_owned(),
+            action,
+            context: ChangeContext::default(),
+        }
+    }
+}
+
 /// What a [`FlagChange`] does.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]

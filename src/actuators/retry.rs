@@ -156,21 +156,16 @@ impl Actuator for RetryingActuator {
         flag: &str,
         rollout: Percentage,
     ) -> Result<FlagState, ActuatorError> {
-        self.apply_with_retries(&FlagChange {
-            flag: flag.to_owned(),
-            action: FlagAction::SetRollout { target: rollout },
-            context: Default::default(),
-        })
+        self.apply_with_retries(&FlagChange::bare(
+            flag,
+            FlagAction::SetRollout { target: rollout },
+        ))
         .await
     }
 
     async fn kill(&self, flag: &str) -> Result<FlagState, ActuatorError> {
-        self.apply_with_retries(&FlagChange {
-            flag: flag.to_owned(),
-            action: FlagAction::Kill,
-            context: Default::default(),
-        })
-        .await
+        self.apply_with_retries(&FlagChange::bare(flag, FlagAction::Kill))
+            .await
     }
 
     async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError> {

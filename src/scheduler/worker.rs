@@ -40,7 +40,7 @@ use super::{
     Clock, IntervalRecord, Override, RolloutRunner, RolloutStatus, RunError, RunnerState, Scopes,
 };
 use crate::actuators::retry::{RetryPolicy, RetryingActuator};
-use crate::actuators::{Actuator, ActuatorError, ChangeContext, FlagAction, FlagChange, FlagState};
+use crate::actuators::{Actuator, ActuatorError, FlagAction, FlagChange, FlagState};
 use crate::config::{Settings, WorkerSettings};
 use crate::domain::{Percentage, Profile};
 use crate::notify::{Notification, Notifications};
@@ -1271,21 +1271,15 @@ impl Actuator for RecordedActuator {
         flag: &str,
         rollout: Percentage,
     ) -> Result<FlagState, ActuatorError> {
-        self.change(&FlagChange {
-            flag: flag.to_owned(),
-            action: FlagAction::SetRollout { target: rollout },
-            context: ChangeContext::default(),
-        })
+        self.change(&FlagChange::bare(
+            flag,
+            FlagAction::SetRollout { target: rollout },
+        ))
         .await
     }
 
     async fn kill(&self, flag: &str) -> Result<FlagState, ActuatorError> {
-        self.change(&FlagChange {
-            flag: flag.to_owned(),
-            action: FlagAction::Kill,
-            context: ChangeContext::default(),
-        })
-        .await
+        self.change(&FlagChange::bare(flag, FlagAction::Kill)).await
     }
 
     async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError> {

@@ -293,6 +293,42 @@ fn changes(list: &[(&str, f64)]) -> Vec<(String, f64)> {
     list.iter().map(|(a, t)| ((*a).to_owned(), *t)).collect()
 }
 
+/// A Slack-style channel the worker announces to, as `[notifiers.oncall]` would set it.
+async fn oncall_channel(worker: &Worker) -> crate::notify::Received {
+    let (channel, messages) = crate::notify::slack_receiver().await;
+    let settings = canary::config::Settings::load_from(
+        None,
+        Some(BTreeMap::from([
+            (
+                "CANARY_NOTIFIERS__ONCALL__KIND".to_owned(),
+                "slack".to_owned(),
+            ),
+            (
+                "CANARY_NOTIFIERS__ONCALL__URL".to_owned(),
+                format!("http://{channel}/services/T000/B000/XXXX"),
+            ),
+        ])),
+    )
+    .unwrap();
+    worker.notify_with(canary::notify::Notifications::from_settings(&settings).unwrap());
+    messages
+}
+
+/// The texts the channel received, once it has `at_least` of them (or after 10 s: the
+/// notifications are sent in the background).
+async fn channel_texts(messages: &crate::notify::Received, at_least: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while messages.lock().unwrap().len() < at_least && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    messages
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 async fn sqlite_file(dir: &tempfile::TempDir) -> Arc<dyn Store> {
     StoreConfig::new(dir.path().join("canary.db").to_str().unwrap())
         .build()
@@ -747,22 +783,7 @@ async fn a_rollback_while_the_flag_store_is_down_is_retried_until_the_store_retu
     let clock = Arc::new(ManualClock::new(T0));
     let worker = Worker::new(store.clone(), registry, clock.clone(), options("w1", 1));
     // The people on call read a Slack-style channel.
-    let (channel, messages) = crate::notify::slack_receiver().await;
-    let settings = canary::config::Settings::load_from(
-        None,
-        Some(BTreeMap::from([
-            (
-                "CANARY_NOTIFIERS__ONCALL__KIND".to_owned(),
-                "slack".to_owned(),
-            ),
-            (
-                "CANARY_NOTIFIERS__ONCALL__URL".to_owned(),
-                format!("http://{channel}/services/T000/B000/XXXX"),
-            ),
-        ])),
-    )
-    .unwrap();
-    worker.notify_with(canary::notify::Notifications::from_settings(&settings).unwrap());
+    let messages = oncall_channel(&worker).await;
     let analysis = submit(store.as_ref(), "regressing", "search").await;
 
     // Look by look until the rollback is decided, with the store going down just before.
@@ -838,16 +859,7 @@ async fn a_rollback_while_the_flag_store_is_down_is_retried_until_the_store_retu
     );
 
     // The channel was told loudly that the rollback failed, then that it happened.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while messages.lock().unwrap().len() < 2 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let texts: Vec<String> = messages
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let texts = channel_texts(&messages, 2).await;
     assert_eq!(
         texts.len(),
         2,
@@ -881,22 +893,7 @@ async fn a_worker_rolls_back_progressively_and_announces_the_start_and_the_end()
         clock.clone(),
         options("w1", 1),
     );
-    let (channel, messages) = crate::notify::slack_receiver().await;
-    let settings = canary::config::Settings::load_from(
-        None,
-        Some(BTreeMap::from([
-            (
-                "CANARY_NOTIFIERS__ONCALL__KIND".to_owned(),
-                "slack".to_owned(),
-            ),
-            (
-                "CANARY_NOTIFIERS__ONCALL__URL".to_owned(),
-                format!("http://{channel}/services/T000/B000/XXXX"),
-            ),
-        ])),
-    )
-    .unwrap();
-    worker.notify_with(canary::notify::Notifications::from_settings(&settings).unwrap());
+    let messages = oncall_channel(&worker).await;
     let mut new = request("regressing", "search");
     new.profile_text = PROFILE.replace(
         "consecutive_failures = 1\n",
@@ -918,16 +915,7 @@ async fn a_worker_rolls_back_progressively_and_announces_the_start_and_the_end()
         "half way down first: {made:?}"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while messages.lock().unwrap().len() < 2 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let texts: Vec<String> = messages
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let texts = channel_texts(&messages, 2).await;
     assert!(
         texts
             .iter()
