@@ -747,7 +747,7 @@ async fn a_rollback_while_the_flag_store_is_down_is_retried_until_the_store_retu
     let clock = Arc::new(ManualClock::new(T0));
     let worker = Worker::new(store.clone(), registry, clock.clone(), options("w1", 1));
     // The people on call read a Slack-style channel.
-    let (channel, messages) = crate::notify::slack_receiver().await;
+    let (channel, _messages) = crate::notify::slack_receiver().await;
     let settings = canary::config::Settings::load_from(
         None,
         Some(BTreeMap::from([

@@ -1,0 +1,299 @@
+//! Analysis reports as people and pipelines see them: fixture analyses (promoted,
+//! rolled back, inconclusive, many metrics) built from real judgements of the recorded
+//! scenarios, rendered to JSON (compared with committed snapshots in
+//! `fixtures/report/`).
+//!
+//! Set `UPDATE_SNAPSHOTS=1` to rewrite a snapshot after an intended change, and review
+//! the diff.
+
+use std::path::Path;
+
+use canary::domain::{Observations, Percentage, Profile, Verdict};
+use canary::judge::{Judgement, judge};
+use canary::report::analysis::AnalysisReport;
+use canary::scheduler::{Decision, IntervalRecord};
+use canary::sources::recorded;
+use canary::store::{
+    ActuationRecord, ActuationState, Analysis, AnalysisState, AuditAction, AuditEntry, LookRecord,
+};
+use uuid::Uuid;
+
+use crate::helpers::root;
+
+const PROFILE: &str = "analysis-profiles/web-service.toml";
+
+pub fn profile() -> Profile {
+    let text = std::fs::read_to_string(root().join(PROFILE)).unwrap();
+    Profile::parse(&text, PROFILE).unwrap()
+}
+
+pub fn sides(scenario: &str) -> (Observations, Observations) {
+    let directory = root().join("fixtures/scenarios").join(scenario);
+    let read = |side: &str| {
+        let csv = directory.join(format!("{side}.csv"));
+        let path = if csv.exists() {
+            csv
+        } else {
+            directory.join(format!("{side}.json"))
+        };
+        recorded::read_file(&path).unwrap()
+    };
+    (read("baseline"), read("canary"))
+}
+
+pub fn judged(scenario: &str) -> Judgement {
+    let (baseline, canary) = sides(scenario);
+    judge(&profile(), &baseline, &canary)
+}
+
+fn look(
+    id: Uuid,
+    number: u64,
+    stage: usize,
+    traffic: f64,
+    decision: Decision,
+    judgement: Judgement,
+) -> LookRecord {
+    let at = 1_800_000_000.0 + 300.0 * number as f64;
+    let verdict: Verdict = judgement.verdict;
+    let record = IntervalRecord {
+        look: number,
+        at,
+        stage_index: stage,
+        stage: format!("stage-{}", stage + 1),
+        traffic: Percentage::parse(traffic).unwrap(),
+        confidence_level: judgement.confidence_level,
+        verdict,
+        reasons: judgement.reasons.clone(),
+        decision: decision.clone(),
+        judgement,
+        triggers: Vec::new(),
+    };
+    let body = serde_json::to_value(&record).unwrap();
+    LookRecord {
+        analysis_id: id,
+        look: number,
+        at,
+        stage_index: stage,
+        verdict: verdict.to_string(),
+        decision: body["decision"]["decision"].as_str().unwrap().to_owned(),
+        body,
+    }
+}
+
+/// A stored analysis with its looks, flag changes and audit log.
+pub struct Fixture {
+    pub analysis: Analysis,
+    pub looks: Vec<LookRecord>,
+    pub actuations: Vec<ActuationRecord>,
+    pub audit: Vec<AuditEntry>,
+}
+
+impl Fixture {
+    pub fn report(&self) -> AnalysisReport {
+        AnalysisReport::from_analysis(&self.analysis, &self.looks, &self.actuations, &self.audit)
+    }
+}
+
+fn analysis(number: u128, flag: &str, state: AnalysisState, reasons: Vec<String>) -> Analysis {
+    Analysis {
+        id: Uuid::from_u128(number),
+        profile_name: "web-service".to_owned(),
+        profile_text: String::new(),
+        flag: flag.to_owned(),
+        source: "prometheus".to_owned(),
+        actuator: "flagd".to_owned(),
+        baseline_scope: r#"track="baseline""#.to_owned(),
+        canary_scope: r#"track="canary""#.to_owned(),
+        dry_run: false,
+        start_at: None,
+        state,
+        current_stage: Some(1),
+        traffic: Some(0.0),
+        latest_verdict: None,
+        reasons,
+        runner_state: serde_json::Value::Null,
+        next_look_at: None,
+        version: 7,
+        lease_owner: None,
+        lease_expires_at: None,
+        created_at: 1_800_000_000.0,
+        updated_at: 1_800_000_900.0,
+        requested_action: None,
+    }
+}
+
+fn actuation(id: Uuid, at: f64, action: &str, target: f64) -> ActuationRecord {
+    ActuationRecord {
+        analysis_id: id,
+        idempotency_key: format!("{id}:{at}:{action}:{target}"),
+        action: action.to_owned(),
+        target,
+        state: ActuationState::Applied,
+        detail: Some(format!("flag at {target}%")),
+        at,
+        completed_at: Some(at + 1.0),
+    }
+}
+
+/// Healthy at 10%, healthy at 50%, an error spike at 50%: rolled back by the engine,
+/// after a person paused and resumed it.
+pub fn rolled_back(flag: &str) -> Fixture {
+    let id = Uuid::from_u128(0xB0);
+    let spike = judged("error-spike");
+    let reasons = spike.reasons.clone();
+    let looks = vec![
+        look(
+            id,
+            1,
+            0,
+            10.0,
+            Decision::Advance {
+                to: Percentage::parse(50.0).unwrap(),
+            },
+            judged("healthy"),
+        ),
+        look(id, 2, 1, 50.0, Decision::Continue, judged("healthy")),
+        look(id, 3, 1, 50.0, Decision::Rollback, spike),
+    ];
+    let actuations = vec![
+        actuation(id, 1_800_000_000.0, "set_rollout", 10.0),
+        actuation(id, 1_800_000_300.0, "set_rollout", 50.0),
+        actuation(id, 1_800_000_900.0, "kill", 0.0),
+    ];
+    let audit = vec![
+        AuditEntry {
+            analysis_id: id,
+            actor: "alice@example.com".to_owned(),
+            action: AuditAction::Pause,
+            reason: "checking the dashboards".to_owned(),
+            from_state: AnalysisState::Running,
+            to_state: AnalysisState::Paused,
+            at: 1_800_000_400.0,
+        },
+        AuditEntry {
+            analysis_id: id,
+            actor: "alice@example.com".to_owned(),
+            action: AuditAction::Resume,
+            reason: "dashboards look fine".to_owned(),
+            from_state: AnalysisState::Paused,
+            to_state: AnalysisState::Running,
+            at: 1_800_000_500.0,
+        },
+    ];
+    let mut analysis = analysis(0xB0, flag, AnalysisState::RolledBack, reasons);
+    analysis.latest_verdict = Some("rollback".to_owned());
+    Fixture {
+        analysis,
+        looks,
+        actuations,
+        audit,
+    }
+}
+
+/// Healthy at every stage: promoted.
+pub fn promoted() -> Fixture {
+    let id = Uuid::from_u128(0xA0);
+    let healthy = judged("healthy");
+    let reasons = healthy.reasons.clone();
+    let looks = vec![
+        look(
+            id,
+            1,
+            0,
+            10.0,
+            Decision::Advance {
+                to: Percentage::parse(50.0).unwrap(),
+            },
+            judged("healthy"),
+        ),
+        look(id, 2, 1, 50.0, Decision::Promote, healthy),
+    ];
+    let actuations = vec![
+        actuation(id, 1_800_000_000.0, "set_rollout", 10.0),
+        actuation(id, 1_800_000_300.0, "set_rollout", 50.0),
+        actuation(id, 1_800_000_600.0, "set_rollout", 100.0),
+    ];
+    let mut analysis = analysis(0xA0, "checkout-v2", AnalysisState::Promoted, reasons);
+    analysis.traffic = Some(100.0);
+    analysis.latest_verdict = Some("promote".to_owned());
+    Fixture {
+        analysis,
+        looks,
+        actuations,
+        audit: Vec::new(),
+    }
+}
+
+/// Too few samples: held, then left for a person.
+pub fn inconclusive() -> Fixture {
+    let id = Uuid::from_u128(0xC0);
+    let few = judged("too-few-samples");
+    let reasons = few.reasons.clone();
+    let looks = vec![look(id, 1, 0, 10.0, Decision::AwaitReview, few)];
+    let actuations = vec![actuation(id, 1_800_000_000.0, "set_rollout", 10.0)];
+    let mut analysis = analysis(0xC0, "search-v3", AnalysisState::AwaitingReview, reasons);
+    analysis.traffic = Some(10.0);
+    analysis.latest_verdict = Some("hold".to_owned());
+    Fixture {
+        analysis,
+        looks,
+        actuations,
+        audit: Vec::new(),
+    }
+}
+
+fn snapshot(name: &str, actual: &str) {
+    let path = root().join("fixtures/report").join(name);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_SNAPSHOTS=1 once)", path.display()));
+    assert!(
+        expected == actual,
+        "{} differs from the rendered report; if the change is intended, rerun with \
+         UPDATE_SNAPSHOTS=1 and review the diff.\n--- rendered ---\n{actual}",
+        path.display()
+    );
+}
+
+fn exists(path: &Path) -> bool {
+    path.exists()
+}
+
+#[test]
+fn the_json_report_of_a_rolled_back_analysis_matches_its_snapshot() {
+    let report = rolled_back("checkout-v2").report();
+    assert_eq!(report.report_schema_version, 1);
+    assert_eq!(report.banner.verdict.as_deref(), Some("rollback"));
+    assert!(exists(&root().join("docs/report-schema.md")));
+    snapshot("rolled-back.json", &report.to_json());
+    // The JSON reads back into the same report.
+    let back: AnalysisReport = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(back, report);
+}
+
+#[test]
+fn the_json_report_of_canary_analyze_matches_its_snapshot() {
+    let report = AnalysisReport::from_judgement(&judged("error-spike"));
+    snapshot("analyze-error-spike.json", &report.to_json());
+}
+
+#[test]
+fn inconclusive_metrics_say_what_was_missing_in_the_report() {
+    let report = inconclusive().report();
+    let held: Vec<_> = report
+        .metrics
+        .iter()
+        .filter(|m| m.classification == "inconclusive")
+        .collect();
+    assert!(!held.is_empty(), "{:#?}", report.metrics);
+    assert!(!report.banner.deciding_metrics.is_empty());
+    for metric in held {
+        assert!(metric.reason.contains("of"), "{}", metric.reason);
+    }
+    let promoted = promoted().report();
+    assert_eq!(promoted.banner.verdict.as_deref(), Some("promote"));
+    assert!(promoted.banner.headline.contains("Promoted"));
+}
