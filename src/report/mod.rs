@@ -5,9 +5,12 @@
 //! - [`analysis`]: the [`AnalysisReport`](analysis::AnalysisReport) model of one
 //!   analysis (verdict banner, timeline, per-metric table), built purely from stored
 //!   records, and its versioned JSON form.
+//! - [`html`]: that report as one self-contained HTML page, with [`chart`]'s SVG charts.
 //!
 //! Rendering never changes a number: the report shows what the judge computed.
 
 pub mod analysis;
+pub mod chart;
+pub mod html;
 pub mod json;
 pub mod text;

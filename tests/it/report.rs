@@ -10,7 +10,8 @@ use std::path::Path;
 
 use canary::domain::{Observations, Percentage, Profile, Verdict};
 use canary::judge::{Judgement, judge};
-use canary::report::analysis::AnalysisReport;
+use canary::report::analysis::{AnalysisReport, ChartData, RawSeries};
+use canary::report::html;
 use canary::scheduler::{Decision, IntervalRecord};
 use canary::sources::recorded;
 use canary::store::{
@@ -296,4 +297,120 @@ fn inconclusive_metrics_say_what_was_missing_in_the_report() {
     let promoted = promoted().report();
     assert_eq!(promoted.banner.verdict.as_deref(), Some("promote"));
     assert!(promoted.banner.headline.contains("Promoted"));
+}
+
+/// Where rendered reports are written for people to open (kept after the run).
+fn output_directory() -> std::path::PathBuf {
+    let directory = root().join("target/report-fixtures");
+    std::fs::create_dir_all(&directory).unwrap();
+    directory
+}
+
+/// The `canary analyze` report of a scenario, with its raw series for the charts.
+fn analyze_html(scenario: &str) -> String {
+    let (baseline, canary) = sides(scenario);
+    let judgement = judge(&profile(), &baseline, &canary);
+    let report = AnalysisReport::from_judgement(&judgement);
+    html::render(&report, &ChartData::from_observations(&baseline, &canary))
+}
+
+/// 50 metrics, each with 10,000-point series on both sides.
+fn many_metrics() -> (AnalysisReport, ChartData) {
+    let mut report = AnalysisReport::from_judgement(&judged("latency-regression"));
+    let template = report.metrics[0].clone();
+    report.metrics = (0..50)
+        .map(|index| {
+            let mut metric = template.clone();
+            metric.name = format!("latency_{index:02}");
+            metric
+        })
+        .collect();
+    let series = report
+        .metrics
+        .iter()
+        .enumerate()
+        .map(|(index, metric)| {
+            let wave = |offset: f64| -> Vec<(f64, f64)> {
+                (0..10_000)
+                    .map(|i| {
+                        let t = i as f64;
+                        (
+                            t,
+                            100.0
+                                + offset
+                                + 10.0 * (t / 300.0 + index as f64).sin()
+                                + (i % 17) as f64,
+                        )
+                    })
+                    .collect()
+            };
+            RawSeries {
+                name: metric.name.clone(),
+                baseline: wave(0.0),
+                canary: wave(5.0),
+            }
+        })
+        .collect();
+    (report, ChartData { series })
+}
+
+#[test]
+fn the_html_report_escapes_every_user_controlled_string() {
+    let hostile = "<script>alert(1)</script>";
+    let mut fixture = rolled_back(hostile);
+    fixture.audit[0].actor = format!("{hostile}@example.com");
+    fixture.audit[0].reason = format!("\"quoted\" & {hostile}");
+    let page = html::render(&fixture.report(), &ChartData::default());
+    assert!(!page.contains("<script"), "a raw script tag got through");
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(page.contains("&quot;quoted&quot; &amp;"));
+}
+
+#[test]
+fn the_html_report_is_self_contained() {
+    for page in [
+        analyze_html("error-spike"),
+        html::render(&rolled_back("checkout-v2").report(), &ChartData::default()),
+    ] {
+        assert!(page.starts_with("<!DOCTYPE html>"));
+        assert!(page.contains("<svg"), "charts are inline SVG");
+        for outside in [
+            "<script",
+            "<link",
+            "src=",
+            "href=",
+            "@import",
+            "url(",
+            "@font-face",
+        ] {
+            assert!(
+                !page.contains(outside),
+                "the page reaches outside: {outside}"
+            );
+        }
+        // The only URL is the SVG namespace, which is a name, not a fetch.
+        let without_namespace = page.replace("http://www.w3.org/2000/svg", "");
+        assert!(!without_namespace.contains("http://") && !without_namespace.contains("https://"));
+    }
+}
+
+#[test]
+fn fifty_metrics_with_ten_thousand_points_stay_a_readable_size() {
+    let (report, charts) = many_metrics();
+    let started = std::time::Instant::now();
+    let page = html::render(&report, &charts);
+    let elapsed = started.elapsed();
+    println!(
+        "50 metrics × 2 × 10,000 points: {} bytes in {elapsed:?}",
+        page.len()
+    );
+    assert_eq!(page.matches("<tr class=\"metric\">").count(), 50);
+    assert_eq!(
+        page.matches("<section class=\"metric-charts\">").count(),
+        50
+    );
+    // Each line is downsampled to at most MAX_POINTS points, so the page stays small
+    // whatever the series' length.
+    assert!(page.len() < 8_000_000, "{} bytes", page.len());
+    std::fs::write(output_directory().join("many-metrics.html"), &page).unwrap();
 }
