@@ -414,3 +414,56 @@ fn fifty_metrics_with_ten_thousand_points_stay_a_readable_size() {
     assert!(page.len() < 8_000_000, "{} bytes", page.len());
     std::fs::write(output_directory().join("many-metrics.html"), &page).unwrap();
 }
+
+#[tokio::test]
+async fn the_api_serves_the_html_and_json_reports() {
+    let app = crate::api::spawn_app().await;
+    let id = app.submit().await;
+    let url = |path: &str| format!("{}{path}", app.address);
+    let response = app
+        .http
+        .get(url(&format!("/v1/analyses/{id}/report")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    assert!(response.headers().contains_key("content-security-policy"));
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains("NO VERDICT YET") && page.contains("Pending"),
+        "{page}"
+    );
+    assert!(page.contains(&id.to_string()));
+
+    let response = app
+        .http
+        .get(url(&format!("/v1/analyses/{id}/report.json")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let report: AnalysisReport = response.json().await.unwrap();
+    assert_eq!(report.report_schema_version, 1);
+    assert_eq!(report.subject.analysis_id, Some(id.to_string()));
+    assert_eq!(report.subject.state, "pending");
+
+    let unknown = app
+        .http
+        .get(url(&format!("/v1/analyses/{}/report", Uuid::from_u128(7))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+    let malformed = app
+        .http
+        .get(url("/v1/analyses/not-a-uuid/report.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status().as_u16(), 400);
+}
