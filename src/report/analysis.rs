@@ -323,6 +323,27 @@ impl ChartData {
     }
 }
 
+/// What `canary run` knows about its rollout, for [`AnalysisReport::from_run`].
+pub struct RunFacts<'a> {
+    /// The profile's name.
+    pub profile: &'a str,
+    /// The flag.
+    pub flag: &'a str,
+    /// The rollout status in snake_case: `promoted`, `rolled_back`, `awaiting_review`,
+    /// `running`.
+    pub state: &'a str,
+    /// The final verdict: `promote`, `hold`, `rollback`.
+    pub verdict: &'a str,
+    /// Judged and recorded only.
+    pub dry_run: bool,
+    /// Why, deciding reasons first.
+    pub reasons: &'a [String],
+    /// Every look.
+    pub history: &'a [crate::scheduler::IntervalRecord],
+    /// Every flag change.
+    pub actuations: &'a [crate::scheduler::Actuation],
+}
+
 /// The parts of a stored look the report reads; lenient so old looks still render.
 #[derive(Deserialize)]
 struct StoredLook {
@@ -513,6 +534,93 @@ impl AnalysisReport {
             metrics,
             history,
         }
+    }
+
+    /// The report of a `canary run` rollout from its looks and flag changes in memory.
+    /// `state` is the rollout's status in snake_case (`promoted`, `rolled_back`, ...).
+    pub fn from_run(run: &RunFacts<'_>) -> AnalysisReport {
+        let id = uuid::Uuid::nil();
+        let looks: Vec<LookRecord> = run
+            .history
+            .iter()
+            .map(|record| {
+                let body =
+                    serde_json::to_value(record).expect("an interval record always serializes");
+                LookRecord {
+                    analysis_id: id,
+                    look: record.look,
+                    at: record.at,
+                    stage_index: record.stage_index,
+                    verdict: record.verdict.to_string(),
+                    decision: body["decision"]["decision"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    body,
+                }
+            })
+            .collect();
+        let actuations: Vec<ActuationRecord> = run
+            .actuations
+            .iter()
+            .map(|actuation| ActuationRecord {
+                analysis_id: id,
+                idempotency_key: String::new(),
+                action: actuation.action.clone(),
+                target: actuation.target.value(),
+                state: crate::store::ActuationState::Applied,
+                detail: if actuation.dry_run {
+                    Some("dry run: recorded, not applied".to_owned())
+                } else {
+                    actuation.state.as_ref().map(|state| {
+                        format!(
+                            "read back: {}, {}%",
+                            if state.enabled { "on" } else { "off" },
+                            number(state.rollout.value())
+                        )
+                    })
+                },
+                at: actuation.at,
+                completed_at: None,
+            })
+            .collect();
+        let first = looks
+            .first()
+            .map(|l| l.at)
+            .into_iter()
+            .chain(actuations.first().map(|a| a.at))
+            .fold(f64::INFINITY, f64::min);
+        let last = looks.last().map_or(first, |l| l.at);
+        let state = serde_json::from_value(Value::String(run.state.to_owned()))
+            .unwrap_or(crate::store::AnalysisState::Running);
+        let analysis = Analysis {
+            id,
+            profile_name: run.profile.to_owned(),
+            profile_text: String::new(),
+            flag: run.flag.to_owned(),
+            source: String::new(),
+            actuator: String::new(),
+            baseline_scope: String::new(),
+            canary_scope: String::new(),
+            dry_run: run.dry_run,
+            start_at: None,
+            state,
+            current_stage: run.history.last().map(|r| r.stage_index),
+            traffic: run.history.last().map(|r| r.traffic.value()),
+            latest_verdict: Some(run.verdict.to_owned()),
+            reasons: run.reasons.to_vec(),
+            runner_state: Value::Null,
+            next_look_at: None,
+            version: 0,
+            lease_owner: None,
+            lease_expires_at: None,
+            created_at: if first.is_finite() { first } else { 0.0 },
+            updated_at: if last.is_finite() { last } else { 0.0 },
+            requested_action: None,
+        };
+        let mut report = AnalysisReport::from_analysis(&analysis, &looks, &actuations, &[]);
+        report.subject.analysis_id = None;
+        report
     }
 
     /// Pretty-printed JSON with a trailing newline.

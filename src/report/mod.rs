@@ -5,6 +5,7 @@
 //! - [`analysis`]: the [`AnalysisReport`](analysis::AnalysisReport) model of one
 //!   analysis (verdict banner, timeline, per-metric table), built purely from stored
 //!   records, and its versioned JSON form.
+//! - [`terminal`]: a compact summary of that report, coloured on terminals.
 //! - [`html`]: that report as one self-contained HTML page, with [`chart`]'s SVG charts.
 //!
 //! Rendering never changes a number: the report shows what the judge computed.
@@ -13,4 +14,5 @@ pub mod analysis;
 pub mod chart;
 pub mod html;
 pub mod json;
+pub mod terminal;
 pub mod text;

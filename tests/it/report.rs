@@ -467,3 +467,73 @@ async fn the_api_serves_the_html_and_json_reports() {
         .unwrap();
     assert_eq!(malformed.status().as_u16(), 400);
 }
+
+#[test]
+fn canary_analyze_and_canary_run_write_the_html_report() {
+    let directory = tempfile::tempdir().unwrap();
+    let analyze_report = directory.path().join("analyze.html");
+    let run = crate::helpers::canary([
+        "analyze",
+        "--profile",
+        PROFILE,
+        "--baseline",
+        "fixtures/scenarios/error-spike/baseline.csv",
+        "--canary",
+        "fixtures/scenarios/error-spike/canary.csv",
+        "--report",
+        analyze_report.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let page = std::fs::read_to_string(&analyze_report).unwrap();
+    assert!(page.contains("Verdict: ROLLBACK") && page.contains("error_rate"));
+    assert!(page.contains("empirical CDF"), "raw series are charted");
+
+    let run_report = directory.path().join("run.html");
+    let run = crate::helpers::canary([
+        "run",
+        "--profile",
+        PROFILE,
+        "--source",
+        "replay=fixtures/replay/latency-regression",
+        "--flag",
+        "checkout-<v2>",
+        "--actuator",
+        "log-only",
+        "--speed",
+        "100000",
+        "--report",
+        run_report.to_str().unwrap(),
+    ]);
+    let page = std::fs::read_to_string(&run_report)
+        .unwrap_or_else(|e| panic!("{e}: {} {}", run.stdout, run.stderr));
+    assert!(page.contains("checkout-&lt;v2&gt;"));
+    assert!(
+        page.contains("Timeline") && page.contains("look 1"),
+        "{page}"
+    );
+    assert!(page.contains("<tr class=\"metric\">"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_report_fetches_the_html_and_prints_a_plain_summary() {
+    let app = crate::api::spawn_app().await;
+    let id = app.submit().await;
+    let directory = tempfile::tempdir().unwrap();
+    let out = directory.path().join("fetched.html");
+    let args = vec![
+        "report".to_owned(),
+        id.to_string(),
+        "--server".to_owned(),
+        app.address.clone(),
+        "--out".to_owned(),
+        out.to_str().unwrap().to_owned(),
+    ];
+    let run = tokio::task::spawn_blocking(move || crate::helpers::canary(args))
+        .await
+        .unwrap();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("VERDICT: NONE"), "{}", run.stdout);
+    assert!(!run.stdout.contains('\x1b'), "no colour into a pipe");
+    let page = std::fs::read_to_string(&out).unwrap();
+    assert!(page.contains(&id.to_string()));
+}
