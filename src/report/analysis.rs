@@ -392,7 +392,7 @@ impl AnalysisReport {
             report_schema_version: REPORT_SCHEMA_VERSION,
             subject: Subject {
                 analysis_id: None,
-                profile: stored.profile,
+                profile: stored.profile.clone(),
                 flag: None,
                 state: "analyzed".to_owned(),
                 dry_run: true,
@@ -402,7 +402,7 @@ impl AnalysisReport {
                 multiple_comparisons: stored.multiple_comparisons,
             },
             banner: Banner {
-                headline: format!("Verdict: {}", verdict.to_uppercase()),
+                headline: format!("canary analyze under profile {}", stored.profile),
                 verdict: Some(verdict),
                 score: stored.score,
                 reasons: stored.reasons,

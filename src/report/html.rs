@@ -43,6 +43,7 @@ h3{font-size:1em;margin:18px 0 4px}
 table{border-collapse:collapse;width:100%;font-size:.85em;background:#fff}
 th,td{border:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}
 th{background:#f0f0f0}
+tr.why td{border-top:none;color:#333;padding-bottom:8px}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .pass{color:#1b7f3b;font-weight:600}.fail{color:#b3261e;font-weight:700}.inconclusive,.error{color:#a15c00;font-weight:600}
 .charts{display:flex;flex-wrap:wrap;gap:12px}
@@ -165,7 +166,7 @@ fn metric_table(out: &mut String, report: &AnalysisReport) {
          <th>baseline n</th><th>canary n</th><th>baseline mean</th><th>canary mean</th>\
          <th>baseline median</th><th>canary median</th><th>baseline p95</th><th>canary p95</th>\
          <th>effect size</th><th>p-value</th><th>adjusted p</th><th>shift</th><th>{level}</th>\
-         <th>why</th></tr></thead><tbody>"
+         </tr></thead><tbody>"
     );
     for metric in &report.metrics {
         metric_row(out, metric);
@@ -189,7 +190,8 @@ fn metric_row(out: &mut String, metric: &MetricRow) {
          <td class=\"num\">{cmean}</td><td class=\"num\">{bmed}</td><td class=\"num\">{cmed}</td>\
          <td class=\"num\">{bp95}</td><td class=\"num\">{cp95}</td><td>{effect}</td>\
          <td class=\"num\">{p}</td><td class=\"num\">{adjusted}</td><td class=\"num\">{shift}</td>\
-         <td class=\"num\">{ci}</td><td>{why}</td></tr>",
+         <td class=\"num\">{ci}</td></tr>\
+         <tr class=\"why\"><td></td><td colspan=\"15\">{why}</td></tr>",
         name = escape(&metric.name),
         severity = escape(&metric.severity),
         bn = n(&metric.baseline),

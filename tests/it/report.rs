@@ -537,3 +537,141 @@ async fn canary_report_fetches_the_html_and_prints_a_plain_summary() {
     let page = std::fs::read_to_string(&out).unwrap();
     assert!(page.contains(&id.to_string()));
 }
+
+/// Opens `page` in headless Chromium: its rendered DOM and a 1280×2000 screenshot.
+/// `None` (with a notice) when Chromium is not installed.
+fn open_in_chromium(page: &Path, screenshot: &Path) -> Option<String> {
+    let chromium = Path::new("/usr/bin/chromium");
+    if !chromium.exists() {
+        println!(
+            "NOTICE: /usr/bin/chromium is missing; skipping the browser checks (scripts/test.sh installs it)"
+        );
+        return None;
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let common = [
+        "--headless".to_owned(),
+        "--no-sandbox".to_owned(),
+        "--disable-gpu".to_owned(),
+        "--disable-background-networking".to_owned(),
+        "--disable-component-update".to_owned(),
+        "--disable-sync".to_owned(),
+        "--no-first-run".to_owned(),
+        format!("--user-data-dir={}", profile.path().display()),
+    ];
+    let url = format!("file://{}", page.display());
+    let dom = std::process::Command::new(chromium)
+        .args(&common)
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let shot = std::process::Command::new(chromium)
+        .args(&common)
+        .arg(format!("--screenshot={}", screenshot.display()))
+        .arg("--window-size=1280,2000")
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        shot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    Some(String::from_utf8(dom.stdout).unwrap())
+}
+
+/// The text a person reads: the DOM without its tags (scripts would show here too,
+/// but the page has none).
+fn visible_text(dom: &str) -> String {
+    let mut text = String::new();
+    let mut in_tag = false;
+    for character in dom.chars() {
+        match character {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                text.push(' ');
+            }
+            other if !in_tag => text.push(other),
+            _ => {}
+        }
+    }
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+#[test]
+fn the_reports_render_in_a_browser_with_their_verdicts_and_metric_rows() {
+    let directory = output_directory();
+    let (many, many_charts) = many_metrics();
+    let cases: Vec<(&str, AnalysisReport, ChartData, &str)> = vec![
+        (
+            "promoted",
+            promoted().report(),
+            ChartData::default(),
+            "PROMOTE",
+        ),
+        (
+            "rolled-back",
+            rolled_back("checkout-v2").report(),
+            ChartData::default(),
+            "ROLLBACK",
+        ),
+        (
+            "inconclusive",
+            inconclusive().report(),
+            ChartData::default(),
+            "HOLD",
+        ),
+        ("many-metrics", many, many_charts, "ROLLBACK"),
+    ];
+    for (name, report, charts, verdict) in cases {
+        let page = directory.join(format!("{name}.html"));
+        let screenshot = directory.join(format!("{name}.png"));
+        let _ = std::fs::remove_file(&screenshot);
+        std::fs::write(&page, html::render(&report, &charts)).unwrap();
+        let Some(dom) = open_in_chromium(&page, &screenshot) else {
+            return;
+        };
+        let text = visible_text(&dom);
+        assert!(
+            text.contains(&format!("Verdict: {verdict}")),
+            "{name}: {text}"
+        );
+        for metric in &report.metrics {
+            assert!(
+                text.contains(&metric.name),
+                "{name}: no row for {}",
+                metric.name
+            );
+            assert!(
+                text.contains(&metric.reason),
+                "{name}: no reason for {}",
+                metric.name
+            );
+        }
+        assert_eq!(
+            dom.matches("<tr class=\"metric\">").count(),
+            report.metrics.len(),
+            "{name}: one rendered row per metric"
+        );
+        let png = std::fs::read(&screenshot).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG"),
+            "{name}: the screenshot is a PNG"
+        );
+        assert!(
+            png.len() > 20_000,
+            "{name}: the screenshot is blank ({} bytes)",
+            png.len()
+        );
+        println!("{name}: {} and {}", page.display(), screenshot.display());
+    }
+}
