@@ -40,7 +40,9 @@ h3{font-size:1em;margin:18px 0 4px}
 .banner.promote{background:#1b7f3b}.banner.rollback{background:#b3261e}.banner.hold{background:#a15c00}.banner.none{background:#555}
 .banner ul{margin:8px 0 0 18px;padding:0}
 .meta{color:#555;font-size:.9em}
-table{border-collapse:collapse;width:100%;font-size:.85em;background:#fff}
+table{border-collapse:collapse;width:100%;font-size:.8em;background:#fff}
+.wide{overflow-x:auto}
+td.ci{white-space:normal;min-width:7em}
 th,td{border:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}
 th{background:#f0f0f0}
 tr.why td{border-top:none;color:#333;padding-bottom:8px}
@@ -162,7 +164,7 @@ fn metric_table(out: &mut String, report: &AnalysisReport) {
     );
     let _ = writeln!(
         out,
-        "<table class=\"metrics\"><thead><tr><th>metric</th><th>result</th><th>severity</th>\
+        "<div class=\"wide\"><table class=\"metrics\"><thead><tr><th>metric</th><th>result</th><th>severity</th>\
          <th>baseline n</th><th>canary n</th><th>baseline mean</th><th>canary mean</th>\
          <th>baseline median</th><th>canary median</th><th>baseline p95</th><th>canary p95</th>\
          <th>effect size</th><th>p-value</th><th>adjusted p</th><th>shift</th><th>{level}</th>\
@@ -171,7 +173,7 @@ fn metric_table(out: &mut String, report: &AnalysisReport) {
     for metric in &report.metrics {
         metric_row(out, metric);
     }
-    out.push_str("</tbody></table>\n");
+    out.push_str("</tbody></table></div>\n");
 }
 
 fn metric_row(out: &mut String, metric: &MetricRow) {
@@ -190,7 +192,7 @@ fn metric_row(out: &mut String, metric: &MetricRow) {
          <td class=\"num\">{cmean}</td><td class=\"num\">{bmed}</td><td class=\"num\">{cmed}</td>\
          <td class=\"num\">{bp95}</td><td class=\"num\">{cp95}</td><td>{effect}</td>\
          <td class=\"num\">{p}</td><td class=\"num\">{adjusted}</td><td class=\"num\">{shift}</td>\
-         <td class=\"num\">{ci}</td></tr>\
+         <td class=\"num ci\">{ci}</td></tr>\
          <tr class=\"why\"><td></td><td colspan=\"15\">{why}</td></tr>",
         name = escape(&metric.name),
         severity = escape(&metric.severity),
