@@ -233,6 +233,14 @@ fn draw_into(
         } else {
             finite.collect()
         };
+        // Few points (a rollout with one or two looks) also get markers: a line
+        // through a single point draws nothing.
+        if points.len() <= 60 && !line.steps {
+            let marker = ShapeStyle::from(&line.colour).filled();
+            chart
+                .draw_series(points.iter().map(|&point| Circle::new(point, 3, marker)))
+                .map_err(|e| e.to_string())?;
+        }
         chart
             .draw_series(LineSeries::new(
                 points,

@@ -43,7 +43,7 @@ h3{font-size:1em;margin:18px 0 4px}
 table{border-collapse:collapse;width:100%;font-size:.8em;background:#fff}
 .wide{overflow-x:auto}
 td.ci{white-space:normal;min-width:7em}
-th,td{border:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}
+th,td{border:1px solid #ddd;padding:3px 5px;text-align:left;vertical-align:top}
 th{background:#f0f0f0}
 tr.why td{border-top:none;color:#333;padding-bottom:8px}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
@@ -167,7 +167,7 @@ fn metric_table(out: &mut String, report: &AnalysisReport) {
         "<div class=\"wide\"><table class=\"metrics\"><thead><tr><th>metric</th><th>result</th><th>severity</th>\
          <th>baseline n</th><th>canary n</th><th>baseline mean</th><th>canary mean</th>\
          <th>baseline median</th><th>canary median</th><th>baseline p95</th><th>canary p95</th>\
-         <th>effect size</th><th>p-value</th><th>adjusted p</th><th>shift</th><th>{level}</th>\
+         <th>effect size</th><th>p-value</th><th>adjusted p</th><th>shift [{level}]</th>\
          </tr></thead><tbody>"
     );
     for metric in &report.metrics {
@@ -191,9 +191,9 @@ fn metric_row(out: &mut String, metric: &MetricRow) {
          <td class=\"num\">{bn}</td><td class=\"num\">{cn}</td><td class=\"num\">{bmean}</td>\
          <td class=\"num\">{cmean}</td><td class=\"num\">{bmed}</td><td class=\"num\">{cmed}</td>\
          <td class=\"num\">{bp95}</td><td class=\"num\">{cp95}</td><td>{effect}</td>\
-         <td class=\"num\">{p}</td><td class=\"num\">{adjusted}</td><td class=\"num\">{shift}</td>\
-         <td class=\"num ci\">{ci}</td></tr>\
-         <tr class=\"why\"><td></td><td colspan=\"15\">{why}</td></tr>",
+         <td class=\"num\">{p}</td><td class=\"num\">{adjusted}</td>\
+         <td class=\"num ci\">{shift}</td></tr>\
+         <tr class=\"why\"><td></td><td colspan=\"14\">{why}</td></tr>",
         name = escape(&metric.name),
         severity = escape(&metric.severity),
         bn = n(&metric.baseline),
@@ -209,12 +209,13 @@ fn metric_row(out: &mut String, metric: &MetricRow) {
         adjusted = metric
             .adjusted_p_value
             .map_or_else(dash, |p| p_value(p, None)),
-        shift = metric.shift_estimate.map_or_else(dash, signed),
-        ci = metric.shift_ci.map_or_else(dash, |[low, high]| format!(
-            "[{}, {}]",
-            signed(low),
-            signed(high)
-        )),
+        shift = match (metric.shift_estimate, metric.shift_ci) {
+            (Some(shift), Some([low, high])) => {
+                format!("{}<br>[{}, {}]", signed(shift), signed(low), signed(high))
+            }
+            (Some(shift), None) => signed(shift),
+            _ => dash(),
+        },
         why = escape(&metric.reason),
     );
 }
