@@ -229,6 +229,9 @@ pub struct MetricRow {
     /// Interval for the shift at the confidence level.
     #[serde(default)]
     pub shift_ci: Option<[f64; 2]>,
+    /// The shift relative to the baseline median (continuous metrics).
+    #[serde(default)]
+    pub relative_shift: Option<f64>,
     /// Absolute limits (thresholds only).
     #[serde(default)]
     pub threshold: Option<ThresholdRow>,
@@ -763,16 +766,13 @@ pub fn metric_sentence(metric: &MetricRow, confidence_level: Option<f64>) -> Str
         centre(canary),
         centre(base)
     );
-    if let (Some(b), Some(c)) = (
-        base.and_then(|s| s.median).filter(|b| *b != 0.0),
-        canary.and_then(|s| s.median),
-    ) {
-        text.push_str(&format!(", {}", signed_percent(c / b - 1.0)));
-    }
     if let Some(shift) = metric.shift_estimate {
         text.push_str(&format!(", shift {}", signed(shift)));
+        if let Some(relative) = metric.relative_shift {
+            text.push_str(&format!(" ({})", signed_percent(relative)));
+        }
         if let Some([low, high]) = metric.shift_ci {
-            text.push_str(&format!(" ({level}CI {} to {})", signed(low), signed(high)));
+            text.push_str(&format!(", {level}CI {} to {}", signed(low), signed(high)));
         }
     }
     text.push_str(&format!(", {severity}"));

@@ -6,6 +6,7 @@
 //! downsampled for drawing only (at most [`MAX_POINTS`] per line), while the report's
 //! numbers come from the judge.
 
+use std::fmt::Write as _;
 use std::ops::Range;
 
 use plotters::prelude::*;
@@ -137,30 +138,47 @@ pub fn draw(lines: &[Line<'_>], x_marks: &[f64], y_marks: &[f64], x_label: &str)
     if drawn.is_err() {
         return r#"<p class="no-chart">chart unavailable</p>"#.to_owned();
     }
-    // Axis labels as plain SVG text (plotters has no fonts in this build).
-    let bottom = HEIGHT - BOTTOM;
-    let labels = format!(
-        concat!(
-            r##"<g font-family="sans-serif" font-size="11" fill="#333">"##,
-            r#"<text x="{left_text}" y="{top_text}" text-anchor="end">{y_high}</text>"#,
-            r#"<text x="{left_text}" y="{bottom}" text-anchor="end">{y_low}</text>"#,
-            r#"<text x="{left}" y="{x_text}" text-anchor="start">{x_low}</text>"#,
-            r#"<text x="{right}" y="{x_text}" text-anchor="end">{x_high}</text>"#,
-            r#"<text x="{middle}" y="{x_text}" text-anchor="middle">{x_label}</text></g>"#
-        ),
-        left_text = LEFT - 4,
-        top_text = TOP + 10,
-        bottom = bottom,
-        left = LEFT,
-        right = WIDTH - RIGHT,
-        middle = (LEFT + WIDTH - RIGHT) / 2,
-        x_text = HEIGHT - 6,
-        y_high = number(y_range.end),
-        y_low = number(y_range.start),
-        x_low = number(x_range.start),
-        x_high = number(x_range.end),
-        x_label = escape_text(x_label),
+    // Axis labels as plain SVG text (plotters has no fonts in this build): the data's
+    // own extremes, placed where plotters drew them inside the padded range.
+    let extremes = |values: &mut dyn Iterator<Item = f64>| {
+        values
+            .filter(|v| v.is_finite())
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+                (l.min(v), h.max(v))
+            })
+    };
+    let (x_low, x_high) = extremes(&mut all().map(|p| p.0).chain(x_marks.iter().copied()));
+    let (y_low, y_high) = extremes(&mut all().map(|p| p.1).chain(y_marks.iter().copied()));
+    let plot_width = f64::from(WIDTH - LEFT - RIGHT);
+    let plot_height = f64::from(HEIGHT - TOP - BOTTOM);
+    let x_pixel =
+        |x: f64| f64::from(LEFT) + (x - x_range.start) / (x_range.end - x_range.start) * plot_width;
+    let y_pixel =
+        |y: f64| f64::from(TOP) + (y_range.end - y) / (y_range.end - y_range.start) * plot_height;
+    let mut labels = String::from(r##"<g font-family="sans-serif" font-size="11" fill="#333">"##);
+    let mut text = |x: f64, y: f64, anchor: &str, content: &str| {
+        let _ = write!(
+            labels,
+            r#"<text x="{x:.1}" y="{y:.1}" text-anchor="{anchor}">{content}</text>"#
+        );
+    };
+    let label_x = f64::from(LEFT) - 4.0;
+    let axis_y = f64::from(HEIGHT) - 6.0;
+    text(label_x, y_pixel(y_high) + 4.0, "end", &number(y_high));
+    if y_low != y_high {
+        text(label_x, y_pixel(y_low) + 4.0, "end", &number(y_low));
+    }
+    text(x_pixel(x_low), axis_y, "start", &number(x_low));
+    if x_low != x_high {
+        text(x_pixel(x_high), axis_y, "end", &number(x_high));
+    }
+    text(
+        (f64::from(LEFT) + f64::from(WIDTH - RIGHT)) / 2.0,
+        axis_y,
+        "middle",
+        &escape_text(x_label),
     );
+    labels.push_str("</g>");
     match svg.rfind("</svg>") {
         Some(end) => svg.insert_str(end, &labels),
         None => svg.push_str(&labels),
