@@ -662,6 +662,17 @@ fn the_reports_render_in_a_browser_with_their_verdicts_and_metric_rows() {
             report.metrics.len(),
             "{name}: one rendered row per metric"
         );
+        if name == "rolled-back" {
+            for seen in [
+                "Timeline",
+                "alice@example.com",
+                "checking the dashboards",
+                "kill",
+                "look 3",
+            ] {
+                assert!(text.contains(seen), "{name}: the timeline shows {seen:?}");
+            }
+        }
         let png = std::fs::read(&screenshot).unwrap();
         assert!(
             png.starts_with(b"\x89PNG"),
