@@ -41,6 +41,15 @@ if ! { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2
   fi
 fi
 
+# Headless Chromium, which tests/it/report.rs opens the HTML reports in (rendered text
+# and a screenshot). Installed only when missing; without it those checks skip with a
+# notice.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "== installing chromium (Debian package chromium)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
 # PostgreSQL for the store, worker and multi-instance tests: the one on 127.0.0.1:5432
 # (database `test`, trust auth) unless DATABASE_URL names another. Started when it is
 # installed but not running.

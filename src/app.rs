@@ -14,7 +14,9 @@ use crate::actuators::retry::{RetryPolicy, RetryingActuator};
 use crate::api::analyses::{Submission, VerdictView};
 use crate::api::client::Client;
 use crate::api::{self, ApiState};
-use crate::cli::{AnalyzeArgs, CheckProfileArgs, Format, RunArgs, ServeArgs, SubmitArgs, WaitArgs};
+use crate::cli::{
+    AnalyzeArgs, CheckProfileArgs, Format, ReportArgs, RunArgs, ServeArgs, SubmitArgs, WaitArgs,
+};
 use crate::config::Settings;
 use crate::domain::plan::RolloutPlan;
 use crate::domain::{Profile, Verdict};
@@ -57,6 +59,13 @@ pub fn analyze(args: &AnalyzeArgs) -> Result<(Judgement, String)> {
         Format::Text => report::text::render(&judgement),
         Format::Json => report::json::render(&judgement),
     };
+    if let Some(path) = &args.report {
+        let page = report::html::render(
+            &report::analysis::AnalysisReport::from_judgement(&judgement),
+            &report::analysis::ChartData::from_observations(&baseline, &canary),
+        );
+        write_report(path, &page)?;
+    }
     Ok((judgement, rendered))
 }
 
@@ -333,6 +342,25 @@ pub async fn run(args: &RunArgs) -> Result<(Verdict, String)> {
         actuations: runner.actuations().to_vec(),
         history: runner.history().to_vec(),
     };
+    if let Some(path) = &args.report {
+        let state = serde_json::to_value(summary.status)?;
+        let verdict = summary.verdict.to_string();
+        let facts = report::analysis::RunFacts {
+            profile: &summary.profile,
+            flag: &summary.flag,
+            state: state.as_str().unwrap_or("running"),
+            verdict: &verdict,
+            dry_run: summary.dry_run,
+            reasons: &summary.reasons,
+            history: &summary.history,
+            actuations: &summary.actuations,
+        };
+        let page = report::html::render(
+            &report::analysis::AnalysisReport::from_run(&facts),
+            &report::analysis::ChartData::default(),
+        );
+        write_report(path, &page)?;
+    }
     let rendered = match args.format {
         Format::Text => render_run_summary(&summary, &plan),
         Format::Json => {
@@ -343,6 +371,28 @@ pub async fn run(args: &RunArgs) -> Result<(Verdict, String)> {
         }
     };
     Ok((verdict, rendered))
+}
+
+/// Writes an HTML report to `path`.
+fn write_report(path: &Path, page: &str) -> Result<()> {
+    std::fs::write(path, page)
+        .with_context(|| format!("{}: cannot write the report", path.display()))
+}
+
+/// Runs `canary report`: fetches the report of analysis `args.id`, writes its HTML to
+/// `--out` when given, and returns the terminal summary (`colour` for terminals).
+pub async fn fetch_report(args: &ReportArgs, colour: bool) -> Result<String> {
+    let client = Client::new(&args.server)?;
+    let id: uuid::Uuid = args
+        .id
+        .trim()
+        .parse()
+        .with_context(|| format!("{:?} is not an analysis id (a UUID)", args.id))?;
+    let (fetched, page) = client.report(id).await?;
+    if let Some(path) = &args.out {
+        write_report(path, &page)?;
+    }
+    Ok(report::terminal::render(&fetched, colour))
 }
 
 /// Runs `canary submit`: stores the analysis on the server and returns its id.

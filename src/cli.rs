@@ -85,6 +85,28 @@ pub enum Command {
     /// Example: canary wait 3f2b...-... --server http://canary:8080 --timeout 90m
     #[command(after_help = WAIT_EXIT_CODES)]
     Wait(WaitArgs),
+    /// Fetch the report of an analysis from a `canary serve` instance.
+    ///
+    /// Prints a compact summary (coloured when stdout is a terminal) and, with --out,
+    /// writes the HTML report (GET /v1/analyses/ID/report) to FILE. Exits 0, or 1 on an
+    /// error.
+    ///
+    /// Example: canary report 3f2b...-... --server http://canary:8080 --out report.html
+    Report(ReportArgs),
+}
+
+/// Arguments of `canary report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The analysis id.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// The server's URL, e.g. `http://canary.internal:8080`.
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// Write the HTML report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 const WAIT_EXIT_CODES: &str = "\
@@ -173,6 +195,9 @@ pub struct AnalyzeArgs {
     /// Output format on stdout.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Also write the HTML report (one self-contained file with charts) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 /// Arguments of `canary run`.
@@ -219,6 +244,9 @@ pub struct RunArgs {
     /// Summary format on stdout.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Also write the HTML report of the rollout (timeline, metrics, charts) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 /// Arguments of `canary serve`.

@@ -96,6 +96,22 @@ fn main() -> ExitCode {
             };
             print_wait(runtime.block_on(app::wait(&args)))
         }
+        Command::Report(args) => {
+            let Some(runtime) = runtime() else {
+                return ExitCode::from(1);
+            };
+            let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            match runtime.block_on(app::fetch_report(&args, colour)) {
+                Ok(summary) => {
+                    print!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::CheckProfile(args) => {
             let (summary, errors) = app::check_profiles(&args);
             print!("{summary}");

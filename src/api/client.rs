@@ -129,6 +129,42 @@ impl Client {
         self.read(sent).await
     }
 
+    /// `GET /v1/analyses/{id}/report.json` and `GET /v1/analyses/{id}/report`: the
+    /// report's JSON form and its HTML page.
+    pub async fn report(
+        &self,
+        id: Uuid,
+    ) -> Result<(crate::report::analysis::AnalysisReport, String), ClientError> {
+        let get = |path: String| {
+            self.http
+                .get(format!("{}/v1/analyses/{id}/{path}", self.server))
+                .timeout(Duration::from_secs(60))
+                .send()
+        };
+        let report = self.read(get("report.json".to_owned()).await).await?;
+        let response =
+            get("report".to_owned())
+                .await
+                .map_err(|error| ClientError::Unreachable {
+                    server: self.server.clone(),
+                    message: error_chain(&error),
+                })?;
+        let status = response.status();
+        let page = response
+            .text()
+            .await
+            .map_err(|error| ClientError::Unreachable {
+                server: self.server.clone(),
+                message: error_chain(&error),
+            })?;
+        if !status.is_success() {
+            return Err(ClientError::Protocol(format!(
+                "{status} for the HTML report"
+            )));
+        }
+        Ok((report, page))
+    }
+
     /// Long-polls until the analysis is final or `timeout` has passed; returns the last
     /// answer (not final when the timeout ran out).
     pub async fn wait(&self, id: Uuid, timeout: Duration) -> Result<VerdictView, ClientError> {

@@ -18,6 +18,7 @@ pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
+pub mod report;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,13 +42,15 @@ pub const MAX_WAIT: Duration = Duration::from_secs(300);
 
 /// Every route: method and path template, as the router and the OpenAPI document
 /// name them.
-pub const ROUTES: [(&str, &str); 10] = [
+pub const ROUTES: [(&str, &str); 12] = [
     ("POST", "/v1/analyses"),
     ("GET", "/v1/analyses"),
     ("GET", "/v1/analyses/{id}"),
     ("GET", "/v1/analyses/{id}/verdict"),
     ("POST", "/v1/analyses/{id}/actions"),
     ("GET", "/v1/analyses/{id}/argo"),
+    ("GET", "/v1/analyses/{id}/report"),
+    ("GET", "/v1/analyses/{id}/report.json"),
     ("GET", "/v1/openapi.json"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -107,6 +110,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/analyses/{id}/verdict", get(analyses::verdict))
         .route("/v1/analyses/{id}/actions", post(analyses::action))
         .route("/v1/analyses/{id}/argo", get(argo::argo))
+        .route("/v1/analyses/{id}/report", get(report::report_html))
+        .route("/v1/analyses/{id}/report.json", get(report::report_json))
         .fallback(no_such_route)
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -146,6 +146,30 @@ pub fn document() -> Value {
                     }
                 }
             },
+            "/v1/analyses/{id}/report": {
+                "get": {
+                    "operationId": "getReport",
+                    "summary": "The analysis report as one self-contained HTML page (inline CSS and SVG charts, no scripts)",
+                    "parameters": [id_parameter()],
+                    "responses": {
+                        "200": {"description": "The report.", "content": {"text/html": {}}},
+                        "400": error_response("The id is not a UUID (`malformed_id`)."),
+                        "404": error_response("No such analysis.")
+                    }
+                }
+            },
+            "/v1/analyses/{id}/report.json": {
+                "get": {
+                    "operationId": "getReportJson",
+                    "summary": "The analysis report as JSON (`report_schema_version` 1, documented in docs/report-schema.md)",
+                    "parameters": [id_parameter()],
+                    "responses": {
+                        "200": {"description": "The report.", "content": {"application/json": {"schema": {"type": "object", "required": ["report_schema_version", "subject", "banner", "timeline", "metrics", "history"]}}}},
+                        "400": error_response("The id is not a UUID (`malformed_id`)."),
+                        "404": error_response("No such analysis.")
+                    }
+                }
+            },
             "/v1/openapi.json": {
                 "get": {
                     "operationId": "openapi",

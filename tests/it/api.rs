@@ -135,7 +135,7 @@ impl TestApp {
         (status, response.json().await.unwrap())
     }
 
-    async fn submit(&self) -> Uuid {
+    pub(crate) async fn submit(&self) -> Uuid {
         let (status, body) = self.post("/v1/analyses", &submission().to_string()).await;
         assert_eq!(status, 201, "{body}");
         body["id"].as_str().unwrap().parse().unwrap()

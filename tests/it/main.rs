@@ -15,6 +15,7 @@ mod notify;
 mod profiles;
 mod prometheus_harness;
 mod prometheus_source;
+mod report;
 mod rollout_prometheus;
 mod rollouts;
 mod run_cli;

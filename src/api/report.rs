@@ -1,0 +1,65 @@
+//! `GET /v1/analyses/{id}/report` (the HTML report) and `.../report.json` (its JSON
+//! form, `report_schema_version` 1): read-only views of what the store keeps, built by
+//! [`crate::report::analysis`].
+
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::analyses::parse_id;
+use super::{ApiError, ApiState};
+use crate::report::analysis::{AnalysisReport, ChartData};
+use crate::report::html;
+
+async fn build(state: &ApiState, id: &str) -> Result<AnalysisReport, ApiError> {
+    let id = parse_id(id)?;
+    let analysis = state
+        .store
+        .get_analysis(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no analysis {id}")))?;
+    let looks = state.store.list_looks(id).await?;
+    let actuations = state.store.list_actuations(id).await?;
+    let audit = state.store.audit_log(id).await?;
+    Ok(AnalysisReport::from_analysis(
+        &analysis,
+        &looks,
+        &actuations,
+        &audit,
+    ))
+}
+
+/// `GET /v1/analyses/{id}/report`: 200 with one self-contained HTML page; 400 for an
+/// id that is not a UUID; 404 for an unknown one.
+pub async fn report_html(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let report = build(&state, &id).await?;
+    let page = html::render(&report, &ChartData::default());
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // The page has no scripts and loads nothing; say so to the browser too.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+            ),
+        ],
+        page,
+    )
+        .into_response())
+}
+
+/// `GET /v1/analyses/{id}/report.json`: 200 with the report's JSON form.
+pub async fn report_json(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let report = build(&state, &id).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        report.to_json(),
+    )
+        .into_response())
+}

@@ -1,0 +1,832 @@
+//! The analysis report model: every fact the HTML report, the JSON report and the
+//! terminal summary show, built purely (no I/O, no clock) from what the store keeps
+//! about one analysis — or, for `canary analyze`, from one [`Judgement`].
+//!
+//! The JSON form of [`AnalysisReport`] is a contract, versioned by
+//! [`REPORT_SCHEMA_VERSION`] and documented in `docs/report-schema.md`: fields are only
+//! ever added; renaming or removing one bumps the version. Non-finite numbers are
+//! written as `null`.
+//!
+//! Stored looks keep the judgement as JSON (`LookRecord::body`), so this module reads
+//! them through its own lenient mirror types ([`MetricRow`] and friends) rather than the
+//! judge's types: a report of an old look still renders after the judge gains a field.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::Observations;
+use crate::judge::Judgement;
+use crate::judge::format::{confidence_percent, number, percent, signed, signed_percent};
+use crate::store::{ActuationRecord, Analysis, AuditEntry, LookRecord};
+
+/// Version of the report's JSON layout; bumped on any incompatible change.
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
+
+/// Everything a report shows about one analysis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisReport {
+    /// Always [`REPORT_SCHEMA_VERSION`].
+    pub report_schema_version: u32,
+    /// What was analysed.
+    pub subject: Subject,
+    /// The answer and why, for the banner.
+    pub banner: Banner,
+    /// Looks, flag changes and manual actions, oldest first.
+    pub timeline: Vec<TimelineEvent>,
+    /// The latest look's per-metric results, in profile order.
+    pub metrics: Vec<MetricRow>,
+    /// Each metric's central values at every look, for the over-time charts.
+    pub history: Vec<MetricHistory>,
+}
+
+/// What was analysed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subject {
+    /// The analysis id (none for `canary analyze`).
+    pub analysis_id: Option<String>,
+    /// The profile's name.
+    pub profile: String,
+    /// The feature flag (none for `canary analyze`).
+    pub flag: Option<String>,
+    /// The analysis state (`promoted`, `rolled_back`, ...; `analyzed` for `canary analyze`).
+    pub state: String,
+    /// Judged and recorded only, never actuated.
+    pub dry_run: bool,
+    /// When it was submitted, Unix seconds.
+    pub created_at: Option<f64>,
+    /// When it last changed, Unix seconds.
+    pub updated_at: Option<f64>,
+    /// The per-metric confidence level of the latest look.
+    pub confidence_level: Option<f64>,
+    /// The multiple-comparison correction of the latest look.
+    pub multiple_comparisons: Option<String>,
+}
+
+/// The verdict banner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Banner {
+    /// `promote`, `hold` or `rollback`: the final word when the analysis ended, else
+    /// the latest look's verdict; none before the first look.
+    pub verdict: Option<String>,
+    /// One line: what happened.
+    pub headline: String,
+    /// The score of the latest look, 0–100.
+    pub score: Option<f64>,
+    /// Why, in plain language, deciding reasons first.
+    pub reasons: Vec<String>,
+    /// One sentence per metric that decided (failed, or held the verdict), with its numbers.
+    pub deciding_metrics: Vec<String>,
+}
+
+/// One event of the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TimelineEvent {
+    /// A look: one judgement and what the runner did.
+    Look {
+        /// Unix seconds.
+        at: f64,
+        /// 1-based look number.
+        look: u64,
+        /// 0-based stage index.
+        stage_index: usize,
+        /// The stage's name.
+        stage: String,
+        /// The canary's traffic in percent.
+        traffic: Option<f64>,
+        /// The look's verdict.
+        verdict: String,
+        /// What the runner decided, in words (`advance to 25%`).
+        decision: String,
+        /// Why, deciding reasons first.
+        reasons: Vec<String>,
+    },
+    /// A flag change.
+    Actuation {
+        /// Unix seconds (when it was intended).
+        at: f64,
+        /// `set_rollout` or `kill`.
+        action: String,
+        /// Target traffic in percent.
+        target: f64,
+        /// `intended`, `applied`, `failed`, ...
+        state: String,
+        /// What the actuator said.
+        detail: Option<String>,
+    },
+    /// A person's action.
+    Manual {
+        /// Unix seconds.
+        at: f64,
+        /// Who.
+        actor: String,
+        /// `pause`, `resume`, `promote` or `rollback`.
+        action: String,
+        /// Why.
+        reason: String,
+        /// State before.
+        from_state: String,
+        /// State after.
+        to_state: String,
+    },
+}
+
+impl TimelineEvent {
+    /// When it happened, Unix seconds.
+    pub fn at(&self) -> f64 {
+        match self {
+            TimelineEvent::Look { at, .. }
+            | TimelineEvent::Actuation { at, .. }
+            | TimelineEvent::Manual { at, .. } => *at,
+        }
+    }
+}
+
+/// One side's summary, as the judge computed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SideRow {
+    /// Samples used (total events for count data).
+    pub n: u64,
+    /// Mean (the rate for count data).
+    #[serde(default)]
+    pub mean: Option<f64>,
+    /// Median (none for count data).
+    #[serde(default)]
+    pub median: Option<f64>,
+    /// 95th percentile (none for count data).
+    #[serde(default)]
+    pub p95: Option<f64>,
+    /// 99th percentile (none for count data).
+    #[serde(default)]
+    pub p99: Option<f64>,
+    /// Smallest sample (none for count data).
+    #[serde(default)]
+    pub min: Option<f64>,
+    /// Largest sample (none for count data).
+    #[serde(default)]
+    pub max: Option<f64>,
+    /// Error count (count data).
+    #[serde(default)]
+    pub errors: Option<u64>,
+    /// Total events (count data).
+    #[serde(default)]
+    pub total: Option<u64>,
+}
+
+/// The absolute limits of a threshold metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdRow {
+    /// The statistic compared.
+    pub statistic: String,
+    /// Its canary value.
+    #[serde(default)]
+    pub value: Option<f64>,
+    /// Lower limit.
+    #[serde(default)]
+    pub min: Option<f64>,
+    /// Upper limit.
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+/// One metric of the latest look.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricRow {
+    /// The metric's name.
+    pub name: String,
+    /// `continuous`, `proportion` or `threshold`.
+    pub kind: String,
+    /// `critical`, `warning` or `normal`.
+    pub severity: String,
+    /// `pass`, `fail`, `inconclusive` or `error`.
+    pub classification: String,
+    /// Why, with the numbers; for inconclusive metrics, what was missing.
+    pub reason: String,
+    /// Baseline summary.
+    #[serde(default)]
+    pub baseline: Option<SideRow>,
+    /// Canary summary.
+    #[serde(default)]
+    pub canary: Option<SideRow>,
+    /// The main effect size in words (`median ×1.23`, `rate ×5.8 [×3.1, ×9.7]`).
+    #[serde(default)]
+    pub effect: Option<String>,
+    /// The judge's effect sizes as it wrote them.
+    #[serde(default)]
+    pub effect_size: Option<Value>,
+    /// The test behind `p_value`.
+    #[serde(default)]
+    pub test: Option<String>,
+    /// Raw p-value.
+    #[serde(default)]
+    pub p_value: Option<f64>,
+    /// p-value after the multiple-comparison correction.
+    #[serde(default)]
+    pub adjusted_p_value: Option<f64>,
+    /// Canary − baseline.
+    #[serde(default)]
+    pub shift_estimate: Option<f64>,
+    /// Interval for the shift at the confidence level.
+    #[serde(default)]
+    pub shift_ci: Option<[f64; 2]>,
+    /// The shift relative to the baseline median (continuous metrics).
+    #[serde(default)]
+    pub relative_shift: Option<f64>,
+    /// Absolute limits (thresholds only).
+    #[serde(default)]
+    pub threshold: Option<ThresholdRow>,
+}
+
+/// One metric's central values at every look.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricHistory {
+    /// The metric.
+    pub name: String,
+    /// What the values are: `median`, `mean` or `rate`.
+    pub statistic: String,
+    /// One point per look that had the metric.
+    pub points: Vec<HistoryPoint>,
+    /// Threshold limits to mark on the chart.
+    pub limits: Vec<f64>,
+}
+
+/// A metric's central values at one look.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    /// 1-based look number.
+    pub look: u64,
+    /// Unix seconds.
+    pub at: f64,
+    /// Baseline value.
+    pub baseline: Option<f64>,
+    /// Canary value.
+    pub canary: Option<f64>,
+}
+
+/// The raw data behind one report, for charts only: never part of the JSON.
+#[derive(Debug, Clone, Default)]
+pub struct ChartData {
+    /// Per metric name: the baseline and canary series as (time, value) points.
+    pub series: Vec<RawSeries>,
+}
+
+/// One metric's raw series on both sides.
+#[derive(Debug, Clone)]
+pub struct RawSeries {
+    /// The metric.
+    pub name: String,
+    /// Baseline points (time, value); for count data the per-point rate.
+    pub baseline: Vec<(f64, f64)>,
+    /// Canary points.
+    pub canary: Vec<(f64, f64)>,
+}
+
+impl ChartData {
+    /// Per-point values of every metric in `baseline` and `canary` (rates for counts).
+    pub fn from_observations(baseline: &Observations, canary: &Observations) -> ChartData {
+        use crate::domain::MetricData;
+        let points = |data: Option<&MetricData>| -> Vec<(f64, f64)> {
+            match data {
+                Some(MetricData::Samples { samples, .. }) => samples
+                    .iter()
+                    .filter(|s| s.value.is_finite())
+                    .map(|s| (s.timestamp, s.value))
+                    .collect(),
+                Some(MetricData::Counts { errors, total, .. }) => errors
+                    .iter()
+                    .zip(total)
+                    .filter(|(e, t)| e.value.is_finite() && t.value.is_finite() && t.value > 0.0)
+                    .map(|(e, t)| (t.timestamp, e.value / t.value))
+                    .collect(),
+                None => Vec::new(),
+            }
+        };
+        let mut names: Vec<&String> = baseline
+            .metrics
+            .keys()
+            .chain(canary.metrics.keys())
+            .collect();
+        names.sort();
+        names.dedup();
+        ChartData {
+            series: names
+                .into_iter()
+                .map(|name| RawSeries {
+                    name: name.clone(),
+                    baseline: points(baseline.metrics.get(name)),
+                    canary: points(canary.metrics.get(name)),
+                })
+                .collect(),
+        }
+    }
+
+    /// The raw series of `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&RawSeries> {
+        self.series.iter().find(|s| s.name == name)
+    }
+}
+
+/// What `canary run` knows about its rollout, for [`AnalysisReport::from_run`].
+pub struct RunFacts<'a> {
+    /// The profile's name.
+    pub profile: &'a str,
+    /// The flag.
+    pub flag: &'a str,
+    /// The rollout status in snake_case: `promoted`, `rolled_back`, `awaiting_review`,
+    /// `running`.
+    pub state: &'a str,
+    /// The final verdict: `promote`, `hold`, `rollback`.
+    pub verdict: &'a str,
+    /// Judged and recorded only.
+    pub dry_run: bool,
+    /// Why, deciding reasons first.
+    pub reasons: &'a [String],
+    /// Every look.
+    pub history: &'a [crate::scheduler::IntervalRecord],
+    /// Every flag change.
+    pub actuations: &'a [crate::scheduler::Actuation],
+}
+
+/// The parts of a stored look the report reads; lenient so old looks still render.
+#[derive(Deserialize)]
+struct StoredLook {
+    #[serde(default)]
+    stage: String,
+    #[serde(default)]
+    traffic: Option<f64>,
+    #[serde(default)]
+    decision: Value,
+    #[serde(default)]
+    reasons: Vec<String>,
+    judgement: Option<StoredJudgement>,
+}
+
+#[derive(Deserialize)]
+struct StoredJudgement {
+    verdict: String,
+    #[serde(default)]
+    reasons: Vec<String>,
+    #[serde(default)]
+    score: Option<f64>,
+    #[serde(default)]
+    profile: String,
+    #[serde(default)]
+    confidence_level: Option<f64>,
+    #[serde(default)]
+    multiple_comparisons: Option<String>,
+    #[serde(default)]
+    metrics: Vec<MetricRow>,
+}
+
+fn judgement_value(judgement: &Judgement) -> StoredJudgement {
+    let value = serde_json::to_value(judgement)
+        .expect("a judgement always serializes: it holds only strings, numbers and enums");
+    serde_json::from_value(value).expect("the mirror types accept every judgement")
+}
+
+impl AnalysisReport {
+    /// The report of one `canary analyze` judgement.
+    pub fn from_judgement(judgement: &Judgement) -> AnalysisReport {
+        let stored = judgement_value(judgement);
+        let metrics = finish_rows(stored.metrics);
+        let verdict = stored.verdict.clone();
+        let deciding_metrics = deciding(&metrics, stored.confidence_level);
+        AnalysisReport {
+            report_schema_version: REPORT_SCHEMA_VERSION,
+            subject: Subject {
+                analysis_id: None,
+                profile: stored.profile.clone(),
+                flag: None,
+                state: "analyzed".to_owned(),
+                dry_run: true,
+                created_at: None,
+                updated_at: None,
+                confidence_level: stored.confidence_level,
+                multiple_comparisons: stored.multiple_comparisons,
+            },
+            banner: Banner {
+                headline: format!("canary analyze under profile {}", stored.profile),
+                verdict: Some(verdict),
+                score: stored.score,
+                reasons: stored.reasons,
+                deciding_metrics,
+            },
+            timeline: Vec::new(),
+            history: Vec::new(),
+            metrics,
+        }
+    }
+
+    /// The report of a stored analysis from its looks, flag changes and audit log.
+    pub fn from_analysis(
+        analysis: &Analysis,
+        looks: &[LookRecord],
+        actuations: &[ActuationRecord],
+        audit: &[AuditEntry],
+    ) -> AnalysisReport {
+        let mut looks: Vec<&LookRecord> = looks.iter().collect();
+        looks.sort_by_key(|l| l.look);
+        let parsed: Vec<(&LookRecord, Option<StoredLook>)> = looks
+            .iter()
+            .map(|record| (*record, serde_json::from_value(record.body.clone()).ok()))
+            .collect();
+
+        let mut timeline = Vec::new();
+        for (record, body) in &parsed {
+            timeline.push(TimelineEvent::Look {
+                at: record.at,
+                look: record.look,
+                stage_index: record.stage_index,
+                stage: body.as_ref().map(|b| b.stage.clone()).unwrap_or_default(),
+                traffic: body.as_ref().and_then(|b| b.traffic),
+                verdict: record.verdict.clone(),
+                decision: body
+                    .as_ref()
+                    .map_or_else(|| record.decision.clone(), |b| decision_words(&b.decision)),
+                reasons: body.as_ref().map(|b| b.reasons.clone()).unwrap_or_default(),
+            });
+        }
+        for actuation in actuations {
+            timeline.push(TimelineEvent::Actuation {
+                at: actuation.at,
+                action: actuation.action.clone(),
+                target: actuation.target,
+                state: snake(&actuation.state),
+                detail: actuation.detail.clone(),
+            });
+        }
+        for entry in audit {
+            timeline.push(TimelineEvent::Manual {
+                at: entry.at,
+                actor: entry.actor.clone(),
+                action: snake(&entry.action),
+                reason: entry.reason.clone(),
+                from_state: snake(&entry.from_state),
+                to_state: snake(&entry.to_state),
+            });
+        }
+        // A stable sort keeps a look before the flag change it caused at the same time.
+        timeline.sort_by(|a, b| a.at().total_cmp(&b.at()));
+
+        let latest = parsed
+            .iter()
+            .rev()
+            .find_map(|(_, body)| body.as_ref().and_then(|b| b.judgement.as_ref()));
+        let confidence_level = latest.and_then(|j| j.confidence_level);
+        let metrics = latest
+            .map(|j| finish_rows(j.metrics.clone()))
+            .unwrap_or_default();
+        let history = history(&parsed, &metrics);
+
+        let state = snake(&analysis.state);
+        let verdict = match state.as_str() {
+            "promoted" => Some("promote".to_owned()),
+            "rolled_back" | "rollback_failed" => Some("rollback".to_owned()),
+            _ => analysis
+                .latest_verdict
+                .clone()
+                .or_else(|| latest.map(|j| j.verdict.clone())),
+        };
+        let headline = match state.as_str() {
+            "promoted" => format!("Promoted: {} is at 100%", analysis.flag),
+            "rolled_back" => format!("Rolled back: {} was switched off", analysis.flag),
+            "rollback_failed" => format!(
+                "ROLLBACK FAILED: {} may still serve canary traffic",
+                analysis.flag
+            ),
+            "awaiting_review" => "Awaiting review: a person decides".to_owned(),
+            "failed" => "Failed: the analysis could not run".to_owned(),
+            "paused" => "Paused by a person".to_owned(),
+            "pending" => "Pending: no look yet".to_owned(),
+            _ => match (&verdict, analysis.traffic) {
+                (Some(v), Some(traffic)) => format!(
+                    "Running at {}% traffic; latest look: {}",
+                    number(traffic),
+                    v.to_uppercase()
+                ),
+                _ => "Running".to_owned(),
+            },
+        };
+        let mut reasons = analysis.reasons.clone();
+        if reasons.is_empty()
+            && let Some(j) = latest
+        {
+            reasons = j.reasons.clone();
+        }
+        AnalysisReport {
+            report_schema_version: REPORT_SCHEMA_VERSION,
+            subject: Subject {
+                analysis_id: Some(analysis.id.to_string()),
+                profile: analysis.profile_name.clone(),
+                flag: Some(analysis.flag.clone()),
+                state,
+                dry_run: analysis.dry_run,
+                created_at: Some(analysis.created_at),
+                updated_at: Some(analysis.updated_at),
+                confidence_level,
+                multiple_comparisons: latest.and_then(|j| j.multiple_comparisons.clone()),
+            },
+            banner: Banner {
+                verdict,
+                headline,
+                score: latest.and_then(|j| j.score),
+                reasons,
+                deciding_metrics: deciding(&metrics, confidence_level),
+            },
+            timeline,
+            metrics,
+            history,
+        }
+    }
+
+    /// The report of a `canary run` rollout from its looks and flag changes in memory.
+    /// `state` is the rollout's status in snake_case (`promoted`, `rolled_back`, ...).
+    pub fn from_run(run: &RunFacts<'_>) -> AnalysisReport {
+        let id = uuid::Uuid::nil();
+        let looks: Vec<LookRecord> = run
+            .history
+            .iter()
+            .map(|record| {
+                let body =
+                    serde_json::to_value(record).expect("an interval record always serializes");
+                LookRecord {
+                    analysis_id: id,
+                    look: record.look,
+                    at: record.at,
+                    stage_index: record.stage_index,
+                    verdict: record.verdict.to_string(),
+                    decision: body["decision"]["decision"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    body,
+                }
+            })
+            .collect();
+        let actuations: Vec<ActuationRecord> = run
+            .actuations
+            .iter()
+            .map(|actuation| ActuationRecord {
+                analysis_id: id,
+                idempotency_key: String::new(),
+                action: actuation.action.clone(),
+                target: actuation.target.value(),
+                state: crate::store::ActuationState::Applied,
+                detail: if actuation.dry_run {
+                    Some("dry run: recorded, not applied".to_owned())
+                } else {
+                    actuation.state.as_ref().map(|state| {
+                        format!(
+                            "read back: {}, {}%",
+                            if state.enabled { "on" } else { "off" },
+                            number(state.rollout.value())
+                        )
+                    })
+                },
+                at: actuation.at,
+                completed_at: None,
+            })
+            .collect();
+        let first = looks
+            .first()
+            .map(|l| l.at)
+            .into_iter()
+            .chain(actuations.first().map(|a| a.at))
+            .fold(f64::INFINITY, f64::min);
+        let last = looks.last().map_or(first, |l| l.at);
+        let state = serde_json::from_value(Value::String(run.state.to_owned()))
+            .unwrap_or(crate::store::AnalysisState::Running);
+        let analysis = Analysis {
+            id,
+            profile_name: run.profile.to_owned(),
+            profile_text: String::new(),
+            flag: run.flag.to_owned(),
+            source: String::new(),
+            actuator: String::new(),
+            baseline_scope: String::new(),
+            canary_scope: String::new(),
+            dry_run: run.dry_run,
+            start_at: None,
+            state,
+            current_stage: run.history.last().map(|r| r.stage_index),
+            traffic: run.history.last().map(|r| r.traffic.value()),
+            latest_verdict: Some(run.verdict.to_owned()),
+            reasons: run.reasons.to_vec(),
+            runner_state: Value::Null,
+            next_look_at: None,
+            version: 0,
+            lease_owner: None,
+            lease_expires_at: None,
+            created_at: if first.is_finite() { first } else { 0.0 },
+            updated_at: if last.is_finite() { last } else { 0.0 },
+            requested_action: None,
+        };
+        let mut report = AnalysisReport::from_analysis(&analysis, &looks, &actuations, &[]);
+        report.subject.analysis_id = None;
+        report
+    }
+
+    /// Pretty-printed JSON with a trailing newline.
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self)
+            .expect("a report always serializes: it holds only strings, numbers and lists");
+        text.push('\n');
+        text
+    }
+}
+
+/// The snake_case name serde gives a unit enum variant.
+fn snake<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(text)) => text,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+fn decision_words(decision: &Value) -> String {
+    let name = decision
+        .get("decision")
+        .and_then(Value::as_str)
+        .or_else(|| decision.as_str())
+        .unwrap_or("unknown");
+    let to = decision.get("to").and_then(Value::as_f64);
+    match (name, to) {
+        ("advance", Some(to)) => format!("advance to {}%", number(to)),
+        ("reduce_traffic", Some(to)) => format!("reduce traffic to {}%", number(to)),
+        (other, _) => other.replace('_', " "),
+    }
+}
+
+/// Fills in the effect-size sentence of each row.
+fn finish_rows(mut rows: Vec<MetricRow>) -> Vec<MetricRow> {
+    for row in &mut rows {
+        row.effect = effect_words(row);
+    }
+    rows
+}
+
+fn field(value: &Option<Value>, name: &str) -> Option<f64> {
+    value.as_ref()?.get(name)?.as_f64()
+}
+
+fn pair(value: &Option<Value>, name: &str) -> Option<[f64; 2]> {
+    let items = value.as_ref()?.get(name)?.as_array()?;
+    Some([items.first()?.as_f64()?, items.get(1)?.as_f64()?])
+}
+
+fn effect_words(row: &MetricRow) -> Option<String> {
+    if let Some(ratio) = field(&row.effect_size, "rate_ratio") {
+        return Some(match pair(&row.effect_size, "rate_ratio_ci") {
+            Some([low, high]) => format!(
+                "rate ×{} [×{}, ×{}]",
+                number(ratio),
+                number(low),
+                number(high)
+            ),
+            None => format!("rate ×{}", number(ratio)),
+        });
+    }
+    if let Some(ratio) = field(&row.effect_size, "median_ratio") {
+        return Some(format!("median ×{}", number(ratio)));
+    }
+    if let Some(ratio) = field(&row.effect_size, "mean_ratio") {
+        return Some(format!("mean ×{}", number(ratio)));
+    }
+    field(&row.effect_size, "probability_of_superiority")
+        .map(|p| format!("P(canary > baseline) {}", number(p)))
+}
+
+/// One plain-language sentence per metric that decided the verdict: the failures, or
+/// when none failed, the metrics that held it.
+fn deciding(metrics: &[MetricRow], confidence_level: Option<f64>) -> Vec<String> {
+    let failed: Vec<&MetricRow> = metrics
+        .iter()
+        .filter(|m| m.classification == "fail")
+        .collect();
+    let chosen: Vec<&MetricRow> = if failed.is_empty() {
+        metrics
+            .iter()
+            .filter(|m| m.classification == "inconclusive" || m.classification == "error")
+            .collect()
+    } else {
+        failed
+    };
+    chosen
+        .into_iter()
+        .map(|m| metric_sentence(m, confidence_level))
+        .collect()
+}
+
+/// "error_rate 2.3% vs 0.4% baseline, ×5.8, 99% CI ×3.1–×9.7, critical".
+pub fn metric_sentence(metric: &MetricRow, confidence_level: Option<f64>) -> String {
+    let level =
+        confidence_level.map_or_else(String::new, |l| format!("{}% ", confidence_percent(l)));
+    let name = &metric.name;
+    let severity = &metric.severity;
+    if metric.classification == "inconclusive" || metric.classification == "error" {
+        return format!("{name}: {} ({})", metric.reason, metric.classification);
+    }
+    if let Some(threshold) = &metric.threshold {
+        let limits = match (threshold.min, threshold.max) {
+            (Some(min), Some(max)) => format!("allowed {}–{}", number(min), number(max)),
+            (None, Some(max)) => format!("limit {}", number(max)),
+            (Some(min), None) => format!("minimum {}", number(min)),
+            (None, None) => "no limit".to_owned(),
+        };
+        return format!(
+            "{name} {} {} ({limits}), {severity}",
+            threshold.statistic,
+            threshold.value.map_or_else(|| "n/a".to_owned(), number)
+        );
+    }
+    let base = metric.baseline.as_ref();
+    let canary = metric.canary.as_ref();
+    if metric.kind == "proportion" {
+        let rate = |side: Option<&SideRow>| {
+            side.and_then(|s| s.mean)
+                .map_or_else(|| "n/a".to_owned(), percent)
+        };
+        let mut text = format!("{name} {} vs {} baseline", rate(canary), rate(base));
+        if let Some(ratio) = field(&metric.effect_size, "rate_ratio") {
+            text.push_str(&format!(", ×{}", number(ratio)));
+            if let Some([low, high]) = pair(&metric.effect_size, "rate_ratio_ci") {
+                text.push_str(&format!(", {level}CI ×{}–×{}", number(low), number(high)));
+            }
+        }
+        text.push_str(&format!(", {severity}"));
+        return text;
+    }
+    let centre = |side: Option<&SideRow>| {
+        side.and_then(|s| s.median.or(s.mean))
+            .map_or_else(|| "n/a".to_owned(), number)
+    };
+    let mut text = format!(
+        "{name} median {} vs {} baseline",
+        centre(canary),
+        centre(base)
+    );
+    if let Some(shift) = metric.shift_estimate {
+        text.push_str(&format!(", shift {}", signed(shift)));
+        if let Some(relative) = metric.relative_shift {
+            text.push_str(&format!(" ({})", signed_percent(relative)));
+        }
+        if let Some([low, high]) = metric.shift_ci {
+            text.push_str(&format!(", {level}CI {} to {}", signed(low), signed(high)));
+        }
+    }
+    text.push_str(&format!(", {severity}"));
+    text
+}
+
+/// Each metric's central value per look: the median for samples, the rate for counts,
+/// the checked statistic for thresholds.
+fn history(
+    parsed: &[(&LookRecord, Option<StoredLook>)],
+    metrics: &[MetricRow],
+) -> Vec<MetricHistory> {
+    metrics
+        .iter()
+        .map(|metric| {
+            let mut statistic = String::from("median");
+            let points = parsed
+                .iter()
+                .filter_map(|(record, body)| {
+                    let judgement = body.as_ref()?.judgement.as_ref()?;
+                    let row = judgement.metrics.iter().find(|m| m.name == metric.name)?;
+                    let centre = |side: &Option<SideRow>| {
+                        side.as_ref().and_then(|s| {
+                            if s.total.is_some() {
+                                s.mean
+                            } else {
+                                s.median.or(s.mean)
+                            }
+                        })
+                    };
+                    if row.baseline.as_ref().is_some_and(|s| s.total.is_some())
+                        || row.canary.as_ref().is_some_and(|s| s.total.is_some())
+                    {
+                        statistic = "rate".to_owned();
+                    }
+                    Some(HistoryPoint {
+                        look: record.look,
+                        at: record.at,
+                        baseline: centre(&row.baseline),
+                        canary: centre(&row.canary),
+                    })
+                })
+                .collect();
+            let limits = metric
+                .threshold
+                .as_ref()
+                .map(|t| t.min.into_iter().chain(t.max).collect())
+                .unwrap_or_default();
+            MetricHistory {
+                name: metric.name.clone(),
+                statistic,
+                points,
+                limits,
+            }
+        })
+        .collect()
+}

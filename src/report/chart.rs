@@ -1,0 +1,312 @@
+//! SVG charts for the HTML report, drawn with `plotters`' SVG backend.
+//!
+//! plotters is built without fonts (no `ttf` feature), so it draws only lines and
+//! frames here; the few axis labels are SVG `<text>` elements this module adds itself,
+//! positioned from the same pixel layout. Charts never change a statistic: series are
+//! downsampled for drawing only (at most [`MAX_POINTS`] per line), while the report's
+//! numbers come from the judge.
+
+use std::fmt::Write as _;
+use std::ops::Range;
+
+use plotters::prelude::*;
+
+use crate::judge::format::number;
+
+/// Most points drawn per line.
+pub const MAX_POINTS: usize = 500;
+
+const WIDTH: u32 = 520;
+const HEIGHT: u32 = 200;
+const LEFT: u32 = 56;
+const RIGHT: u32 = 10;
+const TOP: u32 = 10;
+const BOTTOM: u32 = 22;
+
+/// Baseline colour (blue).
+pub const BASELINE: RGBColor = RGBColor(0x1f, 0x6f, 0xb4);
+/// Canary colour (orange).
+pub const CANARY: RGBColor = RGBColor(0xe0, 0x6c, 0x00);
+const LIMIT: RGBColor = RGBColor(0xc0, 0x10, 0x10);
+
+/// One line to draw.
+pub struct Line<'a> {
+    /// Points (x, y); non-finite ones are skipped.
+    pub points: &'a [(f64, f64)],
+    /// Its colour.
+    pub colour: RGBColor,
+    /// Draw as steps (for an empirical CDF).
+    pub steps: bool,
+}
+
+/// Downsamples a time series to at most `max` points, keeping each bucket's minimum
+/// and maximum so spikes stay visible.
+pub fn downsample(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
+    if points.len() <= max || max < 2 {
+        return points.to_vec();
+    }
+    let buckets = max / 2;
+    let size = points.len().div_ceil(buckets);
+    let mut out = Vec::with_capacity(max);
+    for chunk in points.chunks(size) {
+        let mut low = chunk[0];
+        let mut high = chunk[0];
+        for &point in chunk {
+            if point.1 < low.1 {
+                low = point;
+            }
+            if point.1 > high.1 {
+                high = point;
+            }
+        }
+        if low.0 <= high.0 {
+            out.push(low);
+            if high != low {
+                out.push(high);
+            }
+        } else {
+            out.push(high);
+            out.push(low);
+        }
+    }
+    out
+}
+
+/// The empirical CDF of `values` as at most `max` points (value, fraction ≤ value),
+/// taken at evenly spaced ranks so the drawn curve stays within 1/`max` of the exact one.
+pub fn ecdf(values: &[f64], max: usize) -> Vec<(f64, f64)> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let take = n.min(max.max(2));
+    (0..take)
+        .map(|i| {
+            let rank = if take == 1 {
+                n - 1
+            } else {
+                i * (n - 1) / (take - 1)
+            };
+            (sorted[rank], (rank + 1) as f64 / n as f64)
+        })
+        .collect()
+}
+
+fn range(values: impl Iterator<Item = f64>) -> Option<Range<f64>> {
+    let (low, high) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+            (l.min(v), h.max(v))
+        });
+    if !low.is_finite() {
+        return None;
+    }
+    if low == high {
+        let pad = if low == 0.0 { 1.0 } else { low.abs() * 0.1 };
+        return Some(low - pad..high + pad);
+    }
+    let pad = (high - low) * 0.05;
+    Some(low - pad..high + pad)
+}
+
+fn escape_text(text: &str) -> String {
+    super::html::escape(text)
+}
+
+/// Draws `lines` with horizontal marks at `y_marks` and vertical ones at `x_marks`
+/// (thresholds). `x_label` describes the x axis under the chart. Returns an `<svg>`
+/// element, or a short note when there is nothing to draw.
+pub fn draw(lines: &[Line<'_>], x_marks: &[f64], y_marks: &[f64], x_label: &str) -> String {
+    let all = || lines.iter().flat_map(|l| l.points.iter());
+    let (Some(x_range), Some(y_range)) = (
+        range(all().map(|p| p.0).chain(x_marks.iter().copied())),
+        range(all().map(|p| p.1).chain(y_marks.iter().copied())),
+    ) else {
+        return r#"<p class="no-chart">no data to chart</p>"#.to_owned();
+    };
+    let mut svg = String::new();
+    let drawn = draw_into(
+        &mut svg,
+        lines,
+        x_marks,
+        y_marks,
+        x_range.clone(),
+        y_range.clone(),
+    );
+    if drawn.is_err() {
+        return r#"<p class="no-chart">chart unavailable</p>"#.to_owned();
+    }
+    // Axis labels as plain SVG text (plotters has no fonts in this build): the data's
+    // own extremes, placed where plotters drew them inside the padded range.
+    let extremes = |values: &mut dyn Iterator<Item = f64>| {
+        values
+            .filter(|v| v.is_finite())
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+                (l.min(v), h.max(v))
+            })
+    };
+    let (x_low, x_high) = extremes(&mut all().map(|p| p.0).chain(x_marks.iter().copied()));
+    let (y_low, y_high) = extremes(&mut all().map(|p| p.1).chain(y_marks.iter().copied()));
+    let plot_width = f64::from(WIDTH - LEFT - RIGHT);
+    let plot_height = f64::from(HEIGHT - TOP - BOTTOM);
+    let x_pixel =
+        |x: f64| f64::from(LEFT) + (x - x_range.start) / (x_range.end - x_range.start) * plot_width;
+    let y_pixel =
+        |y: f64| f64::from(TOP) + (y_range.end - y) / (y_range.end - y_range.start) * plot_height;
+    let mut labels = String::from(r##"<g font-family="sans-serif" font-size="11" fill="#333">"##);
+    let mut text = |x: f64, y: f64, anchor: &str, content: &str| {
+        let _ = write!(
+            labels,
+            r#"<text x="{x:.1}" y="{y:.1}" text-anchor="{anchor}">{content}</text>"#
+        );
+    };
+    let label_x = f64::from(LEFT) - 4.0;
+    let axis_y = f64::from(HEIGHT) - 6.0;
+    text(label_x, y_pixel(y_high) + 4.0, "end", &number(y_high));
+    if y_low != y_high {
+        text(label_x, y_pixel(y_low) + 4.0, "end", &number(y_low));
+    }
+    text(x_pixel(x_low), axis_y, "start", &number(x_low));
+    if x_low != x_high {
+        text(x_pixel(x_high), axis_y, "end", &number(x_high));
+    }
+    text(
+        (f64::from(LEFT) + f64::from(WIDTH - RIGHT)) / 2.0,
+        axis_y,
+        "middle",
+        &escape_text(x_label),
+    );
+    labels.push_str("</g>");
+    match svg.rfind("</svg>") {
+        Some(end) => svg.insert_str(end, &labels),
+        None => svg.push_str(&labels),
+    }
+    svg
+}
+
+fn draw_into(
+    svg: &mut String,
+    lines: &[Line<'_>],
+    x_marks: &[f64],
+    y_marks: &[f64],
+    x_range: Range<f64>,
+    y_range: Range<f64>,
+) -> Result<(), String> {
+    let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .margin_left(LEFT)
+        .margin_right(RIGHT)
+        .margin_top(TOP)
+        .margin_bottom(BOTTOM)
+        .build_cartesian_2d(x_range.clone(), y_range.clone())
+        .map_err(|e| e.to_string())?;
+    let frame = ShapeStyle::from(&RGBColor(0x99, 0x99, 0x99)).stroke_width(1);
+    chart
+        .draw_series(std::iter::once(PathElement::new(
+            vec![
+                (x_range.start, y_range.start),
+                (x_range.end, y_range.start),
+                (x_range.end, y_range.end),
+                (x_range.start, y_range.end),
+                (x_range.start, y_range.start),
+            ],
+            frame,
+        )))
+        .map_err(|e| e.to_string())?;
+    let limit = ShapeStyle::from(&LIMIT).stroke_width(2);
+    for &mark in y_marks.iter().filter(|m| m.is_finite()) {
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(x_range.start, mark), (x_range.end, mark)],
+                limit,
+            )))
+            .map_err(|e| e.to_string())?;
+    }
+    for &mark in x_marks.iter().filter(|m| m.is_finite()) {
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(mark, y_range.start), (mark, y_range.end)],
+                limit,
+            )))
+            .map_err(|e| e.to_string())?;
+    }
+    for line in lines {
+        let finite = line
+            .points
+            .iter()
+            .copied()
+            .filter(|(x, y)| x.is_finite() && y.is_finite());
+        let points: Vec<(f64, f64)> = if line.steps {
+            let mut stepped = Vec::new();
+            let mut previous_y = 0.0;
+            for (x, y) in finite {
+                stepped.push((x, previous_y));
+                stepped.push((x, y));
+                previous_y = y;
+            }
+            stepped
+        } else {
+            finite.collect()
+        };
+        // Few points (a rollout with one or two looks) also get markers: a line
+        // through a single point draws nothing.
+        if points.len() <= 60 && !line.steps {
+            let marker = ShapeStyle::from(&line.colour).filled();
+            chart
+                .draw_series(points.iter().map(|&point| Circle::new(point, 3, marker)))
+                .map_err(|e| e.to_string())?;
+        }
+        chart
+            .draw_series(LineSeries::new(
+                points,
+                ShapeStyle::from(&line.colour).stroke_width(2),
+            ))
+            .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downsampling_keeps_at_most_the_limit_and_the_spike() {
+        let mut points: Vec<(f64, f64)> = (0..10_000).map(|i| (i as f64, 1.0)).collect();
+        points[4321].1 = 99.0;
+        let drawn = downsample(&points, MAX_POINTS);
+        assert!(drawn.len() <= MAX_POINTS, "{}", drawn.len());
+        assert!(drawn.contains(&(4321.0, 99.0)));
+    }
+
+    #[test]
+    fn the_drawn_ecdf_is_a_subset_of_the_exact_one() {
+        let values: Vec<f64> = (0..10_000).map(|i| (i % 977) as f64).collect();
+        let curve = ecdf(&values, MAX_POINTS);
+        assert!(curve.len() <= MAX_POINTS);
+        assert_eq!(curve.last().unwrap().1, 1.0);
+        assert_eq!(curve.first().unwrap().0, 0.0);
+    }
+
+    #[test]
+    fn a_chart_is_one_svg_with_its_labels_and_no_script() {
+        let points = [(0.0, 1.0), (1.0, 2.0), (2.0, 1.5)];
+        let svg = draw(
+            &[Line {
+                points: &points,
+                colour: BASELINE,
+                steps: false,
+            }],
+            &[],
+            &[1.8],
+            "look <1>",
+        );
+        assert!(svg.starts_with("<svg"), "{svg}");
+        assert!(svg.contains("look &lt;1&gt;"));
+        assert!(!svg.contains("<script"));
+    }
+}

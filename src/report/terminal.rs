@@ -1,0 +1,144 @@
+//! A compact terminal summary of an [`AnalysisReport`]: the verdict, the deciding
+//! metrics, one line per metric. Coloured (ANSI) only when asked, which the binary does
+//! when stdout is a terminal (`std::io::IsTerminal`); plain text otherwise, so logs and
+//! pipes get no escape codes.
+
+use std::fmt::Write as _;
+
+use super::analysis::{AnalysisReport, SideRow};
+use crate::judge::format::{number, p_value, percent};
+
+const RESET: &str = "\x1b[0m";
+const BOLD: &str = "\x1b[1m";
+const RED: &str = "\x1b[31m";
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+
+/// Renders the summary; `colour` adds ANSI colours.
+pub fn render(report: &AnalysisReport, colour: bool) -> String {
+    let paint = |text: &str, code: &str| {
+        if colour {
+            format!("{code}{text}{RESET}")
+        } else {
+            text.to_owned()
+        }
+    };
+    let tone = |word: &str| match word {
+        "promote" | "pass" => GREEN,
+        "rollback" | "fail" => RED,
+        _ => YELLOW,
+    };
+    let mut out = String::new();
+    let verdict = report.banner.verdict.as_deref().unwrap_or("none");
+    let _ = writeln!(
+        out,
+        "{}  {}",
+        paint(
+            &format!("VERDICT: {}", verdict.to_uppercase()),
+            &format!("{BOLD}{}", tone(verdict))
+        ),
+        report.banner.headline
+    );
+    for sentence in &report.banner.deciding_metrics {
+        let _ = writeln!(out, "  - {sentence}");
+    }
+    if report.metrics.is_empty() {
+        return out;
+    }
+    let centre = |side: &Option<SideRow>| {
+        side.as_ref().map_or_else(
+            || "-".to_owned(),
+            |s| match (s.total, s.median, s.mean) {
+                (Some(_), _, Some(rate)) => percent(rate),
+                (None, Some(median), _) => number(median),
+                (_, _, Some(mean)) => number(mean),
+                _ => "-".to_owned(),
+            },
+        )
+    };
+    let rows: Vec<[String; 6]> = report
+        .metrics
+        .iter()
+        .map(|m| {
+            [
+                m.name.clone(),
+                m.classification.clone(),
+                centre(&m.baseline),
+                centre(&m.canary),
+                m.effect.clone().unwrap_or_else(|| "-".to_owned()),
+                m.adjusted_p_value
+                    .or(m.p_value)
+                    .map_or_else(|| "-".to_owned(), |p| p_value(p, None)),
+            ]
+        })
+        .collect();
+    let header = [
+        "metric", "result", "baseline", "canary", "effect", "p (adj.)",
+    ]
+    .map(str::to_owned);
+    let mut widths = header.each_ref().map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String; 6], paint_result: bool| {
+        let mut text = String::new();
+        for (index, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            let padded = format!("{cell:<width$}");
+            if index == 1 && paint_result {
+                text.push_str(&paint(&padded, tone(cell)));
+            } else {
+                text.push_str(&padded);
+            }
+            text.push_str("  ");
+        }
+        text.trim_end().to_owned()
+    };
+    let _ = writeln!(out, "\n{}", line(&header, false));
+    for row in &rows {
+        let _ = writeln!(out, "{}", line(row, true));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::analysis::{Banner, Subject};
+
+    fn report() -> AnalysisReport {
+        AnalysisReport {
+            report_schema_version: 1,
+            subject: Subject {
+                analysis_id: None,
+                profile: "p".to_owned(),
+                flag: None,
+                state: "analyzed".to_owned(),
+                dry_run: true,
+                created_at: None,
+                updated_at: None,
+                confidence_level: None,
+                multiple_comparisons: None,
+            },
+            banner: Banner {
+                verdict: Some("rollback".to_owned()),
+                headline: "Verdict: ROLLBACK".to_owned(),
+                score: None,
+                reasons: Vec::new(),
+                deciding_metrics: vec!["error_rate 2% vs 0.4% baseline".to_owned()],
+            },
+            timeline: Vec::new(),
+            metrics: Vec::new(),
+            history: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn plain_output_has_no_escape_codes_and_coloured_output_has_them() {
+        let plain = render(&report(), false);
+        assert!(!plain.contains('\x1b'));
+        assert!(plain.contains("VERDICT: ROLLBACK"));
+        assert!(render(&report(), true).contains("\x1b[31m"));
+    }
+}
