@@ -57,12 +57,15 @@ pub enum Command {
     CheckProfile(CheckProfileArgs),
     /// Serve the HTTP API and run the workers that carry out submitted analyses.
     ///
-    /// Settings come from --config (TOML) and CANARY_* variables (CANARY_SERVER__BIND,
-    /// CANARY_STORE__URL, CANARY_SERVER__AUTH_TOKEN, ...): the listen address, the store
-    /// (sqlite:PATH by default; postgres://... lets several instances share the work), the
-    /// profiles directory, and the named metric sources and actuators analyses may use.
-    /// Prints `listening on http://ADDRESS` once ready. SIGINT or SIGTERM stops it
-    /// gracefully: no new claims, running looks finish, leases are released.
+    /// Settings come from --config (TOML) and CANARY_SECTION__KEY variables
+    /// (CANARY_SERVER__BIND, CANARY_STORE__URL, CANARY_SERVER__AUTH_TOKEN, ...): the listen
+    /// address and public URL, the store (sqlite:PATH by default; postgres://... lets
+    /// several instances share the work), the profiles directory, the named metric sources
+    /// and actuators analyses may use, the notifiers told of rollbacks, reviews and
+    /// promotions, and the workers (concurrency, lease, actuation deadline, how often a
+    /// failed rollback is retried). Prints `listening on http://ADDRESS` once ready. SIGINT
+    /// or SIGTERM stops it gracefully: no new claims, running looks finish, leases are
+    /// released.
     Serve(ServeArgs),
     /// Submit an analysis to a `canary serve` instance and print its id.
     ///
