@@ -73,7 +73,8 @@ pub fn downsample(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
 }
 
 /// The empirical CDF of `values` as at most `max` points (value, fraction ≤ value),
-/// taken at evenly spaced ranks so the drawn curve stays within 1/`max` of the exact one.
+/// starting from (smallest value, 0) and taken at evenly spaced ranks so the drawn curve
+/// stays within 1/`max` of the exact one.
 pub fn ecdf(values: &[f64], max: usize) -> Vec<(f64, f64)> {
     let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     sorted.sort_by(f64::total_cmp);
@@ -81,16 +82,17 @@ pub fn ecdf(values: &[f64], max: usize) -> Vec<(f64, f64)> {
     if n == 0 {
         return Vec::new();
     }
-    let take = n.min(max.max(2));
-    (0..take)
-        .map(|i| {
+    // The curve rises from 0 at the smallest value, so its axis reads 0 to 1.
+    let take = n.min(max.max(3) - 1);
+    std::iter::once((sorted[0], 0.0))
+        .chain((0..take).map(|i| {
             let rank = if take == 1 {
                 n - 1
             } else {
                 i * (n - 1) / (take - 1)
             };
             (sorted[rank], (rank + 1) as f64 / n as f64)
-        })
+        }))
         .collect()
 }
 
