@@ -198,7 +198,7 @@ pub fn document() -> Value {
                 "get": {
                     "operationId": "metrics",
                     "summary": "The engine's own metrics (OpenMetrics text)",
-                    "description": "canary_analyses{state}, canary_http_requests_total{method,route,status}, canary_http_request_duration_seconds{method,route}, canary_verdicts_total{outcome}, canary_interval_lateness_seconds, canary_source_request_duration_seconds{source}, canary_source_errors_total{source,kind}, canary_actuator_request_duration_seconds{actuator}, canary_actuator_errors_total{actuator}.",
+                    "description": "canary_analyses{state}, canary_http_requests_total{method,route,status}, canary_http_request_duration_seconds{method,route}, canary_verdicts_total{outcome}, canary_interval_lateness_seconds, canary_source_request_duration_seconds{source}, canary_source_errors_total{source,kind}, canary_actuator_request_duration_seconds{actuator}, canary_actuator_errors_total{actuator}, canary_notifications_total{notifier,outcome}.",
                     "responses": {
                         "200": {"description": "The exposition.", "content": {"application/openmetrics-text": {}}},
                         "503": error_response("The store cannot count analyses.")

@@ -1022,8 +1022,16 @@ impl Worker {
     fn announce(&self, notification: Notification) {
         if let Some(notifications) = self.inner.notifications.get() {
             let notifications = notifications.clone();
+            let metrics = self.inner.metrics.get().cloned();
             tokio::spawn(async move {
-                notifications.send(notification).await;
+                let delivery = notifications.send(notification).await;
+                if let Some(metrics) = metrics {
+                    metrics.observe_notification(
+                        &delivery.delivered,
+                        &delivery.failed,
+                        delivery.suppressed,
+                    );
+                }
             });
         }
     }

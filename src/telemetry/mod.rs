@@ -102,6 +102,7 @@ fn latency_histogram() -> Histogram {
 /// | `canary_source_errors_total` | counter | `source`, `kind` | failed metric-source fetches |
 /// | `canary_actuator_request_duration_seconds` | histogram | `actuator` | time of one flag change |
 /// | `canary_actuator_errors_total` | counter | `actuator` | failed flag changes |
+/// | `canary_notifications_total` | counter | `notifier`, `outcome` | notifications `sent` or `failed` per notifier, and `suppressed` by the rate limiter (notifier `-`) |
 #[derive(Debug)]
 pub struct EngineMetrics {
     registry: Registry,
@@ -124,6 +125,17 @@ pub struct EngineMetrics {
     pub actuator_request_duration: HistogramFamily<ActuatorLabels>,
     /// `canary_actuator_errors_total{actuator}`: updated by the workers.
     pub actuator_errors: Family<ActuatorLabels, Counter>,
+    /// `canary_notifications_total{notifier,outcome}`: updated by the workers.
+    pub notifications: Family<NotificationLabels, Counter>,
+}
+
+/// `notifier`, `outcome`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// The notifier's name in the settings (`-` for notifications held back).
+    pub notifier: String,
+    /// `sent`, `failed` or `suppressed`.
+    pub outcome: String,
 }
 
 /// `method`, `route`.
@@ -205,8 +217,15 @@ impl EngineMetrics {
             "Failed flag changes, by actuator",
             actuator_errors.clone(),
         );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notifications sent or failed per notifier, and held back by the rate limiter",
+            notifications.clone(),
+        );
         Self {
             registry,
+            notifications,
             analyses,
             http_requests,
             http_request_duration,
@@ -263,6 +282,27 @@ impl EngineMetrics {
         }
     }
 
+    /// A notification was sent to `delivered`, failed at `failed`, or held back.
+    pub fn observe_notification(&self, delivered: &[String], failed: &[String], suppressed: bool) {
+        let mut count = |notifier: &str, outcome: &str| {
+            self.notifications
+                .get_or_create(&NotificationLabels {
+                    notifier: notifier.to_owned(),
+                    outcome: outcome.to_owned(),
+                })
+                .inc();
+        };
+        if suppressed {
+            count("-", "suppressed");
+        }
+        for notifier in delivered {
+            count(notifier, "sent");
+        }
+        for notifier in failed {
+            count(notifier, "failed");
+        }
+    }
+
     /// The API answered a request.
     pub fn observe_http_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
         self.http_requests
@@ -313,6 +353,7 @@ mod tests {
         metrics.observe_interval_lateness(0.3);
         metrics.observe_source_request("prod", 0.02, Some("unreachable"));
         metrics.observe_actuation("flags", 0.001, true);
+        metrics.observe_notification(&["oncall".to_owned()], &[], false);
         metrics.set_analyses_by_state(&Default::default());
         let text = metrics.encode();
         for line in [
@@ -321,6 +362,7 @@ mod tests {
             "canary_source_request_duration_seconds_count{source=\"prod\"} 1",
             "canary_source_errors_total{source=\"prod\",kind=\"unreachable\"} 1",
             "canary_actuator_errors_total{actuator=\"flags\"} 1",
+            "canary_notifications_total{notifier=\"oncall\",outcome=\"sent\"} 1",
             "canary_analyses{state=\"rollback_failed\"} 0",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");

@@ -222,6 +222,24 @@ fn canary_serve_runs_submitted_rollouts_to_their_verdicts_and_stops_gracefully()
             .any(|t| t.contains(&format!("https://canary.example.com/v1/analyses/{id}"))),
         "the rollback links to its analysis: {texts:#?}"
     );
+    // ... and counts them (just after the channel answered each).
+    let sent = r#"canary_notifications_total{notifier="oncall",outcome="sent"} 2"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let metrics = loop {
+        let metrics = runtime.block_on(async {
+            ::reqwest::get(format!("{}/metrics", server.url))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
+        if metrics.contains(sent) || std::time::Instant::now() > deadline {
+            break metrics;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(metrics.contains(sent), "{metrics}");
 
     // SIGTERM: the server finishes and exits 0.
     let pid = server.child.id();
