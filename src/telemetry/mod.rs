@@ -284,7 +284,7 @@ impl EngineMetrics {
 
     /// A notification was sent to `delivered`, failed at `failed`, or held back.
     pub fn observe_notification(&self, delivered: &[String], failed: &[String], suppressed: bool) {
-        let mut count = |notifier: &str, outcome: &str| {
+        let count = |notifier: &str, outcome: &str| {
             self.notifications
                 .get_or_create(&NotificationLabels {
                     notifier: notifier.to_owned(),
