@@ -161,6 +161,29 @@ impl Notification {
         })
     }
 
+    /// The notification that a progressive rollback of `analysis` has started (critical,
+    /// event `rolling_back`): it ends minutes later, and people on call hear of it now.
+    /// `analysis` is the record as the look left it: still running, its traffic the
+    /// first reduction, its reasons the look's.
+    pub fn rolling_back(analysis: &Analysis, report_url: Option<String>, time: f64) -> Self {
+        Notification {
+            severity: Severity::Critical,
+            event: "rolling_back".to_owned(),
+            title: format!("Rolling back {} progressively", analysis.flag),
+            analysis_id: analysis.id.to_string(),
+            flag: analysis.flag.clone(),
+            profile: analysis.profile_name.clone(),
+            state: analysis.state.to_string(),
+            verdict: analysis.latest_verdict.clone(),
+            stage: analysis.current_stage,
+            traffic: analysis.traffic,
+            reasons: analysis.reasons.clone(),
+            report_url,
+            time,
+            suppressed: 0,
+        }
+    }
+
     /// The reasons that are sent (at most [`MAX_REASONS`]) and how many were left out.
     pub fn top_reasons(&self) -> (&[String], usize) {
         let shown = self.reasons.len().min(MAX_REASONS);

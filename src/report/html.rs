@@ -308,6 +308,22 @@ fn timeline(out: &mut String, report: &AnalysisReport) {
     out.push_str("</tbody></table>\n");
 }
 
+/// The baseline and canary lines of one chart, in their colours.
+fn sides<'a>(baseline: &'a [(f64, f64)], canary: &'a [(f64, f64)], steps: bool) -> [Line<'a>; 2] {
+    [
+        Line {
+            points: baseline,
+            colour: BASELINE,
+            steps,
+        },
+        Line {
+            points: canary,
+            colour: CANARY,
+            steps,
+        },
+    ]
+}
+
 fn metric_charts(out: &mut String, report: &AnalysisReport, charts: &ChartData) {
     if report.metrics.is_empty() {
         return;
@@ -349,18 +365,7 @@ fn metric_charts(out: &mut String, report: &AnalysisReport, charts: &ChartData) 
                 figure(
                     out,
                     &chart::draw(
-                        &[
-                            Line {
-                                points: &baseline,
-                                colour: BASELINE,
-                                steps: false,
-                            },
-                            Line {
-                                points: &canary,
-                                colour: CANARY,
-                                steps: false,
-                            },
-                        ],
+                        &sides(&baseline, &canary, false),
                         &[],
                         &limits,
                         "seconds since the first point",
@@ -378,18 +383,7 @@ fn metric_charts(out: &mut String, report: &AnalysisReport, charts: &ChartData) 
                 figure(
                     out,
                     &chart::draw(
-                        &[
-                            Line {
-                                points: &baseline_cdf,
-                                colour: BASELINE,
-                                steps: true,
-                            },
-                            Line {
-                                points: &canary_cdf,
-                                colour: CANARY,
-                                steps: true,
-                            },
-                        ],
+                        &sides(&baseline_cdf, &canary_cdf, true),
                         &limits,
                         &[],
                         "value (y: share of points at or below)",
@@ -429,23 +423,7 @@ fn history_chart(out: &mut String, history: &MetricHistory, limits: &[f64]) {
     let canary = side(|p| p.canary);
     figure(
         out,
-        &chart::draw(
-            &[
-                Line {
-                    points: &baseline,
-                    colour: BASELINE,
-                    steps: false,
-                },
-                Line {
-                    points: &canary,
-                    colour: CANARY,
-                    steps: false,
-                },
-            ],
-            &[],
-            limits,
-            "look",
-        ),
+        &chart::draw(&sides(&baseline, &canary, false), &[], limits, "look"),
         &format!("{} at each look", history.statistic),
     );
 }
@@ -474,18 +452,7 @@ fn quantile_chart(out: &mut String, metric: &MetricRow, limits: &[f64]) {
     figure(
         out,
         &chart::draw(
-            &[
-                Line {
-                    points: &baseline,
-                    colour: BASELINE,
-                    steps: false,
-                },
-                Line {
-                    points: &canary,
-                    colour: CANARY,
-                    steps: false,
-                },
-            ],
+            &sides(&baseline, &canary, false),
             limits,
             &[],
             "value (y: share at or below)",

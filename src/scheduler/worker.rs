@@ -728,29 +728,14 @@ impl Worker {
             }
             _ => tracing::info!(look = record.look, status = ?status, "rollout ended"),
         }
-        let traffic_now = update.traffic;
-        self.record(analysis, now, update).await?;
+        let starts_rolling_back = matches!(record.decision, super::Decision::ReduceTraffic { .. })
+            && runner.rolling_back().map(|r| r.steps_done) == Some(1);
+        let recorded = self.record_returning(analysis, now, update).await?;
         // A progressive rollback ends minutes after it was decided: people on call hear
         // of it when it starts, not only when it ends.
-        if matches!(record.decision, super::Decision::ReduceTraffic { .. })
-            && runner.rolling_back().map(|r| r.steps_done) == Some(1)
-        {
-            self.announce(Notification {
-                severity: crate::notify::Severity::Critical,
-                event: "rolling_back".to_owned(),
-                title: format!("Rolling back {} progressively", analysis.flag),
-                analysis_id: analysis.id.to_string(),
-                flag: analysis.flag.clone(),
-                profile: analysis.profile_name.clone(),
-                state: AnalysisState::Running.to_string(),
-                verdict: Some(record.verdict.to_string()),
-                stage: Some(runner.stage_index()),
-                traffic: traffic_now,
-                reasons: record.reasons.clone(),
-                report_url: self.analysis_url(analysis.id),
-                time: now,
-                suppressed: 0,
-            });
+        if starts_rolling_back {
+            let url = self.analysis_url(analysis.id);
+            self.announce(Notification::rolling_back(&recorded, url, now));
         }
         Ok(())
     }
@@ -995,6 +980,16 @@ impl Worker {
         now: f64,
         update: LookUpdate,
     ) -> Result<(), WorkerError> {
+        self.record_returning(analysis, now, update).await.map(drop)
+    }
+
+    /// [`Self::record`], returning the analysis as recorded.
+    async fn record_returning(
+        &self,
+        analysis: &Analysis,
+        now: f64,
+        update: LookUpdate,
+    ) -> Result<Analysis, WorkerError> {
         // The clock may have moved while the step ran; the lease is checked at write time.
         let written_at = self.inner.clock.now().max(now);
         let recorded = self
@@ -1005,7 +1000,7 @@ impl Worker {
         if recorded.state != analysis.state {
             self.notify(&recorded, written_at);
         }
-        Ok(())
+        Ok(recorded)
     }
 
     /// Tells the people on call that `analysis` reached its state (rolled back, rollback
