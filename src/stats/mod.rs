@@ -16,6 +16,7 @@ pub mod mann_whitney;
 pub mod multiple_testing;
 pub mod proportions;
 pub mod quantiles;
+pub mod sequential;
 
 use serde::Serialize;
 

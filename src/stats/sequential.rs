@@ -1,0 +1,512 @@
+//! Anytime-valid evidence: e-values that may be looked at after every batch of data,
+//! as often as one likes, without inflating the false-alarm rate.
+//!
+//! An *e-process* `E_t` is a nonnegative process with `E_0 = 1` that, while the null
+//! hypothesis holds, is a supermartingale. By Ville's inequality
+//! `P(sup_t E_t ≥ 1/α) ≤ α`, so rejecting the first time `E_t ≥ 1/α` keeps the error
+//! rate at `α` over *all* looks. Two kinds are built here:
+//!
+//! - [`RankEvidence`]: batches of continuous samples compared by the Mann-Whitney
+//!   statistic. Each batch contributes its centred statistic scaled to
+//!   information units (`S_k = (Û_k − ½)·I_k`, `I_k = 1 / Var₀(Û_k)`), so that
+//!   `S = Σ S_k` is, under the null, approximately a Brownian motion in information
+//!   time `I = Σ I_k` (a stratified Mann-Whitney / van Elteren sum: batches taken at
+//!   different times of day or traffic are never compared with each other). The
+//!   e-value is the one-sided normal mixture `∫ exp(θS − θ²I/2) dπ(θ)` over a
+//!   half-normal prior `π` of scale `τ` ([`ln_one_sided_normal_mixture`]), in closed
+//!   form. A null with a tolerated shift is tested by shifting the canary's samples
+//!   before ranking.
+//! - [`RateEvidence`]: error counts out of events on both sides. Given the total
+//!   number of errors in a step, the canary's share of them is binomial with
+//!   `p(θ) = n_c·θ / (n_c·θ + n_b)`, where `θ` is the ratio of the two error rates and
+//!   `n_c`, `n_b` the events. The likelihood ratio against the null ratio `θ₀`,
+//!   mixed over a fixed grid of alternative ratios, is an exact test martingale
+//!   (a mixture SPRT); for a composite null `θ ≤ θ₀` with alternatives `θ > θ₀` it
+//!   is a supermartingale, since `E_p[(q/p₀)^x((1−q)/(1−p₀))^{1−x}] =
+//!   1 + (q−p₀)(p−p₀)/(p₀(1−p₀)) ≤ 1` whenever `p ≤ p₀ ≤ q`.
+//!
+//! [`spend`] is the budget-spending rule shared by everything that is tested a
+//! countable number of times (looks, sub-windows).
+
+use statrs::distribution::{ContinuousCDF, Normal};
+
+/// Share of a budget spent on planned tests; the rest covers tests beyond the plan.
+pub const PLANNED_SHARE: f64 = 0.8;
+
+/// The share of `budget` that test number `index` (1-based) may spend when `planned`
+/// tests are planned: `PLANNED_SHARE·budget/planned` each for the planned ones, then
+/// `(1 − PLANNED_SHARE)·budget·6/(π²j²)` for the j-th extra one, so the shares of any
+/// number of tests add up to at most `budget`.
+pub fn spend(budget: f64, planned: u64, index: u64) -> f64 {
+    let planned = planned.max(1);
+    if index <= planned {
+        PLANNED_SHARE * budget / planned as f64
+    } else {
+        let extra = (index - planned) as f64;
+        (1.0 - PLANNED_SHARE) * budget * 6.0 / (std::f64::consts::PI.powi(2) * extra * extra)
+    }
+}
+
+fn standard_normal() -> Normal {
+    Normal::new(0.0, 1.0).expect("the standard normal is valid")
+}
+
+/// `ln E` of the one-sided normal-mixture e-value for a statistic `S` with information
+/// `I` and prior scale `τ²` (`tau2`): large when `S` is large and positive.
+///
+/// `E = 2 (1+v)^{-1/2} exp(z² v / (2(1+v))) Φ(z √(v/(1+v)))` with `v = τ²I` and
+/// `z = S/√I`.
+pub fn ln_one_sided_normal_mixture(s: f64, information: f64, tau2: f64) -> f64 {
+    if information <= 0.0 || !s.is_finite() {
+        return 0.0;
+    }
+    let v = tau2 * information;
+    let z = s / information.sqrt();
+    let w = (v / (1.0 + v)).sqrt();
+    let ln_phi = ln_normal_cdf(z * w);
+    std::f64::consts::LN_2 - 0.5 * (1.0 + v).ln() + z * z * v / (2.0 * (1.0 + v)) + ln_phi
+}
+
+/// `ln Φ(x)`, finite far into the lower tail.
+fn ln_normal_cdf(x: f64) -> f64 {
+    if x > -30.0 {
+        standard_normal().cdf(x).max(f64::MIN_POSITIVE).ln()
+    } else {
+        // Mills-ratio asymptote: Φ(x) ≈ φ(x)/|x|.
+        -0.5 * x * x - (-x).ln() - 0.5 * (2.0 * std::f64::consts::PI).ln()
+    }
+}
+
+/// The prior scale that makes the mixture boundary tightest near information
+/// `planned_information` at level `alpha` (Howard et al., 2021, eq. 3.10's rule of
+/// thumb): `τ² = (2 ln(1/α) + ln(1 + 2 ln(1/α))) / I*`.
+pub fn tuned_tau2(alpha: f64, planned_information: f64) -> f64 {
+    let l = 2.0 * (1.0 / alpha).ln();
+    (l + (1.0 + l).ln()) / planned_information.max(1e-9)
+}
+
+/// The standardized statistic `z = S/√I` at which the one-sided mixture reaches
+/// `1/alpha`: the always-valid critical value at information `I`.
+pub fn critical_z(information: f64, tau2: f64, alpha: f64) -> f64 {
+    let target = (1.0 / alpha).ln();
+    let root = information.sqrt();
+    let (mut lo, mut hi) = (0.0_f64, 60.0_f64);
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if ln_one_sided_normal_mixture(mid * root, information, tau2) >= target {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
+}
+
+/// One batch's Mann-Whitney increment: `S_k` and `I_k` (see the module docs).
+///
+/// `None` when a side is empty or every value is tied (no information).
+pub fn rank_increment(baseline: &[f64], canary: &[f64]) -> Option<(f64, f64)> {
+    let (n, m) = (canary.len(), baseline.len());
+    if n == 0 || m == 0 {
+        return None;
+    }
+    let mut pooled: Vec<(f64, bool)> = canary
+        .iter()
+        .map(|&v| (v, true))
+        .chain(baseline.iter().map(|&v| (v, false)))
+        .filter(|(v, _)| v.is_finite())
+        .collect();
+    if pooled.len() != n + m {
+        return None;
+    }
+    pooled.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = pooled.len();
+    let mut canary_rank_sum = 0.0;
+    let mut tie_term = 0.0;
+    let mut i = 0;
+    while i < total {
+        let mut j = i + 1;
+        while j < total && pooled[j].0 == pooled[i].0 {
+            j += 1;
+        }
+        let midrank = (i + j + 1) as f64 / 2.0;
+        let t = (j - i) as f64;
+        tie_term += t * t * t - t;
+        let canaries = pooled[i..j].iter().filter(|(_, c)| *c).count() as f64;
+        canary_rank_sum += midrank * canaries;
+        i = j;
+    }
+    let (nf, mf, big_n) = (n as f64, m as f64, total as f64);
+    let u = canary_rank_sum - nf * (nf + 1.0) / 2.0;
+    let var_u = nf * mf / 12.0 * ((big_n + 1.0) - tie_term / (big_n * (big_n - 1.0)).max(1.0));
+    if var_u <= 0.0 {
+        return None;
+    }
+    let scale = nf * mf;
+    let information = scale * scale / var_u;
+    let s = (u / scale - 0.5) * information;
+    Some((s, information))
+}
+
+/// Accumulated rank evidence of one comparison (one stage of one metric).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RankEvidence {
+    /// `Σ S_k`.
+    pub s: f64,
+    /// `Σ I_k`.
+    pub information: f64,
+    /// Batches added.
+    pub batches: u32,
+}
+
+impl RankEvidence {
+    /// Adds one batch's increment.
+    pub fn add(&mut self, increment: Option<(f64, f64)>) {
+        if let Some((s, information)) = increment {
+            self.s += s;
+            self.information += information;
+            self.batches += 1;
+        }
+    }
+
+    /// `ln E` for "the canary tends to be larger" (after whatever shift the batches
+    /// were ranked with).
+    pub fn ln_e_greater(&self, tau2: f64) -> f64 {
+        ln_one_sided_normal_mixture(self.s, self.information, tau2)
+    }
+
+    /// `ln E` for "the canary tends to be smaller".
+    pub fn ln_e_less(&self, tau2: f64) -> f64 {
+        ln_one_sided_normal_mixture(-self.s, self.information, tau2)
+    }
+
+    /// The information-weighted estimate of `P(canary > baseline) − ½`.
+    pub fn centred_superiority(&self) -> Option<f64> {
+        (self.information > 0.0).then(|| self.s / self.information)
+    }
+
+    /// Anytime-valid interval for `P(canary > baseline)` at level `1 − 2α`: each side
+    /// uses the one-sided boundary at `alpha`.
+    pub fn superiority_interval(&self, tau2: f64, alpha: f64) -> Option<[f64; 2]> {
+        let centred = self.centred_superiority()?;
+        let radius = critical_z(self.information, tau2, alpha) / self.information.sqrt();
+        Some([
+            (0.5 + centred - radius).max(0.0),
+            (0.5 + centred + radius).min(1.0),
+        ])
+    }
+}
+
+/// Alternative rate ratios (relative to the null ratio) the harm test mixes over.
+pub const HARM_GRID: [f64; 8] = [1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 25.0];
+/// Alternative rate ratios (relative to the harmful ratio) the safety test mixes over.
+pub const SAFE_GRID: [f64; 8] = [0.9, 0.8, 2.0 / 3.0, 0.5, 0.4, 0.25, 0.1, 0.04];
+
+/// One step's error counts on both sides.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RatePoint {
+    /// Baseline errors.
+    pub baseline_errors: f64,
+    /// Baseline events.
+    pub baseline_total: f64,
+    /// Canary errors.
+    pub canary_errors: f64,
+    /// Canary events.
+    pub canary_total: f64,
+}
+
+/// A mixture likelihood-ratio test of the error-rate ratio `θ = rate_c / rate_b`
+/// against `theta0`, accumulated step by step.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RateEvidence {
+    /// The null ratio.
+    pub theta0: f64,
+    /// Alternative ratios, as multiples of `theta0`.
+    pub grid: Vec<f64>,
+    /// Log-likelihood ratio of each alternative so far.
+    pub log_lr: Vec<f64>,
+    /// Canary errors so far.
+    pub canary_errors: f64,
+    /// Canary events so far.
+    pub canary_total: f64,
+    /// Baseline errors so far.
+    pub baseline_errors: f64,
+    /// Baseline events so far.
+    pub baseline_total: f64,
+}
+
+impl RateEvidence {
+    /// Evidence that the ratio is above `theta0` (harm).
+    pub fn harm(theta0: f64) -> Self {
+        Self::with_grid(theta0, &HARM_GRID)
+    }
+
+    /// Evidence that the ratio is below `theta0` (safety: harm excluded).
+    pub fn safety(theta0: f64) -> Self {
+        Self::with_grid(theta0, &SAFE_GRID)
+    }
+
+    fn with_grid(theta0: f64, grid: &[f64]) -> Self {
+        Self {
+            theta0,
+            grid: grid.to_vec(),
+            log_lr: vec![0.0; grid.len()],
+            canary_errors: 0.0,
+            canary_total: 0.0,
+            baseline_errors: 0.0,
+            baseline_total: 0.0,
+        }
+    }
+
+    /// Adds one step. Steps with no events on a side carry no information.
+    pub fn add(&mut self, point: RatePoint) {
+        let RatePoint {
+            baseline_errors: eb,
+            baseline_total: nb,
+            canary_errors: ec,
+            canary_total: nc,
+        } = point;
+        if !(nb > 0.0 && nc > 0.0) || !(eb + ec > 0.0) {
+            self.accumulate(point);
+            return;
+        }
+        let share = |theta: f64| nc * theta / (nc * theta + nb);
+        let p0 = share(self.theta0);
+        for (log_lr, ratio) in self.log_lr.iter_mut().zip(&self.grid) {
+            let p = share(self.theta0 * ratio);
+            *log_lr += ec * (p / p0).ln() + eb * ((1.0 - p) / (1.0 - p0)).ln();
+        }
+        self.accumulate(point);
+    }
+
+    fn accumulate(&mut self, point: RatePoint) {
+        self.canary_errors += point.canary_errors;
+        self.canary_total += point.canary_total;
+        self.baseline_errors += point.baseline_errors;
+        self.baseline_total += point.baseline_total;
+    }
+
+    /// `ln E`: the log of the grid-averaged likelihood ratio.
+    pub fn ln_e(&self) -> f64 {
+        let max = self.log_lr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if !max.is_finite() {
+            return 0.0;
+        }
+        let sum: f64 = self.log_lr.iter().map(|l| (l - max).exp()).sum();
+        max + (sum / self.log_lr.len() as f64).ln()
+    }
+
+    /// The pooled rate ratio so far (none without baseline errors).
+    pub fn ratio(&self) -> Option<f64> {
+        let rate_b = self.baseline_errors / self.baseline_total;
+        let rate_c = self.canary_errors / self.canary_total;
+        (rate_b > 0.0 && rate_c.is_finite()).then(|| rate_c / rate_b)
+    }
+}
+
+/// Upper tail `P(X ≥ k)` of a binomial `(n, p)`: the exact conditional test of one
+/// sub-window's errors (`k` canary errors among `n` errors in all).
+pub fn binomial_upper_tail(k: u64, n: u64, p: f64) -> f64 {
+    use statrs::distribution::{Binomial, DiscreteCDF};
+    if k == 0 {
+        return 1.0;
+    }
+    if p <= 0.0 {
+        return 0.0;
+    }
+    if p >= 1.0 {
+        return 1.0;
+    }
+    Binomial::new(p, n)
+        .map(|b| b.sf(k - 1))
+        .unwrap_or(1.0)
+        .clamp(0.0, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SplitMix64 for seeded simulations.
+    struct Rng(u64);
+    impl Rng {
+        fn unit(&mut self) -> f64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (((z ^ (z >> 31)) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        }
+        fn normal(&mut self) -> f64 {
+            let (u, v) = (self.unit(), self.unit());
+            (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+        }
+        fn poisson(&mut self, mean: f64) -> f64 {
+            let limit = (-mean).exp();
+            let mut product = self.unit();
+            let mut count = 0.0;
+            while product > limit {
+                product *= self.unit();
+                count += 1.0;
+            }
+            count
+        }
+    }
+
+    #[test]
+    fn the_spending_rule_never_spends_more_than_the_budget() {
+        let spent: f64 = (1..200_000).map(|i| spend(0.01, 30, i)).sum();
+        assert!(spent <= 0.01 + 1e-12, "{spent}");
+        assert!((spend(0.01, 30, 1) - 0.8 * 0.01 / 30.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn the_mixture_is_one_at_no_information_and_grows_with_evidence() {
+        assert_eq!(ln_one_sided_normal_mixture(0.0, 0.0, 1.0), 0.0);
+        let weak = ln_one_sided_normal_mixture(1.0 * 10.0, 100.0, 0.1);
+        let strong = ln_one_sided_normal_mixture(4.0 * 10.0, 100.0, 0.1);
+        assert!(strong > weak);
+        // Far in the wrong direction the evidence is nil, never NaN.
+        let against = ln_one_sided_normal_mixture(-200.0, 100.0, 0.1);
+        assert!(against.is_finite() && against < -2.0 && against < weak);
+    }
+
+    #[test]
+    fn the_critical_value_is_where_the_mixture_reaches_the_threshold() {
+        let (information, tau2, alpha) = (500.0, tuned_tau2(0.001, 500.0), 0.001);
+        let z = critical_z(information, tau2, alpha);
+        let ln_e = ln_one_sided_normal_mixture(z * information.sqrt(), information, tau2);
+        assert!((ln_e - (1000.0_f64).ln()).abs() < 1e-6);
+        // Dearer than a fixed one-sided test at the same level (3.09), not absurdly so.
+        assert!(z > 3.09 && z < 4.5, "{z}");
+    }
+
+    #[test]
+    fn rank_increments_match_the_mann_whitney_statistic() {
+        // canary all above baseline: U = n·m, Û − ½ = ½.
+        let (s, information) = rank_increment(&[1.0, 2.0, 3.0], &[4.0, 5.0]).unwrap();
+        let var_u = 2.0 * 3.0 / 12.0 * 6.0;
+        assert!((information - 36.0 / var_u).abs() < 1e-12);
+        assert!((s / information - 0.5).abs() < 1e-12);
+        assert!(rank_increment(&[], &[1.0]).is_none());
+        assert!(rank_increment(&[1.0, 1.0], &[1.0]).is_none());
+    }
+
+    /// The guarantee the runner relies on: with identical sides, looking after every
+    /// batch for 60 batches, the rank e-process crosses `1/α` in at most `α` of runs
+    /// (with the Monte-Carlo error allowed for).
+    #[test]
+    fn the_rank_e_process_keeps_its_false_alarm_rate_over_many_looks() {
+        let alpha: f64 = 0.05;
+        let tau2 = tuned_tau2(alpha, 60.0 * 10.0 * 6.0);
+        let threshold = (1.0 / alpha).ln();
+        let mut rng = Rng(7);
+        let runs = 2_000;
+        let mut alarms = 0;
+        for _ in 0..runs {
+            let mut evidence = RankEvidence::default();
+            for _ in 0..60 {
+                let baseline: Vec<f64> = (0..10).map(|_| rng.normal()).collect();
+                let canary: Vec<f64> = (0..10).map(|_| rng.normal()).collect();
+                evidence.add(rank_increment(&baseline, &canary));
+                if evidence.ln_e_greater(tau2) >= threshold {
+                    alarms += 1;
+                    break;
+                }
+            }
+        }
+        let rate = alarms as f64 / runs as f64;
+        // α plus three binomial standard errors.
+        assert!(rate <= alpha + 3.0 * (alpha * (1.0 - alpha) / runs as f64).sqrt(), "{rate}");
+    }
+
+    #[test]
+    fn the_rank_e_process_finds_a_real_shift() {
+        let alpha: f64 = 0.001;
+        let tau2 = tuned_tau2(alpha, 60.0 * 10.0 * 6.0);
+        let mut rng = Rng(11);
+        let mut evidence = RankEvidence::default();
+        let mut crossed_at = None;
+        for batch in 1..=60 {
+            let baseline: Vec<f64> = (0..10).map(|_| rng.normal()).collect();
+            let canary: Vec<f64> = (0..10).map(|_| rng.normal() + 0.5).collect();
+            evidence.add(rank_increment(&baseline, &canary));
+            if evidence.ln_e_greater(tau2) >= (1.0 / alpha).ln() {
+                crossed_at = Some(batch);
+                break;
+            }
+        }
+        assert!(crossed_at.is_some_and(|b| b < 30), "{crossed_at:?}");
+        let interval = evidence.superiority_interval(tau2, alpha).unwrap();
+        assert!(interval[0] > 0.5, "{interval:?}");
+    }
+
+    /// Equal error rates, unequal and varying exposure, a look after every step: the
+    /// rate e-process's false-alarm rate stays within its level.
+    #[test]
+    fn the_rate_e_process_keeps_its_false_alarm_rate_over_many_looks() {
+        let alpha: f64 = 0.05;
+        let threshold = (1.0_f64 / alpha).ln();
+        let mut rng = Rng(3);
+        let runs = 2_000;
+        let mut alarms = 0;
+        for _ in 0..runs {
+            let mut evidence = RateEvidence::harm(1.0);
+            for step in 0..100 {
+                let (nb, nc) = (200.0 + (step % 7) as f64 * 50.0, 150.0);
+                let eb = rng.poisson(nb * 0.01);
+                let ec = rng.poisson(nc * 0.01);
+                evidence.add(RatePoint {
+                    baseline_errors: eb,
+                    baseline_total: nb,
+                    canary_errors: ec,
+                    canary_total: nc,
+                });
+                if evidence.ln_e() >= threshold {
+                    alarms += 1;
+                    break;
+                }
+            }
+        }
+        let rate = alarms as f64 / runs as f64;
+        assert!(rate <= alpha + 3.0 * (alpha * (1.0 - alpha) / runs as f64).sqrt(), "{rate}");
+    }
+
+    #[test]
+    fn the_rate_e_processes_see_harm_and_safety() {
+        let mut rng = Rng(5);
+        let mut harm = RateEvidence::harm(1.0);
+        let mut safe = RateEvidence::safety(1.5);
+        for _ in 0..200 {
+            let point = RatePoint {
+                baseline_errors: rng.poisson(10.0),
+                baseline_total: 1000.0,
+                canary_errors: rng.poisson(20.0),
+                canary_total: 1000.0,
+            };
+            harm.add(point);
+            safe.add(point);
+        }
+        assert!(harm.ln_e() > (1000.0_f64).ln());
+        assert!(safe.ln_e() < 0.0);
+        assert!((harm.ratio().unwrap() - 2.0).abs() < 0.2);
+
+        let mut safe = RateEvidence::safety(1.5);
+        for _ in 0..200 {
+            safe.add(RatePoint {
+                baseline_errors: rng.poisson(10.0),
+                baseline_total: 1000.0,
+                canary_errors: rng.poisson(10.0),
+                canary_total: 1000.0,
+            });
+        }
+        assert!(safe.ln_e() > (100.0_f64).ln(), "{}", safe.ln_e());
+    }
+
+    #[test]
+    fn the_binomial_tail_is_exact() {
+        // P(X ≥ 8 | 10, ½) = 56/1024.
+        assert!((binomial_upper_tail(8, 10, 0.5) - 56.0 / 1024.0).abs() < 1e-12);
+        assert_eq!(binomial_upper_tail(0, 10, 0.5), 1.0);
+    }
+}
