@@ -148,3 +148,49 @@ impl Observations {
         }
     }
 }
+
+/// The share of the baseline's points a canary series must have, in the same window,
+/// before its data is trusted.
+pub const MIN_COVERAGE: f64 = 0.9;
+
+impl Observations {
+    /// Finite points of one metric (for count data: steps with a finite total).
+    pub fn points(&self, metric: &str) -> usize {
+        match self.metrics.get(metric) {
+            Some(MetricData::Samples { samples, .. }) => {
+                samples.iter().filter(|s| s.value.is_finite()).count()
+            }
+            Some(MetricData::Counts { total, .. }) => {
+                total.iter().filter(|s| s.value.is_finite()).count()
+            }
+            None => 0,
+        }
+    }
+}
+
+/// Gaps in the canary's series: for every step-aligned metric (not `raw_samples`) of
+/// `profile` where the canary has fewer than [`MIN_COVERAGE`] of the baseline's points
+/// in the same window, why its data is not trusted. Both windows must be the same.
+pub fn coverage_problems(
+    profile: &super::Profile,
+    baseline: &Observations,
+    canary: &Observations,
+) -> BTreeMap<String, String> {
+    profile
+        .metrics
+        .iter()
+        .filter(|spec| !spec.raw_samples)
+        .filter_map(|spec| {
+            let (b, c) = (baseline.points(&spec.name), canary.points(&spec.name));
+            (b >= 2 && (c as f64) < MIN_COVERAGE * b as f64).then(|| {
+                (
+                    spec.name.clone(),
+                    format!(
+                        "the canary has {c} of the baseline's {b} points since the previous analysis: \
+                         a gap in its data, which never promotes"
+                    ),
+                )
+            })
+        })
+        .collect()
+}

@@ -17,7 +17,7 @@ use super::profile::{MetricSpec, ProfileError, Validator};
 
 /// The share of the error budget that the planned looks spend; the rest is kept for
 /// looks beyond the plan.
-pub const PLANNED_SHARE: f64 = 0.8;
+pub use crate::stats::sequential::PLANNED_SHARE;
 
 const DEFAULT_STEP: &str = "15s";
 
@@ -187,6 +187,9 @@ pub struct RolloutSettings {
     pub step: HumanDuration,
     /// How rollbacks are carried out.
     pub rollback: RollbackSettings,
+    /// Sequential mode: a stage may advance before its duration once every comparative
+    /// metric has excluded a harmful effect (and at least half the duration has run).
+    pub early_advance: bool,
 }
 
 impl RolloutPlan {
@@ -207,14 +210,7 @@ impl RolloutPlan {
     /// the shares add up to at most the budget: by the union bound the chance that any
     /// look of a healthy rollout fails statistically stays within `error_budget`.
     pub fn look_alpha(&self, look: u64) -> f64 {
-        let planned = self.planned_looks();
-        let budget = self.settings.error_budget;
-        if look <= planned {
-            PLANNED_SHARE * budget / planned as f64
-        } else {
-            let extra = (look - planned) as f64;
-            (1.0 - PLANNED_SHARE) * budget * 6.0 / (std::f64::consts::PI.powi(2) * extra * extra)
-        }
+        crate::stats::sequential::spend(self.settings.error_budget, self.planned_looks(), look)
     }
 
     /// The two-sided confidence level the judge uses at analysis number `look`.
@@ -258,6 +254,7 @@ pub(super) struct RawRollout {
     hold_timeout: Option<Spanned<String>>,
     on_hold_timeout: Option<Spanned<HoldOutcome>>,
     step: Option<Spanned<String>>,
+    early_advance: Option<Spanned<bool>>,
     rollback: Option<Spanned<RollbackMode>>,
     rollback_over: Option<Spanned<String>>,
     rollback_steps: Option<Spanned<i64>>,
@@ -621,6 +618,10 @@ pub(super) fn validate_plan(
             on_hold_timeout,
             step,
             rollback,
+            early_advance: raw_rollout
+                .as_ref()
+                .and_then(|r| r.early_advance.as_ref())
+                .is_none_or(|e| *e.get_ref()),
         },
     }))
 }

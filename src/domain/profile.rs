@@ -15,6 +15,7 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use super::HumanDuration;
 use super::location::line_and_column;
 use super::plan::{RawRollout, RawStage, RawTrigger, RolloutPlan, validate_plan};
 use crate::stats::multiple_testing::Correction;
@@ -48,6 +49,34 @@ pub struct JudgeSettings {
     pub marginal_score: Score,
     /// How p-values of the comparative metrics are corrected for testing many metrics at once.
     pub multiple_comparisons: Correction,
+    /// How a staged rollout judges its repeated looks.
+    pub mode: JudgeMode,
+}
+
+/// How a staged rollout's repeated looks are judged (`[judge] mode`).
+///
+/// One-shot `canary analyze` always judges once at `confidence_level`; the mode only
+/// matters to the rollout runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum JudgeMode {
+    /// Anytime-valid e-processes accumulated over every look of the rollout: early
+    /// rollback as soon as the evidence crosses its boundary, early advance once harm
+    /// is excluded, and no budget spent by extra looks (see ARCHITECTURE.md).
+    #[default]
+    Sequential,
+    /// A fixed-horizon test of each look's lookback window at that look's share of the
+    /// error budget (a union bound over looks).
+    Fixed,
+}
+
+impl fmt::Display for JudgeMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JudgeMode::Sequential => "sequential",
+            JudgeMode::Fixed => "fixed",
+        })
+    }
 }
 
 /// A confidence level in `[0.5, 1)`.
@@ -132,6 +161,12 @@ pub struct MetricSpec {
     pub max_nan_fraction: f64,
     /// Outlier removal applied to each side before comparing.
     pub outliers: OutlierPolicy,
+    /// Continuous metrics: also test the spread (sequential mode), so a canary whose
+    /// tails grow at the same median fails (`tails = true`).
+    pub tails: bool,
+    /// Proportion metrics: look for error bursts in sub-windows of this length
+    /// (sequential mode), each tested on its own and corrected for their number.
+    pub bursts: Option<HumanDuration>,
 }
 
 /// The kind of comparison, with the settings that only make sense for it.
@@ -333,6 +368,7 @@ struct RawJudge {
     pass_score: Option<Spanned<f64>>,
     marginal_score: Option<Spanned<f64>>,
     multiple_comparisons: Option<Spanned<Correction>>,
+    mode: Option<Spanned<JudgeMode>>,
 }
 
 #[derive(Deserialize)]
@@ -366,6 +402,8 @@ struct RawMetric {
     max_nan_fraction: Option<Spanned<f64>>,
     outliers: Option<Spanned<OutlierMethodName>>,
     iqr_multiplier: Option<Spanned<f64>>,
+    tails: Option<Spanned<bool>>,
+    bursts: Option<Spanned<String>>,
 }
 
 /// Builds errors that point into one profile text.
@@ -529,6 +567,7 @@ fn validate_judge(
             pass_score: Score(DEFAULT_PASS_SCORE),
             marginal_score: Score(DEFAULT_MARGINAL_SCORE),
             multiple_comparisons: Correction::Holm,
+            mode: JudgeMode::default(),
         });
     };
     let confidence_level = match raw.confidence_level {
@@ -570,6 +609,7 @@ fn validate_judge(
         multiple_comparisons: raw
             .multiple_comparisons
             .map_or(Correction::Holm, Spanned::into_inner),
+        mode: raw.mode.map_or(JudgeMode::default(), Spanned::into_inner),
     })
 }
 
@@ -734,6 +774,24 @@ fn validate_metric(
             "give either `query` (samples) or `errors_query` and `total_query` (a rate), not both",
         ));
     }
+    only_for(
+        "tails",
+        raw.tails.as_ref().map(Spanned::span),
+        &[Continuous],
+        "continuous",
+    )?;
+    only_for(
+        "bursts",
+        raw.bursts.as_ref().map(Spanned::span),
+        &[Proportion],
+        "proportion",
+    )?;
+    let bursts = match &raw.bursts {
+        Some(window) => Some(HumanDuration::parse(window.get_ref()).map_err(|message| {
+            v.error(window.span(), &field("bursts"), message)
+        })?),
+        None => None,
+    };
     only_for(
         "raw_samples",
         raw.raw_samples.as_ref().map(Spanned::span),
@@ -958,6 +1016,8 @@ fn validate_metric(
         nan_policy,
         max_nan_fraction,
         outliers,
+        tails: raw.tails.is_some_and(|t| *t.get_ref()),
+        bursts,
     })
 }
 

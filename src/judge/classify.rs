@@ -159,6 +159,7 @@ pub(super) fn evaluate(
         relative_shift: None,
         effect_size: None,
         threshold: None,
+        sequential: None,
     };
     let outcome = if problems.is_empty() {
         match &spec.kind {

@@ -16,6 +16,7 @@
 mod classify;
 mod decide;
 pub mod format;
+pub mod sequential;
 pub mod triggers;
 
 use serde::Serialize;
@@ -149,6 +150,10 @@ pub struct MetricResult {
     pub effect_size: Option<EffectSize>,
     /// The absolute check (thresholds only).
     pub threshold: Option<ThresholdCheck>,
+    /// The anytime-valid evidence behind the classification, when a staged rollout
+    /// judged in sequential mode (absent from one-shot analyses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<sequential::SequentialEvidence>,
 }
 
 /// The judge's full answer.

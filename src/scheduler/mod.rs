@@ -26,10 +26,12 @@ pub use self::fetch::{Scopes, fetch_window, preflight};
 pub use self::worker::{Registry, Worker, WorkerError, WorkerOptions};
 use crate::actuators::{Actuator, ActuatorError, ChangeContext, FlagAction, FlagChange, FlagState};
 use crate::domain::plan::{Fallback, HoldOutcome, RollbackMode, RolloutPlan, Stage, TriggerAction};
-use crate::domain::{ConfidenceLevel, Percentage, Profile, Verdict};
+use crate::domain::observations::coverage_problems;
+use crate::domain::{ConfidenceLevel, JudgeMode, MetricKind, Percentage, Profile, Verdict};
 use crate::judge::format::number;
 use crate::judge::triggers::{TriggerCheck, check_trigger};
-use crate::judge::{Judgement, judge};
+use crate::judge::sequential::{SequentialState, check_alpha, complete_stage, judge_look};
+use crate::judge::{Classification, Judgement, judge};
 use crate::sources::{MetricSource, SourceError};
 
 /// Whether a trigger runs a significance test (a `window` trigger on count data) and so
@@ -206,6 +208,13 @@ pub struct RunnerState {
     /// A progressive rollback under way.
     #[serde(default)]
     pub rolling_back: Option<RollingBack>,
+    /// Seconds of the current stage whose looks lacked usable data (gaps, no traffic);
+    /// they do not count towards the stage's duration.
+    #[serde(default)]
+    pub stage_short_of_data: f64,
+    /// The sequential judge's evidence so far.
+    #[serde(default)]
+    pub sequential: SequentialState,
 }
 
 /// A progressive rollback under way: traffic comes down from `from` to the fallback in
@@ -234,6 +243,8 @@ pub struct RolloutRunner {
     hold_since: Option<f64>,
     initial_flag: Option<FlagState>,
     rolling_back: Option<RollingBack>,
+    stage_short_of_data: f64,
+    sequential: SequentialState,
     history: Vec<IntervalRecord>,
     actuations: Vec<Actuation>,
 }
@@ -266,6 +277,8 @@ impl RolloutRunner {
             hold_since: None,
             initial_flag: None,
             rolling_back: None,
+            stage_short_of_data: 0.0,
+            sequential: SequentialState::default(),
             history: Vec::new(),
             actuations: Vec::new(),
         })
@@ -297,6 +310,8 @@ impl RolloutRunner {
         runner.hold_since = state.hold_since;
         runner.initial_flag = state.initial_flag;
         runner.rolling_back = state.rolling_back;
+        runner.stage_short_of_data = state.stage_short_of_data;
+        runner.sequential = state.sequential;
         Ok(runner)
     }
 
@@ -313,6 +328,8 @@ impl RolloutRunner {
             hold_since: self.hold_since,
             initial_flag: self.initial_flag.clone(),
             rolling_back: self.rolling_back,
+            stage_short_of_data: self.stage_short_of_data,
+            sequential: self.sequential.clone(),
         }
     }
 
@@ -511,7 +528,8 @@ impl RolloutRunner {
         self.looks += 1;
         self.last_look_at = Some(now);
         let stage = self.stage().clone();
-        let profile = &self.rollout.profile;
+        let profile_arc = Arc::clone(&self.rollout.profile);
+        let profile: &Profile = &profile_arc;
 
         // Fetch once, long enough for the longest trigger; the judge sees only this
         // stage's data within the lookback.
@@ -524,7 +542,7 @@ impl RolloutRunner {
             .fold(0.0, f64::max);
         let fetch_from = (now - stage.lookback.seconds())
             .min(since - trigger_reach - self.plan.settings.step.seconds());
-        let (baseline, canary) = fetch_window(
+        let (baseline, mut canary) = fetch_window(
             self.source.as_ref(),
             profile,
             &self.rollout.scopes,
@@ -533,33 +551,86 @@ impl RolloutRunner {
             &stage,
         )
         .await;
+        // A canary series with fewer points than the baseline's since the previous look
+        // has a gap: its metric is inconclusive (missing data never promotes).
+        let baseline_batch = baseline.restricted(since, now);
+        let gaps = coverage_problems(profile, &baseline_batch, &canary.restricted(since, now));
+        for (metric, problem) in gaps {
+            canary.problems.entry(metric).or_insert(problem);
+        }
         let judge_from = (now - stage.lookback.seconds()).max(self.stage_started_at);
-        // The look's share of the error budget: half to the judge and half to the
-        // statistical triggers when the stage has any, all to the judge otherwise.
-        let look_alpha = self.plan.look_alpha(self.looks);
+        // The error budget: half to the judge and half to the statistical triggers when
+        // the stage has any, all to the judge otherwise. Triggers and (in fixed mode) the
+        // judge spend their share look by look; the sequential judge's e-processes need
+        // no per-look share.
         let statistical_triggers = self
             .plan
             .triggers
             .iter()
             .filter(|t| t.applies_to(&stage.name) && is_statistical(profile, t))
             .count();
-        let (judge_alpha, trigger_alpha) = if statistical_triggers == 0 {
-            (look_alpha, 0.0)
+        let judge_share = if statistical_triggers == 0 { 1.0 } else { 0.5 };
+        let budget = self.plan.settings.error_budget;
+        let look_alpha = self.plan.look_alpha(self.looks);
+        let trigger_alpha = if statistical_triggers == 0 {
+            0.0
         } else {
-            (
-                look_alpha / 2.0,
-                look_alpha / 2.0 / statistical_triggers as f64,
-            )
+            look_alpha / 2.0 / statistical_triggers as f64
+        };
+        let mode = profile.judge.mode;
+        let judge_alpha = match mode {
+            JudgeMode::Fixed => look_alpha * judge_share,
+            // Rate thresholds spend one check's share look by look.
+            JudgeMode::Sequential => crate::stats::sequential::spend(
+                check_alpha(profile, budget * judge_share),
+                self.plan.planned_looks(),
+                self.looks,
+            ),
         };
         let level = 1.0 - judge_alpha;
-        let mut look_profile = (**profile).clone();
+        let mut look_profile = profile.clone();
         look_profile.judge.confidence_level = ConfidenceLevel::parse(level)
             .map_err(|message| RunError::Config(format!("per-look confidence level: {message}")))?;
-        let judgement = judge(
-            &look_profile,
-            &baseline.restricted(judge_from, now),
-            &canary.restricted(judge_from, now),
+        let (baseline_window, canary_window) = (
+            baseline.restricted(judge_from, now),
+            canary.restricted(judge_from, now),
         );
+        let mut harm_excluded = false;
+        let judgement = match mode {
+            JudgeMode::Fixed => judge(&look_profile, &baseline_window, &canary_window),
+            JudgeMode::Sequential => {
+                // The lookback window describes the metrics, checks thresholds and finds
+                // data problems; `min_samples` of comparative metrics is checked against
+                // the whole stage by the sequential judge.
+                for metric in &mut look_profile.metrics {
+                    if !matches!(metric.kind, MetricKind::Threshold { .. }) {
+                        metric.min_samples = 1;
+                    }
+                }
+                let described = judge(&look_profile, &baseline_window, &canary_window);
+                let (judged, outcome) = judge_look(
+                    profile,
+                    &self.plan,
+                    self.stage_index,
+                    budget * judge_share,
+                    &baseline_batch,
+                    &canary.restricted(since, now),
+                    &mut self.sequential,
+                    described,
+                );
+                harm_excluded = outcome.harm_excluded;
+                judged
+            }
+        };
+        let short_of_data = judgement.metrics.iter().any(|m| {
+            matches!(
+                m.classification,
+                Classification::Inconclusive | Classification::Error
+            )
+        });
+        if short_of_data {
+            self.stage_short_of_data += now - since;
+        }
 
         let mut triggers = Vec::with_capacity(self.plan.triggers.len());
         let mut fired_rollback = Vec::new();
@@ -652,19 +723,42 @@ impl RolloutRunner {
                     self.consecutive_failures = 0;
                     self.hold_since = None;
                     let elapsed = now - self.stage_started_at;
-                    if elapsed + 1e-6 < stage.duration.seconds() {
-                        reasons.push(format!(
+                    let credited = elapsed - self.stage_short_of_data;
+                    let duration = stage.duration.seconds();
+                    let early = mode == JudgeMode::Sequential
+                        && self.plan.settings.early_advance
+                        && harm_excluded
+                        && credited + 1e-6 >= duration / 2.0;
+                    if credited + 1e-6 < duration && !early {
+                        let mut reason = format!(
                             "analysis passed; stage {} has run {} min of its {}",
                             stage.name,
-                            number(elapsed / 60.0),
+                            number(credited / 60.0),
                             stage.duration
-                        ));
+                        );
+                        if self.stage_short_of_data > 0.0 {
+                            reason.push_str(&format!(
+                                " ({} min without usable data do not count)",
+                                number(self.stage_short_of_data / 60.0)
+                            ));
+                        }
+                        reasons.push(reason);
                         Decision::Continue
                     } else if let Some(next) = self.plan.stages.get(self.stage_index + 1) {
-                        reasons.push(format!(
-                            "stage {} passed after {}; advancing to {}",
-                            stage.name, stage.duration, next.traffic
-                        ));
+                        reasons.push(if credited + 1e-6 < duration {
+                            format!(
+                                "every metric excluded a harmful effect after {} min of stage {}'s {}: advancing early to {}",
+                                number(credited / 60.0),
+                                stage.name,
+                                stage.duration,
+                                next.traffic
+                            )
+                        } else {
+                            format!(
+                                "stage {} passed after {}; advancing to {}",
+                                stage.name, stage.duration, next.traffic
+                            )
+                        });
                         Decision::Advance { to: next.traffic }
                     } else {
                         reasons.push(format!("all {} stages passed", self.plan.stages.len()));
@@ -715,8 +809,16 @@ impl RolloutRunner {
                 let action = FlagAction::SetRollout { target: *to };
                 self.actuate(now, action, Some(Verdict::Promote), &reasons)
                     .await?;
+                complete_stage(
+                    &mut self.sequential,
+                    profile,
+                    &self.plan,
+                    self.stage_index,
+                    budget * judge_share,
+                );
                 self.stage_index += 1;
                 self.stage_started_at = now;
+                self.stage_short_of_data = 0.0;
                 self.last_look_at = Some(now);
                 self.hold_since = None;
             }

@@ -1,0 +1,761 @@
+//! The sequential judge: anytime-valid evidence accumulated over every look of a
+//! staged rollout (`[judge] mode = "sequential"`).
+//!
+//! At each look the runner hands over the batch of data since the previous look. Each
+//! comparative metric feeds one or more *checks*, each an e-process from
+//! [`crate::stats::sequential`]:
+//!
+//! - **location** (every continuous and proportion metric): for a continuous metric,
+//!   the stratified Mann-Whitney evidence that the canary exceeds the baseline by more
+//!   than `allowed_increase` (positive data is compared on the log scale, so the
+//!   tolerance is a ratio); for a proportion, the mixture SPRT that the error-rate
+//!   ratio exceeds `max_ratio` (1 when unset). `decrease` metrics test the other way,
+//!   `either` metrics both ways at half the share each.
+//! - **tails** (`tails = true`, continuous): the same rank evidence on each batch's
+//!   absolute deviations from its pooled median (log scale), so a canary whose spread
+//!   grows by more than `allowed_increase` at the same median fails.
+//! - **bursts** (`bursts = "1m"`, proportion): every sub-window of that length is
+//!   tested on its own (the exact conditional binomial test of the canary's share of
+//!   the window's errors) at its share of the check's budget, spent along
+//!   [`spend`] over the planned number of windows, so the worst window's evidence is
+//!   corrected for how many windows were looked at.
+//!
+//! **Budget rule.** The judge's share of the error budget is split equally among the
+//! checks (plus one share for rate thresholds when the profile has any). A check's
+//! e-process fails its metric the first time it reaches `1/α_check`; by Ville's
+//! inequality and the union bound, a healthy rollout fails any check with probability
+//! at most the judge's share, however many looks it takes and however long it holds.
+//!
+//! **Across stages.** Evidence restarts at each stage (a regression that appears only at
+//! higher traffic is not diluted by earlier stages) without forgetting the earlier ones:
+//! a check's e-value is `Σ_s w_s Π_{s ≤ s' ≤ now} M_{s'}`, the average (weights
+//! `1/stages`) of the products of the per-stage e-processes started at each stage, which
+//! is itself a test martingale.
+//!
+//! **Early advance.** The same rank and rate evidence tested the other way (harm
+//! *excluded*: the canary is below the tolerated limit, a non-inferiority test against
+//! `allowed_increase` or `max_ratio`) at the check's level lets a stage advance early.
+//! A metric without a tolerance (`allowed_increase = 0`, no `max_ratio`) can never
+//! exclude harm, so its stage runs its full duration.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::format::{number, percent};
+use super::{Classification, Judgement, MetricResult};
+use crate::domain::plan::RolloutPlan;
+use crate::domain::{Direction, MetricData, MetricKind, MetricSpec, Observations, Profile};
+use crate::stats::sequential::{
+    RankEvidence, RateEvidence, RatePoint, binomial_upper_tail, rank_increment,
+    spend, tuned_tau2,
+};
+
+/// What the sequential judge carries from look to look (part of the runner's snapshot).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SequentialState {
+    /// Per metric, per check.
+    pub checks: BTreeMap<String, CheckState>,
+    /// Burst sub-windows tested so far, over the whole rollout, per metric.
+    #[serde(default)]
+    pub burst_windows: BTreeMap<String, u64>,
+    /// Samples (continuous) or events (proportion) seen at this stage, per metric, as
+    /// (baseline, canary): what `min_samples` is checked against.
+    #[serde(default)]
+    pub stage_counts: BTreeMap<String, (f64, f64)>,
+}
+
+/// One check's evidence.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckState {
+    /// `ln M` of each completed stage's e-process.
+    pub completed: Vec<f64>,
+    /// This stage's rank evidence (continuous checks).
+    pub rank: Option<RankEvidence>,
+    /// This stage's rate evidence against harm (proportion checks).
+    pub rate_harm: Option<RateEvidence>,
+    /// This stage's rate evidence that harm is excluded.
+    pub rate_safe: Option<RateEvidence>,
+}
+
+/// The numbers behind one check's decision, kept for the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckEvidence {
+    /// `location`, `location_decrease`, `tails` or `bursts`.
+    pub check: String,
+    /// The null hypothesis, in words.
+    pub null: String,
+    /// The e-value over the rollout so far (stages combined).
+    pub e_value: f64,
+    /// Its natural log (finite when the e-value overflows).
+    pub ln_e_value: f64,
+    /// The e-value this stage alone.
+    pub stage_e_value: f64,
+    /// The e-value that fails the metric: `1/alpha`.
+    pub threshold: f64,
+    /// This check's share of the error budget.
+    pub alpha: f64,
+    /// Whether the evidence crossed the threshold.
+    pub crossed: bool,
+    /// Evidence that harm is excluded this stage (none when the metric tolerates no
+    /// change, so harm can never be excluded).
+    pub harm_excluded_e_value: Option<f64>,
+    /// The estimate the check is about: `P(canary > baseline)` after the tolerance
+    /// (rank checks) or the canary/baseline error-rate ratio (rate checks).
+    pub estimate: Option<f64>,
+    /// Anytime-valid interval for `estimate` at the check's level (rank checks).
+    pub interval: Option<[f64; 2]>,
+    /// Information (rank checks) or errors on both sides (rate checks) this stage.
+    pub information: f64,
+    /// For bursts: the worst window (end time, canary rate, baseline rate, p-value,
+    /// the p-value it had to reach).
+    pub worst_window: Option<BurstWindow>,
+}
+
+/// The most extreme sub-window a bursts check looked at.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BurstWindow {
+    /// End of the window, Unix seconds.
+    pub until: f64,
+    /// The canary's error rate in it.
+    pub canary_rate: f64,
+    /// The baseline's error rate in it.
+    pub baseline_rate: f64,
+    /// The exact conditional p-value.
+    pub p_value: f64,
+    /// The p-value that would have failed the metric (the window's share of the budget).
+    pub needed: f64,
+}
+
+/// The sequential evidence of one metric at one look.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SequentialEvidence {
+    /// Every check of the metric.
+    pub checks: Vec<CheckEvidence>,
+    /// Whether every location check excluded harm at this stage.
+    pub harm_excluded: bool,
+    /// Samples or events seen at this stage, baseline and canary.
+    pub stage_samples: [f64; 2],
+}
+
+/// What a sequential look adds to the fixed judgement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SequentialOutcome {
+    /// Whether every comparative metric excluded harm at this stage (early advance).
+    pub harm_excluded: bool,
+}
+
+/// How many budget shares the profile's checks take, and one share's size.
+pub fn check_alpha(profile: &Profile, judge_budget: f64) -> f64 {
+    let mut units = 0usize;
+    let mut rate_thresholds = false;
+    for metric in &profile.metrics {
+        match metric.kind {
+            MetricKind::Continuous { .. } => units += 1 + usize::from(metric.tails),
+            MetricKind::Proportion { .. } => units += 1 + usize::from(metric.bursts.is_some()),
+            MetricKind::Threshold { .. } => rate_thresholds |= metric.errors_query.is_some(),
+        }
+    }
+    units += usize::from(rate_thresholds);
+    judge_budget / units.max(1) as f64
+}
+
+/// The chained e-value: the average over start stages of the products of the stage
+/// e-processes from that stage on; stages not yet reached count 1.
+fn chained_ln_e(completed: &[f64], current: f64, stages: usize) -> f64 {
+    let stages = stages.max(completed.len() + 1);
+    let mut terms: Vec<f64> = Vec::with_capacity(stages);
+    let mut suffix = current;
+    terms.push(suffix);
+    for &earlier in completed.iter().rev() {
+        suffix += earlier;
+        terms.push(suffix);
+    }
+    for _ in completed.len() + 1..stages {
+        terms.push(0.0);
+    }
+    let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let sum: f64 = terms.iter().map(|t| (t - max).exp()).sum();
+    max + (sum / stages as f64).ln()
+}
+
+/// Finite, positive samples of a side, or none.
+fn values(data: Option<&MetricData>) -> Vec<f64> {
+    match data {
+        Some(MetricData::Samples { samples, .. }) => samples
+            .iter()
+            .map(|s| s.value)
+            .filter(|v| v.is_finite())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Per-timestamp (errors, total) of a side, summed over its series.
+fn counts(data: Option<&MetricData>) -> BTreeMap<i64, (f64, f64)> {
+    let mut by_time = BTreeMap::new();
+    if let Some(MetricData::Counts { errors, total, .. }) = data {
+        for (e, t) in errors.iter().zip(total) {
+            if e.value.is_finite() && t.value.is_finite() {
+                let entry = by_time
+                    .entry((t.timestamp * 1000.0).round() as i64)
+                    .or_insert((0.0, 0.0));
+                entry.0 += e.value;
+                entry.1 += t.value;
+            }
+        }
+    }
+    by_time
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
+    }
+}
+
+/// The planned information of one stage for a rank check: about `6` per planned
+/// sample pair (`12 n m / (n + m + 1)` for batches of equal size), tuned for the
+/// middle of the stage.
+fn planned_information(plan: &RolloutPlan, stage_index: usize) -> f64 {
+    let stage = &plan.stages[stage_index.min(plan.stages.len() - 1)];
+    let samples = stage.duration.seconds() / plan.settings.step.seconds();
+    (6.0 * samples * 0.5).max(6.0)
+}
+
+/// Whether both sides' samples are positive, so the comparison can be on the log scale.
+fn all_positive(a: &[f64], b: &[f64]) -> bool {
+    a.iter().chain(b).all(|v| *v > 0.0)
+}
+
+/// Adds this look's batch to the state and replaces the comparative metrics'
+/// classifications in `judgement` with the sequential ones (then re-decides).
+#[allow(clippy::too_many_arguments)]
+pub fn judge_look(
+    profile: &Profile,
+    plan: &RolloutPlan,
+    stage_index: usize,
+    judge_budget: f64,
+    baseline_batch: &Observations,
+    canary_batch: &Observations,
+    state: &mut SequentialState,
+    judgement: Judgement,
+) -> (Judgement, SequentialOutcome) {
+    let alpha = check_alpha(profile, judge_budget);
+    let stages = plan.stages.len();
+    let tau2 = tuned_tau2(alpha, planned_information(plan, stage_index));
+    let mut harm_excluded_all = true;
+    let mut metrics = Vec::with_capacity(judgement.metrics.len());
+    for mut result in judgement.metrics {
+        let Some(spec) = profile.metric(&result.name) else {
+            metrics.push(result);
+            continue;
+        };
+        let baseline = baseline_batch.metrics.get(&spec.name);
+        let canary = canary_batch.metrics.get(&spec.name);
+        let evidence = match &spec.kind {
+            MetricKind::Continuous { .. } => Some(continuous(
+                spec,
+                &values(baseline),
+                &values(canary),
+                state,
+                alpha,
+                tau2,
+                stages,
+            )),
+            MetricKind::Proportion { .. } => Some(proportion(
+                spec,
+                plan,
+                &counts(baseline),
+                &counts(canary),
+                state,
+                alpha,
+                stages,
+            )),
+            MetricKind::Threshold { .. } => None,
+        };
+        if let Some(evidence) = evidence {
+            harm_excluded_all &= evidence.harm_excluded;
+            classify(spec, &mut result, evidence);
+        }
+        metrics.push(result);
+    }
+    let mut profile_for_decision = profile.clone();
+    profile_for_decision.judge.confidence_level = crate::domain::ConfidenceLevel::parse(
+        judgement.confidence_level,
+    )
+    .unwrap_or(profile.judge.confidence_level);
+    let mut judged = super::decide::decide(&profile_for_decision, metrics);
+    judged.multiple_comparisons = judgement.multiple_comparisons;
+    let harm_excluded = harm_excluded_all
+        && judged
+            .metrics
+            .iter()
+            .all(|m| m.classification == Classification::Pass);
+    (judged, SequentialOutcome { harm_excluded })
+}
+
+/// Moves every check's current stage into its completed stages (the runner calls this
+/// when a stage advances).
+pub fn complete_stage(state: &mut SequentialState, profile: &Profile, plan: &RolloutPlan, stage_index: usize, judge_budget: f64) {
+    let alpha = check_alpha(profile, judge_budget);
+    let tau2 = tuned_tau2(alpha, planned_information(plan, stage_index));
+    for (name, check) in state.checks.iter_mut() {
+        let ln_m = current_ln_e(name, check, tau2);
+        check.completed.push(ln_m);
+        check.rank = None;
+        check.rate_harm = None;
+        check.rate_safe = None;
+    }
+    state.stage_counts.clear();
+}
+
+/// The check's current-stage `ln M`, in its harmful direction.
+fn current_ln_e(key: &str, check: &CheckState, tau2: f64) -> f64 {
+    if let Some(rate) = &check.rate_harm {
+        return rate.ln_e();
+    }
+    match &check.rank {
+        Some(rank) if key.ends_with(":decrease") => rank.ln_e_less(tau2),
+        Some(rank) => rank.ln_e_greater(tau2),
+        None => 0.0,
+    }
+}
+
+fn rank_check(
+    key: &str,
+    null: String,
+    increment: Option<(f64, f64)>,
+    tolerated: bool,
+    state: &mut SequentialState,
+    alpha: f64,
+    tau2: f64,
+    stages: usize,
+) -> CheckEvidence {
+    let check = state.checks.entry(key.to_owned()).or_default();
+    let rank = check.rank.get_or_insert_with(RankEvidence::default);
+    rank.add(increment);
+    let rank = *rank;
+    let decrease = key.ends_with(":decrease");
+    let (stage_ln, safe_ln) = if decrease {
+        (rank.ln_e_less(tau2), rank.ln_e_greater(tau2))
+    } else {
+        (rank.ln_e_greater(tau2), rank.ln_e_less(tau2))
+    };
+    let ln_e = chained_ln_e(&check.completed, stage_ln, stages);
+    let threshold = 1.0 / alpha;
+    let estimate = rank.centred_superiority().map(|c| 0.5 + c);
+    CheckEvidence {
+        check: key.rsplit_once(':').map_or(key, |(_, c)| c).to_owned(),
+        null,
+        e_value: ln_e.exp(),
+        ln_e_value: ln_e,
+        stage_e_value: stage_ln.exp(),
+        threshold,
+        alpha,
+        crossed: ln_e >= threshold.ln(),
+        harm_excluded_e_value: tolerated.then(|| safe_ln.exp()),
+        estimate,
+        interval: (rank.information > 0.0)
+            .then(|| rank.superiority_interval(tau2, alpha))
+            .flatten(),
+        information: rank.information,
+        worst_window: None,
+    }
+}
+
+fn continuous(
+    spec: &MetricSpec,
+    baseline: &[f64],
+    canary: &[f64],
+    state: &mut SequentialState,
+    alpha: f64,
+    tau2: f64,
+    stages: usize,
+) -> SequentialEvidence {
+    let MetricKind::Continuous {
+        direction,
+        allowed_increase,
+        allowed_decrease,
+    } = spec.kind
+    else {
+        unreachable!("continuous() is called for continuous metrics");
+    };
+    let counted = state.stage_counts.entry(spec.name.clone()).or_default();
+    counted.0 += baseline.len() as f64;
+    counted.1 += canary.len() as f64;
+    let stage_samples = [counted.0, counted.1];
+    let log_scale = all_positive(baseline, canary);
+    let base_median = {
+        let mut sorted = baseline.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        (!sorted.is_empty()).then(|| median(&sorted))
+    };
+    // The canary's samples moved by the tolerance, so "no worse than tolerated" is the
+    // null the ranks test.
+    let shifted = |factor: f64| -> Vec<f64> {
+        if log_scale {
+            canary.iter().map(|c| c.ln() - factor.ln()).collect()
+        } else {
+            let offset = base_median.map_or(0.0, |m| (factor - 1.0) * m.abs());
+            canary.iter().map(|c| c - offset).collect()
+        }
+    };
+    let base: Vec<f64> = if log_scale {
+        baseline.iter().map(|b| b.ln()).collect()
+    } else {
+        baseline.to_vec()
+    };
+    let mut checks = Vec::new();
+    let either = direction == Direction::Either;
+    let share = if either { alpha / 2.0 } else { alpha };
+    if matches!(direction, Direction::Increase | Direction::Either) {
+        let factor = 1.0 + allowed_increase;
+        checks.push(rank_check(
+            &format!("{}:location", spec.name),
+            format!(
+                "the canary is at most {} above the baseline",
+                percent(allowed_increase)
+            ),
+            rank_increment(&base, &shifted(factor)),
+            allowed_increase > 0.0,
+            state,
+            share,
+            tau2,
+            stages,
+        ));
+    }
+    if matches!(direction, Direction::Decrease | Direction::Either) {
+        let factor = 1.0 - allowed_decrease;
+        checks.push(rank_check(
+            &format!("{}:location:decrease", spec.name),
+            format!(
+                "the canary is at most {} below the baseline",
+                percent(allowed_decrease)
+            ),
+            rank_increment(&base, &shifted(factor)),
+            allowed_decrease > 0.0,
+            state,
+            share,
+            tau2,
+            stages,
+        ));
+    }
+    let harm_excluded = checks
+        .iter()
+        .all(|c| c.harm_excluded_e_value.is_some_and(|e| e >= c.threshold));
+    if spec.tails {
+        let mut pooled: Vec<f64> = base.iter().chain(&shifted(1.0)).copied().collect();
+        pooled.sort_by(f64::total_cmp);
+        let increment = (!pooled.is_empty() && !base.is_empty() && !canary.is_empty())
+            .then(|| {
+                let center = median(&pooled);
+                let spread_b: Vec<f64> = base.iter().map(|b| (b - center).abs()).collect();
+                let spread_c: Vec<f64> = shifted(1.0)
+                    .iter()
+                    .map(|c| (c - center).abs() / (1.0 + allowed_increase))
+                    .collect();
+                rank_increment(&spread_b, &spread_c)
+            })
+            .flatten();
+        checks.push(rank_check(
+            &format!("{}:tails", spec.name),
+            format!(
+                "the canary's spread is at most {} above the baseline's",
+                percent(allowed_increase)
+            ),
+            increment,
+            false,
+            state,
+            alpha,
+            tau2,
+            stages,
+        ));
+    }
+    SequentialEvidence {
+        checks,
+        harm_excluded,
+        stage_samples,
+    }
+}
+
+fn proportion(
+    spec: &MetricSpec,
+    plan: &RolloutPlan,
+    baseline: &BTreeMap<i64, (f64, f64)>,
+    canary: &BTreeMap<i64, (f64, f64)>,
+    state: &mut SequentialState,
+    alpha: f64,
+    stages: usize,
+) -> SequentialEvidence {
+    let MetricKind::Proportion {
+        direction,
+        max_ratio,
+        min_ratio,
+    } = spec.kind
+    else {
+        unreachable!("proportion() is called for proportion metrics");
+    };
+    let points: Vec<(i64, RatePoint)> = canary
+        .iter()
+        .filter_map(|(t, &(ec, nc))| {
+            baseline.get(t).map(|&(eb, nb)| {
+                (
+                    *t,
+                    RatePoint {
+                        baseline_errors: eb,
+                        baseline_total: nb,
+                        canary_errors: ec,
+                        canary_total: nc,
+                    },
+                )
+            })
+        })
+        .collect();
+    let counted = state.stage_counts.entry(spec.name.clone()).or_default();
+    for (_, p) in &points {
+        counted.0 += p.baseline_total;
+        counted.1 += p.canary_total;
+    }
+    let stage_samples = [counted.0, counted.1];
+    let either = direction == Direction::Either;
+    let share = if either { alpha / 2.0 } else { alpha };
+    let mut checks = Vec::new();
+    let mut rate_check = |key: String, null: String, harm: RateEvidence, safe: Option<RateEvidence>| {
+        let check = state.checks.entry(key.clone()).or_default();
+        let harm = check.rate_harm.get_or_insert(harm);
+        for (_, p) in &points {
+            harm.add(*p);
+        }
+        if check.rate_safe.is_none() {
+            check.rate_safe = safe;
+        }
+        if let Some(safe) = check.rate_safe.as_mut() {
+            for (_, p) in &points {
+                safe.add(*p);
+            }
+        }
+        let stage_ln = check.rate_harm.as_ref().map_or(0.0, RateEvidence::ln_e);
+        let ln_e = chained_ln_e(&check.completed, stage_ln, stages);
+        let harm = check.rate_harm.as_ref().expect("set above");
+        CheckEvidence {
+            check: key.split(':').skip(1).collect::<Vec<_>>().join("_"),
+            null,
+            e_value: ln_e.exp(),
+            ln_e_value: ln_e,
+            stage_e_value: stage_ln.exp(),
+            threshold: 1.0 / share,
+            alpha: share,
+            crossed: ln_e >= (1.0 / share).ln(),
+            harm_excluded_e_value: check.rate_safe.as_ref().map(|s| s.ln_e().exp()),
+            estimate: harm.ratio(),
+            interval: None,
+            information: harm.canary_errors + harm.baseline_errors,
+            worst_window: None,
+        }
+    };
+    if matches!(direction, Direction::Increase | Direction::Either) {
+        let theta0 = max_ratio.unwrap_or(1.0);
+        checks.push(rate_check(
+            format!("{}:location", spec.name),
+            format!("the canary's error rate is at most baseline × {}", number(theta0)),
+            RateEvidence::harm(theta0),
+            (theta0 > 1.0).then(|| RateEvidence::safety(theta0)),
+        ));
+    }
+    if matches!(direction, Direction::Decrease | Direction::Either) {
+        let theta0 = min_ratio.unwrap_or(1.0);
+        checks.push(rate_check(
+            format!("{}:location:decrease", spec.name),
+            format!("the canary's rate is at least baseline × {}", number(theta0)),
+            RateEvidence::safety(theta0),
+            (theta0 < 1.0).then(|| RateEvidence::harm(theta0)),
+        ));
+    }
+    let harm_excluded = checks
+        .iter()
+        .all(|c| c.harm_excluded_e_value.is_some_and(|e| e >= c.threshold));
+    if let Some(window) = spec.bursts {
+        checks.push(bursts(spec, plan, &points, window, state, alpha, max_ratio));
+    }
+    SequentialEvidence {
+        checks,
+        harm_excluded,
+        stage_samples,
+    }
+}
+
+fn bursts(
+    spec: &MetricSpec,
+    plan: &RolloutPlan,
+    points: &[(i64, RatePoint)],
+    window_length: crate::domain::HumanDuration,
+    state: &mut SequentialState,
+    alpha: f64,
+    max_ratio: Option<f64>,
+) -> CheckEvidence {
+    let theta0 = max_ratio.unwrap_or(1.0);
+    let window = window_length.seconds();
+    let planned_seconds: f64 = plan.stages.iter().map(|s| s.duration.seconds()).sum();
+    let planned_windows = (planned_seconds / window).ceil().max(1.0) as u64;
+    let mut windows: BTreeMap<i64, RatePoint> = BTreeMap::new();
+    let window_ms = (window * 1000.0).round().max(1.0) as i64;
+    for (t, p) in points {
+        let w = windows.entry(t.div_euclid(window_ms)).or_insert(RatePoint {
+            baseline_errors: 0.0,
+            baseline_total: 0.0,
+            canary_errors: 0.0,
+            canary_total: 0.0,
+        });
+        w.baseline_errors += p.baseline_errors;
+        w.baseline_total += p.baseline_total;
+        w.canary_errors += p.canary_errors;
+        w.canary_total += p.canary_total;
+    }
+    let tested = state.burst_windows.entry(spec.name.clone()).or_default();
+    let mut worst: Option<BurstWindow> = None;
+    let mut crossed = false;
+    for (index, w) in &windows {
+        let errors = w.canary_errors + w.baseline_errors;
+        if errors <= 0.0 || w.canary_total <= 0.0 || w.baseline_total <= 0.0 {
+            continue;
+        }
+        *tested += 1;
+        let needed = spend(alpha, planned_windows, *tested);
+        let p0 = w.canary_total * theta0 / (w.canary_total * theta0 + w.baseline_total);
+        let p_value = binomial_upper_tail(w.canary_errors as u64, errors as u64, p0);
+        let this = BurstWindow {
+            until: ((index + 1) * window_ms) as f64 / 1000.0,
+            canary_rate: w.canary_errors / w.canary_total,
+            baseline_rate: w.baseline_errors / w.baseline_total,
+            p_value,
+            needed,
+        };
+        crossed |= p_value <= needed;
+        if worst
+            .as_ref()
+            .is_none_or(|w| p_value / needed < w.p_value / w.needed)
+        {
+            worst = Some(this);
+        }
+    }
+    CheckEvidence {
+        check: "bursts".to_owned(),
+        null: format!(
+            "no {} window has a canary error rate above baseline × {}",
+            window_length,
+            number(theta0)
+        ),
+        e_value: worst.as_ref().map_or(1.0, |w| w.needed / w.p_value.max(f64::MIN_POSITIVE)),
+        ln_e_value: worst
+            .as_ref()
+            .map_or(0.0, |w| (w.needed / w.p_value.max(f64::MIN_POSITIVE)).ln()),
+        stage_e_value: 1.0,
+        threshold: 1.0,
+        alpha,
+        crossed,
+        harm_excluded_e_value: None,
+        estimate: worst.as_ref().map(|w| {
+            if w.baseline_rate > 0.0 {
+                w.canary_rate / w.baseline_rate
+            } else {
+                f64::INFINITY
+            }
+        }),
+        interval: None,
+        information: *tested as f64,
+        worst_window: worst,
+    }
+}
+
+/// Replaces a comparative metric's classification with the sequential one. Data
+/// problems the fixed judge found (no data, NaN, gaps) stay inconclusive.
+fn classify(spec: &MetricSpec, result: &mut MetricResult, evidence: SequentialEvidence) {
+    // The runner judged the batch with `min_samples = 1` for comparative metrics, so an
+    // inconclusive result here is a data problem, not a small batch.
+    let unusable = matches!(
+        result.classification,
+        Classification::Error | Classification::Inconclusive
+    );
+    let [base_n, canary_n] = evidence.stage_samples;
+    let unit = match spec.kind {
+        MetricKind::Proportion { .. } => "events",
+        _ => "samples",
+    };
+    let failing: Vec<&CheckEvidence> = evidence.checks.iter().filter(|c| c.crossed).collect();
+    let (classification, reason) = if unusable {
+        (result.classification, result.reason.clone())
+    } else if base_n.min(canary_n) < spec.min_samples as f64 {
+        (
+            Classification::Inconclusive,
+            format!(
+                "{} of {} required {unit} at this stage (baseline {}, canary {})",
+                number(base_n.min(canary_n)),
+                number(spec.min_samples as f64),
+                number(base_n),
+                number(canary_n)
+            ),
+        )
+    } else if !failing.is_empty() {
+        let texts: Vec<String> = failing.iter().map(|c| describe(c)).collect();
+        (Classification::Fail, texts.join("; "))
+    } else {
+        let texts: Vec<String> = evidence.checks.iter().map(describe).collect();
+        (
+            Classification::Pass,
+            format!("no anytime-valid evidence of harm: {}", texts.join("; ")),
+        )
+    };
+    result.classification = classification;
+    result.reason = reason;
+    result.sequential = Some(evidence);
+}
+
+/// One check in words, with its numbers.
+pub fn describe(check: &CheckEvidence) -> String {
+    if let Some(window) = &check.worst_window {
+        return format!(
+            "worst {} window: canary error rate {} vs baseline {}, p = {} (fails at {}){}",
+            check.check,
+            percent(window.canary_rate),
+            percent(window.baseline_rate),
+            super::format::p_value(window.p_value, None),
+            super::format::p_value(window.needed, None),
+            if check.crossed { ", a burst" } else { "" }
+        );
+    }
+    let estimate = match (check.check.as_str(), check.estimate) {
+        (name, Some(ratio)) if check.interval.is_none() && name.starts_with("location") => {
+            format!("error-rate ratio ×{}", number(ratio))
+        }
+        (_, Some(p)) => match check.interval {
+            Some([lo, hi]) => format!(
+                "P(canary worse) {} (anytime-valid {}–{})",
+                number(p),
+                number(lo),
+                number(hi)
+            ),
+            None => format!("P(canary worse) {}", number(p)),
+        },
+        _ => "no data yet".to_owned(),
+    };
+    format!(
+        "{} e = {} {} {} ({estimate}; null: {})",
+        check.check,
+        number_e(check.ln_e_value),
+        if check.crossed { "≥" } else { "<" },
+        number(check.threshold),
+        check.null
+    )
+}
+
+fn number_e(ln_e: f64) -> String {
+    if ln_e > 700.0 {
+        format!("e^{}", number(ln_e))
+    } else {
+        number(ln_e.exp())
+    }
+}
