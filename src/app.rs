@@ -14,12 +14,12 @@ use crate::actuators::retry::{RetryPolicy, RetryingActuator};
 use crate::api::analyses::{Submission, VerdictView};
 use crate::api::client::Client;
 use crate::api::{self, ApiState};
-use crate::cli::{
+use crate::cli::{SimulateArgs, SimulateMode, 
     AnalyzeArgs, CheckProfileArgs, Format, ReportArgs, RunArgs, ServeArgs, SubmitArgs, WaitArgs,
 };
 use crate::config::Settings;
 use crate::domain::plan::RolloutPlan;
-use crate::domain::{Profile, Verdict};
+use crate::domain::{JudgeMode, Profile, Verdict};
 use crate::judge::{self, Judgement};
 use crate::notify::Notifications;
 use crate::report;
@@ -101,6 +101,67 @@ pub fn check_profiles(args: &CheckProfileArgs) -> (String, Vec<anyhow::Error>) {
         }
     }
     (summary, errors)
+}
+
+/// Runs `canary simulate`: the decision-quality table (Markdown) with the targets
+/// met and missed, or the results as JSON.
+pub async fn simulate(args: &SimulateArgs) -> Result<String> {
+    use crate::simulate::{Family, Simulation, markdown_table, simulate, target_report};
+    let profile = match &args.profile {
+        Some(path) => load_profile(path)?,
+        None => Profile::parse(crate::simulate::DEFAULT_PROFILE, "fixtures/simulation/profile.toml")
+            .context("the built-in simulation profile")?,
+    };
+    let families = if args.families.is_empty() {
+        Family::ALL.to_vec()
+    } else {
+        args.families
+            .iter()
+            .map(|name| Family::parse(name).map_err(anyhow::Error::msg))
+            .collect::<Result<Vec<_>>>()
+            .context("--family")?
+    };
+    let modes = match args.mode {
+        SimulateMode::Both => vec![JudgeMode::Sequential, JudgeMode::Fixed],
+        SimulateMode::Sequential => vec![JudgeMode::Sequential],
+        SimulateMode::Fixed => vec![JudgeMode::Fixed],
+    };
+    let total = (args.rollouts * families.len() * modes.len()) as u64;
+    let simulation = Simulation {
+        profile,
+        families,
+        modes,
+        rollouts: args.rollouts,
+        seed: args.seed,
+        jobs: args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)),
+    };
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::new(total)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let ticker = bar.clone();
+    let results = simulate(&simulation, move || ticker.inc(1)).await?;
+    bar.finish_and_clear();
+    Ok(match args.format {
+        Format::Json => format!("{}\n", serde_json::to_string_pretty(&results)?),
+        Format::Text => {
+            let mut out = format!(
+                "{} rollouts per family and mode, seeds {}..{}\n\n{}",
+                args.rollouts,
+                args.seed,
+                args.seed + args.rollouts as u64 - 1,
+                markdown_table(&results)
+            );
+            out.push_str("\nTargets (sequential mode):\n");
+            for (met, line) in target_report(&results) {
+                out.push_str(&format!("  [{}] {line}\n", if met { "met" } else { "MISSED" }));
+            }
+            out
+        }
+    })
 }
 
 /// Prometheus credentials come from the environment, never from the command line

@@ -50,6 +50,19 @@ pub enum Command {
     /// verdict; the summary goes to stdout.
     #[command(after_help = EXIT_CODES)]
     Run(Box<RunArgs>),
+    /// Measure decision quality: run seeded, labeled rollouts through the real runner.
+    ///
+    /// Families: healthy A/A (normal and low traffic, and traffic and errors bursting
+    /// equally on both sides), latency +5 %, +20 %, +50 %, latency variance doubled at the
+    /// same median, error rate ×2 and ×5, intermittent error bursts, a canary that slows
+    /// only from 25 % traffic, and canary data dropping out. Each rollout looks at every
+    /// interval of every stage, as a real one does. Prints per family and judge mode the
+    /// rollouts promoted, rolled back and left for review, the rate that matters (false
+    /// rollbacks, detection, or no-data promotions) and the median detection delay in
+    /// looks, then the targets met and missed. The profile defaults to the built-in one
+    /// (fixtures/simulation/profile.toml); another needs its metrics `latency`
+    /// (continuous) and `errors` (proportion). Exits 0 unless it cannot run.
+    Simulate(SimulateArgs),
     /// Validate analysis profiles and print a one-line summary of each.
     ///
     /// Exits 0 when every profile is valid, 1 otherwise (each error names the file,
@@ -258,6 +271,43 @@ pub struct ServeArgs {
     /// Settings file (TOML); CANARY_* environment variables override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+/// Arguments of `canary simulate`.
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Rollouts per family and mode.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub rollouts: usize,
+    /// The first seed (rollout i uses SEED + i, the same in every family and mode).
+    #[arg(long, default_value_t = 1, value_name = "SEED")]
+    pub seed: u64,
+    /// Only these families (repeat the flag); all by default.
+    #[arg(long = "family", value_name = "NAME")]
+    pub families: Vec<String>,
+    /// The judge modes to compare.
+    #[arg(long, value_enum, default_value_t = SimulateMode::Both)]
+    pub mode: SimulateMode,
+    /// The profile to simulate (the built-in one by default).
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// Output: a Markdown table with the targets, or JSON.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Rollouts run at once (default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+/// Which judge modes `canary simulate` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SimulateMode {
+    /// Sequential and fixed, side by side.
+    Both,
+    /// Anytime-valid sequential evidence.
+    Sequential,
+    /// A fixed-horizon test at every look.
+    Fixed,
 }
 
 /// Arguments of `canary check-profile`.

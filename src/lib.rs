@@ -47,6 +47,7 @@ pub mod notify;
 pub mod report;
 pub mod scheduler;
 pub mod signing;
+pub mod simulate;
 pub mod sources;
 pub mod stats;
 pub mod store;

@@ -112,6 +112,21 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Simulate(args) => {
+            let Some(runtime) = runtime() else {
+                return ExitCode::from(1);
+            };
+            match runtime.block_on(app::simulate(&args)) {
+                Ok(output) => {
+                    print!("{output}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::CheckProfile(args) => {
             let (summary, errors) = app::check_profiles(&args);
             print!("{summary}");

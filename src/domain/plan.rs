@@ -187,8 +187,10 @@ pub struct RolloutSettings {
     pub step: HumanDuration,
     /// How rollbacks are carried out.
     pub rollback: RollbackSettings,
-    /// Sequential mode: a stage may advance before its duration once every comparative
-    /// metric has excluded a harmful effect (and at least half the duration has run).
+    /// Sequential mode, opt-in (`early_advance = true`): a stage may advance before its
+    /// duration once every comparative metric has excluded a harmful effect and at
+    /// least half the duration has run with usable data. Off by default, so a plan's
+    /// bake time is kept unless it says otherwise.
     pub early_advance: bool,
 }
 
@@ -621,7 +623,7 @@ pub(super) fn validate_plan(
             early_advance: raw_rollout
                 .as_ref()
                 .and_then(|r| r.early_advance.as_ref())
-                .is_none_or(|e| *e.get_ref()),
+                .is_some_and(|e| *e.get_ref()),
         },
     }))
 }

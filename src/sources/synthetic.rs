@@ -130,7 +130,7 @@ pub struct SyntheticSource {
 
 /// SplitMix64: a tiny, well-mixed generator; seeded per point so values do not depend
 /// on the order of requests.
-struct SplitMix(u64);
+pub(crate) struct SplitMix(pub(crate) u64);
 
 impl SplitMix {
     fn next_u64(&mut self) -> u64 {
@@ -142,16 +142,16 @@ impl SplitMix {
     }
 
     /// Uniform in (0, 1).
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     }
 
-    fn normal(&mut self) -> f64 {
+    pub(crate) fn normal(&mut self) -> f64 {
         let (u, v) = (self.unit(), self.unit());
         (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
     }
 
-    fn poisson(&mut self, mean: f64) -> f64 {
+    pub(crate) fn poisson(&mut self, mean: f64) -> f64 {
         if mean < 30.0 {
             // Knuth's product method is exact and cheap for small means.
             let limit = (-mean).exp();
@@ -167,7 +167,7 @@ impl SplitMix {
         }
     }
 
-    fn binomial(&mut self, trials: f64, p: f64) -> f64 {
+    pub(crate) fn binomial(&mut self, trials: f64, p: f64) -> f64 {
         if trials * p < 30.0 && trials < 5_000.0 {
             (0..trials as u64).filter(|_| self.unit() < p).count() as f64
         } else {
@@ -179,7 +179,7 @@ impl SplitMix {
     }
 }
 
-fn point_seed(seed: u64, metric: &str, side: Side, timestamp: f64) -> u64 {
+pub(crate) fn point_seed(seed: u64, metric: &str, side: Side, timestamp: f64) -> u64 {
     // FNV-1a over the identity of the point.
     let mut hash = 0xcbf2_9ce4_8422_2325u64 ^ seed;
     let millis = (timestamp * 1000.0).round() as i64;
