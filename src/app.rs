@@ -14,8 +14,9 @@ use crate::actuators::retry::{RetryPolicy, RetryingActuator};
 use crate::api::analyses::{Submission, VerdictView};
 use crate::api::client::Client;
 use crate::api::{self, ApiState};
-use crate::cli::{SimulateArgs, SimulateMode, 
-    AnalyzeArgs, CheckProfileArgs, Format, ReportArgs, RunArgs, ServeArgs, SubmitArgs, WaitArgs,
+use crate::cli::{
+    AnalyzeArgs, CheckProfileArgs, Format, ReportArgs, RunArgs, ServeArgs, SimulateArgs,
+    SimulateMode, SubmitArgs, WaitArgs,
 };
 use crate::config::Settings;
 use crate::domain::plan::RolloutPlan;
@@ -109,8 +110,11 @@ pub async fn simulate(args: &SimulateArgs) -> Result<String> {
     use crate::simulate::{Family, Simulation, markdown_table, simulate, target_report};
     let profile = match &args.profile {
         Some(path) => load_profile(path)?,
-        None => Profile::parse(crate::simulate::DEFAULT_PROFILE, "fixtures/simulation/profile.toml")
-            .context("the built-in simulation profile")?,
+        None => Profile::parse(
+            crate::simulate::DEFAULT_PROFILE,
+            "fixtures/simulation/profile.toml",
+        )
+        .context("the built-in simulation profile")?,
     };
     let families = if args.families.is_empty() {
         Family::ALL.to_vec()
@@ -157,7 +161,10 @@ pub async fn simulate(args: &SimulateArgs) -> Result<String> {
             );
             out.push_str("\nTargets (sequential mode):\n");
             for (met, line) in target_report(&results) {
-                out.push_str(&format!("  [{}] {line}\n", if met { "met" } else { "MISSED" }));
+                out.push_str(&format!(
+                    "  [{}] {line}\n",
+                    if met { "met" } else { "MISSED" }
+                ));
             }
             out
         }

@@ -19,7 +19,7 @@ pub use location::{Location, line_and_column};
 pub use observations::{DataMismatch, MetricData, Observations, Sample};
 pub use percentage::Percentage;
 pub use profile::{
-    ConfidenceLevel, Direction, JudgeMode, JudgeSettings, MetricKind, MetricSpec, NanPolicy, OutlierPolicy,
-    Profile, ProfileError, Score, Severity, ThresholdStatistic,
+    ConfidenceLevel, Direction, JudgeMode, JudgeSettings, MetricKind, MetricSpec, NanPolicy,
+    OutlierPolicy, Profile, ProfileError, Score, Severity, ThresholdStatistic,
 };
 pub use verdict::Verdict;

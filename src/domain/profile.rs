@@ -787,9 +787,10 @@ fn validate_metric(
         "proportion",
     )?;
     let bursts = match &raw.bursts {
-        Some(window) => Some(HumanDuration::parse(window.get_ref()).map_err(|message| {
-            v.error(window.span(), &field("bursts"), message)
-        })?),
+        Some(window) => Some(
+            HumanDuration::parse(window.get_ref())
+                .map_err(|message| v.error(window.span(), &field("bursts"), message))?,
+        ),
         None => None,
     };
     only_for(

@@ -42,13 +42,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::format::{number, percent};
+use super::format::{count, number, percent, signed_percent};
 use super::{Classification, Judgement, MetricResult};
 use crate::domain::plan::RolloutPlan;
 use crate::domain::{Direction, MetricData, MetricKind, MetricSpec, Observations, Profile};
 use crate::stats::sequential::{
-    RankEvidence, RateEvidence, RatePoint, binomial_upper_tail, rank_increment,
-    spend, tuned_tau2,
+    RankEvidence, RateEvidence, RatePoint, binomial_upper_tail, rank_increment, spend, tuned_tau2,
 };
 
 /// What the sequential judge carries from look to look (part of the runner's snapshot).
@@ -70,8 +69,11 @@ pub struct SequentialState {
 pub struct CheckState {
     /// `ln M` of each completed stage's e-process.
     pub completed: Vec<f64>,
-    /// This stage's rank evidence (continuous checks).
+    /// This stage's rank evidence against "no change" (continuous checks).
     pub rank: Option<RankEvidence>,
+    /// This stage's rank evidence against the tolerated change (harm excluded).
+    #[serde(default)]
+    pub rank_safe: Option<RankEvidence>,
     /// This stage's rate evidence against harm (proportion checks).
     pub rate_harm: Option<RateEvidence>,
     /// This stage's rate evidence that harm is excluded.
@@ -97,6 +99,14 @@ pub struct CheckEvidence {
     pub alpha: f64,
     /// Whether the evidence crossed the threshold.
     pub crossed: bool,
+    /// Whether the estimated effect is beyond what the profile tolerates (a location
+    /// check fails only when both hold, like the fixed judge: a significant but
+    /// tolerated change passes).
+    pub beyond_tolerance: bool,
+    /// The estimated effect the tolerance is checked on, in words.
+    pub effect: String,
+    /// Whether this check fails its metric.
+    pub fails: bool,
     /// Evidence that harm is excluded this stage (none when the metric tolerates no
     /// change, so harm can never be excluded).
     pub harm_excluded_e_value: Option<f64>,
@@ -259,6 +269,7 @@ pub fn judge_look(
         let evidence = match &spec.kind {
             MetricKind::Continuous { .. } => Some(continuous(
                 spec,
+                result.relative_shift,
                 &values(baseline),
                 &values(canary),
                 state,
@@ -284,10 +295,9 @@ pub fn judge_look(
         metrics.push(result);
     }
     let mut profile_for_decision = profile.clone();
-    profile_for_decision.judge.confidence_level = crate::domain::ConfidenceLevel::parse(
-        judgement.confidence_level,
-    )
-    .unwrap_or(profile.judge.confidence_level);
+    profile_for_decision.judge.confidence_level =
+        crate::domain::ConfidenceLevel::parse(judgement.confidence_level)
+            .unwrap_or(profile.judge.confidence_level);
     let mut judged = super::decide::decide(&profile_for_decision, metrics);
     judged.multiple_comparisons = judgement.multiple_comparisons;
     let harm_excluded = harm_excluded_all
@@ -300,13 +310,20 @@ pub fn judge_look(
 
 /// Moves every check's current stage into its completed stages (the runner calls this
 /// when a stage advances).
-pub fn complete_stage(state: &mut SequentialState, profile: &Profile, plan: &RolloutPlan, stage_index: usize, judge_budget: f64) {
+pub fn complete_stage(
+    state: &mut SequentialState,
+    profile: &Profile,
+    plan: &RolloutPlan,
+    stage_index: usize,
+    judge_budget: f64,
+) {
     let alpha = check_alpha(profile, judge_budget);
     let tau2 = tuned_tau2(alpha, planned_information(plan, stage_index));
     for (name, check) in state.checks.iter_mut() {
         let ln_m = current_ln_e(name, check, tau2);
         check.completed.push(ln_m);
         check.rank = None;
+        check.rank_safe = None;
         check.rate_harm = None;
         check.rate_safe = None;
     }
@@ -325,11 +342,13 @@ fn current_ln_e(key: &str, check: &CheckState, tau2: f64) -> f64 {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn rank_check(
     key: &str,
     null: String,
     increment: Option<(f64, f64)>,
-    tolerated: bool,
+    safe_increment: Option<Option<(f64, f64)>>,
+    (beyond_tolerance, effect): (bool, String),
     state: &mut SequentialState,
     alpha: f64,
     tau2: f64,
@@ -340,27 +359,50 @@ fn rank_check(
     rank.add(increment);
     let rank = *rank;
     let decrease = key.ends_with(":decrease");
-    let (stage_ln, safe_ln) = if decrease {
-        (rank.ln_e_less(tau2), rank.ln_e_greater(tau2))
+    let safe_ln = safe_increment.map(|increment| {
+        let safe = check.rank_safe.get_or_insert_with(RankEvidence::default);
+        safe.add(increment);
+        if decrease {
+            safe.ln_e_greater(tau2)
+        } else {
+            safe.ln_e_less(tau2)
+        }
+    });
+    let stage_ln = if decrease {
+        rank.ln_e_less(tau2)
     } else {
-        (rank.ln_e_greater(tau2), rank.ln_e_less(tau2))
+        rank.ln_e_greater(tau2)
     };
     let ln_e = chained_ln_e(&check.completed, stage_ln, stages);
     let threshold = 1.0 / alpha;
-    let estimate = rank.centred_superiority().map(|c| 0.5 + c);
+    let crossed = ln_e >= threshold.ln();
+    let estimate = rank
+        .centred_superiority()
+        .map(|c| if decrease { 0.5 - c } else { 0.5 + c });
     CheckEvidence {
-        check: key.rsplit_once(':').map_or(key, |(_, c)| c).to_owned(),
+        check: key.split(':').skip(1).collect::<Vec<_>>().join("_"),
         null,
         e_value: ln_e.exp(),
         ln_e_value: ln_e,
         stage_e_value: stage_ln.exp(),
         threshold,
         alpha,
-        crossed: ln_e >= threshold.ln(),
-        harm_excluded_e_value: tolerated.then(|| safe_ln.exp()),
+        crossed,
+        beyond_tolerance,
+        effect,
+        fails: crossed && beyond_tolerance,
+        harm_excluded_e_value: safe_ln.map(f64::exp),
         estimate,
         interval: (rank.information > 0.0)
-            .then(|| rank.superiority_interval(tau2, alpha))
+            .then(|| {
+                rank.superiority_interval(tau2, alpha).map(|[lo, hi]| {
+                    if decrease {
+                        [1.0 - hi, 1.0 - lo]
+                    } else {
+                        [lo, hi]
+                    }
+                })
+            })
             .flatten(),
         information: rank.information,
         worst_window: None,
@@ -369,6 +411,7 @@ fn rank_check(
 
 fn continuous(
     spec: &MetricSpec,
+    relative_shift: Option<f64>,
     baseline: &[f64],
     canary: &[f64],
     state: &mut SequentialState,
@@ -412,16 +455,22 @@ fn continuous(
     let mut checks = Vec::new();
     let either = direction == Direction::Either;
     let share = if either { alpha / 2.0 } else { alpha };
+    let unshifted = rank_increment(&base, &shifted(1.0));
+    let effect = relative_shift.map_or_else(
+        || "no shift estimate".to_owned(),
+        |shift| format!("shift {} of the baseline median", signed_percent(shift)),
+    );
     if matches!(direction, Direction::Increase | Direction::Either) {
-        let factor = 1.0 + allowed_increase;
         checks.push(rank_check(
             &format!("{}:location", spec.name),
-            format!(
-                "the canary is at most {} above the baseline",
-                percent(allowed_increase)
+            "the canary is no higher than the baseline".to_owned(),
+            unshifted,
+            (allowed_increase > 0.0)
+                .then(|| rank_increment(&base, &shifted(1.0 + allowed_increase))),
+            (
+                relative_shift.is_some_and(|shift| shift > allowed_increase),
+                format!("{effect} (tolerated: {})", signed_percent(allowed_increase)),
             ),
-            rank_increment(&base, &shifted(factor)),
-            allowed_increase > 0.0,
             state,
             share,
             tau2,
@@ -429,15 +478,19 @@ fn continuous(
         ));
     }
     if matches!(direction, Direction::Decrease | Direction::Either) {
-        let factor = 1.0 - allowed_decrease;
         checks.push(rank_check(
             &format!("{}:location:decrease", spec.name),
-            format!(
-                "the canary is at most {} below the baseline",
-                percent(allowed_decrease)
+            "the canary is no lower than the baseline".to_owned(),
+            unshifted,
+            (allowed_decrease > 0.0)
+                .then(|| rank_increment(&base, &shifted(1.0 - allowed_decrease))),
+            (
+                relative_shift.is_some_and(|shift| shift < -allowed_decrease),
+                format!(
+                    "{effect} (tolerated: {})",
+                    signed_percent(-allowed_decrease)
+                ),
             ),
-            rank_increment(&base, &shifted(factor)),
-            allowed_decrease > 0.0,
             state,
             share,
             tau2,
@@ -468,7 +521,8 @@ fn continuous(
                 percent(allowed_increase)
             ),
             increment,
-            false,
+            None,
+            (true, "spread compared after the tolerance".to_owned()),
             state,
             alpha,
             tau2,
@@ -524,7 +578,12 @@ fn proportion(
     let either = direction == Direction::Either;
     let share = if either { alpha / 2.0 } else { alpha };
     let mut checks = Vec::new();
-    let mut rate_check = |key: String, null: String, harm: RateEvidence, safe: Option<RateEvidence>| {
+    let mut rate_check = |key: String,
+                          null: String,
+                          harm: RateEvidence,
+                          safe: Option<RateEvidence>,
+                          beyond: &dyn Fn(Option<f64>) -> bool,
+                          tolerated: String| {
         let check = state.checks.entry(key.clone()).or_default();
         let harm = check.rate_harm.get_or_insert(harm);
         for (_, p) in &points {
@@ -541,6 +600,8 @@ fn proportion(
         let stage_ln = check.rate_harm.as_ref().map_or(0.0, RateEvidence::ln_e);
         let ln_e = chained_ln_e(&check.completed, stage_ln, stages);
         let harm = check.rate_harm.as_ref().expect("set above");
+        let crossed = ln_e >= (1.0 / share).ln();
+        let beyond_tolerance = beyond(harm.ratio());
         CheckEvidence {
             check: key.split(':').skip(1).collect::<Vec<_>>().join("_"),
             null,
@@ -549,7 +610,16 @@ fn proportion(
             stage_e_value: stage_ln.exp(),
             threshold: 1.0 / share,
             alpha: share,
-            crossed: ln_e >= (1.0 / share).ln(),
+            crossed,
+            beyond_tolerance,
+            effect: match harm.ratio() {
+                Some(ratio) => format!(
+                    "error-rate ratio ×{} this stage (tolerated: {tolerated})",
+                    number(ratio)
+                ),
+                None => format!("no baseline errors this stage (tolerated: {tolerated})"),
+            },
+            fails: crossed && beyond_tolerance,
             harm_excluded_e_value: check.rate_safe.as_ref().map(|s| s.ln_e().exp()),
             estimate: harm.ratio(),
             interval: None,
@@ -558,21 +628,25 @@ fn proportion(
         }
     };
     if matches!(direction, Direction::Increase | Direction::Either) {
-        let theta0 = max_ratio.unwrap_or(1.0);
+        let tolerated = max_ratio.unwrap_or(1.0);
         checks.push(rate_check(
             format!("{}:location", spec.name),
-            format!("the canary's error rate is at most baseline × {}", number(theta0)),
-            RateEvidence::harm(theta0),
-            (theta0 > 1.0).then(|| RateEvidence::safety(theta0)),
+            "the canary's error rate is no higher than the baseline's".to_owned(),
+            RateEvidence::harm(1.0),
+            (tolerated > 1.0).then(|| RateEvidence::safety(tolerated)),
+            &|ratio| ratio.is_none_or(|r| r > tolerated),
+            format!("×{}", number(tolerated)),
         ));
     }
     if matches!(direction, Direction::Decrease | Direction::Either) {
-        let theta0 = min_ratio.unwrap_or(1.0);
+        let tolerated = min_ratio.unwrap_or(1.0);
         checks.push(rate_check(
             format!("{}:location:decrease", spec.name),
-            format!("the canary's rate is at least baseline × {}", number(theta0)),
-            RateEvidence::safety(theta0),
-            (theta0 < 1.0).then(|| RateEvidence::harm(theta0)),
+            "the canary's rate is no lower than the baseline's".to_owned(),
+            RateEvidence::safety(1.0),
+            (tolerated < 1.0).then(|| RateEvidence::harm(tolerated)),
+            &|ratio| ratio.is_some_and(|r| r < tolerated),
+            format!("×{}", number(tolerated)),
         ));
     }
     let harm_excluded = checks
@@ -604,12 +678,15 @@ fn bursts(
     let mut windows: BTreeMap<i64, RatePoint> = BTreeMap::new();
     let window_ms = (window * 1000.0).round().max(1.0) as i64;
     for (t, p) in points {
-        let w = windows.entry(t.div_euclid(window_ms)).or_insert(RatePoint {
-            baseline_errors: 0.0,
-            baseline_total: 0.0,
-            canary_errors: 0.0,
-            canary_total: 0.0,
-        });
+        // Windows are (k·w, (k+1)·w], like the looks' (previous, now] batches.
+        let w = windows
+            .entry((t - 1).div_euclid(window_ms))
+            .or_insert(RatePoint {
+                baseline_errors: 0.0,
+                baseline_total: 0.0,
+                canary_errors: 0.0,
+                canary_total: 0.0,
+            });
         w.baseline_errors += p.baseline_errors;
         w.baseline_total += p.baseline_total;
         w.canary_errors += p.canary_errors;
@@ -649,7 +726,9 @@ fn bursts(
             window_length,
             number(theta0)
         ),
-        e_value: worst.as_ref().map_or(1.0, |w| w.needed / w.p_value.max(f64::MIN_POSITIVE)),
+        e_value: worst
+            .as_ref()
+            .map_or(1.0, |w| w.needed / w.p_value.max(f64::MIN_POSITIVE)),
         ln_e_value: worst
             .as_ref()
             .map_or(0.0, |w| (w.needed / w.p_value.max(f64::MIN_POSITIVE)).ln()),
@@ -657,6 +736,9 @@ fn bursts(
         threshold: 1.0,
         alpha,
         crossed,
+        beyond_tolerance: crossed,
+        effect: format!("{} windows tested so far", tested),
+        fails: crossed,
         harm_excluded_e_value: None,
         estimate: worst.as_ref().map(|w| {
             if w.baseline_rate > 0.0 {
@@ -685,7 +767,7 @@ fn classify(spec: &MetricSpec, result: &mut MetricResult, evidence: SequentialEv
         MetricKind::Proportion { .. } => "events",
         _ => "samples",
     };
-    let failing: Vec<&CheckEvidence> = evidence.checks.iter().filter(|c| c.crossed).collect();
+    let failing: Vec<&CheckEvidence> = evidence.checks.iter().filter(|c| c.fails).collect();
     let (classification, reason) = if unusable {
         (result.classification, result.reason.clone())
     } else if base_n.min(canary_n) < spec.min_samples as f64 {
@@ -693,10 +775,10 @@ fn classify(spec: &MetricSpec, result: &mut MetricResult, evidence: SequentialEv
             Classification::Inconclusive,
             format!(
                 "{} of {} required {unit} at this stage (baseline {}, canary {})",
-                number(base_n.min(canary_n)),
-                number(spec.min_samples as f64),
-                number(base_n),
-                number(canary_n)
+                count(base_n.min(canary_n) as u64),
+                count(spec.min_samples),
+                count(base_n as u64),
+                count(canary_n as u64)
             ),
         )
     } else if !failing.is_empty() {
@@ -757,5 +839,277 @@ fn number_e(ln_e: f64) -> String {
         format!("e^{}", number(ln_e))
     } else {
         number(ln_e.exp())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Location, Sample};
+
+    const PROFILE: &str = r#"
+name = "t"
+[[metrics]]
+name = "latency"
+kind = "continuous"
+allowed_increase = 0.05
+tails = true
+min_samples = 10
+[[metrics]]
+name = "errors"
+kind = "proportion"
+max_ratio = 1.2
+bursts = "1m"
+min_samples = 100
+[rollout]
+error_budget = 0.01
+[[stages]]
+traffic = 5
+duration = "30m"
+interval = "5m"
+lookback = "5m"
+[[stages]]
+traffic = 50
+duration = "30m"
+interval = "5m"
+lookback = "5m"
+"#;
+
+    fn profile() -> Profile {
+        Profile::parse(PROFILE, "t.toml").unwrap()
+    }
+
+    struct Rng(SplitMixLike);
+    struct SplitMixLike(u64);
+    impl Rng {
+        fn unit(&mut self) -> f64 {
+            self.0.0 = self.0.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (((z ^ (z >> 31)) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        }
+        fn normal(&mut self) -> f64 {
+            let (u, v) = (self.unit(), self.unit());
+            (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+        }
+    }
+
+    /// One 5-minute batch (20 steps) of both sides: latency scaled by `slower`, errors
+    /// at `rate` for the baseline and `rate × worse` for the canary.
+    fn batch(rng: &mut Rng, start: f64, slower: f64, worse: f64) -> (Observations, Observations) {
+        let side = |rng: &mut Rng, factor: f64, error_factor: f64| {
+            let mut latency = Vec::new();
+            let (mut errors, mut total) = (Vec::new(), Vec::new());
+            for k in 1..=20 {
+                let timestamp = start + 15.0 * k as f64;
+                latency.push(Sample {
+                    timestamp,
+                    value: 0.2 * factor * (0.1 * rng.normal()).exp(),
+                });
+                let events = 1000.0;
+                let expected = events * 0.01 * error_factor;
+                let count = (expected + expected.sqrt() * rng.normal()).round().max(0.0);
+                errors.push(Sample {
+                    timestamp,
+                    value: count,
+                });
+                total.push(Sample {
+                    timestamp,
+                    value: events,
+                });
+            }
+            let origin = Location {
+                file: "t.csv".to_owned(),
+                line: 1,
+            };
+            Observations {
+                metrics: BTreeMap::from([
+                    (
+                        "latency".to_owned(),
+                        MetricData::Samples {
+                            samples: latency,
+                            origin: origin.clone(),
+                        },
+                    ),
+                    (
+                        "errors".to_owned(),
+                        MetricData::Counts {
+                            errors,
+                            total,
+                            origin,
+                        },
+                    ),
+                ]),
+                problems: BTreeMap::new(),
+            }
+        };
+        (side(rng, 1.0, 1.0), side(rng, slower, worse))
+    }
+
+    fn look(
+        profile: &Profile,
+        state: &mut SequentialState,
+        baseline: &Observations,
+        canary: &Observations,
+    ) -> (Judgement, SequentialOutcome) {
+        let plan = profile.plan.clone().unwrap();
+        let mut described_profile = profile.clone();
+        for metric in &mut described_profile.metrics {
+            metric.min_samples = 1;
+        }
+        let described = crate::judge::judge(&described_profile, baseline, canary);
+        judge_look(profile, &plan, 0, 0.01, baseline, canary, state, described)
+    }
+
+    #[test]
+    fn the_chained_evidence_averages_the_products_started_at_each_stage() {
+        // Two stages, none completed: (M + 1) / 2.
+        let ln = chained_ln_e(&[], 3.0_f64.ln(), 2);
+        assert!((ln.exp() - 2.0).abs() < 1e-12);
+        // One completed with M₁ = 4, current M₂ = 2: (4·2 + 2) / 2 = 5.
+        let ln = chained_ln_e(&[4.0_f64.ln()], 2.0_f64.ln(), 2);
+        assert!((ln.exp() - 5.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_budget_is_shared_equally_among_the_checks() {
+        // latency: location + tails; errors: location + bursts.
+        assert!((check_alpha(&profile(), 0.01) - 0.0025).abs() < 1e-15);
+    }
+
+    #[test]
+    fn a_healthy_canary_passes_with_the_numbers_and_a_regression_fails_within_a_few_looks() {
+        let profile = profile();
+        let mut rng = Rng(SplitMixLike(1));
+        let mut state = SequentialState::default();
+        for k in 0..6 {
+            let (baseline, canary) = batch(&mut rng, k as f64 * 300.0, 1.0, 1.0);
+            let (judgement, _) = look(&profile, &mut state, &baseline, &canary);
+            assert_eq!(
+                judgement.verdict,
+                crate::domain::Verdict::Promote,
+                "{:#?}",
+                judgement.reasons
+            );
+            let latency = &judgement.metrics[0];
+            let evidence = latency.sequential.as_ref().unwrap();
+            assert_eq!(evidence.checks.len(), 2);
+            assert!(latency.reason.contains("no anytime-valid evidence of harm"));
+            assert!(evidence.checks.iter().all(|c| c.threshold == 400.0));
+        }
+
+        let mut state = SequentialState::default();
+        let mut failed_at = None;
+        for k in 0..6 {
+            let (baseline, canary) = batch(&mut rng, k as f64 * 300.0, 1.3, 1.0);
+            let (judgement, _) = look(&profile, &mut state, &baseline, &canary);
+            if judgement.metrics[0].classification == Classification::Fail {
+                failed_at = Some(k + 1);
+                assert!(
+                    judgement.metrics[0].reason.contains("location e ="),
+                    "{}",
+                    judgement.metrics[0].reason
+                );
+                break;
+            }
+        }
+        assert!(failed_at.is_some_and(|k| k <= 2), "{failed_at:?}");
+    }
+
+    #[test]
+    fn error_rates_fail_on_the_ratio_and_min_samples_counts_the_whole_stage() {
+        let mut profile = profile();
+        profile.metrics[1].min_samples = 30_000;
+        let mut rng = Rng(SplitMixLike(2));
+        let mut state = SequentialState::default();
+        let (baseline, canary) = batch(&mut rng, 0.0, 1.0, 3.0);
+        let (judgement, _) = look(&profile, &mut state, &baseline, &canary);
+        let errors = &judgement.metrics[1];
+        assert_eq!(errors.classification, Classification::Inconclusive);
+        assert!(
+            errors.reason.contains("20,000 of 30,000 required events"),
+            "{}",
+            errors.reason
+        );
+        let (baseline, canary) = batch(&mut rng, 300.0, 1.0, 3.0);
+        let (judgement, _) = look(&profile, &mut state, &baseline, &canary);
+        assert_eq!(
+            judgement.metrics[1].classification,
+            Classification::Fail,
+            "{}",
+            judgement.metrics[1].reason
+        );
+        assert_eq!(judgement.verdict, crate::domain::Verdict::Rollback);
+    }
+
+    #[test]
+    fn a_one_minute_burst_fails_the_bursts_check_with_its_window() {
+        let profile = profile();
+        let mut rng = Rng(SplitMixLike(3));
+        let mut state = SequentialState::default();
+        let (baseline, mut canary) = batch(&mut rng, 0.0, 1.0, 1.0);
+        if let Some(MetricData::Counts { errors, .. }) = canary.metrics.get_mut("errors") {
+            for point in errors.iter_mut().take(4) {
+                point.value = 100.0;
+            }
+        }
+        let (judgement, _) = look(&profile, &mut state, &baseline, &canary);
+        let errors = &judgement.metrics[1];
+        assert_eq!(
+            errors.classification,
+            Classification::Fail,
+            "{}",
+            errors.reason
+        );
+        let bursts = errors
+            .sequential
+            .as_ref()
+            .unwrap()
+            .checks
+            .iter()
+            .find(|c| c.check == "bursts")
+            .unwrap();
+        assert!(bursts.crossed);
+        assert!(bursts.worst_window.as_ref().unwrap().canary_rate > 0.09);
+        assert_eq!(state.burst_windows["errors"], 5);
+    }
+
+    #[test]
+    fn a_canary_as_good_as_the_baseline_excludes_harm_and_a_data_problem_holds() {
+        let profile = profile();
+        let mut rng = Rng(SplitMixLike(4));
+        let mut state = SequentialState::default();
+        let mut excluded = false;
+        for k in 0..6 {
+            let (baseline, canary) = batch(&mut rng, k as f64 * 300.0, 0.9, 0.5);
+            excluded = look(&profile, &mut state, &baseline, &canary)
+                .1
+                .harm_excluded;
+        }
+        assert!(excluded);
+
+        let (baseline, mut canary) = batch(&mut rng, 2000.0, 1.0, 1.0);
+        canary
+            .problems
+            .insert("latency".to_owned(), "a gap in its data".to_owned());
+        let (judgement, outcome) = look(&profile, &mut state, &baseline, &canary);
+        assert_eq!(judgement.verdict, crate::domain::Verdict::Hold);
+        assert!(!outcome.harm_excluded);
+    }
+
+    #[test]
+    fn a_completed_stage_keeps_its_evidence_for_the_next() {
+        let profile = profile();
+        let plan = profile.plan.clone().unwrap();
+        let mut rng = Rng(SplitMixLike(5));
+        let mut state = SequentialState::default();
+        let (baseline, canary) = batch(&mut rng, 0.0, 1.08, 1.0);
+        look(&profile, &mut state, &baseline, &canary);
+        complete_stage(&mut state, &profile, &plan, 0, 0.01);
+        let latency = &state.checks["latency:location"];
+        assert_eq!(latency.completed.len(), 1);
+        assert!(latency.rank.is_none());
+        assert!(state.stage_counts.is_empty());
     }
 }

@@ -25,12 +25,12 @@ pub use self::clock::{Clock, CompressedClock, ManualClock, SystemClock};
 pub use self::fetch::{Scopes, fetch_window, preflight};
 pub use self::worker::{Registry, Worker, WorkerError, WorkerOptions};
 use crate::actuators::{Actuator, ActuatorError, ChangeContext, FlagAction, FlagChange, FlagState};
-use crate::domain::plan::{Fallback, HoldOutcome, RollbackMode, RolloutPlan, Stage, TriggerAction};
 use crate::domain::observations::coverage_problems;
+use crate::domain::plan::{Fallback, HoldOutcome, RollbackMode, RolloutPlan, Stage, TriggerAction};
 use crate::domain::{ConfidenceLevel, JudgeMode, MetricKind, Percentage, Profile, Verdict};
 use crate::judge::format::number;
-use crate::judge::triggers::{TriggerCheck, check_trigger};
 use crate::judge::sequential::{SequentialState, check_alpha, complete_stage, judge_look};
+use crate::judge::triggers::{TriggerCheck, check_trigger};
 use crate::judge::{Classification, Judgement, judge};
 use crate::sources::{MetricSource, SourceError};
 

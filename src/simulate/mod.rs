@@ -105,10 +105,7 @@ impl Family {
             .find(|f| f.name() == name)
             .ok_or_else(|| {
                 let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
-                format!(
-                    "unknown family {name:?}; families: {}",
-                    names.join(", ")
-                )
+                format!("unknown family {name:?}; families: {}", names.join(", "))
             })
     }
 
@@ -171,7 +168,10 @@ impl SimulatedService {
     }
 
     fn traffic_at(&self, timestamp: f64) -> f64 {
-        let timeline = self.traffic.lock().expect("the timeline lock is not poisoned");
+        let timeline = self
+            .traffic
+            .lock()
+            .expect("the timeline lock is not poisoned");
         timeline
             .iter()
             .rev()
@@ -196,13 +196,12 @@ impl SimulatedService {
             Family::HealthyLowTraffic => SERVICE_RPS / 20.0,
             _ => SERVICE_RPS,
         };
-        let surge = if self.family == Family::HealthyBursty
-            && self.minute_event("surge", timestamp, 0.2)
-        {
-            4.0
-        } else {
-            1.0
-        };
+        let surge =
+            if self.family == Family::HealthyBursty && self.minute_event("surge", timestamp, 0.2) {
+                4.0
+            } else {
+                1.0
+            };
         let requests = service_rps * self.step * traffic / 100.0 * surge;
         let mut rng = SplitMix(point_seed(
             self.seed,
@@ -230,7 +229,8 @@ impl SimulatedService {
             "errors" | "requests" => {
                 let total = rng.poisson(requests);
                 let mut rate = ERROR_RATE;
-                if self.family == Family::HealthyBursty && self.minute_event("outage", timestamp, 0.05)
+                if self.family == Family::HealthyBursty
+                    && self.minute_event("outage", timestamp, 0.05)
                 {
                     rate *= 6.0;
                 }
@@ -300,10 +300,9 @@ pub async fn run_rollout(
     family: Family,
     seed: u64,
 ) -> Result<RolloutOutcome, crate::scheduler::RunError> {
-    let plan = profile
-        .plan
-        .clone()
-        .ok_or_else(|| crate::scheduler::RunError::Config("the profile has no stages".to_owned()))?;
+    let plan = profile.plan.clone().ok_or_else(|| {
+        crate::scheduler::RunError::Config("the profile has no stages".to_owned())
+    })?;
     let traffic: Timeline = Arc::new(Mutex::new(vec![(T0, plan.stages[0].traffic.value())]));
     let source = Arc::new(SimulatedService::new(
         family,
@@ -329,8 +328,7 @@ pub async fn run_rollout(
         Label::Faulty | Label::AtTolerance if family != Family::SlowAtHigherStages => Some(1),
         _ => None,
     };
-    while runner.status() == RolloutStatus::Running && (runner.history().len() as u64) < max_looks
-    {
+    while runner.status() == RolloutStatus::Running && (runner.history().len() as u64) < max_looks {
         let due = runner.next_look_at();
         let traffic_during = runner.traffic().value();
         let record = runner.step(due).await?;
@@ -348,7 +346,12 @@ pub async fn run_rollout(
     let rollback_look = runner
         .history()
         .iter()
-        .find(|r| matches!(r.decision, Decision::Rollback | Decision::ReduceTraffic { .. }))
+        .find(|r| {
+            matches!(
+                r.decision,
+                Decision::Rollback | Decision::ReduceTraffic { .. }
+            )
+        })
         .map(|r| r.look);
     let detection_delay = match (onset_look, rollback_look) {
         (Some(onset), Some(rollback)) if rollback >= onset => Some(rollback - onset + 1),
@@ -447,7 +450,9 @@ pub async fn simulate(
                 }
                 if let Some(done) = pending.join_next().await {
                     let outcome = done.map_err(|e| {
-                        crate::scheduler::RunError::Config(format!("a simulated rollout panicked: {e}"))
+                        crate::scheduler::RunError::Config(format!(
+                            "a simulated rollout panicked: {e}"
+                        ))
                     })??;
                     on_done();
                     outcomes.push(outcome);
@@ -569,7 +574,11 @@ pub fn target_report(results: &[FamilyResult]) -> Vec<(bool, String)> {
                 let rate = r.share(r.rolled_back);
                 lines.push((
                     rate <= 0.01,
-                    format!("{}: false rollbacks {} (target ≤ 1 %)", r.family.name(), percent(rate)),
+                    format!(
+                        "{}: false rollbacks {} (target ≤ 1 %)",
+                        r.family.name(),
+                        percent(rate)
+                    ),
                 ));
             }
             Label::Faulty => {
@@ -580,7 +589,11 @@ pub fn target_report(results: &[FamilyResult]) -> Vec<(bool, String)> {
                 ) {
                     lines.push((
                         rate >= 0.95,
-                        format!("{}: detection {} (target ≥ 95 %)", r.family.name(), percent(rate)),
+                        format!(
+                            "{}: detection {} (target ≥ 95 %)",
+                            r.family.name(),
+                            percent(rate)
+                        ),
                     ));
                 }
                 if let (Some(seq), Some(fixed)) = (
@@ -600,7 +613,11 @@ pub fn target_report(results: &[FamilyResult]) -> Vec<(bool, String)> {
                 let rate = r.share(r.promoted);
                 lines.push((
                     r.promoted == 0,
-                    format!("{}: promoted {} (target 0 %)", r.family.name(), percent(rate)),
+                    format!(
+                        "{}: promoted {} (target 0 %)",
+                        r.family.name(),
+                        percent(rate)
+                    ),
                 ));
             }
             Label::AtTolerance => {}

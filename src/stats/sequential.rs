@@ -288,7 +288,11 @@ impl RateEvidence {
 
     /// `ln E`: the log of the grid-averaged likelihood ratio.
     pub fn ln_e(&self) -> f64 {
-        let max = self.log_lr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let max = self
+            .log_lr
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
         if !max.is_finite() {
             return 0.0;
         }
@@ -417,7 +421,10 @@ mod tests {
         }
         let rate = alarms as f64 / runs as f64;
         // α plus three binomial standard errors.
-        assert!(rate <= alpha + 3.0 * (alpha * (1.0 - alpha) / runs as f64).sqrt(), "{rate}");
+        assert!(
+            rate <= alpha + 3.0 * (alpha * (1.0 - alpha) / runs as f64).sqrt(),
+            "{rate}"
+        );
     }
 
     #[test]
@@ -469,7 +476,10 @@ mod tests {
             }
         }
         let rate = alarms as f64 / runs as f64;
-        assert!(rate <= alpha + 3.0 * (alpha * (1.0 - alpha) / runs as f64).sqrt(), "{rate}");
+        assert!(
+            rate <= alpha + 3.0 * (alpha * (1.0 - alpha) / runs as f64).sqrt(),
+            "{rate}"
+        );
     }
 
     #[test]
