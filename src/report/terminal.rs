@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::analysis::{AnalysisReport, SideRow};
+use super::analysis::{AnalysisReport, SideRow, TimelineEvent};
 use crate::judge::format::{number, p_value, percent};
 
 const RESET: &str = "\x1b[0m";
@@ -42,6 +42,7 @@ pub fn render(report: &AnalysisReport, colour: bool) -> String {
     for sentence in &report.banner.deciding_metrics {
         let _ = writeln!(out, "  - {sentence}");
     }
+    rollout_lines(&mut out, report, &paint);
     if report.metrics.is_empty() {
         return out;
     }
@@ -100,6 +101,53 @@ pub fn render(report: &AnalysisReport, colour: bool) -> String {
         let _ = writeln!(out, "{}", line(row, true));
     }
     out
+}
+
+/// For a rollout: the looks and the flag's path in one line, and every trigger that
+/// fired.
+fn rollout_lines(out: &mut String, report: &AnalysisReport, paint: &dyn Fn(&str, &str) -> String) {
+    let looks = report
+        .timeline
+        .iter()
+        .filter(|event| matches!(event, TimelineEvent::Look { .. }))
+        .count();
+    if looks == 0 {
+        return;
+    }
+    let flag: Vec<String> = report
+        .timeline
+        .iter()
+        .filter_map(|event| match event {
+            TimelineEvent::Actuation { action, target, .. } if action == "kill" => {
+                Some(format!("{}% (kill)", number(*target)))
+            }
+            TimelineEvent::Actuation { target, .. } => Some(format!("{}%", number(*target))),
+            _ => None,
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "  looks: {looks}    flag: {}",
+        if flag.is_empty() {
+            "unchanged".to_owned()
+        } else {
+            flag.join(" → ")
+        }
+    );
+    for event in &report.timeline {
+        if let TimelineEvent::Look { look, triggers, .. } = event {
+            for trigger in triggers.iter().filter(|t| t.met) {
+                let _ = writeln!(
+                    out,
+                    "  {} at look {look}: \"{}\" → {}: {}",
+                    paint("trigger fired", RED),
+                    trigger.name,
+                    trigger.action,
+                    trigger.reason
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@
 
 use std::path::Path;
 
+use canary::domain::look_series::LookSeries;
+use canary::domain::plan::TriggerAction;
 use canary::domain::{Observations, Percentage, Profile, Verdict};
+use canary::judge::triggers::TriggerCheck;
 use canary::judge::{Judgement, judge};
 use canary::report::analysis::{AnalysisReport, ChartData, RawSeries};
 use canary::report::html;
@@ -55,6 +58,50 @@ fn look(
     decision: Decision,
     judgement: Judgement,
 ) -> LookRecord {
+    look_with_triggers(id, number, stage, traffic, decision, judgement, Vec::new())
+}
+
+/// The two web-service triggers as a look checked them; `fired` makes the error-rate
+/// one fire.
+fn web_service_triggers(fired: bool) -> Vec<TriggerCheck> {
+    let clear = |name: &str, metric: &str| TriggerCheck {
+        name: name.to_owned(),
+        metric: metric.to_owned(),
+        met: false,
+        action: TriggerAction::Rollback,
+        value: None,
+        limit: None,
+        reason: "no canary point above the limit since the previous look".to_owned(),
+    };
+    let error_rate = if fired {
+        TriggerCheck {
+            met: true,
+            value: Some(0.031),
+            limit: Some(0.02),
+            reason: "canary above 0.02 for 120 s of the required 2m".to_owned(),
+            ..clear("error rate above 2 % for 2 minutes", "error_rate")
+        }
+    } else {
+        clear("error rate above 2 % for 2 minutes", "error_rate")
+    };
+    vec![
+        error_rate,
+        clear("p95 latency above 500 ms for 1 minute", "latency_p95"),
+    ]
+}
+
+/// A stored look as a worker records it, but without the `series` a worker keeps
+/// since the charts needed them: these fixtures are older looks, which must still
+/// render (the served test in `serve.rs` covers looks with series).
+fn look_with_triggers(
+    id: Uuid,
+    number: u64,
+    stage: usize,
+    traffic: f64,
+    decision: Decision,
+    judgement: Judgement,
+    triggers: Vec<TriggerCheck>,
+) -> LookRecord {
     let at = 1_800_000_000.0 + 300.0 * number as f64;
     let verdict: Verdict = judgement.verdict;
     let record = IntervalRecord {
@@ -68,9 +115,11 @@ fn look(
         reasons: judgement.reasons.clone(),
         decision: decision.clone(),
         judgement,
-        triggers: Vec::new(),
+        triggers,
+        series: LookSeries::default(),
     };
-    let body = serde_json::to_value(&record).unwrap();
+    let mut body = serde_json::to_value(&record).unwrap();
+    body.as_object_mut().unwrap().remove("series");
     LookRecord {
         analysis_id: id,
         look: number,
@@ -100,7 +149,7 @@ fn analysis(number: u128, flag: &str, state: AnalysisState, reasons: Vec<String>
     Analysis {
         id: Uuid::from_u128(number),
         profile_name: "web-service".to_owned(),
-        profile_text: String::new(),
+        profile_text: std::fs::read_to_string(root().join(PROFILE)).unwrap(),
         flag: flag.to_owned(),
         source: "prometheus".to_owned(),
         actuator: "flagd".to_owned(),
@@ -154,8 +203,24 @@ pub fn rolled_back(flag: &str) -> Fixture {
             },
             judged("healthy"),
         ),
-        look(id, 2, 1, 50.0, Decision::Continue, judged("healthy")),
-        look(id, 3, 1, 50.0, Decision::Rollback, spike),
+        look_with_triggers(
+            id,
+            2,
+            1,
+            50.0,
+            Decision::Continue,
+            judged("healthy"),
+            web_service_triggers(false),
+        ),
+        look_with_triggers(
+            id,
+            3,
+            1,
+            50.0,
+            Decision::Rollback,
+            spike,
+            web_service_triggers(true),
+        ),
     ];
     let actuations = vec![
         actuation(id, 1_800_000_000.0, "set_rollout", 10.0),
@@ -277,7 +342,7 @@ fn the_json_report_of_a_rolled_back_analysis_matches_its_snapshot() {
 
 #[test]
 fn the_json_report_of_canary_analyze_matches_its_snapshot() {
-    let report = AnalysisReport::from_judgement(&judged("error-spike"));
+    let report = AnalysisReport::from_judgement(&judged("error-spike")).with_relative_limits(&profile());
     snapshot("analyze-error-spike.json", &report.to_json());
 }
 
@@ -348,6 +413,7 @@ fn many_metrics() -> (AnalysisReport, ChartData) {
                 name: metric.name.clone(),
                 baseline: wave(0.0),
                 canary: wave(5.0),
+                ..RawSeries::default()
             }
         })
         .collect();
