@@ -293,10 +293,17 @@ mod tests {
         points[802].1 = -5.0;
         let side = SideSeries::from_points(&points, 0.0);
         assert_eq!(side.n, 1_000);
-        assert!(side.points.len() <= MAX_POINTS_PER_LOOK, "{}", side.points.len());
+        assert!(
+            side.points.len() <= MAX_POINTS_PER_LOOK,
+            "{}",
+            side.points.len()
+        );
         assert!(side.points.contains(&(418.0, 99.0)), "{:?}", side.points);
         assert!(side.points.contains(&(803.0, -5.0)), "{:?}", side.points);
-        assert!(side.points.windows(2).all(|w| w[0].0 <= w[1].0), "time order");
+        assert!(
+            side.points.windows(2).all(|w| w[0].0 <= w[1].0),
+            "time order"
+        );
         assert_eq!(side.ranks.len(), DISTRIBUTION_RANKS);
         assert_eq!(side.ranks[0], -5.0);
         assert_eq!(*side.ranks.last().unwrap(), 99.0);
@@ -308,7 +315,10 @@ mod tests {
         let side = SideSeries::from_points(&points, 5.0);
         assert_eq!(side.points, vec![(5.0, 1.0), (15.0, 2.0), (25.0, 3.0)]);
         assert_eq!(side.ranks, vec![1.0, 2.0, 3.0]);
-        assert_eq!(side.cdf(), vec![(1.0, 1.0 / 3.0), (2.0, 2.0 / 3.0), (3.0, 1.0)]);
+        assert_eq!(
+            side.cdf(),
+            vec![(1.0, 1.0 / 3.0), (2.0, 2.0 / 3.0), (3.0, 1.0)]
+        );
     }
 
     #[test]

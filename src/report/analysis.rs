@@ -597,7 +597,10 @@ impl AnalysisReport {
                     .as_ref()
                     .map_or_else(|| record.decision.clone(), |b| decision_words(&b.decision)),
                 reasons: body.as_ref().map(|b| b.reasons.clone()).unwrap_or_default(),
-                triggers: body.as_ref().map(|b| b.triggers.clone()).unwrap_or_default(),
+                triggers: body
+                    .as_ref()
+                    .map(|b| b.triggers.clone())
+                    .unwrap_or_default(),
             });
         }
         for actuation in actuations {
@@ -1075,4 +1078,120 @@ fn history(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::look_series::{MetricSeries, SideSeries};
+
+    fn stored_look(look: u64, body: Value) -> LookRecord {
+        LookRecord {
+            analysis_id: uuid::Uuid::nil(),
+            look,
+            at: 1_000.0 + 60.0 * look as f64,
+            stage_index: 0,
+            verdict: "promote".to_owned(),
+            decision: "continue".to_owned(),
+            body,
+        }
+    }
+
+    fn look_series(from: f64, baseline: &[(f64, f64)], canary: &[(f64, f64)]) -> LookSeries {
+        LookSeries {
+            from,
+            metrics: [(
+                "latency".to_owned(),
+                MetricSeries {
+                    baseline: SideSeries::from_points(baseline, from),
+                    canary: SideSeries::from_points(canary, from),
+                },
+            )]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn charts_from_stored_looks_join_their_points_in_time_and_skip_older_looks() {
+        let many: Vec<(f64, f64)> = (1..=600)
+            .map(|i| (1_060.0 + f64::from(i) / 10.0, 1.0))
+            .collect();
+        let looks = vec![
+            // Stored out of order: the report sorts by look number.
+            stored_look(
+                2,
+                serde_json::json!({ "series": look_series(1_060.0, &many, &[(1_090.0, 3.0)]) }),
+            ),
+            stored_look(
+                1,
+                serde_json::json!({ "series": look_series(1_000.0, &[(1_030.0, 2.0)], &[(1_030.0, 4.0)]) }),
+            ),
+            // A look recorded before series were kept.
+            stored_look(3, serde_json::json!({ "stage": "1%" })),
+        ];
+        let charts = ChartData::from_looks(&looks);
+        let latency = charts.get("latency").expect("the metric is charted");
+        assert_eq!(latency.canary, vec![(1_030.0, 4.0), (1_090.0, 3.0)]);
+        assert_eq!(latency.baseline[0], (1_030.0, 2.0));
+        assert!(latency.baseline.len() <= 61, "{}", latency.baseline.len());
+        assert!(latency.baseline.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert_eq!(latency.counted, Some([601, 2]));
+        let [baseline_cdf, canary_cdf] = latency.distribution.clone().unwrap();
+        assert_eq!(canary_cdf, vec![(3.0, 0.0), (3.0, 0.5), (4.0, 1.0)]);
+        // 600 ones and one two: the CDF is 600/601 at 1.
+        assert_eq!(baseline_cdf[1], (1.0, 600.0 / 601.0));
+
+        let none = ChartData::from_looks(&[stored_look(1, serde_json::json!({}))]);
+        assert!(
+            none.series.is_empty(),
+            "old looks fall back to one point per look"
+        );
+    }
+
+    #[test]
+    fn relative_limits_follow_the_profile_in_the_bad_direction() {
+        let side = |median: Option<f64>, mean: Option<f64>| SideRow {
+            n: 100,
+            mean,
+            median,
+            p95: None,
+            p99: None,
+            min: None,
+            max: None,
+            errors: None,
+            total: None,
+        };
+        let continuous = |direction| MetricKind::Continuous {
+            direction,
+            allowed_increase: 0.05,
+            allowed_decrease: 0.2,
+        };
+        let latency = side(Some(0.2), Some(0.25));
+        let up = relative_limits(&continuous(Direction::Increase), Some(&latency));
+        assert_eq!(up.len(), 1);
+        assert_eq!(up[0].rule, "allowed_increase");
+        assert!((up[0].limit - 0.21).abs() < 1e-12, "{}", up[0].limit);
+        assert_eq!(up[0].label(), "baseline median ×1.05 = 0.21");
+        let both = relative_limits(&continuous(Direction::Either), Some(&latency));
+        assert_eq!(
+            both.iter().map(|l| l.rule.as_str()).collect::<Vec<_>>(),
+            ["allowed_increase", "allowed_decrease"]
+        );
+        assert!((both[1].limit - 0.16).abs() < 1e-12);
+
+        let rate = side(None, Some(0.004));
+        let proportion = |max_ratio, min_ratio| MetricKind::Proportion {
+            direction: Direction::Either,
+            max_ratio,
+            min_ratio,
+        };
+        let limits = relative_limits(&proportion(Some(1.5), Some(0.5)), Some(&rate));
+        assert!((limits[0].limit - 0.006).abs() < 1e-12);
+        assert_eq!(limits[0].label(), "baseline rate ×1.5 = 0.6%");
+        assert!((limits[1].limit - 0.002).abs() < 1e-12);
+        // No ratio set: a significant change fails whatever its size, so nothing to mark.
+        assert!(relative_limits(&proportion(None, None), Some(&rate)).is_empty());
+        // No baseline, no limit.
+        assert!(relative_limits(&continuous(Direction::Increase), None).is_empty());
+    }
 }

@@ -168,7 +168,10 @@ pub fn draw(lines: &[Line<'_>], x_marks: &[Mark], y_marks: &[Mark], x_label: &st
     labels.push_str("</g>");
     // Each limit's label beside its line, in its colour: horizontal ones at the right
     // end above the line, vertical ones near the top, stacked so they do not overlap.
-    let mut mark_labels = String::from(r#"<g font-family="sans-serif" font-size="10">"#);
+    // A white halo under each label keeps it readable over the lines it crosses.
+    let mut mark_labels = String::from(
+        r##"<g font-family="sans-serif" font-size="10" stroke="#fff" stroke-width="3" paint-order="stroke">"##,
+    );
     for mark in &y_marks {
         let _ = write!(
             mark_labels,

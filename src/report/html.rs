@@ -431,13 +431,20 @@ fn metric_charts(out: &mut String, report: &AnalysisReport, charts: &ChartData) 
                         "seconds since the first point",
                     ),
                     &match raw.counted {
-                        Some([baseline, canary]) => format!(
-                            "over time: {} baseline and {} canary points, each look's kept \
-                             to its minima and maxima",
-                            count(baseline),
-                            count(canary)
-                        ),
-                        None => format!(
+                        Some([baseline, canary])
+                            if baseline > raw.baseline.len() as u64
+                                || canary > raw.canary.len() as u64 =>
+                        {
+                            format!(
+                                "over time: {} baseline and {} canary points, drawn from \
+                                 {} and {} kept by the looks (each look's minima and maxima)",
+                                count(baseline),
+                                count(canary),
+                                count(raw.baseline.len() as u64),
+                                count(raw.canary.len() as u64)
+                            )
+                        }
+                        _ => format!(
                             "over time: {} baseline and {} canary points",
                             count(raw.baseline.len() as u64),
                             count(raw.canary.len() as u64)
@@ -450,8 +457,8 @@ fn metric_charts(out: &mut String, report: &AnalysisReport, charts: &ChartData) 
                     Some([baseline, canary]) => (
                         chart::downsample(baseline, MAX_POINTS),
                         chart::downsample(canary, MAX_POINTS),
-                        "distribution: empirical CDF of every look's points \
-                         (within 2.5% of exact)",
+                        "distribution: empirical CDF of every look's points (exact, or \
+                         within 2.5% where a look had more than 41)",
                     ),
                     None => (
                         chart::ecdf(&values(&raw.baseline), MAX_POINTS),

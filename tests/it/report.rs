@@ -342,7 +342,8 @@ fn the_json_report_of_a_rolled_back_analysis_matches_its_snapshot() {
 
 #[test]
 fn the_json_report_of_canary_analyze_matches_its_snapshot() {
-    let report = AnalysisReport::from_judgement(&judged("error-spike")).with_relative_limits(&profile());
+    let report =
+        AnalysisReport::from_judgement(&judged("error-spike")).with_relative_limits(&profile());
     snapshot("analyze-error-spike.json", &report.to_json());
 }
 
