@@ -49,7 +49,7 @@ tr.why td{border-top:none;color:#333;padding-bottom:8px}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .pass{color:#1b7f3b;font-weight:600}.fail{color:#b3261e;font-weight:700}.inconclusive,.error{color:#a15c00;font-weight:600}
 .charts{display:flex;flex-wrap:wrap;gap:12px}
-.charts figure{margin:0;background:#fff;border:1px solid #eee;padding:4px}
+.charts figure{margin:0;background:#fff;border:1px solid #eee;padding:4px;max-width:530px}
 figcaption{font-size:.8em;color:#555}
 svg{max-width:100%;height:auto}
 .key-b{color:#1f6fb4;font-weight:600}.key-c{color:#e06c00;font-weight:600}.key-l{color:#c01010;font-weight:600}.key-r{color:#7b1fa2;font-weight:600}
@@ -230,10 +230,13 @@ fn timeline(out: &mut String, report: &AnalysisReport) {
     if report.timeline.is_empty() {
         return;
     }
+    // Times count from the first event, not from the submission: a replayed analysis
+    // runs on the recording's clock, which can be long before it was submitted.
     let start = report
-        .subject
-        .created_at
-        .unwrap_or_else(|| report.timeline[0].at());
+        .timeline
+        .iter()
+        .map(TimelineEvent::at)
+        .fold(f64::INFINITY, f64::min);
     out.push_str(
         "<h2>Timeline</h2><table class=\"timeline\"><thead><tr><th>time</th><th>event</th>\
          <th>stage</th><th>traffic</th><th>verdict</th><th>what happened</th></tr></thead><tbody>\n",
@@ -457,8 +460,7 @@ fn metric_charts(out: &mut String, report: &AnalysisReport, charts: &ChartData) 
                     Some([baseline, canary]) => (
                         chart::downsample(baseline, MAX_POINTS),
                         chart::downsample(canary, MAX_POINTS),
-                        "distribution: empirical CDF of every look's points (exact, or \
-                         within 2.5% where a look had more than 41)",
+                        "distribution: empirical CDF of every look's points (to within 2.5%)",
                     ),
                     None => (
                         chart::ecdf(&values(&raw.baseline), MAX_POINTS),

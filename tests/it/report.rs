@@ -366,7 +366,7 @@ fn inconclusive_metrics_say_what_was_missing_in_the_report() {
 }
 
 /// Where rendered reports are written for people to open (kept after the run).
-fn output_directory() -> std::path::PathBuf {
+pub fn output_directory() -> std::path::PathBuf {
     let directory = root().join("target/report-fixtures");
     std::fs::create_dir_all(&directory).unwrap();
     directory
@@ -579,6 +579,12 @@ fn canary_analyze_and_canary_run_write_the_html_report() {
         "{page}"
     );
     assert!(page.contains("<tr class=\"metric\">"));
+    // The charts draw the looks' series, not one point per look.
+    assert!(
+        !page.contains("at each look") && page.contains("over time: 180 baseline"),
+        "{page}"
+    );
+    assert!(page.contains("class=\"trigger clear\""));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -607,7 +613,7 @@ async fn canary_report_fetches_the_html_and_prints_a_plain_summary() {
 
 /// Opens `page` in headless Chromium: its rendered DOM and a 1280×2000 screenshot.
 /// `None` (with a notice) when Chromium is not installed.
-fn open_in_chromium(page: &Path, screenshot: &Path) -> Option<String> {
+pub fn open_in_chromium(page: &Path, screenshot: &Path) -> Option<String> {
     let chromium = Path::new("/usr/bin/chromium");
     if !chromium.exists() {
         println!(
@@ -655,7 +661,7 @@ fn open_in_chromium(page: &Path, screenshot: &Path) -> Option<String> {
 
 /// The text a person reads: the DOM without its tags (scripts would show here too,
 /// but the page has none).
-fn visible_text(dom: &str) -> String {
+pub fn visible_text(dom: &str) -> String {
     let mut text = String::new();
     let mut in_tag = false;
     for character in dom.chars() {
@@ -736,6 +742,11 @@ fn the_reports_render_in_a_browser_with_their_verdicts_and_metric_rows() {
                 "checking the dashboards",
                 "kill",
                 "look 3",
+                "FIRED → rollback",
+                "0.031 vs limit 0.02",
+                "canary above 0.02 for 120 s of the required 2m",
+                "p95 latency above 500 ms for 1 minute",
+                "baseline rate ×1.5",
             ] {
                 assert!(text.contains(seen), "{name}: the timeline shows {seen:?}");
             }
@@ -751,5 +762,187 @@ fn the_reports_render_in_a_browser_with_their_verdicts_and_metric_rows() {
             png.len()
         );
         println!("{name}: {} and {}", page.display(), screenshot.display());
+    }
+}
+
+/// Runs `canary ARGS...` (stderr dropped) with stdout on a pseudo-terminal, through
+/// util-linux `script`; `None` (with a notice) when `script` is missing. `no_colour`
+/// sets `NO_COLOR=1`.
+fn canary_on_a_terminal(args: &[&str], no_colour: bool) -> Option<(i32, String)> {
+    if !Path::new("/usr/bin/script").exists() {
+        println!("NOTICE: /usr/bin/script is missing; skipping the terminal checks");
+        return None;
+    }
+    let quoted: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_canary"))
+        .chain(args.iter().copied())
+        .map(|arg| format!("'{}'", arg.replace('\'', r"'\''")))
+        .collect();
+    let mut command = std::process::Command::new("/usr/bin/script");
+    command
+        .args([
+            "-q",
+            "-e",
+            "-c",
+            &format!("{} 2>/dev/null", quoted.join(" ")),
+            "/dev/null",
+        ])
+        .current_dir(root())
+        .env_remove("RUST_LOG")
+        .env("TERM", "xterm");
+    if no_colour {
+        command.env("NO_COLOR", "1");
+    } else {
+        command.env_remove("NO_COLOR");
+    }
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8(output.stdout)
+        .unwrap()
+        .replace("\r\n", "\n");
+    Some((output.status.code().unwrap(), stdout))
+}
+
+const ERROR_SPIKE: [&str; 7] = [
+    "analyze",
+    "--profile",
+    PROFILE,
+    "--baseline",
+    "fixtures/scenarios/error-spike/baseline.csv",
+    "--canary",
+    "fixtures/scenarios/error-spike/canary.csv",
+];
+
+const REPLAYED_REGRESSION: [&str; 11] = [
+    "run",
+    "--profile",
+    PROFILE,
+    "--source",
+    "replay=fixtures/replay/latency-regression",
+    "--flag",
+    "checkout-v2",
+    "--actuator",
+    "log-only",
+    "--speed",
+    "100000",
+];
+
+#[test]
+fn a_terminal_gets_the_coloured_compact_summary_and_a_pipe_the_unchanged_table() {
+    // Piped: the plain table scripts and CI logs read, as before.
+    let piped = crate::helpers::canary(ERROR_SPIKE);
+    assert_eq!(piped.code, 3);
+    assert!(
+        piped.stdout.starts_with("verdict: ROLLBACK"),
+        "{}",
+        piped.stdout
+    );
+    assert!(!piped.stdout.contains('\x1b'));
+    let piped_run = crate::helpers::canary(REPLAYED_REGRESSION);
+    assert_eq!(piped_run.code, 3, "{}", piped_run.stderr);
+    assert!(
+        piped_run.stdout.starts_with("rollout: ROLLBACK"),
+        "{}",
+        piped_run.stdout
+    );
+
+    let Some((code, analyzed)) = canary_on_a_terminal(&ERROR_SPIKE, false) else {
+        return;
+    };
+    assert_eq!(code, 3, "the exit code is the verdict's on a terminal too");
+    assert!(
+        analyzed.starts_with("\x1b[1m\x1b[31mVERDICT: ROLLBACK\x1b[0m"),
+        "{analyzed:?}"
+    );
+    assert!(
+        analyzed.contains("error_rate 1.821% vs 0.4218% baseline"),
+        "{analyzed}"
+    );
+    assert!(
+        analyzed.contains("\x1b[31mfail"),
+        "the failing row is red: {analyzed:?}"
+    );
+    assert!(
+        !analyzed.contains("per metric:"),
+        "not the long table: {analyzed}"
+    );
+
+    let (_, plain) = canary_on_a_terminal(&ERROR_SPIKE, true).unwrap();
+    assert!(plain.starts_with("VERDICT: ROLLBACK"), "{plain:?}");
+    assert!(
+        !plain.contains('\x1b'),
+        "NO_COLOR turns colour off: {plain:?}"
+    );
+
+    let (code, ran) = canary_on_a_terminal(&REPLAYED_REGRESSION, true).unwrap();
+    assert_eq!(code, 3);
+    let summary = &ran[ran.find("VERDICT").unwrap_or_else(|| panic!("{ran:?}"))..];
+    assert!(
+        summary.starts_with("VERDICT: ROLLBACK  Rolled back: checkout-v2 was switched off"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("looks: 5    flag: 1% → 5% → 25% → 0% (kill)"),
+        "{summary}"
+    );
+    assert!(summary.contains("latency_p95  fail"), "{summary}");
+}
+
+#[test]
+fn the_json_of_canary_run_keeps_its_fields_and_leaves_the_chart_series_out() {
+    let mut args = REPLAYED_REGRESSION.to_vec();
+    args.extend(["--format", "json"]);
+    for run in [
+        crate::helpers::canary(&args).stdout,
+        canary_on_a_terminal(&args, false).map_or_else(String::new, |(_, stdout)| stdout),
+    ]
+    .into_iter()
+    .filter(|stdout| !stdout.is_empty())
+    {
+        let summary: serde_json::Value =
+            serde_json::from_str(&run).unwrap_or_else(|e| panic!("{e}: one JSON object: {run}"));
+        let fields: Vec<&str> = summary
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "schema_version",
+                "verdict",
+                "status",
+                "reasons",
+                "profile",
+                "flag",
+                "dry_run",
+                "stages_passed",
+                "actuations",
+                "history"
+            ]
+        );
+        for look in summary["history"].as_array().unwrap() {
+            let keys: Vec<&str> = look
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(
+                keys,
+                [
+                    "look",
+                    "at",
+                    "stage_index",
+                    "stage",
+                    "traffic",
+                    "confidence_level",
+                    "verdict",
+                    "decision",
+                    "reasons",
+                    "judgement",
+                    "triggers"
+                ]
+            );
+        }
     }
 }
