@@ -91,7 +91,7 @@ pub enum Terminal {
 }
 
 impl Terminal {
-    /// What stdout is now, and whether `NO_COLOR` (https://no-color.org) asks for no
+    /// What stdout is now, and whether `NO_COLOR` (<https://no-color.org>) asks for no
     /// colour.
     pub fn of_stdout() -> Terminal {
         if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
