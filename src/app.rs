@@ -42,8 +42,10 @@ pub fn load_profile(path: &Path) -> Result<Profile> {
     Ok(Profile::parse(&text, &path.display().to_string())?)
 }
 
-/// Runs `canary analyze`: returns the judgement and its rendering for stdout.
-pub fn analyze(args: &AnalyzeArgs) -> Result<(Judgement, String)> {
+/// Runs `canary analyze`: returns the judgement and its rendering for stdout. With
+/// `--format text`, `terminal` (stdout is a terminal) chooses the compact summary of
+/// [`report::terminal`] over the plain table that logs and scripts read.
+pub fn analyze(args: &AnalyzeArgs, terminal: Terminal) -> Result<(Judgement, String)> {
     let profile = load_profile(&args.profile)?;
     let baseline = recorded::read_file(&args.baseline)?;
     let canary = recorded::read_file(&args.canary)?;
@@ -56,18 +58,56 @@ pub fn analyze(args: &AnalyzeArgs) -> Result<(Judgement, String)> {
         score = ?judgement.score,
         "judged canary"
     );
-    let rendered = match args.format {
-        Format::Text => report::text::render(&judgement),
-        Format::Json => report::json::render(&judgement),
+    let analysis_report =
+        report::analysis::AnalysisReport::from_judgement(&judgement).with_relative_limits(&profile);
+    let rendered = match (args.format, terminal) {
+        (Format::Text, Terminal::Pipe) => report::text::render(&judgement),
+        (Format::Text, Terminal::Tty { colour }) => {
+            report::terminal::render(&analysis_report, colour)
+        }
+        (Format::Json, _) => report::json::render(&judgement),
     };
     if let Some(path) = &args.report {
         let page = report::html::render(
-            &report::analysis::AnalysisReport::from_judgement(&judgement),
+            &analysis_report,
             &report::analysis::ChartData::from_observations(&baseline, &canary),
         );
         write_report(path, &page)?;
     }
     Ok((judgement, rendered))
+}
+
+/// Where stdout goes, for the text format: a terminal gets the compact summary
+/// ([`report::terminal`]), coloured unless `NO_COLOR` is set; anything else (a pipe, a
+/// file, a CI log) gets the plain table, unchanged so scripts can rely on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Terminal {
+    /// A pipe, a file or a log.
+    Pipe,
+    /// A terminal.
+    Tty {
+        /// ANSI colours (off when `NO_COLOR` is set).
+        colour: bool,
+    },
+}
+
+impl Terminal {
+    /// What stdout is now, and whether `NO_COLOR` (<https://no-color.org>) asks for no
+    /// colour.
+    pub fn of_stdout() -> Terminal {
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            Terminal::Tty {
+                colour: std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty()),
+            }
+        } else {
+            Terminal::Pipe
+        }
+    }
+
+    /// Whether to print ANSI colours.
+    pub fn colour(self) -> bool {
+        matches!(self, Terminal::Tty { colour: true })
+    }
 }
 
 /// Runs `canary check-profile`: a summary line per valid profile, and the first
@@ -217,8 +257,26 @@ pub struct RunSummary {
     pub stages_passed: Vec<String>,
     /// Every flag change.
     pub actuations: Vec<Actuation>,
-    /// Every look.
+    /// Every look (without the downsampled series kept for the HTML report's charts:
+    /// this JSON stays as it was).
+    #[serde(serialize_with = "looks_without_series")]
     pub history: Vec<IntervalRecord>,
+}
+
+fn looks_without_series<S: serde::Serializer>(
+    history: &[IntervalRecord],
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::{Error as _, SerializeSeq as _};
+    let mut sequence = serializer.serialize_seq(Some(history.len()))?;
+    for record in history {
+        let mut value = serde_json::to_value(record).map_err(S::Error::custom)?;
+        if let Some(fields) = value.as_object_mut() {
+            fields.remove("series");
+        }
+        sequence.serialize_element(&value)?;
+    }
+    sequence.end()
 }
 
 fn render_run_summary(summary: &RunSummary, plan: &RolloutPlan) -> String {
@@ -291,8 +349,9 @@ fn render_run_summary(summary: &RunSummary, plan: &RolloutPlan) -> String {
 }
 
 /// Runs `canary run`: one rollout in the foreground. Returns its verdict and the summary
-/// for stdout.
-pub async fn run(args: &RunArgs) -> Result<(Verdict, String)> {
+/// for stdout (the compact one of [`report::terminal`] when `terminal` is a terminal and
+/// the format is text).
+pub async fn run(args: &RunArgs, terminal: Terminal) -> Result<(Verdict, String)> {
     let profile = Arc::new(load_profile(&args.profile)?);
     let plan = profile.plan.clone().with_context(|| {
         format!(
@@ -410,28 +469,33 @@ pub async fn run(args: &RunArgs) -> Result<(Verdict, String)> {
         actuations: runner.actuations().to_vec(),
         history: runner.history().to_vec(),
     };
+    let state = serde_json::to_value(summary.status)?;
+    let verdict_word = summary.verdict.to_string();
+    let facts = report::analysis::RunFacts {
+        profile: &summary.profile,
+        flag: &summary.flag,
+        state: state.as_str().unwrap_or("running"),
+        verdict: &verdict_word,
+        dry_run: summary.dry_run,
+        reasons: &summary.reasons,
+        history: &summary.history,
+        actuations: &summary.actuations,
+    };
+    let run_report =
+        report::analysis::AnalysisReport::from_run(&facts).with_relative_limits(&profile);
     if let Some(path) = &args.report {
-        let state = serde_json::to_value(summary.status)?;
-        let verdict = summary.verdict.to_string();
-        let facts = report::analysis::RunFacts {
-            profile: &summary.profile,
-            flag: &summary.flag,
-            state: state.as_str().unwrap_or("running"),
-            verdict: &verdict,
-            dry_run: summary.dry_run,
-            reasons: &summary.reasons,
-            history: &summary.history,
-            actuations: &summary.actuations,
-        };
         let page = report::html::render(
-            &report::analysis::AnalysisReport::from_run(&facts),
-            &report::analysis::ChartData::default(),
+            &run_report,
+            &report::analysis::ChartData::from_look_series(
+                summary.history.iter().map(|look| &look.series),
+            ),
         );
         write_report(path, &page)?;
     }
-    let rendered = match args.format {
-        Format::Text => render_run_summary(&summary, &plan),
-        Format::Json => {
+    let rendered = match (args.format, terminal) {
+        (Format::Text, Terminal::Pipe) => render_run_summary(&summary, &plan),
+        (Format::Text, Terminal::Tty { colour }) => report::terminal::render(&run_report, colour),
+        (Format::Json, _) => {
             let mut text =
                 serde_json::to_string_pretty(&summary).context("serializing the summary")?;
             text.push('\n');

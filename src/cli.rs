@@ -103,7 +103,8 @@ pub enum Command {
     Wait(WaitArgs),
     /// Fetch the report of an analysis from a `canary serve` instance.
     ///
-    /// Prints a compact summary (coloured when stdout is a terminal) and, with --out,
+    /// Prints a compact summary (coloured when stdout is a terminal, unless NO_COLOR is
+    /// set) and, with --out,
     /// writes the HTML report (GET /v1/analyses/ID/report) to FILE. Exits 0, or 1 on an
     /// error.
     ///
@@ -208,7 +209,8 @@ pub struct AnalyzeArgs {
     /// Canary observations (.csv or Prometheus .json).
     #[arg(long, value_name = "FILE")]
     pub canary: PathBuf,
-    /// Output format on stdout.
+    /// Output format on stdout. `text` is a compact coloured summary on a terminal and
+    /// the full plain table when piped or redirected (NO_COLOR turns colour off).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Also write the HTML report (one self-contained file with charts) to FILE.
@@ -257,10 +259,13 @@ pub struct RunArgs {
     /// replay (or a --start in the past) runs its whole plan in about 20 seconds.
     #[arg(long, value_name = "FACTOR")]
     pub speed: Option<f64>,
-    /// Summary format on stdout.
+    /// Summary format on stdout. `text` is a compact coloured summary on a terminal and
+    /// the plain summary (stages, reasons, flag changes) when piped or redirected
+    /// (NO_COLOR turns colour off).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Also write the HTML report of the rollout (timeline, metrics, charts) to FILE.
+    /// Also write the HTML report of the rollout (timeline with trigger checks, metrics,
+    /// charts of every look's series) to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 }
@@ -321,7 +326,8 @@ pub struct CheckProfileArgs {
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// A readable report: verdict, reasons, a table of metrics.
+    /// A readable report: verdict, reasons, a table of metrics (compact and coloured on
+    /// a terminal).
     Text,
     /// One JSON object (schema in the README).
     Json,

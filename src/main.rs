@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     };
     telemetry::init();
     match cli.command {
-        Command::Analyze(args) => match app::analyze(&args) {
+        Command::Analyze(args) => match app::analyze(&args, app::Terminal::of_stdout()) {
             Ok((judgement, rendered)) => {
                 let mut stdout = std::io::stdout().lock();
                 if stdout.write_all(rendered.as_bytes()).is_err() {
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match runtime.block_on(app::run(&args)) {
+            match runtime.block_on(app::run(&args, app::Terminal::of_stdout())) {
                 Ok((verdict, rendered)) => {
                     let mut stdout = std::io::stdout().lock();
                     if stdout.write_all(rendered.as_bytes()).is_err() {
@@ -100,7 +100,7 @@ fn main() -> ExitCode {
             let Some(runtime) = runtime() else {
                 return ExitCode::from(1);
             };
-            let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            let colour = app::Terminal::of_stdout().colour();
             match runtime.block_on(app::fetch_report(&args, colour)) {
                 Ok(summary) => {
                     print!("{summary}");

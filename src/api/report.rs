@@ -1,6 +1,8 @@
 //! `GET /v1/analyses/{id}/report` (the HTML report) and `.../report.json` (its JSON
 //! form, `report_schema_version` 1): read-only views of what the store keeps, built by
-//! [`crate::report::analysis`].
+//! [`crate::report::analysis`]. The charts draw the downsampled series each look keeps
+//! (`IntervalRecord::series`); looks recorded before those were kept chart one point per
+//! look.
 
 use axum::extract::{Path, State};
 use axum::http::header;
@@ -10,8 +12,10 @@ use super::analyses::parse_id;
 use super::{ApiError, ApiState};
 use crate::report::analysis::{AnalysisReport, ChartData};
 use crate::report::html;
+use crate::store::LookRecord;
 
-async fn build(state: &ApiState, id: &str) -> Result<AnalysisReport, ApiError> {
+/// The report and the stored looks (whose series the HTML charts draw).
+async fn build(state: &ApiState, id: &str) -> Result<(AnalysisReport, Vec<LookRecord>), ApiError> {
     let id = parse_id(id)?;
     let analysis = state
         .store
@@ -21,12 +25,8 @@ async fn build(state: &ApiState, id: &str) -> Result<AnalysisReport, ApiError> {
     let looks = state.store.list_looks(id).await?;
     let actuations = state.store.list_actuations(id).await?;
     let audit = state.store.audit_log(id).await?;
-    Ok(AnalysisReport::from_analysis(
-        &analysis,
-        &looks,
-        &actuations,
-        &audit,
-    ))
+    let report = AnalysisReport::from_analysis(&analysis, &looks, &actuations, &audit);
+    Ok((report, looks))
 }
 
 /// `GET /v1/analyses/{id}/report`: 200 with one self-contained HTML page; 400 for an
@@ -35,8 +35,8 @@ pub async fn report_html(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let report = build(&state, &id).await?;
-    let page = html::render(&report, &ChartData::default());
+    let (report, looks) = build(&state, &id).await?;
+    let page = html::render(&report, &ChartData::from_looks(&looks));
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -56,7 +56,7 @@ pub async fn report_json(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let report = build(&state, &id).await?;
+    let (report, _) = build(&state, &id).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
         report.to_json(),

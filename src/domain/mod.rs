@@ -8,6 +8,7 @@
 
 mod duration;
 mod location;
+pub mod look_series;
 pub mod observations;
 mod percentage;
 pub mod plan;

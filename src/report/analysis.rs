@@ -14,7 +14,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::Observations;
+use crate::domain::look_series::{LookSeries, MetricSeries, SideSeries, merged_cdf};
+use crate::domain::{Direction, MetricKind, Observations, Profile};
 use crate::judge::Judgement;
 use crate::judge::format::{confidence_percent, number, percent, signed, signed_percent};
 use crate::store::{ActuationRecord, Analysis, AuditEntry, LookRecord};
@@ -100,6 +101,10 @@ pub enum TimelineEvent {
         decision: String,
         /// Why, deciding reasons first.
         reasons: Vec<String>,
+        /// Every trigger checked at this look, in plan order (empty for looks recorded
+        /// before triggers were reported, and for stages no trigger applies to).
+        #[serde(default)]
+        triggers: Vec<TriggerRow>,
     },
     /// A flag change.
     Actuation {
@@ -139,6 +144,74 @@ impl TimelineEvent {
             | TimelineEvent::Actuation { at, .. }
             | TimelineEvent::Manual { at, .. } => *at,
         }
+    }
+}
+
+/// One trigger's check at one look, as the runner recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerRow {
+    /// The trigger's name.
+    #[serde(default)]
+    pub name: String,
+    /// The metric it watches.
+    #[serde(default)]
+    pub metric: String,
+    /// Whether its condition held at this look (it fired).
+    #[serde(default)]
+    pub met: bool,
+    /// What it does when it fires: `rollback` or `hold`.
+    #[serde(default)]
+    pub action: String,
+    /// The canary value compared (latest point, window aggregate, or the least breaching
+    /// point of a sustained check).
+    #[serde(default)]
+    pub value: Option<f64>,
+    /// The limit it was compared with (for relative triggers: baseline × factor).
+    #[serde(default)]
+    pub limit: Option<f64>,
+    /// Why, with the numbers.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// A limit relative to the baseline that the profile sets on a comparative metric, in
+/// the metric's own unit at the latest look: what the charts mark beside absolute
+/// thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelativeLimit {
+    /// The profile key: `allowed_increase`, `allowed_decrease` (continuous) or
+    /// `max_ratio`, `min_ratio` (proportion).
+    pub rule: String,
+    /// Its value in the profile (a fraction for `allowed_*`, a factor for `*_ratio`).
+    pub setting: f64,
+    /// The baseline statistic it is relative to: `median` (continuous) or `rate`.
+    pub baseline_statistic: String,
+    /// That statistic at the latest look.
+    pub baseline_value: f64,
+    /// The limit it implies: baseline median × (1 + allowed_increase), × (1 −
+    /// allowed_decrease), or baseline rate × max_ratio, × min_ratio. A metric fails only
+    /// when its change is significant *and* its estimate is beyond this.
+    pub limit: f64,
+}
+
+impl RelativeLimit {
+    /// A short label for charts: `baseline median ×1.05 = 0.1957`.
+    pub fn label(&self) -> String {
+        let factor = match self.rule.as_str() {
+            "allowed_increase" => 1.0 + self.setting,
+            "allowed_decrease" => 1.0 - self.setting,
+            _ => self.setting,
+        };
+        let value = if self.baseline_statistic == "rate" {
+            percent(self.limit)
+        } else {
+            number(self.limit)
+        };
+        format!(
+            "baseline {} ×{} = {value}",
+            self.baseline_statistic,
+            number(factor)
+        )
     }
 }
 
@@ -235,6 +308,11 @@ pub struct MetricRow {
     /// Absolute limits (thresholds only).
     #[serde(default)]
     pub threshold: Option<ThresholdRow>,
+    /// Limits relative to the baseline that the profile sets (`allowed_increase`,
+    /// `max_ratio`, ...), in the bad direction(s); empty when the report was built
+    /// without the profile.
+    #[serde(default)]
+    pub relative_limits: Vec<RelativeLimit>,
 }
 
 /// One metric's central values at every look.
@@ -271,7 +349,7 @@ pub struct ChartData {
 }
 
 /// One metric's raw series on both sides.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RawSeries {
     /// The metric.
     pub name: String,
@@ -279,6 +357,13 @@ pub struct RawSeries {
     pub baseline: Vec<(f64, f64)>,
     /// Canary points.
     pub canary: Vec<(f64, f64)>,
+    /// When the points are the looks' downsampled copies: each side's distribution as
+    /// CDF points (value, share at or below), merged from the looks' rank values (the
+    /// ECDF of min/max-downsampled points would overweight the extremes). None when
+    /// the points are all the data.
+    pub distribution: Option<[Vec<(f64, f64)>; 2]>,
+    /// When the points are downsampled: how many each side had before.
+    pub counted: Option<[u64; 2]>,
 }
 
 impl ChartData {
@@ -315,15 +400,81 @@ impl ChartData {
                     name: name.clone(),
                     baseline: points(baseline.metrics.get(name)),
                     canary: points(canary.metrics.get(name)),
+                    distribution: None,
+                    counted: None,
                 })
                 .collect(),
         }
+    }
+
+    /// The series the looks of a rollout kept ([`LookSeries`], oldest look first): each
+    /// side's downsampled points joined in time, and its distribution merged from the
+    /// looks' rank values. Looks recorded before series were kept add nothing; with no
+    /// series at all the charts fall back to one point per look.
+    pub fn from_look_series<'a>(looks: impl IntoIterator<Item = &'a LookSeries>) -> ChartData {
+        let looks: Vec<&LookSeries> = looks.into_iter().collect();
+        let mut names: Vec<&String> = looks.iter().flat_map(|l| l.metrics.keys()).collect();
+        names.sort();
+        names.dedup();
+        let series = names
+            .into_iter()
+            .map(|name| {
+                let sides: Vec<_> = looks
+                    .iter()
+                    .filter_map(|look| look.metrics.get(name).map(|m| (look.from, m)))
+                    .collect();
+                let points = |pick: fn(&MetricSeries) -> &SideSeries| {
+                    let mut points: Vec<(f64, f64)> = sides
+                        .iter()
+                        .flat_map(|(from, metric)| {
+                            pick(metric).points.iter().map(move |&(t, v)| (from + t, v))
+                        })
+                        .collect();
+                    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    points
+                };
+                let counted = |pick: fn(&MetricSeries) -> &SideSeries| {
+                    sides.iter().map(|(_, metric)| pick(metric).n).sum::<u64>()
+                };
+                RawSeries {
+                    name: name.clone(),
+                    baseline: points(baseline_of),
+                    canary: points(canary_of),
+                    distribution: Some([
+                        merged_cdf(sides.iter().map(|(_, m)| &m.baseline)),
+                        merged_cdf(sides.iter().map(|(_, m)| &m.canary)),
+                    ]),
+                    counted: Some([counted(baseline_of), counted(canary_of)]),
+                }
+            })
+            .collect();
+        ChartData { series }
+    }
+
+    /// [`Self::from_look_series`] of stored looks (their bodies' `series`), in look
+    /// order; bodies without one (older looks) are skipped.
+    pub fn from_looks(looks: &[LookRecord]) -> ChartData {
+        let mut looks: Vec<&LookRecord> = looks.iter().collect();
+        looks.sort_by_key(|l| l.look);
+        let series: Vec<LookSeries> = looks
+            .iter()
+            .filter_map(|look| serde_json::from_value(look.body.get("series")?.clone()).ok())
+            .collect();
+        ChartData::from_look_series(&series)
     }
 
     /// The raw series of `name`, if any.
     pub fn get(&self, name: &str) -> Option<&RawSeries> {
         self.series.iter().find(|s| s.name == name)
     }
+}
+
+fn baseline_of(metric: &MetricSeries) -> &SideSeries {
+    &metric.baseline
+}
+
+fn canary_of(metric: &MetricSeries) -> &SideSeries {
+    &metric.canary
 }
 
 /// What `canary run` knows about its rollout, for [`AnalysisReport::from_run`].
@@ -359,6 +510,8 @@ struct StoredLook {
     #[serde(default)]
     reasons: Vec<String>,
     judgement: Option<StoredJudgement>,
+    #[serde(default)]
+    triggers: Vec<TriggerRow>,
 }
 
 #[derive(Deserialize)]
@@ -444,6 +597,10 @@ impl AnalysisReport {
                     .as_ref()
                     .map_or_else(|| record.decision.clone(), |b| decision_words(&b.decision)),
                 reasons: body.as_ref().map(|b| b.reasons.clone()).unwrap_or_default(),
+                triggers: body
+                    .as_ref()
+                    .map(|b| b.triggers.clone())
+                    .unwrap_or_default(),
             });
         }
         for actuation in actuations {
@@ -513,7 +670,7 @@ impl AnalysisReport {
         {
             reasons = j.reasons.clone();
         }
-        AnalysisReport {
+        let report = AnalysisReport {
             report_schema_version: REPORT_SCHEMA_VERSION,
             subject: Subject {
                 analysis_id: Some(analysis.id.to_string()),
@@ -536,7 +693,27 @@ impl AnalysisReport {
             timeline,
             metrics,
             history,
+        };
+        // The snapshot was validated when the analysis was submitted; a report of one
+        // that no longer parses (an older profile syntax) just marks no relative limits.
+        match Profile::parse(&analysis.profile_text, "the analysis's profile snapshot") {
+            Ok(profile) => report.with_relative_limits(&profile),
+            Err(_) => report,
         }
+    }
+
+    /// Fills in each comparative metric's [`RelativeLimit`]s from `profile` and the
+    /// latest look's baseline: continuous metrics' `allowed_increase` /
+    /// `allowed_decrease` on the baseline median, proportions' `max_ratio` /
+    /// `min_ratio` on the baseline rate, in the metric's bad direction(s).
+    pub fn with_relative_limits(mut self, profile: &Profile) -> AnalysisReport {
+        for row in &mut self.metrics {
+            row.relative_limits = profile
+                .metric(&row.name)
+                .map(|spec| relative_limits(&spec.kind, row.baseline.as_ref()))
+                .unwrap_or_default();
+        }
+        self
     }
 
     /// The report of a `canary run` rollout from its looks and flag changes in memory.
@@ -779,6 +956,78 @@ pub fn metric_sentence(metric: &MetricRow, confidence_level: Option<f64>) -> Str
     text
 }
 
+/// The limits `kind` sets relative to `baseline`, in its bad direction(s).
+fn relative_limits(kind: &MetricKind, baseline: Option<&SideRow>) -> Vec<RelativeLimit> {
+    let Some(baseline) = baseline else {
+        return Vec::new();
+    };
+    let limit = |rule: &str, setting: f64, statistic: &str, value: Option<f64>, factor: f64| {
+        value
+            .filter(|v| v.is_finite() && factor.is_finite())
+            .map(|value| RelativeLimit {
+                rule: rule.to_owned(),
+                setting,
+                baseline_statistic: statistic.to_owned(),
+                baseline_value: value,
+                limit: value * factor,
+            })
+    };
+    let direction = match kind {
+        MetricKind::Continuous { direction, .. } | MetricKind::Proportion { direction, .. } => {
+            *direction
+        }
+        MetricKind::Threshold { .. } => return Vec::new(),
+    };
+    let up = matches!(direction, Direction::Increase | Direction::Either);
+    let down = matches!(direction, Direction::Decrease | Direction::Either);
+    match kind {
+        MetricKind::Continuous {
+            allowed_increase,
+            allowed_decrease,
+            ..
+        } => [
+            up.then(|| {
+                limit(
+                    "allowed_increase",
+                    *allowed_increase,
+                    "median",
+                    baseline.median,
+                    1.0 + allowed_increase,
+                )
+            }),
+            down.then(|| {
+                limit(
+                    "allowed_decrease",
+                    *allowed_decrease,
+                    "median",
+                    baseline.median,
+                    1.0 - allowed_decrease,
+                )
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect(),
+        MetricKind::Proportion {
+            max_ratio,
+            min_ratio,
+            ..
+        } => [
+            max_ratio
+                .filter(|_| up)
+                .and_then(|ratio| limit("max_ratio", ratio, "rate", baseline.mean, ratio)),
+            min_ratio
+                .filter(|_| down)
+                .and_then(|ratio| limit("min_ratio", ratio, "rate", baseline.mean, ratio)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        MetricKind::Threshold { .. } => Vec::new(),
+    }
+}
+
 /// Each metric's central value per look: the median for samples, the rate for counts,
 /// the checked statistic for thresholds.
 fn history(
@@ -829,4 +1078,120 @@ fn history(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::look_series::{MetricSeries, SideSeries};
+
+    fn stored_look(look: u64, body: Value) -> LookRecord {
+        LookRecord {
+            analysis_id: uuid::Uuid::nil(),
+            look,
+            at: 1_000.0 + 60.0 * look as f64,
+            stage_index: 0,
+            verdict: "promote".to_owned(),
+            decision: "continue".to_owned(),
+            body,
+        }
+    }
+
+    fn look_series(from: f64, baseline: &[(f64, f64)], canary: &[(f64, f64)]) -> LookSeries {
+        LookSeries {
+            from,
+            metrics: [(
+                "latency".to_owned(),
+                MetricSeries {
+                    baseline: SideSeries::from_points(baseline, from),
+                    canary: SideSeries::from_points(canary, from),
+                },
+            )]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn charts_from_stored_looks_join_their_points_in_time_and_skip_older_looks() {
+        let many: Vec<(f64, f64)> = (1..=600)
+            .map(|i| (1_060.0 + f64::from(i) / 10.0, 1.0))
+            .collect();
+        let looks = vec![
+            // Stored out of order: the report sorts by look number.
+            stored_look(
+                2,
+                serde_json::json!({ "series": look_series(1_060.0, &many, &[(1_090.0, 3.0)]) }),
+            ),
+            stored_look(
+                1,
+                serde_json::json!({ "series": look_series(1_000.0, &[(1_030.0, 2.0)], &[(1_030.0, 4.0)]) }),
+            ),
+            // A look recorded before series were kept.
+            stored_look(3, serde_json::json!({ "stage": "1%" })),
+        ];
+        let charts = ChartData::from_looks(&looks);
+        let latency = charts.get("latency").expect("the metric is charted");
+        assert_eq!(latency.canary, vec![(1_030.0, 4.0), (1_090.0, 3.0)]);
+        assert_eq!(latency.baseline[0], (1_030.0, 2.0));
+        assert!(latency.baseline.len() <= 61, "{}", latency.baseline.len());
+        assert!(latency.baseline.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert_eq!(latency.counted, Some([601, 2]));
+        let [baseline_cdf, canary_cdf] = latency.distribution.clone().unwrap();
+        assert_eq!(canary_cdf, vec![(3.0, 0.0), (3.0, 0.5), (4.0, 1.0)]);
+        // 600 ones and one two: the CDF is 600/601 at 1.
+        assert_eq!(baseline_cdf[1], (1.0, 600.0 / 601.0));
+
+        let none = ChartData::from_looks(&[stored_look(1, serde_json::json!({}))]);
+        assert!(
+            none.series.is_empty(),
+            "old looks fall back to one point per look"
+        );
+    }
+
+    #[test]
+    fn relative_limits_follow_the_profile_in_the_bad_direction() {
+        let side = |median: Option<f64>, mean: Option<f64>| SideRow {
+            n: 100,
+            mean,
+            median,
+            p95: None,
+            p99: None,
+            min: None,
+            max: None,
+            errors: None,
+            total: None,
+        };
+        let continuous = |direction| MetricKind::Continuous {
+            direction,
+            allowed_increase: 0.05,
+            allowed_decrease: 0.2,
+        };
+        let latency = side(Some(0.2), Some(0.25));
+        let up = relative_limits(&continuous(Direction::Increase), Some(&latency));
+        assert_eq!(up.len(), 1);
+        assert_eq!(up[0].rule, "allowed_increase");
+        assert!((up[0].limit - 0.21).abs() < 1e-12, "{}", up[0].limit);
+        assert_eq!(up[0].label(), "baseline median ×1.05 = 0.21");
+        let both = relative_limits(&continuous(Direction::Either), Some(&latency));
+        assert_eq!(
+            both.iter().map(|l| l.rule.as_str()).collect::<Vec<_>>(),
+            ["allowed_increase", "allowed_decrease"]
+        );
+        assert!((both[1].limit - 0.16).abs() < 1e-12);
+
+        let rate = side(None, Some(0.004));
+        let proportion = |max_ratio, min_ratio| MetricKind::Proportion {
+            direction: Direction::Either,
+            max_ratio,
+            min_ratio,
+        };
+        let limits = relative_limits(&proportion(Some(1.5), Some(0.5)), Some(&rate));
+        assert!((limits[0].limit - 0.006).abs() < 1e-12);
+        assert_eq!(limits[0].label(), "baseline rate ×1.5 = 0.6%");
+        assert!((limits[1].limit - 0.002).abs() < 1e-12);
+        // No ratio set: a significant change fails whatever its size, so nothing to mark.
+        assert!(relative_limits(&proportion(None, None), Some(&rate)).is_empty());
+        // No baseline, no limit.
+        assert!(relative_limits(&continuous(Direction::Increase), None).is_empty());
+    }
 }

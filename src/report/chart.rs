@@ -27,7 +27,21 @@ const BOTTOM: u32 = 22;
 pub const BASELINE: RGBColor = RGBColor(0x1f, 0x6f, 0xb4);
 /// Canary colour (orange).
 pub const CANARY: RGBColor = RGBColor(0xe0, 0x6c, 0x00);
-const LIMIT: RGBColor = RGBColor(0xc0, 0x10, 0x10);
+/// Absolute threshold colour (red).
+pub const LIMIT: RGBColor = RGBColor(0xc0, 0x10, 0x10);
+/// Colour of limits relative to the baseline (purple, dashed).
+pub const RELATIVE_LIMIT: RGBColor = RGBColor(0x7b, 0x1f, 0xa2);
+
+/// A limit to mark across the chart, with its label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mark {
+    /// Where, on the axis the mark crosses.
+    pub value: f64,
+    /// What it is (`max 0.4`, `baseline median ×1.05 = 0.1957`), drawn beside it.
+    pub label: String,
+    /// Relative to the baseline (dashed, purple) rather than absolute (solid, red).
+    pub relative: bool,
+}
 
 /// One line to draw.
 pub struct Line<'a> {
@@ -39,38 +53,7 @@ pub struct Line<'a> {
     pub steps: bool,
 }
 
-/// Downsamples a time series to at most `max` points, keeping each bucket's minimum
-/// and maximum so spikes stay visible.
-pub fn downsample(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
-    if points.len() <= max || max < 2 {
-        return points.to_vec();
-    }
-    let buckets = max / 2;
-    let size = points.len().div_ceil(buckets);
-    let mut out = Vec::with_capacity(max);
-    for chunk in points.chunks(size) {
-        let mut low = chunk[0];
-        let mut high = chunk[0];
-        for &point in chunk {
-            if point.1 < low.1 {
-                low = point;
-            }
-            if point.1 > high.1 {
-                high = point;
-            }
-        }
-        if low.0 <= high.0 {
-            out.push(low);
-            if high != low {
-                out.push(high);
-            }
-        } else {
-            out.push(high);
-            out.push(low);
-        }
-    }
-    out
-}
+pub use crate::domain::look_series::downsample;
 
 /// The empirical CDF of `values` as at most `max` points (value, fraction ≤ value),
 /// starting from (smallest value, 0) and taken at evenly spaced ranks so the drawn curve
@@ -117,14 +100,16 @@ fn escape_text(text: &str) -> String {
     super::html::escape(text)
 }
 
-/// Draws `lines` with horizontal marks at `y_marks` and vertical ones at `x_marks`
-/// (thresholds). `x_label` describes the x axis under the chart. Returns an `<svg>`
-/// element, or a short note when there is nothing to draw.
-pub fn draw(lines: &[Line<'_>], x_marks: &[f64], y_marks: &[f64], x_label: &str) -> String {
+/// Draws `lines` with labelled horizontal marks at `y_marks` and vertical ones at
+/// `x_marks` (thresholds and relative limits). `x_label` describes the x axis under the
+/// chart. Returns an `<svg>` element, or a short note when there is nothing to draw.
+pub fn draw(lines: &[Line<'_>], x_marks: &[Mark], y_marks: &[Mark], x_label: &str) -> String {
+    let x_marks: Vec<&Mark> = x_marks.iter().filter(|m| m.value.is_finite()).collect();
+    let y_marks: Vec<&Mark> = y_marks.iter().filter(|m| m.value.is_finite()).collect();
     let all = || lines.iter().flat_map(|l| l.points.iter());
     let (Some(x_range), Some(y_range)) = (
-        range(all().map(|p| p.0).chain(x_marks.iter().copied())),
-        range(all().map(|p| p.1).chain(y_marks.iter().copied())),
+        range(all().map(|p| p.0).chain(x_marks.iter().map(|m| m.value))),
+        range(all().map(|p| p.1).chain(y_marks.iter().map(|m| m.value))),
     ) else {
         return r#"<p class="no-chart">no data to chart</p>"#.to_owned();
     };
@@ -132,8 +117,8 @@ pub fn draw(lines: &[Line<'_>], x_marks: &[f64], y_marks: &[f64], x_label: &str)
     let drawn = draw_into(
         &mut svg,
         lines,
-        x_marks,
-        y_marks,
+        &x_marks,
+        &y_marks,
         x_range.clone(),
         y_range.clone(),
     );
@@ -149,8 +134,8 @@ pub fn draw(lines: &[Line<'_>], x_marks: &[f64], y_marks: &[f64], x_label: &str)
                 (l.min(v), h.max(v))
             })
     };
-    let (x_low, x_high) = extremes(&mut all().map(|p| p.0).chain(x_marks.iter().copied()));
-    let (y_low, y_high) = extremes(&mut all().map(|p| p.1).chain(y_marks.iter().copied()));
+    let (x_low, x_high) = extremes(&mut all().map(|p| p.0).chain(x_marks.iter().map(|m| m.value)));
+    let (y_low, y_high) = extremes(&mut all().map(|p| p.1).chain(y_marks.iter().map(|m| m.value)));
     let plot_width = f64::from(WIDTH - LEFT - RIGHT);
     let plot_height = f64::from(HEIGHT - TOP - BOTTOM);
     let x_pixel =
@@ -181,6 +166,37 @@ pub fn draw(lines: &[Line<'_>], x_marks: &[f64], y_marks: &[f64], x_label: &str)
         &escape_text(x_label),
     );
     labels.push_str("</g>");
+    // Each limit's label beside its line, in its colour: horizontal ones at the right
+    // end above the line, vertical ones near the top, stacked so they do not overlap.
+    // A white halo under each label keeps it readable over the lines it crosses.
+    let mut mark_labels = String::from(
+        r##"<g font-family="sans-serif" font-size="10" stroke="#fff" stroke-width="3" paint-order="stroke">"##,
+    );
+    for mark in &y_marks {
+        let _ = write!(
+            mark_labels,
+            r#"<text class="limit" x="{:.1}" y="{:.1}" text-anchor="end" fill="{}">{}</text>"#,
+            f64::from(WIDTH - RIGHT) - 3.0,
+            y_pixel(mark.value) - 3.0,
+            hex(mark_colour(mark)),
+            escape_text(&mark.label)
+        );
+    }
+    for (index, mark) in x_marks.iter().enumerate() {
+        let x = x_pixel(mark.value);
+        let right_half = x > f64::from(WIDTH) / 2.0;
+        let _ = write!(
+            mark_labels,
+            r#"<text class="limit" x="{:.1}" y="{:.1}" text-anchor="{}" fill="{}">{}</text>"#,
+            if right_half { x - 3.0 } else { x + 3.0 },
+            f64::from(TOP) + 11.0 + 12.0 * index as f64,
+            if right_half { "end" } else { "start" },
+            hex(mark_colour(mark)),
+            escape_text(&mark.label)
+        );
+    }
+    mark_labels.push_str("</g>");
+    labels.push_str(&mark_labels);
     match svg.rfind("</svg>") {
         Some(end) => svg.insert_str(end, &labels),
         None => svg.push_str(&labels),
@@ -188,11 +204,19 @@ pub fn draw(lines: &[Line<'_>], x_marks: &[f64], y_marks: &[f64], x_label: &str)
     svg
 }
 
+fn mark_colour(mark: &Mark) -> RGBColor {
+    if mark.relative { RELATIVE_LIMIT } else { LIMIT }
+}
+
+fn hex(colour: RGBColor) -> String {
+    format!("#{:02x}{:02x}{:02x}", colour.0, colour.1, colour.2)
+}
+
 fn draw_into(
     svg: &mut String,
     lines: &[Line<'_>],
-    x_marks: &[f64],
-    y_marks: &[f64],
+    x_marks: &[&Mark],
+    y_marks: &[&Mark],
     x_range: Range<f64>,
     y_range: Range<f64>,
 ) -> Result<(), String> {
@@ -218,22 +242,29 @@ fn draw_into(
             frame,
         )))
         .map_err(|e| e.to_string())?;
-    let limit = ShapeStyle::from(&LIMIT).stroke_width(2);
-    for &mark in y_marks.iter().filter(|m| m.is_finite()) {
-        chart
-            .draw_series(std::iter::once(PathElement::new(
-                vec![(x_range.start, mark), (x_range.end, mark)],
-                limit,
-            )))
-            .map_err(|e| e.to_string())?;
+    let mut mark = |from: (f64, f64), to: (f64, f64), mark: &Mark| {
+        let style = ShapeStyle::from(&mark_colour(mark)).stroke_width(2);
+        if mark.relative {
+            chart
+                .draw_series(std::iter::once(plotters::element::DashedPathElement::new(
+                    vec![from, to],
+                    6,
+                    4,
+                    style,
+                )))
+                .map(|_| ())
+        } else {
+            chart
+                .draw_series(std::iter::once(PathElement::new(vec![from, to], style)))
+                .map(|_| ())
+        }
+        .map_err(|e| e.to_string())
+    };
+    for y in y_marks {
+        mark((x_range.start, y.value), (x_range.end, y.value), y)?;
     }
-    for &mark in x_marks.iter().filter(|m| m.is_finite()) {
-        chart
-            .draw_series(std::iter::once(PathElement::new(
-                vec![(mark, y_range.start), (mark, y_range.end)],
-                limit,
-            )))
-            .map_err(|e| e.to_string())?;
+    for x in x_marks {
+        mark((x.value, y_range.start), (x.value, y_range.end), x)?;
     }
     for line in lines {
         let finite = line
@@ -304,11 +335,24 @@ mod tests {
                 steps: false,
             }],
             &[],
-            &[1.8],
+            &[
+                Mark {
+                    value: 1.8,
+                    label: "max <1.8>".to_owned(),
+                    relative: false,
+                },
+                Mark {
+                    value: 1.2,
+                    label: "baseline median ×1.05 = 1.2".to_owned(),
+                    relative: true,
+                },
+            ],
             "look <1>",
         );
         assert!(svg.starts_with("<svg"), "{svg}");
         assert!(svg.contains("look &lt;1&gt;"));
+        assert!(svg.contains(">max &lt;1.8&gt;</text>"), "{svg}");
+        assert!(svg.contains("fill=\"#7b1fa2\">baseline median ×1.05 = 1.2</text>"));
         assert!(!svg.contains("<script"));
     }
 }

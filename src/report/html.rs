@@ -9,9 +9,9 @@
 use std::fmt::Write as _;
 
 use super::analysis::{
-    AnalysisReport, ChartData, MetricHistory, MetricRow, SideRow, TimelineEvent,
+    AnalysisReport, ChartData, MetricHistory, MetricRow, SideRow, TimelineEvent, TriggerRow,
 };
-use super::chart::{self, BASELINE, CANARY, Line, MAX_POINTS};
+use super::chart::{self, BASELINE, CANARY, Line, MAX_POINTS, Mark};
 use crate::judge::format::{confidence_percent, count, number, p_value, percent, signed};
 
 /// Escapes text for HTML element content and quoted attribute values.
@@ -49,10 +49,12 @@ tr.why td{border-top:none;color:#333;padding-bottom:8px}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .pass{color:#1b7f3b;font-weight:600}.fail{color:#b3261e;font-weight:700}.inconclusive,.error{color:#a15c00;font-weight:600}
 .charts{display:flex;flex-wrap:wrap;gap:12px}
-.charts figure{margin:0;background:#fff;border:1px solid #eee;padding:4px}
+.charts figure{margin:0;background:#fff;border:1px solid #eee;padding:4px;max-width:530px}
 figcaption{font-size:.8em;color:#555}
 svg{max-width:100%;height:auto}
-.key-b{color:#1f6fb4;font-weight:600}.key-c{color:#e06c00;font-weight:600}.key-l{color:#c01010;font-weight:600}
+.key-b{color:#1f6fb4;font-weight:600}.key-c{color:#e06c00;font-weight:600}.key-l{color:#c01010;font-weight:600}.key-r{color:#7b1fa2;font-weight:600}
+tr.trigger td{font-size:.95em;color:#333;border-top:none}tr.trigger.fired td{background:#fdecea}
+.fired-word{color:#b3261e;font-weight:700}.clear-word{color:#1b7f3b}
 .no-chart{color:#777;font-style:italic}
 "#;
 
@@ -228,10 +230,13 @@ fn timeline(out: &mut String, report: &AnalysisReport) {
     if report.timeline.is_empty() {
         return;
     }
+    // Times count from the first event, not from the submission: a replayed analysis
+    // runs on the recording's clock, which can be long before it was submitted.
     let start = report
-        .subject
-        .created_at
-        .unwrap_or_else(|| report.timeline[0].at());
+        .timeline
+        .iter()
+        .map(TimelineEvent::at)
+        .fold(f64::INFINITY, f64::min);
     out.push_str(
         "<h2>Timeline</h2><table class=\"timeline\"><thead><tr><th>time</th><th>event</th>\
          <th>stage</th><th>traffic</th><th>verdict</th><th>what happened</th></tr></thead><tbody>\n",
@@ -246,6 +251,7 @@ fn timeline(out: &mut String, report: &AnalysisReport) {
                 verdict,
                 decision,
                 reasons,
+                triggers,
                 ..
             } => {
                 let _ = writeln!(
@@ -261,6 +267,9 @@ fn timeline(out: &mut String, report: &AnalysisReport) {
                         .map_or_else(String::new, |r| format!(": {}", escape(r))),
                     v = escape(verdict),
                 );
+                for trigger in triggers {
+                    trigger_row(out, trigger);
+                }
             }
             TimelineEvent::Actuation {
                 at,
@@ -308,6 +317,63 @@ fn timeline(out: &mut String, report: &AnalysisReport) {
     out.push_str("</tbody></table>\n");
 }
 
+/// One trigger's check under its look: fired or not, the value against the limit, why.
+fn trigger_row(out: &mut String, trigger: &TriggerRow) {
+    let (class, word) = if trigger.met {
+        (
+            "trigger fired",
+            format!(
+                "<span class=\"fired-word\">FIRED → {}</span>",
+                escape(&trigger.action)
+            ),
+        )
+    } else {
+        (
+            "trigger clear",
+            "<span class=\"clear-word\">not met</span>".to_owned(),
+        )
+    };
+    let value = match (trigger.value, trigger.limit) {
+        (Some(value), Some(limit)) => format!("{} vs limit {}: ", number(value), number(limit)),
+        (Some(value), None) => format!("{}: ", number(value)),
+        (None, Some(limit)) => format!("no value vs limit {}: ", number(limit)),
+        (None, None) => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "<tr class=\"{class}\"><td></td><td>trigger</td><td colspan=\"3\">{} <span class=\"meta\">({})</span></td>\
+         <td>{word} · {value}{}</td></tr>",
+        escape(&trigger.name),
+        escape(&trigger.metric),
+        escape(&trigger.reason),
+    );
+}
+
+/// The labelled limits of a metric: absolute thresholds (red) and the limits it sets
+/// relative to the baseline (purple, dashed).
+fn marks(metric: &MetricRow) -> Vec<Mark> {
+    let mut marks = Vec::new();
+    if let Some(threshold) = &metric.threshold {
+        for (word, value) in [("min", threshold.min), ("max", threshold.max)] {
+            if let Some(value) = value {
+                marks.push(Mark {
+                    value,
+                    label: format!("{} {word} {}", threshold.statistic, number(value)),
+                    relative: false,
+                });
+            }
+        }
+    }
+    for limit in &metric.relative_limits {
+        marks.push(Mark {
+            value: limit.limit,
+            label: limit.label(),
+            relative: true,
+        });
+    }
+    marks
+}
+
 /// The baseline and canary lines of one chart, in their colours.
 fn sides<'a>(baseline: &'a [(f64, f64)], canary: &'a [(f64, f64)], steps: bool) -> [Line<'a>; 2] {
     [
@@ -330,15 +396,12 @@ fn metric_charts(out: &mut String, report: &AnalysisReport, charts: &ChartData) 
     }
     out.push_str(
         "<h2>Charts</h2><p class=\"meta\"><span class=\"key-b\">■ baseline</span> \
-         <span class=\"key-c\">■ canary</span> <span class=\"key-l\">■ threshold</span> · \
+         <span class=\"key-c\">■ canary</span> <span class=\"key-l\">■ threshold</span> \
+         <span class=\"key-r\">╌ limit relative to the baseline (latest look)</span> · \
          lines are downsampled for drawing; the table's numbers are exact.</p>\n",
     );
     for metric in &report.metrics {
-        let limits: Vec<f64> = metric
-            .threshold
-            .as_ref()
-            .map(|t| t.min.into_iter().chain(t.max).collect())
-            .unwrap_or_default();
+        let limits = marks(metric);
         let _ = write!(
             out,
             "<section class=\"metric-charts\"><h3>{} <span class=\"{c}\">{c}</span></h3><div class=\"charts\">",
@@ -370,16 +433,41 @@ fn metric_charts(out: &mut String, report: &AnalysisReport, charts: &ChartData) 
                         &limits,
                         "seconds since the first point",
                     ),
-                    &format!(
-                        "over time: {} baseline and {} canary points",
-                        count(raw.baseline.len() as u64),
-                        count(raw.canary.len() as u64)
-                    ),
+                    &match raw.counted {
+                        Some([baseline, canary])
+                            if baseline > raw.baseline.len() as u64
+                                || canary > raw.canary.len() as u64 =>
+                        {
+                            format!(
+                                "over time: {} baseline and {} canary points, drawn from \
+                                 {} and {} kept by the looks (each look's minima and maxima)",
+                                count(baseline),
+                                count(canary),
+                                count(raw.baseline.len() as u64),
+                                count(raw.canary.len() as u64)
+                            )
+                        }
+                        _ => format!(
+                            "over time: {} baseline and {} canary points",
+                            count(raw.baseline.len() as u64),
+                            count(raw.canary.len() as u64)
+                        ),
+                    },
                 );
                 let values =
                     |points: &[(f64, f64)]| points.iter().map(|p| p.1).collect::<Vec<f64>>();
-                let baseline_cdf = chart::ecdf(&values(&raw.baseline), MAX_POINTS);
-                let canary_cdf = chart::ecdf(&values(&raw.canary), MAX_POINTS);
+                let (baseline_cdf, canary_cdf, caption) = match &raw.distribution {
+                    Some([baseline, canary]) => (
+                        chart::downsample(baseline, MAX_POINTS),
+                        chart::downsample(canary, MAX_POINTS),
+                        "distribution: empirical CDF of every look's points (to within 2.5%)",
+                    ),
+                    None => (
+                        chart::ecdf(&values(&raw.baseline), MAX_POINTS),
+                        chart::ecdf(&values(&raw.canary), MAX_POINTS),
+                        "distribution: empirical CDF",
+                    ),
+                };
                 figure(
                     out,
                     &chart::draw(
@@ -388,7 +476,7 @@ fn metric_charts(out: &mut String, report: &AnalysisReport, charts: &ChartData) 
                         &[],
                         "value (y: share of points at or below)",
                     ),
-                    "distribution: empirical CDF",
+                    caption,
                 );
             }
             None => {
@@ -410,7 +498,7 @@ fn figure(out: &mut String, svg: &str, caption: &str) {
     );
 }
 
-fn history_chart(out: &mut String, history: &MetricHistory, limits: &[f64]) {
+fn history_chart(out: &mut String, history: &MetricHistory, limits: &[Mark]) {
     let side = |pick: fn(&super::analysis::HistoryPoint) -> Option<f64>| -> Vec<(f64, f64)> {
         let points: Vec<(f64, f64)> = history
             .points
@@ -430,7 +518,7 @@ fn history_chart(out: &mut String, history: &MetricHistory, limits: &[f64]) {
 
 /// The distribution as far as the stored summaries tell it: min, median, p95, p99, max
 /// as points of the CDF.
-fn quantile_chart(out: &mut String, metric: &MetricRow, limits: &[f64]) {
+fn quantile_chart(out: &mut String, metric: &MetricRow, limits: &[Mark]) {
     let points = |side: &Option<SideRow>| -> Vec<(f64, f64)> {
         let Some(s) = side else { return Vec::new() };
         [

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::analysis::{AnalysisReport, SideRow};
+use super::analysis::{AnalysisReport, SideRow, TimelineEvent};
 use crate::judge::format::{number, p_value, percent};
 
 const RESET: &str = "\x1b[0m";
@@ -42,6 +42,14 @@ pub fn render(report: &AnalysisReport, colour: bool) -> String {
     for sentence in &report.banner.deciding_metrics {
         let _ = writeln!(out, "  - {sentence}");
     }
+    // With no metric to blame (a trigger, a hold timeout, a person), the first reason
+    // says why.
+    if report.banner.deciding_metrics.is_empty()
+        && let Some(reason) = report.banner.reasons.first()
+    {
+        let _ = writeln!(out, "  - {reason}");
+    }
+    rollout_lines(&mut out, report, &paint);
     if report.metrics.is_empty() {
         return out;
     }
@@ -64,8 +72,23 @@ pub fn render(report: &AnalysisReport, colour: bool) -> String {
                 m.name.clone(),
                 m.classification.clone(),
                 centre(&m.baseline),
-                centre(&m.canary),
-                m.effect.clone().unwrap_or_else(|| "-".to_owned()),
+                // A threshold compares one statistic of the canary with its limits.
+                match &m.threshold {
+                    Some(threshold) => format!(
+                        "{} {}",
+                        threshold.statistic,
+                        threshold.value.map_or_else(|| "-".to_owned(), number)
+                    ),
+                    None => centre(&m.canary),
+                },
+                match &m.threshold {
+                    Some(threshold) => [("min", threshold.min), ("max", threshold.max)]
+                        .into_iter()
+                        .filter_map(|(word, limit)| limit.map(|l| format!("{word} {}", number(l))))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    None => m.effect.clone().unwrap_or_else(|| "-".to_owned()),
+                },
                 m.adjusted_p_value
                     .or(m.p_value)
                     .map_or_else(|| "-".to_owned(), |p| p_value(p, None)),
@@ -102,6 +125,53 @@ pub fn render(report: &AnalysisReport, colour: bool) -> String {
     out
 }
 
+/// For a rollout: the looks and the flag's path in one line, and every trigger that
+/// fired.
+fn rollout_lines(out: &mut String, report: &AnalysisReport, paint: &dyn Fn(&str, &str) -> String) {
+    let looks = report
+        .timeline
+        .iter()
+        .filter(|event| matches!(event, TimelineEvent::Look { .. }))
+        .count();
+    if looks == 0 {
+        return;
+    }
+    let flag: Vec<String> = report
+        .timeline
+        .iter()
+        .filter_map(|event| match event {
+            TimelineEvent::Actuation { action, target, .. } if action == "kill" => {
+                Some(format!("{}% (kill)", number(*target)))
+            }
+            TimelineEvent::Actuation { target, .. } => Some(format!("{}%", number(*target))),
+            _ => None,
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "  looks: {looks}    flag: {}",
+        if flag.is_empty() {
+            "unchanged".to_owned()
+        } else {
+            flag.join(" → ")
+        }
+    );
+    for event in &report.timeline {
+        if let TimelineEvent::Look { look, triggers, .. } = event {
+            for trigger in triggers.iter().filter(|t| t.met) {
+                let _ = writeln!(
+                    out,
+                    "  {} at look {look}: \"{}\" → {}: {}",
+                    paint("trigger fired", RED),
+                    trigger.name,
+                    trigger.action,
+                    trigger.reason
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +202,61 @@ mod tests {
             metrics: Vec::new(),
             history: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_rollout_summary_shows_the_flag_path_and_the_triggers_that_fired() {
+        use crate::report::analysis::TriggerRow;
+        let trigger = |name: &str, met: bool| TriggerRow {
+            name: name.to_owned(),
+            metric: "error_rate".to_owned(),
+            met,
+            action: "rollback".to_owned(),
+            value: Some(0.031),
+            limit: Some(0.02),
+            reason: "canary above 0.02 for 120 s of the required 2m".to_owned(),
+        };
+        let mut report = report();
+        report.banner.deciding_metrics.clear();
+        report.banner.reasons = vec!["trigger \"errors\" fired".to_owned()];
+        let look = |look: u64, triggers: Vec<TriggerRow>| TimelineEvent::Look {
+            at: 0.0,
+            look,
+            stage_index: 0,
+            stage: "1%".to_owned(),
+            traffic: Some(1.0),
+            verdict: "promote".to_owned(),
+            decision: "continue".to_owned(),
+            reasons: Vec::new(),
+            triggers,
+        };
+        let actuation = |action: &str, target: f64| TimelineEvent::Actuation {
+            at: 0.0,
+            action: action.to_owned(),
+            target,
+            state: "applied".to_owned(),
+            detail: None,
+        };
+        report.timeline = vec![
+            actuation("set_rollout", 1.0),
+            look(1, vec![trigger("quiet", false)]),
+            actuation("set_rollout", 5.0),
+            look(2, vec![trigger("errors", true), trigger("quiet", false)]),
+            actuation("kill", 0.0),
+        ];
+        let plain = render(&report, false);
+        assert!(plain.contains("  - trigger \"errors\" fired\n"), "{plain}");
+        assert!(
+            plain.contains("looks: 2    flag: 1% → 5% → 0% (kill)"),
+            "{plain}"
+        );
+        assert!(
+            plain.contains(
+                "trigger fired at look 2: \"errors\" → rollback: canary above 0.02 for 120 s"
+            ),
+            "{plain}"
+        );
+        assert!(!plain.contains("\"quiet\""), "only fired triggers: {plain}");
     }
 
     #[test]

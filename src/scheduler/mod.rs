@@ -149,6 +149,8 @@ pub struct IntervalRecord {
     pub judgement: Judgement,
     /// Every trigger's state at this look.
     pub triggers: Vec<TriggerCheck>,
+    /// Both sides' points since the previous look, downsampled, for the report's charts.
+    pub series: crate::domain::look_series::LookSeries,
 }
 
 /// A rollout that cannot go on: bad configuration found before anything was actuated,
@@ -857,6 +859,7 @@ impl RolloutRunner {
             reasons,
             judgement,
             triggers,
+            series: crate::domain::look_series::LookSeries::between(&baseline, &canary, since, now),
         });
         Ok(self.history.last().expect("just pushed"))
     }

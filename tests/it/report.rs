@@ -8,7 +8,10 @@
 
 use std::path::Path;
 
+use canary::domain::look_series::LookSeries;
+use canary::domain::plan::TriggerAction;
 use canary::domain::{Observations, Percentage, Profile, Verdict};
+use canary::judge::triggers::TriggerCheck;
 use canary::judge::{Judgement, judge};
 use canary::report::analysis::{AnalysisReport, ChartData, RawSeries};
 use canary::report::html;
@@ -55,6 +58,50 @@ fn look(
     decision: Decision,
     judgement: Judgement,
 ) -> LookRecord {
+    look_with_triggers(id, number, stage, traffic, decision, judgement, Vec::new())
+}
+
+/// The two web-service triggers as a look checked them; `fired` makes the error-rate
+/// one fire.
+fn web_service_triggers(fired: bool) -> Vec<TriggerCheck> {
+    let clear = |name: &str, metric: &str| TriggerCheck {
+        name: name.to_owned(),
+        metric: metric.to_owned(),
+        met: false,
+        action: TriggerAction::Rollback,
+        value: None,
+        limit: None,
+        reason: "no canary point above the limit since the previous look".to_owned(),
+    };
+    let error_rate = if fired {
+        TriggerCheck {
+            met: true,
+            value: Some(0.031),
+            limit: Some(0.02),
+            reason: "canary above 0.02 for 120 s of the required 2m".to_owned(),
+            ..clear("error rate above 2 % for 2 minutes", "error_rate")
+        }
+    } else {
+        clear("error rate above 2 % for 2 minutes", "error_rate")
+    };
+    vec![
+        error_rate,
+        clear("p95 latency above 500 ms for 1 minute", "latency_p95"),
+    ]
+}
+
+/// A stored look as a worker records it, but without the `series` a worker keeps
+/// since the charts needed them: these fixtures are older looks, which must still
+/// render (the served test in `serve.rs` covers looks with series).
+fn look_with_triggers(
+    id: Uuid,
+    number: u64,
+    stage: usize,
+    traffic: f64,
+    decision: Decision,
+    judgement: Judgement,
+    triggers: Vec<TriggerCheck>,
+) -> LookRecord {
     let at = 1_800_000_000.0 + 300.0 * number as f64;
     let verdict: Verdict = judgement.verdict;
     let record = IntervalRecord {
@@ -68,9 +115,11 @@ fn look(
         reasons: judgement.reasons.clone(),
         decision: decision.clone(),
         judgement,
-        triggers: Vec::new(),
+        triggers,
+        series: LookSeries::default(),
     };
-    let body = serde_json::to_value(&record).unwrap();
+    let mut body = serde_json::to_value(&record).unwrap();
+    body.as_object_mut().unwrap().remove("series");
     LookRecord {
         analysis_id: id,
         look: number,
@@ -100,7 +149,7 @@ fn analysis(number: u128, flag: &str, state: AnalysisState, reasons: Vec<String>
     Analysis {
         id: Uuid::from_u128(number),
         profile_name: "web-service".to_owned(),
-        profile_text: String::new(),
+        profile_text: std::fs::read_to_string(root().join(PROFILE)).unwrap(),
         flag: flag.to_owned(),
         source: "prometheus".to_owned(),
         actuator: "flagd".to_owned(),
@@ -154,8 +203,24 @@ pub fn rolled_back(flag: &str) -> Fixture {
             },
             judged("healthy"),
         ),
-        look(id, 2, 1, 50.0, Decision::Continue, judged("healthy")),
-        look(id, 3, 1, 50.0, Decision::Rollback, spike),
+        look_with_triggers(
+            id,
+            2,
+            1,
+            50.0,
+            Decision::Continue,
+            judged("healthy"),
+            web_service_triggers(false),
+        ),
+        look_with_triggers(
+            id,
+            3,
+            1,
+            50.0,
+            Decision::Rollback,
+            spike,
+            web_service_triggers(true),
+        ),
     ];
     let actuations = vec![
         actuation(id, 1_800_000_000.0, "set_rollout", 10.0),
@@ -277,7 +342,8 @@ fn the_json_report_of_a_rolled_back_analysis_matches_its_snapshot() {
 
 #[test]
 fn the_json_report_of_canary_analyze_matches_its_snapshot() {
-    let report = AnalysisReport::from_judgement(&judged("error-spike"));
+    let report =
+        AnalysisReport::from_judgement(&judged("error-spike")).with_relative_limits(&profile());
     snapshot("analyze-error-spike.json", &report.to_json());
 }
 
@@ -300,7 +366,7 @@ fn inconclusive_metrics_say_what_was_missing_in_the_report() {
 }
 
 /// Where rendered reports are written for people to open (kept after the run).
-fn output_directory() -> std::path::PathBuf {
+pub fn output_directory() -> std::path::PathBuf {
     let directory = root().join("target/report-fixtures");
     std::fs::create_dir_all(&directory).unwrap();
     directory
@@ -348,6 +414,7 @@ fn many_metrics() -> (AnalysisReport, ChartData) {
                 name: metric.name.clone(),
                 baseline: wave(0.0),
                 canary: wave(5.0),
+                ..RawSeries::default()
             }
         })
         .collect();
@@ -512,6 +579,24 @@ fn canary_analyze_and_canary_run_write_the_html_report() {
         "{page}"
     );
     assert!(page.contains("<tr class=\"metric\">"));
+    // The charts draw the looks' series (a point every 5 s, a look every 3 min), not
+    // one point per look.
+    let looks = page.matches("<td>look ").count();
+    let (at, _) = page
+        .match_indices("over time: ")
+        .next()
+        .expect("a time chart");
+    let drawn: u64 = page[at..]
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        !page.contains("at each look") && looks > 0 && drawn >= 20 * looks as u64,
+        "{drawn} points over {looks} looks"
+    );
+    assert!(page.contains("class=\"trigger clear\""));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -540,7 +625,7 @@ async fn canary_report_fetches_the_html_and_prints_a_plain_summary() {
 
 /// Opens `page` in headless Chromium: its rendered DOM and a 1280×2000 screenshot.
 /// `None` (with a notice) when Chromium is not installed.
-fn open_in_chromium(page: &Path, screenshot: &Path) -> Option<String> {
+pub fn open_in_chromium(page: &Path, screenshot: &Path) -> Option<String> {
     let chromium = Path::new("/usr/bin/chromium");
     if !chromium.exists() {
         println!(
@@ -588,7 +673,7 @@ fn open_in_chromium(page: &Path, screenshot: &Path) -> Option<String> {
 
 /// The text a person reads: the DOM without its tags (scripts would show here too,
 /// but the page has none).
-fn visible_text(dom: &str) -> String {
+pub fn visible_text(dom: &str) -> String {
     let mut text = String::new();
     let mut in_tag = false;
     for character in dom.chars() {
@@ -669,6 +754,11 @@ fn the_reports_render_in_a_browser_with_their_verdicts_and_metric_rows() {
                 "checking the dashboards",
                 "kill",
                 "look 3",
+                "FIRED → rollback",
+                "0.031 vs limit 0.02",
+                "canary above 0.02 for 120 s of the required 2m",
+                "p95 latency above 500 ms for 1 minute",
+                "baseline rate ×1.5",
             ] {
                 assert!(text.contains(seen), "{name}: the timeline shows {seen:?}");
             }
@@ -684,5 +774,191 @@ fn the_reports_render_in_a_browser_with_their_verdicts_and_metric_rows() {
             png.len()
         );
         println!("{name}: {} and {}", page.display(), screenshot.display());
+    }
+}
+
+/// Runs `canary ARGS...` (stderr dropped) with stdout on a pseudo-terminal, through
+/// util-linux `script`; `None` (with a notice) when `script` is missing. `no_colour`
+/// sets `NO_COLOR=1`.
+fn canary_on_a_terminal(args: &[&str], no_colour: bool) -> Option<(i32, String)> {
+    if !Path::new("/usr/bin/script").exists() {
+        println!("NOTICE: /usr/bin/script is missing; skipping the terminal checks");
+        return None;
+    }
+    let quoted: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_canary"))
+        .chain(args.iter().copied())
+        .map(|arg| format!("'{}'", arg.replace('\'', r"'\''")))
+        .collect();
+    let mut command = std::process::Command::new("/usr/bin/script");
+    command
+        .args([
+            "-q",
+            "-e",
+            "-c",
+            &format!("{} 2>/dev/null", quoted.join(" ")),
+            "/dev/null",
+        ])
+        .current_dir(root())
+        .env_remove("RUST_LOG")
+        .env("TERM", "xterm");
+    if no_colour {
+        command.env("NO_COLOR", "1");
+    } else {
+        command.env_remove("NO_COLOR");
+    }
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8(output.stdout)
+        .unwrap()
+        .replace("\r\n", "\n");
+    Some((output.status.code().unwrap(), stdout))
+}
+
+const ERROR_SPIKE: [&str; 7] = [
+    "analyze",
+    "--profile",
+    PROFILE,
+    "--baseline",
+    "fixtures/scenarios/error-spike/baseline.csv",
+    "--canary",
+    "fixtures/scenarios/error-spike/canary.csv",
+];
+
+const REPLAYED_REGRESSION: [&str; 11] = [
+    "run",
+    "--profile",
+    PROFILE,
+    "--source",
+    "replay=fixtures/replay/latency-regression",
+    "--flag",
+    "checkout-v2",
+    "--actuator",
+    "log-only",
+    "--speed",
+    "100000",
+];
+
+#[test]
+fn a_terminal_gets_the_coloured_compact_summary_and_a_pipe_the_unchanged_table() {
+    // Piped: the plain table scripts and CI logs read, as before.
+    let piped = crate::helpers::canary(ERROR_SPIKE);
+    assert_eq!(piped.code, 3);
+    assert!(
+        piped.stdout.starts_with("verdict: ROLLBACK"),
+        "{}",
+        piped.stdout
+    );
+    assert!(!piped.stdout.contains('\x1b'));
+    let piped_run = crate::helpers::canary(REPLAYED_REGRESSION);
+    assert_eq!(piped_run.code, 3, "{}", piped_run.stderr);
+    assert!(
+        piped_run.stdout.starts_with("rollout: ROLLBACK"),
+        "{}",
+        piped_run.stdout
+    );
+
+    let Some((code, analyzed)) = canary_on_a_terminal(&ERROR_SPIKE, false) else {
+        return;
+    };
+    assert_eq!(code, 3, "the exit code is the verdict's on a terminal too");
+    assert!(
+        analyzed.starts_with("\x1b[1m\x1b[31mVERDICT: ROLLBACK\x1b[0m"),
+        "{analyzed:?}"
+    );
+    assert!(
+        analyzed.contains("error_rate 1.821% vs 0.4218% baseline"),
+        "{analyzed}"
+    );
+    assert!(
+        analyzed.contains("\x1b[31mfail"),
+        "the failing row is red: {analyzed:?}"
+    );
+    assert!(
+        !analyzed.contains("per metric:"),
+        "not the long table: {analyzed}"
+    );
+
+    let (_, plain) = canary_on_a_terminal(&ERROR_SPIKE, true).unwrap();
+    assert!(plain.starts_with("VERDICT: ROLLBACK"), "{plain:?}");
+    assert!(
+        !plain.contains('\x1b'),
+        "NO_COLOR turns colour off: {plain:?}"
+    );
+
+    let (code, ran) = canary_on_a_terminal(&REPLAYED_REGRESSION, true).unwrap();
+    assert_eq!(code, 3);
+    let summary = &ran[ran.find("VERDICT").unwrap_or_else(|| panic!("{ran:?}"))..];
+    assert!(
+        summary.starts_with("VERDICT: ROLLBACK  Rolled back: checkout-v2 was switched off"),
+        "{summary}"
+    );
+    let rollout_line = summary
+        .lines()
+        .find(|line| line.starts_with("  looks: "))
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(
+        rollout_line.contains("    flag: 1% → 5% → ") && rollout_line.ends_with(" → 0% (kill)"),
+        "{rollout_line}"
+    );
+    assert!(summary.contains("latency_p95  fail"), "{summary}");
+}
+
+#[test]
+fn the_json_of_canary_run_keeps_its_fields_and_leaves_the_chart_series_out() {
+    let mut args = REPLAYED_REGRESSION.to_vec();
+    args.extend(["--format", "json"]);
+    for run in [
+        crate::helpers::canary(&args).stdout,
+        canary_on_a_terminal(&args, false).map_or_else(String::new, |(_, stdout)| stdout),
+    ]
+    .into_iter()
+    .filter(|stdout| !stdout.is_empty())
+    {
+        let summary: serde_json::Value =
+            serde_json::from_str(&run).unwrap_or_else(|e| panic!("{e}: one JSON object: {run}"));
+        let fields: Vec<&str> = summary
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "schema_version",
+                "verdict",
+                "status",
+                "reasons",
+                "profile",
+                "flag",
+                "dry_run",
+                "stages_passed",
+                "actuations",
+                "history"
+            ]
+        );
+        for look in summary["history"].as_array().unwrap() {
+            let keys: Vec<&str> = look
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(
+                keys,
+                [
+                    "look",
+                    "at",
+                    "stage_index",
+                    "stage",
+                    "traffic",
+                    "confidence_level",
+                    "verdict",
+                    "decision",
+                    "reasons",
+                    "judgement",
+                    "triggers"
+                ]
+            );
+        }
     }
 }

@@ -660,3 +660,181 @@ async fn finish_all(store: &dyn canary::store::Store, ids: &[uuid::Uuid]) {
         );
     }
 }
+
+/// The report of a rollout a real `canary serve` rolled back, as the person paged by it
+/// sees it: fetched over HTTP and with `canary report --out`, opened in headless
+/// Chromium. The verdict, a row per metric, each look's trigger checks, and charts drawn
+/// from the series the looks kept (many points per look, not one).
+#[test]
+fn a_served_rollback_report_shows_the_verdict_triggers_and_real_series_in_a_browser() {
+    use canary::report::analysis::{AnalysisReport, TimelineEvent};
+
+    let directory = tempfile::tempdir().unwrap();
+    let server = start_server_on(
+        directory.path(),
+        &format!("sqlite:{}", directory.path().join("canary.db").display()),
+        "canary.toml",
+        "10s",
+    );
+    let rolled_back = submit_and_wait(&server, "regression", "search-v3");
+    assert_eq!(
+        rolled_back.code, 3,
+        "{}\n{}",
+        rolled_back.stdout, rolled_back.stderr
+    );
+    let id = rolled_back.stdout.lines().next().unwrap().trim().to_owned();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let get = |path: String| {
+        runtime.block_on(async {
+            let response = ::reqwest::get(format!("{}{path}", server.url))
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 200, "{path}");
+            response.text().await.unwrap()
+        })
+    };
+    let report: AnalysisReport =
+        serde_json::from_str(&get(format!("/v1/analyses/{id}/report.json"))).unwrap();
+    assert_eq!(report.subject.state, "rolled_back");
+    assert_eq!(report.banner.verdict.as_deref(), Some("rollback"));
+    let looks: Vec<&TimelineEvent> = report
+        .timeline
+        .iter()
+        .filter(|event| matches!(event, TimelineEvent::Look { .. }))
+        .collect();
+    assert!(looks.len() >= 2, "{:#?}", report.timeline);
+    // web-service has two triggers on every stage: each look reports both.
+    for look in &looks {
+        let TimelineEvent::Look { triggers, look, .. } = look else {
+            unreachable!()
+        };
+        let names: Vec<&str> = triggers.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "error rate above 2 % for 2 minutes",
+                "p95 latency above 500 ms for 1 minute"
+            ],
+            "look {look}"
+        );
+        assert!(triggers.iter().all(|t| !t.reason.is_empty()));
+    }
+    // The profile snapshot's relative limits, on the latest look's baseline.
+    let latency = report
+        .metrics
+        .iter()
+        .find(|m| m.name == "latency_p95")
+        .unwrap();
+    assert_eq!(latency.classification, "fail", "{latency:#?}");
+    let limit = &latency.relative_limits[0];
+    assert_eq!(limit.rule, "allowed_increase");
+    let median = latency.baseline.as_ref().unwrap().median.unwrap();
+    assert!((limit.limit - median * 1.05).abs() < 1e-9, "{limit:?}");
+
+    // The page over HTTP and the one `canary report --out` writes are the same page.
+    let page = get(format!("/v1/analyses/{id}/report"));
+    let fetched = directory.path().join("fetched.html");
+    let summary = canary([
+        "report",
+        &id,
+        "--server",
+        &server.url,
+        "--out",
+        fetched.to_str().unwrap(),
+    ]);
+    assert_eq!(summary.code, 0, "{}", summary.stderr);
+    assert!(
+        summary.stdout.starts_with("VERDICT: ROLLBACK"),
+        "{}",
+        summary.stdout
+    );
+    assert!(summary.stdout.contains("trigger") || summary.stdout.contains("latency_p95"));
+    assert!(!summary.stdout.contains('\x1b'), "no colour into a pipe");
+    assert_eq!(std::fs::read_to_string(&fetched).unwrap(), page);
+
+    // Real series: every time chart says how many points it drew, and they are many
+    // per look (the replay has a point every 5 s, a look every 3 min).
+    let drawn: Vec<(u64, u64)> = page
+        .match_indices("over time: ")
+        .map(|(at, _)| {
+            let words: Vec<&str> = page[at..].split_whitespace().collect();
+            let number = |word: &str| word.replace(',', "").parse::<u64>().unwrap();
+            (number(words[2]), number(words[5]))
+        })
+        .collect();
+    assert_eq!(
+        drawn.len(),
+        report.metrics.len(),
+        "one time chart per metric"
+    );
+    for (baseline, canary) in &drawn {
+        assert!(
+            *baseline >= 20 * looks.len() as u64 && *canary >= 20 * looks.len() as u64,
+            "{baseline} and {canary} points over {} looks",
+            looks.len()
+        );
+    }
+    // And the SVG lines carry them: the longest line has many more points than looks.
+    let longest_line = page
+        .split("<polyline")
+        .skip(1)
+        .map(|line| {
+            let points = line.split("points=\"").nth(1).unwrap_or("");
+            points[..points.find('"').unwrap_or(0)]
+                .split_whitespace()
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(longest_line >= 20 * looks.len(), "{longest_line} points");
+
+    let screenshot = crate::report::output_directory().join("served-rollback.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let Some(dom) = crate::report::open_in_chromium(&fetched, &screenshot) else {
+        return;
+    };
+    std::fs::copy(
+        &fetched,
+        crate::report::output_directory().join("served-rollback.html"),
+    )
+    .unwrap();
+    let text = crate::report::visible_text(&dom);
+    assert!(text.contains("Verdict: ROLLBACK"), "{text}");
+    assert!(
+        text.contains("Rolled back: search-v3 was switched off"),
+        "{text}"
+    );
+    for metric in &report.metrics {
+        assert!(text.contains(&metric.name), "no row for {}", metric.name);
+        assert!(
+            text.contains(&metric.reason),
+            "no reason for {}",
+            metric.name
+        );
+    }
+    assert_eq!(
+        dom.matches("<tr class=\"metric\">").count(),
+        report.metrics.len()
+    );
+    assert_eq!(
+        dom.matches("<tr class=\"trigger ").count(),
+        2 * looks.len(),
+        "a row per trigger per look"
+    );
+    for seen in [
+        "error rate above 2 % for 2 minutes",
+        "p95 latency above 500 ms for 1 minute",
+        "not met",
+        "baseline median ×1.05",
+        "p95 max 0.4",
+    ] {
+        assert!(text.contains(seen), "the page shows {seen:?}: {text}");
+    }
+    assert!(
+        !text.contains("at each look"),
+        "no chart falls back to one point per look"
+    );
+    let png = std::fs::read(&screenshot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000);
+}
