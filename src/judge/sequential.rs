@@ -47,7 +47,8 @@ use super::{Classification, Judgement, MetricResult};
 use crate::domain::plan::RolloutPlan;
 use crate::domain::{Direction, MetricData, MetricKind, MetricSpec, Observations, Profile};
 use crate::stats::sequential::{
-    RankEvidence, RateEvidence, RatePoint, binomial_upper_tail, rank_increment, spend, tuned_tau2,
+    RankEvidence, RateEvidence, RatePoint, binomial_upper_tail, rank_increment, scale_increment,
+    spend, tuned_tau2,
 };
 
 /// What the sequential judge carries from look to look (part of the runner's snapshot).
@@ -227,13 +228,14 @@ fn median(sorted: &[f64]) -> f64 {
     }
 }
 
-/// The planned information of one stage for a rank check: about `6` per planned
-/// sample pair (`12 n m / (n + m + 1)` for batches of equal size), tuned for the
-/// middle of the stage.
+/// The information the mixture is tuned for: one interval's batch of a single series
+/// (about `6` per sample pair, `12 n m / (n + m + 1)` for equal batches), so the
+/// boundary is tightest at the first looks, where a large regression should be caught;
+/// later looks pay only a `√(log I)` growth of the boundary.
 fn planned_information(plan: &RolloutPlan, stage_index: usize) -> f64 {
     let stage = &plan.stages[stage_index.min(plan.stages.len() - 1)];
-    let samples = stage.duration.seconds() / plan.settings.step.seconds();
-    (6.0 * samples * 0.5).max(6.0)
+    let samples = stage.interval.seconds() / plan.settings.step.seconds();
+    (6.0 * samples).max(6.0)
 }
 
 /// Whether both sides' samples are positive, so the comparison can be on the log scale.
@@ -501,19 +503,21 @@ fn continuous(
         .iter()
         .all(|c| c.harm_excluded_e_value.is_some_and(|e| e >= c.threshold));
     if spec.tails {
-        let mut pooled: Vec<f64> = base.iter().chain(&shifted(1.0)).copied().collect();
-        pooled.sort_by(f64::total_cmp);
-        let increment = (!pooled.is_empty() && !base.is_empty() && !canary.is_empty())
-            .then(|| {
-                let center = median(&pooled);
-                let spread_b: Vec<f64> = base.iter().map(|b| (b - center).abs()).collect();
-                let spread_c: Vec<f64> = shifted(1.0)
-                    .iter()
-                    .map(|c| (c - center).abs() / (1.0 + allowed_increase))
-                    .collect();
-                rank_increment(&spread_b, &spread_c)
-            })
-            .flatten();
+        // Each side centred on its own median, so only spread is compared; the canary's
+        // deviations are scaled down by the tolerance.
+        let centred = |values: &[f64], scale: f64| -> Vec<f64> {
+            let mut sorted = values.to_vec();
+            sorted.sort_by(f64::total_cmp);
+            if sorted.is_empty() {
+                return sorted;
+            }
+            let center = median(&sorted);
+            values.iter().map(|v| (v - center) / scale).collect()
+        };
+        let increment = scale_increment(
+            &centred(&base, 1.0),
+            &centred(&shifted(1.0), 1.0 + allowed_increase),
+        );
         checks.push(rank_check(
             &format!("{}:tails", spec.name),
             format!(

@@ -59,7 +59,7 @@ pub enum Family {
     ErrorBursts,
     /// Canary latency +30 % only once its traffic reaches 25 %.
     SlowAtHigherStages,
-    /// The canary's series stop at a random time in stages 2 to 4.
+    /// The canary's series stop at a random time in the first two stages.
     DataDropout,
 }
 
@@ -156,8 +156,8 @@ pub struct SimulatedService {
 impl SimulatedService {
     fn new(family: Family, seed: u64, step: f64, traffic: Timeline) -> Self {
         let mut rng = SplitMix(seed ^ 0x5eed);
-        // Stages 2 to 4 of 30 minutes each.
-        let dropout_at = T0 + 1800.0 + rng.unit() * 3.0 * 1800.0;
+        // Somewhere in the first two stages.
+        let dropout_at = T0 + 600.0 + rng.unit() * 3000.0;
         Self {
             family,
             seed,
