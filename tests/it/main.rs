@@ -20,6 +20,7 @@ mod rollout_prometheus;
 mod rollouts;
 mod run_cli;
 mod serve;
+mod simulate;
 mod store;
 mod unleash;
 mod unleash_harness;

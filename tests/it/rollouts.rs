@@ -625,3 +625,66 @@ async fn a_rollout_resumed_from_a_snapshot_decides_exactly_as_an_uninterrupted_o
     assert_eq!(decisions, expected);
     assert_eq!(second.status(), RolloutStatus::RolledBack);
 }
+
+fn web_service_healthy() -> BTreeMap<String, MetricModel> {
+    BTreeMap::from([
+        (
+            "latency_p95".to_owned(),
+            MetricModel::same_samples(lognormal(0.2, 0.15)),
+        ),
+        (
+            "p95_slo".to_owned(),
+            MetricModel::same_samples(lognormal(0.2, 0.15)),
+        ),
+        (
+            "error_rate".to_owned(),
+            MetricModel::same_counts(counts(330.0, 0.004)),
+        ),
+        (
+            "cpu_usage".to_owned(),
+            MetricModel::same_samples(normal(0.55, 0.04)),
+        ),
+        (
+            "memory_rss".to_owned(),
+            MetricModel::same_samples(normal(512.0, 8.0)),
+        ),
+    ])
+}
+
+/// Missing data is never good news: while the canary's latency series has a gap the
+/// looks hold, and the minutes without usable data do not count towards the stage, so
+/// the first stage (6 minutes, looks every 3) advances only after 6 minutes of good data.
+#[tokio::test]
+async fn a_gap_in_the_canary_data_holds_and_the_missing_minutes_do_not_count_towards_the_stage() {
+    let mut models = web_service_healthy();
+    let mut latency = models.remove("latency_p95").unwrap();
+    latency.canary_gap = Some((T0 + 60.0, T0 + 230.0));
+    models.insert("latency_p95".to_owned(), latency);
+    let outcome = drive(profile("web-service"), models, 21).await;
+    let history = outcome.runner.history();
+    for look in &history[..2] {
+        assert_eq!(look.decision, Decision::Hold, "{:#?}", look.reasons);
+        assert!(
+            look.reasons.iter().any(|r| r.contains("gap in its data")),
+            "{:#?}",
+            look.reasons
+        );
+    }
+    assert_eq!(
+        history[2].decision,
+        Decision::Continue,
+        "{:#?}",
+        history[2].reasons
+    );
+    assert!(
+        history[2].reasons[0].contains("6 min without usable data do not count"),
+        "{:#?}",
+        history[2].reasons
+    );
+    let advance = history
+        .iter()
+        .find(|look| matches!(look.decision, Decision::Advance { .. }))
+        .unwrap();
+    assert_eq!(advance.at, T0 + 720.0, "{:#?}", advance.reasons);
+    assert_eq!(outcome.status, RolloutStatus::Promoted);
+}
