@@ -43,9 +43,11 @@ pub enum Command {
     /// rolls back.
     ///
     /// The profile's `[[stages]]` give the traffic, minimum duration, interval and lookback of
-    /// each stage; its `[[triggers]]` roll back or hold at once. Every look judges at its
-    /// share of the rollout's error budget, so repeated looks do not multiply false
-    /// rollbacks. With --dry-run the rollout is judged and recorded, and the flag is never
+    /// each stage; its `[[triggers]]` roll back or hold at once. Repeated looks do not
+    /// multiply false rollbacks: in `[judge] mode = "sequential"` (the default) the judge
+    /// accumulates anytime-valid evidence over the looks and rolls back as soon as it
+    /// crosses its share of the rollout's error budget; in `fixed` mode every look judges
+    /// at its own share. Missing canary data holds and does not count towards a stage. With --dry-run the rollout is judged and recorded, and the flag is never
     /// touched. A progress bar on stderr shows stage, traffic, elapsed time and the latest
     /// verdict; the summary goes to stdout.
     #[command(after_help = EXIT_CODES)]

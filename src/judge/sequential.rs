@@ -182,9 +182,7 @@ fn chained_ln_e(completed: &[f64], current: f64, stages: usize) -> f64 {
         suffix += earlier;
         terms.push(suffix);
     }
-    for _ in completed.len() + 1..stages {
-        terms.push(0.0);
-    }
+    terms.extend(std::iter::repeat_n(0.0, stages - completed.len() - 1));
     let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let sum: f64 = terms.iter().map(|t| (t - max).exp()).sum();
     max + (sum / stages as f64).ln()
@@ -411,6 +409,7 @@ fn rank_check(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn continuous(
     spec: &MetricSpec,
     relative_shift: Option<f64>,

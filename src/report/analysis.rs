@@ -313,6 +313,12 @@ pub struct MetricRow {
     /// without the profile.
     #[serde(default)]
     pub relative_limits: Vec<RelativeLimit>,
+    /// The anytime-valid evidence of the sequential judge (staged rollouts in
+    /// `sequential` mode): each check's e-value, the threshold it had to reach, its share
+    /// of the error budget, whether it crossed, the estimate and, for bursts, the worst
+    /// window. Absent for one-shot and fixed-mode analyses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<Value>,
 }
 
 /// One metric's central values at every look.

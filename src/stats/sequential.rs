@@ -197,7 +197,7 @@ pub fn scale_increment(baseline: &[f64], canary: &[f64]) -> Option<(f64, f64)> {
     let spread: f64 = scores.iter().map(|a| (a - mean).powi(2)).sum();
     let (nf, mf) = (n as f64, m as f64);
     let variance = nf * mf / (big_n * (big_n - 1.0)) * spread;
-    if !(variance > 0.0) {
+    if variance.is_nan() || variance <= 0.0 {
         return None;
     }
     let statistic: f64 = pooled
@@ -329,7 +329,8 @@ impl RateEvidence {
             canary_errors: ec,
             canary_total: nc,
         } = point;
-        if !(nb > 0.0 && nc > 0.0) || !(eb + ec > 0.0) {
+        let informative = nb > 0.0 && nc > 0.0 && eb + ec > 0.0;
+        if !informative {
             self.accumulate(point);
             return;
         }
