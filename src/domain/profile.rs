@@ -436,9 +436,12 @@ impl Profile {
         let v = Validator { file, text };
         let raw: RawProfile = toml::from_str(text).map_err(|error| {
             let span = error.span().unwrap_or(0..0);
+            let start = span.start;
             v.error(
                 span,
-                &field_of_toml_error(error.message()),
+                &field_of_toml_error(error.message())
+                    .or_else(|| field_at(text, start))
+                    .unwrap_or_else(|| "(syntax)".to_owned()),
                 error.message().trim(),
             )
         })?;
@@ -494,7 +497,8 @@ impl Profile {
         let mut seen_names = BTreeSet::new();
         for (index, raw_metric) in raw.metrics.into_iter().enumerate() {
             let span = raw_metric.span();
-            let metric = validate_metric(&v, index, span.clone(), raw_metric.into_inner())?;
+            let metric =
+                validate_metric(&v, index, span.clone(), raw_metric.into_inner(), judge.mode)?;
             if !seen_names.insert(metric.name.clone()) {
                 return Err(v.error(
                     span,
@@ -549,12 +553,50 @@ impl Profile {
 
 /// serde's messages name the offending key in backticks ("unknown field `foo`",
 /// "missing field `bar`"); use it as the field when there is one.
-fn field_of_toml_error(message: &str) -> String {
+fn field_of_toml_error(message: &str) -> Option<String> {
     message
         .split('`')
         .nth(1)
         .filter(|_| message.contains("field"))
-        .map_or_else(|| "(syntax)".to_owned(), str::to_owned)
+        .map(str::to_owned)
+}
+
+/// The dotted field a `key = value` line at `offset` sets (`judge.mode`,
+/// `metrics.NAME.kind`), for errors TOML reports without naming it (an unknown enum
+/// variant, a wrong type). `None` when the offset is not in such a line.
+fn field_at(text: &str, offset: usize) -> Option<String> {
+    let line_start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let key = line.split_once('=')?.0.trim();
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    // The nearest table header above, and for an array of tables the entry's name.
+    let above = &text[..line_start];
+    let header_line = above
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('['))
+        .map(str::trim);
+    let Some(header) = header_line else {
+        return Some(key.to_owned());
+    };
+    let table = header.trim_matches(|c| c == '[' || c == ']').trim();
+    let block_start = above.rfind(header).unwrap_or(0);
+    let name = text[block_start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == "name").then(|| v.trim().trim_matches('"').to_owned())
+        });
+    Some(match (header.starts_with("[["), name) {
+        (true, Some(name)) => format!("{table}.{name}.{key}"),
+        _ => format!("{table}.{key}"),
+    })
 }
 
 fn validate_judge(
@@ -618,6 +660,7 @@ fn validate_metric(
     index: usize,
     span: Range<usize>,
     raw: RawMetric,
+    mode: JudgeMode,
 ) -> Result<MetricSpec, ProfileError> {
     let name = match &raw.name {
         Some(name) => {
@@ -786,6 +829,26 @@ fn validate_metric(
         &[Proportion],
         "proportion",
     )?;
+    // The spread and burst checks belong to the sequential judge: refused, not ignored,
+    // where they would not run.
+    if mode == JudgeMode::Fixed {
+        let tails = raw
+            .tails
+            .as_ref()
+            .filter(|t| *t.get_ref())
+            .map(Spanned::span);
+        let bursts = raw.bursts.as_ref().map(Spanned::span);
+        for (key, present) in [("tails", tails), ("bursts", bursts)] {
+            if let Some(key_span) = present {
+                return Err(v.error(
+                    key_span,
+                    &field(key),
+                    "is a check of the sequential judge and does not run with [judge] mode = \"fixed\": \
+                     remove it or use mode = \"sequential\"",
+                ));
+            }
+        }
+    }
     let bursts = match &raw.bursts {
         Some(window) => Some(
             HumanDuration::parse(window.get_ref())
@@ -1221,5 +1284,44 @@ max = 0.4
         assert_eq!(metric.group, "default");
         assert_eq!(metric.nan_policy, NanPolicy::Drop);
         assert_eq!(metric.outliers, OutlierPolicy::Keep);
+    }
+
+    #[test]
+    fn sequential_is_the_default_mode_and_its_checks_are_parsed() {
+        let profile = parse(
+            "name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"continuous\"\ntails = true\n\
+             [[metrics]]\nname = \"e\"\nkind = \"proportion\"\nbursts = \"1m\"\n",
+        )
+        .unwrap();
+        assert_eq!(profile.judge.mode, JudgeMode::Sequential);
+        assert!(profile.metrics[0].tails);
+        assert_eq!(profile.metrics[1].bursts.unwrap().seconds(), 60.0);
+    }
+
+    #[test]
+    fn sequential_checks_are_refused_where_they_would_not_run() {
+        let fixed = "name = \"x\"\n[judge]\nmode = \"fixed\"\n[[metrics]]\nname = \"a\"\nkind = \"continuous\"\ntails = true\n";
+        let error = parse(fixed).unwrap_err();
+        assert_eq!((error.field.as_str(), error.line), ("metrics.a.tails", 7));
+        assert!(
+            error.message.contains("sequential judge"),
+            "{}",
+            error.message
+        );
+
+        let wrong_kind =
+            "name = \"x\"\n[[metrics]]\nname = \"a\"\nkind = \"continuous\"\nbursts = \"1m\"\n";
+        assert_eq!(parse(wrong_kind).unwrap_err().field, "metrics.a.bursts");
+        let bad_window =
+            "name = \"x\"\n[[metrics]]\nname = \"e\"\nkind = \"proportion\"\nbursts = \"soon\"\n";
+        let error = parse(bad_window).unwrap_err();
+        assert_eq!((error.field.as_str(), error.line), ("metrics.e.bursts", 5));
+        let bad_mode = "name = \"x\"\n[judge]\nmode = \"bayesian\"\n[[metrics]]\nname = \"a\"\nkind = \"continuous\"\n";
+        let error = parse(bad_mode).unwrap_err();
+        assert_eq!(
+            (error.field.as_str(), error.line),
+            ("judge.mode", 3),
+            "{error:?}"
+        );
     }
 }

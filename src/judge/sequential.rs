@@ -1115,4 +1115,51 @@ lookback = "5m"
         assert!(latency.rank.is_none());
         assert!(state.stage_counts.is_empty());
     }
+
+    /// The whole sequential judge on healthy data — four checks sharing the budget, two
+    /// stages of six looks, evidence chained across the stage change — fails a healthy
+    /// canary in at most its budget of rollouts (a generous budget, so the rate is
+    /// measurable).
+    #[test]
+    fn healthy_rollouts_fail_no_more_often_than_the_judges_budget() {
+        let profile = profile();
+        let plan = profile.plan.clone().unwrap();
+        let budget = 0.2;
+        let mut rng = Rng(SplitMixLike(99));
+        let runs = 300;
+        let mut failed = 0;
+        for _ in 0..runs {
+            let mut state = SequentialState::default();
+            let mut any = false;
+            'rollout: for stage in 0..2 {
+                for k in 0..6 {
+                    let (baseline, canary) =
+                        batch(&mut rng, (stage * 6 + k) as f64 * 300.0, 1.0, 1.0);
+                    let mut described_profile = profile.clone();
+                    for metric in &mut described_profile.metrics {
+                        metric.min_samples = 1;
+                    }
+                    let described = crate::judge::judge(&described_profile, &baseline, &canary);
+                    let (judgement, _) = judge_look(
+                        &profile, &plan, stage, budget, &baseline, &canary, &mut state, described,
+                    );
+                    if judgement.metrics.iter().any(|m| {
+                        m.sequential
+                            .as_ref()
+                            .is_some_and(|e| e.checks.iter().any(|c| c.crossed))
+                    }) {
+                        any = true;
+                        break 'rollout;
+                    }
+                }
+                complete_stage(&mut state, &profile, &plan, stage, budget);
+            }
+            failed += usize::from(any);
+        }
+        let rate = failed as f64 / runs as f64;
+        assert!(
+            rate <= budget + 3.0 * (budget * (1.0 - budget) / runs as f64).sqrt(),
+            "{failed} of {runs}"
+        );
+    }
 }
