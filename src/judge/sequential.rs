@@ -217,13 +217,11 @@ fn counts(data: Option<&MetricData>) -> BTreeMap<i64, (f64, f64)> {
     by_time
 }
 
-fn median(sorted: &[f64]) -> f64 {
-    let n = sorted.len();
-    if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
-    }
+/// The median of a sample (NaN when it is empty).
+fn median_of(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    crate::stats::quantiles::median_sorted(&sorted).unwrap_or(f64::NAN)
 }
 
 /// The information the mixture is tuned for: one interval's batch of a single series
@@ -342,6 +340,37 @@ fn current_ln_e(key: &str, check: &CheckState, tau2: f64) -> f64 {
     }
 }
 
+/// The fields every e-process check shares; the caller fills in the rest.
+fn evidence(
+    key: &str,
+    null: String,
+    (ln_e, stage_ln): (f64, f64),
+    alpha: f64,
+    beyond_tolerance: bool,
+    effect: String,
+) -> CheckEvidence {
+    let threshold = 1.0 / alpha;
+    let crossed = ln_e >= threshold.ln();
+    CheckEvidence {
+        check: key.split(':').skip(1).collect::<Vec<_>>().join("_"),
+        null,
+        e_value: ln_e.exp(),
+        ln_e_value: ln_e,
+        stage_e_value: stage_ln.exp(),
+        threshold,
+        alpha,
+        crossed,
+        beyond_tolerance,
+        effect,
+        fails: crossed && beyond_tolerance,
+        harm_excluded_e_value: None,
+        estimate: None,
+        interval: None,
+        information: 0.0,
+        worst_window: None,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn rank_check(
     key: &str,
@@ -374,25 +403,11 @@ fn rank_check(
         rank.ln_e_greater(tau2)
     };
     let ln_e = chained_ln_e(&check.completed, stage_ln, stages);
-    let threshold = 1.0 / alpha;
-    let crossed = ln_e >= threshold.ln();
-    let estimate = rank
-        .centred_superiority()
-        .map(|c| if decrease { 0.5 - c } else { 0.5 + c });
     CheckEvidence {
-        check: key.split(':').skip(1).collect::<Vec<_>>().join("_"),
-        null,
-        e_value: ln_e.exp(),
-        ln_e_value: ln_e,
-        stage_e_value: stage_ln.exp(),
-        threshold,
-        alpha,
-        crossed,
-        beyond_tolerance,
-        effect,
-        fails: crossed && beyond_tolerance,
         harm_excluded_e_value: safe_ln.map(f64::exp),
-        estimate,
+        estimate: rank
+            .centred_superiority()
+            .map(|c| if decrease { 0.5 - c } else { 0.5 + c }),
         interval: (rank.information > 0.0)
             .then(|| {
                 rank.superiority_interval(tau2, alpha).map(|[lo, hi]| {
@@ -405,7 +420,7 @@ fn rank_check(
             })
             .flatten(),
         information: rank.information,
-        worst_window: None,
+        ..evidence(key, null, (ln_e, stage_ln), alpha, beyond_tolerance, effect)
     }
 }
 
@@ -433,11 +448,7 @@ fn continuous(
     counted.1 += canary.len() as f64;
     let stage_samples = [counted.0, counted.1];
     let log_scale = all_positive(baseline, canary);
-    let base_median = {
-        let mut sorted = baseline.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        (!sorted.is_empty()).then(|| median(&sorted))
-    };
+    let base_median = (!baseline.is_empty()).then(|| median_of(baseline));
     // The canary's samples moved by the tolerance, so "no worse than tolerated" is the
     // null the ranks test.
     let shifted = |factor: f64| -> Vec<f64> {
@@ -505,12 +516,7 @@ fn continuous(
         // Each side centred on its own median, so only spread is compared; the canary's
         // deviations are scaled down by the tolerance.
         let centred = |values: &[f64], scale: f64| -> Vec<f64> {
-            let mut sorted = values.to_vec();
-            sorted.sort_by(f64::total_cmp);
-            if sorted.is_empty() {
-                return sorted;
-            }
-            let center = median(&sorted);
+            let center = median_of(values);
             values.iter().map(|v| (v - center) / scale).collect()
         };
         let increment = scale_increment(
@@ -603,31 +609,25 @@ fn proportion(
         let stage_ln = check.rate_harm.as_ref().map_or(0.0, RateEvidence::ln_e);
         let ln_e = chained_ln_e(&check.completed, stage_ln, stages);
         let harm = check.rate_harm.as_ref().expect("set above");
-        let crossed = ln_e >= (1.0 / share).ln();
-        let beyond_tolerance = beyond(harm.ratio());
+        let effect = match harm.ratio() {
+            Some(ratio) => format!(
+                "error-rate ratio ×{} this stage (tolerated: {tolerated})",
+                number(ratio)
+            ),
+            None => format!("no baseline errors this stage (tolerated: {tolerated})"),
+        };
         CheckEvidence {
-            check: key.split(':').skip(1).collect::<Vec<_>>().join("_"),
-            null,
-            e_value: ln_e.exp(),
-            ln_e_value: ln_e,
-            stage_e_value: stage_ln.exp(),
-            threshold: 1.0 / share,
-            alpha: share,
-            crossed,
-            beyond_tolerance,
-            effect: match harm.ratio() {
-                Some(ratio) => format!(
-                    "error-rate ratio ×{} this stage (tolerated: {tolerated})",
-                    number(ratio)
-                ),
-                None => format!("no baseline errors this stage (tolerated: {tolerated})"),
-            },
-            fails: crossed && beyond_tolerance,
             harm_excluded_e_value: check.rate_safe.as_ref().map(|s| s.ln_e().exp()),
             estimate: harm.ratio(),
-            interval: None,
             information: harm.canary_errors + harm.baseline_errors,
-            worst_window: None,
+            ..evidence(
+                &key,
+                null,
+                (ln_e, stage_ln),
+                share,
+                beyond(harm.ratio()),
+                effect,
+            )
         }
     };
     if matches!(direction, Direction::Increase | Direction::Either) {
@@ -882,21 +882,7 @@ lookback = "5m"
         Profile::parse(PROFILE, "t.toml").unwrap()
     }
 
-    struct Rng(SplitMixLike);
-    struct SplitMixLike(u64);
-    impl Rng {
-        fn unit(&mut self) -> f64 {
-            self.0.0 = self.0.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            (((z ^ (z >> 31)) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        }
-        fn normal(&mut self) -> f64 {
-            let (u, v) = (self.unit(), self.unit());
-            (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-        }
-    }
+    use crate::sources::synthetic::SplitMix as Rng;
 
     /// One 5-minute batch (20 steps) of both sides: latency scaled by `slower`, errors
     /// at `rate` for the baseline and `rate × worse` for the canary.
@@ -984,7 +970,7 @@ lookback = "5m"
     #[test]
     fn a_healthy_canary_passes_with_the_numbers_and_a_regression_fails_within_a_few_looks() {
         let profile = profile();
-        let mut rng = Rng(SplitMixLike(1));
+        let mut rng = Rng(1);
         let mut state = SequentialState::default();
         for k in 0..6 {
             let (baseline, canary) = batch(&mut rng, k as f64 * 300.0, 1.0, 1.0);
@@ -1024,7 +1010,7 @@ lookback = "5m"
     fn error_rates_fail_on_the_ratio_and_min_samples_counts_the_whole_stage() {
         let mut profile = profile();
         profile.metrics[1].min_samples = 30_000;
-        let mut rng = Rng(SplitMixLike(2));
+        let mut rng = Rng(2);
         let mut state = SequentialState::default();
         let (baseline, canary) = batch(&mut rng, 0.0, 1.0, 3.0);
         let (judgement, _) = look(&profile, &mut state, &baseline, &canary);
@@ -1049,7 +1035,7 @@ lookback = "5m"
     #[test]
     fn a_one_minute_burst_fails_the_bursts_check_with_its_window() {
         let profile = profile();
-        let mut rng = Rng(SplitMixLike(3));
+        let mut rng = Rng(3);
         let mut state = SequentialState::default();
         let (baseline, mut canary) = batch(&mut rng, 0.0, 1.0, 1.0);
         if let Some(MetricData::Counts { errors, .. }) = canary.metrics.get_mut("errors") {
@@ -1081,7 +1067,7 @@ lookback = "5m"
     #[test]
     fn a_canary_as_good_as_the_baseline_excludes_harm_and_a_data_problem_holds() {
         let profile = profile();
-        let mut rng = Rng(SplitMixLike(4));
+        let mut rng = Rng(4);
         let mut state = SequentialState::default();
         let mut excluded = false;
         for k in 0..6 {
@@ -1105,7 +1091,7 @@ lookback = "5m"
     fn a_completed_stage_keeps_its_evidence_for_the_next() {
         let profile = profile();
         let plan = profile.plan.clone().unwrap();
-        let mut rng = Rng(SplitMixLike(5));
+        let mut rng = Rng(5);
         let mut state = SequentialState::default();
         let (baseline, canary) = batch(&mut rng, 0.0, 1.08, 1.0);
         look(&profile, &mut state, &baseline, &canary);
@@ -1125,7 +1111,7 @@ lookback = "5m"
         let profile = profile();
         let plan = profile.plan.clone().unwrap();
         let budget = 0.2;
-        let mut rng = Rng(SplitMixLike(99));
+        let mut rng = Rng(99);
         let runs = 300;
         let mut failed = 0;
         for _ in 0..runs {

@@ -107,34 +107,16 @@ pub fn critical_z(information: f64, tau2: f64, alpha: f64) -> f64 {
 /// `None` when a side is empty or every value is tied (no information).
 pub fn rank_increment(baseline: &[f64], canary: &[f64]) -> Option<(f64, f64)> {
     let (n, m) = (canary.len(), baseline.len());
-    if n == 0 || m == 0 {
-        return None;
-    }
-    let mut pooled: Vec<(f64, bool)> = canary
-        .iter()
-        .map(|&v| (v, true))
-        .chain(baseline.iter().map(|&v| (v, false)))
-        .filter(|(v, _)| v.is_finite())
-        .collect();
-    if pooled.len() != n + m {
-        return None;
-    }
-    pooled.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let pooled = pooled_sorted(baseline, canary)?;
     let total = pooled.len();
     let mut canary_rank_sum = 0.0;
     let mut tie_term = 0.0;
-    let mut i = 0;
-    while i < total {
-        let mut j = i + 1;
-        while j < total && pooled[j].0 == pooled[i].0 {
-            j += 1;
-        }
-        let midrank = (i + j + 1) as f64 / 2.0;
-        let t = (j - i) as f64;
+    for run in tie_runs(&pooled) {
+        let midrank = (run.start + run.end + 1) as f64 / 2.0;
+        let t = run.len() as f64;
         tie_term += t * t * t - t;
-        let canaries = pooled[i..j].iter().filter(|(_, c)| *c).count() as f64;
+        let canaries = pooled[run].iter().filter(|(_, c)| *c).count() as f64;
         canary_rank_sum += midrank * canaries;
-        i = j;
     }
     let (nf, mf, big_n) = (n as f64, m as f64, total as f64);
     let u = canary_rank_sum - nf * (nf + 1.0) / 2.0;
@@ -148,6 +130,39 @@ pub fn rank_increment(baseline: &[f64], canary: &[f64]) -> Option<(f64, f64)> {
     Some((s, information))
 }
 
+/// Both samples pooled and sorted, each value marked `true` when it is the canary's;
+/// `None` when a side is empty or holds a non-finite value.
+fn pooled_sorted(baseline: &[f64], canary: &[f64]) -> Option<Vec<(f64, bool)>> {
+    if canary.is_empty() || baseline.is_empty() {
+        return None;
+    }
+    let mut pooled: Vec<(f64, bool)> = canary
+        .iter()
+        .map(|&v| (v, true))
+        .chain(baseline.iter().map(|&v| (v, false)))
+        .collect();
+    if pooled.iter().any(|(v, _)| !v.is_finite()) {
+        return None;
+    }
+    pooled.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Some(pooled)
+}
+
+/// The runs of tied values in a sorted pooled sample, as `start..end` ranges.
+fn tie_runs(pooled: &[(f64, bool)]) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < pooled.len() {
+        let mut j = i + 1;
+        while j < pooled.len() && pooled[j].0 == pooled[i].0 {
+            j += 1;
+        }
+        runs.push(i..j);
+        i = j;
+    }
+    runs
+}
+
 /// One batch's Klotz (squared normal scores) scale increment: `S_k = z_k·√I_k` with
 /// `I_k = n·m/(n+m)`, where `z_k` is the standardized Klotz statistic of the canary,
 /// large when the canary's values are more spread out than the baseline's. Each side
@@ -158,39 +173,22 @@ pub fn rank_increment(baseline: &[f64], canary: &[f64]) -> Option<(f64, f64)> {
 /// `None` when a side is empty or every score is the same.
 pub fn scale_increment(baseline: &[f64], canary: &[f64]) -> Option<(f64, f64)> {
     let (n, m) = (canary.len(), baseline.len());
-    if n == 0 || m == 0 {
-        return None;
-    }
-    let mut pooled: Vec<(f64, bool)> = canary
-        .iter()
-        .map(|&v| (v, true))
-        .chain(baseline.iter().map(|&v| (v, false)))
-        .filter(|(v, _)| v.is_finite())
-        .collect();
-    if pooled.len() != n + m {
-        return None;
-    }
-    pooled.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let pooled = pooled_sorted(baseline, canary)?;
     let total = pooled.len();
     let normal = standard_normal();
     // Scores by rank, ties sharing their average score.
     let mut scores = vec![0.0; total];
-    let mut i = 0;
-    while i < total {
-        let mut j = i + 1;
-        while j < total && pooled[j].0 == pooled[i].0 {
-            j += 1;
-        }
-        let mean: f64 = (i..j)
+    for run in tie_runs(&pooled) {
+        let mean: f64 = run
+            .clone()
             .map(|r| {
                 normal
                     .inverse_cdf((r + 1) as f64 / (total + 1) as f64)
                     .powi(2)
             })
             .sum::<f64>()
-            / (j - i) as f64;
-        scores[i..j].fill(mean);
-        i = j;
+            / run.len() as f64;
+        scores[run].fill(mean);
     }
     let big_n = total as f64;
     let mean = scores.iter().sum::<f64>() / big_n;
@@ -395,31 +393,8 @@ pub fn binomial_upper_tail(k: u64, n: u64, p: f64) -> f64 {
 mod tests {
     use super::*;
 
-    /// SplitMix64 for seeded simulations.
-    struct Rng(u64);
-    impl Rng {
-        fn unit(&mut self) -> f64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            (((z ^ (z >> 31)) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        }
-        fn normal(&mut self) -> f64 {
-            let (u, v) = (self.unit(), self.unit());
-            (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-        }
-        fn poisson(&mut self, mean: f64) -> f64 {
-            let limit = (-mean).exp();
-            let mut product = self.unit();
-            let mut count = 0.0;
-            while product > limit {
-                product *= self.unit();
-                count += 1.0;
-            }
-            count
-        }
-    }
+    /// Seeded simulations use the synthetic source's generator.
+    use crate::sources::synthetic::SplitMix as Rng;
 
     #[test]
     fn the_spending_rule_never_spends_more_than_the_budget() {

@@ -499,28 +499,7 @@ async fn dark_launch_holds_on_high_resource_usage_and_rolls_back_after_the_hold_
 async fn healthy_rollouts_are_rolled_back_no_more_often_than_the_error_budget() {
     let profile = profile("web-service");
     let budget = profile.plan.as_ref().unwrap().settings.error_budget;
-    let models = BTreeMap::from([
-        (
-            "latency_p95".to_owned(),
-            MetricModel::same_samples(lognormal(0.2, 0.15)),
-        ),
-        (
-            "p95_slo".to_owned(),
-            MetricModel::same_samples(lognormal(0.2, 0.15)),
-        ),
-        (
-            "error_rate".to_owned(),
-            MetricModel::same_counts(counts(330.0, 0.004)),
-        ),
-        (
-            "cpu_usage".to_owned(),
-            MetricModel::same_samples(normal(0.55, 0.04)),
-        ),
-        (
-            "memory_rss".to_owned(),
-            MetricModel::same_samples(normal(512.0, 8.0)),
-        ),
-    ]);
+    let models = web_service_healthy();
     let rollouts = 200;
     let mut rolled_back = 0;
     let mut promoted = 0;
