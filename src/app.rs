@@ -156,6 +156,21 @@ pub async fn simulate(args: &SimulateArgs) -> Result<String> {
         )
         .context("the built-in simulation profile")?,
     };
+    for (name, kind) in [("latency", "continuous"), ("errors", "proportion")] {
+        if profile.metric(name).map(|m| m.kind.name()) != Some(kind) {
+            anyhow::bail!(
+                "--profile: profile {:?} has no {kind} metric {name:?}; the simulated service \
+                 reports `latency` (continuous) and `errors` (proportion) only",
+                profile.name
+            );
+        }
+    }
+    if profile.plan.is_none() {
+        anyhow::bail!(
+            "--profile: profile {:?} has no [[stages]]; a simulated rollout needs a plan",
+            profile.name
+        );
+    }
     let families = if args.families.is_empty() {
         Family::ALL.to_vec()
     } else {
@@ -170,16 +185,18 @@ pub async fn simulate(args: &SimulateArgs) -> Result<String> {
         SimulateMode::Sequential => vec![JudgeMode::Sequential],
         SimulateMode::Fixed => vec![JudgeMode::Fixed],
     };
-    let total = (args.rollouts * families.len() * modes.len()) as u64;
+    let rollouts = args.rollouts as usize;
+    let total = (rollouts * families.len() * modes.len()) as u64;
     let simulation = Simulation {
         profile,
         families,
         modes,
-        rollouts: args.rollouts,
+        rollouts,
         seed: args.seed,
-        jobs: args
-            .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)),
+        jobs: args.jobs.map_or_else(
+            || std::thread::available_parallelism().map_or(2, usize::from),
+            |jobs| jobs as usize,
+        ),
     };
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         indicatif::ProgressBar::new(total)
@@ -196,7 +213,7 @@ pub async fn simulate(args: &SimulateArgs) -> Result<String> {
                 "{} rollouts per family and mode, seeds {}..{}\n\n{}",
                 args.rollouts,
                 args.seed,
-                args.seed + args.rollouts as u64 - 1,
+                args.seed + u64::from(args.rollouts) - 1,
                 markdown_table(&results)
             );
             out.push_str("\nTargets (sequential mode):\n");

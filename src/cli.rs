@@ -284,8 +284,8 @@ pub struct ServeArgs {
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
     /// Rollouts per family and mode.
-    #[arg(long, default_value_t = 200, value_name = "N")]
-    pub rollouts: usize,
+    #[arg(long, default_value_t = 200, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rollouts: u32,
     /// The first seed (rollout i uses SEED + i, the same in every family and mode).
     #[arg(long, default_value_t = 1, value_name = "SEED")]
     pub seed: u64,
@@ -302,8 +302,8 @@ pub struct SimulateArgs {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Rollouts run at once (default: the number of CPUs).
-    #[arg(long, value_name = "N")]
-    pub jobs: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
 }
 
 /// Which judge modes `canary simulate` runs.

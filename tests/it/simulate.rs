@@ -94,3 +94,27 @@ fn an_unknown_family_is_refused_with_the_known_ones() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_profile_the_simulated_service_cannot_feed_is_refused() {
+    let output = canary()
+        .args([
+            "simulate",
+            "--profile",
+            "analysis-profiles/web-service.toml",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--profile") && stderr.contains("no continuous metric \"latency\""),
+        "{stderr}"
+    );
+    let zero = canary()
+        .args(["simulate", "--rollouts", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(zero.status.code(), Some(1));
+}
