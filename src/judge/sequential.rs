@@ -403,12 +403,14 @@ fn rank_check(
         rank.ln_e_greater(tau2)
     };
     let ln_e = chained_ln_e(&check.completed, stage_ln, stages);
+    let location = !key.ends_with(":tails");
     CheckEvidence {
         harm_excluded_e_value: safe_ln.map(f64::exp),
         estimate: rank
             .centred_superiority()
+            .filter(|_| location)
             .map(|c| if decrease { 0.5 - c } else { 0.5 + c }),
-        interval: (rank.information > 0.0)
+        interval: (location && rank.information > 0.0)
             .then(|| {
                 rank.superiority_interval(tau2, alpha).map(|[lo, hi]| {
                     if decrease {
@@ -531,7 +533,7 @@ fn continuous(
             ),
             increment,
             None,
-            (true, "spread compared after the tolerance".to_owned()),
+            (true, "spread of each side around its median".to_owned()),
             state,
             alpha,
             tau2,
@@ -812,29 +814,23 @@ pub fn describe(check: &CheckEvidence) -> String {
             if check.crossed { ", a burst" } else { "" }
         );
     }
-    let estimate = match (check.check.as_str(), check.estimate) {
-        (name, Some(ratio)) if check.interval.is_none() && name.starts_with("location") => {
-            format!("error-rate ratio ×{}", number(ratio))
-        }
-        (_, Some(p)) => match check.interval {
-            Some([lo, hi]) => format!(
-                "P(canary worse) {} (anytime-valid {}–{})",
-                number(p),
-                number(lo),
-                number(hi)
-            ),
-            None => format!("P(canary worse) {}", number(p)),
-        },
-        _ => "no data yet".to_owned(),
-    };
-    format!(
-        "{} e = {} {} {} ({estimate}; null: {})",
-        check.check,
+    let evidence = format!(
+        "e = {} {} {} against \"{}\"",
         number_e(check.ln_e_value),
         if check.crossed { "≥" } else { "<" },
         number(check.threshold),
         check.null
-    )
+    );
+    let superiority = match (check.estimate, check.interval) {
+        (Some(p), Some([lo, hi])) => format!(
+            ", P(canary worse) {} (anytime-valid {}–{})",
+            number(p),
+            number(lo),
+            number(hi)
+        ),
+        _ => String::new(),
+    };
+    format!("{}: {}; {evidence}{superiority}", check.check, check.effect)
 }
 
 fn number_e(ln_e: f64) -> String {
@@ -996,7 +992,7 @@ lookback = "5m"
             if judgement.metrics[0].classification == Classification::Fail {
                 failed_at = Some(k + 1);
                 assert!(
-                    judgement.metrics[0].reason.contains("location e ="),
+                    judgement.metrics[0].reason.contains("location: shift +"),
                     "{}",
                     judgement.metrics[0].reason
                 );

@@ -387,7 +387,7 @@ async fn a_worker_drives_a_healthy_canary_to_promotion_and_a_regression_to_rollb
     assert!(
         bad.reasons
             .iter()
-            .any(|r| r.starts_with("latency_p95 (critical) failed: location e =")),
+            .any(|r| r.starts_with("latency_p95 (critical) failed: location: shift +")),
         "{:?}",
         bad.reasons
     );
