@@ -224,14 +224,22 @@ fn median_of(values: &[f64]) -> f64 {
     crate::stats::quantiles::median_sorted(&sorted).unwrap_or(f64::NAN)
 }
 
-/// The information the mixture is tuned for: one interval's batch of a single series
-/// (about `6` per sample pair, `12 n m / (n + m + 1)` for equal batches), so the
-/// boundary is tightest at the first looks, where a large regression should be caught;
-/// later looks pay only a `√(log I)` growth of the boundary.
-fn planned_information(plan: &RolloutPlan, stage_index: usize) -> f64 {
+/// The prior scale of a rank check's mixture, from the information it is tuned for.
+///
+/// Location checks are tuned for one interval's batch of a single series (about `6` per
+/// sample pair, `12 n m / (n + m + 1)` for equal batches), so the boundary is tightest
+/// at the first looks, where a large regression should be caught; later looks pay only
+/// a `√(log I)` growth of the boundary. Tails checks are tuned for two stages' worth
+/// of data: a change of spread shows slowly, and its evidence carries across stages.
+fn tau2_for(key: &str, alpha: f64, plan: &RolloutPlan, stage_index: usize) -> f64 {
     let stage = &plan.stages[stage_index.min(plan.stages.len() - 1)];
-    let samples = stage.interval.seconds() / plan.settings.step.seconds();
-    (6.0 * samples).max(6.0)
+    let window = if key.ends_with(":tails") {
+        2.0 * stage.duration.seconds()
+    } else {
+        stage.interval.seconds()
+    };
+    let samples = window / plan.settings.step.seconds();
+    tuned_tau2(alpha, (6.0 * samples).max(6.0))
 }
 
 /// Whether both sides' samples are positive, so the comparison can be on the log scale.
@@ -254,7 +262,7 @@ pub fn judge_look(
 ) -> (Judgement, SequentialOutcome) {
     let alpha = check_alpha(profile, judge_budget);
     let stages = plan.stages.len();
-    let tau2 = tuned_tau2(alpha, planned_information(plan, stage_index));
+    let tuning = |key: &str| tau2_for(key, alpha, plan, stage_index);
     let mut harm_excluded_all = true;
     let mut metrics = Vec::with_capacity(judgement.metrics.len());
     for mut result in judgement.metrics {
@@ -272,7 +280,7 @@ pub fn judge_look(
                 &values(canary),
                 state,
                 alpha,
-                tau2,
+                &tuning,
                 stages,
             )),
             MetricKind::Proportion { .. } => Some(proportion(
@@ -316,9 +324,8 @@ pub fn complete_stage(
     judge_budget: f64,
 ) {
     let alpha = check_alpha(profile, judge_budget);
-    let tau2 = tuned_tau2(alpha, planned_information(plan, stage_index));
     for (name, check) in state.checks.iter_mut() {
-        let ln_m = current_ln_e(name, check, tau2);
+        let ln_m = current_ln_e(name, check, tau2_for(name, alpha, plan, stage_index));
         check.completed.push(ln_m);
         check.rank = None;
         check.rank_safe = None;
@@ -380,9 +387,10 @@ fn rank_check(
     (beyond_tolerance, effect): (bool, String),
     state: &mut SequentialState,
     alpha: f64,
-    tau2: f64,
+    tuning: &dyn Fn(&str) -> f64,
     stages: usize,
 ) -> CheckEvidence {
+    let tau2 = tuning(key);
     let check = state.checks.entry(key.to_owned()).or_default();
     let rank = check.rank.get_or_insert_with(RankEvidence::default);
     rank.add(increment);
@@ -434,7 +442,7 @@ fn continuous(
     canary: &[f64],
     state: &mut SequentialState,
     alpha: f64,
-    tau2: f64,
+    tuning: &dyn Fn(&str) -> f64,
     stages: usize,
 ) -> SequentialEvidence {
     let MetricKind::Continuous {
@@ -487,7 +495,7 @@ fn continuous(
             ),
             state,
             share,
-            tau2,
+            tuning,
             stages,
         ));
     }
@@ -507,7 +515,7 @@ fn continuous(
             ),
             state,
             share,
-            tau2,
+            tuning,
             stages,
         ));
     }
@@ -525,6 +533,22 @@ fn continuous(
             &centred(&base, 1.0),
             &centred(&shifted(1.0), 1.0 + allowed_increase),
         );
+        // The spread ratio of this batch, for the reason: standard deviations.
+        let sd = |values: &[f64]| {
+            let n = values.len() as f64;
+            let mean = values.iter().sum::<f64>() / n;
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        };
+        let spread_ratio = sd(&shifted(1.0)) / sd(&base);
+        let spread_effect = if spread_ratio.is_finite() {
+            format!(
+                "canary spread ×{} the baseline's at this look (standard deviation{})",
+                number(spread_ratio),
+                if log_scale { ", log scale" } else { "" }
+            )
+        } else {
+            "no spread to compare at this look".to_owned()
+        };
         checks.push(rank_check(
             &format!("{}:tails", spec.name),
             format!(
@@ -533,10 +557,10 @@ fn continuous(
             ),
             increment,
             None,
-            (true, "spread of each side around its median".to_owned()),
+            (true, spread_effect),
             state,
             alpha,
-            tau2,
+            tuning,
             stages,
         ));
     }

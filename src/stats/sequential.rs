@@ -164,7 +164,7 @@ fn tie_runs(pooled: &[(f64, bool)]) -> Vec<std::ops::Range<usize>> {
 }
 
 /// One batch's Klotz (squared normal scores) scale increment: `S_k = z_k·√I_k` with
-/// `I_k = n·m/(n+m)`, where `z_k` is the standardized Klotz statistic of the canary,
+/// `I_k = 12·n·m/(n+m+1)` (the Mann-Whitney information of a batch of that size), where `z_k` is the standardized Klotz statistic of the canary,
 /// large when the canary's values are more spread out than the baseline's. Each side
 /// should be centred first (its own median subtracted), so a location shift does not
 /// look like spread. Asymptotically as efficient as the F test for normal data, and
@@ -205,7 +205,10 @@ pub fn scale_increment(baseline: &[f64], canary: &[f64]) -> Option<(f64, f64)> {
         .map(|(_, a)| a)
         .sum();
     let z = (statistic - nf * mean) / variance.sqrt();
-    let information = nf * mf / big_n;
+    // Any information proportional to the batch's size keeps `S` a Brownian motion in
+    // `I`; the Mann-Whitney scale (`12 n m / (n + m + 1)`) lets one mixture tuning serve
+    // both statistics.
+    let information = 12.0 * nf * mf / (big_n + 1.0);
     Some((z * information.sqrt(), information))
 }
 

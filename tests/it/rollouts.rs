@@ -667,3 +667,34 @@ async fn a_gap_in_the_canary_data_holds_and_the_missing_minutes_do_not_count_tow
     assert_eq!(advance.at, T0 + 720.0, "{:#?}", advance.reasons);
     assert_eq!(outcome.status, RolloutStatus::Promoted);
 }
+
+/// The shipped web-service profile tests the latency's spread (`tails = true`): a canary
+/// whose p95 latency spreads out at the same median (a location test cannot see it) is
+/// rolled back by the tails check.
+#[tokio::test]
+async fn web_service_rolls_back_a_canary_whose_latency_spreads_out_at_the_same_median() {
+    let mut models = web_service_healthy();
+    models.insert(
+        "latency_p95".to_owned(),
+        MetricModel::same_samples(lognormal(0.2, 0.1))
+            .canary_samples_from(T0, lognormal(0.2, 0.25)),
+    );
+    models.insert(
+        "p95_slo".to_owned(),
+        MetricModel::same_samples(lognormal(0.2, 0.1)),
+    );
+    let outcome = drive(profile("web-service"), models, 31).await;
+    assert_eq!(
+        outcome.status,
+        RolloutStatus::RolledBack,
+        "{:#?}",
+        outcome.last_reasons()
+    );
+    let reasons = outcome.last_reasons().join("\n");
+    assert!(
+        reasons.contains("latency_p95 (critical) failed: tails:"),
+        "{reasons}"
+    );
+    assert!(!reasons.contains("location: shift"), "{reasons}");
+    assert!(reasons.contains("canary spread ×"), "{reasons}");
+}
