@@ -438,6 +438,38 @@ mod tests {
         assert!(rank_increment(&[1.0, 1.0], &[1.0]).is_none());
     }
 
+    /// Runs `runs` healthy sequences of `looks` looks, each from a fresh `run()`, whose
+    /// closure returns whether the e-process crossed at that look. Asserts the share of runs that ever crossed is
+    /// within `alpha` plus three binomial standard errors.
+    fn assert_false_alarm_rate(
+        alpha: f64,
+        runs: usize,
+        looks: usize,
+        seed: u64,
+        mut run: impl FnMut() -> Box<dyn FnMut(&mut Rng, usize) -> bool>,
+    ) {
+        let mut rng = Rng(seed);
+        let mut alarms = 0;
+        for _ in 0..runs {
+            let mut look = run();
+            if (0..looks).any(|k| look(&mut rng, k)) {
+                alarms += 1;
+            }
+        }
+        let rate = alarms as f64 / runs as f64;
+        assert!(
+            rate <= alpha + 3.0 * (alpha * (1.0 - alpha) / runs as f64).sqrt(),
+            "{alarms} of {runs}"
+        );
+    }
+
+    /// Two healthy batches of `n` standard normal samples.
+    fn normal_batches(rng: &mut Rng, n: usize) -> (Vec<f64>, Vec<f64>) {
+        let baseline = (0..n).map(|_| rng.normal()).collect();
+        let canary = (0..n).map(|_| rng.normal()).collect();
+        (baseline, canary)
+    }
+
     /// The guarantee the runner relies on: with identical sides, looking after every
     /// batch for 60 batches, the rank e-process crosses `1/α` in at most `α` of runs
     /// (with the Monte-Carlo error allowed for).
@@ -445,28 +477,14 @@ mod tests {
     fn the_rank_e_process_keeps_its_false_alarm_rate_over_many_looks() {
         let alpha: f64 = 0.05;
         let tau2 = tuned_tau2(alpha, 60.0 * 10.0 * 6.0);
-        let threshold = (1.0 / alpha).ln();
-        let mut rng = Rng(7);
-        let runs = 2_000;
-        let mut alarms = 0;
-        for _ in 0..runs {
+        assert_false_alarm_rate(alpha, 2_000, 60, 7, || {
             let mut evidence = RankEvidence::default();
-            for _ in 0..60 {
-                let baseline: Vec<f64> = (0..10).map(|_| rng.normal()).collect();
-                let canary: Vec<f64> = (0..10).map(|_| rng.normal()).collect();
+            Box::new(move |rng, _| {
+                let (baseline, canary) = normal_batches(rng, 10);
                 evidence.add(rank_increment(&baseline, &canary));
-                if evidence.ln_e_greater(tau2) >= threshold {
-                    alarms += 1;
-                    break;
-                }
-            }
-        }
-        let rate = alarms as f64 / runs as f64;
-        // α plus three binomial standard errors.
-        assert!(
-            rate <= alpha + 3.0 * (alpha * (1.0 - alpha) / runs as f64).sqrt(),
-            "{rate}"
-        );
+                evidence.ln_e_greater(tau2) >= (1.0 / alpha).ln()
+            })
+        });
     }
 
     #[test]
@@ -495,33 +513,19 @@ mod tests {
     #[test]
     fn the_rate_e_process_keeps_its_false_alarm_rate_over_many_looks() {
         let alpha: f64 = 0.05;
-        let threshold = (1.0_f64 / alpha).ln();
-        let mut rng = Rng(3);
-        let runs = 2_000;
-        let mut alarms = 0;
-        for _ in 0..runs {
+        assert_false_alarm_rate(alpha, 2_000, 100, 3, || {
             let mut evidence = RateEvidence::harm(1.0);
-            for step in 0..100 {
+            Box::new(move |rng, step| {
                 let (nb, nc) = (200.0 + (step % 7) as f64 * 50.0, 150.0);
-                let eb = rng.poisson(nb * 0.01);
-                let ec = rng.poisson(nc * 0.01);
                 evidence.add(RatePoint {
-                    baseline_errors: eb,
+                    baseline_errors: rng.poisson(nb * 0.01),
                     baseline_total: nb,
-                    canary_errors: ec,
+                    canary_errors: rng.poisson(nc * 0.01),
                     canary_total: nc,
                 });
-                if evidence.ln_e() >= threshold {
-                    alarms += 1;
-                    break;
-                }
-            }
-        }
-        let rate = alarms as f64 / runs as f64;
-        assert!(
-            rate <= alpha + 3.0 * (alpha * (1.0 - alpha) / runs as f64).sqrt(),
-            "{rate}"
-        );
+                evidence.ln_e() >= (1.0 / alpha).ln()
+            })
+        });
     }
 
     #[test]
@@ -557,28 +561,18 @@ mod tests {
 
     #[test]
     fn the_scale_increment_sees_spread_and_keeps_its_level() {
-        let mut rng = Rng(17);
         let alpha: f64 = 0.05;
         let tau2 = tuned_tau2(alpha, 100.0);
-        let (mut alarms, runs) = (0, 1_000);
-        for _ in 0..runs {
+        assert_false_alarm_rate(alpha, 1_000, 40, 17, || {
             let mut evidence = RankEvidence::default();
-            for _ in 0..40 {
-                let baseline: Vec<f64> = (0..20).map(|_| rng.normal()).collect();
-                let canary: Vec<f64> = (0..20).map(|_| rng.normal()).collect();
+            Box::new(move |rng, _| {
+                let (baseline, canary) = normal_batches(rng, 20);
                 evidence.add(scale_increment(&baseline, &canary));
-                if evidence.ln_e_greater(tau2) >= (1.0 / alpha).ln() {
-                    alarms += 1;
-                    break;
-                }
-            }
-        }
-        let rate = alarms as f64 / runs as f64;
-        assert!(
-            rate <= alpha + 3.0 * (alpha * (1.0 - alpha) / runs as f64).sqrt(),
-            "{rate}"
-        );
+                evidence.ln_e_greater(tau2) >= (1.0 / alpha).ln()
+            })
+        });
 
+        let mut rng = Rng(18);
         let mut evidence = RankEvidence::default();
         for _ in 0..20 {
             let baseline: Vec<f64> = (0..20).map(|_| rng.normal()).collect();
