@@ -88,7 +88,8 @@ pub struct CheckEvidence {
     pub check: String,
     /// The null hypothesis, in words.
     pub null: String,
-    /// The e-value over the rollout so far (stages combined).
+    /// The e-value over the rollout so far (stages combined). For bursts, which test each
+    /// window on its own, the worst window's `needed / p-value` (at least 1 fails).
     pub e_value: f64,
     /// Its natural log (finite when the e-value overflows).
     pub ln_e_value: f64,
@@ -156,7 +157,8 @@ pub struct SequentialOutcome {
     pub harm_excluded: bool,
 }
 
-/// How many budget shares the profile's checks take, and one share's size.
+/// One check's share of `judge_budget`: the budget divided equally among the profile's
+/// checks (see the module docs).
 pub fn check_alpha(profile: &Profile, judge_budget: f64) -> f64 {
     let mut units = 0usize;
     let mut rate_thresholds = false;
@@ -300,11 +302,9 @@ pub fn judge_look(
         }
         metrics.push(result);
     }
-    let mut profile_for_decision = profile.clone();
-    profile_for_decision.judge.confidence_level =
-        crate::domain::ConfidenceLevel::parse(judgement.confidence_level)
-            .unwrap_or(profile.judge.confidence_level);
-    let mut judged = super::decide::decide(&profile_for_decision, metrics);
+    let mut judged = super::decide::decide(profile, metrics);
+    // The look's level and correction, as the fixed judge used them for thresholds.
+    judged.confidence_level = judgement.confidence_level;
     judged.multiple_comparisons = judgement.multiple_comparisons;
     let harm_excluded = harm_excluded_all
         && judged

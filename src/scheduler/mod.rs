@@ -556,7 +556,8 @@ impl RolloutRunner {
         // A canary series with fewer points than the baseline's since the previous look
         // has a gap: its metric is inconclusive (missing data never promotes).
         let baseline_batch = baseline.restricted(since, now);
-        let gaps = coverage_problems(profile, &baseline_batch, &canary.restricted(since, now));
+        let canary_batch = canary.restricted(since, now);
+        let gaps = coverage_problems(profile, &baseline_batch, &canary_batch);
         for (metric, problem) in gaps {
             canary.problems.entry(metric).or_insert(problem);
         }
@@ -616,7 +617,7 @@ impl RolloutRunner {
                     self.stage_index,
                     budget * judge_share,
                     &baseline_batch,
-                    &canary.restricted(since, now),
+                    &canary_batch,
                     &mut self.sequential,
                     described,
                 );

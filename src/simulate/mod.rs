@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::actuators::Actuator;
 use crate::actuators::log_only::LogOnlyActuator;
 use crate::domain::{JudgeMode, Profile, Sample};
+use crate::judge::format::percent;
 use crate::scheduler::{Decision, Rollout, RolloutRunner, RolloutStatus, Scopes};
 use crate::sources::synthetic::{SplitMix, point_seed};
 use crate::sources::{LabeledSeries, MetricSource, RangeRequest, Side, SourceError};
@@ -397,16 +398,8 @@ impl FamilyResult {
 }
 
 fn median(values: &mut [f64]) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
     values.sort_by(f64::total_cmp);
-    let n = values.len();
-    Some(if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        0.5 * (values[n / 2 - 1] + values[n / 2])
-    })
+    crate::stats::quantiles::median_sorted(values)
 }
 
 /// What to simulate.
@@ -488,17 +481,12 @@ fn summarize(family: Family, mode: JudgeMode, outcomes: &[RolloutOutcome]) -> Fa
 
 /// The results as a Markdown table, families down, modes side by side.
 pub fn markdown_table(results: &[FamilyResult]) -> String {
-    let modes: Vec<JudgeMode> = {
-        let mut modes: Vec<JudgeMode> = results.iter().map(|r| r.mode).collect();
-        modes.dedup();
-        let mut unique = Vec::new();
-        for mode in modes {
-            if !unique.contains(&mode) {
-                unique.push(mode);
-            }
+    let mut modes: Vec<JudgeMode> = Vec::new();
+    for result in results {
+        if !modes.contains(&result.mode) {
+            modes.push(result.mode);
         }
-        unique
-    };
+    }
     let mut by_family: BTreeMap<Family, Vec<&FamilyResult>> = BTreeMap::new();
     for result in results {
         by_family.entry(result.family).or_default().push(result);
@@ -549,15 +537,6 @@ pub fn markdown_table(results: &[FamilyResult]) -> String {
         out.push('\n');
     }
     out
-}
-
-fn percent(share: f64) -> String {
-    let value = share * 100.0;
-    if value == value.round() {
-        format!("{value:.0} %")
-    } else {
-        format!("{value:.1} %")
-    }
 }
 
 /// The targets checked against `results` (sequential mode), one line each.
