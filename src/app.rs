@@ -117,31 +117,60 @@ pub fn check_profiles(args: &CheckProfileArgs) -> (String, Vec<anyhow::Error>) {
     let mut errors = Vec::new();
     for path in &args.profiles {
         match load_profile(path) {
-            Ok(profile) => summary.push_str(&format!(
-                "{}: ok: profile {:?}, {} metrics, confidence level {}{}\n",
-                path.display(),
-                profile.name,
-                profile.metrics.len(),
-                profile.judge.confidence_level.value(),
-                profile
-                    .plan
-                    .as_ref()
-                    .map_or_else(String::new, |plan| format!(
-                        ", {} stages ({}), {} triggers, error budget {}",
-                        plan.stages.len(),
-                        plan.stages
-                            .iter()
-                            .map(|s| s.traffic.to_string())
-                            .collect::<Vec<_>>()
-                            .join(" → "),
-                        plan.triggers.len(),
-                        plan.settings.error_budget
-                    ))
-            )),
+            Ok(profile) => {
+                summary.push_str(&format!(
+                    "{}: ok: profile {:?}, {} metrics, confidence level {}{}\n",
+                    path.display(),
+                    profile.name,
+                    profile.metrics.len(),
+                    profile.judge.confidence_level.value(),
+                    profile
+                        .plan
+                        .as_ref()
+                        .map_or_else(String::new, |plan| format!(
+                            ", {} stages ({}), {} triggers, error budget {}",
+                            plan.stages.len(),
+                            plan.stages
+                                .iter()
+                                .map(|s| s.traffic.to_string())
+                                .collect::<Vec<_>>()
+                                .join(" → "),
+                            plan.triggers.len(),
+                            plan.settings.error_budget
+                        ))
+                ));
+                if let Some(plan) = &profile.plan {
+                    summary.push_str(&stage_comparisons(&profile, plan));
+                }
+            }
             Err(error) => errors.push(error),
         }
     }
     (summary, errors)
+}
+
+/// One line per stage: its traffic, length and looks, and what it compares the canary
+/// with (a live baseline, or at a stage without one the triggers and absolute checks).
+fn stage_comparisons(profile: &Profile, plan: &crate::domain::plan::RolloutPlan) -> String {
+    let thresholds: Vec<&str> = profile
+        .metrics
+        .iter()
+        .filter(|m| matches!(m.kind, crate::domain::MetricKind::Threshold { .. }))
+        .map(|m| m.name.as_str())
+        .collect();
+    plan.stages
+        .iter()
+        .map(|stage| {
+            format!(
+                "  stage {} ({}, {}, a look every {}): {}\n",
+                stage.name,
+                stage.traffic,
+                stage.duration,
+                stage.interval,
+                stage.comparison(&thresholds)
+            )
+        })
+        .collect()
 }
 
 /// Runs `canary simulate`: the decision-quality table (Markdown) with the targets

@@ -168,6 +168,29 @@ impl Observations {
     }
 }
 
+/// The metrics of `profile` without a single canary point since the previous look:
+/// the gap check of a stage without a baseline, which has no baseline's points to
+/// count against (and a source's resolution is not known here, so a thinner series is
+/// not taken for a gap; its triggers still see every point it has).
+pub fn canary_coverage_problems(
+    profile: &super::Profile,
+    canary: &Observations,
+) -> BTreeMap<String, String> {
+    profile
+        .metrics
+        .iter()
+        .filter(|spec| canary.points(&spec.name) == 0)
+        .map(|spec| {
+            (
+                spec.name.clone(),
+                "the canary has no points since the previous analysis: a gap in its data, \
+                 which never promotes"
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
 /// Gaps in the canary's series: for every step-aligned metric (not `raw_samples`) of
 /// `profile` where the canary has fewer than [`MIN_COVERAGE`] of the baseline's points
 /// in the same window, why its data is not trusted. Both windows must be the same.

@@ -45,9 +45,57 @@ pub struct Stage {
     pub interval: HumanDuration,
     /// How much data each analysis looks at, ending at the analysis time.
     pub lookback: HumanDuration,
+    /// What the canary is compared with during this stage.
+    pub baseline: StageBaseline,
+}
+
+/// What a stage compares the canary with.
+///
+/// A flag rollout sends a same-size baseline beside the canary while there is room
+/// (`min(p, 100 − p)`), so at 100 % nobody is left to compare with: the canary serves
+/// everyone. Such a stage is a *bake*: the plan's triggers and the profile's absolute
+/// checks (threshold metrics) decide, every comparative metric must still have canary
+/// data (missing data never promotes), and nothing is compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageBaseline {
+    /// A live baseline beside the canary: every metric is compared with it.
+    Live,
+    /// No baseline (the default at 100 %): triggers and absolute checks only.
+    None,
+}
+
+impl StageBaseline {
+    /// The default for a stage at `traffic`: none at 100 %, a live baseline below.
+    pub fn default_for(traffic: Percentage) -> Self {
+        if traffic >= Percentage::FULL {
+            StageBaseline::None
+        } else {
+            StageBaseline::Live
+        }
+    }
 }
 
 impl Stage {
+    /// Whether the canary is compared with a live baseline during this stage.
+    pub fn has_baseline(&self) -> bool {
+        self.baseline == StageBaseline::Live
+    }
+
+    /// What the stage compares against, in words, for `check-profile` and reports.
+    pub fn comparison(&self, thresholds: &[&str]) -> String {
+        match self.baseline {
+            StageBaseline::Live => "compared with the live baseline".to_owned(),
+            StageBaseline::None if thresholds.is_empty() => {
+                "no baseline: triggers only (and canary data must be present)".to_owned()
+            }
+            StageBaseline::None => format!(
+                "no baseline: triggers and absolute checks ({}) only",
+                thresholds.join(", ")
+            ),
+        }
+    }
+
     /// The number of analyses the stage runs when nothing holds it.
     pub fn planned_looks(&self) -> u64 {
         (self.duration.get().as_millis() / self.interval.get().as_millis()).max(1) as u64
@@ -229,6 +277,7 @@ pub(super) struct RawStage {
     duration: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
     lookback: Option<Spanned<String>>,
+    baseline: Option<Spanned<StageBaseline>>,
 }
 
 #[derive(Deserialize)]
@@ -378,12 +427,17 @@ pub(super) fn validate_plan(
                 format!("stage name {name:?} is used twice; triggers refer to stages by name"),
             ));
         }
+        let baseline = raw
+            .baseline
+            .as_ref()
+            .map_or(StageBaseline::default_for(traffic), |b| *b.get_ref());
         validated_stages.push(Stage {
             name,
             traffic,
             duration: stage_duration,
             interval,
             lookback,
+            baseline,
         });
     }
 
@@ -765,6 +819,27 @@ action = "hold"
         let error = parse("[[triggers]]\nmetric = \"error_rate\"\nabove = 1\naction = \"hold\"\n")
             .unwrap_err();
         assert_eq!(error.field, "triggers");
+    }
+
+    #[test]
+    fn a_stage_at_full_traffic_has_no_baseline_unless_the_plan_says_so() {
+        let stages = "[[stages]]\ntraffic = 50\nduration = \"5m\"\ninterval = \"1m\"\n\
+                      [[stages]]\ntraffic = 100\nduration = \"5m\"\ninterval = \"1m\"\n";
+        let plan = parse(stages).unwrap().plan.unwrap();
+        assert!(plan.stages[0].has_baseline());
+        assert_eq!(plan.stages[1].baseline, StageBaseline::None);
+        assert_eq!(
+            plan.stages[1].comparison(&["p95_slo"]),
+            "no baseline: triggers and absolute checks (p95_slo) only"
+        );
+        let kept = stages.replace("traffic = 100\n", "traffic = 100\nbaseline = \"live\"\n");
+        assert!(parse(&kept).unwrap().plan.unwrap().stages[1].has_baseline());
+        let dropped = stages.replace("traffic = 50\n", "traffic = 50\nbaseline = \"none\"\n");
+        assert!(!parse(&dropped).unwrap().plan.unwrap().stages[0].has_baseline());
+        let error =
+            parse(&stages.replace("traffic = 50\n", "traffic = 50\nbaseline = \"previous\"\n"))
+                .unwrap_err();
+        assert!(error.to_string().contains("baseline"), "{error}");
     }
 
     #[test]

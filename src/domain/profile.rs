@@ -154,6 +154,13 @@ pub struct MetricSpec {
     /// Ask the source for raw samples (`QUERY[lookback]`) instead of evaluating the
     /// query at each step; the query must then be a plain series selector.
     pub raw_samples: bool,
+    /// `errors_query` and `total_query` return cumulative counters (e.g.
+    /// `http_requests_total{ {{scope}}, code=~"5.." }`), not per-step counts: each
+    /// step counts each series' increase since the previous step (a counter reset
+    /// counts from zero), then the series are summed. Every event is counted once,
+    /// unlike `increase(x[{{step}}])` evaluated every step, which loses the events
+    /// between one window's last scrape and the next window's first.
+    pub cumulative: bool,
     /// What to do with NaN samples.
     pub nan_policy: NanPolicy,
     /// With `nan_policy = "drop"`: the largest share of NaN samples on a side that is
@@ -391,6 +398,7 @@ struct RawMetric {
     errors_query: Option<Spanned<String>>,
     total_query: Option<Spanned<String>>,
     raw_samples: Option<Spanned<bool>>,
+    cumulative: Option<Spanned<bool>>,
     allowed_increase: Option<Spanned<f64>>,
     allowed_decrease: Option<Spanned<f64>>,
     max_ratio: Option<Spanned<f64>>,
@@ -863,6 +871,17 @@ fn validate_metric(
         "continuous and threshold",
     )?;
 
+    if let Some(cumulative) = &raw.cumulative
+        && *cumulative.get_ref()
+        && (raw.errors_query.is_none() || raw.total_query.is_none())
+    {
+        return Err(v.error(
+            cumulative.span(),
+            &field("cumulative"),
+            "only applies to count data: give errors_query and total_query that return counters",
+        ));
+    }
+
     let non_negative = |key: &str, value: &Option<Spanned<f64>>| -> Result<f64, ProfileError> {
         match value {
             Some(value) if !(value.get_ref().is_finite() && *value.get_ref() >= 0.0) => Err(v
@@ -1077,6 +1096,7 @@ fn validate_metric(
         errors_query: raw.errors_query.map(Spanned::into_inner),
         total_query: raw.total_query.map(Spanned::into_inner),
         raw_samples: raw.raw_samples.is_some_and(|r| *r.get_ref()),
+        cumulative: raw.cumulative.is_some_and(|c| *c.get_ref()),
         nan_policy,
         max_nan_fraction,
         outliers,

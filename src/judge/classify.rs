@@ -179,6 +179,57 @@ pub(super) fn evaluate(
     Provisional { result, outcome }
 }
 
+/// A comparative metric at a stage without a baseline: the canary's data described,
+/// [`Classification::NotCompared`] when it has usable data, inconclusive otherwise.
+/// One usable point is enough (the stage's triggers and threshold metrics judge the
+/// values); `min_samples` is about comparisons, and nothing is compared here.
+pub(super) fn describe_canary(
+    spec: &MetricSpec,
+    canary: Option<&MetricData>,
+    problems: &[&str],
+    stage: &str,
+    confidence_level: ConfidenceLevel,
+) -> Provisional {
+    let mut provisional = evaluate(spec, None, None, &[], confidence_level);
+    let result = &mut provisional.result;
+    let mut spec = spec.clone();
+    spec.min_samples = 1;
+    provisional.outcome = if !problems.is_empty() {
+        inconclusive(problems.join("; "))
+    } else {
+        match canary {
+            None => inconclusive("no canary data"),
+            Some(data @ MetricData::Samples { .. }) => match prepare_samples(&spec, "canary", data)
+            {
+                Ok(prepared) => {
+                    result.canary = prepared.summary;
+                    not_compared(stage)
+                }
+                Err(outcome) => outcome,
+            },
+            Some(data @ MetricData::Counts { .. }) => match prepare_counts(&spec, "canary", data) {
+                Ok(prepared) if prepared.summary.n > 0 => {
+                    result.canary = Some(prepared.summary);
+                    not_compared(stage)
+                }
+                Ok(_) => inconclusive("the canary had no events"),
+                Err(outcome) => outcome,
+            },
+        }
+    };
+    provisional
+}
+
+fn not_compared(stage: &str) -> Outcome {
+    Outcome::Decided(
+        Classification::NotCompared,
+        format!(
+            "not compared: stage {stage} has no baseline (the canary serves all traffic); \
+             the canary's data are present, and triggers and absolute checks decide"
+        ),
+    )
+}
+
 fn inconclusive(reason: impl Into<String>) -> Outcome {
     Outcome::Decided(Classification::Inconclusive, reason.into())
 }

@@ -123,15 +123,26 @@ pub(super) fn decide(profile: &Profile, metrics: Vec<MetricResult>) -> Judgement
         );
     }
     if verdict == Verdict::Promote {
-        reasons.push(match score {
+        let not_compared = metrics
+            .iter()
+            .filter(|m| m.classification == Classification::NotCompared)
+            .count();
+        let checked = metrics.len() - not_compared;
+        let mut reason = match score {
             Some(score) => format!(
-                "all {} metrics passed; {} meets the pass score {}",
-                metrics.len(),
+                "all {checked} metrics passed; {} meets the pass score {}",
                 score_text(score),
                 number(pass_score)
             ),
-            None => format!("all {} metrics passed", metrics.len()),
-        });
+            None if checked == 0 => "no metric was checked".to_owned(),
+            None => format!("all {checked} metrics passed"),
+        };
+        if not_compared > 0 {
+            reason.push_str(&format!(
+                "; {not_compared} not compared (no baseline at this stage), their canary data present"
+            ));
+        }
+        reasons.push(reason);
     }
 
     Judgement {

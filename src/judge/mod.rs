@@ -36,6 +36,10 @@ pub enum Classification {
     Inconclusive,
     /// The comparison itself could not be computed; holds the verdict.
     Error,
+    /// Not compared: the stage has no baseline (the canary serves all traffic). The
+    /// canary's data are described and must be present; the metric is not scored and
+    /// neither holds nor fails the verdict.
+    NotCompared,
 }
 
 /// Summary of one side of one metric, after NaN handling and outlier removal.
@@ -175,6 +179,35 @@ pub struct Judgement {
     pub metrics: Vec<MetricResult>,
 }
 
+/// Judges a canary at a stage without a baseline (a flag at 100 % leaves nobody to
+/// compare with): threshold metrics are checked on the canary alone, every other
+/// metric is described and classified [`Classification::NotCompared`] when the canary
+/// has usable data there, inconclusive when it has not (missing data never promotes).
+/// `stage` names the stage in the reasons.
+pub fn judge_without_baseline(profile: &Profile, canary: &Observations, stage: &str) -> Judgement {
+    let confidence_level = profile.judge.confidence_level;
+    let metrics: Vec<MetricResult> = profile
+        .metrics
+        .iter()
+        .map(|spec| {
+            let problems: Vec<&str> = canary
+                .problems
+                .get(&spec.name)
+                .map(String::as_str)
+                .into_iter()
+                .collect();
+            let data = canary.metrics.get(&spec.name);
+            let provisional = if matches!(spec.kind, crate::domain::MetricKind::Threshold { .. }) {
+                classify::evaluate(spec, None, data, &problems, confidence_level)
+            } else {
+                classify::describe_canary(spec, data, &problems, stage, confidence_level)
+            };
+            provisional.finish(confidence_level, profile.judge.multiple_comparisons)
+        })
+        .collect();
+    decide::decide(profile, metrics)
+}
+
 /// Judges a canary against its baseline under a profile.
 pub fn judge(profile: &Profile, baseline: &Observations, canary: &Observations) -> Judgement {
     let confidence_level = profile.judge.confidence_level;
@@ -216,4 +249,145 @@ pub fn judge(profile: &Profile, baseline: &Observations, canary: &Observations) 
         .map(|p| p.finish(confidence_level, profile.judge.multiple_comparisons))
         .collect();
     decide::decide(profile, metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    use crate::domain::{Location, MetricData, Sample};
+
+    const PROFILE: &str = r#"
+name = "t"
+[[metrics]]
+name = "latency"
+kind = "continuous"
+min_samples = 30
+critical = true
+[[metrics]]
+name = "errors"
+kind = "proportion"
+min_samples = 1000
+critical = true
+[[metrics]]
+name = "slo"
+kind = "threshold"
+statistic = "p95"
+max = 0.4
+critical = true
+"#;
+
+    fn canary(latency: &[f64], errors: (f64, f64)) -> Observations {
+        let origin = Location {
+            file: "t.csv".to_owned(),
+            line: 1,
+        };
+        let samples: Vec<Sample> = latency
+            .iter()
+            .enumerate()
+            .map(|(i, &value)| Sample {
+                timestamp: 5.0 * (i + 1) as f64,
+                value,
+            })
+            .collect();
+        Observations {
+            metrics: BTreeMap::from([
+                (
+                    "latency".to_owned(),
+                    MetricData::Samples {
+                        samples: samples.clone(),
+                        origin: origin.clone(),
+                    },
+                ),
+                (
+                    "slo".to_owned(),
+                    MetricData::Samples {
+                        samples,
+                        origin: origin.clone(),
+                    },
+                ),
+                (
+                    "errors".to_owned(),
+                    MetricData::Counts {
+                        errors: vec![Sample {
+                            timestamp: 5.0,
+                            value: errors.0,
+                        }],
+                        total: vec![Sample {
+                            timestamp: 5.0,
+                            value: errors.1,
+                        }],
+                        origin,
+                    },
+                ),
+            ]),
+            problems: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_healthy_canary_without_a_baseline_promotes_on_its_absolute_checks() {
+        let profile = Profile::parse(PROFILE, "t.toml").unwrap();
+        let judgement =
+            judge_without_baseline(&profile, &canary(&[0.2, 0.21, 0.22], (2.0, 400.0)), "100%");
+        assert_eq!(
+            judgement.verdict,
+            Verdict::Promote,
+            "{:?}",
+            judgement.reasons
+        );
+        let classes: Vec<Classification> =
+            judgement.metrics.iter().map(|m| m.classification).collect();
+        assert_eq!(
+            classes,
+            [
+                Classification::NotCompared,
+                Classification::NotCompared,
+                Classification::Pass
+            ],
+            "few samples are enough to show the canary's data are there: nothing is compared"
+        );
+        assert!(judgement.metrics[0].reason.contains("no baseline"));
+        assert!(judgement.metrics[0].canary.is_some());
+        assert_eq!(judgement.score, Some(100.0), "only the threshold is scored");
+        assert!(
+            judgement.reasons[0].contains("2 not compared"),
+            "{:?}",
+            judgement.reasons
+        );
+    }
+
+    #[test]
+    fn a_slo_breach_without_a_baseline_rolls_back() {
+        let profile = Profile::parse(PROFILE, "t.toml").unwrap();
+        let judgement =
+            judge_without_baseline(&profile, &canary(&[0.6, 0.7, 0.65], (2.0, 400.0)), "100%");
+        assert_eq!(
+            judgement.verdict,
+            Verdict::Rollback,
+            "{:?}",
+            judgement.reasons
+        );
+    }
+
+    #[test]
+    fn missing_canary_data_without_a_baseline_holds() {
+        let profile = Profile::parse(PROFILE, "t.toml").unwrap();
+        let mut observations = canary(&[0.2, 0.2, 0.2], (0.0, 0.0));
+        let judgement = judge_without_baseline(&profile, &observations, "100%");
+        assert_eq!(judgement.verdict, Verdict::Hold, "no events is no data");
+        observations.metrics.remove("latency");
+        observations.problems.insert(
+            "errors".to_owned(),
+            "the canary query returned no series".to_owned(),
+        );
+        let judgement = judge_without_baseline(&profile, &observations, "100%");
+        assert_eq!(judgement.verdict, Verdict::Hold);
+        assert_eq!(
+            judgement.metrics[0].classification,
+            Classification::Inconclusive
+        );
+        assert!(judgement.metrics[1].reason.contains("returned no series"));
+    }
 }

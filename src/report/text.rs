@@ -75,6 +75,7 @@ fn classification_label(classification: Classification) -> &'static str {
         Classification::Fail => "FAIL",
         Classification::Inconclusive => "inconclusive",
         Classification::Error => "ERROR",
+        Classification::NotCompared => "not compared",
     }
 }
 

@@ -114,11 +114,12 @@ fn build_requests(
     from: f64,
     to: f64,
     step: f64,
+    sides: &[Side],
 ) -> Result<Vec<Request>, RunError> {
     let mut requests = Vec::new();
     for spec in &profile.metrics {
         for (key, template) in metric_queries(spec) {
-            for side in [Side::Baseline, Side::Canary] {
+            for &side in sides {
                 let query = match template {
                     Some(template) => render(template, &variables(scopes, side, step, to - from))
                         .map_err(|error| {
@@ -184,7 +185,14 @@ struct Pooled {
 }
 
 /// Pools paired series into each side's samples, or explains why there are none.
-fn pooled(answers: &mut Answers, key: &str, scopes: &Scopes) -> Result<Pooled, String> {
+/// Without a baseline (`with_baseline` false) the canary's series are pooled as they
+/// are: there is nothing to pair them with.
+fn pooled(
+    answers: &mut Answers,
+    key: &str,
+    scopes: &Scopes,
+    with_baseline: bool,
+) -> Result<Pooled, String> {
     let mut take = |side: Side| {
         answers
             .remove(&(key.to_owned(), side))
@@ -192,6 +200,21 @@ fn pooled(answers: &mut Answers, key: &str, scopes: &Scopes) -> Result<Pooled, S
     };
     let baseline = take(Side::Baseline).map_err(|error| format!("baseline `{key}`: {error}"))?;
     let canary = take(Side::Canary).map_err(|error| format!("canary `{key}`: {error}"))?;
+    if !with_baseline {
+        if canary.is_empty() {
+            return Err(format!(
+                "the canary query for `{key}` returned no series (is the canary scope right?)"
+            ));
+        }
+        return Ok(Pooled {
+            baseline: Vec::new(),
+            canary: canary
+                .into_iter()
+                .flat_map(|series| series.samples)
+                .collect(),
+            notes: Vec::new(),
+        });
+    }
     for (side, series) in [(Side::Baseline, &baseline), (Side::Canary, &canary)] {
         if series.is_empty() {
             return Err(format!(
@@ -213,6 +236,63 @@ fn pooled(answers: &mut Answers, key: &str, scopes: &Scopes) -> Result<Pooled, S
         canary: canary_samples,
         notes,
     })
+}
+
+/// Cumulative counters to per-step counts: each series' increase from one point to
+/// the next (a drop is a counter reset, and the new value is counted from zero, as
+/// Prometheus' `increase` does), stamped at the later point, then summed across series
+/// per timestamp into one unlabeled series — the side's events, each counted once.
+/// A series' first point has no predecessor and is left out, unless the series starts
+/// after the side's earliest series did: it appeared within the window (a new pod, a
+/// first error), so its counter is counted from zero.
+fn counter_increases(series: Vec<LabeledSeries>) -> Vec<LabeledSeries> {
+    let key = |t: f64| (t * 1000.0).round() as i64;
+    let earliest = series
+        .iter()
+        .filter_map(|s| s.samples.iter().map(|p| p.timestamp).reduce(f64::min))
+        .reduce(f64::min);
+    let Some(earliest) = earliest else {
+        return series;
+    };
+    let mut by_time: BTreeMap<i64, (f64, f64)> = BTreeMap::new();
+    for one in series {
+        let mut samples: Vec<Sample> = one
+            .samples
+            .into_iter()
+            .filter(|p| p.value.is_finite())
+            .collect();
+        samples.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
+        let Some(first) = samples.first() else {
+            continue;
+        };
+        let mut add = |timestamp: f64, increase: f64| {
+            by_time.entry(key(timestamp)).or_insert((timestamp, 0.0)).1 += increase;
+        };
+        if first.timestamp > earliest + 1e-6 {
+            add(first.timestamp, first.value.max(0.0));
+        }
+        for pair in samples.windows(2) {
+            let (before, after) = (pair[0].value, pair[1].value);
+            add(
+                pair[1].timestamp,
+                if after >= before {
+                    after - before
+                } else {
+                    after.max(0.0)
+                },
+            );
+        }
+    }
+    if by_time.is_empty() {
+        return Vec::new();
+    }
+    vec![LabeledSeries {
+        labels: BTreeMap::new(),
+        samples: by_time
+            .into_values()
+            .map(|(timestamp, value)| Sample { timestamp, value })
+            .collect(),
+    }]
 }
 
 /// Sums count samples per timestamp and aligns errors with totals (a timestamp with
@@ -256,7 +336,24 @@ fn counts(errors: Vec<Sample>, total: Vec<Sample>) -> (Vec<Sample>, Vec<Sample>)
         .unzip()
 }
 
-/// Fetches every metric of `profile` for both sides over `(from, to]`.
+/// What one fetch brought back.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    /// The baseline's observations (empty at a stage without a baseline).
+    pub baseline: Observations,
+    /// The canary's observations, with every problem of either side.
+    pub canary: Observations,
+    /// The queries (`metric` or `metric:errors` / `metric:total`) the source answered
+    /// for the canary with no series at all: once the canary gets traffic, a scope that
+    /// matches nothing everywhere is a configuration error, not missing data.
+    pub canary_queries_without_series: Vec<String>,
+    /// How many canary queries were answered (with or without series).
+    pub canary_queries_answered: usize,
+}
+
+/// Fetches every metric of `profile` over `(from, to]`: for both sides, or for the
+/// canary alone at a stage without a baseline (the baseline's observations are then
+/// empty).
 pub async fn fetch_window(
     source: &dyn MetricSource,
     profile: &Profile,
@@ -264,7 +361,13 @@ pub async fn fetch_window(
     from: f64,
     to: f64,
     stage: &Stage,
-) -> (Observations, Observations) {
+) -> Fetched {
+    let with_baseline = stage.has_baseline();
+    let sides: &[Side] = if with_baseline {
+        &[Side::Baseline, Side::Canary]
+    } else {
+        &[Side::Canary]
+    };
     let step = profile
         .plan
         .as_ref()
@@ -272,7 +375,7 @@ pub async fn fetch_window(
         .min(stage.interval.seconds());
     let mut baseline = Observations::default();
     let mut canary = Observations::default();
-    let requests = match build_requests(source, profile, scopes, from, to, step) {
+    let requests = match build_requests(source, profile, scopes, from, to, step, sides) {
         Ok(requests) => requests,
         Err(error) => {
             // Preflight refuses such profiles; should one slip through, every metric is
@@ -280,10 +383,39 @@ pub async fn fetch_window(
             for spec in &profile.metrics {
                 canary.problems.insert(spec.name.clone(), error.to_string());
             }
-            return (baseline, canary);
+            return Fetched {
+                baseline,
+                canary,
+                ..Fetched::default()
+            };
         }
     };
     let mut answers = run_requests(source, requests).await;
+    let canary_answers: Vec<(String, bool)> = answers
+        .iter()
+        .filter(|((_, side), _)| *side == Side::Canary)
+        .filter_map(|((key, _), answer)| {
+            answer
+                .as_ref()
+                .ok()
+                .map(|series| (key.clone(), series.is_empty()))
+        })
+        .collect();
+    let canary_queries_answered = canary_answers.len();
+    for spec in profile.metrics.iter().filter(|spec| spec.cumulative) {
+        for (key, _) in metric_queries(spec) {
+            for side in sides {
+                if let Some(Ok(series)) = answers.get_mut(&(key.clone(), *side)) {
+                    *series = counter_increases(std::mem::take(series));
+                }
+            }
+        }
+    }
+    let canary_queries_without_series: Vec<String> = canary_answers
+        .into_iter()
+        .filter(|(_, empty)| *empty)
+        .map(|(key, _)| key)
+        .collect();
     let origin = |name: &str| Location {
         file: source.describe(),
         line: profile
@@ -295,7 +427,7 @@ pub async fn fetch_window(
     for spec in &profile.metrics {
         let keys = metric_queries(spec);
         let result = if keys.len() == 1 {
-            pooled(&mut answers, &keys[0].0, scopes).map(|samples| {
+            pooled(&mut answers, &keys[0].0, scopes, with_baseline).map(|samples| {
                 (
                     MetricData::Samples {
                         samples: samples.baseline,
@@ -309,8 +441,8 @@ pub async fn fetch_window(
                 )
             })
         } else {
-            pooled(&mut answers, &keys[0].0, scopes).and_then(|errors| {
-                let totals = pooled(&mut answers, &keys[1].0, scopes)?;
+            pooled(&mut answers, &keys[0].0, scopes, with_baseline).and_then(|errors| {
+                let totals = pooled(&mut answers, &keys[1].0, scopes, with_baseline)?;
                 let mut notes = errors.notes;
                 notes.extend(totals.notes);
                 let (baseline_errors, baseline_total) = counts(errors.baseline, totals.baseline);
@@ -343,52 +475,150 @@ pub async fn fetch_window(
             }
         }
     }
-    (baseline, canary)
+    Fetched {
+        baseline,
+        canary,
+        canary_queries_without_series,
+        canary_queries_answered,
+    }
 }
 
+/// How long preflight waits for a live source's first data before it blames the
+/// query: a Prometheus that has just started (or just been given a new target) scrapes
+/// it a few seconds later (2.42 hands new targets to its scraper every 5 s).
+pub const FIRST_SCRAPE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Checks, before anything is actuated, that every query renders, that the source
-/// accepts it, and that the baseline has data over the first lookback — the check
-/// that catches a misspelled metric name.
+/// accepts it, and that the side the first stage compares with (the baseline; the
+/// canary at a first stage without one) has data over the first lookback — the check
+/// that catches a misspelled metric name. A live source (one that runs queries) that
+/// has no data yet is asked again every 2 s for up to `first_scrape_wait`, with the
+/// window moved on by the time waited, so a Prometheus started a moment ago is not
+/// taken for a misspelling.
 pub async fn preflight(
     source: &dyn MetricSource,
     profile: &Profile,
     scopes: &Scopes,
     now: f64,
-    lookback: f64,
+    first_stage: &Stage,
+    first_scrape_wait: std::time::Duration,
 ) -> Result<(), RunError> {
     let step = profile
         .plan
         .as_ref()
         .map_or(15.0, |plan| plan.settings.step.seconds());
-    let requests: Vec<Request> =
-        build_requests(source, profile, scopes, now - lookback, now, step)?
-            .into_iter()
-            .filter(|request| request.side == Side::Baseline)
+    let lookback = first_stage.lookback.seconds();
+    let side = if first_stage.has_baseline() {
+        Side::Baseline
+    } else {
+        Side::Canary
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let waited = started.elapsed();
+        let at = now + waited.as_secs_f64();
+        let requests: Vec<Request> =
+            build_requests(source, profile, scopes, at - lookback, at, step, &[side])?;
+        let metric_of: BTreeMap<String, String> = requests
+            .iter()
+            .map(|r| (r.key.clone(), r.metric.clone()))
             .collect();
-    let metric_of: BTreeMap<String, String> = requests
-        .iter()
-        .map(|r| (r.key.clone(), r.metric.clone()))
-        .collect();
-    let answers = run_requests(source, requests).await;
-    for ((key, _), answer) in answers {
-        match answer {
-            Err(error @ SourceError::BadQuery { .. }) => {
-                return Err(RunError::Config(format!(
-                    "metric {:?}: {error}",
-                    metric_of.get(&key).map_or(key.as_str(), String::as_str)
-                )));
+        let answers = run_requests(source, requests).await;
+        let mut empty = None;
+        for ((key, _), answer) in answers {
+            let metric = metric_of.get(&key).map_or(key.as_str(), String::as_str);
+            match answer {
+                Err(error @ SourceError::BadQuery { .. }) => {
+                    return Err(RunError::Config(format!("metric {metric:?}: {error}")));
+                }
+                Err(error) => return Err(RunError::Source(error)),
+                Ok(series) if series.is_empty() => {
+                    empty.get_or_insert((metric.to_owned(), key));
+                }
+                Ok(_) => {}
             }
-            Err(error) => return Err(RunError::Source(error)),
-            Ok(series) if series.is_empty() => {
-                return Err(RunError::Config(format!(
-                    "metric {:?}: the baseline query for `{key}` returned no data over the last {} s; \
-                     check the metric name and the baseline scope before rolling out",
-                    metric_of.get(&key).map_or(key.as_str(), String::as_str),
-                    lookback.round()
-                )));
+        }
+        let Some((metric, key)) = empty else {
+            return Ok(());
+        };
+        if source.uses_queries() && waited < first_scrape_wait {
+            if waited.is_zero() {
+                tracing::info!(metric = %metric, "no data yet; waiting up to {} s for the source's first scrape", first_scrape_wait.as_secs());
             }
-            Ok(_) => {}
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            continue;
+        }
+        let scope = scopes.for_side(side);
+        let waited_text = if source.uses_queries() && !first_scrape_wait.is_zero() {
+            format!(" (after waiting {} s for a first scrape)", waited.as_secs())
+        } else {
+            String::new()
+        };
+        return Err(RunError::Config(format!(
+            "metric {metric:?}: the {} query for `{key}` returned no data over the last {} s{waited_text}; \
+             check the metric name and the {} scope `{scope}` before rolling out",
+            side.as_str(),
+            lookback.round(),
+            side.as_str(),
+        )));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(pod: &str, points: &[(f64, f64)]) -> LabeledSeries {
+        LabeledSeries {
+            labels: BTreeMap::from([("pod".to_owned(), pod.to_owned())]),
+            samples: points
+                .iter()
+                .map(|&(timestamp, value)| Sample { timestamp, value })
+                .collect(),
         }
     }
-    Ok(())
+
+    fn values(series: &[LabeledSeries]) -> Vec<(f64, f64)> {
+        series[0]
+            .samples
+            .iter()
+            .map(|s| (s.timestamp, s.value))
+            .collect()
+    }
+
+    #[test]
+    fn counter_increases_count_every_event_once_and_sum_the_series() {
+        let counted = counter_increases(vec![
+            series("a", &[(0.0, 10.0), (5.0, 13.0), (10.0, 13.0), (15.0, 20.0)]),
+            series(
+                "b",
+                &[(0.0, 100.0), (5.0, 101.0), (10.0, 105.0), (15.0, 105.0)],
+            ),
+        ]);
+        assert_eq!(counted.len(), 1, "one unlabeled series per side");
+        assert!(counted[0].labels.is_empty());
+        assert_eq!(values(&counted), [(5.0, 4.0), (10.0, 4.0), (15.0, 7.0)]);
+        let total: f64 = counted[0].samples.iter().map(|s| s.value).sum();
+        assert_eq!(
+            total,
+            (20.0 - 10.0) + (105.0 - 100.0),
+            "the counters' whole increase"
+        );
+    }
+
+    #[test]
+    fn a_counter_reset_counts_from_zero_and_a_new_series_from_its_first_value() {
+        let counted = counter_increases(vec![
+            series("a", &[(0.0, 50.0), (5.0, 52.0), (10.0, 3.0), (15.0, 4.0)]),
+            // Appeared at 10 s (a first error, a new pod): counted from zero.
+            series("b", &[(10.0, 2.0), (15.0, 2.0)]),
+        ]);
+        assert_eq!(values(&counted), [(5.0, 2.0), (10.0, 5.0), (15.0, 1.0)]);
+    }
+
+    #[test]
+    fn no_points_give_no_series() {
+        assert!(counter_increases(Vec::new()).is_empty());
+        assert!(counter_increases(vec![series("a", &[(0.0, 1.0)])]).is_empty());
+    }
 }

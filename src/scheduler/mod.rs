@@ -25,13 +25,13 @@ pub use self::clock::{Clock, CompressedClock, ManualClock, SystemClock};
 pub use self::fetch::{Scopes, fetch_window, preflight};
 pub use self::worker::{Registry, Worker, WorkerError, WorkerOptions};
 use crate::actuators::{Actuator, ActuatorError, ChangeContext, FlagAction, FlagChange, FlagState};
-use crate::domain::observations::coverage_problems;
+use crate::domain::observations::{canary_coverage_problems, coverage_problems};
 use crate::domain::plan::{Fallback, HoldOutcome, RollbackMode, RolloutPlan, Stage, TriggerAction};
 use crate::domain::{ConfidenceLevel, JudgeMode, MetricKind, Percentage, Profile, Verdict};
 use crate::judge::format::number;
 use crate::judge::sequential::{SequentialState, check_alpha, complete_stage, judge_look};
 use crate::judge::triggers::{TriggerCheck, check_trigger};
-use crate::judge::{Classification, Judgement, judge};
+use crate::judge::{Classification, Judgement, judge, judge_without_baseline};
 use crate::sources::{MetricSource, SourceError};
 
 /// Whether a trigger runs a significance test (a `window` trigger on count data) and so
@@ -249,6 +249,7 @@ pub struct RolloutRunner {
     sequential: SequentialState,
     history: Vec<IntervalRecord>,
     actuations: Vec<Actuation>,
+    first_scrape_wait: std::time::Duration,
 }
 
 impl RolloutRunner {
@@ -283,7 +284,15 @@ impl RolloutRunner {
             sequential: SequentialState::default(),
             history: Vec::new(),
             actuations: Vec::new(),
+            first_scrape_wait: fetch::FIRST_SCRAPE_WAIT,
         })
+    }
+
+    /// How long `start` waits for a live source's first data before it calls an empty
+    /// query a configuration error ([`fetch::FIRST_SCRAPE_WAIT`] by default).
+    pub fn with_first_scrape_wait(mut self, wait: std::time::Duration) -> Self {
+        self.first_scrape_wait = wait;
+        self
     }
 
     /// A runner that continues a rollout from a snapshot taken by [`Self::snapshot`]
@@ -436,7 +445,8 @@ impl RolloutRunner {
             &self.rollout.profile,
             &self.rollout.scopes,
             now,
-            self.plan.stages[0].lookback.seconds(),
+            &self.plan.stages[0],
+            self.first_scrape_wait,
         )
         .await?;
         let initial_flag = self
@@ -544,7 +554,7 @@ impl RolloutRunner {
             .fold(0.0, f64::max);
         let fetch_from = (now - stage.lookback.seconds())
             .min(since - trigger_reach - self.plan.settings.step.seconds());
-        let (baseline, mut canary) = fetch_window(
+        let fetched = fetch_window(
             self.source.as_ref(),
             profile,
             &self.rollout.scopes,
@@ -553,11 +563,23 @@ impl RolloutRunner {
             &stage,
         )
         .await;
+        if self.looks == 1
+            && fetched.canary_queries_answered > 0
+            && fetched.canary_queries_without_series.len() == fetched.canary_queries_answered
+        {
+            return Err(self.unmatched_canary_scope(now, &fetched).await);
+        }
+        let (baseline, mut canary) = (fetched.baseline, fetched.canary);
         // A canary series with fewer points than the baseline's since the previous look
-        // has a gap: its metric is inconclusive (missing data never promotes).
+        // (or, without a baseline, than the steps since the previous look) has a gap:
+        // its metric is inconclusive (missing data never promotes).
         let baseline_batch = baseline.restricted(since, now);
         let canary_batch = canary.restricted(since, now);
-        let gaps = coverage_problems(profile, &baseline_batch, &canary_batch);
+        let gaps = if stage.has_baseline() {
+            coverage_problems(profile, &baseline_batch, &canary_batch)
+        } else {
+            canary_coverage_problems(profile, &canary_batch)
+        };
         for (metric, problem) in gaps {
             canary.problems.entry(metric).or_insert(problem);
         }
@@ -600,6 +622,11 @@ impl RolloutRunner {
         );
         let mut harm_excluded = false;
         let judgement = match mode {
+            // Nobody to compare with: triggers and absolute checks decide, and every
+            // metric must still have canary data.
+            _ if !stage.has_baseline() => {
+                judge_without_baseline(&look_profile, &canary_window, &stage.name)
+            }
             JudgeMode::Fixed => judge(&look_profile, &baseline_window, &canary_window),
             JudgeMode::Sequential => {
                 // The lookback window describes the metrics, checks thresholds and finds
@@ -812,13 +839,15 @@ impl RolloutRunner {
                 let action = FlagAction::SetRollout { target: *to };
                 self.actuate(now, action, Some(Verdict::Promote), &reasons)
                     .await?;
-                complete_stage(
-                    &mut self.sequential,
-                    profile,
-                    &self.plan,
-                    self.stage_index,
-                    budget * judge_share,
-                );
+                if stage.has_baseline() {
+                    complete_stage(
+                        &mut self.sequential,
+                        profile,
+                        &self.plan,
+                        self.stage_index,
+                        budget * judge_share,
+                    );
+                }
                 self.stage_index += 1;
                 self.stage_started_at = now;
                 self.stage_short_of_data = 0.0;
@@ -918,6 +947,33 @@ impl RolloutRunner {
         self.hold_since = None;
         tracing::warn!(flag = %self.rollout.flag, "rollback applied on a retry");
         Ok(reason)
+    }
+
+    /// The first look found no canary series for any query although the canary has
+    /// traffic: the canary scope matches nothing, a configuration error. The flag goes
+    /// back to where it was before the rollout, and the error names the scope.
+    async fn unmatched_canary_scope(&mut self, now: f64, fetched: &fetch::Fetched) -> RunError {
+        let scope = self.rollout.scopes.canary.clone();
+        let mut message = format!(
+            "the canary scope `{scope}` matches no series: none of the {} canary queries ({}) \
+             returned any at the first analysis, with the canary at {}; check --canary-scope",
+            fetched.canary_queries_answered,
+            fetched.canary_queries_without_series.join(", "),
+            self.stage().traffic
+        );
+        let restore = match &self.initial_flag {
+            Some(flag) if flag.enabled => FlagAction::SetRollout {
+                target: flag.rollout,
+            },
+            _ => FlagAction::Kill,
+        };
+        let reasons = vec![format!("configuration error, flag restored: {message}")];
+        match self.actuate(now, restore, None, &reasons).await {
+            Ok(()) => message.push_str("; the flag is back where it was before the rollout"),
+            Err(error) => message.push_str(&format!("; THE FLAG COULD NOT BE RESTORED: {error}")),
+        }
+        tracing::error!(flag = %self.rollout.flag, scope = %scope, "the canary scope matches no series");
+        RunError::Config(message)
     }
 
     /// A hold, or what the hold turns into once it has lasted past `hold_timeout`.
