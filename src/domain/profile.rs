@@ -159,7 +159,9 @@ pub struct MetricSpec {
     /// step counts each series' increase since the previous step (a counter reset
     /// counts from zero), then the series are summed. Every event is counted once,
     /// unlike `increase(x[{{step}}])` evaluated every step, which loses the events
-    /// between one window's last scrape and the next window's first.
+    /// between one window's last scrape and the next window's first. Only what a
+    /// query-running source returns is differenced: recordings (`canary analyze` files,
+    /// `--source replay=DIR`, simulations) hold per-step counts already.
     pub cumulative: bool,
     /// What to do with NaN samples.
     pub nan_policy: NanPolicy,

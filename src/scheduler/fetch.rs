@@ -349,6 +349,10 @@ pub struct Fetched {
     pub canary_queries_without_series: Vec<String>,
     /// How many canary queries were answered (with or without series).
     pub canary_queries_answered: usize,
+    /// How many baseline queries were answered with at least one series: the baseline
+    /// gets as much traffic as the canary, so a baseline with series and a canary with
+    /// none is a scope that matches nothing, not a canary without traffic yet.
+    pub baseline_queries_with_series: usize,
 }
 
 /// Fetches every metric of `profile` over `(from, to]`: for both sides, or for the
@@ -402,7 +406,19 @@ pub async fn fetch_window(
         })
         .collect();
     let canary_queries_answered = canary_answers.len();
-    for spec in profile.metrics.iter().filter(|spec| spec.cumulative) {
+    let baseline_queries_with_series = answers
+        .iter()
+        .filter(|((_, side), answer)| {
+            *side == Side::Baseline && answer.as_ref().is_ok_and(|series| !series.is_empty())
+        })
+        .count();
+    // Sources that run no queries (replays, simulations) serve per-step counts, as
+    // recorded files hold them, whatever the queries would have returned.
+    let counters = profile
+        .metrics
+        .iter()
+        .filter(|spec| spec.cumulative && source.uses_queries());
+    for spec in counters {
         for (key, _) in metric_queries(spec) {
             for side in sides {
                 if let Some(Ok(series)) = answers.get_mut(&(key.clone(), *side)) {
@@ -480,6 +496,7 @@ pub async fn fetch_window(
         canary,
         canary_queries_without_series,
         canary_queries_answered,
+        baseline_queries_with_series,
     }
 }
 

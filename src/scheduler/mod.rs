@@ -564,6 +564,7 @@ impl RolloutRunner {
         )
         .await;
         if self.looks == 1
+            && fetched.baseline_queries_with_series > 0
             && fetched.canary_queries_answered > 0
             && fetched.canary_queries_without_series.len() == fetched.canary_queries_answered
         {
@@ -949,8 +950,8 @@ impl RolloutRunner {
         Ok(reason)
     }
 
-    /// The first look found no canary series for any query although the canary has
-    /// traffic: the canary scope matches nothing, a configuration error. The flag goes
+    /// The first look found no canary series for any query while the same-size
+    /// baseline had series: the canary scope matches nothing, a configuration error. The flag goes
     /// back to where it was before the rollout, and the error names the scope.
     async fn unmatched_canary_scope(&mut self, now: f64, fetched: &fetch::Fetched) -> RunError {
         let scope = self.rollout.scopes.canary.clone();

@@ -16,5 +16,24 @@ fn every_shipped_profile_validates() {
     args.extend(profiles.iter().cloned());
     let run = canary(&args);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.stdout.lines().count(), profiles.len());
+    let summaries: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|line| !line.starts_with("  "))
+        .collect();
+    assert_eq!(summaries.len(), profiles.len(), "{}", run.stdout);
+    // Every stage says what it compares against; at 100 % there is no baseline.
+    for line in run
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("  stage "))
+    {
+        assert!(
+            line.ends_with("compared with the live baseline") || line.contains("no baseline"),
+            "{line}"
+        );
+        if line.contains("(100%,") {
+            assert!(line.contains("no baseline: triggers"), "{line}");
+        }
+    }
 }

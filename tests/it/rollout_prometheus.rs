@@ -171,26 +171,35 @@ async fn prometheus_going_away_mid_rollout_holds_and_the_rollout_recovers_when_i
 }
 
 #[tokio::test]
-async fn a_canary_query_that_returns_nothing_is_inconclusive_and_holds() {
+async fn a_canary_scope_that_matches_no_series_is_a_configuration_error_that_restores_the_flag() {
     let mut h = harness(
         "rollout-healthy.om",
         &profile_text(),
         r#"track="canary-typo""#,
     );
+    let before = h.actuator.current(FLAG).await.unwrap();
     h.runner.start(START).await.unwrap();
-    let due = h.runner.next_look_at();
-    let look = h.runner.step(due).await.unwrap().clone();
-    assert_eq!(look.decision, Decision::Hold);
-    let latency = &look.judgement.metrics[0];
     assert_eq!(
-        latency.classification,
-        canary::judge::Classification::Inconclusive
+        h.actuator.current(FLAG).await.unwrap().rollout,
+        Percentage::parse(1.0).unwrap(),
+        "the first stage's share is set: only now can the canary scope be checked"
     );
+    let due = h.runner.next_look_at();
+    let error = h.runner.step(due).await.unwrap_err();
+    assert!(matches!(error, RunError::Config(_)), "{error}");
+    let message = error.to_string();
     assert!(
-        latency.reason.contains("canary query"),
-        "{}",
-        latency.reason
+        message.contains(r#"`track="canary-typo"`"#) && message.contains("matches no series"),
+        "the message names the scope: {message}"
     );
+    assert!(message.contains("back where it was"), "{message}");
+    let after = h.actuator.current(FLAG).await.unwrap();
+    assert_eq!(
+        (after.enabled, after.rollout),
+        (before.enabled, before.rollout),
+        "the flag is back where it was before the rollout"
+    );
+    assert_eq!(h.runner.status(), RolloutStatus::Running, "not a verdict");
 }
 
 #[tokio::test]

@@ -704,7 +704,7 @@ fn a_served_rollback_report_shows_the_verdict_triggers_and_real_series_in_a_brow
         .filter(|event| matches!(event, TimelineEvent::Look { .. }))
         .collect();
     assert!(looks.len() >= 2, "{:#?}", report.timeline);
-    // web-service has two triggers on every stage: each look reports both.
+    // web-service has three triggers on every stage: each look reports them all.
     for look in &looks {
         let TimelineEvent::Look { triggers, look, .. } = look else {
             unreachable!()
@@ -714,6 +714,7 @@ fn a_served_rollback_report_shows_the_verdict_triggers_and_real_series_in_a_brow
             names,
             [
                 "error rate above 2 % for 2 minutes",
+                "p95 latency above baseline × 1.3 for 30 seconds",
                 "p95 latency above 500 ms for 1 minute"
             ],
             "look {look}"
