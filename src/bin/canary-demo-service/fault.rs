@@ -58,8 +58,16 @@ impl FaultSpec {
         } else {
             body
         };
-        let deserializer = &mut serde_json::Deserializer::from_slice(body);
-        let spec: FaultSpec = serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let whole = |message: String| FaultError {
+            field: None,
+            message,
+        };
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|error| whole(format!("the body is not JSON: {error}")))?;
+        if !value.is_object() {
+            return Err(whole("the body must be a JSON object".to_owned()));
+        }
+        let spec: FaultSpec = serde_path_to_error::deserialize(value).map_err(|error| {
             let path = error.path().to_string();
             let message = error.inner().to_string();
             // An unknown field is reported at the object; name the field itself.

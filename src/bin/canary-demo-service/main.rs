@@ -139,6 +139,7 @@ fn main() -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     // One thread is plenty for 4,000 simulated requests a second and a few scrapes.
     let runtime = match tokio::runtime::Builder::new_current_thread()
