@@ -82,8 +82,9 @@ pub struct LiveBed {
     pub flag: String,
     dir: tempfile::TempDir,
     prometheus_address: SocketAddr,
-    service_address: SocketAddr,
     prometheus_binary: PathBuf,
+    /// When Prometheus was last (re)started, Unix seconds.
+    prometheus_started_at: f64,
     service: Option<Child>,
     prometheus: Option<Child>,
 }
@@ -115,8 +116,8 @@ impl LiveBed {
             flag: options.flag,
             dir,
             prometheus_address,
-            service_address,
             prometheus_binary,
+            prometheus_started_at: 0.0,
             service: Some(service),
             prometheus: None,
         };
@@ -135,19 +136,19 @@ impl LiveBed {
 
     /// `POST /fault` with a raw body: the status and the JSON answer.
     pub fn try_fault(&self, body: &str) -> (u16, Value) {
-        let (status, text) = http(self.service_address, "POST", "/fault", Some(body));
+        let (status, text) = http(&self.service_url, "POST", "/fault", Some(body));
         (status, parse_json(&text))
     }
 
     /// `DELETE /fault`.
     pub fn clear_fault(&self) {
-        let (status, text) = http(self.service_address, "DELETE", "/fault", None);
+        let (status, text) = http(&self.service_url, "DELETE", "/fault", None);
         assert_eq!(status, 200, "DELETE /fault: {text}");
     }
 
     /// `GET /state` of the service.
     pub fn state(&self) -> Value {
-        let (status, text) = http(self.service_address, "GET", "/state", None);
+        let (status, text) = http(&self.service_url, "GET", "/state", None);
         assert_eq!(status, 200, "GET /state: {text}");
         parse_json(&text)
     }
@@ -156,7 +157,7 @@ impl LiveBed {
     /// Panics when Prometheus answers with an error.
     pub fn query(&self, promql: &str) -> Value {
         let path = format!("/api/v1/query?query={}", percent_encode(promql));
-        let (status, text) = http(self.prometheus_address, "GET", &path, None);
+        let (status, text) = http(&self.prometheus_url, "GET", &path, None);
         let answer = parse_json(&text);
         assert!(
             status == 200 && answer["status"] == "success",
@@ -173,10 +174,20 @@ impl LiveBed {
         Some(value.parse().expect("Prometheus sample values are numbers"))
     }
 
-    /// Stops Prometheus (kill by pid and wait), keeping its port and data.
+    /// Stops Prometheus, keeping its port and data: SIGTERM by pid, so it writes out
+    /// its write-ahead log (a SIGKILL loses the last seconds of samples), and SIGKILL
+    /// when it has not exited after 5 s.
     pub fn stop_prometheus(&mut self) {
         if let Some(mut child) = self.prometheus.take() {
-            let _ = child.kill();
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let exited = wait_until(Duration::from_secs(5), || {
+                child.try_wait().ok().flatten().is_some()
+            });
+            if !exited {
+                let _ = child.kill();
+            }
             let _ = child.wait();
         }
     }
@@ -186,6 +197,7 @@ impl LiveBed {
     /// [`Self::wait_for_first_scrape`] to wait for it.
     pub fn restart_prometheus(&mut self) {
         self.stop_prometheus();
+        self.prometheus_started_at = unix_now();
         let root = self.dir.path();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -197,7 +209,10 @@ impl LiveBed {
                 "--config.file={}",
                 root.join("prometheus.yml").display()
             ))
-            .arg(format!("--storage.tsdb.path={}", root.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                root.join("data").display()
+            ))
             .arg("--storage.tsdb.retention.time=100y")
             .arg(format!("--web.listen-address={}", self.prometheus_address))
             .stdin(Stdio::null())
@@ -224,12 +239,19 @@ impl LiveBed {
         }
     }
 
-    /// Waits until Prometheus has scraped the service since it (re)started:
-    /// `up{job="demo-service"} == 1` (bounded, about 6 s after a start).
+    /// Waits until Prometheus has scraped the service since it was last (re)started:
+    /// `up{job="demo-service"} == 1` with a sample timestamp after the start (bounded,
+    /// about 6 s after a start). The timestamp matters after a restart: Prometheus writes
+    /// no staleness markers when it stops, so the last sample before the stop answers
+    /// `up` for five more minutes.
     pub fn wait_for_first_scrape(&self) {
-        let query = format!("up{{job=\"{JOB}\"}} == 1");
+        // `timestamp()` gives the sample's time only on a plain selector (on any other
+        // expression it gives the evaluation time), hence two queries.
+        let up = format!("up{{job=\"{JOB}\"}}");
         let scraped = wait_until(FIRST_SCRAPE_TIMEOUT, || {
-            !self.query(&query).as_array().is_none_or(Vec::is_empty)
+            self.query_value(&format!("timestamp({up})"))
+                .is_some_and(|scraped_at| scraped_at >= self.prometheus_started_at)
+                && self.query_value(&up) == Some(1.0)
         });
         assert!(
             scraped,
@@ -266,9 +288,8 @@ impl LiveBed {
 
     /// The service's and Prometheus's logs so far, for failure messages.
     pub fn logs(&self) -> String {
-        let read = |name: &str| {
-            std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
-        };
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         format!(
             "--- service.log\n{}--- prometheus.log\n{}",
             read("service.log"),
@@ -280,10 +301,13 @@ impl LiveBed {
 impl Drop for LiveBed {
     fn drop(&mut self) {
         // Before the fields drop, so both processes are gone before the directory is.
-        self.stop_prometheus();
-        if let Some(mut service) = self.service.take() {
-            let _ = service.kill();
-            let _ = service.wait();
+        // SIGKILL by pid: nothing of theirs needs to outlive the bed.
+        for mut child in [self.prometheus.take(), self.service.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -340,6 +364,13 @@ fn prometheus_config(service: SocketAddr) -> String {
     )
 }
 
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs_f64()
+}
+
 /// Polls `condition` every 100 ms until it holds (true) or `timeout` passes (false).
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -356,7 +387,11 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 
 /// One HTTP/1.0 request (the server closes the connection after answering, so the
 /// body is everything after the headers): the status and the body.
-fn http(address: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+fn http(base_url: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let address: SocketAddr = base_url
+        .strip_prefix("http://")
+        .and_then(|address| address.parse().ok())
+        .unwrap_or_else(|| panic!("not an http://IP:PORT URL: {base_url}"));
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))
         .unwrap_or_else(|error| panic!("cannot connect to {address}: {error}"));
     stream
@@ -440,13 +475,15 @@ fn the_service_follows_the_flag_and_prometheus_sees_the_split() {
     bed.set_flag("DISABLED", 25);
     wait_for_flag(&bed, 0.0, "DISABLED", Duration::from_secs(2));
     std::thread::sleep(Duration::from_secs(5));
-    let canary_rate =
-        bed.query_value(r#"sum(rate(http_requests_total{track="canary"}[3s]))"#);
+    let canary_rate = bed.query_value(r#"sum(rate(http_requests_total{track="canary"}[3s]))"#);
     assert_eq!(canary_rate, Some(0.0), "the canary still gets traffic");
     let total_rate = bed
         .query_value("sum(rate(http_requests_total[3s]))")
         .unwrap();
-    assert!((total_rate / 4000.0 - 1.0).abs() < 0.1, "{total_rate} req/s");
+    assert!(
+        (total_rate / 4000.0 - 1.0).abs() < 0.1,
+        "{total_rate} req/s"
+    );
 }
 
 #[test]
@@ -469,7 +506,10 @@ fn an_error_fault_on_the_canary_raises_its_error_ratio_about_tenfold() {
     };
     let canary = ratio(r#"track="canary""#);
     let others = ratio(r#"track!="canary""#);
-    assert!((0.0005..0.005).contains(&others), "others' error ratio {others}");
+    assert!(
+        (0.0005..0.005).contains(&others),
+        "others' error ratio {others}"
+    );
     let factor = canary / others;
     assert!(
         (6.0..16.0).contains(&factor),
@@ -510,9 +550,20 @@ fn the_state_records_flag_changes_and_the_time_from_fault_to_flag_off() {
     let off_at = changes[2]["at"].as_f64().unwrap();
     let seconds = state["fault_onset_to_flag_off_seconds"].as_f64().unwrap();
     assert!((seconds - (off_at - onset)).abs() < 1e-6, "{state}");
-    assert!((0.4..1.5).contains(&seconds), "{seconds} s from fault to flag off");
+    assert!(
+        (0.4..1.5).contains(&seconds),
+        "{seconds} s from fault to flag off"
+    );
     assert_eq!(state["fault"]["active"], true);
     assert!(state["requests"]["canary"]["total"].as_u64().unwrap() > 0);
+
+    bed.clear_fault();
+    let state = bed.state();
+    assert_eq!(state["fault"], Value::Null);
+    assert_eq!(
+        state["fault_onset_to_flag_off_seconds"], seconds,
+        "kept for the last fault"
+    );
 }
 
 #[test]
@@ -522,13 +573,22 @@ fn prometheus_restarts_on_the_same_port_with_its_data() {
         pods_per_track: 1,
         ..BedOptions::default()
     });
+    let url = bed.prometheus_url.clone();
     bed.stop_prometheus();
     bed.restart_prometheus();
+    assert_eq!(bed.prometheus_url, url);
     bed.wait_for_first_scrape();
     // Samples from before the restart are still there: the gap shows as a missing
     // scrape, not as a new series.
     let samples = bed
         .query_value(&format!("count_over_time(up{{job=\"{JOB}\"}}[1m])"))
         .unwrap();
-    assert!(samples >= 2.0, "{samples} samples of up");
+    assert!(
+        samples >= 2.0,
+        "{samples} samples of up: {} (restarted at {}, now {})\n{}",
+        bed.query(&format!("up{{job=\"{JOB}\"}}[1m]")),
+        bed.prometheus_started_at,
+        unix_now(),
+        bed.logs()
+    );
 }

@@ -27,7 +27,10 @@ pub fn router(world: Arc<SharedWorld>) -> Router {
 async fn metrics(State(world): State<Arc<SharedWorld>>) -> Response {
     let text = world.lock().render_metrics();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response()

@@ -223,12 +223,27 @@ mod tests {
     #[test]
     fn bad_input_names_the_field() {
         let field = |body: &[u8]| FaultSpec::parse(body).unwrap_err().field;
-        assert_eq!(field(br#"{"latency_factor": "slow"}"#).as_deref(), Some("latency_factor"));
-        assert_eq!(field(br#"{"error_factor": -1}"#).as_deref(), Some("error_factor"));
+        assert_eq!(
+            field(br#"{"latency_factor": "slow"}"#).as_deref(),
+            Some("latency_factor")
+        );
+        assert_eq!(
+            field(br#"{"error_factor": -1}"#).as_deref(),
+            Some("error_factor")
+        );
         assert_eq!(field(br#"{"track": "blue"}"#).as_deref(), Some("track"));
-        assert_eq!(field(br#"{"error_rate": 2}"#).as_deref(), Some("error_rate"));
-        assert_eq!(field(br#"{"latency_factr": 2}"#).as_deref(), Some("latency_factr"));
-        assert_eq!(field(br#"{"tail_spread": -0.5}"#).as_deref(), Some("tail_spread"));
+        assert_eq!(
+            field(br#"{"error_rate": 2}"#).as_deref(),
+            Some("error_rate")
+        );
+        assert_eq!(
+            field(br#"{"latency_factr": 2}"#).as_deref(),
+            Some("latency_factr")
+        );
+        assert_eq!(
+            field(br#"{"tail_spread": -0.5}"#).as_deref(),
+            Some("tail_spread")
+        );
         assert_eq!(field(b"[1, 2]"), None);
         assert_eq!(field(b"not json"), None);
     }

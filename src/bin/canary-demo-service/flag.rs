@@ -123,7 +123,9 @@ fn fractional_share(definition: &Value, new_variant: &str) -> Result<Option<f64>
             if index == 0 {
                 continue; // the bucketing expression
             }
-            return Err(format!("fractional entry {index} is not a [variant, weight] pair"));
+            return Err(format!(
+                "fractional entry {index} is not a [variant, weight] pair"
+            ));
         };
         let variant = bucket
             .first()
@@ -279,6 +281,9 @@ mod tests {
                 canary_percent: 0.0
             }
         );
-        assert_eq!(read_flag(&document, "dark-mode").unwrap().canary_percent, 100.0);
+        assert_eq!(
+            read_flag(&document, "dark-mode").unwrap().canary_percent,
+            100.0
+        );
     }
 }

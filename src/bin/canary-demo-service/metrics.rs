@@ -78,8 +78,16 @@ pub fn render(
     text.push_str("# TYPE http_requests_total counter\n");
     for (pod, counter) in pods.iter().zip(counters) {
         let labels = labels(pod);
-        let _ = writeln!(text, "http_requests_total{{{labels},code=\"200\"}} {}", counter.ok);
-        let _ = writeln!(text, "http_requests_total{{{labels},code=\"500\"}} {}", counter.errors);
+        let _ = writeln!(
+            text,
+            "http_requests_total{{{labels},code=\"200\"}} {}",
+            counter.ok
+        );
+        let _ = writeln!(
+            text,
+            "http_requests_total{{{labels},code=\"500\"}} {}",
+            counter.errors
+        );
     }
 
     text.push_str("# HELP http_request_duration_seconds Request latency, by track and pod.\n");
@@ -104,7 +112,10 @@ pub fn render(
             "http_request_duration_seconds_sum{{{labels}}} {}",
             counter.latency_sum
         );
-        let _ = writeln!(text, "http_request_duration_seconds_count{{{labels}}} {total}");
+        let _ = writeln!(
+            text,
+            "http_request_duration_seconds_count{{{labels}}} {total}"
+        );
     }
 
     text.push_str("# HELP process_cpu_seconds_total CPU time used, by track and pod.\n");
@@ -129,7 +140,9 @@ pub fn render(
         );
     }
 
-    text.push_str("# HELP demo_flag_canary_percent The canary's share of traffic the flag gives, percent.\n");
+    text.push_str(
+        "# HELP demo_flag_canary_percent The canary's share of traffic the flag gives, percent.\n",
+    );
     text.push_str("# TYPE demo_flag_canary_percent gauge\n");
     let _ = writeln!(text, "demo_flag_canary_percent {canary_percent}");
     text
@@ -181,9 +194,13 @@ mod tests {
                         format!("http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} 0\n");
                     assert!(text.contains(&line), "missing {line}");
                 }
-                assert!(text.contains(&format!("http_request_duration_seconds_count{{{labels}}} 0\n")));
+                assert!(text.contains(&format!(
+                    "http_request_duration_seconds_count{{{labels}}} 0\n"
+                )));
                 assert!(text.contains(&format!("process_cpu_seconds_total{{{labels}}} 0\n")));
-                assert!(text.contains(&format!("process_resident_memory_bytes{{{labels}}} 180000000\n")));
+                assert!(text.contains(&format!(
+                    "process_resident_memory_bytes{{{labels}}} 180000000\n"
+                )));
             }
         }
         assert!(text.contains("demo_flag_canary_percent 0\n"));
@@ -201,8 +218,15 @@ mod tests {
         counters[2].record(&bounds, 0.3, true);
         let text = render(&pods, &counters, &[180e6; 3], &bounds, 25.0);
         let labels = "track=\"canary\",pod=\"canary-0\"";
-        for (le, count) in [("0.025", 0), ("0.05", 1), ("0.29", 1), ("0.3", 2), ("+Inf", 2)] {
-            let line = format!("http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {count}\n");
+        for (le, count) in [
+            ("0.025", 0),
+            ("0.05", 1),
+            ("0.29", 1),
+            ("0.3", 2),
+            ("+Inf", 2),
+        ] {
+            let line =
+                format!("http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {count}\n");
             assert!(text.contains(&line), "missing {line}");
         }
         assert!(text.contains(&format!("http_requests_total{{{labels},code=\"500\"}} 1\n")));

@@ -84,7 +84,10 @@ mod tests {
             let draws = 20_000;
             let total: u64 = (0..draws).map(|_| rng.poisson(mean)).sum();
             let observed = total as f64 / draws as f64;
-            assert!((observed - mean).abs() < 0.05 * mean.max(1.0), "{mean}: {observed}");
+            assert!(
+                (observed - mean).abs() < 0.05 * mean.max(1.0),
+                "{mean}: {observed}"
+            );
         }
     }
 
@@ -93,6 +96,10 @@ mod tests {
         let mut rng = SplitMix::new(2);
         let mut draws: Vec<f64> = (0..20_001).map(|_| rng.lognormal(0.12, 0.4)).collect();
         draws.sort_by(f64::total_cmp);
-        assert!((draws[10_000] / 0.12 - 1.0).abs() < 0.02, "{}", draws[10_000]);
+        assert!(
+            (draws[10_000] / 0.12 - 1.0).abs() < 0.02,
+            "{}",
+            draws[10_000]
+        );
     }
 }

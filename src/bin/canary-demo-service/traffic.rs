@@ -124,12 +124,54 @@ mod tests {
     #[test]
     fn the_baseline_gets_as_much_as_the_canary_up_to_half() {
         let at = |p: f64| TrackShares::for_canary_percent(p);
-        assert_eq!(at(0.0), TrackShares { stable: 100.0, baseline: 0.0, canary: 0.0 });
-        assert_eq!(at(5.0), TrackShares { stable: 90.0, baseline: 5.0, canary: 5.0 });
-        assert_eq!(at(25.0), TrackShares { stable: 50.0, baseline: 25.0, canary: 25.0 });
-        assert_eq!(at(50.0), TrackShares { stable: 0.0, baseline: 50.0, canary: 50.0 });
-        assert_eq!(at(75.0), TrackShares { stable: 0.0, baseline: 25.0, canary: 75.0 });
-        assert_eq!(at(100.0), TrackShares { stable: 0.0, baseline: 0.0, canary: 100.0 });
+        assert_eq!(
+            at(0.0),
+            TrackShares {
+                stable: 100.0,
+                baseline: 0.0,
+                canary: 0.0
+            }
+        );
+        assert_eq!(
+            at(5.0),
+            TrackShares {
+                stable: 90.0,
+                baseline: 5.0,
+                canary: 5.0
+            }
+        );
+        assert_eq!(
+            at(25.0),
+            TrackShares {
+                stable: 50.0,
+                baseline: 25.0,
+                canary: 25.0
+            }
+        );
+        assert_eq!(
+            at(50.0),
+            TrackShares {
+                stable: 0.0,
+                baseline: 50.0,
+                canary: 50.0
+            }
+        );
+        assert_eq!(
+            at(75.0),
+            TrackShares {
+                stable: 0.0,
+                baseline: 25.0,
+                canary: 75.0
+            }
+        );
+        assert_eq!(
+            at(100.0),
+            TrackShares {
+                stable: 0.0,
+                baseline: 0.0,
+                canary: 100.0
+            }
+        );
         assert_eq!(at(140.0), at(100.0));
     }
 

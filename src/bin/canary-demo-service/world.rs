@@ -171,9 +171,7 @@ impl World {
             counter.cpu_seconds += IDLE_CPU_PER_SECOND * elapsed;
         }
         let pods_per_track = self.config.pods_per_track as usize;
-        let requests = self
-            .rng
-            .poisson(self.config.requests_per_second * elapsed);
+        let requests = self.rng.poisson(self.config.requests_per_second * elapsed);
         for _ in 0..requests {
             let track = shares.route(self.rng.unit());
             let index = track as usize * pods_per_track + self.rng.index(pods_per_track);
@@ -226,8 +224,10 @@ impl World {
 
     /// What `GET /state` shows at `now`.
     pub fn state(&self, now: f64) -> StateView {
-        let mut requests: BTreeMap<Track, RequestTotals> =
-            Track::ALL.iter().map(|track| (*track, RequestTotals::default())).collect();
+        let mut requests: BTreeMap<Track, RequestTotals> = Track::ALL
+            .iter()
+            .map(|track| (*track, RequestTotals::default()))
+            .collect();
         for (pod, counter) in self.pods.iter().zip(&self.counters) {
             let totals = requests.entry(pod.track).or_default();
             totals.total += counter.total();
@@ -273,7 +273,9 @@ impl SharedWorld {
 
     /// Locks it. Hold the guard only for a computation, never across an `.await`.
     pub fn lock(&self) -> MutexGuard<'_, World> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -335,7 +337,11 @@ mod tests {
             let totals: RequestTotals = state.requests[&track];
             totals.errors as f64 / totals.total as f64
         };
-        assert!((rate(Track::Canary) / 0.02 - 1.0).abs() < 0.15, "{}", rate(Track::Canary));
+        assert!(
+            (rate(Track::Canary) / 0.02 - 1.0).abs() < 0.15,
+            "{}",
+            rate(Track::Canary)
+        );
         assert!(rate(Track::Baseline) < 0.004);
     }
 
@@ -366,6 +372,8 @@ mod tests {
         let mut world = World::new(config(), "f".to_owned(), reading(0.0), 0.0);
         world.serve(10.0, 10.0);
         let text = world.render_metrics();
-        assert!(text.contains("process_cpu_seconds_total{track=\"canary\",pod=\"canary-0\"} 0.2\n"));
+        assert!(
+            text.contains("process_cpu_seconds_total{track=\"canary\",pod=\"canary-0\"} 0.2\n")
+        );
     }
 }
