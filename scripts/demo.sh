@@ -36,7 +36,8 @@ live_demo() {
   echo
   echo "== canary run, live: the canary gets slower (×1.5) and fails 10× more once the flag reaches 25 %"
   reset_flag_file "$FLAGS"
-  sleep 2
+  echo "(flag file reset to fixtures/flags.json; waiting 15 s so no rate window reaches back into the first run)"
+  sleep 15
   inject_fault_at_25_percent &
   local injector=$!
   "$bin" run --profile "$profile" --source "prometheus=$PROMETHEUS_URL" \
