@@ -23,6 +23,8 @@ live_demo() {
   trap "scripts/live-bed.sh stop '$bed'" EXIT
   # shellcheck disable=SC1091
   . "$bed/bed.env"
+  echo "== letting Prometheus collect 20 s of scrapes (canary's preflight needs a full 15 s rate window)"
+  sleep 20
 
   echo
   echo "== canary run, live: a healthy canary (five 60-second stages; about 5 minutes)"
