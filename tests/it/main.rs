@@ -4,13 +4,15 @@
 //! `scripts/test.sh`); `store` runs the store contract on SQLite and on the machine's
 //! PostgreSQL; `worker` runs analyses through workers on those stores; `api` serves the
 //! HTTP API in process and drives `canary submit` and `canary wait` against it; `unleash`
-//! moves flags in a real unleash-server that `unleash_harness` starts.
+//! moves flags in a real unleash-server that `unleash_harness` starts; `live_bed` runs
+//! the `canary-demo-service` binary scraped live by a real Prometheus.
 
 mod analyze;
 mod api;
 mod bad_input;
 mod flagd;
 mod helpers;
+mod live_bed;
 mod notify;
 mod profiles;
 mod prometheus_harness;

@@ -182,7 +182,7 @@ impl Drop for PrometheusGuard {
 /// `Some(status)` once `GET /-/ready` answers 200, or 401 when basic auth is on (an
 /// answer that checked credentials means the server is up). A tiny HTTP/1.0 client,
 /// so the harness needs no async runtime.
-fn ready_status(address: SocketAddr) -> Option<u16> {
+pub(crate) fn ready_status(address: SocketAddr) -> Option<u16> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(200)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
     stream
@@ -195,12 +195,12 @@ fn ready_status(address: SocketAddr) -> Option<u16> {
 }
 
 /// Binds port 0 on the loopback interface and gives the port back for Prometheus.
-fn free_loopback_address() -> SocketAddr {
+pub(crate) fn free_loopback_address() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
     listener.local_addr().expect("the bound address")
 }
 
-fn find_binary(name: &str) -> PathBuf {
+pub(crate) fn find_binary(name: &str) -> PathBuf {
     let on_path = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
             .map(|directory| directory.join(name))
