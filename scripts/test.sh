@@ -67,5 +67,12 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo doc (warnings are errors: broken links in the docs fail the build)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
-echo "== cargo test --all-targets (benches run once each in test mode)"
-cargo test --all-targets --locked
+echo "== cargo test --lib --bins --benches (unit tests; benches run once each in test mode)"
+cargo test --lib --bins --benches --locked
+echo "== cargo test --test it (the integration tests but the live rollouts, below)"
+cargo test --test it --locked -- --skip live_rollouts::
+# Whole rollouts on the live test bed (tests/it/live_rollouts.rs): each runs a real
+# `canary run` for one to six minutes against its own demo service and Prometheus, and
+# mostly waits, so they run all at once rather than two at a time.
+echo "== cargo test --test it live_rollouts:: (whole rollouts on the live test bed, in parallel)"
+cargo test --test it --locked live_rollouts:: -- --test-threads 16

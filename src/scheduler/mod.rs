@@ -27,7 +27,9 @@ pub use self::worker::{Registry, Worker, WorkerError, WorkerOptions};
 use crate::actuators::{Actuator, ActuatorError, ChangeContext, FlagAction, FlagChange, FlagState};
 use crate::domain::observations::{canary_coverage_problems, coverage_problems};
 use crate::domain::plan::{Fallback, HoldOutcome, RollbackMode, RolloutPlan, Stage, TriggerAction};
-use crate::domain::{ConfidenceLevel, JudgeMode, MetricKind, Percentage, Profile, Verdict};
+use crate::domain::{
+    ConfidenceLevel, JudgeMode, MetricKind, Observations, Percentage, Profile, Verdict,
+};
 use crate::judge::format::number;
 use crate::judge::sequential::{SequentialState, check_alpha, complete_stage, judge_look};
 use crate::judge::triggers::{TriggerCheck, check_trigger};
@@ -653,11 +655,21 @@ impl RolloutRunner {
                 judged
             }
         };
+        // A look whose data is missing or doubtful (a gap, no series, an unreachable
+        // source, no point since the previous look) does not count towards the stage's
+        // duration. A look that only has not yet gathered the stage's `min_samples`
+        // does: its data arrived as it should, and the stage cannot end before the
+        // samples are there anyway.
+        let has_baseline = stage.has_baseline();
+        let without_points =
+            |observations: &Observations, name: &str| observations.points(name) == 0;
         let short_of_data = judgement.metrics.iter().any(|m| {
             matches!(
                 m.classification,
                 Classification::Inconclusive | Classification::Error
-            )
+            ) && (canary.problems.contains_key(&m.name)
+                || without_points(&canary_batch, &m.name)
+                || (has_baseline && without_points(&baseline_batch, &m.name)))
         });
         if short_of_data {
             self.stage_short_of_data += now - since;

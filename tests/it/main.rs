@@ -13,6 +13,7 @@ mod bad_input;
 mod flagd;
 mod helpers;
 mod live_bed;
+mod live_rollouts;
 mod notify;
 mod profiles;
 mod prometheus_harness;

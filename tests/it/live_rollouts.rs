@@ -1,0 +1,358 @@
+//! Whole rollouts on the live test bed: the real `canary run` against a real Prometheus
+//! scraping the demo service, whose canary and baseline traffic follow the flag file
+//! `canary run` edits (`live_bed.rs`). The compressed web-service plan
+//! (`fixtures/live/web-service-60s.toml`: 1 → 5 → 25 → 50 → 100 %, 60 s a stage, a
+//! look every 10 s) runs in about five minutes; faults are injected when the flag
+//! reaches 25 %. These tests check outcomes (promoted, switched off, never promoted,
+//! untouched); how fast the flag goes off is measured by `scripts/bench-live.sh`,
+//! not timed here.
+//!
+//! They are slow and mostly asleep, so `scripts/test.sh` runs them apart from the rest,
+//! many at once (`cargo test --test it live_rollouts:: -- --test-threads 16`).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::root;
+use crate::live_bed::{BedOptions, LiveBed, wait_until};
+
+const PROFILE: &str = "fixtures/live/web-service-60s.toml";
+/// A whole healthy rollout is five 60-second stages; anything past this is a hang.
+const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn bed(seed: u64) -> LiveBed {
+    LiveBed::start(BedOptions {
+        seed,
+        ..BedOptions::default()
+    })
+}
+
+/// `canary run` on the bed, in the background, with `extra` arguments; its output goes
+/// to files beside the test's own temporary directory.
+struct RunningCanary {
+    child: Child,
+    output: tempfile::TempDir,
+}
+
+struct Finished {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn start_canary(bed: &LiveBed, profile: &Path, extra: &[&str]) -> RunningCanary {
+    let output = tempfile::tempdir().expect("a temporary directory");
+    let child = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .arg("run")
+        .arg("--profile")
+        .arg(profile)
+        .arg("--source")
+        .arg(format!("prometheus={}", bed.prometheus_url))
+        .arg("--flag")
+        .arg(&bed.flag)
+        .arg("--actuator")
+        .arg(format!("flagd-file={}", bed.flags.display()))
+        .args(["--format", "json"])
+        .args(extra)
+        .current_dir(root())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(output.path().join("stdout")).unwrap())
+        .stderr(std::fs::File::create(output.path().join("stderr")).unwrap())
+        .spawn()
+        .expect("canary run starts");
+    RunningCanary { child, output }
+}
+
+impl RunningCanary {
+    fn wait(mut self) -> Finished {
+        let deadline = Instant::now() + ROLLOUT_TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("canary run can be waited on") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "canary run did not finish within {ROLLOUT_TIMEOUT:?}; stderr:\n{}",
+                    self.read("stderr")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        Finished {
+            code: status.code().expect("canary run exits with a code"),
+            stdout: self.read("stdout"),
+            stderr: self.read("stderr"),
+        }
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.output.path().join(name)).unwrap_or_default()
+    }
+}
+
+fn profile() -> std::path::PathBuf {
+    root().join(PROFILE)
+}
+
+/// The bed's flag as the flag file has it.
+fn flag(bed: &LiveBed) -> Value {
+    let document: Value =
+        serde_json::from_slice(&bed.flag_file_bytes()).expect("the flag file is JSON");
+    document["flags"][bed.flag.as_str()].clone()
+}
+
+fn on_weight(flag: &Value) -> Option<u64> {
+    flag["targeting"]["fractional"]
+        .as_array()?
+        .iter()
+        .find(|entry| entry[0] == "on")?
+        .get(1)?
+        .as_u64()
+}
+
+fn explain(finished: &Finished, bed: &LiveBed) -> String {
+    format!(
+        "exit {}\n--- stderr\n{}\n--- stdout (tail)\n{}\n--- bed state\n{}",
+        finished.code,
+        finished.stderr,
+        tail(&finished.stdout, 4000),
+        bed.state()
+    )
+}
+
+fn tail(text: &str, chars: usize) -> &str {
+    let start = text.len().saturating_sub(chars);
+    let start = (start..text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len());
+    &text[start..]
+}
+
+/// Waits until the service sees the canary at `percent`, then injects `fault`.
+fn inject_at(bed: &LiveBed, percent: f64, fault: Value) -> Value {
+    let reached = wait_until(Duration::from_secs(400), || {
+        bed.state()["canary_percent"].as_f64() == Some(percent)
+    });
+    assert!(
+        reached,
+        "the flag never reached {percent} %: {}",
+        bed.state()
+    );
+    bed.fault(fault)
+}
+
+fn assert_switched_off(finished: &Finished, bed: &LiveBed) {
+    assert_eq!(finished.code, 3, "rolled back: {}", explain(finished, bed));
+    let flag = flag(bed);
+    assert_eq!(flag["state"], "DISABLED", "the kill switch: {flag}");
+    let state = bed.state();
+    assert_eq!(state["canary_percent"], 0.0, "the service follows: {state}");
+    assert!(
+        state["fault_onset_to_flag_off_seconds"].as_f64().is_some(),
+        "the flag went off after the fault's onset: {state}"
+    );
+    assert!(
+        !state["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|change| change["canary_percent"].as_f64() > Some(25.0)),
+        "never advanced past the stage where the fault appeared: {state}"
+    );
+}
+
+#[test]
+fn live_rollouts_a_healthy_canary_is_promoted_to_100_percent_with_the_flag_enabled() {
+    let bed = bed(11);
+    let finished = start_canary(&bed, &profile(), &[]).wait();
+    assert_eq!(finished.code, 0, "promoted: {}", explain(&finished, &bed));
+    let flag = flag(&bed);
+    assert_eq!(flag["state"], "ENABLED", "{flag}");
+    assert_eq!(on_weight(&flag), Some(100), "{flag}");
+    let state = bed.state();
+    let path: Vec<f64> = state["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|change| change["canary_percent"].as_f64())
+        .collect();
+    assert_eq!(path, [0.0, 1.0, 5.0, 25.0, 50.0, 100.0], "{state}");
+    let summary: Value = serde_json::from_str(&finished.stdout).expect("the JSON summary");
+    let looks = summary["looks"].as_array().expect("looks");
+    let last = looks.last().unwrap();
+    assert!(
+        last["judgement"]["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["classification"] == "not_compared"),
+        "the 100 % stage compares nothing: {last}"
+    );
+}
+
+#[test]
+fn live_rollouts_errors_times_ten_at_25_percent_switch_the_flag_off() {
+    let bed = bed(12);
+    let run = start_canary(&bed, &profile(), &[]);
+    inject_at(&bed, 25.0, json!({"error_factor": 10.0}));
+    assert_switched_off(&run.wait(), &bed);
+}
+
+#[test]
+fn live_rollouts_errors_times_two_at_25_percent_switch_the_flag_off() {
+    let bed = bed(13);
+    let run = start_canary(&bed, &profile(), &[]);
+    inject_at(&bed, 25.0, json!({"error_factor": 2.0}));
+    assert_switched_off(&run.wait(), &bed);
+}
+
+#[test]
+fn live_rollouts_latency_times_one_and_a_half_at_25_percent_switches_the_flag_off() {
+    let bed = bed(14);
+    let run = start_canary(&bed, &profile(), &[]);
+    inject_at(&bed, 25.0, json!({"latency_factor": 1.5}));
+    assert_switched_off(&run.wait(), &bed);
+}
+
+#[test]
+fn live_rollouts_a_tail_only_slowdown_at_25_percent_switches_the_flag_off() {
+    let bed = bed(15);
+    let run = start_canary(&bed, &profile(), &[]);
+    // The median stays; the spread grows by half (the p95 by about a third).
+    inject_at(&bed, 25.0, json!({"tail_spread": 1.5}));
+    assert_switched_off(&run.wait(), &bed);
+}
+
+#[test]
+fn live_rollouts_prometheus_down_mid_rollout_never_promotes_and_the_rollout_resumes() {
+    let mut bed = bed(16);
+    let run = start_canary(&bed, &profile(), &[]);
+    let reached = wait_until(Duration::from_secs(200), || {
+        bed.state()["canary_percent"].as_f64() == Some(5.0)
+    });
+    assert!(reached, "{}", bed.state());
+    bed.stop_prometheus();
+    let down_at = Instant::now();
+    // Shorter than the plan's hold timeout (60 s): the rollout holds, then goes on.
+    while down_at.elapsed() < Duration::from_secs(25) {
+        assert_eq!(
+            bed.state()["canary_percent"],
+            5.0,
+            "no flag change while Prometheus is down"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    bed.restart_prometheus();
+    let finished = run.wait();
+    assert_eq!(
+        finished.code,
+        0,
+        "resumed and promoted: {}",
+        explain(&finished, &bed)
+    );
+    let summary: Value = serde_json::from_str(&finished.stdout).unwrap();
+    let held_unreachable = summary["looks"].as_array().unwrap().iter().any(|look| {
+        look["decision"]["decision"] == "hold"
+            && look["reasons"].to_string().contains("unreachable")
+    });
+    assert!(
+        held_unreachable,
+        "a look held on the outage: {}",
+        finished.stdout
+    );
+}
+
+#[test]
+fn live_rollouts_a_dry_run_never_changes_the_flag_file() {
+    let bed = bed(17);
+    let before = bed.flag_file_bytes();
+    let run = start_canary(&bed, &profile(), &["--dry-run"]);
+    // A fault at what the dry run believes is 25 %: the service stays at 0 %, so the
+    // run sees no canary traffic at all; nothing may change either way.
+    let finished = run.wait();
+    assert_eq!(
+        bed.flag_file_bytes(),
+        before,
+        "{}",
+        explain(&finished, &bed)
+    );
+    let changes = bed.state()["changes"].as_array().unwrap().len();
+    assert_eq!(changes, 1, "the service saw no flag change");
+    assert_ne!(
+        finished.code, 0,
+        "a dry run that sees no canary never promotes"
+    );
+}
+
+#[test]
+fn live_rollouts_configuration_errors_exit_1_before_the_flag_moves() {
+    let bed = bed(18);
+    let before = bed.flag_file_bytes();
+    let directory = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(profile()).unwrap();
+    let misspelled = directory.path().join("misspelled.toml");
+    std::fs::write(
+        &misspelled,
+        text.replace(
+            "http_request_duration_seconds_bucket",
+            "http_request_duraton_seconds_bucket",
+        ),
+    )
+    .unwrap();
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        (
+            "a misspelled metric",
+            vec![misspelled.display().to_string()],
+            "check the metric name",
+        ),
+        (
+            "a flag missing from the file",
+            vec![
+                profile().display().to_string(),
+                "--flag".into(),
+                "no-such-flag".into(),
+            ],
+            "no-such-flag",
+        ),
+    ];
+    for (what, arguments, expected) in cases {
+        let (profile_path, extra) = arguments.split_first().unwrap();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let finished = start_canary(&bed, Path::new(profile_path), &extra).wait();
+        assert_eq!(finished.code, 1, "{what}: {}", explain(&finished, &bed));
+        assert!(
+            finished.stderr.contains(expected),
+            "{what}: the message says {expected:?}: {}",
+            finished.stderr
+        );
+        assert_eq!(
+            bed.flag_file_bytes(),
+            before,
+            "{what}: the flag file is untouched"
+        );
+    }
+    // A canary scope that matches nothing shows only once the flag has moved: it goes
+    // back where it was, and the run is an error, not a rollback.
+    let finished = start_canary(
+        &bed,
+        &profile(),
+        &["--canary-scope", r#"track="canary-typo""#],
+    )
+    .wait();
+    assert_eq!(finished.code, 1, "{}", explain(&finished, &bed));
+    assert!(
+        finished.stderr.contains(r#"track="canary-typo""#),
+        "the message names the scope: {}",
+        finished.stderr
+    );
+    let flag = flag(&bed);
+    let before_flag: Value =
+        serde_json::from_slice::<Value>(&before).unwrap()["flags"][bed.flag.as_str()].clone();
+    assert_eq!(flag["state"], before_flag["state"], "{flag}");
+    assert_eq!(bed.state()["canary_percent"], 0.0, "{}", bed.state());
+}
