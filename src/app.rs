@@ -115,7 +115,7 @@ impl Terminal {
     pub fn of_stdout() -> Terminal {
         if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             Terminal::Tty {
-                colour: std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty()),
+                colour: crate::telemetry::colour(true, std::env::var_os("NO_COLOR")),
             }
         } else {
             Terminal::Pipe

@@ -334,3 +334,46 @@ fn run_help_documents_sources_actuators_and_exit_codes() {
         assert!(help.stdout.contains(needle), "{needle} in {}", help.stdout);
     }
 }
+
+/// Issue 12: with Prometheus down, every retry of every query logged a coloured warning
+/// carrying the whole query URL, even into a log file.
+#[test]
+fn a_prometheus_that_is_down_gets_one_plain_warning_and_an_error_without_the_query_url() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    let result = canary([
+        "run",
+        "--profile",
+        "analysis-profiles/web-service.toml",
+        "--source",
+        &format!("prometheus=http://{address}"),
+        "--flag",
+        "checkout-v2",
+        "--dry-run",
+    ]);
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    assert!(
+        !result.stderr.contains('\u{1b}'),
+        "ANSI codes in a pipe: {:?}",
+        result.stderr
+    );
+    assert_eq!(
+        result.stderr.matches("prometheus request failed").count(),
+        1,
+        "repeats are collapsed: {}",
+        result.stderr
+    );
+    assert!(
+        result
+            .stderr
+            .contains(&format!("prometheus:http://{address}")),
+        "the source is named: {}",
+        result.stderr
+    );
+    assert!(
+        !result.stderr.contains("/api/v1/query"),
+        "no query URL: {}",
+        result.stderr
+    );
+}
