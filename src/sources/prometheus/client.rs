@@ -216,7 +216,10 @@ pub(super) fn classify(
             let url = http_error.url().map(|url| url.as_str());
             if http_error.is_timeout() {
                 return unreachable(
-                    format!("no answer within {:.1} s", timeout.as_secs_f64()),
+                    format!(
+                        "no answer within {}",
+                        crate::judge::format::duration(timeout.as_secs_f64())
+                    ),
                     true,
                 );
             }
