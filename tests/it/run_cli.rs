@@ -329,6 +329,7 @@ fn run_help_documents_sources_actuators_and_exit_codes() {
         "flagd-file=PATH",
         "unleash=URL,environment=ENV",
         "--dry-run",
+        "would_roll_back",
         "3  rollback",
     ] {
         assert!(help.stdout.contains(needle), "{needle} in {}", help.stdout);
