@@ -19,21 +19,39 @@ use crate::cli::{
     SimulateMode, SubmitArgs, WaitArgs,
 };
 use crate::config::Settings;
-use crate::domain::plan::RolloutPlan;
+use crate::domain::plan::{RolloutPlan, Stage};
 use crate::domain::{JudgeMode, Profile, Verdict};
 use crate::judge::{self, Judgement};
 use crate::notify::Notifications;
 use crate::report;
 use crate::scheduler::worker::{Registry, Worker, WorkerOptions};
 use crate::scheduler::{
-    Actuation, Clock, CompressedClock, IntervalRecord, Rollout, RolloutRunner, RolloutStatus,
-    Scopes, SystemClock,
+    Actuation, Clock, CompressedClock, Decision, IntervalRecord, Rollout, RolloutRunner,
+    RolloutStatus, Scopes, SystemClock,
 };
 use crate::sources::config::SourceConfig;
 use crate::sources::prometheus::config::{BasicAuth, Secret};
 use crate::sources::recorded;
 use crate::store::StoreConfig;
 use crate::telemetry::EngineMetrics;
+
+/// An error and its causes on one line, as `main` prints it: like anyhow's `{:#}`, but a
+/// cause whose text the message already shows (an error whose `Display` includes its
+/// source) is not repeated.
+pub fn error_message(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
 
 /// Reads and validates a profile file.
 pub fn load_profile(path: &Path) -> Result<Profile> {
@@ -97,7 +115,7 @@ impl Terminal {
     pub fn of_stdout() -> Terminal {
         if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             Terminal::Tty {
-                colour: std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty()),
+                colour: crate::telemetry::colour(true, std::env::var_os("NO_COLOR")),
             }
         } else {
             Terminal::Pipe
@@ -289,8 +307,10 @@ pub struct RunSummary {
     pub schema_version: u32,
     /// Promote, hold or rollback.
     pub verdict: Verdict,
-    /// How the rollout ended.
-    pub status: RolloutStatus,
+    /// How the rollout ended: `promoted`, `rolled_back`, `awaiting_review` or
+    /// `running`; a dry run that ended says what it would have done instead:
+    /// `would_promote`, `would_roll_back` ([`RolloutStatus::reported`]).
+    pub status: &'static str,
     /// Why it ended the way it did.
     pub reasons: Vec<String>,
     /// The profile.
@@ -328,10 +348,14 @@ fn looks_without_series<S: serde::Serializer>(
 fn render_run_summary(summary: &RunSummary, plan: &RolloutPlan) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
+    let headline = match (summary.dry_run, summary.verdict) {
+        (true, Verdict::Promote) => "WOULD PROMOTE".to_owned(),
+        (true, Verdict::Rollback) => "WOULD ROLL BACK".to_owned(),
+        (_, verdict) => verdict.to_string().to_uppercase(),
+    };
     let _ = writeln!(
         out,
-        "rollout: {}    flag: {}    profile: {}    looks: {}{}",
-        summary.verdict.to_string().to_uppercase(),
+        "rollout: {headline}    flag: {}    profile: {}    looks: {}{}",
         summary.flag,
         summary.profile,
         summary.history.len(),
@@ -353,9 +377,10 @@ fn render_run_summary(summary: &RunSummary, plan: &RolloutPlan) -> String {
                 .is_some_and(|look| look.stage == stage.name)
             {
                 match summary.status {
-                    RolloutStatus::RolledBack => "ROLLED BACK",
-                    RolloutStatus::AwaitingReview | RolloutStatus::Running => "held",
-                    RolloutStatus::Promoted => "passed",
+                    "rolled_back" => "ROLLED BACK",
+                    "would_roll_back" => "WOULD ROLL BACK",
+                    "promoted" | "would_promote" => "passed",
+                    _ => "held",
                 }
             } else {
                 "not reached"
@@ -374,6 +399,7 @@ fn render_run_summary(summary: &RunSummary, plan: &RolloutPlan) -> String {
     }
     let _ = writeln!(out, "\nflag changes:");
     let start = summary.actuations.first().map_or(0.0, |a| a.at);
+    let action_width = if summary.dry_run { 17 } else { 11 };
     for actuation in &summary.actuations {
         let read_back = match &actuation.state {
             Some(state) => format!(
@@ -385,13 +411,89 @@ fn render_run_summary(summary: &RunSummary, plan: &RolloutPlan) -> String {
         };
         let _ = writeln!(
             out,
-            "  +{:>6} min  {:<11} {:<6} ({read_back})",
-            crate::judge::format::number((actuation.at - start) / 60.0),
-            actuation.action,
+            "  +{:<11} {:<action_width$} {:<6} ({read_back})",
+            crate::judge::format::duration(actuation.at - start),
+            if summary.dry_run {
+                format!("would {}", actuation.action)
+            } else {
+                actuation.action.clone()
+            },
             actuation.target.to_string()
         );
     }
     out
+}
+
+/// What the progress bar of `canary run` shows after a look. Pure, so it is tested
+/// without a terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ProgressLine {
+    /// Looks taken.
+    position: u64,
+    /// Looks taken plus the looks the plan still has ahead: held looks and looks not
+    /// credited to a stage make the bar longer, so it never counts past its total.
+    length: u64,
+    /// The stage, its traffic and the latest look's verdict and decision, in words.
+    message: String,
+}
+
+impl ProgressLine {
+    /// After `looks` (each look's stage index, verdict and decision), at `stage_index`.
+    fn after(
+        plan: &RolloutPlan,
+        stage_index: usize,
+        looks: &[(usize, Verdict, Decision)],
+    ) -> ProgressLine {
+        let stage_index = stage_index.min(plan.stages.len().saturating_sub(1));
+        let stage = &plan.stages[stage_index];
+        // A look that ends `continue` at the current stage is one of its planned looks;
+        // a held one is not, and the look that advances belongs to the stage it left.
+        let credited_here = looks
+            .iter()
+            .filter(|(index, _, decision)| *index == stage_index && *decision == Decision::Continue)
+            .count() as u64;
+        let ahead: u64 = stage.planned_looks().saturating_sub(credited_here)
+            + plan.stages[stage_index + 1..]
+                .iter()
+                .map(Stage::planned_looks)
+                .sum::<u64>();
+        let position = looks.len() as u64;
+        let finished = looks.last().is_some_and(|(_, _, decision)| {
+            matches!(
+                decision,
+                Decision::Promote | Decision::Rollback | Decision::AwaitReview
+            )
+        });
+        let where_ = if stage.name == stage.traffic.to_string() {
+            format!(
+                "stage {}/{} at {}",
+                stage_index + 1,
+                plan.stages.len(),
+                stage.traffic
+            )
+        } else {
+            format!(
+                "stage {}/{} {} at {}",
+                stage_index + 1,
+                plan.stages.len(),
+                stage.name,
+                stage.traffic
+            )
+        };
+        let latest = looks.last().map_or_else(
+            || "starting".to_owned(),
+            |(_, verdict, decision)| format!("{verdict}, {decision}"),
+        );
+        ProgressLine {
+            position,
+            length: if finished {
+                position.max(1)
+            } else {
+                (position + ahead).max(1)
+            },
+            message: format!("{where_} | latest look: {latest}"),
+        }
+    }
 }
 
 /// Runs `canary run`: one rollout in the foreground. Returns its verdict and the summary
@@ -452,21 +554,17 @@ pub async fn run(args: &RunArgs, terminal: Terminal) -> Result<(Verdict, String)
         )
         .expect("the progress template is valid"),
     );
-    let stage_count = plan.stages.len();
     let outcome = tokio::select! {
         outcome = runner.run(clock.as_ref(), compressed.then_some(start), recorded.map(|(_, last)| last), |runner| {
-            let stage = runner.stage();
-            let latest = runner.history().last().map_or_else(
-                || "starting".to_owned(),
-                |look| format!("{} → {:?}", look.verdict, look.decision),
-            );
-            progress.set_position(runner.history().len() as u64);
-            progress.set_message(format!(
-                "stage {}/{stage_count} {} at {} | latest: {latest}",
-                runner.stage_index() + 1,
-                stage.name,
-                stage.traffic
-            ));
+            let looks: Vec<(usize, Verdict, Decision)> = runner
+                .history()
+                .iter()
+                .map(|look| (look.stage_index, look.verdict, look.decision.clone()))
+                .collect();
+            let line = ProgressLine::after(&plan, runner.stage_index(), &looks);
+            progress.set_length(line.length);
+            progress.set_position(line.position);
+            progress.set_message(line.message);
         }) => Some(outcome),
         _ = tokio::signal::ctrl_c() => None,
     };
@@ -483,7 +581,22 @@ pub async fn run(args: &RunArgs, terminal: Terminal) -> Result<(Verdict, String)
         .map(|look| look.reasons.clone())
         .unwrap_or_default();
     let verdict = match status.verdict() {
-        Some(verdict) => verdict,
+        Some(verdict) => {
+            if args.dry_run && verdict != Verdict::Hold {
+                reasons.insert(
+                    0,
+                    format!(
+                        "dry run: a real run would {} here; the flag was not changed",
+                        if verdict == Verdict::Promote {
+                            "promote the flag to 100%"
+                        } else {
+                            "roll the flag back"
+                        }
+                    ),
+                );
+            }
+            verdict
+        }
         None => {
             reasons.insert(
                 0,
@@ -506,7 +619,7 @@ pub async fn run(args: &RunArgs, terminal: Terminal) -> Result<(Verdict, String)
     let summary = RunSummary {
         schema_version: 1,
         verdict,
-        status,
+        status: status.reported(args.dry_run),
         reasons,
         profile: profile.name.clone(),
         flag: args.flag.clone(),
@@ -515,12 +628,12 @@ pub async fn run(args: &RunArgs, terminal: Terminal) -> Result<(Verdict, String)
         actuations: runner.actuations().to_vec(),
         history: runner.history().to_vec(),
     };
-    let state = serde_json::to_value(summary.status)?;
     let verdict_word = summary.verdict.to_string();
     let facts = report::analysis::RunFacts {
         profile: &summary.profile,
         flag: &summary.flag,
-        state: state.as_str().unwrap_or("running"),
+        // The report names a dry run's ending itself, from the status as it is stored.
+        state: status.reported(false),
         verdict: &verdict_word,
         dry_run: summary.dry_run,
         reasons: &summary.reasons,
@@ -731,4 +844,90 @@ pub async fn serve(
     served.context("the HTTP server failed")?;
     store.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> RolloutPlan {
+        Profile::parse(
+            r#"
+name = "progress"
+[[stages]]
+traffic = 5
+duration = "2m"
+interval = "1m"
+[[stages]]
+traffic = 50
+duration = "2m"
+interval = "1m"
+[[metrics]]
+name = "latency"
+kind = "continuous"
+"#,
+            "progress.toml",
+        )
+        .unwrap()
+        .plan
+        .unwrap()
+    }
+
+    #[test]
+    fn the_progress_bar_grows_with_held_looks_instead_of_counting_past_its_total() {
+        let plan = plan();
+        assert_eq!(plan.planned_looks(), 4);
+        let mut looks = Vec::new();
+        for _ in 0..6 {
+            looks.push((0, Verdict::Hold, Decision::Hold));
+            let line = ProgressLine::after(&plan, 0, &looks);
+            assert!(line.position <= line.length, "issue 12: {line:?}");
+            assert_eq!(
+                line.length,
+                looks.len() as u64 + 4,
+                "four planned looks ahead"
+            );
+        }
+        looks.push((0, Verdict::Promote, Decision::Continue));
+        looks.push((
+            0,
+            Verdict::Promote,
+            Decision::Advance {
+                to: crate::domain::Percentage::parse(50.0).unwrap(),
+            },
+        ));
+        let line = ProgressLine::after(&plan, 1, &looks);
+        assert_eq!((line.position, line.length), (8, 10));
+        assert_eq!(
+            line.message,
+            "stage 2/2 at 50% | latest look: promote, advance to 50%"
+        );
+        looks.push((1, Verdict::Rollback, Decision::Rollback));
+        let line = ProgressLine::after(&plan, 1, &looks);
+        assert_eq!(
+            (line.position, line.length),
+            (9, 9),
+            "a finished rollout is full"
+        );
+        assert_eq!(
+            line.message,
+            "stage 2/2 at 50% | latest look: rollback, roll back"
+        );
+    }
+
+    #[test]
+    fn an_error_message_shows_each_cause_once() {
+        let inner = anyhow::anyhow!("flag \"x\" not found in flags.json");
+        let doubled =
+            inner.context("flag \"x\" cannot be actuated: flag \"x\" not found in flags.json");
+        assert_eq!(
+            error_message(&doubled),
+            "flag \"x\" cannot be actuated: flag \"x\" not found in flags.json"
+        );
+        let chained = anyhow::anyhow!("connection refused").context("reading the flag");
+        assert_eq!(
+            error_message(&chained),
+            "reading the flag: connection refused"
+        );
+    }
 }

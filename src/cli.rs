@@ -48,7 +48,9 @@ pub enum Command {
     /// accumulates anytime-valid evidence over the looks and rolls back as soon as it
     /// crosses its share of the rollout's error budget; in `fixed` mode every look judges
     /// at its own share. Missing canary data holds and does not count towards a stage. With --dry-run the rollout is judged and recorded, and the flag is never
-    /// touched. A progress bar on stderr shows stage, traffic, elapsed time and the latest
+    /// touched: the summary says what a real run would have done ("would roll back",
+    /// status `would_roll_back` / `would_promote` with `"dry_run": true` in JSON), and the
+    /// exit code is that verdict's (0, 2 or 3), so a pipeline can act on it. A progress bar on stderr shows stage, traffic, elapsed time and the latest
     /// verdict; the summary goes to stdout.
     #[command(after_help = EXIT_CODES)]
     Run(Box<RunArgs>),

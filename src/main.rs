@@ -33,7 +33,7 @@ fn main() -> ExitCode {
                 ExitCode::from(judgement.verdict.exit_code())
             }
             Err(error) => {
-                eprintln!("error: {error:#}");
+                eprintln!("error: {}", app::error_message(&error));
                 ExitCode::from(1)
             }
         },
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
                     ExitCode::from(verdict.exit_code())
                 }
                 Err(error) => {
-                    eprintln!("error: {error:#}");
+                    eprintln!("error: {}", app::error_message(&error));
                     ExitCode::from(1)
                 }
             }
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
             match runtime.block_on(app::serve(&args, app::shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
-                    eprintln!("error: {error:#}");
+                    eprintln!("error: {}", app::error_message(&error));
                     ExitCode::from(1)
                 }
             }
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
             let id = match runtime.block_on(app::submit(&args)) {
                 Ok(id) => id,
                 Err(error) => {
-                    eprintln!("error: {error:#}");
+                    eprintln!("error: {}", app::error_message(&error));
                     return ExitCode::from(1);
                 }
             };
@@ -107,7 +107,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(error) => {
-                    eprintln!("error: {error:#}");
+                    eprintln!("error: {}", app::error_message(&error));
                     ExitCode::from(1)
                 }
             }
@@ -122,7 +122,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(error) => {
-                    eprintln!("error: {error:#}");
+                    eprintln!("error: {}", app::error_message(&error));
                     ExitCode::from(1)
                 }
             }
@@ -131,7 +131,7 @@ fn main() -> ExitCode {
             let (summary, errors) = app::check_profiles(&args);
             print!("{summary}");
             for error in &errors {
-                eprintln!("error: {error:#}");
+                eprintln!("error: {}", app::error_message(error));
             }
             if errors.is_empty() {
                 ExitCode::SUCCESS
@@ -161,7 +161,7 @@ fn print_wait(outcome: anyhow::Result<(u8, String)>) -> ExitCode {
             ExitCode::from(code)
         }
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", app::error_message(&error));
             ExitCode::from(1)
         }
     }

@@ -89,9 +89,71 @@ pub fn count(value: u64) -> String {
     out
 }
 
+/// A duration in seconds in natural units, the way a person would say it: `0.5 s`,
+/// `10 s`, `1 min 30 s`, `2 h 5 min`, `3 d 4 h`. Each form keeps its two largest units
+/// and rounds the rest away (seconds below an hour, minutes below a day, hours above).
+pub fn duration(seconds: f64) -> String {
+    if !seconds.is_finite() {
+        return format!("{} s", number(seconds));
+    }
+    if seconds < 0.0 {
+        return format!("-{}", duration(-seconds));
+    }
+    let two_units = |large: f64, large_unit: &str, small: f64, small_unit: &str| {
+        if small == 0.0 {
+            format!("{large} {large_unit}")
+        } else {
+            format!("{large} {large_unit} {small} {small_unit}")
+        }
+    };
+    if seconds < 1.0 {
+        return format!("{} s", number(seconds));
+    }
+    let whole_seconds = seconds.round();
+    if whole_seconds < 60.0 {
+        return format!("{whole_seconds} s");
+    }
+    if whole_seconds < 3600.0 {
+        return two_units(
+            (whole_seconds / 60.0).floor(),
+            "min",
+            whole_seconds % 60.0,
+            "s",
+        );
+    }
+    let whole_minutes = (seconds / 60.0).round();
+    if whole_minutes < 1440.0 {
+        return two_units(
+            (whole_minutes / 60.0).floor(),
+            "h",
+            whole_minutes % 60.0,
+            "min",
+        );
+    }
+    let whole_hours = (seconds / 3600.0).round();
+    two_units((whole_hours / 24.0).floor(), "d", whole_hours % 24.0, "h")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_in_natural_units() {
+        assert_eq!(duration(0.0), "0 s");
+        assert_eq!(duration(0.5), "0.5 s");
+        assert_eq!(duration(10.0), "10 s");
+        assert_eq!(duration(10.2), "10 s");
+        assert_eq!(duration(60.0), "1 min");
+        assert_eq!(duration(90.0), "1 min 30 s");
+        assert_eq!(duration(600.0), "10 min");
+        assert_eq!(duration(3599.6), "1 h");
+        assert_eq!(duration(2.0 * 3600.0 + 5.0 * 60.0 + 10.0), "2 h 5 min");
+        assert_eq!(duration(86_399.0), "1 d");
+        assert_eq!(duration(3.0 * 86_400.0 + 4.0 * 3600.0), "3 d 4 h");
+        assert_eq!(duration(-90.0), "-1 min 30 s");
+        assert_eq!(duration(f64::NAN), "n/a s");
+    }
 
     #[test]
     fn numbers_keep_four_significant_digits() {

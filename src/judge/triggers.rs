@@ -359,7 +359,11 @@ pub fn check_trigger(
     check.limit = Some(limit);
     check.met = span + 1e-6 >= reach && run_points >= needed_points;
     let run = match trigger.sustained_for {
-        Some(duration) => format!("{} s of the required {duration}", number(span)),
+        Some(duration) => format!(
+            "{} of the required {}",
+            crate::judge::format::duration(span),
+            crate::judge::format::duration(duration.seconds())
+        ),
         None => format!("{run_points} of the required {needed_points} point(s)"),
     };
     check.reason = format!(
@@ -463,6 +467,11 @@ mod tests {
         );
         assert!(!check.met);
         assert!(check.reason.contains("not sustained"), "{}", check.reason);
+        assert!(
+            check.reason.contains("for 1 min of the required 2 min"),
+            "durations in natural units (issue 12): {}",
+            check.reason
+        );
         // A breach between two looks is seen by the next one.
         let breached_and_recovered = minutes(|t| {
             if (180.0..=360.0).contains(&t) {

@@ -49,7 +49,8 @@ pub struct Subject {
     pub profile: String,
     /// The feature flag (none for `canary analyze`).
     pub flag: Option<String>,
-    /// The analysis state (`promoted`, `rolled_back`, ...; `analyzed` for `canary analyze`).
+    /// The analysis state (`promoted`, `rolled_back`, ...; `analyzed` for `canary analyze`);
+    /// a dry run says what it would have done: `would_promote`, `would_roll_back`.
     pub state: String,
     /// Judged and recorded only, never actuated.
     pub dry_run: bool,
@@ -650,7 +651,18 @@ impl AnalysisReport {
                 .clone()
                 .or_else(|| latest.map(|j| j.verdict.clone())),
         };
+        let headline = match (state.as_str(), analysis.dry_run) {
+            ("promoted", true) => {
+                format!("Would promote (dry run): {} was not changed", analysis.flag)
+            }
+            ("rolled_back", true) => format!(
+                "Would roll back (dry run): {} was not changed",
+                analysis.flag
+            ),
+            _ => String::new(),
+        };
         let headline = match state.as_str() {
+            _ if !headline.is_empty() => headline,
             "promoted" => format!("Promoted: {} is at 100%", analysis.flag),
             "rolled_back" => format!("Rolled back: {} was switched off", analysis.flag),
             "rollback_failed" => format!(
@@ -676,6 +688,12 @@ impl AnalysisReport {
         {
             reasons = j.reasons.clone();
         }
+        // A dry run changed nothing: its state says what a real run would have done.
+        let state = match (state.as_str(), analysis.dry_run) {
+            ("promoted", true) => "would_promote".to_owned(),
+            ("rolled_back", true) => "would_roll_back".to_owned(),
+            _ => state,
+        };
         let report = AnalysisReport {
             report_schema_version: REPORT_SCHEMA_VERSION,
             subject: Subject {

@@ -12,7 +12,7 @@ use super::analysis::{
     AnalysisReport, ChartData, MetricHistory, MetricRow, SideRow, TimelineEvent, TriggerRow,
 };
 use super::chart::{self, BASELINE, CANARY, Line, MAX_POINTS, Mark};
-use crate::judge::format::{confidence_percent, count, number, p_value, percent, signed};
+use crate::judge::format::{confidence_percent, count, duration, number, p_value, percent, signed};
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn escape(text: &str) -> String {
@@ -223,7 +223,7 @@ fn metric_row(out: &mut String, metric: &MetricRow) {
 }
 
 fn clock(at: f64, start: f64) -> String {
-    format!("+{}s", number((at - start).max(0.0)))
+    format!("+{}", duration((at - start).max(0.0)))
 }
 
 fn timeline(out: &mut String, report: &AnalysisReport) {
@@ -547,4 +547,16 @@ fn quantile_chart(out: &mut String, metric: &MetricRow, limits: &[Mark]) {
         ),
         "distribution from the stored quantiles (min, median, p95, p99, max)",
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_offsets_read_in_natural_units() {
+        assert_eq!(clock(1_000.0, 1_000.0), "+0 s");
+        assert_eq!(clock(1_090.0, 1_000.0), "+1 min 30 s");
+        assert_eq!(clock(1_000.0 + 7_500.0, 1_000.0), "+2 h 5 min");
+    }
 }

@@ -150,10 +150,11 @@ fn rollout_lines(out: &mut String, report: &AnalysisReport, paint: &dyn Fn(&str,
     let _ = writeln!(
         out,
         "  looks: {looks}    flag: {}",
-        if flag.is_empty() {
-            "unchanged".to_owned()
-        } else {
-            flag.join(" → ")
+        match (flag.is_empty(), report.subject.dry_run) {
+            (true, _) => "unchanged".to_owned(),
+            // A dry run records the changes it would have made and makes none.
+            (false, true) => format!("unchanged (dry run; would have gone {})", flag.join(" → ")),
+            (false, false) => flag.join(" → "),
         }
     );
     for event in &report.timeline {
@@ -217,6 +218,7 @@ mod tests {
             reason: "canary above 0.02 for 120 s of the required 2m".to_owned(),
         };
         let mut report = report();
+        report.subject.dry_run = false;
         report.banner.deciding_metrics.clear();
         report.banner.reasons = vec!["trigger \"errors\" fired".to_owned()];
         let look = |look: u64, triggers: Vec<TriggerRow>| TimelineEvent::Look {
@@ -257,6 +259,15 @@ mod tests {
             "{plain}"
         );
         assert!(!plain.contains("\"quiet\""), "only fired triggers: {plain}");
+
+        report.subject.dry_run = true;
+        let plain = render(&report, false);
+        assert!(
+            plain.contains(
+                "looks: 2    flag: unchanged (dry run; would have gone 1% → 5% → 0% (kill))"
+            ),
+            "issue 12: {plain}"
+        );
     }
 
     #[test]

@@ -30,7 +30,6 @@ use crate::domain::plan::{Fallback, HoldOutcome, RollbackMode, RolloutPlan, Stag
 use crate::domain::{
     ConfidenceLevel, JudgeMode, MetricKind, Observations, Percentage, Profile, Verdict,
 };
-use crate::judge::format::number;
 use crate::judge::sequential::{SequentialState, check_alpha, complete_stage, judge_look};
 use crate::judge::triggers::{TriggerCheck, check_trigger};
 use crate::judge::{Classification, Judgement, judge, judge_without_baseline};
@@ -83,6 +82,20 @@ impl RolloutStatus {
             RolloutStatus::AwaitingReview => Some(Verdict::Hold),
         }
     }
+
+    /// How summaries and reports name this status. A dry run changes nothing, so a dry
+    /// run that ended says what a real run would have done: `would_promote`,
+    /// `would_roll_back` (its verdict and exit code are the same as a real run's).
+    pub fn reported(self, dry_run: bool) -> &'static str {
+        match (self, dry_run) {
+            (RolloutStatus::Running, _) => "running",
+            (RolloutStatus::Promoted, false) => "promoted",
+            (RolloutStatus::Promoted, true) => "would_promote",
+            (RolloutStatus::RolledBack, false) => "rolled_back",
+            (RolloutStatus::RolledBack, true) => "would_roll_back",
+            (RolloutStatus::AwaitingReview, _) => "awaiting_review",
+        }
+    }
 }
 
 /// What the runner did after one look.
@@ -109,6 +122,21 @@ pub enum Decision {
     },
     /// Stop and wait for a person.
     AwaitReview,
+}
+
+/// The decision in words, for people: `advance to 5%`, `hold`, `roll back`.
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Decision::Continue => f.write_str("continue"),
+            Decision::Hold => f.write_str("hold"),
+            Decision::Advance { to } => write!(f, "advance to {to}"),
+            Decision::Promote => f.write_str("promote"),
+            Decision::Rollback => f.write_str("roll back"),
+            Decision::ReduceTraffic { to } => write!(f, "reduce traffic to {to}"),
+            Decision::AwaitReview => f.write_str("wait for a person"),
+        }
+    }
 }
 
 /// A flag change the runner made (or, in a dry run, would have made).
@@ -166,12 +194,14 @@ pub enum RunError {
     #[error(transparent)]
     Source(#[from] SourceError),
     /// The actuator failed; when this happens during a rollback it is loud on purpose.
-    #[error("{context}: {source}")]
+    /// The message already includes the actuator's error, so it is not also exposed as
+    /// the error's `source()`: a chain printer (anyhow's `{:#}`) would print it twice.
+    #[error("{context}: {error}")]
     Actuator {
         /// What the runner was doing.
         context: String,
         /// The actuator's error.
-        source: ActuatorError,
+        error: ActuatorError,
     },
 }
 
@@ -455,9 +485,9 @@ impl RolloutRunner {
             .actuator
             .healthcheck(&self.rollout.flag)
             .await
-            .map_err(|source| RunError::Actuator {
+            .map_err(|error| RunError::Actuator {
                 context: format!("flag {:?} cannot be actuated", self.rollout.flag),
-                source,
+                error,
             })?;
         self.initial_flag = Some(initial_flag);
         self.stage_started_at = now;
@@ -506,7 +536,7 @@ impl RolloutRunner {
                 .actuator
                 .apply(&change)
                 .await
-                .map_err(|source| RunError::Actuator {
+                .map_err(|error| RunError::Actuator {
                     context: match action {
                         FlagAction::Kill => format!(
                             "ROLLBACK OF FLAG {flag:?} FAILED: the canary may still be serving traffic"
@@ -515,7 +545,7 @@ impl RolloutRunner {
                             format!("could not set flag {flag:?} to {target}")
                         }
                     },
-                    source,
+                    error,
                 })?;
             tracing::info!(flag = %flag, action = action.name(), target = %target, enabled = state.enabled, rollout = %state.rollout, "actuated");
             Some(state)
@@ -774,15 +804,15 @@ impl RolloutRunner {
                         && credited + 1e-6 >= duration / 2.0;
                     if credited + 1e-6 < duration && !early {
                         let mut reason = format!(
-                            "analysis passed; stage {} has run {} min of its {}",
+                            "analysis passed; stage {} has run {} of its {}",
                             stage.name,
-                            number(credited / 60.0),
-                            stage.duration
+                            crate::judge::format::duration(credited),
+                            crate::judge::format::duration(stage.duration.seconds())
                         );
                         if self.stage_short_of_data > 0.0 {
                             reason.push_str(&format!(
-                                " ({} min without usable data do not count)",
-                                number(self.stage_short_of_data / 60.0)
+                                " ({} without usable data not counted)",
+                                crate::judge::format::duration(self.stage_short_of_data)
                             ));
                         }
                         reasons.push(reason);
@@ -790,10 +820,10 @@ impl RolloutRunner {
                     } else if let Some(next) = self.plan.stages.get(self.stage_index + 1) {
                         reasons.push(if credited + 1e-6 < duration {
                             format!(
-                                "every metric excluded a harmful effect after {} min of stage {}'s {}: advancing early to {}",
-                                number(credited / 60.0),
+                                "every metric excluded a harmful effect after {} of stage {}'s {}: advancing early to {}",
+                                crate::judge::format::duration(credited),
                                 stage.name,
-                                stage.duration,
+                                crate::judge::format::duration(stage.duration.seconds()),
                                 next.traffic
                             )
                         } else {
@@ -824,8 +854,14 @@ impl RolloutRunner {
                 reasons.insert(
                     0,
                     format!(
-                        "rolling back progressively over {} in {} steps: traffic to {to}",
-                        rollback_settings.over, rollback_settings.steps
+                        "{} progressively over {} in {} steps: traffic to {to}",
+                        if self.rollout.dry_run {
+                            "would roll back"
+                        } else {
+                            "rolling back"
+                        },
+                        rollback_settings.over,
+                        rollback_settings.steps
                     ),
                 );
                 self.rolling_back = Some(RollingBack {
@@ -954,8 +990,8 @@ impl RolloutRunner {
         now: f64,
         failed_since: f64,
     ) -> Result<String, RunError> {
-        let minutes = number((now - failed_since).max(0.0) / 60.0);
-        let reason = format!("rollback applied on a retry, {minutes} min after it first failed");
+        let after = crate::judge::format::duration((now - failed_since).max(0.0));
+        let reason = format!("rollback applied on a retry, {after} after it first failed");
         self.fall_back(now, std::slice::from_ref(&reason)).await?;
         self.hold_since = None;
         tracing::warn!(flag = %self.rollout.flag, "rollback applied on a retry");
@@ -998,12 +1034,19 @@ impl RolloutRunner {
         if now - since < timeout.seconds() {
             return Decision::Hold;
         }
-        let held = number((now - since) / 60.0);
+        let held = crate::judge::format::duration(now - since);
         match self.plan.settings.on_hold_timeout {
             HoldOutcome::Rollback => {
                 reasons.insert(
                     0,
-                    format!("held for {held} min, past the hold timeout {timeout}: rolling back"),
+                    format!(
+                        "held for {held}, past the hold timeout {timeout}: {}",
+                        if self.rollout.dry_run {
+                            "would roll back"
+                        } else {
+                            "rolling back"
+                        }
+                    ),
                 );
                 Decision::Rollback
             }
@@ -1011,7 +1054,7 @@ impl RolloutRunner {
                 reasons.insert(
                     0,
                     format!(
-                        "held for {held} min, past the hold timeout {timeout}: waiting for a person"
+                        "held for {held}, past the hold timeout {timeout}: waiting for a person"
                     ),
                 );
                 Decision::AwaitReview
@@ -1130,6 +1173,20 @@ query = 'latency{ {{scope}} }'
         assert!(
             runner.step(T0 + 60.0).await.is_err(),
             "no look after the end"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_passing_look_says_how_long_the_stage_has_run_in_natural_units() {
+        let mut runner = runner(Arc::new(LogOnlyActuator::new()));
+        runner.start(T0).await.unwrap();
+        let look = runner.step(T0 + 60.0).await.unwrap();
+        assert!(
+            look.reasons
+                .iter()
+                .any(|reason| reason.ends_with("stage 10% has run 1 min of its 2 min")),
+            "issue 12: {:?}",
+            look.reasons
         );
     }
 
@@ -1335,6 +1392,49 @@ query = 'latency{{ {{{{scope}}}} }}'
         assert_eq!(changes.last().unwrap().2, 0.0);
         let flag = flags.current("checkout").await.unwrap();
         assert!(flag.enabled && flag.rollout == Percentage::ZERO);
+    }
+
+    #[test]
+    fn decisions_read_as_words_not_debug_text() {
+        let words: Vec<String> = [
+            Decision::Advance {
+                to: Percentage::parse(5.0).unwrap(),
+            },
+            Decision::Hold,
+            Decision::Promote,
+            Decision::Rollback,
+            Decision::Continue,
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(
+            words,
+            ["advance to 5%", "hold", "promote", "roll back", "continue"]
+        );
+    }
+
+    #[test]
+    fn a_dry_run_reports_what_it_would_have_done() {
+        assert_eq!(RolloutStatus::RolledBack.reported(true), "would_roll_back");
+        assert_eq!(RolloutStatus::Promoted.reported(true), "would_promote");
+        assert_eq!(RolloutStatus::RolledBack.reported(false), "rolled_back");
+        assert_eq!(
+            RolloutStatus::AwaitingReview.reported(true),
+            "awaiting_review"
+        );
+        for status in [
+            RolloutStatus::Running,
+            RolloutStatus::Promoted,
+            RolloutStatus::RolledBack,
+            RolloutStatus::AwaitingReview,
+        ] {
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                status.reported(false),
+                "a real run reports the status as it is stored"
+            );
+        }
     }
 
     #[test]

@@ -765,7 +765,7 @@ impl Worker {
                 .await
             }
             RunError::Actuator {
-                source: ActuatorError::Unavailable { .. },
+                error: ActuatorError::Unavailable { .. },
                 ..
             } => {
                 let retry_at = now + runner.stage().interval.seconds();

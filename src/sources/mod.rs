@@ -132,6 +132,27 @@ pub enum SourceError {
     },
 }
 
+impl SourceError {
+    /// What kind of failure this is, for logs and metrics: `unreachable`, `bad_query` or
+    /// `unauthorized`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceError::Unreachable { .. } => "unreachable",
+            SourceError::BadQuery { .. } => "bad_query",
+            SourceError::Unauthorized { .. } => "unauthorized",
+        }
+    }
+
+    /// The source that failed, e.g. `prometheus:http://127.0.0.1:9090`.
+    pub fn source_name(&self) -> &str {
+        match self {
+            SourceError::Unreachable { source_name, .. }
+            | SourceError::BadQuery { source_name, .. }
+            | SourceError::Unauthorized { source_name, .. } => source_name,
+        }
+    }
+}
+
 /// A live source of metric series.
 #[async_trait]
 pub trait MetricSource: Send + Sync {

@@ -36,11 +36,7 @@ impl InstrumentedSource {
 
 /// The `kind` label of `canary_source_errors_total`.
 fn source_error_kind(error: &SourceError) -> &'static str {
-    match error {
-        SourceError::Unreachable { .. } => "unreachable",
-        SourceError::BadQuery { .. } => "bad_query",
-        SourceError::Unauthorized { .. } => "unauthorized",
-    }
+    error.kind()
 }
 
 #[async_trait]

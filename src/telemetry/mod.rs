@@ -21,13 +21,25 @@ use tracing_subscriber::EnvFilter;
 
 use crate::store::AnalysisState;
 
-/// Installs the global subscriber. Safe to call once per process.
+/// Installs the global subscriber. Safe to call once per process. Logs are coloured
+/// only on a terminal without `NO_COLOR`: a log file or a CI log gets plain text.
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let colour = colour(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR"),
+    );
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .try_init();
+}
+
+/// Whether a stream gets ANSI colours: only a terminal, and only when `NO_COLOR`
+/// (<https://no-color.org>) is unset or empty.
+pub fn colour(is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    is_terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 /// `state`.
@@ -345,6 +357,17 @@ impl EngineMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())));
+        assert!(!colour(true, Some("1".into())));
+        assert!(
+            !colour(false, None),
+            "issue 12: a redirected log gets no ANSI codes"
+        );
+    }
 
     #[test]
     fn the_worker_hooks_show_up_in_the_exposition() {

@@ -160,6 +160,24 @@ async fn prometheus_going_away_mid_rollout_holds_and_the_rollout_recovers_when_i
         "the reason says the source is unreachable: {:#?}",
         look.reasons
     );
+    // Issue 12: each reason names the metric, the side and the source, not the URL of
+    // the query with its query string.
+    let unreachable = look
+        .reasons
+        .iter()
+        .find(|r| r.contains("unreachable"))
+        .unwrap();
+    assert!(
+        unreachable.contains("`latency`")
+            && (unreachable.contains("baseline") || unreachable.contains("canary"))
+            && unreachable.contains(&format!("prometheus:{}", h.prometheus.url)),
+        "{unreachable}"
+    );
+    assert!(
+        look.reasons.iter().all(|r| !r.contains("/api/v1/query")),
+        "{:#?}",
+        look.reasons
+    );
     assert_eq!(
         h.runner.status(),
         RolloutStatus::Running,

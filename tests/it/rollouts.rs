@@ -656,7 +656,7 @@ async fn a_gap_in_the_canary_data_holds_and_the_missing_minutes_do_not_count_tow
         history[2].reasons
     );
     assert!(
-        history[2].reasons[0].contains("6 min without usable data do not count"),
+        history[2].reasons[0].contains("6 min without usable data not counted"),
         "{:#?}",
         history[2].reasons
     );

@@ -130,6 +130,97 @@ fn a_dry_run_judges_the_same_way_and_never_touches_the_flag_file() {
     assert_eq!(std::fs::read(&flags).unwrap(), before, "byte for byte");
 }
 
+/// Issue 12: a dry run said `rolled_back` though nothing changed.
+#[test]
+fn a_dry_run_says_it_would_roll_back_and_never_that_it_rolled_back() {
+    let directory = tempfile::tempdir().unwrap();
+    let flags = demo_flags(directory.path());
+    let before = std::fs::read(&flags).unwrap();
+    let report = directory.path().join("report.html");
+    let actuator = format!("flagd-file={}", flags.display());
+    let text = run(
+        "latency-regression",
+        "search-v3",
+        &actuator,
+        &["--dry-run", "--report", report.to_str().unwrap()],
+    );
+    assert_eq!(text.code, 3, "{}\n{}", text.stdout, text.stderr);
+    assert!(
+        text.stdout.starts_with("rollout: WOULD ROLL BACK"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("25%: WOULD ROLL BACK"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout
+            .contains("dry run: a real run would roll the flag back here"),
+        "{}",
+        text.stdout
+    );
+    assert!(text.stdout.contains("would kill"), "{}", text.stdout);
+    let page = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        page.contains("Would roll back (dry run)"),
+        "the HTML headline"
+    );
+    assert!(page.contains("would roll back"), "the HTML state");
+    for printed in [&text.stdout, &text.stderr, &page] {
+        let lower = printed.to_lowercase();
+        for word in [
+            "rolled back",
+            "rolled_back",
+            "kill switch pulled",
+            "switched off",
+        ] {
+            assert!(!lower.contains(word), "{word:?} in a dry run's output");
+        }
+    }
+
+    let json = run(
+        "latency-regression",
+        "search-v3",
+        &actuator,
+        &["--dry-run", "--format", "json"],
+    );
+    assert_eq!(json.code, 3, "the exit code is the verdict's");
+    let summary: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(summary["dry_run"], true);
+    assert_eq!(summary["status"], "would_roll_back");
+    assert_eq!(summary["verdict"], "rollback");
+    assert_eq!(std::fs::read(&flags).unwrap(), before, "byte for byte");
+}
+
+/// Issue 12: an actuator error whose message includes its cause was printed twice.
+#[test]
+fn a_flag_missing_from_the_flag_file_is_reported_once() {
+    let directory = tempfile::tempdir().unwrap();
+    let flags = demo_flags(directory.path());
+    let result = run(
+        "healthy",
+        "no-such-flag",
+        &format!("flagd-file={}", flags.display()),
+        &[],
+    );
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    assert_eq!(
+        result.stderr.matches("not found in").count(),
+        1,
+        "{}",
+        result.stderr
+    );
+    assert!(
+        result.stderr.starts_with(
+            "error: flag \"no-such-flag\" cannot be actuated: flag \"no-such-flag\" not found in"
+        ),
+        "{}",
+        result.stderr
+    );
+}
+
 #[test]
 fn bad_configuration_is_refused_before_anything_is_actuated() {
     let directory = tempfile::tempdir().unwrap();
@@ -238,8 +329,52 @@ fn run_help_documents_sources_actuators_and_exit_codes() {
         "flagd-file=PATH",
         "unleash=URL,environment=ENV",
         "--dry-run",
+        "would_roll_back",
         "3  rollback",
     ] {
         assert!(help.stdout.contains(needle), "{needle} in {}", help.stdout);
     }
+}
+
+/// Issue 12: with Prometheus down, every retry of every query logged a coloured warning
+/// carrying the whole query URL, even into a log file.
+#[test]
+fn a_prometheus_that_is_down_gets_one_plain_warning_and_an_error_without_the_query_url() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    let result = canary([
+        "run",
+        "--profile",
+        "analysis-profiles/web-service.toml",
+        "--source",
+        &format!("prometheus=http://{address}"),
+        "--flag",
+        "checkout-v2",
+        "--dry-run",
+    ]);
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    assert!(
+        !result.stderr.contains('\u{1b}'),
+        "ANSI codes in a pipe: {:?}",
+        result.stderr
+    );
+    assert_eq!(
+        result.stderr.matches("prometheus request failed").count(),
+        1,
+        "repeats are collapsed: {}",
+        result.stderr
+    );
+    assert!(
+        result
+            .stderr
+            .contains(&format!("prometheus:http://{address}")),
+        "the source is named: {}",
+        result.stderr
+    );
+    assert!(
+        !result.stderr.contains("/api/v1/query"),
+        "no query URL: {}",
+        result.stderr
+    );
 }

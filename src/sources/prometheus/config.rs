@@ -13,7 +13,8 @@ use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use super::PrometheusSource;
+use super::client::RepeatedWarnings;
+use super::{PrometheusSource, REPEATED_WARNING_INTERVAL};
 
 /// How to reach one Prometheus server (or anything speaking its HTTP API, such as
 /// Thanos Query or VictoriaMetrics).
@@ -214,6 +215,7 @@ impl PrometheusConfig {
             timeout: self.timeout,
             retries: self.retries,
             retry_backoff: self.retry_backoff,
+            warnings: std::sync::Arc::new(RepeatedWarnings::new(REPEATED_WARNING_INTERVAL)),
         })
     }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tracing::debug;
 
-use self::client::{classify, into_series, with_retries};
+use self::client::{RepeatedWarnings, classify, into_series, with_retries};
 pub use self::config::{BasicAuth, PrometheusConfig, PrometheusConfigError, Secret};
 use crate::sources::{LabeledSeries, MetricSource, RangeRequest, SourceError};
 
@@ -36,7 +36,14 @@ pub struct PrometheusSource {
     timeout: Duration,
     retries: u32,
     retry_backoff: Duration,
+    /// Shared by the clones of a source, so a failure every request shares is logged
+    /// once, then summarised once per [`REPEATED_WARNING_INTERVAL`].
+    warnings: std::sync::Arc<RepeatedWarnings>,
 }
+
+/// How often a warning that keeps repeating (the same source failing the same way) is
+/// summarised after its first occurrence.
+pub const REPEATED_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for PrometheusSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -58,7 +65,7 @@ impl PrometheusSource {
     /// Runs an instant query at `time` (Unix seconds) with retries.
     async fn instant(&self, query: &str, time: i64) -> Result<Vec<LabeledSeries>, SourceError> {
         let source_name = self.describe();
-        with_retries(self.retries, self.retry_backoff, || async {
+        with_retries(self.retries, self.retry_backoff, &self.warnings, || async {
             self.client
                 .query(query)
                 .at(time)
@@ -79,7 +86,7 @@ impl PrometheusSource {
         step: f64,
     ) -> Result<Vec<LabeledSeries>, SourceError> {
         let source_name = self.describe();
-        with_retries(self.retries, self.retry_backoff, || async {
+        with_retries(self.retries, self.retry_backoff, &self.warnings, || async {
             self.client
                 .query_range(query, start, end, step)
                 .get()
