@@ -44,6 +44,10 @@ struct Finished {
 }
 
 fn start_canary(bed: &LiveBed, profile: &Path, extra: &[&str]) -> RunningCanary {
+    start_canary_on(bed, &bed.flag, profile, extra)
+}
+
+fn start_canary_on(bed: &LiveBed, flag: &str, profile: &Path, extra: &[&str]) -> RunningCanary {
     let output = tempfile::tempdir().expect("a temporary directory");
     let child = Command::new(env!("CARGO_BIN_EXE_canary"))
         .arg("run")
@@ -52,7 +56,7 @@ fn start_canary(bed: &LiveBed, profile: &Path, extra: &[&str]) -> RunningCanary 
         .arg("--source")
         .arg(format!("prometheus={}", bed.prometheus_url))
         .arg("--flag")
-        .arg(&bed.flag)
+        .arg(flag)
         .arg("--actuator")
         .arg(format!("flagd-file={}", bed.flags.display()))
         .args(["--format", "json"])
@@ -150,8 +154,12 @@ fn assert_switched_off(finished: &Finished, bed: &LiveBed) {
     assert_eq!(finished.code, 3, "rolled back: {}", explain(finished, bed));
     let flag = flag(bed);
     assert_eq!(flag["state"], "DISABLED", "the kill switch: {flag}");
+    // The service re-reads the flag file every 100 ms.
+    let followed = wait_until(Duration::from_secs(2), || {
+        bed.state()["canary_percent"] == 0.0
+    });
     let state = bed.state();
-    assert_eq!(state["canary_percent"], 0.0, "the service follows: {state}");
+    assert!(followed, "the service follows: {state}");
     assert!(
         state["fault_onset_to_flag_off_seconds"].as_f64().is_some(),
         "the flag went off after the fault's onset: {state}"
@@ -183,7 +191,7 @@ fn live_rollouts_a_healthy_canary_is_promoted_to_100_percent_with_the_flag_enabl
         .collect();
     assert_eq!(path, [0.0, 1.0, 5.0, 25.0, 50.0, 100.0], "{state}");
     let summary: Value = serde_json::from_str(&finished.stdout).expect("the JSON summary");
-    let looks = summary["looks"].as_array().expect("looks");
+    let looks = summary["history"].as_array().expect("looks");
     let last = looks.last().unwrap();
     assert!(
         last["judgement"]["metrics"]
@@ -256,7 +264,7 @@ fn live_rollouts_prometheus_down_mid_rollout_never_promotes_and_the_rollout_resu
         explain(&finished, &bed)
     );
     let summary: Value = serde_json::from_str(&finished.stdout).unwrap();
-    let held_unreachable = summary["looks"].as_array().unwrap().iter().any(|look| {
+    let held_unreachable = summary["history"].as_array().unwrap().iter().any(|look| {
         look["decision"]["decision"] == "hold"
             && look["reasons"].to_string().contains("unreachable")
     });
@@ -294,7 +302,8 @@ fn live_rollouts_configuration_errors_exit_1_before_the_flag_moves() {
     let bed = bed(18);
     let before = bed.flag_file_bytes();
     let directory = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(profile()).unwrap();
+    let profile_path = profile();
+    let text = std::fs::read_to_string(&profile_path).unwrap();
     let misspelled = directory.path().join("misspelled.toml");
     std::fs::write(
         &misspelled,
@@ -304,26 +313,22 @@ fn live_rollouts_configuration_errors_exit_1_before_the_flag_moves() {
         ),
     )
     .unwrap();
-    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+    let cases = [
         (
             "a misspelled metric",
-            vec![misspelled.display().to_string()],
+            bed.flag.as_str(),
+            misspelled.as_path(),
             "check the metric name",
         ),
         (
             "a flag missing from the file",
-            vec![
-                profile().display().to_string(),
-                "--flag".into(),
-                "no-such-flag".into(),
-            ],
+            "no-such-flag",
+            profile_path.as_path(),
             "no-such-flag",
         ),
     ];
-    for (what, arguments, expected) in cases {
-        let (profile_path, extra) = arguments.split_first().unwrap();
-        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        let finished = start_canary(&bed, Path::new(profile_path), &extra).wait();
+    for (what, flag, profile, expected) in cases {
+        let finished = start_canary_on(&bed, flag, profile, &[]).wait();
         assert_eq!(finished.code, 1, "{what}: {}", explain(&finished, &bed));
         assert!(
             finished.stderr.contains(expected),
