@@ -110,34 +110,45 @@ impl Terminal {
     }
 }
 
-/// Runs `canary check-profile`: a summary line per valid profile, and the first
-/// error of each invalid one.
+/// Runs `canary check-profile`: a summary line per valid profile (then a warning line
+/// for each of its stages' looks too short for a sequential check, see
+/// [`RolloutPlan::short_look_warnings`](crate::domain::plan::RolloutPlan::short_look_warnings)),
+/// and the first error of each invalid one.
 pub fn check_profiles(args: &CheckProfileArgs) -> (String, Vec<anyhow::Error>) {
     let mut summary = String::new();
     let mut errors = Vec::new();
     for path in &args.profiles {
         match load_profile(path) {
-            Ok(profile) => summary.push_str(&format!(
-                "{}: ok: profile {:?}, {} metrics, confidence level {}{}\n",
-                path.display(),
-                profile.name,
-                profile.metrics.len(),
-                profile.judge.confidence_level.value(),
-                profile
-                    .plan
-                    .as_ref()
-                    .map_or_else(String::new, |plan| format!(
-                        ", {} stages ({}), {} triggers, error budget {}",
-                        plan.stages.len(),
-                        plan.stages
-                            .iter()
-                            .map(|s| s.traffic.to_string())
-                            .collect::<Vec<_>>()
-                            .join(" → "),
-                        plan.triggers.len(),
-                        plan.settings.error_budget
-                    ))
-            )),
+            Ok(profile) => {
+                summary.push_str(&format!(
+                    "{}: ok: profile {:?}, {} metrics, confidence level {}{}\n",
+                    path.display(),
+                    profile.name,
+                    profile.metrics.len(),
+                    profile.judge.confidence_level.value(),
+                    profile
+                        .plan
+                        .as_ref()
+                        .map_or_else(String::new, |plan| format!(
+                            ", {} stages ({}), {} triggers, error budget {}",
+                            plan.stages.len(),
+                            plan.stages
+                                .iter()
+                                .map(|s| s.traffic.to_string())
+                                .collect::<Vec<_>>()
+                                .join(" → "),
+                            plan.triggers.len(),
+                            plan.settings.error_budget
+                        ))
+                ));
+                // Looks too short for a sequential check to mean much: the profile is
+                // valid, so these are warnings, one line each.
+                if let (Some(plan), JudgeMode::Sequential) = (&profile.plan, profile.judge.mode) {
+                    for warning in plan.short_look_warnings(&profile.metrics) {
+                        summary.push_str(&format!("{}: warning: {warning}\n", path.display()));
+                    }
+                }
+            }
             Err(error) => errors.push(error),
         }
     }

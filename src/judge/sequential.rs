@@ -11,14 +11,25 @@
 //!   tolerance is a ratio); for a proportion, the mixture SPRT that the error-rate
 //!   ratio exceeds `max_ratio` (1 when unset). `decrease` metrics test the other way,
 //!   `either` metrics both ways at half the share each.
-//! - **tails** (`tails = true`, continuous): the same rank evidence on each batch's
-//!   absolute deviations from its pooled median (log scale), so a canary whose spread
-//!   grows by more than `allowed_increase` at the same median fails.
+//! - **tails** (`tails = true`, continuous): the spreads `|x₂ − x₁|` of consecutive
+//!   pairs of each side's points (log scale when positive; the canary's divided by
+//!   `1 + allowed_increase`), compared by squared half-normal (Klotz) rank scores with
+//!   their exact permutation moments ([`spread_increment`]). A pair's spread does not
+//!   depend on the side's median, so a shifted canary with the same spread is no
+//!   evidence. Points wait in the state ([`PendingPoints`]) until each side has
+//!   [`MIN_SPREAD_PAIRS`] pairs, so a look of one or two points per side is compared
+//!   with the next ones instead of alone.
 //! - **bursts** (`bursts = "1m"`, proportion): every sub-window of that length is
 //!   tested on its own (the exact conditional binomial test of the canary's share of
 //!   the window's errors) at its share of the check's budget, spent along
 //!   [`spend`] over the planned number of windows, so the worst window's evidence is
-//!   corrected for how many windows were looked at.
+//!   corrected for how many windows were looked at. A window longer than the looks is
+//!   carried in the state ([`OpenWindow`]) and tested once, when complete.
+//!
+//! Every check keeps its level however few points a look brings: location and tails use
+//! the exact (tie-corrected) permutation variance of each comparison, rates and bursts
+//! exact conditional binomial likelihoods (the `small_batches` tests simulate 1 to 5
+//! points per side per look, with and without ties).
 //!
 //! **Budget rule.** The judge's share of the error budget is split equally among the
 //! checks (plus one share for rate thresholds when the profile has any). A check's
@@ -247,7 +258,8 @@ fn median_of(values: &[f64]) -> f64 {
 /// The prior scale of a rank check's mixture, from the information it is tuned for.
 ///
 /// Location checks are tuned for one interval's batch of a single series (about `6` per
-/// sample pair, `12 n m / (n + m + 1)` for equal batches), so the boundary is tightest
+/// sample pair, `12 n m / (n + m + 1)` for equal batches; half that for the tails
+/// check's pair spreads), so the boundary is tightest
 /// at the first looks, where a large regression should be caught; later looks pay only
 /// a `√(log I)` growth of the boundary. Tails checks are tuned for two stages' worth
 /// of data: a change of spread shows slowly, and its evidence carries across stages.
@@ -259,7 +271,10 @@ fn tau2_for(key: &str, alpha: f64, plan: &RolloutPlan, stage_index: usize) -> f6
         stage.interval.seconds()
     };
     let samples = window / plan.settings.step.seconds();
-    tuned_tau2(alpha, (6.0 * samples).max(6.0))
+    // A comparison of `p` pairs a side carries `12 p²/(2p+1) ≈ 6p = 3` per point of a
+    // side: the tails check's spreads are of pairs of points.
+    let per_sample = if key.ends_with(":tails") { 3.0 } else { 6.0 };
+    tuned_tau2(alpha, (per_sample * samples).max(6.0))
 }
 
 /// Whether both sides' samples are positive, so the comparison can be on the log scale.
