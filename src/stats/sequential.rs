@@ -25,6 +25,15 @@
 //!   is a supermartingale, since `E_p[(q/p₀)^x((1−q)/(1−p₀))^{1−x}] =
 //!   1 + (q−p₀)(p−p₀)/(p₀(1−p₀)) ≤ 1` whenever `p ≤ p₀ ≤ q`.
 //!
+//! - [`spread_increment`]: the same kind of increment for spread, from the spreads of
+//!   consecutive pairs of each side's points ([`pair_spreads`]), which do not depend on
+//!   the sides' medians; [`PendingPoints`] carries points over looks too small to
+//!   compare on their own.
+//!
+//! Every increment uses the exact null mean and variance of its statistic for the
+//! batch at hand (the permutation moments, tie-corrected), so a look may bring any
+//! number of points, even one per side.
+//!
 //! [`spend`] is the budget-spending rule shared by everything that is tested a
 //! countable number of times (looks, sub-windows).
 
