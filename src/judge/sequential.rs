@@ -11,14 +11,14 @@
 //!   tolerance is a ratio); for a proportion, the mixture SPRT that the error-rate
 //!   ratio exceeds `max_ratio` (1 when unset). `decrease` metrics test the other way,
 //!   `either` metrics both ways at half the share each.
-//! - **tails** (`tails = true`, continuous): the spreads `|x₂ − x₁|` of consecutive
-//!   pairs of each side's points (log scale when positive; the canary's divided by
-//!   `1 + allowed_increase`), compared by squared half-normal (Klotz) rank scores with
-//!   their exact permutation moments ([`spread_increment`]). A pair's spread does not
-//!   depend on the side's median, so a shifted canary with the same spread is no
-//!   evidence. Points wait in the state ([`PendingPoints`]) until each side has
-//!   [`MIN_SPREAD_PAIRS`] pairs, so a look of one or two points per side is compared
-//!   with the next ones instead of alone.
+//! - **tails** (`tails = true`, continuous): the spreads of runs of consecutive points
+//!   of each side (sums of squared deviations from the run's mean; log scale when
+//!   positive; the canary's divided by `(1 + allowed_increase)²`), compared by rank
+//!   scores with their exact permutation moments ([`spread_increment`]). A run's
+//!   spread does not depend on the side's median, so a shifted canary with the same
+//!   spread is no evidence. Points wait in the state ([`PendingPoints`]) until each
+//!   side has [`MIN_SPREAD_PAIRS`] pairs, so a look of one or two points per side is
+//!   compared with the next ones instead of alone.
 //! - **bursts** (`bursts = "1m"`, proportion): every sub-window of that length is
 //!   tested on its own (the exact conditional binomial test of the canary's share of
 //!   the window's errors) at its share of the check's budget, spent along
@@ -59,7 +59,7 @@ use crate::domain::plan::RolloutPlan;
 use crate::domain::{Direction, MetricData, MetricKind, MetricSpec, Observations, Profile};
 use crate::stats::sequential::{
     MIN_SPREAD_PAIRS, PendingPoints, RankEvidence, RateEvidence, RatePoint, binomial_upper_tail,
-    pair_spreads, rank_increment, spend, spread_increment, tuned_tau2,
+    rank_increment, spend, spread_increment, subset_size, subset_spreads, tuned_tau2,
 };
 
 /// What the sequential judge carries from look to look (part of the runner's snapshot).
@@ -258,8 +258,8 @@ fn median_of(values: &[f64]) -> f64 {
 /// The prior scale of a rank check's mixture, from the information it is tuned for.
 ///
 /// Location checks are tuned for one interval's batch of a single series (about `6` per
-/// sample pair, `12 n m / (n + m + 1)` for equal batches; half that for the tails
-/// check's pair spreads), so the boundary is tightest
+/// sample pair, `12 n m / (n + m + 1)` for equal batches; less for the tails check's
+/// runs of points), so the boundary is tightest
 /// at the first looks, where a large regression should be caught; later looks pay only
 /// a `√(log I)` growth of the boundary. Tails checks are tuned for two stages' worth
 /// of data: a change of spread shows slowly, and its evidence carries across stages.
@@ -271,9 +271,15 @@ fn tau2_for(key: &str, alpha: f64, plan: &RolloutPlan, stage_index: usize) -> f6
         stage.interval.seconds()
     };
     let samples = window / plan.settings.step.seconds();
-    // A comparison of `p` pairs a side carries `12 p²/(2p+1) ≈ 6p = 3` per point of a
-    // side: the tails check's spreads are of pairs of points.
-    let per_sample = if key.ends_with(":tails") { 3.0 } else { 6.0 };
+    // The tails check compares three runs of `k` points a side at a time, information
+    // `12·9/7` per `3k` points of a side.
+    let per_sample = if key.ends_with(":tails") {
+        let per_look = (stage.interval.seconds() / plan.settings.step.seconds()) as usize;
+        let size = subset_size(per_look.max(2 * MIN_SPREAD_PAIRS));
+        36.0 / (7.0 * size as f64)
+    } else {
+        6.0
+    };
     tuned_tau2(alpha, (per_sample * samples).max(6.0))
 }
 
@@ -578,9 +584,9 @@ fn continuous(
 }
 
 /// The tails check: this look's points join the ones waiting (see [`PendingPoints`]);
-/// once both sides have enough, their consecutive pairs' spreads are compared, the
-/// canary's divided by `1 + allowed_increase` (on the log scale when every value is
-/// positive, so the tolerance is a ratio of spreads).
+/// once both sides have enough, the spreads of their runs of consecutive points are
+/// compared, the canary's divided by `(1 + allowed_increase)²` (on the log scale when
+/// every value is positive, so the tolerance is a ratio of spreads).
 #[allow(clippy::too_many_arguments)]
 fn tails_check(
     spec: &MetricSpec,
@@ -602,7 +608,7 @@ fn tails_check(
     let compared = pending.add(baseline, canary);
     let (waiting_baseline, waiting_canary) = pending.waiting();
     let (increment, spread_effect) = match compared {
-        Some((base_points, canary_points)) => {
+        Some((size, base_points, canary_points)) => {
             let log_scale = all_positive(&base_points, &canary_points);
             let scale = |values: &[f64]| -> Vec<f64> {
                 if log_scale {
@@ -611,19 +617,20 @@ fn tails_check(
                     values.to_vec()
                 }
             };
-            let base_spreads = pair_spreads(&scale(&base_points));
-            let canary_spreads = pair_spreads(&scale(&canary_points));
+            let base_spreads = subset_spreads(&scale(&base_points), size);
+            let canary_spreads = subset_spreads(&scale(&canary_points), size);
+            // Sums of squares: the tolerated ratio of standard deviations, squared.
             let tolerated: Vec<f64> = canary_spreads
                 .iter()
-                .map(|d| d / (1.0 + allowed_increase))
+                .map(|d| d / (1.0 + allowed_increase).powi(2))
                 .collect();
-            // For the reason: the ratio of root-mean-square pair spreads, which estimates
-            // the ratio of standard deviations.
-            let rms = |d: &[f64]| (d.iter().map(|v| v * v).sum::<f64>() / d.len() as f64).sqrt();
+            // For the reason: the ratio of root-mean sums of squares, which estimates the
+            // ratio of standard deviations.
+            let rms = |d: &[f64]| (d.iter().sum::<f64>() / d.len() as f64).sqrt();
             let ratio = rms(&canary_spreads) / rms(&base_spreads);
             let effect = if ratio.is_finite() {
                 format!(
-                    "canary spread ×{} the baseline's in the latest comparison ({} and {} pairs of consecutive points{})",
+                    "canary spread ×{} the baseline's in the latest comparison ({} and {} runs of {size} consecutive points{})",
                     number(ratio),
                     base_spreads.len(),
                     canary_spreads.len(),
@@ -632,7 +639,7 @@ fn tails_check(
             } else {
                 "no spread to compare in the latest comparison".to_owned()
             };
-            (spread_increment(&base_spreads, &tolerated), effect)
+            (spread_increment(&base_spreads, &tolerated, size), effect)
         }
         None => (
             None,

@@ -26,8 +26,8 @@
 //!   1 + (q−p₀)(p−p₀)/(p₀(1−p₀)) ≤ 1` whenever `p ≤ p₀ ≤ q`.
 //!
 //! - [`spread_increment`]: the same kind of increment for spread, from the spreads of
-//!   consecutive pairs of each side's points ([`pair_spreads`]), which do not depend on
-//!   the sides' medians; [`PendingPoints`] carries points over looks too small to
+//!   runs of consecutive points of each side ([`subset_spreads`]), which do not depend
+//!   on the sides' medians; [`PendingPoints`] carries points over looks too small to
 //!   compare on their own.
 //!
 //! Every increment uses the exact null mean and variance of its statistic for the
@@ -180,60 +180,81 @@ pub const MIN_SPREAD_PAIRS: usize = 3;
 /// (a long gap on one side); older ones are dropped.
 const MAX_PENDING_POINTS: usize = 4096;
 
-/// The spreads `|x₂ − x₁|, |x₄ − x₃|, …` of consecutive pairs of one side's points (in
-/// the order given, i.e. time order); an odd last point is left out.
+/// The largest subsets [`subset_spreads`] are cut into: larger ones would leave too
+/// few subsets per comparison for the ranks to say much.
+pub const MAX_SUBSET_SIZE: usize = 8;
+
+/// The spread of each run of `size` consecutive points of one side (in the order
+/// given, i.e. time order): the sum of squared deviations from the run's own mean. A
+/// last, incomplete run is left out. For pairs it is `(x₂ − x₁)²/2`.
 ///
-/// A pair's spread does not depend on the side's location, so a shifted canary with the
+/// A run's spread does not depend on the side's location, so a shifted canary with the
 /// same spread gives spreads distributed like the baseline's (Moses's rank-like test of
-/// dispersion, with subsets of two).
-pub fn pair_spreads(values: &[f64]) -> Vec<f64> {
+/// dispersion).
+pub fn subset_spreads(values: &[f64], size: usize) -> Vec<f64> {
     values
-        .chunks_exact(2)
-        .map(|pair| (pair[1] - pair[0]).abs())
+        .chunks_exact(size.max(2))
+        .map(|run| {
+            let mean = run.iter().sum::<f64>() / run.len() as f64;
+            run.iter().map(|v| (v - mean).powi(2)).sum()
+        })
         .collect()
 }
 
-/// One comparison's scale increment from the pair spreads of both sides (see
-/// [`pair_spreads`]): `S_k = z_k·√I_k`, large when the canary's spreads are larger.
+/// The subset size for a comparison whose smaller side has `points` points: as large
+/// as leaves [`MIN_SPREAD_PAIRS`] subsets a side, between 2 and [`MAX_SUBSET_SIZE`]. A
+/// subset of `k` points carries `k − 1` degrees of freedom of spread, so larger subsets
+/// lose less of the data than pairs (half of it) when a look brings many points.
+pub fn subset_size(points: usize) -> usize {
+    (points / MIN_SPREAD_PAIRS).clamp(2, MAX_SUBSET_SIZE)
+}
+
+/// One comparison's scale increment from the subset spreads of both sides (see
+/// [`subset_spreads`], subsets of `size` points): `S_k = z_k·√I_k`, large when the
+/// canary's spreads are larger.
 ///
 /// `z_k` is the standardized linear rank statistic of the canary's spreads with scores
-/// `a(i) = Φ⁻¹((1 + i/(N+1))/2)²` (squared half-normal scores, ties sharing their mean
-/// score): the Klotz scores of a sample folded at zero, locally most powerful among rank
-/// tests for the scale of `|X₂ − X₁|` when the data is normal.
+/// `a(i) = F⁻¹(i/(N+1))`, `F` the χ² distribution with `size − 1` degrees of freedom
+/// (ties sharing their mean score): the locally most powerful rank scores for the scale
+/// of a normal sample's sum of squares. For pairs they are the squared half-normal
+/// scores, the Klotz scores of a sample folded at zero.
 ///
 /// **Why the null moments are exact.** When both sides' points are independent draws
-/// from the same distribution up to a location shift, all the spreads, of both sides,
-/// are independent and identically distributed, so given the pooled values every
-/// assignment of `n` of them to the canary is equally likely. The statistic's mean and
-/// variance under that permutation distribution, `n·ā` and
-/// `n m / (N (N−1)) · Σ (a_i − ā)²`, are then its exact null moments for every batch size
-/// and tie pattern, not large-sample approximations: `E S_k = 0` and `Var S_k = I_k`
-/// exactly, as the normal mixture assumes. (Centring each side on its own median, as
-/// this check once did, breaks that: with two points per side the centred values are
-/// `±d` on each side, the statistic can only take its two extreme values, and its
-/// variance is three times the permutation variance.) With one pair per side (`N = 2`)
-/// `S_k = ±2` with probability ½ each, which is sub-Gaussian with exactly its variance,
-/// so the mixture is then an exact supermartingale; [`MIN_SPREAD_PAIRS`] keeps
-/// comparisons at least three pairs a side so the scores have room to work.
+/// from the same distribution up to a location shift, all the subset spreads, of both
+/// sides, are independent and identically distributed, so given the pooled values
+/// every assignment of `n` of them to the canary is equally likely. The statistic's
+/// mean and variance under that permutation distribution, `n·ā` and
+/// `n m / (N (N−1)) · Σ (a_i − ā)²`, are then its exact null moments for every batch
+/// size and tie pattern, not large-sample approximations: `E S_k = 0` and
+/// `Var S_k = I_k` exactly, as the normal mixture assumes. (Centring each side on its
+/// own median, as this check once did, breaks that: with two points per side the
+/// centred values are `±d` on each side, the statistic can only take its two extreme
+/// values, and its variance is three times the permutation variance.) With one subset
+/// per side (`N = 2`) `S_k = ±2` with probability ½ each, which is sub-Gaussian with
+/// exactly its variance, so the mixture is then an exact supermartingale;
+/// [`MIN_SPREAD_PAIRS`] keeps comparisons at least three subsets a side so the scores
+/// have room to work.
 ///
 /// `I_k = 12 n m / (N + 1)`, the Mann-Whitney information of a comparison of that size,
 /// lets one mixture tuning serve both rank statistics; any information proportional to
 /// the comparison's size keeps `S` a Brownian motion in `I`.
 ///
 /// `None` when a side has no spread or every score is the same (all spreads tied).
-pub fn spread_increment(baseline_spreads: &[f64], canary_spreads: &[f64]) -> Option<(f64, f64)> {
+pub fn spread_increment(
+    baseline_spreads: &[f64],
+    canary_spreads: &[f64],
+    size: usize,
+) -> Option<(f64, f64)> {
+    use statrs::distribution::ChiSquared;
     let (n, m) = (canary_spreads.len(), baseline_spreads.len());
     let pooled = pooled_sorted(baseline_spreads, canary_spreads)?;
     let total = pooled.len();
-    let normal = standard_normal();
+    let chi_squared = ChiSquared::new((size.max(2) - 1) as f64).expect("degrees of freedom ≥ 1");
     let mut scores = vec![0.0; total];
     for run in tie_runs(&pooled) {
         let mean: f64 = run
             .clone()
-            .map(|r| {
-                let folded = 0.5 * (1.0 + (r + 1) as f64 / (total + 1) as f64);
-                normal.inverse_cdf(folded).powi(2)
-            })
+            .map(|r| chi_squared.inverse_cdf((r + 1) as f64 / (total + 1) as f64))
             .sum::<f64>()
             / run.len() as f64;
         scores[run].fill(mean);
@@ -272,9 +293,10 @@ pub struct PendingPoints {
 
 impl PendingPoints {
     /// Adds a look's points. When both sides then hold at least [`MIN_SPREAD_PAIRS`]
-    /// pairs, returns every whole pair of each side (an even number of points, oldest
-    /// first) for one comparison and keeps an odd last point for the next.
-    pub fn add(&mut self, baseline: &[f64], canary: &[f64]) -> Option<(Vec<f64>, Vec<f64>)> {
+    /// pairs, returns the subset size ([`subset_size`] of the smaller side) and every
+    /// whole subset of each side (oldest first) for one comparison, and keeps the rest
+    /// for the next.
+    pub fn add(&mut self, baseline: &[f64], canary: &[f64]) -> Option<(usize, Vec<f64>, Vec<f64>)> {
         for (pending, new) in [(&mut self.baseline, baseline), (&mut self.canary, canary)] {
             pending.extend_from_slice(new);
             let excess = pending.len().saturating_sub(MAX_PENDING_POINTS);
@@ -284,11 +306,12 @@ impl PendingPoints {
         if self.baseline.len() < needed || self.canary.len() < needed {
             return None;
         }
+        let size = subset_size(self.baseline.len().min(self.canary.len()));
         let take = |pending: &mut Vec<f64>| -> Vec<f64> {
-            let whole = pending.len() / 2 * 2;
+            let whole = pending.len() / size * size;
             pending.drain(..whole).collect()
         };
-        Some((take(&mut self.baseline), take(&mut self.canary)))
+        Some((size, take(&mut self.baseline), take(&mut self.canary)))
     }
 
     /// Points waiting, baseline and canary.
@@ -703,8 +726,12 @@ mod tests {
         move |rng| {
             let baseline = points(rng, n, 1.0, 0.0, quantised);
             let canary = points(rng, n, canary_scale, canary_shift, quantised);
-            if let Some((b, c)) = pending.add(&baseline, &canary) {
-                evidence.add(spread_increment(&pair_spreads(&b), &pair_spreads(&c)));
+            if let Some((size, b, c)) = pending.add(&baseline, &canary) {
+                evidence.add(spread_increment(
+                    &subset_spreads(&b, size),
+                    &subset_spreads(&c, size),
+                    size,
+                ));
             }
             evidence.ln_e_greater(tau2) >= (1.0 / alpha).ln()
         }
@@ -736,9 +763,10 @@ mod tests {
         for _ in 0..30_000 {
             let baseline = points(&mut rng, 2, 1.0, 0.0, false);
             let canary = points(&mut rng, 2, 1.0, 3.0, false);
-            if let Some((b, c)) = pending.add(&baseline, &canary) {
-                assert_eq!((b.len(), c.len()), (6, 6));
-                let (s, i) = spread_increment(&pair_spreads(&b), &pair_spreads(&c)).unwrap();
+            if let Some((size, b, c)) = pending.add(&baseline, &canary) {
+                assert_eq!((size, b.len(), c.len()), (2, 6, 6));
+                let (s, i) =
+                    spread_increment(&subset_spreads(&b, 2), &subset_spreads(&c, 2), 2).unwrap();
                 sum += s;
                 sum_squares += s * s;
                 information += i;
@@ -824,9 +852,11 @@ mod tests {
             let mut evidence = RankEvidence::default();
             Box::new(move |rng, _| {
                 let (baseline, canary) = normal_batches(rng, 20);
+                let size = subset_size(20);
                 evidence.add(spread_increment(
-                    &pair_spreads(&baseline),
-                    &pair_spreads(&canary),
+                    &subset_spreads(&baseline, size),
+                    &subset_spreads(&canary, size),
+                    size,
                 ));
                 evidence.ln_e_greater(tau2) >= (1.0 / alpha).ln()
             })
@@ -837,9 +867,11 @@ mod tests {
         for _ in 0..20 {
             let baseline: Vec<f64> = (0..20).map(|_| rng.normal()).collect();
             let canary: Vec<f64> = (0..20).map(|_| 1.5 * rng.normal()).collect();
+            let size = subset_size(20);
             evidence.add(spread_increment(
-                &pair_spreads(&baseline),
-                &pair_spreads(&canary),
+                &subset_spreads(&baseline, size),
+                &subset_spreads(&canary, size),
+                size,
             ));
         }
         assert!(evidence.ln_e_greater(tau2) > (1.0 / 0.001_f64).ln());
@@ -850,15 +882,28 @@ mod tests {
         let mut pending = PendingPoints::default();
         assert!(pending.add(&[1.0, 2.0], &[1.0, 2.0]).is_none());
         assert!(pending.add(&[3.0, 4.0], &[3.0]).is_none());
-        let (b, c) = pending.add(&[5.0, 6.0, 7.0], &[4.0, 5.0, 6.0]).unwrap();
+        let (size, b, c) = pending.add(&[5.0, 6.0, 7.0], &[4.0, 5.0, 6.0]).unwrap();
+        assert_eq!(size, 2);
         assert_eq!(b, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         assert_eq!(c, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         assert_eq!(pending.waiting(), (1, 0));
-        assert_eq!(pair_spreads(&[1.0, 3.0, 2.0, 1.5, 9.0]), vec![2.0, 0.5]);
+        assert_eq!(
+            subset_spreads(&[1.0, 3.0, 2.0, 1.0, 9.0], 2),
+            vec![2.0, 0.5]
+        );
+        assert_eq!(
+            subset_spreads(&[1.0, 2.0, 3.0, 5.0, 5.0, 5.0, 9.0], 3),
+            vec![2.0, 0.0]
+        );
+        // A look of 20 points a side: subsets of 6, three a side, two points kept.
+        let mut pending = PendingPoints::default();
+        let (size, b, _) = pending.add(&[0.0; 20], &[0.0; 20]).unwrap();
+        assert_eq!((size, b.len(), pending.waiting()), (6, 18, (2, 2)));
+        assert_eq!(subset_size(1000), MAX_SUBSET_SIZE);
         // A tie of every spread carries no information.
-        assert!(spread_increment(&[1.0, 1.0], &[1.0]).is_none());
+        assert!(spread_increment(&[1.0, 1.0], &[1.0], 2).is_none());
         // One pair a side: ±2 with information 4, like a 1-vs-1 Mann-Whitney.
-        let (s, i) = spread_increment(&[1.0], &[2.0]).unwrap();
+        let (s, i) = spread_increment(&[1.0], &[2.0], 2).unwrap();
         assert!(
             (s - 2.0).abs() < 1e-12 && (i - 4.0).abs() < 1e-12,
             "{s} {i}"
