@@ -1506,6 +1506,18 @@ lookback = "{interval}s"
         assert_every_check_keeps_its_level(5, true);
     }
 
+    /// Snapshots written before the pending points and open bursts windows existed
+    /// still load, and a state without any writes neither field.
+    #[test]
+    fn a_snapshot_without_pending_points_or_open_windows_still_loads() {
+        let old = r#"{"checks":{"latency:tails":{"completed":[0.5],"rank":{"s":1.0,"information":4.0,"batches":1},"rate_harm":null,"rate_safe":null}},"burst_windows":{"errors":3},"stage_counts":{}}"#;
+        let state: SequentialState = serde_json::from_str(old).unwrap();
+        assert_eq!(state.checks["latency:tails"].pending, None);
+        assert!(state.burst_pending.is_empty());
+        let written = serde_json::to_string(&state).unwrap();
+        assert!(!written.contains("pending"), "{written}");
+    }
+
     /// A bursts window longer than a look is tested once, whole: a one-minute window at
     /// two 5 s points per look spans six looks and is tested at the look that completes
     /// it, and a burst spread over those looks is found.
