@@ -128,8 +128,10 @@ impl Terminal {
     }
 }
 
-/// Runs `canary check-profile`: a summary line per valid profile, and the first
-/// error of each invalid one.
+/// Runs `canary check-profile`: a summary line per valid profile (then a warning line
+/// for each of its stages' looks too short for a sequential check, see
+/// [`RolloutPlan::short_look_warnings`](crate::domain::plan::RolloutPlan::short_look_warnings)),
+/// and the first error of each invalid one.
 pub fn check_profiles(args: &CheckProfileArgs) -> (String, Vec<anyhow::Error>) {
     let mut summary = String::new();
     let mut errors = Vec::new();
@@ -159,6 +161,13 @@ pub fn check_profiles(args: &CheckProfileArgs) -> (String, Vec<anyhow::Error>) {
                 ));
                 if let Some(plan) = &profile.plan {
                     summary.push_str(&stage_comparisons(&profile, plan));
+                }
+                // Looks too short for a sequential check to mean much: the profile is
+                // valid, so these are warnings, one line each.
+                if let (Some(plan), JudgeMode::Sequential) = (&profile.plan, profile.judge.mode) {
+                    for warning in plan.short_look_warnings(&profile.metrics) {
+                        summary.push_str(&format!("{}: warning: {warning}\n", path.display()));
+                    }
                 }
             }
             Err(error) => errors.push(error),

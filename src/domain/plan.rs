@@ -269,6 +269,91 @@ impl RolloutPlan {
     }
 }
 
+/// The fewest steps a `bursts` window should span: a window of one or two points is a
+/// spike detector, not a burst test.
+pub const MIN_BURST_WINDOW_STEPS: f64 = 3.0;
+
+impl RolloutPlan {
+    /// Where the plan's looks are too short for a sequential check to mean much, in
+    /// words naming the stage, the metric and the numbers (`canary check-profile`
+    /// prints them; none stops a rollout).
+    ///
+    /// A look hands the sequential judge the points since the previous one: for range
+    /// queries `interval / step` per side. A location comparison of one point against
+    /// one is a coin toss (no single look can show a regression); the tails check
+    /// compares the spreads of pairs of consecutive points and waits until each side
+    /// has [`MIN_SPREAD_PAIRS`](crate::stats::sequential::MIN_SPREAD_PAIRS) pairs, so
+    /// with fewer than three points a look it compares only every few looks, and a
+    /// stage shorter than that never compares at all; a `bursts` window of fewer than
+    /// [`MIN_BURST_WINDOW_STEPS`] steps holds too few points to be a burst. Metrics read
+    /// as raw samples (`raw_samples = true`) come at the scrape interval, unknown here,
+    /// and are left out of the per-look counts.
+    pub fn short_look_warnings(&self, metrics: &[MetricSpec]) -> Vec<String> {
+        use super::profile::MetricKind;
+        use crate::stats::sequential::MIN_SPREAD_PAIRS;
+        let step = self.settings.step;
+        let mut warnings = Vec::new();
+        for metric in metrics {
+            if let (MetricKind::Proportion { .. }, Some(window)) = (&metric.kind, metric.bursts) {
+                let steps = window.seconds() / step.seconds();
+                if steps < MIN_BURST_WINDOW_STEPS {
+                    warnings.push(format!(
+                        "metric {:?}: its bursts window {window} is {} of {step}; a window needs \
+                         at least {MIN_BURST_WINDOW_STEPS} steps to test a burst",
+                        metric.name,
+                        plural(steps, "step"),
+                    ));
+                }
+            }
+            if !matches!(metric.kind, MetricKind::Continuous { .. }) || metric.raw_samples {
+                continue;
+            }
+            // A stage without a baseline compares nothing, so its looks cannot be short.
+            for stage in self.stages.iter().filter(|stage| stage.has_baseline()) {
+                let per_look = (stage.interval.seconds() / step.seconds()).floor();
+                let per_stage = (stage.duration.seconds() / step.seconds()).floor();
+                let context = format!(
+                    "stage {:?}, metric {:?}: a look every {} at a step of {step} brings {} per side",
+                    stage.name,
+                    metric.name,
+                    stage.interval,
+                    plural(per_look, "point"),
+                );
+                if per_look < 2.0 {
+                    warnings.push(format!(
+                        "{context}; a location comparison of one point against one cannot show a \
+                         regression at any single look (give the interval at least 2 steps)"
+                    ));
+                }
+                let needed = (2 * MIN_SPREAD_PAIRS) as f64;
+                if metric.tails && per_stage < needed {
+                    warnings.push(format!(
+                        "{context}; the stage's {} never reach the {needed} per side the tails \
+                         check compares spread over, so it cannot test the spread at this stage",
+                        plural(per_stage, "point"),
+                    ));
+                } else if metric.tails && per_look < 3.0 {
+                    warnings.push(format!(
+                        "{context}; the tails check compares spread over {needed} points per side, \
+                         so only every {} looks (give the interval at least 3 steps)",
+                        (needed / per_look.max(1.0)).ceil(),
+                    ));
+                }
+            }
+        }
+        warnings
+    }
+}
+
+/// `1 point`, `2 points`, `0.5 steps`.
+fn plural(count: f64, unit: &str) -> String {
+    if count == 1.0 {
+        format!("1 {unit}")
+    } else {
+        format!("{} {unit}s", (count * 100.0).round() / 100.0)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStage {
@@ -781,6 +866,85 @@ above_baseline_times = 1.5
 window = "10m"
 action = "hold"
 "#;
+
+    /// A live Prometheus looked at every 10 s with a 5 s step: two points per look.
+    #[test]
+    fn looks_too_short_for_a_check_are_warned_about_with_the_stage_metric_and_numbers() {
+        let text = r#"
+name = "live"
+[[metrics]]
+name = "latency"
+kind = "continuous"
+tails = true
+[[metrics]]
+name = "errors"
+kind = "proportion"
+bursts = "10s"
+[rollout]
+step = "5s"
+[[stages]]
+name = "pilot"
+traffic = 5
+duration = "5m"
+interval = "10s"
+[[stages]]
+name = "short"
+traffic = 10
+duration = "25s"
+interval = "5s"
+[[stages]]
+name = "wide"
+traffic = 50
+duration = "10m"
+interval = "1m"
+"#;
+        let profile = Profile::parse(text, "live.toml").unwrap();
+        let warnings = profile
+            .plan
+            .as_ref()
+            .unwrap()
+            .short_look_warnings(&profile.metrics);
+        assert_eq!(warnings.len(), 4, "{warnings:#?}");
+        let find = |text: &str| {
+            warnings
+                .iter()
+                .find(|w| w.contains(text))
+                .unwrap_or_else(|| panic!("no warning with {text:?}: {warnings:#?}"))
+        };
+        find("metric \"errors\": its bursts window 10s is 2 steps of 5s");
+        let pilot = find(
+            "stage \"pilot\", metric \"latency\": a look every 10s at a step of 5s brings 2 points per side",
+        );
+        assert!(
+            pilot.contains(
+                "the tails check compares spread over 6 points per side, so only every 3 looks"
+            ),
+            "{pilot}"
+        );
+        find(
+            "stage \"short\", metric \"latency\": a look every 5s at a step of 5s brings 1 point per side; a location comparison",
+        );
+        find(
+            "stage \"short\", metric \"latency\": a look every 5s at a step of 5s brings 1 point per side; the stage's 5 points never reach the 6",
+        );
+        // The shipped web-service plan (36 points a look, one-minute bursts at 5 s) has none.
+        let shipped = Profile::parse(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/analysis-profiles/web-service.toml"
+            ))
+            .unwrap(),
+            "web-service.toml",
+        )
+        .unwrap();
+        assert!(
+            shipped
+                .plan
+                .unwrap()
+                .short_look_warnings(&shipped.metrics)
+                .is_empty()
+        );
+    }
 
     #[test]
     fn a_staged_plan_with_triggers_parses() {

@@ -37,3 +37,61 @@ fn every_shipped_profile_validates() {
         }
     }
 }
+
+/// Issue 12: a plan whose looks bring two points per side (a 10 s interval at a 5 s
+/// step) is valid, but check-profile warns that the tails check compares only every few
+/// looks, naming the stage, the metric and the numbers.
+#[test]
+fn check_profile_warns_when_looks_are_too_short_for_a_check() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("live.toml");
+    std::fs::write(
+        &path,
+        r#"
+name = "live"
+[[metrics]]
+name = "latency"
+kind = "continuous"
+tails = true
+[[metrics]]
+name = "errors"
+kind = "proportion"
+bursts = "10s"
+[rollout]
+step = "5s"
+[[stages]]
+name = "pilot"
+traffic = 5
+duration = "5m"
+interval = "10s"
+"#,
+    )
+    .unwrap();
+    let run = canary(["check-profile", path.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|line| !line.starts_with("  stage "))
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    assert!(
+        lines[0].contains(": ok: profile \"live\""),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines[1].ends_with(
+            "live.toml: warning: stage \"pilot\", metric \"latency\": a look every 10s at a step \
+             of 5s brings 2 points per side; the tails check compares spread over 6 points per \
+             side, so only every 3 looks (give the interval at least 3 steps)"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines[2].contains("warning: metric \"errors\": its bursts window 10s is 2 steps of 5s"),
+        "{}",
+        run.stdout
+    );
+}
