@@ -47,8 +47,15 @@ pub enum Command {
     /// multiply false rollbacks: in `[judge] mode = "sequential"` (the default) the judge
     /// accumulates anytime-valid evidence over the looks and rolls back as soon as it
     /// crosses its share of the rollout's error budget; in `fixed` mode every look judges
-    /// at its own share. Missing canary data holds and does not count towards a stage. With --dry-run the rollout is judged and recorded, and the flag is never
-    /// touched: the summary says what a real run would have done ("would roll back",
+    /// at its own share. Missing canary data holds and does not count towards a stage. A
+    /// stage with no baseline (the default at 100 %, where a flag leaves nobody to compare
+    /// with) is judged by its triggers and threshold metrics alone, the other metrics
+    /// needing only canary data; `check-profile` prints what each stage compares against.
+    /// A configuration error is exit 1, never a verdict: before the flag moves for the
+    /// queries, the flag and the metric names (a live source is given 20 s for its first
+    /// scrape), and at the first look for a canary scope that matches no series while the
+    /// baseline has some (the flag is then put back where it was). With --dry-run the
+    /// rollout is judged and recorded, and the flag is never touched: the summary says what a real run would have done ("would roll back",
     /// status `would_roll_back` / `would_promote` with `"dry_run": true` in JSON), and the
     /// exit code is that verdict's (0, 2 or 3), so a pipeline can act on it. A progress bar on stderr shows stage, traffic, elapsed time and the latest
     /// verdict; the summary goes to stdout.
@@ -67,7 +74,10 @@ pub enum Command {
     /// (fixtures/simulation/profile.toml); another needs its metrics `latency`
     /// (continuous) and `errors` (proportion). Exits 0 unless it cannot run.
     Simulate(SimulateArgs),
-    /// Validate analysis profiles and print a one-line summary of each.
+    /// Validate analysis profiles and print a one-line summary of each, a line per stage
+    /// saying what it compares the canary with (the live baseline, or at a stage without
+    /// one its triggers and absolute checks), and warnings about looks too short for a
+    /// sequential check.
     ///
     /// Exits 0 when every profile is valid, 1 otherwise (each error names the file,
     /// line and field).
