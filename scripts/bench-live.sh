@@ -80,10 +80,12 @@ one() {
   fi
   local code=0
   wait "$canary_pid" || code=$?
+  # The service re-reads the flag file every 100 ms: let it see canary's last change.
+  sleep 1
   curl -fsS "$SERVICE_URL/state" >"$dir/state.json" || echo '{}' >"$dir/state.json"
   local after
   after=$(sha256sum "$FLAGS" | cut -d' ' -f1)
-  python3 - "$scenario" "$run" "$code" "$dir" "$before" "$after" "$FLAG" >>"$out/results.jsonl" <<'EOF'
+  python3 - "$scenario" "$run" "$code" "$dir" "$before" "$after" "$FLAG" >"$dir/result.json" <<'EOF'
 import json, sys
 scenario, run, code, directory, before, after, flag = sys.argv[1:]
 state = json.load(open(f"{directory}/state.json"))
@@ -98,7 +100,8 @@ print(json.dumps({
 }))
 EOF
   scripts/live-bed.sh stop "$dir" >/dev/null 2>&1 || true
-  tail -n 1 "$out/results.jsonl"
+  cat "$dir/result.json" >>"$out/results.jsonl"
+  cat "$dir/result.json"
 }
 
 jobs_list=()
