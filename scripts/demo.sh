@@ -64,6 +64,9 @@ json_number() {
 
 flag_summary() {
   local state
+  # The service re-reads the flag file every 100 ms; a change canary made just now may
+  # not be seen yet.
+  sleep 0.5
   state=$(curl -fsS "$SERVICE_URL/state") || { echo "unknown (/state did not answer)"; return; }
   echo "$(echo "$state" | grep -o '"flag_state":"[A-Za-z]*"' | head -1 | cut -d'"' -f4)," \
     "canary $(json_number "$state" canary_percent) % of traffic"
