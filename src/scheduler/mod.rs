@@ -321,7 +321,7 @@ impl RolloutRunner {
     }
 
     /// How long `start` waits for a live source's first data before it calls an empty
-    /// query a configuration error ([`fetch::FIRST_SCRAPE_WAIT`] by default).
+    /// query a configuration error (20 s by default).
     pub fn with_first_scrape_wait(mut self, wait: std::time::Duration) -> Self {
         self.first_scrape_wait = wait;
         self
