@@ -114,6 +114,7 @@ impl ServerSettings {
                         .to_owned(),
                 ));
             }
+            check_token_edges("server.auth_token", token.expose())?;
             tokens.push(ApiToken::legacy(token.expose()));
         }
         for (index, entry) in self.tokens.iter().enumerate() {
@@ -141,6 +142,7 @@ impl ServerSettings {
             if value.trim().is_empty() {
                 return Err(SettingsError(format!("{setting}: the token is empty")));
             }
+            check_token_edges(&setting, &value)?;
             let token = ApiToken::new(name, &entry.scopes, &value);
             if let Some(other) = tokens
                 .iter()
@@ -249,6 +251,17 @@ impl WorkerSettings {
             &self.rollback_retry_interval,
         )
     }
+}
+
+/// A token with surrounding whitespace (often a newline read from a file) could never
+/// match: a request's `Authorization` header is read trimmed.
+fn check_token_edges(setting: &str, value: &str) -> Result<(), SettingsError> {
+    if value.trim() != value {
+        return Err(SettingsError(format!(
+            "{setting}: the token starts or ends with whitespace (a newline from a file?)"
+        )));
+    }
+    Ok(())
 }
 
 fn parse_duration(field: &str, text: &str) -> Result<Duration, SettingsError> {
@@ -505,6 +518,10 @@ token = "dashboard-token"
             ("name = \"a\"\nscopes = [\"read\"]", "exactly one"),
             ("name = \"\"\nscopes = [\"read\"]\ntoken = \"t\"", "name"),
             ("name = \"a\"\nscopes = [\"write\"]\ntoken = \"t\"", "write"),
+            (
+                "name = \"a\"\nscopes = [\"read\"]\ntoken = \"t\\n\"",
+                "whitespace",
+            ),
         ] {
             let (_directory, path) = write(&format!("[[server.tokens]]\n{entry}\n"));
             let error = Settings::load_from(Some(&path), Some(BTreeMap::new())).unwrap_err();
