@@ -87,8 +87,8 @@ pub enum Command {
     /// Settings come from --config (TOML) and CANARY_SECTION__KEY variables
     /// (CANARY_SERVER__BIND, CANARY_STORE__URL, CANARY_SERVER__AUTH_TOKEN, ...): the listen
     /// address and public URL, the bearer tokens and their scopes (server.auth_token has
-    /// every scope; [[server.tokens]] name one of read, submit, act each, read from
-    /// token_env; with any token, submitting and manual actions need one, and reads too
+    /// every scope; each [[server.tokens]] has a name, scopes among read, submit and act,
+    /// and a token_env to read it from; with any token, submitting and manual actions need one, and reads too
     /// with server.require_token_for_reads; without any, anyone who reaches the API can
     /// submit, and the server warns; an empty token is refused at start-up), the store (sqlite:PATH by default; postgres://... lets
     /// several instances share the work), the profiles directory, the named metric sources
