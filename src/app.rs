@@ -682,7 +682,7 @@ fn write_report(path: &Path, page: &str) -> Result<()> {
 /// Runs `canary report`: fetches the report of analysis `args.id`, writes its HTML to
 /// `--out` when given, and returns the terminal summary (`colour` for terminals).
 pub async fn fetch_report(args: &ReportArgs, colour: bool) -> Result<String> {
-    let client = Client::new(&args.server)?;
+    let client = Client::new(&args.server)?.with_token(client_token(args.token.as_deref()));
     let id: uuid::Uuid = args
         .id
         .trim()
@@ -695,9 +695,19 @@ pub async fn fetch_report(args: &ReportArgs, colour: bool) -> Result<String> {
     Ok(report::terminal::render(&fetched, colour))
 }
 
+/// The bearer token `canary submit`, `wait` and `report` send: `--token`, else the
+/// CANARY_TOKEN variable, else none. An empty value counts as none.
+pub fn client_token(flag: Option<&str>) -> Option<Secret> {
+    flag.map(str::to_owned)
+        .or_else(|| std::env::var("CANARY_TOKEN").ok())
+        .map(|token| token.trim().to_owned())
+        .filter(|token| !token.is_empty())
+        .map(Secret::new)
+}
+
 /// Runs `canary submit`: stores the analysis on the server and returns its id.
 pub async fn submit(args: &SubmitArgs) -> Result<uuid::Uuid> {
-    let client = Client::new(&args.server)?;
+    let client = Client::new(&args.server)?.with_token(client_token(args.token.as_deref()));
     let submission = Submission {
         profile: args.profile.clone(),
         baseline_scope: args.baseline_scope.clone(),
@@ -718,17 +728,18 @@ pub async fn submit(args: &SubmitArgs) -> Result<uuid::Uuid> {
 pub async fn wait(args: &WaitArgs) -> Result<(u8, String)> {
     let id = uuid::Uuid::parse_str(args.id.trim())
         .with_context(|| format!("{:?} is not an analysis id (a UUID)", args.id))?;
-    wait_for(&args.server, id, args.timeout).await
+    wait_for(&args.server, args.token.as_deref(), id, args.timeout).await
 }
 
-/// Waits for analysis `id` on `server` for at most `timeout`: the exit code and the
-/// text for stdout.
+/// Waits for analysis `id` on `server` for at most `timeout`, sending `token` (see
+/// [`client_token`]): the exit code and the text for stdout.
 pub async fn wait_for(
     server: &str,
+    token: Option<&str>,
     id: uuid::Uuid,
     timeout: std::time::Duration,
 ) -> Result<(u8, String)> {
-    let client = Client::new(server)?;
+    let client = Client::new(server)?.with_token(client_token(token));
     let verdict = client
         .wait(id, timeout)
         .await
@@ -833,7 +844,17 @@ pub async fn serve(
     }
     worker
         .notify_with(Notifications::from_settings(&settings).context("notifiers in the settings")?);
-    let api = api::router(ApiState::new(Arc::clone(&store), &settings, metrics));
+    let state = ApiState::new(Arc::clone(&store), &settings, metrics)?;
+    if state.auth.is_open() {
+        tracing::warn!(
+            bind = %settings.server.bind,
+            "THE API IS OPEN: no server.auth_token or [[server.tokens]] is set, so anyone who \
+             can reach {} can submit analyses that move production flags; manual actions \
+             are refused",
+            settings.server.bind
+        );
+    }
+    let api = api::router(state);
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait_for_stop = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {

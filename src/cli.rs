@@ -86,7 +86,11 @@ pub enum Command {
     ///
     /// Settings come from --config (TOML) and CANARY_SECTION__KEY variables
     /// (CANARY_SERVER__BIND, CANARY_STORE__URL, CANARY_SERVER__AUTH_TOKEN, ...): the listen
-    /// address and public URL, the store (sqlite:PATH by default; postgres://... lets
+    /// address and public URL, the bearer tokens and their scopes (server.auth_token has
+    /// every scope; each [[server.tokens]] has a name, scopes among read, submit and act,
+    /// and a token_env to read it from; with any token, submitting and manual actions need one, and reads too
+    /// with server.require_token_for_reads; without any, anyone who reaches the API can
+    /// submit, and the server warns; an empty token is refused at start-up), the store (sqlite:PATH by default; postgres://... lets
     /// several instances share the work), the profiles directory, the named metric sources
     /// and actuators analyses may use, the notifiers told of rollbacks, reviews and
     /// promotions, and the workers (concurrency, lease, actuation deadline, how often a
@@ -100,6 +104,7 @@ pub enum Command {
     /// directory and the sources and actuators in its settings). Prints the analysis id
     /// on stdout, so `ID=$(canary submit ...)` captures it. With --wait, then waits for the
     /// verdict like `canary wait` and exits with its code; without, exits 0 once stored.
+    /// A server with tokens needs one of scope `submit`: --token or CANARY_TOKEN.
     ///
     /// Example: canary submit --server http://canary:8080 --profile web-service
     /// --flag checkout-v2 --source prod --actuator flags --wait 2h
@@ -138,6 +143,11 @@ pub struct ReportArgs {
     /// Write the HTML report to FILE.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// A bearer token of scope `read`, needed only when the server sets
+    /// `require_token_for_reads`. Default: the CANARY_TOKEN variable (which keeps it
+    /// out of the process list).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
 }
 
 const WAIT_EXIT_CODES: &str = "\
@@ -194,6 +204,11 @@ pub struct SubmitArgs {
     /// exit with its code.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub wait: Option<Duration>,
+    /// A bearer token of scope `submit` (and `read` for --wait when the server sets
+    /// `require_token_for_reads`), needed when the server has tokens. Default: the
+    /// CANARY_TOKEN variable (which keeps it out of the process list).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
 }
 
 /// Arguments of `canary wait`.
@@ -209,6 +224,11 @@ pub struct WaitArgs {
     /// (hold) with the analysis's current state.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
     pub timeout: Duration,
+    /// A bearer token of scope `read`, needed only when the server sets
+    /// `require_token_for_reads`. Default: the CANARY_TOKEN variable (which keeps it
+    /// out of the process list).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
 }
 
 /// Arguments of `canary analyze`.

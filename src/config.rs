@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::actuators::ActuatorConfig;
+use crate::api::auth::{ApiToken, Scope};
 use crate::domain::HumanDuration;
 use crate::notify::NotifierConfig;
 use crate::sources::config::SourceConfig;
@@ -51,9 +52,18 @@ pub struct Settings {
 pub struct ServerSettings {
     /// Address to listen on. Default `127.0.0.1:8080`.
     pub bind: String,
-    /// Bearer token that manual actions (pause, resume, promote, rollback) require.
-    /// Without one, manual actions are refused.
+    /// A bearer token with every scope (read, submit, act). With any token configured,
+    /// submitting and manual actions need one; with none, anyone who reaches the API can
+    /// submit (the server warns at start-up) and manual actions are refused. An empty
+    /// value is refused at start-up.
     pub auth_token: Option<Secret>,
+    /// Named tokens with scopes, e.g. `[[server.tokens]] name = "pipeline"`,
+    /// `scopes = ["submit", "read"]`, `token_env = "CANARY_PIPELINE_TOKEN"`.
+    pub tokens: Vec<TokenSettings>,
+    /// Whether the `GET /v1/analyses...` routes need a token with scope `read` when
+    /// tokens are configured. Default false: dashboards and Argo's verdict polls read
+    /// without one. Health, readiness, metrics and the OpenAPI document stay open.
+    pub require_token_for_reads: bool,
     /// The URL reports and notifications link to, e.g. `https://canary.example.com`.
     pub public_url: Option<String>,
 }
@@ -63,8 +73,89 @@ impl Default for ServerSettings {
         Self {
             bind: "127.0.0.1:8080".to_owned(),
             auth_token: None,
+            tokens: Vec::new(),
+            require_token_for_reads: false,
             public_url: None,
         }
+    }
+}
+
+/// `[[server.tokens]]`: one named bearer token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    /// The token's name, shown in the audit log as `api-token:NAME`.
+    pub name: String,
+    /// What it allows: `read`, `submit`, `act`.
+    pub scopes: Vec<Scope>,
+    /// The environment variable holding the token (preferred: keeps it out of files).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// The token itself.
+    #[serde(default)]
+    pub token: Option<Secret>,
+}
+
+impl ServerSettings {
+    /// The configured tokens: `auth_token` (every scope) and each `[[server.tokens]]`,
+    /// whose `token_env` is looked up with `variable`. An empty token, a missing
+    /// variable, a token without scopes, a repeated name or two tokens with the same
+    /// value is an error naming the setting.
+    pub fn api_tokens(
+        &self,
+        variable: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<ApiToken>, SettingsError> {
+        let mut tokens = Vec::new();
+        if let Some(token) = &self.auth_token {
+            if token.expose().trim().is_empty() {
+                return Err(SettingsError(
+                    "server.auth_token (CANARY_SERVER__AUTH_TOKEN) is empty: set a token, or \
+                     remove the setting to serve without one"
+                        .to_owned(),
+                ));
+            }
+            check_token_edges("server.auth_token", token.expose())?;
+            tokens.push(ApiToken::legacy(token.expose()));
+        }
+        for (index, entry) in self.tokens.iter().enumerate() {
+            let name = entry.name.trim();
+            let setting = format!("server.tokens[{index}] ({name:?})");
+            if name.is_empty() {
+                return Err(SettingsError(format!("{setting}: name must not be empty")));
+            }
+            if entry.scopes.is_empty() {
+                return Err(SettingsError(format!(
+                    "{setting}: scopes must list at least one of \"read\", \"submit\", \"act\""
+                )));
+            }
+            let value = match (&entry.token, &entry.token_env) {
+                (Some(token), None) => token.expose().to_owned(),
+                (None, Some(env)) => variable(env).ok_or_else(|| {
+                    SettingsError(format!("{setting}: token_env {env:?} is not set"))
+                })?,
+                _ => {
+                    return Err(SettingsError(format!(
+                        "{setting}: give exactly one of token_env and token"
+                    )));
+                }
+            };
+            if value.trim().is_empty() {
+                return Err(SettingsError(format!("{setting}: the token is empty")));
+            }
+            check_token_edges(&setting, &value)?;
+            let token = ApiToken::new(name, &entry.scopes, &value);
+            if let Some(other) = tokens
+                .iter()
+                .find(|other: &&ApiToken| other.name() == name || other.same_value_as(&token))
+            {
+                return Err(SettingsError(format!(
+                    "{setting}: has the same name or value as token {:?}",
+                    other.name()
+                )));
+            }
+            tokens.push(token);
+        }
+        Ok(tokens)
     }
 }
 
@@ -162,6 +253,17 @@ impl WorkerSettings {
     }
 }
 
+/// A token with surrounding whitespace (often a newline read from a file) could never
+/// match: a request's `Authorization` header is read trimmed.
+fn check_token_edges(setting: &str, value: &str) -> Result<(), SettingsError> {
+    if value.trim() != value {
+        return Err(SettingsError(format!(
+            "{setting}: the token starts or ends with whitespace (a newline from a file?)"
+        )));
+    }
+    Ok(())
+}
+
 fn parse_duration(field: &str, text: &str) -> Result<Duration, SettingsError> {
     HumanDuration::parse(text)
         .map(HumanDuration::get)
@@ -195,20 +297,21 @@ impl Settings {
         // Only `CANARY_SECTION__KEY` variables are settings: every setting lives in a
         // section, and other `CANARY_*` variables hold secrets that settings name
         // (`CANARY_UNLEASH_TOKEN`, `CANARY_WEBHOOK_SECRET`), which are not settings.
+        let environment = environment.unwrap_or_else(|| std::env::vars().collect());
         let variables = environment
-            .unwrap_or_else(|| std::env::vars().collect())
+            .clone()
             .into_iter()
             .filter(|(name, _)| {
                 name.strip_prefix("CANARY_")
                     .is_some_and(|rest| rest.contains("__"))
             })
             .collect();
-        let environment = config::Environment::with_prefix("CANARY")
+        let settings_variables = config::Environment::with_prefix("CANARY")
             .prefix_separator("_")
             .separator("__")
             .source(Some(variables));
         let settings: Settings = builder
-            .add_source(environment)
+            .add_source(settings_variables)
             .build()
             .and_then(config::Config::try_deserialize)
             .map_err(|error| {
@@ -218,6 +321,11 @@ impl Settings {
                 })
             })?;
         settings.validate()?;
+        // Tokens are checked here too, so that `canary serve` refuses an empty or
+        // missing token before it opens a port.
+        settings
+            .server
+            .api_tokens(&|name| environment.get(name).cloned())?;
         Ok(settings)
     }
 
@@ -351,6 +459,79 @@ timeout = "2s"
         ]);
         let settings = Settings::load_from(None, Some(environment)).unwrap();
         assert_eq!(settings.store.url, "sqlite:three.db");
+    }
+
+    #[test]
+    fn named_tokens_come_from_the_file_or_the_environment_and_auth_token_has_every_scope() {
+        let (_directory, path) = write(
+            r#"
+[server]
+auth_token = "legacy"
+require_token_for_reads = true
+[[server.tokens]]
+name = "pipeline"
+scopes = ["submit", "read"]
+token_env = "CANARY_PIPELINE_TOKEN"
+[[server.tokens]]
+name = "dashboard"
+scopes = ["read"]
+token = "dashboard-token"
+"#,
+        );
+        let environment = BTreeMap::from([(
+            "CANARY_PIPELINE_TOKEN".to_owned(),
+            "pipeline-token".to_owned(),
+        )]);
+        let settings = Settings::load_from(Some(&path), Some(environment.clone())).unwrap();
+        assert!(settings.server.require_token_for_reads);
+        assert_eq!(
+            settings.server.tokens[0].scopes,
+            [Scope::Submit, Scope::Read]
+        );
+        let tokens = settings
+            .server
+            .api_tokens(&|name| environment.get(name).cloned())
+            .unwrap();
+        let names: Vec<&str> = tokens.iter().map(ApiToken::name).collect();
+        assert_eq!(names, ["auth_token", "pipeline", "dashboard"]);
+
+        let error = Settings::load_from(Some(&path), Some(BTreeMap::new())).unwrap_err();
+        assert!(error.0.contains("CANARY_PIPELINE_TOKEN"), "{error}");
+    }
+
+    #[test]
+    fn an_empty_auth_token_is_refused_naming_the_setting() {
+        let (_directory, path) = write("[server]\nauth_token = \"\"\n");
+        let error = Settings::load_from(Some(&path), Some(BTreeMap::new())).unwrap_err();
+        assert!(error.0.contains("server.auth_token"), "{error}");
+        let environment =
+            BTreeMap::from([("CANARY_SERVER__AUTH_TOKEN".to_owned(), " ".to_owned())]);
+        let error = Settings::load_from(None, Some(environment)).unwrap_err();
+        assert!(error.0.contains("server.auth_token"), "{error}");
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_naming_the_entry() {
+        for (entry, expected) in [
+            ("name = \"a\"\nscopes = []\ntoken = \"t\"", "scopes"),
+            ("name = \"a\"\nscopes = [\"read\"]\ntoken = \"\"", "empty"),
+            ("name = \"a\"\nscopes = [\"read\"]", "exactly one"),
+            ("name = \"\"\nscopes = [\"read\"]\ntoken = \"t\"", "name"),
+            ("name = \"a\"\nscopes = [\"write\"]\ntoken = \"t\"", "write"),
+            (
+                "name = \"a\"\nscopes = [\"read\"]\ntoken = \"t\\n\"",
+                "whitespace",
+            ),
+        ] {
+            let (_directory, path) = write(&format!("[[server.tokens]]\n{entry}\n"));
+            let error = Settings::load_from(Some(&path), Some(BTreeMap::new())).unwrap_err();
+            assert!(error.0.contains(expected), "{entry}: {error}");
+        }
+        let (_directory, path) = write(
+            "[server]\nauth_token = \"same\"\n[[server.tokens]]\nname = \"a\"\nscopes = [\"read\"]\ntoken = \"same\"\n",
+        );
+        let error = Settings::load_from(Some(&path), Some(BTreeMap::new())).unwrap_err();
+        assert!(error.0.contains("same name or value"), "{error}");
     }
 
     #[test]

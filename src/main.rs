@@ -85,9 +85,12 @@ fn main() -> ExitCode {
             println!("{id}");
             match args.wait {
                 None => ExitCode::SUCCESS,
-                Some(timeout) => {
-                    print_wait(runtime.block_on(app::wait_for(&args.server, id, timeout)))
-                }
+                Some(timeout) => print_wait(runtime.block_on(app::wait_for(
+                    &args.server,
+                    args.token.as_deref(),
+                    id,
+                    timeout,
+                ))),
             }
         }
         Command::Wait(args) => {

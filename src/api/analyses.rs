@@ -21,23 +21,20 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
+use super::auth::{ActScope, Authorized, ReadScope, SubmitScope};
 use super::{ApiError, ApiState, MAX_WAIT};
 use crate::domain::{HumanDuration, Profile};
 use crate::store::{
     ActuationRecord, Analysis, AnalysisState, AuditAction, AuditEntry, LookRecord, ManualAction,
     NewAnalysis, StoreError,
 };
-
-/// The actor written to the audit log for actions authenticated by the server's token.
-pub const TOKEN_ACTOR: &str = "api-token";
 
 /// The page size of `GET /v1/analyses` when `limit` is not given.
 pub const DEFAULT_PAGE: u32 = 50;
@@ -594,13 +591,19 @@ pub(crate) async fn wait_for_final(
     }
 }
 
-/// `POST /v1/analyses`: 201 with the analysis and a `Location` header; 400 for a body
-/// that is not JSON; 422 for a missing, empty or unknown field.
-pub async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+/// `POST /v1/analyses`: 201 with the analysis and a `Location` header; 401 without a
+/// known bearer token and 403 with one lacking scope `submit` (when the server has
+/// tokens); 400 for a body that is not JSON; 415 for a body not sent as JSON; 422 for a
+/// missing, empty or unknown field.
+pub async fn create(
+    State(state): State<ApiState>,
+    authorized: Authorized<SubmitScope>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let raw: RawSubmission = parse_body(&body)?;
     let new = validate_submission(&state, raw)?;
     let analysis = state.store.create_analysis(new, state.clock.now()).await?;
-    tracing::info!(analysis = %analysis.id, profile = %analysis.profile_name, flag = %analysis.flag, "analysis submitted");
+    tracing::info!(analysis = %analysis.id, profile = %analysis.profile_name, flag = %analysis.flag, actor = %authorized.caller.actor, "analysis submitted");
     let location = format!("/v1/analyses/{}", analysis.id);
     Ok((
         StatusCode::CREATED,
@@ -614,6 +617,7 @@ pub async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Respon
 /// 400 for an id that is not a UUID; 404 for an unknown one.
 pub async fn get(
     State(state): State<ApiState>,
+    _: Authorized<ReadScope>,
     Path(id): Path<String>,
 ) -> Result<Json<AnalysisDetail>, ApiError> {
     let id = parse_id(&id)?;
@@ -634,6 +638,7 @@ pub async fn get(
 /// unknown state, a limit outside 1..=1000 or a malformed cursor.
 pub async fn list(
     State(state): State<ApiState>,
+    _: Authorized<ReadScope>,
     query: QueryParams,
 ) -> Result<Json<AnalysisPage>, ApiError> {
     let params = query_params(query)?;
@@ -696,6 +701,7 @@ pub async fn list(
 /// wait; 404 for an unknown id.
 pub async fn verdict(
     State(state): State<ApiState>,
+    _: Authorized<ReadScope>,
     Path(id): Path<String>,
     query: QueryParams,
 ) -> Result<Json<VerdictView>, ApiError> {
@@ -705,48 +711,17 @@ pub async fn verdict(
     Ok(Json(VerdictView::of(&analysis)))
 }
 
-/// Checks `Authorization: Bearer TOKEN` against the server's token in constant time and
-/// returns the actor for the audit log.
-fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<&'static str, ApiError> {
-    let Some(expected) = &state.auth_token else {
-        return Err(ApiError::Forbidden(
-            "manual actions are disabled: the server has no server.auth_token \
-             (set CANARY_SERVER__AUTH_TOKEN)"
-                .to_owned(),
-        ));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| {
-            let (scheme, token) = value.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        })
-        .ok_or_else(|| {
-            ApiError::Unauthorized(
-                "manual actions need an `Authorization: Bearer <token>` header".to_owned(),
-            )
-        })?;
-    if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
-        Ok(TOKEN_ACTOR)
-    } else {
-        Err(ApiError::Unauthorized(
-            "the bearer token is wrong".to_owned(),
-        ))
-    }
-}
-
 /// `POST /v1/analyses/{id}/actions`: 200 with the analysis and its audit entry; 401
 /// without the bearer token or with a wrong one; 403 when the server has no token; 422
 /// for an unknown action or a missing reason; 404 for an unknown id; 409 when the action
 /// is not allowed from the analysis's state or the version moved.
 pub async fn action(
     State(state): State<ApiState>,
+    authorized: Authorized<ActScope>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ActionResponse>, ApiError> {
-    let actor = authorize(&state, &headers)?;
+    let actor = authorized.caller.actor;
     let id = parse_id(&id)?;
     let raw: RawAction = parse_body(&body)?;
     let action_name = required(raw.action, "action")?;
@@ -766,7 +741,7 @@ pub async fn action(
         .apply_manual_action(
             id,
             ManualAction {
-                actor: actor.to_owned(),
+                actor: actor.clone(),
                 action,
                 reason,
                 new_state,
@@ -780,7 +755,7 @@ pub async fn action(
         .last()
         .cloned()
         .ok_or_else(|| ApiError::Internal("the audit entry was not written".to_owned()))?;
-    tracing::info!(analysis = %id, action = action.as_str(), actor, to = %new_state, "manual action recorded");
+    tracing::info!(analysis = %id, action = action.as_str(), %actor, to = %new_state, "manual action recorded");
     Ok(Json(ActionResponse {
         pending_action: pending_override(&updated),
         analysis: AnalysisView::of(&updated),

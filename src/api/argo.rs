@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::analyses::{
     QueryParams, final_verdict, parse_id, parse_wait, query_params, wait_for_final,
 };
+use super::auth::{Authorized, ReadScope};
 use super::{ApiError, ApiState};
 use crate::store::AnalysisState;
 
@@ -53,6 +54,7 @@ impl ArgoVerdict {
 /// wait; 404 for an unknown id.
 pub async fn argo(
     State(state): State<ApiState>,
+    _: Authorized<ReadScope>,
     Path(id): Path<String>,
     query: QueryParams,
 ) -> Result<Json<ArgoVerdict>, ApiError> {

@@ -1,7 +1,8 @@
 //! A typed client of this API, for `canary submit` and `canary wait`: it speaks the
 //! same request and response types the server uses, so the two cannot drift apart.
 //! Plain HTTP (the build has no TLS library); put `canary serve` behind a proxy for
-//! HTTPS.
+//! HTTPS. With a token ([`Client::with_token`]) every request carries
+//! `Authorization: Bearer TOKEN`.
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use uuid::Uuid;
 use super::MAX_WAIT;
 use super::analyses::{AnalysisView, Submission, VerdictView};
 use super::error::ErrorBody;
+use crate::sources::prometheus::Secret;
 
 /// What went wrong talking to the server.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,7 @@ pub enum ClientError {
 pub struct Client {
     server: String,
     http: reqwest::Client,
+    token: Option<Secret>,
 }
 
 impl Client {
@@ -61,7 +64,26 @@ impl Client {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|error| ClientError::Protocol(error.to_string()))?;
-        Ok(Self { server, http })
+        Ok(Self {
+            server,
+            http,
+            token: None,
+        })
+    }
+
+    /// The same client, sending `token` as a bearer token with every request.
+    pub fn with_token(mut self, token: Option<Secret>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// A request to `url`, with the bearer token when there is one.
+    fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, url);
+        match &self.token {
+            Some(token) => request.bearer_auth(token.expose()),
+            None => request,
+        }
     }
 
     async fn read<T: DeserializeOwned>(
@@ -103,8 +125,10 @@ impl Client {
     /// `POST /v1/analyses`: the stored analysis.
     pub async fn submit(&self, submission: &Submission) -> Result<AnalysisView, ClientError> {
         let sent = self
-            .http
-            .post(format!("{}/v1/analyses", self.server))
+            .request(
+                reqwest::Method::POST,
+                format!("{}/v1/analyses", self.server),
+            )
             .timeout(Duration::from_secs(30))
             .json(submission)
             .send()
@@ -117,12 +141,14 @@ impl Client {
     pub async fn verdict(&self, id: Uuid, wait: Duration) -> Result<VerdictView, ClientError> {
         let wait = wait.min(MAX_WAIT);
         let sent = self
-            .http
-            .get(format!(
-                "{}/v1/analyses/{id}/verdict?wait={:.3}",
-                self.server,
-                wait.as_secs_f64()
-            ))
+            .request(
+                reqwest::Method::GET,
+                format!(
+                    "{}/v1/analyses/{id}/verdict?wait={:.3}",
+                    self.server,
+                    wait.as_secs_f64()
+                ),
+            )
             .timeout(wait + Duration::from_secs(30))
             .send()
             .await;
@@ -136,10 +162,12 @@ impl Client {
         id: Uuid,
     ) -> Result<(crate::report::analysis::AnalysisReport, String), ClientError> {
         let get = |path: String| {
-            self.http
-                .get(format!("{}/v1/analyses/{id}/{path}", self.server))
-                .timeout(Duration::from_secs(60))
-                .send()
+            self.request(
+                reqwest::Method::GET,
+                format!("{}/v1/analyses/{id}/{path}", self.server),
+            )
+            .timeout(Duration::from_secs(60))
+            .send()
         };
         let report = self.read(get("report.json".to_owned()).await).await?;
         let response =

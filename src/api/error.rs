@@ -66,9 +66,11 @@ pub enum ApiError {
     BadRequest(String),
     /// No credentials, or the wrong ones (401).
     Unauthorized(String),
-    /// The server refuses this kind of request in its configuration (403), e.g. manual
-    /// actions with no `server.auth_token` set.
+    /// The token lacks the scope the request needs, or the server refuses this kind of
+    /// request in its configuration (403), e.g. manual actions with no token set.
     Forbidden(String),
+    /// The request has a body that is not `application/json` (415).
+    UnsupportedMediaType(String),
     /// No such analysis (404).
     NotFound(String),
     /// No such route (404).
@@ -160,6 +162,10 @@ impl ApiError {
                 StatusCode::FORBIDDEN,
                 detail("forbidden", message, None, None),
             ),
+            ApiError::UnsupportedMediaType(message) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                detail("unsupported_media_type", message, None, None),
+            ),
             ApiError::NotFound(message) => (
                 StatusCode::NOT_FOUND,
                 detail("not_found", message, None, None),
@@ -230,6 +236,7 @@ mod tests {
             (ApiError::field("missing_field", "flag", "x"), 422),
             (ApiError::Unauthorized("x".into()), 401),
             (ApiError::Forbidden("x".into()), 403),
+            (ApiError::UnsupportedMediaType("x".into()), 415),
             (ApiError::NotFound("x".into()), 404),
             (ApiError::Conflict("x".into()), 409),
             (ApiError::Unavailable("x".into()), 503),

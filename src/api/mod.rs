@@ -4,7 +4,9 @@
 //! manual actions), [`argo`] (the flat verdict for Argo Rollouts), [`health`]
 //! (`/healthz`, `/readyz`), [`metrics`] (`/metrics`) and [`openapi`] (the OpenAPI
 //! document). [`error`] maps every [`ApiError`] to its status code, in one place;
-//! [`client`] is the typed client `canary submit` and `canary wait` use.
+//! [`client`] is the typed client `canary submit` and `canary wait` use. [`auth`] owns
+//! the bearer tokens and their scopes (handlers name the scope they need with its
+//! `Authorized` extractor) and the rule that request bodies are JSON.
 //!
 //! The API never runs an analysis and never calls an actuator: it writes requests and
 //! manual actions to the store, and the scheduler's workers carry them out. Callers
@@ -13,6 +15,7 @@
 
 pub mod analyses;
 pub mod argo;
+pub mod auth;
 pub mod client;
 pub mod error;
 pub mod health;
@@ -30,10 +33,10 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 
+use self::auth::Authenticator;
 pub use self::error::ApiError;
-use crate::config::Settings;
+use crate::config::{Settings, SettingsError};
 use crate::scheduler::{Clock, SystemClock};
-use crate::sources::prometheus::Secret;
 use crate::store::Store;
 use crate::telemetry::EngineMetrics;
 
@@ -57,14 +60,15 @@ pub const ROUTES: [(&str, &str); 12] = [
     ("GET", "/metrics"),
 ];
 
-/// What the handlers share: the store, the names callers may use, the token and the
+/// What the handlers share: the store, the names callers may use, the tokens and the
 /// metrics. Cheap to clone.
 #[derive(Clone)]
 pub struct ApiState {
     /// Where analyses are kept.
     pub store: Arc<dyn Store>,
-    /// The bearer token manual actions require; `None` refuses them all.
-    pub auth_token: Option<Secret>,
+    /// The bearer tokens and their scopes; without any, submissions and reads are open
+    /// and manual actions refused.
+    pub auth: Arc<Authenticator>,
     /// Names of the metric sources declared in settings.
     pub sources: Vec<String>,
     /// Names of the actuators declared in settings.
@@ -82,23 +86,35 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// The state for `settings`, with the system clock.
-    pub fn new(store: Arc<dyn Store>, settings: &Settings, metrics: Arc<EngineMetrics>) -> Self {
-        Self {
+    /// The state for `settings`, with the system clock. Tokens named by `token_env` are
+    /// read from the process environment; an empty or missing one is an error naming
+    /// its setting.
+    pub fn new(
+        store: Arc<dyn Store>,
+        settings: &Settings,
+        metrics: Arc<EngineMetrics>,
+    ) -> Result<Self, SettingsError> {
+        let tokens = settings
+            .server
+            .api_tokens(&|name| std::env::var(name).ok())?;
+        Ok(Self {
             store,
-            auth_token: settings.server.auth_token.clone(),
+            auth: Arc::new(Authenticator::new(
+                tokens,
+                settings.server.require_token_for_reads,
+            )),
             sources: settings.sources.keys().cloned().collect(),
             actuators: settings.actuators.keys().cloned().collect(),
             profiles_directory: settings.profiles.directory.clone(),
             metrics,
             clock: Arc::new(SystemClock),
             poll_interval: Duration::from_millis(200),
-        }
+        })
     }
 }
 
-/// The API's routes over `state` (see [`ROUTES`]), with request metrics and a JSON 404
-/// for unknown paths.
+/// The API's routes over `state` (see [`ROUTES`]), with request metrics, a JSON 404
+/// for unknown paths and a 415 for request bodies that are not JSON.
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -113,6 +129,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/analyses/{id}/report", get(report::report_html))
         .route("/v1/analyses/{id}/report.json", get(report::report_json))
         .fallback(no_such_route)
+        .layer(middleware::from_fn(auth::require_json_bodies))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

@@ -1,5 +1,7 @@
 //! `GET /v1/openapi.json`: the OpenAPI 3.1 document of every route in [`super::ROUTES`],
 //! written by hand; a test checks it parses and lists exactly the router's routes.
+//! [`document`] adds the bearer scheme and the 401, 403 and 415 answers to every
+//! `/v1/analyses` operation in one place ([`secure`]), as [`super::auth`] applies them.
 
 use axum::Json;
 use serde_json::{Value, json};
@@ -39,8 +41,66 @@ fn wait_parameter() -> Value {
     })
 }
 
+/// Adds the security requirement and the 401, 403 and 415 answers to every operation
+/// under `/v1/analyses`: a bearer token for POST (scope `submit` or `act`), an optional
+/// one for GET (scope `read`, required only with `server.require_token_for_reads`).
+fn secure(document: &mut Value) {
+    let Some(paths) = document["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        if !path.starts_with("/v1/analyses") {
+            continue;
+        }
+        let Some(operations) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, operation) in operations.iter_mut() {
+            let scope = if method == "get" {
+                "read"
+            } else if path.ends_with("/actions") {
+                "act"
+            } else {
+                "submit"
+            };
+            operation["security"] = if method == "get" {
+                json!([{}, {"bearer": []}])
+            } else {
+                json!([{"bearer": []}])
+            };
+            let responses = &mut operation["responses"];
+            if method == "get" {
+                responses["401"] = error_response(
+                    "Only with `server.require_token_for_reads`: no bearer token, or an unknown one (`unauthorized`, with `WWW-Authenticate: Bearer`).",
+                );
+                responses["403"] = error_response(
+                    "Only with `server.require_token_for_reads`: the token lacks scope `read` (`forbidden`).",
+                );
+            } else {
+                responses["401"] = error_response(&format!(
+                    "The server has tokens and the request has no bearer token, or an unknown one (`unauthorized`, with `WWW-Authenticate: Bearer`). Needs scope `{scope}`."
+                ));
+                responses["403"] = error_response(&if scope == "act" {
+                    "The token lacks scope `act`, or the server has no token at all: manual actions are then disabled (`forbidden`).".to_owned()
+                } else {
+                    "The token lacks scope `submit` (`forbidden`).".to_owned()
+                });
+                responses["415"] = error_response(
+                    "The body was not sent as `Content-Type: application/json` (`unsupported_media_type`); form and text/plain bodies are refused so that no web page can post across sites.",
+                );
+            }
+        }
+    }
+}
+
 /// The document.
 pub fn document() -> Value {
+    let mut document = unsecured_document();
+    secure(&mut document);
+    document
+}
+
+fn unsecured_document() -> Value {
     let states = json!([
         "pending",
         "running",
@@ -56,7 +116,7 @@ pub fn document() -> Value {
         "info": {
             "title": "canary serve",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Automated canary analysis: submit staged rollouts, wait for their verdicts, inspect and override them. Errors are JSON: {\"error\": {\"code\", \"message\", \"field\"?, \"allowed\"?}}."
+            "description": "Automated canary analysis: submit staged rollouts, wait for their verdicts, inspect and override them. Errors are JSON: {\"error\": {\"code\", \"message\", \"field\"?, \"allowed\"?}}. Request bodies must be `application/json` (415 otherwise). Authentication: bearer tokens with scopes `read`, `submit` and `act` (`server.auth_token` has all three; `[[server.tokens]]` name theirs). With any token configured, submitting needs `submit` and manual actions `act`; reads need `read` only with `server.require_token_for_reads`. A server without tokens lets anyone who reaches it submit (it warns at start-up) and refuses manual actions. /healthz, /readyz, /metrics and this document never need a token."
         },
         "paths": {
             "/v1/analyses": {
@@ -118,15 +178,12 @@ pub fn document() -> Value {
                 "post": {
                     "operationId": "applyAction",
                     "summary": "Pause, resume, promote or roll back an analysis (audited)",
-                    "description": "Recorded in the audit log with the actor `api-token`. Promote and rollback are carried out by a worker: until then the analysis shows `pending_action`.",
-                    "security": [{"bearer": []}],
+                    "description": "Recorded in the audit log with the actor `api-token` (server.auth_token) or `api-token:NAME` (a named token). Promote and rollback are carried out by a worker: until then the analysis shows `pending_action`.",
                     "parameters": [id_parameter()],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ActionRequest"}}}},
                     "responses": {
                         "200": json_response("Recorded.", "ActionResponse"),
                         "400": error_response("Malformed id or body."),
-                        "401": error_response("No bearer token, or the wrong one."),
-                        "403": error_response("The server has no auth_token: manual actions are disabled."),
                         "404": error_response("No such analysis."),
                         "409": error_response("Not allowed from the analysis's state, or the analysis changed since `expected_version`."),
                         "422": error_response("Unknown action or missing reason.")
@@ -208,7 +265,7 @@ pub fn document() -> Value {
         },
         "components": {
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "The server's server.auth_token."}
+                "bearer": {"type": "http", "scheme": "bearer", "description": "server.auth_token (every scope) or a [[server.tokens]] token with the scope the operation needs."}
             },
             "schemas": {
                 "Error": {
@@ -216,7 +273,7 @@ pub fn document() -> Value {
                     "properties": {"error": {
                         "type": "object", "required": ["code", "message"],
                         "properties": {
-                            "code": {"type": "string", "examples": ["malformed_json", "missing_field", "unknown_profile", "unknown_source", "unknown_actuator", "malformed_id", "not_found", "unauthorized", "conflict"]},
+                            "code": {"type": "string", "examples": ["malformed_json", "missing_field", "unknown_profile", "unknown_source", "unknown_actuator", "malformed_id", "not_found", "unauthorized", "forbidden", "unsupported_media_type", "conflict"]},
                             "message": {"type": "string"},
                             "field": {"type": "string"},
                             "allowed": {"type": "array", "items": {"type": "string"}}
@@ -366,5 +423,23 @@ mod tests {
         documented.sort();
         routes.sort();
         assert_eq!(documented, routes);
+    }
+
+    #[test]
+    fn every_analysis_operation_documents_its_token_and_every_post_its_415() {
+        let document = document();
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let responses = &operation["responses"];
+                if path.starts_with("/v1/analyses") {
+                    assert!(operation["security"].is_array(), "{method} {path}");
+                    assert!(responses["401"].is_object(), "{method} {path}");
+                    assert!(responses["403"].is_object(), "{method} {path}");
+                }
+                if method == "post" {
+                    assert!(responses["415"].is_object(), "{method} {path}");
+                }
+            }
+        }
     }
 }

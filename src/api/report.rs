@@ -9,6 +9,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::analyses::parse_id;
+use super::auth::{Authorized, ReadScope};
 use super::{ApiError, ApiState};
 use crate::report::analysis::{AnalysisReport, ChartData};
 use crate::report::html;
@@ -33,6 +34,7 @@ async fn build(state: &ApiState, id: &str) -> Result<(AnalysisReport, Vec<LookRe
 /// id that is not a UUID; 404 for an unknown one.
 pub async fn report_html(
     State(state): State<ApiState>,
+    _: Authorized<ReadScope>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (report, looks) = build(&state, &id).await?;
@@ -54,6 +56,7 @@ pub async fn report_html(
 /// `GET /v1/analyses/{id}/report.json`: 200 with the report's JSON form.
 pub async fn report_json(
     State(state): State<ApiState>,
+    _: Authorized<ReadScope>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (report, _) = build(&state, &id).await?;

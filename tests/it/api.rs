@@ -29,6 +29,8 @@ pub struct TestApp {
     /// The metrics behind it, to play the worker's hooks.
     pub metrics: Arc<EngineMetrics>,
     pub http: reqwest::Client,
+    /// The bearer token `post` and `submit` send, if any.
+    pub token: Option<String>,
     _directory: Arc<tempfile::TempDir>,
 }
 
@@ -37,8 +39,19 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with_token(Some(TOKEN)).await
 }
 
-/// Serves the router; `token` is `server.auth_token`.
+/// Serves the router; `token` is `server.auth_token`, and `post` sends it.
 pub async fn spawn_app_with_token(token: Option<&str>) -> TestApp {
+    let server = token
+        .map(|token| format!("[server]\nauth_token = {token:?}\n"))
+        .unwrap_or_default();
+    let mut app = spawn_app_with_settings(&server).await;
+    app.token = token.map(str::to_owned);
+    app
+}
+
+/// Serves the router with `server` (TOML: `[server]` and `[[server.tokens]]`) added to
+/// the settings; `post` sends no token until one is set.
+pub async fn spawn_app_with_settings(server: &str) -> TestApp {
     let directory = tempfile::tempdir().unwrap();
     let profiles = directory.path().join("profiles");
     std::fs::create_dir(&profiles).unwrap();
@@ -58,15 +71,13 @@ pub async fn spawn_app_with_token(token: Option<&str>) -> TestApp {
         "[profiles]\ndirectory = {:?}\n[sources.prod]\nkind = \"replay\"\ndirectory = \"fixtures/replay/healthy\"\n[actuators.flags]\nkind = \"log-only\"\n[actuators.dry]\nkind = \"log-only\"\n",
         profiles.display().to_string()
     );
-    if let Some(token) = token {
-        settings_text.push_str(&format!("[server]\nauth_token = {token:?}\n"));
-    }
+    settings_text.push_str(server);
     let settings_file = directory.path().join("canary.toml");
     std::fs::write(&settings_file, settings_text).unwrap();
     let settings = Settings::load_from(Some(&settings_file), Some(Default::default())).unwrap();
 
     let metrics = Arc::new(EngineMetrics::new());
-    let mut state = ApiState::new(Arc::clone(&store), &settings, Arc::clone(&metrics));
+    let mut state = ApiState::new(Arc::clone(&store), &settings, Arc::clone(&metrics)).unwrap();
     state.poll_interval = Duration::from_millis(50);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
@@ -76,6 +87,7 @@ pub async fn spawn_app_with_token(token: Option<&str>) -> TestApp {
         store,
         metrics,
         http: reqwest::Client::new(),
+        token: None,
         _directory: Arc::new(directory),
     }
 }
@@ -117,14 +129,15 @@ impl TestApp {
     }
 
     async fn post(&self, path: &str, body: &str) -> (u16, Value) {
-        let response = self
+        let mut request = self
             .http
             .post(self.url(path))
             .header("content-type", "application/json")
-            .body(body.to_owned())
-            .send()
-            .await
-            .unwrap();
+            .body(body.to_owned());
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
     }
@@ -199,6 +212,7 @@ async fn a_submitted_analysis_can_be_read_back_and_listed_page_by_page() {
     let response = app
         .http
         .post(app.url("/v1/analyses"))
+        .bearer_auth(TOKEN)
         .json(&submission())
         .send()
         .await
@@ -750,6 +764,7 @@ async fn the_openapi_document_parses_and_every_route_in_it_is_served() {
             let url = app.url(&path.replace("{id}", &id.to_string()));
             let request = match method.as_str() {
                 "get" => app.http.get(url),
+                // No token and no JSON content type: the first check answers.
                 "post" => app.http.post(url).body("{}"),
                 other => panic!("unexpected method {other}"),
             };
@@ -852,10 +867,17 @@ async fn the_argo_endpoint_satisfies_the_documented_template() {
 }
 
 async fn canary_command(args: Vec<String>) -> crate::helpers::Run {
+    canary_command_with_env(args, &[]).await
+}
+
+/// [`canary_command`] with the variables `env` set (CANARY_TOKEN is removed unless given).
+async fn canary_command_with_env(args: Vec<String>, env: &[(&str, &str)]) -> crate::helpers::Run {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_canary"))
         .args(args)
         .current_dir(root())
         .env_remove("RUST_LOG")
+        .env_remove("CANARY_TOKEN")
+        .envs(env.iter().copied())
         .output()
         .await
         .expect("the canary binary runs")
@@ -880,6 +902,8 @@ fn submit_args_with_source(app: &TestApp, source: &str, extra: &[&str]) -> Vec<S
         "--actuator",
         "flags",
         "--dry-run",
+        "--token",
+        TOKEN,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -1022,4 +1046,308 @@ async fn canary_submit_and_wait_exit_1_for_refusals_unknown_ids_and_unreachable_
         "{}",
         unreachable.stderr
     );
+}
+
+/// A server with `server.auth_token` and three named tokens of different scopes (tokens
+/// from `token_env` are checked in `config.rs` and through the binary below).
+const SCOPED_TOKENS: &str = r#"
+[server]
+auth_token = "legacy-token"
+[[server.tokens]]
+name = "dashboard"
+scopes = ["read"]
+token = "dashboard-token"
+[[server.tokens]]
+name = "pipeline"
+scopes = ["submit", "read"]
+token = "pipeline-token"
+[[server.tokens]]
+name = "oncall"
+scopes = ["act"]
+token = "oncall-token"
+"#;
+
+impl TestApp {
+    /// `POST path` with `body`, `content_type` and `token` as given.
+    async fn send(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        token: Option<&str>,
+        body: &str,
+    ) -> reqwest::Response {
+        let mut request = self.http.post(self.url(path)).body(body.to_owned());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// How many analyses the store holds.
+    async fn stored(&self) -> usize {
+        self.store
+            .list_analyses(None, 1000, None)
+            .await
+            .unwrap()
+            .items
+            .len()
+    }
+}
+
+async fn status_and_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    (
+        status,
+        body["error"]["code"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn submitting_needs_a_known_token_with_scope_submit_when_the_server_has_tokens() {
+    let app = spawn_app_with_settings(SCOPED_TOKENS).await;
+    let body = submission().to_string();
+    let json = Some("application/json");
+
+    let response = app.send("/v1/analyses", json, None, &body).await;
+    assert_eq!(response.status().as_u16(), 401);
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        "Bearer realm=\"canary\""
+    );
+    assert_eq!(
+        status_and_code(response).await,
+        (401, "unauthorized".into())
+    );
+    for wrong in [
+        "pipeline-toke",
+        "pipeline-tokenx",
+        "PIPELINE-TOKEN",
+        "s3cret-token",
+    ] {
+        let response = app.send("/v1/analyses", json, Some(wrong), &body).await;
+        assert_eq!(status_and_code(response).await.0, 401, "{wrong}");
+    }
+    for lacking in ["dashboard-token", "oncall-token"] {
+        let response = app.send("/v1/analyses", json, Some(lacking), &body).await;
+        assert_eq!(
+            status_and_code(response).await,
+            (403, "forbidden".into()),
+            "{lacking}"
+        );
+    }
+    assert_eq!(app.stored().await, 0, "nothing stored before a good token");
+
+    // Every configured token is found, wherever it stands in the list.
+    for good in ["pipeline-token", "legacy-token"] {
+        let response = app.send("/v1/analyses", json, Some(good), &body).await;
+        assert_eq!(response.status().as_u16(), 201, "{good}");
+    }
+    assert_eq!(app.stored().await, 2);
+
+    // Manual actions need scope `act`; the audit log names the token.
+    let id = app.store.list_analyses(None, 1, None).await.unwrap().items[0].id;
+    let pause = json!({"action": "pause", "reason": "looking"});
+    let response = app.action(id, Some("pipeline-token"), pause.clone()).await;
+    assert_eq!(status_and_code(response).await.0, 403);
+    let response = app.action(id, Some("oncall-token"), pause).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["audit"]["actor"], "api-token:oncall");
+
+    // Reads stay open by default.
+    assert_eq!(app.get("/v1/analyses").await.0, 200);
+}
+
+#[tokio::test]
+async fn bodies_not_sent_as_json_are_415_and_store_nothing_even_with_a_good_token() {
+    let app = spawn_app().await;
+    let id = app.submit().await;
+    let body = submission().to_string();
+    for content_type in [
+        Some("text/plain"),
+        Some("text/plain;charset=UTF-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        let response = app
+            .send("/v1/analyses", content_type, Some(TOKEN), &body)
+            .await;
+        assert_eq!(
+            status_and_code(response).await,
+            (415, "unsupported_media_type".into()),
+            "{content_type:?}"
+        );
+        let response = app
+            .send(
+                &format!("/v1/analyses/{id}/actions"),
+                content_type,
+                Some(TOKEN),
+                r#"{"action": "rollback", "reason": "x"}"#,
+            )
+            .await;
+        assert_eq!(status_and_code(response).await.0, 415, "{content_type:?}");
+    }
+    let response = app
+        .send("/v1/analyses", Some("text/plain"), Some(TOKEN), &body)
+        .await;
+    let error: Value = response.json().await.unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("application/json"),
+        "{error}"
+    );
+    assert_eq!(app.stored().await, 1, "only the JSON submission");
+    assert!(app.store.audit_log(id).await.unwrap().is_empty());
+    let response = app
+        .send(
+            "/v1/analyses",
+            Some("application/json; charset=utf-8"),
+            Some(TOKEN),
+            &body,
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 201);
+}
+
+#[tokio::test]
+async fn a_server_without_tokens_takes_submissions_from_anyone_but_still_only_json() {
+    let app = spawn_app_with_token(None).await;
+    let response = app
+        .send(
+            "/v1/analyses",
+            Some("application/json"),
+            None,
+            &submission().to_string(),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 201);
+    let response = app
+        .send(
+            "/v1/analyses",
+            Some("text/plain"),
+            None,
+            &submission().to_string(),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 415);
+    assert_eq!(app.stored().await, 1);
+}
+
+#[tokio::test]
+async fn with_require_token_for_reads_every_analysis_route_needs_scope_read() {
+    let app = spawn_app_with_settings(
+        &SCOPED_TOKENS.replace("[server]\n", "[server]\nrequire_token_for_reads = true\n"),
+    )
+    .await;
+    let response = app
+        .send(
+            "/v1/analyses",
+            Some("application/json"),
+            Some("pipeline-token"),
+            &submission().to_string(),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 201);
+    let id = app.store.list_analyses(None, 1, None).await.unwrap().items[0].id;
+    for (method, path) in ROUTES.iter().filter(|(method, _)| *method == "GET") {
+        let url = app.url(&path.replace("{id}", &id.to_string()));
+        let get = |token: Option<&str>| {
+            let request = app.http.get(url.clone());
+            match token {
+                Some(token) => request.bearer_auth(token),
+                None => request,
+            }
+        };
+        let open = get(None).send().await.unwrap().status().as_u16();
+        if path.starts_with("/v1/analyses") {
+            assert_eq!(open, 401, "{method} {path}");
+            let status = get(Some("oncall-token")).send().await.unwrap().status();
+            assert_eq!(
+                status.as_u16(),
+                403,
+                "{method} {path} with an act-only token"
+            );
+            for reader in ["dashboard-token", "pipeline-token", "legacy-token"] {
+                let status = get(Some(reader)).send().await.unwrap().status();
+                assert_eq!(status.as_u16(), 200, "{method} {path} with {reader}");
+            }
+        } else {
+            assert_eq!(
+                open, 200,
+                "{method} {path} stays open for probes and scrapers"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_empty_or_missing_token_is_refused_at_start_up_naming_the_setting() {
+    let directory = tempfile::tempdir().unwrap();
+    let settings = directory.path().join("canary.toml");
+    std::fs::write(
+        &settings,
+        "[server]\nauth_token = \"\"\nbind = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let error = Settings::load_from(Some(&settings), Some(Default::default())).unwrap_err();
+    assert!(error.0.contains("server.auth_token"), "{error}");
+    let served = canary_command(vec![
+        "serve".into(),
+        "--config".into(),
+        settings.display().to_string(),
+    ])
+    .await;
+    assert_eq!(served.code, 1, "{}{}", served.stdout, served.stderr);
+    assert!(
+        served.stderr.contains("server.auth_token"),
+        "{}",
+        served.stderr
+    );
+    assert!(!served.stdout.contains("listening"), "{}", served.stdout);
+
+    std::fs::write(
+        &settings,
+        "[server]\nbind = \"127.0.0.1:0\"\n[[server.tokens]]\nname = \"pipeline\"\nscopes = [\"submit\"]\ntoken_env = \"CANARY_TEST_UNSET_PIPELINE_TOKEN\"\n",
+    )
+    .unwrap();
+    let served = canary_command(vec![
+        "serve".into(),
+        "--config".into(),
+        settings.display().to_string(),
+    ])
+    .await;
+    assert_eq!(served.code, 1, "{}{}", served.stdout, served.stderr);
+    assert!(
+        served.stderr.contains("CANARY_TEST_UNSET_PIPELINE_TOKEN"),
+        "{}",
+        served.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_submit_sends_its_token_from_the_flag_or_canary_token() {
+    let app = spawn_app().await;
+    let without: Vec<String> = submit_args(&app, &[])
+        .into_iter()
+        .filter(|arg| arg != "--token" && arg != TOKEN)
+        .collect();
+    let refused = canary_command(without.clone()).await;
+    assert_eq!(refused.code, 1, "{}{}", refused.stdout, refused.stderr);
+    assert!(refused.stderr.contains("401"), "{}", refused.stderr);
+    let wrong = canary_command_with_env(without.clone(), &[("CANARY_TOKEN", "nope")]).await;
+    assert_eq!(wrong.code, 1, "{}", wrong.stderr);
+    assert_eq!(app.stored().await, 0);
+
+    let flag = canary_command(submit_args(&app, &[])).await;
+    assert_eq!(flag.code, 0, "{}", flag.stderr);
+    let from_env = canary_command_with_env(without, &[("CANARY_TOKEN", TOKEN)]).await;
+    assert_eq!(from_env.code, 0, "{}", from_env.stderr);
+    assert_eq!(app.stored().await, 2);
 }

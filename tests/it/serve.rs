@@ -119,6 +119,8 @@ fn submit_and_wait(server: &Server, source: &str, flag: &str) -> crate::helpers:
         &REPLAY_START.to_string(),
         "--wait",
         "120s",
+        "--token",
+        "test-token",
     ])
 }
 
@@ -564,6 +566,7 @@ async fn submit_many_to(servers: &[&Server], count: usize, actuator: &str) -> Ve
         });
         let response = client
             .post(format!("{}/v1/analyses", server.url))
+            .bearer_auth("test-token")
             .json(&body)
             .send()
             .await
