@@ -85,6 +85,32 @@ pub(super) fn kill(
     }
 }
 
+/// The flags of `read_back` other than `flag` that differ from `before`: added,
+/// removed or changed. Used after a write to check that nothing but `flag` moved.
+pub(super) fn other_flags_changed(before: &Value, read_back: &Value, flag: &str) -> Vec<String> {
+    let empty = Map::new();
+    let before = before
+        .get("flags")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let after = read_back
+        .get("flags")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let mut changed: Vec<String> = before
+        .iter()
+        .filter(|(name, value)| name.as_str() != flag && after.get(name.as_str()) != Some(value))
+        .map(|(name, _)| name.clone())
+        .collect();
+    changed.extend(
+        after
+            .keys()
+            .filter(|name| name.as_str() != flag && !before.contains_key(name.as_str()))
+            .cloned(),
+    );
+    changed
+}
+
 /// Applies `desired` to one flag object, or explains why it cannot, leaving the object
 /// as it was in that case.
 fn edit_flag(flag_object: &mut Map<String, Value>, desired: Desired) -> Result<(), String> {
