@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use canary::actuators::Actuator;
-use canary::actuators::flagd_file::FlagdFileActuator;
+use canary::actuators::flagd_file::{FlagdFileActuator, KillMode};
 use canary::domain::Percentage;
 use serde_json::Value;
 
@@ -210,6 +210,43 @@ async fn a_killed_flag_serves_the_default() {
         "{}",
         evaluation.raw
     );
+}
+
+/// Issue 13, item 12: with `kill = "off-variant"` flagd serves the flag's off variant to
+/// every key (reason STATIC, not DISABLED), so the application's code default no longer
+/// matters; the actuator reads the flag back as off at 0 %.
+#[tokio::test]
+async fn the_off_variant_kill_switch_serves_off_to_every_key() {
+    let (_directory, path) = flag_file();
+    let actuator = FlagdFileActuator::new(&path).with_kill_mode(KillMode::OffVariant);
+    for flag in ["new-checkout", "fresh-flag"] {
+        actuator.set_rollout(flag, percent(50.0)).await.unwrap();
+        let killed = actuator.kill(flag).await.unwrap();
+        assert!(!killed.enabled, "{flag}: {killed:?}");
+        assert_eq!(killed.rollout, Percentage::ZERO);
+        assert_eq!(actuator.current(flag).await.unwrap(), killed);
+        let Some(evaluation) = evaluate(&path, flag, KEYS) else {
+            return;
+        };
+        assert_eq!(evaluation.on, 0, "{flag}: {}", evaluation.raw);
+        let off_variant = if flag == "fresh-flag" {
+            "disabled"
+        } else {
+            "off"
+        };
+        assert_eq!(
+            evaluation.raw["variants"][off_variant].as_u64(),
+            Some(u64::from(KEYS)),
+            "{flag}: every key gets the off variant itself, not the caller's default: {}",
+            evaluation.raw
+        );
+        assert_eq!(
+            evaluation.reason_count("DISABLED"),
+            0,
+            "{flag}: {}",
+            evaluation.raw
+        );
+    }
 }
 
 #[tokio::test]

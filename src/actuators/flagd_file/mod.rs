@@ -21,11 +21,17 @@
 //!   alike. Finer percentages (0.1 % for a dark launch) are written as relative integer
 //!   weights (`["on", 1], ["off", 999]`) and **need a flagd that reads relative
 //!   weights**. 0 % keeps the flag enabled with weight 0; 100 % is `["on", 100], ["off", 0]`.
-//! - **Kill switch**: `state` = "DISABLED" and the new variant's weight 0, so re-enabling
-//!   never jumps back to the old percentage. flagd answers a disabled flag with reason
-//!   `DISABLED` and the *application's* default value (not the flag's `defaultVariant`),
-//!   so the kill switch is only as safe as the default the application passes in code;
-//!   when the targeting cannot be edited the flag is still disabled.
+//! - **Kill switch** ([`KillMode`]), two ways:
+//!   - `disable` (the default): `state` = "DISABLED" and the new variant's weight 0, so
+//!     re-enabling never jumps back to the old percentage. flagd answers a disabled flag
+//!     with reason `DISABLED` and the *application's* default value (not the flag's
+//!     `defaultVariant`), so this kill switch is only as safe as the default the
+//!     application passes in code; when the targeting cannot be edited the flag is still
+//!     disabled.
+//!   - `off-variant`: `state` stays "ENABLED", `defaultVariant` becomes the off variant
+//!     and the targeting is removed, so flagd serves the off variant to every evaluation
+//!     whatever the code default. Read back, such a flag is off at 0 %. When the off
+//!     variant cannot be told, the flag is disabled instead.
 //! - **Lossless and atomic**: the file is edited as a `serde_json::Value` (key order
 //!   kept), so other flags, `$schema`, `$evaluators`, metadata and unknown keys stay as
 //!   they were, and is replaced by a temp-file-and-rename (see `file.rs`).
@@ -56,12 +62,15 @@ use tokio::sync::Mutex;
 use super::{Actuator, ActuatorError, FlagState};
 use crate::domain::Percentage;
 use document::Desired;
+pub use document::KillMode;
 pub use lock::{DEFAULT_LOCK_WAIT, lock_path};
 
 /// Edits the flagd flag file at `path`; see the module docs.
 #[derive(Debug)]
 pub struct FlagdFileActuator {
     path: PathBuf,
+    /// What the kill switch writes.
+    kill_mode: KillMode,
     /// How long an edit waits for the cross-process lock on `PATH.lock`.
     lock_wait: Duration,
     /// Held for a whole read-modify-write, so two edits in this process never
@@ -75,9 +84,17 @@ impl FlagdFileActuator {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
+            kill_mode: KillMode::default(),
             lock_wait: DEFAULT_LOCK_WAIT,
             write_lock: Mutex::new(()),
         }
+    }
+
+    /// Pulls the kill switch the `kill_mode` way (see [`KillMode`]); reading the flag
+    /// back follows the same mode.
+    pub fn with_kill_mode(mut self, kill_mode: KillMode) -> Self {
+        self.kill_mode = kill_mode;
+        self
     }
 
     /// Waits at most `lock_wait` for the cross-process lock before an edit fails.
@@ -139,9 +156,15 @@ impl Actuator for FlagdFileActuator {
     async fn healthcheck(&self, flag: &str) -> Result<FlagState, ActuatorError> {
         let path = self.path.clone();
         let flag = flag.to_owned();
+        let kill_mode = self.kill_mode;
         run_blocking(move || {
             let flag_file = file::read(&path)?;
-            let state = document::read_state(&flag_file.root, &flag, &file::store_name(&path))?;
+            let state = document::read_state_for(
+                &flag_file.root,
+                &flag,
+                &file::store_name(&path),
+                kill_mode,
+            )?;
             file::check_directory_writable(&path)?;
             lock::open(&path, &lock_path(&path))?;
             Ok(state)
@@ -165,10 +188,17 @@ impl Actuator for FlagdFileActuator {
     }
 
     async fn kill(&self, flag: &str) -> Result<FlagState, ActuatorError> {
-        self.edit(flag, |root, flag, store| {
-            let (state, note) = document::kill(root, flag, store)?;
-            if let Some(note) = note {
-                tracing::warn!(flag = %flag, path = %store, reason = %note, "flag disabled but its rollout weights were left as they are; re-enabling it by hand restores them");
+        let kill_mode = self.kill_mode;
+        self.edit(flag, move |root, flag, store| {
+            let (state, note) = document::kill(root, flag, store, kill_mode)?;
+            match (note, kill_mode) {
+                (None, _) => {}
+                (Some(note), KillMode::Disable) => {
+                    tracing::warn!(flag = %flag, path = %store, reason = %note, "flag disabled but its rollout weights were left as they are; re-enabling it by hand restores them");
+                }
+                (Some(note), KillMode::OffVariant) => {
+                    tracing::warn!(flag = %flag, path = %store, reason = %note, "flag disabled (flagd serves the application's default) because the off variant could not be served");
+                }
             }
             Ok(state)
         })
@@ -178,9 +208,10 @@ impl Actuator for FlagdFileActuator {
     async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError> {
         let path = self.path.clone();
         let flag = flag.to_owned();
+        let kill_mode = self.kill_mode;
         run_blocking(move || {
             let flag_file = file::read(&path)?;
-            document::read_state(&flag_file.root, &flag, &file::store_name(&path))
+            document::read_state_for(&flag_file.root, &flag, &file::store_name(&path), kill_mode)
         })
         .await
     }

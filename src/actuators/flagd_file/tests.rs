@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use super::FlagdFileActuator;
+use super::{FlagdFileActuator, KillMode};
 use crate::actuators::{Actuator, ActuatorError, FlagState};
 use crate::domain::Percentage;
 
@@ -669,4 +669,50 @@ fn a_read_back_that_differs_from_what_was_written_is_unavailable() {
     );
     std::fs::write(&path, serde_json::to_string(&written).unwrap()).unwrap();
     super::verify_written(&path, "flag-0", &before, &written, "flags.json").unwrap();
+}
+
+/// Issue 13, item 12: the off-variant kill switch keeps the flag enabled, serves the off
+/// variant by default with no targeting, and reads back as off at 0 %; the next rollout
+/// writes a fresh split.
+#[tokio::test]
+async fn the_off_variant_kill_switch_serves_off_and_reads_back_as_off() {
+    let (_directory, path) = flag_file(FLAG_FILE);
+    let actuator = FlagdFileActuator::new(&path).with_kill_mode(KillMode::OffVariant);
+    actuator
+        .set_rollout("new-checkout", percent(50.0))
+        .await
+        .unwrap();
+    let off = FlagState {
+        enabled: false,
+        rollout: Percentage::ZERO,
+    };
+    assert_eq!(actuator.kill("new-checkout").await.unwrap(), off);
+    assert_eq!(actuator.current("new-checkout").await.unwrap(), off);
+    assert_eq!(actuator.healthcheck("new-checkout").await.unwrap(), off);
+    let root = parsed(&path);
+    let flag = &root["flags"]["new-checkout"];
+    assert_eq!(flag["state"], "ENABLED");
+    assert_eq!(flag["defaultVariant"], "off");
+    assert!(flag.get("targeting").is_none(), "{flag}");
+    assert_eq!(flag["metadata"]["ticket"], "PAY-123", "other keys kept");
+    // Killing again changes nothing.
+    let bytes = std::fs::read(&path).unwrap();
+    actuator.kill("new-checkout").await.unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    // A later rollout starts again from a new split.
+    let state = actuator
+        .set_rollout("new-checkout", percent(5.0))
+        .await
+        .unwrap();
+    assert_eq!(
+        state,
+        FlagState {
+            enabled: true,
+            rollout: percent(5.0)
+        }
+    );
+    assert_eq!(
+        weights(&path, "new-checkout"),
+        json!([["on", 5], ["off", 95]])
+    );
 }
