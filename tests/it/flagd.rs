@@ -288,3 +288,87 @@ async fn a_dark_launch_at_a_tenth_of_a_percent_reaches_a_few_keys() {
         evaluation.raw
     );
 }
+
+/// Set in the environment of the child processes of
+/// `separate_processes_editing_different_flags_lose_no_edit`: `PATH,FLAG,EDITS`.
+const WRITER_CHILD_VARIABLE: &str = "CANARY_TEST_FLAGD_WRITER_CHILD";
+
+/// The child side of the multi-process test: sets `FLAG` to 1 %, 2 %, ... `EDITS` %.
+/// Run only by that test, as a separate process of this test binary.
+#[tokio::test]
+#[ignore = "a child process of separate_processes_editing_different_flags_lose_no_edit"]
+async fn flagd_writer_child_process() {
+    let setting = std::env::var(WRITER_CHILD_VARIABLE).expect("run by the parent test");
+    let mut parts = setting.split(',');
+    let (path, flag, edits) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap().parse::<u32>().unwrap(),
+    );
+    let actuator = FlagdFileActuator::new(path);
+    for edit in 1..=edits {
+        actuator
+            .set_rollout(flag, percent(f64::from(edit)))
+            .await
+            .unwrap();
+    }
+}
+
+/// Issue 13, item 3, with real processes: four processes, each editing its own flag of
+/// one file 20 times, lose no edit (each flag ends at its last written value).
+#[test]
+fn separate_processes_editing_different_flags_lose_no_edit() {
+    const EDITS: u32 = 20;
+    let (_directory, path) = flag_file();
+    let flags: Vec<String> = (0..4).map(|index| format!("writer-{index}")).collect();
+    let mut root: Value = serde_json::from_str(FLAG_FILE).unwrap();
+    for flag in &flags {
+        root["flags"][flag] = serde_json::json!({
+            "state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"
+        });
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&root).unwrap()).unwrap();
+    let children: Vec<_> = flags
+        .iter()
+        .map(|flag| {
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "flagd::flagd_writer_child_process",
+                    "--exact",
+                    "--ignored",
+                    "--quiet",
+                ])
+                .env(
+                    WRITER_CHILD_VARIABLE,
+                    format!("{},{flag},{EDITS}", path.display()),
+                )
+                // Captured, so the children's own test summaries do not mix with ours.
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "a writer process failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let reader = FlagdFileActuator::new(&path);
+    for flag in &flags {
+        let state = runtime.block_on(reader.current(flag)).unwrap();
+        assert_eq!(
+            state.rollout,
+            percent(f64::from(EDITS)),
+            "{flag} lost its last edit"
+        );
+    }
+}
