@@ -268,8 +268,11 @@ pub struct RunArgs {
     /// The feature flag to move.
     #[arg(long, value_name = "NAME")]
     pub flag: String,
-    /// What moves the flag: `flagd-file=PATH` (an OpenFeature flagd flag file, edited
-    /// atomically), `unleash=URL,environment=ENV[,project=P][,token-env=VAR]` (the
+    /// What moves the flag: `flagd-file=PATH[,kill=off-variant][,lock-wait-ms=N]` (an
+    /// OpenFeature flagd flag file, edited atomically under the lock file PATH.lock,
+    /// waited for up to N ms, default 5000; the kill switch sets `state: DISABLED`, so
+    /// flagd serves the application's code default, or with `kill=off-variant` keeps the
+    /// flag enabled and serves its off variant to everybody), `unleash=URL,environment=ENV[,project=P][,token-env=VAR]` (the
     /// Unleash admin API; the admin token is read from CANARY_UNLEASH_TOKEN or VAR),
     /// `webhook=URL` (a signed POST per change; the HMAC secret from
     /// CANARY_WEBHOOK_SECRET) or `log-only` (log the changes, touch nothing).

@@ -16,7 +16,8 @@
 //! retries with exponential backoff until a deadline, and a read-back of every change.
 //!
 //! [`ActuatorConfig`] names one of them (from a config file or the CLI form
-//! `log-only` / `flagd-file=PATH` / `unleash=URL,environment=ENV` / `webhook=URL`) and
+//! `log-only` / `flagd-file=PATH[,kill=off-variant]` / `unleash=URL,environment=ENV` /
+//! `webhook=URL`) and
 //! builds it; adding an actuator touches its own module, one variant and one match arm.
 
 pub mod flagd_file;
@@ -28,6 +29,7 @@ pub mod webhook;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -195,8 +197,20 @@ pub enum ActuatorConfig {
     /// Edit an OpenFeature flagd flag file (JSON) that flagd watches.
     FlagdFile {
         /// The flag file. Its directory must be writable: the file is replaced by
-        /// writing a temporary file beside it and renaming it over the original.
+        /// writing a temporary file beside it and renaming it over the original, and
+        /// every writer locks the sidecar `PATH.lock` (created there) around its edit.
         path: PathBuf,
+        /// What the kill switch writes: `"disable"` (the default: `state` DISABLED, so
+        /// flagd serves the application's code default) or `"off-variant"` (the flag stays
+        /// ENABLED with `defaultVariant` the off variant and no targeting, so flagd serves
+        /// the off variant to everybody, whatever the code default).
+        #[serde(default)]
+        kill: flagd_file::KillMode,
+        /// How long an edit waits for the lock file held by another writer (another
+        /// canary process) before it fails as unavailable and is retried, in
+        /// milliseconds.
+        #[serde(default = "default_flagd_lock_wait_ms")]
+        lock_wait_ms: u64,
     },
     /// POST every change, signed with HMAC-SHA256, to a webhook
     /// (`docs/webhook-actuator.md`).
@@ -223,6 +237,10 @@ pub enum ActuatorConfig {
     },
 }
 
+fn default_flagd_lock_wait_ms() -> u64 {
+    flagd_file::DEFAULT_LOCK_WAIT.as_millis() as u64
+}
+
 fn default_unleash_project() -> String {
     "default".to_owned()
 }
@@ -237,7 +255,8 @@ fn default_unleash_timeout_seconds() -> u64 {
 
 impl ActuatorConfig {
     /// The forms [`FromStr`] accepts, for help texts and error messages.
-    pub const CLI_FORMS: &'static str = "`log-only`, `flagd-file=PATH`, \
+    pub const CLI_FORMS: &'static str = "`log-only`, \
+         `flagd-file=PATH[,kill=disable|off-variant][,lock-wait-ms=N]`, \
          `unleash=URL,environment=ENV[,project=P][,token-env=VAR][,timeout-seconds=N]` or \
          `webhook=URL` (HMAC secret from CANARY_WEBHOOK_SECRET)";
 
@@ -246,9 +265,15 @@ impl ActuatorConfig {
     pub fn build(&self) -> Result<Box<dyn Actuator>, ActuatorError> {
         match self {
             ActuatorConfig::LogOnly => Ok(Box::new(log_only::LogOnlyActuator::new())),
-            ActuatorConfig::FlagdFile { path } => {
-                Ok(Box::new(flagd_file::FlagdFileActuator::new(path.clone())))
-            }
+            ActuatorConfig::FlagdFile {
+                path,
+                kill,
+                lock_wait_ms,
+            } => Ok(Box::new(
+                flagd_file::FlagdFileActuator::new(path.clone())
+                    .with_kill_mode(*kill)
+                    .with_lock_wait(Duration::from_millis(*lock_wait_ms)),
+            )),
             ActuatorConfig::Unleash {
                 url,
                 project,
@@ -278,7 +303,8 @@ impl ActuatorConfig {
 impl FromStr for ActuatorConfig {
     type Err = String;
 
-    /// Parses the command-line form: `log-only`, `flagd-file=PATH`,
+    /// Parses the command-line form: `log-only`, `flagd-file=PATH` with optional
+    /// `,kill=disable|off-variant` and `,lock-wait-ms=N`,
     /// `unleash=URL,environment=ENV` with optional `,project=P`, `,token-env=VAR` and
     /// `,timeout-seconds=N`, or `webhook=URL`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
@@ -292,9 +318,8 @@ impl FromStr for ActuatorConfig {
                 "invalid actuator {text:?}: `log-only` takes no argument (expected {})",
                 Self::CLI_FORMS
             )),
-            ("flagd-file", Some(path)) if !path.is_empty() => Ok(ActuatorConfig::FlagdFile {
-                path: PathBuf::from(path),
-            }),
+            ("flagd-file", Some(argument)) if !argument.is_empty() => parse_flagd_file(argument)
+                .map_err(|message| format!("invalid actuator {text:?}: {message}")),
             ("flagd-file", _) => Err(format!(
                 "invalid actuator {text:?}: `flagd-file` needs the flag file's path, as `flagd-file=PATH`"
             )),
@@ -319,7 +344,20 @@ impl fmt::Display for ActuatorConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ActuatorConfig::LogOnly => write!(f, "log-only"),
-            ActuatorConfig::FlagdFile { path } => write!(f, "flagd-file={}", path.display()),
+            ActuatorConfig::FlagdFile {
+                path,
+                kill,
+                lock_wait_ms,
+            } => {
+                write!(f, "flagd-file={}", path.display())?;
+                if *kill != flagd_file::KillMode::default() {
+                    write!(f, ",kill={}", kill.name())?;
+                }
+                if *lock_wait_ms != default_flagd_lock_wait_ms() {
+                    write!(f, ",lock-wait-ms={lock_wait_ms}")?;
+                }
+                Ok(())
+            }
             ActuatorConfig::Unleash {
                 url,
                 project,
@@ -343,6 +381,46 @@ impl fmt::Display for ActuatorConfig {
             ActuatorConfig::Webhook(config) => write!(f, "webhook={}", config.url),
         }
     }
+}
+
+/// `PATH[,kill=disable|off-variant][,lock-wait-ms=N]`, the part after `flagd-file=`.
+/// Options are taken off the end, so a path may itself hold commas and `=`; a trailing
+/// `,word=value` whose word is not an option is refused rather than read as part of the
+/// path, so a misspelt option is not silently ignored.
+fn parse_flagd_file(argument: &str) -> Result<ActuatorConfig, String> {
+    const FORM: &str = "expected `flagd-file=PATH[,kill=disable|off-variant][,lock-wait-ms=N]`";
+    let mut path = argument;
+    let mut kill = None;
+    let mut lock_wait_ms = None;
+    while let Some((head, last)) = path.rsplit_once(',') {
+        let Some((key, value)) = last.split_once('=') else {
+            break;
+        };
+        let looks_like_option =
+            !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '-');
+        match key {
+            "kill" if kill.is_none() => {
+                kill = Some(value.parse::<flagd_file::KillMode>()?);
+            }
+            "lock-wait-ms" if lock_wait_ms.is_none() => {
+                lock_wait_ms = Some(value.parse::<u64>().ok().filter(|ms| *ms > 0).ok_or_else(
+                    || format!("lock-wait-ms must be a whole number of milliseconds above 0, got {value:?}"),
+                )?);
+            }
+            "kill" | "lock-wait-ms" => return Err(format!("{key} is given twice; {FORM}")),
+            _ if looks_like_option => return Err(format!("unknown option {key:?}; {FORM}")),
+            _ => break,
+        }
+        path = head;
+    }
+    if path.is_empty() {
+        return Err(format!("`flagd-file` needs the flag file's path; {FORM}"));
+    }
+    Ok(ActuatorConfig::FlagdFile {
+        path: PathBuf::from(path),
+        kill: kill.unwrap_or_default(),
+        lock_wait_ms: lock_wait_ms.unwrap_or_else(default_flagd_lock_wait_ms),
+    })
 }
 
 /// `URL,environment=ENV[,project=P][,token-env=VAR][,timeout-seconds=N]`, the part after
@@ -406,9 +484,69 @@ mod tests {
         );
         assert_eq!(
             "flagd-file=/etc/flagd/flags.json".parse::<ActuatorConfig>(),
+            Ok(flagd_file_config("/etc/flagd/flags.json"))
+        );
+    }
+
+    fn flagd_file_config(path: &str) -> ActuatorConfig {
+        ActuatorConfig::FlagdFile {
+            path: PathBuf::from(path),
+            kill: flagd_file::KillMode::Disable,
+            lock_wait_ms: 5_000,
+        }
+    }
+
+    #[test]
+    fn flagd_file_cli_form_takes_the_kill_mode_and_lock_wait() {
+        assert_eq!(
+            "flagd-file=/etc/flagd/flags.json,kill=off-variant,lock-wait-ms=250"
+                .parse::<ActuatorConfig>(),
             Ok(ActuatorConfig::FlagdFile {
-                path: PathBuf::from("/etc/flagd/flags.json")
+                path: PathBuf::from("/etc/flagd/flags.json"),
+                kill: flagd_file::KillMode::OffVariant,
+                lock_wait_ms: 250,
             })
+        );
+        // Commas and `=` in the path itself stay in the path.
+        assert_eq!(
+            "flagd-file=/srv/a,b/flags=v2.json,kill=disable".parse::<ActuatorConfig>(),
+            Ok(flagd_file_config("/srv/a,b/flags=v2.json"))
+        );
+        for text in [
+            "flagd-file=/f.json,kill=off-variant",
+            "flagd-file=/f.json,lock-wait-ms=100",
+            "flagd-file=/f.json,kill=off-variant,lock-wait-ms=100",
+        ] {
+            let config: ActuatorConfig = text.parse().unwrap();
+            assert_eq!(config.to_string(), text);
+        }
+        for (text, expected) in [
+            ("flagd-file=/f.json,kill=off", "unknown kill mode \"off\""),
+            (
+                "flagd-file=/f.json,kil=off-variant",
+                "unknown option \"kil\"",
+            ),
+            ("flagd-file=/f.json,lock-wait-ms=0", "above 0"),
+            (
+                "flagd-file=/f.json,kill=disable,kill=disable",
+                "given twice",
+            ),
+            ("flagd-file=,kill=disable", "needs the flag file's path"),
+        ] {
+            let error = text.parse::<ActuatorConfig>().unwrap_err();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn flagd_file_config_file_form_takes_the_kill_mode() {
+        let config: ActuatorConfig = toml::from_str(
+            "kind = \"flagd-file\"\npath = \"/f.json\"\nkill = \"off-variant\"\nlock_wait_ms = 100",
+        )
+        .unwrap();
+        assert_eq!(
+            config.to_string(),
+            "flagd-file=/f.json,kill=off-variant,lock-wait-ms=100"
         );
     }
 
@@ -432,7 +570,7 @@ mod tests {
                 ActuatorConfig::CLI_FORMS
             )
         );
-        assert!(error.contains("`log-only`, `flagd-file=PATH`, `unleash=URL,environment=ENV"));
+        assert!(error.contains("`log-only`, `flagd-file=PATH[,kill=disable|off-variant]"));
     }
 
     #[test]
@@ -549,12 +687,7 @@ mod tests {
     fn config_file_form_is_a_table_with_a_kind() {
         let config: ActuatorConfig =
             toml::from_str("kind = \"flagd-file\"\npath = \"/etc/flagd/flags.json\"").unwrap();
-        assert_eq!(
-            config,
-            ActuatorConfig::FlagdFile {
-                path: PathBuf::from("/etc/flagd/flags.json")
-            }
-        );
+        assert_eq!(config, flagd_file_config("/etc/flagd/flags.json"));
         let config: ActuatorConfig = toml::from_str("kind = \"log-only\"").unwrap();
         assert_eq!(config, ActuatorConfig::LogOnly);
     }
@@ -563,11 +696,7 @@ mod tests {
     async fn built_actuators_describe_their_store() {
         let log_only = ActuatorConfig::LogOnly.build().unwrap();
         assert_eq!(log_only.describe(), "log-only");
-        let flagd = ActuatorConfig::FlagdFile {
-            path: PathBuf::from("/etc/flagd/flags.json"),
-        }
-        .build()
-        .unwrap();
+        let flagd = flagd_file_config("/etc/flagd/flags.json").build().unwrap();
         assert_eq!(flagd.describe(), "flagd-file:/etc/flagd/flags.json");
     }
 }

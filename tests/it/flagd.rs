@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use canary::actuators::Actuator;
-use canary::actuators::flagd_file::FlagdFileActuator;
+use canary::actuators::flagd_file::{FlagdFileActuator, KillMode};
 use canary::domain::Percentage;
 use serde_json::Value;
 
@@ -212,6 +212,43 @@ async fn a_killed_flag_serves_the_default() {
     );
 }
 
+/// Issue 13, item 12: with `kill = "off-variant"` flagd serves the flag's off variant to
+/// every key (reason STATIC, not DISABLED), so the application's code default no longer
+/// matters; the actuator reads the flag back as off at 0 %.
+#[tokio::test]
+async fn the_off_variant_kill_switch_serves_off_to_every_key() {
+    let (_directory, path) = flag_file();
+    let actuator = FlagdFileActuator::new(&path).with_kill_mode(KillMode::OffVariant);
+    for flag in ["new-checkout", "fresh-flag"] {
+        actuator.set_rollout(flag, percent(50.0)).await.unwrap();
+        let killed = actuator.kill(flag).await.unwrap();
+        assert!(!killed.enabled, "{flag}: {killed:?}");
+        assert_eq!(killed.rollout, Percentage::ZERO);
+        assert_eq!(actuator.current(flag).await.unwrap(), killed);
+        let Some(evaluation) = evaluate(&path, flag, KEYS) else {
+            return;
+        };
+        assert_eq!(evaluation.on, 0, "{flag}: {}", evaluation.raw);
+        let off_variant = if flag == "fresh-flag" {
+            "disabled"
+        } else {
+            "off"
+        };
+        assert_eq!(
+            evaluation.raw["variants"][off_variant].as_u64(),
+            Some(u64::from(KEYS)),
+            "{flag}: every key gets the off variant itself, not the caller's default: {}",
+            evaluation.raw
+        );
+        assert_eq!(
+            evaluation.reason_count("DISABLED"),
+            0,
+            "{flag}: {}",
+            evaluation.raw
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_created_fractional_rule_splits_traffic_in_flagd() {
     let (_directory, path) = flag_file();
@@ -250,4 +287,88 @@ async fn a_dark_launch_at_a_tenth_of_a_percent_reaches_a_few_keys() {
         "expected about 20 keys: {}",
         evaluation.raw
     );
+}
+
+/// Set in the environment of the child processes of
+/// `separate_processes_editing_different_flags_lose_no_edit`: `PATH,FLAG,EDITS`.
+const WRITER_CHILD_VARIABLE: &str = "CANARY_TEST_FLAGD_WRITER_CHILD";
+
+/// The child side of the multi-process test: sets `FLAG` to 1 %, 2 %, ... `EDITS` %.
+/// Run only by that test, as a separate process of this test binary.
+#[tokio::test]
+#[ignore = "a child process of separate_processes_editing_different_flags_lose_no_edit"]
+async fn flagd_writer_child_process() {
+    let setting = std::env::var(WRITER_CHILD_VARIABLE).expect("run by the parent test");
+    let mut parts = setting.split(',');
+    let (path, flag, edits) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap().parse::<u32>().unwrap(),
+    );
+    let actuator = FlagdFileActuator::new(path);
+    for edit in 1..=edits {
+        actuator
+            .set_rollout(flag, percent(f64::from(edit)))
+            .await
+            .unwrap();
+    }
+}
+
+/// Issue 13, item 3, with real processes: four processes, each editing its own flag of
+/// one file 20 times, lose no edit (each flag ends at its last written value).
+#[test]
+fn separate_processes_editing_different_flags_lose_no_edit() {
+    const EDITS: u32 = 20;
+    let (_directory, path) = flag_file();
+    let flags: Vec<String> = (0..4).map(|index| format!("writer-{index}")).collect();
+    let mut root: Value = serde_json::from_str(FLAG_FILE).unwrap();
+    for flag in &flags {
+        root["flags"][flag] = serde_json::json!({
+            "state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"
+        });
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&root).unwrap()).unwrap();
+    let children: Vec<_> = flags
+        .iter()
+        .map(|flag| {
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "flagd::flagd_writer_child_process",
+                    "--exact",
+                    "--ignored",
+                    "--quiet",
+                ])
+                .env(
+                    WRITER_CHILD_VARIABLE,
+                    format!("{},{flag},{EDITS}", path.display()),
+                )
+                // Captured, so the children's own test summaries do not mix with ours.
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "a writer process failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let reader = FlagdFileActuator::new(&path);
+    for flag in &flags {
+        let state = runtime.block_on(reader.current(flag)).unwrap();
+        assert_eq!(
+            state.rollout,
+            percent(f64::from(EDITS)),
+            "{flag} lost its last edit"
+        );
+    }
 }

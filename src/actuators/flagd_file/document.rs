@@ -8,6 +8,7 @@
 //! reshuffle users. Targeting of any other shape (an `if` around the split, more than
 //! two variants) is refused as `Invalid` rather than guessed at.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::weights::{Weights, percent_of, weights_for};
@@ -17,6 +18,46 @@ use crate::domain::Percentage;
 /// A flag file's flag list is printed in a "not found" message when it has at most
 /// this many flags.
 const MAX_LISTED_FLAGS: usize = 10;
+
+/// What the kill switch writes into a flag.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KillMode {
+    /// `state` = "DISABLED" and the new variant's weight 0. flagd then answers every
+    /// evaluation with reason `DISABLED` and the *application's* code default, not the
+    /// flag's off variant.
+    #[default]
+    Disable,
+    /// `state` stays "ENABLED", `defaultVariant` becomes the off variant and the
+    /// targeting is removed, so flagd answers every evaluation with the off variant,
+    /// whatever the application's code default. A custom bucketing expression in the
+    /// removed rule is lost: the next rollout writes the standard one.
+    OffVariant,
+}
+
+impl KillMode {
+    /// `"disable"` or `"off-variant"`, as configured.
+    pub fn name(self) -> &'static str {
+        match self {
+            KillMode::Disable => "disable",
+            KillMode::OffVariant => "off-variant",
+        }
+    }
+}
+
+impl std::str::FromStr for KillMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "disable" => Ok(KillMode::Disable),
+            "off-variant" => Ok(KillMode::OffVariant),
+            _ => Err(format!(
+                "unknown kill mode {text:?}: expected \"disable\" (state DISABLED, flagd serves the application's default) or \"off-variant\" (flagd serves the off variant)"
+            )),
+        }
+    }
+}
 
 /// What a change asks for: the flag's state and the new variant's share.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +79,27 @@ pub(super) fn read_state(
     let enabled = read_enabled(flag_object).map_err(invalid)?;
     let rollout = read_rollout(flag_object).map_err(invalid)?;
     Ok(FlagState { enabled, rollout })
+}
+
+/// Reads `flag`'s state as an actuator whose kill switch is `kill` reports it. With
+/// [`KillMode::OffVariant`], a flag that is enabled with no targeting and an off
+/// `defaultVariant` is what the kill switch leaves, and flagd serves it as off to
+/// everybody, so it reads as disabled at 0 %.
+pub(super) fn read_state_for(
+    root: &Value,
+    flag: &str,
+    store: &str,
+    kill: KillMode,
+) -> Result<FlagState, ActuatorError> {
+    let mut state = read_state(root, flag, store)?;
+    if kill == KillMode::OffVariant && state.enabled && state.rollout == Percentage::ZERO {
+        let flag_object = flag_object(root, flag, store)?;
+        let untargeted = fractional_buckets(flag_object)
+            .map_err(|message| invalid(store, flag, message))?
+            .is_none();
+        state.enabled = !untargeted;
+    }
+    Ok(state)
 }
 
 /// Sets `flag`'s state and the new variant's weight, creating the fractional rule when
@@ -62,7 +124,11 @@ pub(super) fn kill(
     root: &mut Value,
     flag: &str,
     store: &str,
+    mode: KillMode,
 ) -> Result<(FlagState, Option<String>), ActuatorError> {
+    if mode == KillMode::OffVariant {
+        return kill_to_off_variant(root, flag, store);
+    }
     let desired = Desired {
         enabled: false,
         rollout: Percentage::ZERO,
@@ -82,6 +148,97 @@ pub(super) fn kill(
             };
             Ok((state, Some(message)))
         }
+    }
+}
+
+/// The flags of `read_back` other than `flag` that differ from `before`: added,
+/// removed or changed. Used after a write to check that nothing but `flag` moved.
+pub(super) fn other_flags_changed(before: &Value, read_back: &Value, flag: &str) -> Vec<String> {
+    let empty = Map::new();
+    let before = before
+        .get("flags")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let after = read_back
+        .get("flags")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let mut changed: Vec<String> = before
+        .iter()
+        .filter(|(name, value)| name.as_str() != flag && after.get(name.as_str()) != Some(value))
+        .map(|(name, _)| name.clone())
+        .collect();
+    changed.extend(
+        after
+            .keys()
+            .filter(|name| name.as_str() != flag && !before.contains_key(name.as_str()))
+            .cloned(),
+    );
+    changed
+}
+
+/// The kill switch of [`KillMode::OffVariant`]: enabled, `defaultVariant` the off
+/// variant, no targeting. When the off variant cannot be told, the flag is disabled
+/// instead (a rollback must not fail) and the returned note says why.
+fn kill_to_off_variant(
+    root: &mut Value,
+    flag: &str,
+    store: &str,
+) -> Result<(FlagState, Option<String>), ActuatorError> {
+    let flag_object = flag_object_mut(root, flag, store)?;
+    match new_variant(flag_object).and_then(|new| off_variant(flag_object, &new)) {
+        Ok(off) => {
+            flag_object.insert("state".to_owned(), Value::from("ENABLED"));
+            flag_object.insert("defaultVariant".to_owned(), Value::from(off));
+            // shift_remove keeps the order of the keys that follow.
+            flag_object.shift_remove("targeting");
+            Ok((
+                read_state_for(root, flag, store, KillMode::OffVariant)?,
+                None,
+            ))
+        }
+        Err(message) => {
+            flag_object.insert("state".to_owned(), Value::from("DISABLED"));
+            let state = FlagState {
+                enabled: false,
+                rollout: Percentage::ZERO,
+            };
+            Ok((state, Some(message)))
+        }
+    }
+}
+
+/// The variant the off-variant kill switch serves: `defaultVariant` when it is not the
+/// new variant (the fallback a rollout splits against); otherwise the only other
+/// variant, or the only one whose value is `false` or that is named "off".
+fn off_variant(flag_object: &Map<String, Value>, new_variant: &str) -> Result<String, String> {
+    if let Ok(fallback) = default_variant(flag_object)
+        && fallback != new_variant
+    {
+        return Ok(fallback);
+    }
+    let variants = flag_object
+        .get("variants")
+        .and_then(Value::as_object)
+        .ok_or("it has no \"variants\" object")?;
+    let others: Vec<&String> = variants
+        .keys()
+        .filter(|name| name.as_str() != new_variant)
+        .collect();
+    let offs: Vec<&String> = variants
+        .iter()
+        .filter(|(name, value)| {
+            name.as_str() != new_variant
+                && (**value == Value::Bool(false) || name.as_str() == "off")
+        })
+        .map(|(name, _)| name)
+        .collect();
+    match (others.as_slice(), offs.as_slice()) {
+        ([only], _) | (_, [only]) => Ok((*only).clone()),
+        _ => Err(format!(
+            "its defaultVariant is the new variant {new_variant:?} and none of its other variants ({}) is the only one that is `false` or named \"off\", so the off variant is unknown",
+            names(others.iter().copied())
+        )),
     }
 }
 
@@ -557,11 +714,83 @@ mod tests {
                 .contains("single top-level \"fractional\""),
             "{error}"
         );
-        let (state, note) = kill(&mut root, "new-checkout", STORE).unwrap();
+        let mut off_variant_root = root.clone();
+        let (state, note) = kill(&mut root, "new-checkout", STORE, KillMode::Disable).unwrap();
         assert!(!state.enabled);
         assert!(note.is_some());
         assert_eq!(root["flags"]["new-checkout"]["state"], "DISABLED");
         assert!(root["flags"]["new-checkout"]["targeting"]["if"].is_array());
+        // The off-variant kill switch removes any targeting: every evaluation gets "off".
+        let (state, note) = kill(
+            &mut off_variant_root,
+            "new-checkout",
+            STORE,
+            KillMode::OffVariant,
+        )
+        .unwrap();
+        assert_eq!(note, None);
+        assert!(!state.enabled);
+        assert_eq!(
+            off_variant_root["flags"]["new-checkout"],
+            json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"})
+        );
+    }
+
+    #[test]
+    fn the_off_variant_kill_switch_finds_the_off_variant_when_the_default_is_on() {
+        let mut root = document(json!({
+            "state": "ENABLED",
+            "variants": {"on": true, "off": false},
+            "defaultVariant": "on",
+            "metadata": {"ticket": "PAY-1"}
+        }));
+        let (state, note) = kill(&mut root, "new-checkout", STORE, KillMode::OffVariant).unwrap();
+        assert_eq!(note, None);
+        assert_eq!(
+            state,
+            FlagState {
+                enabled: false,
+                rollout: Percentage::ZERO
+            }
+        );
+        assert_eq!(root["flags"]["new-checkout"]["defaultVariant"], "off");
+        let keys: Vec<&String> = root["flags"]["new-checkout"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(keys, ["state", "variants", "defaultVariant", "metadata"]);
+    }
+
+    #[test]
+    fn the_off_variant_kill_switch_disables_a_flag_whose_off_variant_is_unknown() {
+        let mut root = document(json!({
+            "state": "ENABLED",
+            "variants": {"on": true, "red": "red", "blue": "blue"},
+            "defaultVariant": "on"
+        }));
+        let (state, note) = kill(&mut root, "new-checkout", STORE, KillMode::OffVariant).unwrap();
+        assert!(!state.enabled);
+        assert!(note.unwrap().contains("off variant is unknown"));
+        assert_eq!(root["flags"]["new-checkout"]["state"], "DISABLED");
+    }
+
+    #[test]
+    fn an_untargeted_enabled_flag_reads_as_off_only_for_the_off_variant_kill_switch() {
+        let root = document(
+            json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"}),
+        );
+        let disable = read_state_for(&root, "new-checkout", STORE, KillMode::Disable).unwrap();
+        assert!(disable.enabled);
+        let off_variant =
+            read_state_for(&root, "new-checkout", STORE, KillMode::OffVariant).unwrap();
+        assert_eq!(
+            off_variant,
+            FlagState {
+                enabled: false,
+                rollout: Percentage::ZERO
+            }
+        );
     }
 
     #[test]

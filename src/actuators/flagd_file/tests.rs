@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use super::FlagdFileActuator;
+use super::{FlagdFileActuator, KillMode};
 use crate::actuators::{Actuator, ActuatorError, FlagState};
 use crate::domain::Percentage;
 
@@ -108,6 +108,16 @@ fn flag_file(contents: &str) -> (TempDir, PathBuf) {
     let path = directory.path().join("flags.json");
     std::fs::write(&path, contents).unwrap();
     (directory, path)
+}
+
+/// The names in `directory`, sorted.
+fn file_names(directory: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(directory)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 fn percent(value: f64) -> Percentage {
@@ -447,8 +457,11 @@ async fn healthcheck_reports_the_state_and_leaves_no_file_behind() {
         actuator.healthcheck("zebra-colour").await,
         Err(ActuatorError::Invalid { .. })
     ));
-    let entries: Vec<_> = std::fs::read_dir(directory.path()).unwrap().collect();
-    assert_eq!(entries.len(), 1, "only flags.json: {entries:?}");
+    assert_eq!(
+        file_names(directory.path()),
+        ["flags.json", "flags.json.lock"],
+        "only the flag file and its lock file"
+    );
 }
 
 #[tokio::test]
@@ -479,8 +492,11 @@ async fn concurrent_edits_in_one_process_lose_nothing() {
         let state = actuator.current(&format!("flag-{index}")).await.unwrap();
         assert_eq!(state.rollout, percent(index as f64 + 1.0));
     }
-    let entries = std::fs::read_dir(directory.path()).unwrap().count();
-    assert_eq!(entries, 1, "no temporary files left behind");
+    assert_eq!(
+        file_names(directory.path()),
+        ["flags.json", "flags.json.lock"],
+        "no temporary files left behind"
+    );
 }
 
 #[cfg(unix)]
@@ -513,4 +529,190 @@ async fn four_space_indentation_is_kept() {
         .count();
     assert_eq!(changed_lines, 2);
     assert_eq!(four_spaces.lines().count(), after.lines().count());
+}
+
+/// A flag file of `count` enabled flags `flag-0`, `flag-1`, ... without targeting.
+fn many_flags(count: usize) -> String {
+    let flags: serde_json::Map<String, Value> = (0..count)
+        .map(|index| {
+            let flag = json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"});
+            (format!("flag-{index}"), flag)
+        })
+        .collect();
+    serde_json::to_string_pretty(&json!({"flags": flags})).unwrap()
+}
+
+/// Issue 13, item 3: two `canary` instances sharing one flag file lost each other's
+/// edits. Each writer here is its own actuator, with its own in-process mutex and its
+/// own open file descriptions, as separate processes are (`flock` excludes per open
+/// file description, so threads contend for it exactly as processes do); only the
+/// cross-process lock file keeps their read-edit-writes apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn separate_writers_editing_different_flags_lose_no_edit() {
+    const WRITERS: usize = 8;
+    const EDITS: usize = 12;
+    let (_directory, path) = flag_file(&many_flags(WRITERS));
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let actuator = FlagdFileActuator::new(&path);
+            tokio::spawn(async move {
+                let flag = format!("flag-{writer}");
+                for edit in 1..=EDITS {
+                    actuator
+                        .set_rollout(&flag, percent((writer * EDITS + edit) as f64 / 2.0))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let reader = FlagdFileActuator::new(&path);
+    for writer in 0..WRITERS {
+        let state = reader.current(&format!("flag-{writer}")).await.unwrap();
+        assert_eq!(
+            state.rollout,
+            percent((writer * EDITS + EDITS) as f64 / 2.0),
+            "flag-{writer} lost its last edit"
+        );
+    }
+}
+
+/// Takes the lock on `path`'s lock file as another process would.
+fn hold_lock(path: &std::path::Path) -> std::fs::File {
+    let holder = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(super::lock_path(path))
+        .unwrap();
+    holder.try_lock().unwrap();
+    holder
+}
+
+#[tokio::test]
+async fn a_lock_held_past_the_wait_fails_naming_the_lock_file_and_writes_nothing() {
+    let (_directory, path) = flag_file(FLAG_FILE);
+    let holder = hold_lock(&path);
+    let actuator =
+        FlagdFileActuator::new(&path).with_lock_wait(std::time::Duration::from_millis(150));
+    let started = std::time::Instant::now();
+    for attempt in [
+        actuator.set_rollout("new-checkout", percent(50.0)).await,
+        actuator.kill("new-checkout").await,
+    ] {
+        let error = attempt.unwrap_err();
+        assert!(
+            matches!(error, ActuatorError::Unavailable { .. }),
+            "retryable: {error}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("{}.lock", path.display())),
+            "names the lock file: {message}"
+        );
+        assert!(message.contains("nothing was written"), "{message}");
+    }
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), FLAG_FILE);
+    drop(holder);
+    let state = actuator
+        .set_rollout("new-checkout", percent(50.0))
+        .await
+        .unwrap();
+    assert_eq!(state.rollout, percent(50.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_waits_for_a_lock_released_within_its_wait() {
+    let (_directory, path) = flag_file(FLAG_FILE);
+    let holder = hold_lock(&path);
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(holder);
+    });
+    let state = FlagdFileActuator::new(&path)
+        .set_rollout("new-checkout", percent(25.0))
+        .await
+        .unwrap();
+    assert_eq!(state.rollout, percent(25.0));
+    release.join().unwrap();
+}
+
+#[test]
+fn a_read_back_that_differs_from_what_was_written_is_unavailable() {
+    let (_directory, path) = flag_file(&many_flags(3));
+    let before: Value = parsed(&path);
+    let mut written = before.clone();
+    written["flags"]["flag-0"]["state"] = json!("DISABLED");
+    // The file still says what was read: our flag is not as written.
+    let error =
+        super::verify_written(&path, "flag-0", &before, &written, "flags.json").unwrap_err();
+    assert!(matches!(error, ActuatorError::Unavailable { .. }));
+    assert!(
+        error
+            .to_string()
+            .contains("the flag is not what was written"),
+        "{error}"
+    );
+    // Our flag as written, but another flag moved by a writer that ignores the lock.
+    let mut raced = written.clone();
+    raced["flags"]["flag-2"]["state"] = json!("DISABLED");
+    std::fs::write(&path, serde_json::to_string(&raced).unwrap()).unwrap();
+    let error =
+        super::verify_written(&path, "flag-0", &before, &written, "flags.json").unwrap_err();
+    assert!(
+        error.to_string().contains("other flags changed: flag-2"),
+        "{error}"
+    );
+    std::fs::write(&path, serde_json::to_string(&written).unwrap()).unwrap();
+    super::verify_written(&path, "flag-0", &before, &written, "flags.json").unwrap();
+}
+
+/// Issue 13, item 12: the off-variant kill switch keeps the flag enabled, serves the off
+/// variant by default with no targeting, and reads back as off at 0 %; the next rollout
+/// writes a fresh split.
+#[tokio::test]
+async fn the_off_variant_kill_switch_serves_off_and_reads_back_as_off() {
+    let (_directory, path) = flag_file(FLAG_FILE);
+    let actuator = FlagdFileActuator::new(&path).with_kill_mode(KillMode::OffVariant);
+    actuator
+        .set_rollout("new-checkout", percent(50.0))
+        .await
+        .unwrap();
+    let off = FlagState {
+        enabled: false,
+        rollout: Percentage::ZERO,
+    };
+    assert_eq!(actuator.kill("new-checkout").await.unwrap(), off);
+    assert_eq!(actuator.current("new-checkout").await.unwrap(), off);
+    assert_eq!(actuator.healthcheck("new-checkout").await.unwrap(), off);
+    let root = parsed(&path);
+    let flag = &root["flags"]["new-checkout"];
+    assert_eq!(flag["state"], "ENABLED");
+    assert_eq!(flag["defaultVariant"], "off");
+    assert!(flag.get("targeting").is_none(), "{flag}");
+    assert_eq!(flag["metadata"]["ticket"], "PAY-123", "other keys kept");
+    // Killing again changes nothing.
+    let bytes = std::fs::read(&path).unwrap();
+    actuator.kill("new-checkout").await.unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    // A later rollout starts again from a new split.
+    let state = actuator
+        .set_rollout("new-checkout", percent(5.0))
+        .await
+        .unwrap();
+    assert_eq!(
+        state,
+        FlagState {
+            enabled: true,
+            rollout: percent(5.0)
+        }
+    );
+    assert_eq!(
+        weights(&path, "new-checkout"),
+        json!([["on", 5], ["off", 95]])
+    );
 }
