@@ -281,16 +281,16 @@ impl RolloutPlan {
     /// A look hands the sequential judge the points since the previous one: for range
     /// queries `interval / step` per side. A location comparison of one point against
     /// one is a coin toss (no single look can show a regression); the tails check
-    /// compares the spreads of pairs of consecutive points and waits until each side
-    /// has [`MIN_SPREAD_PAIRS`](crate::stats::sequential::MIN_SPREAD_PAIRS) pairs, so
-    /// with fewer than three points a look it compares only every few looks, and a
-    /// stage shorter than that never compares at all; a `bursts` window of fewer than
+    /// waits until each side has
+    /// [`MIN_SPREAD_POINTS`](crate::stats::sequential::MIN_SPREAD_POINTS) points, so
+    /// with fewer points a look it compares only every few looks, and a stage shorter
+    /// than that never compares at all; a `bursts` window of fewer than
     /// [`MIN_BURST_WINDOW_STEPS`] steps holds too few points to be a burst. Metrics read
     /// as raw samples (`raw_samples = true`) come at the scrape interval, unknown here,
     /// and are left out of the per-look counts.
     pub fn short_look_warnings(&self, metrics: &[MetricSpec]) -> Vec<String> {
         use super::profile::MetricKind;
-        use crate::stats::sequential::MIN_SPREAD_PAIRS;
+        use crate::stats::sequential::MIN_SPREAD_POINTS;
         let step = self.settings.step;
         let mut warnings = Vec::new();
         for metric in metrics {
@@ -325,17 +325,17 @@ impl RolloutPlan {
                          regression at any single look (give the interval at least 2 steps)"
                     ));
                 }
-                let needed = (2 * MIN_SPREAD_PAIRS) as f64;
+                let needed = MIN_SPREAD_POINTS as f64;
                 if metric.tails && per_stage < needed {
                     warnings.push(format!(
                         "{context}; the stage's {} never reach the {needed} per side the tails \
                          check compares spread over, so it cannot test the spread at this stage",
                         plural(per_stage, "point"),
                     ));
-                } else if metric.tails && per_look < 3.0 {
+                } else if metric.tails && per_look < needed {
                     warnings.push(format!(
                         "{context}; the tails check compares spread over {needed} points per side, \
-                         so only every {} looks (give the interval at least 3 steps)",
+                         so only every {} looks (give the interval at least {needed} steps)",
                         (needed / per_look.max(1.0)).ceil(),
                     ));
                 }
@@ -890,7 +890,7 @@ interval = "10s"
 [[stages]]
 name = "short"
 traffic = 10
-duration = "25s"
+duration = "20s"
 interval = "5s"
 [[stages]]
 name = "wide"
@@ -917,7 +917,7 @@ interval = "1m"
         );
         assert!(
             pilot.contains(
-                "the tails check compares spread over 6 points per side, so only every 3 looks"
+                "the tails check compares spread over 5 points per side, so only every 3 looks"
             ),
             "{pilot}"
         );
@@ -925,7 +925,7 @@ interval = "1m"
             "stage \"short\", metric \"latency\": a look every 5s at a step of 5s brings 1 point per side; a location comparison",
         );
         find(
-            "stage \"short\", metric \"latency\": a look every 5s at a step of 5s brings 1 point per side; the stage's 5 points never reach the 6",
+            "stage \"short\", metric \"latency\": a look every 5s at a step of 5s brings 1 point per side; the stage's 4 points never reach the 5",
         );
         // The shipped web-service plan (36 points a look, one-minute bursts at 5 s) has none.
         let shipped = Profile::parse(

@@ -11,14 +11,14 @@
 //!   tolerance is a ratio); for a proportion, the mixture SPRT that the error-rate
 //!   ratio exceeds `max_ratio` (1 when unset). `decrease` metrics test the other way,
 //!   `either` metrics both ways at half the share each.
-//! - **tails** (`tails = true`, continuous): the spreads of runs of consecutive points
-//!   of each side (sums of squared deviations from the run's mean; log scale when
-//!   positive; the canary's divided by `(1 + allowed_increase)²`), compared by rank
-//!   scores with their exact permutation moments ([`spread_increment`]). A run's
-//!   spread does not depend on the side's median, so a shifted canary with the same
-//!   spread is no evidence. Points wait in the state ([`PendingPoints`]) until each
-//!   side has [`MIN_SPREAD_PAIRS`] pairs, so a look of one or two points per side is
-//!   compared with the next ones instead of alone.
+//! - **tails** (`tails = true`, continuous): each side's deviations from its own
+//!   median (log scale when positive; the canary's divided by `1 + allowed_increase`),
+//!   compared by Klotz (squared normal) scores with their permutation moments
+//!   ([`spread_increment`]), so a shifted canary with the same spread is no evidence.
+//!   Points wait in the state ([`PendingPoints`]) until each side has
+//!   [`MIN_SPREAD_POINTS`] points, so a look of fewer points per side is compared with
+//!   the next ones instead of alone (below five a side the centred statistic's
+//!   variance is not its permutation variance: three times it at two points, issue 12).
 //! - **bursts** (`bursts = "1m"`, proportion): every sub-window of that length is
 //!   tested on its own (the exact conditional binomial test of the canary's share of
 //!   the window's errors) at its share of the check's budget, spent along
@@ -58,8 +58,8 @@ use super::{Classification, Judgement, MetricResult};
 use crate::domain::plan::RolloutPlan;
 use crate::domain::{Direction, MetricData, MetricKind, MetricSpec, Observations, Profile};
 use crate::stats::sequential::{
-    MIN_SPREAD_PAIRS, PendingPoints, RankEvidence, RateEvidence, RatePoint, binomial_upper_tail,
-    rank_increment, spend, spread_increment, subset_size, subset_spreads, tuned_tau2,
+    MIN_SPREAD_POINTS, PendingPoints, RankEvidence, RateEvidence, RatePoint, binomial_upper_tail,
+    rank_increment, spend, spread_increment, tuned_tau2,
 };
 
 /// What the sequential judge carries from look to look (part of the runner's snapshot).
@@ -258,8 +258,8 @@ fn median_of(values: &[f64]) -> f64 {
 /// The prior scale of a rank check's mixture, from the information it is tuned for.
 ///
 /// Location checks are tuned for one interval's batch of a single series (about `6` per
-/// sample pair, `12 n m / (n + m + 1)` for equal batches; less for the tails check's
-/// runs of points), so the boundary is tightest
+/// sample pair, `12 n m / (n + m + 1)` for equal batches, the tails check's batches
+/// being at least [`MIN_SPREAD_POINTS`] a side), so the boundary is tightest
 /// at the first looks, where a large regression should be caught; later looks pay only
 /// a `√(log I)` growth of the boundary. Tails checks are tuned for two stages' worth
 /// of data: a change of spread shows slowly, and its evidence carries across stages.
@@ -271,12 +271,12 @@ fn tau2_for(key: &str, alpha: f64, plan: &RolloutPlan, stage_index: usize) -> f6
         stage.interval.seconds()
     };
     let samples = window / plan.settings.step.seconds();
-    // The tails check compares three runs of `k` points a side at a time, information
-    // `12·9/7` per `3k` points of a side.
+    // The tails check compares batches of `n ≥ MIN_SPREAD_POINTS` points a side,
+    // information `12 n²/(2n + 1)`, `12 n/(2n + 1)` per point of a side.
     let per_sample = if key.ends_with(":tails") {
-        let per_look = (stage.interval.seconds() / plan.settings.step.seconds()) as usize;
-        let size = subset_size(per_look.max(2 * MIN_SPREAD_PAIRS));
-        36.0 / (7.0 * size as f64)
+        let per_look = (stage.interval.seconds() / plan.settings.step.seconds()).floor();
+        let n = per_look.max(MIN_SPREAD_POINTS as f64);
+        12.0 * n / (2.0 * n + 1.0)
     } else {
         6.0
     };
@@ -584,9 +584,9 @@ fn continuous(
 }
 
 /// The tails check: this look's points join the ones waiting (see [`PendingPoints`]);
-/// once both sides have enough, the spreads of their runs of consecutive points are
-/// compared, the canary's divided by `(1 + allowed_increase)²` (on the log scale when
-/// every value is positive, so the tolerance is a ratio of spreads).
+/// once both sides have enough, their deviations from their own medians are compared,
+/// the canary's divided by `1 + allowed_increase` (on the log scale when every value is
+/// positive, so the tolerance is a ratio of spreads).
 #[allow(clippy::too_many_arguments)]
 fn tails_check(
     spec: &MetricSpec,
@@ -608,7 +608,7 @@ fn tails_check(
     let compared = pending.add(baseline, canary);
     let (waiting_baseline, waiting_canary) = pending.waiting();
     let (increment, spread_effect) = match compared {
-        Some((size, base_points, canary_points)) => {
+        Some((base_points, canary_points)) => {
             let log_scale = all_positive(&base_points, &canary_points);
             let scale = |values: &[f64]| -> Vec<f64> {
                 if log_scale {
@@ -617,34 +617,34 @@ fn tails_check(
                     values.to_vec()
                 }
             };
-            let base_spreads = subset_spreads(&scale(&base_points), size);
-            let canary_spreads = subset_spreads(&scale(&canary_points), size);
-            // Sums of squares: the tolerated ratio of standard deviations, squared.
-            let tolerated: Vec<f64> = canary_spreads
-                .iter()
-                .map(|d| d / (1.0 + allowed_increase).powi(2))
-                .collect();
-            // For the reason: the ratio of root-mean sums of squares, which estimates the
-            // ratio of standard deviations.
-            let rms = |d: &[f64]| (d.iter().sum::<f64>() / d.len() as f64).sqrt();
-            let ratio = rms(&canary_spreads) / rms(&base_spreads);
+            let (base, canary) = (scale(&base_points), scale(&canary_points));
+            // For the reason: the ratio of the sides' standard deviations.
+            let sd = |values: &[f64]| {
+                let n = values.len() as f64;
+                let mean = values.iter().sum::<f64>() / n;
+                (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+            };
+            let ratio = sd(&canary) / sd(&base);
             let effect = if ratio.is_finite() {
                 format!(
-                    "canary spread ×{} the baseline's in the latest comparison ({} and {} runs of {size} consecutive points{})",
+                    "canary spread ×{} the baseline's in the latest comparison (standard deviations of {} and {} points{})",
                     number(ratio),
-                    base_spreads.len(),
-                    canary_spreads.len(),
+                    base.len(),
+                    canary.len(),
                     if log_scale { ", log scale" } else { "" }
                 )
             } else {
                 "no spread to compare in the latest comparison".to_owned()
             };
-            (spread_increment(&base_spreads, &tolerated, size), effect)
+            (
+                spread_increment(&base, &canary, 1.0 + allowed_increase),
+                effect,
+            )
         }
         None => (
             None,
             format!(
-                "no comparison at this look: spread is compared over at least {MIN_SPREAD_PAIRS} pairs of \
+                "no comparison at this look: spread is compared over at least {MIN_SPREAD_POINTS} \
                  points per side ({waiting_baseline} baseline and {waiting_canary} canary points waiting)"
             ),
         ),

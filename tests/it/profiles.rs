@@ -83,8 +83,8 @@ interval = "10s"
     assert!(
         lines[1].ends_with(
             "live.toml: warning: stage \"pilot\", metric \"latency\": a look every 10s at a step \
-             of 5s brings 2 points per side; the tails check compares spread over 6 points per \
-             side, so only every 3 looks (give the interval at least 3 steps)"
+             of 5s brings 2 points per side; the tails check compares spread over 5 points per \
+             side, so only every 3 looks (give the interval at least 5 steps)"
         ),
         "{}",
         run.stdout
