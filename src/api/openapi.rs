@@ -1,7 +1,7 @@
 //! `GET /v1/openapi.json`: the OpenAPI 3.1 document of every route in [`super::ROUTES`],
 //! written by hand; a test checks it parses and lists exactly the router's routes.
 //! [`document`] adds the bearer scheme and the 401, 403 and 415 answers to every
-//! `/v1/analyses` operation in one place ([`secure`]), as [`super::auth`] applies them.
+//! `/v1/analyses` operation in one place (`secure`), as [`super::auth`] applies them.
 
 use axum::Json;
 use serde_json::{Value, json};

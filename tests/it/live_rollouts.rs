@@ -361,3 +361,89 @@ fn live_rollouts_configuration_errors_exit_1_before_the_flag_moves() {
     assert_eq!(flag["state"], before_flag["state"], "{flag}");
     assert_eq!(bed.state()["canary_percent"], 0.0, "{}", bed.state());
 }
+
+/// Issue 12: a look's errors and totals are the counters' increase over the look. The
+/// shipped count queries (`cumulative = true`: the counters themselves, differenced per
+/// series) are fetched from the live Prometheus and summed over a window; the same
+/// window's increase is read straight from the counters with `@` instant queries.
+#[test]
+fn live_rollouts_a_windows_counts_equal_the_counters_increase() {
+    use canary::domain::Profile;
+    use canary::scheduler::{Scopes, fetch_window};
+    use canary::sources::prometheus::PrometheusConfig;
+
+    let bed = bed(19);
+    bed.set_flag("ENABLED", 25);
+    bed.fault(json!({"error_factor": 10.0}));
+    std::thread::sleep(Duration::from_secs(25));
+    let profile = Profile::parse(
+        r#"
+name = "counts"
+[[metrics]]
+name = "error_rate"
+kind = "proportion"
+errors_query = 'sum by (instance, pod) (http_requests_total{ {{scope}}, code=~"5.." })'
+total_query = 'sum by (instance, pod) (http_requests_total{ {{scope}} })'
+cumulative = true
+[rollout]
+step = "5s"
+[[stages]]
+traffic = 25
+duration = "60s"
+interval = "20s"
+"#,
+        "counts.toml",
+    )
+    .unwrap();
+    let stage = profile.plan.as_ref().unwrap().stages[0].clone();
+    let scopes = Scopes::from_matchers(r#"track="baseline""#, r#"track="canary""#);
+    let source = PrometheusConfig::new(bed.prometheus_url.clone())
+        .build()
+        .unwrap();
+    // Whole seconds two scrapes back, so both ends have been scraped.
+    let to = (unix_now() - 2.0).floor();
+    let from = to - 20.0;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fetched = runtime.block_on(fetch_window(&source, &profile, &scopes, from, to, &stage));
+    for (side, observations) in [("baseline", &fetched.baseline), ("canary", &fetched.canary)] {
+        let Some(canary::domain::MetricData::Counts { errors, total, .. }) =
+            observations.metrics.get("error_rate")
+        else {
+            panic!("{side}: no counts: {:?}", observations.problems);
+        };
+        let sum =
+            |samples: &[canary::domain::Sample]| -> f64 { samples.iter().map(|s| s.value).sum() };
+        let increase = |matchers: &str| {
+            let now = format!("sum(http_requests_total{{{matchers}}} @ {to})");
+            let then = format!("sum(http_requests_total{{{matchers}}} @ {from})");
+            bed.query_value(&format!("{now} - {then}")).unwrap()
+        };
+        let track = format!(r#"track="{side}""#);
+        let expected_total = increase(&track);
+        let expected_errors = increase(&format!(r#"{track}, code=~"5..""#));
+        assert!(
+            expected_total > 1000.0,
+            "{side}: traffic flows: {expected_total}"
+        );
+        assert!(
+            expected_errors > 10.0,
+            "{side}: errors happen: {expected_errors}"
+        );
+        for (what, got, expected) in [
+            ("total", sum(total), expected_total),
+            ("errors", sum(errors), expected_errors),
+        ] {
+            assert!(
+                (got - expected).abs() <= 0.01 * expected,
+                "{side} {what}: the window counted {got}, the counters rose by {expected}"
+            );
+        }
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
