@@ -823,11 +823,12 @@ fn a_served_rollback_report_shows_the_verdict_triggers_and_real_series_in_a_brow
     );
     assert_eq!(
         dom.matches("<tr class=\"trigger ").count(),
-        2 * looks.len(),
-        "a row per trigger per look"
+        3 * looks.len(),
+        "a row per trigger per look (web-service has three)"
     );
     for seen in [
         "error rate above 2 % for 2 minutes",
+        "p95 latency above baseline × 1.3 for 30 seconds",
         "p95 latency above 500 ms for 1 minute",
         "not met",
         "baseline median ×1.05",
