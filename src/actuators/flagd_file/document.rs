@@ -140,15 +140,22 @@ pub(super) fn kill(
             *flag_object = edited;
             Ok((read_state(root, flag, store)?, None))
         }
-        Err(message) => {
-            flag_object.insert("state".to_owned(), Value::from("DISABLED"));
-            let state = FlagState {
-                enabled: false,
-                rollout: Percentage::ZERO,
-            };
-            Ok((state, Some(message)))
-        }
+        Err(message) => Ok(disable_as_last_resort(flag_object, message)),
     }
+}
+
+/// A kill switch that could not edit the flag as its mode says still switches it off:
+/// `state: DISABLED`, everything else left as it was, and `message` as the note why.
+fn disable_as_last_resort(
+    flag_object: &mut Map<String, Value>,
+    message: String,
+) -> (FlagState, Option<String>) {
+    flag_object.insert("state".to_owned(), Value::from("DISABLED"));
+    let state = FlagState {
+        enabled: false,
+        rollout: Percentage::ZERO,
+    };
+    (state, Some(message))
 }
 
 /// The flags of `read_back` other than `flag` that differ from `before`: added,
@@ -197,14 +204,7 @@ fn kill_to_off_variant(
                 None,
             ))
         }
-        Err(message) => {
-            flag_object.insert("state".to_owned(), Value::from("DISABLED"));
-            let state = FlagState {
-                enabled: false,
-                rollout: Percentage::ZERO,
-            };
-            Ok((state, Some(message)))
-        }
+        Err(message) => Ok(disable_as_last_resort(flag_object, message)),
     }
 }
 
