@@ -429,12 +429,20 @@ impl Worker {
     /// released after.
     async fn execute(&self, analysis: Analysis) -> Stepped {
         let id = analysis.id;
+        // The span follows this future only (`instrument`): a guard entered here and
+        // held across an `.await` would become the parent of whatever else the thread
+        // polled meanwhile, and other analyses' lines would carry this id (issue 13).
         let span = tracing::info_span!("step", analysis = %id, worker = %self.id());
-        let outcome = self
-            .renewing_lease(id, self.step(analysis))
-            .instrument(span.clone())
-            .await;
-        let _entered = span.enter();
+        async move {
+            let outcome = self.renewing_lease(id, self.step(analysis)).await;
+            self.settle(id, outcome).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Logs how a step ended and releases its lease.
+    async fn settle(&self, id: Uuid, outcome: Result<(), WorkerError>) -> Stepped {
         let stepped = match outcome {
             Ok(()) => Stepped::Recorded,
             Err(WorkerError::Store(StoreError::LeaseLost { .. })) => {

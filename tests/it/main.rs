@@ -10,6 +10,7 @@
 mod analyze;
 mod api;
 mod bad_input;
+mod bounded;
 mod flagd;
 mod helpers;
 mod live_bed;

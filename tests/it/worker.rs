@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::store::in_postgres_schema;
 
 /// Analyses are submitted at this analysis time.
-const T0: f64 = 1_700_000_000.0;
+pub(crate) const T0: f64 = 1_700_000_000.0;
 const LEASE: Duration = Duration::from_secs(30);
 
 /// Two stages of two minutes, a look a minute: start, then four looks to promotion.
@@ -107,7 +107,7 @@ fn regressing(seed: u64) -> Arc<SyntheticSource> {
 /// The log-only actuator, counting every change it makes, by flag. While `down`, it
 /// refuses every change as unavailable (a flag store that is down).
 #[derive(Default)]
-struct CountingActuator {
+pub(crate) struct CountingActuator {
     flags: LogOnlyActuator,
     changes: Mutex<Vec<(String, String, f64)>>,
     down: AtomicBool,
@@ -176,7 +176,7 @@ impl Actuator for CountingActuator {
     }
 }
 
-fn registry(seed: u64, flags: &Arc<CountingActuator>) -> Arc<Registry> {
+pub(crate) fn registry(seed: u64, flags: &Arc<CountingActuator>) -> Arc<Registry> {
     Arc::new(
         Registry::new()
             .with_source("healthy", healthy(seed))
@@ -185,7 +185,7 @@ fn registry(seed: u64, flags: &Arc<CountingActuator>) -> Arc<Registry> {
     )
 }
 
-fn options(id: &str, concurrency: usize) -> WorkerOptions {
+pub(crate) fn options(id: &str, concurrency: usize) -> WorkerOptions {
     WorkerOptions {
         id: id.to_owned(),
         concurrency,
@@ -209,7 +209,7 @@ fn request(source: &str, flag: &str) -> NewAnalysis {
     }
 }
 
-async fn submit(store: &dyn Store, source: &str, flag: &str) -> Analysis {
+pub(crate) async fn submit(store: &dyn Store, source: &str, flag: &str) -> Analysis {
     store
         .create_analysis(request(source, flag), T0)
         .await
@@ -330,7 +330,7 @@ async fn channel_texts(messages: &crate::notify::Received, at_least: usize) -> V
         .collect()
 }
 
-async fn sqlite_file(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+pub(crate) async fn sqlite_file(dir: &tempfile::TempDir) -> Arc<dyn Store> {
     StoreConfig::new(dir.path().join("canary.db").to_str().unwrap())
         .build()
         .await
