@@ -844,7 +844,9 @@ pub async fn serve(
     }
     worker
         .notify_with(Notifications::from_settings(&settings).context("notifiers in the settings")?);
-    let state = ApiState::new(Arc::clone(&store), &settings, metrics)?;
+    let mut state = ApiState::new(Arc::clone(&store), &settings, metrics)?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    state.shutdown = api::ShutdownSignal::on(stopped.clone());
     if state.auth.is_open() {
         tracing::warn!(
             bind = %settings.server.bind,
@@ -856,11 +858,15 @@ pub async fn serve(
     }
     let api = api::router(state);
 
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait_for_stop = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let server = axum::serve(listener, api).with_graceful_shutdown(wait_for_stop(stopped.clone()));
+    let server = api::serve(
+        listener,
+        api,
+        settings.server.header_read_duration()?,
+        wait_for_stop(stopped.clone()),
+    );
     let workers = worker.run_until_stopped(wait_for_stop(stopped));
     // Printed (not logged) so that scripts and tests can find a port chosen by the OS.
     println!("listening on http://{address}");
@@ -870,8 +876,7 @@ pub async fn serve(
         tracing::info!("shutting down: finishing running looks and releasing leases");
         let _ = stop.send(true);
     };
-    let (served, (), ()) = tokio::join!(server, workers, signal);
-    served.context("the HTTP server failed")?;
+    let ((), (), ()) = tokio::join!(server, workers, signal);
     store.close().await;
     Ok(())
 }

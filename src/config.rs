@@ -66,6 +66,12 @@ pub struct ServerSettings {
     pub require_token_for_reads: bool,
     /// The URL reports and notifications link to, e.g. `https://canary.example.com`.
     pub public_url: Option<String>,
+    /// How long a client may take to send a request's line and headers; a slower one is
+    /// disconnected. Also bounds an idle kept-alive connection. Default `10s`.
+    pub header_read_timeout: String,
+    /// How long a client may take to send a request's body once its headers are in; a
+    /// slower one gets a 408. Default `30s`.
+    pub body_read_timeout: String,
 }
 
 impl Default for ServerSettings {
@@ -76,6 +82,8 @@ impl Default for ServerSettings {
             tokens: Vec::new(),
             require_token_for_reads: false,
             public_url: None,
+            header_read_timeout: "10s".to_owned(),
+            body_read_timeout: "30s".to_owned(),
         }
     }
 }
@@ -97,6 +105,16 @@ pub struct TokenSettings {
 }
 
 impl ServerSettings {
+    /// The header read timeout as a duration.
+    pub fn header_read_duration(&self) -> Result<Duration, SettingsError> {
+        parse_positive_duration("server.header_read_timeout", &self.header_read_timeout)
+    }
+
+    /// The body read timeout as a duration.
+    pub fn body_read_duration(&self) -> Result<Duration, SettingsError> {
+        parse_positive_duration("server.body_read_timeout", &self.body_read_timeout)
+    }
+
     /// The configured tokens: `auth_token` (every scope) and each `[[server.tokens]]`,
     /// whose `token_env` is looked up with `variable`. An empty token, a missing
     /// variable, a token without scopes, a repeated name or two tokens with the same
@@ -166,13 +184,24 @@ pub struct StoreSettings {
     /// `sqlite:PATH` (the default, `sqlite:canary.db`: a file, no server needed) or
     /// `postgres://...` to share work between several `canary serve` instances.
     pub url: String,
+    /// The longest `/readyz`, `/metrics` and a submission wait for the store (a pool
+    /// connection and the query) before answering 503. Default `2s`.
+    pub api_timeout: String,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
         Self {
             url: "sqlite:canary.db".to_owned(),
+            api_timeout: "2s".to_owned(),
         }
+    }
+}
+
+impl StoreSettings {
+    /// The API's store timeout as a duration.
+    pub fn api_timeout_duration(&self) -> Result<Duration, SettingsError> {
+        parse_positive_duration("store.api_timeout", &self.api_timeout)
     }
 }
 
@@ -270,6 +299,15 @@ fn parse_duration(field: &str, text: &str) -> Result<Duration, SettingsError> {
         .map_err(|message| SettingsError(format!("{field}: {message}")))
 }
 
+/// A duration that must not be zero (a timeout of nothing would refuse everything).
+fn parse_positive_duration(field: &str, text: &str) -> Result<Duration, SettingsError> {
+    let duration = parse_duration(field, text)?;
+    if duration.is_zero() {
+        return Err(SettingsError(format!("{field}: must be longer than 0 s")));
+    }
+    Ok(duration)
+}
+
 /// Settings that cannot be used: names the file or variable and the field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("settings: {0}")]
@@ -332,6 +370,9 @@ impl Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         self.worker.lease_duration()?;
         self.worker.poll_duration()?;
+        self.server.header_read_duration()?;
+        self.server.body_read_duration()?;
+        self.store.api_timeout_duration()?;
         if self.worker.concurrency == 0 {
             return Err(SettingsError(
                 "worker.concurrency: must be at least 1".to_owned(),

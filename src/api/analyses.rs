@@ -337,6 +337,20 @@ pub fn action_target(analysis: &Analysis, action: AuditAction) -> Result<Analysi
 /// Parses a JSON body, telling syntax errors (400, with serde's line and column) from
 /// fields of the wrong type or unknown fields (422, naming the field).
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // `123`, `"x"`, `[1]`: valid JSON but not an object, so no field is at fault (and
+    // serde would read an array as the struct's fields by position).
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+    {
+        return Err(ApiError::field(
+            "invalid_body",
+            "body",
+            format!(
+                "the body must be a JSON object, got {}",
+                super::fields::json_kind(body)
+            ),
+        ));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut deserializer);
     let value = match parsed {
@@ -470,13 +484,7 @@ fn load_profile(state: &ApiState, name: &str) -> Result<String, ApiError> {
 fn validate_submission(state: &ApiState, raw: RawSubmission) -> Result<NewAnalysis, ApiError> {
     let profile_name = required(raw.profile, "profile")?;
     let flag = required(raw.flag, "flag")?;
-    if flag.chars().any(|c| c.is_whitespace() || c.is_control()) || flag.len() > 200 {
-        return Err(ApiError::field(
-            "invalid_field",
-            "flag",
-            "flag must be a flag key of at most 200 characters without spaces",
-        ));
-    }
+    super::fields::check_flag_key(&flag)?;
     let source = required(raw.source, "source")?;
     check_known(&source, "source", &state.sources)?;
     let actuator = required(raw.actuator, "actuator")?;
@@ -489,8 +497,13 @@ fn validate_submission(state: &ApiState, raw: RawSubmission) -> Result<NewAnalys
         .unwrap_or_else(|| r#"track="canary""#.to_owned());
     let baseline_scope = required(Some(baseline_scope), "baseline_scope")?;
     let canary_scope = required(Some(canary_scope), "canary_scope")?;
-    check_scope(&baseline_scope, "baseline_scope")?;
-    check_scope(&canary_scope, "canary_scope")?;
+    for (scope, field) in [
+        (&baseline_scope, "baseline_scope"),
+        (&canary_scope, "canary_scope"),
+    ] {
+        super::fields::check_scope_limits(scope, field)?;
+        check_scope(scope, field)?;
+    }
     if baseline_scope == canary_scope {
         return Err(ApiError::field(
             "invalid_field",
@@ -498,14 +511,8 @@ fn validate_submission(state: &ApiState, raw: RawSubmission) -> Result<NewAnalys
             "canary_scope must select other series than baseline_scope",
         ));
     }
-    if let Some(start) = raw.start_at
-        && !(start.is_finite() && start >= 0.0)
-    {
-        return Err(ApiError::field(
-            "invalid_field",
-            "start_at",
-            "start_at must be a Unix time in seconds",
-        ));
+    if let Some(start) = raw.start_at {
+        super::fields::check_start_at(start, state.clock.now())?;
     }
     let profile_text = load_profile(state, &profile_name)?;
     Ok(NewAnalysis {
@@ -557,6 +564,15 @@ pub fn parse_wait(text: Option<&str>) -> Result<Duration, ApiError> {
         Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => {
             Duration::from_secs_f64(seconds.min(MAX_WAIT.as_secs_f64()))
         }
+        Ok(seconds) if !seconds.is_finite() => {
+            return Err(ApiError::parameter(
+                "invalid_wait",
+                "wait",
+                format!(
+                    "wait must be a finite number of seconds or a duration such as 120s, got {text:?}"
+                ),
+            ));
+        }
         Ok(_) => {
             return Err(ApiError::parameter(
                 "invalid_wait",
@@ -573,8 +589,8 @@ pub fn parse_wait(text: Option<&str>) -> Result<Duration, ApiError> {
     Ok(wait.min(MAX_WAIT))
 }
 
-/// Reads the analysis until it is final or `wait` has passed, every
-/// [`ApiState::poll_interval`]; returns the last read.
+/// Reads the analysis until it is final, `wait` has passed or the server is stopping
+/// ([`ApiState::shutdown`]), every [`ApiState::poll_interval`]; returns the last read.
 pub(crate) async fn wait_for_final(
     state: &ApiState,
     id: Uuid,
@@ -584,10 +600,14 @@ pub(crate) async fn wait_for_final(
     loop {
         let analysis = read(state, id).await?;
         let now = tokio::time::Instant::now();
-        if analysis.state.is_final() || now >= deadline {
+        if analysis.state.is_final() || now >= deadline || state.shutdown.is_stopping() {
             return Ok(analysis);
         }
-        tokio::time::sleep(state.poll_interval.min(deadline - now)).await;
+        // At shutdown the loop reads once more and answers with the current state.
+        tokio::select! {
+            () = tokio::time::sleep(state.poll_interval.min(deadline - now)) => {}
+            () = state.shutdown.stopped() => {}
+        }
     }
 }
 
@@ -602,7 +622,9 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let raw: RawSubmission = parse_body(&body)?;
     let new = validate_submission(&state, raw)?;
-    let analysis = state.store.create_analysis(new, state.clock.now()).await?;
+    let analysis = state
+        .bounded_store_call(state.store.create_analysis(new, state.clock.now()))
+        .await?;
     tracing::info!(analysis = %analysis.id, profile = %analysis.profile_name, flag = %analysis.flag, actor = %authorized.caller.actor, "analysis submitted");
     let location = format!("/v1/analyses/{}", analysis.id);
     Ok((
@@ -697,8 +719,8 @@ pub async fn list(
 }
 
 /// `GET /v1/analyses/{id}/verdict?wait=120s`: 200 as soon as the analysis is final, or
-/// with its current state when the wait runs out (at most 300 s); 400 for a bad id or
-/// wait; 404 for an unknown id.
+/// with its current state when the wait runs out (at most 300 s) or the server begins to
+/// stop; 400 for a bad id or wait; 404 for an unknown id.
 pub async fn verdict(
     State(state): State<ApiState>,
     _: Authorized<ReadScope>,
@@ -792,5 +814,42 @@ mod tests {
         );
         let error = parse_body::<RawSubmission>(br#"{} {}"#).unwrap_err();
         assert!(matches!(error, ApiError::MalformedJson(_)));
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_says_so_and_invalid_utf8_names_its_place() {
+        for (body, kind) in [
+            (&b"123"[..], "a number"),
+            (b"\"x\"", "a string"),
+            (b"[1, 2]", "an array"),
+            (b"null", "null"),
+        ] {
+            let error = parse_body::<RawSubmission>(body).unwrap_err();
+            let (_, detail) = error.status_and_body();
+            assert_eq!(detail.error.field.as_deref(), Some("body"), "{body:?}");
+            assert!(
+                detail
+                    .error
+                    .message
+                    .ends_with(&format!("must be a JSON object, got {kind}")),
+                "{detail:?}"
+            );
+        }
+        let error = parse_body::<RawSubmission>(b"{\n\"flag\": \"\xff\"}").unwrap_err();
+        let (_, detail) = error.status_and_body();
+        assert!(detail.error.message.contains("line 2 column"), "{detail:?}");
+    }
+
+    #[test]
+    fn a_wait_that_is_not_finite_says_so() {
+        for text in ["NaN", "inf", "-inf", "infinity"] {
+            let error = parse_wait(Some(text)).unwrap_err();
+            let (_, detail) = error.status_and_body();
+            assert_eq!(detail.error.field.as_deref(), Some("wait"));
+            assert!(
+                detail.error.message.contains("finite"),
+                "{text}: {detail:?}"
+            );
+        }
     }
 }

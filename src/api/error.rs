@@ -81,6 +81,16 @@ pub enum ApiError {
     Unavailable(String),
     /// A bug or corrupt data (500).
     Internal(String),
+    /// The request breaks a bound of the HTTP layer (405, 408, 413, 414, 431; see
+    /// [`limits`](super::limits)).
+    Refused {
+        /// The status.
+        status: StatusCode,
+        /// The code, e.g. `body_too_large`, `method_not_allowed`.
+        code: &'static str,
+        /// Why, with the bound.
+        message: String,
+    },
 }
 
 impl ApiError {
@@ -186,6 +196,11 @@ impl ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 detail("internal", message, None, None),
             ),
+            ApiError::Refused {
+                status,
+                code,
+                message,
+            } => (*status, detail(code, message, None, None)),
         };
         (status, ErrorBody { error: detail })
     }

@@ -12,12 +12,15 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: 200 `{"status": "ready"}` when the store answers, 503 otherwise.
+/// `GET /readyz`: 200 `{"status": "ready"}` when the store answers, 503 otherwise
+/// (also when it does not answer within [`ApiState::store_timeout`]).
 pub async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     state
-        .store
-        .healthcheck()
+        .bounded_store_call(state.store.healthcheck())
         .await
-        .map_err(|error| ApiError::Unavailable(format!("the store does not answer: {error}")))?;
+        .map_err(|error| {
+            let (_, body) = error.status_and_body();
+            ApiError::Unavailable(format!("the store does not answer: {}", body.error.message))
+        })?;
     Ok(Json(json!({"status": "ready"})))
 }

@@ -15,7 +15,9 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// `GET /metrics`: 200 with the exposition; 503 when the store cannot count analyses.
 pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
-    let counts = state.store.counts_by_state().await?;
+    let counts = state
+        .bounded_store_call(state.store.counts_by_state())
+        .await?;
     state.metrics.set_analyses_by_state(&counts);
     Ok((
         [(header::CONTENT_TYPE, CONTENT_TYPE)],

@@ -6,7 +6,10 @@
 //! document). [`error`] maps every [`ApiError`] to its status code, in one place;
 //! [`client`] is the typed client `canary submit` and `canary wait` use. [`auth`] owns
 //! the bearer tokens and their scopes (handlers name the scope they need with its
-//! `Authorized` extractor) and the rule that request bodies are JSON.
+//! `Authorized` extractor) and the rule that request bodies are JSON. [`limits`] bounds
+//! every request (URL, headers, body size and read time) and gives every error answer
+//! the JSON error body; [`server`] serves the router with a header read timeout and a
+//! graceful shutdown, at which long-polls answer with the current state.
 //!
 //! The API never runs an analysis and never calls an actuator: it writes requests and
 //! manual actions to the store, and the scheduler's workers carry them out. Callers
@@ -18,10 +21,13 @@ pub mod argo;
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod fields;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod report;
+pub mod server;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,9 +41,10 @@ use axum::routing::{get, post};
 
 use self::auth::Authenticator;
 pub use self::error::ApiError;
+pub use self::server::serve;
 use crate::config::{Settings, SettingsError};
 use crate::scheduler::{Clock, SystemClock};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::telemetry::EngineMetrics;
 
 /// The longest a long-poll (`?wait=`) holds a request; longer waits are cut to it.
@@ -83,6 +90,47 @@ pub struct ApiState {
     /// How often a long-poll reads the store (default 200 ms). Reading the store, not
     /// an in-process signal, makes the wait see changes made by any instance.
     pub poll_interval: Duration,
+    /// Fires when the server starts to stop: long-polls answer with the current state.
+    pub shutdown: ShutdownSignal,
+    /// The longest `/readyz`, `/metrics` and a submission wait for the store before a
+    /// 503 (`[store] api_timeout`, default 2 s).
+    pub store_timeout: Duration,
+    /// The longest a client may take to send a body (`[server] body_read_timeout`,
+    /// default 30 s); then 408.
+    pub body_read_timeout: Duration,
+}
+
+/// Resolves when the server begins to stop (see [`ShutdownSignal::stopped`]). Cheap to
+/// clone.
+#[derive(Clone, Debug)]
+pub struct ShutdownSignal(Option<tokio::sync::watch::Receiver<bool>>);
+
+impl ShutdownSignal {
+    /// A signal that never fires (tests, and a state built before its server).
+    pub fn never() -> Self {
+        Self(None)
+    }
+
+    /// Fires when `receiver` reads `true`.
+    pub fn on(receiver: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self(Some(receiver))
+    }
+
+    /// Whether the server is stopping.
+    pub fn is_stopping(&self) -> bool {
+        self.0.as_ref().is_some_and(|receiver| *receiver.borrow())
+    }
+
+    /// Completes once the server is stopping; never when its sender is gone first.
+    pub async fn stopped(&self) {
+        if let Some(receiver) = &self.0 {
+            let mut receiver = receiver.clone();
+            if receiver.wait_for(|stopping| *stopping).await.is_ok() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await;
+    }
 }
 
 impl ApiState {
@@ -109,12 +157,31 @@ impl ApiState {
             metrics,
             clock: Arc::new(SystemClock),
             poll_interval: Duration::from_millis(200),
+            shutdown: ShutdownSignal::never(),
+            store_timeout: settings.store.api_timeout_duration()?,
+            body_read_timeout: settings.server.body_read_duration()?,
         })
+    }
+
+    /// Runs a store call for a path that must answer fast (health, metrics, submit):
+    /// a store that does not answer within [`ApiState::store_timeout`] is a 503.
+    pub(crate) async fn bounded_store_call<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, ApiError> {
+        match tokio::time::timeout(self.store_timeout, call).await {
+            Ok(result) => result.map_err(ApiError::from),
+            Err(_) => Err(ApiError::Unavailable(format!(
+                "the store did not answer within {} s",
+                self.store_timeout.as_secs_f64()
+            ))),
+        }
     }
 }
 
 /// The API's routes over `state` (see [`ROUTES`]), with request metrics, a JSON 404
-/// for unknown paths and a 415 for request bodies that are not JSON.
+/// for unknown paths, a 415 for request bodies that are not JSON, the request bounds of
+/// [`limits`] and a JSON body on every error answer.
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -129,7 +196,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/analyses/{id}/report", get(report::report_html))
         .route("/v1/analyses/{id}/report.json", get(report::report_json))
         .fallback(no_such_route)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::bounded_requests,
+        ))
         .layer(middleware::from_fn(auth::require_json_bodies))
+        .layer(middleware::from_fn(limits::json_errors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

@@ -317,8 +317,8 @@ async fn every_invalid_submission_gets_a_4xx_naming_the_field() {
             "not an object",
             "[1, 2]".to_owned(),
             422,
-            "invalid_field",
-            None,
+            "invalid_body",
+            Some("body"),
         ),
         (
             "missing flag",
