@@ -662,3 +662,122 @@ async fn slow_clients_are_disconnected_after_the_configured_timeouts() {
         .unwrap();
     assert_eq!(ready.status().as_u16(), 200);
 }
+
+/// A TCP relay to PostgreSQL that can turn into a black hole: once `cut`, it drops
+/// every relayed connection and accepts new ones without ever answering, like a
+/// database behind a firewall that drops packets.
+struct Relay {
+    address: std::net::SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    _accepting: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn to(upstream: String) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let accepting = {
+            let cut = Arc::clone(&cut);
+            let connections = Arc::clone(&connections);
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if cut.load(Ordering::SeqCst) {
+                        held.push(client);
+                        continue;
+                    }
+                    let upstream = upstream.clone();
+                    let relayed = tokio::spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    connections.lock().unwrap().push(relayed);
+                }
+            })
+        };
+        Self {
+            address,
+            cut,
+            connections,
+            _accepting: accepting,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+}
+
+/// Issue 13, defect 6: with PostgreSQL unreachable, `/readyz`, `/metrics` and submit
+/// each hung 30 s (the pool's acquire timeout). Now each is a JSON 503 after
+/// `[store] api_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_gets_a_json_503_after_the_store_timeout() {
+    crate::store::in_postgres_schema(|schema| async move {
+        let url = url_of(&schema.url);
+        let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+        let relay = Relay::to(upstream).await;
+        let mut through_relay = url.clone();
+        through_relay.set_host(Some("127.0.0.1")).unwrap();
+        through_relay.set_port(Some(relay.address.port())).unwrap();
+        let directory = tempfile::tempdir().unwrap();
+        // Started off the runtime's threads: it blocks until the server announces its
+        // address, and the relay must run meanwhile.
+        let path = directory.path().to_owned();
+        let served = tokio::task::spawn_blocking(move || {
+            serve(&path, through_relay.as_str(), "", "api_timeout = \"1s\"")
+        })
+        .await
+        .unwrap();
+        let http = reqwest::Client::builder()
+            // A hang guard far below the pool's 30 s acquire timeout.
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let ready = http
+            .get(format!("{}/readyz", served.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            ready.status().as_u16(),
+            200,
+            "ready while the database answers"
+        );
+
+        relay.cut();
+        let requests = [
+            ("readyz", http.get(format!("{}/readyz", served.url))),
+            ("metrics", http.get(format!("{}/metrics", served.url))),
+            (
+                "submit",
+                http.post(format!("{}/v1/analyses", served.url))
+                    .bearer_auth(SERVE_TOKEN)
+                    .json(&submission()),
+            ),
+        ];
+        for (path, request) in requests {
+            let response = request
+                .send()
+                .await
+                .unwrap_or_else(|error| panic!("{path}: no answer within 10 s: {error}"));
+            let (status, body) = json_error(response).await;
+            assert_eq!(status, 503, "{path}: {body}");
+            assert_eq!(body["error"]["code"], "unavailable", "{path}: {body}");
+        }
+        drop(served);
+    })
+    .await;
+}
+
+fn url_of(text: &str) -> reqwest::Url {
+    reqwest::Url::parse(text).unwrap()
+}
