@@ -394,6 +394,34 @@ mod tests {
     }
 
     #[test]
+    fn request_and_store_timeouts_have_defaults_and_a_zero_one_names_its_field() {
+        let settings = Settings::load_from(None, Some(BTreeMap::new())).unwrap();
+        assert_eq!(
+            settings.server.header_read_duration().unwrap(),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            settings.server.body_read_duration().unwrap(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            settings.store.api_timeout_duration().unwrap(),
+            Duration::from_secs(2)
+        );
+        for (section, key) in [
+            ("server", "header_read_timeout"),
+            ("server", "body_read_timeout"),
+            ("store", "api_timeout"),
+        ] {
+            for value in ["0s", "soon"] {
+                let (_directory, path) = write(&format!("[{section}]\n{key} = \"{value}\"\n"));
+                let error = Settings::load_from(Some(&path), Some(BTreeMap::new())).unwrap_err();
+                assert!(error.0.contains(&format!("{section}.{key}")), "{error}");
+            }
+        }
+    }
+
+    #[test]
     fn defaults_need_no_file() {
         let settings = Settings::load_from(None, Some(BTreeMap::new())).unwrap();
         assert_eq!(settings.store.url, "sqlite:canary.db");

@@ -36,7 +36,7 @@ fn id_parameter() -> Value {
 fn wait_parameter() -> Value {
     json!({
         "name": "wait", "in": "query", "required": false,
-        "description": "Long-poll: answer as soon as the analysis is final, or after this long with its current state. `120s`, `2m`, `1m30s` or seconds (`120`); at most 300 s; default 0.",
+        "description": "Long-poll: answer as soon as the analysis is final, or after this long (or when the server begins to stop) with its current state. `120s`, `2m`, `1m30s` or a finite number of seconds (`120`); at most 300 s; default 0.",
         "schema": {"type": "string", "example": "120s"}
     })
 }
@@ -93,10 +93,37 @@ fn secure(document: &mut Value) {
     }
 }
 
+/// Adds the answers of the request bounds ([`limits`](super::limits)) to every
+/// operation: 408 and 413 where a body is sent, 414 and 431 everywhere.
+fn bound(document: &mut Value) {
+    let Some(paths) = document["paths"].as_object_mut() else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(operations) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, operation) in operations.iter_mut() {
+            let responses = &mut operation["responses"];
+            if method == "post" {
+                responses["408"] = error_response(
+                    "The body did not arrive within `[server] body_read_timeout` (`request_timeout`); the connection is closed.",
+                );
+                responses["413"] =
+                    error_response("The body is longer than 64 KiB (`body_too_large`).");
+            }
+            responses["414"] = error_response("The URL is longer than 8 KiB (`uri_too_long`).");
+            responses["431"] =
+                error_response("The headers are longer than 16 KiB (`headers_too_large`).");
+        }
+    }
+}
+
 /// The document.
 pub fn document() -> Value {
     let mut document = unsecured_document();
     secure(&mut document);
+    bound(&mut document);
     document
 }
 
@@ -116,7 +143,7 @@ fn unsecured_document() -> Value {
         "info": {
             "title": "canary serve",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Automated canary analysis: submit staged rollouts, wait for their verdicts, inspect and override them. Errors are JSON: {\"error\": {\"code\", \"message\", \"field\"?, \"allowed\"?}}. Request bodies must be `application/json` (415 otherwise). Authentication: bearer tokens with scopes `read`, `submit` and `act` (`server.auth_token` has all three; `[[server.tokens]]` name theirs). With any token configured, submitting needs `submit` and manual actions `act`; reads need `read` only with `server.require_token_for_reads`. A server without tokens lets anyone who reaches it submit (it warns at start-up) and refuses manual actions. /healthz, /readyz, /metrics and this document never need a token."
+            "description": "Automated canary analysis: submit staged rollouts, wait for their verdicts, inspect and override them. Errors are JSON, whatever the status (also 404, 405 with `Allow`, 408, 413, 414, 431): {\"error\": {\"code\", \"message\", \"field\"?, \"allowed\"?}}. Request bodies must be `application/json` (415 otherwise). Authentication: bearer tokens with scopes `read`, `submit` and `act` (`server.auth_token` has all three; `[[server.tokens]]` name theirs). With any token configured, submitting needs `submit` and manual actions `act`; reads need `read` only with `server.require_token_for_reads`. A server without tokens lets anyone who reaches it submit (it warns at start-up) and refuses manual actions. /healthz, /readyz, /metrics and this document never need a token."
         },
         "paths": {
             "/v1/analyses": {
@@ -132,8 +159,8 @@ fn unsecured_document() -> Value {
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Analysis"}}}
                         },
                         "400": error_response("The body is not JSON (`malformed_json`; the message has the line and column)."),
-                        "422": error_response("A field is missing, empty, of the wrong type or unknown; or the profile, source or actuator is not known (`allowed` lists the known names), or the profile has no rollout plan. `field` names the field."),
-                        "503": error_response("The store is unavailable.")
+                        "422": error_response("A field is missing, empty, of the wrong type, unknown or beyond its limit (flag key characters and length, scope length, `start_at` more than a year ahead); or the profile, source or actuator is not known (`allowed` lists the known names), or the profile has no rollout plan; or the body is not a JSON object (`invalid_body`, field `body`). `field` names the field."),
+                        "503": error_response("The store is unavailable, or does not answer within `[store] api_timeout`.")
                     }
                 },
                 "get": {
@@ -285,13 +312,13 @@ fn unsecured_document() -> Value {
                     "required": ["profile", "flag", "source", "actuator"],
                     "properties": {
                         "profile": {"type": "string", "description": "NAME of NAME.toml in the server's profiles directory; it must have a rollout plan."},
-                        "baseline_scope": {"type": "string", "default": "track=\"baseline\"", "description": "Label matchers selecting the baseline."},
-                        "canary_scope": {"type": "string", "default": "track=\"canary\"", "description": "Label matchers selecting the canary."},
-                        "flag": {"type": "string"},
+                        "baseline_scope": {"type": "string", "default": "track=\"baseline\"", "description": "Label matchers selecting the baseline; at most 4 KiB, no braces, control or invisible characters."},
+                        "canary_scope": {"type": "string", "default": "track=\"canary\"", "description": "Label matchers selecting the canary; at most 4 KiB, no braces, control or invisible characters."},
+                        "flag": {"type": "string", "maxLength": 200, "description": "The flag key: no whitespace, control, invisible or bidirectional-control characters (Unicode Cc, Cf)."},
                         "source": {"type": "string", "description": "A metric source named in the server's settings."},
                         "actuator": {"type": "string", "description": "An actuator named in the server's settings."},
                         "dry_run": {"type": "boolean", "default": false},
-                        "start_at": {"type": "number", "description": "Unix seconds; absent starts at once."}
+                        "start_at": {"type": "number", "description": "Unix seconds, finite and at most a year from now; absent starts at once."}
                     }
                 },
                 "Stage": {
