@@ -90,13 +90,16 @@ pub enum Command {
     /// every scope; each [[server.tokens]] has a name, scopes among read, submit and act,
     /// and a token_env to read it from; with any token, submitting and manual actions need one, and reads too
     /// with server.require_token_for_reads; without any, anyone who reaches the API can
-    /// submit, and the server warns; an empty token is refused at start-up), the store (sqlite:PATH by default; postgres://... lets
-    /// several instances share the work), the profiles directory, the named metric sources
+    /// submit, and the server warns; an empty token is refused at start-up), the slow-client
+    /// timeouts (server.header_read_timeout 10s: disconnected; server.body_read_timeout 30s:
+    /// 408), the store (sqlite:PATH by default; postgres://... lets several instances share
+    /// the work; store.api_timeout 2s: /readyz, /metrics and submit answer 503 when the store
+    /// is slower), the profiles directory, the named metric sources
     /// and actuators analyses may use, the notifiers told of rollbacks, reviews and
     /// promotions, and the workers (concurrency, lease, actuation deadline, how often a
     /// failed rollback is retried). Prints `listening on http://ADDRESS` once ready. SIGINT
-    /// or SIGTERM stops it gracefully: no new claims, running looks finish, leases are
-    /// released.
+    /// or SIGTERM stops it gracefully: no new connections or claims, open verdict long-polls
+    /// answer at once with the current state, running looks finish, leases are released.
     Serve(ServeArgs),
     /// Submit an analysis to a `canary serve` instance and print its id.
     ///
