@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use canary::scheduler::{Clock, CompressedClock, Worker};
-use canary::store::Store;
 
 use crate::worker::{CountingActuator, T0, options, registry, sqlite_file, submit};
 
