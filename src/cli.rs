@@ -91,7 +91,8 @@ pub enum Command {
     /// and a token_env to read it from; with any token, submitting and manual actions need one, and reads too
     /// with server.require_token_for_reads; without any, anyone who reaches the API can
     /// submit, and the server warns; an empty token is refused at start-up), the store (sqlite:PATH by default; postgres://... lets
-    /// several instances share the work), the profiles directory, the named metric sources
+    /// several instances share the work; store.retain_finished, default 90d or forever, is
+    /// how long finished analyses are kept before they are deleted), the profiles directory, the named metric sources
     /// and actuators analyses may use, the notifiers told of rollbacks, reviews and
     /// promotions, and the workers (concurrency, lease, actuation deadline, how often a
     /// failed rollback is retried). Prints `listening on http://ADDRESS` once ready. SIGINT

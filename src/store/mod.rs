@@ -4,7 +4,9 @@
 //!
 //! What a store keeps: each analysis (its request, a snapshot of its profile, where it
 //! stands and an opaque snapshot of its runner), every look, every flag change
-//! (actuation) with its idempotency key, and an audit log of manual actions.
+//! (actuation) with its idempotency key, and an audit log of manual actions. Look bodies
+//! are kept compactly ([`look_body`]); finished analyses are deleted after their
+//! retention ([`Store::prune_finished`], called by `scheduler::retention`).
 //!
 //! # Semantics every implementation keeps (the contract tests in `tests/it/store.rs`
 //! check them against each store)
