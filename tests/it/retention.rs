@@ -608,3 +608,27 @@ async fn report_through(store: Arc<dyn Store>) -> String {
     )
     .to_json()
 }
+
+/// A malformed `retain_finished` stops `canary serve` before it listens, naming the key.
+#[test]
+fn canary_serve_refuses_a_bad_retain_finished_naming_the_key() {
+    let directory = tempfile::tempdir().unwrap();
+    let settings = directory.path().join("canary.toml");
+    for bad in ["30 days", "0d", "never"] {
+        std::fs::write(
+            &settings,
+            format!(
+                "[server]\nbind = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite::memory:\"\nretain_finished = {bad:?}\n"
+            ),
+        )
+        .unwrap();
+        let served = crate::helpers::canary(["serve", "--config", settings.to_str().unwrap()]);
+        assert_eq!(served.code, 1, "{bad}: {}{}", served.stdout, served.stderr);
+        assert!(
+            served.stderr.contains("store.retain_finished"),
+            "{bad}: {}",
+            served.stderr
+        );
+        assert!(!served.stdout.contains("listening"), "{}", served.stdout);
+    }
+}
