@@ -414,7 +414,7 @@ impl Store for SqliteStore {
             .map(|look| to_millis(look.at, "look.at"))
             .transpose()?;
         // Deflated before the transaction, so the write lock is not held for it.
-        let look_body = update
+        let stored_body = update
             .look
             .as_ref()
             .map(|look| look_body::encode(&look.body))
@@ -453,7 +453,7 @@ impl Store for SqliteStore {
             .bind(i64::try_from(look.stage_index).unwrap_or(i64::MAX))
             .bind(&look.verdict)
             .bind(&look.decision)
-            .bind(look_body.as_deref())
+            .bind(stored_body.as_deref())
             .execute(&mut *tx)
             .await
             .map_err(|error| match database_error(error) {
