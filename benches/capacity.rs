@@ -957,6 +957,9 @@ impl Store for TimedStore {
     async fn counts_by_state(&self) -> Result<BTreeMap<AnalysisState, u64>, StoreError> {
         self.inner.counts_by_state().await
     }
+    async fn prune_finished(&self, finished_before: f64, limit: u32) -> Result<u64, StoreError> {
+        self.inner.prune_finished(finished_before, limit).await
+    }
 
     async fn healthcheck(&self) -> Result<(), StoreError> {
         self.inner.healthcheck().await

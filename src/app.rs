@@ -26,8 +26,8 @@ use crate::notify::Notifications;
 use crate::report;
 use crate::scheduler::worker::{Registry, Worker, WorkerOptions};
 use crate::scheduler::{
-    Actuation, Clock, CompressedClock, Decision, IntervalRecord, Rollout, RolloutRunner,
-    RolloutStatus, Scopes, SystemClock,
+    Actuation, Clock, CompressedClock, Decision, IntervalRecord, PruneOptions, Pruner, Rollout,
+    RolloutRunner, RolloutStatus, Scopes, SystemClock,
 };
 use crate::sources::config::SourceConfig;
 use crate::sources::prometheus::config::{BasicAuth, Secret};
@@ -830,6 +830,8 @@ pub async fn serve(
     .await
     .with_context(|| format!("store {}", settings.store.url))?;
     let metrics = Arc::new(EngineMetrics::new());
+    let retention = settings.store.retention()?;
+    let pruner_metrics = Arc::clone(&metrics);
     let registry = Arc::new(Registry::from_settings(&settings)?.instrumented(&metrics));
     let options = WorkerOptions::from_settings(&settings.worker)?;
     let listener = tokio::net::TcpListener::bind(&settings.server.bind)
@@ -867,7 +869,23 @@ pub async fn serve(
         settings.server.header_read_duration()?,
         wait_for_stop(stopped.clone()),
     );
-    let workers = worker.run_until_stopped(wait_for_stop(stopped));
+    let workers = worker.run_until_stopped(wait_for_stop(stopped.clone()));
+    let retention = async {
+        match retention {
+            Some(retain) => {
+                let pruner = Pruner::new(
+                    Arc::clone(&store),
+                    Arc::new(SystemClock),
+                    PruneOptions::new(retain),
+                )
+                .report_to(pruner_metrics);
+                pruner.run_until_stopped(wait_for_stop(stopped)).await;
+            }
+            None => {
+                tracing::info!("retention: store.retain_finished = \"forever\", nothing is deleted")
+            }
+        }
+    };
     // Printed (not logged) so that scripts and tests can find a port chosen by the OS.
     println!("listening on http://{address}");
     tracing::info!(%address, worker = %worker_id, store = %settings.store.url, "canary serve started");
@@ -876,7 +894,7 @@ pub async fn serve(
         tracing::info!("shutting down: finishing running looks and releasing leases");
         let _ = stop.send(true);
     };
-    let ((), (), ()) = tokio::join!(server, workers, signal);
+    let ((), (), (), ()) = tokio::join!(server, workers, retention, signal);
     store.close().await;
     Ok(())
 }

@@ -94,7 +94,8 @@ pub enum Command {
     /// timeouts (server.header_read_timeout 10s: disconnected; server.body_read_timeout 30s:
     /// 408), the store (sqlite:PATH by default; postgres://... lets several instances share
     /// the work; store.api_timeout 2s: /readyz, /metrics and submit answer 503 when the store
-    /// is slower), the profiles directory, the named metric sources
+    /// is slower; store.retain_finished, default 90d or forever, is how long finished
+    /// analyses are kept before they are deleted), the profiles directory, the named metric sources
     /// and actuators analyses may use, the notifiers told of rollbacks, reviews and
     /// promotions, and the workers (concurrency, lease, actuation deadline, how often a
     /// failed rollback is retried). Prints `listening on http://ADDRESS` once ready. SIGINT

@@ -187,6 +187,11 @@ pub struct StoreSettings {
     /// The longest `/readyz`, `/metrics` and a submission wait for the store (a pool
     /// connection and the query) before answering 503. Default `2s`.
     pub api_timeout: String,
+    /// How long a finished analysis (promoted, rolled back, failed) is kept after it
+    /// last changed, with its looks, flag changes and audit entries; then `canary serve`
+    /// deletes it. A duration (`30d`, `12h`), or `forever` to keep everything. Default
+    /// `90d`.
+    pub retain_finished: String,
 }
 
 impl Default for StoreSettings {
@@ -194,6 +199,7 @@ impl Default for StoreSettings {
         Self {
             url: "sqlite:canary.db".to_owned(),
             api_timeout: "2s".to_owned(),
+            retain_finished: "90d".to_owned(),
         }
     }
 }
@@ -202,6 +208,20 @@ impl StoreSettings {
     /// The API's store timeout as a duration.
     pub fn api_timeout_duration(&self) -> Result<Duration, SettingsError> {
         parse_positive_duration("store.api_timeout", &self.api_timeout)
+    }
+
+    /// How long finished analyses are kept; `None` for `forever`.
+    pub fn retention(&self) -> Result<Option<Duration>, SettingsError> {
+        if self.retain_finished.trim() == "forever" {
+            return Ok(None);
+        }
+        HumanDuration::parse(&self.retain_finished)
+            .map(|duration| Some(duration.get()))
+            .map_err(|message| {
+                SettingsError(format!(
+                    "store.retain_finished: {message}, or \"forever\" to keep everything"
+                ))
+            })
     }
 }
 
@@ -368,6 +388,7 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
+        self.store.retention()?;
         self.worker.lease_duration()?;
         self.worker.poll_duration()?;
         self.server.header_read_duration()?;
@@ -601,6 +622,36 @@ token = "dashboard-token"
         );
         let error = Settings::load_from(Some(&path), Some(BTreeMap::new())).unwrap_err();
         assert!(error.0.contains("same name or value"), "{error}");
+    }
+
+    #[test]
+    fn retention_is_a_duration_or_forever_and_a_bad_one_names_the_key() {
+        assert_eq!(
+            Settings::load_from(None, Some(BTreeMap::new()))
+                .unwrap()
+                .store
+                .retention()
+                .unwrap(),
+            Some(Duration::from_secs(90 * 86_400))
+        );
+        let (_directory, path) = write("[store]\nretain_finished = \"30d\"\n");
+        let settings = Settings::load_from(Some(&path), Some(BTreeMap::new())).unwrap();
+        assert_eq!(
+            settings.store.retention().unwrap(),
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        let forever = BTreeMap::from([(
+            "CANARY_STORE__RETAIN_FINISHED".to_owned(),
+            "forever".to_owned(),
+        )]);
+        let settings = Settings::load_from(None, Some(forever)).unwrap();
+        assert_eq!(settings.store.retention().unwrap(), None);
+        for bad in ["30 days", "0d", "", "-1d", "never"] {
+            let (_directory, path) = write(&format!("[store]\nretain_finished = {bad:?}\n"));
+            let error = Settings::load_from(Some(&path), Some(BTreeMap::new())).unwrap_err();
+            assert!(error.0.contains("store.retain_finished"), "{bad}: {error}");
+            assert!(error.0.contains("forever"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@
 
 pub mod clock;
 mod fetch;
+pub mod retention;
 pub mod worker;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use serde::Serialize;
 
 pub use self::clock::{Clock, CompressedClock, ManualClock, SystemClock};
 pub use self::fetch::{Scopes, fetch_window, preflight};
+pub use self::retention::{PruneOptions, Pruner};
 pub use self::worker::{Registry, Worker, WorkerError, WorkerOptions};
 use crate::actuators::{Actuator, ActuatorError, ChangeContext, FlagAction, FlagChange, FlagState};
 use crate::domain::observations::{canary_coverage_problems, coverage_problems};

@@ -4,7 +4,9 @@
 //!
 //! What a store keeps: each analysis (its request, a snapshot of its profile, where it
 //! stands and an opaque snapshot of its runner), every look, every flag change
-//! (actuation) with its idempotency key, and an audit log of manual actions.
+//! (actuation) with its idempotency key, and an audit log of manual actions. Look bodies
+//! are kept compactly ([`look_body`]); finished analyses are deleted after their
+//! retention ([`Store::prune_finished`], called by `scheduler::retention`).
 //!
 //! # Semantics every implementation keeps (the contract tests in `tests/it/store.rs`
 //! check them against each store)
@@ -36,6 +38,7 @@
 //!   sets [`Analysis::requested_action`] and makes it due at once; the worker that
 //!   carries it out clears it with its [`Store::record_look`].
 
+pub mod look_body;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
@@ -286,7 +289,8 @@ pub struct LookRecord {
     pub verdict: String,
     /// What the runner decided.
     pub decision: String,
-    /// The full interval record (`scheduler::IntervalRecord` as JSON).
+    /// The full interval record (`scheduler::IntervalRecord` as JSON). Stores keep it
+    /// compactly ([`look_body`]) and return it exactly as written.
     pub body: serde_json::Value,
 }
 
@@ -608,6 +612,16 @@ pub trait Store: Send + Sync {
     /// How many analyses are in each state; every state is present, zeros included.
     async fn counts_by_state(&self) -> Result<BTreeMap<AnalysisState, u64>, StoreError>;
 
+    /// Deletes, oldest first, up to `limit` analyses the engine is done with (promoted,
+    /// rolled back, failed) whose content last changed before `finished_before`, with
+    /// their looks, flag changes and audit entries, and returns how many it deleted. It
+    /// never deletes an analysis that is not done, one with a flag change still
+    /// `Intended` (its outcome is unknown), or one whose lease runs past
+    /// `finished_before`. One call is one short transaction; several instances may
+    /// prune at once (each analysis is deleted once). SQLite returns the freed pages to
+    /// the file system when the file allows it (`auto_vacuum = INCREMENTAL`).
+    async fn prune_finished(&self, finished_before: f64, limit: u32) -> Result<u64, StoreError>;
+
     /// Whether the database answers.
     async fn healthcheck(&self) -> Result<(), StoreError>;
 
@@ -698,6 +712,17 @@ pub(crate) fn parse_cursor(cursor: Option<&str>) -> Result<i64, StoreError> {
 
 pub(crate) fn format_cursor(seq: i64) -> String {
     format!("s{seq}")
+}
+
+/// The analyses [`Store::prune_finished`] may delete, as a condition on `analyses`
+/// (SQL shared by both stores; `{cutoff}` is the cutoff's parameter).
+pub(crate) fn prunable_condition(cutoff: &str) -> String {
+    format!(
+        "state IN ('promoted', 'rolled_back', 'failed') AND updated_at_ms < {cutoff} \
+         AND (lease_expires_at_ms IS NULL OR lease_expires_at_ms < {cutoff}) \
+         AND NOT EXISTS (SELECT 1 FROM actuations \
+             WHERE actuations.analysis_id = analyses.id AND actuations.state = 'intended')"
+    )
 }
 
 pub(crate) fn page_limit(limit: u32) -> i64 {

@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Row};
+use sqlx::{AssertSqlSafe, PgPool, Row};
 use uuid::Uuid;
 
+use super::look_body;
 use super::rows::{
     StoredRow, actuation_from_row, analysis_from_row, audit_entry_from_row, counts_from_rows,
     look_from_row, page_from_rows, primitive_columns, sorted_claims,
@@ -26,7 +27,8 @@ use super::{
     ActuationOutcome, ActuationRecord, ActuationState, Analysis, AnalysisState, AuditEntry,
     LookRecord, LookUpdate, ManualAction, NewActuation, NewAnalysis, Page, Store, StoreError,
     check_look, claim_limit, database_error, from_index, from_millis, lease_millis, migrate_error,
-    not_found, optional_millis, page_limit, parse_cursor, parse_stored, to_millis,
+    not_found, optional_millis, page_limit, parse_cursor, parse_stored, prunable_condition,
+    to_millis,
 };
 
 /// Connections when the settings do not say.
@@ -316,6 +318,12 @@ impl Store for PostgresStore {
             .as_ref()
             .map(|look| to_millis(look.at, "look.at"))
             .transpose()?;
+        // Deflated before the transaction, so the write lock is not held for it.
+        let stored_body = update
+            .look
+            .as_ref()
+            .map(|look| look_body::encode(&look.body))
+            .transpose()?;
 
         let mut tx = self.write_transaction().await?;
         let guard = read_guard(&mut tx, id).await?;
@@ -339,8 +347,8 @@ impl Store for PostgresStore {
         }
         if let (Some(look), Some(at_ms)) = (&update.look, look_at_ms) {
             sqlx::query(
-                "INSERT INTO looks (analysis_id, look, at_ms, stage_index, verdict, decision, body) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO looks (analysis_id, look, at_ms, stage_index, verdict, decision, body, body_zlib) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'null', $7)",
             )
             .bind(id)
             .bind(i64::try_from(look.look).unwrap_or(i64::MAX))
@@ -348,7 +356,7 @@ impl Store for PostgresStore {
             .bind(i64::try_from(look.stage_index).unwrap_or(i64::MAX))
             .bind(&look.verdict)
             .bind(&look.decision)
-            .bind(&look.body)
+            .bind(stored_body.as_deref())
             .execute(&mut *tx)
             .await
             .map_err(|error| match database_error(error) {
@@ -478,7 +486,7 @@ impl Store for PostgresStore {
     async fn list_looks(&self, id: Uuid) -> Result<Vec<LookRecord>, StoreError> {
         self.require_analysis(id).await?;
         let rows = sqlx::query(
-            "SELECT analysis_id, look, at_ms, stage_index, verdict, decision, body \
+            "SELECT analysis_id, look, at_ms, stage_index, verdict, decision, body, body_zlib \
              FROM looks WHERE analysis_id = $1 ORDER BY look",
         )
         .bind(id)
@@ -570,6 +578,24 @@ impl Store for PostgresStore {
             .await
             .map_err(database_error)?;
         counts_from_rows(&rows)
+    }
+
+    async fn prune_finished(&self, finished_before: f64, limit: u32) -> Result<u64, StoreError> {
+        let cutoff_ms = to_millis(finished_before, "finished_before")?;
+        // SKIP LOCKED: rows another instance is pruning, or a manual action is changing,
+        // are left for a later call instead of waited for.
+        let deleted = sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM analyses WHERE id IN (SELECT id FROM analyses WHERE {} \
+             ORDER BY updated_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            prunable_condition("$1")
+        )))
+        .bind(cutoff_ms)
+        .bind(claim_limit(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(database_error)?
+        .rows_affected();
+        Ok(deleted)
     }
 
     async fn healthcheck(&self) -> Result<(), StoreError> {

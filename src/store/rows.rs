@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{
     ActuationRecord, Analysis, AnalysisState, AuditEntry, LookRecord, Page, StoreError,
-    format_cursor, from_millis, parse_stored, to_index,
+    format_cursor, from_millis, look_body, parse_stored, to_index,
 };
 
 /// One row of a store's query, read column by column.
@@ -31,6 +31,8 @@ pub(crate) trait StoredRow {
     fn optional_real(&self, column: &str) -> Result<Option<f64>, StoreError>;
     /// A boolean column.
     fn boolean(&self, column: &str) -> Result<bool, StoreError>;
+    /// A nullable `BLOB` / `bytea` column.
+    fn optional_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// An id: text in SQLite, `uuid` in PostgreSQL.
     fn uuid(&self, column: &str) -> Result<Uuid, StoreError>;
     /// A list of strings: JSON text in SQLite, `text[]` in PostgreSQL.
@@ -62,6 +64,9 @@ macro_rules! primitive_columns {
             self.try_get(column).map_err(database_error)
         }
         fn boolean(&self, column: &str) -> Result<bool, StoreError> {
+            self.try_get(column).map_err(database_error)
+        }
+        fn optional_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
             self.try_get(column).map_err(database_error)
         }
     };
@@ -116,7 +121,8 @@ pub(crate) fn actuation_from_row(row: &impl StoredRow) -> Result<ActuationRecord
     })
 }
 
-/// The look in a row of `looks`.
+/// The look in a row of `looks` (selected with `body` and `body_zlib`): the deflated
+/// body when there is one, else the JSON of a look written before compact bodies.
 pub(crate) fn look_from_row(row: &impl StoredRow) -> Result<LookRecord, StoreError> {
     Ok(LookRecord {
         analysis_id: row.uuid("analysis_id")?,
@@ -127,7 +133,10 @@ pub(crate) fn look_from_row(row: &impl StoredRow) -> Result<LookRecord, StoreErr
             .unwrap_or_default(),
         verdict: row.text("verdict")?,
         decision: row.text("decision")?,
-        body: row.json("body")?,
+        body: match row.optional_bytes("body_zlib")? {
+            Some(bytes) => look_body::decode(&bytes)?,
+            None => row.json("body")?,
+        },
     })
 }
 

@@ -19,11 +19,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
-use sqlx::{Row, SqlitePool};
+use sqlx::{AssertSqlSafe, Row, SqlitePool};
 use uuid::Uuid;
 
+use super::look_body;
 use super::rows::{
     StoredRow, actuation_from_row, analysis_from_row, audit_entry_from_row, counts_from_rows,
     look_from_row, page_from_rows, primitive_columns, sorted_claims,
@@ -32,7 +34,8 @@ use super::{
     ActuationOutcome, ActuationRecord, ActuationState, Analysis, AnalysisState, AuditEntry,
     LookRecord, LookUpdate, ManualAction, NewActuation, NewAnalysis, Page, Store, StoreError,
     check_look, claim_limit, database_error, from_index, from_millis, lease_millis, migrate_error,
-    not_found, optional_millis, page_limit, parse_cursor, parse_stored, to_millis,
+    not_found, optional_millis, page_limit, parse_cursor, parse_stored, prunable_condition,
+    to_millis,
 };
 
 /// How long a statement waits for another connection's write lock before failing with
@@ -129,6 +132,9 @@ impl SqliteStore {
                 .max_connections(FILE_POOL_SIZE)
                 .connect_with(
                     options
+                        // A new file hands pages freed by pruning back to the file
+                        // system (`prune_finished`); an older one needs `VACUUM` once.
+                        .auto_vacuum(SqliteAutoVacuum::Incremental)
                         .journal_mode(SqliteJournalMode::Wal)
                         .synchronous(SqliteSynchronous::Full),
                 )
@@ -407,6 +413,12 @@ impl Store for SqliteStore {
             .as_ref()
             .map(|look| to_millis(look.at, "look.at"))
             .transpose()?;
+        // Deflated before the transaction, so the write lock is not held for it.
+        let stored_body = update
+            .look
+            .as_ref()
+            .map(|look| look_body::encode(&look.body))
+            .transpose()?;
         let reasons = json_text(&update.reasons)?;
         let runner_state = json_text(&update.runner_state)?;
 
@@ -432,8 +444,8 @@ impl Store for SqliteStore {
         }
         if let (Some(look), Some(at_ms)) = (&update.look, look_at_ms) {
             sqlx::query(
-                "INSERT INTO looks (analysis_id, look, at_ms, stage_index, verdict, decision, body) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO looks (analysis_id, look, at_ms, stage_index, verdict, decision, body, body_zlib) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'null', ?7)",
             )
             .bind(id.to_string())
             .bind(i64::try_from(look.look).unwrap_or(i64::MAX))
@@ -441,7 +453,7 @@ impl Store for SqliteStore {
             .bind(i64::try_from(look.stage_index).unwrap_or(i64::MAX))
             .bind(&look.verdict)
             .bind(&look.decision)
-            .bind(json_text(&look.body)?)
+            .bind(stored_body.as_deref())
             .execute(&mut *tx)
             .await
             .map_err(|error| match database_error(error) {
@@ -571,7 +583,7 @@ impl Store for SqliteStore {
     async fn list_looks(&self, id: Uuid) -> Result<Vec<LookRecord>, StoreError> {
         self.require_analysis(id).await?;
         let rows = sqlx::query(
-            "SELECT analysis_id, look, at_ms, stage_index, verdict, decision, body \
+            "SELECT analysis_id, look, at_ms, stage_index, verdict, decision, body, body_zlib \
              FROM looks WHERE analysis_id = ?1 ORDER BY look",
         )
         .bind(id.to_string())
@@ -663,6 +675,33 @@ impl Store for SqliteStore {
             .await
             .map_err(database_error)?;
         counts_from_rows(&rows)
+    }
+
+    async fn prune_finished(&self, finished_before: f64, limit: u32) -> Result<u64, StoreError> {
+        let cutoff_ms = to_millis(finished_before, "finished_before")?;
+        let mut tx = self.write_transaction().await?;
+        let deleted = sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM analyses WHERE id IN (SELECT id FROM analyses WHERE {} \
+             ORDER BY updated_at_ms LIMIT ?2)",
+            prunable_condition("?1")
+        )))
+        .bind(cutoff_ms)
+        .bind(claim_limit(limit))
+        .execute(&mut *tx)
+        .await
+        .map_err(database_error)?
+        .rows_affected();
+        tx.commit().await.map_err(database_error)?;
+        if deleted > 0 {
+            // Hands the freed pages back to the file system (a no-op unless the file
+            // was created with, or vacuumed into, `auto_vacuum = INCREMENTAL`).
+            let _turn = self.write_turn().await;
+            sqlx::query("PRAGMA incremental_vacuum")
+                .execute(&self.pool)
+                .await
+                .map_err(database_error)?;
+        }
+        Ok(deleted)
     }
 
     async fn healthcheck(&self) -> Result<(), StoreError> {

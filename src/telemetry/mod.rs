@@ -115,6 +115,8 @@ fn latency_histogram() -> Histogram {
 /// | `canary_actuator_request_duration_seconds` | histogram | `actuator` | time of one flag change |
 /// | `canary_actuator_errors_total` | counter | `actuator` | failed flag changes |
 /// | `canary_notifications_total` | counter | `notifier`, `outcome` | notifications `sent` or `failed` per notifier, and `suppressed` by the rate limiter (notifier `-`) |
+/// | `canary_pruned_analyses_total` | counter | — | finished analyses deleted by retention (`[store] retain_finished`), with their looks, flag changes and audit entries |
+/// | `canary_prune_errors_total` | counter | — | retention passes that failed (the store was unavailable); the next pass tries again |
 #[derive(Debug)]
 pub struct EngineMetrics {
     registry: Registry,
@@ -139,6 +141,10 @@ pub struct EngineMetrics {
     pub actuator_errors: Family<ActuatorLabels, Counter>,
     /// `canary_notifications_total{notifier,outcome}`: updated by the workers.
     pub notifications: Family<NotificationLabels, Counter>,
+    /// `canary_pruned_analyses_total`: updated by the retention task.
+    pub pruned_analyses: Counter,
+    /// `canary_prune_errors_total`: updated by the retention task.
+    pub prune_errors: Counter,
 }
 
 /// `notifier`, `outcome`.
@@ -235,9 +241,23 @@ impl EngineMetrics {
             "Notifications sent or failed per notifier, and held back by the rate limiter",
             notifications.clone(),
         );
+        let pruned_analyses = Counter::default();
+        registry.register(
+            "pruned_analyses",
+            "Finished analyses deleted by retention, with their looks, flag changes and audit entries",
+            pruned_analyses.clone(),
+        );
+        let prune_errors = Counter::default();
+        registry.register(
+            "prune_errors",
+            "Retention passes that failed",
+            prune_errors.clone(),
+        );
         Self {
             registry,
             notifications,
+            pruned_analyses,
+            prune_errors,
             analyses,
             http_requests,
             http_request_duration,
@@ -247,6 +267,18 @@ impl EngineMetrics {
             source_errors,
             actuator_request_duration,
             actuator_errors,
+        }
+    }
+
+    /// The retention task deleted `analyses` finished analyses, or failed (`None`).
+    pub fn observe_prune(&self, analyses: Option<u64>) {
+        match analyses {
+            Some(count) => {
+                self.pruned_analyses.inc_by(count);
+            }
+            None => {
+                self.prune_errors.inc();
+            }
         }
     }
 
@@ -378,8 +410,12 @@ mod tests {
         metrics.observe_actuation("flags", 0.001, true);
         metrics.observe_notification(&["oncall".to_owned()], &[], false);
         metrics.set_analyses_by_state(&Default::default());
+        metrics.observe_prune(Some(3));
+        metrics.observe_prune(None);
         let text = metrics.encode();
         for line in [
+            "canary_pruned_analyses_total 3",
+            "canary_prune_errors_total 1",
             "canary_verdicts_total{outcome=\"rollback\"} 1",
             "canary_interval_lateness_seconds_count 1",
             "canary_source_request_duration_seconds_count{source=\"prod\"} 1",

@@ -20,6 +20,7 @@ mod profiles;
 mod prometheus_harness;
 mod prometheus_source;
 mod report;
+mod retention;
 mod rollout_prometheus;
 mod rollouts;
 mod run_cli;

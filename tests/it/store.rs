@@ -988,6 +988,167 @@ mod contract {
         assert_eq!(stored.requested_action, None);
     }
 
+    /// Issue 13 (retention): pruning deletes exactly the done analyses (promoted, rolled
+    /// back, failed) that last changed before the cutoff, with their looks, flag changes
+    /// and audit entries, in batches; it keeps recent ones, active ones, a failed
+    /// rollback and one whose flag change has an unknown outcome.
+    pub async fn pruning_deletes_exactly_the_old_finished_analyses_with_their_records(
+        store: Arc<dyn Store>,
+    ) {
+        let store = store.as_ref();
+        let old = NOW + 10.0;
+        let cutoff = NOW + 500.0;
+        // Ends `name` in `state` at `at` with one look and one applied flag change.
+        let finish = |name: &'static str, state: AnalysisState, at: f64| async move {
+            let analysis = create(store, name).await;
+            claim_only(store, "w1", at, analysis.id).await;
+            let key = format!("{name}:1:set_rollout:5");
+            store
+                .intend_actuation("w1", at, intent(analysis.id, &key, 5.0))
+                .await
+                .unwrap();
+            store
+                .complete_actuation(&key, ActuationOutcome::Applied, "ok", at)
+                .await
+                .unwrap();
+            let mut update = progress(Some(look(analysis.id, 1, at)), state);
+            // Not due again before the end of the test, except a failed rollback.
+            update.next_look_at = Some(match state {
+                AnalysisState::RollbackFailed => at + 30.0,
+                _ => NOW + 1e6,
+            });
+            store
+                .record_look(analysis.id, "w1", 1, at, update)
+                .await
+                .unwrap();
+            store.release(analysis.id, "w1").await.unwrap();
+            analysis.id
+        };
+        // Finished recently: kept. Claimed first, at its own (later) time.
+        let recent = finish("recent-promoted", AnalysisState::Promoted, NOW + 1000.0).await;
+        let promoted = finish("old-promoted", AnalysisState::Promoted, old).await;
+        let failed = finish("old-failed", AnalysisState::Failed, old).await;
+        // Rolled back after a person paused and resumed it: audit entries go too.
+        let rolled_back = create(store, "old-rolled-back").await;
+        store
+            .apply_manual_action(
+                rolled_back.id,
+                manual(AuditAction::Pause, AnalysisState::Paused, 1),
+                old,
+            )
+            .await
+            .unwrap();
+        store
+            .apply_manual_action(
+                rolled_back.id,
+                manual(AuditAction::Resume, AnalysisState::Running, 2),
+                old,
+            )
+            .await
+            .unwrap();
+        claim_only(store, "w1", old, rolled_back.id).await;
+        store
+            .record_look(
+                rolled_back.id,
+                "w1",
+                3,
+                old,
+                progress(
+                    Some(look(rolled_back.id, 1, old)),
+                    AnalysisState::RolledBack,
+                ),
+            )
+            .await
+            .unwrap();
+        store.release(rolled_back.id, "w1").await.unwrap();
+        // Rolled back long ago, but its last flag change's outcome is unknown: kept.
+        let unknown = create(store, "old-unknown-change").await;
+        claim_only(store, "w1", old, unknown.id).await;
+        store
+            .intend_actuation("w1", old, intent(unknown.id, "unknown:kill", 0.0))
+            .await
+            .unwrap();
+        store
+            .record_look(
+                unknown.id,
+                "w1",
+                1,
+                old,
+                progress(None, AnalysisState::RolledBack),
+            )
+            .await
+            .unwrap();
+        store.release(unknown.id, "w1").await.unwrap();
+        // Old but not done: kept.
+        let rollback_failed =
+            finish("old-rollback-failed", AnalysisState::RollbackFailed, old).await;
+        let awaiting = finish("old-awaiting-review", AnalysisState::AwaitingReview, old).await;
+        let running = finish("old-running", AnalysisState::Running, old).await;
+        let paused = create(store, "old-paused").await;
+        store
+            .apply_manual_action(
+                paused.id,
+                manual(AuditAction::Pause, AnalysisState::Paused, 1),
+                old,
+            )
+            .await
+            .unwrap();
+        let pending = create(store, "old-pending").await;
+
+        // Nothing is older than a cutoff before everything.
+        assert_eq!(store.prune_finished(NOW, 100).await.unwrap(), 0);
+        // Batches of two: two, then the third, then nothing.
+        assert_eq!(store.prune_finished(cutoff, 2).await.unwrap(), 2);
+        assert_eq!(store.prune_finished(cutoff, 2).await.unwrap(), 1);
+        assert_eq!(store.prune_finished(cutoff, 2).await.unwrap(), 0);
+
+        for id in [promoted, failed, rolled_back.id] {
+            assert_eq!(store.get_analysis(id).await.unwrap(), None, "{id} deleted");
+            assert!(matches!(
+                store.list_looks(id).await,
+                Err(StoreError::NotFound(_))
+            ));
+        }
+        // The flag changes went with them: their keys are free again.
+        claim_only(store, "w9", NOW + 1.0, pending.id).await;
+        let reused = store
+            .intend_actuation(
+                "w9",
+                NOW + 1.0,
+                intent(pending.id, "old-promoted:1:set_rollout:5", 5.0),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            reused.analysis_id, pending.id,
+            "the deleted analysis's flag change is gone"
+        );
+
+        for id in [
+            recent,
+            unknown.id,
+            rollback_failed,
+            awaiting,
+            running,
+            paused.id,
+            pending.id,
+        ] {
+            assert!(store.get_analysis(id).await.unwrap().is_some(), "{id} kept");
+        }
+        assert_eq!(store.list_looks(recent).await.unwrap().len(), 1);
+        assert_eq!(store.list_actuations(recent).await.unwrap().len(), 1);
+        assert_eq!(store.audit_log(paused.id).await.unwrap().len(), 1);
+        let counts = store.counts_by_state().await.unwrap();
+        assert_eq!(counts[&AnalysisState::Promoted], 1);
+        assert_eq!(counts[&AnalysisState::RolledBack], 1);
+        assert_eq!(counts[&AnalysisState::Failed], 0);
+        assert_eq!(counts.values().sum::<u64>(), 7);
+        // Everything finished is deletable once the cutoff passes the recent one too;
+        // the unknown flag change still keeps its analysis.
+        assert_eq!(store.prune_finished(NOW + 5000.0, 100).await.unwrap(), 1);
+        assert!(store.get_analysis(unknown.id).await.unwrap().is_some());
+    }
+
     pub async fn done_analyses_are_never_claimed_nor_changed_and_a_failed_rollback_is_claimed_again(
         store: Arc<dyn Store>,
     ) {
@@ -1260,6 +1421,7 @@ contract_tests!(
     done_analyses_are_never_claimed_nor_changed_and_a_failed_rollback_is_claimed_again,
     counts_by_state_name_every_state,
     unknown_analyses_are_not_found,
+    pruning_deletes_exactly_the_old_finished_analyses_with_their_records,
 );
 
 #[tokio::test]

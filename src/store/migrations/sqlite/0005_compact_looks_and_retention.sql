@@ -1,0 +1,7 @@
+-- Looks are kept compactly: `body_zlib` holds the body deflated (`store::look_body`) and
+-- `body` the JSON `null` for such rows. Looks written before keep their JSON in `body`
+-- and are read as they are.
+ALTER TABLE looks ADD COLUMN body_zlib BLOB;
+-- Retention: the pruning task finds the finished analyses by the time they last changed.
+CREATE INDEX analyses_finished ON analyses (updated_at_ms)
+    WHERE state IN ('promoted', 'rolled_back', 'failed');
