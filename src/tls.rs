@@ -106,7 +106,10 @@ mod tests {
     #[cfg(feature = "rustls")]
     #[test]
     fn https_urls_pass_when_tls_is_built_in() {
-        assert_eq!(check_https(&url("https://hooks.slack.com/x"), "url"), Ok(()));
+        assert_eq!(
+            check_https(&url("https://hooks.slack.com/x"), "url"),
+            Ok(())
+        );
     }
 
     #[cfg(not(feature = "rustls"))]
@@ -115,7 +118,10 @@ mod tests {
         let error = check_https(&url("https://user:pw@hooks.slack.com/x?token=t"), "url")
             .unwrap_err()
             .to_string();
-        assert!(error.starts_with("url: \"https://hooks.slack.com/x\""), "{error}");
+        assert!(
+            error.starts_with("url: \"https://hooks.slack.com/x\""),
+            "{error}"
+        );
         assert!(!error.contains("pw") && !error.contains("token"), "{error}");
     }
 
@@ -133,6 +139,9 @@ mod tests {
         let error = ca_certificates(file.path()).unwrap_err();
         assert!(error.contains("holds no PEM certificate"), "{error}");
         let error = ca_certificates(Path::new("/nonexistent/ca.pem")).unwrap_err();
-        assert!(error.contains("cannot read \"/nonexistent/ca.pem\""), "{error}");
+        assert!(
+            error.contains("cannot read \"/nonexistent/ca.pem\""),
+            "{error}"
+        );
     }
 }

@@ -344,7 +344,13 @@ fn scenarios(count: usize) -> Vec<(&'static str, Vec<Answer>, Option<Phase>)> {
         ),
         (
             "canary unreachable in bursts, running otherwise",
-            answers(&[(S(Running), 5), (Down, 3), (S(Running), 5), (Down, 4), (S(Running), 1)]),
+            answers(&[
+                (S(Running), 5),
+                (Down, 3),
+                (S(Running), 5),
+                (Down, 4),
+                (S(Running), 1),
+            ]),
             None,
         ),
         (
@@ -405,7 +411,8 @@ fn the_old_argo_template_is_caught_promoting_a_held_canary() {
     assert!(
         wrong
             .iter()
-            .any(|line| line.contains("held (running) forever: the metric ended Successful after 120")),
+            .any(|line| line
+                .contains("held (running) forever: the metric ended Successful after 120")),
         "{wrong:#?}"
     );
 }

@@ -42,7 +42,11 @@ pub(super) struct SignedClient {
 
 impl SignedClient {
     /// `https` says whether any URL it will be given is `https://`.
-    pub(super) fn new(secret: Secret, timeout: Duration, https: bool) -> Result<Self, reqwest::Error> {
+    pub(super) fn new(
+        secret: Secret,
+        timeout: Duration,
+        https: bool,
+    ) -> Result<Self, reqwest::Error> {
         let http = crate::tls::client_builder(https)
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())

@@ -416,7 +416,10 @@ mod tests {
     #[test]
     fn an_https_url_without_the_rustls_feature_says_how_to_get_it() {
         let error = PrometheusConfig::new("https://p:9090").build().unwrap_err();
-        assert!(error.to_string().contains("default `rustls` feature"), "{error}");
+        assert!(
+            error.to_string().contains("default `rustls` feature"),
+            "{error}"
+        );
     }
 
     #[test]
