@@ -46,6 +46,7 @@ pub fn start_prometheus(openmetrics: &str) -> PrometheusGuard {
 
 /// Like [`start_prometheus`], serving HTTPS only (`tls_server_config` in its web
 /// config) at `https://localhost:PORT`.
+#[cfg_attr(not(feature = "rustls"), allow(dead_code))]
 pub fn start_prometheus_with_tls(openmetrics: &str, tls: &ServerTls) -> PrometheusGuard {
     start(openmetrics, None, Some(tls))
 }

@@ -424,7 +424,7 @@ mod tests {
 
     #[test]
     fn a_ca_file_that_cannot_be_used_is_refused_naming_ca_file() {
-        let mut config = PrometheusConfig::new("https://p:9090");
+        let mut config = PrometheusConfig::new("http://p:9090");
         config.ca_file = Some("/nonexistent/ca.pem".into());
         let error = config.build().unwrap_err().to_string();
         assert!(error.contains("ca_file"), "{error}");
