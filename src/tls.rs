@@ -6,9 +6,8 @@
 //! it is read, so that a build without TLS refuses an `https://` URL at start-up,
 //! naming the setting, and never fails later when sending.
 //!
-//! With the `rustls` feature (the default) HTTPS goes through rustls with the *ring*
-//! crypto provider, installed as the process default the first time a client is built.
-//! Servers' certificates are checked against the platform's roots (on Linux the
+//! With the `rustls` feature (the default) HTTPS goes through rustls with reqwest's
+//! aws-lc-rs crypto provider. Servers' certificates are checked against the platform's roots (on Linux the
 //! system's CA bundle, read by `rustls-native-certs`: `SSL_CERT_FILE` and
 //! `SSL_CERT_DIR` override where it is looked for), plus any CA a setting adds (the
 //! Prometheus source's `ca_file`). A client that only ever speaks plain HTTP trusts no
@@ -53,13 +52,8 @@ pub fn check_https(url: &reqwest::Url, setting: &str) -> Result<(), TlsNotBuiltI
 pub fn client_builder(https: bool) -> reqwest::ClientBuilder {
     let builder = reqwest::Client::builder();
     #[cfg(feature = "rustls")]
-    {
-        // Fails only when a provider is already installed (by an earlier call, or by
-        // an embedding program), which is just as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        if !https {
-            return builder.tls_certs_only(std::iter::empty());
-        }
+    if !https {
+        return builder.tls_certs_only(std::iter::empty());
     }
     let _ = https;
     builder

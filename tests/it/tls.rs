@@ -42,7 +42,7 @@ struct TestPki {
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 fn test_pki() -> TestPki {
@@ -263,4 +263,62 @@ async fn canary_run_moves_a_flag_through_an_https_webhook_trusted_through_ssl_ce
         refused.stderr
     );
     assert!(received.lock().unwrap().is_empty());
+}
+
+/// Terminates TLS with the test certificate and passes the bytes on to `target`: an
+/// HTTPS front for the in-process API (`canary serve` itself serves plain HTTP).
+async fn https_front(target: SocketAddr, pki: &TestPki) -> SocketAddr {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = tcp.local_addr().unwrap();
+    let acceptor = TlsAcceptor::from(pki.server.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = tcp.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(stream).await {
+                    let mut upstream = tokio::net::TcpStream::connect(target).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+                }
+            });
+        }
+    });
+    address
+}
+
+async fn canary_wait(id: &str, server: &str, ca_file: Option<&PathBuf>) -> Run {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_canary"));
+    command
+        .args(["wait", id, "--server", server, "--timeout", "10s"])
+        .current_dir(root())
+        .env_remove("RUST_LOG")
+        .env_remove("CANARY_TOKEN");
+    match ca_file {
+        Some(ca_file) => command.env("SSL_CERT_FILE", ca_file),
+        None => command.env_remove("SSL_CERT_FILE"),
+    };
+    command
+        .output()
+        .await
+        .expect("the canary binary runs")
+        .into()
+}
+
+#[tokio::test]
+async fn canary_wait_reads_a_verdict_from_an_https_server() {
+    let pki = test_pki();
+    let app = crate::api::spawn_app().await;
+    let id = app.submit().await;
+    app.finish(id, canary::store::AnalysisState::Promoted, "promote")
+        .await;
+    let plain: SocketAddr = app.address.trim_start_matches("http://").parse().unwrap();
+    let front = https_front(plain, &pki).await;
+    let server = format!("https://localhost:{}", front.port());
+
+    let result = canary_wait(&id.to_string(), &server, Some(&pki.ca_file)).await;
+    assert_eq!(result.code, 0, "{}\n{}", result.stdout, result.stderr);
+    assert!(result.stdout.contains("promote"), "{}", result.stdout);
+
+    let refused = canary_wait(&id.to_string(), &server, None).await;
+    assert_eq!(refused.code, 1, "{}\n{}", refused.stdout, refused.stderr);
+    assert!(refused.stderr.contains("certificate"), "{}", refused.stderr);
 }
