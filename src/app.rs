@@ -286,11 +286,15 @@ pub async fn simulate(args: &SimulateArgs) -> Result<String> {
 
 /// Prometheus credentials come from the environment, never from the command line
 /// (where `ps` would show them): `CANARY_PROMETHEUS_BEARER_TOKEN`, or
-/// `CANARY_PROMETHEUS_USERNAME` with `CANARY_PROMETHEUS_PASSWORD`.
+/// `CANARY_PROMETHEUS_USERNAME` with `CANARY_PROMETHEUS_PASSWORD`; so does a private
+/// CA to trust for HTTPS, `CANARY_PROMETHEUS_CA_FILE` (the source's `ca_file`).
 fn with_credentials_from_environment(source: SourceConfig) -> SourceConfig {
     match source {
         SourceConfig::Prometheus(mut config) => {
             let variable = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+            if let Some(ca_file) = variable("CANARY_PROMETHEUS_CA_FILE") {
+                config.ca_file = Some(ca_file.into());
+            }
             if let Some(token) = variable("CANARY_PROMETHEUS_BEARER_TOKEN") {
                 config.bearer_token = Some(Secret::new(token));
             }

@@ -266,7 +266,9 @@ pub struct RunArgs {
     /// `replay=DIR` (recorded DIR/baseline.csv and DIR/canary.csv, replayed on a
     /// compressed clock). Prometheus credentials are read from the environment:
     /// CANARY_PROMETHEUS_BEARER_TOKEN, or CANARY_PROMETHEUS_USERNAME and
-    /// CANARY_PROMETHEUS_PASSWORD.
+    /// CANARY_PROMETHEUS_PASSWORD; for an https URL signed by a private CA,
+    /// CANARY_PROMETHEUS_CA_FILE (PEM). HTTPS certificates are checked against the
+    /// system's CA roots (SSL_CERT_FILE / SSL_CERT_DIR override where they are read).
     #[arg(long, value_name = "SOURCE")]
     pub source: SourceConfig,
     /// The feature flag to move.

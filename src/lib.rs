@@ -31,6 +31,8 @@
 //! - [`signing`]: the HMAC-SHA256 `X-Canary-Signature` that webhook actuations and
 //!   notifications carry: `sign`, and `verify` for receivers.
 //! - [`telemetry`]: logging set-up and the engine's own Prometheus metrics.
+//! - [`tls`]: outgoing HTTPS — the client builder every outgoing client starts from,
+//!   and the start-up refusal of `https://` URLs in a build without TLS.
 //!
 //! Dependencies point inward: `judge` and `stats` know nothing of files, sources or
 //! output formats.
@@ -52,3 +54,4 @@ pub mod sources;
 pub mod stats;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

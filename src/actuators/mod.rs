@@ -218,8 +218,8 @@ pub enum ActuatorConfig {
     /// Move a gradual rollout (`flexibleRollout` strategy) in one environment of an
     /// Unleash project through its admin API; the kill switch turns the environment off.
     Unleash {
-        /// The Unleash server's base URL, e.g. `http://unleash.internal:4242`. https
-        /// needs canary built with `--features rustls`.
+        /// The Unleash server's base URL, e.g. `http://unleash.internal:4242` or
+        /// `https://…` (refused at start-up by a build without the `rustls` feature).
         url: String,
         /// The project holding the flags.
         #[serde(default = "default_unleash_project")]

@@ -4,7 +4,9 @@
 //! `docs/argo-rollouts.md`, and a test checks the two agree.
 //!
 //! Before the analysis is final both conditions are false, so Argo records an
-//! inconclusive measurement and measures again at its next interval. `?wait=` long-polls
+//! inconclusive measurement and measures again at its next interval. Only `promoted`
+//! is successful; the template's limits make a run that never gets there end
+//! Inconclusive or Failed, never Successful (`tests/it/argo_template.rs`). `?wait=` long-polls
 //! like the verdict endpoint, to answer sooner when the analysis ends.
 
 use axum::Json;

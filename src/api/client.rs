@@ -1,7 +1,8 @@
 //! A typed client of this API, for `canary submit` and `canary wait`: it speaks the
 //! same request and response types the server uses, so the two cannot drift apart.
-//! Plain HTTP (the build has no TLS library); put `canary serve` behind a proxy for
-//! HTTPS. With a token ([`Client::with_token`]) every request carries
+//! `https://` servers need the `rustls` feature (on by default; see [`crate::tls`]);
+//! `canary serve` itself serves plain HTTP, so HTTPS means a proxy in front of it. With
+//! a token ([`Client::with_token`]) every request carries
 //! `Authorization: Bearer TOKEN`.
 
 use std::time::Duration;
@@ -57,10 +58,14 @@ impl Client {
         let server = server.trim_end_matches('/').to_owned();
         if !server.starts_with("http://") && !server.starts_with("https://") {
             return Err(ClientError::Protocol(format!(
-                "--server must be an http:// URL, got {server:?}"
+                "--server must be an http:// or https:// URL, got {server:?}"
             )));
         }
-        let http = reqwest::Client::builder()
+        let url = reqwest::Url::parse(&server)
+            .map_err(|error| ClientError::Protocol(format!("--server {server:?}: {error}")))?;
+        crate::tls::check_https(&url, "--server")
+            .map_err(|error| ClientError::Protocol(error.to_string()))?;
+        let http = crate::tls::client_builder(url.scheme() == "https")
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|error| ClientError::Protocol(error.to_string()))?;

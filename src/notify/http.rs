@@ -44,12 +44,13 @@ impl JsonPoster {
                 url.scheme()
             )));
         }
+        crate::tls::check_https(&url, "url").map_err(|error| config_error(error.to_string()))?;
         let target = format!(
             "{kind}:{}://{}",
             url.scheme(),
             url.host_str().unwrap_or_default()
         );
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client_builder(url.scheme() == "https")
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("canary/", env!("CARGO_PKG_VERSION")))

@@ -167,7 +167,7 @@ impl TestApp {
 
     /// Plays the worker: claims the analysis and records one look that leaves it in
     /// `state` with `verdict`.
-    async fn finish(&self, id: Uuid, state: AnalysisState, verdict: &str) {
+    pub(crate) async fn finish(&self, id: Uuid, state: AnalysisState, verdict: &str) {
         let at = now();
         // Claiming takes every due analysis; one claimed by an earlier call is still ours.
         self.store

@@ -9,6 +9,7 @@
 
 mod analyze;
 mod api;
+mod argo_template;
 mod bad_input;
 mod bounded;
 mod flagd;
@@ -27,6 +28,8 @@ mod run_cli;
 mod serve;
 mod simulate;
 mod store;
+#[cfg(feature = "rustls")]
+mod tls;
 mod unleash;
 mod unleash_harness;
 mod webhook;

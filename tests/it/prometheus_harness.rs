@@ -18,18 +18,37 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running Prometheus. Dropping it kills the process and removes its directory.
 pub struct PrometheusGuard {
-    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    /// Base URL, e.g. `http://127.0.0.1:40123` (`https://localhost:40123` with TLS).
     pub url: String,
     address: SocketAddr,
     prometheus: PathBuf,
     directory: tempfile::TempDir,
     web_config: Option<PathBuf>,
+    /// With TLS: how the readiness check trusts the server's certificate.
+    tls_client: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
     child: Option<Child>,
+}
+
+/// The certificate Prometheus serves with TLS, and how a client trusts it.
+pub struct ServerTls {
+    /// PEM file of the server certificate (for `localhost` and `127.0.0.1`).
+    pub cert_file: PathBuf,
+    /// PEM file of its private key.
+    pub key_file: PathBuf,
+    /// A client configuration that trusts the certificate's CA.
+    pub client: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
 }
 
 /// Starts a Prometheus holding the samples of `openmetrics` and no scrape targets.
 pub fn start_prometheus(openmetrics: &str) -> PrometheusGuard {
-    start(openmetrics, None)
+    start(openmetrics, None, None)
+}
+
+/// Like [`start_prometheus`], serving HTTPS only (`tls_server_config` in its web
+/// config) at `https://localhost:PORT`.
+#[cfg_attr(not(feature = "rustls"), allow(dead_code))]
+pub fn start_prometheus_with_tls(openmetrics: &str, tls: &ServerTls) -> PrometheusGuard {
+    start(openmetrics, None, Some(tls))
 }
 
 /// Like [`start_prometheus`], but requiring HTTP basic authentication from
@@ -39,10 +58,14 @@ pub fn start_prometheus_with_basic_auth(
     username: &str,
     bcrypt_hash: &str,
 ) -> PrometheusGuard {
-    start(openmetrics, Some((username, bcrypt_hash)))
+    start(openmetrics, Some((username, bcrypt_hash)), None)
 }
 
-fn start(openmetrics: &str, basic_auth: Option<(&str, &str)>) -> PrometheusGuard {
+fn start(
+    openmetrics: &str,
+    basic_auth: Option<(&str, &str)>,
+    tls: Option<&ServerTls>,
+) -> PrometheusGuard {
     let prometheus = find_binary("prometheus");
     let promtool = find_binary("promtool");
     let directory = tempfile::Builder::new()
@@ -71,23 +94,35 @@ fn start(openmetrics: &str, basic_auth: Option<(&str, &str)>) -> PrometheusGuard
         "global:\n  evaluation_interval: 1m\nscrape_configs: []\n",
     )
     .expect("the config is written");
-    let web_config = basic_auth.map(|(username, hash)| {
+    let mut web = String::new();
+    if let Some((username, hash)) = basic_auth {
+        web.push_str(&format!("basic_auth_users:\n  {username}: '{hash}'\n"));
+    }
+    if let Some(tls) = tls {
+        web.push_str(&format!(
+            "tls_server_config:\n  cert_file: {:?}\n  key_file: {:?}\n",
+            tls.cert_file.display().to_string(),
+            tls.key_file.display().to_string()
+        ));
+    }
+    let web_config = (!web.is_empty()).then(|| {
         let path = root.join("web.yml");
-        std::fs::write(
-            &path,
-            format!("basic_auth_users:\n  {username}: '{hash}'\n"),
-        )
-        .expect("the web config is written");
+        std::fs::write(&path, web).expect("the web config is written");
         path
     });
 
     let address = free_loopback_address();
+    let url = match tls {
+        Some(_) => format!("https://localhost:{}", address.port()),
+        None => format!("http://{address}"),
+    };
     let mut guard = PrometheusGuard {
-        url: format!("http://{address}"),
+        url,
         address,
         prometheus,
         directory,
         web_config,
+        tls_client: tls.map(|tls| tls.client.clone()),
         child: None,
     };
     guard.restart();
@@ -153,7 +188,11 @@ impl PrometheusGuard {
                     self.log()
                 );
             }
-            if ready_status(self.address).is_some() {
+            let ready = match &self.tls_client {
+                Some(client) => ready_over_tls(self.address, client.clone()),
+                None => ready_status(self.address).is_some(),
+            };
+            if ready {
                 return;
             }
             if Instant::now() > deadline {
@@ -192,6 +231,30 @@ pub(crate) fn ready_status(address: SocketAddr) -> Option<u16> {
     stream.read_to_string(&mut answer).ok()?;
     let status: u16 = answer.split_whitespace().nth(1)?.parse().ok()?;
     matches!(status, 200 | 401).then_some(status)
+}
+
+/// `GET /-/ready` answers 200 over TLS, the server's certificate checked for
+/// `localhost` against `client`'s roots. Blocking, like [`ready_status`].
+fn ready_over_tls(
+    address: SocketAddr,
+    client: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+) -> bool {
+    use tokio_rustls::rustls::{ClientConnection, StreamOwned, pki_types::ServerName};
+    let attempt = || -> Option<bool> {
+        let stream = TcpStream::connect_timeout(&address, Duration::from_millis(200)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+        let name = ServerName::try_from("localhost").ok()?;
+        let connection = ClientConnection::new(client, name).ok()?;
+        let mut tls = StreamOwned::new(connection, stream);
+        tls.write_all(b"GET /-/ready HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .ok()?;
+        let mut answer = Vec::new();
+        // Go closes without a TLS close_notify alert sometimes; what was read counts.
+        let _ = tls.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        Some(answer.split_whitespace().nth(1) == Some("200"))
+    };
+    attempt().unwrap_or(false)
 }
 
 /// Binds port 0 on the loopback interface and gives the port back for Prometheus.

@@ -115,7 +115,7 @@ impl AdminClient {
         timeout: Duration,
         store: String,
     ) -> Result<Self, ActuatorError> {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client_builder(base.scheme() == "https")
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()

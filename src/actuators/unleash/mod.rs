@@ -84,13 +84,8 @@ impl UnleashActuator {
         let mut base = Url::parse(&target.url)
             .map_err(|error| invalid(format!("{:?} is not a URL: {error}", target.url)))?;
         match base.scheme() {
-            "http" => {}
-            "https" if cfg!(feature = "rustls") => {}
-            "https" => {
-                return Err(invalid(
-                    "https needs canary built with `--features rustls`; this build speaks plain HTTP only"
-                        .to_owned(),
-                ));
+            "http" | "https" => {
+                crate::tls::check_https(&base, "url").map_err(|error| invalid(error.to_string()))?
             }
             other => {
                 return Err(invalid(format!(

@@ -41,8 +41,13 @@ pub(super) struct SignedClient {
 }
 
 impl SignedClient {
-    pub(super) fn new(secret: Secret, timeout: Duration) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    /// `https` says whether any URL it will be given is `https://`.
+    pub(super) fn new(
+        secret: Secret,
+        timeout: Duration,
+        https: bool,
+    ) -> Result<Self, reqwest::Error> {
+        let http = crate::tls::client_builder(https)
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("canary/", env!("CARGO_PKG_VERSION")))

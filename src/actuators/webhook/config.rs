@@ -31,8 +31,8 @@ pub const FLAG_PLACEHOLDER: &str = "{flag}";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// Where every flag change is POSTed (`http://` or `https://`; HTTPS needs the
-    /// `rustls` feature).
+    /// Where every flag change is POSTed (`http://` or `https://`; a build without the
+    /// default `rustls` feature refuses HTTPS here at start-up).
     pub url: String,
     /// The name of the environment variable holding the HMAC-SHA256 secret that signs
     /// every request (`X-Canary-Signature`). The secret itself is never written in a
@@ -100,9 +100,12 @@ impl WebhookConfig {
         }
         let url =
             parse_http_url(&self.url).map_err(|message| self.invalid(format!("url: {message}")))?;
+        crate::tls::check_https(&url, "url").map_err(|error| self.invalid(error.to_string()))?;
         if let Some(state_url) = &self.state_url {
-            parse_http_url(&state_url.replace(FLAG_PLACEHOLDER, "flag"))
+            let state_url = parse_http_url(&state_url.replace(FLAG_PLACEHOLDER, "flag"))
                 .map_err(|message| self.invalid(format!("state_url: {message}")))?;
+            crate::tls::check_https(&state_url, "state_url")
+                .map_err(|error| self.invalid(error.to_string()))?;
         }
         WebhookActuator::new(url, self.state_url.clone(), secret, self.timeout)
     }

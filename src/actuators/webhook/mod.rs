@@ -64,11 +64,16 @@ impl WebhookActuator {
         secret: Secret,
         timeout: HumanDuration,
     ) -> Result<Self, ActuatorError> {
-        let client =
-            SignedClient::new(secret, timeout.get()).map_err(|error| ActuatorError::Invalid {
+        let https = url.scheme() == "https"
+            || state_url
+                .as_deref()
+                .is_some_and(|state_url| state_url.starts_with("https://"));
+        let client = SignedClient::new(secret, timeout.get(), https).map_err(|error| {
+            ActuatorError::Invalid {
                 store: format!("webhook {}", config::redacted(url.as_str())),
                 message: format!("cannot set up an HTTP client: {error}"),
-            })?;
+            }
+        })?;
         Ok(Self {
             url,
             state_url,

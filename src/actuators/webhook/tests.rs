@@ -230,3 +230,29 @@ async fn without_a_state_url_nothing_is_read_back_before_a_change() {
     );
     assert!(error.to_string().contains("state_url"), "{error}");
 }
+
+#[cfg(not(feature = "rustls"))]
+#[test]
+fn https_urls_are_refused_at_build_time_in_a_build_without_tls() {
+    let error = WebhookConfig::for_url("https://flags.internal/hook")
+        .build_with_secret(Secret::new("s3cret"))
+        .unwrap_err();
+    assert!(
+        error.to_string().contains(
+            "url: \"https://flags.internal\" is an https URL, but this canary was built without TLS"
+        ),
+        "{error}"
+    );
+    let error = WebhookConfig {
+        state_url: Some("https://flags.internal/flags/{flag}".to_owned()),
+        ..WebhookConfig::for_url("http://flags.internal/hook")
+    }
+    .build_with_secret(Secret::new("s3cret"))
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("state_url: \"https://flags.internal\""),
+        "{error}"
+    );
+}

@@ -30,8 +30,14 @@ use super::{PrometheusSource, REPEATED_WARNING_INTERVAL};
 pub struct PrometheusConfig {
     /// Base URL of the Prometheus HTTP API, without `/api/v1`: for example
     /// `http://prometheus:9090`, or `http://gateway/prometheus` behind a path prefix.
-    /// `https://` URLs need canary built with the `rustls` feature.
+    /// `https://` URLs are checked against the platform's CA roots (`SSL_CERT_FILE` /
+    /// `SSL_CERT_DIR` override where they are read from) plus `ca_file`; a build
+    /// without the default `rustls` feature refuses them at start-up.
     pub url: String,
+    /// A PEM file of CA certificates to trust, besides the platform's roots, for an
+    /// `https://` Prometheus whose certificate a private CA signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// A bearer token, sent as `Authorization: Bearer TOKEN` with every request.
     /// At most one of `bearer_token` and `basic_auth` may be set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,11 +126,19 @@ pub enum PrometheusConfigError {
     },
     /// An `https://` URL in a build without TLS.
     #[error(
-        "prometheus url {url:?} uses HTTPS, but this canary was built without TLS; rebuild with `--features rustls`"
+        "prometheus url {url:?} uses HTTPS, but this canary was built without TLS (`--no-default-features`); rebuild it with the default `rustls` feature"
     )]
     TlsNotBuiltIn {
         /// The URL as configured.
         url: String,
+    },
+    /// `ca_file` cannot be read or holds no PEM certificate (or the build has no TLS).
+    #[error("prometheus source {url:?}: ca_file {message}")]
+    CaFile {
+        /// The URL as configured.
+        url: String,
+        /// What is wrong with the file.
+        message: String,
     },
     /// Both `bearer_token` and `basic_auth` are set.
     #[error("prometheus source {url:?} sets both bearer_token and basic_auth; keep one")]
@@ -160,6 +174,7 @@ impl PrometheusConfig {
             url: url.into(),
             bearer_token: None,
             basic_auth: None,
+            ca_file: None,
             timeout: default_timeout(),
             retries: default_retries(),
             retry_backoff: default_retry_backoff(),
@@ -177,7 +192,7 @@ impl PrometheusConfig {
             })?;
         match parsed.scheme() {
             "http" => {}
-            "https" if cfg!(feature = "rustls") => {}
+            "https" if crate::tls::HTTPS_BUILT_IN => {}
             "https" => {
                 return Err(PrometheusConfigError::TlsNotBuiltIn {
                     url: self.url.clone(),
@@ -195,7 +210,23 @@ impl PrometheusConfig {
         if let Some(authorization) = self.authorization_header()? {
             headers.insert(AUTHORIZATION, authorization);
         }
-        let http_client = reqwest::Client::builder()
+        #[cfg_attr(not(feature = "rustls"), allow(unused_mut))]
+        let mut builder = crate::tls::client_builder(parsed.scheme() == "https");
+        if let Some(ca_file) = &self.ca_file {
+            let certificates = crate::tls::ca_certificates(ca_file).map_err(|message| {
+                PrometheusConfigError::CaFile {
+                    url: self.url.clone(),
+                    message,
+                }
+            })?;
+            #[cfg(feature = "rustls")]
+            {
+                builder = builder.tls_certs_merge(certificates);
+            }
+            #[cfg(not(feature = "rustls"))]
+            let _ = certificates;
+        }
+        let http_client = builder
             .default_headers(headers)
             .timeout(self.timeout)
             .build()
@@ -385,6 +416,18 @@ mod tests {
     #[test]
     fn an_https_url_without_the_rustls_feature_says_how_to_get_it() {
         let error = PrometheusConfig::new("https://p:9090").build().unwrap_err();
-        assert!(error.to_string().contains("--features rustls"), "{error}");
+        assert!(
+            error.to_string().contains("default `rustls` feature"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_ca_file_that_cannot_be_used_is_refused_naming_ca_file() {
+        let mut config = PrometheusConfig::new("http://p:9090");
+        config.ca_file = Some("/nonexistent/ca.pem".into());
+        let error = config.build().unwrap_err().to_string();
+        assert!(error.contains("ca_file"), "{error}");
+        assert!(error.contains("/nonexistent/ca.pem"), "{error}");
     }
 }
