@@ -253,6 +253,13 @@ pub async fn simulate(args: &SimulateArgs) -> Result<String> {
             || std::thread::available_parallelism().map_or(2, usize::from),
             |jobs| jobs as usize,
         ),
+        production: crate::simulate::ProductionShape {
+            instances: args.instances.clone(),
+            host_spread: args.host_spread,
+            error_host_spread: args.error_host_spread,
+            latency_sampling: args.latency_sampling,
+            ..crate::simulate::ProductionShape::default()
+        },
     };
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         indicatif::ProgressBar::new(total)
