@@ -357,6 +357,10 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "N,N,...", value_delimiter = ',', default_value = "1,1,5,10,20",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub instances: Vec<u32>,
+    /// Production-shaped families: requests per second of the whole service at 100 %
+    /// traffic (healthy-low-traffic-10rps has 10 whatever this says).
+    #[arg(long, value_name = "RPS", default_value_t = 200.0, value_parser = positive_rate)]
+    pub service_rps: f64,
     /// Production-shaped families: τ, the host-to-host spread of latency; each
     /// instance's level is multiplied by exp(τ·z), z standard normal per (seed, side,
     /// instance). 0.03 is "a few percent".
@@ -376,6 +380,14 @@ fn non_negative_fraction(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
         _ => Err(format!("{text:?} is not a number from 0 to 1")),
+    }
+}
+
+/// A finite rate above 0.
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && value > 0.0 => Ok(value),
+        _ => Err(format!("{text:?} is not a rate above 0")),
     }
 }
 

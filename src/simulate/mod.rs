@@ -166,15 +166,6 @@ impl Family {
         self.is_production() && self != Family::HealthyHosts
     }
 
-    /// Requests per second of the whole service at 100 % traffic.
-    fn service_rps(self) -> f64 {
-        match self {
-            Family::HealthyLowTraffic => SERVICE_RPS / 20.0,
-            Family::HealthyLowTraffic10Rps => 10.0,
-            _ => SERVICE_RPS,
-        }
-    }
-
     /// Whether traffic and errors burst in the same minutes on both sides.
     fn bursts_on_both_sides(self) -> bool {
         matches!(self, Family::HealthyBursty | Family::HealthyBurstyBoth)
@@ -239,6 +230,8 @@ type Timeline = Arc<Mutex<Vec<(f64, f64)>>>;
 
 /// Requests per second of the whole service at normal traffic.
 const SERVICE_RPS: f64 = 2_000.0;
+/// Requests per second of the whole service in `healthy-low-traffic-10rps`.
+const LOW_TRAFFIC_RPS: f64 = 10.0;
 /// The baseline error rate.
 const ERROR_RATE: f64 = 0.005;
 /// Median latency, seconds.
@@ -355,9 +348,13 @@ impl SimulatedService {
             1.0
         };
         // Each instance serves an equal share of its side's requests.
-        let requests =
-            self.family.service_rps() * self.step * traffic / 100.0 * drift.traffic * surge
-                / f64::from(instances.max(1));
+        let service_rps = if self.family == Family::HealthyLowTraffic10Rps {
+            LOW_TRAFFIC_RPS
+        } else {
+            shape.service_rps
+        };
+        let requests = service_rps * self.step * traffic / 100.0 * drift.traffic * surge
+            / f64::from(instances.max(1));
         // The instance is part of the point's identity: its own draws at every step.
         let instance_seed = self.seed ^ u64::from(instance).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         match metric {
@@ -795,7 +792,14 @@ pub fn wilson_interval_95(count: usize, n: usize) -> (f64, f64) {
     let denominator = 1.0 + z * z / n;
     let centre = (p + z * z / (2.0 * n)) / denominator;
     let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denominator;
-    ((centre - half).max(0.0), (centre + half).min(1.0))
+    // At 0 (or n) of n the bound is 0 (or 1) exactly, not a rounding error away.
+    let low = if count == 0 { 0.0 } else { centre - half };
+    let high = if count as f64 >= n {
+        1.0
+    } else {
+        centre + half
+    };
+    (low.max(0.0), high.min(1.0))
 }
 
 /// The results as a Markdown table, families down, modes side by side.
@@ -1078,6 +1082,7 @@ mod tests {
         let spread_at = |instances: u32| {
             let shape = ProductionShape {
                 instances: vec![instances],
+                service_rps: 2_000.0,
                 host_spread: 0.0,
                 ..ProductionShape::default()
             };
@@ -1096,6 +1101,7 @@ mod tests {
     fn instance_levels_differ_by_the_host_spread() {
         let shape = ProductionShape {
             instances: vec![20],
+            service_rps: 2_000.0,
             host_spread: 0.1,
             latency_sampling: 1.0,
             ..ProductionShape::default()
@@ -1138,6 +1144,7 @@ mod tests {
     fn the_shared_drift_moves_both_sides_equally() {
         let shape = ProductionShape {
             instances: vec![20],
+            service_rps: 2_000.0,
             host_spread: 0.0,
             latency_sampling: 1.0,
             wobble_latency: 0.1,
@@ -1225,7 +1232,11 @@ mod tests {
     }
 
     fn error_rate(family: Family, seed: u64, side: Side, traffic: f64) -> f64 {
-        let service = service(family, seed, ProductionShape::default(), traffic);
+        let shape = ProductionShape {
+            service_rps: 2_000.0,
+            ..ProductionShape::default()
+        };
+        let service = service(family, seed, shape, traffic);
         let sum = |metric: &str| -> f64 {
             answer(&service, metric, side, T0, T0 + 7200.0)
                 .iter()
@@ -1248,6 +1259,7 @@ mod tests {
     fn the_canary_of_slower_by_host_spread_is_slower_by_exp_tau() {
         let shape = ProductionShape {
             instances: vec![20],
+            service_rps: 2_000.0,
             latency_sampling: 1.0,
             ..ProductionShape::default()
         };
@@ -1280,7 +1292,8 @@ mod tests {
         let (low, high) = wilson_interval_95(0, 200);
         // At 0 of n the upper bound is z²/(n + z²).
         let z2 = 1.959_963_984_540_054_f64.powi(2);
-        assert!(low.abs() < 1e-12 && (high - z2 / (200.0 + z2)).abs() < 1e-12);
+        assert!(low == 0.0 && (high - z2 / (200.0 + z2)).abs() < 1e-12);
+        assert_eq!(wilson_interval_95(200, 200).1, 1.0);
         let (a, b) = wilson_interval_95(5, 200);
         let (c, d) = wilson_interval_95(195, 200);
         assert!((a - (1.0 - d)).abs() < 1e-12 && (b - (1.0 - c)).abs() < 1e-12);

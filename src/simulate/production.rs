@@ -20,6 +20,9 @@ pub struct ProductionShape {
     /// list has the last entry's count. Instances are kept from stage to stage: stage
     /// `k` runs `i-0` to `i-(n_k - 1)`, the first ones staying.
     pub instances: Vec<u32>,
+    /// Requests per second of the whole service at 100 % traffic (a tenth of the older
+    /// families' 2,000, as in the production service of issue 14).
+    pub service_rps: f64,
     /// τ: each instance's latency level is multiplied by `exp(τ·z)`, `z` standard
     /// normal and fixed per (seed, side, instance).
     pub host_spread: f64,
@@ -46,6 +49,7 @@ impl Default for ProductionShape {
     fn default() -> Self {
         Self {
             instances: vec![1, 1, 5, 10, 20],
+            service_rps: 200.0,
             host_spread: 0.03,
             error_host_spread: 0.1,
             latency_sampling: 0.1,
