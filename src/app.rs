@@ -236,6 +236,23 @@ pub async fn simulate(args: &SimulateArgs) -> Result<String> {
             .collect::<Result<Vec<_>>>()
             .context("--family")?
     };
+    // The family's label (healthy) holds only while its slowdown, exp(τ) - 1, is inside
+    // the profile's tolerance.
+    if families.contains(&Family::SlowerByHostSpread)
+        && let Some(crate::domain::MetricKind::Continuous {
+            allowed_increase, ..
+        }) = profile.metric("latency").map(|m| &m.kind)
+        && args.host_spread.exp() - 1.0 >= *allowed_increase
+    {
+        anyhow::bail!(
+            "--host-spread {}: the canary of slower-by-host-spread would be {:.1} % slower, \
+             not inside the profile's allowed_increase of {:.1} %, so its label (healthy) \
+             would be wrong; use a smaller spread or leave that family out",
+            args.host_spread,
+            (args.host_spread.exp() - 1.0) * 100.0,
+            allowed_increase * 100.0
+        );
+    }
     let modes = match args.mode {
         SimulateMode::Both => vec![JudgeMode::Sequential, JudgeMode::Fixed],
         SimulateMode::Sequential => vec![JudgeMode::Sequential],
@@ -253,6 +270,14 @@ pub async fn simulate(args: &SimulateArgs) -> Result<String> {
             || std::thread::available_parallelism().map_or(2, usize::from),
             |jobs| jobs as usize,
         ),
+        production: crate::simulate::ProductionShape {
+            instances: args.instances.clone(),
+            service_rps: args.service_rps,
+            host_spread: args.host_spread,
+            error_host_spread: args.error_host_spread,
+            latency_sampling: args.latency_sampling,
+            ..crate::simulate::ProductionShape::default()
+        },
     };
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         indicatif::ProgressBar::new(total)

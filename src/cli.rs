@@ -66,7 +66,17 @@ pub enum Command {
     /// Families: healthy A/A (normal and low traffic, and traffic and errors bursting
     /// equally on both sides), latency +5 %, +20 %, +50 %, latency variance doubled at the
     /// same median, error rate ×2 and ×5, intermittent error bursts, a canary that slows
-    /// only from 25 % traffic, and canary data dropping out. Each rollout looks at every
+    /// only from 25 % traffic, and canary data dropping out. Production-shaped families
+    /// (issue 14) answer one latency and count series per instance (label
+    /// `instance="i-<n>"`, the same values on both sides) from a fleet whose instances
+    /// differ by a host spread, with latency recorded for a sampled share of requests:
+    /// healthy-hosts; healthy-hosts-drift, and every family below, adds a shared drift on
+    /// both sides (a ±30 % daily traffic curve, ±10 % on latency, and a slow AR(1)
+    /// wobble); healthy-low-traffic-10rps (10 requests/s for the whole service);
+    /// healthy-bursty-both; slower-by-host-spread (canary latency × exp(τ), inside the
+    /// 5 % tolerance: labelled healthy); latency+20%-hosts; errors-x2-hosts;
+    /// variance-x2-hosts; error-bursts-small-stages (15–30 s bursts of 15 % errors in 2 %
+    /// of the canary's steps, at 1–5 % traffic only); no-data-hosts. Each rollout looks at every
     /// interval of every stage, as a real one does. Prints per family and judge mode the
     /// rollouts promoted, rolled back and left for review, the rate that matters (false
     /// rollbacks, detection, or no-data promotions) and the median detection delay in
@@ -327,7 +337,9 @@ pub struct SimulateArgs {
     /// Rollouts per family and mode.
     #[arg(long, default_value_t = 200, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub rollouts: u32,
-    /// The first seed (rollout i uses SEED + i, the same in every family and mode).
+    /// The first seed (rollout i uses SEED + i, the same in every mode; the
+    /// production-shaped families mix their name into it, so each draws its own hosts
+    /// and drift).
     #[arg(long, default_value_t = 1, value_name = "SEED")]
     pub seed: u64,
     /// Only these families (repeat the flag); all by default.
@@ -345,6 +357,52 @@ pub struct SimulateArgs {
     /// Rollouts run at once (default: the number of CPUs).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: Option<u32>,
+    /// Production-shaped families: instances per side at each analysed stage, in stage
+    /// order (a stage beyond the list keeps the last count). The first instances stay
+    /// from stage to stage; each serves an equal share of its side's requests.
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',', default_value = "1,1,5,10,20",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub instances: Vec<u32>,
+    /// Production-shaped families: requests per second of the whole service at 100 %
+    /// traffic (healthy-low-traffic-10rps has 10 whatever this says).
+    #[arg(long, value_name = "RPS", default_value_t = 200.0, value_parser = positive_rate)]
+    pub service_rps: f64,
+    /// Production-shaped families: τ, the host-to-host spread of latency; each
+    /// instance's level is multiplied by exp(τ·z), z standard normal per (seed, side,
+    /// instance). 0.03 is "a few percent".
+    #[arg(long, value_name = "TAU", default_value_t = 0.03, value_parser = non_negative_fraction)]
+    pub host_spread: f64,
+    /// Production-shaped families: the same spread for each instance's error rate.
+    #[arg(long, value_name = "TAU", default_value_t = 0.1, value_parser = non_negative_fraction)]
+    pub error_host_spread: f64,
+    /// Production-shaped families: the share of requests whose latency is recorded (a
+    /// step's per-instance percentile comes from that many; none recorded gives NaN).
+    #[arg(long, value_name = "SHARE", default_value_t = 0.1, value_parser = sampling_share)]
+    pub latency_sampling: f64,
+}
+
+/// A finite number from 0 to 1.
+fn non_negative_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err(format!("{text:?} is not a number from 0 to 1")),
+    }
+}
+
+/// A finite rate above 0.
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && value > 0.0 => Ok(value),
+        _ => Err(format!("{text:?} is not a rate above 0")),
+    }
+}
+
+/// A share above 0, at most 1.
+fn sampling_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value > 0.0 && value <= 1.0 => Ok(value),
+        _ => Err(format!("{text:?} is not a share above 0 and at most 1")),
+    }
 }
 
 /// Which judge modes `canary simulate` runs.

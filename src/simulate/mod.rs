@@ -13,6 +13,15 @@
 //! a person (the hold timeout with `on_hold_timeout = "wait"`), and for faulty families
 //! the median detection delay: looks from the first look that saw the fault to the
 //! look that rolled back.
+//!
+//! The families ending in `-hosts` and the others of issue 14 (see
+//! [`Family::is_production`]) answer from a production-shaped service instead
+//! ([`production`]): one series per instance (`instance="i-<n>"`, the same label values
+//! on both sides so that pairing by labels pairs them), instance levels differing by a
+//! host spread, a shared drift on both sides, latency from a sampled share of requests.
+//! The older families keep their single unlabeled series per side and their values.
+
+pub mod production;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +36,9 @@ use crate::judge::format::percent;
 use crate::scheduler::{Decision, Rollout, RolloutRunner, RolloutStatus, Scopes};
 use crate::sources::synthetic::{SplitMix, point_seed};
 use crate::sources::{LabeledSeries, MetricSource, RangeRequest, Side, SourceError};
+
+pub use production::ProductionShape;
+use production::{DriftPath, SharedDrift};
 
 /// The built-in profile (`fixtures/simulation/profile.toml`).
 pub const DEFAULT_PROFILE: &str = include_str!("../../fixtures/simulation/profile.toml");
@@ -62,11 +74,34 @@ pub enum Family {
     SlowAtHigherStages,
     /// The canary's series stop at a random time in the first two stages.
     DataDropout,
+    /// A/A on a fleet: instances per stage, host-to-host differences, sampled latency.
+    HealthyHosts,
+    /// `healthy-hosts` with a shared drift (daily curve and wobble) on both sides.
+    HealthyHostsDrift,
+    /// The production shape at 10 requests/s for the whole service.
+    HealthyLowTraffic10Rps,
+    /// The production shape with traffic and errors bursting equally on both sides.
+    HealthyBurstyBoth,
+    /// A canary slower by exactly the host spread (`exp(τ)`, +3 % at τ = 0.03): inside
+    /// the profile's 5 % tolerance, so labelled healthy.
+    SlowerByHostSpread,
+    /// The production shape, canary latency +20 %.
+    Latency20Hosts,
+    /// The production shape, canary error rate × 2.
+    ErrorsX2Hosts,
+    /// The production shape, canary latency variance doubled at the same median.
+    VarianceX2Hosts,
+    /// The production shape; while the canary is at 1–5 % traffic, 2 % of its steps start
+    /// a 15–30 s burst of 15 % errors; healthy afterwards.
+    ErrorBurstsSmallStages,
+    /// The production shape; the canary's series stop at a random time in the first two
+    /// stages.
+    NoDataHosts,
 }
 
 impl Family {
     /// Every family, in table order.
-    pub const ALL: [Family; 12] = [
+    pub const ALL: [Family; 22] = [
         Family::Healthy,
         Family::HealthyLowTraffic,
         Family::HealthyBursty,
@@ -79,6 +114,16 @@ impl Family {
         Family::ErrorBursts,
         Family::SlowAtHigherStages,
         Family::DataDropout,
+        Family::HealthyHosts,
+        Family::HealthyHostsDrift,
+        Family::HealthyLowTraffic10Rps,
+        Family::HealthyBurstyBoth,
+        Family::SlowerByHostSpread,
+        Family::Latency20Hosts,
+        Family::ErrorsX2Hosts,
+        Family::VarianceX2Hosts,
+        Family::ErrorBurstsSmallStages,
+        Family::NoDataHosts,
     ];
 
     /// The command-line name.
@@ -96,6 +141,44 @@ impl Family {
             Family::ErrorBursts => "error-bursts",
             Family::SlowAtHigherStages => "slow-at-higher-stages",
             Family::DataDropout => "data-dropout",
+            Family::HealthyHosts => "healthy-hosts",
+            Family::HealthyHostsDrift => "healthy-hosts-drift",
+            Family::HealthyLowTraffic10Rps => "healthy-low-traffic-10rps",
+            Family::HealthyBurstyBoth => "healthy-bursty-both",
+            Family::SlowerByHostSpread => "slower-by-host-spread",
+            Family::Latency20Hosts => "latency+20%-hosts",
+            Family::ErrorsX2Hosts => "errors-x2-hosts",
+            Family::VarianceX2Hosts => "variance-x2-hosts",
+            Family::ErrorBurstsSmallStages => "error-bursts-small-stages",
+            Family::NoDataHosts => "no-data-hosts",
+        }
+    }
+
+    /// Whether the family runs on the production-shaped service (a fleet per side,
+    /// one series per instance) rather than the single-series one.
+    pub fn is_production(self) -> bool {
+        self >= Family::HealthyHosts
+    }
+
+    /// Whether a shared drift moves both sides (every production family but
+    /// `healthy-hosts`, which isolates the host differences).
+    fn has_drift(self) -> bool {
+        self.is_production() && self != Family::HealthyHosts
+    }
+
+    /// Whether traffic and errors burst in the same minutes on both sides.
+    fn bursts_on_both_sides(self) -> bool {
+        matches!(self, Family::HealthyBursty | Family::HealthyBurstyBoth)
+    }
+
+    /// The seed of a rollout's service: the rollout seed for the older families (their
+    /// values stay what they were), mixed with the family's name for the production
+    /// ones, so that each of those draws its own hosts and drift.
+    fn service_seed(self, seed: u64) -> u64 {
+        if self.is_production() {
+            point_seed(seed, self.name(), Side::Baseline, 0.0)
+        } else {
+            seed
         }
     }
 
@@ -113,9 +196,16 @@ impl Family {
     /// What the right outcome is.
     pub fn label(self) -> Label {
         match self {
-            Family::Healthy | Family::HealthyLowTraffic | Family::HealthyBursty => Label::Healthy,
+            Family::Healthy
+            | Family::HealthyLowTraffic
+            | Family::HealthyBursty
+            | Family::HealthyHosts
+            | Family::HealthyHostsDrift
+            | Family::HealthyLowTraffic10Rps
+            | Family::HealthyBurstyBoth
+            | Family::SlowerByHostSpread => Label::Healthy,
             Family::Latency5 => Label::AtTolerance,
-            Family::DataDropout => Label::NoData,
+            Family::DataDropout | Family::NoDataHosts => Label::NoData,
             _ => Label::Faulty,
         }
     }
@@ -140,6 +230,8 @@ type Timeline = Arc<Mutex<Vec<(f64, f64)>>>;
 
 /// Requests per second of the whole service at normal traffic.
 const SERVICE_RPS: f64 = 2_000.0;
+/// Requests per second of the whole service in `healthy-low-traffic-10rps`.
+const LOW_TRAFFIC_RPS: f64 = 10.0;
 /// The baseline error rate.
 const ERROR_RATE: f64 = 0.005;
 /// Median latency, seconds.
@@ -152,20 +244,212 @@ pub struct SimulatedService {
     step: f64,
     traffic: Timeline,
     dropout_at: f64,
+    /// The production families' fleet and drift (`None` for the older families).
+    production: Option<Production>,
 }
 
+/// What the production-shaped families add to a service.
+struct Production {
+    shape: Arc<ProductionShape>,
+    /// The analysed stages' traffic, in plan order: a traffic share maps to its stage,
+    /// and so to its instance count.
+    stage_traffic: Vec<f64>,
+    drift: Option<DriftPath>,
+}
+
+/// How far from the start the drift is drawn (beyond it, its last value holds): a day,
+/// longer than any simulated rollout's look limit.
+const DRIFT_SPAN: f64 = 86_400.0;
+
 impl SimulatedService {
-    fn new(family: Family, seed: u64, step: f64, traffic: Timeline) -> Self {
+    /// The service of one rollout of `family`; `stage_traffic` lists the plan's stages'
+    /// traffic (percent) and `shape` is used by the production families only.
+    pub fn new(
+        family: Family,
+        seed: u64,
+        step: f64,
+        traffic: Timeline,
+        shape: Arc<ProductionShape>,
+        stage_traffic: Vec<f64>,
+    ) -> Self {
+        let seed = family.service_seed(seed);
         let mut rng = SplitMix(seed ^ 0x5eed);
         // Somewhere in the first two stages.
         let dropout_at = T0 + 600.0 + rng.unit() * 3000.0;
+        let production = family.is_production().then(|| Production {
+            drift: family.has_drift().then(|| {
+                // From a lookback before the start, so the first look's window has it.
+                DriftPath::new(&shape, seed, T0 - 3_600.0, DRIFT_SPAN, step)
+            }),
+            shape,
+            stage_traffic,
+        });
         Self {
             family,
             seed,
             step,
             traffic,
             dropout_at,
+            production,
         }
+    }
+
+    /// Instances per side at `timestamp`: the count of the stage whose traffic the
+    /// canary has then (the last stage at or below it; the first stage before any).
+    fn instances_at(&self, production: &Production, timestamp: f64) -> u32 {
+        let traffic = self.traffic_at(timestamp);
+        let stage = production
+            .stage_traffic
+            .iter()
+            .rposition(|&stage| stage <= traffic + 1e-9)
+            .unwrap_or(0);
+        production.shape.instances_at_stage(stage)
+    }
+
+    /// Whether the canary's step at `timestamp` is inside an error burst: each step
+    /// starts one with probability 2 %, lasting one or two steps (15–30 s at 15 s).
+    fn in_error_burst(&self, timestamp: f64) -> bool {
+        let starts = |at: f64| {
+            let mut rng = SplitMix(point_seed(self.seed, "error-burst", Side::Canary, at));
+            let started = rng.unit() < 0.02;
+            let long = rng.unit() < 0.5;
+            (started, long)
+        };
+        let (now, _) = starts(timestamp);
+        let (before, before_long) = starts(timestamp - self.step);
+        now || (before && before_long)
+    }
+
+    /// One instance's value at `timestamp` on the production-shaped service; `instances`
+    /// is the side's instance count then, over which the side's requests are shared.
+    fn production_value(
+        &self,
+        production: &Production,
+        metric: &str,
+        side: Side,
+        instance: u32,
+        instances: u32,
+        timestamp: f64,
+    ) -> Option<f64> {
+        let canary = side == Side::Canary;
+        if canary && self.family == Family::NoDataHosts && timestamp >= self.dropout_at {
+            return None;
+        }
+        let shape = &production.shape;
+        let traffic = self.traffic_at(timestamp);
+        let drift = production
+            .drift
+            .as_ref()
+            .map_or(SharedDrift::NONE, |drift| drift.at(timestamp));
+        let bursting = self.family.bursts_on_both_sides();
+        let surge = if bursting && self.minute_event("surge", timestamp, 0.2) {
+            4.0
+        } else {
+            1.0
+        };
+        // Each instance serves an equal share of its side's requests.
+        let service_rps = if self.family == Family::HealthyLowTraffic10Rps {
+            LOW_TRAFFIC_RPS
+        } else {
+            shape.service_rps
+        };
+        let requests = service_rps * self.step * traffic / 100.0 * drift.traffic * surge
+            / f64::from(instances.max(1));
+        // The instance is part of the point's identity: its own draws at every step.
+        let instance_seed = self.seed ^ u64::from(instance).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        match metric {
+            "latency" => {
+                let mut rng = SplitMix(point_seed(instance_seed, "latency", side, timestamp));
+                // Latency is recorded for a sampled share of the instance's requests; a
+                // step in which none was recorded has no percentile (NaN, as
+                // `histogram_quantile` gives for an empty window).
+                let recorded = rng.poisson(requests * shape.latency_sampling);
+                if recorded < 1.0 {
+                    return Some(f64::NAN);
+                }
+                let mut sigma = 0.06 + 0.8 / recorded.sqrt();
+                let mut median =
+                    LATENCY * shape.latency_level(self.seed, side, instance) * drift.latency;
+                if canary {
+                    match self.family {
+                        Family::Latency20Hosts => median *= 1.2,
+                        Family::VarianceX2Hosts => sigma *= std::f64::consts::SQRT_2,
+                        Family::SlowerByHostSpread => median *= shape.host_spread.exp(),
+                        _ => {}
+                    }
+                }
+                Some(median * (sigma * rng.normal()).exp())
+            }
+            "errors" | "requests" => {
+                // One draw for both queries, so that errors never exceed requests.
+                let mut rng = SplitMix(point_seed(instance_seed, "counts", side, timestamp));
+                let total = rng.poisson(requests);
+                let mut rate = ERROR_RATE * shape.error_level(self.seed, side, instance);
+                if bursting && self.minute_event("outage", timestamp, 0.05) {
+                    rate *= 6.0;
+                }
+                if canary {
+                    match self.family {
+                        Family::ErrorsX2Hosts => rate *= 2.0,
+                        Family::ErrorBurstsSmallStages
+                            if traffic <= 5.0 && self.in_error_burst(timestamp) =>
+                        {
+                            rate = rate.max(0.15);
+                        }
+                        _ => {}
+                    }
+                }
+                let errors = rng.binomial(total, rate.min(1.0));
+                Some(if metric == "errors" { errors } else { total })
+            }
+            _ => None,
+        }
+    }
+
+    /// The production families' answer: one series per instance, labelled
+    /// `instance="i-<n>"`, each with the steps at which that instance ran.
+    fn production_series(
+        &self,
+        production: &Production,
+        metric: &str,
+        request: &RangeRequest,
+    ) -> Vec<LabeledSeries> {
+        let first = (request.start / self.step).floor() as i64 + 1;
+        let last = (request.end / self.step).floor() as i64;
+        let mut per_instance: Vec<Vec<Sample>> = Vec::new();
+        for k in first..=last {
+            let timestamp = k as f64 * self.step;
+            if timestamp <= request.start || timestamp > request.end {
+                continue;
+            }
+            let instances = self.instances_at(production, timestamp);
+            for instance in 0..instances {
+                let Some(value) = self.production_value(
+                    production,
+                    metric,
+                    request.side,
+                    instance,
+                    instances,
+                    timestamp,
+                ) else {
+                    continue;
+                };
+                let index = instance as usize;
+                if per_instance.len() <= index {
+                    per_instance.resize_with(index + 1, Vec::new);
+                }
+                per_instance[index].push(Sample { timestamp, value });
+            }
+        }
+        per_instance
+            .into_iter()
+            .enumerate()
+            .filter(|(_, samples)| !samples.is_empty())
+            .map(|(instance, samples)| LabeledSeries {
+                labels: BTreeMap::from([("instance".to_owned(), format!("i-{instance}"))]),
+                samples,
+            })
+            .collect()
     }
 
     fn traffic_at(&self, timestamp: f64) -> f64 {
@@ -253,6 +537,15 @@ impl SimulatedService {
     }
 }
 
+/// The simulated metric a profile query names: `latency`, `errors` or `requests`.
+fn simulated_metric(query_metric: &str) -> &str {
+    match query_metric.split_once(':') {
+        Some((_, "errors")) => "errors",
+        Some((_, "total")) => "requests",
+        _ => query_metric,
+    }
+}
+
 #[async_trait]
 impl MetricSource for SimulatedService {
     fn describe(&self) -> String {
@@ -268,11 +561,10 @@ impl MetricSource for SimulatedService {
     }
 
     async fn fetch(&self, request: &RangeRequest) -> Result<Vec<LabeledSeries>, SourceError> {
-        let metric = match request.metric.split_once(':') {
-            Some((_, "errors")) => "errors",
-            Some((_, "total")) => "requests",
-            _ => request.metric.as_str(),
-        };
+        let metric = simulated_metric(&request.metric);
+        if let Some(production) = &self.production {
+            return Ok(self.production_series(production, metric, request));
+        }
         let first = (request.start / self.step).floor() as i64 + 1;
         let last = (request.end / self.step).floor() as i64;
         let samples = (first..=last).filter_map(|k| {
@@ -295,21 +587,26 @@ pub struct RolloutOutcome {
     pub detection_delay: Option<u64>,
 }
 
-/// Runs one rollout of `family` under `profile` to its end.
+/// Runs one rollout of `family` under `profile` to its end; `shape` is the production
+/// families' fleet and drift.
 pub async fn run_rollout(
     profile: Arc<Profile>,
     family: Family,
     seed: u64,
+    shape: Arc<ProductionShape>,
 ) -> Result<RolloutOutcome, crate::scheduler::RunError> {
     let plan = profile.plan.clone().ok_or_else(|| {
         crate::scheduler::RunError::Config("the profile has no stages".to_owned())
     })?;
     let traffic: Timeline = Arc::new(Mutex::new(vec![(T0, plan.stages[0].traffic.value())]));
+    let stage_traffic = plan.stages.iter().map(|s| s.traffic.value()).collect();
     let source = Arc::new(SimulatedService::new(
         family,
         seed,
         plan.settings.step.seconds(),
         Arc::clone(&traffic),
+        shape,
+        stage_traffic,
     ));
     let actuator: Arc<dyn Actuator> = Arc::new(LogOnlyActuator::new());
     let rollout = Rollout {
@@ -417,6 +714,8 @@ pub struct Simulation {
     pub seed: u64,
     /// Rollouts run at once.
     pub jobs: usize,
+    /// The production families' fleet and drift.
+    pub production: ProductionShape,
 }
 
 /// Runs every family under every mode; `on_done` is called after each rollout.
@@ -425,6 +724,7 @@ pub async fn simulate(
     on_done: impl Fn() + Send + Sync + 'static,
 ) -> Result<Vec<FamilyResult>, crate::scheduler::RunError> {
     let on_done = Arc::new(on_done);
+    let shape = Arc::new(simulation.production.clone());
     let mut results = Vec::new();
     for &mode in &simulation.modes {
         let mut profile = simulation.profile.clone();
@@ -438,7 +738,8 @@ pub async fn simulate(
                 while next < simulation.rollouts && pending.len() < simulation.jobs.max(1) {
                     let profile = Arc::clone(&profile);
                     let seed = simulation.seed.wrapping_add(next as u64);
-                    pending.spawn(async move { run_rollout(profile, family, seed).await });
+                    let shape = Arc::clone(&shape);
+                    pending.spawn(async move { run_rollout(profile, family, seed, shape).await });
                     next += 1;
                 }
                 if let Some(done) = pending.join_next().await {
@@ -479,6 +780,28 @@ fn summarize(family: Family, mode: JudgeMode, outcomes: &[RolloutOutcome]) -> Fa
     }
 }
 
+/// The Wilson score interval (95 %, no continuity correction) of `count` out of `n`:
+/// unlike the Wald interval it does not collapse to a point at 0 of `n`.
+pub fn wilson_interval_95(count: usize, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let z = 1.959_963_984_540_054_f64;
+    let n = n as f64;
+    let p = count as f64 / n;
+    let denominator = 1.0 + z * z / n;
+    let centre = (p + z * z / (2.0 * n)) / denominator;
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denominator;
+    // At 0 (or n) of n the bound is 0 (or 1) exactly, not a rounding error away.
+    let low = if count == 0 { 0.0 } else { centre - half };
+    let high = if count as f64 >= n {
+        1.0
+    } else {
+        centre + half
+    };
+    (low.max(0.0), high.min(1.0))
+}
+
 /// The results as a Markdown table, families down, modes side by side.
 pub fn markdown_table(results: &[FamilyResult]) -> String {
     let mut modes: Vec<JudgeMode> = Vec::new();
@@ -494,7 +817,7 @@ pub fn markdown_table(results: &[FamilyResult]) -> String {
     let mut out = String::from("| family | what counts |");
     for mode in &modes {
         out.push_str(&format!(
-            " {mode}: promoted · rolled back · for review | {mode}: the rate | {mode}: median delay (looks) |"
+            " {mode}: promoted · rolled back · for review | {mode}: the rate [Wilson 95 %] | {mode}: median delay (looks) |"
         ));
     }
     out.push('\n');
@@ -514,20 +837,23 @@ pub fn markdown_table(results: &[FamilyResult]) -> String {
         for mode in &modes {
             match rows.iter().find(|r| r.mode == *mode) {
                 Some(r) => {
-                    let rate = match r.label {
-                        Label::NoData => r.share(r.promoted),
-                        _ => r.share(r.rolled_back),
+                    let counted = match r.label {
+                        Label::NoData => r.promoted,
+                        _ => r.rolled_back,
                     };
+                    let (low, high) = wilson_interval_95(counted, r.rollouts);
                     let delay = match (r.label, r.median_detection_delay) {
                         (Label::Faulty | Label::AtTolerance, Some(d)) => format!("{d}"),
                         _ => "–".to_owned(),
                     };
                     out.push_str(&format!(
-                        " {} · {} · {} | **{}** | {} |",
+                        " {} · {} · {} | **{}** [{}, {}] | {} |",
                         r.promoted,
                         r.rolled_back,
                         r.escalated + r.undecided,
-                        percent(rate),
+                        percent(r.share(counted)),
+                        percent(low),
+                        percent(high),
                         delay
                     ));
                 }
@@ -564,7 +890,14 @@ pub fn target_report(results: &[FamilyResult]) -> Vec<(bool, String)> {
                 let rate = r.share(r.rolled_back);
                 if matches!(
                     r.family,
-                    Family::Latency20 | Family::ErrorsX2 | Family::VarianceX2 | Family::ErrorBursts
+                    Family::Latency20
+                        | Family::ErrorsX2
+                        | Family::VarianceX2
+                        | Family::ErrorBursts
+                        | Family::Latency20Hosts
+                        | Family::ErrorsX2Hosts
+                        | Family::VarianceX2Hosts
+                        | Family::ErrorBurstsSmallStages
                 ) {
                     lines.push((
                         rate >= 0.95,
@@ -603,4 +936,375 @@ pub fn target_report(results: &[FamilyResult]) -> Vec<(bool, String)> {
         }
     }
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service whose canary stays at `traffic` percent, with the built-in profile's
+    /// stages.
+    fn service(
+        family: Family,
+        seed: u64,
+        shape: ProductionShape,
+        traffic: f64,
+    ) -> SimulatedService {
+        SimulatedService::new(
+            family,
+            seed,
+            15.0,
+            Arc::new(Mutex::new(vec![(T0 - 1e6, traffic)])),
+            Arc::new(shape),
+            vec![1.0, 5.0, 10.0, 25.0, 50.0],
+        )
+    }
+
+    fn request(metric: &str, side: Side, start: f64, end: f64) -> RangeRequest {
+        RangeRequest {
+            metric: metric.to_owned(),
+            side,
+            query: metric.to_owned(),
+            start,
+            end,
+            step: 15.0,
+            raw_samples: false,
+        }
+    }
+
+    /// The production families' answer to one query.
+    fn answer(
+        service: &SimulatedService,
+        metric: &str,
+        side: Side,
+        start: f64,
+        end: f64,
+    ) -> Vec<LabeledSeries> {
+        let production = service.production.as_ref().expect("a production family");
+        let request = request(metric, side, start, end);
+        service.production_series(production, simulated_metric(metric), &request)
+    }
+
+    fn instance_labels(series: &[LabeledSeries]) -> Vec<String> {
+        series
+            .iter()
+            .map(|s| s.labels.get("instance").cloned().unwrap_or_default())
+            .collect()
+    }
+
+    fn log_mean_and_sd(values: &[f64]) -> (f64, f64) {
+        let logs: Vec<f64> = values
+            .iter()
+            .filter(|v| v.is_finite())
+            .map(|v| v.ln())
+            .collect();
+        let n = logs.len() as f64;
+        let mean = logs.iter().sum::<f64>() / n;
+        let sd = (logs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        (mean, sd)
+    }
+
+    #[test]
+    fn older_families_keep_one_unlabeled_series_and_their_values() {
+        let service = service(Family::Healthy, 5, ProductionShape::default(), 10.0);
+        assert!(service.production.is_none());
+        let values: Vec<f64> = (1..=3)
+            .map(|k| {
+                service
+                    .value("latency", Side::Canary, T0 + 15.0 * f64::from(k))
+                    .expect("a value")
+            })
+            .collect();
+        // Pinned from the single-series service as it was before the production
+        // families were added: the older families' results must not move.
+        let pinned = [
+            0.190_348_597_818_521_65,
+            0.197_920_550_406_219,
+            0.188_742_912_601_934_63,
+        ];
+        for (value, pinned) in values.iter().zip(pinned) {
+            assert!((value - pinned).abs() < 1e-12, "{values:?}");
+        }
+    }
+
+    #[test]
+    fn every_stage_answers_one_latency_series_per_instance_with_the_same_labels_on_both_sides() {
+        let shape = ProductionShape::default();
+        for (traffic, expected) in [(1.0, 1), (5.0, 1), (10.0, 5), (25.0, 10), (50.0, 20)] {
+            let service = service(Family::HealthyHosts, 3, shape.clone(), traffic);
+            let baseline = answer(&service, "latency", Side::Baseline, T0, T0 + 600.0);
+            let canary = answer(&service, "latency", Side::Canary, T0, T0 + 600.0);
+            assert_eq!(baseline.len(), expected, "at {traffic} %");
+            assert_eq!(instance_labels(&baseline), instance_labels(&canary));
+            let wanted: Vec<String> = (0..expected).map(|i| format!("i-{i}")).collect();
+            let mut labels = instance_labels(&baseline);
+            labels.sort();
+            let mut wanted_sorted = wanted.clone();
+            wanted_sorted.sort();
+            assert_eq!(labels, wanted_sorted);
+            assert!(baseline.iter().all(|s| s.samples.len() == 40));
+        }
+    }
+
+    #[test]
+    fn the_instances_knob_sets_the_count_per_stage_and_counts_follow_the_stage() {
+        let shape = ProductionShape {
+            instances: vec![2, 3],
+            ..ProductionShape::default()
+        };
+        let count = |traffic: f64| {
+            let service = service(Family::ErrorsX2Hosts, 1, shape.clone(), traffic);
+            answer(&service, "errors:errors", Side::Canary, T0, T0 + 300.0).len()
+        };
+        assert_eq!((count(1.0), count(5.0), count(50.0)), (2, 3, 3));
+    }
+
+    #[test]
+    fn a_stage_change_inside_the_window_keeps_the_first_instances() {
+        let mut service = service(Family::HealthyHosts, 2, ProductionShape::default(), 5.0);
+        service.traffic = Arc::new(Mutex::new(vec![(T0 - 1e6, 5.0), (T0 + 300.0, 10.0)]));
+        let series = answer(&service, "latency", Side::Baseline, T0, T0 + 600.0);
+        let by_label = |label: &str| {
+            series
+                .iter()
+                .find(|s| s.labels["instance"] == label)
+                .map_or(0, |s| s.samples.len())
+        };
+        // i-0 ran through both stages; i-1 to i-4 joined at the second.
+        assert_eq!(by_label("i-0"), 40);
+        assert_eq!(by_label("i-1"), 20);
+        assert_eq!(by_label("i-4"), 20);
+        assert_eq!(series.len(), 5);
+    }
+
+    #[test]
+    fn per_step_latency_is_noisier_when_an_instance_serves_a_smaller_share() {
+        let spread_at = |instances: u32| {
+            let shape = ProductionShape {
+                instances: vec![instances],
+                service_rps: 2_000.0,
+                host_spread: 0.0,
+                ..ProductionShape::default()
+            };
+            let service = service(Family::HealthyHosts, 9, shape, 10.0);
+            let series = answer(&service, "latency", Side::Baseline, T0, T0 + 6000.0);
+            let values: Vec<f64> = series[0].samples.iter().map(|s| s.value).collect();
+            log_mean_and_sd(&values).1
+        };
+        let (one, twenty) = (spread_at(1), spread_at(20));
+        // 300 recorded requests a step against 15: 0.06 + 0.8/√n is 0.106 against 0.267.
+        assert!((one - 0.106).abs() < 0.02, "one instance: {one}");
+        assert!((twenty - 0.267).abs() < 0.04, "twenty instances: {twenty}");
+    }
+
+    #[test]
+    fn instance_levels_differ_by_the_host_spread() {
+        let shape = ProductionShape {
+            instances: vec![20],
+            service_rps: 2_000.0,
+            host_spread: 0.1,
+            latency_sampling: 1.0,
+            ..ProductionShape::default()
+        };
+        let mut level_logs = Vec::new();
+        for seed in 0..20 {
+            let service = service(Family::HealthyHosts, seed, shape.clone(), 50.0);
+            for series in answer(&service, "latency", Side::Canary, T0, T0 + 3000.0) {
+                let values: Vec<f64> = series.samples.iter().map(|s| s.value).collect();
+                level_logs.push(log_mean_and_sd(&values).0);
+            }
+        }
+        let levels: Vec<f64> = level_logs.iter().map(|l| l.exp()).collect();
+        let (_, spread) = log_mean_and_sd(&levels);
+        // 400 instance means, each with a noise of about 0.085/√200 on top of τ = 0.1.
+        assert!((spread - 0.1).abs() < 0.012, "spread {spread}");
+    }
+
+    /// Per-step means of log latency over a side's instances.
+    fn step_means(service: &SimulatedService, side: Side) -> Vec<f64> {
+        let series = answer(service, "latency", side, T0, T0 + 7200.0);
+        (0..series[0].samples.len())
+            .map(|k| {
+                let logs: Vec<f64> = series.iter().map(|s| s.samples[k].value.ln()).collect();
+                logs.iter().sum::<f64>() / logs.len() as f64
+            })
+            .collect()
+    }
+
+    fn correlation(x: &[f64], y: &[f64]) -> f64 {
+        let n = x.len() as f64;
+        let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+        let cov: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+        let vx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
+        let vy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
+        cov / (vx * vy).sqrt()
+    }
+
+    #[test]
+    fn the_shared_drift_moves_both_sides_equally() {
+        let shape = ProductionShape {
+            instances: vec![20],
+            service_rps: 2_000.0,
+            host_spread: 0.0,
+            latency_sampling: 1.0,
+            wobble_latency: 0.1,
+            ..ProductionShape::default()
+        };
+        let drifting = service(Family::HealthyHostsDrift, 4, shape.clone(), 50.0);
+        let (baseline, canary) = (
+            step_means(&drifting, Side::Baseline),
+            step_means(&drifting, Side::Canary),
+        );
+        assert!(correlation(&baseline, &canary) > 0.8);
+        let gap: f64 = baseline
+            .iter()
+            .zip(&canary)
+            .map(|(b, c)| c - b)
+            .sum::<f64>()
+            / baseline.len() as f64;
+        assert!(gap.abs() < 0.01, "mean gap {gap}");
+        // Without drift the sides' step means are unrelated.
+        let still = service(Family::HealthyHosts, 4, shape, 50.0);
+        let unrelated = correlation(
+            &step_means(&still, Side::Baseline),
+            &step_means(&still, Side::Canary),
+        );
+        assert!(unrelated.abs() < 0.2, "{unrelated}");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_values_and_each_family_draws_its_own() {
+        let values = |family: Family, seed: u64| {
+            let service = service(family, seed, ProductionShape::default(), 25.0);
+            answer(&service, "latency", Side::Canary, T0, T0 + 600.0)
+        };
+        assert_eq!(
+            values(Family::HealthyHostsDrift, 8),
+            values(Family::HealthyHostsDrift, 8)
+        );
+        assert_ne!(
+            values(Family::HealthyHostsDrift, 8),
+            values(Family::HealthyHostsDrift, 9)
+        );
+        assert_ne!(
+            values(Family::HealthyHostsDrift, 8),
+            values(Family::HealthyBurstyBoth, 8)
+        );
+    }
+
+    #[test]
+    fn low_traffic_sends_ten_requests_a_second_and_leaves_empty_steps_without_latency() {
+        let service = service(
+            Family::HealthyLowTraffic10Rps,
+            6,
+            ProductionShape::default(),
+            50.0,
+        );
+        let total: f64 = answer(&service, "errors:total", Side::Canary, T0, T0 + 3600.0)
+            .iter()
+            .flat_map(|s| s.samples.iter().map(|p| p.value))
+            .sum();
+        // Half of 10 requests/s for an hour, give or take the drift.
+        assert!((9_000.0..27_000.0).contains(&total), "{total}");
+        let latency = answer(&service, "latency", Side::Canary, T0, T0 + 3600.0);
+        let nan = latency
+            .iter()
+            .flat_map(|s| &s.samples)
+            .filter(|p| p.value.is_nan())
+            .count();
+        assert!(nan > 0);
+    }
+
+    #[test]
+    fn errors_never_exceed_requests_on_an_instance() {
+        let service = service(Family::ErrorsX2Hosts, 12, ProductionShape::default(), 1.0);
+        let errors = answer(&service, "errors:errors", Side::Canary, T0, T0 + 1800.0);
+        let totals = answer(&service, "errors:total", Side::Canary, T0, T0 + 1800.0);
+        for (e, t) in errors.iter().zip(&totals) {
+            assert_eq!(e.labels, t.labels);
+            assert!(
+                e.samples
+                    .iter()
+                    .zip(&t.samples)
+                    .all(|(e, t)| e.value <= t.value)
+            );
+        }
+    }
+
+    fn error_rate(family: Family, seed: u64, side: Side, traffic: f64) -> f64 {
+        let shape = ProductionShape {
+            service_rps: 2_000.0,
+            ..ProductionShape::default()
+        };
+        let service = service(family, seed, shape, traffic);
+        let sum = |metric: &str| -> f64 {
+            answer(&service, metric, side, T0, T0 + 7200.0)
+                .iter()
+                .flat_map(|s| s.samples.iter().map(|p| p.value))
+                .sum()
+        };
+        sum("errors:errors") / sum("errors:total")
+    }
+
+    #[test]
+    fn error_bursts_come_at_small_stages_only() {
+        let small = error_rate(Family::ErrorBurstsSmallStages, 2, Side::Canary, 1.0);
+        let large = error_rate(Family::ErrorBurstsSmallStages, 2, Side::Canary, 25.0);
+        // 3 % of steps at 15 % errors on top of 0.5 %.
+        assert!(small > 0.0075, "at 1 %: {small}");
+        assert!(large < 0.0065, "at 25 %: {large}");
+    }
+
+    #[test]
+    fn the_canary_of_slower_by_host_spread_is_slower_by_exp_tau() {
+        let shape = ProductionShape {
+            instances: vec![20],
+            service_rps: 2_000.0,
+            latency_sampling: 1.0,
+            ..ProductionShape::default()
+        };
+        let tau = shape.host_spread;
+        // Over twenty rollouts of twenty hosts a side, the hosts' own levels average out
+        // (τ·√(2/400) ≈ 0.002) and the canary's extra τ remains.
+        let mut shifts = Vec::new();
+        for seed in 0..20 {
+            let service = service(Family::SlowerByHostSpread, seed, shape.clone(), 50.0);
+            let mean = |side: Side| {
+                let means = step_means(&service, side);
+                means.iter().sum::<f64>() / means.len() as f64
+            };
+            shifts.push(mean(Side::Canary) - mean(Side::Baseline));
+        }
+        let shift = shifts.iter().sum::<f64>() / shifts.len() as f64;
+        assert!((shift - tau).abs() < 0.008, "shift {shift}");
+    }
+
+    #[test]
+    fn no_data_hosts_stop_every_canary_instance() {
+        let service = service(Family::NoDataHosts, 3, ProductionShape::default(), 5.0);
+        let after = service.dropout_at + 15.0;
+        assert!(answer(&service, "latency", Side::Canary, after, after + 600.0).is_empty());
+        assert!(!answer(&service, "latency", Side::Baseline, after, after + 600.0).is_empty());
+    }
+
+    #[test]
+    fn wilson_intervals_match_the_closed_form_at_zero_and_are_symmetric() {
+        let (low, high) = wilson_interval_95(0, 200);
+        // At 0 of n the upper bound is z²/(n + z²).
+        let z2 = 1.959_963_984_540_054_f64.powi(2);
+        assert!(low == 0.0 && (high - z2 / (200.0 + z2)).abs() < 1e-12);
+        assert_eq!(wilson_interval_95(200, 200).1, 1.0);
+        let (a, b) = wilson_interval_95(5, 200);
+        let (c, d) = wilson_interval_95(195, 200);
+        assert!((a - (1.0 - d)).abs() < 1e-12 && (b - (1.0 - c)).abs() < 1e-12);
+        assert!((a - 0.010_724_7).abs() < 1e-6 && (b - 0.057_178_3).abs() < 1e-6);
+    }
+
+    #[test]
+    fn family_names_parse_back() {
+        for family in Family::ALL {
+            assert_eq!(Family::parse(family.name()), Ok(family));
+        }
+        assert!(Family::HealthyHosts.is_production() && !Family::DataDropout.is_production());
+    }
 }
