@@ -54,9 +54,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::format::{count, number, percent, signed_percent};
+use super::hosts::{HostAllowance, StageInstances, allowance, allowance_alpha};
 use super::{Classification, Judgement, MetricResult};
 use crate::domain::plan::RolloutPlan;
-use crate::domain::{Direction, MetricData, MetricKind, MetricSpec, Observations, Profile};
+use crate::domain::{
+    Direction, InstanceSeries, MetricData, MetricKind, MetricSpec, Observations, Profile,
+};
 use crate::stats::sequential::{
     MIN_SPREAD_POINTS, PendingPoints, RankEvidence, RateEvidence, RatePoint, binomial_upper_tail,
     rank_increment, spend, spread_increment, tuned_tau2,
@@ -79,6 +82,10 @@ pub struct SequentialState {
     /// from snapshots written before it existed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub burst_pending: BTreeMap<String, OpenWindow>,
+    /// Per continuous metric, this stage's points per instance on each side, for the
+    /// host-spread allowance ([`super::hosts`]). Empty when the series name no instance.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub instances: BTreeMap<String, StageInstances>,
 }
 
 /// A bursts window seen only in part so far.
@@ -151,6 +158,10 @@ pub struct CheckEvidence {
     /// For bursts: the worst window (end time, canary rate, baseline rate, p-value,
     /// the p-value it had to reach).
     pub worst_window: Option<BurstWindow>,
+    /// For location checks of metrics whose series name their instances: how far apart
+    /// the sides may be from host differences alone, which the check does not count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_allowance: Option<HostAllowance>,
 }
 
 /// The most extreme sub-window a bursts check looked at.
@@ -319,6 +330,11 @@ pub fn judge_look(
                 result.relative_shift,
                 &values(baseline),
                 &values(canary),
+                Instances {
+                    baseline: baseline_batch.instances.get(&spec.name).map(Vec::as_slice),
+                    canary: canary_batch.instances.get(&spec.name).map(Vec::as_slice),
+                    prior_spread: profile.judge.host_spread,
+                },
                 state,
                 alpha,
                 &tuning,
@@ -375,6 +391,7 @@ pub fn complete_stage(
     }
     state.stage_counts.clear();
     state.burst_pending.clear();
+    state.instances.clear();
 }
 
 /// The check's current-stage `ln M`, in its harmful direction.
@@ -417,6 +434,7 @@ fn evidence(
         interval: None,
         information: 0.0,
         worst_window: None,
+        host_allowance: None,
     }
 }
 
@@ -476,12 +494,21 @@ fn rank_check(
     }
 }
 
+/// A look's points per instance of one continuous metric, when its series name them,
+/// and the profile's prior for how much instances differ.
+struct Instances<'a> {
+    baseline: Option<&'a [InstanceSeries]>,
+    canary: Option<&'a [InstanceSeries]>,
+    prior_spread: f64,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn continuous(
     spec: &MetricSpec,
     relative_shift: Option<f64>,
     baseline: &[f64],
     canary: &[f64],
+    instances: Instances<'_>,
     state: &mut SequentialState,
     alpha: f64,
     tuning: &dyn Fn(&str) -> f64,
@@ -519,39 +546,101 @@ fn continuous(
     let mut checks = Vec::new();
     let either = direction == Direction::Either;
     let share = if either { alpha / 2.0 } else { alpha };
-    let unshifted = rank_increment(&base, &shifted(1.0));
+    // Host differences (see [`super::hosts`]): when the series name their instances, the
+    // location checks test beyond the allowance, at half their share; the allowance
+    // takes the other half.
+    let host = if instances.baseline.is_some() || instances.canary.is_some() {
+        let stage = state.instances.entry(spec.name.clone()).or_default();
+        stage.observe(
+            instances.baseline.unwrap_or_default(),
+            instances.canary.unwrap_or_default(),
+        );
+        allowance(
+            stage,
+            instances.prior_spread,
+            allowance_alpha(share, stages),
+        )
+        .filter(|_| log_scale)
+    } else {
+        state
+            .instances
+            .get(&spec.name)
+            .and_then(|stage| {
+                allowance(
+                    stage,
+                    instances.prior_spread,
+                    allowance_alpha(share, stages),
+                )
+            })
+            .filter(|_| log_scale)
+    };
+    let (share, host_factor) = match &host {
+        Some(host) => (share / 2.0, host.margin.exp()),
+        None => (share, 1.0),
+    };
     let effect = relative_shift.map_or_else(
         || "no shift estimate".to_owned(),
         |shift| format!("shift {} of the baseline median", signed_percent(shift)),
     );
+    let host_note = host.as_ref().map_or_else(String::new, |host| {
+        format!(
+            "; a difference up to {} cannot be told from host differences with {} baseline and {} canary {} (spread {}{})",
+            signed_percent(host.relative()),
+            host.baseline_instances,
+            host.canary_instances,
+            if host.baseline_instances + host.canary_instances == 2 {
+                "instance"
+            } else {
+                "instances"
+            },
+            percent(host.spread.exp_m1()),
+            host.estimated_spread.map_or_else(
+                || ", the profile's host_spread".to_owned(),
+                |estimated| format!(
+                    ", the baseline's instances alone show {}",
+                    percent(estimated.exp_m1())
+                ),
+            ),
+        )
+    });
+    let beyond_hosts = if host.is_some() {
+        " beyond host differences"
+    } else {
+        ""
+    };
     if matches!(direction, Direction::Increase | Direction::Either) {
-        checks.push(rank_check(
+        let mut check = rank_check(
             &format!("{}:location", spec.name),
-            "the canary is no higher than the baseline".to_owned(),
-            unshifted,
+            format!("the canary is no higher than the baseline{beyond_hosts}"),
+            rank_increment(&base, &shifted(host_factor)),
             (allowed_increase > 0.0)
-                .then(|| rank_increment(&base, &shifted(1.0 + allowed_increase))),
+                .then(|| rank_increment(&base, &shifted((1.0 + allowed_increase) / host_factor))),
             (
                 relative_shift.is_some_and(|shift| shift > allowed_increase),
-                format!("{effect} (tolerated: {})", signed_percent(allowed_increase)),
+                format!(
+                    "{effect} (tolerated: {}){host_note}",
+                    signed_percent(allowed_increase)
+                ),
             ),
             state,
             share,
             tuning,
             stages,
-        ));
+        );
+        check.host_allowance = host;
+        checks.push(check);
     }
     if matches!(direction, Direction::Decrease | Direction::Either) {
-        checks.push(rank_check(
+        let mut check = rank_check(
             &format!("{}:location:decrease", spec.name),
-            "the canary is no lower than the baseline".to_owned(),
-            unshifted,
+            format!("the canary is no lower than the baseline{beyond_hosts}"),
+            rank_increment(&base, &shifted(1.0 / host_factor)),
             (allowed_decrease > 0.0)
-                .then(|| rank_increment(&base, &shifted(1.0 - allowed_decrease))),
+                .then(|| rank_increment(&base, &shifted((1.0 - allowed_decrease) * host_factor))),
             (
                 relative_shift.is_some_and(|shift| shift < -allowed_decrease),
                 format!(
-                    "{effect} (tolerated: {})",
+                    "{effect} (tolerated: {}){host_note}",
                     signed_percent(-allowed_decrease)
                 ),
             ),
@@ -559,7 +648,9 @@ fn continuous(
             share,
             tuning,
             stages,
-        ));
+        );
+        check.host_allowance = host;
+        checks.push(check);
     }
     let harm_excluded = checks
         .iter()
@@ -882,6 +973,7 @@ fn bursts(
         interval: None,
         information: *tested as f64,
         worst_window: worst,
+        host_allowance: None,
     }
 }
 
@@ -1054,6 +1146,7 @@ lookback = "5m"
                     ),
                 ]),
                 problems: BTreeMap::new(),
+                instances: BTreeMap::new(),
             }
         };
         (side(rng, 1.0, 1.0), side(rng, slower, worse))
@@ -1383,6 +1476,7 @@ lookback = "{interval}s"
                 ),
             ]),
             problems: BTreeMap::new(),
+            instances: BTreeMap::new(),
         }
     }
 
@@ -1417,6 +1511,11 @@ lookback = "{interval}s"
                     None,
                     &values(baseline.metrics.get("latency")),
                     &values(canary.metrics.get("latency")),
+                    Instances {
+                        baseline: None,
+                        canary: None,
+                        prior_spread: 0.03,
+                    },
                     &mut state,
                     alpha,
                     &tuning,
