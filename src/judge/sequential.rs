@@ -1666,3 +1666,154 @@ lookback = "{interval}s"
         assert!(state.burst_pending.is_empty());
     }
 }
+
+/// The location check with instances that differ (issue 14): healthy canaries on other
+/// hosts than their baseline, through the check itself.
+#[cfg(test)]
+mod host_differences {
+    use super::*;
+    use crate::domain::Sample;
+    use crate::sources::synthetic::SplitMix as Rng;
+
+    const STEP: f64 = 5.0;
+
+    fn profile() -> Profile {
+        Profile::parse(
+            r#"
+name = "hosts"
+[[metrics]]
+name = "latency"
+kind = "continuous"
+allowed_increase = 0.05
+min_samples = 1
+[rollout]
+error_budget = 0.01
+step = "5s"
+[[stages]]
+traffic = 50
+duration = "450s"
+interval = "15s"
+lookback = "15s"
+"#,
+            "hosts.toml",
+        )
+        .unwrap()
+    }
+
+    /// One side's instances at one look: `points` per-step values per instance, each
+    /// instance at its own level (log scale) with 5 % noise from step to step.
+    fn look(
+        rng: &mut Rng,
+        levels: &[f64],
+        factor: f64,
+        end: f64,
+        points: usize,
+    ) -> Vec<InstanceSeries> {
+        levels
+            .iter()
+            .enumerate()
+            .map(|(i, level)| InstanceSeries {
+                instance: format!("pod=\"p{i}\""),
+                samples: (0..points)
+                    .map(|k| Sample {
+                        timestamp: end - STEP * (points - 1 - k) as f64,
+                        value: 0.2 * factor * (level + 0.05 * rng.normal()).exp(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The share of `runs` one-stage rollouts of 30 looks in which the location check
+    /// crossed, with `k` instances a side whose levels differ by `spread` (log sd), the
+    /// canary `factor` slower; `aware` hands the judge the instances.
+    fn crossing_rate(
+        k: usize,
+        spread: f64,
+        factor: f64,
+        aware: bool,
+        runs: usize,
+        seed: u64,
+    ) -> (f64, f64) {
+        let profile = profile();
+        let plan = profile.plan.clone().unwrap();
+        let alpha = check_alpha(&profile, plan.settings.error_budget);
+        let tuning = |key: &str| tau2_for(key, alpha, &plan, 0);
+        let mut rng = Rng(seed);
+        let mut crossed = 0;
+        for _ in 0..runs {
+            let baseline_levels: Vec<f64> = (0..k).map(|_| spread * rng.normal()).collect();
+            let canary_levels: Vec<f64> = (0..k).map(|_| spread * rng.normal()).collect();
+            let mut state = SequentialState::default();
+            let mut any = false;
+            for index in 1..=30 {
+                let end = 1_000_000.0 + (index * 3) as f64 * STEP;
+                let baseline = look(&mut rng, &baseline_levels, 1.0, end, 3);
+                let canary = look(&mut rng, &canary_levels, factor, end, 3);
+                let pooled = |instances: &[InstanceSeries]| -> Vec<f64> {
+                    instances
+                        .iter()
+                        .flat_map(|one| one.samples.iter().map(|s| s.value))
+                        .collect()
+                };
+                let evidence = continuous(
+                    &profile.metrics[0],
+                    None,
+                    &pooled(&baseline),
+                    &pooled(&canary),
+                    Instances {
+                        baseline: aware.then_some(baseline.as_slice()),
+                        canary: aware.then_some(canary.as_slice()),
+                        prior_spread: 0.03,
+                    },
+                    &mut state,
+                    alpha,
+                    &tuning,
+                    1,
+                );
+                any |= evidence.checks[0].crossed;
+            }
+            crossed += usize::from(any);
+        }
+        (crossed as f64 / runs as f64, alpha)
+    }
+
+    /// The defect of issue 14: with one instance a side, a canary host a few percent
+    /// slower than the baseline's is a certain "regression" for the pooled rank test;
+    /// with the instances named, the check keeps its level.
+    #[test]
+    fn issue_14_host_differences_keep_the_location_check_within_its_level() {
+        let runs = 300;
+        let spread = 0.03_f64.ln_1p();
+        for k in [1, 3, 10] {
+            let (blind, alpha) = crossing_rate(k, spread, 1.0, false, runs, 100 + k as u64);
+            let (aware, _) = crossing_rate(k, spread, 1.0, true, runs, 100 + k as u64);
+            let tolerance = alpha + 3.0 * (alpha * (1.0 - alpha) / runs as f64).sqrt();
+            eprintln!("{k} instances a side: blind {blind}, aware {aware} (level {alpha})");
+            assert!(
+                aware <= tolerance,
+                "{k} instances a side: {aware} crossed (level {alpha})"
+            );
+            if k == 1 {
+                assert!(
+                    blind > 5.0 * alpha,
+                    "the blind check should show the defect: {blind}"
+                );
+            }
+        }
+    }
+
+    /// What the allowance costs: a canary 20 % slower is still caught with ten
+    /// instances a side, and with one a side only beyond what hosts can explain.
+    #[test]
+    fn a_real_slowdown_is_still_caught_beyond_the_allowance() {
+        let spread = 0.03_f64.ln_1p();
+        let (ten, _) = crossing_rate(10, spread, 1.2, true, 100, 7);
+        assert!(
+            ten >= 0.95,
+            "+20 % with 10 instances a side: caught in {ten}"
+        );
+        let (one, _) = crossing_rate(1, spread, 1.5, true, 100, 8);
+        assert!(one >= 0.9, "+50 % with 1 instance a side: caught in {one}");
+    }
+}
