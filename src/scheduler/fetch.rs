@@ -696,6 +696,58 @@ mod tests {
             .collect()
     }
 
+    fn routed(pod: &str, route: &str, points: &[(f64, f64)]) -> LabeledSeries {
+        let mut one = series(pod, points);
+        one.labels.insert("track".to_owned(), "x".to_owned());
+        one.labels.insert("route".to_owned(), route.to_owned());
+        one
+    }
+
+    /// Issue 14: per-pod series of the two sides name different pods by design. They
+    /// pair by their other labels, pool per side, and keep which pod each point came
+    /// from; a route without a counterpart is still a note, and its pods are left out.
+    #[test]
+    fn per_instance_series_pair_across_instances_and_keep_their_instances() {
+        let scopes = Scopes::from_matchers("track=\"baseline\"", "track=\"canary\"");
+        let mut answers: Answers = BTreeMap::new();
+        answers.insert(
+            ("latency".to_owned(), Side::Baseline),
+            Ok(vec![
+                routed("b-0", "/a", &[(5.0, 1.0), (10.0, 2.0)]),
+                routed("b-1", "/a", &[(5.0, 3.0)]),
+                routed("b-1", "/only-baseline", &[(5.0, 9.0)]),
+            ]),
+        );
+        answers.insert(
+            ("latency".to_owned(), Side::Canary),
+            Ok(vec![routed("c-0", "/a", &[(5.0, 4.0), (10.0, 5.0)])]),
+        );
+        let pooled = pooled(&mut answers, "latency", &scopes, &["pod".to_owned()], true).unwrap();
+        let mut baseline: Vec<f64> = pooled.baseline.iter().map(|s| s.value).collect();
+        baseline.sort_by(f64::total_cmp);
+        assert_eq!(baseline, [1.0, 2.0, 3.0]);
+        assert_eq!(pooled.canary.len(), 2);
+        assert_eq!(pooled.notes.len(), 1, "{:?}", pooled.notes);
+        assert!(
+            pooled.notes[0].contains("/only-baseline"),
+            "{:?}",
+            pooled.notes
+        );
+        let [baseline_instances, canary_instances] = pooled.instances;
+        let names: Vec<&str> = baseline_instances
+            .iter()
+            .map(|i| i.instance.as_str())
+            .collect();
+        assert_eq!(names, ["pod=\"b-0\"", "pod=\"b-1\""]);
+        assert_eq!(
+            baseline_instances[1].samples.len(),
+            1,
+            "the unpaired route is left out"
+        );
+        assert_eq!(canary_instances.len(), 1);
+        assert_eq!(canary_instances[0].samples.len(), 2);
+    }
+
     #[test]
     fn counter_increases_count_every_event_once_and_sum_the_series() {
         let counted = counter_increases(vec![
