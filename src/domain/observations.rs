@@ -59,6 +59,22 @@ pub struct Observations {
     /// unreachable, a series had no counterpart on the other side). The judge makes such
     /// a metric inconclusive with this reason, whatever data it has.
     pub problems: BTreeMap<String, String>,
+    /// Metric name → its samples per instance (host, pod), for continuous metrics whose
+    /// series carry instance labels (`[judge] instance_labels`). The same points are
+    /// pooled in `metrics`; this only says which instance each came from, so the judge
+    /// can tell how many instances stand behind each side. Absent when the source's
+    /// series name no instance (an aggregated query, a recording without instances).
+    pub instances: BTreeMap<String, Vec<InstanceSeries>>,
+}
+
+/// The points of one instance (host, pod) of one side of a continuous metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceSeries {
+    /// The instance's name: its instance labels, `pod="web-1"` or
+    /// `instance="10.0.0.7:9100",pod="web-1"`.
+    pub instance: String,
+    /// Its samples, in time order; NaN where missing.
+    pub samples: Vec<Sample>,
 }
 
 /// Data that does not fit the profile it is judged under.
@@ -142,9 +158,25 @@ impl Observations {
                 (name.clone(), data)
             })
             .collect();
+        let instances = self
+            .instances
+            .iter()
+            .map(|(name, instances)| {
+                let kept = instances
+                    .iter()
+                    .map(|one| InstanceSeries {
+                        instance: one.instance.clone(),
+                        samples: keep(&one.samples),
+                    })
+                    .filter(|one| !one.samples.is_empty())
+                    .collect();
+                (name.clone(), kept)
+            })
+            .collect();
         Observations {
             metrics,
             problems: self.problems.clone(),
+            instances,
         }
     }
 }

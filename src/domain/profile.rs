@@ -51,6 +51,27 @@ pub struct JudgeSettings {
     pub multiple_comparisons: Correction,
     /// How a staged rollout judges its repeated looks.
     pub mode: JudgeMode,
+    /// The prior for how much instances (hosts, pods) of one version differ in level, as
+    /// a relative spread (`0.03`: one instance's typical level is 3 % off the fleet's).
+    /// When a metric's series carry instance labels, the sequential location checks do
+    /// not count a difference between the sides' instances as a regression until it is
+    /// beyond what this spread (pooled with the spread the baseline's own instances
+    /// show) can explain for the number of instances on each side. `0` turns the
+    /// allowance off.
+    pub host_spread: f64,
+    /// The labels whose values name an instance (`instance`, `pod`): series that differ
+    /// only in them are instances of one thing, pooled for the comparison and kept
+    /// apart for the host-spread allowance.
+    pub instance_labels: Vec<String>,
+}
+
+/// The default `[judge] host_spread`: instances of one version commonly differ by a few
+/// percent in latency (hardware generations, neighbours, cache warmth).
+pub const DEFAULT_HOST_SPREAD: f64 = 0.03;
+
+/// The default `[judge] instance_labels`.
+pub fn default_instance_labels() -> Vec<String> {
+    vec!["instance".to_owned(), "pod".to_owned()]
 }
 
 /// How a staged rollout's repeated looks are judged (`[judge] mode`).
@@ -378,6 +399,8 @@ struct RawJudge {
     marginal_score: Option<Spanned<f64>>,
     multiple_comparisons: Option<Spanned<Correction>>,
     mode: Option<Spanned<JudgeMode>>,
+    host_spread: Option<Spanned<f64>>,
+    instance_labels: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -609,6 +632,15 @@ fn field_at(text: &str, offset: usize) -> Option<String> {
     })
 }
 
+/// Whether `name` is a valid Prometheus label name.
+fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 fn validate_judge(
     v: &Validator<'_>,
     raw: Option<Spanned<RawJudge>>,
@@ -620,6 +652,8 @@ fn validate_judge(
             marginal_score: Score(DEFAULT_MARGINAL_SCORE),
             multiple_comparisons: Correction::Holm,
             mode: JudgeMode::default(),
+            host_spread: DEFAULT_HOST_SPREAD,
+            instance_labels: default_instance_labels(),
         });
     };
     let confidence_level = match raw.confidence_level {
@@ -654,6 +688,35 @@ fn validate_judge(
             ),
         ));
     }
+    let host_spread = match &raw.host_spread {
+        Some(spread) => {
+            let value = *spread.get_ref();
+            if !(0.0..=1.0).contains(&value) {
+                return Err(v.error(
+                    spread.span(),
+                    "judge.host_spread",
+                    format!("must be a relative spread between 0 and 1 (0.03 is 3 %), got {value}"),
+                ));
+            }
+            value
+        }
+        None => DEFAULT_HOST_SPREAD,
+    };
+    let instance_labels = match raw.instance_labels {
+        Some(labels) => {
+            let span = labels.span();
+            let labels = labels.into_inner();
+            if let Some(bad) = labels.iter().find(|label| !is_label_name(label)) {
+                return Err(v.error(
+                    span,
+                    "judge.instance_labels",
+                    format!("{bad:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
+                ));
+            }
+            labels
+        }
+        None => default_instance_labels(),
+    };
     Ok(JudgeSettings {
         confidence_level,
         pass_score,
@@ -662,6 +725,8 @@ fn validate_judge(
             .multiple_comparisons
             .map_or(Correction::Holm, Spanned::into_inner),
         mode: raw.mode.map_or(JudgeMode::default(), Spanned::into_inner),
+        host_spread,
+        instance_labels,
     })
 }
 

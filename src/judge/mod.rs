@@ -16,6 +16,7 @@
 mod classify;
 mod decide;
 pub mod format;
+pub mod hosts;
 pub mod sequential;
 pub mod triggers;
 
@@ -323,6 +324,7 @@ critical = true
                 ),
             ]),
             problems: BTreeMap::new(),
+            instances: BTreeMap::new(),
         }
     }
 

@@ -54,9 +54,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::format::{count, number, percent, signed_percent};
+use super::hosts::{HostAllowance, StageInstances, allowance, allowance_alpha};
 use super::{Classification, Judgement, MetricResult};
 use crate::domain::plan::RolloutPlan;
-use crate::domain::{Direction, MetricData, MetricKind, MetricSpec, Observations, Profile};
+use crate::domain::{
+    Direction, InstanceSeries, MetricData, MetricKind, MetricSpec, Observations, Profile,
+};
 use crate::stats::sequential::{
     MIN_SPREAD_POINTS, PendingPoints, RankEvidence, RateEvidence, RatePoint, binomial_upper_tail,
     rank_increment, spend, spread_increment, tuned_tau2,
@@ -79,6 +82,10 @@ pub struct SequentialState {
     /// from snapshots written before it existed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub burst_pending: BTreeMap<String, OpenWindow>,
+    /// Per continuous metric, this stage's points per instance on each side, for the
+    /// host-spread allowance ([`super::hosts`]). Empty when the series name no instance.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub instances: BTreeMap<String, StageInstances>,
 }
 
 /// A bursts window seen only in part so far.
@@ -151,6 +158,10 @@ pub struct CheckEvidence {
     /// For bursts: the worst window (end time, canary rate, baseline rate, p-value,
     /// the p-value it had to reach).
     pub worst_window: Option<BurstWindow>,
+    /// For location checks of metrics whose series name their instances: how far apart
+    /// the sides may be from host differences alone, which the check does not count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_allowance: Option<HostAllowance>,
 }
 
 /// The most extreme sub-window a bursts check looked at.
@@ -319,6 +330,11 @@ pub fn judge_look(
                 result.relative_shift,
                 &values(baseline),
                 &values(canary),
+                Instances {
+                    baseline: baseline_batch.instances.get(&spec.name).map(Vec::as_slice),
+                    canary: canary_batch.instances.get(&spec.name).map(Vec::as_slice),
+                    prior_spread: profile.judge.host_spread,
+                },
                 state,
                 alpha,
                 &tuning,
@@ -375,6 +391,7 @@ pub fn complete_stage(
     }
     state.stage_counts.clear();
     state.burst_pending.clear();
+    state.instances.clear();
 }
 
 /// The check's current-stage `ln M`, in its harmful direction.
@@ -417,6 +434,7 @@ fn evidence(
         interval: None,
         information: 0.0,
         worst_window: None,
+        host_allowance: None,
     }
 }
 
@@ -476,12 +494,21 @@ fn rank_check(
     }
 }
 
+/// A look's points per instance of one continuous metric, when its series name them,
+/// and the profile's prior for how much instances differ.
+struct Instances<'a> {
+    baseline: Option<&'a [InstanceSeries]>,
+    canary: Option<&'a [InstanceSeries]>,
+    prior_spread: f64,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn continuous(
     spec: &MetricSpec,
     relative_shift: Option<f64>,
     baseline: &[f64],
     canary: &[f64],
+    instances: Instances<'_>,
     state: &mut SequentialState,
     alpha: f64,
     tuning: &dyn Fn(&str) -> f64,
@@ -519,39 +546,101 @@ fn continuous(
     let mut checks = Vec::new();
     let either = direction == Direction::Either;
     let share = if either { alpha / 2.0 } else { alpha };
-    let unshifted = rank_increment(&base, &shifted(1.0));
+    // Host differences (see [`super::hosts`]): when the series name their instances, the
+    // location checks test beyond the allowance, at half their share; the allowance
+    // takes the other half.
+    let host = if instances.baseline.is_some() || instances.canary.is_some() {
+        let stage = state.instances.entry(spec.name.clone()).or_default();
+        stage.observe(
+            instances.baseline.unwrap_or_default(),
+            instances.canary.unwrap_or_default(),
+        );
+        allowance(
+            stage,
+            instances.prior_spread,
+            allowance_alpha(share, stages),
+        )
+        .filter(|_| log_scale)
+    } else {
+        state
+            .instances
+            .get(&spec.name)
+            .and_then(|stage| {
+                allowance(
+                    stage,
+                    instances.prior_spread,
+                    allowance_alpha(share, stages),
+                )
+            })
+            .filter(|_| log_scale)
+    };
+    let (share, host_factor) = match &host {
+        Some(host) => (share / 2.0, host.margin.exp()),
+        None => (share, 1.0),
+    };
     let effect = relative_shift.map_or_else(
         || "no shift estimate".to_owned(),
         |shift| format!("shift {} of the baseline median", signed_percent(shift)),
     );
+    let host_note = host.as_ref().map_or_else(String::new, |host| {
+        format!(
+            "; a difference up to {} cannot be told from host differences with {} baseline and {} canary {} (spread {}{})",
+            signed_percent(host.relative()),
+            host.baseline_instances,
+            host.canary_instances,
+            if host.baseline_instances + host.canary_instances == 2 {
+                "instance"
+            } else {
+                "instances"
+            },
+            percent(host.spread.exp_m1()),
+            host.estimated_spread.map_or_else(
+                || ", the profile's host_spread".to_owned(),
+                |estimated| format!(
+                    ", the baseline's instances alone show {}",
+                    percent(estimated.exp_m1())
+                ),
+            ),
+        )
+    });
+    let beyond_hosts = if host.is_some() {
+        " beyond host differences"
+    } else {
+        ""
+    };
     if matches!(direction, Direction::Increase | Direction::Either) {
-        checks.push(rank_check(
+        let mut check = rank_check(
             &format!("{}:location", spec.name),
-            "the canary is no higher than the baseline".to_owned(),
-            unshifted,
+            format!("the canary is no higher than the baseline{beyond_hosts}"),
+            rank_increment(&base, &shifted(host_factor)),
             (allowed_increase > 0.0)
-                .then(|| rank_increment(&base, &shifted(1.0 + allowed_increase))),
+                .then(|| rank_increment(&base, &shifted((1.0 + allowed_increase) / host_factor))),
             (
                 relative_shift.is_some_and(|shift| shift > allowed_increase),
-                format!("{effect} (tolerated: {})", signed_percent(allowed_increase)),
+                format!(
+                    "{effect} (tolerated: {}){host_note}",
+                    signed_percent(allowed_increase)
+                ),
             ),
             state,
             share,
             tuning,
             stages,
-        ));
+        );
+        check.host_allowance = host;
+        checks.push(check);
     }
     if matches!(direction, Direction::Decrease | Direction::Either) {
-        checks.push(rank_check(
+        let mut check = rank_check(
             &format!("{}:location:decrease", spec.name),
-            "the canary is no lower than the baseline".to_owned(),
-            unshifted,
+            format!("the canary is no lower than the baseline{beyond_hosts}"),
+            rank_increment(&base, &shifted(1.0 / host_factor)),
             (allowed_decrease > 0.0)
-                .then(|| rank_increment(&base, &shifted(1.0 - allowed_decrease))),
+                .then(|| rank_increment(&base, &shifted((1.0 - allowed_decrease) * host_factor))),
             (
                 relative_shift.is_some_and(|shift| shift < -allowed_decrease),
                 format!(
-                    "{effect} (tolerated: {})",
+                    "{effect} (tolerated: {}){host_note}",
                     signed_percent(-allowed_decrease)
                 ),
             ),
@@ -559,17 +648,41 @@ fn continuous(
             share,
             tuning,
             stages,
-        ));
+        );
+        check.host_allowance = host;
+        checks.push(check);
     }
     let harm_excluded = checks
         .iter()
         .all(|c| c.harm_excluded_e_value.is_some_and(|e| e >= c.threshold));
     if spec.tails {
+        // Instances differ in level, so a side's points scatter by the instances' levels
+        // as well as by the version's own spread; with the instances named, each point
+        // is taken relative to its instance's mean level at this stage, and the check
+        // compares the spread within instances, which is the version's.
+        let centred = match (
+            instances.baseline,
+            instances.canary,
+            state.instances.get(&spec.name),
+        ) {
+            (Some(baseline_instances), Some(canary_instances), Some(stage))
+                if log_scale && !stage.non_positive =>
+            {
+                Some((
+                    within_instances(baseline_instances, &stage.baseline),
+                    within_instances(canary_instances, &stage.canary),
+                ))
+            }
+            _ => None,
+        };
+        let (tails_baseline, tails_canary) = centred
+            .as_ref()
+            .map_or((baseline, canary), |(b, c)| (b.as_slice(), c.as_slice()));
         checks.push(tails_check(
             spec,
             allowed_increase,
-            baseline,
-            canary,
+            tails_baseline,
+            tails_canary,
             state,
             alpha,
             tuning,
@@ -581,6 +694,25 @@ fn continuous(
         harm_excluded,
         stage_samples,
     }
+}
+
+/// Each positive point of `instances` divided by its instance's mean level (the
+/// geometric mean of its points at this stage), so that the points of instances at
+/// different levels scatter around one level.
+fn within_instances(
+    instances: &[InstanceSeries],
+    levels: &BTreeMap<String, super::hosts::Moments>,
+) -> Vec<f64> {
+    instances
+        .iter()
+        .flat_map(|one| {
+            let level = levels.get(&one.instance).map_or(0.0, |m| m.mean);
+            one.samples
+                .iter()
+                .filter(|s| s.value.is_finite() && s.value > 0.0)
+                .map(move |s| (s.value.ln() - level).exp())
+        })
+        .collect()
 }
 
 /// The tails check: this look's points join the ones waiting (see [`PendingPoints`]);
@@ -882,6 +1014,7 @@ fn bursts(
         interval: None,
         information: *tested as f64,
         worst_window: worst,
+        host_allowance: None,
     }
 }
 
@@ -1054,6 +1187,7 @@ lookback = "5m"
                     ),
                 ]),
                 problems: BTreeMap::new(),
+                instances: BTreeMap::new(),
             }
         };
         (side(rng, 1.0, 1.0), side(rng, slower, worse))
@@ -1383,6 +1517,7 @@ lookback = "{interval}s"
                 ),
             ]),
             problems: BTreeMap::new(),
+            instances: BTreeMap::new(),
         }
     }
 
@@ -1417,6 +1552,11 @@ lookback = "{interval}s"
                     None,
                     &values(baseline.metrics.get("latency")),
                     &values(canary.metrics.get("latency")),
+                    Instances {
+                        baseline: None,
+                        canary: None,
+                        prior_spread: 0.03,
+                    },
                     &mut state,
                     alpha,
                     &tuning,
@@ -1565,5 +1705,198 @@ lookback = "{interval}s"
         let crossed: Vec<usize> = worst.iter().filter(|w| w.1).map(|w| w.0).collect();
         assert_eq!(crossed, vec![14], "{worst:?}");
         assert!(state.burst_pending.is_empty());
+    }
+}
+
+/// The location check with instances that differ (issue 14): healthy canaries on other
+/// hosts than their baseline, through the check itself.
+#[cfg(test)]
+mod host_differences {
+    use super::*;
+    use crate::domain::Sample;
+    use crate::sources::synthetic::SplitMix as Rng;
+
+    const STEP: f64 = 5.0;
+
+    fn profile() -> Profile {
+        Profile::parse(
+            r#"
+name = "hosts"
+[[metrics]]
+name = "latency"
+kind = "continuous"
+allowed_increase = 0.05
+tails = true
+min_samples = 1
+[rollout]
+error_budget = 0.01
+step = "5s"
+[[stages]]
+traffic = 50
+duration = "450s"
+interval = "15s"
+lookback = "15s"
+"#,
+            "hosts.toml",
+        )
+        .unwrap()
+    }
+
+    /// One side's instances at one look: `points` per-step values per instance, each
+    /// instance at its own level (log scale) with 5 % noise from step to step.
+    fn look(
+        rng: &mut Rng,
+        levels: &[f64],
+        factor: f64,
+        end: f64,
+        points: usize,
+    ) -> Vec<InstanceSeries> {
+        levels
+            .iter()
+            .enumerate()
+            .map(|(i, level)| InstanceSeries {
+                instance: format!("pod=\"p{i}\""),
+                samples: (0..points)
+                    .map(|k| Sample {
+                        timestamp: end - STEP * (points - 1 - k) as f64,
+                        value: 0.2 * factor * (level + 0.05 * rng.normal()).exp(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The share of `runs` one-stage rollouts of 30 looks in which the location check
+    /// crossed, with `k` instances a side whose levels differ by `spread` (log sd), the
+    /// canary `factor` slower; `aware` hands the judge the instances.
+    fn crossing_rate(
+        k: usize,
+        spread: f64,
+        factor: f64,
+        aware: bool,
+        runs: usize,
+        seed: u64,
+    ) -> (f64, f64) {
+        let (location, _, alpha) = crossing_rates(k, spread, factor, aware, runs, seed);
+        (location, alpha)
+    }
+
+    /// The shares of rollouts in which the location and the tails checks crossed, and
+    /// each check's level.
+    fn crossing_rates(
+        k: usize,
+        spread: f64,
+        factor: f64,
+        aware: bool,
+        runs: usize,
+        seed: u64,
+    ) -> (f64, f64, f64) {
+        let profile = profile();
+        let plan = profile.plan.clone().unwrap();
+        let alpha = check_alpha(&profile, plan.settings.error_budget);
+        let tuning = |key: &str| tau2_for(key, alpha, &plan, 0);
+        let mut rng = Rng(seed);
+        let mut crossed = 0;
+        let mut tails_crossed = 0;
+        for _ in 0..runs {
+            let baseline_levels: Vec<f64> = (0..k).map(|_| spread * rng.normal()).collect();
+            let canary_levels: Vec<f64> = (0..k).map(|_| spread * rng.normal()).collect();
+            let mut state = SequentialState::default();
+            let mut any = false;
+            let mut tails_any = false;
+            for index in 1..=30 {
+                let end = 1_000_000.0 + (index * 3) as f64 * STEP;
+                let baseline = look(&mut rng, &baseline_levels, 1.0, end, 3);
+                let canary = look(&mut rng, &canary_levels, factor, end, 3);
+                let pooled = |instances: &[InstanceSeries]| -> Vec<f64> {
+                    instances
+                        .iter()
+                        .flat_map(|one| one.samples.iter().map(|s| s.value))
+                        .collect()
+                };
+                let evidence = continuous(
+                    &profile.metrics[0],
+                    None,
+                    &pooled(&baseline),
+                    &pooled(&canary),
+                    Instances {
+                        baseline: aware.then_some(baseline.as_slice()),
+                        canary: aware.then_some(canary.as_slice()),
+                        prior_spread: 0.03,
+                    },
+                    &mut state,
+                    alpha,
+                    &tuning,
+                    1,
+                );
+                any |= evidence.checks[0].crossed;
+                tails_any |= evidence.checks[1].crossed;
+            }
+            crossed += usize::from(any);
+            tails_crossed += usize::from(tails_any);
+        }
+        (
+            crossed as f64 / runs as f64,
+            tails_crossed as f64 / runs as f64,
+            alpha,
+        )
+    }
+
+    /// The defect of issue 14: with one instance a side, a canary host a few percent
+    /// slower than the baseline's is a certain "regression" for the pooled rank test;
+    /// with the instances named, the check keeps its level.
+    #[test]
+    fn issue_14_host_differences_keep_the_location_check_within_its_level() {
+        let runs = 300;
+        let spread = 0.03_f64.ln_1p();
+        for k in [1, 3, 10] {
+            let (blind, alpha) = crossing_rate(k, spread, 1.0, false, runs, 100 + k as u64);
+            let (aware, _) = crossing_rate(k, spread, 1.0, true, runs, 100 + k as u64);
+            let tolerance = alpha + 3.0 * (alpha * (1.0 - alpha) / runs as f64).sqrt();
+            eprintln!("{k} instances a side: blind {blind}, aware {aware} (level {alpha})");
+            assert!(
+                aware <= tolerance,
+                "{k} instances a side: {aware} crossed (level {alpha})"
+            );
+            if k == 1 {
+                assert!(
+                    blind > 5.0 * alpha,
+                    "the blind check should show the defect: {blind}"
+                );
+            }
+        }
+    }
+
+    /// Instances at different levels widen each side's scatter by chance: with three
+    /// pods a side the tails check took that for a wider canary on the live bed
+    /// (spread ×2.7 over 6 points a side). Within instances the spread is the version's.
+    #[test]
+    fn issue_14_host_differences_do_not_widen_the_tails_check() {
+        let runs = 300;
+        let spread = 0.03_f64.ln_1p();
+        for k in [3, 10] {
+            let (_, blind, alpha) = crossing_rates(k, spread, 1.0, false, runs, 200 + k as u64);
+            let (_, aware, _) = crossing_rates(k, spread, 1.0, true, runs, 200 + k as u64);
+            let tolerance = alpha + 3.0 * (alpha * (1.0 - alpha) / runs as f64).sqrt();
+            eprintln!("tails, {k} instances a side: blind {blind}, aware {aware} (level {alpha})");
+            assert!(
+                aware <= tolerance,
+                "{k} instances a side: {aware} crossed (level {alpha})"
+            );
+        }
+    }
+
+    /// What the allowance costs: a canary 20 % slower is still caught with ten
+    /// instances a side, and with one a side only beyond what hosts can explain.
+    #[test]
+    fn a_real_slowdown_is_still_caught_beyond_the_allowance() {
+        let spread = 0.03_f64.ln_1p();
+        let (ten, _) = crossing_rate(10, spread, 1.2, true, 100, 7);
+        assert!(
+            ten >= 0.95,
+            "+20 % with 10 instances a side: caught in {ten}"
+        );
+        let (one, _) = crossing_rate(1, spread, 1.5, true, 100, 8);
+        assert!(one >= 0.9, "+50 % with 1 instance a side: caught in {one}");
     }
 }

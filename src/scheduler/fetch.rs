@@ -14,8 +14,10 @@ use futures::stream::{self, StreamExt};
 
 use super::RunError;
 use crate::domain::plan::Stage;
-use crate::domain::{Location, MetricData, MetricKind, MetricSpec, Observations, Profile, Sample};
-use crate::sources::pairing::pair_series;
+use crate::domain::{
+    InstanceSeries, Location, MetricData, MetricKind, MetricSpec, Observations, Profile, Sample,
+};
+use crate::sources::pairing::{instance_name, pair_series, reduced_labels};
 use crate::sources::query::render;
 use crate::sources::{LabeledSeries, MetricSource, RangeRequest, Side, SourceError};
 
@@ -182,6 +184,51 @@ struct Pooled {
     baseline: Vec<Sample>,
     canary: Vec<Sample>,
     notes: Vec<String>,
+    /// Each side's paired points per instance, when the series name their instances.
+    instances: [Vec<InstanceSeries>; 2],
+}
+
+/// A side's series split by instance (the values of `instance_labels`), each tagged
+/// with the label set it pairs by; series naming no instance are left out.
+fn by_instance(
+    series: &[LabeledSeries],
+    excluded: &[String],
+    instance_labels: &[String],
+) -> Vec<(BTreeMap<String, String>, InstanceSeries)> {
+    series
+        .iter()
+        .filter_map(|one| {
+            let instance = instance_name(&one.labels, instance_labels)?;
+            Some((
+                reduced_labels(&one.labels, excluded),
+                InstanceSeries {
+                    instance,
+                    samples: one.samples.clone(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The instances of the series that found a counterpart, merged by instance name (one
+/// host serving several routes is one instance), samples in time order.
+fn paired_instances(
+    tagged: Vec<(BTreeMap<String, String>, InstanceSeries)>,
+    paired: &[BTreeMap<String, String>],
+) -> Vec<InstanceSeries> {
+    let mut merged: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
+    for (key, one) in tagged {
+        if paired.contains(&key) {
+            merged.entry(one.instance).or_default().extend(one.samples);
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(instance, mut samples)| {
+            samples.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
+            InstanceSeries { instance, samples }
+        })
+        .collect()
 }
 
 /// Pools paired series into each side's samples, or explains why there are none.
@@ -191,6 +238,7 @@ fn pooled(
     answers: &mut Answers,
     key: &str,
     scopes: &Scopes,
+    instance_labels: &[String],
     with_baseline: bool,
 ) -> Result<Pooled, String> {
     let mut take = |side: Side| {
@@ -213,6 +261,7 @@ fn pooled(
                 .flat_map(|series| series.samples)
                 .collect(),
             notes: Vec::new(),
+            instances: [Vec::new(), Vec::new()],
         });
     }
     for (side, series) in [(Side::Baseline, &baseline), (Side::Canary, &canary)] {
@@ -223,8 +272,20 @@ fn pooled(
             ));
         }
     }
-    let pairing = pair_series(baseline, canary, &scopes.scope_labels);
-    let notes = pairing.notes(&scopes.scope_labels);
+    // Instances differ between the sides by design (a canary pod is not a baseline
+    // pod), so their labels do not pair series: the series of one side's instances are
+    // pooled, and which instance each point came from is kept beside the pool.
+    let mut excluded = scopes.scope_labels.clone();
+    excluded.extend(instance_labels.iter().cloned());
+    let baseline_instances = by_instance(&baseline, &excluded, instance_labels);
+    let canary_instances = by_instance(&canary, &excluded, instance_labels);
+    let pairing = pair_series(baseline, canary, &excluded);
+    let notes = pairing.notes(&excluded);
+    let paired: Vec<BTreeMap<String, String>> = pairing
+        .pairs
+        .iter()
+        .map(|(baseline_series, _)| reduced_labels(&baseline_series.labels, &excluded))
+        .collect();
     let mut baseline_samples = Vec::new();
     let mut canary_samples = Vec::new();
     for (baseline_series, canary_series) in pairing.pairs {
@@ -235,6 +296,10 @@ fn pooled(
         baseline: baseline_samples,
         canary: canary_samples,
         notes,
+        instances: [
+            paired_instances(baseline_instances, &paired),
+            paired_instances(canary_instances, &paired),
+        ],
     })
 }
 
@@ -440,10 +505,25 @@ pub async fn fetch_window(
             .position(|m| m.name == name)
             .map_or(0, |index| index + 1),
     };
+    let instance_labels = &profile.judge.instance_labels;
     for spec in &profile.metrics {
         let keys = metric_queries(spec);
         let result = if keys.len() == 1 {
-            pooled(&mut answers, &keys[0].0, scopes, with_baseline).map(|samples| {
+            pooled(
+                &mut answers,
+                &keys[0].0,
+                scopes,
+                instance_labels,
+                with_baseline,
+            )
+            .map(|samples| {
+                let [baseline_instances, canary_instances] = samples.instances;
+                if !baseline_instances.is_empty() && !canary_instances.is_empty() {
+                    baseline
+                        .instances
+                        .insert(spec.name.clone(), baseline_instances);
+                    canary.instances.insert(spec.name.clone(), canary_instances);
+                }
                 (
                     MetricData::Samples {
                         samples: samples.baseline,
@@ -457,8 +537,21 @@ pub async fn fetch_window(
                 )
             })
         } else {
-            pooled(&mut answers, &keys[0].0, scopes, with_baseline).and_then(|errors| {
-                let totals = pooled(&mut answers, &keys[1].0, scopes, with_baseline)?;
+            pooled(
+                &mut answers,
+                &keys[0].0,
+                scopes,
+                instance_labels,
+                with_baseline,
+            )
+            .and_then(|errors| {
+                let totals = pooled(
+                    &mut answers,
+                    &keys[1].0,
+                    scopes,
+                    instance_labels,
+                    with_baseline,
+                )?;
                 let mut notes = errors.notes;
                 notes.extend(totals.notes);
                 let (baseline_errors, baseline_total) = counts(errors.baseline, totals.baseline);
@@ -601,6 +694,58 @@ mod tests {
             .iter()
             .map(|s| (s.timestamp, s.value))
             .collect()
+    }
+
+    fn routed(pod: &str, route: &str, points: &[(f64, f64)]) -> LabeledSeries {
+        let mut one = series(pod, points);
+        one.labels.insert("track".to_owned(), "x".to_owned());
+        one.labels.insert("route".to_owned(), route.to_owned());
+        one
+    }
+
+    /// Issue 14: per-pod series of the two sides name different pods by design. They
+    /// pair by their other labels, pool per side, and keep which pod each point came
+    /// from; a route without a counterpart is still a note, and its pods are left out.
+    #[test]
+    fn per_instance_series_pair_across_instances_and_keep_their_instances() {
+        let scopes = Scopes::from_matchers("track=\"baseline\"", "track=\"canary\"");
+        let mut answers: Answers = BTreeMap::new();
+        answers.insert(
+            ("latency".to_owned(), Side::Baseline),
+            Ok(vec![
+                routed("b-0", "/a", &[(5.0, 1.0), (10.0, 2.0)]),
+                routed("b-1", "/a", &[(5.0, 3.0)]),
+                routed("b-1", "/only-baseline", &[(5.0, 9.0)]),
+            ]),
+        );
+        answers.insert(
+            ("latency".to_owned(), Side::Canary),
+            Ok(vec![routed("c-0", "/a", &[(5.0, 4.0), (10.0, 5.0)])]),
+        );
+        let pooled = pooled(&mut answers, "latency", &scopes, &["pod".to_owned()], true).unwrap();
+        let mut baseline: Vec<f64> = pooled.baseline.iter().map(|s| s.value).collect();
+        baseline.sort_by(f64::total_cmp);
+        assert_eq!(baseline, [1.0, 2.0, 3.0]);
+        assert_eq!(pooled.canary.len(), 2);
+        assert_eq!(pooled.notes.len(), 1, "{:?}", pooled.notes);
+        assert!(
+            pooled.notes[0].contains("/only-baseline"),
+            "{:?}",
+            pooled.notes
+        );
+        let [baseline_instances, canary_instances] = pooled.instances;
+        let names: Vec<&str> = baseline_instances
+            .iter()
+            .map(|i| i.instance.as_str())
+            .collect();
+        assert_eq!(names, ["pod=\"b-0\"", "pod=\"b-1\""]);
+        assert_eq!(
+            baseline_instances[1].samples.len(),
+            1,
+            "the unpaired route is left out"
+        );
+        assert_eq!(canary_instances.len(), 1);
+        assert_eq!(canary_instances[0].samples.len(), 2);
     }
 
     #[test]

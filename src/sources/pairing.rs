@@ -119,7 +119,8 @@ pub fn series_name(labels: &BTreeMap<String, String>) -> String {
     format!("{name}{{{}}}", matchers.join(", "))
 }
 
-fn reduced_labels(
+/// The label set without `scope_labels`: what pairs a series with the other side's.
+pub fn reduced_labels(
     labels: &BTreeMap<String, String>,
     scope_labels: &[String],
 ) -> BTreeMap<String, String> {
@@ -128,6 +129,19 @@ fn reduced_labels(
         .filter(|(label, _)| !scope_labels.contains(label))
         .map(|(label, value)| (label.clone(), value.clone()))
         .collect()
+}
+
+/// The instance a series comes from: the values of its `instance_labels`, as
+/// `pod="web-1"` (several joined by commas), or `None` when it has none of them.
+pub fn instance_name(
+    labels: &BTreeMap<String, String>,
+    instance_labels: &[String],
+) -> Option<String> {
+    let parts: Vec<String> = instance_labels
+        .iter()
+        .filter_map(|label| labels.get(label).map(|value| format!("{label}={value:?}")))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(","))
 }
 
 /// Groups a side's series by reduced label set, merging series that share one.
