@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Finished, explain, flag, inject_at, on_weight, start_canary};
+use super::{Finished, flag, inject_at, on_weight, start_canary};
 use crate::helpers::root;
 use crate::live_bed::{BedOptions, LiveBed, wait_until};
 
@@ -25,18 +25,21 @@ const INTERVAL_SECONDS: f64 = 10.0;
 struct Seed {
     profile: &'static str,
     rps: u32,
+    pods_per_track: u32,
     service_args: &'static [&'static str],
 }
 
 const COHORT_MIGRATION: Seed = Seed {
     profile: "fixtures/live/cohort-migration.toml",
     rps: 2000,
+    pods_per_track: 1,
     service_args: &["--metric-sets=migration"],
 };
 const DARK_LAUNCH: Seed = Seed {
     profile: "fixtures/live/dark-launch.toml",
     // The first stage is 0.1 %: 4 requests a second for the canary.
     rps: 4000,
+    pods_per_track: 1,
     service_args: &["--metric-sets=feature"],
 };
 const PROTOCOL_TRANSPORT: Seed = Seed {
@@ -44,6 +47,7 @@ const PROTOCOL_TRANSPORT: Seed = Seed {
     rps: 2000,
     // The plan's baseline: p95 about 150 ms, errors under 0.05 %; its first stage
     // shadows 5 % of requests to the canary.
+    pods_per_track: 1,
     service_args: &[
         "--metric-sets=transport",
         "--shadow-percent=5",
@@ -54,26 +58,33 @@ const PROTOCOL_TRANSPORT: Seed = Seed {
 const STAGED_GA: Seed = Seed {
     profile: "fixtures/live/staged-ga.toml",
     rps: 4000,
+    // Three pods a track: at 100 % one pod would serve everything and burn more than
+    // the plan's 80 % CPU warning.
+    pods_per_track: 3,
     service_args: &["--metric-sets=container"],
 };
 const V2_1_0_CANARY: Seed = Seed {
     profile: "fixtures/live/v2-1-0-canary.toml",
     rps: 4000,
+    pods_per_track: 1,
     service_args: &["--metric-sets=business"],
 };
 
 impl Seed {
     fn bed(&self, seed: u64, more_args: &[&str]) -> LiveBed {
+        // An argument in `more_args` replaces the seed's own of the same name.
+        let name = |arg: &str| arg.split('=').next().unwrap_or(arg).to_owned();
         let mut service_args: Vec<String> = self
             .service_args
             .iter()
+            .filter(|arg| !more_args.iter().any(|more| name(more) == name(arg)))
             .map(|arg| arg.to_string())
             .collect();
         service_args.extend(more_args.iter().map(|arg| arg.to_string()));
         LiveBed::start(BedOptions {
             seed,
             rps: self.rps,
-            pods_per_track: 1,
+            pods_per_track: self.pods_per_track,
             service_args,
             ..BedOptions::default()
         })
@@ -128,6 +139,30 @@ fn assert_killed(seed: &Seed, bed_seed: u64, percent: f64, fault: Value, trigger
         "{seconds} s from the fault to the flag off, more than {bound} s: {}",
         explain(&finished, &bed)
     );
+}
+
+/// The exit code, stderr, every look's stage, decision and reasons, and the bed's state.
+fn explain(finished: &Finished, bed: &LiveBed) -> String {
+    let looks = serde_json::from_str::<Value>(&finished.stdout)
+        .ok()
+        .and_then(|summary| summary["history"].as_array().cloned())
+        .unwrap_or_default();
+    let looks: Vec<String> = looks
+        .iter()
+        .map(|look| {
+            format!(
+                "  stage {} {}: {}",
+                look["stage"], look["decision"]["decision"], look["reasons"]
+            )
+        })
+        .collect();
+    format!(
+        "exit {}\n--- stderr\n{}\n--- looks\n{}\n--- bed state\n{}",
+        finished.code,
+        finished.stderr,
+        looks.join("\n"),
+        bed.state()
+    )
 }
 
 /// The `for` or `window` of the trigger named `name` in the seed's profile (0 when it
@@ -341,7 +376,18 @@ fn staged_ga_an_error_rate_above_5_percent_switches_the_flag_off() {
 /// internal stage holds for a person's rollback decision.
 #[test]
 fn staged_ga_an_error_rate_above_2_percent_holds_for_a_rollback_decision() {
-    let bed = STAGED_GA.bed(133, &["--error-rate=0.04"]);
+    // 8,000 req/s so that the 1 % stage's 5-second points (400 requests, 16 errors)
+    // stay above 2 % for the trigger's whole span.
+    let bed = LiveBed::start(BedOptions {
+        seed: 133,
+        rps: 8000,
+        pods_per_track: 3,
+        service_args: vec![
+            "--metric-sets=container".to_owned(),
+            "--error-rate=0.04".to_owned(),
+        ],
+        ..BedOptions::default()
+    });
     let finished = start_canary(&bed, &STAGED_GA.path(), &[]).wait();
     assert_held_for_review(&finished, &bed, "error rate > 2 % for 1+ hour", 1.0);
 }
