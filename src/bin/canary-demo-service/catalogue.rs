@@ -122,6 +122,9 @@ pub const MEMORY_LIMIT_BYTES: f64 = 500e6;
 /// pod `i`.
 pub type GaugeLevels = [Vec<f64>; 3];
 
+/// A label value and how to read its count from a pod's counters.
+type LabelledCount<'a> = (&'a str, fn(&PodCounters) -> u64);
+
 /// Appends the series of `sets` to `text`.
 pub fn render_sets(
     text: &mut String,
@@ -134,20 +137,19 @@ pub fn render_sets(
 ) {
     let labels = |pod: &Pod| format!("track=\"{}\",pod=\"{}\"", pod.track.name(), pod.name);
     let has = |set: MetricSet| sets.contains(&set);
-    let mut counter_pair =
-        |name: &str, help: &str, label: &str, values: [(&str, fn(&PodCounters) -> u64); 2]| {
-            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (pod, counter) in pods.iter().zip(counters) {
-                for (value, count) in values {
-                    let _ = writeln!(
-                        text,
-                        "{name}{{{},{label}=\"{value}\"}} {}",
-                        labels(pod),
-                        count(counter)
-                    );
-                }
+    let mut counter_pair = |name: &str, help: &str, label: &str, values: [LabelledCount; 2]| {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (pod, counter) in pods.iter().zip(counters) {
+            for (value, count) in values {
+                let _ = writeln!(
+                    text,
+                    "{name}{{{},{label}=\"{value}\"}} {}",
+                    labels(pod),
+                    count(counter)
+                );
             }
-        };
+        }
+    };
     if has(MetricSet::Migration) {
         counter_pair(
             "migrations_total",
