@@ -2,9 +2,11 @@
 # The live test bed: the demo service (canary-demo-service), whose traffic follows a
 # flag in an OpenFeature flagd flag file, scraped every second by a real Prometheus.
 #
-#   scripts/live-bed.sh start DIR [--flag NAME] [--rps N] [--seed N]
+#   scripts/live-bed.sh start DIR [--flag NAME] [--rps N] [--seed N] [-- SERVICE-ARGS...]
 #   scripts/live-bed.sh stop DIR
 #
+# Arguments after `--` go to the service as they are, e.g. `-- --metric-sets migration`
+# for a seed profile's bed (README, "Seed profiles on the live bed").
 # `start` copies fixtures/flags.json to DIR/flags.json, starts the service on a free
 # loopback port (binary: target/release/canary-demo-service, or $CANARY_DEMO_SERVICE)
 # and Prometheus on another (1 s scrape and evaluation interval, data in DIR/data,
@@ -68,12 +70,14 @@ start() {
   local dir=$1
   shift
   local flag=checkout-v2 rps=4000 seed=1
+  local service_args=()
   while [ $# -gt 0 ]; do
     case $1 in
+      --) shift; service_args=("$@"); break ;;
       --flag) flag=${2:?--flag needs a name}; shift 2 ;;
       --rps) rps=${2:?--rps needs a number}; shift 2 ;;
       --seed) seed=${2:?--seed needs a number}; shift 2 ;;
-      *) fail "unknown option $1 (start takes --flag NAME, --rps N, --seed N)" ;;
+      *) fail "unknown option $1 (start takes --flag NAME, --rps N, --seed N, -- SERVICE-ARGS...)" ;;
     esac
   done
   local service_binary=${CANARY_DEMO_SERVICE:-$repo/target/release/canary-demo-service}
@@ -99,7 +103,7 @@ start() {
   trap 'if [ "$started" != yes ]; then stop_pid "$prometheus_pid" prometheus; stop_pid "$service_pid" canary-demo-service; fi' EXIT
 
   "$service_binary" --listen 127.0.0.1:0 --flags "$dir/flags.json" --flag "$flag" \
-    --rps "$rps" --seed "$seed" >"$dir/service.out" 2>"$dir/service.log" &
+    --rps "$rps" --seed "$seed" "${service_args[@]}" >"$dir/service.out" 2>"$dir/service.log" &
   service_pid=$!
   local service_url=""
   for _ in $(seq 100); do

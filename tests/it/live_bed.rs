@@ -47,6 +47,8 @@ pub struct BedOptions {
     pub pods_per_track: u32,
     /// The service's seed.
     pub seed: u64,
+    /// More arguments for the service, e.g. `--metric-sets=migration`.
+    pub service_args: Vec<String>,
 }
 
 impl Default for BedOptions {
@@ -65,6 +67,7 @@ impl Default for BedOptions {
             rps: 4000,
             pods_per_track: 3,
             seed: 1,
+            service_args: Vec::new(),
         }
     }
 }
@@ -326,6 +329,7 @@ fn start_service(
         .arg(format!("--rps={}", options.rps))
         .arg(format!("--pods-per-track={}", options.pods_per_track))
         .arg(format!("--seed={}", options.seed))
+        .args(&options.service_args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

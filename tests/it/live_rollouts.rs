@@ -19,6 +19,8 @@ use serde_json::{Value, json};
 use crate::helpers::root;
 use crate::live_bed::{BedOptions, LiveBed, wait_until};
 
+mod seeds;
+
 const PROFILE: &str = "fixtures/live/web-service-60s.toml";
 /// A whole healthy rollout is five 60-second stages; anything past this is a hang.
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(600);

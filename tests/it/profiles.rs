@@ -95,3 +95,136 @@ interval = "10s"
         run.stdout
     );
 }
+
+/// The compressed seed profiles the live bed runs (`fixtures/live/`, see
+/// `live_rollouts::seeds`) are the shipped ones but for what the README's "Seed
+/// profiles on the live bed" documents: the name and description, the step, the hold
+/// timeout and the progressive rollback's length, every stage's duration, interval and
+/// lookback, the triggers' `for` and `window`, and lower `min_samples`. Every duration
+/// is shorter; metric names, queries, thresholds, stages, triggers and every other
+/// setting are the same.
+#[test]
+fn every_live_seed_profile_differs_from_its_shipped_profile_only_in_durations_and_minimum_samples()
+{
+    const ALLOWED: [&str; 11] = [
+        "name",
+        "description",
+        "rollout.step",
+        "rollout.hold_timeout",
+        "rollout.rollback_over",
+        "stages[].duration",
+        "stages[].interval",
+        "stages[].lookback",
+        "triggers[].for",
+        "triggers[].window",
+        "metrics[].min_samples",
+    ];
+    for seed in [
+        "cohort-migration",
+        "dark-launch",
+        "protocol-transport",
+        "staged-ga",
+        "v2-1-0-canary",
+    ] {
+        let read = |path: String| -> toml::Value {
+            toml::from_str(&std::fs::read_to_string(root().join(&path)).unwrap())
+                .unwrap_or_else(|error| panic!("{path}: {error}"))
+        };
+        let shipped = read(format!("analysis-profiles/{seed}.toml"));
+        let live = read(format!("fixtures/live/{seed}.toml"));
+        let mut differences = Vec::new();
+        diff_values("", &shipped, &live, &mut differences);
+        assert!(
+            !differences.is_empty(),
+            "{seed}: the copy is not compressed"
+        );
+        for (path, before, after) in &differences {
+            let pattern = strip_indices(path);
+            assert!(
+                ALLOWED.contains(&pattern.as_str()),
+                "{seed}: {path} differs ({before} → {after}), which the live copy may not change"
+            );
+            if pattern == "metrics[].min_samples" {
+                assert!(
+                    after.as_integer() < before.as_integer(),
+                    "{seed}: {path} may only be lowered"
+                );
+            } else if pattern != "name" && pattern != "description" {
+                let seconds = |value: &toml::Value| {
+                    canary::domain::HumanDuration::parse(value.as_str().unwrap())
+                        .unwrap()
+                        .seconds()
+                };
+                assert!(
+                    seconds(after) < seconds(before),
+                    "{seed}: {path} may only be shortened ({before} → {after})"
+                );
+            }
+        }
+        // And the live copy runs: check-profile accepts it.
+        let run = canary(&[
+            "check-profile".to_owned(),
+            format!("fixtures/live/{seed}.toml"),
+        ]);
+        assert_eq!(run.code, 0, "{seed}: {}", run.stderr);
+    }
+}
+
+/// Every leaf where `a` and `b` differ: its path (`stages[2].duration`) and both values
+/// (an absent one as the string `<absent>`).
+fn diff_values(
+    path: &str,
+    a: &toml::Value,
+    b: &toml::Value,
+    out: &mut Vec<(String, toml::Value, toml::Value)>,
+) {
+    let absent = || toml::Value::String("<absent>".to_owned());
+    match (a, b) {
+        (toml::Value::Table(a), toml::Value::Table(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                let child = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match (a.get(key), b.get(key)) {
+                    (Some(x), Some(y)) => diff_values(&child, x, y, out),
+                    (x, y) => out.push((
+                        child,
+                        x.cloned().unwrap_or_else(absent),
+                        y.cloned().unwrap_or_else(absent),
+                    )),
+                }
+            }
+        }
+        (toml::Value::Array(a), toml::Value::Array(b)) if a.len() == b.len() => {
+            for (index, (x, y)) in a.iter().zip(b).enumerate() {
+                diff_values(&format!("{path}[{index}]"), x, y, out);
+            }
+        }
+        _ if a != b => out.push((path.to_owned(), a.clone(), b.clone())),
+        _ => {}
+    }
+}
+
+/// `stages[2].duration` → `stages[].duration`.
+fn strip_indices(path: &str) -> String {
+    let mut out = String::new();
+    let mut in_index = false;
+    for c in path.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                out.push('[');
+            }
+            ']' => {
+                in_index = false;
+                out.push(']');
+            }
+            _ if in_index => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}

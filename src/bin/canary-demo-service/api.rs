@@ -25,7 +25,7 @@ pub fn router(world: Arc<SharedWorld>) -> Router {
 }
 
 async fn metrics(State(world): State<Arc<SharedWorld>>) -> Response {
-    let text = world.lock().render_metrics();
+    let text = world.lock().render_metrics(unix_now());
     (
         [(
             header::CONTENT_TYPE,

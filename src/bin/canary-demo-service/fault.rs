@@ -1,8 +1,11 @@
 //! Faults injected into one track through `POST /fault`: what the body may say, how it
 //! is checked, and how an active fault changes a request. Pure.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use crate::catalogue::Gauge;
 use crate::traffic::{RequestModel, Track};
 
 /// The body of `POST /fault`. Every field is optional.
@@ -24,6 +27,15 @@ pub struct FaultSpec {
     /// Multiplies the latency's log-scale sigma, median unchanged: a tail-only slowdown.
     #[serde(default = "one")]
     pub tail_spread: f64,
+    /// An absolute probability (0–1) that a business event fails (a migration fails, a
+    /// fund setup fails, a started wizard is not completed), replacing the service's
+    /// `--business-failure-rate`.
+    #[serde(default)]
+    pub business_failure_rate: Option<f64>,
+    /// Gauges the track's pods report instead of their healthy level, e.g.
+    /// `{"reserve_ratio": 0.95, "resource_utilization_ratio": 0.9, "probe_success": 0}`.
+    #[serde(default)]
+    pub gauges: BTreeMap<Gauge, f64>,
     /// Seconds from now until the fault starts.
     #[serde(default)]
     pub start_delay_seconds: f64,
@@ -105,6 +117,19 @@ impl FaultSpec {
         if self.tail_spread < 0.0 {
             return bad("tail_spread", "must not be negative");
         }
+        if let Some(rate) = self.business_failure_rate
+            && !(0.0..=1.0).contains(&rate)
+        {
+            return bad(
+                "business_failure_rate",
+                "must be a probability between 0 and 1",
+            );
+        }
+        for (gauge, value) in &self.gauges {
+            if !gauge.accepts(*value) {
+                return bad(&format!("gauges.{}", gauge.name()), gauge.allowed());
+            }
+        }
         if self.start_delay_seconds < 0.0 {
             return bad("start_delay_seconds", "must not be negative");
         }
@@ -126,6 +151,9 @@ impl FaultSpec {
             latency_sigma: normal.latency_sigma * self.tail_spread,
             error_rate,
             cpu_factor: normal.cpu_factor * self.latency_factor,
+            business_failure_rate: self
+                .business_failure_rate
+                .unwrap_or(normal.business_failure_rate),
         }
     }
 }
@@ -165,6 +193,13 @@ impl Fault {
             normal
         }
     }
+
+    /// The level `gauge` of `track`'s pods has at `now` when the fault sets it.
+    pub fn gauge_for(&self, track: Track, gauge: Gauge, now: f64) -> Option<f64> {
+        (track == self.spec.track && self.is_active(now))
+            .then(|| self.spec.gauges.get(&gauge).copied())
+            .flatten()
+    }
 }
 
 #[cfg(test)]
@@ -176,6 +211,7 @@ mod tests {
         latency_sigma: 0.4,
         error_rate: 0.002,
         cpu_factor: 1.0,
+        business_failure_rate: 0.01,
     };
 
     #[test]
@@ -203,6 +239,36 @@ mod tests {
         assert_eq!(absolute.apply(NORMAL).error_rate, 0.05);
         let huge = FaultSpec::parse(br#"{"error_rate": 0.5, "error_factor": 4}"#).unwrap();
         assert_eq!(huge.apply(NORMAL).error_rate, 1.0);
+    }
+
+    #[test]
+    fn business_failures_and_gauges_are_set_on_the_faulty_track_only() {
+        let spec = FaultSpec::parse(
+            br#"{"business_failure_rate": 0.2, "gauges": {"reserve_ratio": 0.95, "probe_success": 0}}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.apply(NORMAL).business_failure_rate, 0.2);
+        let fault = Fault::new(spec, 10.0);
+        assert_eq!(
+            fault.gauge_for(Track::Canary, Gauge::ReserveRatio, 10.0),
+            Some(0.95)
+        );
+        assert_eq!(
+            fault.gauge_for(Track::Canary, Gauge::ProbeSuccess, 10.0),
+            Some(0.0)
+        );
+        assert_eq!(
+            fault.gauge_for(Track::Canary, Gauge::ResourceUtilizationRatio, 10.0),
+            None
+        );
+        assert_eq!(
+            fault.gauge_for(Track::Baseline, Gauge::ReserveRatio, 10.0),
+            None
+        );
+        assert_eq!(
+            fault.gauge_for(Track::Canary, Gauge::ReserveRatio, 9.0),
+            None
+        );
     }
 
     #[test]
@@ -243,6 +309,22 @@ mod tests {
         assert_eq!(
             field(br#"{"tail_spread": -0.5}"#).as_deref(),
             Some("tail_spread")
+        );
+        assert_eq!(
+            field(br#"{"business_failure_rate": 1.5}"#).as_deref(),
+            Some("business_failure_rate")
+        );
+        assert_eq!(
+            field(br#"{"gauges": {"probe_success": 0.5}}"#).as_deref(),
+            Some("gauges.probe_success")
+        );
+        assert_eq!(
+            field(br#"{"gauges": {"reserve_ratio": -1}}"#).as_deref(),
+            Some("gauges.reserve_ratio")
+        );
+        assert!(
+            field(br#"{"gauges": {"temperature": 1}}"#)
+                .is_some_and(|field| field.starts_with("gauges"))
         );
         assert_eq!(field(b"[1, 2]"), None);
         assert_eq!(field(b"not json"), None);

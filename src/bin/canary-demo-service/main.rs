@@ -17,6 +17,7 @@
 //! logging, binds, starts the two timers and serves until SIGTERM or SIGINT.
 
 mod api;
+mod catalogue;
 mod fault;
 mod flag;
 mod metrics;
@@ -50,7 +51,21 @@ const TICK: Duration = Duration::from_millis(10);
 /// 100 ms; an unreadable or invalid file keeps the last good reading. Requests are
 /// generated inside the service every 10 ms (Poisson arrivals at --rps), each with a
 /// lognormal latency (median --base-latency × the pod's speed factor, log-sd
-/// --latency-sigma) and a 500 with probability --error-rate.
+/// --latency-sigma) and a 500 with probability --error-rate; each is also one
+/// business event (a migration, a fund setup, a started wizard) failing with
+/// probability --business-failure-rate.
+///
+/// --metric-sets adds the series the shipped seed profiles query, per track and pod:
+///   migration  — migrations_total{outcome="succeeded"|"failed"}, reserve_ratio (1.0),
+///                resource_utilization_ratio (0.45);
+///   feature    — feature_requests_total{outcome="ok"|"error"},
+///                feature_request_duration_seconds (histogram), resource_utilization_ratio;
+///   transport  — transport_requests_total{outcome="ok"|"error"},
+///                transport_request_duration_seconds (histogram), http_responses_total{code};
+///   container  — container_memory_working_set_bytes, container_spec_memory_limit_bytes (500 MB);
+///   business   — fund_setups_total{outcome="success"|"failure"},
+///                wizard_events_total{event="started"|"completed"}, probe_success (1).
+/// Requests, errors and latencies behind the other names are the web set's own.
 ///
 /// HTTP:
 ///   GET /metrics  — Prometheus text: http_requests_total{track,pod,code},
@@ -58,7 +73,9 @@ const TICK: Duration = Duration::from_millis(10);
 ///                   process_cpu_seconds_total{track,pod}, process_resident_memory_bytes{track,pod},
 ///                   demo_flag_canary_percent. Every series exists from the start, at 0.
 ///   POST /fault   — JSON {"track": "canary", "error_rate": null, "error_factor": null,
-///                   "latency_factor": 1.0, "tail_spread": 1.0, "start_delay_seconds": 0,
+///                   "latency_factor": 1.0, "tail_spread": 1.0, "business_failure_rate": null,
+///                   "gauges": {"reserve_ratio" | "resource_utilization_ratio" |
+///                   "probe_success": level}, "start_delay_seconds": 0,
 ///                   "duration_seconds": null}, all optional; replaces any fault; answers
 ///                   the fault with its onset_at (Unix seconds); 400 names a bad field.
 ///   DELETE /fault — clears it.
@@ -101,6 +118,17 @@ struct Args {
     /// Probability that a request fails with a 500.
     #[arg(long, default_value_t = 0.002)]
     error_rate: f64,
+    /// Probability that a business event fails (a failed migration or fund setup, a
+    /// wizard left incomplete).
+    #[arg(long, default_value_t = 0.01)]
+    business_failure_rate: f64,
+    /// The catalogue's sets of series to export beside the web set (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "SET,...")]
+    metric_sets: Vec<catalogue::MetricSet>,
+    /// Percent of requests mirrored to the canary and, as much, to the baseline while
+    /// the flag is ENABLED at 0 % (a shadow stage); users still get stable's answers.
+    #[arg(long, default_value_t = 0.0)]
+    shadow_percent: f64,
 }
 
 impl Args {
@@ -121,6 +149,12 @@ impl Args {
         if !(0.0..=1.0).contains(&self.error_rate) {
             bail!("--error-rate must be a probability between 0 and 1");
         }
+        if !(0.0..=1.0).contains(&self.business_failure_rate) {
+            bail!("--business-failure-rate must be a probability between 0 and 1");
+        }
+        if !(0.0..=100.0).contains(&self.shadow_percent) {
+            bail!("--shadow-percent must be a percentage between 0 and 100");
+        }
         Ok(ServiceConfig {
             requests_per_second: self.rps,
             pods_per_track: self.pods_per_track,
@@ -129,6 +163,9 @@ impl Args {
             base_latency: self.base_latency,
             latency_sigma: self.latency_sigma,
             error_rate: self.error_rate,
+            business_failure_rate: self.business_failure_rate,
+            metric_sets: self.metric_sets.clone(),
+            shadow_percent: self.shadow_percent,
         })
     }
 }

@@ -29,6 +29,10 @@ pub struct PodCounters {
     pub latency_sum: f64,
     /// CPU seconds used.
     pub cpu_seconds: f64,
+    /// Business events (one per request when a business set is exported).
+    pub business_events: u64,
+    /// Business events that failed.
+    pub business_failures: u64,
 }
 
 impl PodCounters {
@@ -40,6 +44,8 @@ impl PodCounters {
             bucket_counts: vec![0; bucket_count + 1],
             latency_sum: 0.0,
             cpu_seconds: 0.0,
+            business_events: 0,
+            business_failures: 0,
         }
     }
 
@@ -54,6 +60,14 @@ impl PodCounters {
         let slot = bounds.partition_point(|bound| *bound < latency);
         self.bucket_counts[slot] += 1;
         self.latency_sum += latency;
+    }
+
+    /// Records one business event.
+    pub fn record_business(&mut self, failed: bool) {
+        self.business_events += 1;
+        if failed {
+            self.business_failures += 1;
+        }
     }
 
     /// Requests served.
@@ -90,33 +104,13 @@ pub fn render(
         );
     }
 
-    text.push_str("# HELP http_request_duration_seconds Request latency, by track and pod.\n");
-    text.push_str("# TYPE http_request_duration_seconds histogram\n");
-    for (pod, counter) in pods.iter().zip(counters) {
-        let labels = labels(pod);
-        let mut cumulative = 0;
-        for (bound, count) in bounds.iter().zip(&counter.bucket_counts) {
-            cumulative += count;
-            let _ = writeln!(
-                text,
-                "http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let total = counter.total();
-        let _ = writeln!(
-            text,
-            "http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {total}"
-        );
-        let _ = writeln!(
-            text,
-            "http_request_duration_seconds_sum{{{labels}}} {}",
-            counter.latency_sum
-        );
-        let _ = writeln!(
-            text,
-            "http_request_duration_seconds_count{{{labels}}} {total}"
-        );
-    }
+    write_histogram(
+        &mut text,
+        "http_request_duration_seconds",
+        pods,
+        counters,
+        bounds,
+    );
 
     text.push_str("# HELP process_cpu_seconds_total CPU time used, by track and pod.\n");
     text.push_str("# TYPE process_cpu_seconds_total counter\n");
@@ -146,6 +140,33 @@ pub fn render(
     text.push_str("# TYPE demo_flag_canary_percent gauge\n");
     let _ = writeln!(text, "demo_flag_canary_percent {canary_percent}");
     text
+}
+
+/// Appends the latency histogram `name` (`_bucket`, `_sum`, `_count`) of every pod.
+pub fn write_histogram(
+    text: &mut String,
+    name: &str,
+    pods: &[Pod],
+    counters: &[PodCounters],
+    bounds: &[f64],
+) {
+    let _ = writeln!(text, "# HELP {name} Request latency, by track and pod.");
+    let _ = writeln!(text, "# TYPE {name} histogram");
+    for (pod, counter) in pods.iter().zip(counters) {
+        let labels = format!("track=\"{}\",pod=\"{}\"", pod.track.name(), pod.name);
+        let mut cumulative = 0;
+        for (bound, count) in bounds.iter().zip(&counter.bucket_counts) {
+            cumulative += count;
+            let _ = writeln!(
+                text,
+                "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let total = counter.total();
+        let _ = writeln!(text, "{name}_bucket{{{labels},le=\"+Inf\"}} {total}");
+        let _ = writeln!(text, "{name}_sum{{{labels}}} {}", counter.latency_sum);
+        let _ = writeln!(text, "{name}_count{{{labels}}} {total}");
+    }
 }
 
 #[cfg(test)]

@@ -115,6 +115,9 @@ pub struct RequestModel {
     pub error_rate: f64,
     /// Multiplies the CPU each request costs (a slower version burns more).
     pub cpu_factor: f64,
+    /// Probability that the request's business event fails (a migration, a fund setup,
+    /// a wizard left incomplete).
+    pub business_failure_rate: f64,
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde::Serialize;
 
+use crate::catalogue::{Gauge, GaugeLevels, MetricSet, render_sets};
 use crate::fault::{Fault, FaultSpec};
 use crate::flag::{FlagReading, FlagStatus};
 use crate::metrics::{PodCounters, latency_buckets, render};
@@ -38,6 +39,13 @@ pub struct ServiceConfig {
     pub latency_sigma: f64,
     /// Probability of a 500.
     pub error_rate: f64,
+    /// Probability that a business event fails.
+    pub business_failure_rate: f64,
+    /// The catalogue's sets exported beside the web set.
+    pub metric_sets: Vec<MetricSet>,
+    /// Percent of requests mirrored to the canary and, as much, to the baseline while
+    /// the flag is ENABLED at 0 % (a shadow stage); 0 for none.
+    pub shadow_percent: f64,
 }
 
 /// One observed change of the flag.
@@ -154,7 +162,9 @@ impl World {
 
     /// Serves the requests of `elapsed` seconds ending at `now`: a Poisson number with
     /// mean `rps × elapsed`, each routed to a track by the flag's shares and to a random
-    /// pod of that track; and every pod's idle CPU for that time.
+    /// pod of that track; and every pod's idle CPU for that time. While the flag is
+    /// ENABLED at 0 %, `--shadow-percent` of the requests are also mirrored to a canary
+    /// pod and a baseline pod (a shadow stage: users get stable's answers).
     pub fn serve(&mut self, elapsed: f64, now: f64) {
         let shares = TrackShares::for_canary_percent(self.reading.canary_percent);
         let normal = RequestModel {
@@ -162,6 +172,7 @@ impl World {
             latency_sigma: self.config.latency_sigma,
             error_rate: self.config.error_rate,
             cpu_factor: 1.0,
+            business_failure_rate: self.config.business_failure_rate,
         };
         let models = Track::ALL.map(|track| match &self.fault {
             Some(fault) => fault.model_for(track, normal, now),
@@ -170,20 +181,42 @@ impl World {
         for counter in &mut self.counters {
             counter.cpu_seconds += IDLE_CPU_PER_SECOND * elapsed;
         }
-        let pods_per_track = self.config.pods_per_track as usize;
+        let shadowing = self.config.shadow_percent > 0.0
+            && self.reading.canary_percent == 0.0
+            && self.reading.flag_state == FlagStatus::Enabled;
         let requests = self.rng.poisson(self.config.requests_per_second * elapsed);
         for _ in 0..requests {
             let track = shares.route(self.rng.unit());
-            let index = track as usize * pods_per_track + self.rng.index(pods_per_track);
-            let model = models[track as usize];
-            let speed = self.pods[index].speed_factor;
-            let latency = self
-                .rng
-                .lognormal(model.median_latency * speed, model.latency_sigma);
-            let failed = self.rng.unit() < model.error_rate;
-            let counter = &mut self.counters[index];
-            counter.record(&self.bounds, latency, failed);
-            counter.cpu_seconds += CPU_PER_REQUEST * model.cpu_factor * speed;
+            self.serve_one(track, models[track as usize]);
+            if shadowing && self.rng.unit() * 100.0 < self.config.shadow_percent {
+                for mirror in [Track::Baseline, Track::Canary] {
+                    self.serve_one(mirror, models[mirror as usize]);
+                }
+            }
+        }
+    }
+
+    /// One request on a random pod of `track`.
+    fn serve_one(&mut self, track: Track, model: RequestModel) {
+        let pods_per_track = self.config.pods_per_track as usize;
+        let index = track as usize * pods_per_track + self.rng.index(pods_per_track);
+        let speed = self.pods[index].speed_factor;
+        let latency = self
+            .rng
+            .lognormal(model.median_latency * speed, model.latency_sigma);
+        let failed = self.rng.unit() < model.error_rate;
+        // Drawn only when exported, so beds without business sets keep their draws.
+        let business = self
+            .config
+            .metric_sets
+            .iter()
+            .any(|set| matches!(set, MetricSet::Migration | MetricSet::Business))
+            .then(|| self.rng.unit() < model.business_failure_rate);
+        let counter = &mut self.counters[index];
+        counter.record(&self.bounds, latency, failed);
+        counter.cpu_seconds += CPU_PER_REQUEST * model.cpu_factor * speed;
+        if let Some(business_failed) = business {
+            counter.record_business(business_failed);
         }
     }
 
@@ -206,20 +239,52 @@ impl World {
         }
     }
 
-    /// The Prometheus text exposition at this scrape.
-    pub fn render_metrics(&mut self) -> String {
+    /// The Prometheus text exposition at this scrape (at `now`, for faults on gauges).
+    pub fn render_metrics(&mut self, now: f64) -> String {
         let memory: Vec<f64> = self
             .pods
             .iter()
             .map(|pod| pod.memory_bytes * (1.0 + MEMORY_NOISE * self.rng.normal()))
             .collect();
-        render(
+        let mut text = render(
             &self.pods,
             &self.counters,
             &memory,
             &self.bounds,
             self.reading.canary_percent,
-        )
+        );
+        if !self.config.metric_sets.is_empty() {
+            let gauges = self.gauge_levels(now);
+            render_sets(
+                &mut text,
+                &self.config.metric_sets,
+                &self.pods,
+                &self.counters,
+                &memory,
+                &gauges,
+                &self.bounds,
+            );
+        }
+        text
+    }
+
+    /// Every pod's gauges at `now`: the fault's level on its track, else the healthy
+    /// one, each with its noise.
+    fn gauge_levels(&mut self, now: f64) -> GaugeLevels {
+        Gauge::ALL.map(|gauge| {
+            let mut levels = Vec::with_capacity(self.pods.len());
+            for index in 0..self.pods.len() {
+                let track = self.pods[index].track;
+                let level = self
+                    .fault
+                    .as_ref()
+                    .and_then(|fault| fault.gauge_for(track, gauge, now))
+                    .unwrap_or_else(|| gauge.healthy());
+                let noise = gauge.noise() * self.rng.normal();
+                levels.push((level + noise).max(0.0));
+            }
+            levels
+        })
     }
 
     /// What `GET /state` shows at `now`.
@@ -299,6 +364,9 @@ mod tests {
             base_latency: 0.12,
             latency_sigma: 0.4,
             error_rate: 0.002,
+            business_failure_rate: 0.01,
+            metric_sets: Vec::new(),
+            shadow_percent: 0.0,
         }
     }
 
@@ -368,10 +436,85 @@ mod tests {
     }
 
     #[test]
+    fn business_failures_and_gauges_follow_a_fault_on_the_canary() {
+        let config = ServiceConfig {
+            metric_sets: vec![MetricSet::Migration],
+            ..config()
+        };
+        let mut world = World::new(config, "f".to_owned(), reading(50.0), 0.0);
+        let spec = FaultSpec::parse(
+            br#"{"business_failure_rate": 0.2, "gauges": {"reserve_ratio": 0.9}}"#,
+        )
+        .unwrap();
+        world.set_fault(spec, 0.0);
+        for tick in 1..=1000 {
+            world.serve(0.01, f64::from(tick) / 100.0);
+        }
+        let failure_rate = |track: Track| {
+            let (events, failures) = world
+                .pods
+                .iter()
+                .zip(&world.counters)
+                .filter(|(pod, _)| pod.track == track)
+                .fold((0, 0), |(events, failures), (_, counter)| {
+                    (
+                        events + counter.business_events,
+                        failures + counter.business_failures,
+                    )
+                });
+            failures as f64 / events as f64
+        };
+        assert!((failure_rate(Track::Canary) - 0.2).abs() < 0.03);
+        assert!(failure_rate(Track::Baseline) < 0.02);
+        let text = world.render_metrics(10.0);
+        let reserve = |pod: &str| {
+            let prefix = format!(
+                "reserve_ratio{{track=\"{}\",pod=\"{pod}\"}} ",
+                &pod[..pod.len() - 2]
+            );
+            text.lines()
+                .find_map(|line| line.strip_prefix(&prefix))
+                .and_then(|value| value.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no reserve_ratio for {pod}"))
+        };
+        assert!((reserve("canary-0") - 0.9).abs() < 0.01);
+        assert!((reserve("baseline-0") - 1.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn a_shadow_stage_mirrors_requests_to_the_canary_and_the_baseline() {
+        let config = ServiceConfig {
+            shadow_percent: 10.0,
+            ..config()
+        };
+        let mut world = World::new(config.clone(), "f".to_owned(), reading(0.0), 0.0);
+        for tick in 1..=1000 {
+            world.serve(0.01, f64::from(tick) / 100.0);
+        }
+        let state = world.state(10.0);
+        let share = |track| {
+            state.requests[&track].total as f64 / state.requests[&Track::Stable].total as f64
+        };
+        assert!((share(Track::Canary) - 0.1).abs() < 0.02, "{state:?}");
+        assert!((share(Track::Baseline) - 0.1).abs() < 0.02, "{state:?}");
+        let off = FlagReading {
+            flag_state: FlagStatus::Disabled,
+            canary_percent: 0.0,
+        };
+        let mut world = World::new(config, "f".to_owned(), off, 0.0);
+        world.serve(10.0, 10.0);
+        assert_eq!(
+            world.state(10.0).requests[&Track::Canary].total,
+            0,
+            "no shadow when DISABLED"
+        );
+    }
+
+    #[test]
     fn idle_pods_still_burn_cpu() {
         let mut world = World::new(config(), "f".to_owned(), reading(0.0), 0.0);
         world.serve(10.0, 10.0);
-        let text = world.render_metrics();
+        let text = world.render_metrics(10.0);
         assert!(
             text.contains("process_cpu_seconds_total{track=\"canary\",pod=\"canary-0\"} 0.2\n")
         );
