@@ -5,7 +5,8 @@
 //! PostgreSQL; `worker` runs analyses through workers on those stores; `api` serves the
 //! HTTP API in process and drives `canary submit` and `canary wait` against it; `unleash`
 //! moves flags in a real unleash-server that `unleash_harness` starts; `live_bed` runs
-//! the `canary-demo-service` binary scraped live by a real Prometheus.
+//! the `canary-demo-service` binary scraped live by a real Prometheus; `ownership` checks
+//! one owner per flag, adopting a flag and holding on a flag changed by someone else.
 
 mod analyze;
 mod api;
@@ -15,6 +16,7 @@ mod helpers;
 mod live_bed;
 mod live_rollouts;
 mod notify;
+mod ownership;
 mod profiles;
 mod prometheus_harness;
 mod prometheus_source;
