@@ -892,11 +892,7 @@ impl RolloutRunner {
             }
         };
 
-        // A flag someone else changed is not actuated over (see `ownership`).
-        let (decision, flag_reason) = ownership::guard_decision(&flag_check, decision);
-        if let Some(reason) = flag_reason {
-            reasons.insert(0, reason);
-        }
+        let rolling_back_before = self.rolling_back;
         // A rollback the judge decided (not a trigger, not already under way) goes
         // gradually when the plan asks for it and there is traffic to bring down.
         let decision = match decision {
@@ -928,6 +924,16 @@ impl RolloutRunner {
             }
             other => other,
         };
+        // A flag someone else changed is not actuated over (see `ownership`).
+        let would_write = self.state_after(&decision, traffic_during_look);
+        let (decision, flag_reason) =
+            ownership::guard_decision(&flag_check, decision, would_write.as_ref());
+        if let Some(reason) = flag_reason {
+            reasons.insert(0, reason);
+            if decision == Decision::Hold {
+                self.rolling_back = rolling_back_before;
+            }
+        }
         match &decision {
             Decision::Rollback => {
                 self.fall_back(now, &reasons).await?;
@@ -1080,6 +1086,28 @@ impl RolloutRunner {
         }
         tracing::error!(flag = %self.rollout.flag, scope = %scope, "the canary scope matches no series");
         RunError::Config(message)
+    }
+
+    /// The flag state `decision` leaves the flag in, when it moves it.
+    fn state_after(&self, decision: &Decision, traffic: Percentage) -> Option<FlagState> {
+        let enabled_at = |rollout| FlagState {
+            enabled: true,
+            rollout,
+        };
+        match decision {
+            Decision::Advance { to } | Decision::ReduceTraffic { to } => Some(enabled_at(*to)),
+            Decision::Promote if traffic < Percentage::FULL => Some(enabled_at(Percentage::FULL)),
+            Decision::Rollback => Some(
+                match (self.plan.settings.rollback.fallback, &self.initial_flag) {
+                    (Fallback::Initial, Some(flag)) if flag.enabled => enabled_at(flag.rollout),
+                    _ => FlagState {
+                        enabled: false,
+                        rollout: Percentage::ZERO,
+                    },
+                },
+            ),
+            _ => None,
+        }
     }
 
     /// Reads the flag back and compares it with the state this runner last left it in.

@@ -71,7 +71,12 @@ pub enum FlagCheck {
     /// a snapshot from before the check existed).
     AsWritten,
     /// Someone else changed it; the reason names the expected and the found state.
-    Changed(String),
+    Changed {
+        /// Why, naming both states.
+        reason: String,
+        /// What was found.
+        found: FlagState,
+    },
     /// It could not be read; the reason says why.
     Unreadable(String),
 }
@@ -88,26 +93,40 @@ pub fn describe(state: &FlagState) -> String {
 /// Compares the flag `found` at a look with the state the runner `expected` (the
 /// read-back of its last change). A disabled flag is the same whatever share it keeps.
 pub fn check_flag(flag: &str, expected: &FlagState, found: &FlagState) -> FlagCheck {
-    let same = expected.enabled == found.enabled
-        && (!expected.enabled
-            || (expected.rollout.value() - found.rollout.value()).abs() <= SHARE_TOLERANCE);
-    if same {
+    if same_state(expected, found) {
         FlagCheck::AsWritten
     } else {
-        FlagCheck::Changed(format!(
-            "flag {flag:?} was changed outside this rollout: expected {}, found {}; holding \
-             without moving it (put it back to continue, or promote or roll back by hand)",
-            describe(expected),
-            describe(found)
-        ))
+        FlagCheck::Changed {
+            reason: format!(
+                "flag {flag:?} was changed outside this rollout: expected {}, found {}; \
+                 holding without moving it (put it back to continue, or promote or roll back \
+                 by hand)",
+                describe(expected),
+                describe(found)
+            ),
+            found: found.clone(),
+        }
     }
 }
 
+fn same_state(a: &FlagState, b: &FlagState) -> bool {
+    a.enabled == b.enabled
+        && (!a.enabled || (a.rollout.value() - b.rollout.value()).abs() <= SHARE_TOLERANCE)
+}
+
 /// The decision a look carries out after its flag check, and the reason when the check
-/// changed it. A flag someone else changed is never actuated over: every decision that
-/// would move it holds. A flag that cannot be read is not moved up (missing data never
-/// promotes) but a rollback still goes ahead: pulling the kill switch is always safe.
-pub fn guard_decision(check: &FlagCheck, decision: Decision) -> (Decision, Option<String>) {
+/// changed it. `would_write` is the state the decision leaves the flag in, if it moves
+/// it. A flag someone else changed is never actuated over: every decision that would
+/// move it holds, except when the flag is already where this decision puts it (a
+/// successor replaying the look of a worker that died after its change but before
+/// recording the look finds its own change). A flag that cannot be read is not moved
+/// up (missing data never promotes) but a rollback still goes ahead: pulling the kill
+/// switch is always safe.
+pub fn guard_decision(
+    check: &FlagCheck,
+    decision: Decision,
+    would_write: Option<&FlagState>,
+) -> (Decision, Option<String>) {
     let moves_flag = matches!(
         decision,
         Decision::Advance { .. }
@@ -117,11 +136,16 @@ pub fn guard_decision(check: &FlagCheck, decision: Decision) -> (Decision, Optio
     );
     match check {
         FlagCheck::AsWritten => (decision, None),
-        FlagCheck::Changed(reason) if moves_flag => (
+        FlagCheck::Changed { found, .. }
+            if moves_flag && would_write.is_some_and(|state| same_state(state, found)) =>
+        {
+            (decision, None)
+        }
+        FlagCheck::Changed { reason, .. } if moves_flag => (
             Decision::Hold,
             Some(format!("{reason}; it would have been: {decision}")),
         ),
-        FlagCheck::Changed(reason) => (decision, Some(reason.clone())),
+        FlagCheck::Changed { reason, .. } => (decision, Some(reason.clone())),
         FlagCheck::Unreadable(reason)
             if matches!(decision, Decision::Advance { .. } | Decision::Promote) =>
         {
@@ -214,7 +238,8 @@ mod tests {
             check_flag("f", &flag(false, 0.0), &flag(false, 50.0)),
             FlagCheck::AsWritten
         );
-        let FlagCheck::Changed(reason) = check_flag("f", &flag(true, 25.0), &flag(true, 50.0))
+        let FlagCheck::Changed { reason, .. } =
+            check_flag("f", &flag(true, 25.0), &flag(true, 50.0))
         else {
             panic!("a changed share is a change");
         };
@@ -224,13 +249,16 @@ mod tests {
         );
         assert!(matches!(
             check_flag("f", &flag(true, 25.0), &flag(false, 25.0)),
-            FlagCheck::Changed(reason) if reason.contains("found disabled")
+            FlagCheck::Changed { reason, .. } if reason.contains("found disabled")
         ));
     }
 
     #[test]
     fn a_changed_flag_is_never_actuated_over() {
-        let changed = FlagCheck::Changed("changed".to_owned());
+        let changed = FlagCheck::Changed {
+            reason: "changed".to_owned(),
+            found: flag(true, 30.0),
+        };
         let to = Percentage::parse(50.0).unwrap();
         for decision in [
             Decision::Advance { to },
@@ -238,16 +266,42 @@ mod tests {
             Decision::Rollback,
             Decision::ReduceTraffic { to },
         ] {
-            let (guarded, reason) = guard_decision(&changed, decision.clone());
+            let (guarded, reason) =
+                guard_decision(&changed, decision.clone(), Some(&flag(true, 50.0)));
             assert_eq!(guarded, Decision::Hold, "{decision}");
             assert!(reason.unwrap().contains(&decision.to_string()));
         }
-        let (guarded, reason) = guard_decision(&changed, Decision::Continue);
+        let (guarded, reason) = guard_decision(&changed, Decision::Continue, None);
         assert_eq!(guarded, Decision::Continue);
         assert_eq!(reason.as_deref(), Some("changed"));
         assert_eq!(
-            guard_decision(&FlagCheck::AsWritten, Decision::Promote),
+            guard_decision(&FlagCheck::AsWritten, Decision::Promote, None),
             (Decision::Promote, None)
+        );
+    }
+
+    #[test]
+    fn a_replayed_look_finding_its_own_change_goes_ahead() {
+        let found_at_50 = FlagCheck::Changed {
+            reason: "changed".to_owned(),
+            found: flag(true, 50.0),
+        };
+        let to = Percentage::parse(50.0).unwrap();
+        assert_eq!(
+            guard_decision(
+                &found_at_50,
+                Decision::Advance { to },
+                Some(&flag(true, 50.0))
+            ),
+            (Decision::Advance { to }, None)
+        );
+        let killed = FlagCheck::Changed {
+            reason: "changed".to_owned(),
+            found: flag(false, 0.0),
+        };
+        assert_eq!(
+            guard_decision(&killed, Decision::Rollback, Some(&flag(false, 0.0))).0,
+            Decision::Rollback
         );
     }
 
@@ -255,11 +309,11 @@ mod tests {
     fn an_unreadable_flag_holds_advances_but_lets_a_rollback_through() {
         let unreadable = FlagCheck::Unreadable("cannot read".to_owned());
         assert_eq!(
-            guard_decision(&unreadable, Decision::Promote).0,
+            guard_decision(&unreadable, Decision::Promote, None).0,
             Decision::Hold
         );
         assert_eq!(
-            guard_decision(&unreadable, Decision::Rollback).0,
+            guard_decision(&unreadable, Decision::Rollback, None).0,
             Decision::Rollback
         );
     }
