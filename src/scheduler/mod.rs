@@ -929,7 +929,11 @@ impl RolloutRunner {
         let (decision, flag_reason) =
             ownership::guard_decision(&flag_check, decision, would_write.as_ref());
         if let Some(reason) = flag_reason {
-            reasons.insert(0, reason);
+            if matches!(flag_check, ownership::FlagCheck::Unreadable(_)) {
+                reasons.push(reason);
+            } else {
+                reasons.insert(0, reason);
+            }
             if decision == Decision::Hold {
                 self.rolling_back = rolling_back_before;
             }

@@ -119,9 +119,11 @@ fn same_state(a: &FlagState, b: &FlagState) -> bool {
 /// it. A flag someone else changed is never actuated over: every decision that would
 /// move it holds, except when the flag is already where this decision puts it (a
 /// successor replaying the look of a worker that died after its change but before
-/// recording the look finds its own change). A flag that cannot be read is not moved
-/// up (missing data never promotes) but a rollback still goes ahead: pulling the kill
-/// switch is always safe.
+/// recording the look finds its own change). A flag that cannot be read back (a webhook
+/// without `state_url` in a process that has not changed it) cannot be compared: the
+/// decision stands and the reason says the check could not be made. Holding there would
+/// stop every such rollout that moves to another instance, and the change itself is
+/// still verified by the actuator.
 pub fn guard_decision(
     check: &FlagCheck,
     decision: Decision,
@@ -146,17 +148,12 @@ pub fn guard_decision(
             Some(format!("{reason}; it would have been: {decision}")),
         ),
         FlagCheck::Changed { reason, .. } => (decision, Some(reason.clone())),
-        FlagCheck::Unreadable(reason)
-            if matches!(decision, Decision::Advance { .. } | Decision::Promote) =>
-        {
-            (
-                Decision::Hold,
-                Some(format!(
-                    "{reason}; not moving it up without reading it back (it would have been: {decision})"
-                )),
-            )
-        }
-        FlagCheck::Unreadable(reason) => (decision, Some(reason.clone())),
+        FlagCheck::Unreadable(reason) => (
+            decision,
+            Some(format!(
+                "{reason}; changes made outside this rollout cannot be detected"
+            )),
+        ),
     }
 }
 
@@ -306,12 +303,11 @@ mod tests {
     }
 
     #[test]
-    fn an_unreadable_flag_holds_advances_but_lets_a_rollback_through() {
+    fn an_unreadable_flag_cannot_be_compared_and_says_so() {
         let unreadable = FlagCheck::Unreadable("cannot read".to_owned());
-        assert_eq!(
-            guard_decision(&unreadable, Decision::Promote, None).0,
-            Decision::Hold
-        );
+        let (decision, reason) = guard_decision(&unreadable, Decision::Promote, None);
+        assert_eq!(decision, Decision::Promote);
+        assert!(reason.unwrap().contains("cannot be detected"));
         assert_eq!(
             guard_decision(&unreadable, Decision::Rollback, None).0,
             Decision::Rollback
