@@ -6,7 +6,9 @@
 //! HTTP API in process and drives `canary submit` and `canary wait` against it; `unleash`
 //! moves flags in a real unleash-server that `unleash_harness` starts; `live_bed` runs
 //! the `canary-demo-service` binary scraped live by a real Prometheus; `ownership` checks
-//! one owner per flag, adopting a flag and holding on a flag changed by someone else.
+//! one owner per flag, adopting a flag and holding on a flag changed by someone else;
+//! `two_instances` is issue 13's target run (two `canary serve` on one PostgreSQL and one
+//! flag file, SIGKILL mid-way).
 
 mod analyze;
 mod api;
@@ -27,6 +29,7 @@ mod run_cli;
 mod serve;
 mod simulate;
 mod store;
+mod two_instances;
 mod unleash;
 mod unleash_harness;
 mod webhook;
