@@ -16,7 +16,10 @@ use canary::actuators::flagd_file::FlagdFileActuator;
 use canary::api::{ApiState, router};
 use canary::config::Settings;
 use canary::domain::{Percentage, Profile};
-use canary::scheduler::{Decision, Rollout, RolloutRunner, RolloutStatus, RunError, Scopes};
+use canary::scheduler::{
+    Decision, ManualClock, Registry, Rollout, RolloutRunner, RolloutStatus, RunError, Scopes,
+    Worker, WorkerOptions,
+};
 use canary::sources::replay::ReplaySource;
 use canary::store::{
     AnalysisState, AuditAction, LookUpdate, ManualAction, NewAnalysis, SqliteStore, Store,
@@ -643,4 +646,82 @@ fn canary_run_refuses_a_flag_beyond_the_first_stage_and_adopts_it_with_adopt() {
     assert_eq!(std::fs::read(&path).unwrap(), before);
     let adopted = run(&["--adopt"]);
     assert_eq!(adopted.code, 0, "{}\n{}", adopted.stdout, adopted.stderr);
+}
+
+#[tokio::test]
+async fn a_served_analysis_on_a_flag_beyond_its_first_stage_fails_untouched_unless_it_adopts() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("flags.json");
+    write_flag_file(&path, ["checkout".to_owned(), "search".to_owned()]);
+    let file = FlagdFileActuator::new(&path);
+    file.set_rollout("checkout", Percentage::FULL)
+        .await
+        .unwrap();
+    file.set_rollout("search", Percentage::parse(30.0).unwrap())
+        .await
+        .unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let store = StoreConfig::new("sqlite::memory:").build().await.unwrap();
+    let registry = Registry::new()
+        .with_source(
+            "prod",
+            Arc::new(ReplaySource::open(&root().join("fixtures/replay/healthy")).unwrap()),
+        )
+        .with_actuator("flags", Arc::new(FlagdFileActuator::new(&path)));
+    let clock = Arc::new(ManualClock::new(REPLAY_START));
+    let worker = Worker::new(
+        Arc::clone(&store),
+        Arc::new(registry),
+        clock,
+        WorkerOptions {
+            id: "w".to_owned(),
+            concurrency: 2,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(20),
+            rollback_retry: Duration::from_secs(30),
+        },
+    );
+    let profile_text =
+        std::fs::read_to_string(root().join("analysis-profiles/web-service.toml")).unwrap();
+    let submit = |flag: &str, adopt: bool| NewAnalysis {
+        profile_name: "web-service".to_owned(),
+        profile_text: profile_text.clone(),
+        dry_run: false,
+        start_at: Some(REPLAY_START),
+        owner: Some("flagd-file:test".to_owned()),
+        adopt,
+        ..request(flag, None)
+    };
+    let refused = store
+        .create_analysis(submit("checkout", false), REPLAY_START)
+        .await
+        .unwrap();
+    let adopted = store
+        .create_analysis(submit("search", true), REPLAY_START)
+        .await
+        .unwrap();
+    assert_eq!(worker.try_execute_task().await.unwrap(), 2);
+    let refused = store.get_analysis(refused.id).await.unwrap().unwrap();
+    assert_eq!(refused.state, AnalysisState::Failed);
+    assert!(
+        refused.reasons[0].contains("already enabled at 100%")
+            && refused.reasons[0].contains("first stage 1% at 1%"),
+        "{:?}",
+        refused.reasons
+    );
+    let adopted = store.get_analysis(adopted.id).await.unwrap().unwrap();
+    assert_eq!(
+        adopted.state,
+        AnalysisState::Running,
+        "{:?}",
+        adopted.reasons
+    );
+    assert_eq!(adopted.current_stage, Some(2));
+    assert_eq!(adopted.traffic, Some(30.0));
+    assert!(
+        adopted.reasons[0].contains("adopted at 30%"),
+        "{:?}",
+        adopted.reasons
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before, "no flag was touched");
 }

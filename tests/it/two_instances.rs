@@ -125,6 +125,18 @@ async fn final_count(store: &dyn Store) -> u64 {
         .sum()
 }
 
+/// Waits (at most 600 s) until at least `count` analyses are final.
+async fn wait_until_final(store: &dyn Store, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while final_count(store).await < count {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {count} final after 600 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn from_env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -182,7 +194,8 @@ async fn two_instances_on_one_flag_file_lose_no_edit_and_double_no_change_across
     .await
     .unwrap();
 
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Kill mid-way: once a quarter of the analyses are final, the others in flight.
+    wait_until_final(store.as_ref(), analyses as u64 / 4).await;
     kill(&mut first);
     let final_at_first_kill = final_count(store.as_ref()).await;
     assert!(
@@ -191,9 +204,9 @@ async fn two_instances_on_one_flag_file_lose_no_edit_and_double_no_change_across
     );
     let mut final_at_second_kill = None;
     if kills >= 2 {
-        // The killed instance comes back; then the other one is killed.
+        // The killed instance comes back; at half way the other one is killed.
         first = start_server(directory.path(), &schema.url, "first");
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        wait_until_final(store.as_ref(), analyses as u64 / 2).await;
         final_at_second_kill = Some(final_count(store.as_ref()).await);
         kill(&mut second);
     }
