@@ -235,9 +235,11 @@ pub struct NewAnalysis {
     /// Who owns the flag while the analysis is active: the actuator's target as the
     /// server resolved it from settings (see [`crate::actuators::ActuatorConfig::owner`])
     /// and the flag, unique among active analyses. `None` owns nothing (dry runs).
+    #[serde(default)]
     pub owner: Option<String>,
     /// Start on a flag already beyond the plan's first stage, from the stage at or
     /// below its current share, instead of refusing it.
+    #[serde(default)]
     pub adopt: bool,
 }
 
@@ -293,8 +295,10 @@ pub struct Analysis {
     /// next [`Store::record_look`].
     pub requested_action: Option<AuditAction>,
     /// The owner key of [`NewAnalysis::owner`].
+    #[serde(default)]
     pub owner: Option<String>,
     /// Whether the submission asked to adopt a flag beyond the first stage.
+    #[serde(default)]
     pub adopt: bool,
 }
 
