@@ -173,6 +173,14 @@ pub trait Actuator: Send + Sync {
     /// Reads the flag's current state back from the store.
     async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError>;
 
+    /// Whether [`Actuator::current`] shows changes made by others (another process, a
+    /// person). The runner compares the flag with what it last wrote only when it does:
+    /// the log-only actuator keeps its flags in the process, so a restarted process would
+    /// otherwise see every flag as changed. Wrappers pass it through.
+    fn sees_outside_changes(&self) -> bool {
+        true
+    }
+
     /// Makes one change with its context. The rollout runner calls this; the default
     /// ignores the context and calls [`Actuator::set_rollout`] or [`Actuator::kill`].
     /// Actuators that send the context somewhere (webhooks) and wrappers (metrics,

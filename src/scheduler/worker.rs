@@ -1296,6 +1296,10 @@ impl Actuator for RecordedActuator {
         self.inner.current(flag).await
     }
 
+    fn sees_outside_changes(&self) -> bool {
+        self.inner.sees_outside_changes()
+    }
+
     async fn apply(&self, change: &FlagChange) -> Result<FlagState, ActuatorError> {
         self.change(change).await
     }
