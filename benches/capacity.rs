@@ -431,6 +431,8 @@ async fn run_instance(load: Load) -> Outcome {
         canary_scope: format!(r#"track="canary",bench_analysis="{index}""#),
         dry_run: false,
         start_at: Some(start_at),
+        owner: None,
+        adopt: false,
     };
     // Start times lie after the submissions end: their pace comes from a few probe
     // analyses due in a day (never claimed during the run).

@@ -584,7 +584,7 @@ pub async fn run(args: &RunArgs, terminal: Terminal) -> Result<(Verdict, String)
         scopes,
         dry_run: args.dry_run,
     };
-    let mut runner = RolloutRunner::new(rollout, source, actuator)?;
+    let mut runner = RolloutRunner::new(rollout, source, actuator)?.with_adopt(args.adopt);
     let progress = indicatif::ProgressBar::new(plan.planned_looks());
     progress.set_style(
         indicatif::ProgressStyle::with_template(
@@ -746,10 +746,27 @@ pub async fn submit(args: &SubmitArgs) -> Result<uuid::Uuid> {
         actuator: args.actuator.clone(),
         dry_run: args.dry_run,
         start_at: args.start_at,
+        adopt: args.adopt,
     };
     let analysis = client.submit(&submission).await?;
     tracing::info!(analysis = %analysis.id, server = %args.server, "analysis submitted");
     Ok(analysis.id)
+}
+
+/// The exit code of `canary submit` when the flag already has an active analysis (the
+/// server's 409 `flag_owned`): not a verdict, not a plain error, so a pipeline can tell
+/// "someone else is rolling this flag out" from a failure.
+pub const FLAG_OWNED_EXIT_CODE: u8 = 4;
+
+/// The exit code for a failed `canary submit`: [`FLAG_OWNED_EXIT_CODE`] when the flag is
+/// owned by another analysis, 1 otherwise.
+pub fn submit_error_exit_code(error: &anyhow::Error) -> u8 {
+    match error.downcast_ref::<crate::api::client::ClientError>() {
+        Some(crate::api::client::ClientError::Api { code, .. }) if code == "flag_owned" => {
+            FLAG_OWNED_EXIT_CODE
+        }
+        _ => 1,
+    }
 }
 
 /// Runs `canary wait`: long-polls until the analysis is final or the timeout runs out.

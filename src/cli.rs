@@ -170,7 +170,9 @@ Exit codes (with --wait for submit):
   2  hold      not final when the timeout ran out (running, paused, awaiting review)
   3  rollback  the canary was rolled back (or its rollback failed)
   1  error     the server is unreachable, the id is unknown, the request was refused,
-               or the analysis failed to run";
+               or the analysis failed to run
+  4  owned     submit only: another active analysis owns the flag (its id and state are
+               printed); one analysis per flag at a time";
 
 /// Parses `30s`, `5m`, `1h30m` or a number of seconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -214,6 +216,11 @@ pub struct SubmitArgs {
     /// When to start, Unix seconds. Default: at once.
     #[arg(long, value_name = "UNIX_SECONDS")]
     pub start_at: Option<f64>,
+    /// Take over a flag already beyond the plan's first stage: start from the stage at
+    /// or below its current share (never lowering it without a verdict). Without it,
+    /// such a flag is refused: the analysis ends `failed`, the flag untouched.
+    #[arg(long)]
+    pub adopt: bool,
     /// After submitting, wait this long for the verdict (`90m`, `2h`, or seconds) and
     /// exit with its code.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -297,6 +304,11 @@ pub struct RunArgs {
     /// Judge and record every interval, but never change the flag (shadow mode).
     #[arg(long)]
     pub dry_run: bool,
+    /// Take over a flag already beyond the plan's first stage: start from the stage at
+    /// or below its current share, never lowering it without a verdict. Without it such
+    /// a flag is refused (exit 1, flag untouched).
+    #[arg(long)]
+    pub adopt: bool,
     /// Label matchers that select the baseline in queries (`{{scope}}`).
     #[arg(long, value_name = "MATCHERS", default_value = r#"track="baseline""#)]
     pub baseline_scope: String,

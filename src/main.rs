@@ -79,7 +79,8 @@ fn main() -> ExitCode {
                 Ok(id) => id,
                 Err(error) => {
                     eprintln!("error: {}", app::error_message(&error));
-                    return ExitCode::from(1);
+                    // 4: the flag has another active analysis (named in the message).
+                    return ExitCode::from(app::submit_error_exit_code(&error));
                 }
             };
             println!("{id}");

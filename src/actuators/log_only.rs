@@ -60,6 +60,10 @@ impl Actuator for LogOnlyActuator {
         self.current(flag).await
     }
 
+    fn sees_outside_changes(&self) -> bool {
+        false
+    }
+
     async fn set_rollout(
         &self,
         flag: &str,

@@ -173,6 +173,14 @@ pub trait Actuator: Send + Sync {
     /// Reads the flag's current state back from the store.
     async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError>;
 
+    /// Whether [`Actuator::current`] shows changes made by others (another process, a
+    /// person). The runner compares the flag with what it last wrote only when it does:
+    /// the log-only actuator keeps its flags in the process, so a restarted process would
+    /// otherwise see every flag as changed. Wrappers pass it through.
+    fn sees_outside_changes(&self) -> bool {
+        true
+    }
+
     /// Makes one change with its context. The rollout runner calls this; the default
     /// ignores the context and calls [`Actuator::set_rollout`] or [`Actuator::kill`].
     /// Actuators that send the context somewhere (webhooks) and wrappers (metrics,
@@ -296,6 +304,66 @@ impl ActuatorConfig {
                 Ok(Box::new(unleash::UnleashActuator::new(target, token)?))
             }
             ActuatorConfig::Webhook(config) => Ok(Box::new(config.build()?)),
+        }
+    }
+
+    /// Who owns a flag moved through this actuator, for the store's one-owner-per-flag
+    /// rule: the flag store it writes, not the name it is declared under, so two names
+    /// (or two instances) writing one flag file are one owner. A flag file is named by
+    /// its absolute path with symbolic links and `.`/`..` resolved (as far as the path
+    /// exists); Unleash by its URL without a trailing `/`, project and environment; a
+    /// webhook by its URL. A log-only actuator keeps its flags in the process, so it is
+    /// its declared `name`.
+    pub fn owner(&self, name: &str) -> String {
+        match self {
+            ActuatorConfig::LogOnly => format!("log-only:{name}"),
+            ActuatorConfig::FlagdFile { path, .. } => {
+                format!("flagd-file:{}", normalised_path(path).display())
+            }
+            ActuatorConfig::Unleash {
+                url,
+                project,
+                environment,
+                ..
+            } => format!(
+                "unleash:{},{project},{environment}",
+                url.trim_end_matches('/')
+            ),
+            ActuatorConfig::Webhook(config) => format!("webhook:{}", config.url),
+        }
+    }
+}
+
+/// `path` made absolute, `.` and `..` removed, and symbolic links resolved for the
+/// longest part of it that exists (the file itself may not exist yet).
+fn normalised_path(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut lexical = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                lexical.pop();
+            }
+            other => lexical.push(other),
+        }
+    }
+    let mut missing = Vec::new();
+    let mut existing = lexical.as_path();
+    loop {
+        if let Ok(resolved) = existing.canonicalize() {
+            return missing
+                .iter()
+                .rev()
+                .fold(resolved, |path, part| path.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return lexical,
         }
     }
 }
@@ -485,6 +553,40 @@ mod tests {
         assert_eq!(
             "flagd-file=/etc/flagd/flags.json".parse::<ActuatorConfig>(),
             Ok(flagd_file_config("/etc/flagd/flags.json"))
+        );
+    }
+
+    #[test]
+    fn one_flag_file_written_two_ways_is_one_owner() {
+        let directory = tempfile::tempdir().unwrap();
+        let file = directory.path().join("flags.json");
+        std::fs::write(&file, "{}").unwrap();
+        std::fs::create_dir(directory.path().join("sub")).unwrap();
+        let roundabout = directory.path().join("sub/../././flags.json");
+        let direct = flagd_file_config(file.to_str().unwrap()).owner("a");
+        assert_eq!(
+            flagd_file_config(roundabout.to_str().unwrap()).owner("b"),
+            direct
+        );
+        assert!(direct.starts_with("flagd-file:/"), "{direct}");
+        // A file that does not exist yet still has one absolute name.
+        let later = directory.path().join("sub/../later.json");
+        assert_eq!(
+            flagd_file_config(later.to_str().unwrap()).owner("a"),
+            format!(
+                "flagd-file:{}",
+                directory
+                    .path()
+                    .canonicalize()
+                    .unwrap()
+                    .join("later.json")
+                    .display()
+            )
+        );
+        // Log-only flags live in the process: the name is the owner.
+        assert_ne!(
+            ActuatorConfig::LogOnly.owner("a"),
+            ActuatorConfig::LogOnly.owner("b")
         );
     }
 

@@ -172,6 +172,10 @@ impl Actuator for RetryingActuator {
         self.inner.current(flag).await
     }
 
+    fn sees_outside_changes(&self) -> bool {
+        self.inner.sees_outside_changes()
+    }
+
     async fn apply(&self, change: &FlagChange) -> Result<FlagState, ActuatorError> {
         self.apply_with_retries(change).await
     }

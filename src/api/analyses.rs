@@ -59,6 +59,11 @@ pub struct Submission {
     /// When to start, Unix seconds; absent starts at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_at: Option<f64>,
+    /// Take over a flag that is already beyond the plan's first stage: start from the
+    /// stage at or below its current share, never lowering it without a verdict.
+    /// Without it such a flag is refused (the analysis ends `failed`, flag untouched).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
 }
 
 /// The body as received: every field optional, so a missing one gets a 422 naming it.
@@ -73,6 +78,7 @@ struct RawSubmission {
     actuator: Option<String>,
     dry_run: Option<bool>,
     start_at: Option<f64>,
+    adopt: Option<bool>,
 }
 
 /// Where a started analysis stands in its rollout plan.
@@ -107,6 +113,9 @@ pub struct AnalysisView {
     pub canary_scope: String,
     /// Whether the flag is left alone.
     pub dry_run: bool,
+    /// Whether the submission asked to adopt a flag already beyond the first stage.
+    #[serde(default)]
+    pub adopt: bool,
     /// The requested start, Unix seconds.
     pub start_at: Option<f64>,
     /// Where it stands.
@@ -224,6 +233,7 @@ impl AnalysisView {
             baseline_scope: analysis.baseline_scope.clone(),
             canary_scope: analysis.canary_scope.clone(),
             dry_run: analysis.dry_run,
+            adopt: analysis.adopt,
             start_at: analysis.start_at,
             state: analysis.state,
             is_final: analysis.state.is_final(),
@@ -515,6 +525,15 @@ fn validate_submission(state: &ApiState, raw: RawSubmission) -> Result<NewAnalys
         super::fields::check_start_at(start, state.clock.now())?;
     }
     let profile_text = load_profile(state, &profile_name)?;
+    let dry_run = raw.dry_run.unwrap_or(false);
+    // A dry run never moves the flag, so it owns nothing.
+    let owner = (!dry_run).then(|| {
+        state
+            .actuator_owners
+            .get(&actuator)
+            .cloned()
+            .unwrap_or_else(|| format!("actuator:{actuator}"))
+    });
     Ok(NewAnalysis {
         profile_name,
         profile_text,
@@ -523,8 +542,10 @@ fn validate_submission(state: &ApiState, raw: RawSubmission) -> Result<NewAnalys
         actuator,
         baseline_scope,
         canary_scope,
-        dry_run: raw.dry_run.unwrap_or(false),
+        dry_run,
         start_at: raw.start_at,
+        owner,
+        adopt: raw.adopt.unwrap_or(false),
     })
 }
 
@@ -614,7 +635,8 @@ pub(crate) async fn wait_for_final(
 /// `POST /v1/analyses`: 201 with the analysis and a `Location` header; 401 without a
 /// known bearer token and 403 with one lacking scope `submit` (when the server has
 /// tokens); 400 for a body that is not JSON; 415 for a body not sent as JSON; 422 for a
-/// missing, empty or unknown field.
+/// missing, empty or unknown field; 409 (`flag_owned`, naming the owner's id and state)
+/// when another active analysis owns the flag on the same flag store.
 pub async fn create(
     State(state): State<ApiState>,
     authorized: Authorized<SubmitScope>,

@@ -77,6 +77,9 @@ pub enum ApiError {
     NoSuchRoute(String),
     /// The request lost a race or is not allowed from the analysis's state (409).
     Conflict(String),
+    /// Another active analysis owns the flag (409, `flag_owned`, field `flag`); the
+    /// message names the owner's id and state.
+    FlagOwned(String),
     /// The store cannot be reached (503).
     Unavailable(String),
     /// A bug or corrupt data (500).
@@ -188,6 +191,10 @@ impl ApiError {
                 StatusCode::CONFLICT,
                 detail("conflict", message, None, None),
             ),
+            ApiError::FlagOwned(message) => (
+                StatusCode::CONFLICT,
+                detail("flag_owned", message, Some(&"flag".to_owned()), None),
+            ),
             ApiError::Unavailable(message) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 detail("unavailable", message, None, None),
@@ -212,6 +219,16 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => ApiError::NotFound(format!("no {what}")),
             StoreError::Conflict(message) => ApiError::Conflict(format!(
                 "{message}; read the analysis again and retry if still wanted"
+            )),
+            StoreError::FlagOwned {
+                flag,
+                actuator,
+                owner,
+                state,
+            } => ApiError::FlagOwned(format!(
+                "flag {flag:?} (actuator {actuator:?}) is owned by analysis {owner}, which is \
+                 {state}; one analysis per flag at a time: wait for it to end, or act on it \
+                 (/v1/analyses/{owner})"
             )),
             StoreError::Invalid(message) => ApiError::BadRequest(message),
             StoreError::Unavailable(message) => ApiError::Unavailable(message),
@@ -254,12 +271,30 @@ mod tests {
             (ApiError::UnsupportedMediaType("x".into()), 415),
             (ApiError::NotFound("x".into()), 404),
             (ApiError::Conflict("x".into()), 409),
+            (ApiError::FlagOwned("x".into()), 409),
             (ApiError::Unavailable("x".into()), 503),
             (ApiError::Internal("x".into()), 500),
         ];
         for (error, status) in cases {
             assert_eq!(error.status_and_body().0.as_u16(), status, "{error:?}");
         }
+    }
+
+    #[test]
+    fn a_flag_owned_elsewhere_is_a_409_naming_the_owner_and_its_state() {
+        let owner = uuid::Uuid::new_v4();
+        let error = ApiError::from(StoreError::FlagOwned {
+            flag: "checkout".to_owned(),
+            actuator: "flags".to_owned(),
+            owner,
+            state: crate::store::AnalysisState::Running,
+        });
+        let (status, body) = error.status_and_body();
+        assert_eq!(status.as_u16(), 409);
+        assert_eq!(body.error.code, "flag_owned");
+        assert_eq!(body.error.field.as_deref(), Some("flag"));
+        assert!(body.error.message.contains(&owner.to_string()));
+        assert!(body.error.message.contains("running"));
     }
 
     #[test]

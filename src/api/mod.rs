@@ -80,6 +80,10 @@ pub struct ApiState {
     pub sources: Vec<String>,
     /// Names of the actuators declared in settings.
     pub actuators: Vec<String>,
+    /// Each actuator name's owner key (the flag store it writes,
+    /// [`ActuatorConfig::owner`](crate::actuators::ActuatorConfig::owner)): one active
+    /// analysis per owner key and flag. A name missing here owns as `actuator:NAME`.
+    pub actuator_owners: std::collections::BTreeMap<String, String>,
     /// Directory of `NAME.toml` profiles, read at each submission so an edited or
     /// added profile needs no restart.
     pub profiles_directory: PathBuf,
@@ -153,6 +157,11 @@ impl ApiState {
             )),
             sources: settings.sources.keys().cloned().collect(),
             actuators: settings.actuators.keys().cloned().collect(),
+            actuator_owners: settings
+                .actuators
+                .iter()
+                .map(|(name, config)| (name.clone(), config.owner(name)))
+                .collect(),
             profiles_directory: settings.profiles.directory.clone(),
             metrics,
             clock: Arc::new(SystemClock),

@@ -150,7 +150,7 @@ fn unsecured_document() -> Value {
                 "post": {
                     "operationId": "submitAnalysis",
                     "summary": "Submit an analysis",
-                    "description": "Validates every field, stores the profile's text with the analysis and returns it in state `pending`. Workers start it at `start_at` (or at once).",
+                    "description": "Validates every field, stores the profile's text with the analysis and returns it in state `pending`. Workers start it at `start_at` (or at once). One analysis per flag at a time: while another analysis on the same flag store (the actuator's target, however it is named) and flag is pending, running, paused, awaiting review or rollback_failed, the submission is refused with a 409 (dry runs own no flag).",
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Submission"}}}},
                     "responses": {
                         "201": {
@@ -160,6 +160,7 @@ fn unsecured_document() -> Value {
                         },
                         "400": error_response("The body is not JSON (`malformed_json`; the message has the line and column)."),
                         "422": error_response("A field is missing, empty, of the wrong type, unknown or beyond its limit (flag key characters and length, scope length, `start_at` more than a year ahead); or the profile, source or actuator is not known (`allowed` lists the known names), or the profile has no rollout plan; or the body is not a JSON object (`invalid_body`, field `body`). `field` names the field."),
+                        "409": error_response("Another active analysis owns the flag (`flag_owned`, field `flag`); the message names its id and state."),
                         "503": error_response("The store is unavailable, or does not answer within `[store] api_timeout`.")
                     }
                 },
@@ -318,7 +319,8 @@ fn unsecured_document() -> Value {
                         "source": {"type": "string", "description": "A metric source named in the server's settings."},
                         "actuator": {"type": "string", "description": "An actuator named in the server's settings."},
                         "dry_run": {"type": "boolean", "default": false},
-                        "start_at": {"type": "number", "description": "Unix seconds, finite and at most a year from now; absent starts at once."}
+                        "start_at": {"type": "number", "description": "Unix seconds, finite and at most a year from now; absent starts at once."},
+                        "adopt": {"type": "boolean", "default": false, "description": "Take over a flag already beyond the plan's first stage: start from the stage at or below its current share, never lowering it without a verdict. Without it such a flag is refused at the first look (the analysis ends `failed`, the flag untouched)."}
                     }
                 },
                 "Stage": {
@@ -334,6 +336,7 @@ fn unsecured_document() -> Value {
                         "source": {"type": "string"}, "actuator": {"type": "string"},
                         "baseline_scope": {"type": "string"}, "canary_scope": {"type": "string"},
                         "dry_run": {"type": "boolean"},
+                        "adopt": {"type": "boolean"},
                         "start_at": {"type": ["number", "null"]},
                         "state": {"type": "string", "enum": states},
                         "final": {"type": "boolean"},

@@ -821,6 +821,8 @@ impl AnalysisReport {
             created_at: if first.is_finite() { first } else { 0.0 },
             updated_at: if last.is_finite() { last } else { 0.0 },
             requested_action: None,
+            owner: None,
+            adopt: false,
         };
         let mut report = AnalysisReport::from_analysis(&analysis, &looks, &actuations, &[]);
         report.subject.analysis_id = None;

@@ -16,6 +16,7 @@
 pub mod clock;
 mod fetch;
 pub mod retention;
+pub mod ownership;
 pub mod worker;
 
 use std::sync::Arc;
@@ -251,6 +252,14 @@ pub struct RunnerState {
     /// The sequential judge's evidence so far.
     #[serde(default)]
     pub sequential: SequentialState,
+    /// The flag as the runner last left it (the read-back of its last change, or the
+    /// state it adopted): each look reads the flag and holds when someone else changed
+    /// it. `None` in dry runs and in snapshots from before the check.
+    #[serde(default)]
+    pub expected_flag: Option<FlagState>,
+    /// The share of an adopted flag, beyond its stage's, kept until the stage ends.
+    #[serde(default)]
+    pub adopted_share: Option<Percentage>,
 }
 
 /// A progressive rollback under way: traffic comes down from `from` to the fallback in
@@ -284,6 +293,9 @@ pub struct RolloutRunner {
     history: Vec<IntervalRecord>,
     actuations: Vec<Actuation>,
     first_scrape_wait: std::time::Duration,
+    adopt: bool,
+    expected_flag: Option<FlagState>,
+    adopted_share: Option<Percentage>,
 }
 
 impl RolloutRunner {
@@ -319,7 +331,23 @@ impl RolloutRunner {
             history: Vec::new(),
             actuations: Vec::new(),
             first_scrape_wait: fetch::FIRST_SCRAPE_WAIT,
+            adopt: false,
+            expected_flag: None,
+            adopted_share: None,
         })
+    }
+
+    /// Lets [`Self::start`] adopt a flag already beyond the first stage (see
+    /// [`ownership::start_point`]) instead of refusing it.
+    pub fn with_adopt(mut self, adopt: bool) -> Self {
+        self.adopt = adopt;
+        self
+    }
+
+    /// The share of a flag this rollout adopted, while it stays at the stage it started
+    /// at.
+    pub fn adopted_share(&self) -> Option<Percentage> {
+        self.adopted_share
     }
 
     /// How long `start` waits for a live source's first data before it calls an empty
@@ -357,6 +385,8 @@ impl RolloutRunner {
         runner.rolling_back = state.rolling_back;
         runner.stage_short_of_data = state.stage_short_of_data;
         runner.sequential = state.sequential;
+        runner.expected_flag = state.expected_flag;
+        runner.adopted_share = state.adopted_share;
         Ok(runner)
     }
 
@@ -375,6 +405,8 @@ impl RolloutRunner {
             rolling_back: self.rolling_back,
             stage_short_of_data: self.stage_short_of_data,
             sequential: self.sequential.clone(),
+            expected_flag: self.expected_flag.clone(),
+            adopted_share: self.adopted_share,
         }
     }
 
@@ -430,7 +462,7 @@ impl RolloutRunner {
             RolloutStatus::RolledBack => self.fallback_share(),
             RolloutStatus::Running | RolloutStatus::AwaitingReview => match self.rolling_back {
                 Some(rolling) => self.reduced_traffic(rolling.from, rolling.steps_done),
-                None => self.stage().traffic,
+                None => self.adopted_share.unwrap_or(self.stage().traffic),
             },
         }
     }
@@ -491,9 +523,26 @@ impl RolloutRunner {
                 context: format!("flag {:?} cannot be actuated", self.rollout.flag),
                 error,
             })?;
-        self.initial_flag = Some(initial_flag);
+        let start = ownership::start_point(
+            &self.rollout.flag,
+            &self.plan.stages,
+            &initial_flag,
+            self.adopt,
+        )
+        .map_err(RunError::Config)?;
+        self.initial_flag = Some(initial_flag.clone());
         self.stage_started_at = now;
         self.started = true;
+        if let ownership::StartPoint::Adopt { stage_index, share } = start {
+            // The flag stays where it is: only a verdict moves it.
+            self.stage_index = stage_index;
+            self.adopted_share = (share > self.plan.stages[stage_index].traffic).then_some(share);
+            if !self.rollout.dry_run {
+                self.expected_flag = Some(initial_flag);
+            }
+            tracing::info!(flag = %self.rollout.flag, stage = %self.stage().name, share = %share, "rollout adopted the flag");
+            return Ok(());
+        }
         let traffic = self.plan.stages[0].traffic;
         let reasons = vec![format!(
             "rollout started: stage {} at {traffic}",
@@ -550,6 +599,7 @@ impl RolloutRunner {
                     error,
                 })?;
             tracing::info!(flag = %flag, action = action.name(), target = %target, enabled = state.enabled, rollout = %state.rollout, "actuated");
+            self.expected_flag = Some(state.clone());
             Some(state)
         };
         self.actuations.push(Actuation {
@@ -571,6 +621,7 @@ impl RolloutRunner {
         }
         let since = self.last_look_at.unwrap_or(self.stage_started_at);
         let traffic_during_look = self.traffic();
+        let flag_check = self.check_flag().await;
         self.looks += 1;
         self.last_look_at = Some(now);
         let stage = self.stage().clone();
@@ -843,6 +894,7 @@ impl RolloutRunner {
             }
         };
 
+        let rolling_back_before = self.rolling_back;
         // A rollback the judge decided (not a trigger, not already under way) goes
         // gradually when the plan asks for it and there is traffic to bring down.
         let decision = match decision {
@@ -850,9 +902,9 @@ impl RolloutRunner {
                 if self.rolling_back.is_none()
                     && !triggered_rollback
                     && rollback_settings.mode == RollbackMode::Progressive
-                    && stage.traffic > self.fallback_share() =>
+                    && traffic_during_look > self.fallback_share() =>
             {
-                let to = self.reduced_traffic(stage.traffic, 1);
+                let to = self.reduced_traffic(traffic_during_look, 1);
                 reasons.insert(
                     0,
                     format!(
@@ -867,13 +919,27 @@ impl RolloutRunner {
                     ),
                 );
                 self.rolling_back = Some(RollingBack {
-                    from: stage.traffic,
+                    from: traffic_during_look,
                     steps_done: 0,
                 });
                 Decision::ReduceTraffic { to }
             }
             other => other,
         };
+        // A flag someone else changed is not actuated over (see `ownership`).
+        let would_write = self.state_after(&decision, traffic_during_look);
+        let (decision, flag_reason) =
+            ownership::guard_decision(&flag_check, decision, would_write.as_ref());
+        if let Some(reason) = flag_reason {
+            if matches!(flag_check, ownership::FlagCheck::Unreadable(_)) {
+                reasons.push(reason);
+            } else {
+                reasons.insert(0, reason);
+            }
+            if decision == Decision::Hold {
+                self.rolling_back = rolling_back_before;
+            }
+        }
         match &decision {
             Decision::Rollback => {
                 self.fall_back(now, &reasons).await?;
@@ -900,13 +966,14 @@ impl RolloutRunner {
                     );
                 }
                 self.stage_index += 1;
+                self.adopted_share = None;
                 self.stage_started_at = now;
                 self.stage_short_of_data = 0.0;
                 self.last_look_at = Some(now);
                 self.hold_since = None;
             }
             Decision::Promote => {
-                if stage.traffic < Percentage::FULL {
+                if traffic_during_look < Percentage::FULL {
                     let action = FlagAction::SetRollout {
                         target: Percentage::FULL,
                     };
@@ -1025,6 +1092,47 @@ impl RolloutRunner {
         }
         tracing::error!(flag = %self.rollout.flag, scope = %scope, "the canary scope matches no series");
         RunError::Config(message)
+    }
+
+    /// The flag state `decision` leaves the flag in, when it moves it.
+    fn state_after(&self, decision: &Decision, traffic: Percentage) -> Option<FlagState> {
+        let enabled_at = |rollout| FlagState {
+            enabled: true,
+            rollout,
+        };
+        match decision {
+            Decision::Advance { to } | Decision::ReduceTraffic { to } => Some(enabled_at(*to)),
+            Decision::Promote if traffic < Percentage::FULL => Some(enabled_at(Percentage::FULL)),
+            Decision::Rollback => Some(
+                match (self.plan.settings.rollback.fallback, &self.initial_flag) {
+                    (Fallback::Initial, Some(flag)) if flag.enabled => enabled_at(flag.rollout),
+                    _ => FlagState {
+                        enabled: false,
+                        rollout: Percentage::ZERO,
+                    },
+                },
+            ),
+            _ => None,
+        }
+    }
+
+    /// Reads the flag back and compares it with the state this runner last left it in.
+    /// Dry runs, snapshots without that state and actuators whose reads cannot show
+    /// others' changes (log-only) check nothing.
+    async fn check_flag(&self) -> ownership::FlagCheck {
+        let (false, Some(expected)) = (self.rollout.dry_run, &self.expected_flag) else {
+            return ownership::FlagCheck::AsWritten;
+        };
+        if !self.actuator.sees_outside_changes() {
+            return ownership::FlagCheck::AsWritten;
+        }
+        match self.actuator.current(&self.rollout.flag).await {
+            Ok(found) => ownership::check_flag(&self.rollout.flag, expected, &found),
+            Err(error) => ownership::FlagCheck::Unreadable(format!(
+                "flag {:?} could not be read back: {error}",
+                self.rollout.flag
+            )),
+        }
     }
 
     /// A hold, or what the hold turns into once it has lasted past `hold_timeout`.

@@ -633,7 +633,7 @@ impl Worker {
             prepared.source,
             Arc::clone(&actuator) as Arc<dyn Actuator>,
         ) {
-            Ok(runner) => runner,
+            Ok(runner) => runner.with_adopt(analysis.adopt),
             Err(error) => {
                 return self.fail(analysis, now, error.to_string()).await;
             }
@@ -645,14 +645,21 @@ impl Worker {
                 .await;
         }
         let stage = runner.stage();
+        let adopted = match runner.adopted_share() {
+            Some(share) => format!(", the flag adopted at {share} and left there"),
+            None if analysis.adopt && runner.stage_index() > 0 => {
+                ", the flag adopted at its share".to_owned()
+            }
+            None => String::new(),
+        };
         let update = LookUpdate {
             look: None,
             state: AnalysisState::Running,
             current_stage: Some(runner.stage_index()),
-            traffic: Some(stage.traffic.value()),
+            traffic: Some(runner.traffic().value()),
             latest_verdict: None,
             reasons: vec![format!(
-                "started: stage {} at {}{}",
+                "started: stage {} at {}{adopted}{}",
                 stage.name,
                 stage.traffic,
                 if analysis.dry_run {
@@ -1295,6 +1302,10 @@ impl Actuator for RecordedActuator {
 
     async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError> {
         self.inner.current(flag).await
+    }
+
+    fn sees_outside_changes(&self) -> bool {
+        self.inner.sees_outside_changes()
     }
 
     async fn apply(&self, change: &FlagChange) -> Result<FlagState, ActuatorError> {

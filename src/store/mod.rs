@@ -87,6 +87,21 @@ pub enum StoreError {
     /// lock timeout, I/O). Retrying later may succeed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// Another active analysis owns the flag (one owner per (actuator target, flag),
+    /// enforced by a unique index): the new analysis was not stored.
+    #[error(
+        "flag {flag:?} on actuator {actuator:?} is owned by analysis {owner}, which is {state}"
+    )]
+    FlagOwned {
+        /// The flag.
+        flag: String,
+        /// The actuator named in the refused submission.
+        actuator: String,
+        /// The analysis that owns the flag.
+        owner: Uuid,
+        /// Its state (one of the owning states, [`AnalysisState::owns_flag`]).
+        state: AnalysisState,
+    },
     /// The database holds something this version cannot read: an unknown state, JSON
     /// that does not parse, a schema newer than the code.
     #[error("store data is corrupt or from a newer version: {0}")]
@@ -147,6 +162,15 @@ impl AnalysisState {
     /// tried again.
     pub fn is_done(self) -> bool {
         self.is_final() && self != AnalysisState::RollbackFailed
+    }
+
+    /// Whether an analysis in this state owns its flag: it may still move it (pending,
+    /// running), it left the flag at a partial share that a resume or a manual action
+    /// moves again (paused, awaiting review), or its kill switch is being retried
+    /// (rollback failed). At most one analysis per (actuator target, flag) is in one of
+    /// these states; the store enforces it with a unique index.
+    pub fn owns_flag(self) -> bool {
+        !self.is_done()
     }
 
     /// Whether workers claim analyses in this state (when due and unleased).
@@ -211,6 +235,15 @@ pub struct NewAnalysis {
     pub dry_run: bool,
     /// When to start, Unix seconds; `None` starts at once.
     pub start_at: Option<f64>,
+    /// Who owns the flag while the analysis is active: the actuator's target as the
+    /// server resolved it from settings (see [`crate::actuators::ActuatorConfig::owner`])
+    /// and the flag, unique among active analyses. `None` owns nothing (dry runs).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Start on a flag already beyond the plan's first stage, from the stage at or
+    /// below its current share, instead of refusing it.
+    #[serde(default)]
+    pub adopt: bool,
 }
 
 /// A stored analysis.
@@ -264,6 +297,12 @@ pub struct Analysis {
     /// scheduler calls actuators). Set by [`Store::apply_manual_action`], cleared by the
     /// next [`Store::record_look`].
     pub requested_action: Option<AuditAction>,
+    /// The owner key of [`NewAnalysis::owner`].
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Whether the submission asked to adopt a flag beyond the first stage.
+    #[serde(default)]
+    pub adopt: bool,
 }
 
 impl Analysis {
@@ -506,7 +545,10 @@ pub struct Page<T> {
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Stores a new analysis in `Pending`, version 1, with `next_look_at = start_at`,
-    /// created and updated at `now`.
+    /// created and updated at `now`. [`StoreError::FlagOwned`], naming the owner, when
+    /// `new.owner` is set and an analysis with the same owner and flag is in an owning
+    /// state ([`AnalysisState::owns_flag`]); a unique index decides, so of two
+    /// concurrent submissions (from any instances) exactly one is stored.
     async fn create_analysis(&self, new: NewAnalysis, now: f64) -> Result<Analysis, StoreError>;
 
     /// The analysis with this id, if any.
@@ -749,6 +791,33 @@ pub(crate) fn from_index(value: Option<usize>) -> Option<i64> {
     value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
+/// The unique index that keeps one owner per flag (migration 0004).
+pub(crate) const ONE_OWNER_INDEX: &str = "analyses_one_owner_per_flag";
+
+/// The owning states as an SQL list, for the query that finds a flag's owner.
+macro_rules! owning_states_sql {
+    () => {
+        "('pending', 'running', 'paused', 'awaiting_review', 'rollback_failed')"
+    };
+}
+pub(crate) use owning_states_sql;
+
+#[cfg(test)]
+const OWNING_STATES_SQL: &str = owning_states_sql!();
+
+/// Whether an insert failed on the one-owner-per-flag index.
+pub(crate) fn is_owner_violation(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => {
+            db.kind() == sqlx::error::ErrorKind::UniqueViolation
+                && (db.constraint() == Some(ONE_OWNER_INDEX)
+                    // SQLite names the columns, not the index.
+                    || db.message().contains("analyses.owner, analyses.flag"))
+        }
+        _ => false,
+    }
+}
+
 /// Maps a database error onto the kinds callers branch on.
 pub(crate) fn database_error(error: sqlx::Error) -> StoreError {
     use sqlx::error::ErrorKind;
@@ -890,6 +959,23 @@ mod tests {
         // A rollback that failed is final for the pipeline and retried by the engine.
         assert!(AnalysisState::RollbackFailed.is_claimable());
         assert!(!AnalysisState::RollbackFailed.is_done());
+    }
+
+    #[test]
+    fn the_owning_states_are_those_not_done_and_match_the_index() {
+        let owning: Vec<_> = AnalysisState::ALL
+            .into_iter()
+            .filter(|s| s.owns_flag())
+            .map(AnalysisState::as_str)
+            .collect();
+        let listed = format!("('{}')", owning.join("', '"));
+        assert_eq!(listed, OWNING_STATES_SQL);
+        for migration in [
+            include_str!("migrations/postgres/0004_one_owner_per_flag.sql"),
+            include_str!("migrations/sqlite/0004_one_owner_per_flag.sql"),
+        ] {
+            assert!(migration.contains(&format!("state IN {OWNING_STATES_SQL}")));
+        }
     }
 
     #[test]

@@ -26,9 +26,9 @@ use super::rows::{
 use super::{
     ActuationOutcome, ActuationRecord, ActuationState, Analysis, AnalysisState, AuditEntry,
     LookRecord, LookUpdate, ManualAction, NewActuation, NewAnalysis, Page, Store, StoreError,
-    check_look, claim_limit, database_error, from_index, from_millis, lease_millis, migrate_error,
-    not_found, optional_millis, page_limit, parse_cursor, parse_stored, prunable_condition,
-    to_millis,
+    check_look, claim_limit, database_error, from_index, from_millis, is_owner_violation,
+    lease_millis, migrate_error, not_found, optional_millis, owning_states_sql, page_limit,
+    parse_cursor, parse_stored, prunable_condition, to_millis,
 };
 
 /// Connections when the settings do not say.
@@ -40,7 +40,7 @@ macro_rules! analysis_columns {
         "id, profile_name, profile_text, flag, source, actuator, baseline_scope, \
          canary_scope, dry_run, start_at_ms, state, current_stage, traffic, latest_verdict, \
          reasons, runner_state, next_look_at_ms, version, lease_owner, lease_expires_at_ms, \
-         created_at_ms, updated_at_ms, seq, requested_action"
+         created_at_ms, updated_at_ms, seq, requested_action, owner, adopt"
     };
 }
 
@@ -155,29 +155,61 @@ impl Store for PostgresStore {
     async fn create_analysis(&self, new: NewAnalysis, now: f64) -> Result<Analysis, StoreError> {
         let now_ms = to_millis(now, "now")?;
         let start_at_ms = optional_millis(new.start_at, "start_at")?;
-        let row = sqlx::query(concat!(
-            "INSERT INTO analyses (id, profile_name, profile_text, flag, source, actuator, \
-             baseline_scope, canary_scope, dry_run, start_at_ms, state, reasons, runner_state, \
-             next_look_at_ms, version, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', '{}', 'null', $10, 1, \
-             $11, $11) RETURNING ",
-            analysis_columns!()
-        ))
-        .bind(Uuid::new_v4())
-        .bind(&new.profile_name)
-        .bind(&new.profile_text)
-        .bind(&new.flag)
-        .bind(&new.source)
-        .bind(&new.actuator)
-        .bind(&new.baseline_scope)
-        .bind(&new.canary_scope)
-        .bind(new.dry_run)
-        .bind(start_at_ms)
-        .bind(now_ms)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(database_error)?;
-        analysis_from_row(&row)
+        // The unique index decides; when it refuses, the owner is read to name it. An
+        // owner that finished between the two statements frees the flag: insert again.
+        for _ in 0..3 {
+            let inserted = sqlx::query(concat!(
+                "INSERT INTO analyses (id, profile_name, profile_text, flag, source, actuator, \
+                 baseline_scope, canary_scope, dry_run, start_at_ms, state, reasons, runner_state, \
+                 next_look_at_ms, version, created_at_ms, updated_at_ms, owner, adopt) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', '{}', 'null', $10, 1, \
+                 $11, $11, $12, $13) RETURNING ",
+                analysis_columns!()
+            ))
+            .bind(Uuid::new_v4())
+            .bind(&new.profile_name)
+            .bind(&new.profile_text)
+            .bind(&new.flag)
+            .bind(&new.source)
+            .bind(&new.actuator)
+            .bind(&new.baseline_scope)
+            .bind(&new.canary_scope)
+            .bind(new.dry_run)
+            .bind(start_at_ms)
+            .bind(now_ms)
+            .bind(&new.owner)
+            .bind(new.adopt)
+            .fetch_one(&self.pool)
+            .await;
+            match inserted {
+                Ok(row) => return analysis_from_row(&row),
+                Err(error) if is_owner_violation(&error) => {
+                    let owner = sqlx::query(concat!(
+                        "SELECT id, state FROM analyses WHERE owner = $1 AND flag = $2 \
+                         AND state IN ",
+                        owning_states_sql!()
+                    ))
+                    .bind(&new.owner)
+                    .bind(&new.flag)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(database_error)?;
+                    if let Some(row) = owner {
+                        return Err(StoreError::FlagOwned {
+                            flag: new.flag,
+                            actuator: new.actuator,
+                            owner: row.uuid("id")?,
+                            state: parse_stored(&row.text("state")?)?,
+                        });
+                    }
+                }
+                Err(error) => return Err(database_error(error)),
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "flag {:?} changed owners while this submission was stored; submit again",
+            new.flag
+        )))
     }
 
     async fn get_analysis(&self, id: Uuid) -> Result<Option<Analysis>, StoreError> {

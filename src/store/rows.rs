@@ -104,6 +104,8 @@ pub(crate) fn analysis_from_row(row: &impl StoredRow) -> Result<Analysis, StoreE
             .optional_text("requested_action")?
             .map(|action| parse_stored(&action))
             .transpose()?,
+        owner: row.optional_text("owner")?,
+        adopt: row.boolean("adopt")?,
     })
 }
 

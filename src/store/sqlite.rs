@@ -33,9 +33,9 @@ use super::rows::{
 use super::{
     ActuationOutcome, ActuationRecord, ActuationState, Analysis, AnalysisState, AuditEntry,
     LookRecord, LookUpdate, ManualAction, NewActuation, NewAnalysis, Page, Store, StoreError,
-    check_look, claim_limit, database_error, from_index, from_millis, lease_millis, migrate_error,
-    not_found, optional_millis, page_limit, parse_cursor, parse_stored, prunable_condition,
-    to_millis,
+    check_look, claim_limit, database_error, from_index, from_millis, is_owner_violation,
+    lease_millis, migrate_error, not_found, optional_millis, owning_states_sql, page_limit,
+    parse_cursor, parse_stored, prunable_condition, to_millis,
 };
 
 /// How long a statement waits for another connection's write lock before failing with
@@ -51,7 +51,7 @@ macro_rules! analysis_columns {
         "id, profile_name, profile_text, flag, source, actuator, baseline_scope, \
          canary_scope, dry_run, start_at_ms, state, current_stage, traffic, latest_verdict, \
          reasons, runner_state, next_look_at_ms, version, lease_owner, lease_expires_at_ms, \
-         created_at_ms, updated_at_ms, seq, requested_action"
+         created_at_ms, updated_at_ms, seq, requested_action, owner, adopt"
     };
 }
 
@@ -245,12 +245,12 @@ impl Store for SqliteStore {
         let now_ms = to_millis(now, "now")?;
         let start_at_ms = optional_millis(new.start_at, "start_at")?;
         let turn = self.write_turn().await;
-        let row = sqlx::query(concat!(
+        let inserted = sqlx::query(concat!(
             "INSERT INTO analyses (id, profile_name, profile_text, flag, source, actuator, \
              baseline_scope, canary_scope, dry_run, start_at_ms, state, reasons, runner_state, \
-             next_look_at_ms, version, created_at_ms, updated_at_ms) \
+             next_look_at_ms, version, created_at_ms, updated_at_ms, owner, adopt) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', '[]', 'null', ?10, 1, \
-             ?11, ?11) RETURNING ",
+             ?11, ?11, ?12, ?13) RETURNING ",
             analysis_columns!()
         ))
         .bind(Uuid::new_v4().to_string())
@@ -264,9 +264,40 @@ impl Store for SqliteStore {
         .bind(new.dry_run)
         .bind(start_at_ms)
         .bind(now_ms)
+        .bind(&new.owner)
+        .bind(new.adopt)
         .fetch_one(&self.pool)
-        .await
-        .map_err(database_error)?;
+        .await;
+        let row = match inserted {
+            Ok(row) => row,
+            // Writers take turns, so the owner read under the same turn is the one the
+            // index found.
+            Err(error) if is_owner_violation(&error) => {
+                let owner = sqlx::query(concat!(
+                    "SELECT id, state FROM analyses WHERE owner = ?1 AND flag = ?2 \
+                     AND state IN ",
+                    owning_states_sql!()
+                ))
+                .bind(&new.owner)
+                .bind(&new.flag)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(database_error)?
+                .ok_or_else(|| {
+                    StoreError::Conflict(format!(
+                        "flag {:?} changed owners while this submission was stored; submit again",
+                        new.flag
+                    ))
+                })?;
+                return Err(StoreError::FlagOwned {
+                    flag: new.flag,
+                    actuator: new.actuator,
+                    owner: owner.uuid("id")?,
+                    state: parse_stored(&owner.text("state")?)?,
+                });
+            }
+            Err(error) => return Err(database_error(error)),
+        };
         drop(turn);
         analysis_from_row(&row)
     }

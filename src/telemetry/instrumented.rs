@@ -127,6 +127,10 @@ impl Actuator for InstrumentedActuator {
         self.inner.current(flag).await
     }
 
+    fn sees_outside_changes(&self) -> bool {
+        self.inner.sees_outside_changes()
+    }
+
     async fn apply(&self, change: &FlagChange) -> Result<FlagState, ActuatorError> {
         let started = Instant::now();
         let result = self.inner.apply(change).await;

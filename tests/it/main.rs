@@ -5,7 +5,10 @@
 //! PostgreSQL; `worker` runs analyses through workers on those stores; `api` serves the
 //! HTTP API in process and drives `canary submit` and `canary wait` against it; `unleash`
 //! moves flags in a real unleash-server that `unleash_harness` starts; `live_bed` runs
-//! the `canary-demo-service` binary scraped live by a real Prometheus.
+//! the `canary-demo-service` binary scraped live by a real Prometheus; `ownership` checks
+//! one owner per flag, adopting a flag and holding on a flag changed by someone else;
+//! `two_instances` is issue 13's target run (two `canary serve` on one PostgreSQL and one
+//! flag file, SIGKILL mid-way).
 
 mod analyze;
 mod api;
@@ -17,6 +20,7 @@ mod helpers;
 mod live_bed;
 mod live_rollouts;
 mod notify;
+mod ownership;
 mod profiles;
 mod prometheus_harness;
 mod prometheus_source;
@@ -30,6 +34,7 @@ mod simulate;
 mod store;
 #[cfg(feature = "rustls")]
 mod tls;
+mod two_instances;
 mod unleash;
 mod unleash_harness;
 mod webhook;

@@ -170,6 +170,8 @@ fn analysis(number: u128, flag: &str, state: AnalysisState, reasons: Vec<String>
         created_at: 1_800_000_000.0,
         updated_at: 1_800_000_900.0,
         requested_action: None,
+        owner: None,
+        adopt: false,
     }
 }
 

@@ -63,6 +63,8 @@ fn web_service_request(source: &str, flag: &str) -> NewAnalysis {
         canary_scope: r#"track="canary""#.to_owned(),
         dry_run: false,
         start_at: None,
+        owner: None,
+        adopt: false,
     }
 }
 

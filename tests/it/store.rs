@@ -38,6 +38,8 @@ fn new_analysis(name: &str, start_at: Option<f64>) -> NewAnalysis {
         canary_scope: "track=\"canary\"".to_owned(),
         dry_run: false,
         start_at,
+        owner: None,
+        adopt: false,
     }
 }
 

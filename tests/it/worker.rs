@@ -206,6 +206,8 @@ fn request(source: &str, flag: &str) -> NewAnalysis {
         canary_scope: r#"track="canary""#.to_owned(),
         dry_run: false,
         start_at: None,
+        owner: None,
+        adopt: false,
     }
 }
 
@@ -452,6 +454,14 @@ async fn a_new_worker_on_the_same_sqlite_file_finishes_an_analysis_with_the_same
 
     let store = sqlite_file(&dir).await;
     let second_flags = Arc::new(CountingActuator::default());
+    // The flag store outlives the process: the new one finds the flag where the first
+    // left it (set without counting it as a change).
+    let left = first_flags.current("search").await.unwrap();
+    second_flags
+        .flags
+        .set_rollout("search", left.rollout)
+        .await
+        .unwrap();
     let second = Worker::new(
         store.clone(),
         registry(11, &second_flags),
