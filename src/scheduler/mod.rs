@@ -15,8 +15,8 @@
 
 pub mod clock;
 mod fetch;
-pub mod retention;
 pub mod ownership;
+pub mod retention;
 pub mod worker;
 
 use std::sync::Arc;

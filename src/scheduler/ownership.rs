@@ -144,7 +144,9 @@ pub fn guard_decision(
         // share: a rollback always goes ahead, with the change noted.
         FlagCheck::Changed { reason, .. } if decision == Decision::Rollback => (
             decision,
-            Some(format!("{reason}; rolling back regardless: switching off is always safe")),
+            Some(format!(
+                "{reason}; rolling back regardless: switching off is always safe"
+            )),
         ),
         FlagCheck::Changed { found, .. }
             if moves_flag && would_write.is_some_and(|state| same_state(state, found)) =>
