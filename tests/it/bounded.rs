@@ -447,25 +447,13 @@ async fn json_error_or_created(request: reqwest::RequestBuilder) -> (u16, serde_
 }
 
 /// A `canary serve` process; killed when dropped.
-struct Served {
-    child: std::process::Child,
-    url: String,
-    address: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Served = crate::helpers::ServeProcess;
 
 const SERVE_TOKEN: &str = "bounded-token";
 
 /// Starts `canary serve` on `store` with `server` and `store_extra` added to the
 /// `[server]` and `[store]` tables.
 fn serve(directory: &std::path::Path, store: &str, server: &str, store_extra: &str) -> Served {
-    use std::io::BufRead;
     let settings = directory.join("canary.toml");
     std::fs::write(
         &settings,
@@ -493,29 +481,7 @@ poll_interval = "100ms"
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_canary"))
-        .args(["serve", "--config", settings.to_str().unwrap()])
-        .current_dir(crate::helpers::root())
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("canary serve starts");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("canary serve announces its address, got {line:?}"))
-        .to_owned();
-    let address = url.trim_start_matches("http://").to_owned();
-    Served {
-        child,
-        url,
-        address,
-    }
+    crate::helpers::spawn_serve(&settings, &[])
 }
 
 /// Waits for `child` to exit, at most `guard` (a hang guard, not a speed target).
@@ -618,7 +584,7 @@ async fn slow_clients_are_disconnected_after_the_configured_timeouts() {
 
     let mut half_headers = Vec::new();
     for _ in 0..20 {
-        let mut stream = tokio::net::TcpStream::connect(&served.address)
+        let mut stream = tokio::net::TcpStream::connect(served.address())
             .await
             .unwrap();
         stream
@@ -635,7 +601,7 @@ async fn slow_clients_are_disconnected_after_the_configured_timeouts() {
         );
     }
 
-    let mut half_body = tokio::net::TcpStream::connect(&served.address)
+    let mut half_body = tokio::net::TcpStream::connect(served.address())
         .await
         .unwrap();
     half_body

@@ -58,3 +58,55 @@ pub fn analyze(baseline: &Path, canary_file: &Path, format: &str) -> Run {
         format,
     ])
 }
+
+/// A running `canary serve` process, killed (SIGKILL) and reaped when dropped.
+pub struct ServeProcess {
+    /// The process.
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`, as the server announced it.
+    pub url: String,
+}
+
+impl ServeProcess {
+    /// `127.0.0.1:PORT`, for raw TCP clients.
+    pub fn address(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `canary serve --config SETTINGS` from the repository root with `RUST_LOG=error`
+/// and the extra environment `envs`, and waits for the line that announces its address
+/// (the port the OS chose).
+pub fn spawn_serve(settings: &Path, envs: &[(&str, &str)]) -> ServeProcess {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_canary"));
+    command
+        .args(["serve", "--config", settings.to_str().unwrap()])
+        .current_dir(root())
+        // The tests read the store and the API, not the log.
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("canary serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("canary serve announces its address, got {line:?}"))
+        .to_owned();
+    ServeProcess { child, url }
+}

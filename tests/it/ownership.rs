@@ -357,6 +357,16 @@ async fn spawn_api(store: Arc<dyn Store>, directory: &Path) -> String {
     address
 }
 
+/// A start time thirty days ahead: the analysis stays pending (and owns its flag) for the
+/// whole test, and it is within the API's limit of a year ahead.
+fn pending_start() -> f64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    (now + 30.0 * 86_400.0).floor()
+}
+
 async fn post(http: &reqwest::Client, server: &str, flag: &str, actuator: &str) -> (u16, Value) {
     let response = http
         .post(format!("{server}/v1/analyses"))
@@ -365,7 +375,8 @@ async fn post(http: &reqwest::Client, server: &str, flag: &str, actuator: &str) 
             "flag": flag,
             "source": "prod",
             "actuator": actuator,
-            "start_at": 4_000_000_000.0,
+            // Far enough ahead that no worker starts it, within the API's one-year limit.
+            "start_at": pending_start(),
         }))
         .send()
         .await
@@ -452,7 +463,9 @@ async fn canary_submit_on_an_owned_flag_exits_4_naming_the_owner() {
         .unwrap(),
     );
     let server = spawn_api(store, directory.path()).await;
+    let start_at = pending_start().to_string();
     let submit = |server: String| {
+        let start_at = start_at.clone();
         tokio::task::spawn_blocking(move || {
             canary([
                 "submit",
@@ -467,7 +480,7 @@ async fn canary_submit_on_an_owned_flag_exits_4_naming_the_owner() {
                 "--actuator",
                 "flags",
                 "--start-at",
-                "4000000000",
+                &start_at,
             ])
         })
     };

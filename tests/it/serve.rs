@@ -4,26 +4,15 @@
 //! SIGKILL mid-rollout and started again on its SQLite file; and two processes sharing
 //! one PostgreSQL database, one of them killed with SIGKILL mid-way.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use crate::helpers::{canary, root};
 
 /// The replays' recordings start here; a rollout starts one lookback later.
 const REPLAY_START: f64 = 1_700_000_000.0 + 360.0;
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Server = crate::helpers::ServeProcess;
 
 /// A `canary serve` process with its settings in `directory/settings_name`, on `store`.
 fn start_server_on(directory: &Path, store: &str, settings_name: &str, lease: &str) -> Server {
@@ -77,29 +66,15 @@ poll_interval = "100ms"
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_canary"))
-        .args(["serve", "--config", settings.to_str().unwrap()])
-        .current_dir(root())
-        // Rollbacks are logged as warnings; the test reads the store, not the log.
-        .env("RUST_LOG", "error")
-        // Where notifications and webhooks link to (settings can come from variables).
-        .env("CANARY_SERVER__PUBLIC_URL", "https://canary.example.com")
-        // The HMAC secret of the webhook actuator some tests declare.
-        .env("CANARY_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("canary serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("canary serve announces its address, got {line:?}"))
-        .to_owned();
-    Server { child, url }
+    crate::helpers::spawn_serve(
+        &settings,
+        &[
+            // Where notifications and webhooks link to (settings can come from variables).
+            ("CANARY_SERVER__PUBLIC_URL", "https://canary.example.com"),
+            // The HMAC secret of the webhook actuator some tests declare.
+            ("CANARY_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ],
+    )
 }
 
 fn submit_and_wait(server: &Server, source: &str, flag: &str) -> crate::helpers::Run {

@@ -8,9 +8,7 @@
 //! `CANARY_TARGET_ANALYSES=200 CANARY_TARGET_KILLS=2` runs the full size: the killed
 //! instance is restarted and the other one is killed too.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use canary::actuators::Actuator;
@@ -22,17 +20,7 @@ use crate::helpers::root;
 /// The replays' recordings start here; a rollout starts one lookback later.
 const REPLAY_START: f64 = 1_700_000_000.0 + 360.0;
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Server = crate::helpers::ServeProcess;
 
 fn start_server(directory: &Path, store: &str, name: &str) -> Server {
     let settings = directory.join(format!("{name}.toml"));
@@ -67,24 +55,7 @@ poll_interval = "100ms"
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_canary"))
-        .args(["serve", "--config", settings.to_str().unwrap()])
-        .current_dir(root())
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("canary serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("canary serve announces its address, got {line:?}"))
-        .to_owned();
-    Server { child, url }
+    crate::helpers::spawn_serve(&settings, &[])
 }
 
 fn kill(server: &mut Server) {
