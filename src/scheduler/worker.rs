@@ -368,7 +368,15 @@ impl Worker {
                 }
             }
             let wanted = self.inner.permits.available_permits();
-            let saturated = match self.claim().await {
+            // A claim waits for the store; with the store gone that is the pool's whole
+            // acquire timeout, so shutdown does not wait for it. A claim dropped after
+            // its transaction committed leaves leases that expire, as a killed worker's do.
+            let claimed = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                claimed = self.claim() => claimed,
+            };
+            let saturated = match claimed {
                 Ok(claims) => {
                     let claimed = claims.len();
                     for (analysis, permit) in claims {

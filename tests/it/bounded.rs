@@ -685,7 +685,7 @@ impl Relay {
 /// each hung 30 s (the pool's acquire timeout). Now each is a JSON 503 after
 /// `[store] api_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_database_gets_a_json_503_after_the_store_timeout() {
+async fn an_unreachable_database_gets_a_json_503_after_the_store_timeout_and_sigterm_still_stops() {
     crate::store::in_postgres_schema(|schema| async move {
         let url = url_of(&schema.url);
         let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
@@ -738,7 +738,16 @@ async fn an_unreachable_database_gets_a_json_503_after_the_store_timeout() {
             assert_eq!(status, 503, "{path}: {body}");
             assert_eq!(body["error"]["code"], "unavailable", "{path}: {body}");
         }
-        drop(served);
+        // Shutdown does not wait for the workers' claim, which waits for the store for
+        // the pool's whole 30 s acquire timeout (a hang guard of half that).
+        let mut served = served;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &served.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = exit_within(&mut served.child, Duration::from_secs(15)).await;
+        assert!(exit.success(), "canary serve exits cleanly: {exit:?}");
     })
     .await;
 }
