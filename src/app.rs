@@ -168,12 +168,41 @@ pub fn check_profiles(args: &CheckProfileArgs) -> (String, Vec<anyhow::Error>) {
                     for warning in plan.short_look_warnings(&profile.metrics) {
                         summary.push_str(&format!("{}: warning: {warning}\n", path.display()));
                     }
+                    summary.push_str(&instance_notes(&profile));
                 }
             }
             Err(error) => errors.push(error),
         }
     }
     (summary, errors)
+}
+
+/// One indented note per comparative continuous metric whose query aggregates its
+/// instances away: the judge then cannot allow for host differences (issue 14).
+fn instance_notes(profile: &Profile) -> String {
+    if profile.judge.host_spread <= 0.0 {
+        return String::new();
+    }
+    profile
+        .metrics
+        .iter()
+        .filter(|m| matches!(m.kind, crate::domain::MetricKind::Continuous { .. }))
+        .filter_map(|metric| {
+            let query = metric.query.as_deref()?;
+            let hiding = crate::sources::query::aggregation_hiding_instances(
+                query,
+                &profile.judge.instance_labels,
+            )?;
+            Some(format!(
+                "  note: metric {:?}: its query aggregates the instances away (`{hiding}`), so \
+                 a difference between the sides' hosts counts as a version difference; keep \
+                 one of [judge] instance_labels ({}) in it to let the judge allow for host \
+                 differences (README, \"Instances differ\")\n",
+                metric.name,
+                profile.judge.instance_labels.join(", ")
+            ))
+        })
+        .collect()
 }
 
 /// One line per stage: its traffic, length and looks, and what it compares the canary

@@ -86,8 +86,9 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Validate analysis profiles and print a one-line summary of each, a line per stage
     /// saying what it compares the canary with (the live baseline, or at a stage without
-    /// one its triggers and absolute checks), and warnings about looks too short for a
-    /// sequential check.
+    /// one its triggers and absolute checks), warnings about looks too short for a
+    /// sequential check, and a note for each comparative metric whose query aggregates
+    /// its instances away (the judge then cannot allow for host differences).
     ///
     /// Exits 0 when every profile is valid, 1 otherwise (each error names the file,
     /// line and field).

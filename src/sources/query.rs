@@ -243,3 +243,153 @@ mod tests {
         );
     }
 }
+
+/// PromQL's aggregation operators, which drop every label not kept by `by (...)`.
+const AGGREGATIONS: [&str; 11] = [
+    "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar", "quantile", "topk", "bottomk",
+];
+
+/// The first aggregation in a PromQL query that drops every one of `instance_labels`
+/// (`sum by (le)`, `avg(...)`, `sum without (pod, instance)`), as written, or `None`
+/// when every aggregation keeps one of them (or there is none). The judge tells hosts
+/// from versions only when a metric's series name their instances (`[judge]
+/// instance_labels`); `check-profile` uses this to say when a query hides them. A
+/// heuristic over the text: functions of the same names in other positions do not occur
+/// in PromQL, and `topk`/`bottomk` keep labels but select series, which is as bad.
+pub fn aggregation_hiding_instances(query: &str, instance_labels: &[String]) -> Option<String> {
+    let bytes = query.as_bytes();
+    let word_boundary =
+        |at: usize| at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_');
+    for operator in AGGREGATIONS {
+        let mut from = 0;
+        while let Some(found) = query[from..].find(operator) {
+            let start = from + found;
+            let end = start + operator.len();
+            from = end;
+            if !word_boundary(start)
+                || bytes
+                    .get(end)
+                    .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
+            {
+                continue;
+            }
+            let rest = query[end..].trim_start();
+            // `sum by (...) (`, `sum without (...) (`, `sum (...) by (...)` or `sum(`.
+            let (modifier, labels) = match clause(rest) {
+                Some((modifier, labels, _)) => (Some(modifier), labels),
+                None if rest.starts_with('(') => {
+                    // The modifier may follow the argument: `sum(x) by (pod)`.
+                    let closing = matching_paren(rest)?;
+                    match clause(rest[closing + 1..].trim_start()) {
+                        Some((modifier, labels, _)) => (Some(modifier), labels),
+                        None => (None, Vec::new()),
+                    }
+                }
+                None => continue,
+            };
+            let keeps = match modifier {
+                Some("by") => labels.iter().any(|l| instance_labels.contains(l)),
+                Some(_) => instance_labels.iter().any(|l| !labels.contains(l)),
+                None => false,
+            };
+            if !keeps {
+                let shown = match modifier {
+                    Some(modifier) => format!("{operator} {modifier} ({})", labels.join(", ")),
+                    None => format!("{operator}(...)"),
+                };
+                return Some(shown);
+            }
+        }
+    }
+    None
+}
+
+/// `by (a, b)` or `without (a)` at the start of `text`: the modifier, the labels and
+/// where the clause ends.
+fn clause(text: &str) -> Option<(&'static str, Vec<String>, usize)> {
+    let (modifier, rest) = if let Some(rest) = text.strip_prefix("by") {
+        ("by", rest)
+    } else if let Some(rest) = text.strip_prefix("without") {
+        ("without", rest)
+    } else {
+        return None;
+    };
+    let trimmed = rest.trim_start();
+    if !trimmed.starts_with('(') {
+        return None;
+    }
+    let closing = trimmed.find(')')?;
+    let labels = trimmed[1..closing]
+        .split(',')
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    Some((modifier, labels, text.len() - trimmed.len() + closing + 1))
+}
+
+/// The index of the parenthesis closing the one `text` starts with.
+fn matching_paren(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (index, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(index);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod instance_tests {
+    use super::*;
+
+    fn labels() -> Vec<String> {
+        vec!["instance".to_owned(), "pod".to_owned()]
+    }
+
+    #[test]
+    fn aggregations_that_drop_every_instance_label_are_named() {
+        let hidden = |q: &str| aggregation_hiding_instances(q, &labels());
+        assert_eq!(
+            hidden("histogram_quantile(0.95, sum by (le) (rate(x_bucket{ {{scope}} }[1m])))"),
+            Some("sum by (le)".to_owned())
+        );
+        assert_eq!(
+            hidden("avg(rate(process_cpu_seconds_total{ {{scope}} }[1m]))"),
+            Some("avg(...)".to_owned())
+        );
+        assert_eq!(
+            hidden("sum without (pod, instance) (x)"),
+            Some("sum without (pod, instance)".to_owned())
+        );
+        assert_eq!(
+            hidden("sum(rate(x[1m])) by (le)"),
+            Some("sum by (le)".to_owned())
+        );
+    }
+
+    #[test]
+    fn queries_that_keep_an_instance_label_or_do_not_aggregate_pass() {
+        let hidden = |q: &str| aggregation_hiding_instances(q, &labels());
+        assert_eq!(
+            hidden("histogram_quantile(0.95, sum by (le, pod) (rate(x_bucket[1m])))"),
+            None
+        );
+        assert_eq!(hidden("sum by (instance) (rate(x[1m]))"), None);
+        assert_eq!(hidden("sum without (le) (x)"), None);
+        assert_eq!(hidden("sum(rate(x[1m])) by (pod)"), None);
+        assert_eq!(hidden("rate(x{ {{scope}} }[1m])"), None);
+        assert_eq!(hidden("latency"), None, "a replay's plain name");
+        assert_eq!(
+            hidden("summary_minimum"),
+            None,
+            "names containing operators"
+        );
+    }
+}

@@ -228,3 +228,31 @@ fn strip_indices(path: &str) -> String {
     }
     out
 }
+
+/// Issue 14: `check-profile` says which comparative metrics' queries aggregate their
+/// instances away, so the judge cannot allow for host differences; the live plan's
+/// per-pod p95 is not among them.
+#[test]
+fn check_profile_notes_queries_that_hide_the_instances() {
+    let run = canary([
+        "check-profile",
+        root()
+            .join("fixtures/live/web-service-60s.toml")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let notes: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("  note: "))
+        .collect();
+    assert_eq!(notes.len(), 2, "{}", run.stdout);
+    assert!(notes[0].contains("metric \"cpu_usage\""), "{}", run.stdout);
+    assert!(notes[0].contains("(`avg(...)`)"), "{}", run.stdout);
+    assert!(
+        !run.stdout.contains("note: metric \"latency_p95\""),
+        "{}",
+        run.stdout
+    );
+}
