@@ -186,6 +186,16 @@ impl Observations {
 pub const MIN_COVERAGE: f64 = 0.9;
 
 impl Observations {
+    /// How many instances of one metric have a finite point, when its series name them.
+    pub fn instance_count(&self, metric: &str) -> Option<usize> {
+        self.instances.get(metric).map(|instances| {
+            instances
+                .iter()
+                .filter(|one| one.samples.iter().any(|s| s.value.is_finite()))
+                .count()
+        })
+    }
+
     /// Finite points of one metric (for count data: steps with a finite total).
     pub fn points(&self, metric: &str) -> usize {
         match self.metrics.get(metric) {
@@ -226,6 +236,8 @@ pub fn canary_coverage_problems(
 /// Gaps in the canary's series: for every step-aligned metric (not `raw_samples`) of
 /// `profile` where the canary has fewer than [`MIN_COVERAGE`] of the baseline's points
 /// in the same window, why its data is not trusted. Both windows must be the same.
+/// When both sides name their instances, points are counted per instance: a canary of
+/// two pods beside a baseline of three has two thirds of its points and no gap.
 pub fn coverage_problems(
     profile: &super::Profile,
     baseline: &Observations,
@@ -237,7 +249,14 @@ pub fn coverage_problems(
         .filter(|spec| !spec.raw_samples)
         .filter_map(|spec| {
             let (b, c) = (baseline.points(&spec.name), canary.points(&spec.name));
-            (b >= 2 && (c as f64) < MIN_COVERAGE * b as f64).then(|| {
+            let per_instance = match (
+                baseline.instance_count(&spec.name),
+                canary.instance_count(&spec.name),
+            ) {
+                (Some(kb), Some(kc)) if kb > 0 && kc > 0 => kc as f64 / kb as f64,
+                _ => 1.0,
+            };
+            (b >= 2 && (c as f64) < MIN_COVERAGE * b as f64 * per_instance).then(|| {
                 (
                     spec.name.clone(),
                     format!(
@@ -248,4 +267,86 @@ pub fn coverage_problems(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile() -> super::super::Profile {
+        super::super::Profile::parse(
+            "name = \"p\"\n[[metrics]]\nname = \"latency\"\nkind = \"continuous\"\n",
+            "p.toml",
+        )
+        .unwrap()
+    }
+
+    /// `pods` instances of `steps` points each, pooled and kept per instance.
+    fn side(prefix: &str, pods: usize, steps: usize, with_instances: bool) -> Observations {
+        let origin = Location {
+            file: "t".to_owned(),
+            line: 1,
+        };
+        let instances: Vec<InstanceSeries> = (0..pods)
+            .map(|pod| InstanceSeries {
+                instance: format!("pod=\"{prefix}-{pod}\""),
+                samples: (0..steps)
+                    .map(|step| Sample {
+                        timestamp: step as f64,
+                        value: 1.0,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let pooled = instances.iter().flat_map(|i| i.samples.clone()).collect();
+        let mut observations = Observations::default();
+        observations.metrics.insert(
+            "latency".to_owned(),
+            MetricData::Samples {
+                samples: pooled,
+                origin,
+            },
+        );
+        if with_instances {
+            observations
+                .instances
+                .insert("latency".to_owned(), instances);
+        }
+        observations
+    }
+
+    #[test]
+    fn fewer_canary_instances_than_baseline_instances_are_no_gap() {
+        let problems =
+            coverage_problems(&profile(), &side("b", 3, 6, true), &side("c", 2, 6, true));
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn a_canary_instance_missing_steps_is_still_a_gap() {
+        let mut canary = side("c", 3, 6, true);
+        // One pod reports only two of its six steps.
+        let instances = canary.instances.get_mut("latency").unwrap();
+        instances[2].samples.truncate(2);
+        let pooled: Vec<Sample> = instances.iter().flat_map(|i| i.samples.clone()).collect();
+        canary.metrics.insert(
+            "latency".to_owned(),
+            MetricData::Samples {
+                samples: pooled,
+                origin: Location {
+                    file: "t".to_owned(),
+                    line: 1,
+                },
+            },
+        );
+        let problems = coverage_problems(&profile(), &side("b", 3, 6, true), &canary);
+        assert!(problems.contains_key("latency"), "{problems:?}");
+    }
+
+    #[test]
+    fn without_instances_points_are_compared_as_they_are() {
+        let problems =
+            coverage_problems(&profile(), &side("b", 3, 6, false), &side("c", 2, 6, false));
+        assert!(problems.contains_key("latency"), "{problems:?}");
+    }
 }
