@@ -198,13 +198,6 @@ mod tests {
         }
     }
 
-    /// A standard normal draw (Box-Muller).
-    fn normal(rng: &mut SplitMix) -> f64 {
-        let u = rng.unit().max(1e-300);
-        let v = rng.unit();
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-
     #[test]
     fn one_instance_a_side_gets_the_prior_allowance() {
         let mut stage = StageInstances::default();
@@ -258,9 +251,9 @@ mod tests {
         let mut rng = SplitMix(7);
         let baseline: Vec<InstanceSeries> = (0..20)
             .map(|i| {
-                let level = 0.1 * normal(&mut rng);
+                let level = 0.1 * rng.normal();
                 let values: Vec<f64> = (0..50)
-                    .map(|_| (level + 0.05 * normal(&mut rng)).exp() * 0.2)
+                    .map(|_| (level + 0.05 * rng.normal()).exp() * 0.2)
                     .collect();
                 instance(&format!("b{i}"), &values)
             })
@@ -282,7 +275,7 @@ mod tests {
         let mut rng = SplitMix(11);
         let baseline: Vec<InstanceSeries> = (0..10)
             .map(|i| {
-                let values: Vec<f64> = (0..40).map(|_| (0.2 * normal(&mut rng)).exp()).collect();
+                let values: Vec<f64> = (0..40).map(|_| (0.2 * rng.normal()).exp()).collect();
                 instance(&format!("b{i}"), &values)
             })
             .collect();
@@ -312,10 +305,10 @@ mod tests {
                     let mut mean = 0.0;
                     let series = (0..k)
                         .map(|i| {
-                            let level = tau * normal(rng);
+                            let level = tau * rng.normal();
                             mean += level / k as f64;
                             let values: Vec<f64> = (0..20)
-                                .map(|_| (level + 0.01 * normal(rng)).exp())
+                                .map(|_| (level + 0.01 * rng.normal()).exp())
                                 .collect();
                             instance(&format!("{prefix}{i}"), &values)
                         })

@@ -549,31 +549,27 @@ fn continuous(
     // Host differences (see [`super::hosts`]): when the series name their instances, the
     // location checks test beyond the allowance, at half their share; the allowance
     // takes the other half.
-    let host = if instances.baseline.is_some() || instances.canary.is_some() {
-        let stage = state.instances.entry(spec.name.clone()).or_default();
-        stage.observe(
-            instances.baseline.unwrap_or_default(),
-            instances.canary.unwrap_or_default(),
-        );
-        allowance(
-            stage,
-            instances.prior_spread,
-            allowance_alpha(share, stages),
-        )
-        .filter(|_| log_scale)
-    } else {
+    if instances.baseline.is_some() || instances.canary.is_some() {
         state
             .instances
-            .get(&spec.name)
-            .and_then(|stage| {
-                allowance(
-                    stage,
-                    instances.prior_spread,
-                    allowance_alpha(share, stages),
-                )
-            })
-            .filter(|_| log_scale)
-    };
+            .entry(spec.name.clone())
+            .or_default()
+            .observe(
+                instances.baseline.unwrap_or_default(),
+                instances.canary.unwrap_or_default(),
+            );
+    }
+    let host = state
+        .instances
+        .get(&spec.name)
+        .and_then(|stage| {
+            allowance(
+                stage,
+                instances.prior_spread,
+                allowance_alpha(share, stages),
+            )
+        })
+        .filter(|_| log_scale);
     let (share, host_factor) = match &host {
         Some(host) => (share / 2.0, host.margin.exp()),
         None => (share, 1.0),

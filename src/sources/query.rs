@@ -276,12 +276,12 @@ pub fn aggregation_hiding_instances(query: &str, instance_labels: &[String]) -> 
             let rest = query[end..].trim_start();
             // `sum by (...) (`, `sum without (...) (`, `sum (...) by (...)` or `sum(`.
             let (modifier, labels) = match clause(rest) {
-                Some((modifier, labels, _)) => (Some(modifier), labels),
+                Some((modifier, labels)) => (Some(modifier), labels),
                 None if rest.starts_with('(') => {
                     // The modifier may follow the argument: `sum(x) by (pod)`.
                     let closing = matching_paren(rest)?;
                     match clause(rest[closing + 1..].trim_start()) {
-                        Some((modifier, labels, _)) => (Some(modifier), labels),
+                        Some((modifier, labels)) => (Some(modifier), labels),
                         None => (None, Vec::new()),
                     }
                 }
@@ -304,9 +304,8 @@ pub fn aggregation_hiding_instances(query: &str, instance_labels: &[String]) -> 
     None
 }
 
-/// `by (a, b)` or `without (a)` at the start of `text`: the modifier, the labels and
-/// where the clause ends.
-fn clause(text: &str) -> Option<(&'static str, Vec<String>, usize)> {
+/// `by (a, b)` or `without (a)` at the start of `text`: the modifier and the labels.
+fn clause(text: &str) -> Option<(&'static str, Vec<String>)> {
     let (modifier, rest) = if let Some(rest) = text.strip_prefix("by") {
         ("by", rest)
     } else if let Some(rest) = text.strip_prefix("without") {
@@ -324,7 +323,7 @@ fn clause(text: &str) -> Option<(&'static str, Vec<String>, usize)> {
         .map(|l| l.trim().to_owned())
         .filter(|l| !l.is_empty())
         .collect();
-    Some((modifier, labels, text.len() - trimmed.len() + closing + 1))
+    Some((modifier, labels))
 }
 
 /// The index of the parenthesis closing the one `text` starts with.
