@@ -260,6 +260,11 @@ pub struct RunnerState {
     /// The share of an adopted flag, beyond its stage's, kept until the stage ends.
     #[serde(default)]
     pub adopted_share: Option<Percentage>,
+    /// A hold trigger that fired: the rollout holds for a person's decision from then
+    /// on, even once the condition clears, until a person resumes it (or the hold
+    /// timeout decides). The reason the trigger gave when it first fired.
+    #[serde(default)]
+    pub held_for_review: Option<String>,
 }
 
 /// A progressive rollback under way: traffic comes down from `from` to the fallback in
@@ -296,6 +301,7 @@ pub struct RolloutRunner {
     adopt: bool,
     expected_flag: Option<FlagState>,
     adopted_share: Option<Percentage>,
+    held_for_review: Option<String>,
 }
 
 impl RolloutRunner {
@@ -334,6 +340,7 @@ impl RolloutRunner {
             adopt: false,
             expected_flag: None,
             adopted_share: None,
+            held_for_review: None,
         })
     }
 
@@ -387,6 +394,7 @@ impl RolloutRunner {
         runner.sequential = state.sequential;
         runner.expected_flag = state.expected_flag;
         runner.adopted_share = state.adopted_share;
+        runner.held_for_review = state.held_for_review;
         Ok(runner)
     }
 
@@ -407,6 +415,7 @@ impl RolloutRunner {
             sequential: self.sequential.clone(),
             expected_flag: self.expected_flag.clone(),
             adopted_share: self.adopted_share,
+            held_for_review: self.held_for_review.clone(),
         }
     }
 
@@ -783,6 +792,16 @@ impl RolloutRunner {
             triggers.push(check);
         }
 
+        // A hold trigger asks for a person's decision: once one fires the rollout
+        // holds until a person resumes it, however the next points fall ("error rate
+        // above 2 % for an hour" that dips to 1.9 % has not been decided on).
+        match (&self.held_for_review, fired_hold.first()) {
+            (None, Some(first)) => self.held_for_review = Some(first.clone()),
+            (Some(earlier), None) => fired_hold.push(format!(
+                "held for a person's decision since a hold trigger fired ({earlier}); resume to go on"
+            )),
+            _ => {}
+        }
         let triggered_rollback = !fired_rollback.is_empty();
         let mut reasons = Vec::new();
         let rollback_settings = self.plan.settings.rollback;
@@ -1047,6 +1066,7 @@ impl RolloutRunner {
             }
         };
         self.hold_since = None;
+        self.held_for_review = None;
         tracing::warn!(flag = %self.rollout.flag, action = ?action, actor, reason, "manual override");
         Ok(recorded)
     }
@@ -1139,6 +1159,11 @@ impl RolloutRunner {
     fn hold_or_timeout(&mut self, now: f64, reasons: &mut Vec<String>) -> Decision {
         let since = *self.hold_since.get_or_insert(now);
         let Some(timeout) = self.plan.settings.hold_timeout else {
+            // Without a hold timeout a hold trigger's decision is a person's at once.
+            if self.held_for_review.is_some() {
+                reasons.insert(0, "a hold trigger fired: waiting for a person".to_owned());
+                return Decision::AwaitReview;
+            }
             return Decision::Hold;
         };
         if now - since < timeout.seconds() {

@@ -568,13 +568,14 @@ impl Worker {
         } else {
             let mut state: RunnerState = serde_json::from_value(analysis.runner_state.clone())
                 .map_err(|error| format!("the stored runner state cannot be read: {error}"))?;
-            // A person resumed a rollout that was waiting for review: it looks again, and
-            // its hold timeout starts over.
+            // A person resumed a rollout that was waiting for review: it looks again, its
+            // hold timeout starts over, and a hold trigger that fired is decided on.
             if analysis.state == AnalysisState::Running
                 && state.status == RolloutStatus::AwaitingReview
             {
                 state.status = RolloutStatus::Running;
                 state.hold_since = None;
+                state.held_for_review = None;
             }
             Some(state)
         };

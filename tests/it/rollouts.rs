@@ -10,7 +10,9 @@ use canary::actuators::Actuator;
 use canary::actuators::log_only::LogOnlyActuator;
 use canary::domain::{Percentage, Profile};
 use canary::scheduler::{Decision, Rollout, RolloutRunner, RolloutStatus, Scopes};
-use canary::sources::synthetic::{CountModel, Distribution, MetricModel, SyntheticSource};
+use canary::sources::synthetic::{
+    CountModel, Distribution, MetricModel, SideModel, SyntheticSource,
+};
 
 use crate::helpers::root;
 
@@ -409,6 +411,57 @@ async fn staged_ga_rolls_back_at_the_pilot_error_rate_threshold() {
     );
     let outcome = drive(profile("staged-ga"), models, 10).await;
     assert_rolled_back_by(&outcome, "pilot: error rate > 2 %", "pilot");
+}
+
+/// "Error rate > 2 % for 1+ hour" asks for a person's rollback decision: a service-wide
+/// 4.5 % for the internal stage's first four hours fires it, and the rollout then waits
+/// for that decision even after the error rate falls back to 0.5 % (the hold timeout,
+/// a day, ends it awaiting review), never advancing on its own.
+#[tokio::test]
+async fn staged_ga_a_hold_trigger_that_fired_holds_for_a_person_after_the_condition_clears() {
+    let mut models = staged_ga_healthy();
+    let side = SideModel::Counts {
+        before: counts(1000.0, 0.045),
+        after: Some((T0 + 4.0 * 3600.0, counts(1000.0, 0.005))),
+    };
+    models.insert(
+        "error_rate".to_owned(),
+        MetricModel {
+            baseline: side.clone(),
+            canary: side,
+            canary_gap: None,
+        },
+    );
+    let outcome = drive(profile("staged-ga"), models, 14).await;
+    assert_eq!(outcome.status, RolloutStatus::AwaitingReview);
+    assert_eq!(outcome.last_stage(), "internal");
+    assert_eq!(outcome.traffic_path(), vec![1.0], "never advanced");
+    let history = outcome.runner.history();
+    assert!(
+        history[0].reasons[0].contains("trigger \"error rate > 2 % for 1+ hour\" fired"),
+        "{:#?}",
+        history[0].reasons
+    );
+    let after_clearing = &history[3];
+    assert_eq!(after_clearing.decision, Decision::Hold);
+    assert!(
+        after_clearing.triggers.iter().all(|trigger| !trigger.met),
+        "the condition has cleared: {:#?}",
+        after_clearing.triggers
+    );
+    assert!(
+        after_clearing
+            .reasons
+            .iter()
+            .any(|reason| reason.contains("held for a person's decision")),
+        "{:#?}",
+        after_clearing.reasons
+    );
+    assert!(
+        outcome.last_reasons()[0].contains("past the hold timeout 1d: waiting for a person"),
+        "{:#?}",
+        outcome.last_reasons()
+    );
 }
 
 fn dark_launch_healthy() -> BTreeMap<String, MetricModel> {
