@@ -170,11 +170,84 @@ pub fn check_profiles(args: &CheckProfileArgs) -> (String, Vec<anyhow::Error>) {
                     }
                     summary.push_str(&instance_notes(&profile));
                 }
+                if let (Some(plan), Some(rps)) = (&profile.plan, args.traffic) {
+                    summary.push_str(&traffic_table(&profile, plan, rps, args.error_rate, path));
+                }
             }
             Err(error) => errors.push(error),
         }
     }
     (summary, errors)
+}
+
+/// The `--traffic` table: per stage with a baseline and comparative metric, what the
+/// stage gathers, the time to `min_samples` against its `max_duration`, and for error
+/// rates the detectable ratio; then a warning per stage that cannot gather its samples.
+fn traffic_table(
+    profile: &Profile,
+    plan: &crate::domain::plan::RolloutPlan,
+    requests_per_second: f64,
+    error_rate: f64,
+    path: &Path,
+) -> String {
+    use crate::judge::format::{count, duration, number, percent};
+    let estimates =
+        crate::judge::traffic::stage_estimates(profile, plan, requests_per_second, error_rate);
+    let mut out = format!(
+        "  at {} requests/s for the whole service (samples: one series' points, one per step; \
+         detects ×: the error-rate ratio a stage can tell from 1 once it has its samples, at a \
+         baseline error rate of {}):\n",
+        number(requests_per_second),
+        percent(error_rate)
+    );
+    out.push_str(&format!(
+        "  {:<12} {:<20} {:>18} {:>12} {:>12} {:>12}\n",
+        "stage", "metric", "gathered", "min_samples", "needs", "detects ×"
+    ));
+    let mut warnings = String::new();
+    for estimate in &estimates {
+        let stage = plan
+            .stages
+            .iter()
+            .find(|s| s.name == estimate.stage)
+            .expect("an estimate's stage is in the plan");
+        let needs = if estimate.needed.is_finite() {
+            duration(estimate.needed)
+        } else {
+            "never".to_owned()
+        };
+        out.push_str(&format!(
+            "  {:<12} {:<20} {:>18} {:>12} {:>12} {:>12}\n",
+            estimate.stage,
+            estimate.metric,
+            format!("{} {}", count(estimate.gathered as u64), estimate.unit),
+            count(estimate.min_samples),
+            needs,
+            estimate
+                .detectable_ratio
+                .map_or_else(|| "-".to_owned(), |ratio| if ratio.is_finite() {
+                    number(ratio)
+                } else {
+                    "-".to_owned()
+                })
+        ));
+        if !estimate.fits {
+            warnings.push_str(&format!(
+                "{}: warning: at {} requests/s stage {} needs {} to gather metric {:?}'s {} {}, \
+                 beyond its max_duration {}: it would hold there (raise max_duration or lower min_samples)\n",
+                path.display(),
+                number(requests_per_second),
+                estimate.stage,
+                needs,
+                estimate.metric,
+                count(estimate.min_samples),
+                estimate.unit,
+                stage.max_duration
+            ));
+        }
+    }
+    out.push_str(&warnings);
+    out
 }
 
 /// One indented note per comparative continuous metric whose query aggregates its

@@ -90,6 +90,15 @@ pub enum Command {
     /// sequential check, and a note for each comparative metric whose query aggregates
     /// its instances away (the judge then cannot allow for host differences).
     ///
+    /// With --traffic REQUESTS_PER_SECOND (the whole service's), also a table per stage
+    /// and comparative metric: what the stage gathers over its duration on the smaller
+    /// side, how long it needs for the metric's min_samples and whether that fits in the
+    /// stage's max_duration, and for error rates the smallest canary/baseline ratio the
+    /// stage can detect at the baseline error rate --error-rate (default 1 %); a stage
+    /// that cannot gather its samples is a warning.
+    ///
+    /// Example: canary check-profile analysis-profiles/web-service.toml --traffic 40
+    ///
     /// Exits 0 when every profile is valid, 1 otherwise (each error names the file,
     /// line and field).
     CheckProfile(CheckProfileArgs),
@@ -435,6 +444,21 @@ pub struct CheckProfileArgs {
     /// Profile files to validate.
     #[arg(required = true, value_name = "FILE")]
     pub profiles: Vec<PathBuf>,
+    /// The whole service's requests per second: estimate per stage how long each
+    /// metric needs to gather its min_samples and what it can detect.
+    #[arg(long, value_name = "REQUESTS_PER_SECOND", value_parser = positive_rate)]
+    pub traffic: Option<f64>,
+    /// The baseline error rate assumed for the detectable ratio of error-rate metrics
+    /// (with --traffic), a fraction in (0, 1).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.01, value_parser = fraction)]
+    pub error_rate: f64,
+}
+
+fn fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value > 0.0 && value < 1.0 => Ok(value),
+        _ => Err(format!("{text:?} is not a fraction between 0 and 1 (1 % is 0.01)")),
+    }
 }
 
 /// Output formats.

@@ -41,6 +41,10 @@ pub struct Stage {
     pub traffic: Percentage,
     /// Minimum time at this stage before it may be promoted.
     pub duration: HumanDuration,
+    /// How long the stage may run to gather its metrics' `min_samples` (at least
+    /// `duration`, which it defaults to): looks short only of samples go on, not hold,
+    /// until then.
+    pub max_duration: HumanDuration,
     /// Time between analyses.
     pub interval: HumanDuration,
     /// How much data each analysis looks at, ending at the analysis time.
@@ -360,6 +364,7 @@ pub(super) struct RawStage {
     name: Option<Spanned<String>>,
     traffic: Option<Spanned<f64>>,
     duration: Option<Spanned<String>>,
+    max_duration: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
     lookback: Option<Spanned<String>>,
     baseline: Option<Spanned<StageBaseline>>,
@@ -478,6 +483,18 @@ pub(super) fn validate_plan(
             ));
         }
         let stage_duration = required_duration(v, &field("duration"), &raw.duration, span.clone())?;
+        let max_duration =
+            duration(v, &field("max_duration"), &raw.max_duration)?.unwrap_or(stage_duration);
+        if max_duration < stage_duration {
+            return Err(v.error(
+                raw.max_duration.as_ref().map_or(span.clone(), Spanned::span),
+                &field("max_duration"),
+                format!(
+                    "the max_duration {max_duration} is shorter than the stage's duration \
+                     {stage_duration}; it is how long the stage may extend to gather samples"
+                ),
+            ));
+        }
         let interval = required_duration(v, &field("interval"), &raw.interval, span.clone())?;
         if interval > stage_duration {
             return Err(v.error(
@@ -520,6 +537,7 @@ pub(super) fn validate_plan(
             name,
             traffic,
             duration: stage_duration,
+            max_duration,
             interval,
             lookback,
             baseline,

@@ -160,6 +160,7 @@ pub(super) fn evaluate(
         effect_size: None,
         threshold: None,
         sequential: None,
+        short_of_samples: None,
     };
     let outcome = if problems.is_empty() {
         match &spec.kind {

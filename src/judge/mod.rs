@@ -18,6 +18,7 @@ mod decide;
 pub mod format;
 pub mod hosts;
 pub mod sequential;
+pub mod traffic;
 pub mod triggers;
 
 use serde::Serialize;
@@ -159,6 +160,43 @@ pub struct MetricResult {
     /// judged in sequential mode (absent from one-shot analyses).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sequential: Option<sequential::SequentialEvidence>,
+    /// Set when the metric is inconclusive only because its stage has not yet gathered
+    /// `min_samples` (sequential mode): its data is otherwise usable, and waiting
+    /// gathers more.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub short_of_samples: Option<SampleShortfall>,
+}
+
+/// A metric's stage still short of its `min_samples`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SampleShortfall {
+    /// Samples (continuous) or events (proportion) on the side with fewer, this stage.
+    pub have: f64,
+    /// The metric's `min_samples`.
+    pub need: u64,
+}
+
+/// Whether `judgement` holds only because some metrics' stages are still gathering
+/// their `min_samples`: with those metrics counted as passing, it would promote. Such
+/// a look is the stage's normal course, not a hold.
+pub fn holds_only_for_samples(profile: &Profile, judgement: &Judgement) -> bool {
+    if judgement.verdict != Verdict::Hold
+        || !judgement.metrics.iter().any(|m| m.short_of_samples.is_some())
+    {
+        return false;
+    }
+    let metrics = judgement
+        .metrics
+        .iter()
+        .cloned()
+        .map(|mut metric| {
+            if metric.short_of_samples.is_some() {
+                metric.classification = Classification::Pass;
+            }
+            metric
+        })
+        .collect();
+    decide::decide(profile, metrics).verdict == Verdict::Promote
 }
 
 /// The judge's full answer.

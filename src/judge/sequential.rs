@@ -1029,6 +1029,13 @@ fn classify(spec: &MetricSpec, result: &mut MetricResult, evidence: SequentialEv
         _ => "samples",
     };
     let failing: Vec<&CheckEvidence> = evidence.checks.iter().filter(|c| c.fails).collect();
+    let have = base_n.min(canary_n);
+    result.short_of_samples = (!unusable && have < spec.min_samples as f64).then_some(
+        super::SampleShortfall {
+            have,
+            need: spec.min_samples,
+        },
+    );
     let (classification, reason) = if unusable {
         (result.classification, result.reason.clone())
     } else if base_n.min(canary_n) < spec.min_samples as f64 {

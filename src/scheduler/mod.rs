@@ -853,6 +853,34 @@ impl RolloutRunner {
                         self.hold_or_timeout(now, &mut reasons)
                     }
                 }
+                Verdict::Hold
+                    if fired_hold.is_empty()
+                        && crate::judge::holds_only_for_samples(profile, &judgement) =>
+                {
+                    // Only gathering the stage's `min_samples`: the stage goes on, up to
+                    // its max_duration, and holds past it.
+                    self.consecutive_failures = 0;
+                    let elapsed = now - self.stage_started_at;
+                    let gathering = crate::judge::traffic::gathering(
+                        &judgement,
+                        &self.plan,
+                        self.stage_index,
+                        elapsed,
+                        self.looks == 1,
+                    );
+                    if elapsed + 1e-6 < stage.max_duration.seconds() {
+                        self.hold_since = None;
+                        reasons.extend(gathering);
+                        Decision::Continue
+                    } else {
+                        reasons.push(format!(
+                            "stage {} has run its max_duration {} without gathering its samples",
+                            stage.name, stage.max_duration
+                        ));
+                        reasons.extend(gathering);
+                        self.hold_or_timeout(now, &mut reasons)
+                    }
+                }
                 Verdict::Hold => {
                     self.consecutive_failures = 0;
                     reasons.extend(fired_hold);

@@ -178,6 +178,7 @@ mod tests {
             name: name.to_owned(),
             traffic: Percentage::parse(traffic).unwrap(),
             duration: minutes,
+            max_duration: minutes,
             interval: minutes,
             lookback: minutes,
             baseline: crate::domain::plan::StageBaseline::Live,

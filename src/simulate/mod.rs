@@ -641,6 +641,9 @@ pub async fn run_rollout(
         }
     }
     let looks = runner.history().len() as u64;
+    if let Some(last) = runner.history().last() {
+        tracing::debug!(family = family.name(), seed, status = ?runner.status(), stage = %last.stage, reasons = ?last.reasons, "simulated rollout ended");
+    }
     let rollback_look = runner
         .history()
         .iter()
