@@ -223,13 +223,14 @@ fn traffic_table(
             format!("{} {}", count(estimate.gathered as u64), estimate.unit),
             count(estimate.min_samples),
             needs,
-            estimate
-                .detectable_ratio
-                .map_or_else(|| "-".to_owned(), |ratio| if ratio.is_finite() {
+            estimate.detectable_ratio.map_or_else(
+                || "-".to_owned(),
+                |ratio| if ratio.is_finite() {
                     number(ratio)
                 } else {
                     "-".to_owned()
-                })
+                }
+            )
         ));
         if !estimate.fits {
             warnings.push_str(&format!(

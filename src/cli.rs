@@ -457,7 +457,9 @@ pub struct CheckProfileArgs {
 fn fraction(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(value) if value > 0.0 && value < 1.0 => Ok(value),
-        _ => Err(format!("{text:?} is not a fraction between 0 and 1 (1 % is 0.01)")),
+        _ => Err(format!(
+            "{text:?} is not a fraction between 0 and 1 (1 % is 0.01)"
+        )),
     }
 }
 

@@ -185,15 +185,39 @@ impl Observations {
 /// before its data is trusted.
 pub const MIN_COVERAGE: f64 = 0.9;
 
+/// The smallest chance, under equal measured shares, of a canary measuring as few of
+/// its steps as it did before a metric with `nan_policy = "empty_steps"` counts as
+/// having a gap (one-sided, per look).
+pub const EMPTY_STEPS_LEVEL: f64 = 0.001;
+
 impl Observations {
     /// How many instances of one metric have a finite point, when its series name them.
     pub fn instance_count(&self, metric: &str) -> Option<usize> {
+        self.instances_with_points(metric, true)
+    }
+
+    /// How many instances of one metric have a point (finite, or NaN too when
+    /// `finite_only` is false), when its series name them.
+    fn instances_with_points(&self, metric: &str, finite_only: bool) -> Option<usize> {
         self.instances.get(metric).map(|instances| {
             instances
                 .iter()
-                .filter(|one| one.samples.iter().any(|s| s.value.is_finite()))
+                .filter(|one| {
+                    one.samples
+                        .iter()
+                        .any(|s| !finite_only || s.value.is_finite())
+                })
                 .count()
         })
+    }
+
+    /// Points of one metric, NaN included (steps the series reported at all).
+    pub fn steps_reported(&self, metric: &str) -> usize {
+        match self.metrics.get(metric) {
+            Some(MetricData::Samples { samples, .. }) => samples.len(),
+            Some(MetricData::Counts { total, .. }) => total.len(),
+            None => 0,
+        }
     }
 
     /// Finite points of one metric (for count data: steps with a finite total).
@@ -221,7 +245,13 @@ pub fn canary_coverage_problems(
     profile
         .metrics
         .iter()
-        .filter(|spec| canary.points(&spec.name) == 0)
+        .filter(|spec| {
+            if spec.nan_policy == super::NanPolicy::EmptySteps {
+                canary.steps_reported(&spec.name) == 0
+            } else {
+                canary.points(&spec.name) == 0
+            }
+        })
         .map(|spec| {
             (
                 spec.name.clone(),
@@ -248,25 +278,65 @@ pub fn coverage_problems(
         .iter()
         .filter(|spec| !spec.raw_samples)
         .filter_map(|spec| {
-            let (b, c) = (baseline.points(&spec.name), canary.points(&spec.name));
+            let empty_steps = spec.nan_policy == super::NanPolicy::EmptySteps;
+            // With empty steps a NaN point is a step the series did report: the
+            // presence gap counts every point, and the measured share is compared below.
+            let (b, c) = if empty_steps {
+                (
+                    baseline.steps_reported(&spec.name),
+                    canary.steps_reported(&spec.name),
+                )
+            } else {
+                (baseline.points(&spec.name), canary.points(&spec.name))
+            };
             let per_instance = match (
-                baseline.instance_count(&spec.name),
-                canary.instance_count(&spec.name),
+                baseline.instances_with_points(&spec.name, !empty_steps),
+                canary.instances_with_points(&spec.name, !empty_steps),
             ) {
                 (Some(kb), Some(kc)) if kb > 0 && kc > 0 => kc as f64 / kb as f64,
                 _ => 1.0,
             };
-            (b >= 2 && (c as f64) < MIN_COVERAGE * b as f64 * per_instance).then(|| {
-                (
+            if b >= 2 && (c as f64) < MIN_COVERAGE * b as f64 * per_instance {
+                return Some((
                     spec.name.clone(),
                     format!(
                         "the canary has {c} of the baseline's {b} points since the previous analysis: \
+                         a gap in its data, which never promotes"
+                    ),
+                ));
+            }
+            if !empty_steps {
+                return None;
+            }
+            let (measured_b, measured_c) =
+                (baseline.points(&spec.name), canary.points(&spec.name));
+            fewer_measured_steps(measured_b, b, measured_c, c).then(|| {
+                (
+                    spec.name.clone(),
+                    format!(
+                        "the canary measured {measured_c} of its {c} steps since the previous analysis, \
+                         the baseline {measured_b} of {b}: fewer than chance allows (p < {EMPTY_STEPS_LEVEL}), \
                          a gap in its data, which never promotes"
                     ),
                 )
             })
         })
         .collect()
+}
+
+/// Whether a canary that measured `measured_c` of its `c` steps measured clearly fewer
+/// than a baseline with `measured_b` of `b`: given the steps measured on both sides,
+/// the canary's count is binomial with its share of the steps under equal measured
+/// shares, and its lower tail is below [`EMPTY_STEPS_LEVEL`].
+fn fewer_measured_steps(measured_b: usize, b: usize, measured_c: usize, c: usize) -> bool {
+    use statrs::distribution::{Binomial, DiscreteCDF};
+    let measured = measured_b + measured_c;
+    if measured == 0 || c == 0 || b == 0 {
+        return false;
+    }
+    let share = c as f64 / (b + c) as f64;
+    Binomial::new(share, measured as u64)
+        .is_ok_and(|binomial| binomial.cdf(measured_c as u64) < EMPTY_STEPS_LEVEL)
 }
 
 #[cfg(test)]
@@ -348,5 +418,61 @@ mod tests {
         let problems =
             coverage_problems(&profile(), &side("b", 3, 6, false), &side("c", 2, 6, false));
         assert!(problems.contains_key("latency"), "{problems:?}");
+    }
+
+    /// One series of `steps` points, the first `measured` of them finite and the rest
+    /// NaN (steps without a request to measure).
+    fn sparse(steps: usize, measured: usize) -> Observations {
+        let samples = (0..steps)
+            .map(|step| Sample {
+                timestamp: step as f64,
+                value: if step < measured { 1.0 } else { f64::NAN },
+            })
+            .collect();
+        let mut observations = Observations::default();
+        observations.metrics.insert(
+            "latency".to_owned(),
+            MetricData::Samples {
+                samples,
+                origin: Location {
+                    file: "t".to_owned(),
+                    line: 1,
+                },
+            },
+        );
+        observations
+    }
+
+    fn empty_steps_profile() -> super::super::Profile {
+        super::super::Profile::parse(
+            "name = \"p\"\n[[metrics]]\nname = \"latency\"\nkind = \"continuous\"\nnan_policy = \"empty_steps\"\n",
+            "p.toml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn empty_steps_on_both_sides_are_no_gap_and_a_canary_that_stops_measuring_is() {
+        let sparse_profile = empty_steps_profile();
+        let profile = &sparse_profile;
+        // Low traffic: a few of twenty steps measured on each side.
+        assert!(coverage_problems(profile, &sparse(20, 3), &sparse(20, 1)).is_empty());
+        assert!(coverage_problems(profile, &sparse(20, 2), &sparse(20, 0)).is_empty());
+        // Without the policy the same data is a gap (NaN points are missing points).
+        assert!(
+            coverage_problems(&self::profile(), &sparse(20, 3), &sparse(20, 1))
+                .contains_key("latency")
+        );
+        // A canary that stops answering while the baseline measures most steps.
+        let problems = coverage_problems(profile, &sparse(20, 18), &sparse(20, 2));
+        assert!(
+            problems["latency"].contains("the canary measured 2 of its 20 steps"),
+            "{problems:?}"
+        );
+        // Steps not reported at all are still a gap.
+        assert!(coverage_problems(profile, &sparse(20, 3), &sparse(10, 1)).contains_key("latency"));
+        // A stage without a baseline: NaN steps are reported steps.
+        assert!(canary_coverage_problems(profile, &sparse(4, 0)).is_empty());
+        assert!(canary_coverage_problems(&self::profile(), &sparse(4, 0)).contains_key("latency"));
     }
 }

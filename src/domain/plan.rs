@@ -487,7 +487,9 @@ pub(super) fn validate_plan(
             duration(v, &field("max_duration"), &raw.max_duration)?.unwrap_or(stage_duration);
         if max_duration < stage_duration {
             return Err(v.error(
-                raw.max_duration.as_ref().map_or(span.clone(), Spanned::span),
+                raw.max_duration
+                    .as_ref()
+                    .map_or(span.clone(), Spanned::span),
                 &field("max_duration"),
                 format!(
                     "the max_duration {max_duration} is shorter than the stage's duration \

@@ -277,6 +277,11 @@ pub enum NanPolicy {
     Drop,
     /// Any NaN makes the metric inconclusive.
     Inconclusive,
+    /// A NaN point is a step with nothing to measure (a quantile over no requests, as
+    /// `histogram_quantile` gives at low traffic): dropped however many there are. The
+    /// data is short only when the canary measured clearly fewer of its steps than the
+    /// baseline did (the gap check, [`super::observations::coverage_problems`]).
+    EmptySteps,
 }
 
 /// Outlier removal before comparison.

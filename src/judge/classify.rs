@@ -334,7 +334,7 @@ fn check_nan_share(
                 percent(spec.max_nan_fraction)
             )))
         }
-        NanPolicy::Drop => Ok(()),
+        NanPolicy::Drop | NanPolicy::EmptySteps => Ok(()),
     }
 }
 

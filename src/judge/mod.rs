@@ -181,7 +181,10 @@ pub struct SampleShortfall {
 /// a look is the stage's normal course, not a hold.
 pub fn holds_only_for_samples(profile: &Profile, judgement: &Judgement) -> bool {
     if judgement.verdict != Verdict::Hold
-        || !judgement.metrics.iter().any(|m| m.short_of_samples.is_some())
+        || !judgement
+            .metrics
+            .iter()
+            .any(|m| m.short_of_samples.is_some())
     {
         return false;
     }

@@ -82,6 +82,10 @@ pub struct SequentialState {
     /// from snapshots written before it existed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub burst_pending: BTreeMap<String, OpenWindow>,
+    /// Per metric, `ln` of the pooled bursts e-processes over every window tested so far,
+    /// one per burst share in [`BURST_SHARES`] (see [`pooled_burst_factor`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub burst_pooled: BTreeMap<String, Vec<f64>>,
     /// Per continuous metric, this stage's points per instance on each side, for the
     /// host-spread allowance ([`super::hosts`]). Empty when the series name no instance.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -158,6 +162,10 @@ pub struct CheckEvidence {
     /// For bursts: the worst window (end time, canary rate, baseline rate, p-value,
     /// the p-value it had to reach).
     pub worst_window: Option<BurstWindow>,
+    /// For bursts: the e-value pooled over every window tested so far, and the one that
+    /// fails the metric (`2/alpha`: half the check's budget).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pooled_bursts: Option<[f64; 2]>,
     /// For location checks of metrics whose series name their instances: how far apart
     /// the sides may be from host differences alone, which the check does not count.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -435,6 +443,7 @@ fn evidence(
         information: 0.0,
         worst_window: None,
         host_allowance: None,
+        pooled_bursts: None,
     }
 }
 
@@ -953,6 +962,11 @@ fn bursts(
             .insert(spec.name.clone(), OpenWindow { index, counts });
     }
     let tested = state.burst_windows.entry(spec.name.clone()).or_default();
+    let pooled = state
+        .burst_pooled
+        .entry(spec.name.clone())
+        .or_insert_with(|| vec![0.0; BURST_SHARES.len()]);
+    pooled.resize(BURST_SHARES.len(), 0.0);
     let mut worst: Option<BurstWindow> = None;
     let mut crossed = false;
     for (index, w) in &windows {
@@ -961,7 +975,11 @@ fn bursts(
             continue;
         }
         *tested += 1;
-        let needed = spend(alpha, planned_windows, *tested);
+        for (ln_e, factor) in pooled.iter_mut().zip(pooled_burst_factor(w, theta0)) {
+            *ln_e += factor;
+        }
+        // Half the check's budget tests each window alone, half pools them.
+        let needed = spend(alpha / 2.0, planned_windows, *tested);
         let p0 = w.canary_total * theta0 / (w.canary_total * theta0 + w.baseline_total);
         let p_value = binomial_upper_tail(w.canary_errors as u64, errors as u64, p0);
         let this = BurstWindow {
@@ -979,6 +997,23 @@ fn bursts(
             worst = Some(this);
         }
     }
+    // The pooled e-process: the average of the per-share products (each an e-process,
+    // so their average is one), failing at 2/alpha.
+    let ln_pooled = log_mean_exp(pooled);
+    let ln_pooled_needed = (2.0 / alpha).ln();
+    crossed |= ln_pooled >= ln_pooled_needed;
+    // Against a threshold of 1: the worst window's needed / p, or the pooled e-value
+    // over its threshold, whichever is closer to failing.
+    let ln_window = worst.as_ref().map_or(f64::NEG_INFINITY, |w| {
+        (w.needed / w.p_value.max(f64::MIN_POSITIVE)).ln()
+    });
+    let ln_e_value = ln_window
+        .max(ln_pooled - ln_pooled_needed)
+        .max(if worst.is_none() {
+            0.0
+        } else {
+            f64::NEG_INFINITY
+        });
     CheckEvidence {
         check: "bursts".to_owned(),
         null: format!(
@@ -986,18 +1021,15 @@ fn bursts(
             window_length,
             number(theta0)
         ),
-        e_value: worst
-            .as_ref()
-            .map_or(1.0, |w| w.needed / w.p_value.max(f64::MIN_POSITIVE)),
-        ln_e_value: worst
-            .as_ref()
-            .map_or(0.0, |w| (w.needed / w.p_value.max(f64::MIN_POSITIVE)).ln()),
+        e_value: ln_e_value.exp(),
+        ln_e_value,
         stage_e_value: 1.0,
         threshold: 1.0,
         alpha,
         crossed,
         beyond_tolerance: crossed,
         effect: format!("{} windows tested so far", tested),
+        pooled_bursts: Some([ln_pooled.exp(), ln_pooled_needed.exp()]),
         fails: crossed,
         harm_excluded_e_value: None,
         estimate: worst.as_ref().map(|w| {
@@ -1012,6 +1044,62 @@ fn bursts(
         worst_window: worst,
         host_allowance: None,
     }
+}
+
+/// The burst shares the pooled bursts e-process mixes over: the share of windows a
+/// burst pattern is assumed to touch.
+pub const BURST_SHARES: [f64; 4] = [0.01, 0.03, 0.1, 0.3];
+
+/// The burst sizes (canary error rate over baseline × the tolerated ratio) the pooled
+/// bursts e-process mixes over.
+pub const BURST_RATIOS: [f64; 4] = [2.0, 4.0, 8.0, 16.0];
+
+/// `ln` of one window's factor in each pooled bursts e-process (one per share `π` in
+/// [`BURST_SHARES`]): `(1 − π) + π·L`, where `L` is the window's likelihood ratio
+/// averaged over the burst sizes in [`BURST_RATIOS`]. Given the window's errors on
+/// both sides, the canary's count is binomial with `q0 = c·θ0 / (c·θ0 + b)` (`c`, `b`
+/// the sides' requests) under the tolerated ratio `θ0`, and `q1` likewise under
+/// `θ0 × r`; each ratio's likelihood ratio has expectation at most 1 under any ratio up
+/// to `θ0` (monotone likelihood ratio), so each factor does too, and the product over
+/// windows is a test supermartingale. A window with many errors at the canary's share
+/// adds a little; a run of small windows each with a few too many canary errors (bursts
+/// at a 1 % stage, none significant alone) adds up.
+pub fn pooled_burst_factor(window: &RatePoint, theta0: f64) -> Vec<f64> {
+    let (c, b) = (window.canary_total, window.baseline_total);
+    let q0 = c * theta0 / (c * theta0 + b);
+    let ln_ratios: Vec<f64> = BURST_RATIOS
+        .iter()
+        .map(|r| {
+            let theta1 = theta0 * r;
+            let q1 = c * theta1 / (c * theta1 + b);
+            window.canary_errors * (q1.ln() - q0.ln())
+                + window.baseline_errors * ((1.0 - q1).ln() - (1.0 - q0).ln())
+        })
+        .collect();
+    let ln_l = log_mean_exp(&ln_ratios);
+    BURST_SHARES
+        .iter()
+        .map(|share| log_add_exp((1.0 - share).ln(), share.ln() + ln_l))
+        .collect()
+}
+
+/// `ln(mean(exp(values)))`, without overflow.
+fn log_mean_exp(values: &[f64]) -> f64 {
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !max.is_finite() {
+        return max;
+    }
+    let sum: f64 = values.iter().map(|v| (v - max).exp()).sum();
+    max + (sum / values.len() as f64).ln()
+}
+
+/// `ln(exp(a) + exp(b))`, without overflow.
+fn log_add_exp(a: f64, b: f64) -> f64 {
+    let max = a.max(b);
+    if max == f64::NEG_INFINITY {
+        return max;
+    }
+    max + ((a - max).exp() + (b - max).exp()).ln()
 }
 
 /// Replaces a comparative metric's classification with the sequential one. Data
@@ -1030,12 +1118,11 @@ fn classify(spec: &MetricSpec, result: &mut MetricResult, evidence: SequentialEv
     };
     let failing: Vec<&CheckEvidence> = evidence.checks.iter().filter(|c| c.fails).collect();
     let have = base_n.min(canary_n);
-    result.short_of_samples = (!unusable && have < spec.min_samples as f64).then_some(
-        super::SampleShortfall {
+    result.short_of_samples =
+        (!unusable && have < spec.min_samples as f64).then_some(super::SampleShortfall {
             have,
             need: spec.min_samples,
-        },
-    );
+        });
     let (classification, reason) = if unusable {
         (result.classification, result.reason.clone())
     } else if base_n.min(canary_n) < spec.min_samples as f64 {
@@ -1067,8 +1154,16 @@ fn classify(spec: &MetricSpec, result: &mut MetricResult, evidence: SequentialEv
 /// One check in words, with its numbers.
 pub fn describe(check: &CheckEvidence) -> String {
     if let Some(window) = &check.worst_window {
+        let pooled = check.pooled_bursts.map_or_else(String::new, |[e, needed]| {
+            format!(
+                "; pooled over {}: e = {} (fails at {})",
+                check.effect.trim_end_matches(" tested so far"),
+                number(e),
+                number(needed)
+            )
+        });
         return format!(
-            "worst {} window: canary error rate {} vs baseline {}, p = {} (fails at {}){}",
+            "worst {} window: canary error rate {} vs baseline {}, p = {} (fails at {}){pooled}{}",
             check.check,
             percent(window.canary_rate),
             percent(window.baseline_rate),
@@ -1290,6 +1385,107 @@ lookback = "5m"
             judgement.metrics[1].reason
         );
         assert_eq!(judgement.verdict, crate::domain::Verdict::Rollback);
+    }
+
+    /// Each pooled bursts factor is an e-value: given the window's errors, its
+    /// expectation is exactly 1 at the tolerated ratio and below 1 under a better canary.
+    #[test]
+    fn a_pooled_bursts_factor_has_expectation_at_most_one_under_the_null() {
+        use statrs::distribution::{Binomial, Discrete};
+        for (canary_total, baseline_total, errors) in [
+            (120.0, 120.0, 9u64),
+            (60.0, 180.0, 4),
+            (1_000.0, 900.0, 40),
+            (5.0, 5.0, 1),
+        ] {
+            let theta0 = 1.2;
+            let q0 = canary_total * theta0 / (canary_total * theta0 + baseline_total);
+            for q in [q0, q0 * 0.8, q0 * 0.3] {
+                let binomial = Binomial::new(q, errors).unwrap();
+                let mut expectation = vec![0.0; BURST_SHARES.len()];
+                for k in 0..=errors {
+                    let window = RatePoint {
+                        baseline_errors: (errors - k) as f64,
+                        baseline_total,
+                        canary_errors: k as f64,
+                        canary_total,
+                    };
+                    for (sum, factor) in expectation
+                        .iter_mut()
+                        .zip(pooled_burst_factor(&window, theta0))
+                    {
+                        *sum += binomial.pmf(k) * factor.exp();
+                    }
+                }
+                for e in expectation {
+                    if q == q0 {
+                        assert!((e - 1.0).abs() < 1e-9, "{e} at the null's boundary");
+                    } else {
+                        assert!(e < 1.0, "{e} under a better canary");
+                    }
+                }
+            }
+        }
+    }
+
+    /// At a 1 % stage a burst window has a few requests: 8 canary errors of 120 against
+    /// 1 of the baseline's 120 is p ≈ 0.04 alone, nowhere near a window's share of the
+    /// budget. Thirteen such windows among 26 quiet ones fail the pooled evidence.
+    #[test]
+    fn small_burst_windows_none_significant_alone_fail_the_pooled_bursts_evidence() {
+        let profile = profile();
+        let plan = profile.plan.clone().unwrap();
+        let spec = &profile.metrics[1];
+        let mut state = SequentialState::default();
+        let mut points = Vec::new();
+        for minute in 0..40i64 {
+            let burst = minute % 3 == 0;
+            points.push((
+                (minute + 1) * 60_000,
+                RatePoint {
+                    baseline_errors: 1.0,
+                    baseline_total: 120.0,
+                    canary_errors: if burst { 8.0 } else { 1.0 },
+                    canary_total: 120.0,
+                },
+            ));
+        }
+        let alpha = 0.0025;
+        let window = crate::domain::HumanDuration::parse("1m").unwrap();
+        let evidence = bursts(spec, &plan, &points, window, &mut state, alpha, Some(1.2));
+        let worst = evidence.worst_window.as_ref().unwrap();
+        assert!(
+            worst.p_value > 0.01,
+            "no window alone: p = {}",
+            worst.p_value
+        );
+        assert!(worst.p_value > worst.needed);
+        let [pooled, needed] = evidence.pooled_bursts.unwrap();
+        assert!((needed - 800.0).abs() < 1e-6);
+        assert!(pooled > needed, "pooled e = {pooled}");
+        assert!(evidence.crossed && evidence.fails);
+        assert!(
+            describe(&evidence).contains("pooled over 40 windows: e = "),
+            "{}",
+            describe(&evidence)
+        );
+        // Without the bursts, the same quiet windows stay far below.
+        let quiet: Vec<_> = points
+            .iter()
+            .map(|(t, p)| {
+                (
+                    *t,
+                    RatePoint {
+                        canary_errors: 1.0,
+                        ..*p
+                    },
+                )
+            })
+            .collect();
+        let mut state = SequentialState::default();
+        let evidence = bursts(spec, &plan, &quiet, window, &mut state, alpha, Some(1.2));
+        assert!(!evidence.crossed);
+        assert!(evidence.pooled_bursts.unwrap()[0] < 1.0);
     }
 
     #[test]

@@ -160,7 +160,12 @@ pub fn stage_estimates(
         .iter()
         .filter(|m| !matches!(m.kind, MetricKind::Threshold { .. }))
         .collect();
-    let stages_compared = plan.stages.iter().filter(|s| s.has_baseline()).count().max(1);
+    let stages_compared = plan
+        .stages
+        .iter()
+        .filter(|s| s.has_baseline())
+        .count()
+        .max(1);
     // Each metric's share of the judge's budget, split evenly over the compared stages
     // (one-sided: harm is one direction).
     let alpha =
@@ -265,7 +270,10 @@ interval = "10m"
         // The 100 % stage has no baseline: nothing is compared there.
         assert_eq!(estimates.len(), 4);
         let errors_1 = &estimates[0];
-        assert_eq!((errors_1.stage.as_str(), errors_1.metric.as_str()), ("1%", "error_rate"));
+        assert_eq!(
+            (errors_1.stage.as_str(), errors_1.metric.as_str()),
+            ("1%", "error_rate")
+        );
         // 10 req/s × 1 % = 0.1 events/s: 1,000 events take 10,000 s, beyond 2 h.
         assert!((errors_1.needed - 10_000.0).abs() < 1e-6);
         assert!((errors_1.gathered - 360.0).abs() < 1e-6);
@@ -292,14 +300,14 @@ interval = "10m"
         let profile = profile(STAGES);
         let plan = profile.plan.unwrap();
         assert_eq!(plan.stages[1].max_duration, plan.stages[1].duration);
-        let error = Profile::parse(
-            &profile_text_with("max_duration = \"30m\""),
-            "short.toml",
-        )
-        .unwrap_err()
-        .to_string();
+        let error = Profile::parse(&profile_text_with("max_duration = \"30m\""), "short.toml")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("max_duration"), "{error}");
-        assert!(error.contains("shorter than the stage's duration"), "{error}");
+        assert!(
+            error.contains("shorter than the stage's duration"),
+            "{error}"
+        );
     }
 
     fn profile_text_with(line: &str) -> String {

@@ -464,6 +464,109 @@ async fn staged_ga_a_hold_trigger_that_fired_holds_for_a_person_after_the_condit
     );
 }
 
+/// A two-stage plan whose error rate needs 500 events a stage, past its 30-minute
+/// duration at the low traffic of [`low_traffic_errors`].
+fn gathering_profile(max_duration: &str) -> Arc<Profile> {
+    let text = format!(
+        r#"
+name = "gathering"
+[judge]
+mode = "sequential"
+[rollout]
+step = "1m"
+hold_timeout = "30m"
+on_hold_timeout = "wait"
+[[stages]]
+traffic = 1
+duration = "30m"
+max_duration = "{max_duration}"
+interval = "10m"
+[[stages]]
+traffic = 50
+duration = "30m"
+max_duration = "{max_duration}"
+interval = "10m"
+[[metrics]]
+name = "error_rate"
+kind = "proportion"
+min_samples = 500
+max_ratio = 1.5
+errors_query = 'e{{ {{{{scope}}}} }}'
+total_query = 't{{ {{{{scope}}}} }}'
+"#
+    );
+    Arc::new(Profile::parse(&text, "gathering.toml").unwrap())
+}
+
+/// `per_minute` events a side each minute, at either stage.
+fn low_traffic_errors(per_minute: f64) -> BTreeMap<String, MetricModel> {
+    BTreeMap::from([(
+        "error_rate".to_owned(),
+        MetricModel::same_counts(counts(per_minute, 0.01)),
+    )])
+}
+
+/// Short only of `min_samples`, a stage goes on past its duration (no hold, the hold
+/// timeout never starts) until it has them, within its max_duration, and the rollout
+/// promotes; every such look says how many it has and how long it still needs.
+#[tokio::test]
+async fn a_stage_short_only_of_samples_runs_on_to_its_max_duration_and_promotes() {
+    let outcome = drive(gathering_profile("2h"), low_traffic_errors(10.0), 21).await;
+    assert_eq!(outcome.status, RolloutStatus::Promoted);
+    let history = outcome.runner.history();
+    assert!(
+        history.iter().all(|look| look.decision != Decision::Hold),
+        "no look holds"
+    );
+    let first = &history[0];
+    assert_eq!(first.decision, Decision::Continue);
+    assert!(
+        first.reasons[0].starts_with("error_rate gathering samples: ")
+            && first.reasons[0].contains("of 500 events at stage 1% after 10 min")
+            && first.reasons[0]
+                .contains("past the stage's duration 30m (within its max_duration 2h)"),
+        "{:#?}",
+        first.reasons
+    );
+    // 500 events at 10 a minute: the first stage advances after 50 minutes, not 30.
+    let advance = history
+        .iter()
+        .find(|look| matches!(look.decision, Decision::Advance { .. }))
+        .expect("the first stage advances");
+    assert_eq!(advance.look, 5, "advanced at look {}", advance.look);
+}
+
+/// A stage that cannot gather its samples within its max_duration says so from its
+/// first look, holds once the max_duration has passed, and waits for a person at the
+/// hold timeout.
+#[tokio::test]
+async fn a_stage_that_cannot_gather_its_samples_in_its_max_duration_holds_past_it() {
+    let outcome = drive(gathering_profile("1h"), low_traffic_errors(5.0), 22).await;
+    assert_eq!(outcome.status, RolloutStatus::AwaitingReview);
+    let history = outcome.runner.history();
+    assert!(
+        history[0].reasons[0].contains("beyond the stage's max_duration 1h: it will hold there"),
+        "{:#?}",
+        history[0].reasons
+    );
+    let first_hold = history
+        .iter()
+        .find(|look| look.decision == Decision::Hold)
+        .expect("a hold past the max_duration");
+    assert_eq!(first_hold.look, 6, "the look at 60 minutes");
+    assert!(
+        first_hold.reasons[0]
+            .contains("stage 1% has run its max_duration 1h without gathering its samples"),
+        "{:#?}",
+        first_hold.reasons
+    );
+    assert!(
+        outcome.last_reasons()[0].contains("past the hold timeout 30m: waiting for a person"),
+        "{:#?}",
+        outcome.last_reasons()
+    );
+}
+
 fn dark_launch_healthy() -> BTreeMap<String, MetricModel> {
     BTreeMap::from([
         (
