@@ -256,3 +256,43 @@ fn check_profile_notes_queries_that_hide_the_instances() {
         run.stdout
     );
 }
+
+/// Issue 14: `check-profile --traffic` says per stage how long each metric needs for
+/// its `min_samples` at the service's traffic, and warns of a stage that cannot gather
+/// them within its max_duration; the profile stays valid (exit 0).
+#[test]
+fn check_profile_with_traffic_says_how_long_each_stage_needs_for_its_samples() {
+    let profile = root().join("analysis-profiles/web-service.toml");
+    let profile = profile.to_str().unwrap();
+    let low = canary(["check-profile", profile, "--traffic", "10"]);
+    assert_eq!(low.code, 0, "{}", low.stderr);
+    // 10 requests/s, 1 % a side: 1,000 events take 100,000 / 36 s ≈ 2 h 47 min.
+    let row = low
+        .stdout
+        .lines()
+        .find(|line| line.trim_start().starts_with("1%") && line.contains("error_rate"))
+        .unwrap_or_else(|| panic!("a row for error_rate at 1 %: {}", low.stdout));
+    assert!(
+        row.contains("36 events") && row.contains("2 h 47 min"),
+        "{row}"
+    );
+    assert!(
+        low.stdout.contains(
+            "warning: at 10 requests/s stage 1% needs 2 h 47 min to gather metric \"error_rate\"'s 1,000 events, beyond its max_duration 6m"
+        ),
+        "{}",
+        low.stdout
+    );
+    // The stage without a baseline compares nothing and gets no row.
+    assert!(
+        !low.stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("100%  "))
+    );
+    let high = canary(["check-profile", profile, "--traffic", "10000"]);
+    assert_eq!(high.code, 0, "{}", high.stderr);
+    assert!(!high.stdout.contains("warning: at"), "{}", high.stdout);
+    let zero = canary(["check-profile", profile, "--traffic", "0"]);
+    assert_eq!(zero.code, 1, "a usage error (1, never a verdict's code)");
+    assert!(zero.stderr.contains("--traffic"), "{}", zero.stderr);
+}

@@ -528,12 +528,17 @@ async fn a_stage_short_only_of_samples_runs_on_to_its_max_duration_and_promotes(
         "{:#?}",
         first.reasons
     );
-    // 500 events at 10 a minute: the first stage advances after 50 minutes, not 30.
+    // 500 events at about 10 a minute (Poisson): the first stage advances at the first
+    // look with 500 (50 or 60 minutes), not at its 30-minute duration.
     let advance = history
         .iter()
         .find(|look| matches!(look.decision, Decision::Advance { .. }))
         .expect("the first stage advances");
-    assert_eq!(advance.look, 5, "advanced at look {}", advance.look);
+    assert!(
+        matches!(advance.look, 5 | 6),
+        "advanced at look {}",
+        advance.look
+    );
 }
 
 /// A stage that cannot gather its samples within its max_duration says so from its
