@@ -9,7 +9,12 @@
 //!
 //! CSV rows: `metric,timestamp,value` with an optional header row and `#` comments.
 //! A proportion metric is written as two metrics, `NAME:errors` and `NAME:total`,
-//! with one row each per timestamp.
+//! with one row each per timestamp. An optional fourth column, `instance`, names the
+//! host or pod a row came from (header `metric,timestamp,value,instance`): every row
+//! of a metric names one or none does. Samples of a metric's instances are pooled and
+//! kept per instance (`Observations::instances`, label `instance`), so the judge can
+//! allow for host differences; counts are summed per timestamp, and a replay serves
+//! every instance's series on its own ([`read_file_with_instances`]).
 //!
 //! Prometheus JSON: either one response whose series carry a `__name__` label, or
 //! an object mapping metric names (including `NAME:errors` / `NAME:total`) to
@@ -23,7 +28,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
-use crate::domain::{Location, MetricData, Observations, Sample};
+use crate::domain::{InstanceSeries, Location, MetricData, Observations, Sample};
 
 /// A data file that cannot be read as observations.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -45,9 +50,21 @@ impl fmt::Display for RecordedDataError {
     }
 }
 
+/// Per raw metric name (`latency`, `errors:errors`, ...) and instance, the samples a
+/// CSV recorded, in time order; empty for files whose rows name no instance.
+pub type RecordedInstances = BTreeMap<String, BTreeMap<String, Vec<Sample>>>;
+
 /// Reads observations from a file, choosing the format by extension (`.csv`,
 /// `.json`) or, failing that, by whether the content starts with `{`.
 pub fn read_file(path: &Path) -> Result<Observations, RecordedDataError> {
+    read_file_with_instances(path).map(|(observations, _)| observations)
+}
+
+/// [`read_file`], with the series of every instance a CSV's rows name, raw names
+/// included (what a replay serves per instance). Prometheus JSON keeps none.
+pub fn read_file_with_instances(
+    path: &Path,
+) -> Result<(Observations, RecordedInstances), RecordedDataError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|error| RecordedDataError {
         file: file.clone(),
@@ -60,9 +77,12 @@ pub fn read_file(path: &Path) -> Result<Observations, RecordedDataError> {
         _ => text.trim_start().starts_with('{'),
     };
     if is_json {
-        parse_prometheus_json(&text, &file)
+        Ok((
+            parse_prometheus_json(&text, &file)?,
+            RecordedInstances::new(),
+        ))
     } else {
-        parse_csv(&text, &file)
+        parse_csv_with_instances(&text, &file)
     }
 }
 
@@ -71,6 +91,7 @@ struct RawPoint {
     timestamp: f64,
     value: f64,
     line: Option<usize>,
+    instance: Option<String>,
 }
 
 /// Points per raw metric name (`latency`, `errors:errors`, ...), with where each
@@ -89,8 +110,54 @@ impl Collector {
             .push(point);
     }
 
+    /// The series of every instance rows name, per raw metric name; an error when a
+    /// metric's rows name an instance only sometimes.
+    fn instances(&self, file: &str) -> Result<RecordedInstances, RecordedDataError> {
+        let mut recorded = RecordedInstances::new();
+        for (name, (_, points)) in &self.points {
+            let named = points.iter().filter(|p| p.instance.is_some()).count();
+            if named == 0 {
+                continue;
+            }
+            if let Some(unnamed) = points.iter().find(|p| p.instance.is_none()) {
+                return Err(RecordedDataError {
+                    file: file.to_owned(),
+                    line: unnamed.line,
+                    message: format!(
+                        "metric {name:?}: this row names no instance while {named} others do; \
+                         every row of a metric names its instance, or none does"
+                    ),
+                });
+            }
+            let per_instance = recorded.entry(name.clone()).or_default();
+            for point in points {
+                per_instance
+                    .entry(point.instance.clone().unwrap_or_default())
+                    .or_default()
+                    .push(Sample {
+                        timestamp: point.timestamp,
+                        value: point.value,
+                    });
+            }
+            for samples in per_instance.values_mut() {
+                samples.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
+            }
+        }
+        Ok(recorded)
+    }
+
     /// Pairs `NAME:errors` with `NAME:total` and checks the counts.
     fn finish(self, file: &str) -> Result<Observations, RecordedDataError> {
+        self.finish_with_instances(file)
+            .map(|(observations, _)| observations)
+    }
+
+    /// [`Self::finish`], keeping the instances rows name (the samples of plain metrics
+    /// per instance in the observations too).
+    fn finish_with_instances(
+        self,
+        file: &str,
+    ) -> Result<(Observations, RecordedInstances), RecordedDataError> {
         let error = |line: Option<usize>, message: String| RecordedDataError {
             file: file.to_owned(),
             line,
@@ -99,6 +166,7 @@ impl Collector {
         if self.points.is_empty() {
             return Err(error(None, "the file holds no observations".to_owned()));
         }
+        let recorded = self.instances(file)?;
         let mut plain = BTreeMap::new();
         let mut errors = BTreeMap::new();
         let mut totals = BTreeMap::new();
@@ -147,6 +215,18 @@ impl Collector {
                 file: file.to_owned(),
                 line: first_line.unwrap_or(1),
             };
+            if let Some(per_instance) = recorded.get(&name) {
+                observations.instances.insert(
+                    name.clone(),
+                    per_instance
+                        .iter()
+                        .map(|(instance, samples)| InstanceSeries {
+                            instance: format!("instance={instance:?}"),
+                            samples: samples.clone(),
+                        })
+                        .collect(),
+                );
+            }
             observations
                 .metrics
                 .insert(name, MetricData::Samples { samples, origin });
@@ -172,7 +252,7 @@ impl Collector {
                 ),
             ));
         }
-        Ok(observations)
+        Ok((observations, recorded))
     }
 }
 
@@ -299,6 +379,14 @@ fn parse_timestamp(text: &str) -> Result<f64, String> {
 
 /// Parses the `metric,timestamp,value` CSV format. `file` is only used in errors.
 pub fn parse_csv(text: &str, file: &str) -> Result<Observations, RecordedDataError> {
+    parse_csv_with_instances(text, file).map(|(observations, _)| observations)
+}
+
+/// [`parse_csv`], with the series of every instance the rows name.
+pub fn parse_csv_with_instances(
+    text: &str,
+    file: &str,
+) -> Result<(Observations, RecordedInstances), RecordedDataError> {
     let error = |line: Option<usize>, message: String| RecordedDataError {
         file: file.to_owned(),
         line,
@@ -326,22 +414,42 @@ pub fn parse_csv(text: &str, file: &str) -> Result<Observations, RecordedDataErr
         }
         if first_record {
             first_record = false;
-            if record.len() == 3
+            if (record.len() == 3 || record.len() == 4)
                 && record[0].eq_ignore_ascii_case("metric")
                 && record[1].eq_ignore_ascii_case("timestamp")
             {
+                if record.len() == 4 && !record[3].eq_ignore_ascii_case("instance") {
+                    return Err(error(
+                        Some(line),
+                        format!(
+                            "the fourth column of the header must be `instance`, found {:?}",
+                            &record[3]
+                        ),
+                    ));
+                }
                 continue;
             }
         }
-        if record.len() != 3 {
+        if record.len() != 3 && record.len() != 4 {
             return Err(error(
                 Some(line),
                 format!(
-                    "expected 3 fields `metric,timestamp,value`, found {}",
+                    "expected 3 fields `metric,timestamp,value` (or 4, with `instance`), found {}",
                     record.len()
                 ),
             ));
         }
+        let instance = match record.get(3) {
+            Some("") => {
+                return Err(error(
+                    Some(line),
+                    "the instance is empty; name the host or pod, or leave the column out"
+                        .to_owned(),
+                ));
+            }
+            Some(instance) => Some(instance.to_owned()),
+            None => None,
+        };
         let name = &record[0];
         if name.is_empty() {
             return Err(error(Some(line), "the metric name is empty".to_owned()));
@@ -354,10 +462,11 @@ pub fn parse_csv(text: &str, file: &str) -> Result<Observations, RecordedDataErr
                 timestamp,
                 value,
                 line: Some(line),
+                instance,
             },
         );
     }
-    collector.finish(file)
+    collector.finish_with_instances(file)
 }
 
 /// A Prometheus API response (`query_range` or `query`).
@@ -499,6 +608,7 @@ pub fn parse_prometheus_json(text: &str, file: &str) -> Result<Observations, Rec
                         timestamp: point.timestamp,
                         value: point.value,
                         line: None,
+                        instance: None,
                     },
                 );
             }
@@ -525,6 +635,58 @@ mod tests {
             MetricData::Samples { samples, .. } => samples.iter().map(|s| s.value).collect(),
             MetricData::Counts { .. } => panic!("{name} holds counts"),
         }
+    }
+
+    #[test]
+    fn csv_rows_may_name_their_instance_and_samples_are_kept_per_instance() {
+        let text = "metric,timestamp,value,instance\n\
+                    latency,1,0.10,web-1\nlatency,1,0.12,web-2\nlatency,2,0.11,web-1\n\
+                    latency,2,NaN,web-2\n\
+                    errors:errors,1,1,web-1\nerrors:total,1,100,web-1\n\
+                    errors:errors,1,2,web-2\nerrors:total,1,50,web-2\n";
+        let (observations, recorded) = parse_csv_with_instances(text, "i.csv").unwrap();
+        // Pooled as before: four latency points, counts summed per timestamp.
+        assert_eq!(observations.points("latency"), 3);
+        match &observations.metrics["errors"] {
+            MetricData::Counts { errors, total, .. } => {
+                assert_eq!((errors[0].value, total[0].value), (3.0, 150.0));
+            }
+            other => panic!("{other:?}"),
+        }
+        let instances = &observations.instances["latency"];
+        assert_eq!(instances.len(), 2);
+        assert_eq!(instances[0].instance, "instance=\"web-1\"");
+        assert_eq!(instances[1].samples.len(), 2);
+        assert_eq!(observations.instance_count("latency"), Some(2));
+        // Every raw name per instance, for replays.
+        assert_eq!(recorded["errors:total"]["web-2"][0].value, 50.0);
+        assert_eq!(recorded["latency"].len(), 2);
+        // Three-field files name none.
+        let (plain, none) = parse_csv_with_instances("latency,1,0.1\n", "p.csv").unwrap();
+        assert!(none.is_empty() && plain.instances.is_empty());
+    }
+
+    #[test]
+    fn an_instance_named_only_sometimes_or_empty_or_a_wrong_header_is_an_error() {
+        let mixed = parse_csv("latency,1,0.1,web-1\nlatency,2,0.1\n", "m.csv").unwrap_err();
+        assert_eq!(mixed.line, Some(2));
+        assert!(
+            mixed
+                .message
+                .contains("names no instance while 1 others do"),
+            "{mixed}"
+        );
+        let empty = parse_csv("latency,1,0.1,\n", "e.csv").unwrap_err();
+        assert_eq!(empty.line, Some(1));
+        assert!(empty.message.contains("the instance is empty"), "{empty}");
+        let header =
+            parse_csv("metric,timestamp,value,host\nlatency,1,0.1,a\n", "h.csv").unwrap_err();
+        assert!(header.message.contains("must be `instance`"), "{header}");
+        let five = parse_csv("latency,1,0.1,a,b\n", "f.csv").unwrap_err();
+        assert!(
+            five.message.contains("(or 4, with `instance`), found 5"),
+            "{five}"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use super::recorded::{self, RecordedDataError};
+use super::recorded::{self, RecordedDataError, RecordedInstances};
 use super::{LabeledSeries, MetricSource, RangeRequest, Side, SourceError};
 use crate::domain::{MetricData, Observations, Sample};
 
@@ -20,6 +20,8 @@ pub struct ReplaySource {
     directory: PathBuf,
     baseline: Observations,
     canary: Observations,
+    /// The series of every instance a side's CSV rows name, served one per instance.
+    instances: [RecordedInstances; 2],
 }
 
 fn side_file(directory: &Path, side: Side) -> Result<PathBuf, RecordedDataError> {
@@ -40,12 +42,15 @@ fn side_file(directory: &Path, side: Side) -> Result<PathBuf, RecordedDataError>
 impl ReplaySource {
     /// Reads both sides from `directory`.
     pub fn open(directory: &Path) -> Result<Self, RecordedDataError> {
-        let baseline = recorded::read_file(&side_file(directory, Side::Baseline)?)?;
-        let canary = recorded::read_file(&side_file(directory, Side::Canary)?)?;
+        let (baseline, baseline_instances) =
+            recorded::read_file_with_instances(&side_file(directory, Side::Baseline)?)?;
+        let (canary, canary_instances) =
+            recorded::read_file_with_instances(&side_file(directory, Side::Canary)?)?;
         Ok(Self {
             directory: directory.to_owned(),
             baseline,
             canary,
+            instances: [baseline_instances, canary_instances],
         })
     }
 
@@ -108,6 +113,27 @@ impl MetricSource for ReplaySource {
     }
 
     async fn fetch(&self, request: &RangeRequest) -> Result<Vec<LabeledSeries>, SourceError> {
+        // Rows that name their instance are served one series per instance, labelled
+        // `instance`, as a Prometheus query `by (instance)` answers.
+        let side = match request.side {
+            Side::Baseline => &self.instances[0],
+            Side::Canary => &self.instances[1],
+        };
+        if let Some(per_instance) = side.get(&request.metric) {
+            return Ok(per_instance
+                .iter()
+                .flat_map(|(instance, samples)| {
+                    LabeledSeries::unlabeled_in_window(samples.iter().copied(), request)
+                        .into_iter()
+                        .map(|mut series| {
+                            series
+                                .labels
+                                .insert("instance".to_owned(), instance.clone());
+                            series
+                        })
+                })
+                .collect());
+        }
         Ok(self
             .series(&request.metric, request.side)
             .map(|samples| LabeledSeries::unlabeled_in_window(samples.iter().copied(), request))
@@ -129,6 +155,30 @@ mod tests {
             step: 15.0,
             raw_samples: false,
         }
+    }
+
+    #[tokio::test]
+    async fn rows_that_name_their_instance_are_served_one_series_per_instance() {
+        let directory = std::env::temp_dir().join(format!("canary-replay-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        for side in ["baseline", "canary"] {
+            std::fs::write(
+                directory.join(format!("{side}.csv")),
+                "metric,timestamp,value,instance\nlatency,10,0.1,a\nlatency,10,0.2,b\n\
+                 latency,20,0.1,a\nlatency,20,0.2,b\n",
+            )
+            .unwrap();
+        }
+        let source = ReplaySource::open(&directory).unwrap();
+        let series = source
+            .fetch(&request("latency", Side::Canary, 0.0, 15.0))
+            .await
+            .unwrap();
+        std::fs::remove_dir_all(&directory).unwrap();
+        assert_eq!(series.len(), 2);
+        assert_eq!(series[0].labels["instance"], "a");
+        assert_eq!(series[1].labels["instance"], "b");
+        assert_eq!(series[1].samples.len(), 1, "(0, 15] holds one point each");
     }
 
     #[tokio::test]

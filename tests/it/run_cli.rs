@@ -378,3 +378,97 @@ fn a_prometheus_that_is_down_gets_one_plain_warning_and_an_error_without_the_que
         result.stderr
     );
 }
+
+/// Writes a replay directory whose one baseline host and one canary host serve
+/// lognormal latencies around 200 ms, the canary's host `canary_factor` slower, with
+/// or without the `instance` column, and a sequential profile that tolerates +5 %.
+fn host_replay(directory: &Path, canary_factor: f64, with_instance: bool) -> PathBuf {
+    let profile = directory.join("hosts.toml");
+    std::fs::write(
+        &profile,
+        r#"name = "hosts"
+[judge]
+mode = "sequential"
+[rollout]
+step = "15s"
+[[stages]]
+traffic = 10
+duration = "10m"
+interval = "1m"
+[[stages]]
+traffic = 50
+duration = "10m"
+interval = "1m"
+[[metrics]]
+name = "latency"
+kind = "continuous"
+allowed_increase = 0.05
+min_samples = 10
+query = 'latency{ {{scope}} }'
+"#,
+    )
+    .unwrap();
+    let replay = directory.join("replay");
+    std::fs::create_dir_all(&replay).unwrap();
+    // A fixed generator, so the test sees the same data every time.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut normal = move || {
+        let mut unit = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        let (u, v) = (unit(), unit());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    };
+    for (side, factor, host) in [("baseline", 1.0, "b-1"), ("canary", canary_factor, "c-1")] {
+        let mut text = if with_instance {
+            "metric,timestamp,value,instance\n".to_owned()
+        } else {
+            "metric,timestamp,value\n".to_owned()
+        };
+        for step in 0..(20 * 4 + 8) {
+            let value = 0.2 * factor * (0.1 * normal()).exp();
+            let timestamp = 1_700_000_000 + 15 * step;
+            text.push_str(&format!("latency,{timestamp},{value:.6}"));
+            if with_instance {
+                text.push_str(&format!(",{host}"));
+            }
+            text.push('\n');
+        }
+        std::fs::write(replay.join(format!("{side}.csv")), text).unwrap();
+    }
+    profile
+}
+
+/// Issue 14: a replay whose rows name their instance lets the judge allow for host
+/// differences. One canary host 10 % slower than the one baseline host is as likely a
+/// slower host as a slower version (hosts differ by a few percent): named, the run
+/// does not roll it back; the same values without the instance column are pooled as
+/// independent requests and the shift is taken for a regression.
+#[test]
+fn a_replay_with_an_instance_column_allows_for_a_slower_host() {
+    for (with_instance, expected) in [(true, 0), (false, 3)] {
+        let directory = tempfile::tempdir().unwrap();
+        let profile = host_replay(directory.path(), 1.10, with_instance);
+        let result = canary([
+            "run".to_owned(),
+            "--profile".to_owned(),
+            profile.display().to_string(),
+            "--source".to_owned(),
+            format!("replay={}", directory.path().join("replay").display()),
+            "--flag".to_owned(),
+            "hosts".to_owned(),
+            "--actuator".to_owned(),
+            "log-only".to_owned(),
+            "--speed".to_owned(),
+            "100000".to_owned(),
+        ]);
+        assert_eq!(
+            result.code, expected,
+            "with the instance column: {with_instance}\n{}\n{}",
+            result.stdout, result.stderr
+        );
+    }
+}
