@@ -80,7 +80,8 @@ pub enum Command {
     /// interval of every stage, as a real one does. Prints per family and judge mode the
     /// rollouts promoted, rolled back and left for review, the rate that matters (false
     /// rollbacks, detection, or no-data promotions) and the median detection delay in
-    /// looks, then the targets met and missed. The profile defaults to the built-in one
+    /// looks (for healthy families, the median looks to the end), then the targets met
+    /// and missed. The profile defaults to the built-in one
     /// (fixtures/simulation/profile.toml); another needs its metrics `latency`
     /// (continuous) and `errors` (proportion). Exits 0 unless it cannot run.
     Simulate(SimulateArgs),

@@ -845,8 +845,11 @@ pub fn markdown_table(results: &[FamilyResult]) -> String {
                         _ => r.rolled_back,
                     };
                     let (low, high) = wilson_interval_95(counted, r.rollouts);
+                    // Faulty families: looks from the fault to the rollback; healthy
+                    // ones: looks to the end (the delay a gathering stage adds).
                     let delay = match (r.label, r.median_detection_delay) {
                         (Label::Faulty | Label::AtTolerance, Some(d)) => format!("{d}"),
+                        (Label::Healthy, _) => format!("(ends after {})", r.median_looks),
                         _ => "–".to_owned(),
                     };
                     out.push_str(&format!(
