@@ -19,7 +19,8 @@
 //! Prometheus JSON: either one response whose series carry a `__name__` label, or
 //! an object mapping metric names (including `NAME:errors` / `NAME:total`) to
 //! responses. Several series for one metric are pooled (samples) or summed per
-//! timestamp (counts).
+//! timestamp (counts); when every series of a metric has an `instance` (or `pod`)
+//! label, each is also kept as that instance's, as for the CSV's `instance` column.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -60,8 +61,8 @@ pub fn read_file(path: &Path) -> Result<Observations, RecordedDataError> {
     read_file_with_instances(path).map(|(observations, _)| observations)
 }
 
-/// [`read_file`], with the series of every instance a CSV's rows name, raw names
-/// included (what a replay serves per instance). Prometheus JSON keeps none.
+/// [`read_file`], with the series of every instance a CSV's rows or a Prometheus
+/// JSON's series labels name, raw names included (what a replay serves per instance).
 pub fn read_file_with_instances(
     path: &Path,
 ) -> Result<(Observations, RecordedInstances), RecordedDataError> {
@@ -77,10 +78,7 @@ pub fn read_file_with_instances(
         _ => text.trim_start().starts_with('{'),
     };
     if is_json {
-        Ok((
-            parse_prometheus_json(&text, &file)?,
-            RecordedInstances::new(),
-        ))
+        parse_prometheus_json_with_instances(&text, &file)
     } else {
         parse_csv_with_instances(&text, &file)
     }
@@ -99,6 +97,10 @@ struct RawPoint {
 #[derive(Default)]
 struct Collector {
     points: BTreeMap<String, (Option<usize>, Vec<RawPoint>)>,
+    /// Prometheus JSON: a metric whose series name an instance only sometimes is
+    /// pooled without instances instead of refused (its series come from queries,
+    /// not from rows someone wrote).
+    lenient_instances: bool,
 }
 
 impl Collector {
@@ -120,6 +122,9 @@ impl Collector {
                 continue;
             }
             if let Some(unnamed) = points.iter().find(|p| p.instance.is_none()) {
+                if self.lenient_instances {
+                    continue;
+                }
                 return Err(RecordedDataError {
                     file: file.to_owned(),
                     line: unnamed.line,
@@ -146,18 +151,10 @@ impl Collector {
         Ok(recorded)
     }
 
-    /// Pairs `NAME:errors` with `NAME:total` and checks the counts.
-    fn finish(self, file: &str) -> Result<Observations, RecordedDataError> {
-        self.finish_with_instances(file)
-            .map(|(observations, _)| observations)
-    }
-
-    /// [`Self::finish`], keeping the instances rows name (the samples of plain metrics
-    /// per instance in the observations too).
-    fn finish_with_instances(
-        self,
-        file: &str,
-    ) -> Result<(Observations, RecordedInstances), RecordedDataError> {
+    /// Pairs `NAME:errors` with `NAME:total` and checks the counts, keeping the
+    /// instances rows name (the samples of plain metrics per instance in the
+    /// observations too).
+    fn finish(self, file: &str) -> Result<(Observations, RecordedInstances), RecordedDataError> {
         let error = |line: Option<usize>, message: String| RecordedDataError {
             file: file.to_owned(),
             line,
@@ -466,7 +463,7 @@ pub fn parse_csv_with_instances(
             },
         );
     }
-    collector.finish_with_instances(file)
+    collector.finish(file)
 }
 
 /// A Prometheus API response (`query_range` or `query`).
@@ -531,6 +528,16 @@ enum PrometheusDocument {
 
 /// Parses Prometheus API JSON. `file` is only used in errors.
 pub fn parse_prometheus_json(text: &str, file: &str) -> Result<Observations, RecordedDataError> {
+    parse_prometheus_json_with_instances(text, file).map(|(observations, _)| observations)
+}
+
+/// [`parse_prometheus_json`], with the series of every instance: a series labelled
+/// `instance` (or, without it, `pod`) is that instance's, when every series of its
+/// metric is labelled so; otherwise the metric is pooled as before.
+pub fn parse_prometheus_json_with_instances(
+    text: &str,
+    file: &str,
+) -> Result<(Observations, RecordedInstances), RecordedDataError> {
     let error = |line: Option<usize>, message: String| RecordedDataError {
         file: file.to_owned(),
         line,
@@ -557,7 +564,10 @@ pub fn parse_prometheus_json(text: &str, file: &str) -> Result<Observations, Rec
         )
     })?;
 
-    let mut collector = Collector::default();
+    let mut collector = Collector {
+        lenient_instances: true,
+        ..Collector::default()
+    };
     let mut add_response = |key: Option<&str>, response: PrometheusResponse| {
         let context = key.map_or_else(String::new, |k| format!("{k:?}: "));
         if response.status != "success" {
@@ -608,7 +618,10 @@ pub fn parse_prometheus_json(text: &str, file: &str) -> Result<Observations, Rec
                         timestamp: point.timestamp,
                         value: point.value,
                         line: None,
-                        instance: None,
+                        instance: labels
+                            .get("instance")
+                            .or_else(|| labels.get("pod"))
+                            .cloned(),
                     },
                 );
             }
@@ -664,6 +677,36 @@ mod tests {
         // Three-field files name none.
         let (plain, none) = parse_csv_with_instances("latency,1,0.1\n", "p.csv").unwrap();
         assert!(none.is_empty() && plain.instances.is_empty());
+    }
+
+    #[test]
+    fn prometheus_json_series_labelled_by_instance_are_kept_per_instance() {
+        let series = |labels: &str, value: &str| {
+            format!(r#"{{"metric": {{{labels}}}, "values": [[10, "{value}"], [20, "{value}"]]}}"#)
+        };
+        let response = |series: Vec<String>| {
+            format!(
+                r#"{{"status": "success", "data": {{"resultType": "matrix", "result": [{}]}}}}"#,
+                series.join(", ")
+            )
+        };
+        let text = format!(
+            r#"{{"latency": {}, "cpu": {}}}"#,
+            response(vec![
+                series(r#""instance": "web-1""#, "0.1"),
+                series(r#""instance": "web-2""#, "0.2"),
+            ]),
+            // One of cpu's series names no instance: pooled as before, no instances.
+            response(vec![series(r#""pod": "web-1""#, "0.5"), series("", "0.6")]),
+        );
+        let (observations, recorded) =
+            parse_prometheus_json_with_instances(&text, "i.json").unwrap();
+        assert_eq!(observations.points("latency"), 4);
+        assert_eq!(observations.instance_count("latency"), Some(2));
+        assert_eq!(recorded["latency"]["web-2"][0].value, 0.2);
+        assert_eq!(observations.points("cpu"), 4);
+        assert!(!observations.instances.contains_key("cpu"));
+        assert!(!recorded.contains_key("cpu"));
     }
 
     #[test]
