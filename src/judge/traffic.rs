@@ -26,14 +26,16 @@ pub fn compared_share(stage: &Stage) -> f64 {
 /// much longer it needs; whether that fits in the stage's `max_duration`. On the
 /// rollout's first look (`first_look`), error-rate metrics are also projected onto the
 /// later stages at the traffic observed, naming every stage that cannot gather its
-/// events within its `max_duration` (the plan cannot finish at this traffic).
+/// events within its `max_duration` (the plan cannot finish at this traffic). The
+/// flag is set when this stage or a later one cannot.
 pub fn gathering(
     judgement: &Judgement,
     plan: &RolloutPlan,
     stage_index: usize,
     elapsed: f64,
     first_look: bool,
-) -> Vec<String> {
+) -> (Vec<String>, bool) {
+    let mut cannot_finish = false;
     let stage = &plan.stages[stage_index];
     let mut reasons = Vec::new();
     for metric in &judgement.metrics {
@@ -62,6 +64,7 @@ pub fn gathering(
                 duration(remaining)
             ));
             if elapsed + remaining > stage.max_duration.seconds() + 1e-6 {
+                cannot_finish = true;
                 reason.push_str(&format!(
                     ", beyond the stage's max_duration {}: it will hold there",
                     stage.max_duration
@@ -97,6 +100,7 @@ pub fn gathering(
                 })
                 .collect();
             if !short_stages.is_empty() {
+                cannot_finish = true;
                 reasons.push(format!(
                     "at the traffic observed ({}/s at stage {}), {}'s {} {unit} cannot be gathered in time at every stage: {}",
                     number(rate),
@@ -108,7 +112,7 @@ pub fn gathering(
             }
         }
     }
-    reasons
+    (reasons, cannot_finish)
 }
 
 fn unit(metric: &MetricResult) -> &'static str {

@@ -861,13 +861,16 @@ impl RolloutRunner {
                     // its max_duration, and holds past it.
                     self.consecutive_failures = 0;
                     let elapsed = now - self.stage_started_at;
-                    let gathering = crate::judge::traffic::gathering(
+                    let (gathering, cannot_finish) = crate::judge::traffic::gathering(
                         &judgement,
                         &self.plan,
                         self.stage_index,
                         elapsed,
                         self.looks == 1,
                     );
+                    if cannot_finish {
+                        tracing::warn!(flag = %self.rollout.flag, stage = %stage.name, reasons = ?gathering, "at the traffic observed, the plan cannot gather its samples in time");
+                    }
                     if elapsed + 1e-6 < stage.max_duration.seconds() {
                         self.hold_since = None;
                         reasons.extend(gathering);
