@@ -223,14 +223,10 @@ fn traffic_table(
             format!("{} {}", count(estimate.gathered as u64), estimate.unit),
             count(estimate.min_samples),
             needs,
-            estimate.detectable_ratio.map_or_else(
-                || "-".to_owned(),
-                |ratio| if ratio.is_finite() {
-                    number(ratio)
-                } else {
-                    "-".to_owned()
-                }
-            )
+            estimate
+                .detectable_ratio
+                .filter(|ratio| ratio.is_finite())
+                .map_or_else(|| "-".to_owned(), number)
         ));
         if !estimate.fits {
             warnings.push_str(&format!(

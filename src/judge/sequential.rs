@@ -966,7 +966,6 @@ fn bursts(
         .burst_pooled
         .entry(spec.name.clone())
         .or_insert_with(|| vec![0.0; BURST_SHARES.len()]);
-    pooled.resize(BURST_SHARES.len(), 0.0);
     let mut worst: Option<BurstWindow> = None;
     let mut crossed = false;
     for (index, w) in &windows {
@@ -1004,16 +1003,11 @@ fn bursts(
     crossed |= ln_pooled >= ln_pooled_needed;
     // Against a threshold of 1: the worst window's needed / p, or the pooled e-value
     // over its threshold, whichever is closer to failing.
-    let ln_window = worst.as_ref().map_or(f64::NEG_INFINITY, |w| {
-        (w.needed / w.p_value.max(f64::MIN_POSITIVE)).ln()
-    });
-    let ln_e_value = ln_window
-        .max(ln_pooled - ln_pooled_needed)
-        .max(if worst.is_none() {
-            0.0
-        } else {
-            f64::NEG_INFINITY
-        });
+    // Without a window tested yet the per-window side is at its threshold (e = 1).
+    let ln_window = worst
+        .as_ref()
+        .map_or(0.0, |w| (w.needed / w.p_value.max(f64::MIN_POSITIVE)).ln());
+    let ln_e_value = ln_window.max(ln_pooled - ln_pooled_needed);
     CheckEvidence {
         check: "bursts".to_owned(),
         null: format!(

@@ -506,17 +506,11 @@ pub async fn fetch_window(
             .map_or(0, |index| index + 1),
     };
     let instance_labels = &profile.judge.instance_labels;
+    let mut pool = |key: &str| pooled(&mut answers, key, scopes, instance_labels, with_baseline);
     for spec in &profile.metrics {
         let keys = metric_queries(spec);
         let result = if keys.len() == 1 {
-            pooled(
-                &mut answers,
-                &keys[0].0,
-                scopes,
-                instance_labels,
-                with_baseline,
-            )
-            .map(|samples| {
+            pool(&keys[0].0).map(|samples| {
                 let [baseline_instances, canary_instances] = samples.instances;
                 if !baseline_instances.is_empty() && !canary_instances.is_empty() {
                     baseline
@@ -537,21 +531,8 @@ pub async fn fetch_window(
                 )
             })
         } else {
-            pooled(
-                &mut answers,
-                &keys[0].0,
-                scopes,
-                instance_labels,
-                with_baseline,
-            )
-            .and_then(|errors| {
-                let totals = pooled(
-                    &mut answers,
-                    &keys[1].0,
-                    scopes,
-                    instance_labels,
-                    with_baseline,
-                )?;
+            pool(&keys[0].0).and_then(|errors| {
+                let totals = pool(&keys[1].0)?;
                 let mut notes = errors.notes;
                 notes.extend(totals.notes);
                 let (baseline_errors, baseline_total) = counts(errors.baseline, totals.baseline);

@@ -14,7 +14,7 @@ use canary::telemetry::EngineMetrics;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::root;
+use crate::helpers::{now, root};
 
 const TOKEN: &str = "s3cret-token";
 const WORKER: &str = "test-worker";
@@ -114,13 +114,6 @@ fn submission() -> Value {
         "actuator": "flags",
         "dry_run": true
     })
-}
-
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
 }
 
 impl TestApp {

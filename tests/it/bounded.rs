@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use canary::scheduler::{Clock, CompressedClock, Worker};
 
+use crate::helpers::now;
 use crate::worker::{CountingActuator, T0, options, registry, sqlite_file, submit};
 
 /// A `tracing` writer that keeps every line in memory.
@@ -145,13 +146,6 @@ fn submission() -> serde_json::Value {
         "actuator": "flags",
         "dry_run": true
     })
-}
-
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
 }
 
 /// The status and the JSON error of a response, which must be JSON.

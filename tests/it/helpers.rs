@@ -110,3 +110,70 @@ pub fn spawn_serve(settings: &Path, envs: &[(&str, &str)]) -> ServeProcess {
         .to_owned();
     ServeProcess { child, url }
 }
+
+/// The replays' recordings start here; a served rollout on them starts one lookback
+/// later.
+pub const REPLAY_START: f64 = 1_700_000_000.0 + 360.0;
+
+/// A `canary serve` process on `store` with its settings in `directory/settings_name`:
+/// the shipped profiles, the replay sources `healthy` and `regression`, the actuators
+/// `flags` (the flagd file `directory/flags.json`, copied from the fixtures unless it
+/// is there) and `log` (log-only), workers with `lease`; `extra` is appended to the
+/// settings and `envs` set in the process's environment.
+pub fn serve_on_replays(
+    directory: &Path,
+    store: &str,
+    settings_name: &str,
+    lease: &str,
+    extra: &str,
+    envs: &[(&str, &str)],
+) -> ServeProcess {
+    let flags = directory.join("flags.json");
+    if !flags.exists() {
+        std::fs::copy(root().join("fixtures/flags.json"), &flags).unwrap();
+    }
+    let settings = directory.join(settings_name);
+    std::fs::write(
+        &settings,
+        format!(
+            r#"
+[server]
+bind = "127.0.0.1:0"
+auth_token = "test-token"
+[store]
+url = "{store}"
+[profiles]
+directory = "{profiles}"
+[sources.healthy]
+kind = "replay"
+directory = "{replays}/healthy"
+[sources.regression]
+kind = "replay"
+directory = "{replays}/latency-regression"
+[actuators.flags]
+kind = "flagd-file"
+path = "{flags}"
+[actuators.log]
+kind = "log-only"
+[worker]
+concurrency = 4
+lease = "{lease}"
+poll_interval = "100ms"
+{extra}
+"#,
+            profiles = root().join("analysis-profiles").display(),
+            replays = root().join("fixtures/replay").display(),
+            flags = flags.display(),
+        ),
+    )
+    .unwrap();
+    spawn_serve(&settings, envs)
+}
+
+/// The wall clock, Unix seconds.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}

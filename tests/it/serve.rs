@@ -7,10 +7,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::helpers::{canary, root};
+use crate::helpers::canary;
 
-/// The replays' recordings start here; a rollout starts one lookback later.
-const REPLAY_START: f64 = 1_700_000_000.0 + 360.0;
+use crate::helpers::REPLAY_START;
 
 type Server = crate::helpers::ServeProcess;
 
@@ -27,47 +26,12 @@ fn start_server_with(
     lease: &str,
     extra: &str,
 ) -> Server {
-    let flags = directory.join("flags.json");
-    if !flags.exists() {
-        std::fs::copy(root().join("fixtures/flags.json"), &flags).unwrap();
-    }
-    let settings = directory.join(settings_name);
-    std::fs::write(
-        &settings,
-        format!(
-            r#"
-[server]
-bind = "127.0.0.1:0"
-auth_token = "test-token"
-[store]
-url = "{store}"
-[profiles]
-directory = "{profiles}"
-[sources.healthy]
-kind = "replay"
-directory = "{replays}/healthy"
-[sources.regression]
-kind = "replay"
-directory = "{replays}/latency-regression"
-[actuators.flags]
-kind = "flagd-file"
-path = "{flags}"
-[actuators.log]
-kind = "log-only"
-[worker]
-concurrency = 4
-lease = "{lease}"
-poll_interval = "100ms"
-{extra}
-"#,
-            profiles = root().join("analysis-profiles").display(),
-            replays = root().join("fixtures/replay").display(),
-            flags = flags.display(),
-        ),
-    )
-    .unwrap();
-    crate::helpers::spawn_serve(
-        &settings,
+    crate::helpers::serve_on_replays(
+        directory,
+        store,
+        settings_name,
+        lease,
+        extra,
         &[
             // Where notifications and webhooks link to (settings can come from variables).
             ("CANARY_SERVER__PUBLIC_URL", "https://canary.example.com"),

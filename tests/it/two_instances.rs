@@ -15,47 +15,12 @@ use canary::actuators::Actuator;
 use canary::actuators::flagd_file::FlagdFileActuator;
 use canary::store::{AnalysisState, Store, StoreConfig};
 
-use crate::helpers::root;
-
-/// The replays' recordings start here; a rollout starts one lookback later.
-const REPLAY_START: f64 = 1_700_000_000.0 + 360.0;
+use crate::helpers::REPLAY_START;
 
 type Server = crate::helpers::ServeProcess;
 
 fn start_server(directory: &Path, store: &str, name: &str) -> Server {
-    let settings = directory.join(format!("{name}.toml"));
-    std::fs::write(
-        &settings,
-        format!(
-            r#"
-[server]
-bind = "127.0.0.1:0"
-auth_token = "test-token"
-[store]
-url = "{store}"
-[profiles]
-directory = "{profiles}"
-[sources.healthy]
-kind = "replay"
-directory = "{replays}/healthy"
-[sources.regression]
-kind = "replay"
-directory = "{replays}/latency-regression"
-[actuators.flags]
-kind = "flagd-file"
-path = "{flags}"
-[worker]
-concurrency = 4
-lease = "3s"
-poll_interval = "100ms"
-"#,
-            profiles = root().join("analysis-profiles").display(),
-            replays = root().join("fixtures/replay").display(),
-            flags = directory.join("flags.json").display(),
-        ),
-    )
-    .unwrap();
-    crate::helpers::spawn_serve(&settings, &[])
+    crate::helpers::serve_on_replays(directory, store, &format!("{name}.toml"), "3s", "", &[])
 }
 
 fn kill(server: &mut Server) {
