@@ -625,9 +625,14 @@ impl RolloutRunner {
     /// and record. Returns the record of this look.
     #[tracing::instrument(skip(self), fields(flag = %self.rollout.flag, stage = %self.stage().name))]
     pub async fn step(&mut self, now: f64) -> Result<&IntervalRecord, RunError> {
-        if self.status != RolloutStatus::Running {
-            return Err(RunError::Config("the rollout has already ended".to_owned()));
-        }
+        // A rollout waiting for a person still looks: its rollback triggers and the
+        // judge's rollbacks act meanwhile; nothing else moves the flag.
+        let awaiting = match self.status {
+            RolloutStatus::Running => false,
+            RolloutStatus::AwaitingReview => true,
+            _ => return Err(RunError::Config("the rollout has already ended".to_owned())),
+        };
+        let hold_since_before = self.hold_since;
         let since = self.last_look_at.unwrap_or(self.stage_started_at);
         let traffic_during_look = self.traffic();
         let flag_check = self.check_flag().await;
@@ -803,6 +808,7 @@ impl RolloutRunner {
             _ => {}
         }
         let triggered_rollback = !fired_rollback.is_empty();
+        let hold_reasons = fired_hold.clone();
         let mut reasons = Vec::new();
         let rollback_settings = self.plan.settings.rollback;
         let decision = if let Some(rolling) = self.rolling_back {
@@ -976,6 +982,23 @@ impl RolloutRunner {
             }
             other => other,
         };
+        // Waiting for a person: only a rollback goes ahead (a progressive one is no
+        // longer waiting, it rolls back on its own); the look's findings are recorded.
+        let decision = match decision {
+            Decision::Rollback | Decision::ReduceTraffic { .. } => decision,
+            _ if awaiting => {
+                self.hold_since = hold_since_before;
+                reasons = vec![
+                    "waiting for a person's decision (resume, promote or roll back); \
+                     this look found no reason to roll back"
+                        .to_owned(),
+                ];
+                reasons.extend(hold_reasons);
+                reasons.extend(judgement.reasons.iter().cloned());
+                Decision::AwaitReview
+            }
+            other => other,
+        };
         // A flag someone else changed is not actuated over (see `ownership`).
         let would_write = self.state_after(&decision, traffic_during_look);
         let (decision, flag_reason) =
@@ -1001,6 +1024,7 @@ impl RolloutRunner {
                 if let Some(rolling) = self.rolling_back.as_mut() {
                     rolling.steps_done += 1;
                 }
+                self.status = RolloutStatus::Running;
             }
             Decision::Advance { to } => {
                 let action = FlagAction::SetRollout { target: *to };

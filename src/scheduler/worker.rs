@@ -705,7 +705,10 @@ impl Worker {
                 return self.fail(analysis, now, error.to_string()).await;
             }
         };
-        if runner.status() != RolloutStatus::Running {
+        if !matches!(
+            runner.status(),
+            RolloutStatus::Running | RolloutStatus::AwaitingReview
+        ) {
             // The snapshot says the rollout ended but the analysis is still claimable:
             // record what the snapshot says.
             let state = analysis_state(runner.status());
@@ -743,10 +746,16 @@ impl Worker {
             latest_verdict: Some(record.verdict.to_string()),
             reasons: record.reasons.clone(),
             runner_state: snapshot_json(&runner)?,
-            next_look_at: (status == RolloutStatus::Running).then(|| runner.next_look_at()),
+            // A rollout waiting for a person still looks, for its rollback triggers.
+            next_look_at: matches!(
+                status,
+                RolloutStatus::Running | RolloutStatus::AwaitingReview
+            )
+            .then(|| runner.next_look_at()),
         };
         match status {
             RolloutStatus::Running => {}
+            RolloutStatus::AwaitingReview if analysis.state == AnalysisState::AwaitingReview => {}
             RolloutStatus::RolledBack => {
                 tracing::warn!(look = record.look, reasons = ?record.reasons, "rolled back")
             }

@@ -173,11 +173,16 @@ impl AnalysisState {
         !self.is_done()
     }
 
-    /// Whether workers claim analyses in this state (when due and unleased).
+    /// Whether workers claim analyses in this state (when due and unleased;
+    /// `awaiting_review` only once it has a next look, that is, once started: it is
+    /// watched for its rollback triggers while it waits for a person).
     pub fn is_claimable(self) -> bool {
         matches!(
             self,
-            AnalysisState::Pending | AnalysisState::Running | AnalysisState::RollbackFailed
+            AnalysisState::Pending
+                | AnalysisState::Running
+                | AnalysisState::RollbackFailed
+                | AnalysisState::AwaitingReview
         )
     }
 

@@ -267,8 +267,9 @@ impl Store for PostgresStore {
         // just committed is re-checked against the WHERE clause after locking.
         let rows = sqlx::query(concat!(
             "WITH due AS (SELECT id AS due_id FROM analyses \
-                 WHERE state IN ('pending', 'running', 'rollback_failed') \
-                   AND (next_look_at_ms IS NULL OR next_look_at_ms <= $3) \
+                 WHERE (state IN ('pending', 'running', 'rollback_failed') \
+                        AND (next_look_at_ms IS NULL OR next_look_at_ms <= $3) \
+                     OR state = 'awaiting_review' AND next_look_at_ms <= $3) \
                    AND (lease_expires_at_ms IS NULL OR lease_expires_at_ms <= $3) \
                  ORDER BY next_look_at_ms NULLS FIRST, seq LIMIT $4 \
                  FOR UPDATE SKIP LOCKED) \

@@ -358,8 +358,9 @@ impl Store for SqliteStore {
         let rows = sqlx::query(concat!(
             "UPDATE analyses SET lease_owner = ?1, lease_expires_at_ms = ?2 \
              WHERE seq IN (SELECT seq FROM analyses \
-                 WHERE state IN ('pending', 'running', 'rollback_failed') \
-                   AND (next_look_at_ms IS NULL OR next_look_at_ms <= ?3) \
+                 WHERE (state IN ('pending', 'running', 'rollback_failed') \
+                        AND (next_look_at_ms IS NULL OR next_look_at_ms <= ?3) \
+                     OR state = 'awaiting_review' AND next_look_at_ms <= ?3) \
                    AND (lease_expires_at_ms IS NULL OR lease_expires_at_ms <= ?3) \
                  ORDER BY next_look_at_ms NULLS FIRST, seq LIMIT ?4) \
              RETURNING ",

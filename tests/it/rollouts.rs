@@ -464,6 +464,66 @@ async fn staged_ga_a_hold_trigger_that_fired_holds_for_a_person_after_the_condit
     );
 }
 
+/// A rollout waiting for a person's decision still takes its looks: they leave the
+/// flag alone while the canary is no worse, and when its error rate then climbs past the
+/// 5 % rollback trigger the next look rolls it back without waiting for the person.
+#[tokio::test]
+async fn staged_ga_a_rollout_waiting_for_a_person_still_rolls_back_on_a_rollback_trigger() {
+    let climbs_at = T0 + 30.0 * 3600.0;
+    let mut models = staged_ga_healthy();
+    models.insert(
+        "error_rate".to_owned(),
+        MetricModel {
+            baseline: SideModel::Counts {
+                before: counts(1000.0, 0.045),
+                after: None,
+            },
+            canary: SideModel::Counts {
+                before: counts(1000.0, 0.045),
+                after: Some((climbs_at, counts(1000.0, 0.08))),
+            },
+            canary_gap: None,
+        },
+    );
+    let mut outcome = drive(profile("staged-ga"), models, 15).await;
+    assert_eq!(outcome.status, RolloutStatus::AwaitingReview);
+    let waiting_from = outcome.runner.history().len();
+    let runner = &mut outcome.runner;
+    for _ in 0..10 {
+        if runner.status() != RolloutStatus::AwaitingReview {
+            break;
+        }
+        let due = runner.next_look_at();
+        runner.step(due).await.unwrap();
+    }
+    assert_eq!(runner.status(), RolloutStatus::RolledBack);
+    let history = runner.history();
+    let (last, waiting) = history[waiting_from..].split_last().unwrap();
+    assert!(!waiting.is_empty(), "looks while waiting, before the climb");
+    for look in waiting {
+        assert!(look.at <= climbs_at, "{}", look.at);
+        assert_eq!(look.decision, Decision::AwaitReview);
+        assert!(
+            look.reasons[0].starts_with("waiting for a person's decision"),
+            "{:#?}",
+            look.reasons
+        );
+    }
+    assert_eq!(last.decision, Decision::Rollback);
+    assert!(
+        last.reasons
+            .iter()
+            .any(|reason| reason.contains("trigger \"error rate > 5 %\" fired")),
+        "{:#?}",
+        last.reasons
+    );
+    assert_eq!(
+        outcome.traffic_path(),
+        vec![1.0, -1.0],
+        "started, then killed"
+    );
+}
+
 /// A two-stage plan whose error rate needs 500 events a stage, past its 30-minute
 /// duration at the low traffic of [`low_traffic_errors`].
 fn gathering_profile(max_duration: &str) -> Arc<Profile> {

@@ -952,6 +952,50 @@ mod contract {
         assert!(store.audit_log(other.id).await.unwrap().is_empty());
     }
 
+    /// A rollout waiting for a person still takes its looks (its rollback triggers act
+    /// meanwhile): a started `awaiting_review` analysis is claimed when its next look is
+    /// due, and one without a next look (never started) is not.
+    pub async fn an_analysis_awaiting_review_is_claimed_when_its_next_look_is_due(
+        store: Arc<dyn Store>,
+    ) {
+        let never_started = create(store.as_ref(), "never-started").await;
+        store
+            .apply_manual_action(
+                never_started.id,
+                manual(AuditAction::Pause, AnalysisState::AwaitingReview, 1),
+                NOW,
+            )
+            .await
+            .unwrap();
+        let waiting = store
+            .create_analysis(new_analysis("waiting", Some(NOW + 1.0)), NOW)
+            .await
+            .unwrap();
+        claim_only(store.as_ref(), "w1", NOW + 1.0, waiting.id).await;
+        let mut waits = progress(
+            Some(look(waiting.id, 1, NOW + 1.0)),
+            AnalysisState::AwaitingReview,
+        );
+        waits.next_look_at = Some(NOW + 60.0);
+        let recorded = store
+            .record_look(waiting.id, "w1", 1, NOW + 1.0, waits)
+            .await
+            .unwrap();
+        assert_eq!(recorded.state, AnalysisState::AwaitingReview);
+        store.release(waiting.id, "w1").await.unwrap();
+
+        assert!(
+            store
+                .claim_due("w2", NOW + 59.0, LEASE, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "not before its next look, and never one that has none"
+        );
+        let claimed = claim_only(store.as_ref(), "w2", NOW + 60.0, waiting.id).await;
+        assert_eq!(claimed.state, AnalysisState::AwaitingReview);
+    }
+
     pub async fn a_requested_override_is_claimed_at_once_and_cleared_by_the_next_look(
         store: Arc<dyn Store>,
     ) {
@@ -1420,6 +1464,7 @@ contract_tests!(
     actuation_intents_are_idempotent_by_key,
     manual_actions_write_the_state_and_the_audit_entry_together,
     a_requested_override_is_claimed_at_once_and_cleared_by_the_next_look,
+    an_analysis_awaiting_review_is_claimed_when_its_next_look_is_due,
     done_analyses_are_never_claimed_nor_changed_and_a_failed_rollback_is_claimed_again,
     counts_by_state_name_every_state,
     unknown_analyses_are_not_found,

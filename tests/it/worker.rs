@@ -408,6 +408,102 @@ async fn a_worker_drives_a_healthy_canary_to_promotion_and_a_regression_to_rollb
     eprintln!("took {:?}", started.elapsed());
 }
 
+/// A rollout waiting for a person's decision is still watched: a worker keeps taking its
+/// looks, which leave the flag alone while the canary is no worse, and when the canary's
+/// latency then breaches the rollback trigger the next look switches the flag off. The
+/// people on call hear once that it waits and once that it rolled back.
+#[tokio::test]
+async fn a_worker_keeps_watching_an_analysis_awaiting_review_and_rolls_it_back_on_a_rollback_trigger()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_file(&dir).await;
+    let flags = Arc::new(CountingActuator::default());
+    let clock = Arc::new(ManualClock::new(T0));
+    // Both sides above the hold trigger's 300 ms from the start; the canary breaches the
+    // rollback trigger's 500 ms from T0 + 5 min.
+    let breaches_at = T0 + 300.0;
+    let source = Arc::new(SyntheticSource::new(
+        7,
+        5.0,
+        BTreeMap::from([(
+            "latency_p95".to_owned(),
+            MetricModel::same_samples(latency(0.4)).canary_samples_from(breaches_at, latency(0.8)),
+        )]),
+    ));
+    let registry = Arc::new(
+        Registry::new()
+            .with_source("slow-then-breaching", source)
+            .with_actuator("flags", Arc::clone(&flags) as Arc<dyn Actuator>),
+    );
+    let worker = Worker::new(store.clone(), registry, clock.clone(), options("w1", 1));
+    let messages = oncall_channel(&worker).await;
+    let mut request = request("slow-then-breaching", "checkout");
+    request.profile_text = format!(
+        "{PROFILE}\n[[triggers]]\nname = \"p95 latency above 300 ms for 1 minute\"\n\
+         metric = \"latency_p95\"\nabove = 0.3\nfor = \"1m\"\naction = \"hold\"\n"
+    );
+    let analysis = store.create_analysis(request, T0).await.unwrap();
+
+    // Started, then the first look's hold trigger hands the decision to a person.
+    drive(&worker, store.as_ref(), &clock, &[analysis.id], 2).await;
+    let waiting = get(store.as_ref(), analysis.id).await;
+    assert_eq!(
+        waiting.state,
+        AnalysisState::AwaitingReview,
+        "{:?}",
+        waiting.reasons
+    );
+    assert!(
+        waiting.next_look_at.is_some(),
+        "a waiting analysis still has a next look"
+    );
+
+    drive(&worker, store.as_ref(), &clock, &[analysis.id], 20).await;
+    let ended = get(store.as_ref(), analysis.id).await;
+    assert_eq!(
+        ended.state,
+        AnalysisState::RolledBack,
+        "{:?}",
+        ended.reasons
+    );
+    assert!(
+        ended
+            .reasons
+            .iter()
+            .any(|r| r.contains("trigger \"p95 latency above 500 ms for 1 minute\" fired")),
+        "{:?}",
+        ended.reasons
+    );
+    let looks = store.list_looks(analysis.id).await.unwrap();
+    let (last, before) = looks.split_last().unwrap();
+    assert_eq!(last.decision, "rollback");
+    assert!(before.len() >= 3, "looks while waiting: {}", before.len());
+    for look in before {
+        assert_eq!(look.decision, "await_review", "look {}", look.look);
+        assert!(
+            look.at <= breaches_at + 60.0,
+            "look {} at {}",
+            look.look,
+            look.at
+        );
+    }
+    assert_eq!(
+        assert_each_actuation_once(store.as_ref(), &flags, &ended).await,
+        changes(&[("set_rollout", 10.0), ("kill", 0.0)])
+    );
+    let texts = channel_texts(&messages, 2).await;
+    assert_eq!(texts.len(), 2, "{texts:#?}");
+    assert!(
+        texts[0].contains("waiting") || texts[0].contains("review"),
+        "{texts:#?}"
+    );
+    assert!(
+        texts[1].to_lowercase().contains("rolled back"),
+        "{texts:#?}"
+    );
+    store.close().await;
+}
+
 #[tokio::test]
 async fn a_new_worker_on_the_same_sqlite_file_finishes_an_analysis_with_the_same_decisions() {
     // The reference: one worker, uninterrupted.
