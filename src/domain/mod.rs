@@ -17,7 +17,9 @@ pub mod verdict;
 
 pub use duration::HumanDuration;
 pub use location::{Location, line_and_column};
-pub use observations::{DataMismatch, InstanceSeries, MetricData, Observations, Sample};
+pub use observations::{
+    DataMismatch, InstanceCounts, InstanceSeries, MetricData, Observations, Sample,
+};
 pub use percentage::Percentage;
 pub use profile::{
     ConfidenceLevel, Direction, JudgeMode, JudgeSettings, MetricKind, MetricSpec, NanPolicy,

@@ -65,6 +65,22 @@ pub struct Observations {
     /// can tell how many instances stand behind each side. Absent when the source's
     /// series name no instance (an aggregated query, a recording without instances).
     pub instances: BTreeMap<String, Vec<InstanceSeries>>,
+    /// Metric name → its error and total counts per instance, for proportion metrics
+    /// whose series carry instance labels: the same counts are summed in `metrics`;
+    /// this lets the judge allow for error rates that differ from host to host.
+    pub count_instances: BTreeMap<String, Vec<InstanceCounts>>,
+}
+
+/// The per-step counts of one instance (host, pod) of one side of a proportion metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceCounts {
+    /// The instance's name, as for [`InstanceSeries::instance`].
+    pub instance: String,
+    /// Its error counts per step, in time order (an instance that had no error series
+    /// has none).
+    pub errors: Vec<Sample>,
+    /// Its total counts per step, in time order.
+    pub total: Vec<Sample>,
 }
 
 /// The points of one instance (host, pod) of one side of a continuous metric.
@@ -173,10 +189,27 @@ impl Observations {
                 (name.clone(), kept)
             })
             .collect();
+        let count_instances = self
+            .count_instances
+            .iter()
+            .map(|(name, instances)| {
+                let kept = instances
+                    .iter()
+                    .map(|one| InstanceCounts {
+                        instance: one.instance.clone(),
+                        errors: keep(&one.errors),
+                        total: keep(&one.total),
+                    })
+                    .filter(|one| !one.total.is_empty())
+                    .collect();
+                (name.clone(), kept)
+            })
+            .collect();
         Observations {
             metrics,
             problems: self.problems.clone(),
             instances,
+            count_instances,
         }
     }
 }

@@ -59,6 +59,12 @@ pub struct JudgeSettings {
     /// show) can explain for the number of instances on each side. `0` turns the
     /// allowance off.
     pub host_spread: f64,
+    /// How much one version's error rate differs from instance to instance, as a
+    /// relative spread of the rate (`0.1`: one instance's error rate is typically 10 %
+    /// off the fleet's). The sequential error-rate checks of proportion metrics whose
+    /// series carry instance labels allow for it as `host_spread` does for latency.
+    /// `0` turns the allowance off.
+    pub error_host_spread: f64,
     /// The labels whose values name an instance (`instance`, `pod`): series that differ
     /// only in them are instances of one thing, pooled for the comparison and kept
     /// apart for the host-spread allowance.
@@ -68,6 +74,11 @@ pub struct JudgeSettings {
 /// The default `[judge] host_spread`: instances of one version commonly differ by a few
 /// percent in latency (hardware generations, neighbours, cache warmth).
 pub const DEFAULT_HOST_SPREAD: f64 = 0.03;
+
+/// The default `[judge] error_host_spread`: instances of one version differ more in
+/// error rate than in latency (a pod with a cold cache, a bad neighbour, a flaky
+/// downstream connection serve a few more errors for the whole stage).
+pub const DEFAULT_ERROR_HOST_SPREAD: f64 = 0.1;
 
 /// The default `[judge] instance_labels`.
 pub fn default_instance_labels() -> Vec<String> {
@@ -405,6 +416,7 @@ struct RawJudge {
     multiple_comparisons: Option<Spanned<Correction>>,
     mode: Option<Spanned<JudgeMode>>,
     host_spread: Option<Spanned<f64>>,
+    error_host_spread: Option<Spanned<f64>>,
     instance_labels: Option<Spanned<Vec<String>>>,
 }
 
@@ -658,6 +670,7 @@ fn validate_judge(
             multiple_comparisons: Correction::Holm,
             mode: JudgeMode::default(),
             host_spread: DEFAULT_HOST_SPREAD,
+            error_host_spread: DEFAULT_ERROR_HOST_SPREAD,
             instance_labels: default_instance_labels(),
         });
     };
@@ -693,20 +706,26 @@ fn validate_judge(
             ),
         ));
     }
-    let host_spread = match &raw.host_spread {
+    let spread = |raw: &Option<Spanned<f64>>, field: &str, default: f64| match raw {
         Some(spread) => {
             let value = *spread.get_ref();
             if !(0.0..=1.0).contains(&value) {
                 return Err(v.error(
                     spread.span(),
-                    "judge.host_spread",
+                    field,
                     format!("must be a relative spread between 0 and 1 (0.03 is 3 %), got {value}"),
                 ));
             }
-            value
+            Ok(value)
         }
-        None => DEFAULT_HOST_SPREAD,
+        None => Ok(default),
     };
+    let host_spread = spread(&raw.host_spread, "judge.host_spread", DEFAULT_HOST_SPREAD)?;
+    let error_host_spread = spread(
+        &raw.error_host_spread,
+        "judge.error_host_spread",
+        DEFAULT_ERROR_HOST_SPREAD,
+    )?;
     let instance_labels = match raw.instance_labels {
         Some(labels) => {
             let span = labels.span();
@@ -731,6 +750,7 @@ fn validate_judge(
             .map_or(Correction::Holm, Spanned::into_inner),
         mode: raw.mode.map_or(JudgeMode::default(), Spanned::into_inner),
         host_spread,
+        error_host_spread,
         instance_labels,
     })
 }

@@ -40,7 +40,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use crate::domain::InstanceSeries;
+use crate::domain::{InstanceCounts, InstanceSeries};
 
 /// The weight of the prior `host_spread`, in baseline instances' degrees of freedom:
 /// with five baseline instances (four degrees of freedom) the estimate and the prior
@@ -150,14 +150,102 @@ fn estimated_variance(baseline: &BTreeMap<String, Moments>) -> Option<f64> {
 /// prior spread is zero (turned off), a side names no instance, or a value was not
 /// positive. `alpha` is the allowance's share of the check's budget for this stage.
 pub fn allowance(stage: &StageInstances, prior_spread: f64, alpha: f64) -> Option<HostAllowance> {
-    let k_b = stage.baseline.len();
-    let k_c = stage.canary.len();
-    if prior_spread <= 0.0 || k_b == 0 || k_c == 0 || stage.non_positive || alpha <= 0.0 {
+    if stage.non_positive {
+        return None;
+    }
+    margin(
+        stage.baseline.len(),
+        stage.canary.len(),
+        prior_spread,
+        estimated_variance(&stage.baseline).map(|v| (v, stage.baseline.len() as f64 - 1.0)),
+        alpha,
+    )
+}
+
+/// This stage's error and total counts per instance on each side (proportion metrics).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageCounts {
+    /// Baseline instance name → (errors, total).
+    pub baseline: BTreeMap<String, (f64, f64)>,
+    /// Canary instance name → (errors, total).
+    pub canary: BTreeMap<String, (f64, f64)>,
+}
+
+impl StageCounts {
+    /// Adds a look's counts per instance.
+    pub fn observe(&mut self, baseline: &[InstanceCounts], canary: &[InstanceCounts]) {
+        for (side, instances) in [(&mut self.baseline, baseline), (&mut self.canary, canary)] {
+            for one in instances {
+                let finite = |samples: &[crate::domain::Sample]| -> f64 {
+                    samples
+                        .iter()
+                        .map(|s| s.value)
+                        .filter(|v| v.is_finite() && *v > 0.0)
+                        .sum()
+                };
+                let entry = side.entry(one.instance.clone()).or_default();
+                entry.0 += finite(&one.errors);
+                entry.1 += finite(&one.total);
+            }
+        }
+    }
+}
+
+/// The fewest errors an instance needs before its error rate counts towards the
+/// estimated spread (its log rate's sampling variance is about `1/errors`).
+pub const MIN_INSTANCE_ERRORS: f64 = 10.0;
+
+/// The between-instance variance of the baseline instances' log error rates, less the
+/// part their errors' counting noise explains (about `1/e − 1/n` each), with its degrees
+/// of freedom, or `None` with
+/// fewer than two instances of [`MIN_INSTANCE_ERRORS`] errors.
+fn estimated_rate_variance(baseline: &BTreeMap<String, (f64, f64)>) -> Option<(f64, f64)> {
+    let rates: Vec<(f64, f64)> = baseline
+        .values()
+        .filter(|(errors, total)| *errors >= MIN_INSTANCE_ERRORS && total > errors)
+        .map(|&(errors, total)| ((errors / total).ln(), 1.0 / errors - 1.0 / total))
+        .collect();
+    let k = rates.len();
+    if k < 2 {
+        return None;
+    }
+    let grand = rates.iter().map(|(r, _)| r).sum::<f64>() / k as f64;
+    let between = rates.iter().map(|(r, _)| (r - grand).powi(2)).sum::<f64>() / (k - 1) as f64;
+    let within = rates.iter().map(|(_, v)| v).sum::<f64>() / k as f64;
+    Some(((between - within).max(0.0), (k - 1) as f64))
+}
+
+/// The error-rate allowance for this stage's instances (the null ratio of the error-rate
+/// check is multiplied by `e^margin`), or `None` when it does not apply: the prior
+/// spread is zero or a side names no instance.
+pub fn rate_allowance(stage: &StageCounts, prior_spread: f64, alpha: f64) -> Option<HostAllowance> {
+    let named = |side: &BTreeMap<String, (f64, f64)>| side.values().filter(|c| c.1 > 0.0).count();
+    margin(
+        named(&stage.baseline),
+        named(&stage.canary),
+        prior_spread,
+        estimated_rate_variance(&stage.baseline),
+        alpha,
+    )
+}
+
+/// The allowance `z · τ · √(1/k_b + 1/k_c)`, `τ²` the prior pooled with the baseline's
+/// estimate (weighted by its degrees of freedom).
+fn margin(
+    k_b: usize,
+    k_c: usize,
+    prior_spread: f64,
+    estimate: Option<(f64, f64)>,
+    alpha: f64,
+) -> Option<HostAllowance> {
+    if prior_spread <= 0.0 || k_b == 0 || k_c == 0 || alpha <= 0.0 {
         return None;
     }
     let prior = prior_spread.ln_1p();
-    let estimate = estimated_variance(&stage.baseline);
-    let degrees = estimate.map_or(0.0, |_| (k_b - 1) as f64);
+    let (estimate, degrees) = match estimate {
+        Some((variance, degrees)) => (Some(variance), degrees),
+        None => (None, 0.0),
+    };
     let variance = (PRIOR_WEIGHT * prior * prior + degrees * estimate.unwrap_or(0.0))
         / (PRIOR_WEIGHT + degrees);
     let spread = variance.sqrt();
@@ -286,6 +374,56 @@ mod tests {
             .estimated_spread
             .unwrap();
         assert!(estimated < 0.03, "estimated {estimated}");
+    }
+
+    fn counts(name: &str, errors: f64, total: f64) -> InstanceCounts {
+        let one = |value: f64| {
+            vec![Sample {
+                timestamp: 0.0,
+                value,
+            }]
+        };
+        InstanceCounts {
+            instance: name.to_owned(),
+            errors: one(errors),
+            total: one(total),
+        }
+    }
+
+    #[test]
+    fn the_baseline_instances_error_rate_spread_is_estimated_beyond_counting_noise() {
+        let mut rng = SplitMix(5);
+        let spread_of = |tau: f64, rng: &mut SplitMix| {
+            let baseline: Vec<InstanceCounts> = (0..20)
+                .map(|i| {
+                    let rate = 0.01 * (tau * rng.normal()).exp();
+                    counts(&format!("b{i}"), rng.binomial(100_000.0, rate), 100_000.0)
+                })
+                .collect();
+            let mut stage = StageCounts::default();
+            stage.observe(&baseline, &[counts("c0", 10.0, 1000.0)]);
+            rate_allowance(&stage, 0.1, 0.001).unwrap()
+        };
+        let wide = spread_of(0.3, &mut rng);
+        let estimated = wide.estimated_spread.unwrap();
+        assert!((0.2..0.4).contains(&estimated), "estimated {estimated}");
+        assert_eq!((wide.baseline_instances, wide.canary_instances), (20, 1));
+        let equal = spread_of(0.0, &mut rng).estimated_spread.unwrap();
+        assert!(equal < 0.05, "counting noise alone: {equal}");
+        // Instances with too few errors to tell their rate count for k but not for the
+        // estimate; without a canary instance there is no allowance.
+        let mut few = StageCounts::default();
+        few.observe(
+            &[counts("b0", 3.0, 300.0), counts("b1", 0.0, 300.0)],
+            &[counts("c0", 2.0, 300.0)],
+        );
+        let allowance = rate_allowance(&few, 0.1, 0.001).unwrap();
+        assert_eq!(allowance.baseline_instances, 2);
+        assert!(allowance.estimated_spread.is_none());
+        assert!(rate_allowance(&few, 0.0, 0.001).is_none(), "turned off");
+        let mut one_side = StageCounts::default();
+        one_side.observe(&[counts("b0", 3.0, 300.0)], &[]);
+        assert!(rate_allowance(&one_side, 0.1, 0.001).is_none());
     }
 
     #[test]

@@ -366,6 +366,7 @@ critical = true
             ]),
             problems: BTreeMap::new(),
             instances: BTreeMap::new(),
+            count_instances: BTreeMap::new(),
         }
     }
 

@@ -51,10 +51,13 @@
 
 use std::collections::BTreeMap;
 
+use crate::domain::InstanceCounts;
 use serde::{Deserialize, Serialize};
 
 use super::format::{count, number, percent, signed_percent};
-use super::hosts::{HostAllowance, StageInstances, allowance, allowance_alpha};
+use super::hosts::{
+    HostAllowance, StageCounts, StageInstances, allowance, allowance_alpha, rate_allowance,
+};
 use super::{Classification, Judgement, MetricResult};
 use crate::domain::plan::RolloutPlan;
 use crate::domain::{
@@ -90,6 +93,10 @@ pub struct SequentialState {
     /// host-spread allowance ([`super::hosts`]). Empty when the series name no instance.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub instances: BTreeMap<String, StageInstances>,
+    /// Per proportion metric, this stage's counts per instance on each side, for the
+    /// error-rate host allowance. Empty when the series name no instance.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub count_instances: BTreeMap<String, StageCounts>,
 }
 
 /// A bursts window seen only in part so far.
@@ -353,6 +360,11 @@ pub fn judge_look(
                 plan,
                 &counts(baseline),
                 &counts(canary),
+                CountInstances {
+                    baseline: baseline_batch.count_instances.get(&spec.name),
+                    canary: canary_batch.count_instances.get(&spec.name),
+                    prior_spread: profile.judge.error_host_spread,
+                },
                 state,
                 alpha,
                 stages,
@@ -400,6 +412,7 @@ pub fn complete_stage(
     state.stage_counts.clear();
     state.burst_pending.clear();
     state.instances.clear();
+    state.count_instances.clear();
 }
 
 /// The check's current-stage `ln M`, in its harmful direction.
@@ -588,24 +601,10 @@ fn continuous(
         |shift| format!("shift {} of the baseline median", signed_percent(shift)),
     );
     let host_note = host.as_ref().map_or_else(String::new, |host| {
-        format!(
-            "; a difference up to {} cannot be told from host differences with {} baseline and {} canary {} (spread {}{})",
-            signed_percent(host.relative()),
-            host.baseline_instances,
-            host.canary_instances,
-            if host.baseline_instances + host.canary_instances == 2 {
-                "instance"
-            } else {
-                "instances"
-            },
-            percent(host.spread.exp_m1()),
-            host.estimated_spread.map_or_else(
-                || ", the profile's host_spread".to_owned(),
-                |estimated| format!(
-                    ", the baseline's instances alone show {}",
-                    percent(estimated.exp_m1())
-                ),
-            ),
+        host_note(
+            host,
+            &format!("a difference up to {}", signed_percent(host.relative())),
+            "host_spread",
         )
     });
     let beyond_hosts = if host.is_some() {
@@ -802,11 +801,44 @@ fn tails_check(
     )
 }
 
+/// One look's counts per instance of a proportion metric, and the prior for how much
+/// instances' error rates differ.
+struct CountInstances<'a> {
+    baseline: Option<&'a Vec<InstanceCounts>>,
+    canary: Option<&'a Vec<InstanceCounts>>,
+    prior_spread: f64,
+}
+
+/// The report's sentence on a host allowance: what cannot be told from host
+/// differences, with how many instances and which spread.
+fn host_note(host: &HostAllowance, difference: &str, prior: &str) -> String {
+    format!(
+        "; {difference} cannot be told from host differences with {} baseline and {} canary {} (spread {}{})",
+        host.baseline_instances,
+        host.canary_instances,
+        if host.baseline_instances + host.canary_instances == 2 {
+            "instance"
+        } else {
+            "instances"
+        },
+        percent(host.spread.exp_m1()),
+        host.estimated_spread.map_or_else(
+            || format!(", the profile's {prior}"),
+            |estimated| format!(
+                ", the baseline's instances alone show {}",
+                percent(estimated.exp_m1())
+            ),
+        ),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
 fn proportion(
     spec: &MetricSpec,
     plan: &RolloutPlan,
     baseline: &BTreeMap<i64, (f64, f64)>,
     canary: &BTreeMap<i64, (f64, f64)>,
+    instances: CountInstances<'_>,
     state: &mut SequentialState,
     alpha: f64,
     stages: usize,
@@ -843,24 +875,63 @@ fn proportion(
     let stage_samples = [counted.0, counted.1];
     let either = direction == Direction::Either;
     let share = if either { alpha / 2.0 } else { alpha };
+    // Host differences in error rate (see [`super::hosts`]): when the series name their
+    // instances, the error-rate checks test beyond the allowance, at half their share.
+    if instances.baseline.is_some() || instances.canary.is_some() {
+        state
+            .count_instances
+            .entry(spec.name.clone())
+            .or_default()
+            .observe(
+                instances.baseline.map_or(&[][..], Vec::as_slice),
+                instances.canary.map_or(&[][..], Vec::as_slice),
+            );
+    }
+    let host = state.count_instances.get(&spec.name).and_then(|stage| {
+        rate_allowance(
+            stage,
+            instances.prior_spread,
+            allowance_alpha(share, stages),
+        )
+    });
+    let (share, host_factor) = match &host {
+        Some(host) => (share / 2.0, host.margin.exp()),
+        None => (share, 1.0),
+    };
+    let host_note = host.as_ref().map_or_else(String::new, |host| {
+        host_note(
+            host,
+            &format!("an error-rate ratio up to ×{}", number(host.margin.exp())),
+            "error_host_spread",
+        )
+    });
+    let beyond_hosts = if host.is_some() {
+        " beyond host differences"
+    } else {
+        ""
+    };
     let mut checks = Vec::new();
+    // Each check's nulls, as ratios before the host allowance: harm's, and (when there
+    // is a tolerance) harm-excluded's.
     let mut rate_check = |key: String,
                           null: String,
-                          harm: RateEvidence,
-                          safe: Option<RateEvidence>,
+                          harm: (RateEvidence, f64),
+                          safe: Option<(RateEvidence, f64)>,
                           beyond: &dyn Fn(Option<f64>) -> bool,
                           tolerated: String| {
         let check = state.checks.entry(key.clone()).or_default();
+        let (harm, harm_null) = harm;
         let harm = check.rate_harm.get_or_insert(harm);
         for (_, p) in &points {
-            harm.add(*p);
+            harm.add_against(*p, harm_null);
         }
+        let safe_null = safe.as_ref().map(|(_, null)| *null);
         if check.rate_safe.is_none() {
-            check.rate_safe = safe;
+            check.rate_safe = safe.map(|(evidence, _)| evidence);
         }
-        if let Some(safe) = check.rate_safe.as_mut() {
+        if let (Some(safe), Some(safe_null)) = (check.rate_safe.as_mut(), safe_null) {
             for (_, p) in &points {
-                safe.add(*p);
+                safe.add_against(*p, safe_null);
             }
         }
         let stage_ln = check.rate_harm.as_ref().map_or(0.0, RateEvidence::ln_e);
@@ -877,13 +948,14 @@ fn proportion(
             harm_excluded_e_value: check.rate_safe.as_ref().map(|s| s.ln_e().exp()),
             estimate: harm.ratio(),
             information: harm.canary_errors + harm.baseline_errors,
+            host_allowance: host,
             ..evidence(
                 &key,
                 null,
                 (ln_e, stage_ln),
                 share,
                 beyond(harm.ratio()),
-                effect,
+                format!("{effect}{host_note}"),
             )
         }
     };
@@ -891,9 +963,12 @@ fn proportion(
         let tolerated = max_ratio.unwrap_or(1.0);
         checks.push(rate_check(
             format!("{}:location", spec.name),
-            "the canary's error rate is no higher than the baseline's".to_owned(),
-            RateEvidence::harm(1.0),
-            (tolerated > 1.0).then(|| RateEvidence::safety(tolerated)),
+            format!("the canary's error rate is no higher than the baseline's{beyond_hosts}"),
+            (RateEvidence::harm(1.0), host_factor),
+            (tolerated > 1.0).then(|| {
+                let null = tolerated / host_factor;
+                (RateEvidence::safety(null), null)
+            }),
             &|ratio| ratio.is_none_or(|r| r > tolerated),
             format!("×{}", number(tolerated)),
         ));
@@ -902,9 +977,12 @@ fn proportion(
         let tolerated = min_ratio.unwrap_or(1.0);
         checks.push(rate_check(
             format!("{}:location:decrease", spec.name),
-            "the canary's rate is no lower than the baseline's".to_owned(),
-            RateEvidence::safety(1.0),
-            (tolerated < 1.0).then(|| RateEvidence::harm(tolerated)),
+            format!("the canary's rate is no lower than the baseline's{beyond_hosts}"),
+            (RateEvidence::safety(1.0), 1.0 / host_factor),
+            (tolerated < 1.0).then(|| {
+                let null = tolerated * host_factor;
+                (RateEvidence::harm(null), null)
+            }),
             &|ratio| ratio.is_some_and(|r| r < tolerated),
             format!("×{}", number(tolerated)),
         ));
@@ -913,7 +991,11 @@ fn proportion(
         .iter()
         .all(|c| c.harm_excluded_e_value.is_some_and(|e| e >= c.threshold));
     if let Some(window) = spec.bursts {
-        checks.push(bursts(spec, plan, &points, window, state, alpha, max_ratio));
+        // Not beyond the host allowance: a host's steady difference hardly moves the
+        // bursts evidence, which looks for windows several times the tolerated ratio,
+        // and the allowance at a 1 % stage (one pod a side) would hide the bursts there.
+        let theta0 = max_ratio.unwrap_or(1.0);
+        checks.push(bursts(spec, plan, &points, window, state, alpha, theta0));
     }
     SequentialEvidence {
         checks,
@@ -929,9 +1011,8 @@ fn bursts(
     window_length: crate::domain::HumanDuration,
     state: &mut SequentialState,
     alpha: f64,
-    max_ratio: Option<f64>,
+    theta0: f64,
 ) -> CheckEvidence {
-    let theta0 = max_ratio.unwrap_or(1.0);
     let window = window_length.seconds();
     let planned_seconds: f64 = plan.stages.iter().map(|s| s.duration.seconds()).sum();
     let planned_windows = (planned_seconds / window).ceil().max(1.0) as u64;
@@ -1280,6 +1361,7 @@ lookback = "5m"
                 ]),
                 problems: BTreeMap::new(),
                 instances: BTreeMap::new(),
+                count_instances: BTreeMap::new(),
             }
         };
         (side(rng, 1.0, 1.0), side(rng, slower, worse))
@@ -1446,7 +1528,7 @@ lookback = "5m"
         }
         let alpha = 0.0025;
         let window = crate::domain::HumanDuration::parse("1m").unwrap();
-        let evidence = bursts(spec, &plan, &points, window, &mut state, alpha, Some(1.2));
+        let evidence = bursts(spec, &plan, &points, window, &mut state, alpha, 1.2);
         let worst = evidence.worst_window.as_ref().unwrap();
         assert!(
             worst.p_value > 0.01,
@@ -1477,7 +1559,7 @@ lookback = "5m"
             })
             .collect();
         let mut state = SequentialState::default();
-        let evidence = bursts(spec, &plan, &quiet, window, &mut state, alpha, Some(1.2));
+        let evidence = bursts(spec, &plan, &quiet, window, &mut state, alpha, 1.2);
         assert!(!evidence.crossed);
         assert!(evidence.pooled_bursts.unwrap()[0] < 1.0);
     }
@@ -1711,6 +1793,7 @@ lookback = "{interval}s"
             ]),
             problems: BTreeMap::new(),
             instances: BTreeMap::new(),
+            count_instances: BTreeMap::new(),
         }
     }
 
@@ -1760,6 +1843,11 @@ lookback = "{interval}s"
                     &plan,
                     &counts(baseline.metrics.get("errors")),
                     &counts(canary.metrics.get("errors")),
+                    CountInstances {
+                        baseline: None,
+                        canary: None,
+                        prior_spread: 0.0,
+                    },
                     &mut state,
                     alpha,
                     1,
@@ -1880,6 +1968,11 @@ lookback = "{interval}s"
                 &plan,
                 &counts(baseline.metrics.get("errors")),
                 &counts(canary.metrics.get("errors")),
+                CountInstances {
+                    baseline: None,
+                    canary: None,
+                    prior_spread: 0.0,
+                },
                 &mut state,
                 alpha,
                 1,
@@ -2077,6 +2170,143 @@ lookback = "15s"
                 "{k} instances a side: {aware} crossed (level {alpha})"
             );
         }
+    }
+
+    fn error_profile() -> Profile {
+        Profile::parse(
+            r#"
+name = "error-hosts"
+[[metrics]]
+name = "errors"
+kind = "proportion"
+max_ratio = 1.5
+min_samples = 1
+[rollout]
+error_budget = 0.01
+step = "5s"
+[[stages]]
+traffic = 50
+duration = "450s"
+interval = "15s"
+lookback = "15s"
+"#,
+            "error-hosts.toml",
+        )
+        .unwrap()
+    }
+
+    /// The share of `runs` one-stage rollouts of 30 looks in which the error-rate check
+    /// failed (crossed, its ratio beyond `max_ratio`), with `k` instances a side serving 400 requests a step each at a 1 %
+    /// error rate whose instance levels differ by `spread` (log sd), the canary's rate
+    /// `factor` times the baseline's; `aware` hands the judge the instances. Returns the
+    /// share and the check's level.
+    fn error_crossing_rate(
+        k: usize,
+        spread: f64,
+        factor: f64,
+        aware: bool,
+        runs: usize,
+        seed: u64,
+    ) -> (f64, f64) {
+        let profile = error_profile();
+        let plan = profile.plan.clone().unwrap();
+        let alpha = check_alpha(&profile, plan.settings.error_budget);
+        let mut rng = Rng(seed);
+        let mut crossed = 0;
+        for _ in 0..runs {
+            let levels = |rng: &mut Rng| -> Vec<f64> {
+                (0..k).map(|_| (spread * rng.normal()).exp()).collect()
+            };
+            let (baseline_levels, canary_levels) = (levels(&mut rng), levels(&mut rng));
+            let mut state = SequentialState::default();
+            let mut any = false;
+            for index in 1..=30 {
+                let end = 1_000_000.0 + (index * 3) as f64 * STEP;
+                let mut side = |levels: &[f64], factor: f64| {
+                    let mut summed: BTreeMap<i64, (f64, f64)> = BTreeMap::new();
+                    let instances: Vec<InstanceCounts> = levels
+                        .iter()
+                        .enumerate()
+                        .map(|(i, level)| {
+                            let (mut errors, mut total) = (Vec::new(), Vec::new());
+                            for step in 0..3 {
+                                let timestamp = end - STEP * (2 - step) as f64;
+                                let n = 400.0;
+                                let e = rng.binomial(n, (0.01 * level * factor).min(1.0));
+                                let slot = summed.entry((timestamp * 1000.0) as i64).or_default();
+                                slot.0 += e;
+                                slot.1 += n;
+                                errors.push(Sample {
+                                    timestamp,
+                                    value: e,
+                                });
+                                total.push(Sample {
+                                    timestamp,
+                                    value: n,
+                                });
+                            }
+                            InstanceCounts {
+                                instance: format!("pod=\"p{i}\""),
+                                errors,
+                                total,
+                            }
+                        })
+                        .collect();
+                    (summed, instances)
+                };
+                let (baseline, baseline_instances) = side(&baseline_levels, 1.0);
+                let (canary, canary_instances) = side(&canary_levels, factor);
+                let evidence = proportion(
+                    &profile.metrics[0],
+                    &plan,
+                    &baseline,
+                    &canary,
+                    CountInstances {
+                        baseline: aware.then_some(&baseline_instances),
+                        canary: aware.then_some(&canary_instances),
+                        prior_spread: spread.exp_m1(),
+                    },
+                    &mut state,
+                    alpha,
+                    1,
+                );
+                any |= evidence.checks[0].fails;
+            }
+            crossed += usize::from(any);
+        }
+        (crossed as f64 / runs as f64, alpha)
+    }
+
+    /// The error-rate half of issue 14: instances whose error rates differ by 30 % make
+    /// a single canary pod's error rate 1.5 times its single baseline pod's in about one
+    /// rollout in six, a certain failure for the pooled test; with the instances named
+    /// (and the spread right) the check keeps its level, and errors ×2 are still caught
+    /// with ten instances a side.
+    #[test]
+    fn issue_14_error_rate_host_differences_keep_the_error_rate_check_within_its_level() {
+        let runs = 300;
+        let spread = 0.3_f64.ln_1p();
+        for k in [1, 3, 10] {
+            let (blind, alpha) = error_crossing_rate(k, spread, 1.0, false, runs, 300 + k as u64);
+            let (aware, _) = error_crossing_rate(k, spread, 1.0, true, runs, 300 + k as u64);
+            let tolerance = alpha + 3.0 * (alpha * (1.0 - alpha) / runs as f64).sqrt();
+            eprintln!("errors, {k} instances a side: blind {blind}, aware {aware} (level {alpha})");
+            assert!(
+                aware <= tolerance,
+                "{k} instances a side: {aware} crossed (level {alpha})"
+            );
+            if k == 1 {
+                assert!(
+                    blind > 5.0 * alpha,
+                    "the blind check should show the defect: {blind}"
+                );
+            }
+        }
+        let (ten, _) = error_crossing_rate(10, spread, 2.0, true, 100, 9);
+        assert!(
+            ten >= 0.95,
+            "errors ×2 with 10 instances a side: caught in {ten}"
+        );
     }
 
     /// What the allowance costs: a canary 20 % slower is still caught with ten

@@ -15,7 +15,8 @@ use futures::stream::{self, StreamExt};
 use super::RunError;
 use crate::domain::plan::Stage;
 use crate::domain::{
-    InstanceSeries, Location, MetricData, MetricKind, MetricSpec, Observations, Profile, Sample,
+    InstanceCounts, InstanceSeries, Location, MetricData, MetricKind, MetricSpec, Observations,
+    Profile, Sample,
 };
 use crate::sources::pairing::{instance_name, pair_series, reduced_labels};
 use crate::sources::query::render;
@@ -306,11 +307,13 @@ fn pooled(
 /// Cumulative counters to per-step counts: each series' increase from one point to
 /// the next (a drop is a counter reset, and the new value is counted from zero, as
 /// Prometheus' `increase` does), stamped at the later point, then summed across series
-/// per timestamp into one unlabeled series — the side's events, each counted once.
+/// per timestamp into one series per instance (labelled with its `instance_labels`
+/// only; one unlabeled series for the series naming no instance) — the side's events,
+/// each counted once, and which instance counted them.
 /// A series' first point has no predecessor and is left out, unless the series starts
 /// after the side's earliest series did: it appeared within the window (a new pod, a
 /// first error), so its counter is counted from zero.
-fn counter_increases(series: Vec<LabeledSeries>) -> Vec<LabeledSeries> {
+fn counter_increases(series: Vec<LabeledSeries>, instance_labels: &[String]) -> Vec<LabeledSeries> {
     let key = |t: f64| (t * 1000.0).round() as i64;
     let earliest = series
         .iter()
@@ -319,8 +322,16 @@ fn counter_increases(series: Vec<LabeledSeries>) -> Vec<LabeledSeries> {
     let Some(earliest) = earliest else {
         return series;
     };
-    let mut by_time: BTreeMap<i64, (f64, f64)> = BTreeMap::new();
+    type Increases = BTreeMap<i64, (f64, f64)>;
+    let mut groups: BTreeMap<BTreeMap<String, String>, Increases> = BTreeMap::new();
     for one in series {
+        let instance: BTreeMap<String, String> = one
+            .labels
+            .iter()
+            .filter(|(label, _)| instance_labels.contains(label))
+            .map(|(label, value)| (label.clone(), value.clone()))
+            .collect();
+        let by_time = groups.entry(instance).or_default();
         let mut samples: Vec<Sample> = one
             .samples
             .into_iter()
@@ -348,16 +359,37 @@ fn counter_increases(series: Vec<LabeledSeries>) -> Vec<LabeledSeries> {
             );
         }
     }
-    if by_time.is_empty() {
-        return Vec::new();
-    }
-    vec![LabeledSeries {
-        labels: BTreeMap::new(),
-        samples: by_time
-            .into_values()
-            .map(|(timestamp, value)| Sample { timestamp, value })
-            .collect(),
-    }]
+    groups
+        .into_iter()
+        .filter(|(_, by_time)| !by_time.is_empty())
+        .map(|(labels, by_time)| LabeledSeries {
+            labels,
+            samples: by_time
+                .into_values()
+                .map(|(timestamp, value)| Sample { timestamp, value })
+                .collect(),
+        })
+        .collect()
+}
+
+/// One side's counts per instance: each instance that has totals, with its errors (none
+/// when it had no error series: a pod without a single error).
+fn instance_counts(
+    errors: Vec<InstanceSeries>,
+    totals: Vec<InstanceSeries>,
+) -> Vec<InstanceCounts> {
+    let mut errors: BTreeMap<String, Vec<Sample>> = errors
+        .into_iter()
+        .map(|one| (one.instance, one.samples))
+        .collect();
+    totals
+        .into_iter()
+        .map(|one| InstanceCounts {
+            errors: errors.remove(&one.instance).unwrap_or_default(),
+            instance: one.instance,
+            total: one.samples,
+        })
+        .collect()
 }
 
 /// Sums count samples per timestamp and aligns errors with totals (a timestamp with
@@ -487,7 +519,8 @@ pub async fn fetch_window(
         for (key, _) in metric_queries(spec) {
             for side in sides {
                 if let Some(Ok(series)) = answers.get_mut(&(key.clone(), *side)) {
-                    *series = counter_increases(std::mem::take(series));
+                    *series =
+                        counter_increases(std::mem::take(series), &profile.judge.instance_labels);
                 }
             }
         }
@@ -533,6 +566,18 @@ pub async fn fetch_window(
         } else {
             pool(&keys[0].0).and_then(|errors| {
                 let totals = pool(&keys[1].0)?;
+                let [baseline_errors, canary_errors] = errors.instances;
+                let [baseline_totals, canary_totals] = totals.instances;
+                let baseline_instances = instance_counts(baseline_errors, baseline_totals);
+                let canary_instances = instance_counts(canary_errors, canary_totals);
+                if !baseline_instances.is_empty() && !canary_instances.is_empty() {
+                    baseline
+                        .count_instances
+                        .insert(spec.name.clone(), baseline_instances);
+                    canary
+                        .count_instances
+                        .insert(spec.name.clone(), canary_instances);
+                }
                 let mut notes = errors.notes;
                 notes.extend(totals.notes);
                 let (baseline_errors, baseline_total) = counts(errors.baseline, totals.baseline);
@@ -729,9 +774,48 @@ mod tests {
         assert_eq!(canary_instances[0].samples.len(), 2);
     }
 
+    /// Counter increases of series that name no instance: one merged series.
+    fn counter_increases_merged(series: Vec<LabeledSeries>) -> Vec<LabeledSeries> {
+        counter_increases(series, &[])
+    }
+
+    #[test]
+    fn counter_increases_keep_one_series_per_instance_labelled_by_its_instance_labels() {
+        let with_route = |pod: &str, route: &str, points: &[(f64, f64)]| {
+            let mut one = series(pod, points);
+            one.labels.insert("route".to_owned(), route.to_owned());
+            one
+        };
+        let counted = counter_increases(
+            vec![
+                with_route("web-0", "/a", &[(0.0, 10.0), (5.0, 13.0)]),
+                with_route("web-0", "/b", &[(0.0, 1.0), (5.0, 2.0)]),
+                with_route("web-1", "/a", &[(0.0, 7.0), (5.0, 17.0)]),
+            ],
+            &["pod".to_owned(), "instance".to_owned()],
+        );
+        let per_pod: Vec<(String, Vec<(f64, f64)>)> = counted
+            .iter()
+            .map(|one| {
+                (
+                    format!("{:?}", one.labels),
+                    one.samples.iter().map(|p| (p.timestamp, p.value)).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            per_pod,
+            [
+                (r#"{"pod": "web-0"}"#.to_owned(), vec![(5.0, 4.0)]),
+                (r#"{"pod": "web-1"}"#.to_owned(), vec![(5.0, 10.0)]),
+            ],
+            "each pod's routes summed, the route label dropped"
+        );
+    }
+
     #[test]
     fn counter_increases_count_every_event_once_and_sum_the_series() {
-        let counted = counter_increases(vec![
+        let counted = counter_increases_merged(vec![
             series("a", &[(0.0, 10.0), (5.0, 13.0), (10.0, 13.0), (15.0, 20.0)]),
             series(
                 "b",
@@ -751,7 +835,7 @@ mod tests {
 
     #[test]
     fn a_counter_reset_counts_from_zero_and_a_new_series_from_its_first_value() {
-        let counted = counter_increases(vec![
+        let counted = counter_increases_merged(vec![
             series("a", &[(0.0, 50.0), (5.0, 52.0), (10.0, 3.0), (15.0, 4.0)]),
             // Appeared at 10 s (a first error, a new pod): counted from zero.
             series("b", &[(10.0, 2.0), (15.0, 2.0)]),
@@ -761,7 +845,7 @@ mod tests {
 
     #[test]
     fn no_points_give_no_series() {
-        assert!(counter_increases(Vec::new()).is_empty());
-        assert!(counter_increases(vec![series("a", &[(0.0, 1.0)])]).is_empty());
+        assert!(counter_increases_merged(Vec::new()).is_empty());
+        assert!(counter_increases_merged(vec![series("a", &[(0.0, 1.0)])]).is_empty());
     }
 }

@@ -415,6 +415,14 @@ impl RateEvidence {
 
     /// Adds one step. Steps with no events on a side carry no information.
     pub fn add(&mut self, point: RatePoint) {
+        self.add_against(point, self.theta0);
+    }
+
+    /// Adds one step tested against the null ratio `theta0` instead of the evidence's
+    /// own: the host allowance moves the null from look to look with the instances
+    /// each side has; each step's likelihood ratio keeps expectation at most one under
+    /// its own step's null.
+    pub fn add_against(&mut self, point: RatePoint, theta0: f64) {
         let RatePoint {
             baseline_errors: eb,
             baseline_total: nb,
@@ -427,9 +435,9 @@ impl RateEvidence {
             return;
         }
         let share = |theta: f64| nc * theta / (nc * theta + nb);
-        let p0 = share(self.theta0);
+        let p0 = share(theta0);
         for (log_lr, ratio) in self.log_lr.iter_mut().zip(&self.grid) {
-            let p = share(self.theta0 * ratio);
+            let p = share(theta0 * ratio);
             *log_lr += ec * (p / p0).ln() + eb * ((1.0 - p) / (1.0 - p0)).ln();
         }
         self.accumulate(point);
