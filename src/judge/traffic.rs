@@ -217,6 +217,85 @@ pub fn stage_estimates(
     estimates
 }
 
+/// The plan at the traffic a look observed, in one sentence for the rollout's first
+/// look: the service's requests per second and baseline error rate, estimated from the
+/// baseline's events of the first proportion metric over `seconds` at `stage` (whose
+/// baseline gets the compared share), and per later-or-current stage with a baseline
+/// what it gathers over its duration, how long `min_samples` takes, and the error-rate
+/// ratio it can detect ([`stage_estimates`]). `None` without a proportion metric, a
+/// baseline at this stage or events.
+pub fn plan_at_observed_traffic(
+    profile: &Profile,
+    plan: &RolloutPlan,
+    stage_index: usize,
+    baseline: &crate::domain::Observations,
+    seconds: f64,
+) -> Option<String> {
+    let share = compared_share(&plan.stages[stage_index]);
+    let metric = profile
+        .metrics
+        .iter()
+        .find(|m| matches!(m.kind, MetricKind::Proportion { .. }))?;
+    let Some(crate::domain::MetricData::Counts { errors, total, .. }) =
+        baseline.metrics.get(&metric.name)
+    else {
+        return None;
+    };
+    let sum = |samples: &[crate::domain::Sample]| -> f64 {
+        samples
+            .iter()
+            .map(|s| s.value)
+            .filter(|v| v.is_finite())
+            .sum()
+    };
+    let (errors, total) = (sum(errors), sum(total));
+    if share <= 0.0 || seconds <= 0.0 || total <= 0.0 {
+        return None;
+    }
+    let requests_per_second = total / seconds / share;
+    let error_rate = errors / total;
+    let stages: Vec<String> = stage_estimates(profile, plan, requests_per_second, error_rate)
+        .into_iter()
+        .filter(|e| e.metric == metric.name)
+        .filter(|e| {
+            plan.stages
+                .iter()
+                .position(|s| s.name == e.stage)
+                .is_some_and(|index| index >= stage_index)
+        })
+        .map(|e| {
+            let needs = if e.needed.is_finite() {
+                duration(e.needed)
+            } else {
+                "never".to_owned()
+            };
+            let detects = e
+                .detectable_ratio
+                .filter(|r| r.is_finite())
+                .map_or_else(String::new, |r| format!(", detects about ×{}", number(r)));
+            format!(
+                "{} gathers {} events ({} to its {}{}{detects})",
+                e.stage,
+                count(e.gathered as u64),
+                needs,
+                count(e.min_samples),
+                if e.fits {
+                    ""
+                } else {
+                    ", beyond its max_duration"
+                },
+            )
+        })
+        .collect();
+    Some(format!(
+        "the plan at the traffic observed (about {} requests/s for the whole service, the baseline's {} at {}): {}",
+        number(requests_per_second),
+        metric.name,
+        super::format::percent(error_rate),
+        stages.join("; ")
+    ))
+}
+
 fn normal_quantile(p: f64) -> f64 {
     use statrs::distribution::{ContinuousCDF, Normal};
     Normal::standard().inverse_cdf(p)
@@ -297,6 +376,56 @@ interval = "10m"
         );
         assert!(large < small, "{large} < {small}");
         assert!(large > 1.0);
+    }
+
+    #[test]
+    fn the_first_look_projects_the_traffic_it_observed_onto_the_plan() {
+        use crate::domain::{Location, MetricData, Observations, Sample};
+        let profile = profile(STAGES);
+        let plan = profile.plan.clone().unwrap();
+        // Ten minutes at the 1 % stage: the baseline (1 % of the service) counted 60
+        // requests with 3 errors, so the service serves 10 requests/s at 5 % errors.
+        let point = |value: f64| Sample {
+            timestamp: 600.0,
+            value,
+        };
+        let mut baseline = Observations::default();
+        baseline.metrics.insert(
+            "error_rate".to_owned(),
+            MetricData::Counts {
+                errors: vec![point(3.0)],
+                total: vec![point(60.0)],
+                origin: Location {
+                    file: "t".to_owned(),
+                    line: 1,
+                },
+            },
+        );
+        let sentence = plan_at_observed_traffic(&profile, &plan, 0, &baseline, 600.0).unwrap();
+        assert!(
+            sentence.starts_with(
+                "the plan at the traffic observed (about 10 requests/s for the whole service, \
+                 the baseline's error_rate at 5%)"
+            ),
+            "{sentence}"
+        );
+        assert!(
+            sentence.contains(
+                "1% gathers 360 events (2 h 47 min to its 1,000, beyond its max_duration"
+            ),
+            "{sentence}"
+        );
+        assert!(
+            sentence.contains("; 50% gathers 18,000 events"),
+            "{sentence}"
+        );
+        // From the second stage on, the first stage is not projected.
+        let later = plan_at_observed_traffic(&profile, &plan, 1, &baseline, 600.0).unwrap();
+        assert!(!later.contains("1% gathers"), "{later}");
+        // No events, or no baseline at the stage: nothing to project.
+        assert!(
+            plan_at_observed_traffic(&profile, &plan, 0, &Observations::default(), 600.0).is_none()
+        );
     }
 
     #[test]

@@ -950,6 +950,18 @@ impl RolloutRunner {
             }
         };
 
+        // The first look says what the plan can do at the traffic it found.
+        if self.looks == 1
+            && let Some(estimate) = crate::judge::traffic::plan_at_observed_traffic(
+                profile,
+                &self.plan,
+                self.stage_index,
+                &baseline_batch,
+                now - since,
+            )
+        {
+            reasons.push(estimate);
+        }
         let rolling_back_before = self.rolling_back;
         // A rollback the judge decided (not a trigger, not already under way) goes
         // gradually when the plan asks for it and there is traffic to bring down.
