@@ -192,8 +192,12 @@ impl StageCounts {
 }
 
 /// The fewest errors an instance needs before its error rate counts towards the
-/// estimated spread (its log rate's sampling variance is about `1/errors`).
-pub const MIN_INSTANCE_ERRORS: f64 = 10.0;
+/// estimated spread. Its log rate's sampling variance is about `1/errors`; with fewer,
+/// that noise (0.025 at 40 errors) dwarfs the spreads that matter (0.0025 at 5 %) and
+/// the estimate minus it scatters so widely over a few pods that it inflated the
+/// allowance: on the live bed (three pods a side, about 40 errors each at a 60-second
+/// stage) errors ×2 then went unnoticed for a stage.
+pub const MIN_INSTANCE_ERRORS: f64 = 100.0;
 
 /// The between-instance variance of the baseline instances' log error rates, less the
 /// part their errors' counting noise explains (about `1/e − 1/n` each), with its degrees

@@ -14,6 +14,8 @@
 //! `consecutive_failures` failing looks in a row.
 
 pub mod clock;
+mod decide;
+use decide::LookFacts;
 mod fetch;
 pub mod ownership;
 pub mod retention;
@@ -29,7 +31,7 @@ pub use self::retention::{PruneOptions, Pruner};
 pub use self::worker::{Registry, Worker, WorkerError, WorkerOptions};
 use crate::actuators::{Actuator, ActuatorError, ChangeContext, FlagAction, FlagChange, FlagState};
 use crate::domain::observations::{canary_coverage_problems, coverage_problems};
-use crate::domain::plan::{Fallback, HoldOutcome, RollbackMode, RolloutPlan, Stage, TriggerAction};
+use crate::domain::plan::{Fallback, RolloutPlan, Stage, TriggerAction};
 use crate::domain::{
     ConfidenceLevel, JudgeMode, MetricKind, Observations, Percentage, Profile, Verdict,
 };
@@ -283,25 +285,12 @@ pub struct RolloutRunner {
     plan: RolloutPlan,
     source: Arc<dyn MetricSource>,
     actuator: Arc<dyn Actuator>,
-    status: RolloutStatus,
-    started: bool,
-    stage_index: usize,
-    stage_started_at: f64,
-    last_look_at: Option<f64>,
-    looks: u64,
-    consecutive_failures: u32,
-    hold_since: Option<f64>,
-    initial_flag: Option<FlagState>,
-    rolling_back: Option<RollingBack>,
-    stage_short_of_data: f64,
-    sequential: SequentialState,
+    /// Where the rollout stands: exactly what [`Self::snapshot`] persists.
+    state: RunnerState,
     history: Vec<IntervalRecord>,
     actuations: Vec<Actuation>,
     first_scrape_wait: std::time::Duration,
     adopt: bool,
-    expected_flag: Option<FlagState>,
-    adopted_share: Option<Percentage>,
-    held_for_review: Option<String>,
 }
 
 impl RolloutRunner {
@@ -322,25 +311,27 @@ impl RolloutRunner {
             plan,
             source,
             actuator,
-            status: RolloutStatus::Running,
-            started: false,
-            stage_index: 0,
-            stage_started_at: 0.0,
-            last_look_at: None,
-            looks: 0,
-            consecutive_failures: 0,
-            hold_since: None,
-            initial_flag: None,
-            rolling_back: None,
-            stage_short_of_data: 0.0,
-            sequential: SequentialState::default(),
+            state: RunnerState {
+                status: RolloutStatus::Running,
+                started: false,
+                stage_index: 0,
+                stage_started_at: 0.0,
+                last_look_at: None,
+                looks: 0,
+                consecutive_failures: 0,
+                hold_since: None,
+                initial_flag: None,
+                rolling_back: None,
+                stage_short_of_data: 0.0,
+                sequential: SequentialState::default(),
+                expected_flag: None,
+                adopted_share: None,
+                held_for_review: None,
+            },
             history: Vec::new(),
             actuations: Vec::new(),
             first_scrape_wait: fetch::FIRST_SCRAPE_WAIT,
             adopt: false,
-            expected_flag: None,
-            adopted_share: None,
-            held_for_review: None,
         })
     }
 
@@ -354,7 +345,7 @@ impl RolloutRunner {
     /// The share of a flag this rollout adopted, while it stays at the stage it started
     /// at.
     pub fn adopted_share(&self) -> Option<Percentage> {
-        self.adopted_share
+        self.state.adopted_share
     }
 
     /// How long `start` waits for a live source's first data before it calls an empty
@@ -380,58 +371,28 @@ impl RolloutRunner {
                 runner.plan.stages.len()
             )));
         }
-        runner.status = state.status;
-        runner.started = state.started;
-        runner.stage_index = state.stage_index;
-        runner.stage_started_at = state.stage_started_at;
-        runner.last_look_at = state.last_look_at;
-        runner.looks = state.looks;
-        runner.consecutive_failures = state.consecutive_failures;
-        runner.hold_since = state.hold_since;
-        runner.initial_flag = state.initial_flag;
-        runner.rolling_back = state.rolling_back;
-        runner.stage_short_of_data = state.stage_short_of_data;
-        runner.sequential = state.sequential;
-        runner.expected_flag = state.expected_flag;
-        runner.adopted_share = state.adopted_share;
-        runner.held_for_review = state.held_for_review;
+        runner.state = state;
         Ok(runner)
     }
 
     /// The state to persist after a look.
     pub fn snapshot(&self) -> RunnerState {
-        RunnerState {
-            status: self.status,
-            started: self.started,
-            stage_index: self.stage_index,
-            stage_started_at: self.stage_started_at,
-            last_look_at: self.last_look_at,
-            looks: self.looks,
-            consecutive_failures: self.consecutive_failures,
-            hold_since: self.hold_since,
-            initial_flag: self.initial_flag.clone(),
-            rolling_back: self.rolling_back,
-            stage_short_of_data: self.stage_short_of_data,
-            sequential: self.sequential.clone(),
-            expected_flag: self.expected_flag.clone(),
-            adopted_share: self.adopted_share,
-            held_for_review: self.held_for_review.clone(),
-        }
+        self.state.clone()
     }
 
     /// The rollout's status.
     pub fn status(&self) -> RolloutStatus {
-        self.status
+        self.state.status
     }
 
     /// The current stage.
     pub fn stage(&self) -> &Stage {
-        &self.plan.stages[self.stage_index]
+        &self.plan.stages[self.state.stage_index]
     }
 
     /// The 0-based index of the current stage.
     pub fn stage_index(&self) -> usize {
-        self.stage_index
+        self.state.stage_index
     }
 
     /// The plan being run.
@@ -452,53 +413,51 @@ impl RolloutRunner {
     /// When the next look is due: an interval after the last one, or during a progressive
     /// rollback, one reduction step after it.
     pub fn next_look_at(&self) -> f64 {
-        let wait = match self.rolling_back {
+        let wait = match self.state.rolling_back {
             Some(_) => self.plan.settings.rollback.step_seconds(),
             None => self.stage().interval.seconds(),
         };
-        self.last_look_at.unwrap_or(self.stage_started_at) + wait
+        self.state
+            .last_look_at
+            .unwrap_or(self.state.stage_started_at)
+            + wait
     }
 
     /// The progressive rollback under way, if one is.
     pub fn rolling_back(&self) -> Option<RollingBack> {
-        self.rolling_back
+        self.state.rolling_back
     }
 
     /// The canary's share of traffic where the rollout stands.
     pub fn traffic(&self) -> Percentage {
-        match self.status {
+        match self.state.status {
             RolloutStatus::Promoted => Percentage::FULL,
             RolloutStatus::RolledBack => self.fallback_share(),
-            RolloutStatus::Running | RolloutStatus::AwaitingReview => match self.rolling_back {
+            RolloutStatus::Running | RolloutStatus::AwaitingReview => match self.state.rolling_back
+            {
                 Some(rolling) => self.reduced_traffic(rolling.from, rolling.steps_done),
-                None => self.adopted_share.unwrap_or(self.stage().traffic),
+                None => self.state.adopted_share.unwrap_or(self.stage().traffic),
             },
         }
     }
 
-    /// The share the fallback leaves the new variant: 0 for the kill switch, the
-    /// initial share for `fallback = "initial"` when the flag was enabled.
+    /// The share the fallback leaves the new variant (see [`decide::fallback_share`]).
     fn fallback_share(&self) -> Percentage {
-        match (self.plan.settings.rollback.fallback, &self.initial_flag) {
-            (Fallback::Initial, Some(flag)) if flag.enabled => flag.rollout,
-            _ => Percentage::ZERO,
-        }
+        decide::fallback_share(&self.plan, &self.state)
     }
 
     /// The traffic after `steps_done` reductions from `from` towards the fallback.
     fn reduced_traffic(&self, from: Percentage, steps_done: u32) -> Percentage {
-        let steps = self.plan.settings.rollback.steps.max(1);
-        let floor = self.fallback_share().value();
-        let share = from.value()
-            - (from.value() - floor) * f64::from(steps_done.min(steps)) / f64::from(steps);
-        // Whole hundredths, so flag stores that keep integers or per-mille agree.
-        Percentage::parse((share * 100.0).round() / 100.0).unwrap_or(Percentage::ZERO)
+        decide::reduced_traffic(&self.plan, &self.state, from, steps_done)
     }
 
     /// Leaves the flag in the plan's fallback state (the kill switch, or the flag as it
     /// was before the rollout) and ends the rollout rolled back.
     async fn fall_back(&mut self, now: f64, reasons: &[String]) -> Result<(), RunError> {
-        let action = match (self.plan.settings.rollback.fallback, &self.initial_flag) {
+        let action = match (
+            self.plan.settings.rollback.fallback,
+            &self.state.initial_flag,
+        ) {
             (Fallback::Initial, Some(flag)) if flag.enabled => FlagAction::SetRollout {
                 target: flag.rollout,
             },
@@ -506,8 +465,8 @@ impl RolloutRunner {
         };
         self.actuate(now, action, Some(Verdict::Rollback), reasons)
             .await?;
-        self.status = RolloutStatus::RolledBack;
-        self.rolling_back = None;
+        self.state.status = RolloutStatus::RolledBack;
+        self.state.rolling_back = None;
         Ok(())
     }
 
@@ -539,15 +498,16 @@ impl RolloutRunner {
             self.adopt,
         )
         .map_err(RunError::Config)?;
-        self.initial_flag = Some(initial_flag.clone());
-        self.stage_started_at = now;
-        self.started = true;
+        self.state.initial_flag = Some(initial_flag.clone());
+        self.state.stage_started_at = now;
+        self.state.started = true;
         if let ownership::StartPoint::Adopt { stage_index, share } = start {
             // The flag stays where it is: only a verdict moves it.
-            self.stage_index = stage_index;
-            self.adopted_share = (share > self.plan.stages[stage_index].traffic).then_some(share);
+            self.state.stage_index = stage_index;
+            self.state.adopted_share =
+                (share > self.plan.stages[stage_index].traffic).then_some(share);
             if !self.rollout.dry_run {
-                self.expected_flag = Some(initial_flag);
+                self.state.expected_flag = Some(initial_flag);
             }
             tracing::info!(flag = %self.rollout.flag, stage = %self.stage().name, share = %share, "rollout adopted the flag");
             return Ok(());
@@ -608,7 +568,7 @@ impl RolloutRunner {
                     error,
                 })?;
             tracing::info!(flag = %flag, action = action.name(), target = %target, enabled = state.enabled, rollout = %state.rollout, "actuated");
-            self.expected_flag = Some(state.clone());
+            self.state.expected_flag = Some(state.clone());
             Some(state)
         };
         self.actuations.push(Actuation {
@@ -627,17 +587,21 @@ impl RolloutRunner {
     pub async fn step(&mut self, now: f64) -> Result<&IntervalRecord, RunError> {
         // A rollout waiting for a person still looks: its rollback triggers and the
         // judge's rollbacks act meanwhile; nothing else moves the flag.
-        let awaiting = match self.status {
-            RolloutStatus::Running => false,
-            RolloutStatus::AwaitingReview => true,
-            _ => return Err(RunError::Config("the rollout has already ended".to_owned())),
-        };
-        let hold_since_before = self.hold_since;
-        let since = self.last_look_at.unwrap_or(self.stage_started_at);
+        if !matches!(
+            self.state.status,
+            RolloutStatus::Running | RolloutStatus::AwaitingReview
+        ) {
+            return Err(RunError::Config("the rollout has already ended".to_owned()));
+        }
+        let hold_since_before = self.state.hold_since;
+        let since = self
+            .state
+            .last_look_at
+            .unwrap_or(self.state.stage_started_at);
         let traffic_during_look = self.traffic();
         let flag_check = self.check_flag().await;
-        self.looks += 1;
-        self.last_look_at = Some(now);
+        self.state.looks += 1;
+        self.state.last_look_at = Some(now);
         let stage = self.stage().clone();
         let profile_arc = Arc::clone(&self.rollout.profile);
         let profile: &Profile = &profile_arc;
@@ -662,7 +626,7 @@ impl RolloutRunner {
             &stage,
         )
         .await;
-        if self.looks == 1
+        if self.state.looks == 1
             && fetched.baseline_queries_with_series > 0
             && fetched.canary_queries_answered > 0
             && fetched.canary_queries_without_series.len() == fetched.canary_queries_answered
@@ -683,7 +647,7 @@ impl RolloutRunner {
         for (metric, problem) in gaps {
             canary.problems.entry(metric).or_insert(problem);
         }
-        let judge_from = (now - stage.lookback.seconds()).max(self.stage_started_at);
+        let judge_from = (now - stage.lookback.seconds()).max(self.state.stage_started_at);
         // The error budget: half to the judge and half to the statistical triggers when
         // the stage has any, all to the judge otherwise. Triggers and (in fixed mode) the
         // judge spend their share look by look; the sequential judge's e-processes need
@@ -696,7 +660,7 @@ impl RolloutRunner {
             .count();
         let judge_share = if statistical_triggers == 0 { 1.0 } else { 0.5 };
         let budget = self.plan.settings.error_budget;
-        let look_alpha = self.plan.look_alpha(self.looks);
+        let look_alpha = self.plan.look_alpha(self.state.looks);
         let trigger_alpha = if statistical_triggers == 0 {
             0.0
         } else {
@@ -709,7 +673,7 @@ impl RolloutRunner {
             JudgeMode::Sequential => crate::stats::sequential::spend(
                 check_alpha(profile, budget * judge_share),
                 self.plan.planned_looks(),
-                self.looks,
+                self.state.looks,
             ),
         };
         let level = 1.0 - judge_alpha;
@@ -741,11 +705,11 @@ impl RolloutRunner {
                 let (judged, outcome) = judge_look(
                     profile,
                     &self.plan,
-                    self.stage_index,
+                    self.state.stage_index,
                     budget * judge_share,
                     &baseline_batch,
                     &canary_batch,
-                    &mut self.sequential,
+                    &mut self.state.sequential,
                     described,
                 );
                 harm_excluded = outcome.harm_excluded;
@@ -769,7 +733,7 @@ impl RolloutRunner {
                 || (has_baseline && without_points(&baseline_batch, &m.name)))
         });
         if short_of_data {
-            self.stage_short_of_data += now - since;
+            self.state.stage_short_of_data += now - since;
         }
 
         let mut triggers = Vec::with_capacity(self.plan.triggers.len());
@@ -797,220 +761,40 @@ impl RolloutRunner {
             triggers.push(check);
         }
 
-        // A hold trigger asks for a person's decision: once one fires the rollout
-        // holds until a person resumes it, however the next points fall ("error rate
-        // above 2 % for an hour" that dips to 1.9 % has not been decided on).
-        match (&self.held_for_review, fired_hold.first()) {
-            (None, Some(first)) => self.held_for_review = Some(first.clone()),
-            (Some(earlier), None) => fired_hold.push(format!(
-                "held for a person's decision since a hold trigger fired ({earlier}); resume to go on"
-            )),
-            _ => {}
+        let rolling_back_before = self.state.rolling_back;
+        let outcome = decide::decide(
+            &mut self.state,
+            &self.plan,
+            LookFacts {
+                profile,
+                judgement: &judgement,
+                stage: &stage,
+                now,
+                mode,
+                harm_excluded,
+                traffic: traffic_during_look,
+                fired_rollback,
+                fired_hold,
+                hold_since_before,
+                dry_run: self.rollout.dry_run,
+            },
+        );
+        if let Some(gathering) = &outcome.cannot_finish {
+            tracing::warn!(flag = %self.rollout.flag, stage = %stage.name, reasons = ?gathering, "at the traffic observed, the plan cannot gather its samples in time");
         }
-        let triggered_rollback = !fired_rollback.is_empty();
-        let hold_reasons = fired_hold.clone();
-        let mut reasons = Vec::new();
-        let rollback_settings = self.plan.settings.rollback;
-        let decision = if let Some(rolling) = self.rolling_back {
-            // A progressive rollback goes on whatever the judge says; a rollback trigger
-            // ends it at once.
-            if fired_rollback.is_empty() {
-                let step = rolling.steps_done + 1;
-                if step >= rollback_settings.steps {
-                    reasons.push(format!(
-                        "progressive rollback: step {step} of {}, to the fallback",
-                        rollback_settings.steps
-                    ));
-                    Decision::Rollback
-                } else {
-                    let to = self.reduced_traffic(rolling.from, step);
-                    reasons.push(format!(
-                        "progressive rollback: step {step} of {}, traffic to {to}",
-                        rollback_settings.steps
-                    ));
-                    Decision::ReduceTraffic { to }
-                }
-            } else {
-                reasons.push(
-                    "a rollback trigger fired during the progressive rollback: straight to the fallback"
-                        .to_owned(),
-                );
-                reasons.extend(fired_rollback);
-                Decision::Rollback
-            }
-        } else if !fired_rollback.is_empty() {
-            reasons.extend(fired_rollback);
-            Decision::Rollback
-        } else {
-            match judgement.verdict {
-                Verdict::Rollback => {
-                    self.consecutive_failures += 1;
-                    let limit = self.plan.settings.consecutive_failures;
-                    if self.consecutive_failures >= limit {
-                        reasons.extend(judgement.reasons.iter().cloned());
-                        Decision::Rollback
-                    } else {
-                        reasons.push(format!(
-                            "failing analysis {} of the {limit} in a row that roll back; looking again",
-                            self.consecutive_failures
-                        ));
-                        reasons.extend(fired_hold);
-                        reasons.extend(judgement.reasons.iter().cloned());
-                        self.hold_or_timeout(now, &mut reasons)
-                    }
-                }
-                Verdict::Hold
-                    if fired_hold.is_empty()
-                        && crate::judge::holds_only_for_samples(profile, &judgement) =>
-                {
-                    // Only gathering the stage's `min_samples`: the stage goes on, up to
-                    // its max_duration, and holds past it.
-                    self.consecutive_failures = 0;
-                    let elapsed = now - self.stage_started_at;
-                    let (gathering, cannot_finish) = crate::judge::traffic::gathering(
-                        &judgement,
-                        &self.plan,
-                        self.stage_index,
-                        elapsed,
-                        self.looks == 1,
-                    );
-                    if cannot_finish {
-                        tracing::warn!(flag = %self.rollout.flag, stage = %stage.name, reasons = ?gathering, "at the traffic observed, the plan cannot gather its samples in time");
-                    }
-                    if elapsed + 1e-6 < stage.max_duration.seconds() {
-                        self.hold_since = None;
-                        reasons.extend(gathering);
-                        Decision::Continue
-                    } else {
-                        reasons.push(format!(
-                            "stage {} has run its max_duration {} without gathering its samples",
-                            stage.name, stage.max_duration
-                        ));
-                        reasons.extend(gathering);
-                        self.hold_or_timeout(now, &mut reasons)
-                    }
-                }
-                Verdict::Hold => {
-                    self.consecutive_failures = 0;
-                    reasons.extend(fired_hold);
-                    reasons.extend(judgement.reasons.iter().cloned());
-                    self.hold_or_timeout(now, &mut reasons)
-                }
-                Verdict::Promote if !fired_hold.is_empty() => {
-                    self.consecutive_failures = 0;
-                    reasons.extend(fired_hold);
-                    self.hold_or_timeout(now, &mut reasons)
-                }
-                Verdict::Promote => {
-                    self.consecutive_failures = 0;
-                    self.hold_since = None;
-                    let elapsed = now - self.stage_started_at;
-                    let credited = elapsed - self.stage_short_of_data;
-                    let duration = stage.duration.seconds();
-                    let early = mode == JudgeMode::Sequential
-                        && self.plan.settings.early_advance
-                        && harm_excluded
-                        && credited + 1e-6 >= duration / 2.0;
-                    if credited + 1e-6 < duration && !early {
-                        let mut reason = format!(
-                            "analysis passed; stage {} has run {} of its {}",
-                            stage.name,
-                            crate::judge::format::duration(credited),
-                            crate::judge::format::duration(stage.duration.seconds())
-                        );
-                        if self.stage_short_of_data > 0.0 {
-                            reason.push_str(&format!(
-                                " ({} without usable data not counted)",
-                                crate::judge::format::duration(self.stage_short_of_data)
-                            ));
-                        }
-                        reasons.push(reason);
-                        Decision::Continue
-                    } else if let Some(next) = self.plan.stages.get(self.stage_index + 1) {
-                        reasons.push(if credited + 1e-6 < duration {
-                            format!(
-                                "every metric excluded a harmful effect after {} of stage {}'s {}: advancing early to {}",
-                                crate::judge::format::duration(credited),
-                                stage.name,
-                                crate::judge::format::duration(stage.duration.seconds()),
-                                next.traffic
-                            )
-                        } else {
-                            format!(
-                                "stage {} passed after {}; advancing to {}",
-                                stage.name, stage.duration, next.traffic
-                            )
-                        });
-                        Decision::Advance { to: next.traffic }
-                    } else {
-                        reasons.push(format!("all {} stages passed", self.plan.stages.len()));
-                        Decision::Promote
-                    }
-                }
-            }
-        };
-
+        let (decision, mut reasons) = (outcome.decision, outcome.reasons);
         // The first look says what the plan can do at the traffic it found.
-        if self.looks == 1
+        if self.state.looks == 1
             && let Some(estimate) = crate::judge::traffic::plan_at_observed_traffic(
                 profile,
                 &self.plan,
-                self.stage_index,
+                self.state.stage_index,
                 &baseline_batch,
                 now - since,
             )
         {
             reasons.push(estimate);
         }
-        let rolling_back_before = self.rolling_back;
-        // A rollback the judge decided (not a trigger, not already under way) goes
-        // gradually when the plan asks for it and there is traffic to bring down.
-        let decision = match decision {
-            Decision::Rollback
-                if self.rolling_back.is_none()
-                    && !triggered_rollback
-                    && rollback_settings.mode == RollbackMode::Progressive
-                    && traffic_during_look > self.fallback_share() =>
-            {
-                let to = self.reduced_traffic(traffic_during_look, 1);
-                reasons.insert(
-                    0,
-                    format!(
-                        "{} progressively over {} in {} steps: traffic to {to}",
-                        if self.rollout.dry_run {
-                            "would roll back"
-                        } else {
-                            "rolling back"
-                        },
-                        rollback_settings.over,
-                        rollback_settings.steps
-                    ),
-                );
-                self.rolling_back = Some(RollingBack {
-                    from: traffic_during_look,
-                    steps_done: 0,
-                });
-                Decision::ReduceTraffic { to }
-            }
-            other => other,
-        };
-        // Waiting for a person: only a rollback goes ahead (a progressive one is no
-        // longer waiting, it rolls back on its own); the look's findings are recorded.
-        let decision = match decision {
-            Decision::Rollback | Decision::ReduceTraffic { .. } => decision,
-            _ if awaiting => {
-                self.hold_since = hold_since_before;
-                reasons = vec![
-                    "waiting for a person's decision (resume, promote or roll back); \
-                     this look found no reason to roll back"
-                        .to_owned(),
-                ];
-                reasons.extend(hold_reasons);
-                reasons.extend(judgement.reasons.iter().cloned());
-                Decision::AwaitReview
-            }
-            other => other,
-        };
         // A flag someone else changed is not actuated over (see `ownership`).
         let would_write = self.state_after(&decision, traffic_during_look);
         let (decision, flag_reason) =
@@ -1022,7 +806,7 @@ impl RolloutRunner {
                 reasons.insert(0, reason);
             }
             if decision == Decision::Hold {
-                self.rolling_back = rolling_back_before;
+                self.state.rolling_back = rolling_back_before;
             }
         }
         match &decision {
@@ -1033,10 +817,10 @@ impl RolloutRunner {
                 let action = FlagAction::SetRollout { target: *to };
                 self.actuate(now, action, Some(Verdict::Rollback), &reasons)
                     .await?;
-                if let Some(rolling) = self.rolling_back.as_mut() {
+                if let Some(rolling) = self.state.rolling_back.as_mut() {
                     rolling.steps_done += 1;
                 }
-                self.status = RolloutStatus::Running;
+                self.state.status = RolloutStatus::Running;
             }
             Decision::Advance { to } => {
                 let action = FlagAction::SetRollout { target: *to };
@@ -1044,19 +828,19 @@ impl RolloutRunner {
                     .await?;
                 if stage.has_baseline() {
                     complete_stage(
-                        &mut self.sequential,
+                        &mut self.state.sequential,
                         profile,
                         &self.plan,
-                        self.stage_index,
+                        self.state.stage_index,
                         budget * judge_share,
                     );
                 }
-                self.stage_index += 1;
-                self.adopted_share = None;
-                self.stage_started_at = now;
-                self.stage_short_of_data = 0.0;
-                self.last_look_at = Some(now);
-                self.hold_since = None;
+                self.state.stage_index += 1;
+                self.state.adopted_share = None;
+                self.state.stage_started_at = now;
+                self.state.stage_short_of_data = 0.0;
+                self.state.last_look_at = Some(now);
+                self.state.hold_since = None;
             }
             Decision::Promote => {
                 if traffic_during_look < Percentage::FULL {
@@ -1066,24 +850,24 @@ impl RolloutRunner {
                     self.actuate(now, action, Some(Verdict::Promote), &reasons)
                         .await?;
                 }
-                self.status = RolloutStatus::Promoted;
+                self.state.status = RolloutStatus::Promoted;
             }
-            Decision::AwaitReview => self.status = RolloutStatus::AwaitingReview,
+            Decision::AwaitReview => self.state.status = RolloutStatus::AwaitingReview,
             Decision::Continue | Decision::Hold => {}
         }
         tracing::info!(
-            look = self.looks,
+            look = self.state.looks,
             verdict = %judgement.verdict,
             decision = ?decision,
             "analysed interval"
         );
         self.history.push(IntervalRecord {
-            look: self.looks,
+            look: self.state.looks,
             at: now,
             stage_index: if matches!(decision, Decision::Advance { .. }) {
-                self.stage_index - 1
+                self.state.stage_index - 1
             } else {
-                self.stage_index
+                self.state.stage_index
             },
             stage: stage.name.clone(),
             traffic: traffic_during_look,
@@ -1123,7 +907,7 @@ impl RolloutRunner {
                     std::slice::from_ref(&recorded),
                 )
                 .await?;
-                self.status = RolloutStatus::Promoted;
+                self.state.status = RolloutStatus::Promoted;
                 recorded
             }
             Override::Rollback => {
@@ -1132,8 +916,8 @@ impl RolloutRunner {
                 recorded
             }
         };
-        self.hold_since = None;
-        self.held_for_review = None;
+        self.state.hold_since = None;
+        self.state.held_for_review = None;
         tracing::warn!(flag = %self.rollout.flag, action = ?action, actor, reason, "manual override");
         Ok(recorded)
     }
@@ -1149,7 +933,7 @@ impl RolloutRunner {
         let after = crate::judge::format::duration((now - failed_since).max(0.0));
         let reason = format!("rollback applied on a retry, {after} after it first failed");
         self.fall_back(now, std::slice::from_ref(&reason)).await?;
-        self.hold_since = None;
+        self.state.hold_since = None;
         tracing::warn!(flag = %self.rollout.flag, "rollback applied on a retry");
         Ok(reason)
     }
@@ -1166,7 +950,7 @@ impl RolloutRunner {
             fetched.canary_queries_without_series.join(", "),
             self.stage().traffic
         );
-        let restore = match &self.initial_flag {
+        let restore = match &self.state.initial_flag {
             Some(flag) if flag.enabled => FlagAction::SetRollout {
                 target: flag.rollout,
             },
@@ -1191,7 +975,10 @@ impl RolloutRunner {
             Decision::Advance { to } | Decision::ReduceTraffic { to } => Some(enabled_at(*to)),
             Decision::Promote if traffic < Percentage::FULL => Some(enabled_at(Percentage::FULL)),
             Decision::Rollback => Some(
-                match (self.plan.settings.rollback.fallback, &self.initial_flag) {
+                match (
+                    self.plan.settings.rollback.fallback,
+                    &self.state.initial_flag,
+                ) {
                     (Fallback::Initial, Some(flag)) if flag.enabled => enabled_at(flag.rollout),
                     _ => FlagState {
                         enabled: false,
@@ -1207,7 +994,7 @@ impl RolloutRunner {
     /// Dry runs, snapshots without that state and actuators whose reads cannot show
     /// others' changes (log-only) check nothing.
     async fn check_flag(&self) -> ownership::FlagCheck {
-        let (false, Some(expected)) = (self.rollout.dry_run, &self.expected_flag) else {
+        let (false, Some(expected)) = (self.rollout.dry_run, &self.state.expected_flag) else {
             return ownership::FlagCheck::AsWritten;
         };
         if !self.actuator.sees_outside_changes() {
@@ -1219,48 +1006,6 @@ impl RolloutRunner {
                 "flag {:?} could not be read back: {error}",
                 self.rollout.flag
             )),
-        }
-    }
-
-    /// A hold, or what the hold turns into once it has lasted past `hold_timeout`.
-    fn hold_or_timeout(&mut self, now: f64, reasons: &mut Vec<String>) -> Decision {
-        let since = *self.hold_since.get_or_insert(now);
-        let Some(timeout) = self.plan.settings.hold_timeout else {
-            // Without a hold timeout a hold trigger's decision is a person's at once.
-            if self.held_for_review.is_some() {
-                reasons.insert(0, "a hold trigger fired: waiting for a person".to_owned());
-                return Decision::AwaitReview;
-            }
-            return Decision::Hold;
-        };
-        if now - since < timeout.seconds() {
-            return Decision::Hold;
-        }
-        let held = crate::judge::format::duration(now - since);
-        match self.plan.settings.on_hold_timeout {
-            HoldOutcome::Rollback => {
-                reasons.insert(
-                    0,
-                    format!(
-                        "held for {held}, past the hold timeout {timeout}: {}",
-                        if self.rollout.dry_run {
-                            "would roll back"
-                        } else {
-                            "rolling back"
-                        }
-                    ),
-                );
-                Decision::Rollback
-            }
-            HoldOutcome::Wait => {
-                reasons.insert(
-                    0,
-                    format!(
-                        "held for {held}, past the hold timeout {timeout}: waiting for a person"
-                    ),
-                );
-                Decision::AwaitReview
-            }
         }
     }
 
@@ -1276,11 +1021,11 @@ impl RolloutRunner {
         until: Option<f64>,
         mut on_look: impl FnMut(&RolloutRunner) + Send,
     ) -> Result<RolloutStatus, RunError> {
-        if !self.started {
+        if !self.state.started {
             self.start(start_at.unwrap_or_else(|| clock.now())).await?;
             on_look(self);
         }
-        while self.status == RolloutStatus::Running {
+        while self.state.status == RolloutStatus::Running {
             let due = self.next_look_at();
             if until.is_some_and(|until| due > until) {
                 break;
@@ -1289,7 +1034,7 @@ impl RolloutRunner {
             self.step(due).await?;
             on_look(self);
         }
-        Ok(self.status)
+        Ok(self.state.status)
     }
 }
 

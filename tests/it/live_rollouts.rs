@@ -139,11 +139,26 @@ fn tail(text: &str, chars: usize) -> &str {
     &text[start..]
 }
 
-/// Waits until the service sees the canary at `percent`, then injects `fault`.
-fn inject_at(bed: &LiveBed, percent: f64, fault: Value) -> Value {
+/// Waits until the service sees the canary at `percent`, then injects `fault`. A run
+/// that ends before (a rollback at an earlier stage) fails the test at once, with its
+/// output.
+fn inject_at(bed: &LiveBed, run: &mut RunningCanary, percent: f64, fault: Value) -> Value {
+    let mut ended = None;
     let reached = wait_until(Duration::from_secs(400), || {
+        if let Ok(Some(status)) = run.child.try_wait() {
+            ended = Some(status);
+            return true;
+        }
         bed.state()["canary_percent"].as_f64() == Some(percent)
     });
+    if let Some(status) = ended {
+        panic!(
+            "canary run ended ({status}) before the flag reached {percent} %:\n--- stderr\n{}\n--- stdout (tail)\n{}\n--- bed state\n{}",
+            run.read("stderr"),
+            tail(&run.read("stdout"), 4000),
+            bed.state()
+        );
+    }
     assert!(
         reached,
         "the flag never reached {percent} %: {}",
@@ -208,33 +223,33 @@ fn live_rollouts_a_healthy_canary_is_promoted_to_100_percent_with_the_flag_enabl
 #[test]
 fn live_rollouts_errors_times_ten_at_25_percent_switch_the_flag_off() {
     let bed = bed(12);
-    let run = start_canary(&bed, &profile(), &[]);
-    inject_at(&bed, 25.0, json!({"error_factor": 10.0}));
+    let mut run = start_canary(&bed, &profile(), &[]);
+    inject_at(&bed, &mut run, 25.0, json!({"error_factor": 10.0}));
     assert_switched_off(&run.wait(), &bed);
 }
 
 #[test]
 fn live_rollouts_errors_times_two_at_25_percent_switch_the_flag_off() {
     let bed = bed(13);
-    let run = start_canary(&bed, &profile(), &[]);
-    inject_at(&bed, 25.0, json!({"error_factor": 2.0}));
+    let mut run = start_canary(&bed, &profile(), &[]);
+    inject_at(&bed, &mut run, 25.0, json!({"error_factor": 2.0}));
     assert_switched_off(&run.wait(), &bed);
 }
 
 #[test]
 fn live_rollouts_latency_times_one_and_a_half_at_25_percent_switches_the_flag_off() {
     let bed = bed(14);
-    let run = start_canary(&bed, &profile(), &[]);
-    inject_at(&bed, 25.0, json!({"latency_factor": 1.5}));
+    let mut run = start_canary(&bed, &profile(), &[]);
+    inject_at(&bed, &mut run, 25.0, json!({"latency_factor": 1.5}));
     assert_switched_off(&run.wait(), &bed);
 }
 
 #[test]
 fn live_rollouts_a_tail_only_slowdown_at_25_percent_switches_the_flag_off() {
     let bed = bed(15);
-    let run = start_canary(&bed, &profile(), &[]);
+    let mut run = start_canary(&bed, &profile(), &[]);
     // The median stays; the spread grows by half (the p95 by about a third).
-    inject_at(&bed, 25.0, json!({"tail_spread": 1.5}));
+    inject_at(&bed, &mut run, 25.0, json!({"tail_spread": 1.5}));
     assert_switched_off(&run.wait(), &bed);
 }
 

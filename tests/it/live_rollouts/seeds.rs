@@ -109,8 +109,8 @@ fn assert_promoted(seed: &Seed, bed_seed: u64) {
 /// scaled span plus two looks and 10 s for scrapes and a busy machine.
 fn assert_killed(seed: &Seed, bed_seed: u64, percent: f64, fault: Value, trigger: &str) {
     let bed = seed.bed(bed_seed, &[]);
-    let run = start_canary(&bed, &seed.path(), &[]);
-    inject_at(&bed, percent, fault);
+    let mut run = start_canary(&bed, &seed.path(), &[]);
+    inject_at(&bed, &mut run, percent, fault);
     let finished = run.wait();
     assert_eq!(
         finished.code,
@@ -260,9 +260,10 @@ fn cohort_migration_a_low_reserve_ratio_switches_the_flag_off() {
 #[test]
 fn cohort_migration_high_resource_utilization_holds_for_the_go_no_go_meeting() {
     let bed = COHORT_MIGRATION.bed(103, &[]);
-    let run = start_canary(&bed, &COHORT_MIGRATION.path(), &[]);
+    let mut run = start_canary(&bed, &COHORT_MIGRATION.path(), &[]);
     inject_at(
         &bed,
+        &mut run,
         1.0,
         json!({"gauges": {"resource_utilization_ratio": 0.88}}),
     );
@@ -294,9 +295,10 @@ fn dark_launch_an_error_rate_above_5_percent_switches_the_toggle_off() {
 #[test]
 fn dark_launch_high_resource_usage_holds_until_the_hold_timeout() {
     let bed = DARK_LAUNCH.bed(113, &[]);
-    let run = start_canary(&bed, &DARK_LAUNCH.path(), &[]);
+    let mut run = start_canary(&bed, &DARK_LAUNCH.path(), &[]);
     inject_at(
         &bed,
+        &mut run,
         1.0,
         json!({"gauges": {"resource_utilization_ratio": 0.9}}),
     );
