@@ -190,7 +190,7 @@ fn traffic_table(
     error_rate: f64,
     path: &Path,
 ) -> String {
-    use crate::judge::format::{count, duration, number, percent};
+    use crate::format::{count, duration, number, percent};
     let estimates =
         crate::judge::traffic::stage_estimates(profile, plan, requests_per_second, error_rate);
     let mut out = format!(
@@ -549,7 +549,7 @@ fn render_run_summary(summary: &RunSummary, plan: &RolloutPlan) -> String {
         let _ = writeln!(
             out,
             "  +{:<11} {:<action_width$} {:<6} ({read_back})",
-            crate::judge::format::duration(actuation.at - start),
+            crate::format::duration(actuation.at - start),
             if summary.dry_run {
                 format!("would {}", actuation.action)
             } else {

@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`domain`]: the vocabulary — analysis profiles, recorded observations, verdicts —
 //!   with validating constructors. No I/O.
+//! - [`format`](mod@format): the number, percentage, count and duration formatting every reason,
+//!   report and log line uses. Pure.
 //! - [`stats`]: pure numerics — Mann-Whitney U, Hodges-Lehmann, proportion tests,
 //!   quantiles, multiple-testing corrections — checked against scipy and R.
 //! - [`judge`]: pure — classifies each metric and decides promote / hold / rollback,
@@ -44,6 +46,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod format;
 pub mod judge;
 pub mod notify;
 pub mod report;

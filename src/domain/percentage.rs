@@ -40,6 +40,6 @@ impl<'de> serde::Deserialize<'de> for Percentage {
 
 impl fmt::Display for Percentage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}%", crate::judge::format::number(self.0))
+        write!(f, "{}%", crate::format::number(self.0))
     }
 }

@@ -12,12 +12,12 @@
 //!   count data (a rate) only when the events show it (exact binomial test), and is
 //!   inconclusive when the observed rate is beyond the limit without that evidence.
 
-use super::format::{confidence_percent, count, number, p_value, percent, signed, signed_percent};
 use super::{Classification, EffectSize, MetricResult, SideSummary, ThresholdCheck};
 use crate::domain::{
     ConfidenceLevel, Direction, MetricData, MetricKind, MetricSpec, NanPolicy, OutlierPolicy,
     ThresholdStatistic,
 };
+use crate::format::{confidence_percent, count, number, p_value, percent, signed, signed_percent};
 use crate::stats::Alternative;
 use crate::stats::hodges_lehmann::hodges_lehmann_sorted;
 use crate::stats::mann_whitney::{MannWhitneyMethod, mann_whitney_sorted};

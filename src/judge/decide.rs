@@ -14,9 +14,9 @@
 
 use std::collections::BTreeMap;
 
-use super::format::number;
 use super::{Classification, Judgement, MetricResult};
 use crate::domain::{Profile, Severity, Verdict};
+use crate::format::number;
 
 pub(super) fn decide(profile: &Profile, metrics: Vec<MetricResult>) -> Judgement {
     let score = score(profile, &metrics);

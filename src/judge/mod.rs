@@ -15,7 +15,6 @@
 
 mod classify;
 mod decide;
-pub mod format;
 pub mod hosts;
 pub mod sequential;
 pub mod traffic;

@@ -54,7 +54,6 @@ use std::collections::BTreeMap;
 use crate::domain::InstanceCounts;
 use serde::{Deserialize, Serialize};
 
-use super::format::{count, number, percent, signed_percent};
 use super::hosts::{
     HostAllowance, StageCounts, StageInstances, allowance, allowance_alpha, rate_allowance,
 };
@@ -63,6 +62,7 @@ use crate::domain::plan::RolloutPlan;
 use crate::domain::{
     Direction, InstanceSeries, MetricData, MetricKind, MetricSpec, Observations, Profile,
 };
+use crate::format::{count, number, percent, signed_percent};
 use crate::stats::sequential::{
     MIN_SPREAD_POINTS, PendingPoints, RankEvidence, RateEvidence, RatePoint, binomial_upper_tail,
     rank_increment, spend, spread_increment, tuned_tau2,
@@ -1242,8 +1242,8 @@ pub fn describe(check: &CheckEvidence) -> String {
             check.check,
             percent(window.canary_rate),
             percent(window.baseline_rate),
-            super::format::p_value(window.p_value, None),
-            super::format::p_value(window.needed, None),
+            crate::format::p_value(window.p_value, None),
+            crate::format::p_value(window.needed, None),
             if check.crossed { ", a burst" } else { "" }
         );
     }

@@ -5,10 +5,10 @@
 //! [`gathering`] on a look that holds only for samples; `canary check-profile --traffic`
 //! uses [`stage_estimates`] before a rollout starts.
 
-use super::format::{count, duration, number};
 use super::{Judgement, MetricResult};
 use crate::domain::plan::{RolloutPlan, Stage};
 use crate::domain::{MetricKind, Profile};
+use crate::format::{count, duration, number};
 
 /// The share of the service's traffic the smaller compared side gets at `stage`: the
 /// canary's share, or the same-size baseline's when that is smaller (`min(p, 100 − p)`).
@@ -291,7 +291,7 @@ pub fn plan_at_observed_traffic(
         "the plan at the traffic observed (about {} requests/s for the whole service, the baseline's {} at {}): {}",
         number(requests_per_second),
         metric.name,
-        super::format::percent(error_rate),
+        crate::format::percent(error_rate),
         stages.join("; ")
     ))
 }

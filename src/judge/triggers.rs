@@ -24,9 +24,9 @@ use serde::Serialize;
 
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use super::format::{number, p_value};
 use crate::domain::plan::{Trigger, TriggerAction, TriggerCondition};
 use crate::domain::{MetricData, Sample};
+use crate::format::{number, p_value};
 use crate::stats::Alternative;
 use crate::stats::proportions::{Counts, rate_beyond_limit_p_value};
 
@@ -157,6 +157,50 @@ fn median_spacing(points: &[Sample]) -> Option<f64> {
 
 fn breaches(value: f64, limit: f64, above: bool) -> bool {
     if above { value > limit } else { value < limit }
+}
+
+/// Every trigger of `plan` that applies at `stage`, checked over the points in
+/// `(since, now]` ([`check_trigger`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TriggerChecks {
+    /// Each applicable trigger's check, in the plan's order.
+    pub checks: Vec<TriggerCheck>,
+    /// The reasons of the rollback triggers that fired.
+    pub fired_rollback: Vec<String>,
+    /// The reasons of the hold triggers that fired.
+    pub fired_hold: Vec<String>,
+}
+
+/// Checks every trigger of `plan` that applies at stage `stage` (see [`TriggerChecks`]).
+pub fn check_triggers(
+    plan: &crate::domain::plan::RolloutPlan,
+    stage: &str,
+    baseline: &crate::domain::Observations,
+    canary: &crate::domain::Observations,
+    since: f64,
+    now: f64,
+    alpha: f64,
+) -> TriggerChecks {
+    let mut checked = TriggerChecks::default();
+    for trigger in plan.triggers.iter().filter(|t| t.applies_to(stage)) {
+        let check = check_trigger(
+            trigger,
+            baseline.metrics.get(&trigger.metric),
+            canary.metrics.get(&trigger.metric),
+            since,
+            now,
+            alpha,
+        );
+        if check.met {
+            let reason = format!("trigger \"{}\" fired: {}", trigger.name, check.reason);
+            match trigger.action {
+                crate::domain::plan::TriggerAction::Rollback => checked.fired_rollback.push(reason),
+                crate::domain::plan::TriggerAction::Hold => checked.fired_hold.push(reason),
+            }
+        }
+        checked.checks.push(check);
+    }
+    checked
 }
 
 /// Checks one trigger over the points in `(since, now]` (Unix seconds); windows and runs
@@ -361,8 +405,8 @@ pub fn check_trigger(
     let run = match trigger.sustained_for {
         Some(duration) => format!(
             "{} of the required {}",
-            crate::judge::format::duration(span),
-            crate::judge::format::duration(duration.seconds())
+            crate::format::duration(span),
+            crate::format::duration(duration.seconds())
         ),
         None => format!("{run_points} of the required {needed_points} point(s)"),
     };

@@ -235,10 +235,7 @@ impl Notification {
             parts.push(format!("stage {}", stage + 1));
         }
         if let Some(traffic) = self.traffic {
-            parts.push(format!(
-                "traffic {}%",
-                crate::judge::format::number(traffic)
-            ));
+            parts.push(format!("traffic {}%", crate::format::number(traffic)));
         }
         parts.push(format!("analysis {}", self.analysis_id));
         parts.join(" · ")

@@ -80,10 +80,7 @@ pub fn message(notification: &Notification) -> Value {
         standing.push(format!("*Stage* {}", stage + 1));
     }
     if let Some(traffic) = notification.traffic {
-        standing.push(format!(
-            "*Traffic* {}%",
-            crate::judge::format::number(traffic)
-        ));
+        standing.push(format!("*Traffic* {}%", crate::format::number(traffic)));
     }
     let mut blocks = vec![json!({
         "type": "section",

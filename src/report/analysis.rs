@@ -16,8 +16,8 @@ use serde_json::Value;
 
 use crate::domain::look_series::{LookSeries, MetricSeries, SideSeries, merged_cdf};
 use crate::domain::{Direction, MetricKind, Observations, Profile};
+use crate::format::{confidence_percent, number, percent, signed, signed_percent};
 use crate::judge::Judgement;
-use crate::judge::format::{confidence_percent, number, percent, signed, signed_percent};
 use crate::store::{ActuationRecord, Analysis, AuditEntry, LookRecord};
 
 /// Version of the report's JSON layout; bumped on any incompatible change.

@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use plotters::prelude::*;
 
-use crate::judge::format::number;
+use crate::format::number;
 
 /// Most points drawn per line.
 pub const MAX_POINTS: usize = 500;

@@ -12,7 +12,7 @@ use super::analysis::{
     AnalysisReport, ChartData, MetricHistory, MetricRow, SideRow, TimelineEvent, TriggerRow,
 };
 use super::chart::{self, BASELINE, CANARY, Line, MAX_POINTS, Mark};
-use crate::judge::format::{confidence_percent, count, duration, number, p_value, percent, signed};
+use crate::format::{confidence_percent, count, duration, number, p_value, percent, signed};
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn escape(text: &str) -> String {

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::analysis::{AnalysisReport, SideRow, TimelineEvent};
-use crate::judge::format::{number, p_value, percent};
+use crate::format::{number, p_value, percent};
 
 const RESET: &str = "\x1b[0m";
 const BOLD: &str = "\x1b[1m";

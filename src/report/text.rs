@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::judge::format::{confidence_percent, number, p_value, signed};
+use crate::format::{confidence_percent, number, p_value, signed};
 use crate::judge::{Classification, Judgement, MetricResult};
 
 /// Renders the report. Plain text, no colour: it goes to terminals and CI logs alike.

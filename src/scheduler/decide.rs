@@ -243,13 +243,13 @@ fn passed(
         let mut reason = format!(
             "analysis passed; stage {} has run {} of its {}",
             stage.name,
-            crate::judge::format::duration(credited),
-            crate::judge::format::duration(stage.duration.seconds())
+            crate::format::duration(credited),
+            crate::format::duration(stage.duration.seconds())
         );
         if state.stage_short_of_data > 0.0 {
             reason.push_str(&format!(
                 " ({} without usable data not counted)",
-                crate::judge::format::duration(state.stage_short_of_data)
+                crate::format::duration(state.stage_short_of_data)
             ));
         }
         reasons.push(reason);
@@ -258,9 +258,9 @@ fn passed(
         reasons.push(if credited + 1e-6 < duration {
             format!(
                 "every metric excluded a harmful effect after {} of stage {}'s {}: advancing early to {}",
-                crate::judge::format::duration(credited),
+                crate::format::duration(credited),
                 stage.name,
-                crate::judge::format::duration(stage.duration.seconds()),
+                crate::format::duration(stage.duration.seconds()),
                 next.traffic
             )
         } else {
@@ -364,7 +364,7 @@ fn hold_or_timeout(
     if now - since < timeout.seconds() {
         return Decision::Hold;
     }
-    let held = crate::judge::format::duration(now - since);
+    let held = crate::format::duration(now - since);
     match plan.settings.on_hold_timeout {
         HoldOutcome::Rollback => {
             reasons.insert(

@@ -31,12 +31,12 @@ pub use self::retention::{PruneOptions, Pruner};
 pub use self::worker::{Registry, Worker, WorkerError, WorkerOptions};
 use crate::actuators::{Actuator, ActuatorError, ChangeContext, FlagAction, FlagChange, FlagState};
 use crate::domain::observations::{canary_coverage_problems, coverage_problems};
-use crate::domain::plan::{Fallback, RolloutPlan, Stage, TriggerAction};
+use crate::domain::plan::{Fallback, RolloutPlan, Stage};
 use crate::domain::{
     ConfidenceLevel, JudgeMode, MetricKind, Observations, Percentage, Profile, Verdict,
 };
 use crate::judge::sequential::{SequentialState, check_alpha, complete_stage, judge_look};
-use crate::judge::triggers::{TriggerCheck, check_trigger};
+use crate::judge::triggers::{TriggerCheck, TriggerChecks, check_triggers};
 use crate::judge::{Classification, Judgement, judge, judge_without_baseline};
 use crate::sources::{MetricSource, SourceError};
 
@@ -736,30 +736,19 @@ impl RolloutRunner {
             self.state.stage_short_of_data += now - since;
         }
 
-        let mut triggers = Vec::with_capacity(self.plan.triggers.len());
-        let mut fired_rollback = Vec::new();
-        let mut fired_hold = Vec::new();
-        for trigger in &self.plan.triggers {
-            if !trigger.applies_to(&stage.name) {
-                continue;
-            }
-            let check = check_trigger(
-                trigger,
-                baseline.metrics.get(&trigger.metric),
-                canary.metrics.get(&trigger.metric),
-                since,
-                now,
-                trigger_alpha,
-            );
-            if check.met {
-                let reason = format!("trigger \"{}\" fired: {}", trigger.name, check.reason);
-                match trigger.action {
-                    TriggerAction::Rollback => fired_rollback.push(reason),
-                    TriggerAction::Hold => fired_hold.push(reason),
-                }
-            }
-            triggers.push(check);
-        }
+        let TriggerChecks {
+            checks: triggers,
+            fired_rollback,
+            fired_hold,
+        } = check_triggers(
+            &self.plan,
+            &stage.name,
+            &baseline,
+            &canary,
+            since,
+            now,
+            trigger_alpha,
+        );
 
         let rolling_back_before = self.state.rolling_back;
         let outcome = decide::decide(
@@ -930,7 +919,7 @@ impl RolloutRunner {
         now: f64,
         failed_since: f64,
     ) -> Result<String, RunError> {
-        let after = crate::judge::format::duration((now - failed_since).max(0.0));
+        let after = crate::format::duration((now - failed_since).max(0.0));
         let reason = format!("rollback applied on a retry, {after} after it first failed");
         self.fall_back(now, std::slice::from_ref(&reason)).await?;
         self.state.hold_since = None;

@@ -989,7 +989,7 @@ impl Worker {
         let reason = if next_look_at.is_some() {
             format!(
                 "{reason}; the kill switch is tried again every {} s until it works",
-                crate::judge::format::number(retry_in)
+                crate::format::number(retry_in)
             )
         } else {
             reason

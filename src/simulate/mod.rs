@@ -32,7 +32,7 @@ use serde::Serialize;
 use crate::actuators::Actuator;
 use crate::actuators::log_only::LogOnlyActuator;
 use crate::domain::{JudgeMode, Profile, Sample};
-use crate::judge::format::percent;
+use crate::format::percent;
 use crate::scheduler::{Decision, Rollout, RolloutRunner, RolloutStatus, Scopes};
 use crate::sources::synthetic::{SplitMix, point_seed};
 use crate::sources::{LabeledSeries, MetricSource, RangeRequest, Side, SourceError};

@@ -107,14 +107,14 @@ impl RepeatedWarnings {
                 error = %error,
                 pause_ms = pause.as_millis() as u64,
                 "prometheus request failed; retrying (repeats of this warning are summarised every {})",
-                crate::judge::format::duration(self.interval.as_secs_f64())
+                crate::format::duration(self.interval.as_secs_f64())
             ),
             Occurrence::Repeated { times, over } => warn!(
                 source,
                 kind = error.kind(),
                 error = %error,
                 "prometheus request failed; retrying: repeated {times} times in the last {}",
-                crate::judge::format::duration(over.as_secs_f64())
+                crate::format::duration(over.as_secs_f64())
             ),
             Occurrence::Quiet => {
                 debug!(source, attempt, error = %error, "prometheus request failed; retrying")
@@ -218,7 +218,7 @@ pub(super) fn classify(
                 return unreachable(
                     format!(
                         "no answer within {}",
-                        crate::judge::format::duration(timeout.as_secs_f64())
+                        crate::format::duration(timeout.as_secs_f64())
                     ),
                     true,
                 );
