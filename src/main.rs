@@ -1,5 +1,5 @@
 //! The `canary` binary: parse arguments, set up logging, run a command, map the
-//! outcome to an exit code. Errors are printed once, here.
+//! outcome to an exit code. Errors are printed once, in `main`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -7,6 +7,33 @@ use std::process::ExitCode;
 use canary::cli::{Cli, Command};
 use canary::{app, telemetry};
 use clap::Parser;
+
+/// Why a command did not succeed: the errors to print (none when there is nothing to
+/// add, such as a closed stdout) and the exit code.
+struct Failure {
+    errors: Vec<anyhow::Error>,
+    code: u8,
+}
+
+impl Failure {
+    /// One error, exit code 1 (an error, never a verdict).
+    fn error(error: anyhow::Error) -> Self {
+        Self::with_code(error, 1)
+    }
+
+    fn with_code(error: anyhow::Error, code: u8) -> Self {
+        Self {
+            errors: vec![error],
+            code,
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Self::error(error)
+    }
+}
 
 fn main() -> ExitCode {
     // clap exits with 2 on a usage error, but 2 means "hold" to pipelines: usage
@@ -23,69 +50,46 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init();
-    match cli.command {
-        Command::Analyze(args) => match app::analyze(&args, app::Terminal::of_stdout()) {
-            Ok((judgement, rendered)) => {
-                let mut stdout = std::io::stdout().lock();
-                if stdout.write_all(rendered.as_bytes()).is_err() {
-                    return ExitCode::from(1);
-                }
-                ExitCode::from(judgement.verdict.exit_code())
+    match execute(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            for error in &failure.errors {
+                eprintln!("error: {}", app::error_message(error));
             }
-            Err(error) => {
-                eprintln!("error: {}", app::error_message(&error));
-                ExitCode::from(1)
-            }
-        },
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// Runs one command; `Ok` holds the exit code of a command that ran (a verdict's code
+/// for `analyze`, `run`, `submit --wait` and `wait`).
+fn execute(command: Command) -> Result<u8, Failure> {
+    match command {
+        Command::Analyze(args) => {
+            let (judgement, rendered) = app::analyze(&args, app::Terminal::of_stdout())?;
+            write_stdout(&rendered)?;
+            Ok(judgement.verdict.exit_code())
+        }
         Command::Run(args) => {
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("error: cannot start the async runtime: {error}");
-                    return ExitCode::from(1);
-                }
-            };
-            match runtime.block_on(app::run(&args, app::Terminal::of_stdout())) {
-                Ok((verdict, rendered)) => {
-                    let mut stdout = std::io::stdout().lock();
-                    if stdout.write_all(rendered.as_bytes()).is_err() {
-                        return ExitCode::from(1);
-                    }
-                    ExitCode::from(verdict.exit_code())
-                }
-                Err(error) => {
-                    eprintln!("error: {}", app::error_message(&error));
-                    ExitCode::from(1)
-                }
-            }
+            let (verdict, rendered) =
+                runtime()?.block_on(app::run(&args, app::Terminal::of_stdout()))?;
+            write_stdout(&rendered)?;
+            Ok(verdict.exit_code())
         }
         Command::Serve(args) => {
-            let Some(runtime) = runtime() else {
-                return ExitCode::from(1);
-            };
-            match runtime.block_on(app::serve(&args, app::shutdown_signal())) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("error: {}", app::error_message(&error));
-                    ExitCode::from(1)
-                }
-            }
+            runtime()?.block_on(app::serve(&args, app::shutdown_signal()))?;
+            Ok(0)
         }
         Command::Submit(args) => {
-            let Some(runtime) = runtime() else {
-                return ExitCode::from(1);
-            };
-            let id = match runtime.block_on(app::submit(&args)) {
-                Ok(id) => id,
-                Err(error) => {
-                    eprintln!("error: {}", app::error_message(&error));
-                    // 4: the flag has another active analysis (named in the message).
-                    return ExitCode::from(app::submit_error_exit_code(&error));
-                }
-            };
+            let runtime = runtime()?;
+            // 4: the flag has another active analysis (named in the message).
+            let id = runtime.block_on(app::submit(&args)).map_err(|error| {
+                let code = app::submit_error_exit_code(&error);
+                Failure::with_code(error, code)
+            })?;
             println!("{id}");
             match args.wait {
-                None => ExitCode::SUCCESS,
+                None => Ok(0),
                 Some(timeout) => print_wait(runtime.block_on(app::wait_for(
                     &args.server,
                     args.token.as_deref(),
@@ -94,79 +98,52 @@ fn main() -> ExitCode {
                 ))),
             }
         }
-        Command::Wait(args) => {
-            let Some(runtime) = runtime() else {
-                return ExitCode::from(1);
-            };
-            print_wait(runtime.block_on(app::wait(&args)))
-        }
+        Command::Wait(args) => print_wait(runtime()?.block_on(app::wait(&args))),
         Command::Report(args) => {
-            let Some(runtime) = runtime() else {
-                return ExitCode::from(1);
-            };
             let colour = app::Terminal::of_stdout().colour();
-            match runtime.block_on(app::fetch_report(&args, colour)) {
-                Ok(summary) => {
-                    print!("{summary}");
-                    ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    eprintln!("error: {}", app::error_message(&error));
-                    ExitCode::from(1)
-                }
-            }
+            let summary = runtime()?.block_on(app::fetch_report(&args, colour))?;
+            write_stdout(&summary)?;
+            Ok(0)
         }
         Command::Simulate(args) => {
-            let Some(runtime) = runtime() else {
-                return ExitCode::from(1);
-            };
-            match runtime.block_on(app::simulate(&args)) {
-                Ok(output) => {
-                    print!("{output}");
-                    ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    eprintln!("error: {}", app::error_message(&error));
-                    ExitCode::from(1)
-                }
-            }
+            let output = runtime()?.block_on(app::simulate(&args))?;
+            write_stdout(&output)?;
+            Ok(0)
         }
         Command::CheckProfile(args) => {
             let (summary, errors) = app::check_profiles(&args);
-            print!("{summary}");
-            for error in &errors {
-                eprintln!("error: {}", app::error_message(error));
-            }
+            write_stdout(&summary)?;
             if errors.is_empty() {
-                ExitCode::SUCCESS
+                Ok(0)
             } else {
-                ExitCode::from(1)
+                Err(Failure { errors, code: 1 })
             }
         }
     }
 }
 
-fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Runtime::new() {
-        Ok(runtime) => Some(runtime),
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            None
-        }
-    }
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Runtime::new().map_err(|error| {
+        Failure::error(anyhow::Error::new(error).context("cannot start the async runtime"))
+    })
+}
+
+/// Writes `text` to stdout. A closed stdout (a pipeline that stopped reading) exits 1
+/// with nothing more to say.
+fn write_stdout(text: &str) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|_| Failure {
+            errors: Vec::new(),
+            code: 1,
+        })
 }
 
 /// Prints a waited-for verdict and maps it to the exit code.
-fn print_wait(outcome: anyhow::Result<(u8, String)>) -> ExitCode {
-    match outcome {
-        Ok((code, rendered)) => {
-            print!("{rendered}");
-            let _ = std::io::stdout().flush();
-            ExitCode::from(code)
-        }
-        Err(error) => {
-            eprintln!("error: {}", app::error_message(&error));
-            ExitCode::from(1)
-        }
-    }
+fn print_wait(outcome: anyhow::Result<(u8, String)>) -> Result<u8, Failure> {
+    let (code, rendered) = outcome?;
+    write_stdout(&rendered)?;
+    Ok(code)
 }
