@@ -26,7 +26,7 @@ use crate::notify::Notifications;
 use crate::report;
 use crate::scheduler::worker::{Registry, Worker, WorkerOptions};
 use crate::scheduler::{
-    Actuation, Clock, CompressedClock, Decision, IntervalRecord, PruneOptions, Pruner, Rollout,
+    Actuation, Clock, CompressedClock, Decision, Look, PruneOptions, Pruner, Rollout,
     RolloutRunner, RolloutStatus, Scopes, SystemClock,
 };
 use crate::sources::config::SourceConfig;
@@ -463,11 +463,11 @@ pub struct RunSummary {
     /// Every look (without the downsampled series kept for the HTML report's charts:
     /// this JSON stays as it was).
     #[serde(serialize_with = "looks_without_series")]
-    pub history: Vec<IntervalRecord>,
+    pub history: Vec<Look>,
 }
 
 fn looks_without_series<S: serde::Serializer>(
-    history: &[IntervalRecord],
+    history: &[Look],
     serializer: S,
 ) -> std::result::Result<S::Ok, S::Error> {
     use serde::ser::{Error as _, SerializeSeq as _};

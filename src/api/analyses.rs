@@ -149,7 +149,7 @@ pub struct AnalysisDetail {
     pub analysis: AnalysisView,
     /// A manual promote or rollback recorded and not yet carried out by a worker.
     pub pending_action: Option<AuditAction>,
-    /// Every look, by look number: verdict, decision and the full interval record.
+    /// Every look, by look number: verdict, decision and the full look record.
     pub history: Vec<LookRecord>,
     /// Every flag change, in the order intended.
     pub actuations: Vec<ActuationRecord>,

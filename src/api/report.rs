@@ -1,7 +1,7 @@
 //! `GET /v1/analyses/{id}/report` (the HTML report) and `.../report.json` (its JSON
 //! form, `report_schema_version` 1): read-only views of what the store keeps, built by
 //! [`crate::report::analysis`]. The charts draw the downsampled series each look keeps
-//! (`IntervalRecord::series`); looks recorded before those were kept chart one point per
+//! (`Look::series`); looks recorded before those were kept chart one point per
 //! look.
 
 use axum::extract::{Path, State};

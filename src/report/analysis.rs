@@ -500,7 +500,7 @@ pub struct RunFacts<'a> {
     /// Why, deciding reasons first.
     pub reasons: &'a [String],
     /// Every look.
-    pub history: &'a [crate::scheduler::IntervalRecord],
+    pub history: &'a [crate::scheduler::Look],
     /// Every flag change.
     pub actuations: &'a [crate::scheduler::Actuation],
 }
@@ -748,8 +748,7 @@ impl AnalysisReport {
             .history
             .iter()
             .map(|record| {
-                let body =
-                    serde_json::to_value(record).expect("an interval record always serializes");
+                let body = serde_json::to_value(record).expect("a look always serializes");
                 LookRecord {
                     analysis_id: id,
                     look: record.look,

@@ -161,7 +161,7 @@ pub struct Actuation {
 
 /// Everything about one look.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct IntervalRecord {
+pub struct Look {
     /// 1-based look number over the whole rollout.
     pub look: u64,
     /// Analysis time, Unix seconds.
@@ -287,7 +287,7 @@ pub struct RolloutRunner {
     actuator: Arc<dyn Actuator>,
     /// Where the rollout stands: exactly what [`Self::snapshot`] persists.
     state: RunnerState,
-    history: Vec<IntervalRecord>,
+    history: Vec<Look>,
     actuations: Vec<Actuation>,
     first_scrape_wait: std::time::Duration,
     adopt: bool,
@@ -401,7 +401,7 @@ impl RolloutRunner {
     }
 
     /// Every look so far.
-    pub fn history(&self) -> &[IntervalRecord] {
+    pub fn history(&self) -> &[Look] {
         &self.history
     }
 
@@ -584,7 +584,7 @@ impl RolloutRunner {
     /// One analysis at analysis time `now`: fetch, judge, check triggers, decide, actuate
     /// and record. Returns the record of this look.
     #[tracing::instrument(skip(self), fields(flag = %self.rollout.flag, stage = %self.stage().name))]
-    pub async fn step(&mut self, now: f64) -> Result<&IntervalRecord, RunError> {
+    pub async fn step(&mut self, now: f64) -> Result<&Look, RunError> {
         // A rollout waiting for a person still looks: its rollback triggers and the
         // judge's rollbacks act meanwhile; nothing else moves the flag.
         if !matches!(
@@ -848,9 +848,9 @@ impl RolloutRunner {
             look = self.state.looks,
             verdict = %judgement.verdict,
             decision = ?decision,
-            "analysed interval"
+            "look taken"
         );
-        self.history.push(IntervalRecord {
+        self.history.push(Look {
             look: self.state.looks,
             at: now,
             stage_index: if matches!(decision, Decision::Advance { .. }) {

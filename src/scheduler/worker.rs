@@ -36,9 +36,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{
-    Clock, IntervalRecord, Override, RolloutRunner, RolloutStatus, RunError, RunnerState, Scopes,
-};
+use super::{Clock, Look, Override, RolloutRunner, RolloutStatus, RunError, RunnerState, Scopes};
 use crate::actuators::retry::{RetryPolicy, RetryingActuator};
 use crate::actuators::{Actuator, ActuatorError, FlagAction, FlagChange, FlagState};
 use crate::config::{Settings, WorkerSettings};
@@ -1117,7 +1115,7 @@ fn snapshot_json(runner: &RolloutRunner) -> Result<serde_json::Value, WorkerErro
         .map_err(|error| WorkerError::Store(StoreError::Invalid(format!("runner state: {error}"))))
 }
 
-fn look_record(id: Uuid, record: &IntervalRecord) -> Result<LookRecord, WorkerError> {
+fn look_record(id: Uuid, record: &Look) -> Result<LookRecord, WorkerError> {
     let body = serde_json::to_value(record)
         .map_err(|error| WorkerError::Store(StoreError::Invalid(format!("look: {error}"))))?;
     let decision = serde_json::to_value(&record.decision)

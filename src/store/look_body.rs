@@ -1,6 +1,6 @@
 //! How a look's body is kept: compactly, and read back exactly as it was written.
 //!
-//! A look body (`scheduler::IntervalRecord` as JSON) is mostly the judge's numbers and
+//! A look body (`scheduler::Look` as JSON) is mostly the judge's numbers and
 //! the chart points of [`crate::domain::look_series::LookSeries`]: about 17 KB of JSON
 //! text for a web-service look. Stored, it is smaller twice over, without losing a digit:
 //!

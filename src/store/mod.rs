@@ -333,7 +333,7 @@ pub struct LookRecord {
     pub verdict: String,
     /// What the runner decided.
     pub decision: String,
-    /// The full interval record (`scheduler::IntervalRecord` as JSON). Stores keep it
+    /// The full look (`scheduler::Look` as JSON). Stores keep it
     /// compactly ([`look_body`]) and return it exactly as written.
     pub body: serde_json::Value,
 }

@@ -15,7 +15,7 @@ use canary::judge::triggers::TriggerCheck;
 use canary::judge::{Judgement, judge};
 use canary::report::analysis::{AnalysisReport, ChartData, RawSeries};
 use canary::report::html;
-use canary::scheduler::{Decision, IntervalRecord};
+use canary::scheduler::{Decision, Look};
 use canary::sources::recorded;
 use canary::store::{
     ActuationRecord, ActuationState, Analysis, AnalysisState, AuditAction, AuditEntry, LookRecord,
@@ -104,7 +104,7 @@ fn look_with_triggers(
 ) -> LookRecord {
     let at = 1_800_000_000.0 + 300.0 * number as f64;
     let verdict: Verdict = judgement.verdict;
-    let record = IntervalRecord {
+    let record = Look {
         look: number,
         at,
         stage_index: stage,
