@@ -22,7 +22,7 @@ pub mod triggers;
 
 use serde::Serialize;
 
-use crate::domain::{Direction, Observations, Profile, Severity, Verdict};
+use crate::domain::{ConfidenceLevel, Direction, Observations, Profile, Severity, Verdict};
 use crate::stats::multiple_testing::{Correction, adjust_p_values};
 
 /// The result of one metric.
@@ -225,8 +225,12 @@ pub struct Judgement {
 /// metric is described and classified [`Classification::NotCompared`] when the canary
 /// has usable data there, inconclusive when it has not (missing data never promotes).
 /// `stage` names the stage in the reasons.
-pub fn judge_without_baseline(profile: &Profile, canary: &Observations, stage: &str) -> Judgement {
-    let confidence_level = profile.judge.confidence_level;
+pub fn judge_without_baseline(
+    profile: &Profile,
+    confidence_level: ConfidenceLevel,
+    canary: &Observations,
+    stage: &str,
+) -> Judgement {
     let metrics: Vec<MetricResult> = profile
         .metrics
         .iter()
@@ -246,12 +250,46 @@ pub fn judge_without_baseline(profile: &Profile, canary: &Observations, stage: &
             provisional.finish(confidence_level, profile.judge.multiple_comparisons)
         })
         .collect();
-    decide::decide(profile, metrics)
+    let mut judgement = decide::decide(profile, metrics);
+    judgement.confidence_level = confidence_level.value();
+    judgement
 }
 
-/// Judges a canary against its baseline under a profile.
+/// How one judgement is made: the level (a rollout's look judges at its own share of
+/// the budget, not the profile's), and whether comparative metrics only describe the
+/// window (a sequential look: their `min_samples` is checked over the whole stage by
+/// the sequential judge, not here).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JudgeOptions {
+    /// The level comparisons and intervals are made at.
+    pub confidence_level: ConfidenceLevel,
+    /// Skip comparative metrics' `min_samples` (thresholds keep theirs).
+    pub describe_only: bool,
+}
+
+impl JudgeOptions {
+    /// The profile's own level, every `min_samples` checked: a one-shot analysis.
+    pub fn of(profile: &Profile) -> Self {
+        Self {
+            confidence_level: profile.judge.confidence_level,
+            describe_only: false,
+        }
+    }
+}
+
+/// Judges a canary against its baseline under a profile, at the profile's level.
 pub fn judge(profile: &Profile, baseline: &Observations, canary: &Observations) -> Judgement {
-    let confidence_level = profile.judge.confidence_level;
+    judge_with(profile, JudgeOptions::of(profile), baseline, canary)
+}
+
+/// Judges a canary against its baseline under a profile, as `options` say.
+pub fn judge_with(
+    profile: &Profile,
+    options: JudgeOptions,
+    baseline: &Observations,
+    canary: &Observations,
+) -> Judgement {
+    let confidence_level = options.confidence_level;
     let mut provisional: Vec<classify::Provisional> = profile
         .metrics
         .iter()
@@ -260,6 +298,18 @@ pub fn judge(profile: &Profile, baseline: &Observations, canary: &Observations) 
                 .iter()
                 .filter_map(|side| side.problems.get(&spec.name).map(String::as_str))
                 .collect();
+            let described;
+            let spec = if options.describe_only
+                && !matches!(spec.kind, crate::domain::MetricKind::Threshold { .. })
+            {
+                described = crate::domain::MetricSpec {
+                    min_samples: 1,
+                    ..spec.clone()
+                };
+                &described
+            } else {
+                spec
+            };
             classify::evaluate(
                 spec,
                 baseline.metrics.get(&spec.name),
@@ -289,7 +339,9 @@ pub fn judge(profile: &Profile, baseline: &Observations, canary: &Observations) 
         .into_iter()
         .map(|p| p.finish(confidence_level, profile.judge.multiple_comparisons))
         .collect();
-    decide::decide(profile, metrics)
+    let mut judgement = decide::decide(profile, metrics);
+    judgement.confidence_level = confidence_level.value();
+    judgement
 }
 
 #[cfg(test)]
@@ -372,8 +424,12 @@ critical = true
     #[test]
     fn a_healthy_canary_without_a_baseline_promotes_on_its_absolute_checks() {
         let profile = Profile::parse(PROFILE, "t.toml").unwrap();
-        let judgement =
-            judge_without_baseline(&profile, &canary(&[0.2, 0.21, 0.22], (2.0, 400.0)), "100%");
+        let judgement = judge_without_baseline(
+            &profile,
+            profile.judge.confidence_level,
+            &canary(&[0.2, 0.21, 0.22], (2.0, 400.0)),
+            "100%",
+        );
         assert_eq!(
             judgement.verdict,
             Verdict::Promote,
@@ -404,8 +460,12 @@ critical = true
     #[test]
     fn a_slo_breach_without_a_baseline_rolls_back() {
         let profile = Profile::parse(PROFILE, "t.toml").unwrap();
-        let judgement =
-            judge_without_baseline(&profile, &canary(&[0.6, 0.7, 0.65], (2.0, 400.0)), "100%");
+        let judgement = judge_without_baseline(
+            &profile,
+            profile.judge.confidence_level,
+            &canary(&[0.6, 0.7, 0.65], (2.0, 400.0)),
+            "100%",
+        );
         assert_eq!(
             judgement.verdict,
             Verdict::Rollback,
@@ -418,14 +478,24 @@ critical = true
     fn missing_canary_data_without_a_baseline_holds() {
         let profile = Profile::parse(PROFILE, "t.toml").unwrap();
         let mut observations = canary(&[0.2, 0.2, 0.2], (0.0, 0.0));
-        let judgement = judge_without_baseline(&profile, &observations, "100%");
+        let judgement = judge_without_baseline(
+            &profile,
+            profile.judge.confidence_level,
+            &observations,
+            "100%",
+        );
         assert_eq!(judgement.verdict, Verdict::Hold, "no events is no data");
         observations.metrics.remove("latency");
         observations.problems.insert(
             "errors".to_owned(),
             "the canary query returned no series".to_owned(),
         );
-        let judgement = judge_without_baseline(&profile, &observations, "100%");
+        let judgement = judge_without_baseline(
+            &profile,
+            profile.judge.confidence_level,
+            &observations,
+            "100%",
+        );
         assert_eq!(judgement.verdict, Verdict::Hold);
         assert_eq!(
             judgement.metrics[0].classification,

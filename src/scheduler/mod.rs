@@ -32,12 +32,10 @@ pub use self::worker::{Registry, Worker, WorkerError, WorkerOptions};
 use crate::actuators::{Actuator, ActuatorError, ChangeContext, FlagAction, FlagChange, FlagState};
 use crate::domain::observations::{canary_coverage_problems, coverage_problems};
 use crate::domain::plan::{Fallback, RolloutPlan, Stage};
-use crate::domain::{
-    ConfidenceLevel, JudgeMode, MetricKind, Observations, Percentage, Profile, Verdict,
-};
+use crate::domain::{ConfidenceLevel, JudgeMode, Observations, Percentage, Profile, Verdict};
 use crate::judge::sequential::{SequentialState, check_alpha, complete_stage, judge_look};
 use crate::judge::triggers::{TriggerCheck, TriggerChecks, check_triggers};
-use crate::judge::{Classification, Judgement, judge, judge_without_baseline};
+use crate::judge::{Classification, JudgeOptions, Judgement, judge_with, judge_without_baseline};
 use crate::sources::{MetricSource, SourceError};
 
 /// Whether a trigger runs a significance test (a `window` trigger on count data) and so
@@ -677,9 +675,12 @@ impl RolloutRunner {
             ),
         };
         let level = 1.0 - judge_alpha;
-        let mut look_profile = profile.clone();
-        look_profile.judge.confidence_level = ConfidenceLevel::parse(level)
-            .map_err(|message| RunError::Config(format!("per-look confidence level: {message}")))?;
+        let options = JudgeOptions {
+            confidence_level: ConfidenceLevel::parse(level).map_err(|message| {
+                RunError::Config(format!("per-look confidence level: {message}"))
+            })?,
+            describe_only: false,
+        };
         let (baseline_window, canary_window) = (
             baseline.restricted(judge_from, now),
             canary.restricted(judge_from, now),
@@ -688,20 +689,22 @@ impl RolloutRunner {
         let judgement = match mode {
             // Nobody to compare with: triggers and absolute checks decide, and every
             // metric must still have canary data.
-            _ if !stage.has_baseline() => {
-                judge_without_baseline(&look_profile, &canary_window, &stage.name)
-            }
-            JudgeMode::Fixed => judge(&look_profile, &baseline_window, &canary_window),
+            _ if !stage.has_baseline() => judge_without_baseline(
+                profile,
+                options.confidence_level,
+                &canary_window,
+                &stage.name,
+            ),
+            JudgeMode::Fixed => judge_with(profile, options, &baseline_window, &canary_window),
             JudgeMode::Sequential => {
                 // The lookback window describes the metrics, checks thresholds and finds
                 // data problems; `min_samples` of comparative metrics is checked against
                 // the whole stage by the sequential judge.
-                for metric in &mut look_profile.metrics {
-                    if !matches!(metric.kind, MetricKind::Threshold { .. }) {
-                        metric.min_samples = 1;
-                    }
-                }
-                let described = judge(&look_profile, &baseline_window, &canary_window);
+                let describe = JudgeOptions {
+                    describe_only: true,
+                    ..options
+                };
+                let described = judge_with(profile, describe, &baseline_window, &canary_window);
                 let (judged, outcome) = judge_look(
                     profile,
                     &self.plan,
