@@ -2004,15 +2004,13 @@ mod host_differences {
 
     const STEP: f64 = 5.0;
 
-    fn profile() -> Profile {
-        Profile::parse(
+    /// A one-stage plan of 30 looks of three 5-second steps, with `metric` (TOML).
+    fn one_stage(name: &str, metric: &str) -> Profile {
+        let text = format!(
             r#"
-name = "hosts"
+name = "{name}"
 [[metrics]]
-name = "latency"
-kind = "continuous"
-allowed_increase = 0.05
-tails = true
+{metric}
 min_samples = 1
 [rollout]
 error_budget = 0.01
@@ -2022,10 +2020,16 @@ traffic = 50
 duration = "450s"
 interval = "15s"
 lookback = "15s"
-"#,
-            "hosts.toml",
+"#
+        );
+        Profile::parse(&text, &format!("{name}.toml")).unwrap()
+    }
+
+    fn profile() -> Profile {
+        one_stage(
+            "hosts",
+            "name = \"latency\"\nkind = \"continuous\"\nallowed_increase = 0.05\ntails = true",
         )
-        .unwrap()
     }
 
     /// One side's instances at one look: `points` per-step values per instance, each
@@ -2182,26 +2186,10 @@ lookback = "15s"
     }
 
     fn error_profile() -> Profile {
-        Profile::parse(
-            r#"
-name = "error-hosts"
-[[metrics]]
-name = "errors"
-kind = "proportion"
-max_ratio = 1.5
-min_samples = 1
-[rollout]
-error_budget = 0.01
-step = "5s"
-[[stages]]
-traffic = 50
-duration = "450s"
-interval = "15s"
-lookback = "15s"
-"#,
-            "error-hosts.toml",
+        one_stage(
+            "error-hosts",
+            "name = \"errors\"\nkind = \"proportion\"\nmax_ratio = 1.5",
         )
-        .unwrap()
     }
 
     /// The share of `runs` one-stage rollouts of 30 looks in which the error-rate check
