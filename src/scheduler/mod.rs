@@ -48,6 +48,52 @@ fn is_statistical(profile: &Profile, trigger: &crate::domain::plan::Trigger) -> 
         })
 }
 
+/// One look's shares of the rollout's error budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LookBudget {
+    /// The judge's part of the whole rollout's budget (its e-processes and stage
+    /// completions spend it).
+    judge_budget: f64,
+    /// Each statistical trigger's false-alarm rate at this look (0 without any).
+    trigger_alpha: f64,
+    /// The judge's false-alarm rate at this look: its level is `1 − judge_alpha`.
+    judge_alpha: f64,
+}
+
+/// The error budget at look number `looks` of `stage`: half to the judge and half to
+/// the statistical triggers when the stage has any, all to the judge otherwise.
+/// Triggers and (in fixed mode) the judge spend their share look by look; the
+/// sequential judge's e-processes need no per-look share, and only its rate thresholds
+/// spend one check's share look by look.
+fn look_budget(profile: &Profile, plan: &RolloutPlan, stage: &Stage, looks: u64) -> LookBudget {
+    let statistical_triggers = plan
+        .triggers
+        .iter()
+        .filter(|t| t.applies_to(&stage.name) && is_statistical(profile, t))
+        .count();
+    let judge_share = if statistical_triggers == 0 { 1.0 } else { 0.5 };
+    let judge_budget = plan.settings.error_budget * judge_share;
+    let look_alpha = plan.look_alpha(looks);
+    let trigger_alpha = if statistical_triggers == 0 {
+        0.0
+    } else {
+        look_alpha / 2.0 / statistical_triggers as f64
+    };
+    let judge_alpha = match profile.judge.mode {
+        JudgeMode::Fixed => look_alpha * judge_share,
+        JudgeMode::Sequential => crate::stats::sequential::spend(
+            check_alpha(profile, judge_budget),
+            plan.planned_looks(),
+            looks,
+        ),
+    };
+    LookBudget {
+        judge_budget,
+        trigger_alpha,
+        judge_alpha,
+    }
+}
+
 /// What one rollout is: a profile with a plan, a flag, and the two scopes.
 #[derive(Debug, Clone)]
 pub struct Rollout {
@@ -646,34 +692,12 @@ impl RolloutRunner {
             canary.problems.entry(metric).or_insert(problem);
         }
         let judge_from = (now - stage.lookback.seconds()).max(self.state.stage_started_at);
-        // The error budget: half to the judge and half to the statistical triggers when
-        // the stage has any, all to the judge otherwise. Triggers and (in fixed mode) the
-        // judge spend their share look by look; the sequential judge's e-processes need
-        // no per-look share.
-        let statistical_triggers = self
-            .plan
-            .triggers
-            .iter()
-            .filter(|t| t.applies_to(&stage.name) && is_statistical(profile, t))
-            .count();
-        let judge_share = if statistical_triggers == 0 { 1.0 } else { 0.5 };
-        let budget = self.plan.settings.error_budget;
-        let look_alpha = self.plan.look_alpha(self.state.looks);
-        let trigger_alpha = if statistical_triggers == 0 {
-            0.0
-        } else {
-            look_alpha / 2.0 / statistical_triggers as f64
-        };
+        let LookBudget {
+            judge_budget,
+            trigger_alpha,
+            judge_alpha,
+        } = look_budget(profile, &self.plan, &stage, self.state.looks);
         let mode = profile.judge.mode;
-        let judge_alpha = match mode {
-            JudgeMode::Fixed => look_alpha * judge_share,
-            // Rate thresholds spend one check's share look by look.
-            JudgeMode::Sequential => crate::stats::sequential::spend(
-                check_alpha(profile, budget * judge_share),
-                self.plan.planned_looks(),
-                self.state.looks,
-            ),
-        };
         let level = 1.0 - judge_alpha;
         let options = JudgeOptions {
             confidence_level: ConfidenceLevel::parse(level).map_err(|message| {
@@ -709,7 +733,7 @@ impl RolloutRunner {
                     profile,
                     &self.plan,
                     self.state.stage_index,
-                    budget * judge_share,
+                    judge_budget,
                     &baseline_batch,
                     &canary_batch,
                     &mut self.state.sequential,
@@ -824,7 +848,7 @@ impl RolloutRunner {
                         profile,
                         &self.plan,
                         self.state.stage_index,
-                        budget * judge_share,
+                        judge_budget,
                     );
                 }
                 self.state.stage_index += 1;
