@@ -18,6 +18,18 @@ pub struct Sample {
     pub value: f64,
 }
 
+impl Sample {
+    /// The sum of `samples`' values, missing (NaN) points left out: the events a run of
+    /// per-step counts holds.
+    pub fn total(samples: &[Sample]) -> f64 {
+        samples
+            .iter()
+            .map(|s| s.value)
+            .filter(|v| v.is_finite())
+            .sum()
+    }
+}
+
 /// The data for one metric on one side.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetricData {

@@ -18,7 +18,13 @@ use super::{Classification, Judgement, MetricResult};
 use crate::domain::{Profile, Severity, Verdict};
 use crate::format::number;
 
-pub(super) fn decide(profile: &Profile, metrics: Vec<MetricResult>) -> Judgement {
+/// The verdict over classified `metrics`, recorded as judged at `confidence_level`
+/// (a rollout's look judges at its own share of the budget, not the profile's).
+pub(super) fn decide(
+    profile: &Profile,
+    confidence_level: f64,
+    metrics: Vec<MetricResult>,
+) -> Judgement {
     let score = score(profile, &metrics);
     let pass_score = profile.judge.pass_score.value();
     let marginal_score = profile.judge.marginal_score.value();
@@ -150,7 +156,7 @@ pub(super) fn decide(profile: &Profile, metrics: Vec<MetricResult>) -> Judgement
         reasons,
         score,
         profile: profile.name.clone(),
-        confidence_level: profile.judge.confidence_level.value(),
+        confidence_level,
         multiple_comparisons: profile.judge.multiple_comparisons,
         metrics,
     }

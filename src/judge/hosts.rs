@@ -40,7 +40,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use crate::domain::{InstanceCounts, InstanceSeries};
+use crate::domain::{InstanceCounts, InstanceSeries, Sample};
 
 /// The weight of the prior `host_spread`, in baseline instances' degrees of freedom:
 /// with five baseline instances (four degrees of freedom) the estimate and the prior
@@ -176,16 +176,9 @@ impl StageCounts {
     pub fn observe(&mut self, baseline: &[InstanceCounts], canary: &[InstanceCounts]) {
         for (side, instances) in [(&mut self.baseline, baseline), (&mut self.canary, canary)] {
             for one in instances {
-                let finite = |samples: &[crate::domain::Sample]| -> f64 {
-                    samples
-                        .iter()
-                        .map(|s| s.value)
-                        .filter(|v| v.is_finite() && *v > 0.0)
-                        .sum()
-                };
                 let entry = side.entry(one.instance.clone()).or_default();
-                entry.0 += finite(&one.errors);
-                entry.1 += finite(&one.total);
+                entry.0 += Sample::total(&one.errors);
+                entry.1 += Sample::total(&one.total);
             }
         }
     }

@@ -198,7 +198,7 @@ pub fn holds_only_for_samples(profile: &Profile, judgement: &Judgement) -> bool 
             metric
         })
         .collect();
-    decide::decide(profile, metrics).verdict == Verdict::Promote
+    decide::decide(profile, judgement.confidence_level, metrics).verdict == Verdict::Promote
 }
 
 /// The judge's full answer.
@@ -250,9 +250,7 @@ pub fn judge_without_baseline(
             provisional.finish(confidence_level, profile.judge.multiple_comparisons)
         })
         .collect();
-    let mut judgement = decide::decide(profile, metrics);
-    judgement.confidence_level = confidence_level.value();
-    judgement
+    decide::decide(profile, confidence_level.value(), metrics)
 }
 
 /// How one judgement is made: the level (a rollout's look judges at its own share of
@@ -339,9 +337,7 @@ pub fn judge_with(
         .into_iter()
         .map(|p| p.finish(confidence_level, profile.judge.multiple_comparisons))
         .collect();
-    let mut judgement = decide::decide(profile, metrics);
-    judgement.confidence_level = confidence_level.value();
-    judgement
+    decide::decide(profile, confidence_level.value(), metrics)
 }
 
 #[cfg(test)]

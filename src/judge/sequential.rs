@@ -51,7 +51,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::domain::InstanceCounts;
 use serde::{Deserialize, Serialize};
 
 use super::hosts::{
@@ -60,7 +59,8 @@ use super::hosts::{
 use super::{Classification, Judgement, MetricResult};
 use crate::domain::plan::RolloutPlan;
 use crate::domain::{
-    Direction, InstanceSeries, MetricData, MetricKind, MetricSpec, Observations, Profile,
+    Direction, InstanceCounts, InstanceSeries, MetricData, MetricKind, MetricSpec, Observations,
+    Profile,
 };
 use crate::format::{count, number, percent, signed_percent};
 use crate::stats::sequential::{
@@ -377,9 +377,8 @@ pub fn judge_look(
         }
         metrics.push(result);
     }
-    let mut judged = super::decide::decide(profile, metrics);
     // The look's level and correction, as the fixed judge used them for thresholds.
-    judged.confidence_level = judgement.confidence_level;
+    let mut judged = super::decide::decide(profile, judgement.confidence_level, metrics);
     judged.multiple_comparisons = judgement.multiple_comparisons;
     let harm_excluded = harm_excluded_all
         && judged
@@ -592,26 +591,18 @@ fn continuous(
             )
         })
         .filter(|_| log_scale);
-    let (share, host_factor) = match &host {
-        Some(host) => (share / 2.0, host.margin.exp()),
-        None => (share, 1.0),
-    };
+    let HostSplit {
+        share,
+        factor: host_factor,
+        note: host_note,
+        beyond_hosts,
+    } = HostSplit::of(host.as_ref(), share, "host_spread", |host| {
+        format!("a difference up to {}", signed_percent(host.relative()))
+    });
     let effect = relative_shift.map_or_else(
         || "no shift estimate".to_owned(),
         |shift| format!("shift {} of the baseline median", signed_percent(shift)),
     );
-    let host_note = host.as_ref().map_or_else(String::new, |host| {
-        host_note(
-            host,
-            &format!("a difference up to {}", signed_percent(host.relative())),
-            "host_spread",
-        )
-    });
-    let beyond_hosts = if host.is_some() {
-        " beyond host differences"
-    } else {
-        ""
-    };
     if matches!(direction, Direction::Increase | Direction::Either) {
         let mut check = rank_check(
             &format!("{}:location", spec.name),
@@ -809,27 +800,64 @@ struct CountInstances<'a> {
     prior_spread: f64,
 }
 
-/// The report's sentence on a host allowance: what cannot be told from host
-/// differences, with how many instances and which spread.
-fn host_note(host: &HostAllowance, difference: &str, prior: &str) -> String {
-    format!(
-        "; {difference} cannot be told from host differences with {} baseline and {} canary {} (spread {}{})",
-        host.baseline_instances,
-        host.canary_instances,
-        if host.baseline_instances + host.canary_instances == 2 {
-            "instance"
-        } else {
-            "instances"
-        },
-        percent(host.spread.exp_m1()),
-        host.estimated_spread.map_or_else(
-            || format!(", the profile's {prior}"),
-            |estimated| format!(
-                ", the baseline's instances alone show {}",
-                percent(estimated.exp_m1())
+/// A location check with or without the host allowance: half its share goes to the
+/// allowance, its null moves by `e^margin`, and its reasons say what cannot be told
+/// from host differences.
+struct HostSplit {
+    /// The check's share of the budget left to its e-process.
+    share: f64,
+    /// The null's factor, `e^margin` (1 without the allowance).
+    factor: f64,
+    /// The report's sentence on the allowance ("; a difference up to … cannot be told
+    /// from host differences with …"), empty without it.
+    note: String,
+    /// Words the null gains: " beyond host differences", or nothing.
+    beyond_hosts: &'static str,
+}
+
+impl HostSplit {
+    /// `difference` words what the allowance cannot tell apart; `prior` names the
+    /// profile setting behind the spread.
+    fn of(
+        host: Option<&HostAllowance>,
+        share: f64,
+        prior: &str,
+        difference: impl Fn(&HostAllowance) -> String,
+    ) -> Self {
+        let Some(host) = host else {
+            return Self {
+                share,
+                factor: 1.0,
+                note: String::new(),
+                beyond_hosts: "",
+            };
+        };
+        let note = format!(
+            "; {} cannot be told from host differences with {} baseline and {} canary {} (spread {}{})",
+            difference(host),
+            host.baseline_instances,
+            host.canary_instances,
+            if host.baseline_instances + host.canary_instances == 2 {
+                "instance"
+            } else {
+                "instances"
+            },
+            percent(host.spread.exp_m1()),
+            host.estimated_spread.map_or_else(
+                || format!(", the profile's {prior}"),
+                |estimated| format!(
+                    ", the baseline's instances alone show {}",
+                    percent(estimated.exp_m1())
+                ),
             ),
-        ),
-    )
+        );
+        Self {
+            share: share / 2.0,
+            factor: host.margin.exp(),
+            note,
+            beyond_hosts: " beyond host differences",
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -894,22 +922,14 @@ fn proportion(
             allowance_alpha(share, stages),
         )
     });
-    let (share, host_factor) = match &host {
-        Some(host) => (share / 2.0, host.margin.exp()),
-        None => (share, 1.0),
-    };
-    let host_note = host.as_ref().map_or_else(String::new, |host| {
-        host_note(
-            host,
-            &format!("an error-rate ratio up to ×{}", number(host.margin.exp())),
-            "error_host_spread",
-        )
+    let HostSplit {
+        share,
+        factor: host_factor,
+        note: host_note,
+        beyond_hosts,
+    } = HostSplit::of(host.as_ref(), share, "error_host_spread", |host| {
+        format!("an error-rate ratio up to ×{}", number(host.margin.exp()))
     });
-    let beyond_hosts = if host.is_some() {
-        " beyond host differences"
-    } else {
-        ""
-    };
     let mut checks = Vec::new();
     // Each check's nulls, as ratios before the host allowance: harm's, and (when there
     // is a tolerance) harm-excluded's.

@@ -241,14 +241,10 @@ pub fn plan_at_observed_traffic(
     else {
         return None;
     };
-    let sum = |samples: &[crate::domain::Sample]| -> f64 {
-        samples
-            .iter()
-            .map(|s| s.value)
-            .filter(|v| v.is_finite())
-            .sum()
-    };
-    let (errors, total) = (sum(errors), sum(total));
+    let (errors, total) = (
+        crate::domain::Sample::total(errors),
+        crate::domain::Sample::total(total),
+    );
     if share <= 0.0 || seconds <= 0.0 || total <= 0.0 {
         return None;
     }

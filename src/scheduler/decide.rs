@@ -22,8 +22,6 @@ pub(crate) struct LookFacts<'a> {
     pub stage: &'a Stage,
     /// Analysis time of the look.
     pub now: f64,
-    /// The judge's mode.
-    pub mode: JudgeMode,
     /// Whether every metric excluded harm (sequential mode's early advance).
     pub harm_excluded: bool,
     /// The canary's traffic during the look.
@@ -32,8 +30,6 @@ pub(crate) struct LookFacts<'a> {
     pub fired_rollback: Vec<String>,
     /// The reasons of the hold triggers that fired.
     pub fired_hold: Vec<String>,
-    /// When the rollout had been holding since, before this look.
-    pub hold_since_before: Option<f64>,
     /// A dry run (the reasons say "would roll back").
     pub dry_run: bool,
 }
@@ -56,6 +52,7 @@ pub(crate) fn decide(
     plan: &RolloutPlan,
     facts: LookFacts<'_>,
 ) -> DecisionOutcome {
+    let hold_since_before = state.hold_since;
     let mut fired_hold = facts.fired_hold.clone();
     // A hold trigger asks for a person's decision: once one fires the rollout
     // holds until a person resumes it, however the next points fall ("error rate
@@ -86,7 +83,14 @@ pub(crate) fn decide(
     };
     let decision = progressively(state, plan, &facts, decision, &mut reasons);
     let decision = if state.status == RolloutStatus::AwaitingReview {
-        while_awaiting(state, &facts, decision, fired_hold, &mut reasons)
+        while_awaiting(
+            state,
+            &facts,
+            decision,
+            hold_since_before,
+            fired_hold,
+            &mut reasons,
+        )
     } else {
         decision
     };
@@ -224,9 +228,9 @@ fn passed(
     reasons: &mut Vec<String>,
 ) -> Decision {
     let LookFacts {
+        profile,
         stage,
         now,
-        mode,
         harm_excluded,
         ..
     } = *facts;
@@ -235,7 +239,7 @@ fn passed(
     let elapsed = now - state.stage_started_at;
     let credited = elapsed - state.stage_short_of_data;
     let duration = stage.duration.seconds();
-    let early = mode == JudgeMode::Sequential
+    let early = profile.judge.mode == JudgeMode::Sequential
         && plan.settings.early_advance
         && harm_excluded
         && credited + 1e-6 >= duration / 2.0;
@@ -325,13 +329,14 @@ fn while_awaiting(
     state: &mut RunnerState,
     facts: &LookFacts<'_>,
     decision: Decision,
+    hold_since_before: Option<f64>,
     hold_reasons: Vec<String>,
     reasons: &mut Vec<String>,
 ) -> Decision {
     match decision {
         Decision::Rollback | Decision::ReduceTraffic { .. } => decision,
         _ => {
-            state.hold_since = facts.hold_since_before;
+            state.hold_since = hold_since_before;
             *reasons = vec![
                 "waiting for a person's decision (resume, promote or roll back); \
                  this look found no reason to roll back"
@@ -485,7 +490,6 @@ query = 'latency{ {{scope}} }'
         let profile = profile();
         let plan = profile.plan.clone().unwrap();
         let judgement = judgement(verdict);
-        let hold_since_before = state.hold_since;
         decide(
             state,
             &plan,
@@ -494,12 +498,10 @@ query = 'latency{ {{scope}} }'
                 judgement: &judgement,
                 stage: &plan.stages[0],
                 now: 120.0,
-                mode: JudgeMode::Sequential,
                 harm_excluded: false,
                 traffic: plan.stages[0].traffic,
                 fired_rollback,
                 fired_hold: Vec::new(),
-                hold_since_before,
                 dry_run: false,
             },
         )

@@ -637,7 +637,6 @@ impl RolloutRunner {
         ) {
             return Err(RunError::Config("the rollout has already ended".to_owned()));
         }
-        let hold_since_before = self.state.hold_since;
         let since = self
             .state
             .last_look_at
@@ -786,12 +785,10 @@ impl RolloutRunner {
                 judgement: &judgement,
                 stage: &stage,
                 now,
-                mode,
                 harm_excluded,
                 traffic: traffic_during_look,
                 fired_rollback,
                 fired_hold,
-                hold_since_before,
                 dry_run: self.rollout.dry_run,
             },
         );
