@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use canary::actuators::flagd_file::FlagdFileActuator;
-use canary::actuators::{Actuator, ActuatorConfig};
+use canary::actuators::{Actuator, ActuatorConfig, ActuatorExt};
 use canary::domain::Percentage;
 use criterion::{Criterion, criterion_group, criterion_main};
 use tokio::runtime::Runtime;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
-use super::{Actuator, ActuatorError, FlagState};
+use super::{Actuator, ActuatorError, FlagAction, FlagChange, FlagState};
 use crate::domain::Percentage;
 
 /// An actuator that only remembers and logs; see the module docs.
@@ -34,7 +34,7 @@ impl LogOnlyActuator {
     }
 
     /// Stores `new_state` for `flag` and logs it when it differs from the old state.
-    async fn apply(&self, flag: &str, new_state: FlagState) -> FlagState {
+    async fn store_state(&self, flag: &str, new_state: FlagState) -> FlagState {
         let mut flags = self.flags.lock().await;
         let old_state = flags
             .insert(flag.to_owned(), new_state.clone())
@@ -47,6 +47,30 @@ impl LogOnlyActuator {
             tracing::info!(flag = %flag, rollout = %new_state.rollout, "flag killed (log-only, nothing changed outside)");
         }
         new_state
+    }
+}
+
+impl LogOnlyActuator {
+    /// Enables the flag for `rollout` percent of traffic.
+    async fn write_rollout(
+        &self,
+        flag: &str,
+        rollout: Percentage,
+    ) -> Result<FlagState, ActuatorError> {
+        let new_state = FlagState {
+            enabled: true,
+            rollout,
+        };
+        Ok(self.store_state(flag, new_state).await)
+    }
+
+    /// The kill switch.
+    async fn write_kill(&self, flag: &str) -> Result<FlagState, ActuatorError> {
+        let new_state = FlagState {
+            enabled: false,
+            rollout: Percentage::ZERO,
+        };
+        Ok(self.store_state(flag, new_state).await)
     }
 }
 
@@ -64,35 +88,23 @@ impl Actuator for LogOnlyActuator {
         false
     }
 
-    async fn set_rollout(
-        &self,
-        flag: &str,
-        rollout: Percentage,
-    ) -> Result<FlagState, ActuatorError> {
-        let new_state = FlagState {
-            enabled: true,
-            rollout,
-        };
-        Ok(self.apply(flag, new_state).await)
-    }
-
-    async fn kill(&self, flag: &str) -> Result<FlagState, ActuatorError> {
-        let new_state = FlagState {
-            enabled: false,
-            rollout: Percentage::ZERO,
-        };
-        Ok(self.apply(flag, new_state).await)
-    }
-
     async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError> {
         let flags = self.flags.lock().await;
         Ok(flags.get(flag).cloned().unwrap_or_else(Self::initial_state))
+    }
+
+    async fn apply(&self, change: &FlagChange) -> Result<FlagState, ActuatorError> {
+        match change.action {
+            FlagAction::SetRollout { target } => self.write_rollout(&change.flag, target).await,
+            FlagAction::Kill => self.write_kill(&change.flag).await,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actuators::ActuatorExt;
 
     fn percent(value: f64) -> Percentage {
         Percentage::parse(value).unwrap()

@@ -46,9 +46,8 @@ pub struct FlagState {
 }
 
 /// One flag change as the rollout asks for it: the flag, what to do with it, and what
-/// the change is for. Most actuators only need the flag and the action (the trait's
-/// default [`Actuator::apply`] calls [`Actuator::set_rollout`] or [`Actuator::kill`]);
-/// those that tell another system (a webhook) send the context along.
+/// the change is for. Most actuators only need the flag and the action; those that tell
+/// another system (a webhook) send the context along.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FlagChange {
     /// The flag key.
@@ -89,6 +88,20 @@ impl FlagAction {
         match self {
             FlagAction::SetRollout { .. } => "set_rollout",
             FlagAction::Kill => "kill",
+        }
+    }
+
+    /// The flag's state after the change, as the store should read it back.
+    pub fn leaves(self) -> FlagState {
+        match self {
+            FlagAction::SetRollout { target } => FlagState {
+                enabled: true,
+                rollout: target,
+            },
+            FlagAction::Kill => FlagState {
+                enabled: false,
+                rollout: Percentage::ZERO,
+            },
         }
     }
 
@@ -159,17 +172,6 @@ pub trait Actuator: Send + Sync {
     /// written.
     async fn healthcheck(&self, flag: &str) -> Result<FlagState, ActuatorError>;
 
-    /// Enables the flag for `rollout` percent of traffic. Idempotent: applying the same
-    /// percentage twice changes nothing.
-    async fn set_rollout(
-        &self,
-        flag: &str,
-        rollout: Percentage,
-    ) -> Result<FlagState, ActuatorError>;
-
-    /// The kill switch: traffic back to the fallback (flag disabled, 0 %).
-    async fn kill(&self, flag: &str) -> Result<FlagState, ActuatorError>;
-
     /// Reads the flag's current state back from the store.
     async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError>;
 
@@ -181,17 +183,37 @@ pub trait Actuator: Send + Sync {
         true
     }
 
-    /// Makes one change with its context. The rollout runner calls this; the default
-    /// ignores the context and calls [`Actuator::set_rollout`] or [`Actuator::kill`].
-    /// Actuators that send the context somewhere (webhooks) and wrappers (metrics,
-    /// retries, records) override it.
-    async fn apply(&self, change: &FlagChange) -> Result<FlagState, ActuatorError> {
-        match change.action {
-            FlagAction::SetRollout { target } => self.set_rollout(&change.flag, target).await,
-            FlagAction::Kill => self.kill(&change.flag).await,
-        }
+    /// Makes one change with its context: the only way to write a flag. Idempotent:
+    /// setting the same percentage twice, or pulling the kill switch twice, changes
+    /// nothing. Actuators that send the context somewhere (webhooks) use it; the others
+    /// ignore it. Wrappers (metrics, retries) forward it.
+    async fn apply(&self, change: &FlagChange) -> Result<FlagState, ActuatorError>;
+}
+
+/// Shorthands for a change without context, for any [`Actuator`]: tests and tools that
+/// move a flag by hand.
+#[async_trait]
+pub trait ActuatorExt: Actuator {
+    /// Enables the flag for `rollout` percent of traffic.
+    async fn set_rollout(
+        &self,
+        flag: &str,
+        rollout: Percentage,
+    ) -> Result<FlagState, ActuatorError> {
+        self.apply(&FlagChange::bare(
+            flag,
+            FlagAction::SetRollout { target: rollout },
+        ))
+        .await
+    }
+
+    /// The kill switch: traffic back to the fallback (flag disabled, 0 %).
+    async fn kill(&self, flag: &str) -> Result<FlagState, ActuatorError> {
+        self.apply(&FlagChange::bare(flag, FlagAction::Kill)).await
     }
 }
+
+impl<A: Actuator + ?Sized> ActuatorExt for A {}
 
 /// Which actuator to use and how to reach its store. In a config file it is a table
 /// with a `kind` (`kind = "flagd-file"`, `path = "/etc/flagd/flags.json"`); on the

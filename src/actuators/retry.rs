@@ -151,23 +151,6 @@ impl Actuator for RetryingActuator {
         self.inner.healthcheck(flag).await
     }
 
-    async fn set_rollout(
-        &self,
-        flag: &str,
-        rollout: Percentage,
-    ) -> Result<FlagState, ActuatorError> {
-        self.apply_with_retries(&FlagChange::bare(
-            flag,
-            FlagAction::SetRollout { target: rollout },
-        ))
-        .await
-    }
-
-    async fn kill(&self, flag: &str) -> Result<FlagState, ActuatorError> {
-        self.apply_with_retries(&FlagChange::bare(flag, FlagAction::Kill))
-            .await
-    }
-
     async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError> {
         self.inner.current(flag).await
     }
@@ -186,6 +169,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::actuators::ActuatorExt;
     use crate::actuators::log_only::LogOnlyActuator;
 
     /// A flag store that fails the first `failures` writes as unavailable, and can be
@@ -222,11 +206,12 @@ mod tests {
         async fn healthcheck(&self, flag: &str) -> Result<FlagState, ActuatorError> {
             self.flags.healthcheck(flag).await
         }
-        async fn set_rollout(
-            &self,
-            flag: &str,
-            rollout: Percentage,
-        ) -> Result<FlagState, ActuatorError> {
+        async fn apply(&self, change: &FlagChange) -> Result<FlagState, ActuatorError> {
+            let flag = change.flag.as_str();
+            if change.action == FlagAction::Kill {
+                *self.writes.lock().unwrap() += 1;
+                return self.flags.apply(change).await;
+            }
             *self.writes.lock().unwrap() += 1;
             if self.missing {
                 return Err(ActuatorError::FlagNotFound {
@@ -244,11 +229,7 @@ mod tests {
                     });
                 }
             }
-            self.flags.set_rollout(flag, rollout).await
-        }
-        async fn kill(&self, flag: &str) -> Result<FlagState, ActuatorError> {
-            *self.writes.lock().unwrap() += 1;
-            self.flags.kill(flag).await
+            self.flags.apply(change).await
         }
         async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError> {
             {

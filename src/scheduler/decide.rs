@@ -3,13 +3,17 @@
 //! [`decide`] takes the judgement, the triggers that fired and the runner's state, and
 //! returns the [`Decision`] with its reasons, updating the state the decision carries
 //! (consecutive failures, the hold's start, a hold trigger that asks for a person, a
-//! progressive rollback under way). The runner's `step` fetches, judges and checks the
-//! triggers before it, and guards, actuates and records after it.
+//! progressive rollback under way). [`planned_change`] is the flag change a decision
+//! needs, and [`settle`] moves the state on once that change was made. The look
+//! (`super::look`) judges and checks the triggers before `decide` and guards the flag
+//! after it; the runner's `step` applies the change and records.
 
 use super::{Decision, RollingBack, RolloutStatus, RunnerState};
+use crate::actuators::FlagAction;
 use crate::domain::plan::{Fallback, HoldOutcome, RollbackMode, RolloutPlan, Stage};
 use crate::domain::{JudgeMode, Percentage, Profile, Verdict};
 use crate::judge::Judgement;
+use crate::judge::sequential::complete_stage;
 
 /// What one look found, and what the decision needs to know about the rollout beyond
 /// its state.
@@ -395,13 +399,108 @@ fn hold_or_timeout(
     }
 }
 
+/// A flag change a decision needs: the action, and the verdict behind it (sent with
+/// the change).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct PlannedChange {
+    /// What to do with the flag.
+    pub action: FlagAction,
+    /// `promote` for a move up, `rollback` for a move down or off, none for the start.
+    pub verdict: Option<Verdict>,
+}
+
+/// The flag change `decision` needs, taken at `traffic`; none when it leaves the flag
+/// where it is.
+pub(crate) fn planned_change(
+    plan: &RolloutPlan,
+    state: &RunnerState,
+    decision: &Decision,
+    traffic: Percentage,
+) -> Option<PlannedChange> {
+    let (action, verdict) = match decision {
+        Decision::Advance { to } => (FlagAction::SetRollout { target: *to }, Verdict::Promote),
+        Decision::Promote if traffic < Percentage::FULL => (
+            FlagAction::SetRollout {
+                target: Percentage::FULL,
+            },
+            Verdict::Promote,
+        ),
+        Decision::ReduceTraffic { to } => {
+            (FlagAction::SetRollout { target: *to }, Verdict::Rollback)
+        }
+        Decision::Rollback => (fallback_action(plan, state), Verdict::Rollback),
+        Decision::Promote | Decision::Continue | Decision::Hold | Decision::AwaitReview => {
+            return None;
+        }
+    };
+    Some(PlannedChange {
+        action,
+        verdict: Some(verdict),
+    })
+}
+
+/// The change that leaves the flag in the plan's fallback state: the flag as it was
+/// before the rollout for `fallback = "initial"` when it was enabled, the kill switch
+/// otherwise.
+pub(crate) fn fallback_action(plan: &RolloutPlan, state: &RunnerState) -> FlagAction {
+    match (plan.settings.rollback.fallback, &state.initial_flag) {
+        (Fallback::Initial, Some(flag)) if flag.enabled => FlagAction::SetRollout {
+            target: flag.rollout,
+        },
+        _ => FlagAction::Kill,
+    }
+}
+
+/// Moves the state on once `decision`'s flag change (if it needed one) was made: a
+/// rollback ends the rollout, a reduction counts its step, an advance starts the next
+/// stage at `now` (the sequential judge's stage completed at `judge_budget`), a
+/// promotion ends the rollout, and a wait for review marks it.
+pub(crate) fn settle(
+    state: &mut RunnerState,
+    profile: &Profile,
+    plan: &RolloutPlan,
+    decision: &Decision,
+    judge_budget: f64,
+    now: f64,
+) {
+    match decision {
+        Decision::Rollback => {
+            state.status = RolloutStatus::RolledBack;
+            state.rolling_back = None;
+        }
+        Decision::ReduceTraffic { .. } => {
+            if let Some(rolling) = state.rolling_back.as_mut() {
+                rolling.steps_done += 1;
+            }
+            state.status = RolloutStatus::Running;
+        }
+        Decision::Advance { .. } => {
+            if plan.stages[state.stage_index].has_baseline() {
+                complete_stage(
+                    &mut state.sequential,
+                    profile,
+                    plan,
+                    state.stage_index,
+                    judge_budget,
+                );
+            }
+            state.stage_index += 1;
+            state.adopted_share = None;
+            state.stage_started_at = now;
+            state.stage_short_of_data = 0.0;
+            state.last_look_at = Some(now);
+            state.hold_since = None;
+        }
+        Decision::Promote => state.status = RolloutStatus::Promoted,
+        Decision::AwaitReview => state.status = RolloutStatus::AwaitingReview,
+        Decision::Continue | Decision::Hold => {}
+    }
+}
+
 /// The share the fallback leaves the new variant: 0 for the kill switch, the initial
 /// share for `fallback = "initial"` when the flag was enabled.
 pub(crate) fn fallback_share(plan: &RolloutPlan, state: &RunnerState) -> Percentage {
-    match (plan.settings.rollback.fallback, &state.initial_flag) {
-        (Fallback::Initial, Some(flag)) if flag.enabled => flag.rollout,
-        _ => Percentage::ZERO,
-    }
+    fallback_action(plan, state).target()
 }
 
 /// The traffic after `steps_done` reductions from `from` towards the fallback.

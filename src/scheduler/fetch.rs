@@ -452,6 +452,17 @@ pub struct Fetched {
     pub baseline_queries_with_series: usize,
 }
 
+impl Fetched {
+    /// Whether the canary scope matches nothing: every canary query was answered without
+    /// a series while the same-size baseline had series. At the first look this is a
+    /// configuration error.
+    pub fn canary_scope_matches_nothing(&self) -> bool {
+        self.baseline_queries_with_series > 0
+            && self.canary_queries_answered > 0
+            && self.canary_queries_without_series.len() == self.canary_queries_answered
+    }
+}
+
 /// Fetches every metric of `profile` over `(from, to]`: for both sides, or for the
 /// canary alone at a stage without a baseline (the baseline's observations are then
 /// empty).

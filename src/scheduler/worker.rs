@@ -10,12 +10,13 @@
 //! the lease. It is public so tests drive a rollout look by look on a manual clock;
 //! [`Worker::run_until_stopped`] is the loop `canary serve` runs.
 //!
-//! **Exactly-once actuation.** The runner's actuator is wrapped in [`RecordedActuator`],
-//! which writes an intent with an idempotency key derived from the step
-//! (`"{analysis}:{look}:{action}:{target}"`) before touching the flag and skips the call
-//! when that key is already `Applied`: a successor that replays the look of a worker
-//! that died between the flag change and `record_look` finds the change done. Only the
-//! lease holder may write an intent, so a worker presumed dead cannot actuate either.
+//! **Exactly-once actuation.** The runner makes its flag changes through
+//! [`RecordedWrites`]: intent → apply → complete. It writes an intent with an
+//! idempotency key derived from the step (`"{analysis}:{look}:{action}:{target}"`)
+//! before touching the flag, skips the call when that key is already `Applied`, and
+//! records the outcome: a successor that replays the look of a worker that died between
+//! the flag change and `record_look` finds the change done. Only the lease holder may
+//! write an intent, so a worker presumed dead cannot actuate either.
 //!
 //! One bad analysis never stops a worker: it is marked `Failed` (or `RollbackFailed`)
 //! with the reason and logged loudly. A store that fails makes the step count for
@@ -27,7 +28,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,16 +37,17 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::writes::{FlagWriter, WriteError};
 use super::{Clock, Look, Override, RolloutRunner, RolloutStatus, RunError, RunnerState, Scopes};
 use crate::actuators::retry::{RetryPolicy, RetryingActuator};
-use crate::actuators::{Actuator, ActuatorError, FlagAction, FlagChange, FlagState};
+use crate::actuators::{Actuator, ActuatorError, FlagChange, FlagState};
 use crate::config::{Settings, WorkerSettings};
 use crate::domain::{Percentage, Profile};
 use crate::notify::{Notification, Notifications};
 use crate::sources::MetricSource;
 use crate::store::{
-    ActuationOutcome, ActuationState, Analysis, AnalysisState, AuditAction, LookRecord, LookUpdate,
-    NewActuation, Store, StoreError,
+    ActuationOutcome, ActuationRecord, ActuationState, Analysis, AnalysisState, AuditAction,
+    LookRecord, LookUpdate, NewActuation, Store, StoreError,
 };
 use crate::telemetry::EngineMetrics;
 
@@ -590,27 +592,24 @@ impl Worker {
         })
     }
 
-    /// The actuator the runner gets for one step: every flag change recorded under a key
-    /// made from `occasion`.
-    fn recorded_actuator(
+    /// Where the runner's flag changes go for one step: every change recorded under a
+    /// key made from `occasion`.
+    fn recorded_writes(
         &self,
         analysis: &Analysis,
         prepared: &Prepared,
         occasion: String,
-        at: f64,
-    ) -> Arc<RecordedActuator> {
-        Arc::new(RecordedActuator {
-            inner: Arc::clone(&prepared.actuator),
-            store: Arc::clone(&self.inner.store),
-            clock: Arc::clone(&self.inner.clock),
-            worker: self.id().to_owned(),
-            analysis: analysis.id,
-            occasion,
+    ) -> Arc<RecordedWrites> {
+        Arc::new(RecordedWrites {
             report_url: self.analysis_url(analysis.id),
-            trouble: Mutex::new(Trouble {
-                at,
-                ..Trouble::default()
-            }),
+            ..RecordedWrites::new(
+                Arc::clone(&prepared.actuator),
+                Arc::clone(&self.inner.store),
+                Arc::clone(&self.inner.clock),
+                self.id(),
+                analysis.id,
+                &occasion,
+            )
         })
     }
 
@@ -634,19 +633,16 @@ impl Worker {
             first_interval,
             prepared.source.recorded_range().is_some(),
         );
-        let actuator = self.recorded_actuator(analysis, &prepared, "0".to_owned(), at);
-        let mut runner = match RolloutRunner::new(
-            prepared.rollout,
-            prepared.source,
-            Arc::clone(&actuator) as Arc<dyn Actuator>,
-        ) {
-            Ok(runner) => runner.with_adopt(analysis.adopt),
-            Err(error) => {
-                return self.fail(analysis, now, error.to_string()).await;
-            }
-        };
+        let writes = self.recorded_writes(analysis, &prepared, "0".to_owned());
+        let mut runner =
+            match RolloutRunner::new(prepared.rollout, prepared.source, prepared.actuator) {
+                Ok(runner) => runner.writing_through(writes).with_adopt(analysis.adopt),
+                Err(error) => {
+                    return self.fail(analysis, now, error.to_string()).await;
+                }
+            };
         if let Err(error) = runner.start(at).await {
-            actuator.store_failure()?;
+            let error = unless_store_failed(error)?;
             return self
                 .fail(analysis, now, format!("could not start: {error}"))
                 .await;
@@ -690,15 +686,15 @@ impl Worker {
         now: f64,
     ) -> Result<(), WorkerError> {
         let occasion = (state.looks + 1).to_string();
-        let actuator = self.recorded_actuator(analysis, &prepared, occasion, now);
+        let writes = self.recorded_writes(analysis, &prepared, occasion);
         let recorded = prepared.source.recorded_range().is_some();
         let mut runner = match RolloutRunner::resume(
             prepared.rollout,
             state,
             prepared.source,
-            Arc::clone(&actuator) as Arc<dyn Actuator>,
+            prepared.actuator,
         ) {
-            Ok(runner) => runner,
+            Ok(runner) => runner.writing_through(writes),
             Err(error) => {
                 return self.fail(analysis, now, error.to_string()).await;
             }
@@ -715,14 +711,11 @@ impl Worker {
         }
         let due = runner.next_look_at();
         let at = step_time(Some(due), now, runner.stage().interval.seconds(), recorded);
-        actuator.set_time(at);
         let record = match runner.step(at).await {
             Ok(record) => record.clone(),
             Err(error) => {
-                actuator.store_failure()?;
-                return self
-                    .step_failed(analysis, now, &runner, &actuator, error)
-                    .await;
+                let error = unless_store_failed(error)?;
+                return self.step_failed(analysis, now, &runner, error).await;
             }
         };
         if let Some(metrics) = self.inner.metrics.get() {
@@ -779,12 +772,10 @@ impl Worker {
         analysis: &Analysis,
         now: f64,
         runner: &RolloutRunner,
-        actuator: &RecordedActuator,
         error: RunError,
     ) -> Result<(), WorkerError> {
-        let killing = actuator.last_was_rollback();
         match &error {
-            RunError::Actuator { .. } if killing => {
+            RunError::Actuator { rollback: true, .. } => {
                 tracing::error!(error = %error, "THE KILL SWITCH FAILED: the canary may still serve traffic");
                 self.end(
                     analysis,
@@ -855,8 +846,8 @@ impl Worker {
         // Keyed by the number of manual actions so far: a replay of this override finds
         // its own key, a later override of the same kind gets a new one.
         let occasion = format!("manual{}", audit.len());
-        let actuator = self.recorded_actuator(analysis, &prepared, occasion, now);
-        let mut runner = match runner_from(prepared, &actuator) {
+        let writes = self.recorded_writes(analysis, &prepared, occasion);
+        let mut runner = match runner_from(prepared, writes) {
             Ok(runner) => runner,
             Err(error) => {
                 return self.fail(analysis, now, error.to_string()).await;
@@ -880,7 +871,7 @@ impl Worker {
                 self.record(analysis, now, update).await
             }
             Err(error) => {
-                actuator.store_failure()?;
+                let error = unless_store_failed(error)?;
                 let state = match action_override {
                     Override::Rollback => AnalysisState::RollbackFailed,
                     Override::Promote => AnalysisState::Failed,
@@ -915,9 +906,8 @@ impl Worker {
             .map(|a| a.at)
             .fold(analysis.updated_at, f64::min);
         // Every retry shares one key; each failed attempt moves it to the next suffix.
-        let actuator =
-            self.recorded_actuator(analysis, &prepared, "rollback-retry".to_owned(), now);
-        let mut runner = match runner_from(prepared, &actuator) {
+        let writes = self.recorded_writes(analysis, &prepared, "rollback-retry".to_owned());
+        let mut runner = match runner_from(prepared, writes) {
             Ok(runner) => runner,
             Err(error) => {
                 // The rollout cannot be rebuilt, so the kill switch cannot be pulled from
@@ -950,7 +940,7 @@ impl Worker {
                 self.record(analysis, now, update).await
             }
             Err(error) => {
-                actuator.store_failure()?;
+                let error = unless_store_failed(error)?;
                 self.end(
                     analysis,
                     now,
@@ -1097,16 +1087,24 @@ fn traffic(runner: &RolloutRunner) -> f64 {
     runner.traffic().value()
 }
 
-/// The runner of a prepared analysis, resumed from its snapshot when it has one, acting
-/// through `actuator`.
-fn runner_from(
-    prepared: Prepared,
-    actuator: &Arc<RecordedActuator>,
-) -> Result<RolloutRunner, RunError> {
-    let actuator = Arc::clone(actuator) as Arc<dyn Actuator>;
-    match prepared.state {
-        Some(state) => RolloutRunner::resume(prepared.rollout, state, prepared.source, actuator),
-        None => RolloutRunner::new(prepared.rollout, prepared.source, actuator),
+/// The runner of a prepared analysis, resumed from its snapshot when it has one,
+/// writing the flag through `writes`.
+fn runner_from(prepared: Prepared, writes: Arc<RecordedWrites>) -> Result<RolloutRunner, RunError> {
+    let (rollout, source, actuator) = (prepared.rollout, prepared.source, prepared.actuator);
+    let runner = match prepared.state {
+        Some(state) => RolloutRunner::resume(rollout, state, source, actuator),
+        None => RolloutRunner::new(rollout, source, actuator),
+    };
+    Ok(runner?.writing_through(writes))
+}
+
+/// A step's error, unless it is canary's own store failing to record a flag change:
+/// then the step counts for nothing (it is taken again), and is not the analysis's
+/// failure.
+fn unless_store_failed(error: RunError) -> Result<RunError, WorkerError> {
+    match error {
+        RunError::Store(error) => Err(WorkerError::Store(error)),
+        error => Ok(error),
     }
 }
 
@@ -1133,23 +1131,10 @@ fn look_record(id: Uuid, record: &Look) -> Result<LookRecord, WorkerError> {
     })
 }
 
-/// What a [`RecordedActuator`] and its worker tell each other during a step.
-#[derive(Debug, Default)]
-struct Trouble {
-    /// The step's analysis time, recorded with each change.
-    at: f64,
-    /// Whether the last flag change asked for was part of a rollback (the kill switch,
-    /// a progressive reduction or a fallback share).
-    last_was_rollback: bool,
-    /// The store failed while recording a change; the change did not happen or is not
-    /// known to have happened.
-    store_failure: Option<StoreError>,
-}
-
-/// An actuator that records every flag change in the store, exactly once per step
-/// (see the module documentation). Built by the worker for one step of one analysis.
-pub struct RecordedActuator {
-    inner: Arc<dyn Actuator>,
+/// A worker's flag changes for one step of one analysis, each made exactly once
+/// across workers (see the module documentation): intent → apply → complete.
+pub struct RecordedWrites {
+    actuator: Arc<dyn Actuator>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     worker: String,
@@ -1158,39 +1143,28 @@ pub struct RecordedActuator {
     occasion: String,
     /// Where a person reads the analysis, sent with each change.
     report_url: Option<String>,
-    trouble: Mutex<Trouble>,
 }
 
-impl RecordedActuator {
-    /// Wraps `inner` for the step `occasion` (a look number, `0` for the start) of
-    /// `analysis`, taken at analysis time `at` by `worker`, which must hold its lease.
+impl RecordedWrites {
+    /// Changes through `actuator` for the step `occasion` (a look number, `0` for the
+    /// start) of `analysis`, taken by `worker`, which must hold its lease.
     pub fn new(
-        inner: Arc<dyn Actuator>,
+        actuator: Arc<dyn Actuator>,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         worker: &str,
         analysis: Uuid,
         occasion: &str,
-        at: f64,
     ) -> Self {
         Self {
-            inner,
+            actuator,
             store,
             clock,
             worker: worker.to_owned(),
             analysis,
             occasion: occasion.to_owned(),
             report_url: None,
-            trouble: Mutex::new(Trouble {
-                at,
-                ..Trouble::default()
-            }),
         }
-    }
-
-    /// Sets the analysis time recorded with the changes that follow.
-    pub fn set_time(&self, at: f64) {
-        self.trouble().at = at;
     }
 
     /// The idempotency key of a change: `"{analysis}:{occasion}:{action}:{target}"`.
@@ -1203,44 +1177,13 @@ impl RecordedActuator {
         )
     }
 
-    fn trouble(&self) -> std::sync::MutexGuard<'_, Trouble> {
-        self.trouble
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn last_was_rollback(&self) -> bool {
-        self.trouble().last_was_rollback
-    }
-
-    /// The store error that made a change fail, if one did: the step must not be
-    /// recorded as the flag store's fault.
-    fn store_failure(&self) -> Result<(), WorkerError> {
-        match self.trouble().store_failure.take() {
-            Some(error) => Err(WorkerError::Store(error)),
-            None => Ok(()),
-        }
-    }
-
-    fn store_failed(&self, error: StoreError) -> ActuatorError {
-        let failure = ActuatorError::Unavailable {
-            store: "canary store".to_owned(),
-            message: format!("the flag change could not be recorded: {error}"),
-        };
-        self.trouble().store_failure = Some(error);
-        failure
-    }
-
-    async fn change(&self, change: &FlagChange) -> Result<FlagState, ActuatorError> {
-        let flag = change.flag.as_str();
+    /// Records the intent to make `change` at `at` under the first free key (keys are
+    /// single-use: after a failed attempt the retry gets the next suffix).
+    async fn intend(&self, change: &FlagChange, at: f64) -> Result<ActuationRecord, StoreError> {
         let action = change.action.name();
-        let target = change.action.target();
-        self.trouble().last_was_rollback = change.action == FlagAction::Kill
-            || change.context.verdict.as_deref() == Some("rollback");
-        let base = self.idempotency_key(action, target);
-        // Keys are single-use: after a failed attempt the retry gets the next suffix.
+        let base = self.idempotency_key(action, change.action.target());
         let mut attempt = 1;
-        let record = loop {
+        loop {
             let idempotency_key = if attempt == 1 {
                 base.clone()
             } else {
@@ -1250,31 +1193,39 @@ impl RecordedActuator {
                 analysis_id: self.analysis,
                 idempotency_key,
                 action: action.to_owned(),
-                target: target.value(),
-                at: self.trouble().at,
+                target: change.action.target().value(),
+                at,
             };
             let record = self
                 .store
                 .intend_actuation(&self.worker, self.clock.now(), intent)
-                .await
-                .map_err(|error| self.store_failed(error))?;
+                .await?;
             if record.state != ActuationState::Failed {
-                break record;
+                return Ok(record);
             }
             attempt += 1;
-        };
-        if record.state == ActuationState::Applied {
-            tracing::info!(key = %record.idempotency_key, flag, "flag change already applied by an earlier attempt of this step: not repeated");
-            return self.inner.current(flag).await;
+        }
+    }
+}
+
+#[async_trait]
+impl FlagWriter for RecordedWrites {
+    async fn write(&self, change: &FlagChange, at: f64) -> Result<FlagState, WriteError> {
+        let flag = change.flag.as_str();
+        let intent = self.intend(change, at).await?;
+        if intent.state == ActuationState::Applied {
+            tracing::info!(key = %intent.idempotency_key, flag, "flag change already applied by an earlier attempt of this step: not repeated");
+            return Ok(self.actuator.current(flag).await?);
         }
         // Receivers see one id per change however often it is tried: the base key.
         let mut change = change.clone();
-        change.context.actuation_id = Some(base);
+        change.context.actuation_id =
+            Some(self.idempotency_key(change.action.name(), change.action.target()));
         change.context.analysis_id = Some(self.analysis.to_string());
         if change.context.report_url.is_none() {
             change.context.report_url = self.report_url.clone();
         }
-        let result = self.inner.apply(&change).await;
+        let result = self.actuator.apply(&change).await;
         let (outcome, detail) = match &result {
             Ok(state) => (
                 ActuationOutcome::Applied,
@@ -1283,49 +1234,9 @@ impl RecordedActuator {
             Err(error) => (ActuationOutcome::Failed, error.to_string()),
         };
         self.store
-            .complete_actuation(&record.idempotency_key, outcome, &detail, self.clock.now())
-            .await
-            .map_err(|error| self.store_failed(error))?;
-        result
-    }
-}
-
-#[async_trait]
-impl Actuator for RecordedActuator {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-
-    async fn healthcheck(&self, flag: &str) -> Result<FlagState, ActuatorError> {
-        self.inner.healthcheck(flag).await
-    }
-
-    async fn set_rollout(
-        &self,
-        flag: &str,
-        rollout: Percentage,
-    ) -> Result<FlagState, ActuatorError> {
-        self.change(&FlagChange::bare(
-            flag,
-            FlagAction::SetRollout { target: rollout },
-        ))
-        .await
-    }
-
-    async fn kill(&self, flag: &str) -> Result<FlagState, ActuatorError> {
-        self.change(&FlagChange::bare(flag, FlagAction::Kill)).await
-    }
-
-    async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError> {
-        self.inner.current(flag).await
-    }
-
-    fn sees_outside_changes(&self) -> bool {
-        self.inner.sees_outside_changes()
-    }
-
-    async fn apply(&self, change: &FlagChange) -> Result<FlagState, ActuatorError> {
-        self.change(change).await
+            .complete_actuation(&intent.idempotency_key, outcome, &detail, self.clock.now())
+            .await?;
+        Ok(result?)
     }
 }
 

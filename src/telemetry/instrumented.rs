@@ -13,7 +13,6 @@ use async_trait::async_trait;
 
 use super::EngineMetrics;
 use crate::actuators::{Actuator, ActuatorError, FlagChange, FlagState};
-use crate::domain::Percentage;
 use crate::sources::{LabeledSeries, MetricSource, RangeRequest, SourceError};
 
 /// A [`MetricSource`] whose fetches are timed and whose failures are counted by kind.
@@ -105,24 +104,6 @@ impl Actuator for InstrumentedActuator {
         self.inner.healthcheck(flag).await
     }
 
-    async fn set_rollout(
-        &self,
-        flag: &str,
-        rollout: Percentage,
-    ) -> Result<FlagState, ActuatorError> {
-        let started = Instant::now();
-        let result = self.inner.set_rollout(flag, rollout).await;
-        self.observe(started, &result);
-        result
-    }
-
-    async fn kill(&self, flag: &str) -> Result<FlagState, ActuatorError> {
-        let started = Instant::now();
-        let result = self.inner.kill(flag).await;
-        self.observe(started, &result);
-        result
-    }
-
     async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError> {
         self.inner.current(flag).await
     }
@@ -142,7 +123,9 @@ impl Actuator for InstrumentedActuator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actuators::ActuatorExt;
     use crate::actuators::log_only::LogOnlyActuator;
+    use crate::domain::Percentage;
     use crate::sources::Side;
 
     /// A source that fails every fetch as unreachable.

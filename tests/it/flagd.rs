@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use canary::actuators::Actuator;
 use canary::actuators::flagd_file::{FlagdFileActuator, KillMode};
+use canary::actuators::{Actuator, ActuatorExt};
 use canary::domain::Percentage;
 use serde_json::Value;
 

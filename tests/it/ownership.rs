@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use canary::actuators::Actuator;
 use canary::actuators::flagd_file::FlagdFileActuator;
+use canary::actuators::{Actuator, ActuatorExt};
 use canary::api::{ApiState, router};
 use canary::config::Settings;
 use canary::domain::{Percentage, Profile};

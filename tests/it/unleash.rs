@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use canary::actuators::unleash::{AdminToken, UnleashActuator, UnleashTarget};
-use canary::actuators::{Actuator, ActuatorError, FlagState};
+use canary::actuators::{Actuator, ActuatorError, ActuatorExt, FlagState};
 use canary::domain::{Percentage, Profile};
 use canary::scheduler::{RolloutRunner, RolloutStatus, Scopes};
 use canary::sources::synthetic::{CountModel, Distribution, MetricModel, SyntheticSource};

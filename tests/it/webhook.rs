@@ -19,7 +19,7 @@ use serde_json::json;
 
 use canary::actuators::webhook::{ActuationRequest, WebhookConfig};
 use canary::actuators::{
-    Actuator, ActuatorError, ChangeContext, FlagAction, FlagChange, FlagState,
+    Actuator, ActuatorError, ActuatorExt, ChangeContext, FlagAction, FlagChange, FlagState,
 };
 use canary::domain::{HumanDuration, Percentage};
 use canary::signing::{DEFAULT_TOLERANCE, SIGNATURE_HEADER, verify};

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use canary::actuators::log_only::LogOnlyActuator;
-use canary::actuators::{Actuator, ActuatorError, FlagState};
-use canary::domain::Percentage;
+use canary::actuators::{Actuator, ActuatorError, ActuatorExt, FlagAction, FlagChange, FlagState};
 use canary::scheduler::{Clock, CompressedClock, ManualClock, Registry, Worker, WorkerOptions};
 use canary::sources::synthetic::{Distribution, MetricModel, SyntheticSource};
 use canary::store::{
@@ -148,27 +147,18 @@ impl Actuator for CountingActuator {
         self.flags.healthcheck(flag).await
     }
 
-    async fn set_rollout(
-        &self,
-        flag: &str,
-        rollout: Percentage,
-    ) -> Result<FlagState, ActuatorError> {
+    async fn apply(&self, change: &FlagChange) -> Result<FlagState, ActuatorError> {
         self.refuse_while_down()?;
-        self.changes.lock().unwrap().push((
-            flag.to_owned(),
-            "set_rollout".to_owned(),
-            rollout.value(),
-        ));
-        self.flags.set_rollout(flag, rollout).await
-    }
-
-    async fn kill(&self, flag: &str) -> Result<FlagState, ActuatorError> {
-        self.refuse_while_down()?;
+        let flag = change.flag.as_str();
+        let (action, target) = match change.action {
+            FlagAction::SetRollout { target } => ("set_rollout", target.value()),
+            FlagAction::Kill => ("kill", 0.0),
+        };
         self.changes
             .lock()
             .unwrap()
-            .push((flag.to_owned(), "kill".to_owned(), 0.0));
-        self.flags.kill(flag).await
+            .push((flag.to_owned(), action.to_owned(), target));
+        self.flags.apply(change).await
     }
 
     async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError> {

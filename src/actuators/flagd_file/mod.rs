@@ -59,7 +59,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
-use super::{Actuator, ActuatorError, FlagState};
+use super::{Actuator, ActuatorError, FlagAction, FlagChange, FlagState};
 use crate::domain::Percentage;
 use document::Desired;
 pub use document::KillMode;
@@ -144,6 +144,43 @@ impl FlagdFileActuator {
     }
 }
 
+impl FlagdFileActuator {
+    /// Enables the flag for `rollout` percent of traffic.
+    async fn write_rollout(
+        &self,
+        flag: &str,
+        rollout: Percentage,
+    ) -> Result<FlagState, ActuatorError> {
+        let desired = Desired {
+            enabled: true,
+            rollout,
+        };
+        self.edit(flag, move |root, flag, store| {
+            document::apply(root, flag, desired, store)
+        })
+        .await
+    }
+
+    /// The kill switch.
+    async fn write_kill(&self, flag: &str) -> Result<FlagState, ActuatorError> {
+        let kill_mode = self.kill_mode;
+        self.edit(flag, move |root, flag, store| {
+            let (state, note) = document::kill(root, flag, store, kill_mode)?;
+            match (note, kill_mode) {
+                (None, _) => {}
+                (Some(note), KillMode::Disable) => {
+                    tracing::warn!(flag = %flag, path = %store, reason = %note, "flag disabled but its rollout weights were left as they are; re-enabling it by hand restores them");
+                }
+                (Some(note), KillMode::OffVariant) => {
+                    tracing::warn!(flag = %flag, path = %store, reason = %note, "flag disabled (flagd serves the application's default) because the off variant could not be served");
+                }
+            }
+            Ok(state)
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl Actuator for FlagdFileActuator {
     fn describe(&self) -> String {
@@ -172,39 +209,6 @@ impl Actuator for FlagdFileActuator {
         .await
     }
 
-    async fn set_rollout(
-        &self,
-        flag: &str,
-        rollout: Percentage,
-    ) -> Result<FlagState, ActuatorError> {
-        let desired = Desired {
-            enabled: true,
-            rollout,
-        };
-        self.edit(flag, move |root, flag, store| {
-            document::apply(root, flag, desired, store)
-        })
-        .await
-    }
-
-    async fn kill(&self, flag: &str) -> Result<FlagState, ActuatorError> {
-        let kill_mode = self.kill_mode;
-        self.edit(flag, move |root, flag, store| {
-            let (state, note) = document::kill(root, flag, store, kill_mode)?;
-            match (note, kill_mode) {
-                (None, _) => {}
-                (Some(note), KillMode::Disable) => {
-                    tracing::warn!(flag = %flag, path = %store, reason = %note, "flag disabled but its rollout weights were left as they are; re-enabling it by hand restores them");
-                }
-                (Some(note), KillMode::OffVariant) => {
-                    tracing::warn!(flag = %flag, path = %store, reason = %note, "flag disabled (flagd serves the application's default) because the off variant could not be served");
-                }
-            }
-            Ok(state)
-        })
-        .await
-    }
-
     async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError> {
         let path = self.path.clone();
         let flag = flag.to_owned();
@@ -214,6 +218,13 @@ impl Actuator for FlagdFileActuator {
             document::read_state_for(&flag_file.root, &flag, &file::store_name(&path), kill_mode)
         })
         .await
+    }
+
+    async fn apply(&self, change: &FlagChange) -> Result<FlagState, ActuatorError> {
+        match change.action {
+            FlagAction::SetRollout { target } => self.write_rollout(&change.flag, target).await,
+            FlagAction::Kill => self.write_kill(&change.flag).await,
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! promises. The flagd evaluator's view of the same files is checked in
 //! `tests/it/flagd.rs`.
 
+use crate::actuators::ActuatorExt;
 use std::path::PathBuf;
 
 use serde_json::{Value, json};

@@ -42,7 +42,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::Url;
 
-use super::{Actuator, ActuatorError, FlagState};
+use super::{Actuator, ActuatorError, FlagAction, FlagChange, FlagState};
 use crate::domain::Percentage;
 use client::AdminClient;
 pub use client::AdminToken;
@@ -158,27 +158,9 @@ impl UnleashActuator {
     }
 }
 
-#[async_trait]
-impl Actuator for UnleashActuator {
-    fn describe(&self) -> String {
-        format!(
-            "unleash:{} project={} environment={}",
-            self.target.url, self.target.project, self.target.environment
-        )
-    }
-
-    /// The token works, the feature exists in the project and environment, and its
-    /// strategies are ones canary can move. Writing is not tried: an admin token may
-    /// write.
-    async fn healthcheck(&self, flag: &str) -> Result<FlagState, ActuatorError> {
-        self.read(flag, |reading| {
-            reading.refuse_others()?;
-            reading.state()
-        })
-        .await
-    }
-
-    async fn set_rollout(
+impl UnleashActuator {
+    /// Enables the flag for `rollout` percent of traffic.
+    async fn write_rollout(
         &self,
         flag: &str,
         rollout: Percentage,
@@ -238,7 +220,8 @@ impl Actuator for UnleashActuator {
         }
     }
 
-    async fn kill(&self, flag: &str) -> Result<FlagState, ActuatorError> {
+    /// The kill switch.
+    async fn write_kill(&self, flag: &str) -> Result<FlagState, ActuatorError> {
         self.client.switch(flag, false).await?;
         let (enabled, strategy) = self
             .read(flag, |reading| {
@@ -279,9 +262,37 @@ impl Actuator for UnleashActuator {
         }
         Ok(state)
     }
+}
+
+#[async_trait]
+impl Actuator for UnleashActuator {
+    fn describe(&self) -> String {
+        format!(
+            "unleash:{} project={} environment={}",
+            self.target.url, self.target.project, self.target.environment
+        )
+    }
+
+    /// The token works, the feature exists in the project and environment, and its
+    /// strategies are ones canary can move. Writing is not tried: an admin token may
+    /// write.
+    async fn healthcheck(&self, flag: &str) -> Result<FlagState, ActuatorError> {
+        self.read(flag, |reading| {
+            reading.refuse_others()?;
+            reading.state()
+        })
+        .await
+    }
 
     async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError> {
         self.read(flag, |reading| reading.state()).await
+    }
+
+    async fn apply(&self, change: &FlagChange) -> Result<FlagState, ActuatorError> {
+        match change.action {
+            FlagAction::SetRollout { target } => self.write_rollout(&change.flag, target).await,
+            FlagAction::Kill => self.write_kill(&change.flag).await,
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! garbage bodies, a refused connection, and a read-back that differs from what was
 //! written. Behaviour against a real unleash-server is in `tests/it/unleash.rs`.
 
+use crate::actuators::ActuatorExt;
 use std::time::Duration;
 
 use serde_json::{Value, json};

@@ -39,7 +39,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode, Url};
 
-use super::{Actuator, ActuatorError, FlagAction, FlagChange, FlagState};
+use super::{Actuator, ActuatorError, FlagChange, FlagState};
 use crate::domain::{HumanDuration, Percentage};
 use crate::sources::prometheus::Secret;
 pub use body::{ActuationRequest, SCHEMA_VERSION, reported_state};
@@ -168,22 +168,6 @@ impl Actuator for WebhookActuator {
                 rollout: Percentage::ZERO,
             })),
         }
-    }
-
-    async fn set_rollout(
-        &self,
-        flag: &str,
-        rollout: Percentage,
-    ) -> Result<FlagState, ActuatorError> {
-        self.apply(&FlagChange::bare(
-            flag,
-            FlagAction::SetRollout { target: rollout },
-        ))
-        .await
-    }
-
-    async fn kill(&self, flag: &str) -> Result<FlagState, ActuatorError> {
-        self.apply(&FlagChange::bare(flag, FlagAction::Kill)).await
     }
 
     async fn current(&self, flag: &str) -> Result<FlagState, ActuatorError> {
