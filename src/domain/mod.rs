@@ -13,6 +13,7 @@ pub mod observations;
 mod percentage;
 pub mod plan;
 pub mod profile;
+mod validate;
 pub mod verdict;
 
 pub use duration::HumanDuration;

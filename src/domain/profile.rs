@@ -8,16 +8,13 @@
 //! file, the line and the field, and says what is allowed, so a pipeline author
 //! can fix a profile without reading this code.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
-use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
-use toml::Spanned;
 
 use super::HumanDuration;
-use super::location::line_and_column;
-use super::plan::{RawRollout, RawStage, RawTrigger, RolloutPlan, validate_plan};
+use super::plan::{MIN_BURST_WINDOW_STEPS, RolloutPlan};
 use crate::stats::multiple_testing::Correction;
 
 /// A validated analysis profile.
@@ -117,7 +114,7 @@ impl fmt::Display for JudgeMode {
 /// A confidence level in `[0.5, 1)`.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
 #[serde(transparent)]
-pub struct ConfidenceLevel(f64);
+pub struct ConfidenceLevel(pub(in crate::domain) f64);
 
 impl ConfidenceLevel {
     /// Validates a confidence level; levels below 0.5 are almost certainly a typo for a
@@ -146,7 +143,7 @@ impl ConfidenceLevel {
 /// A score between 0 and 100.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
 #[serde(transparent)]
-pub struct Score(f64);
+pub struct Score(pub(in crate::domain) f64);
 
 impl Score {
     /// Validates a score.
@@ -361,238 +358,7 @@ pub struct ProfileError {
     pub message: String,
 }
 
-const DEFAULT_CONFIDENCE_LEVEL: f64 = 0.95;
-const DEFAULT_PASS_SCORE: f64 = 95.0;
-const DEFAULT_MARGINAL_SCORE: f64 = 75.0;
-const DEFAULT_MAX_NAN_FRACTION: f64 = 0.1;
-const DEFAULT_IQR_MULTIPLIER: f64 = 1.5;
-
-/// The default `min_samples` per kind: enough for the normal approximations to be
-/// trustworthy (continuous), for a 0.1–1 % error rate to produce a few errors
-/// (proportion), and at least one value (threshold).
-fn default_min_samples(kind: KindName) -> u64 {
-    match kind {
-        KindName::Continuous => 20,
-        KindName::Proportion => 500,
-        KindName::Threshold => 1,
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum KindName {
-    Continuous,
-    Proportion,
-    Threshold,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum OutlierMethodName {
-    Keep,
-    Iqr,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawProfile {
-    name: Option<Spanned<String>>,
-    description: Option<String>,
-    judge: Option<Spanned<RawJudge>>,
-    #[serde(default)]
-    groups: BTreeMap<Spanned<String>, Spanned<RawGroup>>,
-    #[serde(default)]
-    metrics: Vec<Spanned<RawMetric>>,
-    #[serde(default)]
-    stages: Vec<Spanned<RawStage>>,
-    #[serde(default)]
-    triggers: Vec<Spanned<RawTrigger>>,
-    rollout: Option<Spanned<RawRollout>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawJudge {
-    confidence_level: Option<Spanned<f64>>,
-    pass_score: Option<Spanned<f64>>,
-    marginal_score: Option<Spanned<f64>>,
-    multiple_comparisons: Option<Spanned<Correction>>,
-    mode: Option<Spanned<JudgeMode>>,
-    host_spread: Option<Spanned<f64>>,
-    error_host_spread: Option<Spanned<f64>>,
-    instance_labels: Option<Spanned<Vec<String>>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGroup {
-    weight: Option<Spanned<f64>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMetric {
-    name: Option<Spanned<String>>,
-    kind: Option<Spanned<KindName>>,
-    direction: Option<Spanned<Direction>>,
-    min_samples: Option<Spanned<i64>>,
-    critical: Option<Spanned<bool>>,
-    severity: Option<Spanned<Severity>>,
-    group: Option<Spanned<String>>,
-    query: Option<Spanned<String>>,
-    errors_query: Option<Spanned<String>>,
-    total_query: Option<Spanned<String>>,
-    raw_samples: Option<Spanned<bool>>,
-    cumulative: Option<Spanned<bool>>,
-    allowed_increase: Option<Spanned<f64>>,
-    allowed_decrease: Option<Spanned<f64>>,
-    max_ratio: Option<Spanned<f64>>,
-    min_ratio: Option<Spanned<f64>>,
-    max: Option<Spanned<f64>>,
-    min: Option<Spanned<f64>>,
-    statistic: Option<Spanned<ThresholdStatistic>>,
-    nan_policy: Option<Spanned<NanPolicy>>,
-    max_nan_fraction: Option<Spanned<f64>>,
-    outliers: Option<Spanned<OutlierMethodName>>,
-    iqr_multiplier: Option<Spanned<f64>>,
-    tails: Option<Spanned<bool>>,
-    bursts: Option<Spanned<String>>,
-}
-
-/// Builds errors that point into one profile text.
-pub(super) struct Validator<'a> {
-    file: &'a str,
-    text: &'a str,
-}
-
-impl Validator<'_> {
-    pub(super) fn error(
-        &self,
-        span: Range<usize>,
-        field: &str,
-        message: impl Into<String>,
-    ) -> ProfileError {
-        let (line, column) = line_and_column(self.text, span.start);
-        ProfileError {
-            file: self.file.to_owned(),
-            line,
-            column,
-            field: field.to_owned(),
-            message: message.into(),
-        }
-    }
-}
-
 impl Profile {
-    /// Parses and validates a profile. `file` is only used in error messages.
-    pub fn parse(text: &str, file: &str) -> Result<Profile, ProfileError> {
-        let v = Validator { file, text };
-        let raw: RawProfile = toml::from_str(text).map_err(|error| {
-            let span = error.span().unwrap_or(0..0);
-            let start = span.start;
-            v.error(
-                span,
-                &field_of_toml_error(error.message())
-                    .or_else(|| field_at(text, start))
-                    .unwrap_or_else(|| "(syntax)".to_owned()),
-                error.message().trim(),
-            )
-        })?;
-
-        let name = match raw.name {
-            Some(name) if !name.get_ref().trim().is_empty() => name.into_inner(),
-            Some(name) => return Err(v.error(name.span(), "name", "must not be empty")),
-            None => {
-                return Err(v.error(
-                    0..0,
-                    "name",
-                    "is required: add `name = \"...\"` at the top of the profile",
-                ));
-            }
-        };
-
-        let judge = validate_judge(&v, raw.judge)?;
-
-        let mut group_weights = BTreeMap::new();
-        for (group_name, group) in &raw.groups {
-            let field = format!("groups.{}.weight", group_name.get_ref());
-            let weight = match &group.get_ref().weight {
-                Some(weight) => {
-                    let value = *weight.get_ref();
-                    if !(value.is_finite() && value > 0.0) {
-                        return Err(v.error(
-                            weight.span(),
-                            &field,
-                            format!("must be a number above 0, got {value}"),
-                        ));
-                    }
-                    value
-                }
-                None => {
-                    return Err(v.error(
-                        group.span(),
-                        &field,
-                        "is required in a [groups.NAME] table (a number above 0)",
-                    ));
-                }
-            };
-            group_weights.insert(group_name.get_ref().clone(), weight);
-        }
-
-        if raw.metrics.is_empty() {
-            return Err(v.error(
-                0..0,
-                "metrics",
-                "a profile needs at least one [[metrics]] table",
-            ));
-        }
-        let mut metrics = Vec::with_capacity(raw.metrics.len());
-        let mut seen_names = BTreeSet::new();
-        for (index, raw_metric) in raw.metrics.into_iter().enumerate() {
-            let span = raw_metric.span();
-            let metric =
-                validate_metric(&v, index, span.clone(), raw_metric.into_inner(), judge.mode)?;
-            if !seen_names.insert(metric.name.clone()) {
-                return Err(v.error(
-                    span,
-                    &format!("metrics.{}.name", metric.name),
-                    "is used by an earlier metric; metric names must be unique",
-                ));
-            }
-            if !group_weights.is_empty() && !group_weights.contains_key(&metric.group) {
-                let declared: Vec<&str> = group_weights.keys().map(String::as_str).collect();
-                return Err(v.error(
-                    span,
-                    &format!("metrics.{}.group", metric.name),
-                    format!(
-                        "group {:?} is not declared; declared groups: {}",
-                        metric.group,
-                        declared.join(", ")
-                    ),
-                ));
-            }
-            metrics.push(metric);
-        }
-
-        let plan = validate_plan(
-            &v,
-            raw.stages,
-            raw.triggers,
-            raw.rollout,
-            judge.confidence_level.alpha(),
-            &metrics,
-        )?;
-
-        Ok(Profile {
-            name,
-            description: raw.description,
-            judge,
-            group_weights,
-            metrics,
-            plan,
-        })
-    }
-
     /// The weight of a score group (1 when the profile does not declare groups).
     pub fn group_weight(&self, group: &str) -> f64 {
         self.group_weights.get(group).copied().unwrap_or(1.0)
@@ -604,600 +370,86 @@ impl Profile {
     }
 }
 
-/// serde's messages name the offending key in backticks ("unknown field `foo`",
-/// "missing field `bar`"); use it as the field when there is one.
-fn field_of_toml_error(message: &str) -> Option<String> {
-    message
-        .split('`')
-        .nth(1)
-        .filter(|_| message.contains("field"))
-        .map(str::to_owned)
+/// Checks of a plan that need the profile's metrics (kept here so `plan` does not
+/// depend on `profile`).
+impl RolloutPlan {
+    /// Where the plan's looks are too short for a sequential check to mean much, in
+    /// words naming the stage, the metric and the numbers (`canary check-profile`
+    /// prints them; none stops a rollout).
+    ///
+    /// A look hands the sequential judge the points since the previous one: for range
+    /// queries `interval / step` per side. A location comparison of one point against
+    /// one is a coin toss (no single look can show a regression); the tails check
+    /// waits until each side has
+    /// [`MIN_SPREAD_POINTS`](crate::stats::sequential::MIN_SPREAD_POINTS) points, so
+    /// with fewer points a look it compares only every few looks, and a stage shorter
+    /// than that never compares at all; a `bursts` window of fewer than
+    /// [`MIN_BURST_WINDOW_STEPS`] steps holds too few points to be a burst. Metrics read
+    /// as raw samples (`raw_samples = true`) come at the scrape interval, unknown here,
+    /// and are left out of the per-look counts.
+    pub fn short_look_warnings(&self, metrics: &[MetricSpec]) -> Vec<String> {
+        use crate::stats::sequential::MIN_SPREAD_POINTS;
+        let step = self.settings.step;
+        let mut warnings = Vec::new();
+        for metric in metrics {
+            if let (MetricKind::Proportion { .. }, Some(window)) = (&metric.kind, metric.bursts) {
+                let steps = window.seconds() / step.seconds();
+                if steps < MIN_BURST_WINDOW_STEPS {
+                    warnings.push(format!(
+                        "metric {:?}: its bursts window {window} is {} of {step}; a window needs \
+                         at least {MIN_BURST_WINDOW_STEPS} steps to test a burst",
+                        metric.name,
+                        plural(steps, "step"),
+                    ));
+                }
+            }
+            if !matches!(metric.kind, MetricKind::Continuous { .. }) || metric.raw_samples {
+                continue;
+            }
+            // A stage without a baseline compares nothing, so its looks cannot be short.
+            for stage in self.stages.iter().filter(|stage| stage.has_baseline()) {
+                let per_look = (stage.interval.seconds() / step.seconds()).floor();
+                let per_stage = (stage.duration.seconds() / step.seconds()).floor();
+                let context = format!(
+                    "stage {:?}, metric {:?}: a look every {} at a step of {step} brings {} per side",
+                    stage.name,
+                    metric.name,
+                    stage.interval,
+                    plural(per_look, "point"),
+                );
+                if per_look < 2.0 {
+                    warnings.push(format!(
+                        "{context}; a location comparison of one point against one cannot show a \
+                         regression at any single look (give the interval at least 2 steps)"
+                    ));
+                }
+                let needed = MIN_SPREAD_POINTS as f64;
+                if metric.tails && per_stage < needed {
+                    warnings.push(format!(
+                        "{context}; the stage's {} never reach the {needed} per side the tails \
+                         check compares spread over, so it cannot test the spread at this stage",
+                        plural(per_stage, "point"),
+                    ));
+                } else if metric.tails && per_look < needed {
+                    warnings.push(format!(
+                        "{context}; the tails check compares spread over {needed} points per side, \
+                         so only every {} looks (give the interval at least {needed} steps)",
+                        (needed / per_look.max(1.0)).ceil(),
+                    ));
+                }
+            }
+        }
+        warnings
+    }
 }
 
-/// The dotted field a `key = value` line at `offset` sets (`judge.mode`,
-/// `metrics.NAME.kind`), for errors TOML reports without naming it (an unknown enum
-/// variant, a wrong type). `None` when the offset is not in such a line.
-fn field_at(text: &str, offset: usize) -> Option<String> {
-    let line_start = text[..offset.min(text.len())]
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
-    let line = text[line_start..].lines().next()?;
-    let key = line.split_once('=')?.0.trim();
-    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
-        return None;
+/// `1 point`, `2 points`, `0.5 steps`.
+fn plural(count: f64, unit: &str) -> String {
+    if count == 1.0 {
+        format!("1 {unit}")
+    } else {
+        format!("{} {unit}s", (count * 100.0).round() / 100.0)
     }
-    // The nearest table header above, and for an array of tables the entry's name.
-    let above = &text[..line_start];
-    let header_line = above
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('['))
-        .map(str::trim);
-    let Some(header) = header_line else {
-        return Some(key.to_owned());
-    };
-    let table = header.trim_matches(|c| c == '[' || c == ']').trim();
-    let block_start = above.rfind(header).unwrap_or(0);
-    let name = text[block_start..]
-        .lines()
-        .skip(1)
-        .take_while(|l| !l.trim_start().starts_with('['))
-        .find_map(|l| {
-            let (k, v) = l.split_once('=')?;
-            (k.trim() == "name").then(|| v.trim().trim_matches('"').to_owned())
-        });
-    Some(match (header.starts_with("[["), name) {
-        (true, Some(name)) => format!("{table}.{name}.{key}"),
-        _ => format!("{table}.{key}"),
-    })
-}
-
-/// Whether `name` is a valid Prometheus label name.
-fn is_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn validate_judge(
-    v: &Validator<'_>,
-    raw: Option<Spanned<RawJudge>>,
-) -> Result<JudgeSettings, ProfileError> {
-    let Some(raw) = raw.map(Spanned::into_inner) else {
-        return Ok(JudgeSettings {
-            confidence_level: ConfidenceLevel(DEFAULT_CONFIDENCE_LEVEL),
-            pass_score: Score(DEFAULT_PASS_SCORE),
-            marginal_score: Score(DEFAULT_MARGINAL_SCORE),
-            multiple_comparisons: Correction::Holm,
-            mode: JudgeMode::default(),
-            host_spread: DEFAULT_HOST_SPREAD,
-            error_host_spread: DEFAULT_ERROR_HOST_SPREAD,
-            instance_labels: default_instance_labels(),
-        });
-    };
-    let confidence_level = match raw.confidence_level {
-        Some(level) => ConfidenceLevel::parse(*level.get_ref())
-            .map_err(|message| v.error(level.span(), "judge.confidence_level", message))?,
-        None => ConfidenceLevel(DEFAULT_CONFIDENCE_LEVEL),
-    };
-    let pass_score = match &raw.pass_score {
-        Some(score) => Score::parse(*score.get_ref())
-            .map_err(|message| v.error(score.span(), "judge.pass_score", message))?,
-        None => Score(DEFAULT_PASS_SCORE),
-    };
-    let marginal_score = match &raw.marginal_score {
-        Some(score) => Score::parse(*score.get_ref())
-            .map_err(|message| v.error(score.span(), "judge.marginal_score", message))?,
-        None => Score(DEFAULT_MARGINAL_SCORE),
-    };
-    if marginal_score > pass_score {
-        let span = raw
-            .marginal_score
-            .as_ref()
-            .or(raw.pass_score.as_ref())
-            .map_or(0..0, Spanned::span);
-        return Err(v.error(
-            span,
-            "judge.marginal_score",
-            format!(
-                "must not exceed judge.pass_score ({} > {}): scores below marginal_score roll back, \
-                 scores between the two hold",
-                marginal_score.value(),
-                pass_score.value()
-            ),
-        ));
-    }
-    let spread = |raw: &Option<Spanned<f64>>, field: &str, default: f64| match raw {
-        Some(spread) => {
-            let value = *spread.get_ref();
-            if !(0.0..=1.0).contains(&value) {
-                return Err(v.error(
-                    spread.span(),
-                    field,
-                    format!("must be a relative spread between 0 and 1 (0.03 is 3 %), got {value}"),
-                ));
-            }
-            Ok(value)
-        }
-        None => Ok(default),
-    };
-    let host_spread = spread(&raw.host_spread, "judge.host_spread", DEFAULT_HOST_SPREAD)?;
-    let error_host_spread = spread(
-        &raw.error_host_spread,
-        "judge.error_host_spread",
-        DEFAULT_ERROR_HOST_SPREAD,
-    )?;
-    let instance_labels = match raw.instance_labels {
-        Some(labels) => {
-            let span = labels.span();
-            let labels = labels.into_inner();
-            if let Some(bad) = labels.iter().find(|label| !is_label_name(label)) {
-                return Err(v.error(
-                    span,
-                    "judge.instance_labels",
-                    format!("{bad:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
-                ));
-            }
-            labels
-        }
-        None => default_instance_labels(),
-    };
-    Ok(JudgeSettings {
-        confidence_level,
-        pass_score,
-        marginal_score,
-        multiple_comparisons: raw
-            .multiple_comparisons
-            .map_or(Correction::Holm, Spanned::into_inner),
-        mode: raw.mode.map_or(JudgeMode::default(), Spanned::into_inner),
-        host_spread,
-        error_host_spread,
-        instance_labels,
-    })
-}
-
-fn validate_metric(
-    v: &Validator<'_>,
-    index: usize,
-    span: Range<usize>,
-    raw: RawMetric,
-    mode: JudgeMode,
-) -> Result<MetricSpec, ProfileError> {
-    let name = match &raw.name {
-        Some(name) => {
-            let value = name.get_ref();
-            let valid = !value.is_empty()
-                && value
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-            if !valid {
-                return Err(v.error(
-                    name.span(),
-                    &format!("metrics[{}].name", index + 1),
-                    format!(
-                        "{value:?} is not a valid metric name: use letters, digits, '_', '-' and '.' \
-                         (':' is reserved for the `NAME:errors` / `NAME:total` rows of data files)"
-                    ),
-                ));
-            }
-            value.clone()
-        }
-        None => {
-            return Err(v.error(
-                span,
-                &format!("metrics[{}].name", index + 1),
-                "is required in every [[metrics]] table",
-            ));
-        }
-    };
-    let field = |key: &str| format!("metrics.{name}.{key}");
-
-    let kind_name = match &raw.kind {
-        Some(kind) => *kind.get_ref(),
-        None => {
-            return Err(v.error(
-                span,
-                &field("kind"),
-                "is required: one of \"continuous\", \"proportion\", \"threshold\"",
-            ));
-        }
-    };
-    let kind_label = match kind_name {
-        KindName::Continuous => "continuous",
-        KindName::Proportion => "proportion",
-        KindName::Threshold => "threshold",
-    };
-
-    // Keys that belong to another kind are refused rather than ignored: a `max_ratio`
-    // on a continuous metric would otherwise silently do nothing.
-    let only_for =
-        |key: &str, present: Option<Range<usize>>, kinds: &[KindName], allowed: &str| match present
-        {
-            Some(key_span) if !kinds.contains(&kind_name) => Err(v.error(
-                key_span,
-                &field(key),
-                format!("applies only to {allowed} metrics, not to kind = \"{kind_label}\""),
-            )),
-            _ => Ok(()),
-        };
-    use KindName::{Continuous, Proportion, Threshold};
-    only_for(
-        "direction",
-        raw.direction.as_ref().map(Spanned::span),
-        &[Continuous, Proportion],
-        "continuous and proportion",
-    )?;
-    for (key, value) in [
-        ("allowed_increase", &raw.allowed_increase),
-        ("allowed_decrease", &raw.allowed_decrease),
-    ] {
-        only_for(
-            key,
-            value.as_ref().map(Spanned::span),
-            &[Continuous],
-            "continuous",
-        )?;
-    }
-    for (key, value) in [("max_ratio", &raw.max_ratio), ("min_ratio", &raw.min_ratio)] {
-        only_for(
-            key,
-            value.as_ref().map(Spanned::span),
-            &[Proportion],
-            "proportion",
-        )?;
-    }
-    for (key, value) in [("max", &raw.max), ("min", &raw.min)] {
-        only_for(
-            key,
-            value.as_ref().map(Spanned::span),
-            &[Threshold],
-            "threshold",
-        )?;
-    }
-    only_for(
-        "statistic",
-        raw.statistic.as_ref().map(Spanned::span),
-        &[Threshold],
-        "threshold",
-    )?;
-    for (key, value) in [
-        ("outliers", raw.outliers.as_ref().map(Spanned::span)),
-        (
-            "iqr_multiplier",
-            raw.iqr_multiplier.as_ref().map(Spanned::span),
-        ),
-    ] {
-        only_for(
-            key,
-            value,
-            &[Continuous, Threshold],
-            "continuous and threshold",
-        )?;
-    }
-
-    if kind_name == Proportion
-        && let Some(query) = &raw.query
-    {
-        return Err(v.error(
-            query.span(),
-            &field("query"),
-            "a proportion metric is counted with two queries: use `errors_query` and `total_query`",
-        ));
-    }
-    for (key, value) in [
-        ("errors_query", &raw.errors_query),
-        ("total_query", &raw.total_query),
-    ] {
-        only_for(
-            key,
-            value.as_ref().map(Spanned::span),
-            &[Proportion, Threshold],
-            "proportion and threshold",
-        )?;
-    }
-    match (&raw.errors_query, &raw.total_query) {
-        (Some(only), None) | (None, Some(only)) => {
-            return Err(v.error(
-                only.span(),
-                &field(if raw.errors_query.is_some() {
-                    "total_query"
-                } else {
-                    "errors_query"
-                }),
-                "`errors_query` and `total_query` go together: give both or neither",
-            ));
-        }
-        _ => {}
-    }
-    if kind_name == Threshold
-        && let (Some(_), Some(query)) = (&raw.errors_query, &raw.query)
-    {
-        return Err(v.error(
-            query.span(),
-            &field("query"),
-            "give either `query` (samples) or `errors_query` and `total_query` (a rate), not both",
-        ));
-    }
-    only_for(
-        "tails",
-        raw.tails.as_ref().map(Spanned::span),
-        &[Continuous],
-        "continuous",
-    )?;
-    only_for(
-        "bursts",
-        raw.bursts.as_ref().map(Spanned::span),
-        &[Proportion],
-        "proportion",
-    )?;
-    // The spread and burst checks belong to the sequential judge: refused, not ignored,
-    // where they would not run.
-    if mode == JudgeMode::Fixed {
-        let tails = raw
-            .tails
-            .as_ref()
-            .filter(|t| *t.get_ref())
-            .map(Spanned::span);
-        let bursts = raw.bursts.as_ref().map(Spanned::span);
-        for (key, present) in [("tails", tails), ("bursts", bursts)] {
-            if let Some(key_span) = present {
-                return Err(v.error(
-                    key_span,
-                    &field(key),
-                    "is a check of the sequential judge and does not run with [judge] mode = \"fixed\": \
-                     remove it or use mode = \"sequential\"",
-                ));
-            }
-        }
-    }
-    let bursts = match &raw.bursts {
-        Some(window) => Some(
-            HumanDuration::parse(window.get_ref())
-                .map_err(|message| v.error(window.span(), &field("bursts"), message))?,
-        ),
-        None => None,
-    };
-    only_for(
-        "raw_samples",
-        raw.raw_samples.as_ref().map(Spanned::span),
-        &[Continuous, Threshold],
-        "continuous and threshold",
-    )?;
-
-    if let Some(cumulative) = &raw.cumulative
-        && *cumulative.get_ref()
-        && (raw.errors_query.is_none() || raw.total_query.is_none())
-    {
-        return Err(v.error(
-            cumulative.span(),
-            &field("cumulative"),
-            "only applies to count data: give errors_query and total_query that return counters",
-        ));
-    }
-
-    let non_negative = |key: &str, value: &Option<Spanned<f64>>| -> Result<f64, ProfileError> {
-        match value {
-            Some(value) if !(value.get_ref().is_finite() && *value.get_ref() >= 0.0) => Err(v
-                .error(
-                    value.span(),
-                    &field(key),
-                    format!(
-                        "must be a fraction of the baseline at least 0 (0.1 = 10 %), got {}",
-                        value.get_ref()
-                    ),
-                )),
-            Some(value) => Ok(*value.get_ref()),
-            None => Ok(0.0),
-        }
-    };
-    let direction = raw
-        .direction
-        .as_ref()
-        .map_or(Direction::Increase, |d| *d.get_ref());
-
-    let kind = match kind_name {
-        KindName::Continuous => {
-            let allowed_increase = non_negative("allowed_increase", &raw.allowed_increase)?;
-            let allowed_decrease = non_negative("allowed_decrease", &raw.allowed_decrease)?;
-            if let Some(decrease) = &raw.allowed_decrease
-                && allowed_decrease >= 1.0
-            {
-                return Err(v.error(
-                    decrease.span(),
-                    &field("allowed_decrease"),
-                    format!(
-                        "must be below 1 (a decrease of 100 % or more tolerates anything), got {allowed_decrease}"
-                    ),
-                ));
-            }
-            MetricKind::Continuous {
-                direction,
-                allowed_increase,
-                allowed_decrease,
-            }
-        }
-        KindName::Proportion => {
-            let max_ratio = match &raw.max_ratio {
-                Some(ratio) if !(ratio.get_ref().is_finite() && *ratio.get_ref() >= 1.0) => {
-                    return Err(v.error(
-                        ratio.span(),
-                        &field("max_ratio"),
-                        format!(
-                            "must be a number at least 1 (1.5 = canary rate may reach baseline × 1.5), got {}",
-                            ratio.get_ref()
-                        ),
-                    ));
-                }
-                ratio => ratio.as_ref().map(|r| *r.get_ref()),
-            };
-            let min_ratio = match &raw.min_ratio {
-                Some(ratio)
-                    if !(ratio.get_ref().is_finite()
-                        && *ratio.get_ref() > 0.0
-                        && *ratio.get_ref() <= 1.0) =>
-                {
-                    return Err(v.error(
-                        ratio.span(),
-                        &field("min_ratio"),
-                        format!(
-                            "must be a number above 0 and at most 1 (0.8 = canary rate may fall to baseline × 0.8), got {}",
-                            ratio.get_ref()
-                        ),
-                    ));
-                }
-                ratio => ratio.as_ref().map(|r| *r.get_ref()),
-            };
-            MetricKind::Proportion {
-                direction,
-                max_ratio,
-                min_ratio,
-            }
-        }
-        KindName::Threshold => {
-            let finite = |key: &str, value: &Option<Spanned<f64>>| match value {
-                Some(value) if !value.get_ref().is_finite() => Err(v.error(
-                    value.span(),
-                    &field(key),
-                    format!("must be a finite number, got {}", value.get_ref()),
-                )),
-                value => Ok(value.as_ref().map(|x| *x.get_ref())),
-            };
-            let min = finite("min", &raw.min)?;
-            let max = finite("max", &raw.max)?;
-            match (min, max) {
-                (None, None) => {
-                    return Err(v.error(
-                        span,
-                        &field("max"),
-                        "a threshold metric needs `max`, `min` or both",
-                    ));
-                }
-                (Some(low), Some(high)) if low > high => {
-                    return Err(v.error(
-                        raw.min.as_ref().map_or(span.clone(), Spanned::span),
-                        &field("min"),
-                        format!("must not exceed max ({low} > {high})"),
-                    ));
-                }
-                _ => {}
-            }
-            MetricKind::Threshold {
-                statistic: raw
-                    .statistic
-                    .as_ref()
-                    .map_or(ThresholdStatistic::Mean, |s| *s.get_ref()),
-                min,
-                max,
-            }
-        }
-    };
-
-    let min_samples = match &raw.min_samples {
-        Some(count) if *count.get_ref() < 1 => {
-            return Err(v.error(
-                count.span(),
-                &field("min_samples"),
-                format!("must be a whole number at least 1, got {}", count.get_ref()),
-            ));
-        }
-        Some(count) => *count.get_ref() as u64,
-        None => default_min_samples(kind_name),
-    };
-
-    let severity = match (&raw.critical, &raw.severity) {
-        (Some(critical), Some(severity)) => {
-            let agrees = (*critical.get_ref()) == (*severity.get_ref() == Severity::Critical);
-            if !agrees {
-                return Err(v.error(
-                    critical.span(),
-                    &field("critical"),
-                    format!(
-                        "contradicts severity = \"{}\"; give one of `critical = true` or `severity = \"critical\" | \"warning\" | \"normal\"`",
-                        severity_label(*severity.get_ref())
-                    ),
-                ));
-            }
-            *severity.get_ref()
-        }
-        (Some(critical), None) if *critical.get_ref() => Severity::Critical,
-        (_, Some(severity)) => *severity.get_ref(),
-        _ => Severity::Normal,
-    };
-
-    let group = match &raw.group {
-        Some(group) if group.get_ref().trim().is_empty() => {
-            return Err(v.error(group.span(), &field("group"), "must not be empty"));
-        }
-        Some(group) => group.get_ref().clone(),
-        None => "default".to_owned(),
-    };
-
-    let nan_policy = raw
-        .nan_policy
-        .as_ref()
-        .map_or(NanPolicy::Drop, |p| *p.get_ref());
-    let max_nan_fraction = match &raw.max_nan_fraction {
-        Some(fraction) if !(0.0..=1.0).contains(fraction.get_ref()) => {
-            return Err(v.error(
-                fraction.span(),
-                &field("max_nan_fraction"),
-                format!("must be a fraction from 0 to 1, got {}", fraction.get_ref()),
-            ));
-        }
-        Some(fraction) => *fraction.get_ref(),
-        None => DEFAULT_MAX_NAN_FRACTION,
-    };
-
-    let outliers = match (
-        raw.outliers.as_ref().map(|o| *o.get_ref()),
-        &raw.iqr_multiplier,
-    ) {
-        (Some(OutlierMethodName::Iqr), multiplier) => {
-            let multiplier = match multiplier {
-                Some(k) if !(k.get_ref().is_finite() && *k.get_ref() > 0.0) => {
-                    return Err(v.error(
-                        k.span(),
-                        &field("iqr_multiplier"),
-                        format!(
-                            "must be a number above 0 (usually 1.5), got {}",
-                            k.get_ref()
-                        ),
-                    ));
-                }
-                Some(k) => *k.get_ref(),
-                None => DEFAULT_IQR_MULTIPLIER,
-            };
-            OutlierPolicy::Iqr { multiplier }
-        }
-        (_, Some(k)) => {
-            return Err(v.error(
-                k.span(),
-                &field("iqr_multiplier"),
-                "only applies with outliers = \"iqr\"",
-            ));
-        }
-        _ => OutlierPolicy::Keep,
-    };
-
-    Ok(MetricSpec {
-        name,
-        kind,
-        min_samples,
-        severity,
-        group,
-        query: raw.query.map(Spanned::into_inner),
-        errors_query: raw.errors_query.map(Spanned::into_inner),
-        total_query: raw.total_query.map(Spanned::into_inner),
-        raw_samples: raw.raw_samples.is_some_and(|r| *r.get_ref()),
-        cumulative: raw.cumulative.is_some_and(|c| *c.get_ref()),
-        nan_policy,
-        max_nan_fraction,
-        outliers,
-        tails: raw.tails.is_some_and(|t| *t.get_ref()),
-        bursts,
-    })
 }
 
 fn severity_label(severity: Severity) -> &'static str {
