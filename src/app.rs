@@ -20,7 +20,7 @@ use crate::cli::{
 };
 use crate::config::Settings;
 use crate::domain::plan::{RolloutPlan, Stage};
-use crate::domain::{JudgeMode, Profile, Verdict};
+use crate::domain::{ContinuousKind, JudgeMode, Profile, Verdict};
 use crate::judge::{self, Judgement};
 use crate::notify::Notifications;
 use crate::report;
@@ -256,7 +256,7 @@ fn instance_notes(profile: &Profile) -> String {
     profile
         .metrics
         .iter()
-        .filter(|m| matches!(m.kind, crate::domain::MetricKind::Continuous { .. }))
+        .filter(|m| matches!(m.kind, crate::domain::MetricKind::Continuous(_)))
         .filter_map(|metric| {
             let query = metric.query.as_deref()?;
             let hiding = crate::sources::query::aggregation_hiding_instances(
@@ -281,7 +281,7 @@ fn stage_comparisons(profile: &Profile, plan: &crate::domain::plan::RolloutPlan)
     let thresholds: Vec<&str> = profile
         .metrics
         .iter()
-        .filter(|m| matches!(m.kind, crate::domain::MetricKind::Threshold { .. }))
+        .filter(|m| matches!(m.kind, crate::domain::MetricKind::Threshold(_)))
         .map(|m| m.name.as_str())
         .collect();
     plan.stages
@@ -338,9 +338,9 @@ pub async fn simulate(args: &SimulateArgs) -> Result<String> {
     // The family's label (healthy) holds only while its slowdown, exp(τ) - 1, is inside
     // the profile's tolerance.
     if families.contains(&Family::SlowerByHostSpread)
-        && let Some(crate::domain::MetricKind::Continuous {
+        && let Some(crate::domain::MetricKind::Continuous(ContinuousKind {
             allowed_increase, ..
-        }) = profile.metric("latency").map(|m| &m.kind)
+        })) = profile.metric("latency").map(|m| &m.kind)
         && args.host_spread.exp() - 1.0 >= *allowed_increase
     {
         anyhow::bail!(

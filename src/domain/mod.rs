@@ -23,7 +23,8 @@ pub use observations::{
 };
 pub use percentage::Percentage;
 pub use profile::{
-    ConfidenceLevel, Direction, JudgeMode, JudgeSettings, MetricKind, MetricSpec, NanPolicy,
-    OutlierPolicy, Profile, ProfileError, Score, Severity, ThresholdStatistic,
+    ConfidenceLevel, ContinuousKind, Direction, JudgeMode, JudgeSettings, MetricKind, MetricSpec,
+    NanPolicy, OutlierPolicy, Profile, ProfileError, ProportionKind, Score, Severity,
+    ThresholdKind, ThresholdStatistic,
 };
 pub use verdict::Verdict;

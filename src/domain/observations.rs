@@ -134,10 +134,10 @@ impl Observations {
                 });
             };
             let message = match (&spec.kind, data) {
-                (MetricKind::Continuous { .. }, MetricData::Counts { .. }) => Some(format!(
+                (MetricKind::Continuous(_), MetricData::Counts { .. }) => Some(format!(
                     "metric {name:?} is continuous in the profile, so it needs plain `{name}` rows, not `{name}:errors`/`{name}:total` counts"
                 )),
-                (MetricKind::Proportion { .. }, MetricData::Samples { .. }) => Some(format!(
+                (MetricKind::Proportion(_), MetricData::Samples { .. }) => Some(format!(
                     "metric {name:?} is a proportion in the profile, so it needs `{name}:errors` and `{name}:total` rows, not plain `{name}` rows"
                 )),
                 _ => None,

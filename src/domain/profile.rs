@@ -215,43 +215,55 @@ pub struct MetricSpec {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MetricKind {
     /// Mann-Whitney U test and Hodges-Lehmann shift between the two samples.
-    Continuous {
-        /// The bad direction.
-        direction: Direction,
-        /// A significant increase of at most this fraction of the baseline median is tolerated.
-        allowed_increase: f64,
-        /// A significant decrease of at most this fraction of the baseline median is tolerated.
-        allowed_decrease: f64,
-    },
+    Continuous(ContinuousKind),
     /// Errors out of events on each side; two-proportion z-test or Fisher's exact test.
-    Proportion {
-        /// The bad direction.
-        direction: Direction,
-        /// A significant increase is tolerated while the canary rate is at most this many
-        /// times the baseline rate.
-        max_ratio: Option<f64>,
-        /// A significant decrease is tolerated while the canary rate is at least this many
-        /// times the baseline rate.
-        min_ratio: Option<f64>,
-    },
+    Proportion(ProportionKind),
     /// An absolute limit on one statistic of the canary alone.
-    Threshold {
-        /// Which statistic of the canary's samples is compared.
-        statistic: ThresholdStatistic,
-        /// The canary fails below this.
-        min: Option<f64>,
-        /// The canary fails above this.
-        max: Option<f64>,
-    },
+    Threshold(ThresholdKind),
+}
+
+/// The settings of a continuous metric.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ContinuousKind {
+    /// The bad direction.
+    pub direction: Direction,
+    /// A significant increase of at most this fraction of the baseline median is tolerated.
+    pub allowed_increase: f64,
+    /// A significant decrease of at most this fraction of the baseline median is tolerated.
+    pub allowed_decrease: f64,
+}
+
+/// The settings of a proportion metric.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ProportionKind {
+    /// The bad direction.
+    pub direction: Direction,
+    /// A significant increase is tolerated while the canary rate is at most this many
+    /// times the baseline rate.
+    pub max_ratio: Option<f64>,
+    /// A significant decrease is tolerated while the canary rate is at least this many
+    /// times the baseline rate.
+    pub min_ratio: Option<f64>,
+}
+
+/// The settings of a threshold metric.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ThresholdKind {
+    /// Which statistic of the canary's samples is compared.
+    pub statistic: ThresholdStatistic,
+    /// The canary fails below this.
+    pub min: Option<f64>,
+    /// The canary fails above this.
+    pub max: Option<f64>,
 }
 
 impl MetricKind {
     /// The profile spelling of the kind.
     pub fn name(&self) -> &'static str {
         match self {
-            MetricKind::Continuous { .. } => "continuous",
-            MetricKind::Proportion { .. } => "proportion",
-            MetricKind::Threshold { .. } => "threshold",
+            MetricKind::Continuous(_) => "continuous",
+            MetricKind::Proportion(_) => "proportion",
+            MetricKind::Threshold(_) => "threshold",
         }
     }
 }
@@ -392,7 +404,7 @@ impl RolloutPlan {
         let step = self.settings.step;
         let mut warnings = Vec::new();
         for metric in metrics {
-            if let (MetricKind::Proportion { .. }, Some(window)) = (&metric.kind, metric.bursts) {
+            if let (MetricKind::Proportion(_), Some(window)) = (&metric.kind, metric.bursts) {
                 let steps = window.seconds() / step.seconds();
                 if steps < MIN_BURST_WINDOW_STEPS {
                     warnings.push(format!(
@@ -403,7 +415,7 @@ impl RolloutPlan {
                     ));
                 }
             }
-            if !matches!(metric.kind, MetricKind::Continuous { .. }) || metric.raw_samples {
+            if !matches!(metric.kind, MetricKind::Continuous(_)) || metric.raw_samples {
                 continue;
             }
             // A stage without a baseline compares nothing, so its looks cannot be short.
@@ -521,19 +533,19 @@ max = 0.4
         assert_eq!(latency.group, "latency");
         assert_eq!(
             profile.metrics[1].kind,
-            MetricKind::Proportion {
+            MetricKind::Proportion(ProportionKind {
                 direction: Direction::Increase,
                 max_ratio: Some(1.5),
                 min_ratio: None
-            }
+            })
         );
         assert_eq!(
             profile.metrics[2].kind,
-            MetricKind::Threshold {
+            MetricKind::Threshold(ThresholdKind {
                 statistic: ThresholdStatistic::Mean,
                 min: None,
                 max: Some(0.4)
-            }
+            })
         );
     }
 

@@ -14,8 +14,8 @@
 
 use super::{Classification, EffectSize, MetricResult, SideSummary, ThresholdCheck};
 use crate::domain::{
-    ConfidenceLevel, Direction, MetricData, MetricKind, MetricSpec, NanPolicy, OutlierPolicy,
-    ThresholdStatistic,
+    ConfidenceLevel, ContinuousKind, Direction, MetricData, MetricKind, MetricSpec, NanPolicy,
+    OutlierPolicy, ProportionKind, ThresholdKind, ThresholdStatistic,
 };
 use crate::format::{confidence_percent, count, number, p_value, percent, signed, signed_percent};
 use crate::stats::Alternative;
@@ -141,10 +141,9 @@ pub(super) fn evaluate(
         severity: spec.severity,
         group: spec.group.clone(),
         direction: match spec.kind {
-            MetricKind::Continuous { direction, .. } | MetricKind::Proportion { direction, .. } => {
-                Some(direction)
-            }
-            MetricKind::Threshold { .. } => None,
+            MetricKind::Continuous(ContinuousKind { direction, .. })
+            | MetricKind::Proportion(ProportionKind { direction, .. }) => Some(direction),
+            MetricKind::Threshold(_) => None,
         },
         classification: Classification::Inconclusive,
         reason: String::new(),
@@ -164,15 +163,27 @@ pub(super) fn evaluate(
     };
     let outcome = if problems.is_empty() {
         match &spec.kind {
-            MetricKind::Continuous { .. } => {
-                continuous(spec, baseline, canary, confidence_level, &mut result)
-            }
-            MetricKind::Proportion { .. } => {
-                proportion(spec, baseline, canary, confidence_level, &mut result)
-            }
-            MetricKind::Threshold { .. } => {
-                threshold(spec, baseline, canary, confidence_level, &mut result)
-            }
+            MetricKind::Continuous(kind) => continuous(
+                (spec, *kind),
+                baseline,
+                canary,
+                confidence_level,
+                &mut result,
+            ),
+            MetricKind::Proportion(kind) => proportion(
+                (spec, *kind),
+                baseline,
+                canary,
+                confidence_level,
+                &mut result,
+            ),
+            MetricKind::Threshold(kind) => threshold(
+                (spec, *kind),
+                baseline,
+                canary,
+                confidence_level,
+                &mut result,
+            ),
         }
     } else {
         inconclusive(problems.join("; "))
@@ -372,20 +383,17 @@ fn ratio(numerator: f64, denominator: f64) -> Option<f64> {
 }
 
 fn continuous(
-    spec: &MetricSpec,
+    (spec, kind): (&MetricSpec, ContinuousKind),
     baseline: Option<&MetricData>,
     canary: Option<&MetricData>,
     confidence_level: ConfidenceLevel,
     result: &mut MetricResult,
 ) -> Outcome {
-    let MetricKind::Continuous {
+    let ContinuousKind {
         direction,
         allowed_increase,
         allowed_decrease,
-    } = spec.kind
-    else {
-        unreachable!("continuous() is only called for continuous metrics");
-    };
+    } = kind;
     let (baseline, canary) = match prepare_both(baseline, canary, |side, data| {
         prepare_samples(spec, side, data)
     }) {
@@ -555,20 +563,17 @@ fn prepare_counts(
 }
 
 fn proportion(
-    spec: &MetricSpec,
+    (spec, kind): (&MetricSpec, ProportionKind),
     baseline: Option<&MetricData>,
     canary: Option<&MetricData>,
     confidence_level: ConfidenceLevel,
     result: &mut MetricResult,
 ) -> Outcome {
-    let MetricKind::Proportion {
+    let ProportionKind {
         direction,
         max_ratio,
         min_ratio,
-    } = spec.kind
-    else {
-        unreachable!("proportion() is only called for proportion metrics");
-    };
+    } = kind;
     let (baseline, canary) = match prepare_both(baseline, canary, |side, data| {
         prepare_counts(spec, side, data)
     }) {
@@ -663,20 +668,17 @@ fn proportion(
 }
 
 fn threshold(
-    spec: &MetricSpec,
+    (spec, kind): (&MetricSpec, ThresholdKind),
     baseline: Option<&MetricData>,
     canary: Option<&MetricData>,
     confidence_level: ConfidenceLevel,
     result: &mut MetricResult,
 ) -> Outcome {
-    let MetricKind::Threshold {
+    let ThresholdKind {
         statistic,
         min,
         max,
-    } = spec.kind
-    else {
-        unreachable!("threshold() is only called for threshold metrics");
-    };
+    } = kind;
     // Count data: the rate's evidence, so a few errors among few events do not fail it.
     let mut canary_counts: Option<Counts> = None;
     // The baseline is shown for context only; a threshold judges the canary alone.

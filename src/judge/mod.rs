@@ -242,7 +242,7 @@ pub fn judge_without_baseline(
                 .into_iter()
                 .collect();
             let data = canary.metrics.get(&spec.name);
-            let provisional = if matches!(spec.kind, crate::domain::MetricKind::Threshold { .. }) {
+            let provisional = if matches!(spec.kind, crate::domain::MetricKind::Threshold(_)) {
                 classify::evaluate(spec, None, data, &problems, confidence_level)
             } else {
                 classify::describe_canary(spec, data, &problems, stage, confidence_level)
@@ -298,7 +298,7 @@ pub fn judge_with(
                 .collect();
             let described;
             let spec = if options.describe_only
-                && !matches!(spec.kind, crate::domain::MetricKind::Threshold { .. })
+                && !matches!(spec.kind, crate::domain::MetricKind::Threshold(_))
             {
                 described = crate::domain::MetricSpec {
                     min_samples: 1,

@@ -59,8 +59,8 @@ use super::hosts::{
 use super::{Classification, Judgement, MetricResult};
 use crate::domain::plan::RolloutPlan;
 use crate::domain::{
-    Direction, InstanceCounts, InstanceSeries, MetricData, MetricKind, MetricSpec, Observations,
-    Profile,
+    ContinuousKind, Direction, InstanceCounts, InstanceSeries, MetricData, MetricKind, MetricSpec,
+    Observations, Profile, ProportionKind,
 };
 use crate::format::{count, number, percent, signed_percent};
 use crate::stats::sequential::{
@@ -219,9 +219,9 @@ pub fn check_alpha(profile: &Profile, judge_budget: f64) -> f64 {
     let mut rate_thresholds = false;
     for metric in &profile.metrics {
         match metric.kind {
-            MetricKind::Continuous { .. } => units += 1 + usize::from(metric.tails),
-            MetricKind::Proportion { .. } => units += 1 + usize::from(metric.bursts.is_some()),
-            MetricKind::Threshold { .. } => rate_thresholds |= metric.errors_query.is_some(),
+            MetricKind::Continuous(_) => units += 1 + usize::from(metric.tails),
+            MetricKind::Proportion(_) => units += 1 + usize::from(metric.bursts.is_some()),
+            MetricKind::Threshold(_) => rate_thresholds |= metric.errors_query.is_some(),
         }
     }
     units += usize::from(rate_thresholds);
@@ -340,8 +340,8 @@ pub fn judge_look(
         let baseline = baseline_batch.metrics.get(&spec.name);
         let canary = canary_batch.metrics.get(&spec.name);
         let evidence = match &spec.kind {
-            MetricKind::Continuous { .. } => Some(continuous(
-                spec,
+            MetricKind::Continuous(kind) => Some(continuous(
+                (spec, *kind),
                 result.relative_shift,
                 &values(baseline),
                 &values(canary),
@@ -355,8 +355,8 @@ pub fn judge_look(
                 &tuning,
                 stages,
             )),
-            MetricKind::Proportion { .. } => Some(proportion(
-                spec,
+            MetricKind::Proportion(kind) => Some(proportion(
+                (spec, *kind),
                 plan,
                 &counts(baseline),
                 &counts(canary),
@@ -369,7 +369,7 @@ pub fn judge_look(
                 alpha,
                 stages,
             )),
-            MetricKind::Threshold { .. } => None,
+            MetricKind::Threshold(_) => None,
         };
         if let Some(evidence) = evidence {
             harm_excluded_all &= evidence.harm_excluded;
@@ -525,7 +525,7 @@ struct Instances<'a> {
 
 #[allow(clippy::too_many_arguments)]
 fn continuous(
-    spec: &MetricSpec,
+    (spec, kind): (&MetricSpec, ContinuousKind),
     relative_shift: Option<f64>,
     baseline: &[f64],
     canary: &[f64],
@@ -535,14 +535,11 @@ fn continuous(
     tuning: &dyn Fn(&str) -> f64,
     stages: usize,
 ) -> SequentialEvidence {
-    let MetricKind::Continuous {
+    let ContinuousKind {
         direction,
         allowed_increase,
         allowed_decrease,
-    } = spec.kind
-    else {
-        unreachable!("continuous() is called for continuous metrics");
-    };
+    } = kind;
     let counted = state.stage_counts.entry(spec.name.clone()).or_default();
     counted.0 += baseline.len() as f64;
     counted.1 += canary.len() as f64;
@@ -862,7 +859,7 @@ impl HostSplit {
 
 #[allow(clippy::too_many_arguments)]
 fn proportion(
-    spec: &MetricSpec,
+    (spec, kind): (&MetricSpec, ProportionKind),
     plan: &RolloutPlan,
     baseline: &BTreeMap<i64, (f64, f64)>,
     canary: &BTreeMap<i64, (f64, f64)>,
@@ -871,14 +868,11 @@ fn proportion(
     alpha: f64,
     stages: usize,
 ) -> SequentialEvidence {
-    let MetricKind::Proportion {
+    let ProportionKind {
         direction,
         max_ratio,
         min_ratio,
-    } = spec.kind
-    else {
-        unreachable!("proportion() is called for proportion metrics");
-    };
+    } = kind;
     let points: Vec<(i64, RatePoint)> = canary
         .iter()
         .filter_map(|(t, &(ec, nc))| {
@@ -1208,7 +1202,7 @@ fn classify(spec: &MetricSpec, result: &mut MetricResult, evidence: SequentialEv
     );
     let [base_n, canary_n] = evidence.stage_samples;
     let unit = match spec.kind {
-        MetricKind::Proportion { .. } => "events",
+        MetricKind::Proportion(_) => "events",
         _ => "samples",
     };
     let failing: Vec<&CheckEvidence> = evidence.checks.iter().filter(|c| c.fails).collect();
@@ -1291,6 +1285,24 @@ fn number_e(ln_e: f64) -> String {
         format!("e^{}", number(ln_e))
     } else {
         number(ln_e.exp())
+    }
+}
+
+/// A continuous metric with its settings, as the judge's dispatch passes it.
+#[cfg(test)]
+fn as_continuous(spec: &MetricSpec) -> (&MetricSpec, ContinuousKind) {
+    match spec.kind {
+        MetricKind::Continuous(kind) => (spec, kind),
+        _ => panic!("{} is not continuous", spec.name),
+    }
+}
+
+/// A proportion metric with its settings, as the judge's dispatch passes it.
+#[cfg(test)]
+fn as_proportion(spec: &MetricSpec) -> (&MetricSpec, ProportionKind) {
+    match spec.kind {
+        MetricKind::Proportion(kind) => (spec, kind),
+        _ => panic!("{} is not a proportion", spec.name),
     }
 }
 
@@ -1844,7 +1856,7 @@ lookback = "{interval}s"
                 // The checks themselves, without the fixed judge's description of the
                 // look (which only adds the effect estimates a failure also needs).
                 let latency = continuous(
-                    &profile.metrics[0],
+                    as_continuous(&profile.metrics[0]),
                     None,
                     &values(baseline.metrics.get("latency")),
                     &values(canary.metrics.get("latency")),
@@ -1859,7 +1871,7 @@ lookback = "{interval}s"
                     1,
                 );
                 let errors = proportion(
-                    &profile.metrics[1],
+                    as_proportion(&profile.metrics[1]),
                     &plan,
                     &counts(baseline.metrics.get("errors")),
                     &counts(canary.metrics.get("errors")),
@@ -1984,7 +1996,7 @@ lookback = "{interval}s"
                 }
             }
             let evidence = proportion(
-                &profile.metrics[1],
+                as_proportion(&profile.metrics[1]),
                 &plan,
                 &counts(baseline.metrics.get("errors")),
                 &counts(canary.metrics.get("errors")),
@@ -2125,7 +2137,7 @@ lookback = "15s"
                         .collect()
                 };
                 let evidence = continuous(
-                    &profile.metrics[0],
+                    as_continuous(&profile.metrics[0]),
                     None,
                     &pooled(&baseline),
                     &pooled(&canary),
@@ -2274,7 +2286,7 @@ lookback = "15s"
                 let (baseline, baseline_instances) = side(&baseline_levels, 1.0);
                 let (canary, canary_instances) = side(&canary_levels, factor);
                 let evidence = proportion(
-                    &profile.metrics[0],
+                    as_proportion(&profile.metrics[0]),
                     &plan,
                     &baseline,
                     &canary,

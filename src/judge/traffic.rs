@@ -162,7 +162,7 @@ pub fn stage_estimates(
     let comparative: Vec<_> = profile
         .metrics
         .iter()
-        .filter(|m| !matches!(m.kind, MetricKind::Threshold { .. }))
+        .filter(|m| !matches!(m.kind, MetricKind::Threshold(_)))
         .collect();
     let stages_compared = plan
         .stages
@@ -181,7 +181,7 @@ pub fn stage_estimates(
     for stage in plan.stages.iter().filter(|s| s.has_baseline()) {
         let share = compared_share(stage);
         for metric in &comparative {
-            let proportion = matches!(metric.kind, MetricKind::Proportion { .. });
+            let proportion = matches!(metric.kind, MetricKind::Proportion(_));
             let rate = if proportion {
                 requests_per_second * share
             } else {
@@ -235,7 +235,7 @@ pub fn plan_at_observed_traffic(
     let metric = profile
         .metrics
         .iter()
-        .find(|m| matches!(m.kind, MetricKind::Proportion { .. }))?;
+        .find(|m| matches!(m.kind, MetricKind::Proportion(_)))?;
     let Some(crate::domain::MetricData::Counts { errors, total, .. }) =
         baseline.metrics.get(&metric.name)
     else {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::look_series::{LookSeries, MetricSeries, SideSeries, merged_cdf};
-use crate::domain::{Direction, MetricKind, Observations, Profile};
+use crate::domain::{ContinuousKind, Direction, MetricKind, Observations, Profile, ProportionKind};
 use crate::format::{confidence_percent, number, percent, signed, signed_percent};
 use crate::judge::Judgement;
 use crate::store::{ActuationRecord, Analysis, AuditEntry, LookRecord};
@@ -998,19 +998,18 @@ fn relative_limits(kind: &MetricKind, baseline: Option<&SideRow>) -> Vec<Relativ
             })
     };
     let direction = match kind {
-        MetricKind::Continuous { direction, .. } | MetricKind::Proportion { direction, .. } => {
-            *direction
-        }
-        MetricKind::Threshold { .. } => return Vec::new(),
+        MetricKind::Continuous(ContinuousKind { direction, .. })
+        | MetricKind::Proportion(ProportionKind { direction, .. }) => *direction,
+        MetricKind::Threshold(_) => return Vec::new(),
     };
     let up = matches!(direction, Direction::Increase | Direction::Either);
     let down = matches!(direction, Direction::Decrease | Direction::Either);
     match kind {
-        MetricKind::Continuous {
+        MetricKind::Continuous(ContinuousKind {
             allowed_increase,
             allowed_decrease,
             ..
-        } => [
+        }) => [
             up.then(|| {
                 limit(
                     "allowed_increase",
@@ -1034,11 +1033,11 @@ fn relative_limits(kind: &MetricKind, baseline: Option<&SideRow>) -> Vec<Relativ
         .flatten()
         .flatten()
         .collect(),
-        MetricKind::Proportion {
+        MetricKind::Proportion(ProportionKind {
             max_ratio,
             min_ratio,
             ..
-        } => [
+        }) => [
             max_ratio
                 .filter(|_| up)
                 .and_then(|ratio| limit("max_ratio", ratio, "rate", baseline.mean, ratio)),
@@ -1049,7 +1048,7 @@ fn relative_limits(kind: &MetricKind, baseline: Option<&SideRow>) -> Vec<Relativ
         .into_iter()
         .flatten()
         .collect(),
-        MetricKind::Threshold { .. } => Vec::new(),
+        MetricKind::Threshold(_) => Vec::new(),
     }
 }
 
@@ -1186,10 +1185,12 @@ mod tests {
             errors: None,
             total: None,
         };
-        let continuous = |direction| MetricKind::Continuous {
-            direction,
-            allowed_increase: 0.05,
-            allowed_decrease: 0.2,
+        let continuous = |direction| {
+            MetricKind::Continuous(ContinuousKind {
+                direction,
+                allowed_increase: 0.05,
+                allowed_decrease: 0.2,
+            })
         };
         let latency = side(Some(0.2), Some(0.25));
         let up = relative_limits(&continuous(Direction::Increase), Some(&latency));
@@ -1205,10 +1206,12 @@ mod tests {
         assert!((both[1].limit - 0.16).abs() < 1e-12);
 
         let rate = side(None, Some(0.004));
-        let proportion = |max_ratio, min_ratio| MetricKind::Proportion {
-            direction: Direction::Either,
-            max_ratio,
-            min_ratio,
+        let proportion = |max_ratio, min_ratio| {
+            MetricKind::Proportion(ProportionKind {
+                direction: Direction::Either,
+                max_ratio,
+                min_ratio,
+            })
         };
         let limits = relative_limits(&proportion(Some(1.5), Some(0.5)), Some(&rate));
         assert!((limits[0].limit - 0.006).abs() < 1e-12);

@@ -77,7 +77,7 @@ fn label_names(scope: &str) -> Vec<String> {
 
 /// The queries one metric needs: one for samples, or errors and total for counts.
 fn metric_queries(spec: &MetricSpec) -> Vec<(String, Option<&str>)> {
-    let counted = matches!(spec.kind, MetricKind::Proportion { .. }) || spec.errors_query.is_some();
+    let counted = matches!(spec.kind, MetricKind::Proportion(_)) || spec.errors_query.is_some();
     if counted {
         vec![
             (

@@ -27,7 +27,7 @@ use crate::judge::{Classification, JudgeOptions, Judgement, judge_with, judge_wi
 fn is_statistical(profile: &Profile, trigger: &Trigger) -> bool {
     trigger.window.is_some()
         && profile.metric(&trigger.metric).is_some_and(|metric| {
-            matches!(metric.kind, MetricKind::Proportion { .. }) || metric.errors_query.is_some()
+            matches!(metric.kind, MetricKind::Proportion(_)) || metric.errors_query.is_some()
         })
 }
 

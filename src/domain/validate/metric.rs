@@ -9,8 +9,8 @@ use super::Validator;
 use super::raw::{KindName, OutlierMethodName, RawMetric};
 use crate::domain::HumanDuration;
 use crate::domain::profile::{
-    Direction, JudgeMode, MetricKind, MetricSpec, NanPolicy, OutlierPolicy, ProfileError, Severity,
-    ThresholdStatistic,
+    ContinuousKind, Direction, JudgeMode, MetricKind, MetricSpec, NanPolicy, OutlierPolicy,
+    ProfileError, ProportionKind, Severity, ThresholdKind, ThresholdStatistic,
 };
 
 const DEFAULT_MAX_NAN_FRACTION: f64 = 0.1;
@@ -342,11 +342,11 @@ impl Metric<'_> {
                 ),
             ));
         }
-        Ok(MetricKind::Continuous {
+        Ok(MetricKind::Continuous(ContinuousKind {
             direction: Self::direction(raw),
             allowed_increase,
             allowed_decrease,
-        })
+        }))
     }
 
     fn proportion(&self, raw: &RawMetric) -> Result<MetricKind, ProfileError> {
@@ -380,11 +380,11 @@ impl Metric<'_> {
             }
             ratio => ratio.as_ref().map(|r| *r.get_ref()),
         };
-        Ok(MetricKind::Proportion {
+        Ok(MetricKind::Proportion(ProportionKind {
             direction: Self::direction(raw),
             max_ratio,
             min_ratio,
-        })
+        }))
     }
 
     fn threshold(&self, raw: &RawMetric, span: &Range<usize>) -> Result<MetricKind, ProfileError> {
@@ -415,14 +415,14 @@ impl Metric<'_> {
             }
             _ => {}
         }
-        Ok(MetricKind::Threshold {
+        Ok(MetricKind::Threshold(ThresholdKind {
             statistic: raw
                 .statistic
                 .as_ref()
                 .map_or(ThresholdStatistic::Mean, |s| *s.get_ref()),
             min,
             max,
-        })
+        }))
     }
 
     fn min_samples(&self, raw: &RawMetric) -> Result<u64, ProfileError> {
