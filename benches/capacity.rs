@@ -481,7 +481,7 @@ async fn run_instance(load: Load) -> Outcome {
         options,
     );
     let metrics = Arc::new(EngineMetrics::new());
-    worker.report_to(Arc::clone(&metrics));
+    let worker = worker.report_to(Arc::clone(&metrics));
 
     // Starts happen in the first interval; the window holds `looks` looks of each
     // analysis; the run goes on for half an interval more so a look a little late at

@@ -24,11 +24,11 @@ use crate::domain::{ContinuousKind, JudgeMode, Profile, Verdict};
 use crate::judge::{self, Judgement};
 use crate::notify::Notifications;
 use crate::report;
-use crate::scheduler::worker::{Registry, Worker, WorkerOptions};
 use crate::scheduler::{
     Actuation, Clock, CompressedClock, Decision, Look, PruneOptions, Pruner, Rollout,
     RolloutRunner, RolloutStatus, Scopes, SystemClock,
 };
+use crate::scheduler::{Registry, Worker, WorkerOptions};
 use crate::sources::config::SourceConfig;
 use crate::sources::prometheus::config::{BasicAuth, Secret};
 use crate::sources::recorded;
@@ -984,13 +984,12 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {}", settings.server.bind))?;
     let address = listener.local_addr().context("the listening address")?;
     let worker_id = options.id.clone();
-    let worker = Worker::new(Arc::clone(&store), registry, Arc::new(SystemClock), options);
-    worker.report_to(Arc::clone(&metrics));
-    if let Some(public_url) = &settings.server.public_url {
-        worker.links_to(public_url);
-    }
-    worker
+    let mut worker = Worker::new(Arc::clone(&store), registry, Arc::new(SystemClock), options)
+        .report_to(Arc::clone(&metrics))
         .notify_with(Notifications::from_settings(&settings).context("notifiers in the settings")?);
+    if let Some(public_url) = &settings.server.public_url {
+        worker = worker.links_to(public_url);
+    }
     let mut state = ApiState::new(Arc::clone(&store), &settings, metrics)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     state.shutdown = api::ShutdownSignal::on(stopped.clone());

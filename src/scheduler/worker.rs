@@ -25,7 +25,6 @@
 //! This module must not read profile files (an analysis runs the profile it was
 //! submitted with) nor name concrete sources or actuators (they come in a [`Registry`]).
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -37,11 +36,11 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::registry::Registry;
 use super::writes::{FlagWriter, WriteError};
 use super::{Clock, Look, Override, RolloutRunner, RolloutStatus, RunError, RunnerState, Scopes};
-use crate::actuators::retry::{RetryPolicy, RetryingActuator};
 use crate::actuators::{Actuator, ActuatorError, FlagChange, FlagState};
-use crate::config::{Settings, WorkerSettings};
+use crate::config::WorkerSettings;
 use crate::domain::{Percentage, Profile};
 use crate::notify::{Notification, Notifications};
 use crate::sources::MetricSource;
@@ -71,119 +70,6 @@ pub enum WorkerError {
         /// Why, for the analysis's reasons and the log.
         reason: String,
     },
-}
-
-/// The named metric sources and actuators that analyses refer to, built once from the
-/// settings. An analysis can only use what is declared here.
-#[derive(Clone, Default)]
-pub struct Registry {
-    sources: BTreeMap<String, Arc<dyn MetricSource>>,
-    actuators: BTreeMap<String, Arc<dyn Actuator>>,
-}
-
-impl fmt::Debug for Registry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registry")
-            .field("sources", &self.sources.keys().collect::<Vec<_>>())
-            .field("actuators", &self.actuators.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-impl Registry {
-    /// An empty registry.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Builds every source and actuator the settings declare; the first that cannot be
-    /// built is an error naming it. Each actuator retries and verifies its changes
-    /// ([`RetryingActuator`]) for `[worker] actuation_deadline`.
-    pub fn from_settings(settings: &Settings) -> Result<Self, WorkerError> {
-        let policy = RetryPolicy {
-            deadline: settings
-                .worker
-                .actuation_deadline_duration()
-                .map_err(|error| WorkerError::Settings(error.0))?,
-            ..RetryPolicy::default()
-        };
-        let mut registry = Self::new();
-        for (name, config) in &settings.sources {
-            let source = config
-                .build()
-                .map_err(|error| WorkerError::Settings(format!("sources.{name}: {error}")))?;
-            registry = registry.with_source(name, source);
-        }
-        for (name, config) in &settings.actuators {
-            let actuator = config
-                .build()
-                .map_err(|error| WorkerError::Settings(format!("actuators.{name}: {error}")))?;
-            let actuator = RetryingActuator::new(Arc::from(actuator), policy);
-            registry = registry.with_actuator(name, Arc::new(actuator));
-        }
-        Ok(registry)
-    }
-
-    /// Wraps every source and actuator so that each fetch and each flag change is timed,
-    /// and each failure counted, in `metrics` under its name from the settings.
-    pub fn instrumented(self, metrics: &Arc<EngineMetrics>) -> Self {
-        use crate::telemetry::instrumented::{InstrumentedActuator, InstrumentedSource};
-        Self {
-            sources: self
-                .sources
-                .into_iter()
-                .map(|(name, source)| {
-                    let source: Arc<dyn MetricSource> =
-                        Arc::new(InstrumentedSource::new(&name, source, Arc::clone(metrics)));
-                    (name, source)
-                })
-                .collect(),
-            actuators: self
-                .actuators
-                .into_iter()
-                .map(|(name, actuator)| {
-                    let actuator: Arc<dyn Actuator> = Arc::new(InstrumentedActuator::new(
-                        &name,
-                        actuator,
-                        Arc::clone(metrics),
-                    ));
-                    (name, actuator)
-                })
-                .collect(),
-        }
-    }
-
-    /// Adds (or replaces) the source called `name`.
-    pub fn with_source(mut self, name: &str, source: Arc<dyn MetricSource>) -> Self {
-        self.sources.insert(name.to_owned(), source);
-        self
-    }
-
-    /// Adds (or replaces) the actuator called `name`.
-    pub fn with_actuator(mut self, name: &str, actuator: Arc<dyn Actuator>) -> Self {
-        self.actuators.insert(name.to_owned(), actuator);
-        self
-    }
-
-    /// The source called `name`.
-    pub fn source(&self, name: &str) -> Option<&Arc<dyn MetricSource>> {
-        self.sources.get(name)
-    }
-
-    /// The actuator called `name`.
-    pub fn actuator(&self, name: &str) -> Option<&Arc<dyn Actuator>> {
-        self.actuators.get(name)
-    }
-
-    /// The declared source names, sorted.
-    pub fn source_names(&self) -> impl Iterator<Item = &str> {
-        self.sources.keys().map(String::as_str)
-    }
-
-    /// The declared actuator names, sorted.
-    pub fn actuator_names(&self) -> impl Iterator<Item = &str> {
-        self.actuators.keys().map(String::as_str)
-    }
 }
 
 /// How a worker works.
@@ -232,6 +118,12 @@ fn default_worker_id() -> String {
 #[derive(Clone)]
 pub struct Worker {
     inner: Arc<Inner>,
+    /// The engine's metrics, when the worker runs inside `canary serve`.
+    metrics: Option<Arc<EngineMetrics>>,
+    /// The server's public URL, which flag changes and notifications link to.
+    public_url: Option<Arc<str>>,
+    /// Where rollbacks, reviews and promotions are announced.
+    notifications: Option<Notifications>,
 }
 
 struct Inner {
@@ -240,12 +132,6 @@ struct Inner {
     clock: Arc<dyn Clock>,
     options: WorkerOptions,
     permits: Arc<Semaphore>,
-    /// The engine's metrics, when the worker runs inside `canary serve`.
-    metrics: std::sync::OnceLock<Arc<EngineMetrics>>,
-    /// The server's public URL, which flag changes and notifications link to.
-    public_url: std::sync::OnceLock<String>,
-    /// Where rollbacks, reviews and promotions are announced.
-    notifications: std::sync::OnceLock<Notifications>,
 }
 
 impl fmt::Debug for Worker {
@@ -283,41 +169,42 @@ impl Worker {
                 clock,
                 options,
                 permits,
-                metrics: std::sync::OnceLock::new(),
-                public_url: std::sync::OnceLock::new(),
-                notifications: std::sync::OnceLock::new(),
             }),
+            metrics: None,
+            public_url: None,
+            notifications: None,
         }
     }
 
     /// Links flag changes (webhooks) and notifications to the analysis at `public_url`
     /// (`[server] public_url`): `{public_url}/v1/analyses/{id}`.
-    pub fn links_to(&self, public_url: &str) {
-        let _ = self
-            .inner
-            .public_url
-            .set(public_url.trim_end_matches('/').to_owned());
+    #[must_use]
+    pub fn links_to(mut self, public_url: &str) -> Self {
+        self.public_url = Some(public_url.trim_end_matches('/').into());
+        self
     }
 
     /// Announces every analysis that ends (or waits for a person) through
     /// `notifications`: rollbacks and failed rollbacks as critical, reviews as warnings,
     /// promotions as info.
-    pub fn notify_with(&self, notifications: Notifications) {
-        let _ = self.inner.notifications.set(notifications);
+    #[must_use]
+    pub fn notify_with(mut self, notifications: Notifications) -> Self {
+        self.notifications = Some(notifications);
+        self
     }
 
     /// Where a person reads `analysis`, when the public URL is known.
     fn analysis_url(&self, analysis: Uuid) -> Option<String> {
-        self.inner
-            .public_url
-            .get()
+        self.public_url
+            .as_ref()
             .map(|base| format!("{base}/v1/analyses/{analysis}"))
     }
 
     /// Reports verdicts and interval lateness to `metrics` (what `/metrics` exposes).
-    /// Only the first call counts.
-    pub fn report_to(&self, metrics: Arc<EngineMetrics>) {
-        let _ = self.inner.metrics.set(metrics);
+    #[must_use]
+    pub fn report_to(mut self, metrics: Arc<EngineMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// This worker's id.
@@ -718,7 +605,7 @@ impl Worker {
                 return self.step_failed(analysis, now, &runner, error).await;
             }
         };
-        if let Some(metrics) = self.inner.metrics.get() {
+        if let Some(metrics) = &self.metrics {
             metrics.record_verdict(&record.verdict.to_string());
             // How long after its due time the look ran: the figure that shows an
             // overloaded instance. Measured from the due time, not the look's time (a
@@ -1036,9 +923,9 @@ impl Worker {
 
     /// Sends `notification` in the background, when notifiers are configured.
     fn announce(&self, notification: Notification) {
-        if let Some(notifications) = self.inner.notifications.get() {
+        if let Some(notifications) = &self.notifications {
             let notifications = notifications.clone();
-            let metrics = self.inner.metrics.get().cloned();
+            let metrics = self.metrics.clone();
             tokio::spawn(async move {
                 let delivery = notifications.send(notification).await;
                 if let Some(metrics) = metrics {
@@ -1301,21 +1188,5 @@ mod tests {
             "{}",
             unnamed.id
         );
-    }
-
-    #[test]
-    fn a_registry_from_settings_names_what_it_built_and_what_it_could_not() {
-        let settings: Settings = toml::from_str(
-            "[actuators.dry]\nkind = \"log-only\"\n[sources.recorded]\nkind = \"replay\"\ndirectory = \"fixtures/replay/healthy\"\n",
-        )
-        .unwrap();
-        let registry = Registry::from_settings(&settings).unwrap();
-        assert_eq!(registry.actuator_names().collect::<Vec<_>>(), ["dry"]);
-        assert_eq!(registry.source_names().collect::<Vec<_>>(), ["recorded"]);
-        let broken: Settings =
-            toml::from_str("[sources.gone]\nkind = \"replay\"\ndirectory = \"/nonexistent\"\n")
-                .unwrap();
-        let error = Registry::from_settings(&broken).unwrap_err();
-        assert!(error.to_string().contains("sources.gone"), "{error}");
     }
 }

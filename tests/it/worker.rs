@@ -287,7 +287,7 @@ fn changes(list: &[(&str, f64)]) -> Vec<(String, f64)> {
 }
 
 /// A Slack-style channel the worker announces to, as `[notifiers.oncall]` would set it.
-async fn oncall_channel(worker: &Worker) -> crate::notify::Received {
+async fn oncall_channel(worker: Worker) -> (Worker, crate::notify::Received) {
     let (channel, messages) = crate::notify::slack_receiver().await;
     let settings = canary::config::Settings::load_from(
         None,
@@ -303,8 +303,9 @@ async fn oncall_channel(worker: &Worker) -> crate::notify::Received {
         ])),
     )
     .unwrap();
-    worker.notify_with(canary::notify::Notifications::from_settings(&settings).unwrap());
-    messages
+    let worker =
+        worker.notify_with(canary::notify::Notifications::from_settings(&settings).unwrap());
+    (worker, messages)
 }
 
 /// The texts the channel received, once it has `at_least` of them (or after 10 s: the
@@ -426,7 +427,7 @@ async fn a_worker_keeps_watching_an_analysis_awaiting_review_and_rolls_it_back_o
             .with_actuator("flags", Arc::clone(&flags) as Arc<dyn Actuator>),
     );
     let worker = Worker::new(store.clone(), registry, clock.clone(), options("w1", 1));
-    let messages = oncall_channel(&worker).await;
+    let (worker, messages) = oncall_channel(worker).await;
     let mut request = request("slow-then-breaching", "checkout");
     request.profile_text = format!(
         "{PROFILE}\n[[triggers]]\nname = \"p95 latency above 300 ms for 1 minute\"\n\
@@ -885,7 +886,7 @@ async fn a_rollback_while_the_flag_store_is_down_is_retried_until_the_store_retu
     let clock = Arc::new(ManualClock::new(T0));
     let worker = Worker::new(store.clone(), registry, clock.clone(), options("w1", 1));
     // The people on call read a Slack-style channel.
-    let messages = oncall_channel(&worker).await;
+    let (worker, messages) = oncall_channel(worker).await;
     let analysis = submit(store.as_ref(), "regressing", "search").await;
 
     // Look by look until the rollback is decided, with the store going down just before.
@@ -995,7 +996,7 @@ async fn a_worker_rolls_back_progressively_and_announces_the_start_and_the_end()
         clock.clone(),
         options("w1", 1),
     );
-    let messages = oncall_channel(&worker).await;
+    let (worker, messages) = oncall_channel(worker).await;
     let mut new = request("regressing", "search");
     new.profile_text = PROFILE.replace(
         "consecutive_failures = 1\n",
