@@ -22,6 +22,7 @@ mod live_rollouts;
 mod notify;
 mod ownership;
 mod profiles;
+mod records;
 mod prometheus_harness;
 mod prometheus_source;
 mod report;
