@@ -9,6 +9,7 @@
 mod duration;
 mod location;
 pub mod look_series;
+pub mod non_finite;
 pub mod observations;
 mod percentage;
 pub mod plan;

@@ -137,7 +137,7 @@ pub(super) fn evaluate(
 ) -> Provisional {
     let mut result = MetricResult {
         name: spec.name.clone(),
-        kind: spec.kind.name(),
+        kind: spec.kind.name().into(),
         severity: spec.severity,
         group: spec.group.clone(),
         direction: match spec.kind {
@@ -427,10 +427,13 @@ fn continuous(
     let canary_median = canary_summary.median.unwrap_or(f64::NAN);
     let relative_shift = ratio(shift.estimate, baseline_median.abs());
 
-    result.test = Some(match test.method {
-        MannWhitneyMethod::Exact => "mann_whitney_exact",
-        MannWhitneyMethod::NormalApproximation => "mann_whitney_normal",
-    });
+    result.test = Some(
+        match test.method {
+            MannWhitneyMethod::Exact => "mann_whitney_exact",
+            MannWhitneyMethod::NormalApproximation => "mann_whitney_normal",
+        }
+        .into(),
+    );
     result.p_value = Some(test.p_value);
     result.ln_p_value = Some(test.ln_p_value);
     result.shift_estimate = Some(shift.estimate);
@@ -596,10 +599,13 @@ fn proportion(
         Ok(comparison) => comparison,
         Err(error) => return Outcome::Decided(Classification::Error, error.to_string()),
     };
-    result.test = Some(match comparison.test {
-        ProportionTest::ZTest => "two_proportion_z",
-        ProportionTest::FisherExact => "fisher_exact",
-    });
+    result.test = Some(
+        match comparison.test {
+            ProportionTest::ZTest => "two_proportion_z",
+            ProportionTest::FisherExact => "fisher_exact",
+        }
+        .into(),
+    );
     result.p_value = Some(comparison.p_value);
     result.ln_p_value = Some(comparison.ln_p_value);
     result.shift_estimate = Some(comparison.difference);

@@ -102,17 +102,19 @@ impl StageInstances {
 }
 
 /// The allowance at one look, with the numbers behind it for the report.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct HostAllowance {
     /// Baseline instances seen at this stage.
     pub baseline_instances: usize,
     /// Canary instances seen at this stage.
     pub canary_instances: usize,
     /// The between-instance spread used (log scale), prior and estimate pooled.
+    #[serde(deserialize_with = "crate::domain::non_finite::f64")]
     pub spread: f64,
     /// The spread the baseline's instances show on their own, when there are two or more.
     pub estimated_spread: Option<f64>,
     /// The allowance `m` on the log scale: the check's null is "canary ≤ baseline · e^m".
+    #[serde(deserialize_with = "crate::domain::non_finite::f64")]
     pub margin: f64,
 }
 

@@ -20,13 +20,15 @@ pub mod sequential;
 pub mod traffic;
 pub mod triggers;
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use crate::domain::{ConfidenceLevel, Direction, Observations, Profile, Severity, Verdict};
 use crate::stats::multiple_testing::{Correction, adjust_p_values};
 
 /// The result of one metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Classification {
     /// No regression beyond what the profile tolerates.
@@ -44,11 +46,12 @@ pub enum Classification {
 }
 
 /// Summary of one side of one metric, after NaN handling and outlier removal.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SideSummary {
     /// Samples used (for count data: total events).
     pub n: u64,
     /// Mean of the samples (for count data: the error rate).
+    #[serde(deserialize_with = "crate::domain::non_finite::f64")]
     pub mean: f64,
     /// Median of the samples (none for count data).
     pub median: Option<f64>,
@@ -73,7 +76,7 @@ pub struct SideSummary {
 }
 
 /// Effect sizes, by kind of comparison.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum EffectSize {
     /// For continuous metrics.
@@ -83,6 +86,7 @@ pub enum EffectSize {
         /// Canary median / baseline median (none when the baseline median is 0).
         median_ratio: Option<f64>,
         /// P(canary > baseline) + ½ P(tie), the common-language effect size.
+        #[serde(deserialize_with = "crate::domain::non_finite::f64")]
         probability_of_superiority: f64,
     },
     /// For proportion metrics.
@@ -90,20 +94,24 @@ pub enum EffectSize {
         /// Canary rate / baseline rate (none when the baseline rate is 0).
         rate_ratio: Option<f64>,
         /// Katz log interval for the ratio at the profile's confidence level.
+        #[serde(default, deserialize_with = "crate::domain::non_finite::optional_pair")]
         rate_ratio_ci: Option<[f64; 2]>,
         /// Canary rate − baseline rate.
+        #[serde(deserialize_with = "crate::domain::non_finite::f64")]
         rate_difference: f64,
         /// Newcombe hybrid score interval for the difference.
+        #[serde(deserialize_with = "crate::domain::non_finite::pair")]
         rate_difference_ci: [f64; 2],
     },
 }
 
 /// The absolute check of a threshold metric.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ThresholdCheck {
     /// The statistic compared (`mean`, `p95`, ..., or `error_rate` for count data).
     pub statistic: String,
     /// Its value for the canary.
+    #[serde(deserialize_with = "crate::domain::non_finite::f64")]
     pub value: f64,
     /// The lower limit, if any.
     pub min: Option<f64>,
@@ -112,12 +120,12 @@ pub struct ThresholdCheck {
 }
 
 /// Everything the judge found about one metric.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricResult {
     /// The metric's name.
     pub name: String,
     /// `continuous`, `proportion` or `threshold`.
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     /// What a failure does.
     pub severity: Severity,
     /// Score group.
@@ -133,7 +141,7 @@ pub struct MetricResult {
     /// Canary summary, when there was canary data.
     pub canary: Option<SideSummary>,
     /// The test that produced `p_value`.
-    pub test: Option<&'static str>,
+    pub test: Option<Cow<'static, str>>,
     /// The raw p-value of that test: one-sided in the bad direction for `increase` /
     /// `decrease`, two-sided for `either`.
     pub p_value: Option<f64>,
@@ -147,6 +155,7 @@ pub struct MetricResult {
     /// (proportion).
     pub shift_estimate: Option<f64>,
     /// Two-sided interval for the shift at the profile's confidence level.
+    #[serde(default, deserialize_with = "crate::domain::non_finite::optional_pair")]
     pub shift_ci: Option<[f64; 2]>,
     /// The shift relative to the baseline median (continuous) — what `allowed_increase`
     /// and `allowed_decrease` limit.
@@ -157,19 +166,20 @@ pub struct MetricResult {
     pub threshold: Option<ThresholdCheck>,
     /// The anytime-valid evidence behind the classification, when a staged rollout
     /// judged in sequential mode (absent from one-shot analyses).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequential: Option<sequential::SequentialEvidence>,
     /// Set when the metric is inconclusive only because its stage has not yet gathered
     /// `min_samples` (sequential mode): its data is otherwise usable, and waiting
     /// gathers more.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub short_of_samples: Option<SampleShortfall>,
 }
 
 /// A metric's stage still short of its `min_samples`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SampleShortfall {
     /// Samples (continuous) or events (proportion) on the side with fewer, this stage.
+    #[serde(deserialize_with = "crate::domain::non_finite::f64")]
     pub have: f64,
     /// The metric's `min_samples`.
     pub need: u64,
@@ -202,7 +212,7 @@ pub fn holds_only_for_samples(profile: &Profile, judgement: &Judgement) -> bool 
 }
 
 /// The judge's full answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Judgement {
     /// Promote, hold or rollback.
     pub verdict: Verdict,
@@ -213,6 +223,7 @@ pub struct Judgement {
     /// The profile's name.
     pub profile: String,
     /// The per-metric confidence level used.
+    #[serde(deserialize_with = "crate::domain::non_finite::f64")]
     pub confidence_level: f64,
     /// The multiple-comparison correction used.
     pub multiple_comparisons: Correction,

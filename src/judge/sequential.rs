@@ -129,7 +129,7 @@ pub struct CheckState {
 }
 
 /// The numbers behind one check's decision, kept for the report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckEvidence {
     /// `location`, `location_decrease`, `tails` or `bursts`.
     pub check: String,
@@ -137,14 +137,19 @@ pub struct CheckEvidence {
     pub null: String,
     /// The e-value over the rollout so far (stages combined). For bursts, which test each
     /// window on its own, the worst window's `needed / p-value` (at least 1 fails).
+    #[serde(deserialize_with = "crate::domain::non_finite::f64")]
     pub e_value: f64,
     /// Its natural log (finite when the e-value overflows).
+    #[serde(deserialize_with = "crate::domain::non_finite::f64")]
     pub ln_e_value: f64,
     /// The e-value this stage alone.
+    #[serde(deserialize_with = "crate::domain::non_finite::f64")]
     pub stage_e_value: f64,
     /// The e-value that fails the metric: `1/alpha`.
+    #[serde(deserialize_with = "crate::domain::non_finite::f64")]
     pub threshold: f64,
     /// This check's share of the error budget.
+    #[serde(deserialize_with = "crate::domain::non_finite::f64")]
     pub alpha: f64,
     /// Whether the evidence crossed the threshold.
     pub crossed: bool,
@@ -163,45 +168,57 @@ pub struct CheckEvidence {
     /// (rank checks) or the canary/baseline error-rate ratio (rate checks).
     pub estimate: Option<f64>,
     /// Anytime-valid interval for `estimate` at the check's level (rank checks).
+    #[serde(default, deserialize_with = "crate::domain::non_finite::optional_pair")]
     pub interval: Option<[f64; 2]>,
     /// Information (rank checks) or errors on both sides (rate checks) this stage.
+    #[serde(deserialize_with = "crate::domain::non_finite::f64")]
     pub information: f64,
     /// For bursts: the worst window (end time, canary rate, baseline rate, p-value,
     /// the p-value it had to reach).
     pub worst_window: Option<BurstWindow>,
     /// For bursts: the e-value pooled over every window tested so far, and the one that
     /// fails the metric (`2/alpha`: half the check's budget).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::domain::non_finite::optional_pair"
+    )]
     pub pooled_bursts: Option<[f64; 2]>,
     /// For location checks of metrics whose series name their instances: how far apart
     /// the sides may be from host differences alone, which the check does not count.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_allowance: Option<HostAllowance>,
 }
 
 /// The most extreme sub-window a bursts check looked at.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BurstWindow {
     /// End of the window, Unix seconds.
+    #[serde(deserialize_with = "crate::domain::non_finite::f64")]
     pub until: f64,
     /// The canary's error rate in it.
+    #[serde(deserialize_with = "crate::domain::non_finite::f64")]
     pub canary_rate: f64,
     /// The baseline's error rate in it.
+    #[serde(deserialize_with = "crate::domain::non_finite::f64")]
     pub baseline_rate: f64,
     /// The exact conditional p-value.
+    #[serde(deserialize_with = "crate::domain::non_finite::f64")]
     pub p_value: f64,
     /// The p-value that would have failed the metric (the window's share of the budget).
+    #[serde(deserialize_with = "crate::domain::non_finite::f64")]
     pub needed: f64,
 }
 
 /// The sequential evidence of one metric at one look.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SequentialEvidence {
     /// Every check of the metric.
     pub checks: Vec<CheckEvidence>,
     /// Whether every location check excluded harm at this stage.
     pub harm_excluded: bool,
     /// Samples or events seen at this stage, baseline and canary.
+    #[serde(deserialize_with = "crate::domain::non_finite::pair")]
     pub stage_samples: [f64; 2],
 }
 

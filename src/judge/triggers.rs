@@ -31,7 +31,7 @@ use crate::stats::Alternative;
 use crate::stats::proportions::{Counts, rate_beyond_limit_p_value};
 
 /// The state of one trigger at one look.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct TriggerCheck {
     /// The trigger's name.
     pub name: String,

@@ -7,18 +7,21 @@
 //! ever added; renaming or removing one bumps the version. Non-finite numbers are
 //! written as `null`.
 //!
-//! Stored looks keep the judgement as JSON (`LookRecord::body`), so this module reads
-//! them through its own lenient mirror types ([`MetricRow`] and friends) rather than the
-//! judge's types: a report of an old look still renders after the judge gains a field.
+//! Stored looks are typed records (`LookRecord::body`, a versioned
+//! [`Look`](crate::scheduler::Look)); the report reads them directly and turns each
+//! judge result into its own row types ([`MetricRow`] and friends), the report's stable
+//! JSON form, with non-finite numbers as absent values.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::domain::look_series::{LookSeries, MetricSeries, SideSeries, merged_cdf};
 use crate::domain::{ContinuousKind, Direction, MetricKind, Observations, Profile, ProportionKind};
 use crate::format::{confidence_percent, number, percent, signed, signed_percent};
-use crate::judge::Judgement;
-use crate::store::{ActuationRecord, Analysis, AuditEntry, LookRecord};
+use crate::judge::sequential::SequentialEvidence;
+use crate::judge::triggers::TriggerCheck;
+use crate::judge::{EffectSize, Judgement, MetricResult, SideSummary, ThresholdCheck};
+use crate::scheduler::Decision;
+use crate::store::{ActuationRecord, Analysis, AuditEntry, LookRecord, Snapshot};
 
 /// Version of the report's JSON layout; bumped on any incompatible change.
 pub const REPORT_SCHEMA_VERSION: u32 = 1;
@@ -287,7 +290,7 @@ pub struct MetricRow {
     pub effect: Option<String>,
     /// The judge's effect sizes as it wrote them.
     #[serde(default)]
-    pub effect_size: Option<Value>,
+    pub effect_size: Option<EffectSize>,
     /// The test behind `p_value`.
     #[serde(default)]
     pub test: Option<String>,
@@ -319,7 +322,80 @@ pub struct MetricRow {
     /// of the error budget, whether it crossed, the estimate and, for bursts, the worst
     /// window. Absent for one-shot and fixed-mode analyses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sequential: Option<Value>,
+    pub sequential: Option<SequentialEvidence>,
+}
+
+/// `value` when it is a number JSON can hold (what a report shows), absent otherwise.
+fn finite(value: f64) -> Option<f64> {
+    value.is_finite().then_some(value)
+}
+
+impl MetricRow {
+    /// The row of one judge result (its effect sentence and relative limits are filled
+    /// in later).
+    fn of(result: &MetricResult) -> MetricRow {
+        MetricRow {
+            name: result.name.clone(),
+            kind: result.kind.to_string(),
+            severity: snake(&result.severity),
+            classification: snake(&result.classification),
+            reason: result.reason.clone(),
+            baseline: result.baseline.as_ref().map(SideRow::of),
+            canary: result.canary.as_ref().map(SideRow::of),
+            effect: None,
+            effect_size: result.effect_size.clone(),
+            test: result.test.as_ref().map(ToString::to_string),
+            p_value: result.p_value.and_then(finite),
+            adjusted_p_value: result.adjusted_p_value.and_then(finite),
+            shift_estimate: result.shift_estimate.and_then(finite),
+            shift_ci: result.shift_ci,
+            relative_shift: result.relative_shift.and_then(finite),
+            threshold: result.threshold.as_ref().map(ThresholdRow::of),
+            relative_limits: Vec::new(),
+            sequential: result.sequential.clone(),
+        }
+    }
+}
+
+impl SideRow {
+    fn of(side: &SideSummary) -> SideRow {
+        SideRow {
+            n: side.n,
+            mean: finite(side.mean),
+            median: side.median.and_then(finite),
+            p95: side.p95.and_then(finite),
+            p99: side.p99.and_then(finite),
+            min: side.min.and_then(finite),
+            max: side.max.and_then(finite),
+            errors: side.errors,
+            total: side.total,
+        }
+    }
+}
+
+impl ThresholdRow {
+    fn of(check: &ThresholdCheck) -> ThresholdRow {
+        ThresholdRow {
+            statistic: check.statistic.clone(),
+            value: finite(check.value),
+            min: check.min.and_then(finite),
+            max: check.max.and_then(finite),
+        }
+    }
+}
+
+impl TriggerRow {
+    fn of(check: &TriggerCheck) -> TriggerRow {
+        TriggerRow {
+            name: check.name.clone(),
+            metric: check.metric.clone(),
+            met: check.met,
+            action: snake(&check.action),
+            value: check.value.and_then(finite),
+            limit: check.limit.and_then(finite),
+            reason: check.reason.clone(),
+        }
+    }
 }
 
 /// One metric's central values at every look.
@@ -463,10 +539,7 @@ impl ChartData {
     pub fn from_looks(looks: &[LookRecord]) -> ChartData {
         let mut looks: Vec<&LookRecord> = looks.iter().collect();
         looks.sort_by_key(|l| l.look);
-        let series: Vec<LookSeries> = looks
-            .iter()
-            .filter_map(|look| serde_json::from_value(look.body.get("series")?.clone()).ok())
-            .collect();
+        let series: Vec<LookSeries> = looks.iter().map(|look| look.body.series.clone()).collect();
         ChartData::from_look_series(&series)
     }
 
@@ -505,70 +578,30 @@ pub struct RunFacts<'a> {
     pub actuations: &'a [crate::scheduler::Actuation],
 }
 
-/// The parts of a stored look the report reads; lenient so old looks still render.
-#[derive(Deserialize)]
-struct StoredLook {
-    #[serde(default)]
-    stage: String,
-    #[serde(default)]
-    traffic: Option<f64>,
-    #[serde(default)]
-    decision: Value,
-    #[serde(default)]
-    reasons: Vec<String>,
-    judgement: Option<StoredJudgement>,
-    #[serde(default)]
-    triggers: Vec<TriggerRow>,
-}
-
-#[derive(Deserialize)]
-struct StoredJudgement {
-    verdict: String,
-    #[serde(default)]
-    reasons: Vec<String>,
-    #[serde(default)]
-    score: Option<f64>,
-    #[serde(default)]
-    profile: String,
-    #[serde(default)]
-    confidence_level: Option<f64>,
-    #[serde(default)]
-    multiple_comparisons: Option<String>,
-    #[serde(default)]
-    metrics: Vec<MetricRow>,
-}
-
-fn judgement_value(judgement: &Judgement) -> StoredJudgement {
-    let value = serde_json::to_value(judgement)
-        .expect("a judgement always serializes: it holds only strings, numbers and enums");
-    serde_json::from_value(value).expect("the mirror types accept every judgement")
-}
-
 impl AnalysisReport {
     /// The report of one `canary analyze` judgement.
     pub fn from_judgement(judgement: &Judgement) -> AnalysisReport {
-        let stored = judgement_value(judgement);
-        let metrics = finish_rows(stored.metrics);
-        let verdict = stored.verdict.clone();
-        let deciding_metrics = deciding(&metrics, stored.confidence_level);
+        let metrics = finish_rows(judgement.metrics.iter().map(MetricRow::of).collect());
+        let confidence_level = finite(judgement.confidence_level);
+        let deciding_metrics = deciding(&metrics, confidence_level);
         AnalysisReport {
             report_schema_version: REPORT_SCHEMA_VERSION,
             subject: Subject {
                 analysis_id: None,
-                profile: stored.profile.clone(),
+                profile: judgement.profile.clone(),
                 flag: None,
                 state: "analyzed".to_owned(),
                 dry_run: true,
                 created_at: None,
                 updated_at: None,
-                confidence_level: stored.confidence_level,
-                multiple_comparisons: stored.multiple_comparisons,
+                confidence_level,
+                multiple_comparisons: Some(snake(&judgement.multiple_comparisons)),
             },
             banner: Banner {
-                headline: format!("canary analyze under profile {}", stored.profile),
-                verdict: Some(verdict),
-                score: stored.score,
-                reasons: stored.reasons,
+                headline: format!("canary analyze under profile {}", judgement.profile),
+                verdict: Some(snake(&judgement.verdict)),
+                score: judgement.score.and_then(finite),
+                reasons: judgement.reasons.clone(),
                 deciding_metrics,
             },
             timeline: Vec::new(),
@@ -586,28 +619,20 @@ impl AnalysisReport {
     ) -> AnalysisReport {
         let mut looks: Vec<&LookRecord> = looks.iter().collect();
         looks.sort_by_key(|l| l.look);
-        let parsed: Vec<(&LookRecord, Option<StoredLook>)> = looks
-            .iter()
-            .map(|record| (*record, serde_json::from_value(record.body.clone()).ok()))
-            .collect();
 
         let mut timeline = Vec::new();
-        for (record, body) in &parsed {
+        for record in &looks {
+            let body = &record.body;
             timeline.push(TimelineEvent::Look {
                 at: record.at,
                 look: record.look,
                 stage_index: record.stage_index,
-                stage: body.as_ref().map(|b| b.stage.clone()).unwrap_or_default(),
-                traffic: body.as_ref().and_then(|b| b.traffic),
+                stage: body.stage.clone(),
+                traffic: finite(body.traffic.value()),
                 verdict: record.verdict.clone(),
-                decision: body
-                    .as_ref()
-                    .map_or_else(|| record.decision.clone(), |b| decision_words(&b.decision)),
-                reasons: body.as_ref().map(|b| b.reasons.clone()).unwrap_or_default(),
-                triggers: body
-                    .as_ref()
-                    .map(|b| b.triggers.clone())
-                    .unwrap_or_default(),
+                decision: decision_words(&body.decision),
+                reasons: body.reasons.clone(),
+                triggers: body.triggers.iter().map(TriggerRow::of).collect(),
             });
         }
         for actuation in actuations {
@@ -632,15 +657,12 @@ impl AnalysisReport {
         // A stable sort keeps a look before the flag change it caused at the same time.
         timeline.sort_by(|a, b| a.at().total_cmp(&b.at()));
 
-        let latest = parsed
-            .iter()
-            .rev()
-            .find_map(|(_, body)| body.as_ref().and_then(|b| b.judgement.as_ref()));
-        let confidence_level = latest.and_then(|j| j.confidence_level);
+        let latest = looks.last().map(|record| &record.body.judgement);
+        let confidence_level = latest.and_then(|j| finite(j.confidence_level));
         let metrics = latest
-            .map(|j| finish_rows(j.metrics.clone()))
+            .map(|j| finish_rows(j.metrics.iter().map(MetricRow::of).collect()))
             .unwrap_or_default();
-        let history = history(&parsed, &metrics);
+        let history = history(&looks, &metrics);
 
         let state = snake(&analysis.state);
         let verdict = match state.as_str() {
@@ -649,7 +671,7 @@ impl AnalysisReport {
             _ => analysis
                 .latest_verdict
                 .clone()
-                .or_else(|| latest.map(|j| j.verdict.clone())),
+                .or_else(|| latest.map(|j| snake(&j.verdict))),
         };
         let headline = match (state.as_str(), analysis.dry_run) {
             ("promoted", true) => {
@@ -705,12 +727,12 @@ impl AnalysisReport {
                 created_at: Some(analysis.created_at),
                 updated_at: Some(analysis.updated_at),
                 confidence_level,
-                multiple_comparisons: latest.and_then(|j| j.multiple_comparisons.clone()),
+                multiple_comparisons: latest.map(|j| snake(&j.multiple_comparisons)),
             },
             banner: Banner {
                 verdict,
                 headline,
-                score: latest.and_then(|j| j.score),
+                score: latest.and_then(|j| j.score.and_then(finite)),
                 reasons,
                 deciding_metrics: deciding(&metrics, confidence_level),
             },
@@ -747,20 +769,14 @@ impl AnalysisReport {
         let looks: Vec<LookRecord> = run
             .history
             .iter()
-            .map(|record| {
-                let body = serde_json::to_value(record).expect("a look always serializes");
-                LookRecord {
-                    analysis_id: id,
-                    look: record.look,
-                    at: record.at,
-                    stage_index: record.stage_index,
-                    verdict: record.verdict.to_string(),
-                    decision: body["decision"]["decision"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                    body,
-                }
+            .map(|record| LookRecord {
+                analysis_id: id,
+                look: record.look,
+                at: record.at,
+                stage_index: record.stage_index,
+                verdict: record.verdict.to_string(),
+                decision: record.decision.name().to_owned(),
+                body: record.clone(),
             })
             .collect();
         let actuations: Vec<ActuationRecord> = run
@@ -794,7 +810,9 @@ impl AnalysisReport {
             .chain(actuations.first().map(|a| a.at))
             .fold(f64::INFINITY, f64::min);
         let last = looks.last().map_or(first, |l| l.at);
-        let state = serde_json::from_value(Value::String(run.state.to_owned()))
+        let state = run
+            .state
+            .parse()
             .unwrap_or(crate::store::AnalysisState::Running);
         let analysis = Analysis {
             id,
@@ -812,7 +830,7 @@ impl AnalysisReport {
             traffic: run.history.last().map(|r| r.traffic.value()),
             latest_verdict: Some(run.verdict.to_owned()),
             reasons: run.reasons.to_vec(),
-            runner_state: Value::Null,
+            runner_state: Snapshot::None,
             next_look_at: None,
             version: 0,
             lease_owner: None,
@@ -840,23 +858,19 @@ impl AnalysisReport {
 /// The snake_case name serde gives a unit enum variant.
 fn snake<T: Serialize>(value: &T) -> String {
     match serde_json::to_value(value) {
-        Ok(Value::String(text)) => text,
+        Ok(serde_json::Value::String(text)) => text,
         Ok(other) => other.to_string(),
         Err(_) => String::new(),
     }
 }
 
-fn decision_words(decision: &Value) -> String {
-    let name = decision
-        .get("decision")
-        .and_then(Value::as_str)
-        .or_else(|| decision.as_str())
-        .unwrap_or("unknown");
-    let to = decision.get("to").and_then(Value::as_f64);
-    match (name, to) {
-        ("advance", Some(to)) => format!("advance to {}%", number(to)),
-        ("reduce_traffic", Some(to)) => format!("reduce traffic to {}%", number(to)),
-        (other, _) => other.replace('_', " "),
+/// The decision in the timeline's words: `advance to 5%`, `reduce traffic to 10%`,
+/// `await review`.
+fn decision_words(decision: &Decision) -> String {
+    match decision {
+        Decision::Advance { to } => format!("advance to {}%", number(to.value())),
+        Decision::ReduceTraffic { to } => format!("reduce traffic to {}%", number(to.value())),
+        other => other.name().replace('_', " "),
     }
 }
 
@@ -868,18 +882,24 @@ fn finish_rows(mut rows: Vec<MetricRow>) -> Vec<MetricRow> {
     rows
 }
 
-fn field(value: &Option<Value>, name: &str) -> Option<f64> {
-    value.as_ref()?.get(name)?.as_f64()
-}
-
-fn pair(value: &Option<Value>, name: &str) -> Option<[f64; 2]> {
-    let items = value.as_ref()?.get(name)?.as_array()?;
-    Some([items.first()?.as_f64()?, items.get(1)?.as_f64()?])
+/// A proportion's rate ratio and its interval, when the judge estimated them.
+fn rate_ratio(effect: &Option<EffectSize>) -> Option<(f64, Option<[f64; 2]>)> {
+    match effect {
+        Some(EffectSize::Proportion {
+            rate_ratio,
+            rate_ratio_ci,
+            ..
+        }) => Some((
+            rate_ratio.and_then(finite)?,
+            rate_ratio_ci.filter(|[low, high]| low.is_finite() && high.is_finite()),
+        )),
+        _ => None,
+    }
 }
 
 fn effect_words(row: &MetricRow) -> Option<String> {
-    if let Some(ratio) = field(&row.effect_size, "rate_ratio") {
-        return Some(match pair(&row.effect_size, "rate_ratio_ci") {
+    if let Some((ratio, interval)) = rate_ratio(&row.effect_size) {
+        return Some(match interval {
             Some([low, high]) => format!(
                 "rate ×{} [×{}, ×{}]",
                 number(ratio),
@@ -889,14 +909,21 @@ fn effect_words(row: &MetricRow) -> Option<String> {
             None => format!("rate ×{}", number(ratio)),
         });
     }
-    if let Some(ratio) = field(&row.effect_size, "median_ratio") {
+    let Some(EffectSize::Continuous {
+        mean_ratio,
+        median_ratio,
+        probability_of_superiority,
+    }) = &row.effect_size
+    else {
+        return None;
+    };
+    if let Some(ratio) = median_ratio.and_then(finite) {
         return Some(format!("median ×{}", number(ratio)));
     }
-    if let Some(ratio) = field(&row.effect_size, "mean_ratio") {
+    if let Some(ratio) = mean_ratio.and_then(finite) {
         return Some(format!("mean ×{}", number(ratio)));
     }
-    field(&row.effect_size, "probability_of_superiority")
-        .map(|p| format!("P(canary > baseline) {}", number(p)))
+    finite(*probability_of_superiority).map(|p| format!("P(canary > baseline) {}", number(p)))
 }
 
 /// One plain-language sentence per metric that decided the verdict: the failures, or
@@ -950,9 +977,9 @@ pub fn metric_sentence(metric: &MetricRow, confidence_level: Option<f64>) -> Str
                 .map_or_else(|| "n/a".to_owned(), percent)
         };
         let mut text = format!("{name} {} vs {} baseline", rate(canary), rate(base));
-        if let Some(ratio) = field(&metric.effect_size, "rate_ratio") {
+        if let Some((ratio, interval)) = rate_ratio(&metric.effect_size) {
             text.push_str(&format!(", ×{}", number(ratio)));
-            if let Some([low, high]) = pair(&metric.effect_size, "rate_ratio_ci") {
+            if let Some([low, high]) = interval {
                 text.push_str(&format!(", {level}CI ×{}–×{}", number(low), number(high)));
             }
         }
@@ -1054,25 +1081,23 @@ fn relative_limits(kind: &MetricKind, baseline: Option<&SideRow>) -> Vec<Relativ
 
 /// Each metric's central value per look: the median for samples, the rate for counts,
 /// the checked statistic for thresholds.
-fn history(
-    parsed: &[(&LookRecord, Option<StoredLook>)],
-    metrics: &[MetricRow],
-) -> Vec<MetricHistory> {
+fn history(looks: &[&LookRecord], metrics: &[MetricRow]) -> Vec<MetricHistory> {
     metrics
         .iter()
         .map(|metric| {
             let mut statistic = String::from("median");
-            let points = parsed
+            let points = looks
                 .iter()
-                .filter_map(|(record, body)| {
-                    let judgement = body.as_ref()?.judgement.as_ref()?;
+                .filter_map(|record| {
+                    let judgement = &record.body.judgement;
                     let row = judgement.metrics.iter().find(|m| m.name == metric.name)?;
-                    let centre = |side: &Option<SideRow>| {
+                    let centre = |side: &Option<SideSummary>| {
                         side.as_ref().and_then(|s| {
+                            let mean = finite(s.mean);
                             if s.total.is_some() {
-                                s.mean
+                                mean
                             } else {
-                                s.median.or(s.mean)
+                                s.median.and_then(finite).or(mean)
                             }
                         })
                     };
@@ -1108,16 +1133,40 @@ fn history(
 mod tests {
     use super::*;
     use crate::domain::look_series::{MetricSeries, SideSeries};
+    use crate::scheduler::Look;
 
-    fn stored_look(look: u64, body: Value) -> LookRecord {
+    /// A stored look with `series` (none: a look recorded before series were kept).
+    fn stored_look(look: u64, series: Option<LookSeries>) -> LookRecord {
+        let at = 1_000.0 + 60.0 * look as f64;
         LookRecord {
             analysis_id: uuid::Uuid::nil(),
             look,
-            at: 1_000.0 + 60.0 * look as f64,
+            at,
             stage_index: 0,
             verdict: "promote".to_owned(),
             decision: "continue".to_owned(),
-            body,
+            body: Look {
+                look,
+                at,
+                stage_index: 0,
+                stage: "1%".to_owned(),
+                traffic: crate::domain::Percentage::parse(1.0).unwrap(),
+                confidence_level: 0.99,
+                verdict: crate::domain::Verdict::Promote,
+                decision: Decision::Continue,
+                reasons: Vec::new(),
+                judgement: Judgement {
+                    verdict: crate::domain::Verdict::Promote,
+                    reasons: Vec::new(),
+                    score: Some(100.0),
+                    profile: "p".to_owned(),
+                    confidence_level: 0.99,
+                    multiple_comparisons: crate::stats::multiple_testing::Correction::Holm,
+                    metrics: Vec::new(),
+                },
+                triggers: Vec::new(),
+                series: series.unwrap_or_default(),
+            },
         }
     }
 
@@ -1142,16 +1191,13 @@ mod tests {
             .collect();
         let looks = vec![
             // Stored out of order: the report sorts by look number.
-            stored_look(
-                2,
-                serde_json::json!({ "series": look_series(1_060.0, &many, &[(1_090.0, 3.0)]) }),
-            ),
+            stored_look(2, Some(look_series(1_060.0, &many, &[(1_090.0, 3.0)]))),
             stored_look(
                 1,
-                serde_json::json!({ "series": look_series(1_000.0, &[(1_030.0, 2.0)], &[(1_030.0, 4.0)]) }),
+                Some(look_series(1_000.0, &[(1_030.0, 2.0)], &[(1_030.0, 4.0)])),
             ),
             // A look recorded before series were kept.
-            stored_look(3, serde_json::json!({ "stage": "1%" })),
+            stored_look(3, None),
         ];
         let charts = ChartData::from_looks(&looks);
         let latency = charts.get("latency").expect("the metric is charted");
@@ -1165,7 +1211,7 @@ mod tests {
         // 600 ones and one two: the CDF is 600/601 at 1.
         assert_eq!(baseline_cdf[1], (1.0, 600.0 / 601.0));
 
-        let none = ChartData::from_looks(&[stored_look(1, serde_json::json!({}))]);
+        let none = ChartData::from_looks(&[stored_look(1, None)]);
         assert!(
             none.series.is_empty(),
             "old looks fall back to one point per look"

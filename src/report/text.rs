@@ -99,7 +99,7 @@ fn row(metric: &MetricResult) -> [String; 11] {
     };
     [
         metric.name.clone(),
-        metric.kind.to_owned(),
+        metric.kind.to_string(),
         metric.severity.to_string(),
         classification_label(metric.classification).to_owned(),
         n(&metric.baseline),

@@ -46,7 +46,7 @@ use crate::notify::{Notification, Notifications};
 use crate::sources::MetricSource;
 use crate::store::{
     ActuationOutcome, ActuationRecord, ActuationState, Analysis, AnalysisState, AuditAction,
-    LookRecord, LookUpdate, NewActuation, Store, StoreError,
+    LookRecord, LookUpdate, NewActuation, Snapshot, Store, StoreError,
 };
 use crate::telemetry::EngineMetrics;
 
@@ -450,21 +450,24 @@ impl Worker {
             ),
         )
         .map_err(|error| error.to_string())?;
-        let state = if analysis.runner_state.is_null() {
-            None
-        } else {
-            let mut state: RunnerState = serde_json::from_value(analysis.runner_state.clone())
-                .map_err(|error| format!("the stored runner state cannot be read: {error}"))?;
-            // A person resumed a rollout that was waiting for review: it looks again, its
-            // hold timeout starts over, and a hold trigger that fired is decided on.
-            if analysis.state == AnalysisState::Running
-                && state.status == RolloutStatus::AwaitingReview
-            {
-                state.status = RolloutStatus::Running;
-                state.hold_since = None;
-                state.held_for_review = None;
+        let state = match &analysis.runner_state {
+            Snapshot::None => None,
+            Snapshot::Unreadable { error, .. } => {
+                return Err(format!("the stored runner state cannot be read: {error}"));
             }
-            Some(state)
+            Snapshot::State(state) => {
+                let mut state: RunnerState = state.as_ref().clone();
+                // A person resumed a rollout that was waiting for review: it looks again, its
+                // hold timeout starts over, and a hold trigger that fired is decided on.
+                if analysis.state == AnalysisState::Running
+                    && state.status == RolloutStatus::AwaitingReview
+                {
+                    state.status = RolloutStatus::Running;
+                    state.hold_since = None;
+                    state.held_for_review = None;
+                }
+                Some(state)
+            }
         };
         Ok(Prepared {
             rollout: super::Rollout {
@@ -558,7 +561,7 @@ impl Worker {
                     ""
                 }
             )],
-            runner_state: snapshot_json(&runner)?,
+            runner_state: snapshot(&runner),
             next_look_at: Some(runner.next_look_at()),
         };
         self.record(analysis, now, update).await
@@ -617,13 +620,13 @@ impl Worker {
         }
         let status = runner.status();
         let update = LookUpdate {
-            look: Some(look_record(analysis.id, &record)?),
+            look: Some(look_record(analysis.id, &record)),
             state: analysis_state(status),
             current_stage: Some(runner.stage_index()),
             traffic: Some(traffic(&runner)),
             latest_verdict: Some(record.verdict.to_string()),
             reasons: record.reasons.clone(),
-            runner_state: snapshot_json(&runner)?,
+            runner_state: snapshot(&runner),
             // A rollout waiting for a person still looks, for its rollback triggers.
             next_look_at: matches!(
                 status,
@@ -752,7 +755,7 @@ impl Worker {
                     traffic: Some(traffic(&runner)),
                     latest_verdict: analysis.latest_verdict.clone(),
                     reasons: vec![recorded],
-                    runner_state: snapshot_json(&runner)?,
+                    runner_state: snapshot(&runner),
                     next_look_at: None,
                 };
                 self.record(analysis, now, update).await
@@ -821,7 +824,7 @@ impl Worker {
                     traffic: Some(traffic(&runner)),
                     latest_verdict: analysis.latest_verdict.clone(),
                     reasons,
-                    runner_state: snapshot_json(&runner)?,
+                    runner_state: snapshot(&runner),
                     next_look_at: None,
                 };
                 self.record(analysis, now, update).await
@@ -856,7 +859,7 @@ impl Worker {
             tracing::error!(state = %state, reason = %reason, "analysis failed");
         }
         let runner_state = match runner {
-            Some(runner) => snapshot_json(runner)?,
+            Some(runner) => snapshot(runner),
             None => analysis.runner_state.clone(),
         };
         let retry_in = self.inner.options.rollback_retry.as_secs_f64();
@@ -995,27 +998,20 @@ fn unless_store_failed(error: RunError) -> Result<RunError, WorkerError> {
     }
 }
 
-fn snapshot_json(runner: &RolloutRunner) -> Result<serde_json::Value, WorkerError> {
-    serde_json::to_value(runner.snapshot())
-        .map_err(|error| WorkerError::Store(StoreError::Invalid(format!("runner state: {error}"))))
+fn snapshot(runner: &RolloutRunner) -> Snapshot {
+    Snapshot::of(runner.snapshot())
 }
 
-fn look_record(id: Uuid, record: &Look) -> Result<LookRecord, WorkerError> {
-    let body = serde_json::to_value(record)
-        .map_err(|error| WorkerError::Store(StoreError::Invalid(format!("look: {error}"))))?;
-    let decision = serde_json::to_value(&record.decision)
-        .ok()
-        .and_then(|value| value.get("decision")?.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    Ok(LookRecord {
+fn look_record(id: Uuid, record: &Look) -> LookRecord {
+    LookRecord {
         analysis_id: id,
         look: record.look,
         at: record.at,
         stage_index: record.stage_index,
         verdict: record.verdict.to_string(),
-        decision,
-        body,
-    })
+        decision: record.decision.name().to_owned(),
+        body: record.clone(),
+    }
 }
 
 /// A worker's flag changes for one step of one analysis, each made exactly once

@@ -22,6 +22,7 @@
 use serde_json::{Map, Value};
 
 use super::StoreError;
+use crate::scheduler::records::{self, Look};
 
 /// Format 1: the body's JSON, zlib-deflated.
 pub const DEFLATED: u8 = 1;
@@ -33,6 +34,23 @@ const MAX_INFLATED_BYTES: usize = 64 * 1024 * 1024;
 
 /// The deflate level: 6, zlib's default (9 saves under 2 % more here, at twice the time).
 const LEVEL: u8 = 6;
+
+/// The stored bytes of `look`: its versioned record, compacted and deflated.
+pub fn encode_look(look: &Look) -> Result<Vec<u8>, StoreError> {
+    let value = records::write_record(look)
+        .map_err(|error| StoreError::Invalid(format!("look: {error}")))?;
+    encode(&value)
+}
+
+/// The look [`encode_look`] was given.
+pub fn decode_look(bytes: &[u8]) -> Result<Look, StoreError> {
+    read_look(decode(bytes)?)
+}
+
+/// A look from its stored JSON (a body of any format once decoded).
+pub fn read_look(value: Value) -> Result<Look, StoreError> {
+    records::read_look(value).map_err(|error| StoreError::Corrupt(format!("look body: {error}")))
+}
 
 /// The stored bytes of a look body.
 pub fn encode(body: &Value) -> Result<Vec<u8>, StoreError> {

@@ -55,6 +55,7 @@ use uuid::Uuid;
 
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
+use crate::scheduler::records::{self, Look, RunnerState};
 
 /// The largest page [`Store::list_analyses`] returns; larger limits are cut to it.
 pub const MAX_PAGE: u32 = 1000;
@@ -284,8 +285,8 @@ pub struct Analysis {
     pub latest_verdict: Option<String>,
     /// Why it stands where it does, deciding reasons first.
     pub reasons: Vec<String>,
-    /// The runner's opaque snapshot, enough to continue after a restart.
-    pub runner_state: serde_json::Value,
+    /// The runner's snapshot, enough to continue after a restart.
+    pub runner_state: Snapshot,
     /// When the next look is due, Unix seconds; `None` means at once.
     pub next_look_at: Option<f64>,
     /// 1 when created, bumped by every content write.
@@ -318,6 +319,78 @@ impl Analysis {
     }
 }
 
+/// The runner's snapshot as an analysis keeps it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Snapshot {
+    /// The rollout has not started.
+    #[default]
+    None,
+    /// The runner's state.
+    State(Box<RunnerState>),
+    /// A stored snapshot this build cannot read (written by a newer canary, or
+    /// damaged): kept exactly as it is, and the analysis is not stepped.
+    Unreadable {
+        /// The stored JSON.
+        json: String,
+        /// Why it cannot be read.
+        error: String,
+    },
+}
+
+impl Snapshot {
+    /// The snapshot of `state`.
+    pub fn of(state: RunnerState) -> Self {
+        Snapshot::State(Box::new(state))
+    }
+
+    /// The runner's state, when the snapshot holds a readable one.
+    pub fn state(&self) -> Option<&RunnerState> {
+        match self {
+            Snapshot::State(state) => Some(state),
+            Snapshot::None | Snapshot::Unreadable { .. } => None,
+        }
+    }
+
+    /// The snapshot in a stored JSON value (`null`: none).
+    pub fn from_stored(value: serde_json::Value) -> Self {
+        if value.is_null() {
+            return Snapshot::None;
+        }
+        let json = value.to_string();
+        match records::read_state(value) {
+            Ok(state) => Snapshot::of(state),
+            Err(error) => Snapshot::Unreadable { json, error },
+        }
+    }
+
+    /// The JSON value to store: versioned, or the unreadable JSON as it was.
+    pub fn to_stored(&self) -> Result<serde_json::Value, StoreError> {
+        match self {
+            Snapshot::None => Ok(serde_json::Value::Null),
+            Snapshot::State(state) => records::write_record(state.as_ref())
+                .map_err(|error| StoreError::Invalid(format!("runner state: {error}"))),
+            Snapshot::Unreadable { json, .. } => serde_json::from_str(json)
+                .map_err(|error| StoreError::Invalid(format!("runner state: {error}"))),
+        }
+    }
+}
+
+impl Serialize for Snapshot {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_stored()
+            .map_err(serde::ser::Error::custom)?
+            .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Snapshot {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Snapshot::from_stored(serde_json::Value::deserialize(
+            deserializer,
+        )?))
+    }
+}
+
 /// One look as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LookRecord {
@@ -333,9 +406,9 @@ pub struct LookRecord {
     pub verdict: String,
     /// What the runner decided.
     pub decision: String,
-    /// The full look (`scheduler::Look` as JSON). Stores keep it
-    /// compactly ([`look_body`]) and return it exactly as written.
-    pub body: serde_json::Value,
+    /// The full look. Stores keep it compactly ([`look_body`]), versioned
+    /// ([`crate::scheduler::records`]), and return it as written.
+    pub body: Look,
 }
 
 /// Everything one worker step writes, in one transaction: the look (if the step took
@@ -355,7 +428,7 @@ pub struct LookUpdate {
     /// Why, deciding reasons first.
     pub reasons: Vec<String>,
     /// The runner's snapshot.
-    pub runner_state: serde_json::Value,
+    pub runner_state: Snapshot,
     /// When the next look is due; `None` means at once.
     pub next_look_at: Option<f64>,
 }
@@ -1025,5 +1098,18 @@ mod tests {
         assert!(is_postgres_url("postgresql://db/test"));
         assert!(!is_postgres_url("sqlite:canary.db"));
         assert!(!is_postgres_url("/var/lib/canary/canary.db"));
+    }
+
+    #[test]
+    fn a_snapshot_this_build_cannot_read_is_kept_exactly_as_stored() {
+        let stored = serde_json::json!({"record_version": 99, "looks": 3, "future": [1, 2]});
+        let snapshot = Snapshot::from_stored(stored.clone());
+        let Snapshot::Unreadable { error, .. } = &snapshot else {
+            panic!("{snapshot:?}");
+        };
+        assert!(error.contains("newer canary"), "{error}");
+        assert_eq!(snapshot.state(), None);
+        assert_eq!(snapshot.to_stored().unwrap(), stored);
+        assert_eq!(Snapshot::from_stored(serde_json::Value::Null), Snapshot::None);
     }
 }

@@ -355,7 +355,7 @@ impl Store for PostgresStore {
         let stored_body = update
             .look
             .as_ref()
-            .map(|look| look_body::encode(&look.body))
+            .map(|look| look_body::encode_look(&look.body))
             .transpose()?;
 
         let mut tx = self.write_transaction().await?;
@@ -412,7 +412,7 @@ impl Store for PostgresStore {
         .bind(update.traffic)
         .bind(&update.latest_verdict)
         .bind(&update.reasons)
-        .bind(&update.runner_state)
+        .bind(update.runner_state.to_stored()?)
         .bind(next_look_at_ms)
         .bind(now_ms)
         .bind(id)

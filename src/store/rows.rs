@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::{
-    ActuationRecord, Analysis, AnalysisState, AuditEntry, LookRecord, Page, StoreError,
+    ActuationRecord, Analysis, AnalysisState, AuditEntry, LookRecord, Page, Snapshot, StoreError,
     format_cursor, from_millis, look_body, parse_stored, to_index,
 };
 
@@ -91,7 +91,7 @@ pub(crate) fn analysis_from_row(row: &impl StoredRow) -> Result<Analysis, StoreE
         traffic: row.optional_real("traffic")?,
         latest_verdict: row.optional_text("latest_verdict")?,
         reasons: row.string_list("reasons")?,
-        runner_state: row.json("runner_state")?,
+        runner_state: Snapshot::from_stored(row.json("runner_state")?),
         next_look_at: row.optional_integer("next_look_at_ms")?.map(from_millis),
         version: row.integer("version")?,
         lease_owner: row.optional_text("lease_owner")?,
@@ -136,8 +136,8 @@ pub(crate) fn look_from_row(row: &impl StoredRow) -> Result<LookRecord, StoreErr
         verdict: row.text("verdict")?,
         decision: row.text("decision")?,
         body: match row.optional_bytes("body_zlib")? {
-            Some(bytes) => look_body::decode(&bytes)?,
-            None => row.json("body")?,
+            Some(bytes) => look_body::decode_look(&bytes)?,
+            None => look_body::read_look(row.json("body")?)?,
         },
     })
 }

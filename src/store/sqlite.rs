@@ -449,10 +449,10 @@ impl Store for SqliteStore {
         let stored_body = update
             .look
             .as_ref()
-            .map(|look| look_body::encode(&look.body))
+            .map(|look| look_body::encode_look(&look.body))
             .transpose()?;
         let reasons = json_text(&update.reasons)?;
-        let runner_state = json_text(&update.runner_state)?;
+        let runner_state = json_text(&update.runner_state.to_stored()?)?;
 
         let mut tx = self.write_transaction().await?;
         let guard = read_guard(&mut tx, id).await?;

@@ -177,3 +177,53 @@ pub fn now() -> f64 {
         .unwrap()
         .as_secs_f64()
 }
+
+/// A look as a worker records it, with round numbers: for store and API tests that need
+/// a stored look but not a real judgement.
+pub fn sample_look(number: u64, at: f64) -> canary::scheduler::Look {
+    use canary::domain::{Percentage, Verdict};
+    use canary::judge::Judgement;
+    canary::scheduler::Look {
+        look: number,
+        at,
+        stage_index: 1,
+        stage: "5%".to_owned(),
+        traffic: Percentage::parse(5.0).unwrap(),
+        confidence_level: 0.99,
+        verdict: Verdict::Promote,
+        decision: canary::scheduler::Decision::Continue,
+        reasons: vec!["every metric passed".to_owned()],
+        judgement: Judgement {
+            verdict: Verdict::Promote,
+            reasons: vec!["every metric passed".to_owned()],
+            score: Some(97.5),
+            profile: "web-service".to_owned(),
+            confidence_level: 0.99,
+            multiple_comparisons: canary::stats::multiple_testing::Correction::Holm,
+            metrics: Vec::new(),
+        },
+        triggers: Vec::new(),
+        series: Default::default(),
+    }
+}
+
+/// A runner snapshot three looks into the second stage.
+pub fn sample_state() -> canary::scheduler::RunnerState {
+    canary::scheduler::RunnerState {
+        status: canary::scheduler::RolloutStatus::Running,
+        started: true,
+        stage_index: 1,
+        stage_started_at: 1_700_000_000.25,
+        last_look_at: Some(1_700_000_060.25),
+        looks: 3,
+        consecutive_failures: 0,
+        hold_since: None,
+        initial_flag: None,
+        rolling_back: None,
+        stage_short_of_data: 0.0,
+        sequential: Default::default(),
+        expected_flag: None,
+        adopted_share: None,
+        held_for_review: None,
+    }
+}

@@ -139,7 +139,7 @@ async fn the_store_keeps_one_active_analysis_per_owner_and_flag(store: Arc<dyn S
                 traffic: Some(100.0),
                 latest_verdict: Some("promote".to_owned()),
                 reasons: vec!["done".to_owned()],
-                runner_state: Value::Null,
+                runner_state: canary::store::Snapshot::None,
                 next_look_at: None,
             },
         )

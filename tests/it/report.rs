@@ -118,16 +118,14 @@ fn look_with_triggers(
         triggers,
         series: LookSeries::default(),
     };
-    let mut body = serde_json::to_value(&record).unwrap();
-    body.as_object_mut().unwrap().remove("series");
     LookRecord {
         analysis_id: id,
         look: number,
         at,
         stage_index: stage,
         verdict: verdict.to_string(),
-        decision: body["decision"]["decision"].as_str().unwrap().to_owned(),
-        body,
+        decision: record.decision.name().to_owned(),
+        body: record,
     }
 }
 
@@ -162,7 +160,7 @@ fn analysis(number: u128, flag: &str, state: AnalysisState, reasons: Vec<String>
         traffic: Some(0.0),
         latest_verdict: None,
         reasons,
-        runner_state: serde_json::Value::Null,
+        runner_state: canary::store::Snapshot::None,
         next_look_at: None,
         version: 7,
         lease_owner: None,

@@ -281,7 +281,7 @@ async fn rewrite_as_json_looks(
             sqlx::query(
                 "UPDATE looks SET body = $1, body_zlib = NULL WHERE analysis_id = $2 AND look = $3",
             )
-            .bind(&look.body)
+            .bind(serde_json::to_value(&look.body).unwrap())
             .bind(look.analysis_id)
             .bind(look.look as i64)
             .execute(&pool)
@@ -406,7 +406,7 @@ async fn finished_analyses(store: &Arc<dyn Store>, n: usize, at: f64) -> (Vec<Uu
             traffic: Some(100.0),
             latest_verdict: Some("promote".to_owned()),
             reasons: vec!["every stage passed".to_owned()],
-            runner_state: serde_json::Value::Null,
+            runner_state: canary::store::Snapshot::None,
             next_look_at: None,
         };
         store.record_look(*id, "w1", 1, at, update).await.unwrap();
@@ -582,7 +582,7 @@ async fn report_through(store: Arc<dyn Store>) -> String {
             traffic: None,
             latest_verdict: Some(look.verdict.clone()),
             reasons: Vec::new(),
-            runner_state: serde_json::Value::Null,
+            runner_state: canary::store::Snapshot::None,
             next_look_at: None,
         };
         store

@@ -274,7 +274,7 @@ async fn a_serve_process_restarted_on_its_sqlite_file_after_sigkill_finishes_the
             .items;
         if running
             .iter()
-            .any(|a| a.runner_state["looks"].as_u64().unwrap_or(0) > 0)
+            .any(|a| a.runner_state.state().map_or(0, |s| s.looks) > 0)
         {
             first.child.kill().unwrap();
             first.child.wait().unwrap();
@@ -579,7 +579,7 @@ async fn finish_all(store: &dyn canary::store::Store, ids: &[uuid::Uuid]) {
             analysis.flag
         );
         assert_eq!(
-            analysis.runner_state["looks"].as_u64(),
+            analysis.runner_state.state().map(|s| s.looks),
             Some(looks.len() as u64)
         );
         let actuations = store.list_actuations(id).await.unwrap();

@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 
 use canary::store::{
     ActuationOutcome, ActuationState, Analysis, AnalysisState, AuditAction, LookRecord, LookUpdate,
-    ManualAction, NewActuation, NewAnalysis, SqliteStore, Store, StoreConfig, StoreError,
+    ManualAction, NewActuation, NewAnalysis, Snapshot, SqliteStore, Store, StoreConfig, StoreError,
 };
-use serde_json::json;
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
@@ -58,7 +57,7 @@ fn look(id: Uuid, number: u64, at: f64) -> LookRecord {
         stage_index: 1,
         verdict: "promote".to_owned(),
         decision: "continue".to_owned(),
-        body: json!({"look": number, "judgement": {"score": 97.5, "metrics": [{"name": "latency", "p": 0.012}]}}),
+        body: crate::helpers::sample_look(number, at),
     }
 }
 
@@ -73,7 +72,7 @@ fn progress(look: Option<LookRecord>, state: AnalysisState) -> LookUpdate {
             "every metric passed".to_owned(),
             "no trigger fired".to_owned(),
         ],
-        runner_state: json!({"stage_index": 1, "looks": 3, "hold_since": null, "stage_started_at": 1_700_000_000.25}),
+        runner_state: Snapshot::of(crate::helpers::sample_state()),
         next_look_at: Some(NOW + 60.125),
     }
 }
@@ -143,7 +142,7 @@ mod contract {
         assert_eq!(created.traffic, None);
         assert_eq!(created.latest_verdict, None);
         assert!(created.reasons.is_empty());
-        assert_eq!(created.runner_state, serde_json::Value::Null);
+        assert_eq!(created.runner_state, Snapshot::None);
         assert_eq!(
             (created.lease_owner.clone(), created.lease_expires_at),
             (None, None)

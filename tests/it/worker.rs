@@ -1105,7 +1105,7 @@ async fn two_postgres_workers_run_two_hundred_analyses_to_completion_judging_eac
             );
             assert_eq!(analysis.lease_owner, None, "every lease released");
             let looks = assert_every_look_once(setup.as_ref(), analysis.id).await;
-            let snapshot_looks = analysis.runner_state["looks"].as_u64().unwrap();
+            let snapshot_looks = analysis.runner_state.state().unwrap().looks;
             assert_eq!(looks as u64, snapshot_looks, "{}", analysis.flag);
             let made = assert_each_actuation_once(setup.as_ref(), &flags, &analysis).await;
             let last = made.last().unwrap();
