@@ -1,5 +1,6 @@
-//! The rollout runner: owns a rollout's interval loop, fetch → judge → decide →
-//! actuate → record, and is the only caller of actuators.
+//! The rollout runner: owns a rollout's interval loop — read the flag, fetch, decide
+//! (pure: `look`, `decide`), apply the planned flag change, record — and is the only
+//! writer of flags (through a [`FlagWriter`]). [`records`] are what it records.
 //!
 //! [`RolloutRunner::step`] is one analysis at a given analysis time; it is public so
 //! tests and simulations drive a rollout look by look without sleeping.
@@ -8,7 +9,7 @@
 //!
 //! How repeated looks are kept from becoming a false-rollback machine (see
 //! ARCHITECTURE.md): every look judges at its own share of the rollout's error budget
-//! ([`RolloutPlan::look_alpha`]), split between the judge and the statistical
+//! ([`crate::domain::plan::RolloutPlan::look_alpha`]), split between the judge and the statistical
 //! triggers, so the chance that *any* look of a healthy rollout fails statistically
 //! stays within `error_budget`; and a statistical rollback can be made to need
 //! `consecutive_failures` failing looks in a row.

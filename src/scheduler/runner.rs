@@ -329,7 +329,7 @@ impl RolloutRunner {
     }
 
     /// One analysis at analysis time `now`: read the flag, fetch, decide the look
-    /// ([`look::decide_look`]), make the flag change it plans and record. Returns the
+    /// (`look::decide_look`), make the flag change it plans and record. Returns the
     /// record of this look.
     #[tracing::instrument(skip(self), fields(flag = %self.rollout.flag, stage = %self.stage().name))]
     pub async fn step(&mut self, now: f64) -> Result<&Look, RunError> {

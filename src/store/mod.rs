@@ -1110,6 +1110,9 @@ mod tests {
         assert!(error.contains("newer canary"), "{error}");
         assert_eq!(snapshot.state(), None);
         assert_eq!(snapshot.to_stored().unwrap(), stored);
-        assert_eq!(Snapshot::from_stored(serde_json::Value::Null), Snapshot::None);
+        assert_eq!(
+            Snapshot::from_stored(serde_json::Value::Null),
+            Snapshot::None
+        );
     }
 }

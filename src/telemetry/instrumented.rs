@@ -3,7 +3,7 @@
 //! store that refuses changes without any source or actuator knowing about metrics.
 //!
 //! They are wrapped around the registry's entries once, in the composition root
-//! ([`crate::scheduler::worker::Registry::instrumented`]); the label is the name the
+//! ([`crate::scheduler::Registry::instrumented`]); the label is the name the
 //! settings give the source or actuator, which keeps the label set small and stable.
 
 use std::sync::Arc;
