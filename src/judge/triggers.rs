@@ -203,6 +203,35 @@ pub fn check_triggers(
     checked
 }
 
+/// A trigger's condition: the limit (or, relative to the baseline, the factor) and the
+/// bad direction.
+#[derive(Clone, Copy)]
+struct Condition {
+    factor_or_limit: f64,
+    above: bool,
+    relative: bool,
+}
+
+impl Condition {
+    fn of(condition: TriggerCondition) -> Condition {
+        let (factor_or_limit, above, relative) = match condition {
+            TriggerCondition::Above(limit) => (limit, true, false),
+            TriggerCondition::Below(limit) => (limit, false, false),
+            TriggerCondition::AboveBaselineTimes(factor) => (factor, true, true),
+            TriggerCondition::BelowBaselineTimes(factor) => (factor, false, true),
+        };
+        Condition {
+            factor_or_limit,
+            above,
+            relative,
+        }
+    }
+
+    fn comparison(self) -> &'static str {
+        if self.above { "above" } else { "below" }
+    }
+}
+
 /// Checks one trigger over the points in `(since, now]` (Unix seconds); windows and runs
 /// may reach back before `since`. `alpha` is the false-alarm rate allowed for the
 /// statistical check of baseline-relative count triggers at this look.
@@ -223,18 +252,12 @@ pub fn check_trigger(
         limit: None,
         reason: String::new(),
     };
-    let (factor_or_limit, above, relative) = match trigger.condition {
-        TriggerCondition::Above(limit) => (limit, true, false),
-        TriggerCondition::Below(limit) => (limit, false, false),
-        TriggerCondition::AboveBaselineTimes(factor) => (factor, true, true),
-        TriggerCondition::BelowBaselineTimes(factor) => (factor, false, true),
-    };
-    let comparison = if above { "above" } else { "below" };
+    let condition = Condition::of(trigger.condition);
     let Some(canary) = canary else {
         check.reason = "no canary data: cannot show a breach".to_owned();
         return check;
     };
-    if relative && baseline.is_none() {
+    if condition.relative && baseline.is_none() {
         check.reason = "no baseline data: cannot compare with the baseline".to_owned();
         return check;
     }
@@ -247,67 +270,77 @@ pub fn check_trigger(
         check.reason = "no canary data since the previous look".to_owned();
         return check;
     }
+    match trigger.window {
+        Some(window) => {
+            let window_alpha = {
+                // Windows ending at neighbouring points overlap almost entirely; count the
+                // independent ones (two per window length of new data) rather than every
+                // point: the windows checked at this look share its false-alarm rate.
+                let independent = (2.0 * (now - since) / window.seconds()).ceil().max(1.0);
+                alpha / independent
+            };
+            let windows = Windows {
+                condition,
+                window,
+                alpha: window_alpha,
+                baseline,
+                canary,
+            };
+            windows.check(&recent, check)
+        }
+        None => sustained(
+            trigger,
+            condition,
+            baseline,
+            &canary_points,
+            (since, now),
+            check,
+        ),
+    }
+}
 
-    if let Some(window) = trigger.window {
-        // A baseline-relative trigger on counts must also be significant; the windows
-        // checked at this look share its false-alarm rate.
-        // Windows ending at neighbouring points overlap almost entirely; count the
-        // independent ones (two per window length of new data) rather than every point.
-        let independent_windows = (2.0 * (now - since) / window.seconds()).ceil().max(1.0);
-        let window_alpha = alpha / independent_windows;
+/// A `window` trigger at one look: the aggregate over the window ending at each recent
+/// point, checked against the limit (significantly, for count data).
+struct Windows<'a> {
+    condition: Condition,
+    window: crate::domain::HumanDuration,
+    /// The false-alarm rate of each window's significance test.
+    alpha: f64,
+    baseline: Option<&'a MetricData>,
+    canary: &'a MetricData,
+}
+
+impl Windows<'_> {
+    /// The worst window ending at a recent point, or why none breached.
+    fn check(&self, recent: &[&Sample], mut check: TriggerCheck) -> TriggerCheck {
+        let Condition {
+            factor_or_limit,
+            above,
+            relative,
+        } = self.condition;
+        let (window, comparison) = (self.window, self.condition.comparison());
         let mut strongest_unproven: Option<(f64, f64, f64)> = None;
-        // The window ending at each recent point; report the worst one.
         let mut worst: Option<(f64, f64, f64)> = None;
-        for point in &recent {
+        for point in recent {
             let from = point.timestamp - window.seconds();
-            let Some(value) = aggregate(canary, from, point.timestamp) else {
+            let Some(value) = aggregate(self.canary, from, point.timestamp) else {
                 continue;
             };
-            if let Some(canary_counts) = window_counts(canary, from, point.timestamp) {
-                let tested = if relative {
-                    baseline
-                        .and_then(|b| window_counts(b, from, point.timestamp))
-                        .map(|baseline_counts| {
-                            (
-                                ratio_beyond_factor_p(
-                                    canary_counts,
-                                    baseline_counts,
-                                    factor_or_limit,
-                                    above,
-                                ),
-                                baseline_counts.0 / baseline_counts.1 * factor_or_limit,
-                            )
-                        })
-                } else {
-                    Some((
-                        rate_beyond_limit_p_value(
-                            Counts {
-                                events: canary_counts.0.round() as u64,
-                                total: canary_counts.1.round() as u64,
-                            },
-                            factor_or_limit,
-                            if above {
-                                Alternative::Greater
-                            } else {
-                                Alternative::Less
-                            },
-                        ),
-                        factor_or_limit,
-                    ))
-                };
-                if let Some((p, limit)) = tested
-                    && p >= window_alpha
+            if let Some((p, limit)) = self.test(from, point.timestamp)
+                && p >= self.alpha
+            {
+                if breaches(value, limit, above)
+                    && strongest_unproven.is_none_or(|(best, _, _)| p < best)
                 {
-                    if breaches(value, limit, above)
-                        && strongest_unproven.is_none_or(|(best, _, _)| p < best)
-                    {
-                        strongest_unproven = Some((p, value, limit));
-                    }
-                    continue;
+                    strongest_unproven = Some((p, value, limit));
                 }
+                continue;
             }
             let limit = if relative {
-                match baseline.and_then(|b| aggregate(b, from, point.timestamp)) {
+                match self
+                    .baseline
+                    .and_then(|b| aggregate(b, from, point.timestamp))
+                {
                     Some(base) => base * factor_or_limit,
                     None => continue,
                 }
@@ -334,7 +367,7 @@ pub fn check_trigger(
                          (p = {} against the {} this look allows)",
                         number(value),
                         p_value(p, None),
-                        p_value(window_alpha, None)
+                        p_value(self.alpha, None)
                     )
                 }
                 None => format!("no breach of a {window} window since the previous look"),
@@ -350,11 +383,59 @@ pub fn check_trigger(
             if check.met { "" } else { "not " },
             number(limit)
         );
-        return check;
+        check
     }
 
-    // Runs of consecutive breaching points, starting early enough to reach back a
-    // whole `for` duration before the first recent point.
+    /// For count data, the p-value that the window `(from, to]` is beyond the limit (a
+    /// baseline-relative one must be beyond the baseline's rate times the factor), with
+    /// the limit it was tested against; `None` for samples.
+    fn test(&self, from: f64, to: f64) -> Option<(f64, f64)> {
+        let Condition {
+            factor_or_limit,
+            above,
+            relative,
+        } = self.condition;
+        let canary_counts = window_counts(self.canary, from, to)?;
+        if relative {
+            let baseline_counts = window_counts(self.baseline?, from, to)?;
+            return Some((
+                ratio_beyond_factor_p(canary_counts, baseline_counts, factor_or_limit, above),
+                baseline_counts.0 / baseline_counts.1 * factor_or_limit,
+            ));
+        }
+        let counts = Counts {
+            events: canary_counts.0.round() as u64,
+            total: canary_counts.1.round() as u64,
+        };
+        let alternative = if above {
+            Alternative::Greater
+        } else {
+            Alternative::Less
+        };
+        Some((
+            rate_beyond_limit_p_value(counts, factor_or_limit, alternative),
+            factor_or_limit,
+        ))
+    }
+}
+
+/// A `for` (or `consecutive`) trigger at one look: the longest run of consecutive
+/// breaching points ending after `since`, starting early enough to reach back a whole
+/// `for` duration before the first recent point.
+fn sustained(
+    trigger: &Trigger,
+    condition: Condition,
+    baseline: Option<&MetricData>,
+    canary_points: &[Sample],
+    (since, now): (f64, f64),
+    mut check: TriggerCheck,
+) -> TriggerCheck {
+    let Condition {
+        factor_or_limit,
+        above,
+        relative,
+    } = condition;
+    let comparison = condition.comparison();
     let reach = trigger.sustained_for.map_or(0.0, |d| d.seconds());
     let baseline_points = baseline.map(points).unwrap_or_default();
     let limit_at = |t: f64| -> Option<f64> {
@@ -369,7 +450,7 @@ pub fn check_trigger(
             Some(factor_or_limit)
         }
     };
-    let step = median_spacing(&canary_points).unwrap_or(0.0);
+    let step = median_spacing(canary_points).unwrap_or(0.0);
     let needed_points = trigger.consecutive.max(1) as usize;
     let mut run_start: Option<f64> = None;
     let mut run_length = 0usize;

@@ -485,7 +485,7 @@ pub async fn fetch_window(
         .as_ref()
         .map_or(15.0, |plan| plan.settings.step.seconds())
         .min(stage.interval.seconds());
-    let mut baseline = Observations::default();
+    let baseline = Observations::default();
     let mut canary = Observations::default();
     let requests = match build_requests(source, profile, scopes, from, to, step, sides) {
         Ok(requests) => requests,
@@ -520,8 +520,42 @@ pub async fn fetch_window(
             *side == Side::Baseline && answer.as_ref().is_ok_and(|series| !series.is_empty())
         })
         .count();
-    // Sources that run no queries (replays, simulations) serve per-step counts, as
-    // recorded files hold them, whatever the queries would have returned.
+    difference_counters(&mut answers, source, profile, sides);
+    let canary_queries_without_series: Vec<String> = canary_answers
+        .into_iter()
+        .filter(|(_, empty)| *empty)
+        .map(|(key, _)| key)
+        .collect();
+    let mut assembly = Assembly {
+        source,
+        profile,
+        scopes,
+        with_baseline,
+        answers,
+        baseline,
+        canary,
+    };
+    for spec in &profile.metrics {
+        assembly.add(spec);
+    }
+    Fetched {
+        baseline: assembly.baseline,
+        canary: assembly.canary,
+        canary_queries_without_series,
+        canary_queries_answered,
+        baseline_queries_with_series,
+    }
+}
+
+/// Turns the answers of cumulative counter queries into per-step increases. Sources
+/// that run no queries (replays, simulations) serve per-step counts, as recorded files
+/// hold them, whatever the queries would have returned.
+fn difference_counters(
+    answers: &mut Answers,
+    source: &dyn MetricSource,
+    profile: &Profile,
+    sides: &[Side],
+) {
     let counters = profile
         .metrics
         .iter()
@@ -536,99 +570,140 @@ pub async fn fetch_window(
             }
         }
     }
-    let canary_queries_without_series: Vec<String> = canary_answers
-        .into_iter()
-        .filter(|(_, empty)| *empty)
-        .map(|(key, _)| key)
-        .collect();
-    let origin = |name: &str| Location {
-        file: source.describe(),
-        line: profile
-            .metrics
-            .iter()
-            .position(|m| m.name == name)
-            .map_or(0, |index| index + 1),
-    };
-    let instance_labels = &profile.judge.instance_labels;
-    let mut pool = |key: &str| pooled(&mut answers, key, scopes, instance_labels, with_baseline);
-    for spec in &profile.metrics {
+}
+
+/// The observations of both sides, built metric by metric from the answers.
+struct Assembly<'a> {
+    source: &'a dyn MetricSource,
+    profile: &'a Profile,
+    scopes: &'a Scopes,
+    with_baseline: bool,
+    answers: Answers,
+    baseline: Observations,
+    canary: Observations,
+}
+
+impl Assembly<'_> {
+    /// Adds `spec`'s data to both sides, or its problem to the canary's.
+    fn add(&mut self, spec: &MetricSpec) {
         let keys = metric_queries(spec);
         let result = if keys.len() == 1 {
-            pool(&keys[0].0).map(|samples| {
-                let [baseline_instances, canary_instances] = samples.instances;
-                if !baseline_instances.is_empty() && !canary_instances.is_empty() {
-                    baseline
-                        .instances
-                        .insert(spec.name.clone(), baseline_instances);
-                    canary.instances.insert(spec.name.clone(), canary_instances);
-                }
-                (
-                    MetricData::Samples {
-                        samples: samples.baseline,
-                        origin: origin(&spec.name),
-                    },
-                    MetricData::Samples {
-                        samples: samples.canary,
-                        origin: origin(&spec.name),
-                    },
-                    samples.notes,
-                )
-            })
+            self.samples(spec, &keys[0].0)
         } else {
-            pool(&keys[0].0).and_then(|errors| {
-                let totals = pool(&keys[1].0)?;
-                let [baseline_errors, canary_errors] = errors.instances;
-                let [baseline_totals, canary_totals] = totals.instances;
-                let baseline_instances = instance_counts(baseline_errors, baseline_totals);
-                let canary_instances = instance_counts(canary_errors, canary_totals);
-                if !baseline_instances.is_empty() && !canary_instances.is_empty() {
-                    baseline
-                        .count_instances
-                        .insert(spec.name.clone(), baseline_instances);
-                    canary
-                        .count_instances
-                        .insert(spec.name.clone(), canary_instances);
-                }
-                let mut notes = errors.notes;
-                notes.extend(totals.notes);
-                let (baseline_errors, baseline_total) = counts(errors.baseline, totals.baseline);
-                let (canary_errors, canary_total) = counts(errors.canary, totals.canary);
-                Ok((
-                    MetricData::Counts {
-                        errors: baseline_errors,
-                        total: baseline_total,
-                        origin: origin(&spec.name),
-                    },
-                    MetricData::Counts {
-                        errors: canary_errors,
-                        total: canary_total,
-                        origin: origin(&spec.name),
-                    },
-                    notes,
-                ))
-            })
+            self.counts(spec, &keys[0].0, &keys[1].0)
         };
         match result {
             Ok((baseline_data, canary_data, notes)) => {
-                baseline.metrics.insert(spec.name.clone(), baseline_data);
-                canary.metrics.insert(spec.name.clone(), canary_data);
+                self.baseline
+                    .metrics
+                    .insert(spec.name.clone(), baseline_data);
+                self.canary.metrics.insert(spec.name.clone(), canary_data);
                 if !notes.is_empty() {
-                    canary.problems.insert(spec.name.clone(), notes.join("; "));
+                    self.canary
+                        .problems
+                        .insert(spec.name.clone(), notes.join("; "));
                 }
             }
             Err(problem) => {
-                canary.problems.insert(spec.name.clone(), problem);
+                self.canary.problems.insert(spec.name.clone(), problem);
             }
         }
     }
-    Fetched {
-        baseline,
-        canary,
-        canary_queries_without_series,
-        canary_queries_answered,
-        baseline_queries_with_series,
+
+    fn pool(&mut self, key: &str) -> Result<Pooled, String> {
+        pooled(
+            &mut self.answers,
+            key,
+            self.scopes,
+            &self.profile.judge.instance_labels,
+            self.with_baseline,
+        )
+    }
+
+    /// Where a metric's data came from, for data problems: the source and the metric's
+    /// place in the profile.
+    fn origin(&self, name: &str) -> Location {
+        Location {
+            file: self.source.describe(),
+            line: self
+                .profile
+                .metrics
+                .iter()
+                .position(|m| m.name == name)
+                .map_or(0, |index| index + 1),
+        }
+    }
+
+    /// A sampled metric (one query), with its per-instance points when both sides name
+    /// their instances.
+    fn samples(&mut self, spec: &MetricSpec, key: &str) -> Result<SidesData, String> {
+        let samples = self.pool(key)?;
+        let [baseline_instances, canary_instances] = samples.instances;
+        if !baseline_instances.is_empty() && !canary_instances.is_empty() {
+            self.baseline
+                .instances
+                .insert(spec.name.clone(), baseline_instances);
+            self.canary
+                .instances
+                .insert(spec.name.clone(), canary_instances);
+        }
+        Ok((
+            MetricData::Samples {
+                samples: samples.baseline,
+                origin: self.origin(&spec.name),
+            },
+            MetricData::Samples {
+                samples: samples.canary,
+                origin: self.origin(&spec.name),
+            },
+            samples.notes,
+        ))
+    }
+
+    /// A counted metric (errors and totals), with its per-instance counts when both
+    /// sides name their instances.
+    fn counts(
+        &mut self,
+        spec: &MetricSpec,
+        errors_key: &str,
+        totals_key: &str,
+    ) -> Result<SidesData, String> {
+        let errors = self.pool(errors_key)?;
+        let totals = self.pool(totals_key)?;
+        let [baseline_errors, canary_errors] = errors.instances;
+        let [baseline_totals, canary_totals] = totals.instances;
+        let baseline_instances = instance_counts(baseline_errors, baseline_totals);
+        let canary_instances = instance_counts(canary_errors, canary_totals);
+        if !baseline_instances.is_empty() && !canary_instances.is_empty() {
+            self.baseline
+                .count_instances
+                .insert(spec.name.clone(), baseline_instances);
+            self.canary
+                .count_instances
+                .insert(spec.name.clone(), canary_instances);
+        }
+        let mut notes = errors.notes;
+        notes.extend(totals.notes);
+        let (baseline_errors, baseline_total) = counts(errors.baseline, totals.baseline);
+        let (canary_errors, canary_total) = counts(errors.canary, totals.canary);
+        Ok((
+            MetricData::Counts {
+                errors: baseline_errors,
+                total: baseline_total,
+                origin: self.origin(&spec.name),
+            },
+            MetricData::Counts {
+                errors: canary_errors,
+                total: canary_total,
+                origin: self.origin(&spec.name),
+            },
+            notes,
+        ))
     }
 }
+
+/// One metric's data on both sides, and the notes on it.
+type SidesData = (MetricData, MetricData, Vec<String>);
 
 /// How long preflight waits for a live source's first data before it blames the
 /// query: a Prometheus that has just started (or just been given a new target) scrapes
