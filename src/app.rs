@@ -653,29 +653,11 @@ pub async fn run(args: &RunArgs, terminal: Terminal) -> Result<(Verdict, String)
     let scopes = Scopes::from_matchers(&args.baseline_scope, &args.canary_scope);
 
     let recorded = source.recorded_range();
-    let wall_now = SystemClock.now();
-    // A replay starts one lookback into its recording, so the preflight and the first
-    // look have history, as a live rollout does.
-    let start = args
-        .start
-        .or(recorded.map(|(first, _)| first + plan.stages[0].lookback.seconds()))
-        .unwrap_or(wall_now);
-    let planned_seconds: f64 = plan.stages.iter().map(|s| s.duration.seconds()).sum();
-    let speed = args.speed.unwrap_or(if start < wall_now - 60.0 {
-        (planned_seconds / 20.0).max(1.0)
-    } else {
-        1.0
-    });
-    if !(speed.is_finite() && speed > 0.0) {
-        anyhow::bail!("--speed must be a number above 0, got {speed}");
-    }
-    // A chosen start or a recording runs on analysis time that starts exactly there.
-    let compressed = !(args.start.is_none() && recorded.is_none() && speed == 1.0);
-    let clock: Box<dyn Clock> = if compressed {
-        Box::new(CompressedClock::new(start, speed))
-    } else {
-        Box::new(SystemClock)
-    };
+    let RunClock {
+        clock,
+        start,
+        compressed,
+    } = run_clock(args, &plan, recorded)?;
 
     let rollout = Rollout {
         profile: Arc::clone(&profile),
@@ -712,6 +694,78 @@ pub async fn run(args: &RunArgs, terminal: Terminal) -> Result<(Verdict, String)
         None => runner.status(),
     };
 
+    let (verdict, reasons) = run_verdict(&runner, status, args.dry_run, interrupted);
+    let stages_passed: Vec<String> = plan
+        .stages
+        .iter()
+        .take(runner.stage_index() + usize::from(status == RolloutStatus::Promoted))
+        .map(|stage| stage.name.clone())
+        .collect();
+    let summary = RunSummary {
+        schema_version: 1,
+        verdict,
+        status: status.reported(args.dry_run),
+        reasons,
+        profile: profile.name.clone(),
+        flag: args.flag.clone(),
+        dry_run: args.dry_run,
+        stages_passed,
+        actuations: runner.actuations().to_vec(),
+        history: runner.history().to_vec(),
+    };
+    let rendered = render_run(args, terminal, &summary, &plan, status, &profile)?;
+    Ok((verdict, rendered))
+}
+
+/// The analysis clock of `canary run` and where it starts.
+struct RunClock {
+    clock: Box<dyn Clock>,
+    start: f64,
+    /// Analysis time that starts exactly at `start` (a chosen start, a recording, or
+    /// `--speed`), not the wall clock.
+    compressed: bool,
+}
+
+/// The clock `canary run` looks on: the wall clock for a live rollout; analysis time
+/// compressed by `--speed` from `--start` or from a recording (which starts one
+/// lookback in, so the preflight and the first look have history, as a live rollout
+/// does). A rollout in the past runs its planned duration in about 20 s by default.
+fn run_clock(args: &RunArgs, plan: &RolloutPlan, recorded: Option<(f64, f64)>) -> Result<RunClock> {
+    let wall_now = SystemClock.now();
+    let start = args
+        .start
+        .or(recorded.map(|(first, _)| first + plan.stages[0].lookback.seconds()))
+        .unwrap_or(wall_now);
+    let planned_seconds: f64 = plan.stages.iter().map(|s| s.duration.seconds()).sum();
+    let speed = args.speed.unwrap_or(if start < wall_now - 60.0 {
+        (planned_seconds / 20.0).max(1.0)
+    } else {
+        1.0
+    });
+    if !(speed.is_finite() && speed > 0.0) {
+        anyhow::bail!("--speed must be a number above 0, got {speed}");
+    }
+    let compressed = !(args.start.is_none() && recorded.is_none() && speed == 1.0);
+    let clock: Box<dyn Clock> = if compressed {
+        Box::new(CompressedClock::new(start, speed))
+    } else {
+        Box::new(SystemClock)
+    };
+    Ok(RunClock {
+        clock,
+        start,
+        compressed,
+    })
+}
+
+/// The verdict `canary run` reports and its reasons: the status's verdict (a dry run
+/// says what a real run would have done), or hold when the rollout did not finish.
+fn run_verdict(
+    runner: &RolloutRunner,
+    status: RolloutStatus,
+    dry_run: bool,
+    interrupted: bool,
+) -> (Verdict, Vec<String>) {
     let mut reasons: Vec<String> = runner
         .history()
         .last()
@@ -719,7 +773,7 @@ pub async fn run(args: &RunArgs, terminal: Terminal) -> Result<(Verdict, String)
         .unwrap_or_default();
     let verdict = match status.verdict() {
         Some(verdict) => {
-            if args.dry_run && verdict != Verdict::Hold {
+            if dry_run && verdict != Verdict::Hold {
                 reasons.insert(
                     0,
                     format!(
@@ -747,24 +801,18 @@ pub async fn run(args: &RunArgs, terminal: Terminal) -> Result<(Verdict, String)
             Verdict::Hold
         }
     };
-    let stages_passed: Vec<String> = plan
-        .stages
-        .iter()
-        .take(runner.stage_index() + usize::from(status == RolloutStatus::Promoted))
-        .map(|stage| stage.name.clone())
-        .collect();
-    let summary = RunSummary {
-        schema_version: 1,
-        verdict,
-        status: status.reported(args.dry_run),
-        reasons,
-        profile: profile.name.clone(),
-        flag: args.flag.clone(),
-        dry_run: args.dry_run,
-        stages_passed,
-        actuations: runner.actuations().to_vec(),
-        history: runner.history().to_vec(),
-    };
+    (verdict, reasons)
+}
+
+/// Writes the HTML report when asked for and renders the summary `canary run` prints.
+fn render_run(
+    args: &RunArgs,
+    terminal: Terminal,
+    summary: &RunSummary,
+    plan: &RolloutPlan,
+    status: RolloutStatus,
+    profile: &Profile,
+) -> Result<String> {
     let verdict_word = summary.verdict.to_string();
     let facts = report::analysis::RunFacts {
         profile: &summary.profile,
@@ -778,7 +826,7 @@ pub async fn run(args: &RunArgs, terminal: Terminal) -> Result<(Verdict, String)
         actuations: &summary.actuations,
     };
     let run_report =
-        report::analysis::AnalysisReport::from_run(&facts).with_relative_limits(&profile);
+        report::analysis::AnalysisReport::from_run(&facts).with_relative_limits(profile);
     if let Some(path) = &args.report {
         let page = report::html::render(
             &run_report,
@@ -789,16 +837,16 @@ pub async fn run(args: &RunArgs, terminal: Terminal) -> Result<(Verdict, String)
         write_report(path, &page)?;
     }
     let rendered = match (args.format, terminal) {
-        (Format::Text, Terminal::Pipe) => render_run_summary(&summary, &plan),
+        (Format::Text, Terminal::Pipe) => render_run_summary(summary, plan),
         (Format::Text, Terminal::Tty { colour }) => report::terminal::render(&run_report, colour),
         (Format::Json, _) => {
             let mut text =
-                serde_json::to_string_pretty(&summary).context("serializing the summary")?;
+                serde_json::to_string_pretty(summary).context("serializing the summary")?;
             text.push('\n');
             text
         }
     };
-    Ok((verdict, rendered))
+    Ok(rendered)
 }
 
 /// Writes an HTML report to `path`.
