@@ -217,63 +217,7 @@ fn validate_trigger(
             ));
         }
     };
-    let conditions: Vec<(TriggerCondition, Range<usize>)> = [
-        raw.above
-            .as_ref()
-            .map(|x| (TriggerCondition::Above(*x.get_ref()), x.span())),
-        raw.below
-            .as_ref()
-            .map(|x| (TriggerCondition::Below(*x.get_ref()), x.span())),
-        raw.above_baseline_times
-            .as_ref()
-            .map(|x| (TriggerCondition::AboveBaselineTimes(*x.get_ref()), x.span())),
-        raw.below_baseline_times
-            .as_ref()
-            .map(|x| (TriggerCondition::BelowBaselineTimes(*x.get_ref()), x.span())),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let condition = match conditions.as_slice() {
-        [(condition, condition_span)] => {
-            let value = match condition {
-                TriggerCondition::Above(x)
-                | TriggerCondition::Below(x)
-                | TriggerCondition::AboveBaselineTimes(x)
-                | TriggerCondition::BelowBaselineTimes(x) => *x,
-            };
-            let relative = matches!(
-                condition,
-                TriggerCondition::AboveBaselineTimes(_) | TriggerCondition::BelowBaselineTimes(_)
-            );
-            if !value.is_finite() || (relative && value <= 0.0) {
-                return Err(v.error(
-                    condition_span.clone(),
-                    &field("condition"),
-                    format!(
-                        "must be a finite number{}, got {value}",
-                        if relative { " above 0" } else { "" }
-                    ),
-                ));
-            }
-            *condition
-        }
-        [] => {
-            return Err(v.error(
-                span,
-                &field("above"),
-                "a trigger needs one condition: above, below, above_baseline_times or below_baseline_times",
-            ));
-        }
-        [_, (_, second_span), ..] => {
-            return Err(v.error(
-                second_span.clone(),
-                &field("condition"),
-                "a trigger has exactly one condition (above, below, above_baseline_times, \
-                 below_baseline_times); write two triggers for two conditions",
-            ));
-        }
-    };
+    let condition = trigger_condition(v, &raw, &span, &field("above"), &field("condition"))?;
     let sustained_for = duration(v, &field("for"), &raw.sustained_for)?;
     let window = duration(v, &field("window"), &raw.window)?;
     if let (Some(_), Some(window_value)) = (&sustained_for, &raw.window) {
@@ -313,27 +257,7 @@ fn validate_trigger(
         };
         format!("{metric} {condition_text}")
     });
-    let stages = match raw.stages {
-        Some(list) => {
-            if let Some(unknown) = list
-                .get_ref()
-                .iter()
-                .find(|name| !validated_stages.iter().any(|stage| &stage.name == *name))
-            {
-                let known: Vec<&str> = validated_stages.iter().map(|s| s.name.as_str()).collect();
-                return Err(v.error(
-                    list.span(),
-                    &field("stages"),
-                    format!(
-                        "{unknown:?} is not a stage of this plan; its stages are: {}",
-                        known.join(", ")
-                    ),
-                ));
-            }
-            list.into_inner()
-        }
-        None => Vec::new(),
-    };
+    let stages = trigger_stages(v, raw.stages, validated_stages, &field("stages"))?;
     Ok(Trigger {
         name,
         metric,
@@ -343,6 +267,101 @@ fn validate_trigger(
         consecutive,
         action,
         stages,
+    })
+}
+
+/// The trigger's one condition: `above`, `below`, `above_baseline_times` or
+/// `below_baseline_times`, a finite number (a factor above 0). Errors name
+/// `missing_field` when there is none and `condition_field` otherwise.
+fn trigger_condition(
+    v: &Validator<'_>,
+    raw: &RawTrigger,
+    span: &Range<usize>,
+    missing_field: &str,
+    condition_field: &str,
+) -> Result<TriggerCondition, ProfileError> {
+    let conditions: Vec<(TriggerCondition, Range<usize>)> = [
+        raw.above
+            .as_ref()
+            .map(|x| (TriggerCondition::Above(*x.get_ref()), x.span())),
+        raw.below
+            .as_ref()
+            .map(|x| (TriggerCondition::Below(*x.get_ref()), x.span())),
+        raw.above_baseline_times
+            .as_ref()
+            .map(|x| (TriggerCondition::AboveBaselineTimes(*x.get_ref()), x.span())),
+        raw.below_baseline_times
+            .as_ref()
+            .map(|x| (TriggerCondition::BelowBaselineTimes(*x.get_ref()), x.span())),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match conditions.as_slice() {
+        [(condition, condition_span)] => {
+            let value = match condition {
+                TriggerCondition::Above(x)
+                | TriggerCondition::Below(x)
+                | TriggerCondition::AboveBaselineTimes(x)
+                | TriggerCondition::BelowBaselineTimes(x) => *x,
+            };
+            let relative = matches!(
+                condition,
+                TriggerCondition::AboveBaselineTimes(_) | TriggerCondition::BelowBaselineTimes(_)
+            );
+            if !value.is_finite() || (relative && value <= 0.0) {
+                return Err(v.error(
+                    condition_span.clone(),
+                    condition_field,
+                    format!(
+                        "must be a finite number{}, got {value}",
+                        if relative { " above 0" } else { "" }
+                    ),
+                ));
+            }
+            Ok(*condition)
+        }
+        [] => Err(v.error(
+                span.clone(),
+                missing_field,
+                "a trigger needs one condition: above, below, above_baseline_times or below_baseline_times",
+            )),
+        [_, (_, second_span), ..] => Err(v.error(
+                second_span.clone(),
+                condition_field,
+                "a trigger has exactly one condition (above, below, above_baseline_times, \
+                 below_baseline_times); write two triggers for two conditions",
+            )),
+    }
+}
+
+/// The stages a trigger is limited to (none: all), each a stage of the plan.
+fn trigger_stages(
+    v: &Validator<'_>,
+    stages: Option<Spanned<Vec<String>>>,
+    validated_stages: &[Stage],
+    field: &str,
+) -> Result<Vec<String>, ProfileError> {
+    Ok(match stages {
+        Some(list) => {
+            if let Some(unknown) = list
+                .get_ref()
+                .iter()
+                .find(|name| !validated_stages.iter().any(|stage| &stage.name == *name))
+            {
+                let known: Vec<&str> = validated_stages.iter().map(|s| s.name.as_str()).collect();
+                return Err(v.error(
+                    list.span(),
+                    field,
+                    format!(
+                        "{unknown:?} is not a stage of this plan; its stages are: {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+            list.into_inner()
+        }
+        None => Vec::new(),
     })
 }
 
