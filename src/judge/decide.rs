@@ -26,119 +26,152 @@ pub(super) fn decide(
     metrics: Vec<MetricResult>,
 ) -> Judgement {
     let score = score(profile, &metrics);
-    let pass_score = profile.judge.pass_score.value();
-    let marginal_score = profile.judge.marginal_score.value();
-
-    let with = |classification: Classification, severity: Option<Severity>| {
-        metrics
-            .iter()
-            .filter(move |m| {
-                m.classification == classification && severity.is_none_or(|s| m.severity == s)
-            })
-            .collect::<Vec<_>>()
+    let rules = Rules {
+        pass_score: profile.judge.pass_score.value(),
+        marginal_score: profile.judge.marginal_score.value(),
+        score,
+        metrics: &metrics,
     };
-    let critical_failures = with(Classification::Fail, Some(Severity::Critical));
-    let warning_failures = with(Classification::Fail, Some(Severity::Warning));
-    let normal_failures = with(Classification::Fail, Some(Severity::Normal));
-    let unclassified: Vec<&MetricResult> = metrics
-        .iter()
-        .filter(|m| {
-            matches!(
-                m.classification,
-                Classification::Inconclusive | Classification::Error
-            )
-        })
-        .collect();
-    let scored_count = metrics
-        .iter()
-        .filter(|m| m.severity != Severity::Warning && is_decided(m))
-        .count();
-    let scored_passes = metrics
-        .iter()
-        .filter(|m| m.severity != Severity::Warning && m.classification == Classification::Pass)
-        .count();
-    let score_text = |score: f64| {
+    let mut reasons = Vec::new();
+    let mut verdict = rules.rollback(&mut reasons);
+    rules.hold(&mut verdict, &mut reasons);
+    if verdict == Verdict::Promote {
+        reasons.push(rules.promotion());
+    }
+    Judgement {
+        verdict,
+        reasons,
+        score,
+        profile: profile.name.clone(),
+        confidence_level,
+        multiple_comparisons: profile.judge.multiple_comparisons,
+        metrics,
+    }
+}
+
+/// The verdict rules (see the module documentation) over one look's metrics.
+struct Rules<'a> {
+    pass_score: f64,
+    marginal_score: f64,
+    score: Option<f64>,
+    metrics: &'a [MetricResult],
+}
+
+impl Rules<'_> {
+    fn with(
+        &self,
+        classification: Classification,
+        severity: Severity,
+    ) -> impl Iterator<Item = &MetricResult> {
+        self.metrics
+            .iter()
+            .filter(move |m| m.classification == classification && m.severity == severity)
+    }
+
+    fn score_text(&self, score: f64) -> String {
+        let scored = |m: &&MetricResult| m.severity != Severity::Warning;
+        let scored_count = self
+            .metrics
+            .iter()
+            .filter(scored)
+            .filter(|m| is_decided(m))
+            .count();
+        let scored_passes = self
+            .metrics
+            .iter()
+            .filter(scored)
+            .filter(|m| m.classification == Classification::Pass)
+            .count();
         format!(
             "score {} ({} of {} scored metrics passed)",
             number(score),
             scored_passes,
             scored_count
         )
-    };
+    }
 
-    let mut reasons = Vec::new();
-    let mut verdict = Verdict::Promote;
-    for metric in &critical_failures {
-        verdict = Verdict::Rollback;
-        reasons.push(format!(
-            "{} (critical) failed: {}",
-            metric.name, metric.reason
-        ));
-    }
-    if let Some(score) = score
-        && score < marginal_score
-    {
-        verdict = Verdict::Rollback;
-        reasons.push(format!(
-            "{} is below the marginal score {}",
-            score_text(score),
-            number(marginal_score)
-        ));
-    }
-    for metric in &normal_failures {
-        reasons.push(format!("{} failed: {}", metric.name, metric.reason));
-    }
-    let mut hold = |reason: String, reasons: &mut Vec<String>| {
-        if verdict == Verdict::Promote {
-            verdict = Verdict::Hold;
+    /// Rules 1 and 2: a critical failure or a score below `marginal_score` roll back
+    /// (normal failures are reasons too). Promote otherwise.
+    fn rollback(&self, reasons: &mut Vec<String>) -> Verdict {
+        let mut verdict = Verdict::Promote;
+        for metric in self.with(Classification::Fail, Severity::Critical) {
+            verdict = Verdict::Rollback;
+            reasons.push(format!(
+                "{} (critical) failed: {}",
+                metric.name, metric.reason
+            ));
         }
-        reasons.push(reason);
-    };
-    for metric in &warning_failures {
-        hold(
-            format!(
+        if let Some(score) = self.score
+            && score < self.marginal_score
+        {
+            verdict = Verdict::Rollback;
+            reasons.push(format!(
+                "{} is below the marginal score {}",
+                self.score_text(score),
+                number(self.marginal_score)
+            ));
+        }
+        for metric in self.with(Classification::Fail, Severity::Normal) {
+            reasons.push(format!("{} failed: {}", metric.name, metric.reason));
+        }
+        verdict
+    }
+
+    /// Rule 3: a warning failure, an inconclusive or errored metric, or a score below
+    /// `pass_score` hold a verdict that would otherwise promote.
+    fn hold(&self, verdict: &mut Verdict, reasons: &mut Vec<String>) {
+        let mut hold = |reason: String| {
+            if *verdict == Verdict::Promote {
+                *verdict = Verdict::Hold;
+            }
+            reasons.push(reason);
+        };
+        for metric in self.with(Classification::Fail, Severity::Warning) {
+            hold(format!(
                 "{} (warning) failed, hold for manual review: {}",
                 metric.name, metric.reason
-            ),
-            &mut reasons,
-        );
-    }
-    for metric in &unclassified {
-        let label = match metric.classification {
-            Classification::Error => "could not be evaluated",
-            _ => "is inconclusive",
-        };
-        hold(
-            format!(
+            ));
+        }
+        let unclassified = self.metrics.iter().filter(|m| {
+            matches!(
+                m.classification,
+                Classification::Inconclusive | Classification::Error
+            )
+        });
+        for metric in unclassified {
+            let label = match metric.classification {
+                Classification::Error => "could not be evaluated",
+                _ => "is inconclusive",
+            };
+            hold(format!(
                 "{} {label}, which never promotes: {}",
                 metric.name, metric.reason
-            ),
-            &mut reasons,
-        );
-    }
-    if let Some(score) = score
-        && (marginal_score..pass_score).contains(&score)
-    {
-        hold(
-            format!(
+            ));
+        }
+        if let Some(score) = self.score
+            && (self.marginal_score..self.pass_score).contains(&score)
+        {
+            hold(format!(
                 "{} is below the pass score {}",
-                score_text(score),
-                number(pass_score)
-            ),
-            &mut reasons,
-        );
+                self.score_text(score),
+                number(self.pass_score)
+            ));
+        }
     }
-    if verdict == Verdict::Promote {
-        let not_compared = metrics
+
+    /// Rule 4's reason: every checked metric passed.
+    fn promotion(&self) -> String {
+        let not_compared = self
+            .metrics
             .iter()
             .filter(|m| m.classification == Classification::NotCompared)
             .count();
-        let checked = metrics.len() - not_compared;
-        let mut reason = match score {
+        let checked = self.metrics.len() - not_compared;
+        let mut reason = match self.score {
             Some(score) => format!(
                 "all {checked} metrics passed; {} meets the pass score {}",
-                score_text(score),
-                number(pass_score)
+                self.score_text(score),
+                number(self.pass_score)
             ),
             None if checked == 0 => "no metric was checked".to_owned(),
             None => format!("all {checked} metrics passed"),
@@ -148,17 +181,7 @@ pub(super) fn decide(
                 "; {not_compared} not compared (no baseline at this stage), their canary data present"
             ));
         }
-        reasons.push(reason);
-    }
-
-    Judgement {
-        verdict,
-        reasons,
-        score,
-        profile: profile.name.clone(),
-        confidence_level,
-        multiple_comparisons: profile.judge.multiple_comparisons,
-        metrics,
+        reason
     }
 }
 
