@@ -673,6 +673,53 @@ fn proportion(
     }
 }
 
+/// The statistic a threshold limits, of the canary's data: the profile's statistic of
+/// its samples, or the error rate of its counts (with the counts, the rate's evidence).
+/// Records the canary's summary in `result`; an outcome when the data cannot give it.
+fn canary_statistic(
+    spec: &MetricSpec,
+    statistic: ThresholdStatistic,
+    canary: &MetricData,
+    result: &mut MetricResult,
+) -> Result<(String, f64, Option<Counts>), Outcome> {
+    match canary {
+        MetricData::Samples { samples, .. } => {
+            let prepared = prepare_samples(spec, "canary", canary)?;
+            result.canary = prepared.summary.clone();
+            check_min_samples(spec, "canary", prepared.sorted.len() as u64, "samples")?;
+            let Some(summary) = prepared.summary else {
+                return Err(inconclusive("no finite canary samples"));
+            };
+            let value = match statistic {
+                ThresholdStatistic::Mean => summary.mean,
+                ThresholdStatistic::Median => summary.median.unwrap_or(f64::NAN),
+                ThresholdStatistic::P95 => summary.p95.unwrap_or(f64::NAN),
+                ThresholdStatistic::P99 => {
+                    quantile_sorted(&prepared.sorted, 0.99).unwrap_or(f64::NAN)
+                }
+                ThresholdStatistic::Max => summary.max.unwrap_or(f64::NAN),
+                ThresholdStatistic::Min => summary.min.unwrap_or(f64::NAN),
+                ThresholdStatistic::Last => samples
+                    .iter()
+                    .filter(|s| s.value.is_finite())
+                    .max_by(|a, b| a.timestamp.total_cmp(&b.timestamp))
+                    .map_or(f64::NAN, |s| s.value),
+            };
+            Ok((statistic.to_string(), value, None))
+        }
+        MetricData::Counts { .. } => {
+            let prepared = prepare_counts(spec, "canary", canary)?;
+            result.canary = Some(prepared.summary.clone());
+            check_min_samples(spec, "canary", prepared.counts.total, "events")?;
+            Ok((
+                "error_rate".to_owned(),
+                prepared.summary.mean,
+                Some(prepared.counts),
+            ))
+        }
+    }
+}
+
 fn threshold(
     (spec, kind): (&MetricSpec, ThresholdKind),
     baseline: Option<&MetricData>,
@@ -685,8 +732,6 @@ fn threshold(
         min,
         max,
     } = kind;
-    // Count data: the rate's evidence, so a few errors among few events do not fail it.
-    let mut canary_counts: Option<Counts> = None;
     // The baseline is shown for context only; a threshold judges the canary alone.
     match baseline {
         Some(data @ MetricData::Samples { .. }) => {
@@ -704,52 +749,13 @@ fn threshold(
     let Some(canary) = canary else {
         return inconclusive("no canary data");
     };
-    let (statistic_name, value) = match canary {
-        MetricData::Samples { samples, .. } => {
-            let prepared = match prepare_samples(spec, "canary", canary) {
-                Ok(prepared) => prepared,
-                Err(outcome) => return outcome,
-            };
-            result.canary = prepared.summary.clone();
-            if let Err(outcome) =
-                check_min_samples(spec, "canary", prepared.sorted.len() as u64, "samples")
-            {
-                return outcome;
-            }
-            let Some(summary) = prepared.summary else {
-                return inconclusive("no finite canary samples");
-            };
-            let value = match statistic {
-                ThresholdStatistic::Mean => summary.mean,
-                ThresholdStatistic::Median => summary.median.unwrap_or(f64::NAN),
-                ThresholdStatistic::P95 => summary.p95.unwrap_or(f64::NAN),
-                ThresholdStatistic::P99 => {
-                    quantile_sorted(&prepared.sorted, 0.99).unwrap_or(f64::NAN)
-                }
-                ThresholdStatistic::Max => summary.max.unwrap_or(f64::NAN),
-                ThresholdStatistic::Min => summary.min.unwrap_or(f64::NAN),
-                ThresholdStatistic::Last => samples
-                    .iter()
-                    .filter(|s| s.value.is_finite())
-                    .max_by(|a, b| a.timestamp.total_cmp(&b.timestamp))
-                    .map_or(f64::NAN, |s| s.value),
-            };
-            (statistic.to_string(), value)
-        }
-        MetricData::Counts { .. } => {
-            let prepared = match prepare_counts(spec, "canary", canary) {
-                Ok(prepared) => prepared,
-                Err(outcome) => return outcome,
-            };
-            result.canary = Some(prepared.summary.clone());
-            if let Err(outcome) = check_min_samples(spec, "canary", prepared.counts.total, "events")
-            {
-                return outcome;
-            }
-            canary_counts = Some(prepared.counts);
-            ("error_rate".to_owned(), prepared.summary.mean)
-        }
-    };
+    // Count data keep their counts: the rate's evidence, so a few errors among few
+    // events do not fail it.
+    let (statistic_name, value, canary_counts) =
+        match canary_statistic(spec, statistic, canary, result) {
+            Ok(found) => found,
+            Err(outcome) => return outcome,
+        };
     result.threshold = Some(ThresholdCheck {
         statistic: statistic_name.clone(),
         value,
