@@ -540,6 +540,122 @@ struct Instances<'a> {
     prior_spread: f64,
 }
 
+impl Instances<'_> {
+    /// Adds the look's per-instance points to the stage's, and the host allowance they
+    /// give at `alpha` (none without named instances).
+    fn allowance(
+        &self,
+        spec: &MetricSpec,
+        state: &mut SequentialState,
+        alpha: f64,
+    ) -> Option<HostAllowance> {
+        if self.baseline.is_some() || self.canary.is_some() {
+            state
+                .instances
+                .entry(spec.name.clone())
+                .or_default()
+                .observe(
+                    self.baseline.unwrap_or_default(),
+                    self.canary.unwrap_or_default(),
+                );
+        }
+        state
+            .instances
+            .get(&spec.name)
+            .and_then(|stage| allowance(stage, self.prior_spread, alpha))
+    }
+
+    /// Both sides' points each relative to its instance's mean level at this stage, when
+    /// both sides name their instances and every point is positive.
+    fn centred(&self, spec: &MetricSpec, state: &SequentialState) -> Option<(Vec<f64>, Vec<f64>)> {
+        match (self.baseline, self.canary, state.instances.get(&spec.name)) {
+            (Some(baseline_instances), Some(canary_instances), Some(stage))
+                if !stage.non_positive =>
+            {
+                Some((
+                    within_instances(baseline_instances, &stage.baseline),
+                    within_instances(canary_instances, &stage.canary),
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl SequentialState {
+    /// Adds a look's sample (or event) counts, baseline and canary, one batch after
+    /// another, to `metric`'s at this stage and returns the stage's totals.
+    fn count_stage(
+        &mut self,
+        metric: &str,
+        batches: impl IntoIterator<Item = (f64, f64)>,
+    ) -> [f64; 2] {
+        let counted = self.stage_counts.entry(metric.to_owned()).or_default();
+        for (baseline, canary) in batches {
+            counted.0 += baseline;
+            counted.1 += canary;
+        }
+        [counted.0, counted.1]
+    }
+}
+
+/// A check's share of `alpha`: half for each direction of a two-sided metric.
+fn share_of(direction: Direction, alpha: f64) -> f64 {
+    if direction == Direction::Either {
+        alpha / 2.0
+    } else {
+        alpha
+    }
+}
+
+/// The location shift in words, for a check's effect.
+fn shift_words(relative_shift: Option<f64>) -> String {
+    relative_shift.map_or_else(
+        || "no shift estimate".to_owned(),
+        |shift| format!("shift {} of the baseline median", signed_percent(shift)),
+    )
+}
+
+/// The scale a look's location checks compare on: logarithms when every point is
+/// positive (a relative shift), the values themselves otherwise.
+struct Scale<'a> {
+    log: bool,
+    baseline: &'a [f64],
+    canary: &'a [f64],
+    base_median: Option<f64>,
+}
+
+impl<'a> Scale<'a> {
+    fn of(baseline: &'a [f64], canary: &'a [f64]) -> Self {
+        Scale {
+            log: all_positive(baseline, canary),
+            baseline,
+            canary,
+            base_median: (!baseline.is_empty()).then(|| median_of(baseline)),
+        }
+    }
+
+    /// The baseline on this scale.
+    fn baseline(&self) -> Vec<f64> {
+        if self.log {
+            self.baseline.iter().map(|b| b.ln()).collect()
+        } else {
+            self.baseline.to_vec()
+        }
+    }
+
+    /// The canary's samples moved by `factor`, so "no worse than `factor` times the
+    /// baseline" is the null the ranks test.
+    fn shifted(&self, factor: f64) -> Vec<f64> {
+        if self.log {
+            self.canary.iter().map(|c| c.ln() - factor.ln()).collect()
+        } else {
+            let offset = self.base_median.map_or(0.0, |m| (factor - 1.0) * m.abs());
+            self.canary.iter().map(|c| c - offset).collect()
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn continuous(
     (spec, kind): (&MetricSpec, ContinuousKind),
@@ -557,53 +673,18 @@ fn continuous(
         allowed_increase,
         allowed_decrease,
     } = kind;
-    let counted = state.stage_counts.entry(spec.name.clone()).or_default();
-    counted.0 += baseline.len() as f64;
-    counted.1 += canary.len() as f64;
-    let stage_samples = [counted.0, counted.1];
-    let log_scale = all_positive(baseline, canary);
-    let base_median = (!baseline.is_empty()).then(|| median_of(baseline));
-    // The canary's samples moved by the tolerance, so "no worse than tolerated" is the
-    // null the ranks test.
-    let shifted = |factor: f64| -> Vec<f64> {
-        if log_scale {
-            canary.iter().map(|c| c.ln() - factor.ln()).collect()
-        } else {
-            let offset = base_median.map_or(0.0, |m| (factor - 1.0) * m.abs());
-            canary.iter().map(|c| c - offset).collect()
-        }
-    };
-    let base: Vec<f64> = if log_scale {
-        baseline.iter().map(|b| b.ln()).collect()
-    } else {
-        baseline.to_vec()
-    };
+    let sizes = [(baseline.len() as f64, canary.len() as f64)];
+    let stage_samples = state.count_stage(&spec.name, sizes);
+    let scale = Scale::of(baseline, canary);
+    let (log_scale, base) = (scale.log, scale.baseline());
+    let shifted = |factor: f64| scale.shifted(factor);
     let mut checks = Vec::new();
-    let either = direction == Direction::Either;
-    let share = if either { alpha / 2.0 } else { alpha };
+    let share = share_of(direction, alpha);
     // Host differences (see [`super::hosts`]): when the series name their instances, the
     // location checks test beyond the allowance, at half their share; the allowance
     // takes the other half.
-    if instances.baseline.is_some() || instances.canary.is_some() {
-        state
-            .instances
-            .entry(spec.name.clone())
-            .or_default()
-            .observe(
-                instances.baseline.unwrap_or_default(),
-                instances.canary.unwrap_or_default(),
-            );
-    }
-    let host = state
-        .instances
-        .get(&spec.name)
-        .and_then(|stage| {
-            allowance(
-                stage,
-                instances.prior_spread,
-                allowance_alpha(share, stages),
-            )
-        })
+    let host = instances
+        .allowance(spec, state, allowance_alpha(share, stages))
         .filter(|_| log_scale);
     let HostSplit {
         share,
@@ -613,53 +694,58 @@ fn continuous(
     } = HostSplit::of(host.as_ref(), share, "host_spread", |host| {
         format!("a difference up to {}", signed_percent(host.relative()))
     });
-    let effect = relative_shift.map_or_else(
-        || "no shift estimate".to_owned(),
-        |shift| format!("shift {} of the baseline median", signed_percent(shift)),
-    );
-    if matches!(direction, Direction::Increase | Direction::Either) {
+    let effect = shift_words(relative_shift);
+    let location = |suffix: &str,
+                    null: String,
+                    factor: f64,
+                    tolerated_factor: Option<f64>,
+                    (beyond_tolerance, tolerance): (bool, f64),
+                    state: &mut SequentialState| {
         let mut check = rank_check(
-            &format!("{}:location", spec.name),
+            &format!("{}:{suffix}", spec.name),
+            null,
+            rank_increment(&base, &shifted(factor)),
+            tolerated_factor.map(|factor| rank_increment(&base, &shifted(factor))),
+            (
+                beyond_tolerance,
+                format!(
+                    "{effect} (tolerated: {}){host_note}",
+                    signed_percent(tolerance)
+                ),
+            ),
+            state,
+            share,
+            tuning,
+            stages,
+        );
+        check.host_allowance = host;
+        check
+    };
+    if matches!(direction, Direction::Increase | Direction::Either) {
+        checks.push(location(
+            "location",
             format!("the canary is no higher than the baseline{beyond_hosts}"),
-            rank_increment(&base, &shifted(host_factor)),
-            (allowed_increase > 0.0)
-                .then(|| rank_increment(&base, &shifted((1.0 + allowed_increase) / host_factor))),
+            host_factor,
+            (allowed_increase > 0.0).then_some((1.0 + allowed_increase) / host_factor),
             (
                 relative_shift.is_some_and(|shift| shift > allowed_increase),
-                format!(
-                    "{effect} (tolerated: {}){host_note}",
-                    signed_percent(allowed_increase)
-                ),
+                allowed_increase,
             ),
             state,
-            share,
-            tuning,
-            stages,
-        );
-        check.host_allowance = host;
-        checks.push(check);
+        ));
     }
     if matches!(direction, Direction::Decrease | Direction::Either) {
-        let mut check = rank_check(
-            &format!("{}:location:decrease", spec.name),
+        checks.push(location(
+            "location:decrease",
             format!("the canary is no lower than the baseline{beyond_hosts}"),
-            rank_increment(&base, &shifted(1.0 / host_factor)),
-            (allowed_decrease > 0.0)
-                .then(|| rank_increment(&base, &shifted((1.0 - allowed_decrease) * host_factor))),
+            1.0 / host_factor,
+            (allowed_decrease > 0.0).then_some((1.0 - allowed_decrease) * host_factor),
             (
                 relative_shift.is_some_and(|shift| shift < -allowed_decrease),
-                format!(
-                    "{effect} (tolerated: {}){host_note}",
-                    signed_percent(-allowed_decrease)
-                ),
+                -allowed_decrease,
             ),
             state,
-            share,
-            tuning,
-            stages,
-        );
-        check.host_allowance = host;
-        checks.push(check);
+        ));
     }
     let harm_excluded = checks
         .iter()
@@ -669,29 +755,14 @@ fn continuous(
         // as well as by the version's own spread; with the instances named, each point
         // is taken relative to its instance's mean level at this stage, and the check
         // compares the spread within instances, which is the version's.
-        let centred = match (
-            instances.baseline,
-            instances.canary,
-            state.instances.get(&spec.name),
-        ) {
-            (Some(baseline_instances), Some(canary_instances), Some(stage))
-                if log_scale && !stage.non_positive =>
-            {
-                Some((
-                    within_instances(baseline_instances, &stage.baseline),
-                    within_instances(canary_instances, &stage.canary),
-                ))
-            }
-            _ => None,
-        };
-        let (tails_baseline, tails_canary) = centred
+        let centred = instances.centred(spec, state).filter(|_| log_scale);
+        let sides = centred
             .as_ref()
             .map_or((baseline, canary), |(b, c)| (b.as_slice(), c.as_slice()));
         checks.push(tails_check(
             spec,
             allowed_increase,
-            tails_baseline,
-            tails_canary,
+            sides,
             state,
             alpha,
             tuning,
@@ -728,12 +799,10 @@ fn within_instances(
 /// once both sides have enough, their deviations from their own medians are compared,
 /// the canary's divided by `1 + allowed_increase` (on the log scale when every value is
 /// positive, so the tolerance is a ratio of spreads).
-#[allow(clippy::too_many_arguments)]
 fn tails_check(
     spec: &MetricSpec,
     allowed_increase: f64,
-    baseline: &[f64],
-    canary: &[f64],
+    (baseline, canary): (&[f64], &[f64]),
     state: &mut SequentialState,
     alpha: f64,
     tuning: &dyn Fn(&str) -> f64,
@@ -874,6 +943,119 @@ impl HostSplit {
     }
 }
 
+/// One look's points of a proportion metric and what its rate checks share.
+struct RateLook<'a> {
+    points: &'a [(i64, RatePoint)],
+    share: f64,
+    host: Option<HostAllowance>,
+    host_note: &'a str,
+    stages: usize,
+}
+
+impl RateLook<'_> {
+    /// Adds the look's points to one rate check's e-processes and gives its evidence.
+    /// The nulls are ratios before the host allowance: harm's, and (when there is a
+    /// tolerance) harm-excluded's.
+    fn check(
+        &self,
+        state: &mut SequentialState,
+        key: String,
+        null: String,
+        (harm, safe): ((RateEvidence, f64), Option<(RateEvidence, f64)>),
+        beyond: &dyn Fn(Option<f64>) -> bool,
+        tolerated: String,
+    ) -> CheckEvidence {
+        let check = state.checks.entry(key.clone()).or_default();
+        let (harm, harm_null) = harm;
+        let harm = check.rate_harm.get_or_insert(harm);
+        for (_, p) in self.points {
+            harm.add_against(*p, harm_null);
+        }
+        let safe_null = safe.as_ref().map(|(_, null)| *null);
+        if check.rate_safe.is_none() {
+            check.rate_safe = safe.map(|(evidence, _)| evidence);
+        }
+        if let (Some(safe), Some(safe_null)) = (check.rate_safe.as_mut(), safe_null) {
+            for (_, p) in self.points {
+                safe.add_against(*p, safe_null);
+            }
+        }
+        let stage_ln = check.rate_harm.as_ref().map_or(0.0, RateEvidence::ln_e);
+        let ln_e = chained_ln_e(&check.completed, stage_ln, self.stages);
+        let harm = check.rate_harm.as_ref().expect("set above");
+        let effect = match harm.ratio() {
+            Some(ratio) => format!(
+                "error-rate ratio ×{} this stage (tolerated: {tolerated})",
+                number(ratio)
+            ),
+            None => format!("no baseline errors this stage (tolerated: {tolerated})"),
+        };
+        CheckEvidence {
+            harm_excluded_e_value: check.rate_safe.as_ref().map(|s| s.ln_e().exp()),
+            estimate: harm.ratio(),
+            information: harm.canary_errors + harm.baseline_errors,
+            host_allowance: self.host,
+            ..evidence(
+                &key,
+                null,
+                (ln_e, stage_ln),
+                self.share,
+                beyond(harm.ratio()),
+                format!("{effect}{}", self.host_note),
+            )
+        }
+    }
+}
+
+/// The steps both sides counted, paired by time.
+fn rate_points(
+    baseline: &BTreeMap<i64, (f64, f64)>,
+    canary: &BTreeMap<i64, (f64, f64)>,
+) -> Vec<(i64, RatePoint)> {
+    canary
+        .iter()
+        .filter_map(|(t, &(ec, nc))| {
+            baseline.get(t).map(|&(eb, nb)| {
+                (
+                    *t,
+                    RatePoint {
+                        baseline_errors: eb,
+                        baseline_total: nb,
+                        canary_errors: ec,
+                        canary_total: nc,
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
+impl CountInstances<'_> {
+    /// Adds the look's per-instance counts to the stage's, and the error-rate host
+    /// allowance they give at `alpha` (none without named instances).
+    fn allowance(
+        &self,
+        spec: &MetricSpec,
+        state: &mut SequentialState,
+        alpha: f64,
+    ) -> Option<HostAllowance> {
+        if self.baseline.is_some() || self.canary.is_some() {
+            state
+                .count_instances
+                .entry(spec.name.clone())
+                .or_default()
+                .observe(
+                    self.baseline.map_or(&[][..], Vec::as_slice),
+                    self.canary.map_or(&[][..], Vec::as_slice),
+                );
+        }
+        state
+            .count_instances
+            .get(&spec.name)
+            .and_then(|stage| rate_allowance(stage, self.prior_spread, alpha))
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn proportion(
     (spec, kind): (&MetricSpec, ProportionKind),
@@ -890,49 +1072,15 @@ fn proportion(
         max_ratio,
         min_ratio,
     } = kind;
-    let points: Vec<(i64, RatePoint)> = canary
+    let points = rate_points(baseline, canary);
+    let totals = points
         .iter()
-        .filter_map(|(t, &(ec, nc))| {
-            baseline.get(t).map(|&(eb, nb)| {
-                (
-                    *t,
-                    RatePoint {
-                        baseline_errors: eb,
-                        baseline_total: nb,
-                        canary_errors: ec,
-                        canary_total: nc,
-                    },
-                )
-            })
-        })
-        .collect();
-    let counted = state.stage_counts.entry(spec.name.clone()).or_default();
-    for (_, p) in &points {
-        counted.0 += p.baseline_total;
-        counted.1 += p.canary_total;
-    }
-    let stage_samples = [counted.0, counted.1];
-    let either = direction == Direction::Either;
-    let share = if either { alpha / 2.0 } else { alpha };
+        .map(|(_, p)| (p.baseline_total, p.canary_total));
+    let stage_samples = state.count_stage(&spec.name, totals);
+    let share = share_of(direction, alpha);
     // Host differences in error rate (see [`super::hosts`]): when the series name their
     // instances, the error-rate checks test beyond the allowance, at half their share.
-    if instances.baseline.is_some() || instances.canary.is_some() {
-        state
-            .count_instances
-            .entry(spec.name.clone())
-            .or_default()
-            .observe(
-                instances.baseline.map_or(&[][..], Vec::as_slice),
-                instances.canary.map_or(&[][..], Vec::as_slice),
-            );
-    }
-    let host = state.count_instances.get(&spec.name).and_then(|stage| {
-        rate_allowance(
-            stage,
-            instances.prior_spread,
-            allowance_alpha(share, stages),
-        )
-    });
+    let host = instances.allowance(spec, state, allowance_alpha(share, stages));
     let HostSplit {
         share,
         factor: host_factor,
@@ -942,78 +1090,43 @@ fn proportion(
         format!("an error-rate ratio up to ×{}", number(host.margin.exp()))
     });
     let mut checks = Vec::new();
-    // Each check's nulls, as ratios before the host allowance: harm's, and (when there
-    // is a tolerance) harm-excluded's.
-    let mut rate_check = |key: String,
-                          null: String,
-                          harm: (RateEvidence, f64),
-                          safe: Option<(RateEvidence, f64)>,
-                          beyond: &dyn Fn(Option<f64>) -> bool,
-                          tolerated: String| {
-        let check = state.checks.entry(key.clone()).or_default();
-        let (harm, harm_null) = harm;
-        let harm = check.rate_harm.get_or_insert(harm);
-        for (_, p) in &points {
-            harm.add_against(*p, harm_null);
-        }
-        let safe_null = safe.as_ref().map(|(_, null)| *null);
-        if check.rate_safe.is_none() {
-            check.rate_safe = safe.map(|(evidence, _)| evidence);
-        }
-        if let (Some(safe), Some(safe_null)) = (check.rate_safe.as_mut(), safe_null) {
-            for (_, p) in &points {
-                safe.add_against(*p, safe_null);
-            }
-        }
-        let stage_ln = check.rate_harm.as_ref().map_or(0.0, RateEvidence::ln_e);
-        let ln_e = chained_ln_e(&check.completed, stage_ln, stages);
-        let harm = check.rate_harm.as_ref().expect("set above");
-        let effect = match harm.ratio() {
-            Some(ratio) => format!(
-                "error-rate ratio ×{} this stage (tolerated: {tolerated})",
-                number(ratio)
-            ),
-            None => format!("no baseline errors this stage (tolerated: {tolerated})"),
-        };
-        CheckEvidence {
-            harm_excluded_e_value: check.rate_safe.as_ref().map(|s| s.ln_e().exp()),
-            estimate: harm.ratio(),
-            information: harm.canary_errors + harm.baseline_errors,
-            host_allowance: host,
-            ..evidence(
-                &key,
-                null,
-                (ln_e, stage_ln),
-                share,
-                beyond(harm.ratio()),
-                format!("{effect}{host_note}"),
-            )
-        }
+    let look = RateLook {
+        points: &points,
+        share,
+        host,
+        host_note: &host_note,
+        stages,
     };
     if matches!(direction, Direction::Increase | Direction::Either) {
         let tolerated = max_ratio.unwrap_or(1.0);
-        checks.push(rate_check(
+        checks.push(look.check(
+            state,
             format!("{}:location", spec.name),
             format!("the canary's error rate is no higher than the baseline's{beyond_hosts}"),
-            (RateEvidence::harm(1.0), host_factor),
-            (tolerated > 1.0).then(|| {
-                let null = tolerated / host_factor;
-                (RateEvidence::safety(null), null)
-            }),
+            (
+                (RateEvidence::harm(1.0), host_factor),
+                (tolerated > 1.0).then(|| {
+                    let null = tolerated / host_factor;
+                    (RateEvidence::safety(null), null)
+                }),
+            ),
             &|ratio| ratio.is_none_or(|r| r > tolerated),
             format!("×{}", number(tolerated)),
         ));
     }
     if matches!(direction, Direction::Decrease | Direction::Either) {
         let tolerated = min_ratio.unwrap_or(1.0);
-        checks.push(rate_check(
+        checks.push(look.check(
+            state,
             format!("{}:location:decrease", spec.name),
             format!("the canary's rate is no lower than the baseline's{beyond_hosts}"),
-            (RateEvidence::safety(1.0), 1.0 / host_factor),
-            (tolerated < 1.0).then(|| {
-                let null = tolerated * host_factor;
-                (RateEvidence::harm(null), null)
-            }),
+            (
+                (RateEvidence::safety(1.0), 1.0 / host_factor),
+                (tolerated < 1.0).then(|| {
+                    let null = tolerated * host_factor;
+                    (RateEvidence::harm(null), null)
+                }),
+            ),
             &|ratio| ratio.is_some_and(|r| r < tolerated),
             format!("×{}", number(tolerated)),
         ));
