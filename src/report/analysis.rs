@@ -620,42 +620,7 @@ impl AnalysisReport {
         let mut looks: Vec<&LookRecord> = looks.iter().collect();
         looks.sort_by_key(|l| l.look);
 
-        let mut timeline = Vec::new();
-        for record in &looks {
-            let body = &record.body;
-            timeline.push(TimelineEvent::Look {
-                at: record.at,
-                look: record.look,
-                stage_index: record.stage_index,
-                stage: body.stage.clone(),
-                traffic: finite(body.traffic.value()),
-                verdict: record.verdict.clone(),
-                decision: decision_words(&body.decision),
-                reasons: body.reasons.clone(),
-                triggers: body.triggers.iter().map(TriggerRow::of).collect(),
-            });
-        }
-        for actuation in actuations {
-            timeline.push(TimelineEvent::Actuation {
-                at: actuation.at,
-                action: actuation.action.clone(),
-                target: actuation.target,
-                state: snake(&actuation.state),
-                detail: actuation.detail.clone(),
-            });
-        }
-        for entry in audit {
-            timeline.push(TimelineEvent::Manual {
-                at: entry.at,
-                actor: entry.actor.clone(),
-                action: snake(&entry.action),
-                reason: entry.reason.clone(),
-                from_state: snake(&entry.from_state),
-                to_state: snake(&entry.to_state),
-            });
-        }
-        // A stable sort keeps a look before the flag change it caused at the same time.
-        timeline.sort_by(|a, b| a.at().total_cmp(&b.at()));
+        let timeline = timeline(&looks, actuations, audit);
 
         let latest = looks.last().map(|record| &record.body.judgement);
         let confidence_level = latest.and_then(|j| finite(j.confidence_level));
@@ -673,37 +638,7 @@ impl AnalysisReport {
                 .clone()
                 .or_else(|| latest.map(|j| snake(&j.verdict))),
         };
-        let headline = match (state.as_str(), analysis.dry_run) {
-            ("promoted", true) => {
-                format!("Would promote (dry run): {} was not changed", analysis.flag)
-            }
-            ("rolled_back", true) => format!(
-                "Would roll back (dry run): {} was not changed",
-                analysis.flag
-            ),
-            _ => String::new(),
-        };
-        let headline = match state.as_str() {
-            _ if !headline.is_empty() => headline,
-            "promoted" => format!("Promoted: {} is at 100%", analysis.flag),
-            "rolled_back" => format!("Rolled back: {} was switched off", analysis.flag),
-            "rollback_failed" => format!(
-                "ROLLBACK FAILED: {} may still serve canary traffic",
-                analysis.flag
-            ),
-            "awaiting_review" => "Awaiting review: a person decides".to_owned(),
-            "failed" => "Failed: the analysis could not run".to_owned(),
-            "paused" => "Paused by a person".to_owned(),
-            "pending" => "Pending: no look yet".to_owned(),
-            _ => match (&verdict, analysis.traffic) {
-                (Some(v), Some(traffic)) => format!(
-                    "Running at {}% traffic; latest look: {}",
-                    number(traffic),
-                    v.to_uppercase()
-                ),
-                _ => "Running".to_owned(),
-            },
-        };
+        let headline = headline(analysis, &state, verdict.as_deref());
         let mut reasons = analysis.reasons.clone();
         if reasons.is_empty()
             && let Some(j) = latest
@@ -852,6 +787,86 @@ impl AnalysisReport {
             .expect("a report always serializes: it holds only strings, numbers and lists");
         text.push('\n');
         text
+    }
+}
+
+/// The looks, flag changes and manual actions of an analysis in time order.
+fn timeline(
+    looks: &[&LookRecord],
+    actuations: &[ActuationRecord],
+    audit: &[AuditEntry],
+) -> Vec<TimelineEvent> {
+    let mut timeline = Vec::new();
+    for record in looks {
+        let body = &record.body;
+        timeline.push(TimelineEvent::Look {
+            at: record.at,
+            look: record.look,
+            stage_index: record.stage_index,
+            stage: body.stage.clone(),
+            traffic: finite(body.traffic.value()),
+            verdict: record.verdict.clone(),
+            decision: decision_words(&body.decision),
+            reasons: body.reasons.clone(),
+            triggers: body.triggers.iter().map(TriggerRow::of).collect(),
+        });
+    }
+    for actuation in actuations {
+        timeline.push(TimelineEvent::Actuation {
+            at: actuation.at,
+            action: actuation.action.clone(),
+            target: actuation.target,
+            state: snake(&actuation.state),
+            detail: actuation.detail.clone(),
+        });
+    }
+    for entry in audit {
+        timeline.push(TimelineEvent::Manual {
+            at: entry.at,
+            actor: entry.actor.clone(),
+            action: snake(&entry.action),
+            reason: entry.reason.clone(),
+            from_state: snake(&entry.from_state),
+            to_state: snake(&entry.to_state),
+        });
+    }
+    // A stable sort keeps a look before the flag change it caused at the same time.
+    timeline.sort_by(|a, b| a.at().total_cmp(&b.at()));
+    timeline
+}
+
+/// The banner's headline for an analysis in `state` whose latest verdict is `verdict`.
+fn headline(analysis: &Analysis, state: &str, verdict: Option<&str>) -> String {
+    let headline = match (state, analysis.dry_run) {
+        ("promoted", true) => {
+            format!("Would promote (dry run): {} was not changed", analysis.flag)
+        }
+        ("rolled_back", true) => format!(
+            "Would roll back (dry run): {} was not changed",
+            analysis.flag
+        ),
+        _ => String::new(),
+    };
+    match state {
+        _ if !headline.is_empty() => headline,
+        "promoted" => format!("Promoted: {} is at 100%", analysis.flag),
+        "rolled_back" => format!("Rolled back: {} was switched off", analysis.flag),
+        "rollback_failed" => format!(
+            "ROLLBACK FAILED: {} may still serve canary traffic",
+            analysis.flag
+        ),
+        "awaiting_review" => "Awaiting review: a person decides".to_owned(),
+        "failed" => "Failed: the analysis could not run".to_owned(),
+        "paused" => "Paused by a person".to_owned(),
+        "pending" => "Pending: no look yet".to_owned(),
+        _ => match (verdict, analysis.traffic) {
+            (Some(v), Some(traffic)) => format!(
+                "Running at {}% traffic; latest look: {}",
+                number(traffic),
+                v.to_uppercase()
+            ),
+            _ => "Running".to_owned(),
+        },
     }
 }
 
