@@ -125,17 +125,14 @@ pub type GaugeLevels = [Vec<f64>; 3];
 /// A label value and how to read its count from a pod's counters.
 type LabelledCount<'a> = (&'a str, fn(&PodCounters) -> u64);
 
-/// Appends the series of `sets` to `text`.
-pub fn render_sets(
-    text: &mut String,
-    sets: &[MetricSet],
-    pods: &[Pod],
-    counters: &[PodCounters],
-    memory_bytes: &[f64],
-    gauges: &GaugeLevels,
-    bounds: &[f64],
-) {
-    let labels = |pod: &Pod| format!("track=\"{}\",pod=\"{}\"", pod.track.name(), pod.name);
+/// A pod's labels: `track="…",pod="…"`.
+fn pod_labels(pod: &Pod) -> String {
+    format!("track=\"{}\",pod=\"{}\"", pod.track.name(), pod.name)
+}
+
+/// Appends the counters of `sets` to `text`: per pod, one series per outcome.
+fn render_counters(text: &mut String, sets: &[MetricSet], pods: &[Pod], counters: &[PodCounters]) {
+    let labels = pod_labels;
     let has = |set: MetricSet| sets.contains(&set);
     let mut counter_pair = |name: &str, help: &str, label: &str, values: [LabelledCount; 2]| {
         let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -203,6 +200,21 @@ pub fn render_sets(
             ],
         );
     }
+}
+
+/// Appends the series of `sets` to `text`.
+pub fn render_sets(
+    text: &mut String,
+    sets: &[MetricSet],
+    pods: &[Pod],
+    counters: &[PodCounters],
+    memory_bytes: &[f64],
+    gauges: &GaugeLevels,
+    bounds: &[f64],
+) {
+    let labels = |pod: &Pod| pod_labels(pod);
+    let has = |set: MetricSet| sets.contains(&set);
+    render_counters(text, sets, pods, counters);
     if has(MetricSet::Feature) {
         write_histogram(
             text,
