@@ -29,7 +29,8 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::auth::{ActScope, Authorized, ReadScope, SubmitScope};
-use super::{ApiError, ApiState, MAX_WAIT};
+use super::error::ApiError;
+use super::state::{ApiState, MAX_WAIT};
 use crate::domain::{HumanDuration, Profile};
 use crate::store::{
     ActuationRecord, Analysis, AnalysisState, AuditAction, AuditEntry, LookRecord, ManualAction,

@@ -17,7 +17,8 @@ use super::analyses::{
     QueryParams, final_verdict, parse_id, parse_wait, query_params, wait_for_final,
 };
 use super::auth::{Authorized, ReadScope};
-use super::{ApiError, ApiState};
+use super::error::ApiError;
+use super::state::ApiState;
 use crate::store::AnalysisState;
 
 /// What Argo reads.

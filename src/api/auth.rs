@@ -13,8 +13,9 @@
 //! which one matched shows in the time of an answer. This module never logs a token.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
@@ -23,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
-use super::{ApiError, ApiState};
+use super::error::ApiError;
 
 /// The actor written to the audit log for actions authenticated by `server.auth_token`.
 pub const LEGACY_TOKEN_ACTOR: &str = "api-token";
@@ -247,11 +248,16 @@ pub struct Authorized<S> {
     scope: PhantomData<S>,
 }
 
-impl<S: RequiredScope + Send> FromRequestParts<ApiState> for Authorized<S> {
+impl<S, State> FromRequestParts<State> for Authorized<S>
+where
+    S: RequiredScope + Send,
+    State: Send + Sync,
+    Arc<Authenticator>: FromRef<State>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        let caller = state.auth.authorize(&parts.headers, S::SCOPE)?;
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
+        let caller = Arc::<Authenticator>::from_ref(state).authorize(&parts.headers, S::SCOPE)?;
         Ok(Self {
             caller,
             scope: PhantomData,

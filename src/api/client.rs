@@ -10,9 +10,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use super::MAX_WAIT;
 use super::analyses::{AnalysisView, Submission, VerdictView};
 use super::error::ErrorBody;
+use super::state::MAX_WAIT;
 use crate::sources::prometheus::Secret;
 
 /// What went wrong talking to the server.

@@ -3,7 +3,7 @@
 //!
 //! Pure checks on values; the handler in [`analyses`](super::analyses) calls them.
 
-use super::ApiError;
+use super::error::ApiError;
 
 /// The longest label-matcher scope, in bytes.
 pub const MAX_SCOPE_BYTES: usize = 4 * 1024;

@@ -5,7 +5,8 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState};
+use super::error::ApiError;
+use super::state::ApiState;
 
 /// `GET /healthz`: always 200 `{"status": "ok"}` while the process serves requests.
 pub async fn healthz() -> Json<Value> {

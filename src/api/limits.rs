@@ -15,7 +15,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
-use super::{ApiError, ApiState};
+use super::error::ApiError;
+use super::state::ApiState;
 
 /// The longest request body: a submission or an action is a few hundred bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

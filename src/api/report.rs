@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::analyses::parse_id;
 use super::auth::{Authorized, ReadScope};
-use super::{ApiError, ApiState};
+use super::error::ApiError;
+use super::state::ApiState;
 use crate::report::analysis::{AnalysisReport, ChartData};
 use crate::report::html;
 use crate::store::LookRecord;

@@ -2,7 +2,7 @@
 //!
 //! The field doc comments of [`PrometheusConfig`] are the user documentation of the
 //! `[source.prometheus]` settings. [`PrometheusConfig::build`] turns the settings into a
-//! ready [`PrometheusSource`]; it checks everything that can be checked without talking
+//! ready `PrometheusSource`; it checks everything that can be checked without talking
 //! to the server (URL syntax, one kind of credentials at most, HTTPS support built in)
 //! and never makes a request.
 
@@ -12,9 +12,6 @@ use std::time::Duration;
 use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
-
-use super::client::RepeatedWarnings;
-use super::{PrometheusSource, REPEATED_WARNING_INTERVAL};
 
 /// How to reach one Prometheus server (or anything speaking its HTTP API, such as
 /// Thanos Query or VictoriaMetrics).
@@ -181,9 +178,11 @@ impl PrometheusConfig {
         }
     }
 
-    /// Checks the settings and builds the source. Makes no request: call
-    /// [`MetricSource::healthcheck`](crate::sources::MetricSource::healthcheck) for that.
-    pub fn build(&self) -> Result<PrometheusSource, PrometheusConfigError> {
+    /// Checks the settings and builds the HTTP client, with the URL it is for (the
+    /// source wraps it, `PrometheusConfig::build`).
+    pub(super) fn client(
+        &self,
+    ) -> Result<(prometheus_http_query::Client, String), PrometheusConfigError> {
         let url = self.url.trim_end_matches('/').to_string();
         let parsed =
             reqwest::Url::parse(&url).map_err(|error| PrometheusConfigError::InvalidUrl {
@@ -240,14 +239,7 @@ impl PrometheusConfig {
                 message: error.to_string(),
             }
         })?;
-        Ok(PrometheusSource {
-            client,
-            url,
-            timeout: self.timeout,
-            retries: self.retries,
-            retry_backoff: self.retry_backoff,
-            warnings: std::sync::Arc::new(RepeatedWarnings::new(REPEATED_WARNING_INTERVAL)),
-        })
+        Ok((client, url))
     }
 
     /// The `Authorization` header value, marked sensitive so that it never shows in

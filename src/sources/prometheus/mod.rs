@@ -156,6 +156,22 @@ impl MetricSource for PrometheusSource {
     }
 }
 
+impl PrometheusConfig {
+    /// Checks the settings and builds the source. Makes no request: call
+    /// [`MetricSource::healthcheck`](crate::sources::MetricSource::healthcheck) for that.
+    pub fn build(&self) -> Result<PrometheusSource, PrometheusConfigError> {
+        let (client, url) = self.client()?;
+        Ok(PrometheusSource {
+            client,
+            url,
+            timeout: self.timeout,
+            retries: self.retries,
+            retry_backoff: self.retry_backoff,
+            warnings: std::sync::Arc::new(RepeatedWarnings::new(REPEATED_WARNING_INTERVAL)),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
