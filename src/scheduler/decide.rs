@@ -8,7 +8,7 @@
 //! (`super::look`) judges and checks the triggers before `decide` and guards the flag
 //! after it; the runner's `step` applies the change and records.
 
-use super::{Decision, RollingBack, RolloutStatus, RunnerState};
+use super::records::{Decision, RollingBack, RolloutStatus, RunnerState};
 use crate::actuators::FlagAction;
 use crate::domain::plan::{Fallback, HoldOutcome, RollbackMode, RolloutPlan, Stage};
 use crate::domain::{JudgeMode, Percentage, Profile, Verdict};

@@ -13,7 +13,8 @@
 
 use super::decide::{self, LookFacts, PlannedChange};
 use super::ownership::{self, FlagCheck};
-use super::{Decision, RunError, RunnerState};
+use super::records::{Decision, RunnerState};
+use super::rollout::RunError;
 use crate::domain::look_series::LookSeries;
 use crate::domain::observations::{canary_coverage_problems, coverage_problems};
 use crate::domain::plan::{RolloutPlan, Stage, Trigger};

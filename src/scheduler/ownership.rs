@@ -8,7 +8,7 @@ use crate::actuators::FlagState;
 use crate::domain::Percentage;
 use crate::domain::plan::Stage;
 
-use super::Decision;
+use super::records::Decision;
 
 /// Two shares closer than this (percentage points) are the same: flag stores keep
 /// weights as integers or per-mille, so a share read back may differ in its last digits.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use super::WorkerError;
+use super::rollout::WorkerError;
 use crate::actuators::Actuator;
 use crate::actuators::retry::{RetryPolicy, RetryingActuator};
 use crate::config::Settings;

@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::store::{Store, StoreError};
 use crate::telemetry::EngineMetrics;
 
-use super::Clock;
+use super::clock::Clock;
 
 /// How the retention task works.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,14 +5,14 @@
 
 use std::sync::Arc;
 
+use super::clock::Clock;
 use super::decide;
 use super::fetch::{self, fetch_window, preflight};
 use super::look::{self, LookInput};
 use super::ownership;
+use super::records::{Look, RollingBack, RolloutStatus, RunnerState};
+use super::rollout::{Actuation, Override, Rollout, RunError};
 use super::writes::{DirectWrites, FlagWriter, WriteError};
-use super::{
-    Actuation, Clock, Look, Override, RollingBack, Rollout, RolloutStatus, RunError, RunnerState,
-};
 use crate::actuators::{Actuator, ChangeContext, FlagAction, FlagChange};
 use crate::domain::plan::{RolloutPlan, Stage};
 use crate::domain::{Percentage, Verdict};

@@ -36,9 +36,13 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::clock::Clock;
+use super::records::{Decision, Look, RolloutStatus, RunnerState};
 use super::registry::Registry;
+use super::rollout::{Override, Rollout, RunError, WorkerError};
+use super::runner::RolloutRunner;
+use super::scopes::Scopes;
 use super::writes::{FlagWriter, WriteError};
-use super::{Clock, Look, Override, RolloutRunner, RolloutStatus, RunError, RunnerState, Scopes};
 use crate::actuators::{Actuator, ActuatorError, FlagChange, FlagState};
 use crate::config::WorkerSettings;
 use crate::domain::{Percentage, Profile};
@@ -49,28 +53,6 @@ use crate::store::{
     LookRecord, LookUpdate, NewActuation, Snapshot, Store, StoreError,
 };
 use crate::telemetry::EngineMetrics;
-
-/// What stops a worker from doing its work, in the kinds callers branch on.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    /// The store failed or refused (unavailable, a lost lease, a lost race): nothing was
-    /// recorded; the work is done again later, by this worker or another.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The worker cannot be built: a source or actuator in the settings, or the worker
-    /// settings themselves.
-    #[error("worker settings: {0}")]
-    Settings(String),
-    /// One analysis cannot run (its profile, source, actuator or snapshot is unusable, or
-    /// its flag refused a change). The worker marks it failed and goes on.
-    #[error("analysis {id}: {reason}")]
-    Analysis {
-        /// The analysis.
-        id: Uuid,
-        /// Why, for the analysis's reasons and the log.
-        reason: String,
-    },
-}
 
 /// How a worker works.
 #[derive(Debug, Clone, PartialEq)]
@@ -470,7 +452,7 @@ impl Worker {
             }
         };
         Ok(Prepared {
-            rollout: super::Rollout {
+            rollout: Rollout {
                 profile: Arc::new(profile),
                 flag: analysis.flag.clone(),
                 scopes: Scopes::from_matchers(&analysis.baseline_scope, &analysis.canary_scope),
@@ -642,7 +624,7 @@ impl Worker {
             }
             _ => tracing::info!(look = record.look, status = ?status, "rollout ended"),
         }
-        let starts_rolling_back = matches!(record.decision, super::Decision::ReduceTraffic { .. })
+        let starts_rolling_back = matches!(record.decision, Decision::ReduceTraffic { .. })
             && runner.rolling_back().map(|r| r.steps_done) == Some(1);
         let recorded = self.record_returning(analysis, now, update).await?;
         // A progressive rollback ends minutes after it was decided: people on call hear
@@ -945,7 +927,7 @@ impl Worker {
 
 /// An analysis rebuilt from the store.
 struct Prepared {
-    rollout: super::Rollout,
+    rollout: Rollout,
     source: Arc<dyn MetricSource>,
     actuator: Arc<dyn Actuator>,
     state: Option<RunnerState>,
