@@ -21,7 +21,7 @@
 
 use serde_json::{Map, Value};
 
-use super::StoreError;
+use super::model::StoreError;
 use crate::scheduler::records::{self, Look};
 
 /// Format 1: the body's JSON, zlib-deflated.

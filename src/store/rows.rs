@@ -10,10 +10,11 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use super::{
+use super::look_body;
+use super::model::{
     ActuationRecord, Analysis, AnalysisState, AuditEntry, LookRecord, Page, Snapshot, StoreError,
-    format_cursor, from_millis, look_body, parse_stored, to_index,
 };
+use super::shared::{format_cursor, from_millis, parse_stored, to_index};
 
 /// One row of a store's query, read column by column.
 pub(crate) trait StoredRow {

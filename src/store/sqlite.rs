@@ -26,13 +26,15 @@ use sqlx::{AssertSqlSafe, Row, SqlitePool};
 use uuid::Uuid;
 
 use super::look_body;
+use super::model::{
+    ActuationOutcome, ActuationRecord, ActuationState, Analysis, AnalysisState, AuditEntry,
+    LookRecord, LookUpdate, ManualAction, NewActuation, NewAnalysis, Page, Store, StoreError,
+};
 use super::rows::{
     StoredRow, actuation_from_row, analysis_from_row, audit_entry_from_row, counts_from_rows,
     look_from_row, page_from_rows, primitive_columns, sorted_claims,
 };
-use super::{
-    ActuationOutcome, ActuationRecord, ActuationState, Analysis, AnalysisState, AuditEntry,
-    LookRecord, LookUpdate, ManualAction, NewActuation, NewAnalysis, Page, Store, StoreError,
+use super::shared::{
     check_look, claim_limit, database_error, from_index, from_millis, is_owner_violation,
     lease_millis, migrate_error, not_found, optional_millis, owning_states_sql, page_limit,
     parse_cursor, parse_stored, prunable_condition, to_millis,
@@ -567,7 +569,7 @@ impl Store for SqliteStore {
             }
         };
         tx.commit().await.map_err(database_error)?;
-        super::check_same_intent(&intent, record)
+        super::shared::check_same_intent(&intent, record)
     }
 
     async fn complete_actuation(
@@ -609,7 +611,7 @@ impl Store for SqliteStore {
             }
         };
         tx.commit().await.map_err(database_error)?;
-        super::check_completion(record, state)
+        super::shared::check_completion(record, state)
     }
 
     async fn list_looks(&self, id: Uuid) -> Result<Vec<LookRecord>, StoreError> {
@@ -646,7 +648,7 @@ impl Store for SqliteStore {
         now: f64,
     ) -> Result<Analysis, StoreError> {
         let now_ms = to_millis(now, "now")?;
-        let requested = super::requested_action(&action)?;
+        let requested = super::shared::requested_action(&action)?;
         let mut tx = self.write_transaction().await?;
         let guard = read_guard(&mut tx, id).await?;
         if guard.version != action.expected_version {

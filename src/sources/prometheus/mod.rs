@@ -158,7 +158,7 @@ impl MetricSource for PrometheusSource {
 
 impl PrometheusConfig {
     /// Checks the settings and builds the source. Makes no request: call
-    /// [`MetricSource::healthcheck`](crate::sources::MetricSource::healthcheck) for that.
+    /// [`MetricSource::healthcheck`] for that.
     pub fn build(&self) -> Result<PrometheusSource, PrometheusConfigError> {
         let (client, url) = self.client()?;
         Ok(PrometheusSource {
