@@ -73,6 +73,10 @@ echo "== cargo test --test it (the integration tests but the live rollouts, belo
 cargo test --test it --locked -- --skip live_rollouts::
 # Whole rollouts on the live test bed (tests/it/live_rollouts.rs): each runs a real
 # `canary run` for one to six minutes against its own demo service and Prometheus, and
-# mostly waits, so they run all at once rather than two at a time.
-echo "== cargo test --test it live_rollouts:: (whole rollouts on the live test bed, in parallel)"
-cargo test --test it --locked live_rollouts:: -- --test-threads 16
+# mostly waits, so they run eight at a time rather than two. Not all 23 at once: on two
+# cores their services, Prometheus servers and runners then starve each other of CPU,
+# scrapes and looks come late, and a test of detection power (errors ×2 within one
+# 60-second stage) measured the harness, not canary (it failed 1 run in 2 at 16 at
+# once; 3 of 3 passed three at a time).
+echo "== cargo test --test it live_rollouts:: (whole rollouts on the live test bed, 8 at a time)"
+cargo test --test it --locked live_rollouts:: -- --test-threads 8
