@@ -704,15 +704,7 @@ impl AnalysisReport {
         let looks: Vec<LookRecord> = run
             .history
             .iter()
-            .map(|record| LookRecord {
-                analysis_id: id,
-                look: record.look,
-                at: record.at,
-                stage_index: record.stage_index,
-                verdict: record.verdict.to_string(),
-                decision: record.decision.name().to_owned(),
-                body: record.clone(),
-            })
+            .map(|look| LookRecord::of(id, look))
             .collect();
         let actuations: Vec<ActuationRecord> = run
             .actuations

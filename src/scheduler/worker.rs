@@ -37,7 +37,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::clock::Clock;
-use super::records::{Decision, Look, RolloutStatus, RunnerState};
+use super::records::{Decision, RolloutStatus, RunnerState};
 use super::registry::Registry;
 use super::rollout::{Override, Rollout, RunError, WorkerError};
 use super::runner::RolloutRunner;
@@ -602,7 +602,7 @@ impl Worker {
         }
         let status = runner.status();
         let update = LookUpdate {
-            look: Some(look_record(analysis.id, &record)),
+            look: Some(LookRecord::of(analysis.id, &record)),
             state: analysis_state(status),
             current_stage: Some(runner.stage_index()),
             traffic: Some(traffic(&runner)),
@@ -982,18 +982,6 @@ fn unless_store_failed(error: RunError) -> Result<RunError, WorkerError> {
 
 fn snapshot(runner: &RolloutRunner) -> Snapshot {
     Snapshot::of(runner.snapshot())
-}
-
-fn look_record(id: Uuid, record: &Look) -> LookRecord {
-    LookRecord {
-        analysis_id: id,
-        look: record.look,
-        at: record.at,
-        stage_index: record.stage_index,
-        verdict: record.verdict.to_string(),
-        decision: record.decision.name().to_owned(),
-        body: record.clone(),
-    }
 }
 
 /// A worker's flag changes for one step of one analysis, each made exactly once

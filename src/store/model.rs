@@ -365,6 +365,21 @@ pub struct LookRecord {
     pub body: Look,
 }
 
+impl LookRecord {
+    /// The record of `look`, taken by analysis `analysis_id`.
+    pub fn of(analysis_id: Uuid, look: &Look) -> Self {
+        LookRecord {
+            analysis_id,
+            look: look.look,
+            at: look.at,
+            stage_index: look.stage_index,
+            verdict: look.verdict.to_string(),
+            decision: look.decision.name().to_owned(),
+            body: look.clone(),
+        }
+    }
+}
+
 /// Everything one worker step writes, in one transaction: the look (if the step took
 /// one) and where the analysis stands afterwards. Fields replace the stored ones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
