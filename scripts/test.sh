@@ -78,5 +78,25 @@ cargo test --test it --locked -- --skip live_rollouts::
 # scrapes and looks come late, and a test of detection power (errors ×2 within one
 # 60-second stage) measured the harness, not canary (it failed 1 run in 2 at 16 at
 # once; 3 of 3 passed three at a time).
+#
+# Several of them measure statistical power in compressed time (a fault detected, or a
+# trigger proven, within one 20- to 60-second stage), so on a loaded machine one may miss
+# now and then: in four full runs on 2026-12-06, one missed errors ×2 within its stage
+# and one missed a 20-second stage's hold trigger (it rolled back at the next stage
+# instead). A live rollout that fails is run once more on its own; the suite fails if it
+# fails again, and a pass on the retry is printed as FLAKY, never hidden.
 echo "== cargo test --test it live_rollouts:: (whole rollouts on the live test bed, 8 at a time)"
-cargo test --test it --locked live_rollouts:: -- --test-threads 8
+live_log=$(mktemp)
+if ! cargo test --test it --locked live_rollouts:: -- --test-threads 8 2>&1 | tee "$live_log"; then
+  failed=$(grep -E '^test live_rollouts::.* \.\.\. FAILED$' "$live_log" | sed -E 's/^test (.*) \.\.\. FAILED$/\1/')
+  if [ -z "$failed" ]; then
+    echo "the live rollouts failed before any test did (see above)"
+    exit 1
+  fi
+  for name in $failed; do
+    echo "== once more, on its own: $name"
+    cargo test --test it --locked "$name" -- --exact "$name"
+  done
+  echo "FLAKY live rollouts (failed in the parallel run, passed on their own):" $failed
+fi
+rm -f "$live_log"
