@@ -30,12 +30,12 @@ pub fn write_record<T: Serialize>(record: &T) -> Result<Value, String> {
 }
 
 /// A stored look.
-pub fn read_look(value: Value) -> Result<Look, String> {
+pub fn read_look(value: &Value) -> Result<Look, String> {
     read_record(value, "look")
 }
 
 /// A stored runner snapshot.
-pub fn read_state(value: Value) -> Result<RunnerState, String> {
+pub fn read_state(value: &Value) -> Result<RunnerState, String> {
     read_record(value, "runner state")
 }
 
@@ -44,22 +44,23 @@ fn not_recorded() -> f64 {
     f64::NAN
 }
 
-fn read_record<T: serde::de::DeserializeOwned>(mut value: Value, what: &str) -> Result<T, String> {
-    let version = match &mut value {
-        Value::Object(map) => match map.remove(VERSION_KEY) {
-            None => 1,
-            Some(version) => version.as_u64().ok_or_else(|| {
-                format!("the {what}'s {VERSION_KEY} is not a whole number: {version}")
-            })?,
-        },
-        other => return Err(format!("a {what} is a JSON object, not {other}")),
+fn read_record<T: serde::de::DeserializeOwned>(value: &Value, what: &str) -> Result<T, String> {
+    let Value::Object(map) = value else {
+        return Err(format!("a {what} is a JSON object, not {value}"));
+    };
+    // The record types ignore keys they do not know, the version among them.
+    let version = match map.get(VERSION_KEY) {
+        None => 1,
+        Some(version) => version.as_u64().ok_or_else(|| {
+            format!("the {what}'s {VERSION_KEY} is not a whole number: {version}")
+        })?,
     };
     if version > RECORD_VERSION {
         return Err(format!(
             "the {what} is of record version {version}, written by a newer canary; this one reads up to {RECORD_VERSION}"
         ));
     }
-    serde_json::from_value(value).map_err(|error| format!("the {what} cannot be read: {error}"))
+    T::deserialize(value).map_err(|error| format!("the {what} cannot be read: {error}"))
 }
 
 /// Where a rollout stands.
@@ -283,22 +284,22 @@ mod tests {
     fn a_record_is_written_with_its_version_and_read_back_as_it_was() {
         let written = write_record(&state()).unwrap();
         assert_eq!(written[VERSION_KEY], RECORD_VERSION);
-        assert_eq!(read_state(written).unwrap(), state());
+        assert_eq!(read_state(&written).unwrap(), state());
     }
 
     #[test]
     fn a_record_from_before_versions_is_version_1() {
         let unversioned = serde_json::to_value(state()).unwrap();
-        assert_eq!(read_state(unversioned).unwrap(), state());
+        assert_eq!(read_state(&unversioned).unwrap(), state());
     }
 
     #[test]
     fn a_record_of_a_newer_version_is_refused_not_misread() {
         let mut newer = write_record(&state()).unwrap();
         newer[VERSION_KEY] = Value::from(RECORD_VERSION + 1);
-        let error = read_state(newer).unwrap_err();
+        let error = read_state(&newer).unwrap_err();
         assert!(error.contains("newer canary"), "{error}");
-        let error = read_look(serde_json::json!([1, 2])).unwrap_err();
+        let error = read_look(&serde_json::json!([1, 2])).unwrap_err();
         assert!(error.contains("JSON object"), "{error}");
     }
 }

@@ -49,7 +49,7 @@ pub fn decode_look(bytes: &[u8]) -> Result<Look, StoreError> {
 
 /// A look from its stored JSON (a body of any format once decoded).
 pub fn read_look(value: Value) -> Result<Look, StoreError> {
-    records::read_look(value).map_err(|error| StoreError::Corrupt(format!("look body: {error}")))
+    records::read_look(&value).map_err(|error| StoreError::Corrupt(format!("look body: {error}")))
 }
 
 /// The stored bytes of a look body.

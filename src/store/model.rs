@@ -310,10 +310,12 @@ impl Snapshot {
         if value.is_null() {
             return Snapshot::None;
         }
-        let json = value.to_string();
-        match records::read_state(value) {
+        match records::read_state(&value) {
             Ok(state) => Snapshot::of(state),
-            Err(error) => Snapshot::Unreadable { json, error },
+            Err(error) => Snapshot::Unreadable {
+                json: value.to_string(),
+                error,
+            },
         }
     }
 
