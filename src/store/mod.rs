@@ -44,6 +44,7 @@ mod model;
 pub mod postgres;
 mod rows;
 mod shared;
+mod sql;
 pub mod sqlite;
 
 pub use self::config::StoreConfig;
