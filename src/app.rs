@@ -813,13 +813,12 @@ fn render_run(
     status: RolloutStatus,
     profile: &Profile,
 ) -> Result<String> {
-    let verdict_word = summary.verdict.to_string();
     let facts = report::analysis::RunFacts {
         profile: &summary.profile,
         flag: &summary.flag,
         // The report names a dry run's ending itself, from the status as it is stored.
         state: status.reported(false),
-        verdict: &verdict_word,
+        verdict: summary.verdict,
         dry_run: summary.dry_run,
         reasons: &summary.reasons,
         history: &summary.history,
@@ -946,17 +945,17 @@ pub fn wait_exit_code(verdict: &VerdictView) -> u8 {
     if !verdict.is_final {
         return Verdict::Hold.exit_code();
     }
-    match verdict.verdict.as_deref() {
-        Some("promote") => Verdict::Promote.exit_code(),
-        Some("rollback") => Verdict::Rollback.exit_code(),
-        _ => 1,
+    match verdict.verdict {
+        Some(Verdict::Promote) => Verdict::Promote.exit_code(),
+        Some(Verdict::Rollback) => Verdict::Rollback.exit_code(),
+        Some(Verdict::Hold) | None => 1,
     }
 }
 
 fn render_verdict(verdict: &VerdictView) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let headline = match (verdict.is_final, verdict.verdict.as_deref()) {
+    let headline = match (verdict.is_final, verdict.verdict.map(Verdict::as_str)) {
         (true, Some(word)) => word.to_uppercase(),
         (true, None) => "ERROR (the analysis failed)".to_owned(),
         (false, latest) => format!(

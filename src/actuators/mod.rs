@@ -34,7 +34,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::Percentage;
+use crate::domain::{Percentage, Verdict};
 
 /// A flag's state as the flag store reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,8 +123,8 @@ pub struct ChangeContext {
     pub actuation_id: Option<String>,
     /// The analysis that asked for the change.
     pub analysis_id: Option<String>,
-    /// The verdict behind it: `promote`, `hold` or `rollback`.
-    pub verdict: Option<String>,
+    /// The verdict behind it.
+    pub verdict: Option<Verdict>,
     /// The reasons for the verdict, most important first.
     pub reasons: Vec<String>,
     /// Where a person reads the analysis.

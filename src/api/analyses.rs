@@ -31,7 +31,7 @@ use uuid::Uuid;
 use super::auth::{ActScope, Authorized, ReadScope, SubmitScope};
 use super::error::ApiError;
 use super::state::{ApiState, MAX_WAIT};
-use crate::domain::{HumanDuration, Profile};
+use crate::domain::{HumanDuration, Profile, Verdict};
 use crate::store::{
     ActuationRecord, Analysis, AnalysisState, AuditAction, AuditEntry, LookRecord, ManualAction,
     NewAnalysis, StoreError,
@@ -129,7 +129,7 @@ pub struct AnalysisView {
     /// The canary's traffic in percent, once started.
     pub traffic: Option<f64>,
     /// The latest look's verdict.
-    pub latest_verdict: Option<String>,
+    pub latest_verdict: Option<Verdict>,
     /// Why it stands where it does, deciding reasons first.
     pub reasons: Vec<String>,
     /// When the next look is due, Unix seconds.
@@ -180,7 +180,7 @@ pub struct VerdictView {
     /// `promote` or `rollback` once final (`null` for `failed`: the analysis could not
     /// run); before that, the latest look's verdict (`promote`, `hold`, `rollback`) or
     /// `null` before the first look.
-    pub verdict: Option<String>,
+    pub verdict: Option<Verdict>,
     /// Why, deciding reasons first.
     pub reasons: Vec<String>,
     /// The current stage.
@@ -240,7 +240,7 @@ impl AnalysisView {
             is_final: analysis.state.is_final(),
             stage: stage_of(analysis),
             traffic: analysis.traffic,
-            latest_verdict: analysis.latest_verdict.clone(),
+            latest_verdict: analysis.latest_verdict,
             reasons: analysis.reasons.clone(),
             next_look_at: analysis.next_look_at,
             version: analysis.version,
@@ -257,13 +257,11 @@ impl VerdictView {
             id: analysis.id,
             state: analysis.state,
             is_final: analysis.state.is_final(),
-            verdict: final_verdict(analysis.state)
-                .map(str::to_owned)
-                .or_else(|| {
-                    (!analysis.state.is_final())
-                        .then(|| analysis.latest_verdict.clone())
-                        .flatten()
-                }),
+            verdict: final_verdict(analysis.state).or_else(|| {
+                (!analysis.state.is_final())
+                    .then_some(analysis.latest_verdict)
+                    .flatten()
+            }),
             reasons: analysis.reasons.clone(),
             stage: stage_of(analysis),
             traffic: analysis.traffic,
@@ -275,10 +273,10 @@ impl VerdictView {
 /// The verdict a final state stands for: `promote` for promoted, `rollback` for rolled
 /// back and rollback failed (the canary was judged worse either way). `None` for
 /// `failed` and for states that are not final.
-pub fn final_verdict(state: AnalysisState) -> Option<&'static str> {
+pub fn final_verdict(state: AnalysisState) -> Option<Verdict> {
     match state {
-        AnalysisState::Promoted => Some("promote"),
-        AnalysisState::RolledBack | AnalysisState::RollbackFailed => Some("rollback"),
+        AnalysisState::Promoted => Some(Verdict::Promote),
+        AnalysisState::RolledBack | AnalysisState::RollbackFailed => Some(Verdict::Rollback),
         _ => None,
     }
 }

@@ -19,13 +19,14 @@ use super::analyses::{
 use super::auth::{Authorized, ReadScope};
 use super::error::ApiError;
 use super::state::ApiState;
+use crate::domain::Verdict;
 use crate::store::AnalysisState;
 
 /// What Argo reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArgoVerdict {
     /// `promote` or `rollback` once final; `null` before, and for a failed analysis.
-    pub verdict: Option<String>,
+    pub verdict: Option<Verdict>,
     /// The analysis state.
     pub state: AnalysisState,
     /// Promoted: the rollout may continue.
@@ -43,7 +44,7 @@ impl ArgoVerdict {
     /// The flat verdict for an analysis in `state`.
     pub fn of(state: AnalysisState) -> Self {
         Self {
-            verdict: final_verdict(state).map(str::to_owned),
+            verdict: final_verdict(state),
             state,
             successful: state == AnalysisState::Promoted,
             failed: state.is_final() && state != AnalysisState::Promoted,

@@ -17,6 +17,15 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The verdict's name, as stored and serialized: `promote`, `hold` or `rollback`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Promote => "promote",
+            Verdict::Hold => "hold",
+            Verdict::Rollback => "rollback",
+        }
+    }
+
     /// The process exit code that reports this verdict: 0 promote, 2 hold, 3 rollback
     /// (1 is reserved for errors).
     pub fn exit_code(self) -> u8 {
@@ -30,10 +39,22 @@ impl Verdict {
 
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Verdict::Promote => "promote",
-            Verdict::Hold => "hold",
-            Verdict::Rollback => "rollback",
-        })
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Verdict {
+    type Err = String;
+
+    /// Reads a verdict's name ([`Verdict::as_str`]).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "promote" => Ok(Verdict::Promote),
+            "hold" => Ok(Verdict::Hold),
+            "rollback" => Ok(Verdict::Rollback),
+            other => Err(format!(
+                "unknown verdict {other:?} (expected promote, hold or rollback)"
+            )),
+        }
     }
 }

@@ -33,6 +33,7 @@ use std::fmt::Write as _;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::Verdict;
 use crate::store::{Analysis, AnalysisState};
 pub use config::NotifierConfig;
 pub use dispatch::{Delivery, NotificationStats, Notifications};
@@ -91,7 +92,7 @@ pub struct Notification {
     /// The analysis state (`rolled_back`, `awaiting_review`, ...).
     pub state: String,
     /// The latest verdict (`promote`, `hold`, `rollback`), if there was a look.
-    pub verdict: Option<String>,
+    pub verdict: Option<Verdict>,
     /// The 0-based index of the current stage, once started.
     pub stage: Option<usize>,
     /// The canary's share of traffic in percent, once started.
@@ -151,7 +152,7 @@ impl Notification {
             flag: flag.clone(),
             profile: analysis.profile_name.clone(),
             state: analysis.state.to_string(),
-            verdict: analysis.latest_verdict.clone(),
+            verdict: analysis.latest_verdict,
             stage: analysis.current_stage,
             traffic: analysis.traffic,
             reasons: analysis.reasons.clone(),
@@ -174,7 +175,7 @@ impl Notification {
             flag: analysis.flag.clone(),
             profile: analysis.profile_name.clone(),
             state: analysis.state.to_string(),
-            verdict: analysis.latest_verdict.clone(),
+            verdict: analysis.latest_verdict,
             stage: analysis.current_stage,
             traffic: analysis.traffic,
             reasons: analysis.reasons.clone(),

@@ -74,7 +74,7 @@ pub fn message(notification: &Notification) -> Value {
         format!("*State* {}", escape(&notification.state)),
     ];
     if let Some(verdict) = &notification.verdict {
-        standing.push(format!("*Verdict* {}", escape(verdict)));
+        standing.push(format!("*Verdict* {}", escape(verdict.as_str())));
     }
     if let Some(stage) = notification.stage {
         standing.push(format!("*Stage* {}", stage + 1));

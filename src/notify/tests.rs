@@ -26,7 +26,7 @@ fn rollback() -> Notification {
         flag: "new-checkout".to_owned(),
         profile: "web-service".to_owned(),
         state: "rolled_back".to_owned(),
-        verdict: Some("rollback".to_owned()),
+        verdict: Some(crate::domain::Verdict::Rollback),
         stage: Some(1),
         traffic: Some(5.0),
         reasons: (1..=7).map(|i| format!("reason {i} <b>&")).collect(),

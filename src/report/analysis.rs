@@ -15,7 +15,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::look_series::{LookSeries, MetricSeries, SideSeries, merged_cdf};
-use crate::domain::{ContinuousKind, Direction, MetricKind, Observations, Profile, ProportionKind};
+use crate::domain::{
+    ContinuousKind, Direction, MetricKind, Observations, Profile, ProportionKind, Verdict,
+};
 use crate::format::{confidence_percent, number, percent, signed, signed_percent};
 use crate::judge::sequential::SequentialEvidence;
 use crate::judge::triggers::TriggerCheck;
@@ -72,7 +74,7 @@ pub struct Subject {
 pub struct Banner {
     /// `promote`, `hold` or `rollback`: the final word when the analysis ended, else
     /// the latest look's verdict; none before the first look.
-    pub verdict: Option<String>,
+    pub verdict: Option<Verdict>,
     /// One line: what happened.
     pub headline: String,
     /// The score of the latest look, 0–100.
@@ -100,7 +102,7 @@ pub enum TimelineEvent {
         /// The canary's traffic in percent.
         traffic: Option<f64>,
         /// The look's verdict.
-        verdict: String,
+        verdict: Verdict,
         /// What the runner decided, in words (`advance to 25%`).
         decision: String,
         /// Why, deciding reasons first.
@@ -566,8 +568,8 @@ pub struct RunFacts<'a> {
     /// The rollout status in snake_case: `promoted`, `rolled_back`, `awaiting_review`,
     /// `running`.
     pub state: &'a str,
-    /// The final verdict: `promote`, `hold`, `rollback`.
-    pub verdict: &'a str,
+    /// The final verdict.
+    pub verdict: Verdict,
     /// Judged and recorded only.
     pub dry_run: bool,
     /// Why, deciding reasons first.
@@ -599,7 +601,7 @@ impl AnalysisReport {
             },
             banner: Banner {
                 headline: format!("canary analyze under profile {}", judgement.profile),
-                verdict: Some(snake(&judgement.verdict)),
+                verdict: Some(judgement.verdict),
                 score: judgement.score.and_then(finite),
                 reasons: judgement.reasons.clone(),
                 deciding_metrics,
@@ -631,14 +633,13 @@ impl AnalysisReport {
 
         let state = snake(&analysis.state);
         let verdict = match state.as_str() {
-            "promoted" => Some("promote".to_owned()),
-            "rolled_back" | "rollback_failed" => Some("rollback".to_owned()),
+            "promoted" => Some(Verdict::Promote),
+            "rolled_back" | "rollback_failed" => Some(Verdict::Rollback),
             _ => analysis
                 .latest_verdict
-                .clone()
-                .or_else(|| latest.map(|j| snake(&j.verdict))),
+                .or_else(|| latest.map(|j| j.verdict)),
         };
-        let headline = headline(analysis, &state, verdict.as_deref());
+        let headline = headline(analysis, &state, verdict);
         let mut reasons = analysis.reasons.clone();
         if reasons.is_empty()
             && let Some(j) = latest
@@ -755,7 +756,7 @@ impl AnalysisReport {
             state,
             current_stage: run.history.last().map(|r| r.stage_index),
             traffic: run.history.last().map(|r| r.traffic.value()),
-            latest_verdict: Some(run.verdict.to_owned()),
+            latest_verdict: Some(run.verdict),
             reasons: run.reasons.to_vec(),
             runner_state: Snapshot::None,
             next_look_at: None,
@@ -797,7 +798,7 @@ fn timeline(
             stage_index: record.stage_index,
             stage: body.stage.clone(),
             traffic: finite(body.traffic.value()),
-            verdict: record.verdict.clone(),
+            verdict: record.verdict,
             decision: decision_words(&body.decision),
             reasons: body.reasons.clone(),
             triggers: body.triggers.iter().map(TriggerRow::of).collect(),
@@ -828,7 +829,7 @@ fn timeline(
 }
 
 /// The banner's headline for an analysis in `state` whose latest verdict is `verdict`.
-fn headline(analysis: &Analysis, state: &str, verdict: Option<&str>) -> String {
+fn headline(analysis: &Analysis, state: &str, verdict: Option<Verdict>) -> String {
     let headline = match (state, analysis.dry_run) {
         ("promoted", true) => {
             format!("Would promote (dry run): {} was not changed", analysis.flag)
@@ -855,7 +856,7 @@ fn headline(analysis: &Analysis, state: &str, verdict: Option<&str>) -> String {
             (Some(v), Some(traffic)) => format!(
                 "Running at {}% traffic; latest look: {}",
                 number(traffic),
-                v.to_uppercase()
+                v.as_str().to_uppercase()
             ),
             _ => "Running".to_owned(),
         },
@@ -1150,7 +1151,7 @@ mod tests {
             look,
             at,
             stage_index: 0,
-            verdict: "promote".to_owned(),
+            verdict: Verdict::Promote,
             decision: "continue".to_owned(),
             body: Look {
                 look,

@@ -6,6 +6,7 @@
 //! reasons, actors) goes through [`escape`]; the page is written by hand rather than
 //! through a template engine because it is one page with a few loops.
 
+use crate::domain::Verdict;
 use std::fmt::Write as _;
 
 use super::analysis::{
@@ -106,16 +107,11 @@ pub fn render(report: &AnalysisReport, charts: &ChartData) -> String {
 
 fn banner(out: &mut String, report: &AnalysisReport) {
     let banner = &report.banner;
-    let class = match banner.verdict.as_deref() {
-        Some("promote") => "promote",
-        Some("rollback") => "rollback",
-        Some("hold") => "hold",
-        _ => "none",
-    };
-    let verdict = banner
-        .verdict
-        .as_deref()
-        .map_or_else(|| "NO VERDICT YET".to_owned(), str::to_uppercase);
+    let class = banner.verdict.map_or("none", Verdict::as_str);
+    let verdict = banner.verdict.map_or_else(
+        || "NO VERDICT YET".to_owned(),
+        |verdict| verdict.as_str().to_uppercase(),
+    );
     let _ = write!(
         out,
         "<section class=\"banner {class}\" id=\"verdict\"><h1>Verdict: {}</h1><div>{}",
@@ -265,7 +261,7 @@ fn timeline(out: &mut String, report: &AnalysisReport) {
                     reasons
                         .first()
                         .map_or_else(String::new, |r| format!(": {}", escape(r))),
-                    v = escape(verdict),
+                    v = verdict.as_str(),
                 );
                 for trigger in triggers {
                     trigger_row(out, trigger);

@@ -3,6 +3,7 @@
 //! when stdout is a terminal (`std::io::IsTerminal`); plain text otherwise, so logs and
 //! pipes get no escape codes.
 
+use crate::domain::Verdict;
 use std::fmt::Write as _;
 
 use super::analysis::{AnalysisReport, SideRow, TimelineEvent};
@@ -29,7 +30,7 @@ pub fn render(report: &AnalysisReport, colour: bool) -> String {
         _ => YELLOW,
     };
     let mut out = String::new();
-    let verdict = report.banner.verdict.as_deref().unwrap_or("none");
+    let verdict = report.banner.verdict.map_or("none", Verdict::as_str);
     let _ = writeln!(
         out,
         "{}  {}",
@@ -193,7 +194,7 @@ mod tests {
                 multiple_comparisons: None,
             },
             banner: Banner {
-                verdict: Some("rollback".to_owned()),
+                verdict: Some(Verdict::Rollback),
                 headline: "Verdict: ROLLBACK".to_owned(),
                 score: None,
                 reasons: Vec::new(),
@@ -227,7 +228,7 @@ mod tests {
             stage_index: 0,
             stage: "1%".to_owned(),
             traffic: Some(1.0),
-            verdict: "promote".to_owned(),
+            verdict: Verdict::Promote,
             decision: "continue".to_owned(),
             reasons: Vec::new(),
             triggers,

@@ -291,7 +291,7 @@ impl RolloutRunner {
                 flag: flag.clone(),
                 action,
                 context: ChangeContext {
-                    verdict: verdict.map(|v| v.to_string()),
+                    verdict,
                     reasons: reasons.to_vec(),
                     ..ChangeContext::default()
                 },

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::domain::Verdict;
 use crate::scheduler::records::{self, Look, RunnerState};
 
 /// The largest page [`Store::list_analyses`] returns; larger limits are cut to it.
@@ -236,7 +237,7 @@ pub struct Analysis {
     /// The canary's traffic in percent, once started.
     pub traffic: Option<f64>,
     /// The latest look's verdict.
-    pub latest_verdict: Option<String>,
+    pub latest_verdict: Option<Verdict>,
     /// Why it stands where it does, deciding reasons first.
     pub reasons: Vec<String>,
     /// The runner's snapshot, enough to continue after a restart.
@@ -359,7 +360,7 @@ pub struct LookRecord {
     /// 0-based stage index.
     pub stage_index: usize,
     /// The judge's verdict for this look.
-    pub verdict: String,
+    pub verdict: Verdict,
     /// What the runner decided.
     pub decision: String,
     /// The full look. Stores keep it compactly ([`look_body`](super::look_body)), versioned
@@ -375,7 +376,7 @@ impl LookRecord {
             look: look.look,
             at: look.at,
             stage_index: look.stage_index,
-            verdict: look.verdict.to_string(),
+            verdict: look.verdict,
             decision: look.decision.name().to_owned(),
             body: look.clone(),
         }
@@ -395,7 +396,7 @@ pub struct LookUpdate {
     /// The canary's traffic in percent.
     pub traffic: Option<f64>,
     /// The latest verdict.
-    pub latest_verdict: Option<String>,
+    pub latest_verdict: Option<Verdict>,
     /// Why, deciding reasons first.
     pub reasons: Vec<String>,
     /// The runner's snapshot.

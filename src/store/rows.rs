@@ -90,7 +90,10 @@ pub(crate) fn analysis_from_row(row: &impl StoredRow) -> Result<Analysis, StoreE
         state: parse_stored(&row.text("state")?)?,
         current_stage: to_index(row.optional_integer("current_stage")?, "current_stage")?,
         traffic: row.optional_real("traffic")?,
-        latest_verdict: row.optional_text("latest_verdict")?,
+        latest_verdict: row
+            .optional_text("latest_verdict")?
+            .map(|verdict| parse_stored(&verdict))
+            .transpose()?,
         reasons: row.string_list("reasons")?,
         runner_state: Snapshot::from_stored(row.json("runner_state")?),
         next_look_at: row.optional_integer("next_look_at_ms")?.map(from_millis),
@@ -134,7 +137,7 @@ pub(crate) fn look_from_row(row: &impl StoredRow) -> Result<LookRecord, StoreErr
         at: from_millis(row.integer("at_ms")?),
         stage_index: to_index(Some(row.integer("stage_index")?), "stage_index")?
             .unwrap_or_default(),
-        verdict: row.text("verdict")?,
+        verdict: parse_stored(&row.text("verdict")?)?,
         decision: row.text("decision")?,
         body: match row.optional_bytes("body_zlib")? {
             Some(bytes) => look_body::decode_look(&bytes)?,

@@ -125,6 +125,7 @@ macro_rules! sql_store {
             use uuid::Uuid;
 
             use super::$store;
+            use $crate::domain::Verdict;
             use $crate::store::look_body;
             use $crate::store::model::{
                 ActuationOutcome, ActuationRecord, ActuationState, Analysis, AnalysisState,
@@ -273,7 +274,7 @@ macro_rules! sql_store {
                     .bind(i64::try_from(look.look).unwrap_or(i64::MAX))
                     .bind(at_ms)
                     .bind(i64::try_from(look.stage_index).unwrap_or(i64::MAX))
-                    .bind(&look.verdict)
+                    .bind(look.verdict.as_str())
                     .bind(&look.decision)
                     .bind(body)
                     .execute(&mut *tx)
@@ -470,7 +471,7 @@ macro_rules! sql_store {
                     .bind(update.state.as_str())
                     .bind(from_index(update.current_stage))
                     .bind(update.traffic)
-                    .bind(&update.latest_verdict)
+                    .bind(update.latest_verdict.map(Verdict::as_str))
                     .bind(reasons)
                     .bind(runner_state)
                     .bind(next_look_at_ms)

@@ -92,7 +92,7 @@ fn notification(severity: Severity, event: &str, title: &str) -> Notification {
         flag: "new-checkout".to_owned(),
         profile: "web-service".to_owned(),
         state: event.to_owned(),
-        verdict: Some("rollback".to_owned()),
+        verdict: Some(canary::domain::Verdict::Rollback),
         stage: Some(0),
         traffic: Some(1.0),
         reasons: vec!["http errors: canary 2.1 % vs baseline 0.3 %".to_owned()],

@@ -137,7 +137,7 @@ async fn the_store_keeps_one_active_analysis_per_owner_and_flag(store: Arc<dyn S
                 state: AnalysisState::Promoted,
                 current_stage: Some(0),
                 traffic: Some(100.0),
-                latest_verdict: Some("promote".to_owned()),
+                latest_verdict: Some(canary::domain::Verdict::Promote),
                 reasons: vec!["done".to_owned()],
                 runner_state: canary::store::Snapshot::None,
                 next_look_at: None,

@@ -123,7 +123,7 @@ fn look_with_triggers(
         look: number,
         at,
         stage_index: stage,
-        verdict: verdict.to_string(),
+        verdict,
         decision: record.decision.name().to_owned(),
         body: record,
     }
@@ -248,7 +248,7 @@ pub fn rolled_back(flag: &str) -> Fixture {
         },
     ];
     let mut analysis = analysis(0xB0, flag, AnalysisState::RolledBack, reasons);
-    analysis.latest_verdict = Some("rollback".to_owned());
+    analysis.latest_verdict = Some(canary::domain::Verdict::Rollback);
     Fixture {
         analysis,
         looks,
@@ -282,7 +282,7 @@ pub fn promoted() -> Fixture {
     ];
     let mut analysis = analysis(0xA0, "checkout-v2", AnalysisState::Promoted, reasons);
     analysis.traffic = Some(100.0);
-    analysis.latest_verdict = Some("promote".to_owned());
+    analysis.latest_verdict = Some(canary::domain::Verdict::Promote);
     Fixture {
         analysis,
         looks,
@@ -300,7 +300,7 @@ pub fn inconclusive() -> Fixture {
     let actuations = vec![actuation(id, 1_800_000_000.0, "set_rollout", 10.0)];
     let mut analysis = analysis(0xC0, "search-v3", AnalysisState::AwaitingReview, reasons);
     analysis.traffic = Some(10.0);
-    analysis.latest_verdict = Some("hold".to_owned());
+    analysis.latest_verdict = Some(canary::domain::Verdict::Hold);
     Fixture {
         analysis,
         looks,
@@ -332,7 +332,10 @@ fn exists(path: &Path) -> bool {
 fn the_json_report_of_a_rolled_back_analysis_matches_its_snapshot() {
     let report = rolled_back("checkout-v2").report();
     assert_eq!(report.report_schema_version, 1);
-    assert_eq!(report.banner.verdict.as_deref(), Some("rollback"));
+    assert_eq!(
+        report.banner.verdict,
+        Some(canary::domain::Verdict::Rollback)
+    );
     assert!(exists(&root().join("docs/report-schema.md")));
     snapshot("rolled-back.json", &report.to_json());
     // The JSON reads back into the same report.
@@ -361,7 +364,10 @@ fn inconclusive_metrics_say_what_was_missing_in_the_report() {
         assert!(metric.reason.contains("of"), "{}", metric.reason);
     }
     let promoted = promoted().report();
-    assert_eq!(promoted.banner.verdict.as_deref(), Some("promote"));
+    assert_eq!(
+        promoted.banner.verdict,
+        Some(canary::domain::Verdict::Promote)
+    );
     assert!(promoted.banner.headline.contains("Promoted"));
 }
 

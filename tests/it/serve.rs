@@ -639,7 +639,10 @@ fn a_served_rollback_report_shows_the_verdict_triggers_and_real_series_in_a_brow
     let report: AnalysisReport =
         serde_json::from_str(&get(format!("/v1/analyses/{id}/report.json"))).unwrap();
     assert_eq!(report.subject.state, "rolled_back");
-    assert_eq!(report.banner.verdict.as_deref(), Some("rollback"));
+    assert_eq!(
+        report.banner.verdict,
+        Some(canary::domain::Verdict::Rollback)
+    );
     let looks: Vec<&TimelineEvent> = report
         .timeline
         .iter()

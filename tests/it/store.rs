@@ -55,7 +55,7 @@ fn look(id: Uuid, number: u64, at: f64) -> LookRecord {
         look: number,
         at,
         stage_index: 1,
-        verdict: "promote".to_owned(),
+        verdict: canary::domain::Verdict::Promote,
         decision: "continue".to_owned(),
         body: crate::helpers::sample_look(number, at),
     }
@@ -67,7 +67,7 @@ fn progress(look: Option<LookRecord>, state: AnalysisState) -> LookUpdate {
         state,
         current_stage: Some(1),
         traffic: Some(12.5),
-        latest_verdict: Some("promote".to_owned()),
+        latest_verdict: Some(canary::domain::Verdict::Promote),
         reasons: vec![
             "every metric passed".to_owned(),
             "no trigger fired".to_owned(),
@@ -178,7 +178,10 @@ mod contract {
         assert_eq!(written.state, AnalysisState::Running);
         assert_eq!(written.current_stage, Some(1));
         assert_eq!(written.traffic, Some(12.5));
-        assert_eq!(written.latest_verdict.as_deref(), Some("promote"));
+        assert_eq!(
+            written.latest_verdict,
+            Some(canary::domain::Verdict::Promote)
+        );
         assert_eq!(written.reasons, ["every metric passed", "no trigger fired"]);
         assert_eq!(
             written.runner_state,

@@ -152,14 +152,11 @@ fn change(flag: &str, look: u32, action: FlagAction) -> FlagChange {
                 action.target().value()
             )),
             analysis_id: Some("analysis-1".to_owned()),
-            verdict: Some(
-                if action == FlagAction::Kill {
-                    "rollback"
-                } else {
-                    "promote"
-                }
-                .to_owned(),
-            ),
+            verdict: Some(if action == FlagAction::Kill {
+                canary::domain::Verdict::Rollback
+            } else {
+                canary::domain::Verdict::Promote
+            }),
             reasons: vec![format!("look {look}")],
             report_url: Some("http://canary.test/v1/analyses/analysis-1".to_owned()),
         },

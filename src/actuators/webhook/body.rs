@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::actuators::{FlagChange, FlagState};
+use crate::domain::Verdict;
 
 /// The schema version this engine sends.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -35,7 +36,7 @@ pub struct ActuationRequest {
     /// The share of traffic, 0 to 100, fractions allowed; 0 for `kill`.
     pub target_percentage: f64,
     /// `promote`, `hold` or `rollback`; `null` outside an analysis.
-    pub verdict: Option<String>,
+    pub verdict: Option<Verdict>,
     /// The reasons for the verdict, most important first (may be empty).
     pub reasons: Vec<String>,
     /// Where a person reads the analysis; `null` when the engine has no public URL.
@@ -57,7 +58,7 @@ impl ActuationRequest {
             flag: change.flag.clone(),
             action: change.action.name().to_owned(),
             target_percentage: change.action.target().value(),
-            verdict: context.verdict.clone(),
+            verdict: context.verdict,
             reasons: context.reasons.clone(),
             report_url: context.report_url.clone(),
             sent_at: (sent_at * 1000.0).round() / 1000.0,

@@ -18,7 +18,7 @@ fn change(action: FlagAction) -> FlagChange {
         context: ChangeContext {
             actuation_id: Some("a1:3:set_rollout:25".to_owned()),
             analysis_id: Some("a1".to_owned()),
-            verdict: Some("promote".to_owned()),
+            verdict: Some(crate::domain::Verdict::Promote),
             reasons: vec!["latency p99: no significant change".to_owned()],
             report_url: Some("https://canary.example.com/v1/analyses/a1".to_owned()),
         },
