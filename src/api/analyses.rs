@@ -26,6 +26,9 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::ErrorBody;
 use uuid::Uuid;
 
 use super::auth::{ActScope, Authorized, ReadScope, SubmitScope};
@@ -37,33 +40,74 @@ use crate::store::{
     NewAnalysis, StoreError,
 };
 
+/// The path of every operation on one analysis.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AnalysisId {
+    /// The analysis id returned by POST /v1/analyses.
+    pub id: Uuid,
+}
+
+/// The long-poll of `GET /v1/analyses/{id}/verdict` and `/argo` (read by [`parse_wait`]).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// Long-poll: answer as soon as the analysis is final, or after this long (or when
+    /// the server begins to stop) with its current state. `120s`, `2m`, `1m30s` or a
+    /// finite number of seconds (`120`); at most 300 s; default 0.
+    #[param(example = "120s")]
+    pub wait: Option<String>,
+}
+
+/// The query of `GET /v1/analyses` (read by [`list`], which names the field at fault).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only analyses in this state.
+    pub state: Option<AnalysisState>,
+    /// 1 to 1000; default 50.
+    #[param(minimum = 1, maximum = 1000, default = 50)]
+    pub limit: Option<u32>,
+    /// The previous page's next_cursor.
+    pub cursor: Option<String>,
+}
+
 /// The page size of `GET /v1/analyses` when `limit` is not given.
 pub const DEFAULT_PAGE: u32 = 50;
 
 /// What `canary submit` sends: `POST /v1/analyses`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Submission {
     /// The profile's name: `NAME` for `NAME.toml` in the server's profiles directory.
     pub profile: String,
-    /// Label matchers that select the baseline (default `track="baseline"`).
+    /// Label matchers that select the baseline; at most 4 KiB, no braces, control or
+    /// invisible characters.
+    #[schema(required = false, default = "track=\"baseline\"")]
     pub baseline_scope: String,
-    /// Label matchers that select the canary (default `track="canary"`).
+    /// Label matchers that select the canary; at most 4 KiB, no braces, control or
+    /// invisible characters.
+    #[schema(required = false, default = "track=\"canary\"")]
     pub canary_scope: String,
-    /// The feature flag to move.
+    /// The feature flag to move: no whitespace, control, invisible or
+    /// bidirectional-control characters (Unicode Cc, Cf).
+    #[schema(max_length = 200)]
     pub flag: String,
     /// A metric source named in the server's settings.
     pub source: String,
     /// An actuator named in the server's settings.
     pub actuator: String,
     /// Judge and record, never change the flag.
+    #[schema(required = false, default = false)]
     pub dry_run: bool,
-    /// When to start, Unix seconds; absent starts at once.
+    /// When to start, Unix seconds, finite and at most a year from now; absent starts
+    /// at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_at: Option<f64>,
     /// Take over a flag that is already beyond the plan's first stage: start from the
     /// stage at or below its current share, never lowering it without a verdict.
     /// Without it such a flag is refused (the analysis ends `failed`, flag untouched).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schema(default = false)]
     pub adopt: bool,
 }
 
@@ -83,7 +127,8 @@ struct RawSubmission {
 }
 
 /// Where a started analysis stands in its rollout plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Stage)]
 pub struct StageView {
     /// 0-based stage index.
     pub index: usize,
@@ -96,7 +141,8 @@ pub struct StageView {
 }
 
 /// An analysis as the API shows it (lists and the detail view).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Analysis)]
 pub struct AnalysisView {
     /// Its id.
     pub id: Uuid,
@@ -143,7 +189,7 @@ pub struct AnalysisView {
 }
 
 /// `GET /v1/analyses/{id}`: the analysis with its history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AnalysisDetail {
     /// The analysis.
     #[serde(flatten)]
@@ -159,7 +205,7 @@ pub struct AnalysisDetail {
 }
 
 /// `GET /v1/analyses`: one page.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AnalysisPage {
     /// The analyses, oldest first.
     pub items: Vec<AnalysisView>,
@@ -168,7 +214,8 @@ pub struct AnalysisPage {
 }
 
 /// `GET /v1/analyses/{id}/verdict`: what a pipeline waits for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Verdict)]
 pub struct VerdictView {
     /// The analysis.
     pub id: Uuid,
@@ -192,7 +239,7 @@ pub struct VerdictView {
 }
 
 /// The body of `POST /v1/analyses/{id}/actions`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ActionRequest {
     /// `pause`, `resume`, `promote` or `rollback`.
     pub action: AuditAction,
@@ -212,7 +259,7 @@ struct RawAction {
 }
 
 /// The answer to an action: the analysis afterwards and the audit entry written.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ActionResponse {
     /// The analysis after the action.
     pub analysis: AnalysisView,
@@ -636,6 +683,22 @@ pub(crate) async fn wait_for_final(
 /// tokens); 400 for a body that is not JSON; 415 for a body not sent as JSON; 422 for a
 /// missing, empty or unknown field; 409 (`flag_owned`, naming the owner's id and state)
 /// when another active analysis owns the flag on the same flag store.
+#[utoipa::path(
+    post,
+    path = "/v1/analyses",
+    operation_id = "submitAnalysis",
+    summary = "Submit an analysis",
+    description = "Validates every field, stores the profile's text with the analysis and returns it in state `pending`. Workers start it at `start_at` (or at once). One analysis per flag at a time: while another analysis on the same flag store (the actuator's target, however it is named) and flag is pending, running, paused, awaiting review or rollback_failed, the submission is refused with a 409 (dry runs own no flag).",
+    request_body = Submission,
+    responses(
+        (status = 201, description = "Stored.", body = AnalysisView,
+            headers(("Location" = String, description = "/v1/analyses/{id}"))),
+        (status = 400, description = "The body is not JSON (`malformed_json`; the message has the line and column).", body = ErrorBody),
+        (status = 422, description = "A field is missing, empty, of the wrong type, unknown or beyond its limit (flag key characters and length, scope length, `start_at` more than a year ahead); or the profile, source or actuator is not known (`allowed` lists the known names), or the profile has no rollout plan; or the body is not a JSON object (`invalid_body`, field `body`). `field` names the field.", body = ErrorBody),
+        (status = 409, description = "Another active analysis owns the flag (`flag_owned`, field `flag`); the message names its id and state.", body = ErrorBody),
+        (status = 503, description = "The store is unavailable, or does not answer within `[store] api_timeout`.", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<ApiState>,
     authorized: Authorized<SubmitScope>,
@@ -658,6 +721,18 @@ pub async fn create(
 
 /// `GET /v1/analyses/{id}`: 200 with the analysis, its looks, actuations and audit log;
 /// 400 for an id that is not a UUID; 404 for an unknown one.
+#[utoipa::path(
+    get,
+    path = "/v1/analyses/{id}",
+    operation_id = "getAnalysis",
+    summary = "An analysis with its history of looks, actuations and audit log",
+    params(AnalysisId),
+    responses(
+        (status = 200, description = "The analysis.", body = AnalysisDetail),
+        (status = 400, description = "The id is not a UUID (`malformed_id`).", body = ErrorBody),
+        (status = 404, description = "No such analysis.", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<ApiState>,
     _: Authorized<ReadScope>,
@@ -679,6 +754,17 @@ pub async fn get(
 
 /// `GET /v1/analyses?state=&limit=&cursor=`: 200 with a page, oldest first; 400 for an
 /// unknown state, a limit outside 1..=1000 or a malformed cursor.
+#[utoipa::path(
+    get,
+    path = "/v1/analyses",
+    operation_id = "listAnalyses",
+    summary = "List analyses, oldest first, with keyset paging",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page.", body = AnalysisPage),
+        (status = 400, description = "Unknown state, limit out of range or malformed cursor.", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<ApiState>,
     _: Authorized<ReadScope>,
@@ -742,6 +828,18 @@ pub async fn list(
 /// `GET /v1/analyses/{id}/verdict?wait=120s`: 200 as soon as the analysis is final, or
 /// with its current state when the wait runs out (at most 300 s) or the server begins to
 /// stop; 400 for a bad id or wait; 404 for an unknown id.
+#[utoipa::path(
+    get,
+    path = "/v1/analyses/{id}/verdict",
+    operation_id = "waitForVerdict",
+    summary = "Long-poll the verdict",
+    params(AnalysisId, WaitQuery),
+    responses(
+        (status = 200, description = "The verdict: `final` says whether it is the last word.", body = VerdictView),
+        (status = 400, description = "Malformed id or wait.", body = ErrorBody),
+        (status = 404, description = "No such analysis.", body = ErrorBody),
+    )
+)]
 pub async fn verdict(
     State(state): State<ApiState>,
     _: Authorized<ReadScope>,
@@ -758,6 +856,22 @@ pub async fn verdict(
 /// without the bearer token or with a wrong one; 403 when the server has no token; 422
 /// for an unknown action or a missing reason; 404 for an unknown id; 409 when the action
 /// is not allowed from the analysis's state or the version moved.
+#[utoipa::path(
+    post,
+    path = "/v1/analyses/{id}/actions",
+    operation_id = "applyAction",
+    summary = "Pause, resume, promote or roll back an analysis (audited)",
+    description = "Recorded in the audit log with the actor `api-token` (server.auth_token) or `api-token:NAME` (a named token). Promote and rollback are carried out by a worker: until then the analysis shows `pending_action`.",
+    params(AnalysisId),
+    request_body = ActionRequest,
+    responses(
+        (status = 200, description = "Recorded.", body = ActionResponse),
+        (status = 400, description = "Malformed id or body.", body = ErrorBody),
+        (status = 404, description = "No such analysis.", body = ErrorBody),
+        (status = 409, description = "Not allowed from the analysis's state, or the analysis changed since `expected_version`.", body = ErrorBody),
+        (status = 422, description = "Unknown action or missing reason.", body = ErrorBody),
+    )
+)]
 pub async fn action(
     State(state): State<ApiState>,
     authorized: Authorized<ActScope>,

@@ -12,18 +12,20 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::analyses::{
-    QueryParams, final_verdict, parse_id, parse_wait, query_params, wait_for_final,
+    AnalysisId, QueryParams, WaitQuery, final_verdict, parse_id, parse_wait, query_params,
+    wait_for_final,
 };
 use super::auth::{Authorized, ReadScope};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::state::ApiState;
 use crate::domain::Verdict;
 use crate::store::AnalysisState;
 
 /// What Argo reads.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ArgoVerdict {
     /// `promote` or `rollback` once final; `null` before, and for a failed analysis.
     pub verdict: Option<Verdict>,
@@ -56,6 +58,19 @@ impl ArgoVerdict {
 
 /// `GET /v1/analyses/{id}/argo?wait=`: 200 with the flat verdict; 400 for a bad id or
 /// wait; 404 for an unknown id.
+#[utoipa::path(
+    get,
+    path = "/v1/analyses/{id}/argo",
+    operation_id = "argoVerdict",
+    summary = "A flat verdict for Argo Rollouts' web metric provider",
+    description = "Use `successCondition: result.successful == true` and `failureCondition: result.failed == true`; before the analysis is final both are false (inconclusive).",
+    params(AnalysisId, WaitQuery),
+    responses(
+        (status = 200, description = "The flat verdict.", body = ArgoVerdict),
+        (status = 400, description = "Malformed id or wait.", body = ErrorBody),
+        (status = 404, description = "No such analysis.", body = ErrorBody),
+    )
+)]
 pub async fn argo(
     State(state): State<ApiState>,
     _: Authorized<ReadScope>,

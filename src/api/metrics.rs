@@ -8,13 +8,24 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::state::ApiState;
 
 /// The content type of the exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// `GET /metrics`: 200 with the exposition; 503 when the store cannot count analyses.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    summary = "The engine's own metrics (OpenMetrics text)",
+    description = "canary_analyses{state}, canary_http_requests_total{method,route,status}, canary_http_request_duration_seconds{method,route}, canary_verdicts_total{outcome}, canary_interval_lateness_seconds, canary_source_request_duration_seconds{source}, canary_source_errors_total{source,kind}, canary_actuator_request_duration_seconds{actuator}, canary_actuator_errors_total{actuator}, canary_notifications_total{notifier,outcome}.",
+    responses(
+        (status = 200, description = "The exposition.", body = String, content_type = "application/openmetrics-text"),
+        (status = 503, description = "The store cannot count analyses.", body = ErrorBody),
+    )
+)]
 pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
     let counts = state
         .bounded_store_call(state.store.counts_by_state())

@@ -36,45 +36,42 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use self::error::ApiError;
 pub use self::server::serve;
 pub use self::state::{ApiState, MAX_WAIT, ShutdownSignal};
 
-/// Every route: method and path template, as the router and the OpenAPI document
-/// name them.
-pub const ROUTES: [(&str, &str); 12] = [
-    ("POST", "/v1/analyses"),
-    ("GET", "/v1/analyses"),
-    ("GET", "/v1/analyses/{id}"),
-    ("GET", "/v1/analyses/{id}/verdict"),
-    ("POST", "/v1/analyses/{id}/actions"),
-    ("GET", "/v1/analyses/{id}/argo"),
-    ("GET", "/v1/analyses/{id}/report"),
-    ("GET", "/v1/analyses/{id}/report.json"),
-    ("GET", "/v1/openapi.json"),
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("GET", "/metrics"),
-];
+/// Every route with its OpenAPI operation, registered once: [`router`] serves them
+/// and [`openapi::document`] describes them.
+fn operations() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(openapi::openapi))
+        .routes(routes!(analyses::create, analyses::list))
+        .routes(routes!(analyses::get))
+        .routes(routes!(analyses::verdict))
+        .routes(routes!(analyses::action))
+        .routes(routes!(argo::argo))
+        .routes(routes!(report::report_html))
+        .routes(routes!(report::report_json))
+}
 
-/// The API's routes over `state` (see [`ROUTES`]), with request metrics, a JSON 404
+/// Every route: method and path template, as the router serves them and the OpenAPI
+/// document names them.
+pub fn routes() -> Vec<(String, String)> {
+    openapi::routes()
+}
+
+/// The API's routes over `state` (see [`routes()`]), with request metrics, a JSON 404
 /// for unknown paths, a 415 for request bodies that are not JSON, the request bounds of
 /// [`limits`] and a JSON body on every error answer.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::metrics))
-        .route("/v1/openapi.json", get(openapi::openapi))
-        .route("/v1/analyses", post(analyses::create).get(analyses::list))
-        .route("/v1/analyses/{id}", get(analyses::get))
-        .route("/v1/analyses/{id}/verdict", get(analyses::verdict))
-        .route("/v1/analyses/{id}/actions", post(analyses::action))
-        .route("/v1/analyses/{id}/argo", get(argo::argo))
-        .route("/v1/analyses/{id}/report", get(report::report_html))
-        .route("/v1/analyses/{id}/report.json", get(report::report_json))
+    let (routes, _) = operations().split_for_parts();
+    routes
         .fallback(no_such_route)
         .layer(middleware::from_fn_with_state(
             state.clone(),

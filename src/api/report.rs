@@ -8,9 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::analyses::parse_id;
+use super::analyses::{AnalysisId, parse_id};
 use super::auth::{Authorized, ReadScope};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::state::ApiState;
 use crate::report::analysis::{AnalysisReport, ChartData};
 use crate::report::html;
@@ -33,6 +33,18 @@ async fn build(state: &ApiState, id: &str) -> Result<(AnalysisReport, Vec<LookRe
 
 /// `GET /v1/analyses/{id}/report`: 200 with one self-contained HTML page; 400 for an
 /// id that is not a UUID; 404 for an unknown one.
+#[utoipa::path(
+    get,
+    path = "/v1/analyses/{id}/report",
+    operation_id = "getReport",
+    summary = "The analysis report as one self-contained HTML page (inline CSS and SVG charts, no scripts)",
+    params(AnalysisId),
+    responses(
+        (status = 200, description = "The report.", body = String, content_type = "text/html"),
+        (status = 400, description = "The id is not a UUID (`malformed_id`).", body = ErrorBody),
+        (status = 404, description = "No such analysis.", body = ErrorBody),
+    )
+)]
 pub async fn report_html(
     State(state): State<ApiState>,
     _: Authorized<ReadScope>,
@@ -55,6 +67,18 @@ pub async fn report_html(
 }
 
 /// `GET /v1/analyses/{id}/report.json`: 200 with the report's JSON form.
+#[utoipa::path(
+    get,
+    path = "/v1/analyses/{id}/report.json",
+    operation_id = "getReportJson",
+    summary = "The analysis report as JSON (`report_schema_version` 1, documented in docs/report-schema.md)",
+    params(AnalysisId),
+    responses(
+        (status = 200, description = "The report.", body = Object, content_type = "application/json"),
+        (status = 400, description = "The id is not a UUID (`malformed_id`).", body = ErrorBody),
+        (status = 404, description = "No such analysis.", body = ErrorBody),
+    )
+)]
 pub async fn report_json(
     State(state): State<ApiState>,
     _: Authorized<ReadScope>,

@@ -65,7 +65,19 @@ pub enum StoreError {
 }
 
 /// Where an analysis stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AnalysisState {
     /// Submitted; no worker has started it yet.
@@ -349,7 +361,7 @@ impl<'de> Deserialize<'de> for Snapshot {
 }
 
 /// One look as the store keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LookRecord {
     /// The analysis it belongs to.
     pub analysis_id: Uuid,
@@ -363,8 +375,9 @@ pub struct LookRecord {
     pub verdict: Verdict,
     /// What the runner decided.
     pub decision: String,
-    /// The full look. Stores keep it compactly ([`look_body`](super::look_body)), versioned
-    /// ([`crate::scheduler::records`]), and return it as written.
+    /// The full look as written: its judgement, triggers, decision and reasons. Stores
+    /// keep it compactly and versioned (`record_version`) and return it as written.
+    #[schema(value_type = Object)]
     pub body: Look,
 }
 
@@ -406,7 +419,7 @@ pub struct LookUpdate {
 }
 
 /// Where a flag change stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ActuationState {
     /// Written before the change is made; the change may or may not have happened.
@@ -478,7 +491,7 @@ pub struct NewActuation {
 }
 
 /// A flag change as the store keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActuationRecord {
     /// The analysis that made it.
     pub analysis_id: Uuid,
@@ -499,7 +512,7 @@ pub struct ActuationRecord {
 }
 
 /// A person's override.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditAction {
     /// Stop taking looks.
@@ -561,7 +574,7 @@ pub struct ManualAction {
 }
 
 /// One manual action as the audit log keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// The analysis.
     pub analysis_id: Uuid,

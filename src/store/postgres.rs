@@ -1,6 +1,6 @@
 //! The shared store: PostgreSQL, which several `canary serve` instances use at once.
 //!
-//! Work is shared through leases on rows. [`Store::claim_due`] picks due rows with
+//! Work is shared through leases on rows. [`Store::claim_due`](super::Store::claim_due) picks due rows with
 //! `SELECT ... FOR UPDATE SKIP LOCKED` and leases them in the same statement, so two
 //! instances claiming at once lock disjoint rows and neither waits for the other. Every
 //! check-then-write (a look, an actuation intent, a manual action) reads its analysis
@@ -9,7 +9,7 @@
 //! `text[]`, times `bigint` milliseconds (see `migrations/postgres/`). The connection
 //! URL may carry `options[search_path]=SCHEMA` to keep the tables in a schema of their own.
 //!
-//! The statements both engines share are in `sql.rs` ([`sql_store!`]); this file holds
+//! The statements both engines share are in `sql.rs` (`sql_store!`); this file holds
 //! what PostgreSQL does its own way: the pool, row locks, `uuid` and `text[]`, and the
 //! claim and prune statements with `SKIP LOCKED`.
 

@@ -11,7 +11,7 @@
 //! use PostgreSQL for that. Ids are kept as hyphenated text, JSON as text, times as
 //! integer milliseconds (see `migrations/sqlite/`).
 //!
-//! The statements both engines share are in `sql.rs` ([`sql_store!`]); this file holds
+//! The statements both engines share are in `sql.rs` (`sql_store!`); this file holds
 //! what SQLite does its own way: the connection, the turn to write, ids and lists as
 //! text, and the claim and prune statements.
 
