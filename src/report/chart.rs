@@ -6,11 +6,13 @@
 //! downsampled for drawing only (at most [`MAX_POINTS`] per line), while the report's
 //! numbers come from the judge.
 
-use std::fmt::Write as _;
 use std::ops::Range;
+
+use maud::html;
 
 use plotters::prelude::*;
 
+use super::html::Text;
 use crate::format::number;
 
 /// Most points drawn per line.
@@ -96,8 +98,9 @@ fn range(values: impl Iterator<Item = f64>) -> Option<Range<f64>> {
     Some(low - pad..high + pad)
 }
 
-fn escape_text(text: &str) -> String {
-    super::html::escape(text)
+/// A pixel coordinate as the SVG writes it.
+fn pixels(value: f64) -> String {
+    format!("{value:.1}")
 }
 
 /// Draws `lines` with labelled horizontal marks at `y_marks` and vertical ones at
@@ -142,61 +145,54 @@ pub fn draw(lines: &[Line<'_>], x_marks: &[Mark], y_marks: &[Mark], x_label: &st
         |x: f64| f64::from(LEFT) + (x - x_range.start) / (x_range.end - x_range.start) * plot_width;
     let y_pixel =
         |y: f64| f64::from(TOP) + (y_range.end - y) / (y_range.end - y_range.start) * plot_height;
-    let mut labels = String::from(r##"<g font-family="sans-serif" font-size="11" fill="#333">"##);
-    let mut text = |x: f64, y: f64, anchor: &str, content: &str| {
-        let _ = write!(
-            labels,
-            r#"<text x="{x:.1}" y="{y:.1}" text-anchor="{anchor}">{content}</text>"#
-        );
+    let label = |x: f64, y: f64, anchor: &str, content: &str| {
+        html! {
+            text x=(pixels(x)) y=(pixels(y)) text-anchor=(anchor) { (Text(content)) }
+        }
     };
     let label_x = f64::from(LEFT) - 4.0;
     let axis_y = f64::from(HEIGHT) - 6.0;
-    text(label_x, y_pixel(y_high) + 4.0, "end", &number(y_high));
-    if y_low != y_high {
-        text(label_x, y_pixel(y_low) + 4.0, "end", &number(y_low));
-    }
-    text(x_pixel(x_low), axis_y, "start", &number(x_low));
-    if x_low != x_high {
-        text(x_pixel(x_high), axis_y, "end", &number(x_high));
-    }
-    text(
-        (f64::from(LEFT) + f64::from(WIDTH - RIGHT)) / 2.0,
-        axis_y,
-        "middle",
-        &escape_text(x_label),
-    );
-    labels.push_str("</g>");
     // Each limit's label beside its line, in its colour: horizontal ones at the right
     // end above the line, vertical ones near the top, stacked so they do not overlap.
     // A white halo under each label keeps it readable over the lines it crosses.
-    let mut mark_labels = String::from(
-        r##"<g font-family="sans-serif" font-size="10" stroke="#fff" stroke-width="3" paint-order="stroke">"##,
-    );
-    for mark in &y_marks {
-        let _ = write!(
-            mark_labels,
-            r#"<text class="limit" x="{:.1}" y="{:.1}" text-anchor="end" fill="{}">{}</text>"#,
-            f64::from(WIDTH - RIGHT) - 3.0,
-            y_pixel(mark.value) - 3.0,
-            hex(mark_colour(mark)),
-            escape_text(&mark.label)
-        );
-    }
-    for (index, mark) in x_marks.iter().enumerate() {
-        let x = x_pixel(mark.value);
-        let right_half = x > f64::from(WIDTH) / 2.0;
-        let _ = write!(
-            mark_labels,
-            r#"<text class="limit" x="{:.1}" y="{:.1}" text-anchor="{}" fill="{}">{}</text>"#,
-            if right_half { x - 3.0 } else { x + 3.0 },
-            f64::from(TOP) + 11.0 + 12.0 * index as f64,
-            if right_half { "end" } else { "start" },
-            hex(mark_colour(mark)),
-            escape_text(&mark.label)
-        );
-    }
-    mark_labels.push_str("</g>");
-    labels.push_str(&mark_labels);
+    let labels = html! {
+        g font-family="sans-serif" font-size="11" fill="#333" {
+            (label(label_x, y_pixel(y_high) + 4.0, "end", &number(y_high)))
+            @if y_low != y_high {
+                (label(label_x, y_pixel(y_low) + 4.0, "end", &number(y_low)))
+            }
+            (label(x_pixel(x_low), axis_y, "start", &number(x_low)))
+            @if x_low != x_high {
+                (label(x_pixel(x_high), axis_y, "end", &number(x_high)))
+            }
+            (label(
+                (f64::from(LEFT) + f64::from(WIDTH - RIGHT)) / 2.0,
+                axis_y,
+                "middle",
+                x_label,
+            ))
+        }
+        g font-family="sans-serif" font-size="10" stroke="#fff" stroke-width="3"
+            paint-order="stroke"
+        {
+                @for mark in &y_marks {
+                    text class="limit" x=(pixels(f64::from(WIDTH - RIGHT) - 3.0))
+                        y=(pixels(y_pixel(mark.value) - 3.0)) text-anchor="end"
+                        fill=(hex(mark_colour(mark)))
+                    { (Text(&mark.label)) }
+                }
+                @for (index, mark) in x_marks.iter().enumerate() {
+                    @let x = x_pixel(mark.value);
+                    @let right_half = x > f64::from(WIDTH) / 2.0;
+                    text class="limit" x=(pixels(if right_half { x - 3.0 } else { x + 3.0 }))
+                        y=(pixels(f64::from(TOP) + 11.0 + 12.0 * index as f64))
+                        text-anchor=(if right_half { "end" } else { "start" })
+                        fill=(hex(mark_colour(mark)))
+                    { (Text(&mark.label)) }
+                }
+        }
+    };
+    let labels = labels.into_string();
     match svg.rfind("</svg>") {
         Some(end) => svg.insert_str(end, &labels),
         None => svg.push_str(&labels),

@@ -2,22 +2,30 @@
 //! no fonts or anything else fetched) from an [`AnalysisReport`] and, when the raw
 //! series are at hand (`canary analyze`), their [`ChartData`].
 //!
-//! Every string that a user or a data file controls (flag, profile, metric names,
-//! reasons, actors) goes through [`escape`]; the page is written by hand rather than
-//! through a template engine because it is one page with a few loops.
+//! The page is a `maud` template: markup is checked when the crate compiles and every
+//! value spliced into it is escaped unless it is marked as markup (`PreEscaped`: the
+//! style sheet and the SVG charts, which [`chart`] builds from numbers and escaped
+//! labels). Text that a user or a data file controls (flag, profile, metric names,
+//! reasons, actors) is spliced as [`Text`], which escapes `'` too, as the report
+//! always has.
 
-use crate::domain::Verdict;
-use std::fmt::Write as _;
+use maud::{DOCTYPE, Markup, PreEscaped, Render, html};
 
 use super::analysis::{
     AnalysisReport, ChartData, MetricHistory, MetricRow, SideRow, TimelineEvent, TriggerRow,
 };
 use super::chart::{self, BASELINE, CANARY, Line, MAX_POINTS, Mark};
+use crate::domain::Verdict;
 use crate::format::{confidence_percent, count, duration, number, p_value, percent, signed};
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
+    escape_into(text, &mut out);
+    out
+}
+
+fn escape_into(text: &str, out: &mut String) {
     for character in text.chars() {
         match character {
             '&' => out.push_str("&amp;"),
@@ -28,7 +36,15 @@ pub fn escape(text: &str) -> String {
             other => out.push(other),
         }
     }
-    out
+}
+
+/// Text for the page: escaped for element content and quoted attribute values.
+pub struct Text<'a>(pub &'a str);
+
+impl Render for Text<'_> {
+    fn render_to(&self, buffer: &mut String) {
+        escape_into(self.0, buffer);
+    }
 }
 
 const STYLE: &str = r#"
@@ -61,81 +77,90 @@ tr.trigger td{font-size:.95em;color:#333;border-top:none}tr.trigger.fired td{bac
 
 /// The report as one HTML document.
 pub fn render(report: &AnalysisReport, charts: &ChartData) -> String {
-    let mut out = String::with_capacity(64 * 1024);
     let subject = &report.subject;
     let title = match &subject.flag {
         Some(flag) => format!("Canary report: {flag}"),
         None => format!("Canary report: profile {}", subject.profile),
     };
-    let _ = write!(
-        out,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>{}</title><style>{STYLE}</style></head><body><main>\n",
-        escape(&title)
-    );
-    let _ = writeln!(out, "<h1>{}</h1>", escape(&title));
-    let mut meta = vec![format!("profile {}", escape(&subject.profile))];
-    if let Some(id) = &subject.analysis_id {
-        meta.push(format!("analysis {}", escape(id)));
-    }
-    meta.push(format!(
-        "state {}",
-        escape(&subject.state.replace('_', " "))
-    ));
-    if subject.dry_run && subject.analysis_id.is_some() {
-        meta.push("dry run (the flag was never changed)".to_owned());
-    }
-    if let Some(level) = subject.confidence_level {
-        meta.push(format!(
-            "{}% confidence per metric",
-            confidence_percent(level)
-        ));
-    }
-    if let Some(correction) = &subject.multiple_comparisons {
-        meta.push(format!("{} correction", escape(correction)));
-    }
-    let _ = writeln!(out, "<p class=\"meta\">{}</p>", meta.join(" · "));
-
-    banner(&mut out, report);
-    metric_table(&mut out, report);
-    timeline(&mut out, report);
-    metric_charts(&mut out, report, charts);
-    out.push_str("</main></body></html>\n");
-    out
+    let page = html! {
+        (DOCTYPE) "\n"
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width,initial-scale=1";
+                title { (Text(&title)) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                main {
+                    "\n"
+                    h1 { (Text(&title)) } "\n"
+                    p class="meta" { (meta(report)) } "\n"
+                    (banner(report))
+                    (metric_table(report))
+                    (timeline(report))
+                    (metric_charts(report, charts))
+                }
+            }
+        }
+        "\n"
+    };
+    page.into_string()
 }
 
-fn banner(out: &mut String, report: &AnalysisReport) {
+/// The line under the title: profile, analysis, state, dry run, level, correction.
+fn meta(report: &AnalysisReport) -> Markup {
+    let subject = &report.subject;
+    let mut parts = vec![html! { "profile " (Text(&subject.profile)) }];
+    if let Some(id) = &subject.analysis_id {
+        parts.push(html! { "analysis " (Text(id)) });
+    }
+    parts.push(html! { "state " (Text(&subject.state.replace('_', " "))) });
+    if subject.dry_run && subject.analysis_id.is_some() {
+        parts.push(html! { "dry run (the flag was never changed)" });
+    }
+    if let Some(level) = subject.confidence_level {
+        parts.push(html! { (confidence_percent(level)) "% confidence per metric" });
+    }
+    if let Some(correction) = &subject.multiple_comparisons {
+        parts.push(html! { (Text(correction)) " correction" });
+    }
+    html! {
+        @for (index, part) in parts.iter().enumerate() {
+            @if index > 0 { " · " }
+            (part)
+        }
+    }
+}
+
+fn banner(report: &AnalysisReport) -> Markup {
     let banner = &report.banner;
     let class = banner.verdict.map_or("none", Verdict::as_str);
     let verdict = banner.verdict.map_or_else(
         || "NO VERDICT YET".to_owned(),
         |verdict| verdict.as_str().to_uppercase(),
     );
-    let _ = write!(
-        out,
-        "<section class=\"banner {class}\" id=\"verdict\"><h1>Verdict: {}</h1><div>{}",
-        escape(&verdict),
-        escape(&banner.headline)
-    );
-    if let Some(score) = banner.score {
-        let _ = write!(out, " · score {}", number(score));
-    }
-    out.push_str("</div>");
-    if !banner.deciding_metrics.is_empty() {
-        out.push_str("<ul class=\"deciding\">");
-        for sentence in &banner.deciding_metrics {
-            let _ = write!(out, "<li>{}</li>", escape(sentence));
+    html! {
+        section class={ "banner " (class) } id="verdict" {
+            h1 { "Verdict: " (Text(&verdict)) }
+            div {
+                (Text(&banner.headline))
+                @if let Some(score) = banner.score { " · score " (number(score)) }
+            }
+            @if !banner.deciding_metrics.is_empty() {
+                ul class="deciding" {
+                    @for sentence in &banner.deciding_metrics { li { (Text(sentence)) } }
+                }
+            }
         }
-        out.push_str("</ul>");
-    }
-    out.push_str("</section>\n");
-    if !banner.reasons.is_empty() {
-        out.push_str("<h2>Why</h2><ol class=\"reasons\">");
-        for reason in &banner.reasons {
-            let _ = write!(out, "<li>{}</li>", escape(reason));
+        "\n"
+        @if !banner.reasons.is_empty() {
+            h2 { "Why" }
+            ol class="reasons" {
+                @for reason in &banner.reasons { li { (Text(reason)) } }
+            }
+            "\n"
         }
-        out.push_str("</ol>\n");
     }
 }
 
@@ -150,31 +175,55 @@ fn side_value(
     )
 }
 
-fn metric_table(out: &mut String, report: &AnalysisReport) {
-    out.push_str("<h2>Metrics (latest look)</h2>\n");
+/// The metric table's columns after the metric's name and result.
+const METRIC_COLUMNS: [&str; 12] = [
+    "severity",
+    "baseline n",
+    "canary n",
+    "baseline mean",
+    "canary mean",
+    "baseline median",
+    "canary median",
+    "baseline p95",
+    "canary p95",
+    "effect size",
+    "p-value",
+    "adjusted p",
+];
+
+fn metric_table(report: &AnalysisReport) -> Markup {
     if report.metrics.is_empty() {
-        out.push_str("<p>No look has been taken yet.</p>\n");
-        return;
+        return html! {
+            h2 { "Metrics (latest look)" } "\n"
+            p { "No look has been taken yet." } "\n"
+        };
     }
     let level = report.subject.confidence_level.map_or_else(
         || "CI".to_owned(),
         |l| format!("{}% CI", confidence_percent(l)),
     );
-    let _ = writeln!(
-        out,
-        "<div class=\"wide\"><table class=\"metrics\"><thead><tr><th>metric</th><th>result</th><th>severity</th>\
-         <th>baseline n</th><th>canary n</th><th>baseline mean</th><th>canary mean</th>\
-         <th>baseline median</th><th>canary median</th><th>baseline p95</th><th>canary p95</th>\
-         <th>effect size</th><th>p-value</th><th>adjusted p</th><th>shift [{level}]</th>\
-         </tr></thead><tbody>"
-    );
-    for metric in &report.metrics {
-        metric_row(out, metric);
+    html! {
+        h2 { "Metrics (latest look)" } "\n"
+        div class="wide" {
+            table class="metrics" {
+                thead {
+                    tr {
+                        th { "metric" } th { "result" }
+                        @for column in METRIC_COLUMNS { th { (column) } }
+                        th { "shift [" (level) "]" }
+                    }
+                }
+                tbody {
+                    "\n"
+                    @for metric in &report.metrics { (metric_row(metric)) }
+                }
+            }
+        }
+        "\n"
     }
-    out.push_str("</tbody></table></div>\n");
 }
 
-fn metric_row(out: &mut String, metric: &MetricRow) {
+fn metric_row(metric: &MetricRow) -> Markup {
     let rate = metric
         .baseline
         .as_ref()
@@ -182,49 +231,49 @@ fn metric_row(out: &mut String, metric: &MetricRow) {
         .is_some_and(|s| s.total.is_some());
     let n = |side: &Option<SideRow>| side.as_ref().map_or_else(|| "–".to_owned(), |s| count(s.n));
     let dash = || "–".to_owned();
-    let class = escape(&metric.classification);
-    let _ = writeln!(
-        out,
-        "<tr class=\"metric\"><td>{name}</td><td class=\"{class}\">{class}</td><td>{severity}</td>\
-         <td class=\"num\">{bn}</td><td class=\"num\">{cn}</td><td class=\"num\">{bmean}</td>\
-         <td class=\"num\">{cmean}</td><td class=\"num\">{bmed}</td><td class=\"num\">{cmed}</td>\
-         <td class=\"num\">{bp95}</td><td class=\"num\">{cp95}</td><td>{effect}</td>\
-         <td class=\"num\">{p}</td><td class=\"num\">{adjusted}</td>\
-         <td class=\"num ci\">{shift}</td></tr>\
-         <tr class=\"why\"><td></td><td colspan=\"14\">{why}</td></tr>",
-        name = escape(&metric.name),
-        severity = escape(&metric.severity),
-        bn = n(&metric.baseline),
-        cn = n(&metric.canary),
-        bmean = side_value(&metric.baseline, |s| s.mean, rate),
-        cmean = side_value(&metric.canary, |s| s.mean, rate),
-        bmed = side_value(&metric.baseline, |s| s.median, false),
-        cmed = side_value(&metric.canary, |s| s.median, false),
-        bp95 = side_value(&metric.baseline, |s| s.p95, false),
-        cp95 = side_value(&metric.canary, |s| s.p95, false),
-        effect = metric.effect.as_deref().map_or_else(dash, escape),
-        p = metric.p_value.map_or_else(dash, |p| p_value(p, None)),
-        adjusted = metric
-            .adjusted_p_value
-            .map_or_else(dash, |p| p_value(p, None)),
-        shift = match (metric.shift_estimate, metric.shift_ci) {
-            (Some(shift), Some([low, high])) => {
-                format!("{}<br>[{}, {}]", signed(shift), signed(low), signed(high))
+    let numbers = [
+        n(&metric.baseline),
+        n(&metric.canary),
+        side_value(&metric.baseline, |s| s.mean, rate),
+        side_value(&metric.canary, |s| s.mean, rate),
+        side_value(&metric.baseline, |s| s.median, false),
+        side_value(&metric.canary, |s| s.median, false),
+        side_value(&metric.baseline, |s| s.p95, false),
+        side_value(&metric.canary, |s| s.p95, false),
+    ];
+    let p = |p: Option<f64>| p.map_or_else(dash, |p| p_value(p, None));
+    let class = Text(&metric.classification);
+    html! {
+        tr class="metric" {
+            td { (Text(&metric.name)) }
+            td class=(class) { (class) }
+            td { (Text(&metric.severity)) }
+            @for number in &numbers { td class="num" { (number) } }
+            td { (Text(metric.effect.as_deref().unwrap_or("–"))) }
+            td class="num" { (p(metric.p_value)) }
+            td class="num" { (p(metric.adjusted_p_value)) }
+            td class="num ci" {
+                @match (metric.shift_estimate, metric.shift_ci) {
+                    (Some(shift), Some([low, high])) => {
+                        (signed(shift)) br; "[" (signed(low)) ", " (signed(high)) "]"
+                    }
+                    (Some(shift), None) => (signed(shift)),
+                    _ => (dash()),
+                }
             }
-            (Some(shift), None) => signed(shift),
-            _ => dash(),
-        },
-        why = escape(&metric.reason),
-    );
+        }
+        tr class="why" { td {} td colspan="14" { (Text(&metric.reason)) } }
+        "\n"
+    }
 }
 
 fn clock(at: f64, start: f64) -> String {
     format!("+{}", duration((at - start).max(0.0)))
 }
 
-fn timeline(out: &mut String, report: &AnalysisReport) {
+fn timeline(report: &AnalysisReport) -> Markup {
     if report.timeline.is_empty() {
-        return;
+        return html! {};
     }
     // Times count from the first event, not from the submission: a replayed analysis
     // runs on the recording's clock, which can be long before it was submitted.
@@ -233,116 +282,123 @@ fn timeline(out: &mut String, report: &AnalysisReport) {
         .iter()
         .map(TimelineEvent::at)
         .fold(f64::INFINITY, f64::min);
-    out.push_str(
-        "<h2>Timeline</h2><table class=\"timeline\"><thead><tr><th>time</th><th>event</th>\
-         <th>stage</th><th>traffic</th><th>verdict</th><th>what happened</th></tr></thead><tbody>\n",
-    );
-    for event in &report.timeline {
-        match event {
-            TimelineEvent::Look {
-                at,
-                look,
-                stage,
-                traffic,
-                verdict,
-                decision,
-                reasons,
-                triggers,
-                ..
-            } => {
-                let _ = writeln!(
-                    out,
-                    "<tr><td class=\"num\">{}</td><td>look {look}</td><td>{}</td><td class=\"num\">{}</td>\
-                     <td class=\"{v}\">{v}</td><td><b>{}</b>{}</td></tr>",
-                    clock(*at, start),
-                    escape(stage),
-                    traffic.map_or_else(|| "–".to_owned(), |t| format!("{}%", number(t))),
-                    escape(decision),
-                    reasons
-                        .first()
-                        .map_or_else(String::new, |r| format!(": {}", escape(r))),
-                    v = verdict.as_str(),
-                );
-                for trigger in triggers {
-                    trigger_row(out, trigger);
+    html! {
+        h2 { "Timeline" }
+        table class="timeline" {
+            thead {
+                tr {
+                    @for column in ["time", "event", "stage", "traffic", "verdict", "what happened"] {
+                        th { (column) }
+                    }
                 }
             }
-            TimelineEvent::Actuation {
-                at,
-                action,
-                target,
-                state,
-                detail,
-            } => {
-                let _ = writeln!(
-                    out,
-                    "<tr><td class=\"num\">{}</td><td>flag change</td><td></td><td class=\"num\">{}%</td>\
-                     <td></td><td>{} → {}% ({}){}</td></tr>",
-                    clock(*at, start),
-                    number(*target),
-                    escape(action),
-                    number(*target),
-                    escape(state),
-                    detail
-                        .as_deref()
-                        .map_or_else(String::new, |d| format!(": {}", escape(d))),
-                );
-            }
-            TimelineEvent::Manual {
-                at,
-                actor,
-                action,
-                reason,
-                from_state,
-                to_state,
-            } => {
-                let _ = writeln!(
-                    out,
-                    "<tr class=\"manual\"><td class=\"num\">{}</td><td>manual {}</td><td></td><td></td><td></td>\
-                     <td>by <b>{}</b>: “{}” ({} → {})</td></tr>",
-                    clock(*at, start),
-                    escape(action),
-                    escape(actor),
-                    escape(reason),
-                    escape(from_state),
-                    escape(to_state),
-                );
+            tbody {
+                "\n"
+                @for event in &report.timeline { (timeline_row(event, start)) }
             }
         }
+        "\n"
     }
-    out.push_str("</tbody></table>\n");
+}
+
+/// One event of the timeline, and a look's trigger checks under it.
+fn timeline_row(event: &TimelineEvent, start: f64) -> Markup {
+    match event {
+        TimelineEvent::Look {
+            at,
+            look,
+            stage,
+            traffic,
+            verdict,
+            decision,
+            reasons,
+            triggers,
+            ..
+        } => html! {
+            tr {
+                td class="num" { (clock(*at, start)) }
+                td { "look " (look) }
+                td { (Text(stage)) }
+                td class="num" {
+                    @match traffic { Some(t) => { (number(*t)) "%" }, None => "–" }
+                }
+                td class=(verdict.as_str()) { (verdict.as_str()) }
+                td {
+                    b { (Text(decision)) }
+                    @if let Some(reason) = reasons.first() { ": " (Text(reason)) }
+                }
+            }
+            "\n"
+            @for trigger in triggers { (trigger_row(trigger)) }
+        },
+        TimelineEvent::Actuation {
+            at,
+            action,
+            target,
+            state,
+            detail,
+        } => html! {
+            tr {
+                td class="num" { (clock(*at, start)) }
+                td { "flag change" }
+                td {}
+                td class="num" { (number(*target)) "%" }
+                td {}
+                td {
+                    (Text(action)) " → " (number(*target)) "% (" (Text(state)) ")"
+                    @if let Some(detail) = detail { ": " (Text(detail)) }
+                }
+            }
+            "\n"
+        },
+        TimelineEvent::Manual {
+            at,
+            actor,
+            action,
+            reason,
+            from_state,
+            to_state,
+        } => html! {
+            tr class="manual" {
+                td class="num" { (clock(*at, start)) }
+                td { "manual " (Text(action)) }
+                td {} td {} td {}
+                td {
+                    "by " b { (Text(actor)) } ": “" (Text(reason)) "” ("
+                    (Text(from_state)) " → " (Text(to_state)) ")"
+                }
+            }
+            "\n"
+        },
+    }
 }
 
 /// One trigger's check under its look: fired or not, the value against the limit, why.
-fn trigger_row(out: &mut String, trigger: &TriggerRow) {
-    let (class, word) = if trigger.met {
-        (
-            "trigger fired",
-            format!(
-                "<span class=\"fired-word\">FIRED → {}</span>",
-                escape(&trigger.action)
-            ),
-        )
-    } else {
-        (
-            "trigger clear",
-            "<span class=\"clear-word\">not met</span>".to_owned(),
-        )
-    };
+fn trigger_row(trigger: &TriggerRow) -> Markup {
     let value = match (trigger.value, trigger.limit) {
         (Some(value), Some(limit)) => format!("{} vs limit {}: ", number(value), number(limit)),
         (Some(value), None) => format!("{}: ", number(value)),
         (None, Some(limit)) => format!("no value vs limit {}: ", number(limit)),
         (None, None) => String::new(),
     };
-    let _ = writeln!(
-        out,
-        "<tr class=\"{class}\"><td></td><td>trigger</td><td colspan=\"3\">{} <span class=\"meta\">({})</span></td>\
-         <td>{word} · {value}{}</td></tr>",
-        escape(&trigger.name),
-        escape(&trigger.metric),
-        escape(&trigger.reason),
-    );
+    html! {
+        tr class=(if trigger.met { "trigger fired" } else { "trigger clear" }) {
+            td {}
+            td { "trigger" }
+            td colspan="3" {
+                (Text(&trigger.name)) " " span class="meta" { "(" (Text(&trigger.metric)) ")" }
+            }
+            td {
+                @if trigger.met {
+                    span class="fired-word" { "FIRED → " (Text(&trigger.action)) }
+                } @else {
+                    span class="clear-word" { "not met" }
+                }
+                " · " (value) (Text(&trigger.reason))
+            }
+        }
+        "\n"
+    }
 }
 
 /// The labelled limits of a metric: absolute thresholds (red) and the limits it sets
@@ -386,115 +442,119 @@ fn sides<'a>(baseline: &'a [(f64, f64)], canary: &'a [(f64, f64)], steps: bool) 
     ]
 }
 
-fn metric_charts(out: &mut String, report: &AnalysisReport, charts: &ChartData) {
+fn metric_charts(report: &AnalysisReport, charts: &ChartData) -> Markup {
     if report.metrics.is_empty() {
-        return;
+        return html! {};
     }
-    out.push_str(
-        "<h2>Charts</h2><p class=\"meta\"><span class=\"key-b\">■ baseline</span> \
-         <span class=\"key-c\">■ canary</span> <span class=\"key-l\">■ threshold</span> \
-         <span class=\"key-r\">╌ limit relative to the baseline (latest look)</span> · \
-         lines are downsampled for drawing; the table's numbers are exact.</p>\n",
-    );
-    for metric in &report.metrics {
-        let limits = marks(metric);
-        let _ = write!(
-            out,
-            "<section class=\"metric-charts\"><h3>{} <span class=\"{c}\">{c}</span></h3><div class=\"charts\">",
-            escape(&metric.name),
-            c = escape(&metric.classification)
-        );
-        let history = report.history.iter().find(|h| h.name == metric.name);
-        match charts.get(&metric.name) {
-            Some(raw) => {
-                let start = raw
-                    .baseline
-                    .iter()
-                    .chain(&raw.canary)
-                    .map(|p| p.0)
-                    .fold(f64::INFINITY, f64::min);
-                let shift = |points: &[(f64, f64)]| -> Vec<(f64, f64)> {
-                    chart::downsample(points, MAX_POINTS)
-                        .into_iter()
-                        .map(|(t, v)| (t - start, v))
-                        .collect()
-                };
-                let baseline = shift(&raw.baseline);
-                let canary = shift(&raw.canary);
-                figure(
-                    out,
-                    &chart::draw(
-                        &sides(&baseline, &canary, false),
-                        &[],
-                        &limits,
-                        "seconds since the first point",
-                    ),
-                    &match raw.counted {
-                        Some([baseline, canary])
-                            if baseline > raw.baseline.len() as u64
-                                || canary > raw.canary.len() as u64 =>
-                        {
-                            format!(
-                                "over time: {} baseline and {} canary points, drawn from \
-                                 {} and {} kept by the looks (each look's minima and maxima)",
-                                count(baseline),
-                                count(canary),
-                                count(raw.baseline.len() as u64),
-                                count(raw.canary.len() as u64)
-                            )
-                        }
-                        _ => format!(
-                            "over time: {} baseline and {} canary points",
-                            count(raw.baseline.len() as u64),
-                            count(raw.canary.len() as u64)
-                        ),
-                    },
-                );
-                let values =
-                    |points: &[(f64, f64)]| points.iter().map(|p| p.1).collect::<Vec<f64>>();
-                let (baseline_cdf, canary_cdf, caption) = match &raw.distribution {
-                    Some([baseline, canary]) => (
-                        chart::downsample(baseline, MAX_POINTS),
-                        chart::downsample(canary, MAX_POINTS),
-                        "distribution: empirical CDF of every look's points (to within 2.5%)",
-                    ),
-                    None => (
-                        chart::ecdf(&values(&raw.baseline), MAX_POINTS),
-                        chart::ecdf(&values(&raw.canary), MAX_POINTS),
-                        "distribution: empirical CDF",
-                    ),
-                };
-                figure(
-                    out,
-                    &chart::draw(
-                        &sides(&baseline_cdf, &canary_cdf, true),
-                        &limits,
-                        &[],
-                        "value (y: share of points at or below)",
-                    ),
-                    caption,
-                );
-            }
-            None => {
-                if let Some(history) = history {
-                    history_chart(out, history, &limits);
-                }
-                quantile_chart(out, metric, &limits);
-            }
+    html! {
+        h2 { "Charts" }
+        p class="meta" {
+            span class="key-b" { "■ baseline" } " "
+            span class="key-c" { "■ canary" } " "
+            span class="key-l" { "■ threshold" } " "
+            span class="key-r" { "╌ limit relative to the baseline (latest look)" }
+            " · lines are downsampled for drawing; the table's numbers are exact."
         }
-        out.push_str("</div></section>\n");
+        "\n"
+        @for metric in &report.metrics {
+            section class="metric-charts" {
+                h3 {
+                    (Text(&metric.name)) " "
+                    span class=(Text(&metric.classification)) { (Text(&metric.classification)) }
+                }
+                div class="charts" { (metric_figures(report, charts, metric)) }
+            }
+            "\n"
+        }
     }
 }
 
-fn figure(out: &mut String, svg: &str, caption: &str) {
-    let _ = write!(
-        out,
-        "<figure>{svg}<figcaption>{}</figcaption></figure>",
-        escape(caption)
-    );
+/// A metric's charts: over time and its distribution from the raw series when they
+/// are at hand, else from the looks' history and the stored quantiles.
+fn metric_figures(report: &AnalysisReport, charts: &ChartData, metric: &MetricRow) -> Markup {
+    let limits = marks(metric);
+    let Some(raw) = charts.get(&metric.name) else {
+        let history = report.history.iter().find(|h| h.name == metric.name);
+        return html! {
+            @if let Some(history) = history { (history_chart(history, &limits)) }
+            (quantile_chart(metric, &limits))
+        };
+    };
+    let start = raw
+        .baseline
+        .iter()
+        .chain(&raw.canary)
+        .map(|p| p.0)
+        .fold(f64::INFINITY, f64::min);
+    let shift = |points: &[(f64, f64)]| -> Vec<(f64, f64)> {
+        chart::downsample(points, MAX_POINTS)
+            .into_iter()
+            .map(|(t, v)| (t - start, v))
+            .collect()
+    };
+    let baseline = shift(&raw.baseline);
+    let canary = shift(&raw.canary);
+    let drawn = |n: usize| count(n as u64);
+    let over_time = match raw.counted {
+        Some([baseline, canary])
+            if baseline > raw.baseline.len() as u64 || canary > raw.canary.len() as u64 =>
+        {
+            format!(
+                "over time: {} baseline and {} canary points, drawn from \
+                 {} and {} kept by the looks (each look's minima and maxima)",
+                count(baseline),
+                count(canary),
+                drawn(raw.baseline.len()),
+                drawn(raw.canary.len())
+            )
+        }
+        _ => format!(
+            "over time: {} baseline and {} canary points",
+            drawn(raw.baseline.len()),
+            drawn(raw.canary.len())
+        ),
+    };
+    let values = |points: &[(f64, f64)]| points.iter().map(|p| p.1).collect::<Vec<f64>>();
+    let (baseline_cdf, canary_cdf, caption) = match &raw.distribution {
+        Some([baseline, canary]) => (
+            chart::downsample(baseline, MAX_POINTS),
+            chart::downsample(canary, MAX_POINTS),
+            "distribution: empirical CDF of every look's points (to within 2.5%)",
+        ),
+        None => (
+            chart::ecdf(&values(&raw.baseline), MAX_POINTS),
+            chart::ecdf(&values(&raw.canary), MAX_POINTS),
+            "distribution: empirical CDF",
+        ),
+    };
+    html! {
+        (figure(
+            &chart::draw(
+                &sides(&baseline, &canary, false),
+                &[],
+                &limits,
+                "seconds since the first point",
+            ),
+            &over_time,
+        ))
+        (figure(
+            &chart::draw(
+                &sides(&baseline_cdf, &canary_cdf, true),
+                &limits,
+                &[],
+                "value (y: share of points at or below)",
+            ),
+            caption,
+        ))
+    }
 }
 
-fn history_chart(out: &mut String, history: &MetricHistory, limits: &[Mark]) {
+/// A chart (SVG markup from [`chart::draw`]) with its caption.
+fn figure(svg: &str, caption: &str) -> Markup {
+    html! { figure { (PreEscaped(svg)) figcaption { (Text(caption)) } } }
+}
+
+fn history_chart(history: &MetricHistory, limits: &[Mark]) -> Markup {
     let side = |pick: fn(&super::analysis::HistoryPoint) -> Option<f64>| -> Vec<(f64, f64)> {
         let points: Vec<(f64, f64)> = history
             .points
@@ -506,15 +566,14 @@ fn history_chart(out: &mut String, history: &MetricHistory, limits: &[Mark]) {
     let baseline = side(|p| p.baseline);
     let canary = side(|p| p.canary);
     figure(
-        out,
         &chart::draw(&sides(&baseline, &canary, false), &[], limits, "look"),
         &format!("{} at each look", history.statistic),
-    );
+    )
 }
 
 /// The distribution as far as the stored summaries tell it: min, median, p95, p99, max
 /// as points of the CDF.
-fn quantile_chart(out: &mut String, metric: &MetricRow, limits: &[Mark]) {
+fn quantile_chart(metric: &MetricRow, limits: &[Mark]) -> Markup {
     let points = |side: &Option<SideRow>| -> Vec<(f64, f64)> {
         let Some(s) = side else { return Vec::new() };
         [
@@ -531,10 +590,9 @@ fn quantile_chart(out: &mut String, metric: &MetricRow, limits: &[Mark]) {
     let baseline = points(&metric.baseline);
     let canary = points(&metric.canary);
     if baseline.is_empty() && canary.is_empty() {
-        return;
+        return html! {};
     }
     figure(
-        out,
         &chart::draw(
             &sides(&baseline, &canary, false),
             limits,
@@ -542,7 +600,7 @@ fn quantile_chart(out: &mut String, metric: &MetricRow, limits: &[Mark]) {
             "value (y: share at or below)",
         ),
         "distribution from the stored quantiles (min, median, p95, p99, max)",
-    );
+    )
 }
 
 #[cfg(test)]
