@@ -2,7 +2,7 @@
 //! (pure: `look`, `decide`), apply the planned flag change, record — and is the only
 //! writer of flags (through a [`FlagWriter`]). [`records`] are what it records.
 //!
-//! [`RolloutRunner::step`] is one analysis at a given analysis time; it is public so
+//! [`RolloutRunner::take_look`] is one analysis at a given analysis time; it is public so
 //! tests and simulations drive a rollout look by look without sleeping.
 //! [`RolloutRunner::run`] is the loop a worker runs: wait for the next look on a
 //! [`Clock`], step, repeat until the rollout ends.

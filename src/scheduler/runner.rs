@@ -1,4 +1,4 @@
-//! [`RolloutRunner`]: the thin shell around one rollout. Each step reads the flag,
+//! [`RolloutRunner`]: the thin shell around one rollout. Each look reads the flag,
 //! fetches the look's observations, hands them to the pure [`look::decide_look`],
 //! makes the change it plans through a [`FlagWriter`], moves the state on with
 //! [`decide::settle`] once the change is made, and records the [`Look`].
@@ -328,11 +328,11 @@ impl RolloutRunner {
         Ok(())
     }
 
-    /// One analysis at analysis time `now`: read the flag, fetch, decide the look
+    /// Takes one look at analysis time `now`: read the flag, fetch, decide the look
     /// (`look::decide_look`), make the flag change it plans and record. Returns the
     /// record of this look.
     #[tracing::instrument(skip(self), fields(flag = %self.rollout.flag, stage = %self.stage().name))]
-    pub async fn step(&mut self, now: f64) -> Result<&Look, RunError> {
+    pub async fn take_look(&mut self, now: f64) -> Result<&Look, RunError> {
         // A rollout waiting for a person still looks: its rollback triggers and the
         // judge's rollbacks act meanwhile; nothing else moves the flag.
         if !matches!(
@@ -553,7 +553,7 @@ impl RolloutRunner {
                 break;
             }
             clock.sleep_until(due).await;
-            self.step(due).await?;
+            self.take_look(due).await?;
             on_look(self);
         }
         Ok(self.state.status)
@@ -642,7 +642,7 @@ query = 'latency{ {{scope}} }'
             Percentage::FULL
         );
         assert!(
-            runner.step(T0 + 60.0).await.is_err(),
+            runner.take_look(T0 + 60.0).await.is_err(),
             "no look after the end"
         );
     }
@@ -651,7 +651,7 @@ query = 'latency{ {{scope}} }'
     async fn a_passing_look_says_how_long_the_stage_has_run_in_natural_units() {
         let mut runner = runner(Arc::new(LogOnlyActuator::new()));
         runner.start(T0).await.unwrap();
-        let look = runner.step(T0 + 60.0).await.unwrap();
+        let look = runner.take_look(T0 + 60.0).await.unwrap();
         assert!(
             look.reasons
                 .iter()
@@ -751,7 +751,7 @@ query = 'latency{{ {{{{scope}}}} }}'
                 break;
             }
             let due = runner.next_look_at();
-            runner.step(due).await.unwrap();
+            runner.take_look(due).await.unwrap();
         }
         runner
             .actuations()
@@ -830,7 +830,7 @@ query = 'latency{{ {{{{scope}}}} }}'
         runner.start(T0).await.unwrap();
         while runner.rolling_back().is_none() {
             let due = runner.next_look_at();
-            runner.step(due).await.unwrap();
+            runner.take_look(due).await.unwrap();
         }
         let snapshot = runner.snapshot();
         let resumed_from =
@@ -848,7 +848,7 @@ query = 'latency{{ {{{{scope}}}} }}'
         assert_eq!(resumed.traffic().value(), 37.5);
         assert_eq!(resumed.next_look_at(), runner.next_look_at());
         let due = resumed.next_look_at();
-        resumed.step(due).await.unwrap();
+        resumed.take_look(due).await.unwrap();
         assert_eq!(resumed.traffic().value(), 25.0);
     }
 

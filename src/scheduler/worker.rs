@@ -583,7 +583,7 @@ impl Worker {
         }
         let due = runner.next_look_at();
         let at = step_time(Some(due), now, runner.stage().interval.seconds(), recorded);
-        let record = match runner.step(at).await {
+        let record = match runner.take_look(at).await {
             Ok(record) => record.clone(),
             Err(error) => {
                 let error = unless_store_failed(error)?;

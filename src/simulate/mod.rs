@@ -629,7 +629,7 @@ pub async fn run_rollout(
     while runner.status() == RolloutStatus::Running && (runner.history().len() as u64) < max_looks {
         let due = runner.next_look_at();
         let traffic_during = runner.traffic().value();
-        let record = runner.step(due).await?;
+        let record = runner.take_look(due).await?;
         let look = record.look;
         if family == Family::SlowAtHigherStages && traffic_during >= 25.0 && onset_look.is_none() {
             onset_look = Some(look);

@@ -564,7 +564,7 @@ async fn an_adopted_flag_starts_at_the_stage_below_its_share_and_is_never_lowere
     assert_eq!(adopted.traffic().value(), 30.0);
     while adopted.status() == RolloutStatus::Running {
         let due = adopted.next_look_at();
-        adopted.step(due).await.unwrap();
+        adopted.take_look(due).await.unwrap();
     }
     assert_eq!(adopted.status(), RolloutStatus::Promoted);
     let targets: Vec<f64> = adopted
@@ -588,7 +588,7 @@ async fn a_flag_changed_by_someone_else_between_looks_holds_the_rollout_without_
     let mut rollout = runner(&path, "checkout", false);
     rollout.start(REPLAY_START).await.unwrap();
     let first = rollout.next_look_at();
-    rollout.step(first).await.unwrap();
+    rollout.take_look(first).await.unwrap();
     // Someone else (another tool, a person) sets the flag to 50 % in the file.
     let person = FlagdFileActuator::new(&path);
     person
@@ -598,7 +598,7 @@ async fn a_flag_changed_by_someone_else_between_looks_holds_the_rollout_without_
     let changes_before = rollout.actuations().len();
     for _ in 0..4 {
         let due = rollout.next_look_at();
-        let look = rollout.step(due).await.unwrap();
+        let look = rollout.take_look(due).await.unwrap();
         assert_eq!(look.decision, Decision::Hold, "{:?}", look.reasons);
         assert!(
             look.reasons[0].contains("changed outside this rollout")
@@ -620,7 +620,7 @@ async fn a_flag_changed_by_someone_else_between_looks_holds_the_rollout_without_
         .await
         .unwrap();
     let due = rollout.next_look_at();
-    let look = rollout.step(due).await.unwrap();
+    let look = rollout.take_look(due).await.unwrap();
     assert_ne!(look.decision, Decision::Hold, "{:?}", look.reasons);
 }
 

@@ -91,7 +91,7 @@ fn harness(recording_name: &str, profile: &str, canary_scope: &str) -> Harness {
 async fn step_until_done(runner: &mut RolloutRunner) {
     while runner.status() == RolloutStatus::Running && runner.history().len() < 40 {
         let due = runner.next_look_at();
-        runner.step(due).await.unwrap();
+        runner.take_look(due).await.unwrap();
     }
 }
 
@@ -149,11 +149,11 @@ async fn prometheus_going_away_mid_rollout_holds_and_the_rollout_recovers_when_i
     h.runner.start(START).await.unwrap();
     while h.runner.stage_index() < 2 {
         let due = h.runner.next_look_at();
-        h.runner.step(due).await.unwrap();
+        h.runner.take_look(due).await.unwrap();
     }
     h.prometheus.stop();
     let due = h.runner.next_look_at();
-    let look = h.runner.step(due).await.unwrap().clone();
+    let look = h.runner.take_look(due).await.unwrap().clone();
     assert_eq!(look.decision, Decision::Hold, "{:#?}", look.reasons);
     assert!(
         look.reasons.iter().any(|r| r.contains("unreachable")),
@@ -203,7 +203,7 @@ async fn a_canary_scope_that_matches_no_series_is_a_configuration_error_that_res
         "the first stage's share is set: only now can the canary scope be checked"
     );
     let due = h.runner.next_look_at();
-    let error = h.runner.step(due).await.unwrap_err();
+    let error = h.runner.take_look(due).await.unwrap_err();
     assert!(matches!(error, RunError::Config(_)), "{error}");
     let message = error.to_string();
     assert!(

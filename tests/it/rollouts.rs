@@ -93,7 +93,7 @@ async fn drive(profile: Arc<Profile>, models: BTreeMap<String, MetricModel>, see
     let max_looks = runner.plan().planned_looks() * 3;
     while runner.status() == RolloutStatus::Running && (runner.history().len() as u64) < max_looks {
         let due = runner.next_look_at();
-        runner.step(due).await.unwrap();
+        runner.take_look(due).await.unwrap();
     }
     Outcome {
         status: runner.status(),
@@ -494,7 +494,7 @@ async fn staged_ga_a_rollout_waiting_for_a_person_still_rolls_back_on_a_rollback
             break;
         }
         let due = runner.next_look_at();
-        runner.step(due).await.unwrap();
+        runner.take_look(due).await.unwrap();
     }
     assert_eq!(runner.status(), RolloutStatus::RolledBack);
     let history = runner.history();
@@ -806,7 +806,7 @@ async fn a_rollout_resumed_from_a_snapshot_decides_exactly_as_an_uninterrupted_o
     let mut decisions = Vec::new();
     for _ in 0..3 {
         let due = first.next_look_at();
-        decisions.push(first.step(due).await.unwrap().decision.clone());
+        decisions.push(first.take_look(due).await.unwrap().decision.clone());
     }
     let snapshot = serde_json::to_string(&first.snapshot()).unwrap();
     drop(first);
@@ -820,7 +820,7 @@ async fn a_rollout_resumed_from_a_snapshot_decides_exactly_as_an_uninterrupted_o
     .unwrap();
     while second.status() == RolloutStatus::Running {
         let due = second.next_look_at();
-        decisions.push(second.step(due).await.unwrap().decision.clone());
+        decisions.push(second.take_look(due).await.unwrap().decision.clone());
     }
     assert_eq!(decisions, expected);
     assert_eq!(second.status(), RolloutStatus::RolledBack);

@@ -323,7 +323,7 @@ async fn run_rollout(
     let max_looks = runner.plan().planned_looks() * 3;
     while runner.status() == RolloutStatus::Running && (runner.history().len() as u64) < max_looks {
         let due = runner.next_look_at();
-        runner.step(due).await.unwrap();
+        runner.take_look(due).await.unwrap();
     }
     runner
 }
