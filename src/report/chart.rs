@@ -12,7 +12,7 @@ use maud::html;
 
 use plotters::prelude::*;
 
-use super::html::Text;
+use super::markup::Text;
 use crate::format::number;
 
 /// Most points drawn per line.

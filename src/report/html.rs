@@ -9,43 +9,15 @@
 //! reasons, actors) is spliced as [`Text`], which escapes `'` too, as the report
 //! always has.
 
-use maud::{DOCTYPE, Markup, PreEscaped, Render, html};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::analysis::{
     AnalysisReport, ChartData, MetricHistory, MetricRow, SideRow, TimelineEvent, TriggerRow,
 };
 use super::chart::{self, BASELINE, CANARY, Line, MAX_POINTS, Mark};
+use super::markup::Text;
 use crate::domain::Verdict;
 use crate::format::{confidence_percent, count, duration, number, p_value, percent, signed};
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    escape_into(text, &mut out);
-    out
-}
-
-fn escape_into(text: &str, out: &mut String) {
-    for character in text.chars() {
-        match character {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            other => out.push(other),
-        }
-    }
-}
-
-/// Text for the page: escaped for element content and quoted attribute values.
-pub struct Text<'a>(pub &'a str);
-
-impl Render for Text<'_> {
-    fn render_to(&self, buffer: &mut String) {
-        escape_into(self.0, buffer);
-    }
-}
 
 const STYLE: &str = r#"
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1b1b1b;background:#fafafa}

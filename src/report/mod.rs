@@ -6,7 +6,8 @@
 //!   analysis (verdict banner, timeline, per-metric table), built purely from stored
 //!   records, and its versioned JSON form.
 //! - [`terminal`]: a compact summary of that report, coloured on terminals.
-//! - [`html`]: that report as one self-contained HTML page, with [`chart`]'s SVG charts.
+//! - [`html`]: that report as one self-contained HTML page, with [`chart`]'s SVG charts,
+//!   both written through `maud` templates with [`markup`]'s escaping.
 //!
 //! Rendering never changes a number: the report shows what the judge computed.
 
@@ -14,5 +15,6 @@ pub mod analysis;
 pub mod chart;
 pub mod html;
 pub mod json;
+pub mod markup;
 pub mod terminal;
 pub mod text;

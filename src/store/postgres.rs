@@ -1,6 +1,6 @@
 //! The shared store: PostgreSQL, which several `canary serve` instances use at once.
 //!
-//! Work is shared through leases on rows. [`Store::claim_due`](super::Store::claim_due) picks due rows with
+//! Work is shared through leases on rows. [`Store::claim_due`](super::model::Store::claim_due) picks due rows with
 //! `SELECT ... FOR UPDATE SKIP LOCKED` and leases them in the same statement, so two
 //! instances claiming at once lock disjoint rows and neither waits for the other. Every
 //! check-then-write (a look, an actuation intent, a manual action) reads its analysis

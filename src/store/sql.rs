@@ -1,4 +1,4 @@
-//! The [`Store`](super::Store) methods whose SQL both engines share, written once.
+//! The [`Store`](super::model::Store) methods whose SQL both engines share, written once.
 //!
 //! The two engines keep the same tables and accept the same statements: both take
 //! numbered parameters (`$1`; sqlx binds SQLite's `$N` by number too), `RETURNING`,
@@ -75,35 +75,35 @@ impl Guard {
                 .is_some_and(|expires| now_ms < expires)
     }
 
-    /// [`StoreError::LeaseLost`](super::StoreError::LeaseLost) unless `worker` holds
+    /// [`StoreError::LeaseLost`](super::model::StoreError::LeaseLost) unless `worker` holds
     /// the lease.
     pub(crate) fn check_holder(
         &self,
         id: uuid::Uuid,
         worker: &str,
         now_ms: i64,
-    ) -> Result<(), super::StoreError> {
+    ) -> Result<(), super::model::StoreError> {
         if self.holds(worker, now_ms) {
             Ok(())
         } else {
-            Err(super::StoreError::LeaseLost {
+            Err(super::model::StoreError::LeaseLost {
                 analysis: id,
                 worker: worker.to_owned(),
             })
         }
     }
 
-    /// [`StoreError::Conflict`](super::StoreError::Conflict) unless the analysis is at
+    /// [`StoreError::Conflict`](super::model::StoreError::Conflict) unless the analysis is at
     /// `expected` version.
     pub(crate) fn check_version(
         &self,
         id: uuid::Uuid,
         expected: i64,
-    ) -> Result<(), super::StoreError> {
+    ) -> Result<(), super::model::StoreError> {
         if self.version == expected {
             Ok(())
         } else {
-            Err(super::StoreError::Conflict(format!(
+            Err(super::model::StoreError::Conflict(format!(
                 "analysis {id} is at version {}, not {expected}",
                 self.version
             )))
@@ -111,7 +111,7 @@ impl Guard {
     }
 }
 
-/// Implements [`Store`](super::Store) for `$store` over `$connection` from the shared
+/// Implements [`Store`](super::model::Store) for `$store` over `$connection` from the shared
 /// statements, in a module `$module` of the calling engine's file (which can therefore
 /// use the engine's private items listed in this module's documentation).
 macro_rules! sql_store {
