@@ -170,7 +170,7 @@ fn hodges_lehmann_validated(
 
 /// The lower interval rank and achieved confidence exactly as R's exact branch.
 fn exact_interval_rank(canary_n: usize, baseline_n: usize, alpha: f64) -> (u64, f64) {
-    let distribution = ExactRankSumDistribution::new(canary_n, baseline_n);
+    let distribution = ExactRankSumDistribution::shared(canary_n, baseline_n);
     let lower_rank = distribution.lower_quantile(alpha / 2.0).max(1);
     let achieved = 1.0 - 2.0 * distribution.lower_tail(lower_rank - 1);
     (lower_rank as u64, achieved)

@@ -130,7 +130,7 @@ fn mann_whitney_validated(
     let (p_value, ln_p_value, z, method) = if use_exact {
         // Without ties U is an integer, so halving the doubled count is exact.
         let u_integer = summary.twice_u_canary / 2;
-        let distribution = ExactRankSumDistribution::new(canary_n, baseline_n);
+        let distribution = ExactRankSumDistribution::shared(canary_n, baseline_n);
         let p_value = distribution.p_value(u_integer, alternative);
         (p_value, p_value.ln(), None, MannWhitneyMethod::Exact)
     } else {
@@ -514,43 +514,102 @@ const MERGE_CHUNK: usize = 4;
 /// observations: `counts[u]` is the number of the C(n + m, n) equally likely
 /// arrangements whose U equals `u` (R's `cwilcox`).
 ///
-/// Built by dynamic programming over sample sizes rather than enumeration:
-/// the largest pooled value is either a canary value, which beats all `j`
-/// baseline values, or a baseline value, which changes nothing, so
-/// `f(i, j; u) = f(i - 1, j; u - j) + f(i, j - 1; u)`. Only additions are used,
-/// so the small tail counts stay exact integers in f64 and the tails keep full
-/// relative accuracy; the largest count for 49 + 49 is about 2.5e28, far from
-/// overflow. Costs O(n² m²) additions, so it is only built below
-/// [`EXACT_SAMPLE_SIZE_LIMIT`] (at most 1.5 million additions).
+/// The counts are the coefficients of the Gaussian binomial coefficient
+/// `[n + m choose m]_q = ∏_{i=1..m} (1 − q^(n+i)) / (1 − q^i)`, built one factor at
+/// a time in exact integer arithmetic (`u128`: the largest count, for 49 + 49, is
+/// about 2.5e28, far below 3.4e38). After factor `i` the polynomial is
+/// `[n + i choose i]_q`, so every partial result is a count; multiplying by
+/// `1 − q^(n+i)` is one subtraction per coefficient and dividing by `1 − q^i` one
+/// addition. The distribution is symmetric (`counts[u] = counts[n·m − u]`), so only
+/// the lower half is built and mirrored: about m · n · m / 2 integer operations and
+/// one allocation, against O(n² m²) additions and a vector per table cell for the
+/// dynamic programme over sample sizes this replaced (the same counts; they are now
+/// exact before their one rounding to f64). Sizes repeat across the metrics of a
+/// look and across looks, so [`ExactRankSumDistribution::shared`] keeps each
+/// distribution once per process.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ExactRankSumDistribution {
     counts: Vec<f64>,
     total: f64,
 }
 
+/// Builds the exact null distribution of U for untied samples of these sizes,
+/// unshared, and returns its counts (`counts[u]` arrangements with U = `u`): for the
+/// benchmark of its cost, which the judge pays once per size and process.
+#[doc(hidden)]
+pub fn exact_null_counts(canary_n: usize, baseline_n: usize) -> Vec<f64> {
+    ExactRankSumDistribution::new(canary_n, baseline_n).counts
+}
+
+/// Distributions kept by [`ExactRankSumDistribution::shared`] at most; sizes under
+/// [`EXACT_SAMPLE_SIZE_LIMIT`] make at most 1,225 distinct pairs of at most 19 KiB each.
+const SHARED_DISTRIBUTIONS: usize = 256;
+
 impl ExactRankSumDistribution {
     /// Builds the distribution for the given sample sizes.
     pub(crate) fn new(canary_n: usize, baseline_n: usize) -> Self {
-        // previous_row[j] holds f(i - 1, j; ·) for j = 0..=baseline_n.
-        let mut previous_row: Vec<Vec<f64>> = vec![vec![1.0]; baseline_n + 1];
-        for canary_count in 1..=canary_n {
-            let mut current_row: Vec<Vec<f64>> = Vec::with_capacity(baseline_n + 1);
-            current_row.push(vec![1.0]);
-            for baseline_count in 1..=baseline_n {
-                let mut distribution = vec![0.0; canary_count * baseline_count + 1];
-                for (u, count) in current_row[baseline_count - 1].iter().enumerate() {
-                    distribution[u] += count;
-                }
-                for (u, count) in previous_row[baseline_count].iter().enumerate() {
-                    distribution[u + baseline_count] += count;
-                }
-                current_row.push(distribution);
+        // The distribution of U is the same for (m, n) and (n, m); fewer factors of
+        // the larger size is less work.
+        let (factors, size) = if canary_n <= baseline_n {
+            (canary_n, baseline_n)
+        } else {
+            (baseline_n, canary_n)
+        };
+        let max_u = factors * size;
+        let half = max_u / 2;
+        let mut counts = vec![0u128; half + 1];
+        counts[0] = 1;
+        for i in 1..=factors {
+            // ÷ (1 − q^i) first, a running sum with stride i from the bottom up: its
+            // coefficients only grow, and stay below the final total. Then
+            // × (1 − q^(size + i)) from the top down, so each term reads the divided
+            // value: the difference is a coefficient of [size + i choose i]_q, never
+            // negative.
+            for u in i..=half {
+                counts[u] += counts[u - i];
             }
-            previous_row = current_row;
+            let shift = size + i;
+            for u in (shift..=half).rev() {
+                counts[u] -= counts[u - shift];
+            }
         }
-        let counts = previous_row.pop().unwrap_or_else(|| vec![1.0]);
-        let total = counts.iter().sum();
-        Self { counts, total }
+        let mut mirrored: Vec<f64> = Vec::with_capacity(max_u + 1);
+        mirrored.extend(counts.iter().map(|&count| count as f64));
+        for u in half + 1..=max_u {
+            mirrored.push(mirrored[max_u - u]);
+        }
+        let total: u128 =
+            2 * counts.iter().sum::<u128>() - if max_u % 2 == 0 { counts[half] } else { 0 };
+        Self {
+            counts: mirrored,
+            total: total as f64,
+        }
+    }
+
+    /// The distribution for the given sample sizes, built once per process and
+    /// shared (sizes repeat across metrics and looks).
+    pub(crate) fn shared(canary_n: usize, baseline_n: usize) -> std::sync::Arc<Self> {
+        use std::collections::HashMap;
+        use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+        type Shared = Mutex<HashMap<(usize, usize), Arc<ExactRankSumDistribution>>>;
+        static SHARED: LazyLock<Shared> = LazyLock::new(|| Mutex::new(HashMap::new()));
+        let key = (canary_n.min(baseline_n), canary_n.max(baseline_n));
+        if let Some(found) = SHARED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return Arc::clone(found);
+        }
+        // Built outside the lock: two threads may build one size at once, and the
+        // second simply replaces the first's equal result.
+        let built = Arc::new(Self::new(canary_n, baseline_n));
+        let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+        if shared.len() >= SHARED_DISTRIBUTIONS {
+            shared.clear();
+        }
+        shared.insert(key, Arc::clone(&built));
+        built
     }
 
     /// The largest possible U (n · m).
@@ -708,6 +767,61 @@ mod tests {
         assert_relative(greater.p_value, 1.0 / 252.0, 1e-14, "one-sided p");
         let less = mann_whitney(&baseline, &canary, Alternative::Less).unwrap();
         assert_eq!(less.p_value, 1.0);
+    }
+
+    /// The dynamic programme over sample sizes the q-binomial product replaced:
+    /// `f(i, j; u) = f(i - 1, j; u - j) + f(i, j - 1; u)`, in f64 additions.
+    fn counts_by_sample_sizes(canary_n: usize, baseline_n: usize) -> Vec<f64> {
+        let mut previous_row: Vec<Vec<f64>> = vec![vec![1.0]; baseline_n + 1];
+        for canary_count in 1..=canary_n {
+            let mut current_row: Vec<Vec<f64>> = vec![vec![1.0]];
+            for baseline_count in 1..=baseline_n {
+                let mut distribution = vec![0.0; canary_count * baseline_count + 1];
+                for (u, count) in current_row[baseline_count - 1].iter().enumerate() {
+                    distribution[u] += count;
+                }
+                for (u, count) in previous_row[baseline_count].iter().enumerate() {
+                    distribution[u + baseline_count] += count;
+                }
+                current_row.push(distribution);
+            }
+            previous_row = current_row;
+        }
+        previous_row.pop().unwrap()
+    }
+
+    #[test]
+    fn exact_distribution_equals_the_sample_size_recursion_at_every_size_below_fifty() {
+        for canary_n in 1..EXACT_SAMPLE_SIZE_LIMIT {
+            for baseline_n in (1..EXACT_SAMPLE_SIZE_LIMIT).step_by(if canary_n < 8 { 1 } else { 7 })
+            {
+                let distribution = ExactRankSumDistribution::new(canary_n, baseline_n);
+                let expected = counts_by_sample_sizes(canary_n, baseline_n);
+                assert_eq!(distribution.counts.len(), expected.len());
+                for (u, (got, want)) in distribution.counts.iter().zip(&expected).enumerate() {
+                    // Below 2^53 both are exact integers; above, the recursion's sums
+                    // are rounded at each addition and the product's counts once.
+                    if *want < 9.0e15 {
+                        assert_eq!(got, want, "{canary_n} x {baseline_n}, u = {u}");
+                    } else {
+                        assert!(
+                            ((got - want) / want).abs() < 1e-14,
+                            "{canary_n} x {baseline_n}, u = {u}: {got} against {want}"
+                        );
+                    }
+                }
+                let total: f64 = expected.iter().sum();
+                assert!(((distribution.total - total) / total).abs() < 1e-14);
+            }
+        }
+    }
+
+    #[test]
+    fn shared_distributions_are_built_once_and_symmetric_in_the_sizes() {
+        let first = ExactRankSumDistribution::shared(17, 23);
+        let again = ExactRankSumDistribution::shared(23, 17);
+        assert!(std::sync::Arc::ptr_eq(&first, &again));
+        assert_eq!(*first, ExactRankSumDistribution::new(17, 23));
     }
 
     #[test]
