@@ -65,8 +65,17 @@ pub fn load_profile(path: &Path) -> Result<Profile> {
 /// [`report::terminal`] over the plain table that logs and scripts read.
 pub fn analyze(args: &AnalyzeArgs, terminal: Terminal) -> Result<(Judgement, String)> {
     let profile = load_profile(&args.profile)?;
-    let baseline = recorded::read_file(&args.baseline)?;
-    let canary = recorded::read_file(&args.canary)?;
+    // The two files are read side by side: large recordings are mostly parsing.
+    let (baseline, canary) = std::thread::scope(|scope| {
+        let canary = scope.spawn(|| recorded::read_file(&args.canary));
+        let baseline = recorded::read_file(&args.baseline);
+        let canary = canary
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (baseline, canary)
+    });
+    // The baseline's error first, as when they were read one after the other.
+    let (baseline, canary) = (baseline?, canary?);
     baseline.check_against(&profile)?;
     canary.check_against(&profile)?;
     let judgement = judge::judge(&profile, &baseline, &canary);

@@ -67,36 +67,83 @@ pub fn read_file_with_instances(
     path: &Path,
 ) -> Result<(Observations, RecordedInstances), RecordedDataError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|error| RecordedDataError {
+    let unreadable = |error: std::io::Error| RecordedDataError {
         file: file.clone(),
         line: None,
         message: format!("cannot read the file: {error}"),
-    })?;
-    let is_json = match path.extension().and_then(|e| e.to_str()) {
-        Some(extension) if extension.eq_ignore_ascii_case("json") => true,
-        Some(extension) if extension.eq_ignore_ascii_case("csv") => false,
-        _ => text.trim_start().starts_with('{'),
     };
-    if is_json {
-        parse_prometheus_json_with_instances(&text, &file)
-    } else {
-        parse_csv_with_instances(&text, &file)
+    match path.extension().and_then(|e| e.to_str()) {
+        // A CSV is read as it streams in: large recordings are never held as text.
+        Some(extension) if extension.eq_ignore_ascii_case("csv") => {
+            let input = std::fs::File::open(path).map_err(unreadable)?;
+            parse_csv_from(input, &file)
+        }
+        extension => {
+            let text = std::fs::read_to_string(path).map_err(unreadable)?;
+            let is_json = match extension {
+                Some(extension) => extension.eq_ignore_ascii_case("json"),
+                None => text.trim_start().starts_with('{'),
+            };
+            if is_json {
+                parse_prometheus_json_with_instances(&text, &file)
+            } else {
+                parse_csv_with_instances(&text, &file)
+            }
+        }
     }
 }
 
 /// One value as read, before proportion metrics are paired up.
-struct RawPoint {
+#[derive(Clone, Copy)]
+struct RawPoint<'a> {
     timestamp: f64,
     value: f64,
     line: Option<usize>,
-    instance: Option<String>,
+    instance: Option<&'a str>,
+}
+
+/// Marks a point that names no instance in [`Series::instances`].
+const NO_INSTANCE: u32 = u32::MAX;
+
+/// The points of one raw metric name, as read, in columns: a recording of a million
+/// rows costs its samples and four bytes a row for its line, not a record per row.
+#[derive(Default)]
+struct Series {
+    /// Where the name first appeared.
+    first_line: Option<usize>,
+    samples: Vec<Sample>,
+    /// The line of each point, 0 where the format has none.
+    lines: Vec<u32>,
+    /// The instance of each point ([`Collector::instance_names`], or [`NO_INSTANCE`]);
+    /// empty until a point names one.
+    instances: Vec<u32>,
+}
+
+impl Series {
+    fn line(&self, index: usize) -> Option<usize> {
+        match self.lines[index] {
+            0 => None,
+            line => Some(line as usize),
+        }
+    }
+
+    /// The instance of point `index`, if it names one.
+    fn instance(&self, index: usize) -> Option<u32> {
+        self.instances
+            .get(index)
+            .copied()
+            .filter(|&instance| instance != NO_INSTANCE)
+    }
 }
 
 /// Points per raw metric name (`latency`, `errors:errors`, ...), with where each
 /// name first appeared.
 #[derive(Default)]
 struct Collector {
-    points: BTreeMap<String, (Option<usize>, Vec<RawPoint>)>,
+    series: BTreeMap<String, Series>,
+    /// Every instance named, once.
+    instance_names: Vec<String>,
+    instance_ids: std::collections::HashMap<String, u32>,
     /// Prometheus JSON: a metric whose series name an instance only sometimes is
     /// pooled without instances instead of refused (its series come from queries,
     /// not from rows someone wrote).
@@ -104,30 +151,68 @@ struct Collector {
 }
 
 impl Collector {
-    fn push(&mut self, name: &str, point: RawPoint) {
-        self.points
-            .entry(name.to_owned())
-            .or_insert_with(|| (point.line, Vec::new()))
-            .1
-            .push(point);
+    fn push(&mut self, name: &str, point: RawPoint<'_>) {
+        let instance = point.instance.map(|instance| self.instance_id(instance));
+        let series = match self.series.get_mut(name) {
+            Some(series) => series,
+            None => self
+                .series
+                .entry(name.to_owned())
+                .or_insert_with(|| Series {
+                    first_line: point.line,
+                    ..Series::default()
+                }),
+        };
+        series.samples.push(Sample {
+            timestamp: point.timestamp,
+            value: point.value,
+        });
+        series.lines.push(
+            point
+                .line
+                .map_or(0, |line| u32::try_from(line).unwrap_or(u32::MAX)),
+        );
+        if let Some(instance) = instance {
+            let before = series.samples.len() - 1;
+            series.instances.resize(before, NO_INSTANCE);
+            series.instances.push(instance);
+        } else if !series.instances.is_empty() {
+            series.instances.push(NO_INSTANCE);
+        }
+    }
+
+    fn instance_id(&mut self, instance: &str) -> u32 {
+        if let Some(&id) = self.instance_ids.get(instance) {
+            return id;
+        }
+        let id = u32::try_from(self.instance_names.len()).unwrap_or(NO_INSTANCE - 1);
+        self.instance_names.push(instance.to_owned());
+        self.instance_ids.insert(instance.to_owned(), id);
+        id
     }
 
     /// The series of every instance rows name, per raw metric name; an error when a
     /// metric's rows name an instance only sometimes.
     fn instances(&self, file: &str) -> Result<RecordedInstances, RecordedDataError> {
         let mut recorded = RecordedInstances::new();
-        for (name, (_, points)) in &self.points {
-            let named = points.iter().filter(|p| p.instance.is_some()).count();
+        for (name, series) in &self.series {
+            let named = series
+                .instances
+                .iter()
+                .filter(|&&instance| instance != NO_INSTANCE)
+                .count();
             if named == 0 {
                 continue;
             }
-            if let Some(unnamed) = points.iter().find(|p| p.instance.is_none()) {
+            if let Some(unnamed) =
+                (0..series.samples.len()).find(|&index| series.instance(index).is_none())
+            {
                 if self.lenient_instances {
                     continue;
                 }
                 return Err(RecordedDataError {
                     file: file.to_owned(),
-                    line: unnamed.line,
+                    line: series.line(unnamed),
                     message: format!(
                         "metric {name:?}: this row names no instance while {named} others do; \
                          every row of a metric names its instance, or none does"
@@ -135,14 +220,11 @@ impl Collector {
                 });
             }
             let per_instance = recorded.entry(name.clone()).or_default();
-            for point in points {
+            for (sample, &instance) in series.samples.iter().zip(&series.instances) {
                 per_instance
-                    .entry(point.instance.clone().unwrap_or_default())
+                    .entry(self.instance_names[instance as usize].clone())
                     .or_default()
-                    .push(Sample {
-                        timestamp: point.timestamp,
-                        value: point.value,
-                    });
+                    .push(*sample);
             }
             for samples in per_instance.values_mut() {
                 samples.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
@@ -160,27 +242,27 @@ impl Collector {
             line,
             message,
         };
-        if self.points.is_empty() {
+        if self.series.is_empty() {
             return Err(error(None, "the file holds no observations".to_owned()));
         }
         let recorded = self.instances(file)?;
         let mut plain = BTreeMap::new();
         let mut errors = BTreeMap::new();
         let mut totals = BTreeMap::new();
-        for (name, (first_line, points)) in self.points {
+        for (name, series) in self.series {
             match name.split_once(':') {
                 None => {
-                    plain.insert(name, (first_line, points));
+                    plain.insert(name, series);
                 }
                 Some((base, "errors")) if !base.is_empty() => {
-                    errors.insert(base.to_owned(), (first_line, points));
+                    errors.insert(base.to_owned(), series);
                 }
                 Some((base, "total")) if !base.is_empty() => {
-                    totals.insert(base.to_owned(), (first_line, points));
+                    totals.insert(base.to_owned(), series);
                 }
                 Some(_) => {
                     return Err(error(
-                        first_line,
+                        series.first_line,
                         format!(
                             "metric {name:?}: the only suffixes allowed are `:errors` and `:total` \
                              (the two rows of a proportion metric)"
@@ -191,27 +273,21 @@ impl Collector {
         }
 
         let mut observations = Observations::default();
-        for (name, (first_line, points)) in plain {
+        for (name, series) in plain {
             if errors.contains_key(&name) || totals.contains_key(&name) {
                 return Err(error(
-                    first_line,
+                    series.first_line,
                     format!(
                         "metric {name:?} has both plain rows and `{name}:errors`/`{name}:total` rows; \
                          a metric is either samples or counts"
                     ),
                 ));
             }
-            let samples = points
-                .into_iter()
-                .map(|p| Sample {
-                    timestamp: p.timestamp,
-                    value: p.value,
-                })
-                .collect();
             let origin = Location {
                 file: file.to_owned(),
-                line: first_line.unwrap_or(1),
+                line: series.first_line.unwrap_or(1),
             };
+            let samples = series.samples;
             if let Some(per_instance) = recorded.get(&name) {
                 observations.instances.insert(
                     name.clone(),
@@ -229,8 +305,9 @@ impl Collector {
                 .insert(name, MetricData::Samples { samples, origin });
         }
 
-        for (name, (errors_line, error_points)) in errors {
-            let Some((_, total_points)) = totals.remove(&name) else {
+        for (name, error_series) in errors {
+            let errors_line = error_series.first_line;
+            let Some(total_series) = totals.remove(&name) else {
                 return Err(error(
                     errors_line,
                     format!(
@@ -238,12 +315,12 @@ impl Collector {
                     ),
                 ));
             };
-            let data = pair_counts(file, &name, errors_line, error_points, total_points)?;
+            let data = pair_counts(file, &name, errors_line, &error_series, &total_series)?;
             observations.metrics.insert(name, data);
         }
-        if let Some((name, (total_line, _))) = totals.into_iter().next() {
+        if let Some((name, total_series)) = totals.into_iter().next() {
             return Err(error(
-                total_line,
+                total_series.first_line,
                 format!(
                     "`{name}:total` has no matching `{name}:errors` rows; a proportion metric needs both"
                 ),
@@ -262,8 +339,8 @@ fn pair_counts(
     file: &str,
     name: &str,
     errors_line: Option<usize>,
-    error_points: Vec<RawPoint>,
-    total_points: Vec<RawPoint>,
+    error_series: &Series,
+    total_series: &Series,
 ) -> Result<MetricData, RecordedDataError> {
     let error = |line: Option<usize>, message: String| RecordedDataError {
         file: file.to_owned(),
@@ -273,8 +350,14 @@ fn pair_counts(
     // Millisecond keys: Prometheus timestamps have millisecond resolution.
     let key = |timestamp: f64| (timestamp * 1000.0).round() as i64;
     let mut by_time: BTreeMap<i64, PairedCounts> = BTreeMap::new();
-    for (points, is_errors) in [(error_points, true), (total_points, false)] {
-        for point in points {
+    for (series, is_errors) in [(error_series, true), (total_series, false)] {
+        for (index, sample) in series.samples.iter().enumerate() {
+            let point = RawPoint {
+                timestamp: sample.timestamp,
+                value: sample.value,
+                line: series.line(index),
+                instance: None,
+            };
             if point.value < 0.0 {
                 return Err(error(
                     point.line,
@@ -384,59 +467,92 @@ pub fn parse_csv_with_instances(
     text: &str,
     file: &str,
 ) -> Result<(Observations, RecordedInstances), RecordedDataError> {
+    parse_csv_from(text.as_bytes(), file)
+}
+
+/// Reads bytes through, noting whether any of them is not ASCII whitespace (a file
+/// with none is empty, whatever its length).
+struct Sniffed<R> {
+    inner: R,
+    content: bool,
+}
+
+impl<R: std::io::Read> std::io::Read for Sniffed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        if !self.content {
+            self.content = buf[..read].iter().any(|byte| !byte.is_ascii_whitespace());
+        }
+        Ok(read)
+    }
+}
+
+/// The CSV format read as it streams in, one reused record at a time: no row is
+/// kept as text, and only a new metric name or instance is allocated.
+fn parse_csv_from(
+    input: impl std::io::Read,
+    file: &str,
+) -> Result<(Observations, RecordedInstances), RecordedDataError> {
     let error = |line: Option<usize>, message: String| RecordedDataError {
         file: file.to_owned(),
         line,
         message,
     };
-    if text.trim().is_empty() {
-        return Err(error(None, "the file is empty".to_owned()));
-    }
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .comment(Some(b'#'))
         .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
+        .buffer_capacity(1 << 16)
+        .from_reader(Sniffed {
+            inner: input,
+            content: false,
+        });
     let mut collector = Collector::default();
     let mut first_record = true;
-    for record in reader.records() {
-        let record = record.map_err(|csv_error| {
-            let line = csv_error.position().map(|p| p.line() as usize);
-            error(line, format!("malformed CSV: {csv_error}"))
-        })?;
+    let mut record = csv::ByteRecord::new();
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(csv_error) => {
+                let line = csv_error.position().map(|p| p.line() as usize);
+                return Err(match csv_error.kind() {
+                    csv::ErrorKind::Io(io) => error(None, format!("cannot read the file: {io}")),
+                    _ => error(line, format!("malformed CSV: {csv_error}")),
+                });
+            }
+        }
         let line = record.position().map_or(0, |p| p.line() as usize);
-        if record.len() == 1 && record[0].is_empty() {
+        let fields = CsvFields::of(&record, line).map_err(|m| error(Some(line), m))?;
+        if fields.len() == 1 && fields.get(0).is_some_and(str::is_empty) {
             continue;
         }
         if first_record {
             first_record = false;
-            if (record.len() == 3 || record.len() == 4)
-                && record[0].eq_ignore_ascii_case("metric")
-                && record[1].eq_ignore_ascii_case("timestamp")
-            {
-                if record.len() == 4 && !record[3].eq_ignore_ascii_case("instance") {
+            if fields.is_header() {
+                if fields.len() == 4 && !fields[3].eq_ignore_ascii_case("instance") {
                     return Err(error(
                         Some(line),
                         format!(
                             "the fourth column of the header must be `instance`, found {:?}",
-                            &record[3]
+                            &fields[3]
                         ),
                     ));
                 }
                 continue;
             }
         }
-        if record.len() != 3 && record.len() != 4 {
+        if fields.len() != 3 && fields.len() != 4 {
             return Err(error(
                 Some(line),
                 format!(
                     "expected 3 fields `metric,timestamp,value` (or 4, with `instance`), found {}",
-                    record.len()
+                    fields.len()
                 ),
             ));
         }
-        let instance = match record.get(3) {
+        let instance = match fields.get(3) {
             Some("") => {
                 return Err(error(
                     Some(line),
@@ -444,15 +560,14 @@ pub fn parse_csv_with_instances(
                         .to_owned(),
                 ));
             }
-            Some(instance) => Some(instance.to_owned()),
-            None => None,
+            other => other,
         };
-        let name = &record[0];
+        let name = &fields[0];
         if name.is_empty() {
             return Err(error(Some(line), "the metric name is empty".to_owned()));
         }
-        let timestamp = parse_timestamp(&record[1]).map_err(|m| error(Some(line), m))?;
-        let value = parse_value(&record[2]).map_err(|m| error(Some(line), m))?;
+        let timestamp = parse_timestamp(&fields[1]).map_err(|m| error(Some(line), m))?;
+        let value = parse_value(&fields[2]).map_err(|m| error(Some(line), m))?;
         collector.push(
             name,
             RawPoint {
@@ -463,7 +578,58 @@ pub fn parse_csv_with_instances(
             },
         );
     }
+    if !reader.get_ref().content {
+        return Err(error(None, "the file is empty".to_owned()));
+    }
     collector.finish(file)
+}
+
+/// The fields of one CSV row as text (at most the four the format has; more only
+/// count), checked to be UTF-8.
+struct CsvFields<'a> {
+    fields: [&'a str; 4],
+    len: usize,
+}
+
+impl<'a> CsvFields<'a> {
+    fn of(record: &'a csv::ByteRecord, line: usize) -> Result<Self, String> {
+        let mut fields = [""; 4];
+        for (index, field) in record.iter().take(4).enumerate() {
+            fields[index] = std::str::from_utf8(field).map_err(|utf8| {
+                format!(
+                    "malformed CSV: field {} of line {line} is not UTF-8 ({utf8})",
+                    index + 1
+                )
+            })?;
+        }
+        Ok(Self {
+            fields,
+            len: record.len(),
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, index: usize) -> Option<&'a str> {
+        (index < self.len.min(4)).then(|| self.fields[index])
+    }
+
+    /// `metric,timestamp,value[,instance]`.
+    fn is_header(&self) -> bool {
+        (self.len == 3 || self.len == 4)
+            && self.fields[0].eq_ignore_ascii_case("metric")
+            && self.fields[1].eq_ignore_ascii_case("timestamp")
+    }
+}
+
+impl std::ops::Index<usize> for CsvFields<'_> {
+    type Output = str;
+
+    fn index(&self, index: usize) -> &str {
+        self.fields[index]
+    }
 }
 
 /// A Prometheus API response (`query_range` or `query`).
@@ -621,7 +787,7 @@ pub fn parse_prometheus_json_with_instances(
                         instance: labels
                             .get("instance")
                             .or_else(|| labels.get("pod"))
-                            .cloned(),
+                            .map(String::as_str),
                     },
                 );
             }
