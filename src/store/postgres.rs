@@ -80,9 +80,6 @@ impl PostgresStore {
         Ok(list.to_vec())
     }
 
-    /// The guard read locks the analysis's row until the transaction ends.
-    const FOR_UPDATE: &'static str = " FOR UPDATE";
-
     /// Picks and leases due analyses in one statement, so one transaction: rows another
     /// claim has locked are skipped, not waited for, and a row whose lease a concurrent
     /// claim just committed is re-checked against the WHERE clause after locking.
@@ -133,7 +130,13 @@ impl PostgresStore {
 /// PostgreSQL's stand-in for SQLite's turn to write.
 struct NoTurn;
 
-sql_store!(statements, PostgresStore, sqlx::PgConnection);
+// The guard read locks the analysis's row until the transaction ends.
+sql_store!(
+    statements,
+    PostgresStore,
+    sqlx::PgConnection,
+    for_update = " FOR UPDATE"
+);
 
 impl StoredRow for PgRow {
     primitive_columns!();

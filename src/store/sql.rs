@@ -11,7 +11,7 @@
 //! | `list_param(&[String])` | JSON text | `text[]` |
 //! | `write_turn()` | this process's turn to write | nothing to wait for |
 //! | `write_transaction()` | `BEGIN IMMEDIATE` under the turn | `BEGIN` |
-//! | `FOR_UPDATE` (the guard read's lock) | none: the transaction holds the write lock | `FOR UPDATE` |
+//! | `for_update` (the guard read's lock, a macro argument) | none: the transaction holds the write lock | `FOR UPDATE` |
 //! | `claim(...)` | a subquery under the write lock | `FOR UPDATE SKIP LOCKED` |
 //! | `prune(...)` | then `PRAGMA incremental_vacuum` | `FOR UPDATE SKIP LOCKED` |
 //!
@@ -115,7 +115,7 @@ impl Guard {
 /// statements, in a module `$module` of the calling engine's file (which can therefore
 /// use the engine's private items listed in this module's documentation).
 macro_rules! sql_store {
-    ($module:ident, $store:ident, $connection:ty) => {
+    ($module:ident, $store:ident, $connection:ty, for_update = $for_update:literal) => {
         mod $module {
             use std::collections::BTreeMap;
             use std::time::Duration;
@@ -161,17 +161,16 @@ macro_rules! sql_store {
                     tx: &mut $connection,
                     id: Uuid,
                 ) -> Result<Guard, StoreError> {
-                    let sql = format!(
+                    let row = sqlx::query(concat!(
                         "SELECT state, version, lease_owner, lease_expires_at_ms \
-                         FROM analyses WHERE id = $1{}",
-                        $store::FOR_UPDATE
-                    );
-                    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind($store::id_param(id))
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(database_error)?
-                        .ok_or_else(|| not_found(id))?;
+                         FROM analyses WHERE id = $1",
+                        $for_update
+                    ))
+                    .bind($store::id_param(id))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(database_error)?
+                    .ok_or_else(|| not_found(id))?;
                     Ok(Guard {
                         state: parse_stored(&row.text("state")?)?,
                         version: row.integer("version")?,

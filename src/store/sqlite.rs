@@ -154,9 +154,6 @@ impl SqliteStore {
         serde_json::to_string(list).map_err(|e| StoreError::Invalid(format!("JSON: {e}")))
     }
 
-    /// The guard read takes no row lock: its transaction already holds the write lock.
-    const FOR_UPDATE: &'static str = "";
-
     /// Picks and leases due analyses in one statement, in a write transaction: the
     /// immediate transaction makes it wait for the write lock rather than read a stale
     /// snapshot.
@@ -214,7 +211,13 @@ impl SqliteStore {
     }
 }
 
-sql_store!(statements, SqliteStore, sqlx::SqliteConnection);
+// The guard read takes no row lock: its transaction already holds the write lock.
+sql_store!(
+    statements,
+    SqliteStore,
+    sqlx::SqliteConnection,
+    for_update = ""
+);
 
 fn uuid_from_text(text: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(text).map_err(|e| StoreError::Corrupt(format!("id {text:?}: {e}")))
