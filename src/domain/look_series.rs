@@ -175,14 +175,88 @@ fn evenly_ranked(sorted: &[f64], k: usize) -> Vec<f64> {
         .collect()
 }
 
-/// `value` to [`SIGNIFICANT_DIGITS`] significant digits.
+/// `value` to [`SIGNIFICANT_DIGITS`] significant digits: the double nearest the
+/// decimal `format!("{value:.4e}")` writes, without writing it (a look rounds a few
+/// hundred values, and writing them was most of a look's time).
+///
+/// The digits are `R`, the integer nearest `|value| / 10^(e - 4)`, with `e` the decimal
+/// exponent. While the power of ten is an exact double (|e - 4| ≤ 22), one
+/// multiplication or division scales `|value|`, and a fused multiply-add gives that
+/// operation's exact error, so whether the exact scaled value lies above or below a half
+/// is known exactly. `R × 10^(e - 4)` is then one correctly rounded product or quotient
+/// of two exact doubles: the nearest double to that decimal, as parsing it gives. An
+/// exact half (where the text's rule for ties decides) and values beyond the exact
+/// powers are written and parsed.
 fn round(value: f64) -> f64 {
     if value == 0.0 || !value.is_finite() {
         return value;
     }
+    round_fast(value).unwrap_or_else(|| round_by_text(value))
+}
+
+/// [`round`] by writing the decimal and parsing it back (the definition).
+fn round_by_text(value: f64) -> f64 {
     format!("{value:.prec$e}", prec = SIGNIFICANT_DIGITS - 1)
         .parse()
         .unwrap_or(value)
+}
+
+/// Exact powers of ten as doubles: 10^0 to 10^22.
+const POWERS_OF_TEN: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// [`round`] by arithmetic, or `None` for an exact half or a power of ten that is not
+/// an exact double.
+fn round_fast(value: f64) -> Option<f64> {
+    let magnitude = value.abs();
+    let digits = SIGNIFICANT_DIGITS as i32;
+    let low = POWERS_OF_TEN[SIGNIFICANT_DIGITS - 1];
+    // `log10` may be one off next to a power of ten; the range check corrects it. (Next
+    // to a power of ten either exponent rounds to that power, so a scaled value a unit
+    // in the last place off the range's ends cannot change the result.)
+    let mut exponent = magnitude.log10().floor() as i32;
+    for _ in 0..3 {
+        let shift = exponent - (digits - 1);
+        let power = *POWERS_OF_TEN.get(shift.unsigned_abs() as usize)?;
+        // `scaled + error / divisor` is exactly |value| / 10^shift.
+        let (scaled, error, divisor) = if shift >= 0 {
+            let quotient = magnitude / power;
+            (quotient, (-quotient).mul_add(power, magnitude), power)
+        } else {
+            let product = magnitude * power;
+            (product, magnitude.mul_add(power, -product), 1.0)
+        };
+        if scaled < low {
+            exponent -= 1;
+            continue;
+        }
+        if scaled >= low * 10.0 {
+            exponent += 1;
+            continue;
+        }
+        // `scaled` is below 2^17, so its fraction and the half are exact, and a nonzero
+        // difference from the half is at least a unit in its last place, more than the
+        // operation's error: only a zero difference needs the error's sign.
+        let floor = scaled.floor();
+        let from_half = scaled - floor - 0.5;
+        let above_half = if from_half != 0.0 {
+            from_half > 0.0
+        } else if error != 0.0 {
+            error / divisor > 0.0
+        } else {
+            return None;
+        };
+        let digits_value = if above_half { floor + 1.0 } else { floor };
+        let rounded = if shift >= 0 {
+            digits_value * power
+        } else {
+            digits_value / power
+        };
+        return Some(rounded.copysign(value));
+    }
+    None
 }
 
 /// Downsamples a time-ordered series to at most `max` points: the points are cut into
@@ -359,9 +433,48 @@ mod tests {
     #[test]
     fn values_keep_five_significant_digits() {
         assert_eq!(round(0.123_456_789), 0.123_46);
+        assert_eq!(round(99_999.7), 100_000.0);
+        assert_eq!(round(1e300), 1e300);
         assert_eq!(round(1_700_000_123.4), 1_700_000_000.0);
         assert_eq!(round(-0.000_012_345_67), -0.000_012_346);
         assert_eq!(round(0.0), 0.0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rounding_by_arithmetic_gives_the_double_the_text_gives(
+            bits in proptest::num::u64::ANY,
+            digits in 0u64..10_000_000,
+            exponent in -30i32..30,
+        ) {
+            // Any double at all; decimals of six to eight digits at every scale, whose
+            // sixth digit is often a 5 (the near-ties); and their neighbours.
+            let any = f64::from_bits(bits);
+            let decimal: f64 = format!("{digits}e{exponent}").parse().unwrap();
+            for value in [any, decimal, decimal.next_up(), decimal.next_down(), -decimal] {
+                let expected = round_by_text(value);
+                let got = round(value);
+                proptest::prop_assert!(
+                    got.to_bits() == expected.to_bits() || (got.is_nan() && expected.is_nan()),
+                    "{value:e}: {got:e} by arithmetic, {expected:e} by text"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rounding_by_arithmetic_agrees_with_the_text_at_the_edges() {
+        for exponent in -25..=28 {
+            let power = 10f64.powi(exponent);
+            for value in [power, power.next_up(), power.next_down(), 9.9999e0 * power, 9.99995 * power, 1.00005 * power, 1.234_55 * power] {
+                assert_eq!(round(value).to_bits(), round_by_text(value).to_bits(), "{value:e}");
+            }
+        }
+        // Six digits ending in 5, as recorded series hold them, and exact halves (12345.5
+        // is a double: the text's rule for ties decides it).
+        for value in [0.209_235, 0.225_495, 522.135, 518.065, 0.601_145, 12_345.5, 12_346.5, 123_455.0, 0.062_5] {
+            assert_eq!(round(value).to_bits(), round_by_text(value).to_bits(), "{value:e}");
+        }
     }
 
     #[test]
