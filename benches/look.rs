@@ -22,24 +22,27 @@ fn bench_look(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime");
-    c.bench_function("one sequential look (web-service profile, healthy replay)", |b| {
-        b.iter_custom(|iterations| {
-            runtime.block_on(async {
-                let mut runner = replay.started_runner().await;
-                let mut spent = Duration::ZERO;
-                for _ in 0..iterations {
-                    if !replay.has_look(&runner) {
-                        runner = replay.started_runner().await;
+    c.bench_function(
+        "one sequential look (web-service profile, healthy replay)",
+        |b| {
+            b.iter_custom(|iterations| {
+                runtime.block_on(async {
+                    let mut runner = replay.started_runner().await;
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iterations {
+                        if !replay.has_look(&runner) {
+                            runner = replay.started_runner().await;
+                        }
+                        let due = runner.next_look_at();
+                        let start = Instant::now();
+                        std::hint::black_box(runner.take_look(due).await.expect("a look"));
+                        spent += start.elapsed();
                     }
-                    let due = runner.next_look_at();
-                    let start = Instant::now();
-                    std::hint::black_box(runner.take_look(due).await.expect("a look"));
-                    spent += start.elapsed();
-                }
-                spent
+                    spent
+                })
             })
-        })
-    });
+        },
+    );
 }
 
 criterion_group!(benches, bench_look);

@@ -2,8 +2,10 @@
 //! cost floor of sorting the pooled sample once.
 //!
 //! From 10 to 10,000 observations per side: `sort pooled` clones and sorts the 2n
-//! pooled values (the floor any rank method pays), and `p-value + interval` does what
-//! the judge does per metric: sort both samples, then run `mann_whitney_sorted` and
+//! pooled values with the standard library's `sort_unstable_by(f64::total_cmp)` (the
+//! floor any rank method pays), `radix sort pooled` with canary's own radix sort
+//! (`stats::sort`), and `p-value + interval` does what the judge does per metric: sort
+//! both samples (radix), then run `mann_whitney_sorted` and
 //! `hodges_lehmann_sorted` at 95%. Below 50 per side both use the exact null
 //! distribution of U, which the process builds once per pair of sizes and shares;
 //! `exact distribution` measures that one build (what the first look at a size pays).
@@ -15,6 +17,7 @@ use std::hint::black_box;
 use canary::stats::Alternative;
 use canary::stats::hodges_lehmann::hodges_lehmann_sorted;
 use canary::stats::mann_whitney::{exact_null_counts, mann_whitney_sorted};
+use canary::stats::sort::sort_f64;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 /// Lognormal latencies (Box-Muller over a xorshift generator; no rand dependency).
@@ -63,14 +66,26 @@ fn rank_statistics(criterion: &mut Criterion) {
         );
 
         group.bench_with_input(
+            BenchmarkId::new("radix sort pooled", size),
+            &pooled,
+            |bench, pooled| {
+                bench.iter(|| {
+                    let mut values = pooled.clone();
+                    sort_f64(&mut values);
+                    black_box(values)
+                })
+            },
+        );
+
+        group.bench_with_input(
             BenchmarkId::new("p-value + interval", size),
             &(baseline, canary),
             |bench, (baseline, canary)| {
                 bench.iter(|| {
                     let mut baseline_sorted = baseline.clone();
-                    baseline_sorted.sort_unstable_by(f64::total_cmp);
+                    sort_f64(&mut baseline_sorted);
                     let mut canary_sorted = canary.clone();
-                    canary_sorted.sort_unstable_by(f64::total_cmp);
+                    sort_f64(&mut canary_sorted);
                     let test = mann_whitney_sorted(
                         &baseline_sorted,
                         &canary_sorted,

@@ -203,8 +203,8 @@ fn round_by_text(value: f64) -> f64 {
 
 /// Exact powers of ten as doubles: 10^0 to 10^22.
 const POWERS_OF_TEN: [f64; 23] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-    1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
 
 /// [`round`] by arithmetic, or `None` for an exact half or a power of ten that is not
@@ -466,14 +466,33 @@ mod tests {
     fn rounding_by_arithmetic_agrees_with_the_text_at_the_edges() {
         for exponent in -25..=28 {
             let power = 10f64.powi(exponent);
-            for value in [power, power.next_up(), power.next_down(), 9.9999e0 * power, 9.99995 * power, 1.00005 * power, 1.234_55 * power] {
-                assert_eq!(round(value).to_bits(), round_by_text(value).to_bits(), "{value:e}");
+            for value in [
+                power,
+                power.next_up(),
+                power.next_down(),
+                9.9999e0 * power,
+                9.99995 * power,
+                1.00005 * power,
+                1.234_55 * power,
+            ] {
+                assert_eq!(
+                    round(value).to_bits(),
+                    round_by_text(value).to_bits(),
+                    "{value:e}"
+                );
             }
         }
         // Six digits ending in 5, as recorded series hold them, and exact halves (12345.5
         // is a double: the text's rule for ties decides it).
-        for value in [0.209_235, 0.225_495, 522.135, 518.065, 0.601_145, 12_345.5, 12_346.5, 123_455.0, 0.062_5] {
-            assert_eq!(round(value).to_bits(), round_by_text(value).to_bits(), "{value:e}");
+        for value in [
+            0.209_235, 0.225_495, 522.135, 518.065, 0.601_145, 12_345.5, 12_346.5, 123_455.0,
+            0.062_5,
+        ] {
+            assert_eq!(
+                round(value).to_bits(),
+                round_by_text(value).to_bits(),
+                "{value:e}"
+            );
         }
     }
 

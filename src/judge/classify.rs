@@ -286,11 +286,9 @@ fn prepare_samples(
         ));
     };
     let total_points = samples.len();
-    let finite: Vec<f64> = samples
-        .iter()
-        .map(|s| s.value)
-        .filter(|v| v.is_finite())
-        .collect();
+    // Sized once: a million samples a side would otherwise grow to the next power of two.
+    let mut finite: Vec<f64> = Vec::with_capacity(samples.len());
+    finite.extend(samples.iter().map(|s| s.value).filter(|v| v.is_finite()));
     let nan_dropped = total_points - finite.len();
     check_nan_share(spec, side, nan_dropped, total_points, "samples")?;
     let (mut kept, outliers_removed) = match spec.outliers {
@@ -300,7 +298,7 @@ fn prepare_samples(
             (removal.kept, removal.removed)
         }
     };
-    kept.sort_unstable_by(f64::total_cmp);
+    crate::stats::sort::sort_f64(&mut kept);
     let summary = summarize_sorted(&kept).map(|s| SideSummary {
         n: s.n as u64,
         mean: s.mean,

@@ -287,7 +287,9 @@ impl Collector {
                 file: file.to_owned(),
                 line: series.first_line.unwrap_or(1),
             };
-            let samples = series.samples;
+            let mut samples = series.samples;
+            // Kept for the whole analysis: without the slack of the last doubling.
+            samples.shrink_to_fit();
             if let Some(per_instance) = recorded.get(&name) {
                 observations.instances.insert(
                     name.clone(),
@@ -502,7 +504,6 @@ fn parse_csv_from(
         .has_headers(false)
         .flexible(true)
         .comment(Some(b'#'))
-        .trim(csv::Trim::All)
         .buffer_capacity(1 << 16)
         .from_reader(Sniffed {
             inner: input,
@@ -585,7 +586,9 @@ fn parse_csv_from(
 }
 
 /// The fields of one CSV row as text (at most the four the format has; more only
-/// count), checked to be UTF-8.
+/// count), without leading or trailing ASCII whitespace, checked to be UTF-8. (The
+/// fields are trimmed here, as slices: the CSV reader's own trimming copies every
+/// record.)
 struct CsvFields<'a> {
     fields: [&'a str; 4],
     len: usize,
@@ -595,7 +598,7 @@ impl<'a> CsvFields<'a> {
     fn of(record: &'a csv::ByteRecord, line: usize) -> Result<Self, String> {
         let mut fields = [""; 4];
         for (index, field) in record.iter().take(4).enumerate() {
-            fields[index] = std::str::from_utf8(field).map_err(|utf8| {
+            fields[index] = std::str::from_utf8(field.trim_ascii()).map_err(|utf8| {
                 format!(
                     "malformed CSV: field {} of line {line} is not UTF-8 ({utf8})",
                     index + 1

@@ -52,7 +52,8 @@ pub struct ShiftInterval {
 /// # Errors
 ///
 /// [`StatsError::EmptySample`] or [`StatsError::NonFinite`] for a bad sample (the
-/// baseline is checked first), then [`StatsError::InvalidConfidenceLevel`] when
+/// baseline is checked first), [`StatsError::SampleTooLarge`] for a baseline of more
+/// than `u32::MAX` values, then [`StatsError::InvalidConfidenceLevel`] when
 /// `confidence_level` is not strictly between 0 and 1.
 pub fn hodges_lehmann(
     baseline: &[f64],
@@ -61,6 +62,7 @@ pub fn hodges_lehmann(
 ) -> Result<ShiftInterval, StatsError> {
     validate_sample(baseline, "baseline")?;
     validate_sample(canary, "canary")?;
+    validate_columns(baseline.len())?;
     validate_confidence_level(confidence_level)?;
     Ok(hodges_lehmann_validated(
         &sorted_copy(baseline),
@@ -98,6 +100,7 @@ pub fn hodges_lehmann_sorted(
 ) -> Result<ShiftInterval, StatsError> {
     let baseline_sorted = validated_sorted(baseline_sorted, "baseline")?;
     let canary_sorted = validated_sorted(canary_sorted, "canary")?;
+    validate_columns(baseline_sorted.len())?;
     validate_confidence_level(confidence_level)?;
     Ok(hodges_lehmann_validated(
         &baseline_sorted,
@@ -113,6 +116,18 @@ fn validate_confidence_level(confidence_level: f64) -> Result<(), StatsError> {
     } else {
         Err(StatsError::InvalidConfidenceLevel(confidence_level))
     }
+}
+
+/// The selection indexes baseline values with a [`Column`].
+fn validate_columns(baseline_len: usize) -> Result<(), StatsError> {
+    if baseline_len > MAX_COLUMNS {
+        return Err(StatsError::SampleTooLarge {
+            side: "baseline",
+            len: baseline_len,
+            limit: MAX_COLUMNS,
+        });
+    }
+    Ok(())
 }
 
 fn hodges_lehmann_validated(
@@ -247,17 +262,26 @@ struct PairwiseDifferences<'a> {
 /// points of the monotone matrix.
 #[derive(Clone)]
 struct CandidateWindows {
-    start: Vec<usize>,
-    end: Vec<usize>,
+    start: Vec<Column>,
+    end: Vec<Column>,
     below: u64,
     count: u64,
 }
 
+/// A column index, as the per-row arrays keep it: four bytes a row instead of eight
+/// halves what the selection holds beside the samples (at a million per side, 8 MB
+/// for the two boundary arrays). A baseline has at most `u32::MAX` values
+/// ([`StatsError::SampleTooLarge`] otherwise).
+type Column = u32;
+
+/// The most baseline values the selection can index.
+const MAX_COLUMNS: usize = Column::MAX as usize;
+
 /// Reusable buffers of one selection.
 struct Scratch {
     sample: Vec<f64>,
-    strict_boundaries: Vec<usize>,
-    inclusive_boundaries: Vec<usize>,
+    strict_boundaries: Vec<Column>,
+    inclusive_boundaries: Vec<Column>,
     /// The candidates copied out for the final `select_nth_unstable`.
     candidates: Vec<f64>,
 }
@@ -290,14 +314,22 @@ impl<'a> PairwiseDifferences<'a> {
         self.canary_sorted[row] - self.baseline_sorted[column]
     }
 
+    /// Every cell, as windows (the counting sweeps need no arrays for it: see
+    /// [`Self::sweep_pair`]).
     fn whole_matrix(&self) -> CandidateWindows {
         let canary_n = self.canary_sorted.len();
         CandidateWindows {
             start: vec![0; canary_n],
-            end: vec![self.baseline_sorted.len(); canary_n],
+            end: vec![self.columns(); canary_n],
             below: 0,
             count: self.len(),
         }
+    }
+
+    /// The number of columns (baseline values), as a [`Column`].
+    fn columns(&self) -> Column {
+        // The public entry points refuse larger baselines.
+        self.baseline_sorted.len() as Column
     }
 
     fn gather_limit(&self) -> u64 {
@@ -433,22 +465,23 @@ impl<'a> PairwiseDifferences<'a> {
         copy_limit: u64,
         scratch: &mut Scratch,
     ) -> (f64, f64) {
-        let whole_matrix = self.whole_matrix();
-        self.sweep_pair(&whole_matrix, lower_pivot, upper_pivot, scratch);
+        // The whole matrix is swept without window arrays; they are built only for
+        // the (rare) exact search below.
+        self.sweep_pair(None, lower_pivot, upper_pivot, scratch);
         // Columns from a row's strict boundary on hold differences below the lower
         // pivot; columns before its inclusive boundary hold ones above the upper.
-        let below_lower = count_from(&scratch.strict_boundaries, &whole_matrix.end);
-        let at_or_below_upper = count_from(&scratch.inclusive_boundaries, &whole_matrix.end);
+        let below_lower = count_to_end(&scratch.strict_boundaries, self.columns());
+        let at_or_below_upper = count_to_end(&scratch.inclusive_boundaries, self.columns());
         let windows = if last <= below_lower {
             CandidateWindows {
                 start: scratch.strict_boundaries.clone(),
-                end: whole_matrix.end,
+                end: self.whole_matrix().end,
                 below: 0,
                 count: below_lower,
             }
         } else if first > at_or_below_upper {
             CandidateWindows {
-                start: whole_matrix.start,
+                start: self.whole_matrix().start,
                 end: scratch.inclusive_boundaries.clone(),
                 below: at_or_below_upper,
                 count: self.len() - at_or_below_upper,
@@ -478,7 +511,7 @@ impl<'a> PairwiseDifferences<'a> {
         } else {
             // The band straddles a pivot: only happens when the guesses are far
             // off, so start over on the whole matrix.
-            whole_matrix
+            self.whole_matrix()
         };
         let (low, _) = self.select_within(windows.clone(), first, scratch);
         let (high, _) = self.select_within(windows, last, scratch);
@@ -589,7 +622,7 @@ impl<'a> PairwiseDifferences<'a> {
         (first_target, last_target): (u64, u64),
         scratch: &mut Scratch,
     ) -> RoundOutcome {
-        self.sweep_pair(windows, lower_pivot, upper_pivot, scratch);
+        self.sweep_pair(Some(windows), lower_pivot, upper_pivot, scratch);
         let below_lower = count_from(&scratch.strict_boundaries, &windows.end);
         let at_or_below_upper = count_from(&scratch.inclusive_boundaries, &windows.end);
         if last_target <= below_lower {
@@ -634,9 +667,30 @@ impl<'a> PairwiseDifferences<'a> {
     /// of the selection's work.
     fn sweep_pair(
         &self,
-        windows: &CandidateWindows,
+        windows: Option<&CandidateWindows>,
         lower_pivot: f64,
         upper_pivot: f64,
+        scratch: &mut Scratch,
+    ) {
+        match windows {
+            Some(windows) => self.sweep_rows(
+                |row| (windows.start[row] as usize, windows.end[row] as usize),
+                (lower_pivot, upper_pivot),
+                scratch,
+            ),
+            None => {
+                let columns = self.baseline_sorted.len();
+                self.sweep_rows(|_| (0, columns), (lower_pivot, upper_pivot), scratch)
+            }
+        }
+    }
+
+    /// [`Self::sweep_pair`] with each row's window from `window(row)`.
+    #[inline(always)]
+    fn sweep_rows(
+        &self,
+        window: impl Fn(usize) -> (usize, usize),
+        (lower_pivot, upper_pivot): (f64, f64),
         scratch: &mut Scratch,
     ) {
         let canary_n = self.canary_sorted.len();
@@ -646,51 +700,34 @@ impl<'a> PairwiseDifferences<'a> {
         scratch.inclusive_boundaries.resize(canary_n, 0);
         let mut strict_floor = 0;
         let mut inclusive_floor = 0;
-        let row_boundaries = |canary_value: f64,
-                              start: usize,
-                              end: usize,
-                              strict_floor: usize,
-                              inclusive_floor: usize| {
+        let row_boundaries = |row: usize, strict_floor: usize, inclusive_floor: usize| {
             row_pair_boundaries(
                 baseline,
-                canary_value,
-                (start, end),
+                self.canary_sorted[row],
+                window(row),
                 (strict_floor, inclusive_floor),
                 (lower_pivot, upper_pivot),
             )
         };
-        let groups = self
-            .canary_sorted
-            .chunks_exact(STREAMS)
-            .zip(windows.start.chunks_exact(STREAMS))
-            .zip(windows.end.chunks_exact(STREAMS))
-            .zip(scratch.strict_boundaries.chunks_exact_mut(STREAMS))
-            .zip(scratch.inclusive_boundaries.chunks_exact_mut(STREAMS));
-        for ((((canary_group, start_group), end_group), strict_group), inclusive_group) in groups {
+        let groups = scratch
+            .strict_boundaries
+            .chunks_exact_mut(STREAMS)
+            .zip(scratch.inclusive_boundaries.chunks_exact_mut(STREAMS))
+            .enumerate();
+        for (group, (strict_group, inclusive_group)) in groups {
             for lane in 0..STREAMS {
-                let (strict, inclusive) = row_boundaries(
-                    canary_group[lane],
-                    start_group[lane],
-                    end_group[lane],
-                    strict_floor,
-                    inclusive_floor,
-                );
-                strict_group[lane] = strict;
-                inclusive_group[lane] = inclusive;
+                let (strict, inclusive) =
+                    row_boundaries(group * STREAMS + lane, strict_floor, inclusive_floor);
+                strict_group[lane] = strict as Column;
+                inclusive_group[lane] = inclusive as Column;
             }
-            strict_floor = strict_group[STREAMS - 1];
-            inclusive_floor = inclusive_group[STREAMS - 1];
+            strict_floor = strict_group[STREAMS - 1] as usize;
+            inclusive_floor = inclusive_group[STREAMS - 1] as usize;
         }
         for row in canary_n - canary_n % STREAMS..canary_n {
-            let (strict, inclusive) = row_boundaries(
-                self.canary_sorted[row],
-                windows.start[row],
-                windows.end[row],
-                strict_floor,
-                inclusive_floor,
-            );
-            scratch.strict_boundaries[row] = strict;
-            scratch.inclusive_boundaries[row] = inclusive;
+            let (strict, inclusive) = row_boundaries(row, strict_floor, inclusive_floor);
+            scratch.strict_boundaries[row] = strict as Column;
+            scratch.inclusive_boundaries[row] = inclusive as Column;
             strict_floor = strict;
             inclusive_floor = inclusive;
         }
@@ -701,15 +738,14 @@ impl<'a> PairwiseDifferences<'a> {
     #[cfg(test)]
     fn successor(&self, value: f64, rank: u64) -> f64 {
         let mut scratch = self.scratch();
-        let whole_matrix = self.whole_matrix();
         // Columns before the inclusive boundary hold the differences above `value`.
-        self.sweep_pair(&whole_matrix, f64::NEG_INFINITY, value, &mut scratch);
+        self.sweep_pair(None, f64::NEG_INFINITY, value, &mut scratch);
         let mut above = 0u64;
         let mut smallest_above = f64::INFINITY;
         for (row, &boundary) in scratch.inclusive_boundaries.iter().enumerate() {
             above += boundary as u64;
             if boundary > 0 {
-                smallest_above = smallest_above.min(self.at(row, boundary - 1));
+                smallest_above = smallest_above.min(self.at(row, boundary as usize - 1));
             }
         }
         if self.len() - above > rank {
@@ -738,7 +774,7 @@ impl<'a> PairwiseDifferences<'a> {
         let mut next_position = position(0);
         let mut passed = 0u64;
         for row in 0..self.canary_sorted.len() {
-            let (start, end) = (windows.start[row], windows.end[row]);
+            let (start, end) = (windows.start[row] as usize, windows.end[row] as usize);
             let width = (end - start) as u64;
             while next_index < sample_len && next_position < passed + width {
                 let column = start + (next_position - passed) as usize;
@@ -775,7 +811,7 @@ impl<'a> PairwiseDifferences<'a> {
             .zip(&windows.end)
         {
             candidates.extend(
-                self.baseline_sorted[start..end]
+                self.baseline_sorted[start as usize..end as usize]
                     .iter()
                     .map(|&baseline_value| canary_value - baseline_value),
             );
@@ -805,7 +841,7 @@ fn select_gathered(candidates: &mut [f64], target: u64) -> (f64, Option<f64>) {
 fn copy_between(
     canary_sorted: &[f64],
     baseline_sorted: &[f64],
-    (starts, ends): (&[usize], &[usize]),
+    (starts, ends): (&[Column], &[Column]),
     count: usize,
     candidates: &mut Vec<f64>,
 ) {
@@ -813,7 +849,7 @@ fn copy_between(
     candidates.resize(count, 0.0);
     let mut cursor = 0;
     for ((&canary_value, &start), &end) in canary_sorted.iter().zip(starts).zip(ends) {
-        let row = &baseline_sorted[start..end];
+        let row = &baseline_sorted[start as usize..end as usize];
         for (slot, &baseline_value) in candidates[cursor..cursor + row.len()].iter_mut().zip(row) {
             *slot = canary_value - baseline_value;
         }
@@ -923,11 +959,19 @@ fn row_pair_boundaries(
 }
 
 /// Σ (end[i] - boundary[i]): candidates from each row's boundary to its window end.
-fn count_from(boundaries: &[usize], ends: &[usize]) -> u64 {
+fn count_from(boundaries: &[Column], ends: &[Column]) -> u64 {
     boundaries
         .iter()
         .zip(ends)
-        .map(|(&boundary, &end)| (end - boundary) as u64)
+        .map(|(&boundary, &end)| u64::from(end - boundary))
+        .sum()
+}
+
+/// Σ (columns - boundary[i]): [`count_from`] over the whole matrix.
+fn count_to_end(boundaries: &[Column], columns: Column) -> u64 {
+    boundaries
+        .iter()
+        .map(|&boundary| u64::from(columns - boundary))
         .sum()
 }
 

@@ -261,9 +261,7 @@ pub(crate) fn validated_sorted<'a>(
 
 /// A sorted copy of finite values.
 pub(crate) fn sorted_copy(values: &[f64]) -> Vec<f64> {
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable_by(f64::total_cmp);
-    sorted
+    super::sort::sorted_f64(values)
 }
 
 /// What one merge of the two sorted samples tells the rank procedures.

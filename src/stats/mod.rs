@@ -17,6 +17,7 @@ pub mod multiple_testing;
 pub mod proportions;
 pub mod quantiles;
 pub mod sequential;
+pub mod sort;
 
 use serde::Serialize;
 
@@ -50,6 +51,17 @@ pub enum StatsError {
     NonFinite {
         /// `"baseline"` or `"canary"`.
         side: &'static str,
+    },
+    /// A sample larger than a routine can index (more than 4,294,967,295 baseline
+    /// values for the Hodges-Lehmann interval).
+    #[error("the {side} sample has {len} values, more than the {limit} this routine can index")]
+    SampleTooLarge {
+        /// `"baseline"` or `"canary"`.
+        side: &'static str,
+        /// Its length.
+        len: usize,
+        /// The most it may have.
+        limit: usize,
     },
     /// A confidence level outside the open interval (0, 1).
     #[error("confidence level {0} is outside the open interval (0, 1)")]

@@ -73,9 +73,7 @@ pub struct Summary {
 
 /// Summarizes `values` in any order; `None` when empty.
 pub fn summarize(values: &[f64]) -> Option<Summary> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    summarize_sorted(&sorted)
+    summarize_sorted(&super::sort::sorted_f64(values))
 }
 
 /// Summarizes ascending `sorted` without sorting again; `None` when empty.
@@ -147,8 +145,7 @@ pub fn remove_outliers_iqr(values: &[f64], multiplier: f64) -> OutlierRemoval {
     if values.len() < 4 || !(multiplier.is_finite() && multiplier >= 0.0) {
         return keep_everything();
     }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
+    let sorted = super::sort::sorted_f64(values);
     let (Some(first_quartile), Some(third_quartile)) = (
         quantile_sorted(&sorted, 0.25),
         quantile_sorted(&sorted, 0.75),
