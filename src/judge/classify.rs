@@ -19,8 +19,8 @@ use crate::domain::{
 };
 use crate::format::{confidence_percent, count, number, p_value, percent, signed, signed_percent};
 use crate::stats::Alternative;
-use crate::stats::hodges_lehmann::hodges_lehmann_sorted;
-use crate::stats::mann_whitney::{MannWhitneyMethod, mann_whitney_sorted};
+use crate::stats::hodges_lehmann::rank_comparison_sorted;
+use crate::stats::mann_whitney::MannWhitneyMethod;
 use crate::stats::multiple_testing::Correction;
 use crate::stats::proportions::{
     Counts, ProportionTest, compare_proportions, rate_beyond_limit_p_value,
@@ -411,16 +411,15 @@ fn continuous(
         return inconclusive("no finite samples");
     };
 
-    let test =
-        match mann_whitney_sorted(&baseline.sorted, &canary.sorted, alternative_for(direction)) {
-            Ok(test) => test,
-            Err(error) => return Outcome::Decided(Classification::Error, error.to_string()),
-        };
-    let shift =
-        match hodges_lehmann_sorted(&baseline.sorted, &canary.sorted, confidence_level.value()) {
-            Ok(shift) => shift,
-            Err(error) => return Outcome::Decided(Classification::Error, error.to_string()),
-        };
+    let (test, shift) = match rank_comparison_sorted(
+        &baseline.sorted,
+        &canary.sorted,
+        alternative_for(direction),
+        confidence_level.value(),
+    ) {
+        Ok(both) => both,
+        Err(error) => return Outcome::Decided(Classification::Error, error.to_string()),
+    };
     let baseline_median = baseline_summary.median.unwrap_or(f64::NAN);
     let canary_median = canary_summary.median.unwrap_or(f64::NAN);
     let relative_shift = ratio(shift.estimate, baseline_median.abs());

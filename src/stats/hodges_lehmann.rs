@@ -130,9 +130,52 @@ fn validate_columns(baseline_len: usize) -> Result<(), StatsError> {
     Ok(())
 }
 
+/// The Mann-Whitney test of `canary` against `baseline` and the Hodges-Lehmann shift
+/// with its interval, on samples the caller has sorted ascending: what the judge needs
+/// of a continuous metric, from one validation and one merge of the two samples
+/// (calling [`crate::stats::mann_whitney::mann_whitney_sorted`] and
+/// [`hodges_lehmann_sorted`] merges and validates twice). The same numbers as those
+/// two calls.
+///
+/// # Errors
+///
+/// As [`hodges_lehmann`].
+pub fn rank_comparison_sorted(
+    baseline_sorted: &[f64],
+    canary_sorted: &[f64],
+    alternative: crate::stats::Alternative,
+    confidence_level: f64,
+) -> Result<(crate::stats::mann_whitney::MannWhitney, ShiftInterval), StatsError> {
+    let baseline_sorted = validated_sorted(baseline_sorted, "baseline")?;
+    let canary_sorted = validated_sorted(canary_sorted, "canary")?;
+    validate_columns(baseline_sorted.len())?;
+    validate_confidence_level(confidence_level)?;
+    let summary = PooledRankSummary::from_sorted(&baseline_sorted, &canary_sorted);
+    let test = crate::stats::mann_whitney::mann_whitney_summarised(
+        baseline_sorted.len(),
+        canary_sorted.len(),
+        &summary,
+        alternative,
+    );
+    let interval =
+        hodges_lehmann_summarised(&baseline_sorted, &canary_sorted, &summary, confidence_level);
+    Ok((test, interval))
+}
+
 fn hodges_lehmann_validated(
     baseline_sorted: &[f64],
     canary_sorted: &[f64],
+    confidence_level: f64,
+) -> ShiftInterval {
+    let summary = PooledRankSummary::ties_only(baseline_sorted, canary_sorted);
+    hodges_lehmann_summarised(baseline_sorted, canary_sorted, &summary, confidence_level)
+}
+
+/// The estimate and interval given the merge's ties (`has_ties`, the tie correction).
+fn hodges_lehmann_summarised(
+    baseline_sorted: &[f64],
+    canary_sorted: &[f64],
+    summary: &PooledRankSummary,
     confidence_level: f64,
 ) -> ShiftInterval {
     let baseline_n = baseline_sorted.len();
@@ -140,7 +183,6 @@ fn hodges_lehmann_validated(
     let differences = PairwiseDifferences::new(canary_sorted, baseline_sorted);
     let pair_count = differences.len();
 
-    let summary = PooledRankSummary::ties_only(baseline_sorted, canary_sorted);
     let alpha = 1.0 - confidence_level;
     let (low_rank, achieved_confidence) = if !summary.has_ties
         && baseline_n < EXACT_SAMPLE_SIZE_LIMIT
@@ -148,7 +190,7 @@ fn hodges_lehmann_validated(
     {
         exact_interval_rank(canary_n, baseline_n, alpha)
     } else {
-        normal_interval_rank(&summary, canary_n, baseline_n, alpha)
+        normal_interval_rank(summary, canary_n, baseline_n, alpha)
     };
     // Guard the rule's own guarantee (low_rank <= high_rank) so that no rounding
     // surprise can produce an inverted interval.
@@ -1442,6 +1484,25 @@ mod tests {
                 prop_assert_eq!(high, all[last as usize - 1]);
             }
             check_against_brute_force(&baseline, &canary, 0.95)?;
+        }
+
+        #[test]
+        fn one_merge_for_both_gives_the_numbers_of_the_two_calls(
+            baseline in dyadic_sample(120),
+            canary in dyadic_sample(120),
+            level in 0.5f64..0.999,
+        ) {
+            let mut baseline_sorted = baseline.clone();
+            baseline_sorted.sort_unstable_by(f64::total_cmp);
+            let mut canary_sorted = canary.clone();
+            canary_sorted.sort_unstable_by(f64::total_cmp);
+            for alternative in [crate::stats::Alternative::TwoSided, crate::stats::Alternative::Greater, crate::stats::Alternative::Less] {
+                let (test, interval) =
+                    rank_comparison_sorted(&baseline_sorted, &canary_sorted, alternative, level).unwrap();
+                let alone = crate::stats::mann_whitney::mann_whitney_sorted(&baseline_sorted, &canary_sorted, alternative).unwrap();
+                prop_assert_eq!(test, alone);
+                prop_assert_eq!(interval, hodges_lehmann_sorted(&baseline_sorted, &canary_sorted, level).unwrap());
+            }
         }
 
         #[test]

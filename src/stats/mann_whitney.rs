@@ -118,9 +118,23 @@ fn mann_whitney_validated(
     canary_sorted: &[f64],
     alternative: Alternative,
 ) -> MannWhitney {
-    let baseline_n = baseline_sorted.len();
-    let canary_n = canary_sorted.len();
     let summary = PooledRankSummary::from_sorted(baseline_sorted, canary_sorted);
+    mann_whitney_summarised(
+        baseline_sorted.len(),
+        canary_sorted.len(),
+        &summary,
+        alternative,
+    )
+}
+
+/// The test from the merge of the two sorted samples (shared with the interval by
+/// [`crate::stats::hodges_lehmann::rank_comparison_sorted`]).
+pub(crate) fn mann_whitney_summarised(
+    baseline_n: usize,
+    canary_n: usize,
+    summary: &PooledRankSummary,
+    alternative: Alternative,
+) -> MannWhitney {
     let pair_count = baseline_n as f64 * canary_n as f64;
     let u_canary = summary.u_canary();
     let use_exact = !summary.has_ties
@@ -134,7 +148,7 @@ fn mann_whitney_validated(
         let p_value = distribution.p_value(u_integer, alternative);
         (p_value, p_value.ln(), None, MannWhitneyMethod::Exact)
     } else {
-        let (z, ln_p_value) = normal_approximation(&summary, canary_n, baseline_n, alternative);
+        let (z, ln_p_value) = normal_approximation(summary, canary_n, baseline_n, alternative);
         let p_value = ln_p_value.exp().clamp(0.0, 1.0);
         (
             p_value,
