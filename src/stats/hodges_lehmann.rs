@@ -526,37 +526,37 @@ impl<'a> PairwiseDifferences<'a> {
         (copy_while_sweeping, copy_limit): (u64, u64),
         scratch: &mut Scratch,
     ) -> (f64, f64) {
-        let swept = self.sweep_and_copy((lower_pivot, upper_pivot), copy_while_sweeping, scratch);
-        if first > swept.below_lower && last <= swept.at_or_below_upper {
+        let Swept {
+            below_lower,
+            at_or_below_upper,
+            copied_all,
+        } = self.sweep_and_copy((lower_pivot, upper_pivot), copy_while_sweeping, scratch);
+        let bracketed = first > below_lower && last <= at_or_below_upper;
+        if bracketed {
             if lower_pivot == upper_pivot {
                 // Every difference of these ranks equals the pivot.
                 return (lower_pivot, upper_pivot);
             }
-            let count = swept.at_or_below_upper - swept.below_lower;
-            // More than expected lie between the pivots (long runs of tied
-            // differences do that): copy them in a second sweep, now that their
-            // number is known to be within the limit.
-            if swept.copied_all
-                || (count <= copy_limit
-                    && self
-                        .sweep_and_copy((lower_pivot, upper_pivot), copy_limit, scratch)
-                        .copied_all)
-            {
-                return select_band_gathered(
-                    &mut scratch.candidates,
-                    (first, last),
-                    swept.below_lower,
-                );
+            if at_or_below_upper - below_lower <= copy_limit {
+                if !copied_all {
+                    // More than expected lie between the pivots (long runs of tied
+                    // differences do that): copy them in a second sweep, now that
+                    // their number is known to be within the limit.
+                    self.sweep_and_copy((lower_pivot, upper_pivot), copy_limit, scratch);
+                }
+                return select_band_gathered(&mut scratch.candidates, (first, last), below_lower);
             }
         }
         // The pivots missed the band, or more than `copy_limit` differences lie
-        // between them: sweep again, keeping each row's boundaries, for the exact
-        // search.
-        self.sweep_pair(None, lower_pivot, upper_pivot, scratch);
-        // Columns from a row's strict boundary on hold differences below the lower
-        // pivot; columns before its inclusive boundary hold ones above the upper.
-        let below_lower = count_to_end(&scratch.strict_boundaries, self.columns());
-        let at_or_below_upper = count_to_end(&scratch.inclusive_boundaries, self.columns());
+        // between them: the exact search, within the part the counts show holds the
+        // band. Its windows need each row's boundaries, so the sweep is made again,
+        // keeping them. Columns from a row's strict boundary on hold differences below
+        // the lower pivot; columns before its inclusive boundary hold ones above the
+        // upper.
+        let straddles = !bracketed && last > below_lower && first <= at_or_below_upper;
+        if !straddles {
+            self.sweep_pair(None, lower_pivot, upper_pivot, scratch);
+        }
         let windows = if last <= below_lower {
             CandidateWindows {
                 start: scratch.strict_boundaries.clone(),
@@ -571,27 +571,12 @@ impl<'a> PairwiseDifferences<'a> {
                 below: at_or_below_upper,
                 count: self.len() - at_or_below_upper,
             }
-        } else if first > below_lower && last <= at_or_below_upper {
-            if lower_pivot == upper_pivot {
-                // Every difference of these ranks equals the pivot.
-                return (lower_pivot, upper_pivot);
-            }
-            let count = at_or_below_upper - below_lower;
-            if count <= copy_limit {
-                copy_between(
-                    self.canary_sorted,
-                    self.baseline_sorted,
-                    (&scratch.inclusive_boundaries, &scratch.strict_boundaries),
-                    count as usize,
-                    &mut scratch.candidates,
-                );
-                return select_band_gathered(&mut scratch.candidates, (first, last), below_lower);
-            }
+        } else if bracketed {
             CandidateWindows {
                 start: scratch.inclusive_boundaries.clone(),
                 end: scratch.strict_boundaries.clone(),
                 below: below_lower,
-                count,
+                count: at_or_below_upper - below_lower,
             }
         } else {
             // The band straddles a pivot: only happens when the guesses are far
@@ -982,29 +967,6 @@ fn select_gathered(candidates: &mut [f64], target: u64) -> (f64, Option<f64>) {
     (value, successor)
 }
 
-/// Copies the `count` differences of columns `starts[i]..ends[i]` of every row
-/// into `candidates`. Rows hold a column or two each here, so the per-row cost is
-/// what matters: the output is sized once and written through a cursor instead
-/// of growing a vector row by row.
-fn copy_between(
-    canary_sorted: &[f64],
-    baseline_sorted: &[f64],
-    (starts, ends): (&[Column], &[Column]),
-    count: usize,
-    candidates: &mut Vec<f64>,
-) {
-    candidates.clear();
-    candidates.resize(count, 0.0);
-    let mut cursor = 0;
-    for ((&canary_value, &start), &end) in canary_sorted.iter().zip(starts).zip(ends) {
-        let row = &baseline_sorted[start as usize..end as usize];
-        for (slot, &baseline_value) in candidates[cursor..cursor + row.len()].iter_mut().zip(row) {
-            *slot = canary_value - baseline_value;
-        }
-        cursor += row.len();
-    }
-}
-
 /// The `first`-th and `last`-th smallest differences (1-based over the whole
 /// matrix) from the copied-out candidates, which hold ranks `below + 1` on.
 fn select_band_gathered(
@@ -1112,14 +1074,6 @@ fn count_from(boundaries: &[Column], ends: &[Column]) -> u64 {
         .iter()
         .zip(ends)
         .map(|(&boundary, &end)| u64::from(end - boundary))
-        .sum()
-}
-
-/// Σ (columns - boundary[i]): [`count_from`] over the whole matrix.
-fn count_to_end(boundaries: &[Column], columns: Column) -> u64 {
-    boundaries
-        .iter()
-        .map(|&boundary| u64::from(columns - boundary))
         .sum()
 }
 
@@ -1358,6 +1312,36 @@ mod tests {
                 assert_eq!(low, all[first as usize - 1], "rank {first}");
                 assert_eq!(high, all[last as usize - 1], "rank {last}");
             }
+        }
+    }
+
+    #[test]
+    fn a_band_is_found_whether_the_copy_fits_the_first_sweep_the_second_or_neither() {
+        let baseline = xorshift_sample(13, 600, 10.0, 0.0);
+        let canary = xorshift_sample(17, 500, 10.0, 0.3);
+        let all = brute_force_sorted_differences(&baseline, &canary);
+        let mut baseline_sorted = baseline.clone();
+        baseline_sorted.sort_unstable_by(f64::total_cmp);
+        let mut canary_sorted = canary.clone();
+        canary_sorted.sort_unstable_by(f64::total_cmp);
+        let differences = PairwiseDifferences::new(&canary_sorted, &baseline_sorted);
+        let band = (150_000, 150_001);
+        // About 2,000 differences between the pivots, around the band.
+        let pivots = (all[149_000], all[151_000]);
+        for limits in [(5_000, 5_000), (100, 5_000), (100, 500)] {
+            let mut scratch = differences.scratch();
+            let found = differences.select_band_between(band, pivots, limits, &mut scratch);
+            assert_eq!(found, (all[149_999], all[150_000]), "limits {limits:?}");
+        }
+        // Pivots that miss the band on either side, and that straddle it.
+        for pivots in [
+            (all[10], all[20]),
+            (all[200_000], all[250_000]),
+            (all[150_000], all[150_000]),
+        ] {
+            let mut scratch = differences.scratch();
+            let found = differences.select_band_between(band, pivots, (100, 5_000), &mut scratch);
+            assert_eq!(found, (all[149_999], all[150_000]), "pivots {pivots:?}");
         }
     }
 
