@@ -328,7 +328,8 @@ struct Scratch {
     candidates: Vec<f64>,
 }
 
-/// What [`PairwiseDifferences::sweep_and_copy`] counted and copied.
+/// What [`PairwiseDifferences::sweep_and_copy`] counted and copied for a band.
+#[derive(Clone, Copy)]
 struct Swept {
     /// Differences below the lower pivot.
     below_lower: u64,
@@ -440,9 +441,11 @@ impl<'a> PairwiseDifferences<'a> {
     /// The grid order statistics [`GRID_MARGIN`] of those outside each band's
     /// scaled ranks (found by the same method, recursively) are pivots that
     /// bracket the band with about 9,000 differences between them at 10,000
-    /// per side (about 3,000 at 1,000). One counting sweep per band then gives
-    /// the pivots' exact ranks; when they do bracket the band, the differences
-    /// between them are copied out and the two ranks selected from those.
+    /// per side (about 3,000 at 1,000). One sweep over the matrix then gives every
+    /// band's pivots their exact ranks and copies out the differences between
+    /// them; where the pivots do bracket a band, its two ranks are selected from
+    /// those (narrowed first by slicing the range between the pivots: see
+    /// [`select_band_between_pivots`]).
     ///
     /// Exactness never depends on the grid: the pivots are only guesses, the
     /// counts are exact, and a band the pivots miss (or a bracket too full to
@@ -481,20 +484,22 @@ impl<'a> PairwiseDifferences<'a> {
             )
         });
         let clamped = grid_bands.map(|(first, last)| (first.max(1), last.min(grid_len)));
-        let pivots = grid_differences.select_bands(clamped);
-        let mut result = [(0.0, 0.0); BANDS];
+        let grid_pivots = grid_differences.select_bands(clamped);
+        let mut pivots = [(0.0, 0.0); BANDS];
+        let mut limits = [(0, 0); BANDS];
         for index in 0..BANDS {
             let (grid_first, grid_last) = grid_bands[index];
             let lower_pivot = if grid_first >= 1 {
-                pivots[index].0
+                grid_pivots[index].0
             } else {
                 f64::NEG_INFINITY
             };
             let upper_pivot = if grid_last <= grid_len {
-                pivots[index].1
+                grid_pivots[index].1
             } else {
                 f64::INFINITY
             };
+            pivots[index] = (lower_pivot, upper_pivot);
             // The bracket's expected width in full ranks, twice over (plus the usual
             // limit) before giving up on copying it out: O(n + m) either way,
             // since the grid bracket grows only as the square root of the sides.
@@ -503,34 +508,72 @@ impl<'a> PairwiseDifferences<'a> {
             // The sweep copies before it knows whether the pivots bracket the band,
             // so it stops sooner: at twice the expected width (plus the floor).
             let copy_while_sweeping = GATHER_FLOOR.saturating_add((2.0 * expected) as u64);
-            result[index] = self.select_band_between(
+            limits[index] = (copy_while_sweeping.min(copy_limit), copy_limit);
+        }
+        // Every band's pivots are counted, and the differences between them copied,
+        // in one sweep.
+        // Room for the expected count (half the sweep's limit, which is twice that
+        // plus the floor), so that they are rarely moved as they grow.
+        let mut candidates: [Vec<f64>; BANDS] =
+            std::array::from_fn(|index| Vec::with_capacity((limits[index].0 / 2) as usize));
+        let swept = self.sweep_and_copy(
+            pivots,
+            limits.map(|(sweeping, _)| sweeping),
+            &mut candidates,
+        );
+        let mut result = [(0.0, 0.0); BANDS];
+        for index in 0..BANDS {
+            result[index] = self.finish_band(
                 bands[index],
-                (lower_pivot, upper_pivot),
-                (copy_while_sweeping.min(copy_limit), copy_limit),
+                pivots[index],
+                (swept[index], limits[index].1),
+                &mut candidates[index],
                 &mut scratch,
             );
         }
         result
     }
 
-    /// One band of [`Self::select_bands`] given its two pivots: one sweep that
-    /// counts and copies out the differences between the pivots (up to
-    /// `copy_while_sweeping`), and the band's ranks selected among them when the
-    /// pivots bracket it (a second such sweep copies up to `copy_limit` when more
-    /// lay between them than the first would copy); else the exact search within
-    /// whichever part of the matrix the counts show holds the band.
+    /// One band of [`Self::select_bands`] given its two pivots, alone: the sweep
+    /// that counts and copies out the differences between the pivots (up to
+    /// `copy_while_sweeping`), then [`Self::finish_band`].
+    #[cfg(test)]
     fn select_band_between(
+        &self,
+        band: (u64, u64),
+        pivots: (f64, f64),
+        (copy_while_sweeping, copy_limit): (u64, u64),
+        scratch: &mut Scratch,
+    ) -> (f64, f64) {
+        let mut candidates = Vec::new();
+        let [swept] = self.sweep_and_copy(
+            [pivots],
+            [copy_while_sweeping],
+            std::array::from_mut(&mut candidates),
+        );
+        self.finish_band(band, pivots, (swept, copy_limit), &mut candidates, scratch)
+    }
+
+    /// One band of [`Self::select_bands`] after the sweep counted its pivots
+    /// (`swept`) and copied the differences between them into `candidates` (all of
+    /// them, if `swept.copied_all`): the band's ranks selected among those when the
+    /// pivots bracket it (a second sweep of this band alone copies up to
+    /// `copy_limit` when more lay between them than the first copied); else the
+    /// exact search within whichever part of the matrix the counts show holds the
+    /// band.
+    fn finish_band(
         &self,
         (first, last): (u64, u64),
         (lower_pivot, upper_pivot): (f64, f64),
-        (copy_while_sweeping, copy_limit): (u64, u64),
+        (swept, copy_limit): (Swept, u64),
+        candidates: &mut Vec<f64>,
         scratch: &mut Scratch,
     ) -> (f64, f64) {
         let Swept {
             below_lower,
             at_or_below_upper,
             copied_all,
-        } = self.sweep_and_copy((lower_pivot, upper_pivot), copy_while_sweeping, scratch);
+        } = swept;
         let bracketed = first > below_lower && last <= at_or_below_upper;
         if bracketed {
             if lower_pivot == upper_pivot {
@@ -542,9 +585,18 @@ impl<'a> PairwiseDifferences<'a> {
                     // More than expected lie between the pivots (long runs of tied
                     // differences do that): copy them in a second sweep, now that
                     // their number is known to be within the limit.
-                    self.sweep_and_copy((lower_pivot, upper_pivot), copy_limit, scratch);
+                    self.sweep_and_copy(
+                        [(lower_pivot, upper_pivot)],
+                        [copy_limit],
+                        std::array::from_mut(candidates),
+                    );
                 }
-                return select_band_gathered(&mut scratch.candidates, (first, last), below_lower);
+                return select_band_between_pivots(
+                    candidates,
+                    (first, last),
+                    below_lower,
+                    (lower_pivot, upper_pivot),
+                );
             }
         }
         // The pivots missed the band, or more than `copy_limit` differences lie
@@ -725,65 +777,91 @@ impl<'a> PairwiseDifferences<'a> {
         }
     }
 
-    /// Over the whole matrix, in one sweep: how many differences lie below
-    /// `lower_pivot` and how many at or below `upper_pivot`, and the differences
-    /// between the two (both included) copied into `scratch.candidates` while there
-    /// are at most `copy_limit` of them. No per-row arrays: the rows are taken
-    /// [`STREAMS`] at a time from the previous group's answers, as in
-    /// [`Self::sweep_pair`], and each row's run between its two boundaries is copied
-    /// as soon as they are known.
-    fn sweep_and_copy(
+    /// Over the whole matrix, in one sweep, for each band's pivots `(lower, upper)`:
+    /// how many differences lie below `lower` and how many at or below `upper`, and
+    /// the differences between the two (both included) copied into the band's
+    /// `candidates` while there are at most its `copy_limit` of them.
+    ///
+    /// No per-row arrays: each pivot has a column pointer carried from row to row
+    /// (the boundaries only move right as the canary values grow), and each row's
+    /// run between a band's two boundaries is copied as soon as they are known. The
+    /// bands' pointers are independent chains of loads, so sweeping them together
+    /// keeps the core busy where one band's two pointers would leave it waiting; a
+    /// row costs one [`SWEEP_CHUNK`]-wide test per pointer in the common case.
+    fn sweep_and_copy<const BANDS: usize>(
         &self,
-        (lower_pivot, upper_pivot): (f64, f64),
-        copy_limit: u64,
-        scratch: &mut Scratch,
-    ) -> Swept {
+        pivots: [(f64, f64); BANDS],
+        copy_limits: [u64; BANDS],
+        candidates: &mut [Vec<f64>; BANDS],
+    ) -> [Swept; BANDS] {
         let baseline = self.baseline_sorted;
         let columns = baseline.len();
-        let candidates = &mut scratch.candidates;
-        candidates.clear();
-        let mut swept = Swept {
+        // Each band's buffer is used up to `filled[band]`; past that it holds spare
+        // values, so that a short run can be written COPY_WIDTH wide.
+        let mut filled = [0usize; BANDS];
+        let mut swept = [Swept {
             below_lower: 0,
             at_or_below_upper: 0,
             copied_all: true,
-        };
-        let mut take_row = |canary_value: f64, (strict, inclusive): (usize, usize)| {
-            swept.below_lower += (columns - strict) as u64;
-            swept.at_or_below_upper += (columns - inclusive) as u64;
-            if swept.copied_all {
-                let run = &baseline[inclusive..strict];
-                if (candidates.len() + run.len()) as u64 <= copy_limit {
-                    candidates.extend(run.iter().map(|&b| canary_value - b));
-                } else {
-                    swept.copied_all = false;
-                    candidates.clear();
+        }; BANDS];
+        let mut strict = [0usize; BANDS];
+        let mut inclusive = [0usize; BANDS];
+        for &canary_value in self.canary_sorted {
+            for band in 0..BANDS {
+                let (lower_pivot, upper_pivot) = pivots[band];
+                strict[band] = advance_while::<SWEEP_CHUNK>(baseline, strict[band], columns, |b| {
+                    canary_value - b >= lower_pivot
+                });
+                inclusive[band] =
+                    advance_while::<SWEEP_CHUNK>(baseline, inclusive[band], columns, |b| {
+                        canary_value - b > upper_pivot
+                    });
+            }
+            for band in 0..BANDS {
+                let swept = &mut swept[band];
+                swept.below_lower += (columns - strict[band]) as u64;
+                swept.at_or_below_upper += (columns - inclusive[band]) as u64;
+                if swept.copied_all {
+                    let (from, to) = (inclusive[band], strict[band]);
+                    let run = to - from;
+                    let copied = &mut candidates[band];
+                    let fill = filled[band];
+                    if (fill + run) as u64 > copy_limits[band] {
+                        swept.copied_all = false;
+                        continue;
+                    }
+                    if copied.len() < fill + run.max(COPY_WIDTH) {
+                        let grown = (2 * copied.len()).max(fill + run + COPY_WIDTH).max(256);
+                        copied.resize(grown, 0.0);
+                    }
+                    match baseline.get(from..from + COPY_WIDTH) {
+                        // The common case: a short run, written at a fixed width
+                        // (whatever lies past the run is overwritten later), so the
+                        // run's length costs no mispredicted loop exit.
+                        Some(window) if run <= COPY_WIDTH => {
+                            for (slot, &b) in copied[fill..fill + COPY_WIDTH].iter_mut().zip(window)
+                            {
+                                *slot = canary_value - b;
+                            }
+                        }
+                        _ => {
+                            for (slot, &b) in
+                                copied[fill..fill + run].iter_mut().zip(&baseline[from..to])
+                            {
+                                *slot = canary_value - b;
+                            }
+                        }
+                    }
+                    filled[band] = fill + run;
                 }
             }
-        };
-        let row_boundaries = |canary_value: f64, floors: (usize, usize)| {
-            row_pair_boundaries(
-                baseline,
-                canary_value,
-                (0, columns),
-                floors,
-                (lower_pivot, upper_pivot),
-            )
-        };
-        let mut floors = (0, 0);
-        let mut groups = self.canary_sorted.chunks_exact(STREAMS);
-        for group in groups.by_ref() {
-            let mut answers = [(0, 0); STREAMS];
-            for (answer, &canary_value) in answers.iter_mut().zip(group) {
-                *answer = row_boundaries(canary_value, floors);
-            }
-            for (&answer, &canary_value) in answers.iter().zip(group) {
-                take_row(canary_value, answer);
-            }
-            floors = answers[STREAMS - 1];
         }
-        for &canary_value in groups.remainder() {
-            floors = row_boundaries(canary_value, floors);
-            take_row(canary_value, floors);
+        for (band, copied) in candidates.iter_mut().enumerate() {
+            copied.truncate(if swept[band].copied_all {
+                filled[band]
+            } else {
+                0
+            });
         }
         swept
     }
@@ -967,6 +1045,92 @@ fn select_gathered(candidates: &mut [f64], target: u64) -> (f64, Option<f64>) {
     (value, successor)
 }
 
+/// Fewest candidates worth filing into slices in [`select_band_between_pivots`]:
+/// below this `select_nth_unstable` alone is as fast.
+const SLICED_MIN_CANDIDATES: usize = 512;
+
+/// Equal slices of the range between two pivots in [`select_band_between_pivots`]:
+/// with the differences between close pivots spread about evenly, a slice holds a
+/// few dozen of the 3,000 or so candidates of a band at 1,000 per side.
+const SLICES: f64 = 128.0;
+
+/// 2^52: a double in `0..2^52` plus this is rounded to an integer, which its low
+/// mantissa bits then hold.
+const ROUND_TO_INTEGER: f64 = 4_503_599_627_370_496.0;
+
+/// [`select_band_gathered`] for candidates known to lie between `lower_pivot` and
+/// `upper_pivot` (both included): one pass counts the candidates in each of
+/// [`SLICES`] equal slices of that range, a second moves those of the slices that
+/// hold the band's ranks to the front, and only those are selected among.
+///
+/// A value's slice is `(value − lower) · scale` rounded to an integer (by adding
+/// 2^52 and keeping the low mantissa bits: no branch, no saturating conversion), a
+/// composition of monotone roundings of a number between 0 and `SLICES`, so a
+/// candidate in a lower slice is never larger than one in a higher slice and the
+/// ranks stay exact. Ties and uneven spreads only make the kept slices fuller (more
+/// than half the candidates: plain selection instead).
+fn select_band_between_pivots(
+    candidates: &mut [f64],
+    (first, last): (u64, u64),
+    below: u64,
+    (lower_pivot, upper_pivot): (f64, f64),
+) -> (f64, f64) {
+    let scale = SLICES / (upper_pivot - lower_pivot);
+    if candidates.len() < SLICED_MIN_CANDIDATES || !(scale.is_finite() && scale > 0.0) {
+        return select_band_gathered(candidates, (first, last), below);
+    }
+    let slice_of =
+        |value: f64| (((value - lower_pivot) * scale + ROUND_TO_INTEGER).to_bits() & 0xFF) as usize;
+    let mut counts = [0u32; 256];
+    for &value in candidates.iter() {
+        counts[slice_of(value)] += 1;
+    }
+    let top = candidates.len() as u64 - 1;
+    let first_index = first.saturating_sub(below + 1).min(top);
+    let last_index = last.saturating_sub(below + 1).clamp(first_index, top);
+    // The slices holding the band's first and last index, and how many candidates
+    // lie in the slices before the first of them.
+    let mut through = 0u64;
+    let mut first_slice = None;
+    let mut last_slice = counts.len() - 1;
+    for (slice, &count) in counts.iter().enumerate() {
+        let before = through;
+        through += u64::from(count);
+        if first_slice.is_none() && first_index < through {
+            first_slice = Some((slice, before));
+        }
+        if last_index < through {
+            last_slice = slice;
+            break;
+        }
+    }
+    let Some((first_slice, before_first_slice)) = first_slice else {
+        return select_band_gathered(candidates, (first, last), below);
+    };
+    let kept: u64 = counts[first_slice..=last_slice]
+        .iter()
+        .map(|&count| u64::from(count))
+        .sum();
+    if 2 * kept > candidates.len() as u64 {
+        return select_band_gathered(candidates, (first, last), below);
+    }
+    let kept_slices = last_slice - first_slice;
+    let mut front = 0;
+    for index in 0..candidates.len() {
+        // One comparison, not two: below or above the kept slices is a coin toss
+        // from one candidate to the next, and two branches on it mispredict.
+        if slice_of(candidates[index]).wrapping_sub(first_slice) <= kept_slices {
+            candidates.swap(front, index);
+            front += 1;
+        }
+    }
+    select_band_gathered(
+        &mut candidates[..front],
+        (first_index + 1, last_index + 1),
+        before_first_slice,
+    )
+}
+
 /// The `first`-th and `last`-th smallest differences (1-based over the whole
 /// matrix) from the copied-out candidates, which hold ranks `below + 1` on.
 fn select_band_gathered(
@@ -999,6 +1163,14 @@ fn select_band_gathered(
 /// geometric series dominated by the full matrix, while the brackets (which grow
 /// with the spacing to the power 1.5) stay within a small multiple of n + m.
 const GRID_STRIDE: usize = 8;
+
+/// Values tested per step by each pointer of [`PairwiseDifferences::sweep_and_copy`]:
+/// carried from the row before, a pointer moves about m/n columns a row.
+const SWEEP_CHUNK: usize = 4;
+
+/// Differences [`PairwiseDifferences::sweep_and_copy`] writes per row and band
+/// whether or not the run between the pivots is that long.
+const COPY_WIDTH: usize = 4;
 
 /// Half-width of the grid brackets in standard deviations of the grid estimate
 /// (see [`PairwiseDifferences::select_bands`]): a miss costs only speed, and at 5
@@ -1468,6 +1640,39 @@ mod tests {
                 prop_assert_eq!(high, all[last as usize - 1]);
             }
             check_against_brute_force(&baseline, &canary, 0.95)?;
+        }
+
+        #[test]
+        fn slicing_the_range_between_pivots_keeps_the_exact_order_statistics(
+            steps in prop::collection::vec(0u32..=1_000, SLICED_MIN_CANDIDATES..3_000),
+            (lower_pivot, width) in (-1e6f64..1e6, prop_oneof![Just(1e-9), 1e-6f64..1e3]),
+            grain in prop_oneof![Just(1u32), Just(7), Just(250), Just(1_000)],
+            band in (0.0f64..1.0, 0usize..40),
+            below in 0u64..1_000_000,
+        ) {
+            // Values between the pivots, both included, on a grid coarse enough
+            // (`grain`) for long runs of ties, the pivots among them.
+            let upper_pivot = lower_pivot + width;
+            let mut candidates: Vec<f64> = steps
+                .iter()
+                .map(|&step| {
+                    let fraction = f64::from(step / grain * grain) / 1_000.0;
+                    (lower_pivot + fraction * width).clamp(lower_pivot, upper_pivot)
+                })
+                .collect();
+            candidates[0] = lower_pivot;
+            candidates[1] = upper_pivot;
+            let mut sorted = candidates.clone();
+            sorted.sort_unstable_by(f64::total_cmp);
+            let first_index = ((candidates.len() - 1) as f64 * band.0) as usize;
+            let last_index = (first_index + band.1).min(candidates.len() - 1);
+            let found = select_band_between_pivots(
+                &mut candidates,
+                (below + first_index as u64 + 1, below + last_index as u64 + 1),
+                below,
+                (lower_pivot, upper_pivot),
+            );
+            prop_assert_eq!(found, (sorted[first_index], sorted[last_index]));
         }
 
         #[test]

@@ -319,12 +319,18 @@ impl PooledRankSummary {
                     advance_while::<MERGE_CHUNK>(baseline_sorted, below[stream], baseline_n, |b| {
                         b < value
                     });
-                at_or_below[stream] = advance_while::<MERGE_CHUNK>(
-                    baseline_sorted,
-                    at_or_below[stream].max(below[stream]),
-                    baseline_n,
-                    |b| b <= value,
-                );
+                // Equal baseline values are rare outside tied data: a second pointer
+                // moves only when the first stopped at one.
+                at_or_below[stream] = if baseline_sorted.get(below[stream]) == Some(&value) {
+                    advance_while::<MERGE_CHUNK>(
+                        baseline_sorted,
+                        at_or_below[stream].max(below[stream]),
+                        baseline_n,
+                        |b| b <= value,
+                    )
+                } else {
+                    below[stream]
+                };
                 // Each canary value beats every smaller baseline value and ties
                 // (half a win each) with the equal ones.
                 twice_u_canary += (below[stream] + at_or_below[stream]) as u64;
