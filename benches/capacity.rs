@@ -433,6 +433,7 @@ async fn run_instance(load: Load) -> Outcome {
         start_at: Some(start_at),
         owner: None,
         adopt: false,
+        submit_key: None,
     };
     // Start times lie after the submissions end: their pace comes from a few probe
     // analyses due in a day (never claimed during the run).
@@ -851,6 +852,10 @@ impl Store for TimedStore {
 
     async fn get_analysis(&self, id: Uuid) -> Result<Option<Analysis>, StoreError> {
         self.inner.get_analysis(id).await
+    }
+
+    async fn analysis_by_submit_key(&self, key: &str) -> Result<Option<Analysis>, StoreError> {
+        self.inner.analysis_by_submit_key(key).await
     }
 
     async fn list_analyses(

@@ -537,6 +537,12 @@ fn load_profile(state: &ApiState, name: &str) -> Result<String, ApiError> {
     Ok(text)
 }
 
+/// A submission body parsed and validated as `POST /v1/analyses` does it (the same
+/// errors, naming the field).
+pub(crate) fn parse_submission(state: &ApiState, body: &[u8]) -> Result<NewAnalysis, ApiError> {
+    validate_submission(state, parse_body(body)?)
+}
+
 fn validate_submission(state: &ApiState, raw: RawSubmission) -> Result<NewAnalysis, ApiError> {
     let profile_name = required(raw.profile, "profile")?;
     let flag = required(raw.flag, "flag")?;
@@ -592,6 +598,7 @@ fn validate_submission(state: &ApiState, raw: RawSubmission) -> Result<NewAnalys
         start_at: raw.start_at,
         owner,
         adopt: raw.adopt.unwrap_or(false),
+        submit_key: None,
     })
 }
 
@@ -704,8 +711,7 @@ pub async fn create(
     authorized: Authorized<SubmitScope>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let raw: RawSubmission = parse_body(&body)?;
-    let new = validate_submission(&state, raw)?;
+    let new = parse_submission(&state, &body)?;
     let analysis = state
         .bounded_store_call(state.store.create_analysis(new, state.clock.now()))
         .await?;

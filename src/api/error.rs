@@ -232,6 +232,9 @@ impl From<StoreError> for ApiError {
                  {state}; one analysis per flag at a time: wait for it to end, or act on it \
                  (/v1/analyses/{owner})"
             )),
+            StoreError::SubmitKeyTaken(key) => ApiError::Conflict(format!(
+                "an analysis is already stored under {key:?}; read it again"
+            )),
             StoreError::Invalid(message) => ApiError::BadRequest(message),
             StoreError::Unavailable(message) => ApiError::Unavailable(message),
             StoreError::LeaseLost { .. } | StoreError::Corrupt(_) => {

@@ -1,7 +1,8 @@
 //! The HTTP API of `canary serve`: an axum [`router`] over an [`ApiState`].
 //!
 //! One file per resource: [`analyses`] (submit, inspect, list, long-poll the verdict,
-//! manual actions), [`argo`] (the flat verdict for Argo Rollouts), [`health`]
+//! manual actions), [`argo`] (the flat verdict for Argo Rollouts, and submit-or-get by
+//! rollout revision), [`health`]
 //! (`/healthz`, `/readyz`), [`metrics`] (`/metrics`) and [`openapi`] (the OpenAPI
 //! document). [`error`] maps every [`ApiError`] to its status code, in one place;
 //! [`client`] is the typed client `canary submit` and `canary wait` use. [`auth`] owns
@@ -56,6 +57,7 @@ fn operations() -> OpenApiRouter<ApiState> {
         .routes(routes!(analyses::verdict))
         .routes(routes!(analyses::action))
         .routes(routes!(argo::argo))
+        .routes(routes!(argo::rollout))
         .routes(routes!(report::report_html))
         .routes(routes!(report::report_json))
 }

@@ -35,14 +35,15 @@ fn error_response(description: &str) -> Value {
 }
 
 /// Adds the security requirement and the 401, 403 and 415 answers to every operation
-/// under `/v1/analyses`: a bearer token for POST (scope `submit` or `act`), an optional
-/// one for GET (scope `read`, required only with `server.require_token_for_reads`).
+/// under `/v1/analyses` and `/v1/argo`: a bearer token for POST and PUT (scope `submit`
+/// or `act`), an optional one for GET (scope `read`, required only with
+/// `server.require_token_for_reads`).
 fn secure(document: &mut Value) {
     let Some(paths) = document["paths"].as_object_mut() else {
         return;
     };
     for (path, item) in paths.iter_mut() {
-        if !path.starts_with("/v1/analyses") {
+        if !(path.starts_with("/v1/analyses") || path.starts_with("/v1/argo/")) {
             continue;
         }
         let Some(operations) = item.as_object_mut() else {
@@ -98,7 +99,7 @@ fn bound(document: &mut Value) {
         };
         for (method, operation) in operations.iter_mut() {
             let responses = &mut operation["responses"];
-            if method == "post" {
+            if method == "post" || method == "put" {
                 responses["408"] = error_response(
                     "The body did not arrive within `[server] body_read_timeout` (`request_timeout`); the connection is closed.",
                 );
@@ -158,7 +159,7 @@ mod tests {
     #[test]
     fn every_route_is_documented_once_with_its_schemas() {
         let routes = routes();
-        assert_eq!(routes.len(), 12, "{routes:?}");
+        assert_eq!(routes.len(), 13, "{routes:?}");
         let document = document();
         assert_eq!(document["openapi"], "3.1.0");
         let text = document.to_string();
@@ -180,12 +181,12 @@ mod tests {
         for (path, item) in document["paths"].as_object().unwrap() {
             for (method, operation) in item.as_object().unwrap() {
                 let responses = &operation["responses"];
-                if path.starts_with("/v1/analyses") {
+                if path.starts_with("/v1/analyses") || path.starts_with("/v1/argo/") {
                     assert!(operation["security"].is_array(), "{method} {path}");
                     assert!(responses["401"].is_object(), "{method} {path}");
                     assert!(responses["403"].is_object(), "{method} {path}");
                 }
-                if method == "post" {
+                if method == "post" || method == "put" {
                     assert!(responses["415"].is_object(), "{method} {path}");
                 }
             }

@@ -768,6 +768,7 @@ impl AnalysisReport {
             requested_action: None,
             owner: None,
             adopt: false,
+            submit_key: None,
         };
         let mut report = AnalysisReport::from_analysis(&analysis, &looks, &actuations, &[]);
         report.subject.analysis_id = None;

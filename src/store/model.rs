@@ -58,6 +58,10 @@ pub enum StoreError {
         /// Its state (one of the owning states, [`AnalysisState::owns_flag`]).
         state: AnalysisState,
     },
+    /// Another analysis was stored under the submission's
+    /// [`NewAnalysis::submit_key`] (read it with [`Store::analysis_by_submit_key`]).
+    #[error("an analysis is already stored under submit key {0:?}")]
+    SubmitKeyTaken(String),
     /// The database holds something this version cannot read: an unknown state, JSON
     /// that does not parse, a schema newer than the code.
     #[error("store data is corrupt or from a newer version: {0}")]
@@ -217,6 +221,11 @@ pub struct NewAnalysis {
     /// below its current share, instead of refusing it.
     #[serde(default)]
     pub adopt: bool,
+    /// A key that names this analysis for good (see [`Store::analysis_by_submit_key`]):
+    /// no two analyses share one, whatever their states. `None` for ordinary
+    /// submissions.
+    #[serde(default)]
+    pub submit_key: Option<String>,
 }
 
 /// A stored analysis.
@@ -276,6 +285,9 @@ pub struct Analysis {
     /// Whether the submission asked to adopt a flag beyond the first stage.
     #[serde(default)]
     pub adopt: bool,
+    /// The key of [`NewAnalysis::submit_key`].
+    #[serde(default)]
+    pub submit_key: Option<String>,
 }
 
 impl Analysis {
@@ -612,10 +624,16 @@ pub trait Store: Send + Sync {
     /// `new.owner` is set and an analysis with the same owner and flag is in an owning
     /// state ([`AnalysisState::owns_flag`]); a unique index decides, so of two
     /// concurrent submissions (from any instances) exactly one is stored.
+    ///
+    /// [`StoreError::SubmitKeyTaken`] when `new.submit_key` is set and an analysis was
+    /// already stored under it, in any state (a unique index decides here too).
     async fn create_analysis(&self, new: NewAnalysis, now: f64) -> Result<Analysis, StoreError>;
 
     /// The analysis with this id, if any.
     async fn get_analysis(&self, id: Uuid) -> Result<Option<Analysis>, StoreError>;
+
+    /// The analysis stored under this [`NewAnalysis::submit_key`], if any.
+    async fn analysis_by_submit_key(&self, key: &str) -> Result<Option<Analysis>, StoreError>;
 
     /// Analyses in creation order (keyset paging: a page never repeats or skips an
     /// analysis that existed when the listing began), optionally only those in `state`.

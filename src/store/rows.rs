@@ -110,6 +110,7 @@ pub(crate) fn analysis_from_row(row: &impl StoredRow) -> Result<Analysis, StoreE
             .transpose()?,
         owner: row.optional_text("owner")?,
         adopt: row.boolean("adopt")?,
+        submit_key: row.optional_text("submit_key")?,
     })
 }
 

@@ -119,6 +119,22 @@ pub(crate) fn is_owner_violation(error: &sqlx::Error) -> bool {
     }
 }
 
+/// The unique index on [`NewAnalysis::submit_key`](super::NewAnalysis::submit_key).
+pub(crate) const SUBMIT_KEY_INDEX: &str = "analyses_submit_key";
+
+/// Whether `error` is the submit-key index refusing a second analysis under one key.
+pub(crate) fn is_submit_key_violation(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => {
+            db.kind() == sqlx::error::ErrorKind::UniqueViolation
+                && (db.constraint() == Some(SUBMIT_KEY_INDEX)
+                    // SQLite names the column, not the index.
+                    || db.message().contains("analyses.submit_key"))
+        }
+        _ => false,
+    }
+}
+
 /// Maps a database error onto the kinds callers branch on.
 pub(crate) fn database_error(error: sqlx::Error) -> StoreError {
     use sqlx::error::ErrorKind;

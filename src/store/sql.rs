@@ -30,7 +30,7 @@ macro_rules! analysis_columns {
         "id, profile_name, profile_text, flag, source, actuator, baseline_scope, \
          canary_scope, dry_run, start_at_ms, state, current_stage, traffic, latest_verdict, \
          reasons, runner_state, next_look_at_ms, version, lease_owner, lease_expires_at_ms, \
-         created_at_ms, updated_at_ms, seq, requested_action, owner, adopt"
+         created_at_ms, updated_at_ms, seq, requested_action, owner, adopt, submit_key"
     };
 }
 pub(crate) use analysis_columns;
@@ -138,7 +138,7 @@ macro_rules! sql_store {
             };
             use $crate::store::shared::{
                 check_completion, check_look, check_same_intent, claim_limit, database_error,
-                from_index, from_millis, is_owner_violation, lease_millis, not_found,
+                from_index, from_millis, is_owner_violation, is_submit_key_violation, lease_millis, not_found,
                 optional_millis, owning_states_sql, page_limit, parse_cursor, parse_stored,
                 requested_action, to_millis,
             };
@@ -191,9 +191,9 @@ macro_rules! sql_store {
                         "INSERT INTO analyses (id, profile_name, profile_text, flag, source, \
                          actuator, baseline_scope, canary_scope, dry_run, start_at_ms, state, \
                          reasons, runner_state, next_look_at_ms, version, created_at_ms, \
-                         updated_at_ms, owner, adopt) \
+                         updated_at_ms, owner, adopt, submit_key) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $14, \
-                         'null', $10, 1, $11, $11, $12, $13) RETURNING ",
+                         'null', $10, 1, $11, $11, $12, $13, $15) RETURNING ",
                         analysis_columns!()
                     ))
                     .bind($store::id_param(Uuid::new_v4()))
@@ -210,10 +210,16 @@ macro_rules! sql_store {
                     .bind(&new.owner)
                     .bind(new.adopt)
                     .bind($store::list_param(&[])?)
+                    .bind(&new.submit_key)
                     .fetch_one(&self.pool)
                     .await;
                     match inserted {
                         Ok(row) => return analysis_from_row(&row).map(Some),
+                        Err(error) if is_submit_key_violation(&error) => {
+                            return Err(StoreError::SubmitKeyTaken(
+                                new.submit_key.clone().unwrap_or_default(),
+                            ));
+                        }
                         Err(error) if is_owner_violation(&error) => {}
                         Err(error) => return Err(database_error(error)),
                     }
@@ -321,6 +327,23 @@ macro_rules! sql_store {
                         " FROM analyses WHERE id = $1"
                     ))
                     .bind($store::id_param(id))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(database_error)?
+                    .map(|row| analysis_from_row(&row))
+                    .transpose()
+                }
+
+                async fn analysis_by_submit_key(
+                    &self,
+                    key: &str,
+                ) -> Result<Option<Analysis>, StoreError> {
+                    sqlx::query(concat!(
+                        "SELECT ",
+                        analysis_columns!(),
+                        " FROM analyses WHERE submit_key = $1"
+                    ))
+                    .bind(key)
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(database_error)?

@@ -754,11 +754,18 @@ async fn the_openapi_document_parses_and_every_route_in_it_is_served() {
         for (method, operation) in item.as_object().unwrap() {
             assert!(operation["responses"].is_object(), "{method} {path}");
             documented.push((method.to_uppercase(), path.clone()));
-            let url = app.url(&path.replace("{id}", &id.to_string()));
+            let url = app.url(
+                &path
+                    .replace("{id}", &id.to_string())
+                    .replace("{namespace}", "shop")
+                    .replace("{rollout}", "checkout")
+                    .replace("{revision}", "6d4b9f7c5"),
+            );
             let request = match method.as_str() {
                 "get" => app.http.get(url),
                 // No token and no JSON content type: the first check answers.
                 "post" => app.http.post(url).body("{}"),
+                "put" => app.http.put(url).body("{}"),
                 other => panic!("unexpected method {other}"),
             };
             let response = request.send().await.unwrap();
@@ -852,6 +859,223 @@ async fn the_argo_endpoint_satisfies_the_documented_template() {
         result,
         json!({"verdict": "promote", "state": "promoted", "successful": true, "failed": false, "inconclusive": false, "final": true})
     );
+}
+
+/// The second template of `docs/argo-rollouts.md` (submit-or-get): its method, URL,
+/// `jsonBody` (as JSON, with `{{args.flag}}` filled in) and conditions.
+fn documented_submit_template(flag: &str) -> (String, String, Value, String, String) {
+    let text = std::fs::read_to_string(root().join("docs/argo-rollouts.md")).unwrap();
+    let (_, section) = text
+        .split_once("## Without a separate submit")
+        .expect("the submit-or-get section");
+    let yaml = section
+        .split("```yaml")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a yaml block in the submit-or-get section");
+    let value = |key: &str| {
+        yaml.lines()
+            .find_map(|line| line.trim().strip_prefix(&format!("{key}:")))
+            .unwrap_or_else(|| panic!("{key} in the template"))
+            .trim()
+            .trim_matches('"')
+            .to_owned()
+    };
+    // The jsonBody block: the lines indented below `jsonBody:`.
+    let mut body = serde_json::Map::new();
+    let mut lines = yaml.lines().skip_while(|line| line.trim() != "jsonBody:");
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let head = lines.next().expect("jsonBody in the template");
+    for line in lines.take_while(|line| indent(line) > indent(head)) {
+        let (key, raw) = line.trim().split_once(':').unwrap();
+        let raw = raw.trim();
+        let unquoted = raw
+            .strip_prefix('\'')
+            .and_then(|r| r.strip_suffix('\''))
+            .or_else(|| raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')))
+            .unwrap_or(raw);
+        body.insert(
+            key.to_owned(),
+            Value::String(unquoted.replace("{{args.flag}}", flag)),
+        );
+    }
+    (
+        value("method"),
+        value("url"),
+        Value::Object(body),
+        value("successCondition"),
+        value("failureCondition"),
+    )
+}
+
+impl TestApp {
+    async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        let mut request = self.http.put(self.url(path)).json(body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+}
+
+#[tokio::test]
+async fn the_argo_submit_or_get_endpoint_starts_one_analysis_per_revision_as_documented() {
+    let (method, url, documented_body, success, failure) =
+        documented_submit_template("checkout-v2");
+    assert_eq!(method, "PUT");
+    assert_eq!(success, "result.successful == true");
+    assert_eq!(failure, "result.failed == true");
+    let path = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|slash| &rest[slash..]))
+        .unwrap();
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    assert_eq!(
+        path,
+        "/v1/argo/rollouts/{{args.namespace}}/{{args.rollout}}/{{args.revision}}"
+    );
+    let query = query.replace("25s", "0");
+    let rollout_path = |revision: &str| {
+        format!(
+            "{}?{query}",
+            path.replace("{{args.namespace}}", "shop")
+                .replace("{{args.rollout}}", "checkout")
+                .replace("{{args.revision}}", revision)
+        )
+    };
+    // The documented body names the profile, source and actuator the test server has;
+    // a dry run here, so that revisions do not contend for the flag.
+    let mut body = documented_body.clone();
+    body["dry_run"] = json!(true);
+    for key in [
+        "profile",
+        "flag",
+        "source",
+        "actuator",
+        "baseline_scope",
+        "canary_scope",
+    ] {
+        assert_eq!(body[key], submission()[key], "jsonBody.{key}");
+    }
+
+    let app = spawn_app().await;
+    let (status, first) = app.put(&rollout_path("6d4b9f7c5"), &body).await;
+    assert_eq!(status, 201, "{first}");
+    let id: Uuid = first["analysis_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(first["state"], "pending");
+    assert!(
+        !evaluate(&success, &first) && !evaluate(&failure, &first),
+        "{first}"
+    );
+    assert_eq!(first["inconclusive"], true);
+    // Later measurements read the same analysis.
+    for _ in 0..3 {
+        let (status, again) = app.put(&rollout_path("6d4b9f7c5"), &body).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["analysis_id"], first["analysis_id"]);
+    }
+    let (_, stored) = app.get(&format!("/v1/analyses/{id}")).await;
+    assert_eq!(stored["flag"], "checkout-v2", "{stored}");
+
+    // Eight concurrent first calls for a new revision store exactly one analysis.
+    let second_path = rollout_path("7f8e9a0b1");
+    let calls = (0..8).map(|_| app.put(&second_path, &body));
+    let answers = futures::future::join_all(calls).await;
+    let created = answers.iter().filter(|(status, _)| *status == 201).count();
+    assert_eq!(created, 1, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(status, _)| *status == 200 || *status == 201)
+    );
+    let second_id = &answers[0].1["analysis_id"];
+    assert!(
+        answers
+            .iter()
+            .all(|(_, answer)| &answer["analysis_id"] == second_id)
+    );
+    assert_ne!(
+        second_id, &first["analysis_id"],
+        "a new revision, a new analysis"
+    );
+
+    // Another body under a key already taken is refused, never answered with the
+    // other analysis's verdict.
+    let mut other = body.clone();
+    other["flag"] = json!("search-v3");
+    let (status, refused) = app.put(&rollout_path("6d4b9f7c5"), &other).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "submit_key_conflict");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&id.to_string())
+    );
+
+    // Malformed names and bodies are 4xx naming what is wrong, and store nothing.
+    let before = app.get("/v1/analyses?limit=100").await.1["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    for (bad_path, field) in [
+        ("/v1/argo/rollouts/Shop/checkout/6d4b9f7c5", "namespace"),
+        ("/v1/argo/rollouts/shop/-checkout/6d4b9f7c5", "rollout"),
+        ("/v1/argo/rollouts/shop/checkout/6d4b-9f7c5", "revision"),
+    ] {
+        let (status, error) = app.put(bad_path, &body).await;
+        assert_eq!(status, 400, "{bad_path}: {error}");
+        assert_eq!(error["error"]["field"], field, "{error}");
+    }
+    let mut missing = body.clone();
+    missing.as_object_mut().unwrap().remove("flag");
+    let (status, error) = app.put(&rollout_path("1a2b3c4d5"), &missing).await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["error"]["field"], "flag");
+    // Without the token, or not as JSON, nothing is stored either.
+    let anonymous = app
+        .http
+        .put(app.url(&rollout_path("2b3c4d5e6")))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let as_text = app
+        .http
+        .put(app.url(&rollout_path("2b3c4d5e6")))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_text.status().as_u16(), 415);
+    let after = app.get("/v1/analyses?limit=100").await.1["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(after, before);
+
+    // The conditions read the end of the analysis as the verdict template does.
+    app.finish(id, AnalysisState::Promoted, "promote").await;
+    let (status, promoted) = app.put(&rollout_path("6d4b9f7c5"), &body).await;
+    assert_eq!(status, 200);
+    assert!(
+        evaluate(&success, &promoted) && !evaluate(&failure, &promoted),
+        "{promoted}"
+    );
+    let second: Uuid = second_id.as_str().unwrap().parse().unwrap();
+    app.finish(second, AnalysisState::RolledBack, "rollback")
+        .await;
+    let (_, rolled_back) = app.put(&rollout_path("7f8e9a0b1"), &body).await;
+    assert!(
+        !evaluate(&success, &rolled_back) && evaluate(&failure, &rolled_back),
+        "{rolled_back}"
+    );
+    assert_eq!(rolled_back["verdict"], "rollback");
 }
 
 async fn canary_command(args: Vec<String>) -> crate::helpers::Run {

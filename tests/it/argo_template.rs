@@ -383,6 +383,23 @@ fn check(metric: &Metric) -> Vec<String> {
 }
 
 #[test]
+fn the_submit_or_get_template_fails_closed_with_the_same_counts_and_limits() {
+    let text = std::fs::read_to_string(root().join("docs/argo-rollouts.md")).unwrap();
+    let (_, second) = text
+        .split_once("## Without a separate submit")
+        .expect("docs/argo-rollouts.md documents submit-or-get");
+    let verdict_template = shipped_metric();
+    let submit_template = metric_from(second);
+    // Every assessment below was made for the first template; the second must not
+    // differ in anything Argo assesses.
+    assert_eq!(
+        format!("{submit_template:?}"),
+        format!("{verdict_template:?}")
+    );
+    validate(&submit_template).unwrap();
+}
+
+#[test]
 fn the_shipped_argo_template_promotes_only_promoted_analyses() {
     let metric = shipped_metric();
     assert_eq!(validate(&metric), Ok(()), "Argo would refuse {metric:?}");

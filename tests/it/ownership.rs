@@ -49,6 +49,7 @@ fn request(flag: &str, owner: Option<&str>) -> NewAnalysis {
         start_at: None,
         owner: owner.map(str::to_owned),
         adopt: false,
+        submit_key: None,
     }
 }
 

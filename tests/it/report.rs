@@ -170,6 +170,7 @@ fn analysis(number: u128, flag: &str, state: AnalysisState, reasons: Vec<String>
         requested_action: None,
         owner: None,
         adopt: false,
+        submit_key: None,
     }
 }
 

@@ -65,6 +65,7 @@ fn web_service_request(source: &str, flag: &str) -> NewAnalysis {
         start_at: None,
         owner: None,
         adopt: false,
+        submit_key: None,
     }
 }
 

@@ -39,6 +39,7 @@ fn new_analysis(name: &str, start_at: Option<f64>) -> NewAnalysis {
         start_at,
         owner: None,
         adopt: false,
+        submit_key: None,
     }
 }
 
@@ -1276,6 +1277,69 @@ mod contract {
         store.healthcheck().await.expect("healthy");
     }
 
+    pub async fn a_submit_key_names_one_analysis_for_good(store: Arc<dyn Store>) {
+        let keyed = |name: &str, key: &str| NewAnalysis {
+            submit_key: Some(key.to_owned()),
+            ..new_analysis(name, None)
+        };
+        assert_eq!(
+            store.analysis_by_submit_key("argo/a/b/c").await.unwrap(),
+            None
+        );
+        // Eight concurrent first calls under one key: exactly one is stored.
+        let attempts = (0..8).map(|index| {
+            let store = Arc::clone(&store);
+            let request = keyed(&format!("race{index}"), "argo/a/b/c");
+            async move { store.create_analysis(request, NOW).await }
+        });
+        let results = futures::future::join_all(attempts).await;
+        let stored: Vec<&Analysis> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(stored.len(), 1, "{results:?}");
+        for result in &results {
+            if let Err(error) = result {
+                assert!(
+                    matches!(error, StoreError::SubmitKeyTaken(key) if key == "argo/a/b/c"),
+                    "{error:?}"
+                );
+            }
+        }
+        let found = store
+            .analysis_by_submit_key("argo/a/b/c")
+            .await
+            .unwrap()
+            .expect("stored under its key");
+        assert_eq!(found, *stored[0]);
+        assert_eq!(found.submit_key.as_deref(), Some("argo/a/b/c"));
+        // A final analysis keeps its key: the key is not free again.
+        let claimed = claim_only(store.as_ref(), "w1", NOW, found.id).await;
+        store
+            .record_look(
+                found.id,
+                "w1",
+                claimed.version,
+                NOW,
+                progress(None, AnalysisState::Promoted),
+            )
+            .await
+            .expect("promoted");
+        let again = store
+            .create_analysis(keyed("later", "argo/a/b/c"), NOW)
+            .await;
+        assert!(
+            matches!(again, Err(StoreError::SubmitKeyTaken(_))),
+            "{again:?}"
+        );
+        // Other keys, and analyses without one, are independent.
+        let other = store
+            .create_analysis(keyed("other", "argo/a/b/d"), NOW)
+            .await
+            .unwrap();
+        assert_ne!(other.id, found.id);
+        create(store.as_ref(), "plain-1").await;
+        let plain = create(store.as_ref(), "plain-2").await;
+        assert_eq!(plain.submit_key, None);
+    }
+
     pub async fn unknown_analyses_are_not_found(store: Arc<dyn Store>) {
         let id = Uuid::new_v4();
         assert_eq!(store.get_analysis(id).await.unwrap(), None);
@@ -1469,6 +1533,7 @@ contract_tests!(
     an_analysis_awaiting_review_is_claimed_when_its_next_look_is_due,
     done_analyses_are_never_claimed_nor_changed_and_a_failed_rollback_is_claimed_again,
     counts_by_state_name_every_state,
+    a_submit_key_names_one_analysis_for_good,
     unknown_analyses_are_not_found,
     pruning_deletes_exactly_the_old_finished_analyses_with_their_records,
 );

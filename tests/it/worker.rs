@@ -198,6 +198,7 @@ fn request(source: &str, flag: &str) -> NewAnalysis {
         start_at: None,
         owner: None,
         adopt: false,
+        submit_key: None,
     }
 }
 
@@ -623,6 +624,9 @@ impl Store for FaultyStore {
     }
     async fn get_analysis(&self, id: Uuid) -> Result<Option<Analysis>, StoreError> {
         self.store.get_analysis(id).await
+    }
+    async fn analysis_by_submit_key(&self, key: &str) -> Result<Option<Analysis>, StoreError> {
+        self.store.analysis_by_submit_key(key).await
     }
     async fn list_analyses(
         &self,
