@@ -106,39 +106,16 @@ pub async fn argo(
 pub struct ArgoRolloutVerdict {
     /// The analysis stored under the rollout's key.
     pub analysis_id: Uuid,
-    /// `promote` or `rollback` once final; `null` before, and for a failed analysis.
-    pub verdict: Option<Verdict>,
-    /// The analysis state.
-    pub state: AnalysisState,
-    /// Promoted: the rollout may continue.
-    pub successful: bool,
-    /// Rolled back, rollback failed or failed: abort the rollout.
-    pub failed: bool,
-    /// Not final yet: measure again later.
-    pub inconclusive: bool,
-    /// Whether the analysis is over.
-    #[serde(rename = "final")]
-    pub is_final: bool,
+    /// The flat verdict, its fields beside `analysis_id`.
+    #[serde(flatten)]
+    pub verdict: ArgoVerdict,
 }
 
 impl ArgoRolloutVerdict {
     fn of(analysis: &Analysis) -> Self {
-        let ArgoVerdict {
-            verdict,
-            state,
-            successful,
-            failed,
-            inconclusive,
-            is_final,
-        } = ArgoVerdict::of(analysis.state);
         Self {
             analysis_id: analysis.id,
-            verdict,
-            state,
-            successful,
-            failed,
-            inconclusive,
-            is_final,
+            verdict: ArgoVerdict::of(analysis.state),
         }
     }
 }

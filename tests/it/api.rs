@@ -783,27 +783,34 @@ async fn the_openapi_document_parses_and_every_route_in_it_is_served() {
     assert_eq!(documented, routes());
 }
 
-/// The `successCondition`, `failureCondition` and URL of the template in the docs.
-fn documented_template() -> (String, String, String, String) {
-    let text = std::fs::read_to_string(root().join("docs/argo-rollouts.md")).unwrap();
-    let yaml = text
+/// The first yaml block of `markdown`.
+fn first_yaml_block(markdown: &str) -> &str {
+    markdown
         .split("```yaml")
         .nth(1)
         .and_then(|rest| rest.split("```").next())
-        .expect("docs/argo-rollouts.md has a yaml block");
-    let value = |key: &str| {
-        yaml.lines()
-            .find_map(|line| line.trim().strip_prefix(&format!("{key}:")))
-            .unwrap_or_else(|| panic!("{key} in the template"))
-            .trim()
-            .trim_matches('"')
-            .to_owned()
-    };
+        .expect("a yaml block")
+}
+
+/// The value of the first `key:` line of `yaml`, unquoted.
+fn yaml_value(yaml: &str, key: &str) -> String {
+    yaml.lines()
+        .find_map(|line| line.trim().strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("{key} in the template"))
+        .trim()
+        .trim_matches('"')
+        .to_owned()
+}
+
+/// The `successCondition`, `failureCondition` and URL of the template in the docs.
+fn documented_template() -> (String, String, String, String) {
+    let text = std::fs::read_to_string(root().join("docs/argo-rollouts.md")).unwrap();
+    let yaml = first_yaml_block(&text);
     (
-        value("successCondition"),
-        value("failureCondition"),
-        value("url"),
-        value("jsonPath"),
+        yaml_value(yaml, "successCondition"),
+        yaml_value(yaml, "failureCondition"),
+        yaml_value(yaml, "url"),
+        yaml_value(yaml, "jsonPath"),
     )
 }
 
@@ -868,19 +875,8 @@ fn documented_submit_template(flag: &str) -> (String, String, Value, String, Str
     let (_, section) = text
         .split_once("## Without a separate submit")
         .expect("the submit-or-get section");
-    let yaml = section
-        .split("```yaml")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .expect("a yaml block in the submit-or-get section");
-    let value = |key: &str| {
-        yaml.lines()
-            .find_map(|line| line.trim().strip_prefix(&format!("{key}:")))
-            .unwrap_or_else(|| panic!("{key} in the template"))
-            .trim()
-            .trim_matches('"')
-            .to_owned()
-    };
+    let yaml = first_yaml_block(section);
+    let value = |key: &str| yaml_value(yaml, key);
     // The jsonBody block: the lines indented below `jsonBody:`.
     let mut body = serde_json::Map::new();
     let mut lines = yaml.lines().skip_while(|line| line.trim() != "jsonBody:");
