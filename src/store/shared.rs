@@ -108,15 +108,7 @@ pub(super) const OWNING_STATES_SQL: &str = owning_states_sql!();
 
 /// Whether an insert failed on the one-owner-per-flag index.
 pub(crate) fn is_owner_violation(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(db) => {
-            db.kind() == sqlx::error::ErrorKind::UniqueViolation
-                && (db.constraint() == Some(ONE_OWNER_INDEX)
-                    // SQLite names the columns, not the index.
-                    || db.message().contains("analyses.owner, analyses.flag"))
-        }
-        _ => false,
-    }
+    is_unique_violation(error, ONE_OWNER_INDEX, "analyses.owner, analyses.flag")
 }
 
 /// The unique index on [`NewAnalysis::submit_key`](super::NewAnalysis::submit_key).
@@ -124,12 +116,16 @@ pub(crate) const SUBMIT_KEY_INDEX: &str = "analyses_submit_key";
 
 /// Whether `error` is the submit-key index refusing a second analysis under one key.
 pub(crate) fn is_submit_key_violation(error: &sqlx::Error) -> bool {
+    is_unique_violation(error, SUBMIT_KEY_INDEX, "analyses.submit_key")
+}
+
+/// Whether `error` is the unique index `index` refusing a row: PostgreSQL names the
+/// index, SQLite only the indexed `columns` (as `table.column, ...` in its message).
+fn is_unique_violation(error: &sqlx::Error, index: &str, columns: &str) -> bool {
     match error {
         sqlx::Error::Database(db) => {
             db.kind() == sqlx::error::ErrorKind::UniqueViolation
-                && (db.constraint() == Some(SUBMIT_KEY_INDEX)
-                    // SQLite names the column, not the index.
-                    || db.message().contains("analyses.submit_key"))
+                && (db.constraint() == Some(index) || db.message().contains(columns))
         }
         _ => false,
     }
