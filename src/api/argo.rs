@@ -198,6 +198,46 @@ fn same_submission(stored: &Analysis, new: &NewAnalysis) -> bool {
         && stored.start_at == new.start_at
 }
 
+/// The analysis stored under `key`, or `new` stored now (`true`): read first, and read
+/// again when a concurrent call stored it between the read and the insert.
+async fn stored_or_created(
+    state: &ApiState,
+    key: &str,
+    new: &NewAnalysis,
+) -> Result<(Analysis, bool), ApiError> {
+    if let Some(stored) = state
+        .bounded_store_call(state.store.analysis_by_submit_key(key))
+        .await?
+    {
+        return Ok((stored, false));
+    }
+    let created = state
+        .bounded_store_call(async {
+            match state
+                .store
+                .create_analysis(new.clone(), state.clock.now())
+                .await
+            {
+                Ok(analysis) => Ok(Some(analysis)),
+                Err(StoreError::SubmitKeyTaken(_)) => Ok(None),
+                Err(error) => Err(error),
+            }
+        })
+        .await?;
+    if let Some(analysis) = created {
+        return Ok((analysis, true));
+    }
+    state
+        .bounded_store_call(state.store.analysis_by_submit_key(key))
+        .await?
+        .map(|stored| (stored, false))
+        .ok_or_else(|| {
+            ApiError::Internal(format!(
+                "the analysis under {key:?} was refused as taken but cannot be read"
+            ))
+        })
+}
+
 /// `PUT /v1/argo/rollouts/{namespace}/{rollout}/{revision}?wait=`: the analysis of this
 /// rollout revision, stored from the body on the first call (201) and read on every
 /// later one (200), with its flat verdict.
@@ -230,46 +270,17 @@ pub async fn rollout(
     let wait = parse_wait(query_params(query)?.get("wait").map(String::as_str))?;
     let mut new = parse_submission(&state, &body)?;
     new.submit_key = Some(key.clone());
-    let stored = state
-        .bounded_store_call(state.store.analysis_by_submit_key(&key))
-        .await?;
-    let stored = match stored {
-        Some(analysis) => Some(analysis),
-        None => {
-            let created = state
-                .bounded_store_call(async {
-                    match state
-                        .store
-                        .create_analysis(new.clone(), state.clock.now())
-                        .await
-                    {
-                        Ok(analysis) => Ok(Some(analysis)),
-                        // Another call for the same revision stored it first.
-                        Err(StoreError::SubmitKeyTaken(_)) => Ok(None),
-                        Err(error) => Err(error),
-                    }
-                })
-                .await?;
-            if let Some(analysis) = created {
-                tracing::info!(analysis = %analysis.id, key = %key, profile = %analysis.profile_name, flag = %analysis.flag, actor = %authorized.caller.actor, "analysis submitted by Argo Rollouts");
-                let location = format!("/v1/analyses/{}", analysis.id);
-                return Ok((
-                    StatusCode::CREATED,
-                    [(header::LOCATION, location)],
-                    Json(ArgoRolloutVerdict::of(&analysis)),
-                )
-                    .into_response());
-            }
-            state
-                .bounded_store_call(state.store.analysis_by_submit_key(&key))
-                .await?
-        }
-    };
-    let Some(stored) = stored else {
-        return Err(ApiError::Internal(format!(
-            "the analysis under {key:?} was refused as taken but cannot be read"
-        )));
-    };
+    let (stored, created) = stored_or_created(&state, &key, &new).await?;
+    if created {
+        tracing::info!(analysis = %stored.id, key = %key, profile = %stored.profile_name, flag = %stored.flag, actor = %authorized.caller.actor, "analysis submitted by Argo Rollouts");
+        let location = format!("/v1/analyses/{}", stored.id);
+        return Ok((
+            StatusCode::CREATED,
+            [(header::LOCATION, location)],
+            Json(ArgoRolloutVerdict::of(&stored)),
+        )
+            .into_response());
+    }
     if !same_submission(&stored, &new) {
         return Err(ApiError::Refused {
             status: StatusCode::CONFLICT,
