@@ -830,28 +830,7 @@ impl<'a> PairwiseDifferences<'a> {
                         swept.copied_all = false;
                         continue;
                     }
-                    if copied.len() < fill + run.max(COPY_WIDTH) {
-                        let grown = (2 * copied.len()).max(fill + run + COPY_WIDTH).max(256);
-                        copied.resize(grown, 0.0);
-                    }
-                    match baseline.get(from..from + COPY_WIDTH) {
-                        // The common case: a short run, written at a fixed width
-                        // (whatever lies past the run is overwritten later), so the
-                        // run's length costs no mispredicted loop exit.
-                        Some(window) if run <= COPY_WIDTH => {
-                            for (slot, &b) in copied[fill..fill + COPY_WIDTH].iter_mut().zip(window)
-                            {
-                                *slot = canary_value - b;
-                            }
-                        }
-                        _ => {
-                            for (slot, &b) in
-                                copied[fill..fill + run].iter_mut().zip(&baseline[from..to])
-                            {
-                                *slot = canary_value - b;
-                            }
-                        }
-                    }
+                    copy_run(copied, fill, &baseline[from..], run, canary_value);
                     filled[band] = fill + run;
                 }
             }
@@ -1043,6 +1022,38 @@ fn select_gathered(candidates: &mut [f64], target: u64) -> (f64, Option<f64>) {
     let (_, &mut value, above) = candidates.select_nth_unstable_by(index, f64::total_cmp);
     let successor = above.iter().copied().min_by(f64::total_cmp);
     (value, successor)
+}
+
+/// Writes `canary_value − b` for the first `run` values `b` of `from_column` (the
+/// baseline from a run's first column on) into `copied[fill..]`, growing `copied` when
+/// it is too short. A run of at most [`COPY_WIDTH`] is written at that fixed width
+/// (whatever lies past the run is overwritten later), so the run's length costs no
+/// mispredicted loop exit; the caller counts only `run` of them as filled.
+#[inline(always)]
+fn copy_run(
+    copied: &mut Vec<f64>,
+    fill: usize,
+    from_column: &[f64],
+    run: usize,
+    canary_value: f64,
+) {
+    if copied.len() < fill + run.max(COPY_WIDTH) {
+        let grown = (2 * copied.len()).max(fill + run + COPY_WIDTH).max(256);
+        copied.resize(grown, 0.0);
+    }
+    match from_column.get(..COPY_WIDTH) {
+        // A fixed-width loop: the compiler unrolls it.
+        Some(window) if run <= COPY_WIDTH => {
+            for (slot, &b) in copied[fill..fill + COPY_WIDTH].iter_mut().zip(window) {
+                *slot = canary_value - b;
+            }
+        }
+        _ => {
+            for (slot, &b) in copied[fill..fill + run].iter_mut().zip(&from_column[..run]) {
+                *slot = canary_value - b;
+            }
+        }
+    }
 }
 
 /// Fewest candidates worth filing into slices in [`select_band_between_pivots`]:
