@@ -1038,7 +1038,12 @@ fn copy_run(
     canary_value: f64,
 ) {
     if copied.len() < fill + run.max(COPY_WIDTH) {
-        let grown = (2 * copied.len()).max(fill + run + COPY_WIDTH).max(256);
+        // Straight to the reserved capacity the first time: growing through
+        // 256, 512, ... would zero (and move) the prefix again at every step.
+        let grown = (2 * copied.len())
+            .max(fill + run + COPY_WIDTH)
+            .max(copied.capacity())
+            .max(256);
         copied.resize(grown, 0.0);
     }
     match from_column.get(..COPY_WIDTH) {
