@@ -24,8 +24,9 @@ pub use observations::{
 };
 pub use percentage::Percentage;
 pub use profile::{
-    ConfidenceLevel, ContinuousKind, Direction, JudgeMode, JudgeSettings, MetricKind, MetricSpec,
-    NanPolicy, OutlierPolicy, Profile, ProfileError, ProportionKind, Score, Severity,
-    ThresholdKind, ThresholdStatistic,
+    ConfidenceLevel, ContinuousKind, Direction, EffectMeasure, JudgeAlgorithm, JudgeMode,
+    JudgeSettings, KayentaMetric, KayentaNanStrategy, MetricKind, MetricSpec, NanPolicy,
+    OutlierPolicy, Profile, ProfileError, ProportionKind, Score, Severity, ThresholdKind,
+    ThresholdStatistic,
 };
 pub use verdict::Verdict;

@@ -48,6 +48,8 @@ pub struct JudgeSettings {
     pub multiple_comparisons: Correction,
     /// How a staged rollout judges its repeated looks.
     pub mode: JudgeMode,
+    /// Which judge classifies and scores (`kayenta` implies `mode = "fixed"`).
+    pub algorithm: JudgeAlgorithm,
     /// The prior for how much instances (hosts, pods) of one version differ in level, as
     /// a relative spread (`0.03`: one instance's typical level is 3 % off the fleet's).
     /// When a metric's series carry instance labels, the sequential location checks do
@@ -108,6 +110,101 @@ impl fmt::Display for JudgeMode {
             JudgeMode::Sequential => "sequential",
             JudgeMode::Fixed => "fixed",
         })
+    }
+}
+
+/// Which judge classifies the metrics and scores them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum JudgeAlgorithm {
+    /// canary's own judge: Mann-Whitney with Hodges-Lehmann intervals against
+    /// median-shift tolerances, two-proportion tests, thresholds, multiple-comparison
+    /// correction, and (in a rollout) anytime-valid sequential evidence.
+    #[default]
+    Canary,
+    /// Kayenta's `NetflixACAJudge-v1.0`, reproduced: every metric continuous, the
+    /// Mann-Whitney classifier at 98 % confidence with a tolerance of 25 % of the
+    /// estimate, Kayenta's effect-size gates, NODATA rules and weighted-sum score (see
+    /// `src/judge/kayenta.rs`). For teams moving from Kayenta, and for comparing
+    /// (`canary analyze --compare kayenta`).
+    Kayenta,
+}
+
+impl fmt::Display for JudgeAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JudgeAlgorithm::Canary => "canary",
+            JudgeAlgorithm::Kayenta => "kayenta",
+        })
+    }
+}
+
+/// Kayenta's effect-size measure for a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EffectMeasure {
+    /// Canary mean over baseline mean (Kayenta's `meanRatio`); gates are ratios, 1 is
+    /// no change.
+    MeanRatio,
+    /// The common-language effect size (Kayenta's `cles`): the chance a canary value
+    /// exceeds a baseline value; gates are probabilities, 0.5 is no change.
+    Cles,
+}
+
+/// What Kayenta does with NaN values of a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KayentaNanStrategy {
+    /// Drop them (a side left empty is NODATA).
+    Remove,
+    /// Count them as zeros (a side left empty passes).
+    Replace,
+}
+
+/// A metric's settings under `algorithm = "kayenta"`, with Kayenta's meaning: the
+/// effect-size gates are on [`EffectMeasure`], not on canary's median shift.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct KayentaMetric {
+    /// How the effect size the gates compare is measured.
+    pub measure: EffectMeasure,
+    /// A significant increase fails only when the effect size is at least this.
+    pub allowed_increase: f64,
+    /// A significant decrease fails only when the effect size is at most this.
+    pub allowed_decrease: f64,
+    /// A critical metric's increase fails the whole analysis only at or above this.
+    pub critical_increase: f64,
+    /// A critical metric's decrease fails the whole analysis only at or below this.
+    pub critical_decrease: f64,
+    /// No data on a side fails the metric (NODATA_FAIL) instead of leaving it out.
+    pub must_have_data: bool,
+    /// Classified and reported, but left out of the score.
+    pub muted: bool,
+    /// NaN handling.
+    pub nan_strategy: KayentaNanStrategy,
+    /// `Some(factor)`: remove outliers beyond `min(p1, Q1 − factor·IQR)` and
+    /// `max(p99, Q3 + factor·IQR)`.
+    pub outlier_factor: Option<f64>,
+}
+
+impl KayentaMetric {
+    /// Kayenta's defaults: mean ratio, every gate at 1 (any significant change fails
+    /// and a critical metric's failure is critical), NaN removed, outliers kept.
+    pub fn defaults(measure: EffectMeasure) -> Self {
+        let neutral = match measure {
+            EffectMeasure::MeanRatio => 1.0,
+            EffectMeasure::Cles => 0.5,
+        };
+        Self {
+            measure,
+            allowed_increase: neutral,
+            allowed_decrease: neutral,
+            critical_increase: neutral,
+            critical_decrease: neutral,
+            must_have_data: false,
+            muted: false,
+            nan_strategy: KayentaNanStrategy::Remove,
+            outlier_factor: None,
+        }
     }
 }
 
@@ -208,6 +305,9 @@ pub struct MetricSpec {
     /// Proportion metrics: look for error bursts in sub-windows of this length
     /// (sequential mode), each tested on its own and corrected for their number.
     pub bursts: Option<HumanDuration>,
+    /// The metric's settings under `[judge] algorithm = "kayenta"` (the
+    /// `[metrics.kayenta]` table, or Kayenta's defaults); `None` under canary's judge.
+    pub kayenta: Option<KayentaMetric>,
 }
 
 /// The kind of comparison, with the settings that only make sense for it.

@@ -16,6 +16,7 @@
 mod classify;
 mod decide;
 pub mod hosts;
+pub mod kayenta;
 pub mod sequential;
 pub mod traffic;
 pub mod triggers;
@@ -298,6 +299,9 @@ pub fn judge_with(
     baseline: &Observations,
     canary: &Observations,
 ) -> Judgement {
+    if profile.judge.algorithm == crate::domain::JudgeAlgorithm::Kayenta {
+        return kayenta::judge(profile, baseline, canary);
+    }
     let confidence_level = options.confidence_level;
     let mut provisional: Vec<classify::Provisional> = profile
         .metrics

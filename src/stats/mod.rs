@@ -12,6 +12,7 @@
 //! canary is larger, [`Alternative::Greater`] means "canary tends to be larger".
 
 pub mod hodges_lehmann;
+pub mod kayenta;
 pub mod mann_whitney;
 pub mod multiple_testing;
 pub mod proportions;
@@ -66,6 +67,9 @@ pub enum StatsError {
     /// A confidence level outside the open interval (0, 1).
     #[error("confidence level {0} is outside the open interval (0, 1)")]
     InvalidConfidenceLevel(f64),
+    /// Every observation of both sides is tied, so a rank statistic has no spread.
+    #[error("every observation is tied, so the rank statistic has no spread")]
+    AllTied,
     /// Counts that cannot describe a proportion (for example more events than trials).
     #[error("invalid counts: {0}")]
     InvalidCounts(String),

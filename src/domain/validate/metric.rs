@@ -6,10 +6,11 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::Validator;
-use super::raw::{KindName, OutlierMethodName, RawMetric};
+use super::raw::{KindName, OutlierMethodName, RawKayenta, RawMetric};
 use crate::domain::HumanDuration;
 use crate::domain::profile::{
-    ContinuousKind, Direction, JudgeMode, MetricKind, MetricSpec, NanPolicy, OutlierPolicy,
+    ContinuousKind, Direction, EffectMeasure, JudgeAlgorithm, JudgeMode, JudgeSettings,
+    KayentaMetric, KayentaNanStrategy, MetricKind, MetricSpec, NanPolicy, OutlierPolicy,
     ProfileError, ProportionKind, Severity, ThresholdKind, ThresholdStatistic,
 };
 
@@ -32,9 +33,10 @@ pub(super) fn validate_metric(
     v: &Validator<'_>,
     index: usize,
     span: Range<usize>,
-    raw: RawMetric,
-    mode: JudgeMode,
+    mut raw: RawMetric,
+    judge: &JudgeSettings,
 ) -> Result<MetricSpec, ProfileError> {
+    let mode = judge.mode;
     let name = metric_name(v, index, &span, &raw)?;
     let kind = match &raw.kind {
         Some(kind) => *kind.get_ref(),
@@ -52,6 +54,7 @@ pub(super) fn validate_metric(
         kind,
     };
     m.keys_of_other_kinds(&raw)?;
+    let kayenta = m.kayenta(&mut raw, judge.algorithm)?;
     m.queries(&raw)?;
     let bursts = m.sequential_checks(&raw, mode)?;
     m.only_for(
@@ -87,6 +90,7 @@ pub(super) fn validate_metric(
         outliers,
         tails: raw.tails.is_some_and(|t| *t.get_ref()),
         bursts,
+        kayenta,
     })
 }
 
@@ -487,6 +491,159 @@ impl Metric<'_> {
             None => DEFAULT_MAX_NAN_FRACTION,
         };
         Ok((nan_policy, max_nan_fraction))
+    }
+
+    /// `[metrics.kayenta]` under `algorithm = "kayenta"`, where every metric is
+    /// continuous and canary's own tolerance, NaN and outlier keys would be silently
+    /// ignored (so they are refused); refused under canary's judge.
+    fn kayenta(
+        &self,
+        raw: &mut RawMetric,
+        algorithm: JudgeAlgorithm,
+    ) -> Result<Option<KayentaMetric>, ProfileError> {
+        let table = raw.kayenta.take();
+        if algorithm == JudgeAlgorithm::Canary {
+            return match table {
+                Some(table) => Err(self.error(
+                    table.span(),
+                    "kayenta",
+                    "applies only with [judge] algorithm = \"kayenta\"",
+                )),
+                None => Ok(None),
+            };
+        }
+        if self.kind != KindName::Continuous {
+            let span = raw.kind.as_ref().map_or(0..0, Spanned::span);
+            return Err(self.error(
+                span,
+                "kind",
+                format!(
+                    "must be \"continuous\" with [judge] algorithm = \"kayenta\" (Kayenta compares the \
+                     two sides' series of values; it has no {} metrics)",
+                    self.kind_label()
+                ),
+            ));
+        }
+        let canary_only = [
+            (
+                "allowed_increase",
+                raw.allowed_increase.as_ref().map(Spanned::span),
+                "kayenta.allowed_increase (a mean ratio, e.g. 1.1)",
+            ),
+            (
+                "allowed_decrease",
+                raw.allowed_decrease.as_ref().map(Spanned::span),
+                "kayenta.allowed_decrease (a mean ratio, e.g. 0.9)",
+            ),
+            (
+                "nan_policy",
+                raw.nan_policy.as_ref().map(Spanned::span),
+                "kayenta.nan_strategy",
+            ),
+            (
+                "max_nan_fraction",
+                raw.max_nan_fraction.as_ref().map(Spanned::span),
+                "kayenta.nan_strategy",
+            ),
+            (
+                "outliers",
+                raw.outliers.as_ref().map(Spanned::span),
+                "kayenta.outlier_factor",
+            ),
+            (
+                "iqr_multiplier",
+                raw.iqr_multiplier.as_ref().map(Spanned::span),
+                "kayenta.outlier_factor",
+            ),
+            (
+                "min_samples",
+                raw.min_samples.as_ref().map(Spanned::span),
+                "kayenta.must_have_data (Kayenta has no minimum)",
+            ),
+        ];
+        for (key, span, instead) in canary_only {
+            if let Some(span) = span {
+                return Err(self.error(
+                    span,
+                    key,
+                    format!(
+                        "is canary's own judge setting and does nothing with [judge] algorithm = \"kayenta\"; \
+                         use {instead}"
+                    ),
+                ));
+            }
+        }
+        let Some(table) = table else {
+            return Ok(Some(KayentaMetric::defaults(EffectMeasure::MeanRatio)));
+        };
+        let table: RawKayenta = table.into_inner();
+        let measure = table
+            .measure
+            .as_ref()
+            .map_or(EffectMeasure::MeanRatio, |m| *m.get_ref());
+        let mut settings = KayentaMetric::defaults(measure);
+        let gate = |key: &str, value: &Option<Spanned<f64>>, default: f64| match value {
+            None => Ok(default),
+            Some(value) => {
+                let number = *value.get_ref();
+                let valid = match measure {
+                    EffectMeasure::MeanRatio => number.is_finite() && number > 0.0,
+                    EffectMeasure::Cles => (0.0..=1.0).contains(&number),
+                };
+                if valid {
+                    Ok(number)
+                } else {
+                    let expected = match measure {
+                        EffectMeasure::MeanRatio => "a ratio of means above 0 (1 is no change)",
+                        EffectMeasure::Cles => "a probability from 0 to 1 (0.5 is no change)",
+                    };
+                    Err(self.error(
+                        value.span(),
+                        &format!("kayenta.{key}"),
+                        format!("must be {expected}, got {number}"),
+                    ))
+                }
+            }
+        };
+        settings.allowed_increase = gate(
+            "allowed_increase",
+            &table.allowed_increase,
+            settings.allowed_increase,
+        )?;
+        settings.allowed_decrease = gate(
+            "allowed_decrease",
+            &table.allowed_decrease,
+            settings.allowed_decrease,
+        )?;
+        settings.critical_increase = gate(
+            "critical_increase",
+            &table.critical_increase,
+            settings.critical_increase,
+        )?;
+        settings.critical_decrease = gate(
+            "critical_decrease",
+            &table.critical_decrease,
+            settings.critical_decrease,
+        )?;
+        settings.must_have_data = table.must_have_data.is_some_and(|b| *b.get_ref());
+        settings.muted = table.muted.is_some_and(|b| *b.get_ref());
+        settings.nan_strategy = table
+            .nan_strategy
+            .map_or(KayentaNanStrategy::Remove, Spanned::into_inner);
+        settings.outlier_factor = match table.outlier_factor {
+            Some(factor) if !(factor.get_ref().is_finite() && *factor.get_ref() > 0.0) => {
+                return Err(self.error(
+                    factor.span(),
+                    "kayenta.outlier_factor",
+                    format!(
+                        "must be a number above 0 (Kayenta's default is 3), got {}",
+                        factor.get_ref()
+                    ),
+                ));
+            }
+            factor => factor.map(Spanned::into_inner),
+        };
+        Ok(Some(settings))
     }
 
     fn outliers(&self, raw: &RawMetric) -> Result<OutlierPolicy, ProfileError> {

@@ -17,8 +17,8 @@ use toml::Spanned;
 use self::raw::{RawGroup, RawJudge, RawMetric, RawProfile};
 use super::location::line_and_column;
 use super::profile::{
-    ConfidenceLevel, DEFAULT_ERROR_HOST_SPREAD, DEFAULT_HOST_SPREAD, JudgeMode, JudgeSettings,
-    MetricSpec, Profile, ProfileError, Score, default_instance_labels,
+    ConfidenceLevel, DEFAULT_ERROR_HOST_SPREAD, DEFAULT_HOST_SPREAD, JudgeAlgorithm, JudgeMode,
+    JudgeSettings, MetricSpec, Profile, ProfileError, Score, default_instance_labels,
 };
 use crate::stats::multiple_testing::Correction;
 
@@ -156,7 +156,7 @@ fn validate_metrics(
     for (index, raw_metric) in raw_metrics.into_iter().enumerate() {
         let span = raw_metric.span();
         let metric =
-            metric::validate_metric(v, index, span.clone(), raw_metric.into_inner(), judge.mode)?;
+            metric::validate_metric(v, index, span.clone(), raw_metric.into_inner(), judge)?;
         if !seen_names.insert(metric.name.clone()) {
             return Err(v.error(
                 span,
@@ -250,6 +250,7 @@ fn validate_judge(
             marginal_score: Score(DEFAULT_MARGINAL_SCORE),
             multiple_comparisons: Correction::Holm,
             mode: JudgeMode::default(),
+            algorithm: JudgeAlgorithm::default(),
             host_spread: DEFAULT_HOST_SPREAD,
             error_host_spread: DEFAULT_ERROR_HOST_SPREAD,
             instance_labels: default_instance_labels(),
@@ -322,6 +323,24 @@ fn validate_judge(
         }
         None => default_instance_labels(),
     };
+    let algorithm = raw
+        .algorithm
+        .as_ref()
+        .map_or(JudgeAlgorithm::default(), |a| *a.get_ref());
+    // Kayenta judges every look on its own: its judge has no sequential evidence.
+    let mode = match (&raw.mode, algorithm) {
+        (Some(mode), JudgeAlgorithm::Kayenta) if *mode.get_ref() == JudgeMode::Sequential => {
+            return Err(v.error(
+                mode.span(),
+                "judge.mode",
+                "must be \"fixed\" with algorithm = \"kayenta\" (Kayenta judges each look on                  its own; leave mode out to get \"fixed\")",
+            ));
+        }
+        (_, JudgeAlgorithm::Kayenta) => JudgeMode::Fixed,
+        (mode, JudgeAlgorithm::Canary) => mode
+            .as_ref()
+            .map_or(JudgeMode::default(), |mode| *mode.get_ref()),
+    };
     Ok(JudgeSettings {
         confidence_level,
         pass_score,
@@ -329,7 +348,8 @@ fn validate_judge(
         multiple_comparisons: raw
             .multiple_comparisons
             .map_or(Correction::Holm, Spanned::into_inner),
-        mode: raw.mode.map_or(JudgeMode::default(), Spanned::into_inner),
+        mode,
+        algorithm,
         host_spread,
         error_host_spread,
         instance_labels,

@@ -8,7 +8,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::domain::plan::{Fallback, HoldOutcome, RollbackMode, StageBaseline, TriggerAction};
-use crate::domain::profile::{Direction, JudgeMode, NanPolicy, Severity, ThresholdStatistic};
+use crate::domain::profile::{
+    Direction, EffectMeasure, JudgeAlgorithm, JudgeMode, KayentaNanStrategy, NanPolicy, Severity,
+    ThresholdStatistic,
+};
 use crate::stats::multiple_testing::Correction;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -51,6 +54,7 @@ pub(super) struct RawJudge {
     pub(super) marginal_score: Option<Spanned<f64>>,
     pub(super) multiple_comparisons: Option<Spanned<Correction>>,
     pub(super) mode: Option<Spanned<JudgeMode>>,
+    pub(super) algorithm: Option<Spanned<JudgeAlgorithm>>,
     pub(super) host_spread: Option<Spanned<f64>>,
     pub(super) error_host_spread: Option<Spanned<f64>>,
     pub(super) instance_labels: Option<Spanned<Vec<String>>>,
@@ -90,6 +94,23 @@ pub(super) struct RawMetric {
     pub(super) iqr_multiplier: Option<Spanned<f64>>,
     pub(super) tails: Option<Spanned<bool>>,
     pub(super) bursts: Option<Spanned<String>>,
+    pub(super) kayenta: Option<Spanned<RawKayenta>>,
+}
+
+/// `[metrics.kayenta]`: Kayenta's per-metric analysis settings, Kayenta's names in
+/// snake case.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKayenta {
+    pub(super) measure: Option<Spanned<EffectMeasure>>,
+    pub(super) allowed_increase: Option<Spanned<f64>>,
+    pub(super) allowed_decrease: Option<Spanned<f64>>,
+    pub(super) critical_increase: Option<Spanned<f64>>,
+    pub(super) critical_decrease: Option<Spanned<f64>>,
+    pub(super) must_have_data: Option<Spanned<bool>>,
+    pub(super) muted: Option<Spanned<bool>>,
+    pub(super) nan_strategy: Option<Spanned<KayentaNanStrategy>>,
+    pub(super) outlier_factor: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
