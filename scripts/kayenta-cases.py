@@ -6,7 +6,8 @@ Usage: scripts/kayenta-cases.py KAYENTA_CHECKOUT > fixtures/kayenta/classifier_c
 
 Reads kayenta-judge's ClassifierSuite.scala (every Mann-Whitney classifier test: its
 data, classifier parameters, classify arguments and asserted label / critical flag)
-and kayenta-mannwhitney's MannWhitneySuite.scala (interval and estimate cases). Only
+kayenta-judge's ScorerSuite.scala (group weights, metric labels, expected
+summary score) and kayenta-mannwhitney's MannWhitneySuite.scala (interval and estimate cases). Only
 test data and expected values are taken; they are Apache-2.0 licensed (Netflix).
 """
 import json
@@ -16,6 +17,7 @@ import sys
 
 ROOT = sys.argv[1]
 CLASSIFIER = "kayenta-judge/src/test/scala/com/netflix/kayenta/judge/ClassifierSuite.scala"
+SCORER = "kayenta-judge/src/test/scala/com/netflix/kayenta/judge/ScorerSuite.scala"
 MANN_WHITNEY = "kayenta-mannwhitney/src/test/scala/com/netflix/kayenta/mannwhitney/MannWhitneySuite.scala"
 
 
@@ -114,6 +116,28 @@ def mann_whitney_cases():
     return cases
 
 
+def scorer_cases():
+    cases = []
+    for name, body in tests(read(SCORER)):
+        weights = dict((g, float(w)) for g, w in re.findall(r'"([^"]+)"\s*->\s*([0-9.]+)', body))
+        metrics = {}
+        for var, block in re.findall(r"val (\w+)\s*=\s*CanaryAnalysisResult\.builder\(\)(.*?)\.build\(\)", body, re.S):
+            metrics[var] = {
+                "label": re.search(r"\.classification\((\w+)\.toString\)", block).group(1),
+                "groups": re.findall(r'"([^"]+)"', re.search(r"\.groups\(([^)]*\))", block).group(1)),
+                "critical": ".critical(true)" in block,
+                "muted": ".muted(true)" in block,
+            }
+        scored = re.search(r"score\(List\(([^)]*)\)\)", body)
+        expected = re.search(r"summaryScore\s*===?\s*([0-9.]+)", body)
+        if not (scored and expected):
+            continue
+        cases.append({"name": name, "weights": weights,
+                      "metrics": [metrics[v.strip()] for v in scored.group(1).split(",")],
+                      "expected_score": float(expected.group(1))})
+    return cases
+
+
 if __name__ == "__main__":
     classifier, skipped = classifier_cases()
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], check=True,
@@ -124,5 +148,6 @@ if __name__ == "__main__":
         "classifier_skipped": skipped,
         "classifier": classifier,
         "mann_whitney": mann_whitney_cases(),
+        "scorer": scorer_cases(),
     }, sys.stdout, indent=1)
     print()

@@ -147,12 +147,22 @@ pub fn check_profiles(args: &CheckProfileArgs) -> (String, Vec<anyhow::Error>) {
     for path in &args.profiles {
         match load_profile(path) {
             Ok(profile) => {
+                let judge = match profile.judge.algorithm {
+                    crate::domain::JudgeAlgorithm::Canary => format!(
+                        "confidence level {}",
+                        profile.judge.confidence_level.value()
+                    ),
+                    crate::domain::JudgeAlgorithm::Kayenta => format!(
+                        "Kayenta's judge (its classifier at {} with a tolerance of {})",
+                        crate::judge::kayenta::KAYENTA_CONFIDENCE_LEVEL,
+                        crate::judge::kayenta::KAYENTA_TOLERANCE
+                    ),
+                };
                 summary.push_str(&format!(
-                    "{}: ok: profile {:?}, {} metrics, confidence level {}{}\n",
+                    "{}: ok: profile {:?}, {} metrics, {judge}{}\n",
                     path.display(),
                     profile.name,
                     profile.metrics.len(),
-                    profile.judge.confidence_level.value(),
                     profile
                         .plan
                         .as_ref()

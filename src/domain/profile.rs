@@ -125,8 +125,7 @@ pub enum JudgeAlgorithm {
     /// Kayenta's `NetflixACAJudge-v1.0`, reproduced: every metric continuous, the
     /// Mann-Whitney classifier at 98 % confidence with a tolerance of 25 % of the
     /// estimate, Kayenta's effect-size gates, NODATA rules and weighted-sum score (see
-    /// `src/judge/kayenta.rs`). For teams moving from Kayenta, and for comparing
-    /// (`canary analyze --compare kayenta`).
+    /// `src/judge/kayenta.rs`). For teams moving from Kayenta.
     Kayenta,
 }
 
@@ -619,6 +618,73 @@ max = 0.4
 
     fn parse(text: &str) -> Result<Profile, ProfileError> {
         Profile::parse(text, "profile.toml")
+    }
+
+    const KAYENTA_METRIC: &str = "name = \"k\"\n[judge]\nalgorithm = \"kayenta\"\n[[metrics]]\nname = \"latency\"\nkind = \"continuous\"\n";
+
+    #[test]
+    fn a_kayenta_profile_gets_kayentas_defaults_and_fixed_looks() {
+        let profile = parse(KAYENTA_METRIC).unwrap();
+        assert_eq!(profile.judge.algorithm, JudgeAlgorithm::Kayenta);
+        assert_eq!(profile.judge.mode, JudgeMode::Fixed);
+        assert_eq!(
+            profile.metrics[0].kayenta,
+            Some(KayentaMetric::defaults(EffectMeasure::MeanRatio))
+        );
+        let text = format!(
+            "{KAYENTA_METRIC}[metrics.kayenta]\nmeasure = \"cles\"\nallowed_increase = 0.7\nmuted = true\n"
+        );
+        let kayenta = parse(&text).unwrap().metrics[0].kayenta.unwrap();
+        assert_eq!(kayenta.measure, EffectMeasure::Cles);
+        assert_eq!(kayenta.allowed_increase, 0.7);
+        assert_eq!(kayenta.allowed_decrease, 0.5);
+        assert!(kayenta.muted);
+    }
+
+    #[test]
+    fn kayenta_settings_that_would_do_nothing_are_refused_with_their_line() {
+        let cases = [
+            // A [metrics.kayenta] table under canary's judge.
+            (
+                "name = \"k\"\n[[metrics]]\nname = \"latency\"\nkind = \"continuous\"\n[metrics.kayenta]\nmuted = true\n",
+                5,
+                "metrics.latency.kayenta",
+            ),
+            // canary's median-shift tolerance under Kayenta's judge.
+            (
+                &format!("{KAYENTA_METRIC}allowed_increase = 0.1\n"),
+                7,
+                "metrics.latency.allowed_increase",
+            ),
+            // A CLES gate outside 0..1, a ratio at 0.
+            (
+                &format!(
+                    "{KAYENTA_METRIC}[metrics.kayenta]\nmeasure = \"cles\"\nallowed_increase = 1.5\n"
+                ),
+                9,
+                "metrics.latency.kayenta.allowed_increase",
+            ),
+            (
+                &format!("{KAYENTA_METRIC}[metrics.kayenta]\ncritical_increase = 0\n"),
+                8,
+                "metrics.latency.kayenta.critical_increase",
+            ),
+            // Kayenta has no proportion metrics and no sequential looks.
+            (
+                "name = \"k\"\n[judge]\nalgorithm = \"kayenta\"\n[[metrics]]\nname = \"errors\"\nkind = \"proportion\"\n",
+                6,
+                "metrics.errors.kind",
+            ),
+            (
+                "name = \"k\"\n[judge]\nalgorithm = \"kayenta\"\nmode = \"sequential\"\n[[metrics]]\nname = \"l\"\nkind = \"continuous\"\n",
+                4,
+                "judge.mode",
+            ),
+        ];
+        for (text, line, field) in cases {
+            let error = parse(text).unwrap_err();
+            assert_eq!((error.line, error.field.as_str()), (line, field), "{error}");
+        }
     }
 
     #[test]

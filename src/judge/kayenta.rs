@@ -296,8 +296,8 @@ pub struct ScoredMetric {
     pub critical: bool,
     /// Left out of the score.
     pub muted: bool,
-    /// Its group.
-    pub group: String,
+    /// Its groups (Kayenta lets a metric count in several; a profile metric has one).
+    pub groups: Vec<String>,
     /// Kayenta's reason.
     pub reason: Option<String>,
 }
@@ -320,19 +320,21 @@ pub fn weighted_sum_score(
     weights: &BTreeMap<String, f64>,
 ) -> KayentaScore {
     let counted: Vec<&ScoredMetric> = metrics.iter().filter(|m| !m.muted).collect();
-    // (pass, counted) per group, in first-seen order of groups.
+    // (pass, counted) per group.
     let mut tallies: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
     for metric in &counted {
-        let tally = tallies.entry(metric.group.as_str()).or_insert((0.0, 0.0));
-        match metric.label {
-            KayentaLabel::Pass => {
-                tally.0 += 1.0;
-                tally.1 += 1.0;
+        for group in &metric.groups {
+            let tally = tallies.entry(group.as_str()).or_insert((0.0, 0.0));
+            match metric.label {
+                KayentaLabel::Pass => {
+                    tally.0 += 1.0;
+                    tally.1 += 1.0;
+                }
+                KayentaLabel::High | KayentaLabel::Low | KayentaLabel::NodataFailMetric => {
+                    tally.1 += 1.0;
+                }
+                KayentaLabel::Nodata | KayentaLabel::Error => {}
             }
-            KayentaLabel::High | KayentaLabel::Low | KayentaLabel::NodataFailMetric => {
-                tally.1 += 1.0;
-            }
-            KayentaLabel::Nodata | KayentaLabel::Error => {}
         }
     }
     let groups: BTreeMap<String, f64> = tallies
@@ -493,7 +495,7 @@ pub(super) fn judge(
             label: classification.label,
             critical: classification.critical,
             muted: settings.muted,
-            group: spec.group.clone(),
+            groups: vec![spec.group.clone()],
             reason: classification.reason.clone(),
         });
         metrics.push(metric_result(
@@ -734,6 +736,51 @@ mod tests {
     struct Cases {
         classifier: Vec<ClassifierCase>,
         mann_whitney: Vec<IntervalCase>,
+        scorer: Vec<ScorerCase>,
+    }
+
+    #[derive(Deserialize)]
+    struct ScorerCase {
+        name: String,
+        weights: BTreeMap<String, f64>,
+        metrics: Vec<ScorerMetric>,
+        expected_score: f64,
+    }
+
+    #[derive(Deserialize)]
+    struct ScorerMetric {
+        label: String,
+        groups: Vec<String>,
+        critical: bool,
+        muted: bool,
+    }
+
+    #[test]
+    fn every_kayenta_scorer_case_gives_kayentas_summary_score() {
+        let cases = cases().scorer;
+        assert!(cases.len() >= 13, "{} cases", cases.len());
+        for case in cases {
+            let metrics: Vec<ScoredMetric> = case
+                .metrics
+                .iter()
+                .map(|m| ScoredMetric {
+                    label: match m.label.as_str() {
+                        "Pass" => KayentaLabel::Pass,
+                        "High" => KayentaLabel::High,
+                        "Low" => KayentaLabel::Low,
+                        "Nodata" => KayentaLabel::Nodata,
+                        "NodataFailMetric" => KayentaLabel::NodataFailMetric,
+                        other => panic!("{}: label {other}", case.name),
+                    },
+                    critical: m.critical,
+                    muted: m.muted,
+                    groups: m.groups.clone(),
+                    reason: None,
+                })
+                .collect();
+            let score = weighted_sum_score(&metrics, &case.weights);
+            assert_eq!(score.score, case.expected_score, "{}", case.name);
+        }
     }
 
     #[derive(Deserialize)]
@@ -849,7 +896,7 @@ mod tests {
             label,
             critical: false,
             muted: false,
-            group: group.into(),
+            groups: vec![group.into()],
             reason: None,
         }
     }

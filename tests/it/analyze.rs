@@ -245,3 +245,71 @@ fn a_usage_error_exits_1_not_the_hold_code() {
     let run = canary(["analyze", "--profile"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
 }
+
+/// `[judge] algorithm = "kayenta"` through the real binary: Kayenta's score and
+/// classification decide, except that a metric without data holds instead of passing.
+#[test]
+fn a_kayenta_profile_judges_as_kayenta_would_and_never_promotes_without_data() {
+    let run = |scenario: &str| {
+        let directory = format!("fixtures/kayenta/{scenario}");
+        let run = canary([
+            "analyze",
+            "--profile",
+            "analysis-profiles/kayenta-web-service.toml",
+            "--baseline",
+            &format!("{directory}/baseline.csv"),
+            "--canary",
+            &format!("{directory}/canary.csv"),
+            "--format",
+            "json",
+        ]);
+        assert_eq!(run.stderr, "", "{scenario}");
+        let report: Value = serde_json::from_str(&run.stdout).unwrap();
+        (run.code, report)
+    };
+    let (code, report) = run("healthy");
+    assert_eq!(
+        (code, report["verdict"].as_str()),
+        (0, Some("promote")),
+        "{report}"
+    );
+    assert_eq!(report["score"], 100.0);
+    assert_eq!(
+        metric(&report, "latency_p95")["test"],
+        "kayenta_mann_whitney"
+    );
+
+    // latency_p95's mean ratio is 1.28: beyond its allowed 1.1 (High), short of its
+    // critical 1.5, so it fails as a normal metric: 0 % of the latency group's 60 plus
+    // 100 % of the system group's 40.
+    let (code, report) = run("latency-regression");
+    assert_eq!(
+        (code, report["verdict"].as_str()),
+        (3, Some("rollback")),
+        "{report}"
+    );
+    assert_eq!(report["score"], 40.0);
+    let latency = metric(&report, "latency_p95");
+    assert_eq!(latency["classification"], "fail");
+    assert_eq!(latency["severity"], "normal");
+    assert!(
+        latency["reason"]
+            .as_str()
+            .unwrap()
+            .contains("classified as High"),
+        "{latency}"
+    );
+
+    // Kayenta scores a metric without data out (100 here) and would pass; canary holds.
+    let (code, report) = run("missing-metric");
+    assert_eq!(
+        (code, report["verdict"].as_str()),
+        (2, Some("hold")),
+        "{report}"
+    );
+    assert_eq!(report["score"], 100.0);
+    assert_eq!(
+        metric(&report, "cpu_usage")["classification"],
+        "inconclusive"
+    );
+}
