@@ -137,6 +137,63 @@ impl Terminal {
     }
 }
 
+/// What `canary import` produced: stdout's text (the profile, or a line saying where
+/// it went) and the notes for stderr.
+pub struct ImportOutcome {
+    /// For stdout.
+    pub stdout: String,
+    /// What could not be carried over.
+    pub not_carried: Vec<String>,
+}
+
+/// Runs `canary import kayenta`: reads the config, converts it, checks that the result
+/// is a valid profile, then prints it or writes it (to a temporary file renamed over
+/// the target, so a reader never sees half a profile; an existing file only with
+/// `--force`).
+pub fn import_kayenta(args: &crate::cli::ImportKayentaArgs) -> anyhow::Result<ImportOutcome> {
+    use anyhow::Context as _;
+    let file = args.config.display().to_string();
+    let json = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("cannot read the Kayenta config {file}"))?;
+    let options = crate::import::kayenta::ImportOptions {
+        pass_score: args.pass_score,
+        marginal_score: args.marginal_score,
+        variables: args.variables.iter().cloned().collect(),
+    };
+    let imported = crate::import::kayenta::import_kayenta(&json, &file, &options)?;
+    let target = args.output.as_ref().map_or_else(
+        || "the imported profile".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let profile = Profile::parse(&imported.profile, &target).with_context(|| {
+        format!("the profile imported from {file} is not valid (a bug in the importer)")
+    })?;
+    let Some(output) = &args.output else {
+        return Ok(ImportOutcome {
+            stdout: imported.profile,
+            not_carried: imported.not_carried,
+        });
+    };
+    if output.exists() && !args.force {
+        anyhow::bail!("{target} exists; give --force to replace it");
+    }
+    let temporary = output.with_extension(format!("toml.tmp-{}", std::process::id()));
+    std::fs::write(&temporary, &imported.profile)
+        .and_then(|()| std::fs::rename(&temporary, output))
+        .with_context(|| format!("cannot write {target}"))?;
+    Ok(ImportOutcome {
+        stdout: format!(
+            "wrote {target}: profile {:?}, {} metric{}, judged as Kayenta judges ({} not carried \
+             over as it was)\n",
+            profile.name,
+            profile.metrics.len(),
+            if profile.metrics.len() == 1 { "" } else { "s" },
+            imported.not_carried.len()
+        ),
+        not_carried: imported.not_carried,
+    })
+}
+
 /// Runs `canary check-profile`: a summary line per valid profile (then a warning line
 /// for each of its stages' looks too short for a sequential check, see
 /// [`RolloutPlan::short_look_warnings`](crate::domain::plan::RolloutPlan::short_look_warnings)),

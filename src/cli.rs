@@ -103,6 +103,9 @@ pub enum Command {
     /// Exits 0 when every profile is valid, 1 otherwise (each error names the file,
     /// line and field).
     CheckProfile(CheckProfileArgs),
+    /// Turn another tool's analysis configuration into a canary profile.
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Serve the HTTP API and run the workers that carry out submitted analyses.
     ///
     /// Settings come from --config (TOML) and CANARY_SECTION__KEY variables
@@ -437,6 +440,74 @@ pub enum SimulateMode {
     Sequential,
     /// A fixed-horizon test at every look.
     Fixed,
+}
+
+/// What `canary import` reads.
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// A Kayenta canary config (JSON) as a profile judged by Kayenta's own judge
+    /// (`[judge] algorithm = "kayenta"`), so it gives the verdicts Kayenta gave.
+    ///
+    /// Carries over the metrics (Prometheus queries built as Kayenta builds them, its
+    /// `${scope}` matcher becoming canary's `{{scope}}`), groups and weights, critical,
+    /// muted, mustHaveData, direction, NaN strategy, outliers, the effect-size gates with
+    /// Kayenta's meaning (ratios of means or CLES), and the score thresholds. Whatever
+    /// cannot be carried over (other sources' queries, a metric's second group, template
+    /// variables without a --var) is listed on stderr and in the profile's header.
+    /// Prints the profile on stdout, or writes it to --output (never over an existing
+    /// file without --force).
+    ///
+    /// Example: canary import kayenta canary-config.json --var namespace=prod
+    /// --output analysis-profiles/checkout.toml
+    ///
+    /// Exits 0 when the profile was produced (with or without notes), 1 otherwise.
+    Kayenta(ImportKayentaArgs),
+}
+
+/// Arguments of `canary import kayenta`.
+#[derive(Debug, clap::Args)]
+pub struct ImportKayentaArgs {
+    /// The Kayenta canary config (JSON, as Kayenta's /canaryConfig API returns it).
+    #[arg(value_name = "CONFIG.json")]
+    pub config: PathBuf,
+    /// Write the profile here instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Replace --output when it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// The pass score (Kayenta's scoreThresholds.pass), when the config has none or it
+    /// is to be replaced; 95 when neither gives one.
+    #[arg(long, value_name = "SCORE", value_parser = score)]
+    pub pass_score: Option<f64>,
+    /// The marginal score (scoreThresholds.marginal), likewise; 75 by default.
+    #[arg(long, value_name = "SCORE", value_parser = score)]
+    pub marginal_score: Option<f64>,
+    /// A value for `${NAME}` in the config's query templates (Kayenta's
+    /// extendedScopeParams, location, project); repeatable.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = variable)]
+    pub variables: Vec<(String, String)>,
+}
+
+fn score(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=100.0).contains(&value) => Ok(value),
+        _ => Err(format!("must be a score from 0 to 100, got {text:?}")),
+    }
+}
+
+fn variable(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() && name != "scope" => {
+            Ok((name.to_owned(), value.to_owned()))
+        }
+        Some(("scope", _)) => Err(
+            "${scope} is not a variable here: it becomes {{scope}}, filled per analysis with \
+             each side's matchers"
+                .into(),
+        ),
+        _ => Err(format!("must be NAME=VALUE, got {text:?}")),
+    }
 }
 
 /// Arguments of `canary check-profile`.

@@ -7,6 +7,8 @@
 //!   report and log line uses. Pure.
 //! - [`stats`]: pure numerics — Mann-Whitney U, Hodges-Lehmann, proportion tests,
 //!   quantiles, multiple-testing corrections — checked against scipy and R.
+//! - [`import`]: pure — other tools' configurations (Kayenta canary configs) as
+//!   profiles.
 //! - [`judge`]: pure — classifies each metric and decides promote / hold / rollback,
 //!   keeping every number behind the decision.
 //! - [`sources`]: where observations come from: the recorded-file readers (CSV and
@@ -47,6 +49,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod format;
+pub mod import;
 pub mod judge;
 pub mod notify;
 pub mod report;

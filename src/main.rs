@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use canary::cli::{Cli, Command};
+use canary::cli::{Cli, Command, ImportCommand};
 use canary::{app, telemetry};
 use clap::Parser;
 
@@ -108,6 +108,14 @@ fn execute(command: Command) -> Result<u8, Failure> {
         Command::Simulate(args) => {
             let output = runtime()?.block_on(app::simulate(&args))?;
             write_stdout(&output)?;
+            Ok(0)
+        }
+        Command::Import(ImportCommand::Kayenta(args)) => {
+            let outcome = app::import_kayenta(&args).map_err(Failure::error)?;
+            for note in &outcome.not_carried {
+                eprintln!("not carried over: {note}");
+            }
+            write_stdout(&outcome.stdout)?;
             Ok(0)
         }
         Command::CheckProfile(args) => {

@@ -17,6 +17,7 @@ mod bad_input;
 mod bounded;
 mod flagd;
 mod helpers;
+mod import;
 mod live_bed;
 mod live_rollouts;
 mod notify;

@@ -80,7 +80,7 @@ impl Profile {
 
         let judge = validate_judge(&v, raw.judge)?;
 
-        let group_weights = validate_groups(&v, &raw.groups)?;
+        let group_weights = validate_groups(&v, &raw.groups, judge.algorithm)?;
         let metrics = validate_metrics(&v, raw.metrics, &judge, &group_weights)?;
 
         let plan = plan::validate_plan(
@@ -107,18 +107,25 @@ impl Profile {
 fn validate_groups(
     v: &Validator<'_>,
     groups: &BTreeMap<Spanned<String>, Spanned<RawGroup>>,
+    algorithm: JudgeAlgorithm,
 ) -> Result<BTreeMap<String, f64>, ProfileError> {
+    // Kayenta's weights are percentages, and a group can be left with none (its
+    // declared weights already sum to 100): it then counts for nothing.
+    let (lowest, allowed) = match algorithm {
+        JudgeAlgorithm::Canary => (f64::MIN_POSITIVE, "above 0"),
+        JudgeAlgorithm::Kayenta => (0.0, "from 0 (Kayenta's weights are percentages)"),
+    };
     let mut group_weights = BTreeMap::new();
     for (group_name, group) in groups {
         let field = format!("groups.{}.weight", group_name.get_ref());
         let weight = match &group.get_ref().weight {
             Some(weight) => {
                 let value = *weight.get_ref();
-                if !(value.is_finite() && value > 0.0) {
+                if !(value.is_finite() && value >= lowest) {
                     return Err(v.error(
                         weight.span(),
                         &field,
-                        format!("must be a number above 0, got {value}"),
+                        format!("must be a number {allowed}, got {value}"),
                     ));
                 }
                 value
