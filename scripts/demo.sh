@@ -12,12 +12,15 @@
 # on a healthy canary (expected: promoted, flag at 100 %), then again with a fault
 # (latency ×1.5, errors ×10) injected on the canary once the flag reaches 25 %
 # (expected: rolled back, flag off), printing how long the flag took to go off.
+# CANARY_LIVE_PROFILE=FILE runs both with another profile, e.g.
+# fixtures/live/kayenta-web-service-60s.toml (the same plan judged as Kayenta judges).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 live_demo() {
   cargo build --release --locked --quiet || exit 1
-  local bin=target/release/canary bed=target/demo-live profile=fixtures/live/web-service-60s.toml
+  local bin=target/release/canary bed=target/demo-live
+  local profile=${CANARY_LIVE_PROFILE:-fixtures/live/web-service-60s.toml}
   local status=0 code
   scripts/live-bed.sh start "$bed" --flag checkout-v2 || exit 1
   trap "scripts/live-bed.sh stop '$bed'" EXIT
