@@ -94,6 +94,18 @@ pub fn analyze(args: &AnalyzeArgs, terminal: Terminal) -> Result<(Judgement, Str
         }
         (Format::Json, _) => report::json::render(&judgement),
     };
+    let rendered = if args.compare {
+        let comparison = judge::compare::compare(&profile, &judgement, &baseline, &canary);
+        match args.format {
+            Format::Text => format!(
+                "{rendered}{}",
+                report::text::render_comparison(&judgement, &comparison)
+            ),
+            Format::Json => report::json::with_comparison(&rendered, &comparison)?,
+        }
+    } else {
+        rendered
+    };
     if let Some(path) = &args.report {
         let page = report::html::render(
             &analysis_report,

@@ -285,6 +285,12 @@ pub struct AnalyzeArgs {
     /// Also write the HTML report (one self-contained file with charts) to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Also judge the data with the other judge (Kayenta's NetflixACAJudge for a profile
+    /// with canary's judge, canary's for a `[judge] algorithm = "kayenta"` profile) and
+    /// show, metric by metric, where the two disagree, with how the profile was read for
+    /// it. The exit code stays the profile's own verdict's.
+    #[arg(long)]
+    pub compare: bool,
 }
 
 /// Arguments of `canary run`.

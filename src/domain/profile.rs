@@ -125,7 +125,8 @@ pub enum JudgeAlgorithm {
     /// Kayenta's `NetflixACAJudge-v1.0`, reproduced: every metric continuous, the
     /// Mann-Whitney classifier at 98 % confidence with a tolerance of 25 % of the
     /// estimate, Kayenta's effect-size gates, NODATA rules and weighted-sum score (see
-    /// `src/judge/kayenta.rs`). For teams moving from Kayenta.
+    /// `src/judge/kayenta.rs`). For teams moving from Kayenta; `canary analyze
+    /// --compare` shows where it and canary's judge disagree.
     Kayenta,
 }
 

@@ -14,6 +14,7 @@
 //! holds the verdict.
 
 mod classify;
+pub mod compare;
 mod decide;
 pub mod hosts;
 pub mod kayenta;

@@ -29,3 +29,17 @@ pub fn render(judgement: &Judgement) -> String {
     text.push('\n');
     text
 }
+
+/// A rendered judgement with the `--compare` result added as `comparison`.
+pub fn with_comparison(
+    rendered: &str,
+    comparison: &crate::judge::compare::Comparison,
+) -> anyhow::Result<String> {
+    let mut document: serde_json::Value = serde_json::from_str(rendered)?;
+    if let serde_json::Value::Object(fields) = &mut document {
+        fields.insert("comparison".to_owned(), serde_json::to_value(comparison)?);
+    }
+    let mut text = serde_json::to_string_pretty(&document)?;
+    text.push('\n');
+    Ok(text)
+}

@@ -69,6 +69,83 @@ pub fn render(judgement: &Judgement) -> String {
     out
 }
 
+/// The `--compare` section: the other judge's verdict, then every metric the two
+/// judges classified differently (or all of them, marked), then how the profile was read
+/// for the other judge.
+pub fn render_comparison(
+    own: &Judgement,
+    comparison: &crate::judge::compare::Comparison,
+) -> String {
+    use crate::domain::JudgeAlgorithm;
+    let (own_name, other_name) = match comparison.other_algorithm {
+        JudgeAlgorithm::Kayenta => ("canary", "Kayenta"),
+        JudgeAlgorithm::Canary => ("Kayenta", "canary"),
+    };
+    let mut out = String::new();
+    let score = |score: Option<f64>| score.map_or_else(|| "-".to_owned(), number);
+    let _ = writeln!(
+        out,
+        "\ncompared with {other_name}'s judge: {} (score {}) against {own_name}'s {} (score {}): {}",
+        comparison.other_verdict.to_string().to_uppercase(),
+        score(comparison.other_score),
+        own.verdict.to_string().to_uppercase(),
+        score(own.score),
+        if comparison.same_verdict {
+            "the same verdict"
+        } else {
+            "the verdicts DIFFER"
+        }
+    );
+    let mut rows = vec![[
+        "metric".to_owned(),
+        own_name.to_owned(),
+        other_name.to_owned(),
+        String::new(),
+    ]];
+    for metric in &comparison.metrics {
+        rows.push([
+            metric.metric.clone(),
+            classification_label(metric.own).to_owned(),
+            metric.other.map_or_else(
+                || "not judged".to_owned(),
+                |c| classification_label(c).to_owned(),
+            ),
+            if metric.agree {
+                String::new()
+            } else {
+                "differs".to_owned()
+            },
+        ]);
+    }
+    let widths: Vec<usize> = (0..4)
+        .map(|column| {
+            rows.iter()
+                .map(|row| row[column].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        let _ = writeln!(out, "  {}", line.join("  ").trim_end());
+    }
+    if !comparison.other_reasons.is_empty() {
+        let _ = writeln!(out, "{other_name}'s reasons:");
+        for reason in &comparison.other_reasons {
+            let _ = writeln!(out, "  - {reason}");
+        }
+    }
+    let _ = writeln!(out, "how the profile was read for {other_name}'s judge:");
+    for note in &comparison.notes {
+        let _ = writeln!(out, "  - {note}");
+    }
+    out
+}
+
 fn classification_label(classification: Classification) -> &'static str {
     match classification {
         Classification::Pass => "pass",

@@ -313,3 +313,60 @@ fn a_kayenta_profile_judges_as_kayenta_would_and_never_promotes_without_data() {
         "inconclusive"
     );
 }
+
+/// `--compare` lines the two judges up on the same data: on the latency regression both
+/// fail latency_p95, and the canary profile's proportion metric is canary's alone.
+#[test]
+fn compare_shows_both_judges_metric_by_metric_and_keeps_the_own_exit_code() {
+    let directory = "fixtures/scenarios/latency-regression";
+    let run = canary([
+        "analyze",
+        "--profile",
+        "analysis-profiles/web-service.toml",
+        "--baseline",
+        &format!("{directory}/baseline.csv"),
+        "--canary",
+        &format!("{directory}/canary.csv"),
+        "--compare",
+    ]);
+    assert_eq!(run.code, 3, "canary's own rollback: {}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("compared with Kayenta's judge: ROLLBACK"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("error_rate: a proportion metric"),
+        "{}",
+        run.stdout
+    );
+
+    let directory = "fixtures/kayenta/latency-regression";
+    let run = canary([
+        "analyze",
+        "--profile",
+        "analysis-profiles/kayenta-web-service.toml",
+        "--baseline",
+        &format!("{directory}/baseline.csv"),
+        "--canary",
+        &format!("{directory}/canary.csv"),
+        "--compare",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 3, "{}", run.stdout);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    let comparison = &report["comparison"];
+    assert_eq!(comparison["other_algorithm"], "canary", "{comparison}");
+    let latency = comparison["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "latency_p95")
+        .unwrap();
+    assert_eq!(
+        (latency["own"].as_str(), latency["other"].as_str()),
+        (Some("fail"), Some("fail"))
+    );
+}
