@@ -453,6 +453,7 @@ pub(super) fn judge(
 ) -> Judgement {
     let mut metrics = Vec::with_capacity(profile.metrics.len());
     let mut scored = Vec::with_capacity(profile.metrics.len());
+    let mut short_metrics = Vec::new();
     for spec in &profile.metrics {
         let settings = spec
             .kayenta
@@ -473,7 +474,27 @@ pub(super) fn judge(
             (None, Err(error), _) | (None, _, Err(error)) => Err(error),
             (None, Ok(control), Ok(experiment)) => Ok((control, experiment)),
         };
+        let fewest = match &outcome {
+            Ok((control, experiment)) => control.len().min(experiment.len()) as u64,
+            Err(_) => 0,
+        };
+        // canary's guard, when the profile asks for it (`min_samples`): a side with fewer
+        // points is not compared, and holds (Kayenta would compare even two points).
+        let short = fewest > 0 && fewest < spec.min_samples;
         let (classification, control, experiment) = match outcome {
+            Ok((control, experiment)) if short => (
+                KayentaClassification::without_comparison(
+                    KayentaLabel::Nodata,
+                    Some(format!(
+                        "{} has {fewest} points on a side, fewer than its min_samples {} \
+                         (canary's guard; Kayenta has no minimum)",
+                        spec.name, spec.min_samples
+                    )),
+                    false,
+                ),
+                control,
+                experiment,
+            ),
             Ok((control, experiment)) => (
                 MannWhitneyClassifier::for_metric(&settings).classify(
                     &spec.name,
@@ -491,10 +512,14 @@ pub(super) fn judge(
                 Vec::new(),
             ),
         };
+        if short {
+            short_metrics.push(spec.name.clone());
+        }
         scored.push(ScoredMetric {
             label: classification.label,
             critical: classification.critical,
-            muted: settings.muted,
+            // A metric short of its points is left out of the score, as a muted one.
+            muted: settings.muted || short,
             groups: vec![spec.group.clone()],
             reason: classification.reason.clone(),
         });
@@ -546,8 +571,22 @@ pub(super) fn judge(
             reasons.push(format!("{}: {}", result.name, result.reason));
         }
     }
+    if !short_metrics.is_empty() {
+        // Too few points is waiting, not evidence: scored without them, and never a
+        // promotion (a rollback the other metrics show stands).
+        let nothing_scored = scored.iter().all(|m| m.muted);
+        if verdict == Verdict::Promote || nothing_scored {
+            verdict = Verdict::Hold;
+        }
+        reasons.push(format!(
+            "{} short of min_samples: left out of the score, and the look does not promote \
+             (canary's guard; Kayenta has no minimum)",
+            short_metrics.join(", ")
+        ));
+    }
     for (result, scored) in metrics.iter().zip(&scored) {
-        if matches!(scored.label, KayentaLabel::Nodata | KayentaLabel::Error) {
+        let short = short_metrics.contains(&result.name);
+        if matches!(scored.label, KayentaLabel::Nodata | KayentaLabel::Error) && !short {
             if verdict == Verdict::Promote {
                 verdict = Verdict::Hold;
             }
@@ -959,5 +998,75 @@ mod tests {
         assert_eq!(round_half_up_2(99.995), 100.0);
         assert_eq!(round_half_up_2(33.333_333_333_333_336), 33.33);
         assert_eq!(round_half_up_2(100.0), 100.0);
+    }
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::domain::{Location, Sample};
+
+    fn side(values: &[f64]) -> Observations {
+        let samples = values
+            .iter()
+            .enumerate()
+            .map(|(i, &value)| Sample {
+                timestamp: 5.0 * i as f64,
+                value,
+            })
+            .collect();
+        Observations {
+            metrics: BTreeMap::from([(
+                "errors".to_owned(),
+                MetricData::Samples {
+                    samples,
+                    origin: Location {
+                        file: "t.csv".into(),
+                        line: 1,
+                    },
+                },
+            )]),
+            ..Observations::default()
+        }
+    }
+
+    fn profile(min_samples: Option<u64>) -> Profile {
+        let min = min_samples.map_or_else(String::new, |n| format!("min_samples = {n}\n"));
+        let text = format!(
+            "name = \"k\"\n[judge]\nalgorithm = \"kayenta\"\n[[metrics]]\nname = \"errors\"\nkind = \"continuous\"\ndirection = \"increase\"\ncritical = true\n{min}"
+        );
+        Profile::parse(&text, "k.toml").unwrap()
+    }
+
+    /// The live bed's first look at 1 %: two points a side, one error rate above a
+    /// baseline of zeros. Kayenta's judge fails it critically (its "zero mean" rule);
+    /// with canary's guard the look waits for more points.
+    #[test]
+    fn a_look_short_of_min_samples_holds_instead_of_failing_on_two_points() {
+        let (baseline, canary) = (side(&[0.0, 0.0]), side(&[0.0055, 0.0055]));
+        let kayenta = judge(&profile(None), &baseline, &canary);
+        assert_eq!(kayenta.verdict, Verdict::Rollback, "{:?}", kayenta.reasons);
+        let guarded = judge(&profile(Some(5)), &baseline, &canary);
+        assert_eq!(guarded.verdict, Verdict::Hold, "{:?}", guarded.reasons);
+        assert!(
+            guarded
+                .reasons
+                .iter()
+                .any(|r| r.contains("short of min_samples")),
+            "{:?}",
+            guarded.reasons
+        );
+        assert_eq!(
+            guarded.metrics[0].classification,
+            Classification::Inconclusive
+        );
+        // With enough points the same difference is judged as Kayenta judges it.
+        let (baseline, canary) = (side(&[0.0; 6]), side(&[0.0055; 6]));
+        assert_eq!(
+            judge(&profile(Some(5)), &baseline, &canary).verdict,
+            Verdict::Rollback
+        );
     }
 }

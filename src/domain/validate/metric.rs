@@ -69,7 +69,12 @@ pub(super) fn validate_metric(
         KindName::Proportion => m.proportion(&raw)?,
         KindName::Threshold => m.threshold(&raw, &span)?,
     };
-    let min_samples = m.min_samples(&raw)?;
+    // Kayenta has no minimum: its judge compares whatever there is, unless the profile
+    // asks for canary's guard (fewer points than `min_samples` hold).
+    let min_samples = match (&kayenta, &raw.min_samples) {
+        (Some(_), None) => 1,
+        _ => m.min_samples(&raw)?,
+    };
     let severity = m.severity(&raw)?;
     let group = m.group(&raw)?;
     let (nan_policy, max_nan_fraction) = m.nan(&raw)?;
@@ -554,11 +559,6 @@ impl Metric<'_> {
                 "iqr_multiplier",
                 raw.iqr_multiplier.as_ref().map(Spanned::span),
                 "kayenta.outlier_factor",
-            ),
-            (
-                "min_samples",
-                raw.min_samples.as_ref().map(Spanned::span),
-                "kayenta.must_have_data (Kayenta has no minimum)",
             ),
         ];
         for (key, span, instead) in canary_only {
