@@ -25,7 +25,7 @@ use crate::stats::multiple_testing::Correction;
 use crate::stats::proportions::{
     Counts, ProportionTest, compare_proportions, rate_beyond_limit_p_value,
 };
-use crate::stats::quantiles::{quantile_sorted, remove_outliers_iqr, summarize_sorted};
+use crate::stats::quantiles::{quantile_sorted, remove_outliers_iqr};
 
 /// A metric whose comparison ran but whose classification waits for the corrected
 /// p-value.
@@ -299,20 +299,7 @@ fn prepare_samples(
         }
     };
     crate::stats::sort::sort_f64(&mut kept);
-    let summary = summarize_sorted(&kept).map(|s| SideSummary {
-        n: s.n as u64,
-        mean: s.mean,
-        median: Some(s.median),
-        p95: Some(s.p95),
-        p99: Some(s.p99),
-        std_dev: Some(s.std_dev),
-        min: Some(s.min),
-        max: Some(s.max),
-        errors: None,
-        total: None,
-        nan_dropped,
-        outliers_removed,
-    });
+    let summary = SideSummary::of_sorted_samples(&kept, nan_dropped, outliers_removed);
     Ok(PreparedSamples {
         sorted: kept,
         summary,

@@ -43,7 +43,6 @@ use crate::stats::kayenta::{
     mean_ratio, reduced_sensitivity_fences,
 };
 use crate::stats::multiple_testing::Correction;
-use crate::stats::quantiles::summarize_sorted;
 use crate::stats::sort::sort_f64;
 
 /// The confidence level `NetflixACAJudge-v1.0` gives its classifier.
@@ -650,20 +649,7 @@ fn values_of(data: Option<&MetricData>, settings: &KayentaMetric) -> Result<Vec<
 fn side_summary(values: &[f64]) -> Option<SideSummary> {
     let mut sorted = values.to_vec();
     sort_f64(&mut sorted);
-    summarize_sorted(&sorted).map(|s| SideSummary {
-        n: s.n as u64,
-        mean: s.mean,
-        median: Some(s.median),
-        p95: Some(s.p95),
-        p99: Some(s.p99),
-        std_dev: Some(s.std_dev),
-        min: Some(s.min),
-        max: Some(s.max),
-        errors: None,
-        total: None,
-        nan_dropped: 0,
-        outliers_removed: 0,
-    })
+    SideSummary::of_sorted_samples(&sorted, 0, 0)
 }
 
 fn metric_result(

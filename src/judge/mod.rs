@@ -77,6 +77,31 @@ pub struct SideSummary {
     pub outliers_removed: usize,
 }
 
+impl SideSummary {
+    /// The summary of a side's sorted samples, with what its preparation dropped;
+    /// `None` when there are none.
+    pub(crate) fn of_sorted_samples(
+        sorted: &[f64],
+        nan_dropped: usize,
+        outliers_removed: usize,
+    ) -> Option<Self> {
+        crate::stats::quantiles::summarize_sorted(sorted).map(|s| SideSummary {
+            n: s.n as u64,
+            mean: s.mean,
+            median: Some(s.median),
+            p95: Some(s.p95),
+            p99: Some(s.p99),
+            std_dev: Some(s.std_dev),
+            min: Some(s.min),
+            max: Some(s.max),
+            errors: None,
+            total: None,
+            nan_dropped,
+            outliers_removed,
+        })
+    }
+}
+
 /// Effect sizes, by kind of comparison.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]

@@ -55,8 +55,30 @@ pub fn wilcoxon_difference(
 ) -> Option<f64> {
     let x_len = experiment_sorted.len() as f64;
     let y_len = control_sorted.len() as f64;
-    // Shifting by `mu` keeps the experiment sorted (rounding is monotone), so one
-    // merge ranks the pooled values, with tied values sharing their average rank.
+    let (experiment_rank_sum, tie_sum) = rank_sum(experiment_sorted, control_sorted, mu);
+    let dz = experiment_rank_sum - x_len * (x_len + 1.0) / 2.0 - x_len * y_len / 2.0;
+    // Half a unit towards zero; none at zero (`f64::signum` would give +1 there).
+    let correction = if dz > 0.0 {
+        0.5
+    } else if dz < 0.0 {
+        -0.5
+    } else {
+        0.0
+    };
+    let sigma = ((x_len * y_len / 12.0)
+        * ((x_len + y_len + 1.0) - tie_sum / ((x_len + y_len) * (x_len + y_len - 1.0))))
+        .sqrt();
+    if sigma == 0.0 || sigma.is_nan() {
+        return None;
+    }
+    Some((dz - correction) / sigma - quantile)
+}
+
+/// The rank sum of `experiment − mu` in the pooled sample with `control` (tied values
+/// share their average rank), and the tie term `Σ (t³ − t)` over the groups of tied
+/// values. Both slices sorted ascending; shifting keeps the experiment sorted (rounding
+/// is monotone), so one merge ranks the pooled values.
+fn rank_sum(experiment_sorted: &[f64], control_sorted: &[f64], mu: f64) -> (f64, f64) {
     let (mut i, mut j) = (0, 0);
     let mut position = 0.0;
     let mut experiment_rank_sum = 0.0;
@@ -84,22 +106,7 @@ pub fn wilcoxon_difference(
         tie_sum += tied * tied * tied - tied;
         position += tied;
     }
-    let dz = experiment_rank_sum - x_len * (x_len + 1.0) / 2.0 - x_len * y_len / 2.0;
-    // Half a unit towards zero; none at zero (`f64::signum` would give +1 there).
-    let correction = if dz > 0.0 {
-        0.5
-    } else if dz < 0.0 {
-        -0.5
-    } else {
-        0.0
-    };
-    let sigma = ((x_len * y_len / 12.0)
-        * ((x_len + y_len + 1.0) - tie_sum / ((x_len + y_len) * (x_len + y_len - 1.0))))
-        .sqrt();
-    if sigma == 0.0 || sigma.is_nan() {
-        return None;
-    }
-    Some((dz - correction) / sigma - quantile)
+    (experiment_rank_sum, tie_sum)
 }
 
 /// Kayenta's interval and estimate of `experiment − control` at `confidence_level`.
@@ -264,32 +271,8 @@ pub fn common_language_effect_size(control: &[f64], experiment: &[f64]) -> f64 {
     super::sort::sort_f64(&mut control_sorted);
     let m = experiment.len() as f64;
     let n = control.len() as f64;
-    // The rank sum of the experiment in the pooled sample is dz + m(m+1)/2 + mn/2 at
-    // no shift; computing it directly keeps this independent of the interval code.
-    let (mut i, mut j) = (0, 0);
-    let mut position = 0.0;
-    let mut rank_sum = 0.0;
-    while i < experiment_sorted.len() || j < control_sorted.len() {
-        let value = match (experiment_sorted.get(i), control_sorted.get(j)) {
-            (Some(&x), Some(&y)) => x.min(y),
-            (Some(&x), None) => x,
-            (None, Some(&y)) => y,
-            (None, None) => unreachable!("the loop stops when both are used up"),
-        };
-        let mut tied_x = 0.0;
-        while i < experiment_sorted.len() && experiment_sorted[i] == value {
-            tied_x += 1.0;
-            i += 1;
-        }
-        let mut tied = tied_x;
-        while j < control_sorted.len() && control_sorted[j] == value {
-            tied += 1.0;
-            j += 1;
-        }
-        rank_sum += tied_x * (position + (tied + 1.0) / 2.0);
-        position += tied;
-    }
-    (2.0 * rank_sum - m * (m + 1.0)) / (2.0 * n * m)
+    let (experiment_rank_sum, _) = rank_sum(&experiment_sorted, &control_sorted, 0.0);
+    (2.0 * experiment_rank_sum - m * (m + 1.0)) / (2.0 * n * m)
 }
 
 /// The `p`-th percentile (0–100) of sorted values, R-7 (linear between order
