@@ -236,7 +236,7 @@ pub fn check_profiles(args: &CheckProfileArgs) -> (String, Vec<anyhow::Error>) {
                         .plan
                         .as_ref()
                         .map_or_else(String::new, |plan| format!(
-                            ", {} stages ({}), {} triggers, error budget {}",
+                            ", {} stages ({}), {} triggers{}",
                             plan.stages.len(),
                             plan.stages
                                 .iter()
@@ -244,7 +244,12 @@ pub fn check_profiles(args: &CheckProfileArgs) -> (String, Vec<anyhow::Error>) {
                                 .collect::<Vec<_>>()
                                 .join(" → "),
                             plan.triggers.len(),
-                            plan.settings.error_budget
+                            match profile.judge.algorithm {
+                                crate::domain::JudgeAlgorithm::Canary =>
+                                    format!(", error budget {}", plan.settings.error_budget),
+                                // Kayenta's judge tests every look at its fixed level.
+                                crate::domain::JudgeAlgorithm::Kayenta => String::new(),
+                            }
                         ))
                 ));
                 if let Some(plan) = &profile.plan {
