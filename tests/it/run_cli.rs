@@ -472,3 +472,49 @@ fn a_replay_with_an_instance_column_allows_for_a_slower_host() {
         );
     }
 }
+
+/// A staged rollout judged by Kayenta's judge (`fixtures/kayenta/web-service-rollout.toml`)
+/// on the recorded series: the healthy canary goes to 100 %, the one whose p95 rises
+/// about 20 % at 25 % is failed critically there and switched off.
+#[test]
+fn a_rollout_judged_by_kayentas_judge_promotes_the_healthy_replay_and_rolls_back_the_regression() {
+    for (replay, code, expected) in [
+        ("healthy", 0, "100%: passed"),
+        ("latency-regression", 3, "25%: ROLLED BACK"),
+    ] {
+        let directory = tempfile::tempdir().unwrap();
+        let flags = demo_flags(directory.path());
+        let result = canary([
+            "run",
+            "--profile",
+            "fixtures/kayenta/web-service-rollout.toml",
+            "--source",
+            &format!("replay=fixtures/replay/{replay}"),
+            "--flag",
+            "checkout-v2",
+            "--actuator",
+            &format!("flagd-file={}", flags.display()),
+            "--speed",
+            "100000",
+        ]);
+        assert_eq!(
+            result.code, code,
+            "{replay}: {}\n{}",
+            result.stdout, result.stderr
+        );
+        assert!(
+            result.stdout.contains(expected),
+            "{replay}: {}",
+            result.stdout
+        );
+        if code == 3 {
+            assert!(
+                result.stdout.contains("classified as High (Critical)"),
+                "{}",
+                result.stdout
+            );
+            let flag = &flag_json(&flags)["flags"]["checkout-v2"];
+            assert_eq!(flag["state"], "DISABLED", "{flag}");
+        }
+    }
+}
