@@ -599,6 +599,12 @@ impl<'a> PairwiseDifferences<'a> {
                 );
             }
         }
+        if bracketed
+            && let Some(found) =
+                self.settle_on_copied_values(candidates, (first, last), (lower_pivot, upper_pivot))
+        {
+            return found;
+        }
         // The pivots missed the band, or more than `copy_limit` differences lie
         // between them: the exact search, within the part the counts show holds the
         // band. Its windows need each row's boundaries, so the sweep is made again,
@@ -638,6 +644,53 @@ impl<'a> PairwiseDifferences<'a> {
         let (low, _) = self.select_within(windows.clone(), first, scratch);
         let (high, _) = self.select_within(windows, last, scratch);
         (low, high)
+    }
+
+    /// A bracketed band with more differences between its pivots than could be copied
+    /// is, in practice, a band inside long runs of tied differences (recordings with a
+    /// few decimals give them; differences that print alike may still differ in their
+    /// last bits). The few distinct values among the differences that were copied
+    /// (`partial`) are then counted exactly, one sweep each without per-row arrays,
+    /// and each rank is the value whose count covers it. `None` (the exact search
+    /// decides) when the copy holds more than [`SETTLE_MAX_VALUES`] distinct values or
+    /// some rank falls on a value the copy did not meet.
+    fn settle_on_copied_values(
+        &self,
+        partial: &mut Vec<f64>,
+        (first, last): (u64, u64),
+        (lower_pivot, upper_pivot): (f64, f64),
+    ) -> Option<(f64, f64)> {
+        let mut values: Vec<f64> = Vec::with_capacity(SETTLE_MAX_VALUES);
+        for &difference in partial.iter() {
+            if !values.contains(&difference) {
+                if values.len() == SETTLE_MAX_VALUES {
+                    return None;
+                }
+                values.push(difference);
+            }
+        }
+        // The copy's memory is not needed past this point.
+        *partial = Vec::new();
+        values.retain(|v| (lower_pivot..=upper_pivot).contains(v));
+        values.sort_unstable_by(f64::total_cmp);
+        let (mut low, mut high) = (None, None);
+        for value in values {
+            let [counted] = self.sweep_and_copy([(value, value)], [0], &mut [Vec::new()]);
+            // `below_lower` differences lie below `value`, `at_or_below_upper` at or
+            // below it: the ranks between are `value`.
+            let covers =
+                |rank: u64| rank > counted.below_lower && rank <= counted.at_or_below_upper;
+            if covers(first) {
+                low = Some(value);
+            }
+            if covers(last) {
+                high = Some(value);
+            }
+            if counted.below_lower >= last {
+                break;
+            }
+        }
+        low.zip(high)
     }
 
     /// Selects `rank` (clamped to 1..=n·m) among `windows`, which must contain
@@ -835,12 +888,10 @@ impl<'a> PairwiseDifferences<'a> {
                 }
             }
         }
+        // What was copied stays (all of the band's differences when `copied_all`, else
+        // those of the rows before the limit was reached).
         for (band, copied) in candidates.iter_mut().enumerate() {
-            copied.truncate(if swept[band].copied_all {
-                filled[band]
-            } else {
-                0
-            });
+            copied.truncate(filled[band]);
         }
         swept
     }
@@ -1060,6 +1111,10 @@ fn copy_run(
         }
     }
 }
+
+/// Most distinct values among a partial copy that
+/// [`PairwiseDifferences::settle_on_copied_values`] counts one by one (a sweep each).
+const SETTLE_MAX_VALUES: usize = 16;
 
 /// Fewest candidates worth filing into slices in [`select_band_between_pivots`]:
 /// below this `select_nth_unstable` alone is as fast.
