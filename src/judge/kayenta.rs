@@ -202,14 +202,7 @@ impl MannWhitneyClassifier {
             }
         };
         let effect = comparison.effect_size;
-        let reaches = |threshold: f64, high: bool| {
-            effect.is_nan()
-                || if high {
-                    effect >= threshold
-                } else {
-                    effect <= threshold
-                }
-        };
+        let reaches = |threshold: f64, high: bool| reaches_gate(effect, threshold, high);
         let critical_high = critical
             && comparison.label == KayentaLabel::High
             && reaches(self.critical_thresholds.1, true);
@@ -254,14 +247,7 @@ impl MannWhitneyClassifier {
             EffectMeasure::MeanRatio => deviation,
         };
         let bound = self.tolerance * interval.estimate.abs();
-        let gate = |threshold: f64, high: bool| {
-            effect_size.is_nan()
-                || if high {
-                    effect_size >= threshold
-                } else {
-                    effect_size <= threshold
-                }
-        };
+        let gate = |threshold: f64, high: bool| reaches_gate(effect_size, threshold, high);
         let watches_increase = matches!(direction, Direction::Increase | Direction::Either);
         let watches_decrease = matches!(direction, Direction::Decrease | Direction::Either);
         let high = watches_increase && interval.low > bound && gate(self.effect_thresholds.1, true);
@@ -284,6 +270,18 @@ impl MannWhitneyClassifier {
             effect_size,
         })
     }
+}
+
+/// Whether `effect` reaches an increase gate (`high`, at or above `threshold`) or a
+/// decrease gate (at or below); an undefined effect (NaN) reaches every gate, as in
+/// Kayenta, so the interval alone decides.
+fn reaches_gate(effect: f64, threshold: f64, high: bool) -> bool {
+    effect.is_nan()
+        || if high {
+            effect >= threshold
+        } else {
+            effect <= threshold
+        }
 }
 
 /// One metric's label as the scorer sees it.
