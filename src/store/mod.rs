@@ -50,8 +50,8 @@ pub mod sqlite;
 pub use self::config::StoreConfig;
 pub use self::model::{
     ActuationOutcome, ActuationRecord, ActuationState, Analysis, AnalysisState, AuditAction,
-    AuditEntry, LookRecord, LookUpdate, MAX_PAGE, ManualAction, NewActuation, NewAnalysis, Page,
-    Snapshot, Store, StoreError,
+    AuditEntry, Execution, ExecutionOutcome, ExecutionState, LookRecord, LookUpdate, MAX_PAGE,
+    ManualAction, NewActuation, NewAnalysis, NewExecution, Page, Snapshot, Store, StoreError,
 };
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;

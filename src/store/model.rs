@@ -613,6 +613,118 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// A one-shot judgement of a fixed window, as Kayenta's API asks for one: stored by
+/// the API, run once by whichever worker claims it, read back by id from any instance.
+/// It never moves a flag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewExecution {
+    /// Which API asked (`kayenta`): the request's and result's JSON are that API's.
+    pub kind: String,
+    /// The profile's name.
+    pub profile_name: String,
+    /// The profile's TOML as it was at the request.
+    pub profile_text: String,
+    /// The named metric source.
+    pub source: String,
+    /// What to judge: scopes, window, thresholds (JSON the engine owns).
+    pub request: serde_json::Value,
+    /// Not before this time, Unix seconds (the window's end: its data must exist).
+    pub due_at: f64,
+}
+
+/// Where an execution stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionState {
+    /// Waiting for a worker.
+    Pending,
+    /// Claimed by a worker (whose lease may have expired: then it is claimed again).
+    Running,
+    /// Judged; the result is stored.
+    Succeeded,
+    /// Could not be judged (the error says why).
+    Failed,
+}
+
+impl ExecutionState {
+    /// The state's stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionState::Pending => "pending",
+            ExecutionState::Running => "running",
+            ExecutionState::Succeeded => "succeeded",
+            ExecutionState::Failed => "failed",
+        }
+    }
+
+    /// Succeeded or failed.
+    pub fn is_finished(self) -> bool {
+        matches!(self, ExecutionState::Succeeded | ExecutionState::Failed)
+    }
+}
+
+impl FromStr for ExecutionState {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        [
+            ExecutionState::Pending,
+            ExecutionState::Running,
+            ExecutionState::Succeeded,
+            ExecutionState::Failed,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == name)
+        .ok_or_else(|| format!("unknown execution state {name:?}"))
+    }
+}
+
+/// A stored execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Execution {
+    /// A random (v4) UUID, assigned by the store.
+    pub id: Uuid,
+    /// Which API asked.
+    pub kind: String,
+    /// The profile's name.
+    pub profile_name: String,
+    /// The profile's TOML as requested.
+    pub profile_text: String,
+    /// The named metric source.
+    pub source: String,
+    /// What to judge.
+    pub request: serde_json::Value,
+    /// Where it stands.
+    pub state: ExecutionState,
+    /// The judgement, once succeeded (`null` before).
+    pub result: serde_json::Value,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// How many times a worker claimed it.
+    pub attempts: u32,
+    /// Not claimed before this time, Unix seconds.
+    pub due_at: f64,
+    /// The worker holding the lease, if any (it may have expired).
+    pub lease_owner: Option<String>,
+    /// When that lease expires, Unix seconds.
+    pub lease_expires_at: Option<f64>,
+    /// When it was requested, Unix seconds.
+    pub created_at: f64,
+    /// When it last changed, Unix seconds.
+    pub updated_at: f64,
+    /// When it succeeded or failed, Unix seconds.
+    pub finished_at: Option<f64>,
+}
+
+/// How a worker ends an execution.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecutionOutcome {
+    /// Judged: the result to keep.
+    Succeeded(serde_json::Value),
+    /// Could not be judged, and trying again would not help: why.
+    Failed(String),
+}
+
 /// Durable storage of analyses, their looks, actuations and audit log.
 ///
 /// Implementations are safe to share between tasks (`Arc<dyn Store>`). See the module
@@ -741,9 +853,39 @@ pub trait Store: Send + Sync {
     /// never deletes an analysis that is not done, one with a flag change still
     /// `Intended` (its outcome is unknown), or one whose lease runs past
     /// `finished_before`. One call is one short transaction; several instances may
-    /// prune at once (each analysis is deleted once). SQLite returns the freed pages to
+    /// prune at once (each analysis is deleted once). The same call deletes up to `limit`
+    /// executions that finished before `finished_before` (not counted in the answer).
+    /// SQLite returns the freed pages to
     /// the file system when the file allows it (`auto_vacuum = INCREMENTAL`).
     async fn prune_finished(&self, finished_before: f64, limit: u32) -> Result<u64, StoreError>;
+
+    /// Stores a new execution in `Pending`, attempts 0, created and updated at `now`.
+    async fn create_execution(&self, new: NewExecution, now: f64) -> Result<Execution, StoreError>;
+
+    /// The execution with this id, if any.
+    async fn get_execution(&self, id: Uuid) -> Result<Option<Execution>, StoreError>;
+
+    /// Atomically leases to `worker` until `now + lease` the unfinished execution due
+    /// longest ago (`due_at <= now`) that no unexpired lease is on, marks it `Running`
+    /// and counts the attempt. Two concurrent calls never return the same execution; one
+    /// whose worker died is claimed again once its lease expires.
+    async fn claim_execution(
+        &self,
+        worker: &str,
+        now: f64,
+        lease: Duration,
+    ) -> Result<Option<Execution>, StoreError>;
+
+    /// Ends `worker`'s execution with `outcome` at `now` and clears the lease;
+    /// [`StoreError::LeaseLost`] (and nothing written) unless `worker` holds an unexpired
+    /// lease on it, [`StoreError::NotFound`] for an unknown id.
+    async fn finish_execution(
+        &self,
+        id: Uuid,
+        worker: &str,
+        now: f64,
+        outcome: ExecutionOutcome,
+    ) -> Result<Execution, StoreError>;
 
     /// Whether the database answers.
     async fn healthcheck(&self) -> Result<(), StoreError>;

@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use super::look_body;
 use super::model::{
-    ActuationRecord, Analysis, AnalysisState, AuditEntry, LookRecord, Page, Snapshot, StoreError,
+    ActuationRecord, Analysis, AnalysisState, AuditEntry, Execution, LookRecord, Page, Snapshot,
+    StoreError,
 };
 use super::shared::{format_cursor, from_millis, parse_stored, to_index};
 
@@ -111,6 +112,31 @@ pub(crate) fn analysis_from_row(row: &impl StoredRow) -> Result<Analysis, StoreE
         owner: row.optional_text("owner")?,
         adopt: row.boolean("adopt")?,
         submit_key: row.optional_text("submit_key")?,
+    })
+}
+
+/// The execution in a row selected with the stores' `execution_columns!()`.
+pub(crate) fn execution_from_row(row: &impl StoredRow) -> Result<Execution, StoreError> {
+    Ok(Execution {
+        id: row.uuid("id")?,
+        kind: row.text("kind")?,
+        profile_name: row.text("profile_name")?,
+        profile_text: row.text("profile_text")?,
+        source: row.text("source")?,
+        request: row.json("request")?,
+        state: parse_stored(&row.text("state")?)?,
+        result: row.json("result")?,
+        error: row.optional_text("error")?,
+        attempts: u32::try_from(row.integer("attempts")?)
+            .map_err(|_| StoreError::Corrupt("execution attempts out of range".to_owned()))?,
+        due_at: from_millis(row.integer("due_at_ms")?),
+        lease_owner: row.optional_text("lease_owner")?,
+        lease_expires_at: row
+            .optional_integer("lease_expires_at_ms")?
+            .map(from_millis),
+        created_at: from_millis(row.integer("created_at_ms")?),
+        updated_at: from_millis(row.integer("updated_at_ms")?),
+        finished_at: row.optional_integer("finished_at_ms")?.map(from_millis),
     })
 }
 

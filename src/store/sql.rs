@@ -44,6 +44,17 @@ macro_rules! actuation_columns {
 }
 pub(crate) use actuation_columns;
 
+/// The execution columns, in the order [`execution_from_row`](super::rows::execution_from_row)
+/// reads them.
+macro_rules! execution_columns {
+    () => {
+        "id, kind, profile_name, profile_text, source, request, state, result, error, \
+         attempts, due_at_ms, lease_owner, lease_expires_at_ms, created_at_ms, \
+         updated_at_ms, finished_at_ms"
+    };
+}
+pub(crate) use execution_columns;
+
 /// The analyses a claim may take, most overdue first, `$3` being now and `$4` the
 /// limit (the text after `WHERE`): `pending`, `running` and `rollback_failed` ones due
 /// or never looked at, started `awaiting_review` ones due, none under an unexpired lease.
@@ -129,12 +140,13 @@ macro_rules! sql_store {
             use $crate::store::look_body;
             use $crate::store::model::{
                 ActuationOutcome, ActuationRecord, ActuationState, Analysis, AnalysisState,
-                AuditEntry, LookRecord, LookUpdate, ManualAction, NewActuation, NewAnalysis,
-                Page, Store, StoreError,
+                AuditEntry, Execution, ExecutionOutcome, ExecutionState, LookRecord,
+                LookUpdate, ManualAction, NewActuation, NewAnalysis, NewExecution, Page, Store,
+                StoreError,
             };
             use $crate::store::rows::{
                 StoredRow, actuation_from_row, analysis_from_row, audit_entry_from_row,
-                counts_from_rows, look_from_row, page_from_rows,
+                counts_from_rows, execution_from_row, look_from_row, page_from_rows,
             };
             use $crate::store::shared::{
                 check_completion, check_look, check_same_intent, claim_limit, database_error,
@@ -142,7 +154,9 @@ macro_rules! sql_store {
                 optional_millis, owning_states_sql, page_limit, parse_cursor, parse_stored,
                 requested_action, to_millis,
             };
-            use $crate::store::sql::{Guard, actuation_columns, analysis_columns};
+            use $crate::store::sql::{
+                Guard, actuation_columns, analysis_columns, execution_columns,
+            };
 
             impl $store {
                 async fn require_analysis(&self, id: Uuid) -> Result<(), StoreError> {
@@ -676,7 +690,162 @@ macro_rules! sql_store {
                     limit: u32,
                 ) -> Result<u64, StoreError> {
                     let cutoff_ms = to_millis(finished_before, "finished_before")?;
-                    self.prune(cutoff_ms, claim_limit(limit)).await
+                    let limit = claim_limit(limit);
+                    let pruned = self.prune(cutoff_ms, limit).await?;
+                    {
+                        let _turn = self.write_turn().await;
+                        sqlx::query(
+                            "DELETE FROM executions WHERE seq IN (SELECT seq FROM executions \
+                             WHERE finished_at_ms < $1 ORDER BY finished_at_ms LIMIT $2)",
+                        )
+                        .bind(cutoff_ms)
+                        .bind(limit)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(database_error)?;
+                    }
+                    Ok(pruned)
+                }
+
+                async fn create_execution(
+                    &self,
+                    new: NewExecution,
+                    now: f64,
+                ) -> Result<Execution, StoreError> {
+                    let now_ms = to_millis(now, "now")?;
+                    let due_ms = to_millis(new.due_at, "due_at")?;
+                    let _turn = self.write_turn().await;
+                    let row = sqlx::query(concat!(
+                        "INSERT INTO executions (id, kind, profile_name, profile_text, source, \
+                         request, state, due_at_ms, created_at_ms, updated_at_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $8) RETURNING ",
+                        execution_columns!()
+                    ))
+                    .bind($store::id_param(Uuid::new_v4()))
+                    .bind(&new.kind)
+                    .bind(&new.profile_name)
+                    .bind(&new.profile_text)
+                    .bind(&new.source)
+                    .bind(Json(&new.request))
+                    .bind(due_ms)
+                    .bind(now_ms)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(database_error)?;
+                    execution_from_row(&row)
+                }
+
+                async fn get_execution(&self, id: Uuid) -> Result<Option<Execution>, StoreError> {
+                    sqlx::query(concat!(
+                        "SELECT ",
+                        execution_columns!(),
+                        " FROM executions WHERE id = $1"
+                    ))
+                    .bind($store::id_param(id))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(database_error)?
+                    .map(|row| execution_from_row(&row))
+                    .transpose()
+                }
+
+                async fn claim_execution(
+                    &self,
+                    worker: &str,
+                    now: f64,
+                    lease: Duration,
+                ) -> Result<Option<Execution>, StoreError> {
+                    let now_ms = to_millis(now, "now")?;
+                    let expires_ms = now_ms.saturating_add(lease_millis(lease)?);
+                    // Pick a candidate, then take it with a compare-and-set on the same
+                    // conditions: a concurrent claim that took it first leaves nothing to
+                    // update (PostgreSQL re-checks the WHERE clause after the row lock), and
+                    // the next candidate is tried.
+                    for _ in 0..8 {
+                        let candidate: Option<i64> = sqlx::query_scalar(
+                            "SELECT seq FROM executions WHERE state IN ('pending', 'running') \
+                             AND due_at_ms <= $1 \
+                             AND (lease_expires_at_ms IS NULL OR lease_expires_at_ms <= $1) \
+                             ORDER BY due_at_ms, seq LIMIT 1",
+                        )
+                        .bind(now_ms)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(database_error)?;
+                        let Some(seq) = candidate else {
+                            return Ok(None);
+                        };
+                        let _turn = self.write_turn().await;
+                        let claimed = sqlx::query(concat!(
+                            "UPDATE executions SET state = 'running', lease_owner = $1, \
+                             lease_expires_at_ms = $2, attempts = attempts + 1, \
+                             updated_at_ms = $3 \
+                             WHERE seq = $4 AND state IN ('pending', 'running') \
+                             AND (lease_expires_at_ms IS NULL OR lease_expires_at_ms <= $3) \
+                             RETURNING ",
+                            execution_columns!()
+                        ))
+                        .bind(worker)
+                        .bind(expires_ms)
+                        .bind(now_ms)
+                        .bind(seq)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(database_error)?;
+                        if let Some(row) = claimed {
+                            return execution_from_row(&row).map(Some);
+                        }
+                    }
+                    // Lost eight races in a row: leave the rest to the next poll.
+                    Ok(None)
+                }
+
+                async fn finish_execution(
+                    &self,
+                    id: Uuid,
+                    worker: &str,
+                    now: f64,
+                    outcome: ExecutionOutcome,
+                ) -> Result<Execution, StoreError> {
+                    let now_ms = to_millis(now, "now")?;
+                    let (state, result, error) = match outcome {
+                        ExecutionOutcome::Succeeded(result) => {
+                            (ExecutionState::Succeeded, result, None)
+                        }
+                        ExecutionOutcome::Failed(error) => {
+                            (ExecutionState::Failed, serde_json::Value::Null, Some(error))
+                        }
+                    };
+                    let finished = {
+                        let _turn = self.write_turn().await;
+                        sqlx::query(concat!(
+                            "UPDATE executions SET state = $1, result = $2, error = $3, \
+                             lease_owner = NULL, lease_expires_at_ms = NULL, \
+                             updated_at_ms = $4, finished_at_ms = $4 \
+                             WHERE id = $5 AND state = 'running' AND lease_owner = $6 \
+                             AND lease_expires_at_ms > $4 RETURNING ",
+                            execution_columns!()
+                        ))
+                        .bind(state.as_str())
+                        .bind(Json(&result))
+                        .bind(error)
+                        .bind(now_ms)
+                        .bind($store::id_param(id))
+                        .bind(worker)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(database_error)?
+                    };
+                    match finished {
+                        Some(row) => execution_from_row(&row),
+                        None => match self.get_execution(id).await? {
+                            None => Err(StoreError::NotFound(format!("execution {id}"))),
+                            Some(_) => Err(StoreError::LeaseLost {
+                                analysis: id,
+                                worker: worker.to_owned(),
+                            }),
+                        },
+                    }
                 }
 
                 async fn healthcheck(&self) -> Result<(), StoreError> {

@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use canary::store::{
-    ActuationOutcome, ActuationState, Analysis, AnalysisState, AuditAction, LookRecord, LookUpdate,
-    ManualAction, NewActuation, NewAnalysis, Snapshot, SqliteStore, Store, StoreConfig, StoreError,
+    ActuationOutcome, ActuationState, Analysis, AnalysisState, AuditAction, ExecutionOutcome,
+    ExecutionState, LookRecord, LookUpdate, ManualAction, NewActuation, NewAnalysis, NewExecution,
+    Snapshot, SqliteStore, Store, StoreConfig, StoreError,
 };
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
@@ -110,6 +111,17 @@ async fn claim_only(store: &dyn Store, worker: &str, now: f64, id: Uuid) -> Anal
         .expect("claim");
     assert_eq!(ids(&claimed), [id], "{worker} claims exactly {id}");
     claimed.into_iter().next().unwrap()
+}
+
+fn new_execution(due_at: f64) -> NewExecution {
+    NewExecution {
+        kind: "kayenta".to_owned(),
+        profile_name: "web-service".to_owned(),
+        profile_text: "name = \"web-service\"".to_owned(),
+        source: "prod".to_owned(),
+        request: serde_json::json!({"window": [1, 2], "scopes": {"default": "x"}}),
+        due_at,
+    }
 }
 
 /// The contract every store keeps; each function is one test per store.
@@ -1390,6 +1402,214 @@ mod contract {
             "{bad_time:?}"
         );
     }
+
+    pub async fn an_execution_is_claimed_once_when_due_and_finished_only_by_its_holder(
+        store: Arc<dyn Store>,
+    ) {
+        let store = store.as_ref();
+        let created = store
+            .create_execution(new_execution(NOW + 10.0), NOW)
+            .await
+            .unwrap();
+        assert_eq!(created.state, ExecutionState::Pending);
+        assert_eq!(created.attempts, 0);
+        assert_eq!(created.due_at, NOW + 10.0);
+        assert_eq!(created.result, serde_json::Value::Null);
+        assert_eq!(created.request, new_execution(0.0).request);
+        assert_eq!(
+            store.get_execution(created.id).await.unwrap().as_ref(),
+            Some(&created)
+        );
+        assert_eq!(
+            store
+                .claim_execution("w1", NOW + 9.999, LEASE)
+                .await
+                .unwrap(),
+            None,
+            "not due before its window ends"
+        );
+        let claimed = store
+            .claim_execution("w1", NOW + 10.0, LEASE)
+            .await
+            .unwrap()
+            .expect("due");
+        assert_eq!(claimed.id, created.id);
+        assert_eq!(claimed.state, ExecutionState::Running);
+        assert_eq!(claimed.attempts, 1);
+        assert_eq!(claimed.lease_owner.as_deref(), Some("w1"));
+        assert_eq!(
+            store
+                .claim_execution("w2", NOW + 11.0, LEASE)
+                .await
+                .unwrap(),
+            None,
+            "leased"
+        );
+        let stranger = store
+            .finish_execution(
+                created.id,
+                "w2",
+                NOW + 12.0,
+                ExecutionOutcome::Failed("not mine".to_owned()),
+            )
+            .await;
+        assert!(
+            matches!(stranger, Err(StoreError::LeaseLost { .. })),
+            "{stranger:?}"
+        );
+        let result = serde_json::json!({"score": 97.5, "groups": {"latency": 100}});
+        let finished = store
+            .finish_execution(
+                created.id,
+                "w1",
+                NOW + 13.0,
+                ExecutionOutcome::Succeeded(result.clone()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(finished.state, ExecutionState::Succeeded);
+        assert_eq!(finished.result, result);
+        assert_eq!(finished.finished_at, Some(NOW + 13.0));
+        assert_eq!(finished.lease_owner, None);
+        assert_eq!(
+            store.get_execution(created.id).await.unwrap(),
+            Some(finished)
+        );
+        assert_eq!(
+            store
+                .claim_execution("w2", NOW + 100.0, LEASE)
+                .await
+                .unwrap(),
+            None,
+            "finished executions are never claimed"
+        );
+        let again = store
+            .finish_execution(
+                created.id,
+                "w1",
+                NOW + 14.0,
+                ExecutionOutcome::Failed("twice".to_owned()),
+            )
+            .await;
+        assert!(
+            matches!(again, Err(StoreError::LeaseLost { .. })),
+            "{again:?}"
+        );
+        let unknown = store
+            .finish_execution(
+                Uuid::new_v4(),
+                "w1",
+                NOW,
+                ExecutionOutcome::Failed("x".to_owned()),
+            )
+            .await;
+        assert!(
+            matches!(unknown, Err(StoreError::NotFound(_))),
+            "{unknown:?}"
+        );
+        assert_eq!(store.get_execution(Uuid::new_v4()).await.unwrap(), None);
+    }
+
+    pub async fn an_execution_whose_worker_died_is_claimed_again_and_the_dead_worker_cannot_finish_it(
+        store: Arc<dyn Store>,
+    ) {
+        let store = store.as_ref();
+        let first = store
+            .create_execution(new_execution(NOW), NOW)
+            .await
+            .unwrap();
+        let second = store
+            .create_execution(new_execution(NOW), NOW)
+            .await
+            .unwrap();
+        let taken = store
+            .claim_execution("dead", NOW, LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(taken.id, first.id, "oldest first");
+        let next = store
+            .claim_execution("w2", NOW, LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.id, second.id);
+        let after_expiry = NOW + LEASE_SECONDS;
+        let retaken = store
+            .claim_execution("w3", after_expiry, LEASE)
+            .await
+            .unwrap()
+            .expect("the dead worker's lease has expired");
+        assert_eq!(retaken.id, first.id);
+        assert_eq!(retaken.attempts, 2);
+        let late = store
+            .finish_execution(
+                first.id,
+                "dead",
+                after_expiry + 1.0,
+                ExecutionOutcome::Succeeded(serde_json::json!({"stale": true})),
+            )
+            .await;
+        assert!(
+            matches!(late, Err(StoreError::LeaseLost { .. })),
+            "{late:?}"
+        );
+        let failed = store
+            .finish_execution(
+                first.id,
+                "w3",
+                after_expiry + 1.0,
+                ExecutionOutcome::Failed("the source did not answer".to_owned()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(failed.state, ExecutionState::Failed);
+        assert_eq!(failed.error.as_deref(), Some("the source did not answer"));
+        assert_eq!(failed.result, serde_json::Value::Null);
+    }
+
+    pub async fn pruning_deletes_old_finished_executions_and_keeps_the_rest(store: Arc<dyn Store>) {
+        let store = store.as_ref();
+        let old = store
+            .create_execution(new_execution(NOW), NOW)
+            .await
+            .unwrap();
+        store
+            .claim_execution("w", NOW, LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .finish_execution(old.id, "w", NOW + 1.0, ExecutionOutcome::Failed("x".into()))
+            .await
+            .unwrap();
+        let recent = store
+            .create_execution(new_execution(NOW), NOW)
+            .await
+            .unwrap();
+        store
+            .claim_execution("w", NOW + 5.0, LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .finish_execution(
+                recent.id,
+                "w",
+                NOW + 20.0,
+                ExecutionOutcome::Succeeded(serde_json::json!(1)),
+            )
+            .await
+            .unwrap();
+        let waiting = store
+            .create_execution(new_execution(NOW), NOW)
+            .await
+            .unwrap();
+        store.prune_finished(NOW + 10.0, 100).await.unwrap();
+        assert_eq!(store.get_execution(old.id).await.unwrap(), None);
+        assert!(store.get_execution(recent.id).await.unwrap().is_some());
+        assert!(store.get_execution(waiting.id).await.unwrap().is_some());
+    }
 }
 
 /// One store per test, of each kind.
@@ -1536,6 +1756,9 @@ contract_tests!(
     a_submit_key_names_one_analysis_for_good,
     unknown_analyses_are_not_found,
     pruning_deletes_exactly_the_old_finished_analyses_with_their_records,
+    an_execution_is_claimed_once_when_due_and_finished_only_by_its_holder,
+    an_execution_whose_worker_died_is_claimed_again_and_the_dead_worker_cannot_finish_it,
+    pruning_deletes_old_finished_executions_and_keeps_the_rest,
 );
 
 #[tokio::test]
@@ -1713,6 +1936,44 @@ async fn eight_postgres_workers_claim_two_hundred_analyses_each_exactly_once() {
             workers.push(schema.store(1).await);
         }
         workers_share_two_hundred_analyses(schema.store(2).await, workers).await;
+    })
+    .await;
+}
+
+/// Eight instances claim 100 executions concurrently: each is claimed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_postgres_instances_claim_each_execution_exactly_once() {
+    in_postgres_schema(|schema| async move {
+        let setup = schema.store(2).await;
+        for _ in 0..100 {
+            setup
+                .create_execution(new_execution(NOW), NOW)
+                .await
+                .unwrap();
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for worker in 0..8 {
+            let store = schema.store(1).await;
+            tasks.spawn(async move {
+                let name = format!("w{worker}");
+                let mut mine = Vec::new();
+                while let Some(execution) = store.claim_execution(&name, NOW, LEASE).await.unwrap()
+                {
+                    mine.push(execution.id);
+                }
+                store.close().await;
+                mine
+            });
+        }
+        let mut claimed = Vec::new();
+        while let Some(mine) = tasks.join_next().await {
+            claimed.extend(mine.unwrap());
+        }
+        let total = claimed.len();
+        claimed.sort();
+        claimed.dedup();
+        assert_eq!((total, claimed.len()), (100, 100));
+        setup.close().await;
     })
     .await;
 }

@@ -740,6 +740,36 @@ impl Store for FaultyStore {
     async fn prune_finished(&self, finished_before: f64, limit: u32) -> Result<u64, StoreError> {
         self.store.prune_finished(finished_before, limit).await
     }
+    async fn create_execution(
+        &self,
+        new: canary::store::NewExecution,
+        now: f64,
+    ) -> Result<canary::store::Execution, StoreError> {
+        self.store.create_execution(new, now).await
+    }
+    async fn get_execution(
+        &self,
+        id: uuid::Uuid,
+    ) -> Result<Option<canary::store::Execution>, StoreError> {
+        self.store.get_execution(id).await
+    }
+    async fn claim_execution(
+        &self,
+        worker: &str,
+        now: f64,
+        lease: std::time::Duration,
+    ) -> Result<Option<canary::store::Execution>, StoreError> {
+        self.store.claim_execution(worker, now, lease).await
+    }
+    async fn finish_execution(
+        &self,
+        id: uuid::Uuid,
+        worker: &str,
+        now: f64,
+        outcome: canary::store::ExecutionOutcome,
+    ) -> Result<canary::store::Execution, StoreError> {
+        self.store.finish_execution(id, worker, now, outcome).await
+    }
     async fn healthcheck(&self) -> Result<(), StoreError> {
         self.store.healthcheck().await
     }
