@@ -28,7 +28,7 @@ use crate::scheduler::{
     Actuation, Clock, CompressedClock, Decision, Look, PruneOptions, Pruner, Rollout,
     RolloutRunner, RolloutStatus, Scopes, SystemClock,
 };
-use crate::scheduler::{Registry, Worker, WorkerOptions};
+use crate::scheduler::{Executor, ExecutorOptions, Registry, Worker, WorkerOptions};
 use crate::sources::config::SourceConfig;
 use crate::sources::prometheus::config::{BasicAuth, Secret};
 use crate::sources::recorded;
@@ -1124,12 +1124,29 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {}", settings.server.bind))?;
     let address = listener.local_addr().context("the listening address")?;
     let worker_id = options.id.clone();
-    let mut worker = Worker::new(Arc::clone(&store), registry, Arc::new(SystemClock), options)
-        .report_to(Arc::clone(&metrics))
-        .notify_with(Notifications::from_settings(&settings).context("notifiers in the settings")?);
+    let mut worker = Worker::new(
+        Arc::clone(&store),
+        Arc::clone(&registry),
+        Arc::new(SystemClock),
+        options.clone(),
+    )
+    .report_to(Arc::clone(&metrics))
+    .notify_with(Notifications::from_settings(&settings).context("notifiers in the settings")?);
     if let Some(public_url) = &settings.server.public_url {
         worker = worker.links_to(public_url);
     }
+    let executor = Executor::new(
+        Arc::clone(&store),
+        Arc::clone(&registry),
+        Arc::new(SystemClock),
+        ExecutorOptions {
+            id: options.id.clone(),
+            lease: options.lease,
+            poll_interval: options.poll_interval,
+            max_attempts: 3,
+        },
+    )
+    .report_to(Arc::clone(&metrics));
     let mut state = ApiState::new(Arc::clone(&store), &settings, metrics)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     state.shutdown = api::ShutdownSignal::on(stopped.clone());
@@ -1154,6 +1171,7 @@ pub async fn serve(
         wait_for_stop(stopped.clone()),
     );
     let workers = worker.run_until_stopped(wait_for_stop(stopped.clone()));
+    let executions = executor.run_until_stopped(wait_for_stop(stopped.clone()));
     let retention = async {
         match retention {
             Some(retain) => {
@@ -1178,7 +1196,7 @@ pub async fn serve(
         tracing::info!("shutting down: finishing running looks and releasing leases");
         let _ = stop.send(true);
     };
-    let ((), (), (), ()) = tokio::join!(server, workers, retention, signal);
+    let ((), (), (), (), ()) = tokio::join!(server, workers, executions, retention, signal);
     store.close().await;
     Ok(())
 }

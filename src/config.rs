@@ -72,6 +72,10 @@ pub struct ServerSettings {
     /// How long a client may take to send a request's body once its headers are in; a
     /// slower one gets a 408. Default `30s`.
     pub body_read_timeout: String,
+    /// The label a bare Kayenta scope value selects on (Kayenta's account
+    /// `scopeLabel`): `POST /kayenta/canary/...` with `"scope": "myapp-canary"` judges
+    /// `LABEL="myapp-canary"`. Unset, Kayenta scopes must be label matchers.
+    pub kayenta_scope_label: Option<String>,
 }
 
 impl Default for ServerSettings {
@@ -84,6 +88,7 @@ impl Default for ServerSettings {
             public_url: None,
             header_read_timeout: "10s".to_owned(),
             body_read_timeout: "30s".to_owned(),
+            kayenta_scope_label: None,
         }
     }
 }
@@ -105,6 +110,28 @@ pub struct TokenSettings {
 }
 
 impl ServerSettings {
+    /// `kayenta_scope_label`, checked to be a Prometheus label name.
+    pub fn kayenta_scope_label(&self) -> Result<Option<String>, SettingsError> {
+        match &self.kayenta_scope_label {
+            None => Ok(None),
+            Some(label) => {
+                let valid = label
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if valid {
+                    Ok(Some(label.clone()))
+                } else {
+                    Err(SettingsError(format!(
+                        "server.kayenta_scope_label must be a label name (letters, digits \
+                         and '_', not starting with a digit), got {label:?}"
+                    )))
+                }
+            }
+        }
+    }
+
     /// The header read timeout as a duration.
     pub fn header_read_duration(&self) -> Result<Duration, SettingsError> {
         parse_positive_duration("server.header_read_timeout", &self.header_read_timeout)

@@ -392,7 +392,7 @@ pub fn action_target(analysis: &Analysis, action: AuditAction) -> Result<Analysi
 
 /// Parses a JSON body, telling syntax errors (400, with serde's line and column) from
 /// fields of the wrong type or unknown fields (422, naming the field).
-fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     // `123`, `"x"`, `[1]`: valid JSON but not an object, so no field is at fault (and
     // serde would read an array as the struct's fields by position).
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{')
@@ -475,7 +475,7 @@ fn check_known(value: &str, field: &str, known: &[String]) -> Result<(), ApiErro
 
 /// Label matchers are pasted into the profile's queries: refuse characters that would
 /// end the selector or the query.
-fn check_scope(scope: &str, field: &str) -> Result<(), ApiError> {
+pub(crate) fn check_scope(scope: &str, field: &str) -> Result<(), ApiError> {
     if scope
         .chars()
         .any(|c| matches!(c, '{' | '}') || c.is_control())
@@ -492,7 +492,7 @@ fn check_scope(scope: &str, field: &str) -> Result<(), ApiError> {
 }
 
 /// The names of the `*.toml` profiles in the profiles directory, sorted.
-fn profile_names(state: &ApiState) -> Vec<String> {
+pub(crate) fn profile_names(state: &ApiState) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(&state.profiles_directory)
         .map(|entries| {
             entries

@@ -162,13 +162,13 @@ impl Authenticator {
         }
         let given = bearer_token(headers).ok_or_else(|| {
             ApiError::Unauthorized(format!(
-                "this request needs an `Authorization: Bearer <token>` header with a token \
-                 of scope {:?}",
+                "this request needs an `Authorization: Bearer <token>` header (or Basic \
+                 credentials with the token as password) with a token of scope {:?}",
                 scope.as_str()
             ))
         })?;
         let token = self
-            .find(given)
+            .find(&given)
             .ok_or_else(|| ApiError::Unauthorized("the bearer token is not known".to_owned()))?;
         if token.scopes.contains(&scope) {
             Ok(Caller {
@@ -206,12 +206,29 @@ impl Authenticator {
     }
 }
 
-/// The token of an `Authorization: Bearer TOKEN` header.
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+/// The token of an `Authorization: Bearer TOKEN` header, or the password of an
+/// `Authorization: Basic` one (any user name): clients that cannot set headers but
+/// send a URL's user information as Basic credentials (Go's HTTP client, so Argo
+/// Rollouts' `kayenta` provider) authenticate with `http://user:TOKEN@host/`. The server
+/// never asks for Basic credentials (no `WWW-Authenticate: Basic` challenge), so
+/// browsers neither prompt for them nor keep them.
+fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine as _;
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return (!token.is_empty()).then(|| token.to_owned());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .ok()?;
+        let credentials = String::from_utf8(decoded).ok()?;
+        let (_, password) = credentials.split_once(':')?;
+        return (!password.is_empty()).then(|| password.to_owned());
+    }
+    None
 }
 
 /// Marks the scope an [`Authorized`] extractor checks.
@@ -351,6 +368,37 @@ mod tests {
             .authorize(&headers(Some("Bearer legacy-secret")), Scope::Act)
             .unwrap();
         assert_eq!(legacy.actor, LEGACY_TOKEN_ACTOR);
+    }
+
+    #[test]
+    fn basic_credentials_carry_the_token_as_their_password() {
+        use base64::Engine as _;
+        let basic = |pair: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )
+        };
+        let auth = authenticator(false);
+        let caller = auth
+            .authorize(
+                &headers(Some(&basic("kayenta:pipeline-secret"))),
+                Scope::Submit,
+            )
+            .unwrap();
+        assert_eq!(caller.actor, "api-token:pipeline");
+        for refused in [
+            basic("pipeline-secret:"),
+            basic("kayenta:pipeline-secre"),
+            basic("no-colon"),
+            "Basic !!!not-base64".to_owned(),
+        ] {
+            assert_eq!(
+                status(auth.authorize(&headers(Some(&refused)), Scope::Submit)),
+                401,
+                "{refused}"
+            );
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! One file per resource: [`analyses`] (submit, inspect, list, long-poll the verdict,
 //! manual actions), [`argo`] (the flat verdict for Argo Rollouts, and submit-or-get by
-//! rollout revision), [`health`]
+//! rollout revision), [`kayenta`] (Kayenta's canary-config index and canary executions,
+//! for Argo's `kayenta` provider and Spinnaker), [`health`]
 //! (`/healthz`, `/readyz`), [`metrics`] (`/metrics`) and [`openapi`] (the OpenAPI
 //! document). [`error`] maps every [`ApiError`] to its status code, in one place;
 //! [`client`] is the typed client `canary submit` and `canary wait` use. [`auth`] owns
@@ -24,6 +25,7 @@ pub mod client;
 pub mod error;
 pub mod fields;
 pub mod health;
+pub mod kayenta;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
@@ -58,6 +60,9 @@ fn operations() -> OpenApiRouter<ApiState> {
         .routes(routes!(analyses::action))
         .routes(routes!(argo::argo))
         .routes(routes!(argo::rollout))
+        .routes(routes!(kayenta::configs))
+        .routes(routes!(kayenta::create))
+        .routes(routes!(kayenta::get))
         .routes(routes!(report::report_html))
         .routes(routes!(report::report_json))
 }

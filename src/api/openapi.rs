@@ -35,15 +35,18 @@ fn error_response(description: &str) -> Value {
 }
 
 /// Adds the security requirement and the 401, 403 and 415 answers to every operation
-/// under `/v1/analyses` and `/v1/argo`: a bearer token for POST and PUT (scope `submit`
-/// or `act`), an optional one for GET (scope `read`, required only with
-/// `server.require_token_for_reads`).
+/// under `/v1/analyses`, `/v1/argo` and `/kayenta`: a token (bearer, or the password of
+/// Basic credentials) for POST and PUT (scope `submit` or `act`), an optional one for
+/// GET (scope `read`, required only with `server.require_token_for_reads`).
 fn secure(document: &mut Value) {
     let Some(paths) = document["paths"].as_object_mut() else {
         return;
     };
     for (path, item) in paths.iter_mut() {
-        if !(path.starts_with("/v1/analyses") || path.starts_with("/v1/argo/")) {
+        if !(path.starts_with("/v1/analyses")
+            || path.starts_with("/v1/argo/")
+            || path.starts_with("/kayenta/"))
+        {
             continue;
         }
         let Some(operations) = item.as_object_mut() else {
@@ -58,9 +61,9 @@ fn secure(document: &mut Value) {
                 "submit"
             };
             operation["security"] = if method == "get" {
-                json!([{}, {"bearer": []}])
+                json!([{}, {"bearer": []}, {"basic": []}])
             } else {
-                json!([{"bearer": []}])
+                json!([{"bearer": []}, {"basic": []}])
             };
             let responses = &mut operation["responses"];
             if method == "get" {
@@ -120,10 +123,11 @@ static DOCUMENT: LazyLock<Value> = LazyLock::new(|| {
     document["info"] = json!({
         "title": "canary serve",
         "version": env!("CARGO_PKG_VERSION"),
-        "description": "Automated canary analysis: submit staged rollouts, wait for their verdicts, inspect and override them. Errors are JSON, whatever the status (also 404, 405 with `Allow`, 408, 413, 414, 431): {\"error\": {\"code\", \"message\", \"field\"?, \"allowed\"?}}. Request bodies must be `application/json` (415 otherwise). Authentication: bearer tokens with scopes `read`, `submit` and `act` (`server.auth_token` has all three; `[[server.tokens]]` name theirs). With any token configured, submitting needs `submit` and manual actions `act`; reads need `read` only with `server.require_token_for_reads`. A server without tokens lets anyone who reaches it submit (it warns at start-up) and refuses manual actions. /healthz, /readyz, /metrics and this document never need a token."
+        "description": "Automated canary analysis: submit staged rollouts, wait for their verdicts, inspect and override them; Kayenta's canary-execution API under /kayenta. Errors are JSON, whatever the status (also 404, 405 with `Allow`, 408, 413, 414, 431): {\"error\": {\"code\", \"message\", \"field\"?, \"allowed\"?}}. Request bodies must be `application/json` (415 otherwise). Authentication: bearer tokens (or the token as the password of Basic credentials) with scopes `read`, `submit` and `act` (`server.auth_token` has all three; `[[server.tokens]]` name theirs). With any token configured, submitting needs `submit` and manual actions `act`; reads need `read` only with `server.require_token_for_reads`. A server without tokens lets anyone who reaches it submit (it warns at start-up) and refuses manual actions. /healthz, /readyz, /metrics and this document never need a token."
     });
     document["components"]["securitySchemes"] = json!({
-        "bearer": {"type": "http", "scheme": "bearer", "description": "server.auth_token (every scope) or a [[server.tokens]] token with the scope the operation needs."}
+        "bearer": {"type": "http", "scheme": "bearer", "description": "server.auth_token (every scope) or a [[server.tokens]] token with the scope the operation needs."},
+        "basic": {"type": "http", "scheme": "basic", "description": "The same token as the password, any user name: for clients that can only carry credentials in the URL (http://user:TOKEN@host/), such as Argo Rollouts' kayenta provider. The server never asks for Basic credentials, so browsers do not keep them."}
     });
     secure(&mut document);
     bound(&mut document);
@@ -159,7 +163,7 @@ mod tests {
     #[test]
     fn every_route_is_documented_once_with_its_schemas() {
         let routes = routes();
-        assert_eq!(routes.len(), 13, "{routes:?}");
+        assert_eq!(routes.len(), 16, "{routes:?}");
         let document = document();
         assert_eq!(document["openapi"], "3.1.0");
         let text = document.to_string();
@@ -181,7 +185,10 @@ mod tests {
         for (path, item) in document["paths"].as_object().unwrap() {
             for (method, operation) in item.as_object().unwrap() {
                 let responses = &operation["responses"];
-                if path.starts_with("/v1/analyses") || path.starts_with("/v1/argo/") {
+                if path.starts_with("/v1/analyses")
+                    || path.starts_with("/v1/argo/")
+                    || path.starts_with("/kayenta/")
+                {
                     assert!(operation["security"].is_array(), "{method} {path}");
                     assert!(responses["401"].is_object(), "{method} {path}");
                     assert!(responses["403"].is_object(), "{method} {path}");

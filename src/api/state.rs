@@ -52,6 +52,8 @@ pub struct ApiState {
     /// The longest a client may take to send a body (`[server] body_read_timeout`,
     /// default 30 s); then 408.
     pub body_read_timeout: Duration,
+    /// The label a bare Kayenta scope value selects on (`server.kayenta_scope_label`).
+    pub kayenta_scope_label: Option<String>,
 }
 
 /// Resolves when the server begins to stop (see [`ShutdownSignal::stopped`]). Cheap to
@@ -119,6 +121,7 @@ impl ApiState {
             shutdown: ShutdownSignal::never(),
             store_timeout: settings.store.api_timeout_duration()?,
             body_read_timeout: settings.server.body_read_duration()?,
+            kayenta_scope_label: settings.server.kayenta_scope_label()?,
         })
     }
 

@@ -160,6 +160,7 @@ pub(super) fn evaluate(
         threshold: None,
         sequential: None,
         short_of_samples: None,
+        kayenta_label: None,
     };
     let outcome = if problems.is_empty() {
         match &spec.kind {

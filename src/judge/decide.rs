@@ -46,6 +46,7 @@ pub(super) fn decide(
         confidence_level,
         multiple_comparisons: profile.judge.multiple_comparisons,
         metrics,
+        group_scores: None,
     }
 }
 

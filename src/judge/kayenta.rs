@@ -607,6 +607,7 @@ pub(super) fn judge(
         confidence_level: KAYENTA_CONFIDENCE_LEVEL,
         multiple_comparisons: Correction::None,
         metrics,
+        group_scores: Some(score.groups),
     }
 }
 
@@ -739,6 +740,7 @@ fn metric_result(
         threshold: None,
         sequential: None,
         short_of_samples: None,
+        kayenta_label: Some(label.as_str().to_owned()),
     }
 }
 

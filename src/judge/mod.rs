@@ -200,6 +200,10 @@ pub struct MetricResult {
     /// gathers more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub short_of_samples: Option<SampleShortfall>,
+    /// Kayenta's label for the metric (`Pass`, `High`, `Low`, `Nodata`,
+    /// `NodataFailMetric`, `Error`), when Kayenta's judge classified it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kayenta_label: Option<String>,
 }
 
 /// A metric's stage still short of its `min_samples`.
@@ -256,6 +260,9 @@ pub struct Judgement {
     pub multiple_comparisons: Correction,
     /// Per-metric results, in profile order.
     pub metrics: Vec<MetricResult>,
+    /// Each score group's score (0–100), when Kayenta's judge scored the metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_scores: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 /// Judges a canary at a stage without a baseline (a flag at 100 % leaves nobody to

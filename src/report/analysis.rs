@@ -1172,6 +1172,7 @@ mod tests {
                     confidence_level: 0.99,
                     multiple_comparisons: crate::stats::multiple_testing::Correction::Holm,
                     metrics: Vec::new(),
+                    group_scores: None,
                 },
                 triggers: Vec::new(),
                 series: series.unwrap_or_default(),

@@ -557,6 +557,7 @@ query = 'latency{ {{scope}} }'
             confidence_level: 0.99,
             multiple_comparisons: Correction::Holm,
             metrics: Vec::new(),
+            group_scores: None,
         }
     }
 

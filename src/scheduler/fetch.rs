@@ -414,28 +414,31 @@ impl Fetched {
     }
 }
 
-/// Fetches every metric of `profile` over `(from, to]`: for both sides, or for the
-/// canary alone at a stage without a baseline (the baseline's observations are then
-/// empty).
+/// The resolution a rollout's look at `stage` fetches at: the plan's step, at most the
+/// stage's interval.
+pub fn look_step(profile: &Profile, stage: &Stage) -> f64 {
+    profile
+        .plan
+        .as_ref()
+        .map_or(15.0, |plan| plan.settings.step.seconds())
+        .min(stage.interval.seconds())
+}
+
+/// Fetches every metric of `profile` over `(from, to]` at resolution `step`: for both
+/// sides, or for the canary alone `without_baseline` (a stage where the canary serves
+/// everyone; the baseline's observations are then empty).
 pub async fn fetch_window(
     source: &dyn MetricSource,
     profile: &Profile,
     scopes: &Scopes,
-    from: f64,
-    to: f64,
-    stage: &Stage,
+    (from, to, step): (f64, f64, f64),
+    with_baseline: bool,
 ) -> Fetched {
-    let with_baseline = stage.has_baseline();
     let sides: &[Side] = if with_baseline {
         &[Side::Baseline, Side::Canary]
     } else {
         &[Side::Canary]
     };
-    let step = profile
-        .plan
-        .as_ref()
-        .map_or(15.0, |plan| plan.settings.step.seconds())
-        .min(stage.interval.seconds());
     let baseline = Observations::default();
     let mut canary = Observations::default();
     let requests = match build_requests(source, profile, scopes, from, to, step, sides) {

@@ -16,6 +16,7 @@
 
 pub mod clock;
 mod decide;
+pub mod executions;
 mod fetch;
 mod look;
 pub mod ownership;
@@ -29,7 +30,8 @@ pub mod worker;
 pub mod writes;
 
 pub use self::clock::{Clock, CompressedClock, ManualClock, SystemClock};
-pub use self::fetch::{fetch_window, preflight};
+pub use self::executions::{Executor, ExecutorOptions, WindowRequest, WindowResult};
+pub use self::fetch::{fetch_window, look_step, preflight};
 pub use self::records::{Decision, Look, RollingBack, RolloutStatus, RunnerState};
 pub use self::registry::Registry;
 pub use self::retention::{PruneOptions, Pruner};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::clock::Clock;
 use super::decide;
-use super::fetch::{self, fetch_window, preflight};
+use super::fetch::{self, fetch_window, look_step, preflight};
 use super::look::{self, LookInput};
 use super::ownership;
 use super::records::{Look, RollingBack, RolloutStatus, RunnerState};
@@ -355,9 +355,12 @@ impl RolloutRunner {
             self.source.as_ref(),
             &self.rollout.profile,
             &self.rollout.scopes,
-            self.fetch_from(since, now),
-            now,
-            &stage,
+            (
+                self.fetch_from(since, now),
+                now,
+                look_step(&self.rollout.profile, &stage),
+            ),
+            stage.has_baseline(),
         )
         .await;
         if self.state.looks == 1 && fetched.canary_scope_matches_nothing() {

@@ -109,6 +109,7 @@ fn latency_histogram() -> Histogram {
 /// | `canary_http_requests_total` | counter | `method`, `route`, `status` | API requests answered |
 /// | `canary_http_request_duration_seconds` | histogram | `method`, `route` | API request time (long-polls included: their time is mostly waiting) |
 /// | `canary_verdicts_total` | counter | `outcome` | looks judged by the workers, by verdict |
+/// | `canary_executions_total` | counter | `outcome` | one-shot window judgements (Kayenta's API) run by this instance, `succeeded` or `failed` |
 /// | `canary_interval_lateness_seconds` | histogram | — | how late a look started after it was due |
 /// | `canary_source_request_duration_seconds` | histogram | `source` | time of one metric-source fetch, retries included |
 /// | `canary_source_errors_total` | counter | `source`, `kind` | failed metric-source fetches |
@@ -129,6 +130,8 @@ pub struct EngineMetrics {
     pub http_request_duration: HistogramFamily<HttpRouteLabels>,
     /// `canary_verdicts_total{outcome}`: updated by the workers.
     pub verdicts: Family<OutcomeLabels, Counter>,
+    /// `canary_executions_total{outcome}`: updated by the executor.
+    pub executions: Family<OutcomeLabels, Counter>,
     /// `canary_interval_lateness_seconds`: updated by the workers.
     pub interval_lateness: Histogram,
     /// `canary_source_request_duration_seconds{source}`: updated by the workers.
@@ -200,6 +203,13 @@ impl EngineMetrics {
             "Looks judged by the workers, by verdict (promote, hold, rollback)",
             verdicts.clone(),
         );
+        let executions = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "executions",
+            "One-shot window judgements (Kayenta's API) run by this instance, by outcome \
+             (succeeded, failed)",
+            executions.clone(),
+        );
         // 10 ms to about 164 s: the benchmark's target is a p99 under 1 s.
         let interval_lateness = Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 15),
@@ -262,6 +272,7 @@ impl EngineMetrics {
             http_requests,
             http_request_duration,
             verdicts,
+            executions,
             interval_lateness,
             source_request_duration,
             source_errors,
@@ -285,6 +296,15 @@ impl EngineMetrics {
     /// A worker judged a look: `outcome` is `promote`, `hold` or `rollback`.
     pub fn record_verdict(&self, outcome: &str) {
         self.verdicts
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The executor finished an execution: `outcome` is `succeeded` or `failed`.
+    pub fn observe_execution(&self, outcome: &str) {
+        self.executions
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_owned(),
             })

@@ -201,6 +201,7 @@ pub fn sample_look(number: u64, at: f64) -> canary::scheduler::Look {
             confidence_level: 0.99,
             multiple_comparisons: canary::stats::multiple_testing::Correction::Holm,
             metrics: Vec::new(),
+            group_scores: None,
         },
         triggers: Vec::new(),
         series: Default::default(),

@@ -386,7 +386,7 @@ fn live_rollouts_configuration_errors_exit_1_before_the_flag_moves() {
 #[test]
 fn live_rollouts_a_windows_counts_equal_the_counters_increase() {
     use canary::domain::Profile;
-    use canary::scheduler::{Scopes, fetch_window};
+    use canary::scheduler::{Scopes, fetch_window, look_step};
     use canary::sources::prometheus::PrometheusConfig;
 
     let bed = bed(19);
@@ -421,7 +421,13 @@ interval = "20s"
     let to = (unix_now() - 2.0).floor();
     let from = to - 20.0;
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let fetched = runtime.block_on(fetch_window(&source, &profile, &scopes, from, to, &stage));
+    let fetched = runtime.block_on(fetch_window(
+        &source,
+        &profile,
+        &scopes,
+        (from, to, look_step(&profile, &stage)),
+        stage.has_baseline(),
+    ));
     for (side, observations) in [("baseline", &fetched.baseline), ("canary", &fetched.canary)] {
         let Some(canary::domain::MetricData::Counts { errors, total, .. }) =
             observations.metrics.get("error_rate")

@@ -18,6 +18,7 @@ mod bounded;
 mod flagd;
 mod helpers;
 mod import;
+mod kayenta_api;
 mod live_bed;
 mod live_rollouts;
 mod notify;
