@@ -122,7 +122,10 @@ pub enum Command {
     /// analyses are kept before they are deleted), the profiles directory, the named metric sources
     /// and actuators analyses may use, the notifiers told of rollbacks, reviews and
     /// promotions, and the workers (concurrency, lease, actuation deadline, how often a
-    /// failed rollback is retried). Prints `listening on http://ADDRESS` once ready. SIGINT
+    /// failed rollback is retried). The API also answers Kayenta's canary-execution calls under
+    /// /kayenta (Argo Rollouts' kayenta provider, Spinnaker; server.kayenta_scope_label is the
+    /// label a bare Kayenta scope selects; see docs/kayenta.md), which the instance's executor
+    /// judges once each, moving no flag. Prints `listening on http://ADDRESS` once ready. SIGINT
     /// or SIGTERM stops it gracefully: no new connections or claims, open verdict long-polls
     /// answer at once with the current state, running looks finish, leases are released.
     Serve(ServeArgs),
