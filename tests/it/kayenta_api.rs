@@ -22,7 +22,7 @@ use crate::prometheus_harness::{PrometheusGuard, start_prometheus};
 /// minute 19 on.
 const WINDOW_START: &str = "2023-11-14T22:33:20Z";
 const WINDOW_END: &str = "2023-11-14T22:43:20Z";
-const TOKEN: &str = "kayenta-test-token";
+pub(crate) const TOKEN: &str = "kayenta-test-token";
 
 const KAYENTA_PROFILE: &str = r#"
 name = "kayenta-latency"
@@ -120,22 +120,22 @@ async fn bed(schema: &crate::store::PostgresSchema) -> Bed {
 }
 
 /// The template's `provider.kayenta` fields that the exchange uses.
-struct KayentaMetric<'a> {
+pub(crate) struct KayentaMetric<'a> {
     /// `address`, with the token as the URL's password (Go's client sends it as Basic
     /// credentials).
-    address: String,
-    application: &'a str,
-    canary_config_name: &'a str,
-    metrics_account_name: &'a str,
-    configuration_account_name: &'a str,
-    storage_account_name: &'a str,
-    pass: i64,
-    marginal: i64,
-    step: i64,
-    control_scope: &'a str,
-    experiment_scope: &'a str,
+    pub(crate) address: String,
+    pub(crate) application: &'a str,
+    pub(crate) canary_config_name: &'a str,
+    pub(crate) metrics_account_name: &'a str,
+    pub(crate) configuration_account_name: &'a str,
+    pub(crate) storage_account_name: &'a str,
+    pub(crate) pass: i64,
+    pub(crate) marginal: i64,
+    pub(crate) step: i64,
+    pub(crate) control_scope: &'a str,
+    pub(crate) experiment_scope: &'a str,
     /// `start` and `end` (RFC 3339).
-    window: (&'a str, &'a str),
+    pub(crate) window: (&'a str, &'a str),
 }
 
 /// What Go's `http.Client` does with `http://user:password@host/...`: strips the user
@@ -171,7 +171,7 @@ fn evaluate_result(score: i64, pass: i64, marginal: i64) -> &'static str {
 
 /// Argo's `Run` against `run_on`, then `Resume` against `resume_on` (every 0.2 s instead
 /// of Argo's 15 s) until complete: the phase and the whole status response.
-async fn argo_measurement(
+pub(crate) async fn argo_measurement(
     http: &reqwest::Client,
     metric: &KayentaMetric<'_>,
     run_on: &str,

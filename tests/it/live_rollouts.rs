@@ -464,6 +464,104 @@ interval = "20s"
     }
 }
 
+/// Kayenta's API on the live bed: `canary serve` judges windows of the bed's live
+/// traffic at 25 % with the Kayenta-judged live profile, as Argo Rollouts' `kayenta`
+/// provider asks (`kayenta_api::argo_measurement`): a healthy window is Successful; a
+/// window after the canary's latency rose by half and its errors tenfold is Failed.
+#[test]
+fn live_rollouts_kayenta_executions_pass_a_healthy_window_and_fail_a_faulty_one() {
+    use crate::kayenta_api::{KayentaMetric, TOKEN, argo_measurement};
+    let bed = bed(22);
+    bed.set_flag("ENABLED", 25);
+    let directory = tempfile::tempdir().unwrap();
+    let profiles = directory.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    std::fs::copy(
+        root().join("fixtures/live/kayenta-web-service-60s.toml"),
+        profiles.join("kayenta-web-service-60s.toml"),
+    )
+    .unwrap();
+    let settings = directory.path().join("settings.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            r#"
+[server]
+bind = "127.0.0.1:0"
+auth_token = "{TOKEN}"
+[store]
+url = "sqlite:{store}"
+[profiles]
+directory = "{profiles}"
+[sources.live]
+kind = "prometheus"
+url = "{prometheus}"
+[worker]
+poll_interval = "100ms"
+"#,
+            store = directory.path().join("canary.db").display(),
+            profiles = profiles.display(),
+            prometheus = bed.prometheus_url,
+        ),
+    )
+    .unwrap();
+    let server = crate::helpers::spawn_serve(&settings, &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let iso = |seconds: f64| {
+        time::OffsetDateTime::from_unix_timestamp(seconds as i64)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let measure = |start: f64, end: f64| {
+        let (start, end) = (iso(start), iso(end));
+        let metric = KayentaMetric {
+            address: format!("http://argo:{TOKEN}@ADDRESS/kayenta"),
+            application: "checkout",
+            canary_config_name: "kayenta-web-service-60s",
+            metrics_account_name: "live",
+            configuration_account_name: "",
+            storage_account_name: "",
+            pass: 95,
+            marginal: 75,
+            step: 5,
+            control_scope: r#"track="baseline""#,
+            experiment_scope: r#"track="canary""#,
+            window: (&start, &end),
+        };
+        let asked = Instant::now();
+        let (phase, status) = runtime.block_on(argo_measurement(
+            &http,
+            &metric,
+            server.address(),
+            server.address(),
+        ));
+        eprintln!(
+            "kayenta execution {start}..{end}: {phase}, score {}, complete {:.2} s after the POST",
+            status["result"]["judgeResult"]["score"]["score"],
+            asked.elapsed().as_secs_f64()
+        );
+        (phase, status)
+    };
+    // 45 s of traffic at 25 %; the window is the last 40 s, ending two scrapes back.
+    std::thread::sleep(Duration::from_secs(45));
+    let now = unix_now().floor();
+    let (phase, status) = measure(now - 42.0, now - 2.0);
+    assert_eq!(phase, "Successful", "healthy: {status:#}\n{}", bed.logs());
+    bed.fault(json!({"latency_factor": 1.5, "error_factor": 10.0}));
+    let fault_at = unix_now().ceil();
+    std::thread::sleep(Duration::from_secs(42));
+    let (phase, status) = measure(fault_at + 2.0, unix_now().floor() - 2.0);
+    assert_eq!(phase, "Failed", "faulty: {status:#}");
+    assert_eq!(status["canary"]["verdict"], "rollback");
+    assert_eq!(
+        flag(&bed)["state"],
+        "ENABLED",
+        "an execution never moves the flag"
+    );
+}
+
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
