@@ -980,6 +980,12 @@ impl Store for TimedStore {
     ) -> Result<Option<canary::store::Execution>, StoreError> {
         self.inner.get_execution(id).await
     }
+    async fn latest_execution(
+        &self,
+        key: &str,
+    ) -> Result<Option<canary::store::Execution>, StoreError> {
+        self.inner.latest_execution(key).await
+    }
     async fn claim_execution(
         &self,
         worker: &str,

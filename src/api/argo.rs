@@ -134,9 +134,6 @@ pub struct RolloutPath {
     pub revision: String,
 }
 
-/// The most characters of a Kubernetes object name (DNS subdomain).
-const MAX_NAME: usize = 253;
-
 /// The most characters of a revision (a label value).
 const MAX_REVISION: usize = 63;
 
@@ -144,24 +141,7 @@ impl RolloutPath {
     /// The submit key, after checking each part (a 400 naming the part otherwise).
     fn key(&self) -> Result<String, ApiError> {
         for (field, value) in [("namespace", &self.namespace), ("rollout", &self.rollout)] {
-            let well_formed = !value.is_empty()
-                && value.len() <= MAX_NAME
-                && value.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
-                })
-                && value.as_bytes()[0].is_ascii_alphanumeric()
-                && value.as_bytes()[value.len() - 1].is_ascii_alphanumeric();
-            if !well_formed {
-                return Err(ApiError::parameter(
-                    "invalid_name",
-                    field,
-                    format!(
-                        "{field} must be a Kubernetes name (lower-case letters, digits, '-' and \
-                         '.', starting and ending with a letter or digit, at most {MAX_NAME} \
-                         characters), got {value:?}"
-                    ),
-                ));
-            }
+            super::fields::check_kubernetes_name(value, field)?;
         }
         let revision = &self.revision;
         if revision.is_empty()

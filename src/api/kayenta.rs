@@ -200,18 +200,12 @@ pub async fn create(
             "no canary config {config_id:?}; GET /kayenta/canaryConfig lists them"
         )));
     }
-    let path = state.profiles_directory.join(format!("{config_id}.toml"));
-    let profile_text = std::fs::read_to_string(&path).map_err(|error| {
-        ApiError::Internal(format!("cannot read profile {}: {error}", path.display()))
-    })?;
-    Profile::parse(&profile_text, &format!("{config_id}.toml")).map_err(|error| {
-        ApiError::field(
-            "invalid_profile",
-            "configId",
-            format!("canary config {config_id:?} is invalid: {error}"),
-        )
-    })?;
-    let source = metrics_account(&state, params.get("metricsAccountName"))?;
+    let (profile_text, _) = read_profile(&state, &config_id, "configId")?;
+    let source = named_source(
+        &state,
+        params.get("metricsAccountName"),
+        "metricsAccountName",
+    )?;
     let raw: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let parsed: ExecutionBody = parse_body(&body)?;
     let now = state.clock.now();
@@ -232,6 +226,7 @@ pub async fn create(
         .bounded_store_call(state.store.create_execution(
             NewExecution {
                 kind: KIND_KAYENTA.to_owned(),
+                key: None,
                 profile_name: config_id.clone(),
                 profile_text,
                 source,
@@ -247,8 +242,43 @@ pub async fn create(
     }))
 }
 
-/// The source `metricsAccountName` names, or the only one declared.
-fn metrics_account(state: &ApiState, given: Option<&String>) -> Result<String, ApiError> {
+/// A profile of the profiles directory that is listed there (so no path escapes it),
+/// read and parsed: its text and the profile, or a 422 naming `field`.
+pub(crate) fn read_profile(
+    state: &ApiState,
+    name: &str,
+    field: &str,
+) -> Result<(String, Profile), ApiError> {
+    let names = profile_names(state);
+    if !names.iter().any(|known| known == name) {
+        return Err(ApiError::unknown_name(
+            "unknown_profile",
+            field,
+            name,
+            &names,
+        ));
+    }
+    let path = state.profiles_directory.join(format!("{name}.toml"));
+    let text = std::fs::read_to_string(&path).map_err(|error| {
+        ApiError::Internal(format!("cannot read profile {}: {error}", path.display()))
+    })?;
+    let profile = Profile::parse(&text, &format!("{name}.toml")).map_err(|error| {
+        ApiError::field(
+            "invalid_profile",
+            field,
+            format!("profile {name:?} is invalid: {error}"),
+        )
+    })?;
+    Ok((text, profile))
+}
+
+/// The metric source `given` names (in `field`), or the only one declared when it names
+/// none.
+pub(crate) fn named_source(
+    state: &ApiState,
+    given: Option<&String>,
+    field: &str,
+) -> Result<String, ApiError> {
     match given
         .map(|name| name.trim())
         .filter(|name| !name.is_empty())
@@ -256,7 +286,7 @@ fn metrics_account(state: &ApiState, given: Option<&String>) -> Result<String, A
         Some(name) if state.sources.iter().any(|known| known == name) => Ok(name.to_owned()),
         Some(name) => Err(ApiError::unknown_name(
             "unknown_source",
-            "metricsAccountName",
+            field,
             name,
             &state.sources,
         )),
@@ -264,7 +294,7 @@ fn metrics_account(state: &ApiState, given: Option<&String>) -> Result<String, A
             [only] => Ok(only.clone()),
             _ => Err(ApiError::unknown_name(
                 "unknown_source",
-                "metricsAccountName",
+                field,
                 "",
                 &state.sources,
             )),
@@ -446,7 +476,11 @@ fn window_request(
 
 /// A Kayenta scope as label matchers: matchers as they are, a bare value as
 /// `LABEL="value"` with the server's `kayenta_scope_label`.
-fn matchers(state: &ApiState, scope: Option<&str>, field: &str) -> Result<String, ApiError> {
+pub(crate) fn matchers(
+    state: &ApiState,
+    scope: Option<&str>,
+    field: &str,
+) -> Result<String, ApiError> {
     let scope = scope
         .map(str::trim)
         .filter(|scope| !scope.is_empty())
@@ -494,7 +528,7 @@ fn instant(text: Option<&str>, field: &str) -> Result<f64, ApiError> {
 }
 
 /// Unix seconds as an ISO 8601 UTC time.
-fn iso(seconds: f64) -> String {
+pub(crate) fn iso(seconds: f64) -> String {
     let nanos = (seconds * 1e9).round() as i128;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()

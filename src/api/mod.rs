@@ -3,7 +3,8 @@
 //! One file per resource: [`analyses`] (submit, inspect, list, long-poll the verdict,
 //! manual actions), [`argo`] (the flat verdict for Argo Rollouts, and submit-or-get by
 //! rollout revision), [`kayenta`] (Kayenta's canary-config index and canary executions,
-//! for Argo's `kayenta` provider and Spinnaker), [`health`]
+//! for Argo's `kayenta` provider and Spinnaker), [`flagger`] (Flagger's webhook gates),
+//! [`health`]
 //! (`/healthz`, `/readyz`), [`metrics`] (`/metrics`) and [`openapi`] (the OpenAPI
 //! document). [`error`] maps every [`ApiError`] to its status code, in one place;
 //! [`client`] is the typed client `canary submit` and `canary wait` use. [`auth`] owns
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod fields;
+pub mod flagger;
 pub mod health;
 pub mod kayenta;
 pub mod limits;
@@ -60,6 +62,7 @@ fn operations() -> OpenApiRouter<ApiState> {
         .routes(routes!(analyses::action))
         .routes(routes!(argo::argo))
         .routes(routes!(argo::rollout))
+        .routes(routes!(flagger::webhook))
         .routes(routes!(kayenta::configs))
         .routes(routes!(kayenta::create))
         .routes(routes!(kayenta::get))

@@ -35,7 +35,7 @@ fn error_response(description: &str) -> Value {
 }
 
 /// Adds the security requirement and the 401, 403 and 415 answers to every operation
-/// under `/v1/analyses`, `/v1/argo` and `/kayenta`: a token (bearer, or the password of
+/// under `/v1/analyses`, `/v1/argo`, `/v1/flagger` and `/kayenta`: a token (bearer, or the password of
 /// Basic credentials) for POST and PUT (scope `submit` or `act`), an optional one for
 /// GET (scope `read`, required only with `server.require_token_for_reads`).
 fn secure(document: &mut Value) {
@@ -45,6 +45,7 @@ fn secure(document: &mut Value) {
     for (path, item) in paths.iter_mut() {
         if !(path.starts_with("/v1/analyses")
             || path.starts_with("/v1/argo/")
+            || path.starts_with("/v1/flagger/")
             || path.starts_with("/kayenta/"))
         {
             continue;
@@ -163,7 +164,7 @@ mod tests {
     #[test]
     fn every_route_is_documented_once_with_its_schemas() {
         let routes = routes();
-        assert_eq!(routes.len(), 16, "{routes:?}");
+        assert_eq!(routes.len(), 17, "{routes:?}");
         let document = document();
         assert_eq!(document["openapi"], "3.1.0");
         let text = document.to_string();
@@ -187,6 +188,7 @@ mod tests {
                 let responses = &operation["responses"];
                 if path.starts_with("/v1/analyses")
                     || path.starts_with("/v1/argo/")
+                    || path.starts_with("/v1/flagger/")
                     || path.starts_with("/kayenta/")
                 {
                     assert!(operation["security"].is_array(), "{method} {path}");

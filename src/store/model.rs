@@ -618,8 +618,12 @@ pub struct Page<T> {
 /// It never moves a flag.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewExecution {
-    /// Which API asked (`kayenta`): the request's and result's JSON are that API's.
+    /// Which API asked (`kayenta`, `flagger`): the request's and result's JSON are
+    /// that API's.
     pub kind: String,
+    /// What the caller judges again and again (see [`Store::latest_execution`]), if
+    /// anything: several executions may share one.
+    pub key: Option<String>,
     /// The profile's name.
     pub profile_name: String,
     /// The profile's TOML as it was at the request.
@@ -686,6 +690,8 @@ pub struct Execution {
     pub id: Uuid,
     /// Which API asked.
     pub kind: String,
+    /// What the caller judges again and again, if anything.
+    pub key: Option<String>,
     /// The profile's name.
     pub profile_name: String,
     /// The profile's TOML as requested.
@@ -864,6 +870,9 @@ pub trait Store: Send + Sync {
 
     /// The execution with this id, if any.
     async fn get_execution(&self, id: Uuid) -> Result<Option<Execution>, StoreError>;
+
+    /// The newest execution stored under `key` ([`NewExecution::key`]), if any.
+    async fn latest_execution(&self, key: &str) -> Result<Option<Execution>, StoreError>;
 
     /// Atomically leases to `worker` until `now + lease` the unfinished execution due
     /// longest ago (`due_at <= now`) that no unexpired lease is on, marks it `Running`

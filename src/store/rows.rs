@@ -120,6 +120,7 @@ pub(crate) fn execution_from_row(row: &impl StoredRow) -> Result<Execution, Stor
     Ok(Execution {
         id: row.uuid("id")?,
         kind: row.text("kind")?,
+        key: row.optional_text("key")?,
         profile_name: row.text("profile_name")?,
         profile_text: row.text("profile_text")?,
         source: row.text("source")?,

@@ -48,7 +48,7 @@ pub(crate) use actuation_columns;
 /// reads them.
 macro_rules! execution_columns {
     () => {
-        "id, kind, profile_name, profile_text, source, request, state, result, error, \
+        "id, kind, key, profile_name, profile_text, source, request, state, result, error, \
          attempts, due_at_ms, lease_owner, lease_expires_at_ms, created_at_ms, \
          updated_at_ms, finished_at_ms"
     };
@@ -717,8 +717,8 @@ macro_rules! sql_store {
                     let _turn = self.write_turn().await;
                     let row = sqlx::query(concat!(
                         "INSERT INTO executions (id, kind, profile_name, profile_text, source, \
-                         request, state, due_at_ms, created_at_ms, updated_at_ms) \
-                         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $8) RETURNING ",
+                         request, state, due_at_ms, created_at_ms, updated_at_ms, key) \
+                         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $8, $9) RETURNING ",
                         execution_columns!()
                     ))
                     .bind($store::id_param(Uuid::new_v4()))
@@ -729,6 +729,7 @@ macro_rules! sql_store {
                     .bind(Json(&new.request))
                     .bind(due_ms)
                     .bind(now_ms)
+                    .bind(&new.key)
                     .fetch_one(&self.pool)
                     .await
                     .map_err(database_error)?;
@@ -742,6 +743,23 @@ macro_rules! sql_store {
                         " FROM executions WHERE id = $1"
                     ))
                     .bind($store::id_param(id))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(database_error)?
+                    .map(|row| execution_from_row(&row))
+                    .transpose()
+                }
+
+                async fn latest_execution(
+                    &self,
+                    key: &str,
+                ) -> Result<Option<Execution>, StoreError> {
+                    sqlx::query(concat!(
+                        "SELECT ",
+                        execution_columns!(),
+                        " FROM executions WHERE key = $1 ORDER BY seq DESC LIMIT 1"
+                    ))
+                    .bind(key)
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(database_error)?

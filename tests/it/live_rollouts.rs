@@ -473,39 +473,8 @@ fn live_rollouts_kayenta_executions_pass_a_healthy_window_and_fail_a_faulty_one(
     use crate::kayenta_api::{KayentaMetric, TOKEN, argo_measurement};
     let bed = bed(22);
     bed.set_flag("ENABLED", 25);
-    let directory = tempfile::tempdir().unwrap();
-    let profiles = directory.path().join("profiles");
-    std::fs::create_dir(&profiles).unwrap();
-    std::fs::copy(
-        root().join("fixtures/live/kayenta-web-service-60s.toml"),
-        profiles.join("kayenta-web-service-60s.toml"),
-    )
-    .unwrap();
-    let settings = directory.path().join("settings.toml");
-    std::fs::write(
-        &settings,
-        format!(
-            r#"
-[server]
-bind = "127.0.0.1:0"
-auth_token = "{TOKEN}"
-[store]
-url = "sqlite:{store}"
-[profiles]
-directory = "{profiles}"
-[sources.live]
-kind = "prometheus"
-url = "{prometheus}"
-[worker]
-poll_interval = "100ms"
-"#,
-            store = directory.path().join("canary.db").display(),
-            profiles = profiles.display(),
-            prometheus = bed.prometheus_url,
-        ),
-    )
-    .unwrap();
-    let server = crate::helpers::spawn_serve(&settings, &[]);
+    let (server, _directory) =
+        serve_on_bed(&bed, "fixtures/live/kayenta-web-service-60s.toml", TOKEN);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::new();
     let iso = |seconds: f64| {
@@ -559,6 +528,114 @@ poll_interval = "100ms"
         flag(&bed)["state"],
         "ENABLED",
         "an execution never moves the flag"
+    );
+}
+
+/// `canary serve` on the bed (SQLite, the source `live`, the profile at `profile`),
+/// with `token`; the directory holding its files.
+fn serve_on_bed(
+    bed: &LiveBed,
+    profile: &str,
+    token: &str,
+) -> (crate::helpers::ServeProcess, tempfile::TempDir) {
+    let directory = tempfile::tempdir().unwrap();
+    let profiles = directory.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    let path = root().join(profile);
+    std::fs::copy(&path, profiles.join(path.file_name().unwrap())).unwrap();
+    let settings = directory.path().join("settings.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            r#"
+[server]
+bind = "127.0.0.1:0"
+auth_token = "{token}"
+[store]
+url = "sqlite:{store}"
+[profiles]
+directory = "{profiles}"
+[sources.live]
+kind = "prometheus"
+url = "{prometheus}"
+[worker]
+poll_interval = "100ms"
+"#,
+            store = directory.path().join("canary.db").display(),
+            profiles = profiles.display(),
+            prometheus = bed.prometheus_url,
+        ),
+    )
+    .unwrap();
+    (crate::helpers::spawn_serve(&settings, &[]), directory)
+}
+
+/// Flagger's webhooks on the live bed at 25 %, judged by canary's judge with the live
+/// web-service profile: on healthy traffic `rollout` and `confirm-promotion` pass and
+/// `rollback` does not signal; once the canary's latency rose by half and its errors
+/// tenfold, `rollout` fails its check and `rollback` signals Flagger to roll back.
+#[test]
+fn live_rollouts_flagger_webhooks_pass_healthy_traffic_and_roll_back_a_fault() {
+    use crate::flagger::{call, payload};
+    let bed = bed(23);
+    bed.set_flag("ENABLED", 25);
+    let (server, _directory) = serve_on_bed(
+        &bed,
+        "fixtures/live/web-service-60s.toml",
+        crate::flagger::TOKEN,
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let metadata = json!({
+        "profile": "web-service-60s",
+        "baseline_scope": "track=\"baseline\"",
+        "canary_scope": "track=\"canary\"",
+        "window": "40s",
+        "step": "5s",
+    });
+    let hook = |name: &str| {
+        let asked = Instant::now();
+        let (status, body) = runtime.block_on(call(
+            &http,
+            &server.url,
+            name,
+            payload("Progressing", "7f9c2ba4e8", &metadata),
+        ));
+        eprintln!(
+            "flagger {name}: {status} in {:.2} s: {}",
+            asked.elapsed().as_secs_f64(),
+            body.get("reasons").or(body.get("error")).unwrap_or(&body)
+        );
+        (status, body)
+    };
+    assert_eq!(hook("pre-rollout").0, 200);
+    std::thread::sleep(Duration::from_secs(45));
+    let (status, body) = hook("rollout");
+    assert_eq!(status, 200, "healthy: {body:#}\n{}", bed.logs());
+    assert_eq!(body["verdict"], "promote");
+    assert_eq!(hook("confirm-promotion").0, 200);
+    assert_eq!(
+        hook("rollback").0,
+        409,
+        "healthy traffic signals no rollback"
+    );
+    bed.fault(json!({"latency_factor": 1.5, "error_factor": 10.0}));
+    std::thread::sleep(Duration::from_secs(42));
+    let (status, body) = hook("rollout");
+    assert_eq!(status, 412, "faulty: {body:#}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("verdict is rollback"),
+        "{body:#}"
+    );
+    let (status, body) = hook("rollback");
+    assert_eq!(status, 200, "the fault signals a rollback: {body:#}");
+    assert_eq!(
+        flag(&bed)["state"],
+        "ENABLED",
+        "canary moves no flag under Flagger"
     );
 }
 

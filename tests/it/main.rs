@@ -16,6 +16,7 @@ mod argo_template;
 mod bad_input;
 mod bounded;
 mod flagd;
+mod flagger;
 mod helpers;
 mod import;
 mod kayenta_api;

@@ -116,6 +116,7 @@ async fn claim_only(store: &dyn Store, worker: &str, now: f64, id: Uuid) -> Anal
 fn new_execution(due_at: f64) -> NewExecution {
     NewExecution {
         kind: "kayenta".to_owned(),
+        key: None,
         profile_name: "web-service".to_owned(),
         profile_text: "name = \"web-service\"".to_owned(),
         source: "prod".to_owned(),
@@ -1568,6 +1569,40 @@ mod contract {
         assert_eq!(failed.result, serde_json::Value::Null);
     }
 
+    pub async fn the_latest_execution_under_a_key_is_the_newest(store: Arc<dyn Store>) {
+        let store = store.as_ref();
+        assert_eq!(store.latest_execution("flagger/a/b/c").await.unwrap(), None);
+        let keyed = |key: &str| NewExecution {
+            key: Some(key.to_owned()),
+            ..new_execution(NOW)
+        };
+        let first = store
+            .create_execution(keyed("flagger/a/b/c"), NOW)
+            .await
+            .unwrap();
+        assert_eq!(first.key.as_deref(), Some("flagger/a/b/c"));
+        let second = store
+            .create_execution(keyed("flagger/a/b/c"), NOW)
+            .await
+            .unwrap();
+        store
+            .create_execution(keyed("flagger/a/b/d"), NOW)
+            .await
+            .unwrap();
+        store
+            .create_execution(new_execution(NOW), NOW)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .latest_execution("flagger/a/b/c")
+                .await
+                .unwrap()
+                .map(|e| e.id),
+            Some(second.id)
+        );
+    }
+
     pub async fn pruning_deletes_old_finished_executions_and_keeps_the_rest(store: Arc<dyn Store>) {
         let store = store.as_ref();
         let old = store
@@ -1759,6 +1794,7 @@ contract_tests!(
     an_execution_is_claimed_once_when_due_and_finished_only_by_its_holder,
     an_execution_whose_worker_died_is_claimed_again_and_the_dead_worker_cannot_finish_it,
     pruning_deletes_old_finished_executions_and_keeps_the_rest,
+    the_latest_execution_under_a_key_is_the_newest,
 );
 
 #[tokio::test]

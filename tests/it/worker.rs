@@ -753,6 +753,12 @@ impl Store for FaultyStore {
     ) -> Result<Option<canary::store::Execution>, StoreError> {
         self.store.get_execution(id).await
     }
+    async fn latest_execution(
+        &self,
+        key: &str,
+    ) -> Result<Option<canary::store::Execution>, StoreError> {
+        self.store.latest_execution(key).await
+    }
     async fn claim_execution(
         &self,
         worker: &str,

@@ -6,6 +6,8 @@ CREATE TABLE executions (
     seq                 INTEGER PRIMARY KEY AUTOINCREMENT,
     id                  TEXT    NOT NULL UNIQUE,
     kind                TEXT    NOT NULL,
+    -- What the caller judges again and again (Flagger: namespace, canary, checksum).
+    key                 TEXT,
     profile_name        TEXT    NOT NULL,
     profile_text        TEXT    NOT NULL,
     source              TEXT    NOT NULL,
@@ -30,3 +32,5 @@ CREATE INDEX executions_due ON executions (due_at_ms, seq)
 -- prune_finished: the finished ones by age.
 CREATE INDEX executions_finished ON executions (finished_at_ms)
     WHERE finished_at_ms IS NOT NULL;
+-- latest_execution: the newest execution under a key.
+CREATE INDEX executions_key ON executions (key, seq);
