@@ -133,6 +133,35 @@ pub fn json_kind(body: &[u8]) -> &'static str {
     }
 }
 
+/// The most characters of a Kubernetes object name (DNS subdomain).
+pub const MAX_KUBERNETES_NAME: usize = 253;
+
+/// A Kubernetes object name (lower-case letters, digits, `-` and `.`, starting and
+/// ending with a letter or digit, at most [`MAX_KUBERNETES_NAME`] characters), or a 400
+/// naming `field`.
+pub fn check_kubernetes_name(value: &str, field: &str) -> Result<(), ApiError> {
+    let well_formed = !value.is_empty()
+        && value.len() <= MAX_KUBERNETES_NAME
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && value.as_bytes()[0].is_ascii_alphanumeric()
+        && value.as_bytes()[value.len() - 1].is_ascii_alphanumeric();
+    if well_formed {
+        Ok(())
+    } else {
+        Err(ApiError::parameter(
+            "invalid_name",
+            field,
+            format!(
+                "{field} must be a Kubernetes name (lower-case letters, digits, '-' and '.', \
+                 starting and ending with a letter or digit, at most {MAX_KUBERNETES_NAME} \
+                 characters), got {value:?}"
+            ),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,34 +214,5 @@ mod tests {
                 "start_at"
             );
         }
-    }
-}
-
-/// The most characters of a Kubernetes object name (DNS subdomain).
-pub const MAX_KUBERNETES_NAME: usize = 253;
-
-/// A Kubernetes object name (lower-case letters, digits, `-` and `.`, starting and
-/// ending with a letter or digit, at most [`MAX_KUBERNETES_NAME`] characters), or a 400
-/// naming `field`.
-pub fn check_kubernetes_name(value: &str, field: &str) -> Result<(), ApiError> {
-    let well_formed = !value.is_empty()
-        && value.len() <= MAX_KUBERNETES_NAME
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && value.as_bytes()[0].is_ascii_alphanumeric()
-        && value.as_bytes()[value.len() - 1].is_ascii_alphanumeric();
-    if well_formed {
-        Ok(())
-    } else {
-        Err(ApiError::parameter(
-            "invalid_name",
-            field,
-            format!(
-                "{field} must be a Kubernetes name (lower-case letters, digits, '-' and '.', \
-                 starting and ending with a letter or digit, at most {MAX_KUBERNETES_NAME} \
-                 characters), got {value:?}"
-            ),
-        ))
     }
 }

@@ -176,7 +176,7 @@ pub async fn webhook(
             let latest = state
                 .bounded_store_call(state.store.latest_execution(&key))
                 .await?;
-            let result = latest.as_ref().and_then(|execution| result_of(execution));
+            let result = latest.as_ref().and_then(result_of);
             match result {
                 Some(result) if result.judgement.verdict == Verdict::Rollback => {
                     tracing::warn!(canary = %key, "Flagger rollback hook: canary's latest judgement rolled back");
