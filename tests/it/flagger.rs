@@ -282,3 +282,98 @@ async fn careless_and_hostile_flagger_calls_are_refused_with_the_key_named() {
         .unwrap();
     assert_eq!(form.status(), 415);
 }
+
+/// The first ```LANGUAGE block of docs/flagger.md.
+fn documented_block(language: &str) -> String {
+    let text = std::fs::read_to_string(root().join("docs/flagger.md")).unwrap();
+    let opening = format!("```{language}\n");
+    let start = text.find(&opening).expect("the block") + opening.len();
+    text[start..][..text[start..].find("```").unwrap()].to_owned()
+}
+
+/// docs/flagger.md's example: its settings (with this machine's store, profiles and
+/// Prometheus put in) and the Canary's webhook URLs and metadata, as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_canary_and_settings_work_as_written() {
+    let settings = documented_block("toml");
+    let canary = documented_block("yaml");
+    let prometheus = start_prometheus(
+        &std::fs::read_to_string(root().join("fixtures/prometheus/rollout-healthy.om")).unwrap(),
+    );
+    let directory = tempfile::tempdir().unwrap();
+    let profiles = directory.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    // The metadata's profile, shipped.
+    let metadata: serde_json::Map<String, Value> = canary
+        .lines()
+        .skip_while(|line| !line.contains("metadata: &judge"))
+        .skip(1)
+        .take_while(|line| line.starts_with("          "))
+        .map(|line| {
+            let (key, value) = line.trim().split_once(": ").unwrap();
+            (
+                key.to_owned(),
+                Value::from(value.trim().trim_matches('\'').to_owned()),
+            )
+        })
+        .collect();
+    let profile = metadata["profile"].as_str().unwrap();
+    std::fs::copy(
+        root().join(format!("analysis-profiles/{profile}.toml")),
+        profiles.join(format!("{profile}.toml")),
+    )
+    .unwrap();
+    let mut written = settings.clone();
+    for (old, new) in [
+        ("0.0.0.0:8080", "127.0.0.1:0".to_owned()),
+        (
+            "postgres://canary@db/canary",
+            format!("sqlite:{}", directory.path().join("canary.db").display()),
+        ),
+        ("/etc/canary/profiles", profiles.display().to_string()),
+        ("http://prometheus.monitoring:9090", prometheus.url.clone()),
+    ] {
+        assert!(written.contains(old), "{old} in the documented settings");
+        written = written.replace(old, &new);
+    }
+    let path = directory.path().join("settings.toml");
+    std::fs::write(&path, written).unwrap();
+    let server = spawn_serve(&path, &[("CANARY_FLAGGER_TOKEN", "from-the-secret")]);
+    let http = reqwest::Client::new();
+    let url_of = |hook: &str| {
+        let line = canary
+            .lines()
+            .find(|line| line.trim().starts_with("url:") && line.ends_with(&format!("/{hook}")))
+            .unwrap_or_else(|| panic!("the {hook} webhook's url"));
+        let url = line.trim().trim_start_matches("url:").trim().to_owned();
+        let url = url
+            .replace("CANARY_FLAGGER_TOKEN", "from-the-secret")
+            .replace("canary.canary-system:8080", server.address());
+        // As Go sends it: the user information as Basic credentials.
+        let mut parsed = reqwest::Url::parse(&url).unwrap();
+        let password = parsed.password().unwrap().to_owned();
+        parsed.set_password(None).unwrap();
+        parsed.set_username("").unwrap();
+        (parsed, password)
+    };
+    let metadata = Value::Object(metadata);
+    for (hook, expected) in [
+        ("pre-rollout", 200),
+        ("rollout", 412),
+        ("rollback", 409),
+        ("confirm-promotion", 412),
+    ] {
+        let (url, password) = url_of(hook);
+        let response = http
+            .post(url)
+            .basic_auth("flagger", Some(password))
+            .header("Content-Type", "application/json")
+            .body(payload("Progressing", "5d9b7c6a4f", &metadata))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, expected, "{hook}: {body}");
+    }
+}
