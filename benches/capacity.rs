@@ -980,6 +980,12 @@ impl Store for TimedStore {
     ) -> Result<Option<canary::store::Execution>, StoreError> {
         self.inner.get_execution(id).await
     }
+    async fn active_with_latest_look(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(canary::store::Analysis, Option<canary::store::LookRecord>)>, StoreError> {
+        self.inner.active_with_latest_look(limit).await
+    }
     async fn latest_execution(
         &self,
         key: &str,

@@ -1,6 +1,7 @@
 //! `GET /metrics`: the engine's own metrics (see [`EngineMetrics`]) in the OpenMetrics
-//! text format, which Prometheus scrapes. Analyses by state are read from the store at
-//! each scrape, so every instance sharing a database reports the same counts.
+//! text format, which Prometheus scrapes. Analyses by state, and each active analysis's
+//! latest results (`canary_analysis_*`), are read from the store at each scrape, so
+//! every instance sharing a database reports the same series.
 //!
 //! [`EngineMetrics`]: crate::telemetry::EngineMetrics
 
@@ -20,7 +21,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
     path = "/metrics",
     operation_id = "metrics",
     summary = "The engine's own metrics (OpenMetrics text)",
-    description = "canary_analyses{state}, canary_http_requests_total{method,route,status}, canary_http_request_duration_seconds{method,route}, canary_verdicts_total{outcome}, canary_interval_lateness_seconds, canary_source_request_duration_seconds{source}, canary_source_errors_total{source,kind}, canary_actuator_request_duration_seconds{actuator}, canary_actuator_errors_total{actuator}, canary_notifications_total{notifier,outcome}.",
+    description = "canary_analyses{state}; per active analysis canary_analysis_state, canary_analysis_verdict, canary_analysis_score, canary_analysis_traffic_percent, canary_analysis_stage, canary_analysis_metric_classification, canary_analysis_metric_effect (and _lower, _upper), labelled analysis, flag, profile (and metric); canary_executions_total{outcome}; canary_http_requests_total{method,route,status}, canary_http_request_duration_seconds{method,route}, canary_verdicts_total{outcome}, canary_interval_lateness_seconds, canary_source_request_duration_seconds{source}, canary_source_errors_total{source,kind}, canary_actuator_request_duration_seconds{actuator}, canary_actuator_errors_total{actuator}, canary_notifications_total{notifier,outcome}.",
     responses(
         (status = 200, description = "The exposition.", body = String, content_type = "application/openmetrics-text"),
         (status = 503, description = "The store cannot count analyses.", body = ErrorBody),
@@ -30,9 +31,15 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse,
     let counts = state
         .bounded_store_call(state.store.counts_by_state())
         .await?;
-    state.metrics.set_analyses_by_state(&counts);
+    let active = state
+        .bounded_store_call(
+            state
+                .store
+                .active_with_latest_look(crate::telemetry::analyses::MAX_REPORTED),
+        )
+        .await?;
     Ok((
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        state.metrics.encode(),
+        state.metrics.encode_scrape(&counts, &active),
     ))
 }

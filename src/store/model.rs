@@ -871,6 +871,15 @@ pub trait Store: Send + Sync {
     /// The execution with this id, if any.
     async fn get_execution(&self, id: Uuid) -> Result<Option<Execution>, StoreError>;
 
+    /// Up to `limit` analyses the engine is not done with (pending, running, paused,
+    /// awaiting review, rollback failed), oldest first, each with its latest look if it
+    /// has one: what `/metrics` reports per active analysis. Two statements, whatever
+    /// the number of analyses.
+    async fn active_with_latest_look(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(Analysis, Option<LookRecord>)>, StoreError>;
+
     /// The newest execution stored under `key` ([`NewExecution::key`]), if any.
     async fn latest_execution(&self, key: &str) -> Result<Option<Execution>, StoreError>;
 

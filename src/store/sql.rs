@@ -750,6 +750,51 @@ macro_rules! sql_store {
                     .transpose()
                 }
 
+                async fn active_with_latest_look(
+                    &self,
+                    limit: u32,
+                ) -> Result<Vec<(Analysis, Option<LookRecord>)>, StoreError> {
+                    let limit = page_limit(limit);
+                    let rows = sqlx::query(concat!(
+                        "SELECT ",
+                        analysis_columns!(),
+                        " FROM analyses WHERE state IN ",
+                        owning_states_sql!(),
+                        " ORDER BY seq LIMIT $1"
+                    ))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(database_error)?;
+                    let analyses = rows
+                        .iter()
+                        .map(analysis_from_row)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let looks = sqlx::query(concat!(
+                        "SELECT analysis_id, look, at_ms, stage_index, verdict, decision, body, \
+                         body_zlib FROM looks l WHERE l.analysis_id IN (SELECT id FROM analyses \
+                         WHERE state IN ",
+                        owning_states_sql!(),
+                        " ORDER BY seq LIMIT $1) AND l.look = (SELECT MAX(m.look) FROM looks m \
+                         WHERE m.analysis_id = l.analysis_id)"
+                    ))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(database_error)?;
+                    let mut latest: BTreeMap<Uuid, LookRecord> = looks
+                        .iter()
+                        .map(|row| look_from_row(row).map(|look| (look.analysis_id, look)))
+                        .collect::<Result<_, _>>()?;
+                    Ok(analyses
+                        .into_iter()
+                        .map(|analysis| {
+                            let look = latest.remove(&analysis.id);
+                            (analysis, look)
+                        })
+                        .collect())
+                }
+
                 async fn latest_execution(
                     &self,
                     key: &str,

@@ -9,6 +9,7 @@
 //! decorators time every source fetch and flag change. Nothing here does I/O: the API
 //! encodes the registry when it is scraped.
 
+pub mod analyses;
 pub mod instrumented;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -109,6 +110,10 @@ fn latency_histogram() -> Histogram {
 /// | `canary_http_requests_total` | counter | `method`, `route`, `status` | API requests answered |
 /// | `canary_http_request_duration_seconds` | histogram | `method`, `route` | API request time (long-polls included: their time is mostly waiting) |
 /// | `canary_verdicts_total` | counter | `outcome` | looks judged by the workers, by verdict |
+/// | `canary_analysis_state`, `canary_analysis_verdict` | gauge | `analysis`, `flag`, `profile`, `value` | 1 per active analysis (pending, running, paused, awaiting review, rollback failed), `value` its state / its latest look's verdict; read from the store at scrape time, at most 500 analyses; finished ones leave |
+/// | `canary_analysis_score`, `canary_analysis_traffic_percent`, `canary_analysis_stage` | gauge | `analysis`, `flag`, `profile` | the latest look's score, the canary's traffic share, the 0-based stage |
+/// | `canary_analysis_metric_classification` | gauge | `analysis`, `flag`, `profile`, `metric`, `classification` | 1 per metric of the latest look |
+/// | `canary_analysis_metric_effect`, `_effect_lower`, `_effect_upper` | gauge | `analysis`, `flag`, `profile`, `metric` | the metric's effect estimate (canary − baseline) and its interval at the latest look |
 /// | `canary_executions_total` | counter | `outcome` | one-shot window judgements (Kayenta's API) run by this instance, `succeeded` or `failed` |
 /// | `canary_interval_lateness_seconds` | histogram | — | how late a look started after it was due |
 /// | `canary_source_request_duration_seconds` | histogram | `source` | time of one metric-source fetch, retries included |
@@ -148,6 +153,12 @@ pub struct EngineMetrics {
     pub pruned_analyses: Counter,
     /// `canary_prune_errors_total`: updated by the retention task.
     pub prune_errors: Counter,
+    /// `canary_analysis_*`: each active analysis's results, set from the store at each
+    /// scrape.
+    pub active: analyses::ActiveAnalyses,
+    /// Held while a scrape sets the store-read series and encodes, so two concurrent
+    /// scrapes never see each other's half-set series.
+    scrape: std::sync::Mutex<()>,
 }
 
 /// `notifier`, `outcome`.
@@ -178,6 +189,7 @@ impl EngineMetrics {
     /// A registry with every metric registered and at zero.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("canary");
+        let active = analyses::ActiveAnalyses::register(&mut registry);
         let analyses = Family::<StateLabels, Gauge>::default();
         registry.register(
             "analyses",
@@ -278,6 +290,8 @@ impl EngineMetrics {
             source_errors,
             actuator_request_duration,
             actuator_errors,
+            active,
+            scrape: std::sync::Mutex::new(()),
         }
     }
 
@@ -394,6 +408,22 @@ impl EngineMetrics {
                 })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
+    }
+
+    /// One scrape: the analyses by state and each active analysis's results, as the
+    /// store has them now, then the whole registry encoded, as one step.
+    pub fn encode_scrape(
+        &self,
+        counts: &std::collections::BTreeMap<AnalysisState, u64>,
+        active: &[(crate::store::Analysis, Option<crate::store::LookRecord>)],
+    ) -> String {
+        let _scrape = self
+            .scrape
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.set_analyses_by_state(counts);
+        self.active.set(active);
+        self.encode()
     }
 
     /// The registry in the OpenMetrics text format (which Prometheus scrapes), ending

@@ -160,6 +160,40 @@ impl TestApp {
 
     /// Plays the worker: claims the analysis and records one look that leaves it in
     /// `state` with `verdict`.
+    /// Records look `number` of `id` with the judgement of the latency-regression
+    /// recordings, at stage 2 and 25 % traffic, leaving the analysis in `state`.
+    pub(crate) async fn record_judged_look(&self, id: Uuid, state: AnalysisState, number: u64) {
+        let judgement = crate::report::judged("latency-regression");
+        let at = now();
+        self.store
+            .claim_due(WORKER, at, Duration::from_secs(30), 1)
+            .await
+            .unwrap();
+        let analysis = self.store.get_analysis(id).await.unwrap().unwrap();
+        let mut body = crate::helpers::sample_look(number, at);
+        body.verdict = judgement.verdict;
+        body.judgement = judgement;
+        self.store
+            .record_look(
+                id,
+                WORKER,
+                analysis.version,
+                at,
+                LookUpdate {
+                    look: Some(LookRecord::of(id, &body)),
+                    state,
+                    current_stage: Some(2),
+                    traffic: Some(25.0),
+                    latest_verdict: Some(body.verdict),
+                    reasons: Vec::new(),
+                    runner_state: canary::store::Snapshot::None,
+                    next_look_at: Some(at + 3600.0),
+                },
+            )
+            .await
+            .unwrap();
+    }
+
     pub(crate) async fn finish(&self, id: Uuid, state: AnalysisState, verdict: &str) {
         let at = now();
         // Claiming takes every due analysis; one claimed by an earlier call is still ours.
@@ -1564,4 +1598,148 @@ async fn canary_submit_sends_its_token_from_the_flag_or_canary_token() {
     let from_env = canary_command_with_env(without, &[("CANARY_TOKEN", TOKEN)]).await;
     assert_eq!(from_env.code, 0, "{}", from_env.stderr);
     assert_eq!(app.stored().await, 2);
+}
+
+/// `/metrics` reports each active analysis's state, verdict, score, traffic, stage and
+/// per-metric classification and effect from its latest look, with the analysis, flag
+/// and profile as labels; an analysis that finished leaves at the next scrape.
+#[tokio::test]
+async fn each_active_analysis_is_reported_from_its_latest_look_and_leaves_when_done() {
+    let app = spawn_app().await;
+    let looked = app.submit().await;
+    let waiting: Uuid = {
+        let mut body = submission();
+        body["flag"] = json!("checkout-v3");
+        let (status, created) = app.post("/v1/analyses", &body.to_string()).await;
+        assert_eq!(status, 201, "{created}");
+        created["id"].as_str().unwrap().parse().unwrap()
+    };
+    let judgement = crate::report::judged("latency-regression");
+    let record = |state: AnalysisState, number: u64| app.record_judged_look(looked, state, number);
+    record(AnalysisState::Running, 1).await;
+    let scrape = || async {
+        app.http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let text = scrape().await;
+    let labels = format!("analysis=\"{looked}\",flag=\"checkout-v2\",profile=\"web-service\"");
+    for line in [
+        format!("canary_analysis_state{{{labels},value=\"running\"}} 1"),
+        format!(
+            "canary_analysis_verdict{{{labels},value=\"{}\"}} 1",
+            judgement.verdict
+        ),
+        format!("canary_analysis_traffic_percent{{{labels}}} 25.0"),
+        format!("canary_analysis_stage{{{labels}}} 2"),
+        format!(
+            "canary_analysis_state{{analysis=\"{waiting}\",flag=\"checkout-v3\",profile=\"web-service\",value=\"pending\"}} 1"
+        ),
+    ] {
+        assert!(text.contains(&line), "{line} missing from\n{text}");
+    }
+    if let Some(score) = judgement.score {
+        assert!(
+            text.contains(&format!("canary_analysis_score{{{labels}}} {score}")),
+            "{text}"
+        );
+    }
+    for metric in &judgement.metrics {
+        let classification = serde_json::to_value(metric.classification).unwrap();
+        let line = format!(
+            "canary_analysis_metric_classification{{{labels},metric=\"{}\",classification=\"{}\"}} 1",
+            metric.name,
+            classification.as_str().unwrap()
+        );
+        assert!(text.contains(&line), "{line} missing from\n{text}");
+        if let Some(shift) = metric.shift_estimate {
+            let line = format!(
+                "canary_analysis_metric_effect{{{labels},metric=\"{}\"}} {shift}",
+                metric.name
+            );
+            assert!(text.contains(&line), "{line} missing from\n{text}");
+        }
+    }
+    assert!(
+        judgement
+            .metrics
+            .iter()
+            .any(|m| m.classification == canary::judge::Classification::Fail),
+        "the regression fails a metric"
+    );
+    assert!(!text.contains(&format!("canary_analysis_verdict{{analysis=\"{waiting}\"")));
+
+    // Done: the analysis leaves, the waiting one stays.
+    record(AnalysisState::Promoted, 2).await;
+    let text = scrape().await;
+    assert!(!text.contains(&looked.to_string()), "{text}");
+    assert!(text.contains(&waiting.to_string()), "{text}");
+}
+
+/// The Grafana dashboard in docs/grafana: valid JSON, every query accepted by a real
+/// Prometheus, and every metric it names one that `canary serve` exports.
+#[tokio::test]
+async fn the_grafana_dashboard_queries_parse_and_name_only_exported_metrics() {
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("docs/grafana/canary-analyses.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    // A scrape with every family holding a series: an active analysis with a look, and
+    // the hooks workers and executors call.
+    let app = spawn_app().await;
+    let id = app.submit().await;
+    app.record_judged_look(id, AnalysisState::Running, 1).await;
+    app.metrics.record_verdict("hold");
+    app.metrics.observe_execution("succeeded");
+    app.metrics
+        .observe_source_request("prod", 0.1, Some("unreachable"));
+    let scrape = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exported: Vec<String> = scrape
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .map(|line| line.split_whitespace().next().unwrap().to_owned())
+        .collect();
+    let prometheus = crate::prometheus_harness::start_prometheus("# EOF\n");
+    let http = reqwest::Client::new();
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap().replace("$flag", ".*");
+            let answer: Value = http
+                .get(format!("{}/api/v1/query", prometheus.url))
+                .query(&[("query", expr.as_str())])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(answer["status"], "success", "{expr}: {answer}");
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.starts_with("canary_"))
+            {
+                let family = name.strip_suffix("_total").unwrap_or(name);
+                assert!(
+                    exported.iter().any(|known| known == family),
+                    "{name} in {expr} is not exported ({exported:?})"
+                );
+            }
+            queries += 1;
+        }
+    }
+    assert!(queries >= 10, "{queries}");
 }

@@ -1603,6 +1603,49 @@ mod contract {
         );
     }
 
+    pub async fn active_analyses_come_with_their_latest_look_and_done_ones_not_at_all(
+        store: Arc<dyn Store>,
+    ) {
+        let store_ref = store.as_ref();
+        let looked = create(store_ref, "looked").await;
+        claim_only(store_ref, "w1", NOW, looked.id).await;
+        for (number, version) in [(1, 1), (2, 2)] {
+            store_ref
+                .record_look(
+                    looked.id,
+                    "w1",
+                    version,
+                    NOW + number as f64,
+                    progress(
+                        Some(look(looked.id, number, NOW + number as f64)),
+                        AnalysisState::Running,
+                    ),
+                )
+                .await
+                .unwrap();
+        }
+        let done = create(store_ref, "done").await;
+        claim_only(store_ref, "w1", NOW, done.id).await;
+        store_ref
+            .record_look(
+                done.id,
+                "w1",
+                1,
+                NOW + 1.0,
+                progress(Some(look(done.id, 1, NOW + 1.0)), AnalysisState::Promoted),
+            )
+            .await
+            .unwrap();
+        let waiting = create(store_ref, "waiting").await;
+        let active = store_ref.active_with_latest_look(100).await.unwrap();
+        let summary: Vec<(Uuid, Option<u64>)> = active
+            .iter()
+            .map(|(analysis, look)| (analysis.id, look.as_ref().map(|look| look.look)))
+            .collect();
+        assert_eq!(summary, [(looked.id, Some(2)), (waiting.id, None)]);
+        assert_eq!(store_ref.active_with_latest_look(1).await.unwrap().len(), 1);
+    }
+
     pub async fn pruning_deletes_old_finished_executions_and_keeps_the_rest(store: Arc<dyn Store>) {
         let store = store.as_ref();
         let old = store
@@ -1795,6 +1838,7 @@ contract_tests!(
     an_execution_whose_worker_died_is_claimed_again_and_the_dead_worker_cannot_finish_it,
     pruning_deletes_old_finished_executions_and_keeps_the_rest,
     the_latest_execution_under_a_key_is_the_newest,
+    active_analyses_come_with_their_latest_look_and_done_ones_not_at_all,
 );
 
 #[tokio::test]

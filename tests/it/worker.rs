@@ -753,6 +753,12 @@ impl Store for FaultyStore {
     ) -> Result<Option<canary::store::Execution>, StoreError> {
         self.store.get_execution(id).await
     }
+    async fn active_with_latest_look(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(canary::store::Analysis, Option<canary::store::LookRecord>)>, StoreError> {
+        self.store.active_with_latest_look(limit).await
+    }
     async fn latest_execution(
         &self,
         key: &str,
