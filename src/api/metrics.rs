@@ -1,14 +1,18 @@
 //! `GET /metrics`: the engine's own metrics (see [`EngineMetrics`]) in the OpenMetrics
 //! text format, which Prometheus scrapes. Analyses by state, and each active analysis's
 //! latest results (`canary_analysis_*`), are read from the store at each scrape, so
-//! every instance sharing a database reports the same series.
+//! every instance sharing a database reports the same series. With
+//! `server.require_token_for_reads` the per-analysis series need a token of scope
+//! `read` (Prometheus' `authorization` scrape setting); without one the scrape gets the
+//! engine's own metrics only.
 //!
 //! [`EngineMetrics`]: crate::telemetry::EngineMetrics
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 
+use super::auth::Scope;
 use super::error::{ApiError, ErrorBody};
 use super::state::ApiState;
 
@@ -27,17 +31,28 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
         (status = 503, description = "The store cannot count analyses.", body = ErrorBody),
     )
 )]
-pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+pub async fn metrics(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
     let counts = state
         .bounded_store_call(state.store.counts_by_state())
         .await?;
-    let active = state
-        .bounded_store_call(
-            state
-                .store
-                .active_with_latest_look(crate::telemetry::analyses::MAX_REPORTED),
-        )
-        .await?;
+    // Per-analysis series name flags and profiles: a server that keeps its analyses
+    // from anonymous readers (`require_token_for_reads`) shows them only to a scrape
+    // with a read token; anyone gets the engine's own metrics.
+    let may_read = state.auth.authorize(&headers, Scope::Read).is_ok();
+    let active = if may_read {
+        state
+            .bounded_store_call(
+                state
+                    .store
+                    .active_with_latest_look(crate::telemetry::analyses::MAX_REPORTED),
+            )
+            .await?
+    } else {
+        Vec::new()
+    };
     Ok((
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
         state.metrics.encode_scrape(&counts, &active),

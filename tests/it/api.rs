@@ -1533,6 +1533,25 @@ async fn with_require_token_for_reads_every_analysis_route_needs_scope_read() {
             );
         }
     }
+    // /metrics stays open, but its per-analysis series (flags, profiles) need `read`.
+    let scrape = |token: Option<&'static str>| {
+        let mut request = app.http.get(app.url("/metrics"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let anonymous = scrape(None).await;
+    assert!(
+        anonymous.contains("canary_analyses{state=\"pending\"} 1"),
+        "{anonymous}"
+    );
+    assert!(!anonymous.contains("canary_analysis_state{"), "{anonymous}");
+    let reader = scrape(Some("dashboard-token")).await;
+    assert!(
+        reader.contains(&format!("canary_analysis_state{{analysis=\"{id}\"")),
+        "{reader}"
+    );
 }
 
 #[tokio::test]
