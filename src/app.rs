@@ -1135,6 +1135,13 @@ pub async fn serve(
     if let Some(public_url) = &settings.server.public_url {
         worker = worker.links_to(public_url);
     }
+    if let Some(links) =
+        crate::notify::links::ActionLinks::from_settings(&settings.server, &|name| {
+            std::env::var(name).ok()
+        })?
+    {
+        worker = worker.action_links(links);
+    }
     let executor = Executor::new(
         Arc::clone(&store),
         Arc::clone(&registry),

@@ -76,6 +76,12 @@ pub struct ServerSettings {
     /// `scopeLabel`): `POST /kayenta/canary/...` with `"scope": "myapp-canary"` judges
     /// `LABEL="myapp-canary"`. Unset, Kayenta scopes must be label matchers.
     pub kayenta_scope_label: Option<String>,
+    /// The environment variable holding the secret that signs the promote and
+    /// roll-back links notifications carry (at least 32 characters; needs
+    /// `public_url`). Unset, notifications carry no action links.
+    pub action_link_secret_env: Option<String>,
+    /// How long an action link stays valid. Default `1h`.
+    pub action_link_ttl: String,
 }
 
 impl Default for ServerSettings {
@@ -89,6 +95,8 @@ impl Default for ServerSettings {
             header_read_timeout: "10s".to_owned(),
             body_read_timeout: "30s".to_owned(),
             kayenta_scope_label: None,
+            action_link_secret_env: None,
+            action_link_ttl: "1h".to_owned(),
         }
     }
 }
@@ -347,7 +355,7 @@ fn parse_duration(field: &str, text: &str) -> Result<Duration, SettingsError> {
 }
 
 /// A duration that must not be zero (a timeout of nothing would refuse everything).
-fn parse_positive_duration(field: &str, text: &str) -> Result<Duration, SettingsError> {
+pub(crate) fn parse_positive_duration(field: &str, text: &str) -> Result<Duration, SettingsError> {
     let duration = parse_duration(field, text)?;
     if duration.is_zero() {
         return Err(SettingsError(format!("{field}: must be longer than 0 s")));

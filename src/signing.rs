@@ -47,6 +47,12 @@ pub enum SignatureError {
     /// No `v1` value matches the body and secret.
     #[error("signature does not match the body")]
     Mismatch,
+    /// An action link used after its expiry.
+    #[error("the link expired at {expires} (Unix seconds)")]
+    Expired {
+        /// When it expired, Unix seconds.
+        expires: u64,
+    },
 }
 
 /// The `X-Canary-Signature` value for `body` sent at `timestamp` (Unix seconds).
@@ -88,6 +94,40 @@ pub fn verify(
     } else {
         Err(SignatureError::Mismatch)
     }
+}
+
+/// The signature of an action link: `action` (`promote`, `rollback`) on analysis
+/// `analysis`, valid until `expires` (Unix seconds): hex of
+/// `HMAC-SHA256(secret, "<expires>.<analysis>:<action>")`.
+pub fn sign_action_link(secret: &[u8], analysis: &str, action: &str, expires: u64) -> String {
+    hex::encode(mac(
+        secret,
+        expires,
+        format!("{analysis}:{action}").as_bytes(),
+    ))
+}
+
+/// Checks an action link's signature at `now` (Unix seconds): refused once expired, or
+/// when it was not made with `secret` for this analysis, action and expiry. The
+/// comparison takes the same time whichever byte differs.
+pub fn verify_action_link(
+    secret: &[u8],
+    analysis: &str,
+    action: &str,
+    expires: u64,
+    signature: &str,
+    now: u64,
+) -> Result<(), SignatureError> {
+    let given = hex::decode(signature.trim())
+        .map_err(|_| SignatureError::Malformed("the signature is not hex".to_owned()))?;
+    let expected = mac(secret, expires, format!("{analysis}:{action}").as_bytes());
+    if !bool::from(given.as_slice().ct_eq(expected.as_slice())) {
+        return Err(SignatureError::Mismatch);
+    }
+    if now > expires {
+        return Err(SignatureError::Expired { expires });
+    }
+    Ok(())
 }
 
 /// A parsed signature header.
@@ -154,6 +194,35 @@ fn mac(secret: &[u8], timestamp: u64, body: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_action_link_is_bound_to_its_analysis_action_expiry_and_secret() {
+        let signature = sign_action_link(b"secret", "a1", "rollback", 1_000);
+        assert_eq!(
+            verify_action_link(b"secret", "a1", "rollback", 1_000, &signature, 999),
+            Ok(())
+        );
+        assert_eq!(
+            verify_action_link(b"secret", "a1", "rollback", 1_000, &signature, 1_001),
+            Err(SignatureError::Expired { expires: 1_000 })
+        );
+        for (secret, analysis, action, expires) in [
+            (&b"other"[..], "a1", "rollback", 1_000),
+            (&b"secret"[..], "a2", "rollback", 1_000),
+            (&b"secret"[..], "a1", "promote", 1_000),
+            (&b"secret"[..], "a1", "rollback", 2_000),
+        ] {
+            assert_eq!(
+                verify_action_link(secret, analysis, action, expires, &signature, 0),
+                Err(SignatureError::Mismatch),
+                "{analysis} {action} {expires}"
+            );
+        }
+        assert!(matches!(
+            verify_action_link(b"secret", "a1", "rollback", 1_000, "zz", 0),
+            Err(SignatureError::Malformed(_))
+        ));
+    }
 
     const SECRET: &[u8] = b"whsec_test";
     const BODY: &[u8] = br#"{"version":1,"flag":"checkout"}"#;

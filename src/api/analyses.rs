@@ -612,7 +612,7 @@ pub(crate) fn parse_id(text: &str) -> Result<Uuid, ApiError> {
     })
 }
 
-async fn read(state: &ApiState, id: Uuid) -> Result<Analysis, ApiError> {
+pub(crate) async fn read(state: &ApiState, id: Uuid) -> Result<Analysis, ApiError> {
     state
         .store
         .get_analysis(id)

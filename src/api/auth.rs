@@ -298,7 +298,12 @@ pub async fn require_json_bodies(request: Request, next: Next) -> Response {
         .and_then(|value| value.to_str().ok())
         .is_some_and(|length| length.trim() != "0")
         || request.headers().contains_key(header::TRANSFER_ENCODING);
-    if carries_body && !is_json(request.headers()) {
+    // The one form route: a signed action link's confirmation, whose signature is the
+    // credential (a cross-site form cannot forge it).
+    let signed_link_form = *request.method() == Method::POST
+        && request.uri().path().starts_with("/v1/action-links/")
+        && is_form(request.headers());
+    if carries_body && !signed_link_form && !is_json(request.headers()) {
         let given = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -310,6 +315,19 @@ pub async fn require_json_bodies(request: Request, next: Next) -> Response {
         .into_response();
     }
     next.run(request).await
+}
+
+/// `application/x-www-form-urlencoded`, with or without parameters.
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| {
+            essence
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
 }
 
 /// `application/json`, with or without parameters such as `charset=utf-8`.

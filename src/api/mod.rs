@@ -1,7 +1,8 @@
 //! The HTTP API of `canary serve`: an axum [`router`] over an [`ApiState`].
 //!
 //! One file per resource: [`analyses`] (submit, inspect, list, long-poll the verdict,
-//! manual actions), [`argo`] (the flat verdict for Argo Rollouts, and submit-or-get by
+//! manual actions), [`action_links`] (the pages behind notifications' signed promote
+//! and roll-back links), [`argo`] (the flat verdict for Argo Rollouts, and submit-or-get by
 //! rollout revision), [`kayenta`] (Kayenta's canary-config index and canary executions,
 //! for Argo's `kayenta` provider and Spinnaker), [`flagger`] (Flagger's webhook gates),
 //! [`health`]
@@ -19,6 +20,7 @@
 //! name metric sources and actuators declared in settings; they can never make the
 //! engine call a URL of their choosing.
 
+pub mod action_links;
 pub mod analyses;
 pub mod argo;
 pub mod auth;
@@ -62,6 +64,7 @@ fn operations() -> OpenApiRouter<ApiState> {
         .routes(routes!(analyses::action))
         .routes(routes!(argo::argo))
         .routes(routes!(argo::rollout))
+        .routes(routes!(action_links::confirm_page, action_links::confirm))
         .routes(routes!(flagger::webhook))
         .routes(routes!(kayenta::configs))
         .routes(routes!(kayenta::create))

@@ -164,7 +164,7 @@ mod tests {
     #[test]
     fn every_route_is_documented_once_with_its_schemas() {
         let routes = routes();
-        assert_eq!(routes.len(), 17, "{routes:?}");
+        assert_eq!(routes.len(), 19, "{routes:?}");
         let document = document();
         assert_eq!(document["openapi"], "3.1.0");
         let text = document.to_string();

@@ -54,6 +54,8 @@ pub struct ApiState {
     pub body_read_timeout: Duration,
     /// The label a bare Kayenta scope value selects on (`server.kayenta_scope_label`).
     pub kayenta_scope_label: Option<String>,
+    /// Checks the signed promote and roll-back links, when the server signs them.
+    pub action_links: Option<Arc<crate::notify::links::ActionLinks>>,
 }
 
 /// Resolves when the server begins to stop (see [`ShutdownSignal::stopped`]). Cheap to
@@ -122,6 +124,11 @@ impl ApiState {
             store_timeout: settings.store.api_timeout_duration()?,
             body_read_timeout: settings.server.body_read_duration()?,
             kayenta_scope_label: settings.server.kayenta_scope_label()?,
+            action_links: crate::notify::links::ActionLinks::from_settings(
+                &settings.server,
+                &|name| std::env::var(name).ok(),
+            )?
+            .map(Arc::new),
         })
     }
 

@@ -22,12 +22,14 @@ mod config;
 mod dispatch;
 mod http;
 pub mod json;
+pub mod links;
 mod rate_limit;
 pub mod slack;
 
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use async_trait::async_trait;
@@ -101,12 +103,25 @@ pub struct Notification {
     pub reasons: Vec<String>,
     /// Where a person reads the analysis.
     pub report_url: Option<String>,
+    /// Signed links that promote or roll back the analysis after a confirmation
+    /// ([`links::ActionLinks`]), by action; empty unless the server signs links.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub action_urls: BTreeMap<String, String>,
     /// When it happened, Unix seconds.
     pub time: f64,
     /// How many notifications like this one the rate limiter held back since the last
     /// one that was sent. Set by [`Notifications`]; leave it 0.
     #[serde(default)]
     pub suppressed: u64,
+}
+
+/// "Roll back", "Promote": how an action link is labelled for people.
+pub fn action_label(action: &str) -> &str {
+    match action {
+        "rollback" => "Roll back",
+        "promote" => "Promote",
+        other => other,
+    }
 }
 
 impl Notification {
@@ -157,6 +172,7 @@ impl Notification {
             traffic: analysis.traffic,
             reasons: analysis.reasons.clone(),
             report_url,
+            action_urls: BTreeMap::new(),
             time,
             suppressed: 0,
         })
@@ -180,6 +196,7 @@ impl Notification {
             traffic: analysis.traffic,
             reasons: analysis.reasons.clone(),
             report_url,
+            action_urls: BTreeMap::new(),
             time,
             suppressed: 0,
         }
@@ -214,6 +231,9 @@ impl Notification {
         }
         if let Some(url) = &self.report_url {
             let _ = write!(text, "\n{url}");
+        }
+        for (action, url) in &self.action_urls {
+            let _ = write!(text, "\n{} (asks to confirm): {url}", action_label(action));
         }
         if let Some(note) = self.suppressed_note() {
             let _ = write!(text, "\n{note}");

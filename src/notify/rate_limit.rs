@@ -171,6 +171,7 @@ mod tests {
             traffic: None,
             reasons: Vec::new(),
             report_url: None,
+            action_urls: std::collections::BTreeMap::new(),
             time: T0,
             suppressed: 0,
         }

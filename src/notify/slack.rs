@@ -111,6 +111,27 @@ pub fn message(notification: &Notification) -> Value {
         "type": "context",
         "elements": [{"type": "mrkdwn", "text": context.join(" · ")}]
     }));
+    if !notification.action_urls.is_empty() {
+        // Link buttons: they open canary's confirmation page, which asks for a reason
+        // before anything is done (opening a link never acts).
+        let buttons: Vec<Value> = notification
+            .action_urls
+            .iter()
+            .map(|(action, url)| {
+                let mut button = json!({
+                    "type": "button",
+                    "text": {"type": "plain_text", "text": format!("{}…", super::action_label(action))},
+                    "url": url,
+                    "action_id": format!("canary-{action}"),
+                });
+                if action == "rollback" {
+                    button["style"] = json!("danger");
+                }
+                button
+            })
+            .collect();
+        blocks.push(json!({"type": "actions", "elements": buttons}));
+    }
     let mut text = format!(
         "{} [{}] {}",
         emoji(notification.severity),
@@ -121,5 +142,14 @@ pub fn message(notification: &Notification) -> Value {
         text.push(' ');
         text.push_str(&note);
     }
-    json!({"text": escape(&text), "blocks": blocks})
+    let mut text = escape(&text);
+    for (action, url) in &notification.action_urls {
+        // Clients without blocks (Mattermost, Rocket.Chat) get the links in the text.
+        text.push_str(&format!(
+            " · <{}|{}…>",
+            escape(url),
+            super::action_label(action)
+        ));
+    }
+    json!({"text": text, "blocks": blocks})
 }

@@ -31,6 +31,7 @@ fn rollback() -> Notification {
         traffic: Some(5.0),
         reasons: (1..=7).map(|i| format!("reason {i} <b>&")).collect(),
         report_url: Some("https://canary.example.com/v1/analyses/a1".to_owned()),
+        action_urls: std::collections::BTreeMap::new(),
         time: T0,
         suppressed: 0,
     }

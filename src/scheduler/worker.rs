@@ -46,6 +46,7 @@ use super::writes::{FlagWriter, WriteError};
 use crate::actuators::{Actuator, ActuatorError, FlagChange, FlagState};
 use crate::config::WorkerSettings;
 use crate::domain::{Percentage, Profile};
+use crate::notify::links::ActionLinks;
 use crate::notify::{Notification, Notifications};
 use crate::sources::MetricSource;
 use crate::store::{
@@ -106,6 +107,8 @@ pub struct Worker {
     public_url: Option<Arc<str>>,
     /// Where rollbacks, reviews and promotions are announced.
     notifications: Option<Notifications>,
+    /// Signs the promote and roll-back links notifications carry.
+    action_links: Option<Arc<ActionLinks>>,
 }
 
 struct Inner {
@@ -155,6 +158,7 @@ impl Worker {
             metrics: None,
             public_url: None,
             notifications: None,
+            action_links: None,
         }
     }
 
@@ -163,6 +167,14 @@ impl Worker {
     #[must_use]
     pub fn links_to(mut self, public_url: &str) -> Self {
         self.public_url = Some(public_url.trim_end_matches('/').into());
+        self
+    }
+
+    /// Puts signed promote and roll-back links into the notifications that need a
+    /// person's decision (`[server] action_link_secret_env`).
+    #[must_use]
+    pub fn action_links(mut self, links: ActionLinks) -> Self {
+        self.action_links = Some(Arc::new(links));
         self
     }
 
@@ -901,7 +913,11 @@ impl Worker {
     /// service never holds up a step, and a failed notification never fails one.
     fn notify(&self, analysis: &Analysis, at: f64) {
         let url = self.analysis_url(analysis.id);
-        if let Some(notification) = Notification::for_state(analysis, url, at) {
+        if let Some(mut notification) = Notification::for_state(analysis, url, at) {
+            if let Some(links) = &self.action_links {
+                notification.action_urls =
+                    links.urls(&notification.analysis_id, &notification.state, at);
+            }
             self.announce(notification);
         }
     }

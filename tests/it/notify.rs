@@ -97,6 +97,7 @@ fn notification(severity: Severity, event: &str, title: &str) -> Notification {
         traffic: Some(1.0),
         reasons: vec!["http errors: canary 2.1 % vs baseline 0.3 %".to_owned()],
         report_url: Some("http://canary.test/v1/analyses/a1".to_owned()),
+        action_urls: Default::default(),
         time: 1_700_000_000.0,
         suppressed: 0,
     }

@@ -1340,3 +1340,208 @@ async fn an_analysis_naming_an_unknown_source_or_a_broken_profile_fails_and_the_
     assert!(flags.changes_of("a").is_empty() && flags.changes_of("b").is_empty());
     store.close().await;
 }
+
+/// The chat links of a rollout waiting for review: the Slack message carries signed
+/// "Roll back…" and "Promote…" buttons; opening one shows a confirmation page and
+/// changes nothing; its form, with a reason, requests the rollback (audited as
+/// `action-link`), which the worker then carries out. A forged or expired link, a form
+/// without a reason, and a JSON post are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_notification_links_to_a_confirmed_rollback_that_the_worker_carries_out() {
+    use canary::notify::links::ActionLinks;
+    let secret = "s".repeat(40);
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_file(&dir).await;
+    let flags = Arc::new(CountingActuator::default());
+    let clock = Arc::new(ManualClock::new(T0));
+    // The API on the same store and clock, signing with the same secret.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let links = ActionLinks::new(
+        &base,
+        canary::sources::prometheus::Secret::new(secret.clone()),
+        Duration::from_secs(3600),
+    );
+    let mut state = canary::api::ApiState::new(
+        store.clone(),
+        &canary::config::Settings::load_from(None, Some(BTreeMap::new())).unwrap(),
+        Arc::new(canary::telemetry::EngineMetrics::new()),
+    )
+    .unwrap();
+    state.clock = clock.clone();
+    state.action_links = Some(Arc::new(links.clone()));
+    let router = canary::api::router(state);
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let source = Arc::new(SyntheticSource::new(
+        7,
+        5.0,
+        BTreeMap::from([(
+            "latency_p95".to_owned(),
+            MetricModel::same_samples(latency(0.4)),
+        )]),
+    ));
+    let registry = Arc::new(
+        Registry::new()
+            .with_source("slow", source)
+            .with_actuator("flags", Arc::clone(&flags) as Arc<dyn Actuator>),
+    );
+    let worker =
+        Worker::new(store.clone(), registry, clock.clone(), options("w1", 1)).action_links(links);
+    let (worker, messages) = oncall_channel(worker).await;
+    let mut request = request("slow", "checkout");
+    request.profile_text = format!(
+        "{PROFILE}\n[[triggers]]\nname = \"p95 latency above 300 ms for 1 minute\"\n\
+         metric = \"latency_p95\"\nabove = 0.3\nfor = \"1m\"\naction = \"hold\"\n"
+    );
+    let analysis = store.create_analysis(request, T0).await.unwrap();
+    drive(&worker, store.as_ref(), &clock, &[analysis.id], 2).await;
+    assert_eq!(
+        get(store.as_ref(), analysis.id).await.state,
+        AnalysisState::AwaitingReview
+    );
+    channel_texts(&messages, 1).await;
+    let message = messages.lock().unwrap()[0].clone();
+    let buttons = message["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|block| block["type"] == "actions")
+        .unwrap_or_else(|| panic!("no buttons in {message:#}"))["elements"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let url_of = |label: &str| {
+        buttons
+            .iter()
+            .find(|b| b["text"]["text"].as_str().unwrap().starts_with(label))
+            .unwrap()["url"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let rollback = url_of("Roll back");
+    assert!(url_of("Promote").contains("action=promote"));
+    assert!(rollback.starts_with(&format!("{base}/v1/action-links/{}?", analysis.id)));
+
+    let http = reqwest::Client::new();
+    // Opening the link (as a chat preview would) shows the page and changes nothing.
+    let page = http.get(&rollback).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    for (name, value) in [
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ] {
+        assert_eq!(page.headers()[name], value);
+    }
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<form method=\"post\">"), "{html}");
+    assert!(html.contains("Roll back checkout?"), "{html}");
+    let version = get(store.as_ref(), analysis.id).await.version;
+    assert_eq!(
+        get(store.as_ref(), analysis.id).await.state,
+        AnalysisState::AwaitingReview
+    );
+
+    let query: BTreeMap<String, String> = reqwest::Url::parse(&rollback)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let post_form = |fields: Vec<(&str, String)>| {
+        http.post(format!("{base}/v1/action-links/{}", analysis.id))
+            .form(&fields)
+            .send()
+    };
+    let field = |name: &str| query[name].clone();
+    // Refused: no reason; a signature for another action; an expired link; JSON.
+    let refused = [
+        (
+            vec![
+                ("action", field("action")),
+                ("expires", field("expires")),
+                ("sig", field("sig")),
+            ],
+            422,
+        ),
+        (
+            vec![
+                ("action", "promote".to_owned()),
+                ("expires", field("expires")),
+                ("sig", field("sig")),
+                ("reason", "sneaky".to_owned()),
+            ],
+            403,
+        ),
+        (
+            vec![
+                ("action", "rollback".to_owned()),
+                ("expires", (T0 as u64 - 1).to_string()),
+                (
+                    "sig",
+                    canary::signing::sign_action_link(
+                        secret.as_bytes(),
+                        &analysis.id.to_string(),
+                        "rollback",
+                        T0 as u64 - 1,
+                    ),
+                ),
+                ("reason", "too late".to_owned()),
+            ],
+            410,
+        ),
+    ];
+    for (fields, status) in refused {
+        let response = post_form(fields.clone()).await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{fields:?}");
+    }
+    let json = http
+        .post(format!("{base}/v1/action-links/{}", analysis.id))
+        .json(&serde_json::json!({"action": "rollback", "expires": field("expires"), "sig": field("sig"), "reason": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json.status(), 415);
+    assert_eq!(
+        get(store.as_ref(), analysis.id).await.version,
+        version,
+        "nothing written"
+    );
+
+    // The page's form: recorded, audited, carried out by the worker.
+    let done = post_form(vec![
+        ("action", field("action")),
+        ("expires", field("expires")),
+        ("sig", field("sig")),
+        (
+            "reason",
+            "p95 is over budget; rolling back from chat".to_owned(),
+        ),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(done.status(), 200);
+    assert!(
+        done.text()
+            .await
+            .unwrap()
+            .contains("Roll back checkout requested")
+    );
+    let audit = store.audit_log(analysis.id).await.unwrap();
+    let entry = audit.last().unwrap();
+    assert_eq!(entry.actor, "action-link");
+    assert_eq!(entry.reason, "p95 is over budget; rolling back from chat");
+    drive(&worker, store.as_ref(), &clock, &[analysis.id], 2).await;
+    assert_eq!(
+        get(store.as_ref(), analysis.id).await.state,
+        AnalysisState::RolledBack
+    );
+    store.close().await;
+}
