@@ -125,7 +125,10 @@ pub enum Command {
     /// failed rollback is retried). The API also answers Kayenta's canary-execution calls under
     /// /kayenta (Argo Rollouts' kayenta provider, Spinnaker; server.kayenta_scope_label is the
     /// label a bare Kayenta scope selects; see docs/kayenta.md), which the instance's executor
-    /// judges once each, moving no flag. Prints `listening on http://ADDRESS` once ready. SIGINT
+    /// judges once each, moving no flag, and Flagger's webhook gates under /v1/flagger/HOOK
+    /// (docs/flagger.md). /metrics reports each active analysis's results; with
+    /// server.action_link_secret_env (and server.public_url) review notifications carry signed
+    /// promote and roll-back links. Prints `listening on http://ADDRESS` once ready. SIGINT
     /// or SIGTERM stops it gracefully: no new connections or claims, open verdict long-polls
     /// answer at once with the current state, running looks finish, leases are released.
     Serve(ServeArgs),
