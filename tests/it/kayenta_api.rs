@@ -694,3 +694,93 @@ async fn the_documented_argo_template_and_settings_work_as_written() {
     })
     .await;
 }
+
+/// Spinnaker's canary stage, as Orca makes the exchange (spinnaker/orca
+/// `orca-kayenta`: `KayentaService.create` with its query parameters and the body its
+/// Jackson mapper writes — ISO instants, `location`, `step`, `extendedScopeParams`,
+/// `siteLocal` — then `getCanaryResults` with `storageAccountName`, read as
+/// `CanaryResults` and judged by `MonitorKayentaCanaryTask`: the status must name an
+/// Orca `ExecutionStatus`, every result needs `controlMetadata.stats.count`, and a
+/// score at or below `marginal` fails the stage).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinnakers_canary_stage_reads_a_pass_for_a_healthy_canary_and_a_failure_for_a_regression()
+{
+    crate::store::in_postgres_schema(|schema| async move {
+        let bed = bed(&schema).await;
+        let http = reqwest::Client::new();
+        // Orca's Instant.toString(): milliseconds only when there are some.
+        let body = |pass: i64, marginal: i64| {
+            json!({
+                "scopes": {"canary": {
+                    "controlScope": {"scope": "baseline", "location": "us-west-2",
+                        "start": "2023-11-14T22:33:20Z", "end": "2023-11-14T22:43:20.500Z",
+                        "step": 60, "extendedScopeParams": {}},
+                    "experimentScope": {"scope": "canary", "location": "us-west-2",
+                        "start": "2023-11-14T22:33:20Z", "end": "2023-11-14T22:43:20.500Z",
+                        "step": 60, "extendedScopeParams": {}},
+                }},
+                "thresholds": {"pass": pass, "marginal": marginal},
+                "siteLocal": {},
+            })
+        };
+        for (account, expected) in [("healthy", "SUCCEEDED"), ("regression", "TERMINAL")] {
+            let created: Value = http
+                .post(format!(
+                    "{}/kayenta/canary/kayenta-latency?application=checkout&parentPipelineExecutionId=01HXYZ&metricsAccountName={account}&configurationAccountName=configs&storageAccountName=gcs",
+                    bed.first.url
+                ))
+                .basic_auth("orca", Some(TOKEN))
+                .json(&body(90, 75))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let id = created["canaryExecutionId"].as_str().unwrap().to_owned();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let results = loop {
+                let results: Value = http
+                    .get(format!(
+                        "{}/kayenta/canary/{id}?storageAccountName=gcs",
+                        bed.second.url
+                    ))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                // ExecutionStatus.valueOf(status.toUpperCase())
+                let status = results["status"].as_str().unwrap().to_uppercase();
+                assert!(
+                    ["NOT_STARTED", "RUNNING", "SUCCEEDED", "TERMINAL"].contains(&status.as_str()),
+                    "{status}"
+                );
+                if status == "SUCCEEDED" {
+                    break results;
+                }
+                assert!(Instant::now() < deadline, "{results:#}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            assert_eq!(results["application"], "checkout");
+            assert!(results["buildTimeIso"].as_str().unwrap().ends_with('Z'));
+            assert!(results["endTimeIso"].as_str().is_some());
+            assert!(results["result"]["canaryDuration"].as_str().unwrap().starts_with("PT"));
+            for entry in results["result"]["judgeResult"]["results"].as_array().unwrap() {
+                assert!(
+                    entry["controlMetadata"]["stats"]["count"].is_u64(),
+                    "{entry:#}"
+                );
+            }
+            // MonitorKayentaCanaryTask: the score as an Int, at or below marginal fails.
+            let score = results["result"]["judgeResult"]["score"]["score"]
+                .as_f64()
+                .unwrap() as i64;
+            let outcome = if score <= 75 { "TERMINAL" } else { "SUCCEEDED" };
+            assert_eq!(outcome, expected, "{account}: {results:#}");
+        }
+        drop(bed);
+    })
+    .await;
+}
