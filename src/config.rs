@@ -76,6 +76,10 @@ pub struct ServerSettings {
     /// `scopeLabel`): `POST /kayenta/canary/...` with `"scope": "myapp-canary"` judges
     /// `LABEL="myapp-canary"`. Unset, Kayenta scopes must be label matchers.
     pub kayenta_scope_label: Option<String>,
+    /// Let callers without a token use Kayenta's API under `/kayenta` (Spinnaker's Orca
+    /// sends no credentials). Executions never move a flag, but anyone who reaches the
+    /// port can then make canary query the metric sources. Default false.
+    pub kayenta_without_token: bool,
     /// The environment variable holding the secret that signs the promote and
     /// roll-back links notifications carry (at least 32 characters; needs
     /// `public_url`). Unset, notifications carry no action links.
@@ -95,6 +99,7 @@ impl Default for ServerSettings {
             header_read_timeout: "10s".to_owned(),
             body_read_timeout: "30s".to_owned(),
             kayenta_scope_label: None,
+            kayenta_without_token: false,
             action_link_secret_env: None,
             action_link_ttl: "1h".to_owned(),
         }

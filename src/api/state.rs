@@ -54,6 +54,8 @@ pub struct ApiState {
     pub body_read_timeout: Duration,
     /// The label a bare Kayenta scope value selects on (`server.kayenta_scope_label`).
     pub kayenta_scope_label: Option<String>,
+    /// Kayenta's API takes callers without a token (`server.kayenta_without_token`).
+    pub kayenta_without_token: bool,
     /// Checks the signed promote and roll-back links, when the server signs them.
     pub action_links: Option<Arc<crate::notify::links::ActionLinks>>,
 }
@@ -124,6 +126,7 @@ impl ApiState {
             store_timeout: settings.store.api_timeout_duration()?,
             body_read_timeout: settings.server.body_read_duration()?,
             kayenta_scope_label: settings.server.kayenta_scope_label()?,
+            kayenta_without_token: settings.server.kayenta_without_token,
             action_links: crate::notify::links::ActionLinks::from_settings(
                 &settings.server,
                 &|name| std::env::var(name).ok(),

@@ -54,7 +54,13 @@ fn recording(name: &str) -> String {
     std::fs::read_to_string(root().join("fixtures/prometheus").join(name)).unwrap()
 }
 
-fn write_settings(directory: &Path, name: &str, store: &str, healthy: &str, regression: &str) {
+fn write_settings(
+    directory: &Path,
+    name: &str,
+    store: &str,
+    (healthy, regression): (&str, &str),
+    extra: &str,
+) {
     let profiles = directory.join("profiles");
     std::fs::write(
         directory.join(name),
@@ -81,12 +87,18 @@ poll_interval = "100ms"
 lease = "10s"
 "#,
             profiles = profiles.display(),
-        ),
+        )
+        .replace("[server]\n", &format!("[server]\n{extra}")),
     )
     .unwrap();
 }
 
 async fn bed(schema: &crate::store::PostgresSchema) -> Bed {
+    bed_with(schema, "").await
+}
+
+/// [`bed`] with `extra` lines in both instances' `[server]` settings.
+async fn bed_with(schema: &crate::store::PostgresSchema, extra: &str) -> Bed {
     let healthy = start_prometheus(&recording("rollout-healthy.om"));
     let regression = start_prometheus(&recording("rollout-regression.om"));
     let directory = tempfile::tempdir().unwrap();
@@ -104,8 +116,8 @@ async fn bed(schema: &crate::store::PostgresSchema) -> Bed {
             directory.path(),
             name,
             &schema.url,
-            &healthy.url,
-            &regression.url,
+            (&healthy.url, &regression.url),
+            extra,
         );
     }
     let first = spawn_serve(&directory.path().join("first.toml"), &[]);
@@ -706,8 +718,17 @@ async fn the_documented_argo_template_and_settings_work_as_written() {
 async fn spinnakers_canary_stage_reads_a_pass_for_a_healthy_canary_and_a_failure_for_a_regression()
 {
     crate::store::in_postgres_schema(|schema| async move {
-        let bed = bed(&schema).await;
+        // Orca's HTTP client sends no credentials.
+        let bed = bed_with(&schema, "kayenta_without_token = true\n").await;
         let http = reqwest::Client::new();
+        // The rest of the API still needs its token.
+        let analyses = http
+            .post(format!("{}/v1/analyses", bed.first.url))
+            .json(&json!({"profile": "kayenta-latency"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(analyses.status(), 401);
         // Orca's Instant.toString(): milliseconds only when there are some.
         let body = |pass: i64, marginal: i64| {
             json!({
@@ -729,7 +750,6 @@ async fn spinnakers_canary_stage_reads_a_pass_for_a_healthy_canary_and_a_failure
                     "{}/kayenta/canary/kayenta-latency?application=checkout&parentPipelineExecutionId=01HXYZ&metricsAccountName={account}&configurationAccountName=configs&storageAccountName=gcs",
                     bed.first.url
                 ))
-                .basic_auth("orca", Some(TOKEN))
                 .json(&body(90, 75))
                 .send()
                 .await
