@@ -1151,6 +1151,7 @@ pub async fn serve(
             lease: options.lease,
             poll_interval: options.poll_interval,
             max_attempts: 3,
+            concurrency: options.concurrency,
         },
     )
     .report_to(Arc::clone(&metrics));

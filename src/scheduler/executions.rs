@@ -21,6 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::clock::Clock;
@@ -132,6 +134,8 @@ pub struct ExecutorOptions {
     pub poll_interval: Duration,
     /// Claims after which an execution that never finished is failed instead of run.
     pub max_attempts: u32,
+    /// Executions run at once by this instance (at least 1).
+    pub concurrency: usize,
 }
 
 /// Runs stored executions; see the module documentation.
@@ -178,14 +182,23 @@ impl Executor {
     /// Claims one due execution and runs it to the end; its id, or `None` when none was
     /// due. Public so tests drive executions without the loop.
     pub async fn try_execute_one(&self) -> Result<Option<Uuid>, WorkerError> {
-        let now = self.clock.now();
-        let Some(execution) = self
+        match self.claim().await? {
+            Some(execution) => self.execute(execution).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Leases the due execution waiting longest, if any.
+    async fn claim(&self) -> Result<Option<Execution>, WorkerError> {
+        Ok(self
             .store
-            .claim_execution(&self.options.id, now, self.options.lease)
-            .await?
-        else {
-            return Ok(None);
-        };
+            .claim_execution(&self.options.id, self.clock.now(), self.options.lease)
+            .await?)
+    }
+
+    /// Runs a claimed execution to the end and stores the outcome.
+    async fn execute(&self, execution: Execution) -> Result<Uuid, WorkerError> {
+        let now = self.clock.now();
         let id = execution.id;
         let outcome = if execution.attempts > self.options.max_attempts {
             ExecutionOutcome::Failed(format!(
@@ -201,7 +214,7 @@ impl Executor {
                 Ok(outcome) => outcome,
                 Err(_) => {
                     tracing::warn!(execution = %id, seconds = budget.as_secs_f64(), "an execution ran out of time; it is claimed again after its lease");
-                    return Ok(Some(id));
+                    return Ok(id);
                 }
             }
         };
@@ -219,11 +232,11 @@ impl Executor {
                     metrics.observe_execution(if failed { "failed" } else { "succeeded" });
                 }
                 tracing::info!(execution = %id, failed, "execution finished");
-                Ok(Some(id))
+                Ok(id)
             }
             Err(StoreError::LeaseLost { .. }) => {
                 tracing::warn!(execution = %id, "the execution's lease was lost before it finished; another instance runs it");
-                Ok(Some(id))
+                Ok(id)
             }
             Err(error) => Err(error.into()),
         }
@@ -270,31 +283,51 @@ impl Executor {
         }
     }
 
-    /// Runs executions until `shutdown`: claims again at once after one ran, waits
-    /// `poll_interval` when none was due or the store failed. One at a time per
-    /// instance; several instances share the work.
+    /// Runs executions until `shutdown`, up to `concurrency` at once: claims again as
+    /// soon as a permit is free, waits `poll_interval` when none was due or the store
+    /// failed. Several instances share the work; at shutdown the running ones finish.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let permits = Arc::new(Semaphore::new(self.options.concurrency.max(1)));
+        let mut running = JoinSet::new();
         loop {
-            let ran = tokio::select! {
+            while running.try_join_next().is_some() {}
+            let permit = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                ran = self.try_execute_one() => ran,
+                permit = Arc::clone(&permits).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
             };
-            let again_at_once = match ran {
-                Ok(ran) => ran.is_some(),
-                Err(error) => {
-                    tracing::warn!(executor = %self.options.id, error = %error, "could not run executions; trying again");
-                    false
+            let claimed = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                claimed = self.claim() => claimed,
+            };
+            match claimed {
+                Ok(Some(execution)) => {
+                    let executor = self.clone();
+                    running.spawn(async move {
+                        if let Err(error) = executor.execute(execution).await {
+                            tracing::warn!(executor = %executor.options.id, error = %error, "could not store an execution's outcome; it is run again after its lease");
+                        }
+                        drop(permit);
+                    });
+                    continue;
                 }
-            };
-            if !again_at_once {
-                tokio::select! {
-                    () = &mut shutdown => break,
-                    () = tokio::time::sleep(self.options.poll_interval) => {}
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(executor = %self.options.id, error = %error, "could not claim executions; trying again");
                 }
             }
+            drop(permit);
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(self.options.poll_interval) => {}
+            }
         }
+        while running.join_next().await.is_some() {}
     }
 }
 

@@ -804,3 +804,58 @@ async fn spinnakers_canary_stage_reads_a_pass_for_a_healthy_canary_and_a_failure
     })
     .await;
 }
+
+/// Twelve executions posted at once, half to each instance: every one completes, each
+/// judged by exactly one executor on its first claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_executions_on_two_instances_are_each_judged_once() {
+    crate::store::in_postgres_schema(|schema| async move {
+        let bed = bed(&schema).await;
+        let http = reqwest::Client::new();
+        let body = json!({
+            "scopes": {"default": {
+                "controlScope": {"scope": "baseline", "start": WINDOW_START, "end": WINDOW_END, "step": 15},
+                "experimentScope": {"scope": "canary", "start": WINDOW_START, "end": WINDOW_END, "step": 15},
+            }},
+            "thresholds": {"pass": 95, "marginal": 75},
+        });
+        let posts = (0..12).map(|index| {
+            let server = if index % 2 == 0 { &bed.first } else { &bed.second };
+            http.post(format!(
+                "{}/kayenta/canary/kayenta-latency?metricsAccountName=healthy",
+                server.url
+            ))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+        });
+        let mut ids = Vec::new();
+        for response in futures::future::join_all(posts).await {
+            let created: Value = response.unwrap().json().await.unwrap();
+            ids.push(uuid::Uuid::parse_str(created["canaryExecutionId"].as_str().unwrap()).unwrap());
+        }
+        let store = canary::store::StoreConfig {
+            url: schema.url.clone(),
+            max_connections: Some(1),
+        }
+        .build()
+        .await
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for id in ids {
+            loop {
+                let execution = store.get_execution(id).await.unwrap().unwrap();
+                if execution.state.is_finished() {
+                    assert_eq!(execution.state, canary::store::ExecutionState::Succeeded);
+                    assert_eq!(execution.attempts, 1, "{execution:?}");
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{execution:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        store.close().await;
+        drop(bed);
+    })
+    .await;
+}
