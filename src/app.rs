@@ -1135,13 +1135,6 @@ pub async fn serve(
     if let Some(public_url) = &settings.server.public_url {
         worker = worker.links_to(public_url);
     }
-    if let Some(links) =
-        crate::notify::links::ActionLinks::from_settings(&settings.server, &|name| {
-            std::env::var(name).ok()
-        })?
-    {
-        worker = worker.action_links(links);
-    }
     let executor = Executor::new(
         Arc::clone(&store),
         Arc::clone(&registry),
@@ -1156,6 +1149,10 @@ pub async fn serve(
     )
     .report_to(Arc::clone(&metrics));
     let mut state = ApiState::new(Arc::clone(&store), &settings, metrics)?;
+    // Read once (the secret's variable), for the API's pages and the workers' links.
+    if let Some(links) = &state.action_links {
+        worker = worker.action_links(Arc::clone(links));
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     state.shutdown = api::ShutdownSignal::on(stopped.clone());
     if state.auth.is_open() {

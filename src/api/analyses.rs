@@ -512,19 +512,7 @@ pub(crate) fn profile_names(state: &ApiState) -> Vec<String> {
 
 /// The profile's text, validated and checked to have a rollout plan.
 fn load_profile(state: &ApiState, name: &str) -> Result<String, ApiError> {
-    // Only names listed from the directory are read, so no path can escape it.
-    check_known(name, "profile", &profile_names(state))?;
-    let path = state.profiles_directory.join(format!("{name}.toml"));
-    let text = std::fs::read_to_string(&path).map_err(|error| {
-        ApiError::Internal(format!("cannot read profile {}: {error}", path.display()))
-    })?;
-    let profile = Profile::parse(&text, &format!("{name}.toml")).map_err(|error| {
-        ApiError::field(
-            "invalid_profile",
-            "profile",
-            format!("profile {name:?} is invalid: {error}"),
-        )
-    })?;
+    let (text, profile) = read_profile(state, name, "profile")?;
     if profile.plan.is_none() {
         return Err(ApiError::field(
             "profile_without_rollout_plan",
@@ -535,6 +523,36 @@ fn load_profile(state: &ApiState, name: &str) -> Result<String, ApiError> {
         ));
     }
     Ok(text)
+}
+
+/// A profile of the profiles directory that is listed there (so no path escapes it),
+/// read and parsed: its text and the profile, or a 422 naming `field`.
+pub(crate) fn read_profile(
+    state: &ApiState,
+    name: &str,
+    field: &str,
+) -> Result<(String, Profile), ApiError> {
+    let names = profile_names(state);
+    if !names.iter().any(|known| known == name) {
+        return Err(ApiError::unknown_name(
+            "unknown_profile",
+            field,
+            name,
+            &names,
+        ));
+    }
+    let path = state.profiles_directory.join(format!("{name}.toml"));
+    let text = std::fs::read_to_string(&path).map_err(|error| {
+        ApiError::Internal(format!("cannot read profile {}: {error}", path.display()))
+    })?;
+    let profile = Profile::parse(&text, &format!("{name}.toml")).map_err(|error| {
+        ApiError::field(
+            "invalid_profile",
+            field,
+            format!("profile {name:?} is invalid: {error}"),
+        )
+    })?;
+    Ok((text, profile))
 }
 
 /// A submission body parsed and validated as `POST /v1/analyses` does it (the same

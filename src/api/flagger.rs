@@ -44,10 +44,10 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::analyses::parse_body;
+use super::analyses::{parse_body, read_profile};
 use super::auth::{Authorized, SubmitScope};
 use super::error::{ApiError, ErrorBody};
-use super::kayenta::{matchers, named_source, read_profile};
+use super::kayenta::{matchers, named_source};
 use super::state::ApiState;
 use crate::domain::{HumanDuration, Verdict};
 use crate::scheduler::executions::{WindowRequest, WindowResult};
@@ -277,12 +277,9 @@ impl Judged {
                 "metadata.canary_scope must select other series than metadata.baseline_scope",
             ));
         }
-        let duration = |key: &str, default: Option<&str>, max: f64| {
+        let duration = |key: &str, default: &str, max: f64| {
             let field = format!("metadata.{key}");
-            let text = get(key).or_else(|| default.map(str::to_owned));
-            let Some(text) = text else {
-                return Ok(None);
-            };
+            let text = get(key).unwrap_or_else(|| default.to_owned());
             let seconds = HumanDuration::parse(&text)
                 .map_err(|error| {
                     ApiError::field("invalid_field", &field, format!("{field}: {error}"))
@@ -295,16 +292,15 @@ impl Judged {
                     format!("{field} must be more than 0 and at most {max} s, got {text:?}"),
                 ));
             }
-            Ok(Some(seconds))
+            Ok(seconds)
         };
-        let window = duration("window", Some(DEFAULT_WINDOW), MAX_WINDOW_SECONDS)?.unwrap_or(120.0);
-        let step = duration("step", None, window)?.unwrap_or_else(|| {
-            profile
-                .plan
-                .as_ref()
-                .map_or(15.0, |plan| plan.settings.step.seconds())
-                .min(window)
-        });
+        let window = duration("window", DEFAULT_WINDOW, MAX_WINDOW_SECONDS)?;
+        let profile_step = profile
+            .plan
+            .as_ref()
+            .map_or(15.0, |plan| plan.settings.step.seconds())
+            .min(window);
+        let step = duration("step", &format!("{profile_step}s"), window)?;
         if window / step > MAX_POINTS {
             return Err(ApiError::field(
                 "invalid_field",
@@ -312,8 +308,7 @@ impl Judged {
                 format!("a {window} s window at a {step} s step is more than {MAX_POINTS} points"),
             ));
         }
-        let timeout =
-            duration("timeout", Some(DEFAULT_TIMEOUT), MAX_TIMEOUT_SECONDS)?.unwrap_or(8.0);
+        let timeout = duration("timeout", DEFAULT_TIMEOUT, MAX_TIMEOUT_SECONDS)?;
         Ok(Self {
             profile_name,
             profile_text,

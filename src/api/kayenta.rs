@@ -41,7 +41,9 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::analyses::{QueryParams, check_scope, parse_body, profile_names, query_params};
+use super::analyses::{
+    QueryParams, check_scope, parse_body, profile_names, query_params, read_profile,
+};
 use super::auth::Scope;
 use super::error::{ApiError, ErrorBody};
 use super::state::ApiState;
@@ -200,12 +202,16 @@ pub async fn create(
 ) -> Result<Json<ExecutionCreated>, ApiError> {
     let actor = caller(&state, &headers, Scope::Submit)?;
     let params = query_params(query)?;
-    if !profile_names(&state).contains(&config_id) {
-        return Err(ApiError::NotFound(format!(
-            "no canary config {config_id:?}; GET /kayenta/canaryConfig lists them"
-        )));
-    }
-    let (profile_text, _) = read_profile(&state, &config_id, "configId")?;
+    let (profile_text, _) =
+        read_profile(&state, &config_id, "configId").map_err(|error| match error {
+            ApiError::InvalidField {
+                code: "unknown_profile",
+                ..
+            } => ApiError::NotFound(format!(
+                "no canary config {config_id:?}; GET /kayenta/canaryConfig lists them"
+            )),
+            other => other,
+        })?;
     let source = named_source(
         &state,
         params.get("metricsAccountName"),
@@ -254,36 +260,6 @@ fn caller(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<String,
         return Ok("kayenta-without-token".to_owned());
     }
     Ok(state.auth.authorize(headers, scope)?.actor)
-}
-
-/// A profile of the profiles directory that is listed there (so no path escapes it),
-/// read and parsed: its text and the profile, or a 422 naming `field`.
-pub(crate) fn read_profile(
-    state: &ApiState,
-    name: &str,
-    field: &str,
-) -> Result<(String, Profile), ApiError> {
-    let names = profile_names(state);
-    if !names.iter().any(|known| known == name) {
-        return Err(ApiError::unknown_name(
-            "unknown_profile",
-            field,
-            name,
-            &names,
-        ));
-    }
-    let path = state.profiles_directory.join(format!("{name}.toml"));
-    let text = std::fs::read_to_string(&path).map_err(|error| {
-        ApiError::Internal(format!("cannot read profile {}: {error}", path.display()))
-    })?;
-    let profile = Profile::parse(&text, &format!("{name}.toml")).map_err(|error| {
-        ApiError::field(
-            "invalid_profile",
-            field,
-            format!("profile {name:?} is invalid: {error}"),
-        )
-    })?;
-    Ok((text, profile))
 }
 
 /// The metric source `given` names (in `field`), or the only one declared when it names

@@ -173,8 +173,8 @@ impl Worker {
     /// Puts signed promote and roll-back links into the notifications that need a
     /// person's decision (`[server] action_link_secret_env`).
     #[must_use]
-    pub fn action_links(mut self, links: ActionLinks) -> Self {
-        self.action_links = Some(Arc::new(links));
+    pub fn action_links(mut self, links: Arc<ActionLinks>) -> Self {
+        self.action_links = Some(links);
         self
     }
 

@@ -1386,8 +1386,8 @@ async fn a_review_notification_links_to_a_confirmed_rollback_that_the_worker_car
             .with_source("slow", source)
             .with_actuator("flags", Arc::clone(&flags) as Arc<dyn Actuator>),
     );
-    let worker =
-        Worker::new(store.clone(), registry, clock.clone(), options("w1", 1)).action_links(links);
+    let worker = Worker::new(store.clone(), registry, clock.clone(), options("w1", 1))
+        .action_links(Arc::new(links));
     let (worker, messages) = oncall_channel(worker).await;
     let mut request = request("slow", "checkout");
     request.profile_text = format!(
