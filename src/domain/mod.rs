@@ -25,8 +25,8 @@ pub use observations::{
 pub use percentage::Percentage;
 pub use profile::{
     ConfidenceLevel, ContinuousKind, Direction, EffectMeasure, JudgeAlgorithm, JudgeMode,
-    JudgeSettings, KayentaMetric, KayentaNanStrategy, MetricKind, MetricSpec, NanPolicy,
-    OutlierPolicy, Profile, ProfileError, ProportionKind, Score, Severity, ThresholdKind,
-    ThresholdStatistic,
+    JudgeSettings, KayentaMetric, KayentaNanStrategy, MetricKind, MetricQueries, MetricSpec,
+    NanPolicy, OutlierPolicy, Profile, ProfileError, ProportionKind, QueryLanguage, QuerySet,
+    Score, Severity, ThresholdKind, ThresholdStatistic,
 };
 pub use verdict::Verdict;

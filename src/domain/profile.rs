@@ -308,6 +308,127 @@ pub struct MetricSpec {
     /// The metric's settings under `[judge] algorithm = "kayenta"` (the
     /// `[metrics.kayenta]` table, or Kayenta's defaults); `None` under canary's judge.
     pub kayenta: Option<KayentaMetric>,
+    /// The metric's queries in the languages of other metric systems (the
+    /// `[metrics.queries.LANGUAGE]` tables): a source runs the set of its own language.
+    /// PromQL stays in `query`, `errors_query` and `total_query` above.
+    pub queries: BTreeMap<QueryLanguage, MetricQueries>,
+}
+
+/// The language a metric source's queries are written in; each names a
+/// `[metrics.queries.KEY]` table of the profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryLanguage {
+    /// PromQL: Prometheus, VictoriaMetrics, Thanos, Cortex, Mimir, Amazon Managed
+    /// Prometheus. The metric's own `query`, `errors_query`, `total_query`.
+    Prometheus,
+    /// InfluxQL (InfluxDB 1.x, and 2.x/3.x through their InfluxQL endpoint).
+    Influxdb,
+    /// Graphite's render-API targets (functions and paths, or `seriesByTag`).
+    Graphite,
+    /// Datadog's metric query syntax (`avg:metric{tags}`).
+    Datadog,
+    /// Amazon CloudWatch metric math and `SEARCH` expressions.
+    Cloudwatch,
+}
+
+impl QueryLanguage {
+    /// Every language, in the order the docs list them.
+    pub const ALL: [QueryLanguage; 5] = [
+        QueryLanguage::Prometheus,
+        QueryLanguage::Influxdb,
+        QueryLanguage::Graphite,
+        QueryLanguage::Datadog,
+        QueryLanguage::Cloudwatch,
+    ];
+
+    /// The key of its `[metrics.queries.KEY]` table.
+    pub fn key(self) -> &'static str {
+        match self {
+            QueryLanguage::Prometheus => "prometheus",
+            QueryLanguage::Influxdb => "influxdb",
+            QueryLanguage::Graphite => "graphite",
+            QueryLanguage::Datadog => "datadog",
+            QueryLanguage::Cloudwatch => "cloudwatch",
+        }
+    }
+
+    /// The language whose table key is `key`.
+    pub fn from_key(key: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|language| language.key() == key)
+    }
+}
+
+impl fmt::Display for QueryLanguage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+/// One `[metrics.queries.LANGUAGE]` table: a metric's queries in one language.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct MetricQueries {
+    /// The query for samples (continuous and threshold metrics).
+    pub query: Option<String>,
+    /// The query counting bad events per step (proportions, thresholds on a rate).
+    pub errors_query: Option<String>,
+    /// The query counting all events per step.
+    pub total_query: Option<String>,
+    /// The count queries return cumulative counters, differenced per step.
+    pub cumulative: bool,
+}
+
+/// The queries a source of one language runs for a metric, borrowed from its spec.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuerySet<'a> {
+    /// The query for samples.
+    pub query: Option<&'a str>,
+    /// The query counting bad events.
+    pub errors_query: Option<&'a str>,
+    /// The query counting all events.
+    pub total_query: Option<&'a str>,
+    /// Raw samples instead of a range query (PromQL only).
+    pub raw_samples: bool,
+    /// The count queries return counters.
+    pub cumulative: bool,
+}
+
+impl MetricSpec {
+    /// The metric's queries in `language`, or `None` when the profile has none in it.
+    /// For PromQL they are the metric's own `query`, `errors_query` and `total_query`
+    /// (whichever are set).
+    pub fn queries_in(&self, language: QueryLanguage) -> Option<QuerySet<'_>> {
+        if language == QueryLanguage::Prometheus {
+            let any =
+                self.query.is_some() || self.errors_query.is_some() || self.total_query.is_some();
+            return any.then_some(QuerySet {
+                query: self.query.as_deref(),
+                errors_query: self.errors_query.as_deref(),
+                total_query: self.total_query.as_deref(),
+                raw_samples: self.raw_samples,
+                cumulative: self.cumulative,
+            });
+        }
+        self.queries.get(&language).map(|queries| QuerySet {
+            query: queries.query.as_deref(),
+            errors_query: queries.errors_query.as_deref(),
+            total_query: queries.total_query.as_deref(),
+            raw_samples: false,
+            cumulative: queries.cumulative,
+        })
+    }
+
+    /// Whether the metric is counted (errors out of events) rather than sampled: every
+    /// proportion, and a threshold on a rate (its queries count errors and events; the
+    /// profile's validation keeps every language's set the same shape).
+    pub fn counted(&self) -> bool {
+        matches!(self.kind, MetricKind::Proportion(_))
+            || self.errors_query.is_some()
+            || self
+                .queries
+                .values()
+                .any(|queries| queries.errors_query.is_some())
+    }
 }
 
 /// The kind of comparison, with the settings that only make sense for it.

@@ -238,7 +238,7 @@ pub fn check_alpha(profile: &Profile, judge_budget: f64) -> f64 {
         match metric.kind {
             MetricKind::Continuous(_) => units += 1 + usize::from(metric.tails),
             MetricKind::Proportion(_) => units += 1 + usize::from(metric.bursts.is_some()),
-            MetricKind::Threshold(_) => rate_thresholds |= metric.errors_query.is_some(),
+            MetricKind::Threshold(_) => rate_thresholds |= metric.counted(),
         }
     }
     units += usize::from(rate_thresholds);

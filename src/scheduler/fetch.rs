@@ -16,8 +16,8 @@ use super::rollout::RunError;
 use super::scopes::Scopes;
 use crate::domain::plan::Stage;
 use crate::domain::{
-    InstanceCounts, InstanceSeries, Location, MetricData, MetricKind, MetricSpec, Observations,
-    Profile, Sample,
+    InstanceCounts, InstanceSeries, Location, MetricData, MetricSpec, Observations, Profile,
+    QueryLanguage, Sample,
 };
 use crate::sources::pairing::{instance_name, pair_series, reduced_labels};
 use crate::sources::query::render;
@@ -26,32 +26,66 @@ use crate::sources::{LabeledSeries, MetricSource, RangeRequest, Side, SourceErro
 /// How many source requests one analysis has in flight at once.
 const MAX_CONCURRENT_REQUESTS: usize = 8;
 
-/// The queries one metric needs: one for samples, or errors and total for counts.
-fn metric_queries(spec: &MetricSpec) -> Vec<(String, Option<&str>)> {
-    let counted = matches!(spec.kind, MetricKind::Proportion(_)) || spec.errors_query.is_some();
-    if counted {
+/// The queries one metric needs in `language`: one for samples, or errors and total
+/// for counts (a template is `None` when the profile has none in that language).
+fn metric_queries(spec: &MetricSpec, language: QueryLanguage) -> Vec<(String, Option<&str>)> {
+    let set = spec.queries_in(language);
+    if spec.counted() {
         vec![
             (
                 format!("{}:errors", spec.name),
-                spec.errors_query.as_deref(),
+                set.and_then(|set| set.errors_query),
             ),
-            (format!("{}:total", spec.name), spec.total_query.as_deref()),
+            (
+                format!("{}:total", spec.name),
+                set.and_then(|set| set.total_query),
+            ),
         ]
     } else {
-        vec![(spec.name.clone(), spec.query.as_deref())]
+        vec![(spec.name.clone(), set.and_then(|set| set.query))]
     }
 }
 
-fn variables(scopes: &Scopes, side: Side, step: f64, lookback: f64) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("scope".to_owned(), scopes.for_side(side).to_owned()),
+/// The values of a side's template variables: the common ones, and the source's own
+/// (InfluxQL's `{{time_filter}}`). The scope is written in the source's language.
+fn variables(
+    source: &dyn MetricSource,
+    scopes: &Scopes,
+    side: Side,
+    (from, to, step): (f64, f64, f64),
+) -> Result<BTreeMap<String, String>, RunError> {
+    let scope = scopes.for_side(side);
+    let rendered_scope = source.render_scope(scope).map_err(|message| {
+        RunError::Config(format!(
+            "the {} scope `{scope}` cannot be written for {}: {message}",
+            side.as_str(),
+            source.describe()
+        ))
+    })?;
+    let lookback = to - from;
+    let mut variables = BTreeMap::from([
+        ("scope".to_owned(), rendered_scope),
         ("side".to_owned(), side.as_str().to_owned()),
         ("step".to_owned(), format!("{}s", step.round() as u64)),
+        (
+            "step_seconds".to_owned(),
+            format!("{}", step.round() as u64),
+        ),
         (
             "lookback".to_owned(),
             format!("{}s", lookback.round() as u64),
         ),
-    ])
+        (
+            "lookback_seconds".to_owned(),
+            format!("{}", lookback.round() as u64),
+        ),
+        ("start".to_owned(), format!("{}", from.round() as i64)),
+        ("end".to_owned(), format!("{}", to.round() as i64)),
+    ]);
+    for (name, value) in source.query_variables(from, to) {
+        variables.insert(name.to_owned(), value);
+    }
+    Ok(variables)
 }
 
 struct Request {
@@ -70,32 +104,32 @@ fn build_requests(
     step: f64,
     sides: &[Side],
 ) -> Result<Vec<Request>, RunError> {
+    let language = source.language();
+    let mut side_variables = BTreeMap::new();
+    if source.uses_queries() {
+        for &side in sides {
+            side_variables.insert(side, variables(source, scopes, side, (from, to, step))?);
+        }
+    }
     let mut requests = Vec::new();
     for spec in &profile.metrics {
-        for (key, template) in metric_queries(spec) {
+        for (key, template) in metric_queries(spec, language) {
             for &side in sides {
-                let query = match template {
-                    Some(template) => render(template, &variables(scopes, side, step, to - from))
-                        .map_err(|error| {
-                        RunError::Config(format!(
-                            "metric {:?}: the query template is invalid: {error}",
-                            spec.name
-                        ))
-                    })?,
-                    None if source.uses_queries() => {
-                        return Err(RunError::Config(format!(
-                            "metric {:?} has no {} in profile {:?}, and {} runs queries",
-                            spec.name,
-                            if key.contains(':') {
-                                "errors_query/total_query"
-                            } else {
-                                "query"
-                            },
-                            profile.name,
-                            source.describe()
+                let query = match (template, side_variables.get(&side)) {
+                    (Some(template), Some(variables)) => {
+                        render(template, variables).map_err(|error| {
+                            RunError::Config(format!(
+                                "metric {:?}: the query template is invalid: {error}",
+                                spec.name
+                            ))
+                        })?
+                    }
+                    (None, _) if source.uses_queries() => {
+                        return Err(RunError::Config(missing_query(
+                            spec, &key, language, profile, source,
                         )));
                     }
-                    None => String::new(),
+                    _ => String::new(),
                 };
                 requests.push(Request {
                     metric: spec.name.clone(),
@@ -108,13 +142,51 @@ fn build_requests(
                         start: from,
                         end: to,
                         step,
-                        raw_samples: spec.raw_samples,
+                        raw_samples: spec.queries_in(language).is_some_and(|set| set.raw_samples),
                     }),
                 });
             }
         }
     }
     Ok(requests)
+}
+
+/// Why a metric cannot be fetched from a source that runs queries: the keys it lacks,
+/// where a profile would put them.
+fn missing_query(
+    spec: &MetricSpec,
+    key: &str,
+    language: QueryLanguage,
+    profile: &Profile,
+    source: &dyn MetricSource,
+) -> String {
+    let keys = if key.contains(':') {
+        "errors_query/total_query"
+    } else {
+        "query"
+    };
+    let place = match language {
+        QueryLanguage::Prometheus => keys.to_owned(),
+        other => format!("[metrics.queries.{other}] {keys}"),
+    };
+    format!(
+        "metric {:?} has no {place} in profile {:?}, and {} runs {} queries",
+        spec.name,
+        profile.name,
+        source.describe(),
+        language_name(language)
+    )
+}
+
+/// The language's name in messages.
+fn language_name(language: QueryLanguage) -> &'static str {
+    match language {
+        QueryLanguage::Prometheus => "PromQL",
+        QueryLanguage::Influxdb => "InfluxQL",
+        QueryLanguage::Graphite => "Graphite",
+        QueryLanguage::Datadog => "Datadog",
+        QueryLanguage::Cloudwatch => "CloudWatch",
+    }
 }
 
 type Answers = BTreeMap<(String, Side), Result<Vec<LabeledSeries>, SourceError>>;
@@ -510,12 +582,14 @@ fn difference_counters(
     profile: &Profile,
     sides: &[Side],
 ) {
-    let counters = profile
-        .metrics
-        .iter()
-        .filter(|spec| spec.cumulative && source.uses_queries());
+    let counters = profile.metrics.iter().filter(|spec| {
+        source.uses_queries()
+            && spec
+                .queries_in(source.language())
+                .is_some_and(|set| set.cumulative)
+    });
     for spec in counters {
-        for (key, _) in metric_queries(spec) {
+        for (key, _) in metric_queries(spec, source.language()) {
             for side in sides {
                 if let Some(Ok(series)) = answers.get_mut(&(key.clone(), *side)) {
                     *series =
@@ -540,7 +614,7 @@ struct Assembly<'a> {
 impl Assembly<'_> {
     /// Adds `spec`'s data to both sides, or its problem to the canary's.
     fn add(&mut self, spec: &MetricSpec) {
-        let keys = metric_queries(spec);
+        let keys = metric_queries(spec, self.source.language());
         let result = if keys.len() == 1 {
             self.samples(spec, &keys[0].0)
         } else {

@@ -18,7 +18,7 @@ use super::rollout::RunError;
 use crate::domain::look_series::LookSeries;
 use crate::domain::observations::{canary_coverage_problems, coverage_problems};
 use crate::domain::plan::{RolloutPlan, Stage, Trigger};
-use crate::domain::{ConfidenceLevel, JudgeMode, MetricKind, Observations, Percentage, Profile};
+use crate::domain::{ConfidenceLevel, JudgeMode, Observations, Percentage, Profile};
 use crate::judge::sequential::{check_alpha, judge_look};
 use crate::judge::triggers::{TriggerCheck, TriggerChecks, check_triggers};
 use crate::judge::{Classification, JudgeOptions, Judgement, judge_with, judge_without_baseline};
@@ -27,9 +27,9 @@ use crate::judge::{Classification, JudgeOptions, Judgement, judge_with, judge_wi
 /// spends part of the look's error budget.
 fn is_statistical(profile: &Profile, trigger: &Trigger) -> bool {
     trigger.window.is_some()
-        && profile.metric(&trigger.metric).is_some_and(|metric| {
-            matches!(metric.kind, MetricKind::Proportion(_)) || metric.errors_query.is_some()
-        })
+        && profile
+            .metric(&trigger.metric)
+            .is_some_and(|metric| metric.counted())
 }
 
 /// One look's shares of the rollout's error budget.

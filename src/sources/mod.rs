@@ -17,6 +17,7 @@ pub mod prometheus;
 pub mod query;
 pub mod recorded;
 pub mod replay;
+pub mod scope;
 pub mod synthetic;
 
 use std::collections::BTreeMap;
@@ -24,7 +25,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::domain::Sample;
+use crate::domain::{QueryLanguage, Sample};
 
 /// Which side of the comparison a query is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -169,6 +170,27 @@ pub trait MetricSource: Send + Sync {
     /// no such bound.
     fn recorded_range(&self) -> Option<(f64, f64)> {
         None
+    }
+
+    /// The language of the queries the source runs: which of a metric's query sets
+    /// (`query` for PromQL, `[metrics.queries.LANGUAGE]` for the others) it takes.
+    fn language(&self) -> QueryLanguage {
+        QueryLanguage::Prometheus
+    }
+
+    /// A side's scope, given as label matchers (`track="canary", pod=~"web-.*"`),
+    /// written in the source's language for `{{scope}}`: PromQL takes the matchers as
+    /// they are; other languages parse them ([`scope::parse_matchers`]) and write them
+    /// as a `WHERE` condition, tags or dimensions. An error says what the language
+    /// cannot express.
+    fn render_scope(&self, scope: &str) -> Result<String, String> {
+        Ok(scope.to_owned())
+    }
+
+    /// The source's own template variables for the window `(start, end]` (Unix
+    /// seconds), besides the common ones (`scope`, `side`, `step`, `lookback`, ...).
+    fn query_variables(&self, _start: f64, _end: f64) -> Vec<(&'static str, String)> {
+        Vec::new()
     }
 
     /// Checks that the source answers, before a rollout starts.

@@ -1,6 +1,7 @@
 //! One `[[metrics]]` table: the keys every kind shares, the keys that belong to one
 //! kind (refused on the others rather than ignored), and one validator per kind.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 use toml::Spanned;
@@ -10,8 +11,9 @@ use super::raw::{KindName, OutlierMethodName, RawKayenta, RawMetric};
 use crate::domain::HumanDuration;
 use crate::domain::profile::{
     ContinuousKind, Direction, EffectMeasure, JudgeAlgorithm, JudgeMode, JudgeSettings,
-    KayentaMetric, KayentaNanStrategy, MetricKind, MetricSpec, NanPolicy, OutlierPolicy,
-    ProfileError, ProportionKind, Severity, ThresholdKind, ThresholdStatistic,
+    KayentaMetric, KayentaNanStrategy, MetricKind, MetricQueries, MetricSpec, NanPolicy,
+    OutlierPolicy, ProfileError, ProportionKind, QueryLanguage, Severity, ThresholdKind,
+    ThresholdStatistic,
 };
 
 const DEFAULT_MAX_NAN_FRACTION: f64 = 0.1;
@@ -56,6 +58,7 @@ pub(super) fn validate_metric(
     m.keys_of_other_kinds(&raw)?;
     let kayenta = m.kayenta(&mut raw, judge.algorithm)?;
     m.queries(&raw)?;
+    let queries = m.other_queries(&raw)?;
     let bursts = m.sequential_checks(&raw, mode)?;
     m.only_for(
         "raw_samples",
@@ -96,6 +99,7 @@ pub(super) fn validate_metric(
         tails: raw.tails.is_some_and(|t| *t.get_ref()),
         bursts,
         kayenta,
+        queries,
     })
 }
 
@@ -220,45 +224,161 @@ impl Metric<'_> {
         )
     }
 
-    /// `query` for samples, `errors_query` and `total_query` (together) for counts.
+    /// `query` for samples, `errors_query` and `total_query` (together) for counts: the
+    /// metric's own PromQL keys.
     fn queries(&self, raw: &RawMetric) -> Result<(), ProfileError> {
+        self.query_set("", &raw.query, &raw.errors_query, &raw.total_query)
+    }
+
+    /// The rules every set of queries follows; `prefix` is `""` for the metric's own
+    /// keys and `queries.LANGUAGE.` for a language's table.
+    fn query_set(
+        &self,
+        prefix: &str,
+        query: &Option<Spanned<String>>,
+        errors_query: &Option<Spanned<String>>,
+        total_query: &Option<Spanned<String>>,
+    ) -> Result<(), ProfileError> {
+        let key = |name: &str| format!("{prefix}{name}");
         if self.kind == KindName::Proportion
-            && let Some(query) = &raw.query
+            && let Some(query) = query
         {
             return Err(self.error(
                 query.span(),
-                "query",
+                &key("query"),
                 "a proportion metric is counted with two queries: use `errors_query` and `total_query`",
             ));
         }
         let counted = [KindName::Proportion, KindName::Threshold];
         let allowed = "proportion and threshold";
-        self.only_for("errors_query", &raw.errors_query, &counted, allowed)?;
-        self.only_for("total_query", &raw.total_query, &counted, allowed)?;
-        match (&raw.errors_query, &raw.total_query) {
+        self.only_for(&key("errors_query"), errors_query, &counted, allowed)?;
+        self.only_for(&key("total_query"), total_query, &counted, allowed)?;
+        match (errors_query, total_query) {
             (Some(only), None) | (None, Some(only)) => {
                 return Err(self.error(
                     only.span(),
-                    if raw.errors_query.is_some() {
+                    &key(if errors_query.is_some() {
                         "total_query"
                     } else {
                         "errors_query"
-                    },
+                    }),
                     "`errors_query` and `total_query` go together: give both or neither",
                 ));
             }
             _ => {}
         }
         if self.kind == KindName::Threshold
-            && let (Some(_), Some(query)) = (&raw.errors_query, &raw.query)
+            && let (Some(_), Some(query)) = (errors_query, query)
         {
             return Err(self.error(
                 query.span(),
-                "query",
+                &key("query"),
                 "give either `query` (samples) or `errors_query` and `total_query` (a rate), not both",
             ));
         }
         Ok(())
+    }
+
+    /// The `[metrics.queries.LANGUAGE]` tables: each a known language other than PromQL,
+    /// each valid on its own, all counting or all sampling as the metric's own keys do
+    /// (a threshold is on samples or on a rate whatever the source).
+    fn other_queries(
+        &self,
+        raw: &RawMetric,
+    ) -> Result<BTreeMap<QueryLanguage, MetricQueries>, ProfileError> {
+        let mut result = BTreeMap::new();
+        let Some(tables) = &raw.queries else {
+            return Ok(result);
+        };
+        let known: Vec<&str> = QueryLanguage::ALL
+            .iter()
+            .filter(|language| **language != QueryLanguage::Prometheus)
+            .map(|language| language.key())
+            .collect();
+        let own_shape = if raw.errors_query.is_some() {
+            Some(true)
+        } else {
+            raw.query.as_ref().map(|_| false)
+        };
+        let mut shape: Option<(bool, String)> = own_shape.map(|counted| (counted, String::new()));
+        for (name, table) in tables.get_ref() {
+            let prefix = format!("queries.{}.", name.get_ref());
+            let language = match QueryLanguage::from_key(name.get_ref()) {
+                Some(QueryLanguage::Prometheus) => {
+                    return Err(self.error(
+                        name.span(),
+                        &format!("queries.{}", name.get_ref()),
+                        "PromQL goes in the metric's own `query`, `errors_query` and `total_query`",
+                    ));
+                }
+                Some(language) => language,
+                None => {
+                    return Err(self.error(
+                        name.span(),
+                        &format!("queries.{}", name.get_ref()),
+                        format!(
+                            "is not a query language canary knows; known: {}",
+                            known.join(", ")
+                        ),
+                    ));
+                }
+            };
+            let queries = table.get_ref();
+            self.query_set(
+                &prefix,
+                &queries.query,
+                &queries.errors_query,
+                &queries.total_query,
+            )?;
+            if queries.query.is_none() && queries.errors_query.is_none() {
+                return Err(self.error(
+                    table.span(),
+                    &format!("queries.{}", name.get_ref()),
+                    "has no query: give `query`, or `errors_query` and `total_query`",
+                ));
+            }
+            let counted = queries.errors_query.is_some();
+            if let Some(cumulative) = &queries.cumulative
+                && *cumulative.get_ref()
+                && !counted
+            {
+                return Err(self.error(
+                    cumulative.span(),
+                    &format!("{prefix}cumulative"),
+                    "only applies to count data: give errors_query and total_query that return counters",
+                ));
+            }
+            match &shape {
+                Some((earlier, where_)) if *earlier != counted => {
+                    let earlier_place = if where_.is_empty() {
+                        "the metric's own queries".to_owned()
+                    } else {
+                        format!("[metrics.queries.{where_}]")
+                    };
+                    return Err(self.error(
+                        table.span(),
+                        &format!("queries.{}", name.get_ref()),
+                        format!(
+                            "{} while {earlier_place} {}: every language must measure the same thing",
+                            if counted { "counts events" } else { "samples values" },
+                            if *earlier { "count events" } else { "sample values" },
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => shape = Some((counted, name.get_ref().clone())),
+            }
+            result.insert(
+                language,
+                MetricQueries {
+                    query: queries.query.as_ref().map(|q| q.get_ref().clone()),
+                    errors_query: queries.errors_query.as_ref().map(|q| q.get_ref().clone()),
+                    total_query: queries.total_query.as_ref().map(|q| q.get_ref().clone()),
+                    cumulative: queries.cumulative.as_ref().is_some_and(|c| *c.get_ref()),
+                },
+            );
+        }
+        Ok(result)
     }
 
     /// `tails` and `bursts`, the sequential judge's checks: refused, not ignored, where

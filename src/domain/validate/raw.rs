@@ -95,6 +95,18 @@ pub(super) struct RawMetric {
     pub(super) tails: Option<Spanned<bool>>,
     pub(super) bursts: Option<Spanned<String>>,
     pub(super) kayenta: Option<Spanned<RawKayenta>>,
+    pub(super) queries: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawQueries>>>>,
+}
+
+/// `[metrics.queries.LANGUAGE]`: the metric's queries in another metric system's
+/// language.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQueries {
+    pub(super) query: Option<Spanned<String>>,
+    pub(super) errors_query: Option<Spanned<String>>,
+    pub(super) total_query: Option<Spanned<String>>,
+    pub(super) cumulative: Option<Spanned<bool>>,
 }
 
 /// `[metrics.kayenta]`: Kayenta's per-metric analysis settings, Kayenta's names in
