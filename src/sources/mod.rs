@@ -12,6 +12,7 @@
 //!   per-side data, with a note for every series that has no counterpart.
 
 pub mod config;
+pub mod http;
 pub mod pairing;
 pub mod prometheus;
 pub mod query;

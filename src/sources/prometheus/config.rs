@@ -6,12 +6,14 @@
 //! to the server (URL syntax, one kind of credentials at most, HTTPS support built in)
 //! and never makes a request.
 
-use std::fmt;
 use std::time::Duration;
 
 use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
+
+pub use crate::sources::http::Secret;
+use crate::sources::http::duration;
 
 /// How to reach one Prometheus server (or anything speaking its HTTP API, such as
 /// Thanos Query or VictoriaMetrics).
@@ -67,35 +69,6 @@ pub struct BasicAuth {
     pub username: String,
     /// The password.
     pub password: Secret,
-}
-
-/// A credential: kept out of `Debug` output and logs.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a credential.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The credential itself, for building the request header.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(value: &str) -> Self {
-        Secret::new(value)
-    }
 }
 
 fn default_timeout() -> Duration {
@@ -267,56 +240,6 @@ impl PrometheusConfig {
         })?;
         header.set_sensitive(true);
         Ok(Some(header))
-    }
-}
-
-/// Durations written as seconds (`10`, `2.5`) or with a unit (`"500ms"`, `"10s"`, `"1m"`).
-mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Written {
-        Seconds(f64),
-        Text(String),
-    }
-
-    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&format!("{}ms", value.as_millis()))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let seconds = match Written::deserialize(deserializer)? {
-            Written::Seconds(seconds) => seconds,
-            Written::Text(text) => parse(&text).map_err(D::Error::custom)?,
-        };
-        Duration::try_from_secs_f64(seconds)
-            .map_err(|_| D::Error::custom(format!("{seconds} is not a usable number of seconds")))
-    }
-
-    /// Seconds in `"500ms"`, `"10s"`, `"1m"` or a bare number.
-    pub(super) fn parse(text: &str) -> Result<f64, String> {
-        let text = text.trim();
-        let (number, unit_seconds) = if let Some(number) = text.strip_suffix("ms") {
-            (number, 0.001)
-        } else if let Some(number) = text.strip_suffix('s') {
-            (number, 1.0)
-        } else if let Some(number) = text.strip_suffix('m') {
-            (number, 60.0)
-        } else {
-            (text, 1.0)
-        };
-        number
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|value| value.is_finite() && *value >= 0.0)
-            .map(|value| value * unit_seconds)
-            .ok_or_else(|| {
-                format!("{text:?} is not a duration; write e.g. \"500ms\", \"10s\" or \"1m\"")
-            })
     }
 }
 

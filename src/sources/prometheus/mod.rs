@@ -24,8 +24,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tracing::debug;
 
-use self::client::{RepeatedWarnings, classify, into_series, with_retries};
+use self::client::{classify, into_series};
 pub use self::config::{BasicAuth, PrometheusConfig, PrometheusConfigError, Secret};
+use crate::sources::http::{RepeatedWarnings, with_retries};
 use crate::sources::{LabeledSeries, MetricSource, RangeRequest, SourceError};
 
 /// A Prometheus server as a metric source. Made by [`PrometheusConfig::build`].
