@@ -6,21 +6,27 @@
 //! to the server (URL syntax, one kind of credentials at most, HTTPS support built in)
 //! and never makes a request.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::header::{AUTHORIZATION, HeaderMap};
 use serde::{Deserialize, Serialize};
 
 pub use crate::sources::http::Secret;
-use crate::sources::http::duration;
+use crate::sources::http::oauth2::OAuth2Client;
+pub use crate::sources::http::oauth2::OAuth2Config;
+pub use crate::sources::http::sigv4::SigV4Config;
+use crate::sources::http::sigv4::{ProcessEnvironment, SigV4Signer};
+use crate::sources::http::{ClientSetupError, duration, http_client, sensitive_header};
 
-/// How to reach one Prometheus server (or anything speaking its HTTP API, such as
-/// Thanos Query or VictoriaMetrics).
+/// How to reach one Prometheus server, or anything speaking its HTTP API:
+/// VictoriaMetrics, Thanos Query, Cortex, Mimir, Amazon Managed Service for Prometheus.
 ///
 /// ```toml
 /// url = "http://prometheus.monitoring:9090"
-/// bearer_token = "…"          # or: basic_auth = { username = "canary", password = "…" }
+/// bearer_token = "…"          # or basic_auth, oauth2 or sigv4: one kind of credentials
+/// tenant = "team-a"           # X-Scope-OrgID, for Cortex and Mimir
 /// timeout = "10s"
 /// retries = 2
 /// ```
@@ -45,6 +51,26 @@ pub struct PrometheusConfig {
     /// `--web.config.file` with `basic_auth_users`, or a proxy in front of it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<BasicAuth>,
+    /// OAuth 2.0 client credentials: a token is fetched from `token_url` (and again
+    /// before it expires) and sent as `Authorization: Bearer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<OAuth2Config>,
+    /// AWS Signature Version 4, for Amazon Managed Service for Prometheus (`service`
+    /// `aps`): every query is sent as a signed POST. Credentials from `access_key` and
+    /// `secret_key`, else the standard AWS environment variables, else the shared
+    /// credentials file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigv4: Option<SigV4Config>,
+    /// The tenant of a multi-tenant store, sent as `X-Scope-OrgID` (Cortex, Mimir, a
+    /// Thanos or Loki-style gateway). VictoriaMetrics' cluster takes its tenant in the
+    /// URL instead: `http://vmselect:8481/select/42/prometheus`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Further headers sent with every request, such as `{ "X-Api-Key" = "…" }`. Their
+    /// values are kept out of logs. `Authorization` only when no other credentials are
+    /// set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, Secret>,
     /// How long one request may take, connection included, before it counts as a
     /// failed attempt: a number of seconds (`2.5`) or a string with a unit (`"500ms"`,
     /// `"10s"`, `"1m"`). Default: 10 seconds.
@@ -110,11 +136,14 @@ pub enum PrometheusConfigError {
         /// What is wrong with the file.
         message: String,
     },
-    /// Both `bearer_token` and `basic_auth` are set.
-    #[error("prometheus source {url:?} sets both bearer_token and basic_auth; keep one")]
+    /// More than one kind of credentials is set (`bearer_token`, `basic_auth`,
+    /// `oauth2`, `sigv4`, an `Authorization` header).
+    #[error("prometheus source {url:?} sets {keys}; keep one kind of credentials")]
     ConflictingCredentials {
         /// The URL as configured.
         url: String,
+        /// The settings that conflict, e.g. `bearer_token and basic_auth`.
+        keys: String,
     },
     /// A credential that cannot be sent in an HTTP header (a control character or
     /// a line break, usually from a file read with its trailing newline).
@@ -124,8 +153,16 @@ pub enum PrometheusConfigError {
     InvalidCredentials {
         /// The URL as configured.
         url: String,
-        /// `bearer_token` or `basic_auth`.
-        which: &'static str,
+        /// `bearer_token`, `basic_auth`, `tenant` or `headers.NAME`.
+        which: String,
+    },
+    /// `oauth2` or `sigv4` settings that cannot work.
+    #[error("prometheus source {url:?}: {message}")]
+    Auth {
+        /// The URL as configured.
+        url: String,
+        /// What is wrong.
+        message: String,
     },
     /// The HTTP client could not be set up.
     #[error("prometheus source {url:?}: cannot set up the HTTP client: {message}")]
@@ -144,6 +181,10 @@ impl PrometheusConfig {
             url: url.into(),
             bearer_token: None,
             basic_auth: None,
+            oauth2: None,
+            sigv4: None,
+            tenant: None,
+            headers: BTreeMap::new(),
             ca_file: None,
             timeout: default_timeout(),
             retries: default_retries(),
@@ -151,96 +192,164 @@ impl PrometheusConfig {
         }
     }
 
-    /// Checks the settings and builds the HTTP client, with the URL it is for (the
-    /// source wraps it, `PrometheusConfig::build`).
-    pub(super) fn client(
-        &self,
-    ) -> Result<(prometheus_http_query::Client, String), PrometheusConfigError> {
-        let url = self.url.trim_end_matches('/').to_string();
-        let parsed =
-            reqwest::Url::parse(&url).map_err(|error| PrometheusConfigError::InvalidUrl {
-                url: self.url.clone(),
-                message: error.to_string(),
-            })?;
-        match parsed.scheme() {
-            "http" => {}
-            "https" if crate::tls::HTTPS_BUILT_IN => {}
-            "https" => {
-                return Err(PrometheusConfigError::TlsNotBuiltIn {
+    /// Checks the settings and builds the HTTP client, with the URL it is for and the
+    /// credentials that are added per request (the source wraps them,
+    /// `PrometheusConfig::build`).
+    pub(super) fn client(&self) -> Result<BuiltClient, PrometheusConfigError> {
+        self.check_one_kind_of_credentials()?;
+        let headers = self.static_headers()?;
+        let (client_for_queries, parsed) =
+            http_client(&self.url, self.ca_file.as_deref(), self.timeout, headers).map_err(
+                |error| match error {
+                    ClientSetupError::InvalidUrl(message) => PrometheusConfigError::InvalidUrl {
+                        url: self.url.clone(),
+                        message,
+                    },
+                    ClientSetupError::TlsNotBuiltIn => PrometheusConfigError::TlsNotBuiltIn {
+                        url: self.url.clone(),
+                    },
+                    ClientSetupError::CaFile(message) => PrometheusConfigError::CaFile {
+                        url: self.url.clone(),
+                        message,
+                    },
+                    ClientSetupError::Client(message) => PrometheusConfigError::Client {
+                        url: self.url.clone(),
+                        message,
+                    },
+                },
+            )?;
+        let auth_error = |message: String| PrometheusConfigError::Auth {
+            url: self.url.clone(),
+            message,
+        };
+        let auth = if let Some(oauth2) = &self.oauth2 {
+            // The token endpoint gets its own client: the source's headers (tenant,
+            // custom ones) are not the identity provider's business.
+            let token_client = http_client(
+                &oauth2.token_url,
+                self.ca_file.as_deref(),
+                self.timeout,
+                HeaderMap::new(),
+            )
+            .map_err(|error| auth_error(format!("oauth2.token_url: {error:?}")))?
+            .0;
+            RequestAuth::OAuth2(std::sync::Arc::new(
+                oauth2.client(token_client).map_err(auth_error)?,
+            ))
+        } else if let Some(sigv4) = &self.sigv4 {
+            RequestAuth::SigV4(std::sync::Arc::new(
+                sigv4
+                    .signer("aps", &ProcessEnvironment)
+                    .map_err(auth_error)?,
+            ))
+        } else {
+            RequestAuth::None
+        };
+        let url = parsed.as_str().trim_end_matches('/').to_string();
+        let client =
+            prometheus_http_query::Client::from(client_for_queries, &url).map_err(|error| {
+                PrometheusConfigError::InvalidUrl {
                     url: self.url.clone(),
-                });
-            }
-            other => {
-                return Err(PrometheusConfigError::InvalidUrl {
-                    url: self.url.clone(),
-                    message: format!("scheme {other:?} is not http or https"),
-                });
-            }
-        }
-
-        let mut headers = HeaderMap::new();
-        if let Some(authorization) = self.authorization_header()? {
-            headers.insert(AUTHORIZATION, authorization);
-        }
-        #[cfg_attr(not(feature = "rustls"), allow(unused_mut))]
-        let mut builder = crate::tls::client_builder(parsed.scheme() == "https");
-        if let Some(ca_file) = &self.ca_file {
-            let certificates = crate::tls::ca_certificates(ca_file).map_err(|message| {
-                PrometheusConfigError::CaFile {
-                    url: self.url.clone(),
-                    message,
+                    message: error.to_string(),
                 }
             })?;
-            #[cfg(feature = "rustls")]
-            {
-                builder = builder.tls_certs_merge(certificates);
-            }
-            #[cfg(not(feature = "rustls"))]
-            let _ = certificates;
-        }
-        let http_client = builder
-            .default_headers(headers)
-            .timeout(self.timeout)
-            .build()
-            .map_err(|error| PrometheusConfigError::Client {
-                url: self.url.clone(),
-                message: error.to_string(),
-            })?;
-        let client = prometheus_http_query::Client::from(http_client, &url).map_err(|error| {
-            PrometheusConfigError::InvalidUrl {
-                url: self.url.clone(),
-                message: error.to_string(),
-            }
-        })?;
-        Ok((client, url))
+        Ok(BuiltClient {
+            client,
+            url,
+            base: parsed,
+            auth,
+        })
     }
 
-    /// The `Authorization` header value, marked sensitive so that it never shows in
-    /// debug output of the HTTP library.
-    fn authorization_header(&self) -> Result<Option<HeaderValue>, PrometheusConfigError> {
-        let (value, which) = match (&self.bearer_token, &self.basic_auth) {
-            (Some(_), Some(_)) => {
-                return Err(PrometheusConfigError::ConflictingCredentials {
-                    url: self.url.clone(),
-                });
-            }
-            (None, None) => return Ok(None),
-            (Some(token), None) => (format!("Bearer {}", token.expose()), "bearer_token"),
+    /// At most one of `bearer_token`, `basic_auth`, `oauth2`, `sigv4` and an
+    /// `Authorization` header.
+    fn check_one_kind_of_credentials(&self) -> Result<(), PrometheusConfigError> {
+        let mut kinds = Vec::new();
+        if self.bearer_token.is_some() {
+            kinds.push("bearer_token");
+        }
+        if self.basic_auth.is_some() {
+            kinds.push("basic_auth");
+        }
+        if self.oauth2.is_some() {
+            kinds.push("oauth2");
+        }
+        if self.sigv4.is_some() {
+            kinds.push("sigv4");
+        }
+        if self
+            .headers
+            .keys()
+            .any(|name| name.eq_ignore_ascii_case("authorization"))
+        {
+            kinds.push("an Authorization header");
+        }
+        if kinds.len() > 1 {
+            return Err(PrometheusConfigError::ConflictingCredentials {
+                url: self.url.clone(),
+                keys: kinds.join(" and "),
+            });
+        }
+        Ok(())
+    }
+
+    /// The headers sent with every request: static credentials, the tenant and the
+    /// custom headers, each marked sensitive so that the HTTP library never shows it.
+    fn static_headers(&self) -> Result<HeaderMap, PrometheusConfigError> {
+        let invalid = |which: String| PrometheusConfigError::InvalidCredentials {
+            url: self.url.clone(),
+            which,
+        };
+        let mut headers = HeaderMap::new();
+        let authorization = match (&self.bearer_token, &self.basic_auth) {
+            (Some(token), _) => Some((format!("Bearer {}", token.expose()), "bearer_token")),
             (None, Some(basic)) => {
                 let pair = format!("{}:{}", basic.username, basic.password.expose());
                 let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-                (format!("Basic {encoded}"), "basic_auth")
+                Some((format!("Basic {encoded}"), "basic_auth"))
             }
+            (None, None) => None,
         };
-        let mut header = HeaderValue::from_str(&value).map_err(|_| {
-            PrometheusConfigError::InvalidCredentials {
-                url: self.url.clone(),
-                which,
-            }
-        })?;
-        header.set_sensitive(true);
-        Ok(Some(header))
+        if let Some((value, which)) = authorization {
+            let header = sensitive_header(&value).ok_or_else(|| invalid(which.to_owned()))?;
+            headers.insert(AUTHORIZATION, header);
+        }
+        if let Some(tenant) = &self.tenant {
+            let header = sensitive_header(tenant)
+                .filter(|_| !tenant.is_empty())
+                .ok_or_else(|| invalid("tenant".to_owned()))?;
+            headers.insert("x-scope-orgid", header);
+        }
+        for (name, value) in &self.headers {
+            let header_name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| invalid(format!("header name {name:?}")))?;
+            let header = sensitive_header(value.expose())
+                .ok_or_else(|| invalid(format!("headers.{name}")))?;
+            headers.insert(header_name, header);
+        }
+        Ok(headers)
     }
+}
+
+/// What `PrometheusConfig::client` makes.
+pub(super) struct BuiltClient {
+    pub(super) client: prometheus_http_query::Client,
+    /// The base URL, without a trailing slash.
+    pub(super) url: String,
+    /// The same, parsed (request URLs for signing are made from it).
+    pub(super) base: reqwest::Url,
+    pub(super) auth: RequestAuth,
+}
+
+/// Credentials added to each request rather than once to the client.
+#[derive(Debug, Clone)]
+pub(super) enum RequestAuth {
+    /// Static headers only.
+    None,
+    /// A bearer token from an OAuth2 provider.
+    OAuth2(std::sync::Arc<OAuth2Client>),
+    /// A signature over each request.
+    SigV4(std::sync::Arc<SigV4Signer>),
 }
 
 #[cfg(test)]
@@ -308,10 +417,7 @@ mod tests {
         config.bearer_token = Some("token\n".into());
         assert!(matches!(
             config.build(),
-            Err(PrometheusConfigError::InvalidCredentials {
-                which: "bearer_token",
-                ..
-            })
+            Err(PrometheusConfigError::InvalidCredentials { which, .. }) if which == "bearer_token"
         ));
     }
 

@@ -24,9 +24,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tracing::debug;
 
+use std::future::Future;
+
+use prometheus_http_query::error::Error as PromError;
+use prometheus_http_query::response::Data;
+
 use self::client::{classify, into_series};
 pub use self::config::{BasicAuth, PrometheusConfig, PrometheusConfigError, Secret};
-use crate::sources::http::{RepeatedWarnings, with_retries};
+use self::config::{BuiltClient, RequestAuth};
+use crate::sources::http::{Failure, RepeatedWarnings, sensitive_header, with_retries};
 use crate::sources::{LabeledSeries, MetricSource, RangeRequest, SourceError};
 
 /// A Prometheus server as a metric source. Made by [`PrometheusConfig::build`].
@@ -34,6 +40,8 @@ use crate::sources::{LabeledSeries, MetricSource, RangeRequest, SourceError};
 pub struct PrometheusSource {
     client: prometheus_http_query::Client,
     url: String,
+    base: reqwest::Url,
+    auth: RequestAuth,
     timeout: Duration,
     retries: u32,
     retry_backoff: Duration,
@@ -65,15 +73,10 @@ impl PrometheusSource {
 
     /// Runs an instant query at `time` (Unix seconds) with retries.
     async fn instant(&self, query: &str, time: i64) -> Result<Vec<LabeledSeries>, SourceError> {
-        let source_name = self.describe();
-        with_retries(self.retries, self.retry_backoff, &self.warnings, || async {
-            self.client
-                .query(query)
-                .at(time)
-                .get()
-                .await
-                .map(|result| into_series(result.into_inner().0))
-                .map_err(|error| classify(error, &source_name, query, self.timeout))
+        // The parameters as prometheus-http-query sends them, for a signature.
+        let params = [("query", query.to_owned()), ("time", time.to_string())];
+        self.run("api/v1/query", query, &params, || {
+            self.client.query(query).at(time)
         })
         .await
     }
@@ -86,16 +89,144 @@ impl PrometheusSource {
         end: i64,
         step: f64,
     ) -> Result<Vec<LabeledSeries>, SourceError> {
-        let source_name = self.describe();
-        with_retries(self.retries, self.retry_backoff, &self.warnings, || async {
-            self.client
-                .query_range(query, start, end, step)
-                .get()
-                .await
-                .map(|result| into_series(result.into_inner().0))
-                .map_err(|error| classify(error, &source_name, query, self.timeout))
+        let params = [
+            ("query", query.to_owned()),
+            ("start", start.to_string()),
+            ("end", end.to_string()),
+            ("step", step.to_string()),
+        ];
+        self.run("api/v1/query_range", query, &params, || {
+            self.client.query_range(query, start, end, step)
         })
         .await
+    }
+
+    /// Sends the query `builder` makes, with retries and the per-request credentials:
+    /// an OAuth2 bearer token (fetched again once when the server refuses it), or a
+    /// SigV4 signature, in which case the query goes as a signed form POST (a signed
+    /// body leaves no doubt about how the query string was encoded).
+    async fn run<B: QueryBuilder>(
+        &self,
+        path: &str,
+        query: &str,
+        params: &[(&'static str, String)],
+        builder: impl Fn() -> B,
+    ) -> Result<Vec<LabeledSeries>, SourceError> {
+        let source_name = self.describe();
+        let mut refreshed = false;
+        loop {
+            let result = with_retries(self.retries, self.retry_backoff, &self.warnings, || async {
+                let (request, post) = self
+                    .authorised(builder(), path, params, &source_name)
+                    .await?;
+                let answer = if post {
+                    request.send_post().await
+                } else {
+                    request.send_get().await
+                };
+                answer
+                    .map(into_series)
+                    .map_err(|error| classify(error, &source_name, query, self.timeout))
+            })
+            .await;
+            match (&self.auth, result) {
+                (RequestAuth::OAuth2(oauth2), Err(SourceError::Unauthorized { .. }))
+                    if !refreshed =>
+                {
+                    // The token may have been revoked or expired early: fetch a new one
+                    // once before reporting the credentials refused.
+                    oauth2.invalidate().await;
+                    refreshed = true;
+                }
+                (_, result) => return result,
+            }
+        }
+    }
+
+    /// `request` with its per-request credentials, and whether it must go as a POST.
+    async fn authorised<B: QueryBuilder>(
+        &self,
+        request: B,
+        path: &str,
+        params: &[(&'static str, String)],
+        source_name: &str,
+    ) -> Result<(B, bool), Failure> {
+        let unsendable = |what: &str| {
+            Failure::fatal(SourceError::Unauthorized {
+                source_name: source_name.to_owned(),
+                message: format!("the {what} cannot be sent in an HTTP header"),
+            })
+        };
+        match &self.auth {
+            RequestAuth::None => Ok((request, false)),
+            RequestAuth::OAuth2(oauth2) => {
+                let token = oauth2.token(source_name).await?;
+                let value = sensitive_header(&format!("Bearer {}", token.expose()))
+                    .ok_or_else(|| unsendable("OAuth2 access token"))?;
+                Ok((request.with_header("authorization", value), false))
+            }
+            RequestAuth::SigV4(signer) => {
+                let mut url = self.base.clone();
+                url.set_path(&format!(
+                    "{}/{path}",
+                    self.base.path().trim_end_matches('/')
+                ));
+                let body = form_body(params);
+                let mut request = request;
+                for (name, value) in signer.sign(
+                    "POST",
+                    &url,
+                    &[("content-type", "application/x-www-form-urlencoded")],
+                    body.as_bytes(),
+                    time::OffsetDateTime::now_utc(),
+                ) {
+                    let value = sensitive_header(&value).ok_or_else(|| unsendable(name))?;
+                    request = request.with_header(name, value);
+                }
+                Ok((request, true))
+            }
+        }
+    }
+}
+
+/// The form body reqwest sends for `params`, byte for byte (both use
+/// `form_urlencoded`), which a SigV4 signature covers.
+fn form_body(params: &[(&'static str, String)]) -> String {
+    let mut serializer = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in params {
+        serializer.append_pair(name, value);
+    }
+    serializer.finish()
+}
+
+/// The two query builders of prometheus-http-query, as one.
+trait QueryBuilder: Sized + Send {
+    fn with_header(self, name: &'static str, value: reqwest::header::HeaderValue) -> Self;
+    fn send_get(self) -> impl Future<Output = Result<Data, PromError>> + Send;
+    fn send_post(self) -> impl Future<Output = Result<Data, PromError>> + Send;
+}
+
+impl QueryBuilder for prometheus_http_query::InstantQueryBuilder {
+    fn with_header(self, name: &'static str, value: reqwest::header::HeaderValue) -> Self {
+        self.header(name, value)
+    }
+    async fn send_get(self) -> Result<Data, PromError> {
+        self.get().await.map(|result| result.into_inner().0)
+    }
+    async fn send_post(self) -> Result<Data, PromError> {
+        self.post().await.map(|result| result.into_inner().0)
+    }
+}
+
+impl QueryBuilder for prometheus_http_query::RangeQueryBuilder {
+    fn with_header(self, name: &'static str, value: reqwest::header::HeaderValue) -> Self {
+        self.header(name, value)
+    }
+    async fn send_get(self) -> Result<Data, PromError> {
+        self.get().await.map(|result| result.into_inner().0)
+    }
+    async fn send_post(self) -> Result<Data, PromError> {
+        self.post().await.map(|result| result.into_inner().0)
     }
 }
 
@@ -161,10 +292,17 @@ impl PrometheusConfig {
     /// Checks the settings and builds the source. Makes no request: call
     /// [`MetricSource::healthcheck`] for that.
     pub fn build(&self) -> Result<PrometheusSource, PrometheusConfigError> {
-        let (client, url) = self.client()?;
+        let BuiltClient {
+            client,
+            url,
+            base,
+            auth,
+        } = self.client()?;
         Ok(PrometheusSource {
             client,
             url,
+            base,
+            auth,
             timeout: self.timeout,
             retries: self.retries,
             retry_backoff: self.retry_backoff,

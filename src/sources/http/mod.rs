@@ -16,6 +16,73 @@ use tracing::{debug, warn};
 
 use crate::sources::SourceError;
 
+pub mod oauth2;
+pub mod sigv4;
+
+/// Why an HTTP client cannot be made for a source's URL.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ClientSetupError {
+    /// The URL does not parse or is not HTTP(S).
+    InvalidUrl(String),
+    /// An `https://` URL in a build without TLS.
+    TlsNotBuiltIn,
+    /// The CA file cannot be used.
+    CaFile(String),
+    /// The HTTP library refused the settings.
+    Client(String),
+}
+
+/// Parses a source's base URL (trailing slashes dropped) and makes its HTTP client:
+/// platform CA roots plus `ca_file` for `https://`, `timeout` per request, `headers`
+/// on every request.
+pub(crate) fn http_client(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+    timeout: Duration,
+    headers: reqwest::header::HeaderMap,
+) -> Result<(reqwest::Client, reqwest::Url), ClientSetupError> {
+    let trimmed = url.trim_end_matches('/');
+    let parsed = reqwest::Url::parse(trimmed)
+        .map_err(|error| ClientSetupError::InvalidUrl(error.to_string()))?;
+    match parsed.scheme() {
+        "http" => {}
+        "https" if crate::tls::HTTPS_BUILT_IN => {}
+        "https" => return Err(ClientSetupError::TlsNotBuiltIn),
+        other => {
+            return Err(ClientSetupError::InvalidUrl(format!(
+                "scheme {other:?} is not http or https"
+            )));
+        }
+    }
+    #[cfg_attr(not(feature = "rustls"), allow(unused_mut))]
+    let mut builder = crate::tls::client_builder(parsed.scheme() == "https");
+    if let Some(ca_file) = ca_file {
+        let certificates =
+            crate::tls::ca_certificates(ca_file).map_err(ClientSetupError::CaFile)?;
+        #[cfg(feature = "rustls")]
+        {
+            builder = builder.tls_certs_merge(certificates);
+        }
+        #[cfg(not(feature = "rustls"))]
+        let _ = certificates;
+    }
+    let client = builder
+        .default_headers(headers)
+        .timeout(timeout)
+        .build()
+        .map_err(|error| ClientSetupError::Client(error.to_string()))?;
+    Ok((client, parsed))
+}
+
+/// A header value that is kept out of the HTTP library's debug output, or `None`
+/// when it cannot be sent (a control character or line break, usually from a file
+/// read with its trailing newline).
+pub(crate) fn sensitive_header(value: &str) -> Option<reqwest::header::HeaderValue> {
+    let mut header = reqwest::header::HeaderValue::from_str(value).ok()?;
+    header.set_sensitive(true);
+    Some(header)
+}
+
 /// A credential: kept out of `Debug` output and logs.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
