@@ -501,14 +501,33 @@ pub async fn simulate(args: &SimulateArgs) -> Result<String> {
     })
 }
 
-/// Prometheus credentials come from the environment, never from the command line
-/// (where `ps` would show them): `CANARY_PROMETHEUS_BEARER_TOKEN`, or
-/// `CANARY_PROMETHEUS_USERNAME` with `CANARY_PROMETHEUS_PASSWORD`; so does a private
-/// CA to trust for HTTPS, `CANARY_PROMETHEUS_CA_FILE` (the source's `ca_file`).
+/// Credentials come from the environment, never from the command line (where `ps`
+/// would show them). Prometheus: `CANARY_PROMETHEUS_BEARER_TOKEN`, or
+/// `CANARY_PROMETHEUS_USERNAME` with `CANARY_PROMETHEUS_PASSWORD`; the tenant
+/// `CANARY_PROMETHEUS_TENANT`; a private CA to trust for HTTPS,
+/// `CANARY_PROMETHEUS_CA_FILE` (the source's `ca_file`). InfluxDB:
+/// `CANARY_INFLUXDB_USERNAME` with `CANARY_INFLUXDB_PASSWORD`, or
+/// `CANARY_INFLUXDB_TOKEN`. A `file=PATH` source carries its own settings.
 fn with_credentials_from_environment(source: SourceConfig) -> SourceConfig {
+    let variable = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     match source {
+        SourceConfig::Influxdb(mut config) => {
+            if let (Some(username), Some(password)) = (
+                variable("CANARY_INFLUXDB_USERNAME"),
+                variable("CANARY_INFLUXDB_PASSWORD"),
+            ) {
+                config.username = Some(username);
+                config.password = Some(Secret::new(password));
+            }
+            if let Some(token) = variable("CANARY_INFLUXDB_TOKEN") {
+                config.token = Some(Secret::new(token));
+            }
+            SourceConfig::Influxdb(config)
+        }
         SourceConfig::Prometheus(mut config) => {
-            let variable = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+            if let Some(tenant) = variable("CANARY_PROMETHEUS_TENANT") {
+                config.tenant = Some(tenant);
+            }
             if let Some(ca_file) = variable("CANARY_PROMETHEUS_CA_FILE") {
                 config.ca_file = Some(ca_file.into());
             }

@@ -305,13 +305,18 @@ pub struct RunArgs {
     /// The analysis profile (TOML) with a rollout plan (`[[stages]]`).
     #[arg(long, value_name = "FILE")]
     pub profile: PathBuf,
-    /// Where metrics come from: `prometheus=URL` (the profile's queries are run) or
-    /// `replay=DIR` (recorded DIR/baseline.csv and DIR/canary.csv, replayed on a
-    /// compressed clock). Prometheus credentials are read from the environment:
-    /// CANARY_PROMETHEUS_BEARER_TOKEN, or CANARY_PROMETHEUS_USERNAME and
-    /// CANARY_PROMETHEUS_PASSWORD; for an https URL signed by a private CA,
-    /// CANARY_PROMETHEUS_CA_FILE (PEM). HTTPS certificates are checked against the
-    /// system's CA roots (SSL_CERT_FILE / SSL_CERT_DIR override where they are read).
+    /// Where metrics come from: `prometheus=URL` (the profile's PromQL queries are run;
+    /// VictoriaMetrics, Thanos, Mimir and other stores that speak the Prometheus API
+    /// too), `influxdb=URL?db=DATABASE` (the profile's [metrics.queries.influxdb]
+    /// InfluxQL), `file=PATH` (a TOML table: `kind` and the source's settings, such as
+    /// oauth2, sigv4, tenant or headers) or `replay=DIR` (recorded DIR/baseline.csv and
+    /// DIR/canary.csv, replayed on a compressed clock). Credentials are read from the
+    /// environment: CANARY_PROMETHEUS_BEARER_TOKEN, or CANARY_PROMETHEUS_USERNAME and
+    /// CANARY_PROMETHEUS_PASSWORD, CANARY_PROMETHEUS_TENANT (X-Scope-OrgID); for an https
+    /// URL signed by a private CA, CANARY_PROMETHEUS_CA_FILE (PEM); InfluxDB:
+    /// CANARY_INFLUXDB_USERNAME and CANARY_INFLUXDB_PASSWORD, or CANARY_INFLUXDB_TOKEN.
+    /// HTTPS certificates are checked against the system's CA roots (SSL_CERT_FILE /
+    /// SSL_CERT_DIR override where they are read).
     #[arg(long, value_name = "SOURCE")]
     pub source: SourceConfig,
     /// The feature flag to move.

@@ -1,5 +1,5 @@
-//! Choosing a metric source: the CLI forms `prometheus=URL` and `replay=DIR`, and the
-//! one match that names the concrete sources.
+//! Choosing a metric source: the CLI forms (`prometheus=URL`, `influxdb=URL?db=NAME`,
+//! `replay=DIR`, `file=PATH`), and the one match that names the concrete sources.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use super::MetricSource;
+use super::influxdb::InfluxDbConfig;
 use super::prometheus::PrometheusConfig;
 use super::replay::ReplaySource;
 
@@ -16,8 +17,11 @@ use super::replay::ReplaySource;
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum SourceConfig {
-    /// A Prometheus server's HTTP API.
+    /// A Prometheus server's HTTP API, or a store speaking it (VictoriaMetrics,
+    /// Thanos, Cortex, Mimir, Amazon Managed Prometheus).
     Prometheus(PrometheusConfig),
+    /// An InfluxDB server's InfluxQL endpoint.
+    Influxdb(InfluxDbConfig),
     /// Recorded `baseline` and `canary` files in a directory.
     Replay {
         /// The directory.
@@ -37,7 +41,7 @@ pub struct SourceConfigError {
 
 impl SourceConfig {
     /// The accepted command-line forms, for help and errors.
-    pub const CLI_FORMS: &'static str = "`prometheus=URL` or `replay=DIR`";
+    pub const CLI_FORMS: &'static str = "`prometheus=URL`, `influxdb=URL?db=DATABASE`, `replay=DIR` or `file=PATH` (a TOML table with `kind` and the source's settings)";
 
     /// Builds the source. A replay directory is read here, so its errors name files and
     /// lines before a rollout starts.
@@ -49,6 +53,13 @@ impl SourceConfig {
                 .map_err(|error| SourceConfigError {
                     spec: self.to_string(),
                     message: error.to_string(),
+                }),
+            SourceConfig::Influxdb(config) => config
+                .build()
+                .map(|source| Arc::new(source) as Arc<dyn MetricSource>)
+                .map_err(|error| SourceConfigError {
+                    spec: self.to_string(),
+                    message: error.message,
                 }),
             SourceConfig::Replay { directory } => ReplaySource::open(directory)
                 .map(|source| Arc::new(source) as Arc<dyn MetricSource>)
@@ -68,9 +79,26 @@ impl FromStr for SourceConfig {
             Some(("prometheus", url)) if !url.is_empty() => {
                 Ok(SourceConfig::Prometheus(PrometheusConfig::new(url)))
             }
+            Some(("influxdb", url)) if !url.is_empty() => influxdb_form(url),
             Some(("replay", directory)) if !directory.is_empty() => Ok(SourceConfig::Replay {
                 directory: PathBuf::from(directory),
             }),
+            Some(("file", path)) if !path.is_empty() => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|error| format!("metric source file {path}: {error}"))?;
+                toml::from_str(&text).map_err(|error| {
+                    let message = error.message().to_owned();
+                    let line = error
+                        .span()
+                        .filter(|span| span.start > 0)
+                        .map(|span| crate::domain::line_and_column(&text, span.start).0)
+                        .or_else(|| line_of_named_key(&text, &message));
+                    match line {
+                        Some(line) => format!("metric source file {path}, line {line}: {message}"),
+                        None => format!("metric source file {path}: {message}"),
+                    }
+                })
+            }
             _ => Err(format!(
                 "unknown metric source {text:?}: expected {}",
                 Self::CLI_FORMS
@@ -79,10 +107,53 @@ impl FromStr for SourceConfig {
     }
 }
 
+/// The line of the key a serde message names in backticks (``unknown field `bogus` ``):
+/// an internally tagged table loses the spans of its fields, so the key is looked up.
+fn line_of_named_key(text: &str, message: &str) -> Option<usize> {
+    let name = message.split('`').nth(1)?;
+    text.lines().position(|line| {
+        line.trim_start()
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    })
+    .map(|index| index + 1)
+}
+
+/// `influxdb=URL?db=NAME[&rp=POLICY]`: the database (and retention policy) ride in the
+/// URL's query string on the command line.
+fn influxdb_form(url: &str) -> Result<SourceConfig, String> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|error| format!("influxdb source {url:?}: {error}"))?;
+    let mut database = None;
+    let mut retention_policy = None;
+    for (name, value) in parsed.query_pairs() {
+        match name.as_ref() {
+            "db" => database = Some(value.into_owned()),
+            "rp" => retention_policy = Some(value.into_owned()),
+            other => {
+                return Err(format!(
+                    "influxdb source {url:?}: unknown parameter {other:?}; give db (and rp)"
+                ));
+            }
+        }
+    }
+    let database = database
+        .filter(|database| !database.is_empty())
+        .ok_or_else(|| format!("influxdb source {url:?} names no database: add ?db=NAME"))?;
+    let mut base = parsed.clone();
+    base.set_query(None);
+    let mut config = InfluxDbConfig::new(base.as_str().trim_end_matches('/'), database);
+    config.retention_policy = retention_policy;
+    Ok(SourceConfig::Influxdb(config))
+}
+
 impl fmt::Display for SourceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SourceConfig::Prometheus(config) => write!(f, "prometheus={}", config.url),
+            SourceConfig::Influxdb(config) => {
+                write!(f, "influxdb={}?db={}", config.url, config.database)
+            }
             SourceConfig::Replay { directory } => write!(f, "replay={}", directory.display()),
         }
     }
@@ -96,6 +167,7 @@ mod tests {
     fn the_cli_forms_parse_and_print_back() {
         for form in [
             "prometheus=http://127.0.0.1:9090",
+            "influxdb=http://127.0.0.1:8086?db=metrics",
             "replay=fixtures/replay/healthy",
         ] {
             assert_eq!(form.parse::<SourceConfig>().unwrap().to_string(), form);
@@ -104,9 +176,48 @@ mod tests {
 
     #[test]
     fn unknown_forms_name_the_allowed_ones() {
-        for form in ["graphite=http://x", "prometheus=", "replay", ""] {
+        for form in [
+            "graphite=http://x",
+            "prometheus=",
+            "replay",
+            "",
+            "influxdb=http://x",
+        ] {
             let error = form.parse::<SourceConfig>().unwrap_err();
-            assert!(error.contains("prometheus=URL"), "{error}");
+            assert!(
+                error.contains("prometheus=URL") || error.contains("?db=NAME"),
+                "{error}"
+            );
         }
+    }
+
+    #[test]
+    fn a_source_file_is_read_as_a_settings_table() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("source.toml");
+        std::fs::write(
+            &path,
+            "kind = \"prometheus\"\nurl = \"http://vm:8428\"\ntenant = \"team-a\"\n",
+        )
+        .unwrap();
+        let SourceConfig::Prometheus(config) = format!("file={}", path.display())
+            .parse::<SourceConfig>()
+            .unwrap()
+        else {
+            panic!("expected a Prometheus source");
+        };
+        assert_eq!(config.tenant.as_deref(), Some("team-a"));
+        std::fs::write(
+            &path,
+            "kind = \"prometheus\"\nurl = \"http://vm:8428\"\nbogus = 1\n",
+        )
+        .unwrap();
+        let error = format!("file={}", path.display())
+            .parse::<SourceConfig>()
+            .unwrap_err();
+        assert!(
+            error.contains("source.toml") && error.contains("line 3"),
+            "{error}"
+        );
     }
 }

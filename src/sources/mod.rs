@@ -6,13 +6,18 @@
 //! - The [`MetricSource`] trait: live sources that the rollout runner asks for one
 //!   metric of one side over one analysis window. Implementations are named only in
 //!   `app`.
-//! - [`prometheus`]: the Prometheus HTTP API as a [`MetricSource`].
+//! - [`prometheus`]: the Prometheus HTTP API as a [`MetricSource`] (and every store
+//!   that speaks it).
+//! - [`influxdb`]: InfluxQL over InfluxDB's `/query` endpoint.
+//! - [`http`]: what the HTTP sources share (retries, credentials, OAuth2, SigV4).
+//! - [`scope`]: scopes parsed into label matchers, for languages other than PromQL.
 //! - [`query`]: query templates, rendered once per side with its `{{scope}}`.
 //! - [`pairing`]: matching baseline and canary series by label and pooling them into
 //!   per-side data, with a note for every series that has no counterpart.
 
 pub mod config;
 pub mod http;
+pub mod influxdb;
 pub mod pairing;
 pub mod prometheus;
 pub mod query;

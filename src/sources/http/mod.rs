@@ -74,6 +74,95 @@ pub(crate) fn http_client(
     Ok((client, parsed))
 }
 
+/// An HTTP answer: its status, the `Retry-After` it asked for, and its body.
+pub(crate) struct Answer {
+    pub(crate) status: reqwest::StatusCode,
+    pub(crate) retry_after: Option<Duration>,
+    pub(crate) body: Vec<u8>,
+}
+
+/// Sends `request` and reads the answer; a transport failure (no connection, no answer
+/// within `timeout`, a body cut short) is a retryable [`SourceError::Unreachable`] of
+/// `source_name`, worded without the request URL.
+pub(crate) async fn send(
+    request: reqwest::RequestBuilder,
+    source_name: &str,
+    timeout: Duration,
+) -> Result<Answer, Failure> {
+    let transport = |error: reqwest::Error| {
+        let message = if error.is_timeout() {
+            format!(
+                "no answer within {}",
+                crate::format::duration(timeout.as_secs_f64())
+            )
+        } else if error.is_connect() {
+            format!("cannot connect: {}", root_cause(&error))
+        } else {
+            let url = error.url().map(|url| url.as_str().to_owned());
+            without_url(&error_chain(&error), url.as_deref())
+        };
+        Failure::retryable(SourceError::Unreachable {
+            source_name: source_name.to_owned(),
+            message,
+        })
+    };
+    let response = request.send().await.map_err(transport)?;
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.trim().parse::<f64>().ok())
+        .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+        .map(|seconds| Duration::from_secs_f64(seconds.min(3600.0)));
+    let body = response.bytes().await.map_err(transport)?.to_vec();
+    Ok(Answer {
+        status,
+        retry_after,
+        body,
+    })
+}
+
+/// The failure an unsuccessful status means, the same for every HTTP source: 401/403
+/// refused credentials (never retried), 429 and 5xx the server's trouble (retried,
+/// after the `Retry-After` it asked for), 404 nothing of the kind at this URL, any
+/// other 4xx a rejected query. `message` is the server's own explanation, if any.
+pub(crate) fn status_failure(
+    answer: &Answer,
+    source_name: &str,
+    query: &str,
+    message: Option<String>,
+) -> Failure {
+    let status = answer.status;
+    let explained = match &message {
+        Some(message) => format!("HTTP {status}: {message}"),
+        None => format!("HTTP {status}"),
+    };
+    let unreachable = |message: String| SourceError::Unreachable {
+        source_name: source_name.to_owned(),
+        message,
+    };
+    match status.as_u16() {
+        401 | 403 => Failure::fatal(SourceError::Unauthorized {
+            source_name: source_name.to_owned(),
+            message: explained,
+        }),
+        429 | 500..=599 => Failure {
+            error: unreachable(explained),
+            retryable: true,
+            retry_after: answer.retry_after,
+        },
+        404 => Failure::fatal(unreachable(format!(
+            "{explained}; is this the API's base URL?"
+        ))),
+        _ => Failure::fatal(SourceError::BadQuery {
+            source_name: source_name.to_owned(),
+            query: query.to_owned(),
+            message: explained,
+        }),
+    }
+}
+
 /// A header value that is kept out of the HTTP library's debug output, or `None`
 /// when it cannot be sent (a control character or line break, usually from a file
 /// read with its trailing newline).
