@@ -16,6 +16,8 @@ use super::replay::ReplaySource;
 /// `kind = "replay"` and `directory`) names it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
+// Settings are read once at start-up; boxing the larger variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum SourceConfig {
     /// A Prometheus server's HTTP API, or a store speaking it (VictoriaMetrics,
     /// Thanos, Cortex, Mimir, Amazon Managed Prometheus).
