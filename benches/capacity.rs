@@ -782,6 +782,18 @@ impl MetricSource for TimedSource {
         self.inner.uses_queries()
     }
 
+    fn language(&self) -> canary::domain::QueryLanguage {
+        self.inner.language()
+    }
+
+    fn render_scope(&self, scope: &str) -> Result<String, String> {
+        self.inner.render_scope(scope)
+    }
+
+    fn query_variables(&self, start: f64, end: f64) -> Vec<(&'static str, String)> {
+        self.inner.query_variables(start, end)
+    }
+
     async fn healthcheck(&self) -> Result<(), SourceError> {
         self.inner.healthcheck().await
     }

@@ -113,12 +113,13 @@ impl FromStr for SourceConfig {
 /// an internally tagged table loses the spans of its fields, so the key is looked up.
 fn line_of_named_key(text: &str, message: &str) -> Option<usize> {
     let name = message.split('`').nth(1)?;
-    text.lines().position(|line| {
-        line.trim_start()
-            .strip_prefix(name)
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-    })
-    .map(|index| index + 1)
+    text.lines()
+        .position(|line| {
+            line.trim_start()
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|index| index + 1)
 }
 
 /// `influxdb=URL?db=NAME[&rp=POLICY]`: the database (and retention policy) ride in the

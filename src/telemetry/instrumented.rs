@@ -48,6 +48,18 @@ impl MetricSource for InstrumentedSource {
         self.inner.uses_queries()
     }
 
+    fn language(&self) -> crate::domain::QueryLanguage {
+        self.inner.language()
+    }
+
+    fn render_scope(&self, scope: &str) -> Result<String, String> {
+        self.inner.render_scope(scope)
+    }
+
+    fn query_variables(&self, start: f64, end: f64) -> Vec<(&'static str, String)> {
+        self.inner.query_variables(start, end)
+    }
+
     fn recorded_range(&self) -> Option<(f64, f64)> {
         self.inner.recorded_range()
     }

@@ -22,6 +22,7 @@ mod import;
 mod kayenta_api;
 mod live_bed;
 mod live_rollouts;
+mod metric_stores;
 mod notify;
 mod ownership;
 mod profiles;
@@ -36,6 +37,7 @@ mod run_cli;
 mod serve;
 mod simulate;
 mod store;
+mod store_harness;
 #[cfg(feature = "rustls")]
 mod tls;
 mod two_instances;

@@ -81,8 +81,18 @@ struct InfluxSeries {
 }
 
 impl InfluxDbSource {
-    /// Runs one InfluxQL statement with retries.
+    /// Runs one InfluxQL statement with retries and returns its series.
     async fn query(&self, query: &str) -> Result<Vec<LabeledSeries>, SourceError> {
+        self.statement(query, into_series).await
+    }
+
+    /// Runs one InfluxQL statement with retries and makes something of its answer
+    /// (`read` says why the answer cannot be used).
+    async fn statement<T>(
+        &self,
+        query: &str,
+        read: fn(QueryResponse) -> Result<T, String>,
+    ) -> Result<T, SourceError> {
         let source_name = self.describe();
         let mut url = self.base.clone();
         url.set_path(&format!("{}/query", self.base.path().trim_end_matches('/')));
@@ -112,7 +122,7 @@ impl InfluxDbSource {
                     message: format!("the answer is not an InfluxDB /query response: {error}"),
                 })
             })?;
-            into_series(response).map_err(|message| {
+            read(response).map_err(|message| {
                 Failure::fatal(SourceError::BadQuery {
                     source_name: source_name.clone(),
                     query: query.to_owned(),
@@ -178,6 +188,21 @@ fn into_series(response: QueryResponse) -> Result<Vec<LabeledSeries>, String> {
     Ok(all)
 }
 
+/// The error of a one-statement answer whose series do not matter.
+fn statement_error(response: QueryResponse) -> Result<(), String> {
+    if let Some(error) = response.error {
+        return Err(error);
+    }
+    match response
+        .results
+        .first()
+        .and_then(|result| result.error.clone())
+    {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
 /// `"name"`, escaped as InfluxQL identifiers are.
 fn identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
@@ -240,10 +265,11 @@ impl MetricSource for InfluxDbSource {
         )]
     }
 
-    /// `SHOW MEASUREMENTS LIMIT 1` in the database: proves the server answers, the
-    /// credentials are accepted and the database exists.
+    /// `SHOW RETENTION POLICIES ON "database"`: proves the server answers, the
+    /// credentials are accepted and the database exists ("database not found").
     async fn healthcheck(&self) -> Result<(), SourceError> {
-        self.query("SHOW MEASUREMENTS LIMIT 1").await.map(|_| ())
+        let statement = format!("SHOW RETENTION POLICIES ON {}", identifier(&self.database));
+        self.statement(&statement, statement_error).await
     }
 
     async fn fetch(&self, request: &RangeRequest) -> Result<Vec<LabeledSeries>, SourceError> {
