@@ -74,7 +74,7 @@ fn run_rollout(source: &str) -> (String, String, Vec<String>, String) {
             .collect(),
         summary["reasons"]
             .get(0)
-            .map(|reason| text(reason))
+            .map(text)
             .unwrap_or_default(),
     )
 }
