@@ -41,6 +41,22 @@ if ! { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2
   fi
 fi
 
+# The other metric stores the source tests start on loopback ports (tests/it/
+# store_harness.rs): VictoriaMetrics and vmauth (Debian package victoria-metrics) and
+# InfluxDB 1.x (influxdb). Installed only when missing; their services are not left
+# running (they would hold the standard ports).
+if ! { command -v victoria-metrics >/dev/null 2>&1 && command -v vmauth >/dev/null 2>&1 \
+       && command -v influxd >/dev/null 2>&1; }; then
+  echo "== installing victoria-metrics and influxdb (Debian packages)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    victoria-metrics influxdb >/dev/null
+  if command -v service >/dev/null 2>&1; then
+    service victoria-metrics stop >/dev/null 2>&1 || true
+    service influxdb stop >/dev/null 2>&1 || true
+  fi
+fi
+
 # Headless Chromium, which tests/it/report.rs opens the HTML reports in (rendered text
 # and a screenshot). Installed only when missing; without it those checks skip with a
 # notice.

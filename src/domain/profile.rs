@@ -809,6 +809,86 @@ max = 0.4
         }
     }
 
+    const TWO_LANGUAGES: &str = "name = \"p\"\n[[metrics]]\nname = \"errors\"\nkind = \"proportion\"\nerrors_query = 'e'\ntotal_query = 't'\n[metrics.queries.influxdb]\nerrors_query = 'SELECT e'\ntotal_query = 'SELECT t'\ncumulative = true\n";
+
+    #[test]
+    fn a_metric_carries_queries_for_several_languages() {
+        let profile = parse(TWO_LANGUAGES).unwrap();
+        let errors = &profile.metrics[0];
+        let promql = errors.queries_in(QueryLanguage::Prometheus).unwrap();
+        assert_eq!(promql.errors_query, Some("e"));
+        assert!(!promql.cumulative);
+        let influxql = errors.queries_in(QueryLanguage::Influxdb).unwrap();
+        assert_eq!(influxql.total_query, Some("SELECT t"));
+        assert!(influxql.cumulative);
+        assert!(errors.queries_in(QueryLanguage::Graphite).is_none());
+        assert!(errors.counted());
+
+        // A profile for InfluxDB alone, with no PromQL at all.
+        let influx_only = parse("name = \"p\"\n[[metrics]]\nname = \"rate\"\nkind = \"threshold\"\nmax = 0.01\n[metrics.queries.influxdb]\nerrors_query = 'SELECT e'\ntotal_query = 'SELECT t'\n").unwrap();
+        let rate = &influx_only.metrics[0];
+        assert!(rate.queries_in(QueryLanguage::Prometheus).is_none());
+        assert!(
+            rate.counted(),
+            "a threshold on a rate, whatever the language"
+        );
+    }
+
+    #[test]
+    fn query_tables_that_cannot_work_are_refused_with_their_line() {
+        let base =
+            "name = \"p\"\n[[metrics]]\nname = \"lat\"\nkind = \"continuous\"\nquery = 'x'\n";
+        let cases = [
+            (
+                format!("{base}[metrics.queries.splunk]\nquery = 'x'\n"),
+                6,
+                "metrics.lat.queries.splunk",
+                "influxdb, graphite, datadog, cloudwatch",
+            ),
+            (
+                format!("{base}[metrics.queries.prometheus]\nquery = 'x'\n"),
+                6,
+                "metrics.lat.queries.prometheus",
+                "own `query`",
+            ),
+            (
+                format!("{base}[metrics.queries.influxdb]\nerrors_query = 'e'\ntotal_query = 't'\n"),
+                7,
+                "metrics.lat.queries.influxdb.errors_query",
+                "proportion and threshold",
+            ),
+            (
+                format!("{base}[metrics.queries.graphite]\ncumulative = true\n"),
+                6,
+                "metrics.lat.queries.graphite",
+                "has no query",
+            ),
+            (
+                "name = \"p\"\n[[metrics]]\nname = \"e\"\nkind = \"proportion\"\n[metrics.queries.datadog]\nerrors_query = 'e'\n".to_owned(),
+                6,
+                "metrics.e.queries.datadog.total_query",
+                "go together",
+            ),
+            (
+                "name = \"p\"\n[[metrics]]\nname = \"t\"\nkind = \"threshold\"\nmax = 1\nquery = 'q'\n[metrics.queries.influxdb]\nerrors_query = 'e'\ntotal_query = 't'\n".to_owned(),
+                7,
+                "metrics.t.queries.influxdb",
+                "same thing",
+            ),
+            (
+                format!("{base}[metrics.queries.influxdb]\nquery = 'q'\nraw_samples = true\n"),
+                8,
+                "raw_samples",
+                "expected one of `query`, `errors_query`, `total_query`, `cumulative`",
+            ),
+        ];
+        for (text, line, field, message) in cases {
+            let error = parse(&text).unwrap_err();
+            assert_eq!((error.line, error.field.as_str()), (line, field), "{error}");
+            assert!(error.message.contains(message), "{error}");
+        }
+    }
+
     #[test]
     fn the_documented_contract_example_parses() {
         let profile = parse(CONTRACT_EXAMPLE).unwrap();

@@ -72,10 +72,7 @@ fn run_rollout(source: &str) -> (String, String, Vec<String>, String) {
             .iter()
             .map(text)
             .collect(),
-        summary["reasons"]
-            .get(0)
-            .map(text)
-            .unwrap_or_default(),
+        summary["reasons"].get(0).map(text).unwrap_or_default(),
     )
 }
 
