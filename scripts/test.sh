@@ -42,15 +42,16 @@ if ! { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2
 fi
 
 # The other metric stores the source tests start on loopback ports (tests/it/
-# store_harness.rs): VictoriaMetrics and vmauth (Debian package victoria-metrics) and
-# InfluxDB 1.x (influxdb). Installed only when missing; their services are not left
-# running (they would hold the standard ports).
+# store_harness.rs): VictoriaMetrics and vmauth (Debian package victoria-metrics),
+# InfluxDB 1.x (influxdb) and graphite-web with its whisper library (graphite-web,
+# run by Debian's own Python 3 and Django). Installed only when missing; their
+# services are not left running (they would hold the standard ports).
 if ! { command -v victoria-metrics >/dev/null 2>&1 && command -v vmauth >/dev/null 2>&1 \
-       && command -v influxd >/dev/null 2>&1; }; then
-  echo "== installing victoria-metrics and influxdb (Debian packages)"
+       && command -v influxd >/dev/null 2>&1 && [ -x /usr/bin/graphite-manage ]; }; then
+  echo "== installing victoria-metrics, influxdb and graphite-web (Debian packages)"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    victoria-metrics influxdb >/dev/null
+    victoria-metrics influxdb graphite-web >/dev/null
   if command -v service >/dev/null 2>&1; then
     service victoria-metrics stop >/dev/null 2>&1 || true
     service influxdb stop >/dev/null 2>&1 || true

@@ -699,10 +699,10 @@ token = "dashboard-token"
         let (_directory, path) = write("[worker]\nlease = \"soon\"\n");
         let error = Settings::load_from(Some(&path), Some(BTreeMap::new())).unwrap_err();
         assert!(error.0.contains("worker.lease"), "{error}");
-        let (_directory, path) = write("[sources.x]\nkind = \"graphite\"\n");
+        let (_directory, path) = write("[sources.x]\nkind = \"splunk\"\n");
         let error = Settings::load_from(Some(&path), Some(BTreeMap::new())).unwrap_err();
         assert!(error.0.contains("canary.toml"), "{error}");
-        assert!(error.0.contains("graphite"), "{error}");
+        assert!(error.0.contains("splunk"), "{error}");
         let missing =
             Settings::load_from(Some(Path::new("/nonexistent/canary.toml")), None).unwrap_err();
         assert!(missing.0.contains("/nonexistent/canary.toml"));

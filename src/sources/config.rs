@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use super::MetricSource;
+use super::graphite::GraphiteConfig;
 use super::influxdb::InfluxDbConfig;
 use super::prometheus::PrometheusConfig;
 use super::replay::ReplaySource;
@@ -24,6 +25,8 @@ pub enum SourceConfig {
     Prometheus(PrometheusConfig),
     /// An InfluxDB server's InfluxQL endpoint.
     Influxdb(InfluxDbConfig),
+    /// A Graphite render API.
+    Graphite(GraphiteConfig),
     /// Recorded `baseline` and `canary` files in a directory.
     Replay {
         /// The directory.
@@ -43,7 +46,7 @@ pub struct SourceConfigError {
 
 impl SourceConfig {
     /// The accepted command-line forms, for help and errors.
-    pub const CLI_FORMS: &'static str = "`prometheus=URL`, `influxdb=URL?db=DATABASE`, `replay=DIR` or `file=PATH` (a TOML table with `kind` and the source's settings)";
+    pub const CLI_FORMS: &'static str = "`prometheus=URL`, `influxdb=URL?db=DATABASE`, `graphite=URL`, `replay=DIR` or `file=PATH` (a TOML table with `kind` and the source's settings)";
 
     /// Builds the source. A replay directory is read here, so its errors name files and
     /// lines before a rollout starts.
@@ -57,6 +60,13 @@ impl SourceConfig {
                     message: error.to_string(),
                 }),
             SourceConfig::Influxdb(config) => config
+                .build()
+                .map(|source| Arc::new(source) as Arc<dyn MetricSource>)
+                .map_err(|error| SourceConfigError {
+                    spec: self.to_string(),
+                    message: error.message,
+                }),
+            SourceConfig::Graphite(config) => config
                 .build()
                 .map(|source| Arc::new(source) as Arc<dyn MetricSource>)
                 .map_err(|error| SourceConfigError {
@@ -82,6 +92,9 @@ impl FromStr for SourceConfig {
                 Ok(SourceConfig::Prometheus(PrometheusConfig::new(url)))
             }
             Some(("influxdb", url)) if !url.is_empty() => influxdb_form(url),
+            Some(("graphite", url)) if !url.is_empty() => {
+                Ok(SourceConfig::Graphite(GraphiteConfig::new(url)))
+            }
             Some(("replay", directory)) if !directory.is_empty() => Ok(SourceConfig::Replay {
                 directory: PathBuf::from(directory),
             }),
@@ -154,6 +167,7 @@ impl fmt::Display for SourceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SourceConfig::Prometheus(config) => write!(f, "prometheus={}", config.url),
+            SourceConfig::Graphite(config) => write!(f, "graphite={}", config.url),
             SourceConfig::Influxdb(config) => {
                 write!(f, "influxdb={}?db={}", config.url, config.database)
             }
@@ -171,6 +185,7 @@ mod tests {
         for form in [
             "prometheus=http://127.0.0.1:9090",
             "influxdb=http://127.0.0.1:8086?db=metrics",
+            "graphite=http://127.0.0.1:8080",
             "replay=fixtures/replay/healthy",
         ] {
             assert_eq!(form.parse::<SourceConfig>().unwrap().to_string(), form);
@@ -180,7 +195,7 @@ mod tests {
     #[test]
     fn unknown_forms_name_the_allowed_ones() {
         for form in [
-            "graphite=http://x",
+            "splunk=http://x",
             "prometheus=",
             "replay",
             "",

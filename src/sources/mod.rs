@@ -9,6 +9,7 @@
 //! - [`prometheus`]: the Prometheus HTTP API as a [`MetricSource`] (and every store
 //!   that speaks it).
 //! - [`influxdb`]: InfluxQL over InfluxDB's `/query` endpoint.
+//! - [`graphite`]: Graphite's render API.
 //! - [`http`]: what the HTTP sources share (retries, credentials, OAuth2, SigV4).
 //! - [`scope`]: scopes parsed into label matchers, for languages other than PromQL.
 //! - [`query`]: query templates, rendered once per side with its `{{scope}}`.
@@ -16,6 +17,7 @@
 //!   per-side data, with a note for every series that has no counterpart.
 
 pub mod config;
+pub mod graphite;
 pub mod http;
 pub mod influxdb;
 pub mod pairing;

@@ -1,7 +1,8 @@
 //! The same rollouts on every metric store canary reads: a real Prometheus, a real
-//! VictoriaMetrics and a real InfluxDB 1.x, each loaded with the same recordings
-//! (fixtures/prometheus/rollout-*.om), judged through `canary run` and through `canary
-//! serve` with one profile that carries PromQL and InfluxQL. Then the stores' own
+//! VictoriaMetrics, a real InfluxDB 1.x and a real graphite-web, each loaded with the
+//! same recordings (fixtures/prometheus/rollout-*.om), judged through `canary run` and
+//! through `canary serve` with one profile that carries PromQL, InfluxQL and Graphite
+//! targets. Then the stores' own
 //! ways in: vmauth's bearer tokens handed out by an OAuth2 token endpoint, the tenant
 //! and custom headers a multi-tenant gateway reads, InfluxDB's users.
 
@@ -19,7 +20,8 @@ use crate::helpers::{canary, root, spawn_serve};
 use crate::kayenta_api::{KayentaMetric, TOKEN, argo_measurement};
 use crate::prometheus_harness::start_prometheus;
 use crate::store_harness::{
-    INFLUX_DATABASE, StoreGuard, start_influxdb, start_victoria_metrics, start_vmauth,
+    GraphiteGuard, INFLUX_DATABASE, StoreGuard, start_graphite, start_influxdb,
+    start_victoria_metrics, start_vmauth,
 };
 
 fn recording(name: &str) -> String {
@@ -39,7 +41,7 @@ const FLAGS: &str = r#"{
 
 /// `canary run` of the rollout profile against `source`, from minute 6 of the
 /// recording at 3000× speed: (verdict, status, stages passed, first reason).
-fn run_rollout(source: &str) -> (String, String, Vec<String>, String) {
+fn run_rollout(source: &str, offset: i64) -> (String, String, Vec<String>, String) {
     let directory = tempfile::tempdir().unwrap();
     let flags = directory.path().join("flags.json");
     std::fs::write(&flags, FLAGS).unwrap();
@@ -54,7 +56,7 @@ fn run_rollout(source: &str) -> (String, String, Vec<String>, String) {
         "--actuator",
         &format!("flagd-file={}", flags.display()),
         "--start",
-        "1700000360",
+        &(1_700_000_360 + offset).to_string(),
         "--speed",
         "3000",
         "--format",
@@ -80,6 +82,7 @@ struct Stores {
     prometheus: crate::prometheus_harness::PrometheusGuard,
     victoria: StoreGuard,
     influx: StoreGuard,
+    graphite: GraphiteGuard,
 }
 
 async fn stores(name: &str) -> Stores {
@@ -88,55 +91,70 @@ async fn stores(name: &str) -> Stores {
         prometheus: start_prometheus(&text),
         victoria: start_victoria_metrics(&text).await,
         influx: start_influxdb(&text, None).await,
+        graphite: start_graphite(&text).await,
     }
 }
 
 impl Stores {
-    fn sources(&self) -> [(&'static str, String); 3] {
+    /// Each store as `canary run --source` names it, with the offset of its data.
+    fn sources(&self) -> [(&'static str, String, i64); 4] {
         [
-            ("prometheus", format!("prometheus={}", self.prometheus.url)),
+            (
+                "prometheus",
+                format!("prometheus={}", self.prometheus.url),
+                0,
+            ),
             (
                 "victoriametrics",
                 format!("prometheus={}", self.victoria.url),
+                0,
             ),
             (
                 "influxdb",
                 format!("influxdb={}?db={INFLUX_DATABASE}", self.influx.url),
+                0,
+            ),
+            (
+                "graphite",
+                format!("graphite={}", self.graphite.url),
+                self.graphite.offset,
             ),
         ]
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn canary_run_reaches_the_same_verdicts_on_prometheus_victoriametrics_and_influxdb() {
+async fn canary_run_reaches_the_same_verdicts_on_prometheus_victoriametrics_influxdb_and_graphite()
+{
     let healthy = stores("rollout-healthy.om").await;
     let regression = stores("rollout-regression.om").await;
-    for (store, source) in healthy.sources() {
+    for (store, source, offset) in healthy.sources() {
         let (verdict, status, stages, reason) =
-            tokio::task::block_in_place(|| run_rollout(&source));
+            tokio::task::block_in_place(|| run_rollout(&source, offset));
         assert_eq!(
             (verdict.as_str(), status.as_str(), stages.len()),
             ("promote", "promoted", 5),
             "{store}: {reason}"
         );
     }
-    for (store, source) in regression.sources() {
+    for (store, source, offset) in regression.sources() {
         let (verdict, status, stages, reason) =
-            tokio::task::block_in_place(|| run_rollout(&source));
+            tokio::task::block_in_place(|| run_rollout(&source, offset));
         assert_eq!(
             (verdict.as_str(), status.as_str()),
             ("rollback", "rolled_back"),
             "{store}: {reason}"
         );
         // The canary slows during the 25 % stage. PromQL's range query reads the
-        // sample at each 15 s instant; InfluxDB's GROUP BY time(15s) the last sample
-        // of each epoch-aligned bucket: a third of the same points each, but not the
-        // same third, so a borderline look (e = 62 against 40 here on Prometheus) can
-        // fall one look later on InfluxDB. Both stop the rollout before it leaves 50 %.
+        // sample at each 15 s instant; InfluxDB's GROUP BY time(15s) and Graphite's
+        // summarize the last sample of each epoch-aligned bucket: a third of the same
+        // points each, but not the same third, so a borderline look (e = 62 against 40
+        // here on Prometheus) can fall one look later. Every store stops the rollout
+        // before it leaves 50 %.
         let caught_at_25 = stages == ["1%", "5%"];
         let caught_at_50 = stages == ["1%", "5%", "25%"];
         assert!(
-            caught_at_25 || (store == "influxdb" && caught_at_50),
+            caught_at_25 || (matches!(store, "influxdb" | "graphite") && caught_at_50),
             "{store}: passed {stages:?}: {reason}"
         );
         assert!(
@@ -165,8 +183,9 @@ async fn canary_serve_reaches_the_same_verdicts_on_every_store() {
         sources.push_str(&format!(
             "[sources.prometheus-{scenario}]\nkind = \"prometheus\"\nurl = \"{}\"\n\
              [sources.victoriametrics-{scenario}]\nkind = \"prometheus\"\nurl = \"{}\"\n\
-             [sources.influxdb-{scenario}]\nkind = \"influxdb\"\nurl = \"{}\"\ndatabase = \"{INFLUX_DATABASE}\"\n",
-            stores.prometheus.url, stores.victoria.url, stores.influx.url
+             [sources.influxdb-{scenario}]\nkind = \"influxdb\"\nurl = \"{}\"\ndatabase = \"{INFLUX_DATABASE}\"\n\
+             [sources.graphite-{scenario}]\nkind = \"graphite\"\nurl = \"{}\"\n",
+            stores.prometheus.url, stores.victoria.url, stores.influx.url, stores.graphite.url
         ));
     }
     let settings = directory.path().join("settings.toml");
@@ -183,9 +202,22 @@ async fn canary_serve_reaches_the_same_verdicts_on_every_store() {
     .unwrap();
     let server = spawn_serve(&settings, &[]);
     let http = reqwest::Client::new();
-    for store in ["prometheus", "victoriametrics", "influxdb"] {
+    for store in ["prometheus", "victoriametrics", "influxdb", "graphite"] {
         for (scenario, expected) in [("healthy", "Successful"), ("regression", "Failed")] {
             let account = format!("{store}-{scenario}");
+            // Minutes 20 to 30: the regression runs from minute 19 on.
+            let offset = match (store, scenario) {
+                ("graphite", "healthy") => healthy.graphite.offset,
+                ("graphite", _) => regression.graphite.offset,
+                _ => 0,
+            };
+            let window = |seconds: i64| {
+                time::OffsetDateTime::from_unix_timestamp(1_700_000_000 + seconds + offset)
+                    .unwrap()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap()
+            };
+            let (start, end) = (window(1200), window(1800));
             let metric = KayentaMetric {
                 address: format!("http://argo:{TOKEN}@ADDRESS/kayenta"),
                 application: "checkout",
@@ -198,8 +230,7 @@ async fn canary_serve_reaches_the_same_verdicts_on_every_store() {
                 step: 15,
                 control_scope: "baseline",
                 experiment_scope: "canary",
-                // Minutes 20 to 30: the regression runs from minute 19 on.
-                window: ("2023-11-14T22:33:20Z", "2023-11-14T22:43:20Z"),
+                window: (&start, &end),
             };
             let (phase, status) =
                 argo_measurement(&http, &metric, server.address(), server.address()).await;
@@ -464,4 +495,35 @@ async fn influxdb_with_authentication_takes_its_users_and_names_what_is_wrong() 
     bad.query = "SELEKT 1".into();
     let error = source.fetch(&bad).await.unwrap_err();
     assert!(matches!(error, SourceError::BadQuery { .. }), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphite_names_a_rejected_target_and_an_unreachable_server() {
+    use canary::sources::graphite::GraphiteConfig;
+    let graphite = start_graphite(&recording("rollout-healthy.om")).await;
+    let source = GraphiteConfig::new(graphite.url.clone()).build().unwrap();
+    source.healthcheck().await.unwrap();
+    let end = 1_700_001_800 + graphite.offset;
+    let request = RangeRequest {
+        query: "aliasByNode(web.canary.*.web_request_latency_seconds, 2)".into(),
+        start: (end - 600) as f64,
+        end: end as f64,
+        ..latency_request()
+    };
+    let series = source.fetch(&request).await.unwrap();
+    let routes: Vec<&str> = series.iter().map(|s| s.labels["target"].as_str()).collect();
+    assert_eq!(routes, ["api", "checkout"]);
+    assert_eq!(series[0].samples.len(), 120, "ten minutes of 5 s points");
+
+    let bad = RangeRequest {
+        query: "nope(web.canary.*.web_request_latency_seconds)".into(),
+        ..request.clone()
+    };
+    let error = source.fetch(&bad).await.unwrap_err();
+    assert!(matches!(error, SourceError::BadQuery { .. }), "{error}");
+    assert!(error.to_string().contains("unknown function"), "{error}");
+
+    drop(graphite);
+    let error = source.fetch(&request).await.unwrap_err();
+    assert!(matches!(error, SourceError::Unreachable { .. }), "{error}");
 }

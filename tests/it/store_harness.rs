@@ -286,3 +286,144 @@ bind-address = "{rpc}"
         _directory: directory,
     }
 }
+
+/// The Python that ships with Debian's graphite-web (its `whisper` and Django).
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
+/// A running graphite-web, and how far its data was moved forward in time.
+pub struct GraphiteGuard {
+    /// The render API's base URL.
+    pub url: String,
+    /// Seconds added to every timestamp of the recording: whisper keeps points only
+    /// within its retention of now, so the 2023 recording is moved to end five minutes
+    /// ago (a multiple of 15 s, so steps fall on the same samples).
+    pub offset: i64,
+    _server: StoreGuard,
+}
+
+/// Starts graphite-web (Debian's `graphite-web`, served by Django's own server) over
+/// whisper files holding `openmetrics`: each series as the plain path
+/// `web.TRACK.ROUTE.NAME` (`route="/api"` becomes `api`) at 5-second resolution. The
+/// files are written with the `whisper` library, as carbon-cache writes them; carbon
+/// itself is not run (it would only relay the same points into the same files).
+pub async fn start_graphite(openmetrics: &str) -> GraphiteGuard {
+    assert!(
+        std::path::Path::new("/usr/bin/graphite-manage").exists(),
+        "graphite-web is not installed: run scripts/test.sh, which installs the Debian package graphite-web"
+    );
+    let directory = tempfile::Builder::new()
+        .prefix("canary-graphite-")
+        .tempdir()
+        .unwrap();
+    let root = directory.path();
+    let storage = root.join("storage");
+    std::fs::create_dir_all(storage.join("whisper")).unwrap();
+    std::fs::create_dir_all(root.join("log")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let recorded = samples(openmetrics);
+    let last = recorded
+        .iter()
+        .map(|sample| sample.timestamp.parse::<i64>().unwrap())
+        .max()
+        .unwrap();
+    let offset = (now - 300 - last).div_euclid(15) * 15;
+    let mut points = String::new();
+    for sample in &recorded {
+        let label = |key: &str| {
+            sample
+                .labels
+                .iter()
+                .find(|(name, _)| name == key)
+                .map(|(_, value)| value.trim_matches('/').replace('/', "_"))
+                .unwrap()
+        };
+        points.push_str(&format!(
+            "web.{}.{}.{} {} {}\n",
+            label("track"),
+            label("route"),
+            sample.name,
+            sample.value,
+            sample.timestamp.parse::<i64>().unwrap() + offset
+        ));
+    }
+    std::fs::write(root.join("points.txt"), points).unwrap();
+    std::fs::write(
+        root.join("canary_graphite_local.py"),
+        format!(
+            "SECRET_KEY = 'canary-tests'\nSTORAGE_DIR = '{storage}'\nWHISPER_DIR = '{storage}/whisper'\n\
+             LOG_DIR = '{root}/log'\nINDEX_FILE = '{storage}/index'\nALLOWED_HOSTS = ['*']\n\
+             DATABASES = {{'default': {{'NAME': '{storage}/graphite.db', 'ENGINE': 'django.db.backends.sqlite3'}}}}\n",
+            storage = storage.display(),
+            root = root.display()
+        ),
+    )
+    .unwrap();
+    let write = std::process::Command::new(SYSTEM_PYTHON)
+        .arg("-c")
+        .arg(
+            "import collections, os, sys, whisper\n\
+             series = collections.defaultdict(list)\n\
+             for line in open(sys.argv[1]):\n\
+             \x20   path, value, timestamp = line.split()\n\
+             \x20   series[path].append((int(timestamp), float(value)))\n\
+             for path, points in series.items():\n\
+             \x20   file = os.path.join(sys.argv[2], *path.split('.')) + '.wsp'\n\
+             \x20   os.makedirs(os.path.dirname(file), exist_ok=True)\n\
+             \x20   whisper.create(file, [(5, 3 * 720)], xFilesFactor=0, aggregationMethod='last')\n\
+             \x20   whisper.update_many(file, points)\n",
+        )
+        .arg(root.join("points.txt"))
+        .arg(storage.join("whisper"))
+        .output()
+        .unwrap();
+    assert!(
+        write.status.success(),
+        "whisper files: {}",
+        String::from_utf8_lossy(&write.stderr)
+    );
+    let django = |command: &mut Command| {
+        command
+            .env("PYTHONPATH", root)
+            .env("GRAPHITE_SETTINGS_MODULE", "canary_graphite_local")
+            .env("DJANGO_SETTINGS_MODULE", "graphite.settings");
+    };
+    let mut migrate = Command::new(SYSTEM_PYTHON);
+    migrate.args(["-m", "django", "migrate", "-v0"]);
+    django(&mut migrate);
+    let migrated = migrate.output().unwrap();
+    assert!(
+        migrated.status.success(),
+        "graphite-web's database: {}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let address = free_loopback_address();
+    let mut server = Command::new(SYSTEM_PYTHON);
+    server.args([
+        "-m",
+        "django",
+        "runserver",
+        "--noreload",
+        &address.to_string(),
+    ]);
+    django(&mut server);
+    let mut child = spawn(&mut server, "graphite-web");
+    let url = format!("http://{address}");
+    wait_until_ready(
+        &format!("{url}/render?target=constantLine(1)&format=json"),
+        "graphite-web",
+        &mut child,
+    )
+    .await;
+    GraphiteGuard {
+        url: url.clone(),
+        offset,
+        _server: StoreGuard {
+            url,
+            child,
+            _directory: directory,
+        },
+    }
+}
