@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use super::MetricSource;
+use super::datadog::DatadogConfig;
 use super::graphite::GraphiteConfig;
 use super::influxdb::InfluxDbConfig;
 use super::prometheus::PrometheusConfig;
@@ -27,6 +28,8 @@ pub enum SourceConfig {
     Influxdb(InfluxDbConfig),
     /// A Graphite render API.
     Graphite(GraphiteConfig),
+    /// Datadog's metrics query API.
+    Datadog(DatadogConfig),
     /// Recorded `baseline` and `canary` files in a directory.
     Replay {
         /// The directory.
@@ -46,7 +49,7 @@ pub struct SourceConfigError {
 
 impl SourceConfig {
     /// The accepted command-line forms, for help and errors.
-    pub const CLI_FORMS: &'static str = "`prometheus=URL`, `influxdb=URL?db=DATABASE`, `graphite=URL`, `replay=DIR` or `file=PATH` (a TOML table with `kind` and the source's settings)";
+    pub const CLI_FORMS: &'static str = "`prometheus=URL`, `influxdb=URL?db=DATABASE`, `graphite=URL`, `datadog=SITE` (keys from DD_API_KEY and DD_APP_KEY), `replay=DIR` or `file=PATH` (a TOML table with `kind` and the source's settings)";
 
     /// Builds the source. A replay directory is read here, so its errors name files and
     /// lines before a rollout starts.
@@ -73,6 +76,13 @@ impl SourceConfig {
                     spec: self.to_string(),
                     message: error.message,
                 }),
+            SourceConfig::Datadog(config) => config
+                .build()
+                .map(|source| Arc::new(source) as Arc<dyn MetricSource>)
+                .map_err(|error| SourceConfigError {
+                    spec: self.to_string(),
+                    message: error.message,
+                }),
             SourceConfig::Replay { directory } => ReplaySource::open(directory)
                 .map(|source| Arc::new(source) as Arc<dyn MetricSource>)
                 .map_err(|error| SourceConfigError {
@@ -92,6 +102,15 @@ impl FromStr for SourceConfig {
                 Ok(SourceConfig::Prometheus(PrometheusConfig::new(url)))
             }
             Some(("influxdb", url)) if !url.is_empty() => influxdb_form(url),
+            Some(("datadog", site)) if !site.is_empty() => {
+                let mut config = DatadogConfig::new();
+                if site.starts_with("http://") || site.starts_with("https://") {
+                    config.url = Some(site.to_owned());
+                } else {
+                    config.site = site.to_owned();
+                }
+                Ok(SourceConfig::Datadog(config))
+            }
             Some(("graphite", url)) if !url.is_empty() => {
                 Ok(SourceConfig::Graphite(GraphiteConfig::new(url)))
             }
@@ -168,6 +187,10 @@ impl fmt::Display for SourceConfig {
         match self {
             SourceConfig::Prometheus(config) => write!(f, "prometheus={}", config.url),
             SourceConfig::Graphite(config) => write!(f, "graphite={}", config.url),
+            SourceConfig::Datadog(config) => match &config.url {
+                Some(url) => write!(f, "datadog={url}"),
+                None => write!(f, "datadog={}", config.site),
+            },
             SourceConfig::Influxdb(config) => {
                 write!(f, "influxdb={}?db={}", config.url, config.database)
             }
@@ -186,6 +209,8 @@ mod tests {
             "prometheus=http://127.0.0.1:9090",
             "influxdb=http://127.0.0.1:8086?db=metrics",
             "graphite=http://127.0.0.1:8080",
+            "datadog=datadoghq.eu",
+            "datadog=http://127.0.0.1:9999",
             "replay=fixtures/replay/healthy",
         ] {
             assert_eq!(form.parse::<SourceConfig>().unwrap().to_string(), form);

@@ -10,6 +10,7 @@
 //!   that speaks it).
 //! - [`influxdb`]: InfluxQL over InfluxDB's `/query` endpoint.
 //! - [`graphite`]: Graphite's render API.
+//! - [`datadog`]: Datadog's metrics query API.
 //! - [`http`]: what the HTTP sources share (retries, credentials, OAuth2, SigV4).
 //! - [`scope`]: scopes parsed into label matchers, for languages other than PromQL.
 //! - [`query`]: query templates, rendered once per side with its `{{scope}}`.
@@ -17,6 +18,7 @@
 //!   per-side data, with a note for every series that has no counterpart.
 
 pub mod config;
+pub mod datadog;
 pub mod graphite;
 pub mod http;
 pub mod influxdb;

@@ -4,13 +4,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use base64::Engine as _;
-use reqwest::header::{AUTHORIZATION, HeaderMap};
 use serde::{Deserialize, Serialize};
 
 use super::GraphiteSource;
 use crate::sources::http::{
-    ClientSetupError, RepeatedWarnings, Secret, duration, http_client, sensitive_header,
+    RepeatedWarnings, Secret, authorization_headers, basic_or_token, default_retries,
+    default_retry_backoff, default_timeout, duration, http_client, setup_message,
 };
 
 /// How to reach a Graphite render API (graphite-web, carbonapi, or a proxy in front).
@@ -49,18 +48,6 @@ pub struct GraphiteConfig {
     pub retry_backoff: Duration,
 }
 
-fn default_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-fn default_retries() -> u32 {
-    2
-}
-
-fn default_retry_backoff() -> Duration {
-    Duration::from_millis(200)
-}
-
 /// Settings that cannot work, found before any request.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("graphite source {url:?}: {message}")]
@@ -92,44 +79,18 @@ impl GraphiteConfig {
             url: self.url.clone(),
             message,
         };
-        let authorization = match (&self.username, &self.password, &self.bearer_token) {
-            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
-                return Err(error(
-                    "sets both username/password and bearer_token; keep one kind of credentials"
-                        .into(),
-                ));
-            }
-            (Some(username), Some(password), None) => Some(format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD
-                    .encode(format!("{username}:{}", password.expose()))
-            )),
-            (Some(_), None, None) | (None, Some(_), None) => {
-                return Err(error("username and password go together".into()));
-            }
-            (None, None, Some(token)) => Some(format!("Bearer {}", token.expose())),
-            (None, None, None) => None,
-        };
-        let mut headers = HeaderMap::new();
-        if let Some(value) = authorization {
-            let header = sensitive_header(&value).ok_or_else(|| {
-                error("the credentials cannot be sent in an HTTP header (a line break?)".into())
-            })?;
-            headers.insert(AUTHORIZATION, header);
-        }
+        let authorization = basic_or_token(
+            self.username.as_deref(),
+            self.password.as_ref(),
+            self.bearer_token
+                .as_ref()
+                .map(|token| format!("Bearer {}", token.expose())),
+            "bearer_token",
+        )
+        .map_err(error)?;
+        let headers = authorization_headers(authorization).map_err(error)?;
         let (client, base) = http_client(&self.url, self.ca_file.as_deref(), self.timeout, headers)
-            .map_err(|setup| {
-                error(match setup {
-                    ClientSetupError::InvalidUrl(message) => format!("url: {message}"),
-                    ClientSetupError::TlsNotBuiltIn => {
-                        "uses HTTPS, but this canary was built without TLS".into()
-                    }
-                    ClientSetupError::CaFile(message) => format!("ca_file {message}"),
-                    ClientSetupError::Client(message) => {
-                        format!("cannot set up the HTTP client: {message}")
-                    }
-                })
-            })?;
+            .map_err(|setup| error(setup_message(setup)))?;
         Ok(GraphiteSource {
             client,
             base,

@@ -77,6 +77,7 @@ pub(crate) fn http_client(
 /// An HTTP answer: its status, the `Retry-After` it asked for, and its body.
 pub(crate) struct Answer {
     pub(crate) status: reqwest::StatusCode,
+    pub(crate) headers: reqwest::header::HeaderMap,
     pub(crate) retry_after: Option<Duration>,
     pub(crate) body: Vec<u8>,
 }
@@ -115,9 +116,11 @@ pub(crate) async fn send(
         .and_then(|text| text.trim().parse::<f64>().ok())
         .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
         .map(|seconds| Duration::from_secs_f64(seconds.min(3600.0)));
+    let headers = response.headers().clone();
     let body = response.bytes().await.map_err(transport)?.to_vec();
     Ok(Answer {
         status,
+        headers,
         retry_after,
         body,
     })
@@ -161,6 +164,73 @@ pub(crate) fn status_failure(
             message: explained,
         }),
     }
+}
+
+/// The default time one request may take: 10 seconds.
+pub(crate) fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// The default number of retries: 2.
+pub(crate) fn default_retries() -> u32 {
+    2
+}
+
+/// The default pause before the first retry: 200 ms.
+pub(crate) fn default_retry_backoff() -> Duration {
+    Duration::from_millis(200)
+}
+
+/// What a [`ClientSetupError`] means, in words for a settings error.
+pub(crate) fn setup_message(error: ClientSetupError) -> String {
+    match error {
+        ClientSetupError::InvalidUrl(message) => format!("url: {message}"),
+        ClientSetupError::TlsNotBuiltIn => {
+            "uses HTTPS, but this canary was built without TLS (`--no-default-features`)".into()
+        }
+        ClientSetupError::CaFile(message) => format!("ca_file {message}"),
+        ClientSetupError::Client(message) => format!("cannot set up the HTTP client: {message}"),
+    }
+}
+
+/// The `Authorization` value of basic credentials (`username` with `password`) or of a
+/// token (`token`, already with its scheme, from the setting `token_key`), or why the
+/// settings cannot work: half a pair, or both kinds at once.
+pub(crate) fn basic_or_token(
+    username: Option<&str>,
+    password: Option<&Secret>,
+    token: Option<String>,
+    token_key: &str,
+) -> Result<Option<String>, String> {
+    use base64::Engine as _;
+    match (username, password, token) {
+        (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => Err(format!(
+            "sets both username/password and {token_key}; keep one kind of credentials"
+        )),
+        (Some(username), Some(password), None) => Ok(Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{username}:{}", password.expose()))
+        ))),
+        (Some(_), None, None) | (None, Some(_), None) => {
+            Err("username and password go together".into())
+        }
+        (None, None, token) => Ok(token),
+    }
+}
+
+/// Headers holding one `Authorization` value (or none), marked sensitive.
+pub(crate) fn authorization_headers(
+    value: Option<String>,
+) -> Result<reqwest::header::HeaderMap, String> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(value) = value {
+        let header = sensitive_header(&value).ok_or(
+            "the credentials cannot be sent in an HTTP header (a control character or line break?)",
+        )?;
+        headers.insert(reqwest::header::AUTHORIZATION, header);
+    }
+    Ok(headers)
 }
 
 /// A header value that is kept out of the HTTP library's debug output, or `None`
