@@ -58,6 +58,14 @@ if ! { command -v victoria-metrics >/dev/null 2>&1 && command -v vmauth >/dev/nu
   fi
 fi
 
+# moto's CloudWatch server (PyPI moto, pinned), which tests/it/cloudwatch.rs starts as
+# `moto_server` on a loopback port. Installed only when missing.
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "== installing moto's server (pip: moto[server,cloudwatch]==5.1.22)"
+  python3 -m pip install -q "moto[server,cloudwatch]==5.1.22"
+  hash -r
+fi
+
 # Headless Chromium, which tests/it/report.rs opens the HTML reports in (rendered text
 # and a screenshot). Installed only when missing; without it those checks skip with a
 # notice.

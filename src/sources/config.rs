@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use super::MetricSource;
+use super::cloudwatch::CloudWatchConfig;
 use super::datadog::DatadogConfig;
 use super::graphite::GraphiteConfig;
 use super::influxdb::InfluxDbConfig;
@@ -30,6 +31,8 @@ pub enum SourceConfig {
     Graphite(GraphiteConfig),
     /// Datadog's metrics query API.
     Datadog(DatadogConfig),
+    /// Amazon CloudWatch's `GetMetricData`.
+    Cloudwatch(CloudWatchConfig),
     /// Recorded `baseline` and `canary` files in a directory.
     Replay {
         /// The directory.
@@ -49,7 +52,7 @@ pub struct SourceConfigError {
 
 impl SourceConfig {
     /// The accepted command-line forms, for help and errors.
-    pub const CLI_FORMS: &'static str = "`prometheus=URL`, `influxdb=URL?db=DATABASE`, `graphite=URL`, `datadog=SITE` (keys from DD_API_KEY and DD_APP_KEY), `replay=DIR` or `file=PATH` (a TOML table with `kind` and the source's settings)";
+    pub const CLI_FORMS: &'static str = "`prometheus=URL`, `influxdb=URL?db=DATABASE`, `graphite=URL`, `datadog=SITE` (keys from DD_API_KEY and DD_APP_KEY), `cloudwatch=REGION` (credentials from the AWS environment), `replay=DIR` or `file=PATH` (a TOML table with `kind` and the source's settings)";
 
     /// Builds the source. A replay directory is read here, so its errors name files and
     /// lines before a rollout starts.
@@ -83,6 +86,13 @@ impl SourceConfig {
                     spec: self.to_string(),
                     message: error.message,
                 }),
+            SourceConfig::Cloudwatch(config) => config
+                .build()
+                .map(|source| Arc::new(source) as Arc<dyn MetricSource>)
+                .map_err(|error| SourceConfigError {
+                    spec: self.to_string(),
+                    message: error.message,
+                }),
             SourceConfig::Replay { directory } => ReplaySource::open(directory)
                 .map(|source| Arc::new(source) as Arc<dyn MetricSource>)
                 .map_err(|error| SourceConfigError {
@@ -110,6 +120,15 @@ impl FromStr for SourceConfig {
                     config.site = site.to_owned();
                 }
                 Ok(SourceConfig::Datadog(config))
+            }
+            Some(("cloudwatch", region)) if !region.is_empty() => {
+                let mut config = CloudWatchConfig::new();
+                if region.starts_with("http://") || region.starts_with("https://") {
+                    config.url = Some(region.to_owned());
+                } else {
+                    config.region = Some(region.to_owned());
+                }
+                Ok(SourceConfig::Cloudwatch(config))
             }
             Some(("graphite", url)) if !url.is_empty() => {
                 Ok(SourceConfig::Graphite(GraphiteConfig::new(url)))
@@ -187,6 +206,11 @@ impl fmt::Display for SourceConfig {
         match self {
             SourceConfig::Prometheus(config) => write!(f, "prometheus={}", config.url),
             SourceConfig::Graphite(config) => write!(f, "graphite={}", config.url),
+            SourceConfig::Cloudwatch(config) => match (&config.url, &config.region) {
+                (Some(url), _) => write!(f, "cloudwatch={url}"),
+                (None, Some(region)) => write!(f, "cloudwatch={region}"),
+                (None, None) => write!(f, "cloudwatch"),
+            },
             SourceConfig::Datadog(config) => match &config.url {
                 Some(url) => write!(f, "datadog={url}"),
                 None => write!(f, "datadog={}", config.site),
@@ -211,6 +235,8 @@ mod tests {
             "graphite=http://127.0.0.1:8080",
             "datadog=datadoghq.eu",
             "datadog=http://127.0.0.1:9999",
+            "cloudwatch=eu-west-1",
+            "cloudwatch=http://127.0.0.1:5000",
             "replay=fixtures/replay/healthy",
         ] {
             assert_eq!(form.parse::<SourceConfig>().unwrap().to_string(), form);

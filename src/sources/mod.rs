@@ -11,12 +11,14 @@
 //! - [`influxdb`]: InfluxQL over InfluxDB's `/query` endpoint.
 //! - [`graphite`]: Graphite's render API.
 //! - [`datadog`]: Datadog's metrics query API.
+//! - [`cloudwatch`]: Amazon CloudWatch's `GetMetricData`, signed with SigV4.
 //! - [`http`]: what the HTTP sources share (retries, credentials, OAuth2, SigV4).
 //! - [`scope`]: scopes parsed into label matchers, for languages other than PromQL.
 //! - [`query`]: query templates, rendered once per side with its `{{scope}}`.
 //! - [`pairing`]: matching baseline and canary series by label and pooling them into
 //!   per-side data, with a note for every series that has no counterpart.
 
+pub mod cloudwatch;
 pub mod config;
 pub mod datadog;
 pub mod graphite;

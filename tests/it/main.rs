@@ -15,6 +15,7 @@ mod api;
 mod argo_template;
 mod bad_input;
 mod bounded;
+mod cloudwatch;
 mod datadog;
 mod flagd;
 mod flagger;

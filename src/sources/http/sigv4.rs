@@ -188,6 +188,11 @@ pub(crate) struct SigV4Signer {
 }
 
 impl SigV4Signer {
+    /// The region it signs for.
+    pub(crate) fn region(&self) -> &str {
+        &self.region
+    }
+
     /// A signer for fixed credentials.
     #[cfg(test)]
     pub(crate) fn new(region: &str, service: &str, credentials: AwsCredentials) -> Self {
