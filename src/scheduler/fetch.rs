@@ -151,6 +151,27 @@ fn build_requests(
     Ok(requests)
 }
 
+/// Checks, without a request, that `source` can run every query of `profile` for both
+/// scopes: each metric has queries in the source's language, and each template and
+/// scope renders. A profile without queries for the source fails here, before the
+/// source is asked anything.
+pub fn check_queries(
+    source: &dyn MetricSource,
+    profile: &Profile,
+    scopes: &Scopes,
+) -> Result<(), RunError> {
+    build_requests(
+        source,
+        profile,
+        scopes,
+        0.0,
+        60.0,
+        15.0,
+        &[Side::Baseline, Side::Canary],
+    )
+    .map(|_| ())
+}
+
 /// Why a metric cannot be fetched from a source that runs queries: the keys it lacks,
 /// where a profile would put them.
 fn missing_query(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::clock::Clock;
 use super::decide;
-use super::fetch::{self, fetch_window, look_step, preflight};
+use super::fetch::{self, check_queries, fetch_window, look_step, preflight};
 use super::look::{self, LookInput};
 use super::ownership;
 use super::records::{Look, RollingBack, RolloutStatus, RunnerState};
@@ -216,6 +216,11 @@ impl RolloutRunner {
     /// Checks the source and the flag, validates the queries, and sets the first stage's
     /// traffic. Nothing is actuated when any check fails.
     pub async fn start(&mut self, now: f64) -> Result<(), RunError> {
+        check_queries(
+            self.source.as_ref(),
+            &self.rollout.profile,
+            &self.rollout.scopes,
+        )?;
         self.source.healthcheck().await?;
         preflight(
             self.source.as_ref(),
