@@ -206,6 +206,33 @@ pub fn import_kayenta(args: &crate::cli::ImportKayentaArgs) -> anyhow::Result<Im
     })
 }
 
+/// The `check-profile` line that says which metric sources can run the profile: the
+/// query languages every metric has queries in, and those only some have.
+fn query_languages(profile: &Profile) -> String {
+    let mut languages = Vec::new();
+    for language in crate::domain::QueryLanguage::ALL {
+        let missing: Vec<&str> = profile
+            .metrics
+            .iter()
+            .filter(|metric| metric.queries_in(language).is_none())
+            .map(|metric| metric.name.as_str())
+            .collect();
+        if missing.len() == profile.metrics.len() {
+            continue;
+        }
+        if missing.is_empty() {
+            languages.push(language.key().to_owned());
+        } else {
+            languages.push(format!("{language} (none for {})", missing.join(", ")));
+        }
+    }
+    if languages.is_empty() {
+        "  queries: none (recorded data only)\n".to_owned()
+    } else {
+        format!("  queries: {}\n", languages.join(", "))
+    }
+}
+
 /// Runs `canary check-profile`: a summary line per valid profile (then a warning line
 /// for each of its stages' looks too short for a sequential check, see
 /// [`RolloutPlan::short_look_warnings`](crate::domain::plan::RolloutPlan::short_look_warnings)),
@@ -252,6 +279,7 @@ pub fn check_profiles(args: &CheckProfileArgs) -> (String, Vec<anyhow::Error>) {
                             }
                         ))
                 ));
+                summary.push_str(&query_languages(&profile));
                 if let Some(plan) = &profile.plan {
                     summary.push_str(&stage_comparisons(&profile, plan));
                 }

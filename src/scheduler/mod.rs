@@ -31,7 +31,7 @@ pub mod writes;
 
 pub use self::clock::{Clock, CompressedClock, ManualClock, SystemClock};
 pub use self::executions::{Executor, ExecutorOptions, WindowRequest, WindowResult};
-pub use self::fetch::{fetch_window, look_step, preflight};
+pub use self::fetch::{check_queries, fetch_window, look_step, preflight};
 pub use self::records::{Decision, Look, RollingBack, RolloutStatus, RunnerState};
 pub use self::registry::Registry;
 pub use self::retention::{PruneOptions, Pruner};

@@ -527,3 +527,66 @@ async fn graphite_names_a_rejected_target_and_an_unreachable_server() {
     let error = source.fetch(&request).await.unwrap_err();
     assert!(matches!(error, SourceError::Unreachable { .. }), "{error}");
 }
+
+/// The shipped multi-source profile renders for every source kind with the scopes a
+/// submission would give it (every template variable known, every scope writable).
+#[test]
+fn the_shipped_any_source_profile_renders_for_every_source() {
+    use canary::domain::Profile;
+    use canary::scheduler::{Scopes, check_queries};
+    use canary::sources::cloudwatch::CloudWatchConfig;
+    use canary::sources::datadog::DatadogConfig;
+    use canary::sources::graphite::GraphiteConfig;
+    let text =
+        std::fs::read_to_string(root().join("analysis-profiles/web-service-any-source.toml"))
+            .unwrap();
+    let profile = Profile::parse(&text, "web-service-any-source.toml").unwrap();
+    let environment = |name: &str| match name {
+        "DD_API_KEY" | "DD_APP_KEY" | "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => {
+            Some("x".to_owned())
+        }
+        "AWS_REGION" => Some("eu-west-1".to_owned()),
+        _ => None,
+    };
+    let sources: Vec<(Box<dyn MetricSource>, Scopes)> = vec![
+        (
+            Box::new(PrometheusConfig::new("http://127.0.0.1:9").build().unwrap()),
+            Scopes::from_matchers(r#"track="baseline""#, r#"track="canary""#),
+        ),
+        (
+            Box::new(
+                InfluxDbConfig::new("http://127.0.0.1:9", "m")
+                    .build()
+                    .unwrap(),
+            ),
+            Scopes::from_matchers(r#"track="baseline""#, r#"track="canary""#),
+        ),
+        (
+            Box::new(GraphiteConfig::new("http://127.0.0.1:9").build().unwrap()),
+            Scopes::from_matchers(r#"track="baseline""#, r#"track="canary""#),
+        ),
+        (
+            Box::new(DatadogConfig::new().build_with(environment).unwrap()),
+            Scopes::from_matchers(r#"track="baseline""#, r#"track="canary""#),
+        ),
+        (
+            Box::new(CloudWatchConfig::new().build_with(environment).unwrap()),
+            Scopes::from_matchers(
+                r#"TargetGroup="targetgroup/web-baseline/1""#,
+                r#"TargetGroup="targetgroup/web-canary/2""#,
+            ),
+        ),
+    ];
+    for (source, scopes) in &sources {
+        check_queries(source.as_ref(), &profile, scopes)
+            .unwrap_or_else(|error| panic!("{}: {error}", source.describe()));
+    }
+    // A scope the language cannot write is refused by name.
+    let error = check_queries(
+        sources[3].0.as_ref(),
+        &profile,
+        &Scopes::from_matchers(r#"track="baseline""#, r#"track=~"canary|v2""#),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("regular expressions"), "{error}");
+}

@@ -346,7 +346,11 @@ mod tests {
             series[0].labels,
             BTreeMap::from([("id".into(), "api".into())])
         );
-        assert_eq!(series[0].samples.len(), 3, "the period that opens the window is in");
+        assert_eq!(
+            series[0].samples.len(),
+            3,
+            "the period that opens the window is in"
+        );
         assert_eq!(series[1].labels["label"], "a");
     }
 
