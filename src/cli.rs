@@ -120,7 +120,8 @@ pub enum Command {
     /// the work; store.api_timeout 2s: /readyz, /metrics and submit answer 503 when the store
     /// is slower; store.retain_finished, default 90d or forever, is how long finished
     /// analyses are kept before they are deleted), the profiles directory, the named metric sources
-    /// and actuators analyses may use, the notifiers told of rollbacks, reviews and
+    /// (kind prometheus, influxdb, graphite, datadog or cloudwatch; each runs the profile's
+    /// queries in its own language, README "Metric sources") and actuators analyses may use, the notifiers told of rollbacks, reviews and
     /// promotions, and the workers (concurrency, lease, actuation deadline, how often a
     /// failed rollback is retried). The API also answers Kayenta's canary-execution calls under
     /// /kayenta (Argo Rollouts' kayenta provider, Spinnaker; server.kayenta_scope_label is the

@@ -31,7 +31,8 @@ pub struct Settings {
     /// Where analysis profiles are read from.
     #[serde(default)]
     pub profiles: ProfilesSettings,
-    /// Named metric sources, e.g. `[sources.prod] kind = "prometheus"`, `url = "..."`.
+    /// Named metric sources, e.g. `[sources.prod] kind = "prometheus"`, `url = "..."`
+    /// (or kind `influxdb`, `graphite`, `datadog`, `cloudwatch`).
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
     /// Named actuators, e.g. `[actuators.flags] kind = "flagd-file"`, `path = "..."`.
