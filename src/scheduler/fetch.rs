@@ -216,6 +216,15 @@ async fn run_requests(source: &dyn MetricSource, requests: Vec<Request>) -> Answ
     stream::iter(requests)
         .map(|mut request| async move {
             let range = request.range.take().expect("each request is sent once");
+            tracing::debug!(
+                source = %source.describe(),
+                metric = %range.metric,
+                side = range.side.as_str(),
+                query = %range.query,
+                start = range.start,
+                end = range.end,
+                "querying the metric source"
+            );
             let answer = source.fetch(&range).await;
             ((request.key, request.side), answer)
         })

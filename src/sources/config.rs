@@ -57,49 +57,25 @@ impl SourceConfig {
     /// Builds the source. A replay directory is read here, so its errors name files and
     /// lines before a rollout starts.
     pub fn build(&self) -> Result<Arc<dyn MetricSource>, SourceConfigError> {
-        match self {
-            SourceConfig::Prometheus(config) => config
-                .build()
-                .map(|source| Arc::new(source) as Arc<dyn MetricSource>)
-                .map_err(|error| SourceConfigError {
-                    spec: self.to_string(),
-                    message: error.to_string(),
-                }),
-            SourceConfig::Influxdb(config) => config
-                .build()
-                .map(|source| Arc::new(source) as Arc<dyn MetricSource>)
-                .map_err(|error| SourceConfigError {
-                    spec: self.to_string(),
-                    message: error.message,
-                }),
-            SourceConfig::Graphite(config) => config
-                .build()
-                .map(|source| Arc::new(source) as Arc<dyn MetricSource>)
-                .map_err(|error| SourceConfigError {
-                    spec: self.to_string(),
-                    message: error.message,
-                }),
-            SourceConfig::Datadog(config) => config
-                .build()
-                .map(|source| Arc::new(source) as Arc<dyn MetricSource>)
-                .map_err(|error| SourceConfigError {
-                    spec: self.to_string(),
-                    message: error.message,
-                }),
-            SourceConfig::Cloudwatch(config) => config
-                .build()
-                .map(|source| Arc::new(source) as Arc<dyn MetricSource>)
-                .map_err(|error| SourceConfigError {
-                    spec: self.to_string(),
-                    message: error.message,
-                }),
-            SourceConfig::Replay { directory } => ReplaySource::open(directory)
-                .map(|source| Arc::new(source) as Arc<dyn MetricSource>)
-                .map_err(|error| SourceConfigError {
-                    spec: self.to_string(),
-                    message: error.to_string(),
-                }),
+        fn shared<S: MetricSource + 'static>(source: S) -> Arc<dyn MetricSource> {
+            Arc::new(source)
         }
+        let built = match self {
+            SourceConfig::Prometheus(config) => {
+                config.build().map(shared).map_err(|e| e.to_string())
+            }
+            SourceConfig::Influxdb(config) => config.build().map(shared).map_err(|e| e.message),
+            SourceConfig::Graphite(config) => config.build().map(shared).map_err(|e| e.message),
+            SourceConfig::Datadog(config) => config.build().map(shared).map_err(|e| e.message),
+            SourceConfig::Cloudwatch(config) => config.build().map(shared).map_err(|e| e.message),
+            SourceConfig::Replay { directory } => ReplaySource::open(directory)
+                .map(shared)
+                .map_err(|e| e.to_string()),
+        };
+        built.map_err(|message| SourceConfigError {
+            spec: self.to_string(),
+            message,
+        })
     }
 }
 

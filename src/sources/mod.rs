@@ -76,7 +76,8 @@ pub struct RangeRequest {
     /// Resolution of a range query, seconds.
     pub step: f64,
     /// Return raw samples (`query[window]` evaluated at `end`) instead of evaluating
-    /// the query at each step.
+    /// the query at each step: PromQL's only (profiles set it on PromQL queries alone;
+    /// other languages say in the query itself whether they aggregate).
     pub raw_samples: bool,
 }
 

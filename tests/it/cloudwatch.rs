@@ -19,6 +19,7 @@ use canary::sources::{MetricSource, RangeRequest, Side, SourceError};
 use serde_json::{Value, json};
 
 use crate::helpers::root;
+use crate::metric_stores::run_rollout_summary;
 use crate::prometheus_harness::{find_binary, free_loopback_address};
 
 struct Moto {
@@ -121,43 +122,19 @@ async fn canary_run_on_cloudwatch_reaches_the_verdicts_of_the_other_stores() {
         ("rollout-regression.om", "rollback"),
     ] {
         let moto = start_moto(recording).await;
-        let directory = tempfile::tempdir().unwrap();
-        let flags = directory.path().join("flags.json");
-        std::fs::write(
-            &flags,
-            r#"{"flags":{"checkout-v2":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off"}}}"#,
-        )
-        .unwrap();
-        let output = tokio::task::block_in_place(|| {
-            Command::new(env!("CARGO_BIN_EXE_canary"))
-                .args([
-                    "run",
-                    "--profile",
-                    "fixtures/prometheus/rollout-profile.toml",
-                    "--source",
-                    &format!("cloudwatch={}", moto.url),
-                    "--flag",
-                    "checkout-v2",
-                    "--actuator",
-                    &format!("flagd-file={}", flags.display()),
-                    "--start",
-                    "1700000360",
-                    "--speed",
-                    "3000",
-                    "--format",
-                    "json",
-                ])
-                .current_dir(root())
-                .env("AWS_ACCESS_KEY_ID", "AKIDTESTING")
-                .env("AWS_SECRET_ACCESS_KEY", "testing-secret")
-                .env("AWS_REGION", "us-east-1")
-                .env_remove("AWS_PROFILE")
-                .output()
-                .unwrap()
+        let source = format!("cloudwatch={}", moto.url);
+        let summary = tokio::task::block_in_place(|| {
+            run_rollout_summary(
+                &source,
+                0,
+                &[
+                    ("AWS_ACCESS_KEY_ID", "AKIDTESTING"),
+                    ("AWS_SECRET_ACCESS_KEY", "testing-secret"),
+                    ("AWS_REGION", "us-east-1"),
+                    ("AWS_PROFILE", ""),
+                ],
+            )
         });
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let summary: Value = serde_json::from_str(&stdout)
-            .unwrap_or_else(|_| panic!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr)));
         assert_eq!(
             summary["verdict"], verdict,
             "{recording}: {:#}",

@@ -11,7 +11,6 @@
 //! nothing else of Datadog: no other aggregation, no interpolation, no metric types.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -24,6 +23,7 @@ use canary::sources::{MetricSource, RangeRequest, Side, SourceError};
 use serde_json::{Value, json};
 
 use crate::helpers::root;
+use crate::metric_stores::run_rollout_summary;
 
 const API_KEY: &str = "dd-api-key-for-tests";
 const APP_KEY: &str = "dd-application-key-for-tests";
@@ -280,41 +280,14 @@ async fn canary_run_on_datadog_reaches_the_verdicts_of_the_other_stores() {
         ("rollout-regression.om", "rollback"),
     ] {
         let (url, _fake) = fake_datadog(recording).await;
-        let directory = tempfile::tempdir().unwrap();
-        let flags = directory.path().join("flags.json");
-        std::fs::write(
-            &flags,
-            r#"{"flags":{"checkout-v2":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off"}}}"#,
-        )
-        .unwrap();
-        let output = tokio::task::block_in_place(|| {
-            Command::new(env!("CARGO_BIN_EXE_canary"))
-                .args([
-                    "run",
-                    "--profile",
-                    "fixtures/prometheus/rollout-profile.toml",
-                    "--source",
-                    &format!("datadog={url}"),
-                    "--flag",
-                    "checkout-v2",
-                    "--actuator",
-                    &format!("flagd-file={}", flags.display()),
-                    "--start",
-                    "1700000360",
-                    "--speed",
-                    "3000",
-                    "--format",
-                    "json",
-                ])
-                .current_dir(root())
-                .env("DD_API_KEY", API_KEY)
-                .env("DD_APP_KEY", APP_KEY)
-                .output()
-                .unwrap()
+        let source = format!("datadog={url}");
+        let summary = tokio::task::block_in_place(|| {
+            run_rollout_summary(
+                &source,
+                0,
+                &[("DD_API_KEY", API_KEY), ("DD_APP_KEY", APP_KEY)],
+            )
         });
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let summary: Value = serde_json::from_str(&stdout)
-            .unwrap_or_else(|_| panic!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr)));
         assert_eq!(
             summary["verdict"], verdict,
             "{recording}: {:#}",

@@ -16,7 +16,9 @@ use canary::sources::prometheus::PrometheusConfig;
 use canary::sources::{MetricSource, RangeRequest, Side, SourceError};
 use serde_json::Value;
 
-use crate::helpers::{canary, root, spawn_serve};
+use std::process::Command;
+
+use crate::helpers::{root, spawn_serve};
 use crate::kayenta_api::{KayentaMetric, TOKEN, argo_measurement};
 use crate::prometheus_harness::start_prometheus;
 use crate::store_harness::{
@@ -39,31 +41,53 @@ const FLAGS: &str = r#"{
 }
 "#;
 
-/// `canary run` of the rollout profile against `source`, from minute 6 of the
-/// recording at 3000× speed: (verdict, status, stages passed, first reason).
-fn run_rollout(source: &str, offset: i64) -> (String, String, Vec<String>, String) {
+/// `canary run` of the rollout profile against `source` with `environment`, from
+/// minute 6 of the recording (moved by `offset` seconds) at 3000× speed: its JSON
+/// summary.
+pub(crate) fn run_rollout_summary(
+    source: &str,
+    offset: i64,
+    environment: &[(&str, &str)],
+) -> Value {
     let directory = tempfile::tempdir().unwrap();
     let flags = directory.path().join("flags.json");
     std::fs::write(&flags, FLAGS).unwrap();
-    let run = canary([
-        "run",
-        "--profile",
-        "fixtures/prometheus/rollout-profile.toml",
-        "--source",
-        source,
-        "--flag",
-        "checkout-v2",
-        "--actuator",
-        &format!("flagd-file={}", flags.display()),
-        "--start",
-        &(1_700_000_360 + offset).to_string(),
-        "--speed",
-        "3000",
-        "--format",
-        "json",
-    ]);
-    let summary: Value = serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|_| panic!("{source}: {}\n{}", run.stdout, run.stderr));
+    let output = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args([
+            "run",
+            "--profile",
+            "fixtures/prometheus/rollout-profile.toml",
+            "--source",
+            source,
+            "--flag",
+            "checkout-v2",
+            "--actuator",
+            &format!("flagd-file={}", flags.display()),
+            "--start",
+            &(1_700_000_360 + offset).to_string(),
+            "--speed",
+            "3000",
+            "--format",
+            "json",
+        ])
+        .current_dir(root())
+        .env_remove("RUST_LOG")
+        .envs(environment.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(&stdout).unwrap_or_else(|_| {
+        panic!(
+            "{source}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// [`run_rollout_summary`] without environment: (verdict, status, stages passed, first
+/// reason).
+fn run_rollout(source: &str, offset: i64) -> (String, String, Vec<String>, String) {
+    let summary = run_rollout_summary(source, offset, &[]);
     let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
     (
         text(&summary["verdict"]),

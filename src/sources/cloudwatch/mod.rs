@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use tracing::debug;
 
 pub use self::config::{CloudWatchConfig, CloudWatchConfigError};
 use crate::domain::{QueryLanguage, Sample};
@@ -285,9 +284,7 @@ impl MetricSource for CloudWatchSource {
     /// endpoint answers and the signature and credentials are accepted (an empty
     /// answer is fine).
     async fn healthcheck(&self) -> Result<(), SourceError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs() as i64);
+        let now = crate::sources::http::now_unix_seconds();
         let probe = r#"[{"Id": "canary_preflight", "MetricStat": {"Metric": {"Namespace": "AWS/EC2", "MetricName": "CPUUtilization"}, "Period": 60, "Stat": "Average"}}]"#;
         self.get_metric_data(probe, now - 300, now)
             .await
@@ -295,19 +292,6 @@ impl MetricSource for CloudWatchSource {
     }
 
     async fn fetch(&self, request: &RangeRequest) -> Result<Vec<LabeledSeries>, SourceError> {
-        debug!(
-            source = %self.describe(),
-            metric = %request.metric,
-            side = request.side.as_str(),
-            "querying cloudwatch"
-        );
-        if request.raw_samples {
-            return Err(SourceError::BadQuery {
-                source_name: self.describe(),
-                query: request.query.clone(),
-                message: "raw_samples is PromQL's; set a MetricStat's Period instead".into(),
-            });
-        }
         self.get_metric_data(
             &request.query,
             request.start.floor() as i64,

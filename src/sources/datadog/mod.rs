@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use tracing::debug;
 
 pub use self::config::{DatadogConfig, DatadogConfigError};
 use crate::domain::{QueryLanguage, Sample};
@@ -249,30 +248,13 @@ impl MetricSource for DatadogSource {
                 message: "the API key is not valid".into(),
             });
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs() as i64);
+        let now = crate::sources::http::now_unix_seconds();
         self.query("avg:datadog.agent.running{*}", now - 300, now)
             .await
             .map(|_| ())
     }
 
     async fn fetch(&self, request: &RangeRequest) -> Result<Vec<LabeledSeries>, SourceError> {
-        debug!(
-            source = %self.describe(),
-            metric = %request.metric,
-            side = request.side.as_str(),
-            query = %request.query,
-            "querying datadog"
-        );
-        if request.raw_samples {
-            return Err(SourceError::BadQuery {
-                source_name: self.describe(),
-                query: request.query.clone(),
-                message: "raw_samples is PromQL's; roll a Datadog query up to the step instead"
-                    .into(),
-            });
-        }
         self.query(
             &request.query,
             request.start.floor() as i64,

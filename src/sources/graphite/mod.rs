@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use tracing::debug;
 
 pub use self::config::{GraphiteConfig, GraphiteConfigError};
 use crate::domain::{QueryLanguage, Sample};
@@ -194,30 +193,13 @@ impl MetricSource for GraphiteSource {
     /// Renders `constantLine(1)` over the last minute: proves the render API answers
     /// JSON and the credentials are accepted.
     async fn healthcheck(&self) -> Result<(), SourceError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs() as i64);
+        let now = crate::sources::http::now_unix_seconds();
         self.render("constantLine(1)", now - 60, now)
             .await
             .map(|_| ())
     }
 
     async fn fetch(&self, request: &RangeRequest) -> Result<Vec<LabeledSeries>, SourceError> {
-        debug!(
-            source = %self.describe(),
-            metric = %request.metric,
-            side = request.side.as_str(),
-            query = %request.query,
-            "querying graphite"
-        );
-        if request.raw_samples {
-            return Err(SourceError::BadQuery {
-                source_name: self.describe(),
-                query: request.query.clone(),
-                message: "raw_samples is PromQL's; a Graphite target returns the stored points"
-                    .into(),
-            });
-        }
         self.render(
             &request.query,
             request.start.floor() as i64,

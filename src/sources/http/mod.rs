@@ -166,6 +166,14 @@ pub(crate) fn status_failure(
     }
 }
 
+/// The wall clock in whole Unix seconds, for a health check's "the last few minutes"
+/// (0 on a clock before 1970).
+pub(crate) fn now_unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
 /// The default time one request may take: 10 seconds.
 pub(crate) fn default_timeout() -> Duration {
     Duration::from_secs(10)

@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use tracing::debug;
 
 pub use self::config::{InfluxDbConfig, InfluxDbConfigError};
 use crate::domain::{QueryLanguage, Sample};
@@ -273,22 +272,6 @@ impl MetricSource for InfluxDbSource {
     }
 
     async fn fetch(&self, request: &RangeRequest) -> Result<Vec<LabeledSeries>, SourceError> {
-        debug!(
-            source = %self.describe(),
-            metric = %request.metric,
-            side = request.side.as_str(),
-            query = %request.query,
-            "querying influxdb"
-        );
-        if request.raw_samples {
-            return Err(SourceError::BadQuery {
-                source_name: self.describe(),
-                query: request.query.clone(),
-                message: "raw_samples is PromQL's; an InfluxQL query without GROUP BY time \
-                          returns the raw points"
-                    .into(),
-            });
-        }
         self.query(&request.query).await
     }
 }

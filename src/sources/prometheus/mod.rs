@@ -246,10 +246,7 @@ impl MetricSource for PrometheusSource {
     /// Runs `vector(1)`: proves the server answers, the credentials are accepted and
     /// the query API works (a proxy's own `/-/ready` would prove less).
     async fn healthcheck(&self) -> Result<(), SourceError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_secs() as i64)
-            .unwrap_or(0);
+        let now = crate::sources::http::now_unix_seconds();
         self.instant("vector(1)", now).await.map(|_| ())
     }
 
