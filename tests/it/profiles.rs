@@ -72,7 +72,7 @@ interval = "10s"
     let lines: Vec<&str> = run
         .stdout
         .lines()
-        .filter(|line| !line.starts_with("  stage "))
+        .filter(|line| !line.starts_with("  stage ") && !line.starts_with("  queries: "))
         .collect();
     assert_eq!(lines.len(), 3, "{}", run.stdout);
     assert!(

@@ -232,7 +232,7 @@ fn bad_configuration_is_refused_before_anything_is_actuated() {
         directory.path().join("nope.json").display()
     );
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--source", "graphite=http://x"], "prometheus=URL"),
+        (vec!["--source", "splunk=http://x"], "prometheus=URL"),
         (vec!["--actuator", "consul=http://x"], "flagd-file=PATH"),
         (vec!["--actuator", &missing_file], "nope.json"),
         (
@@ -360,7 +360,10 @@ fn a_prometheus_that_is_down_gets_one_plain_warning_and_an_error_without_the_que
         result.stderr
     );
     assert_eq!(
-        result.stderr.matches("prometheus request failed").count(),
+        result
+            .stderr
+            .matches("metric source request failed")
+            .count(),
         1,
         "repeats are collapsed: {}",
         result.stderr
