@@ -84,6 +84,27 @@ pub(crate) fn run_rollout_summary(
     })
 }
 
+/// A stores' test's expectation of a `canary run` summary on `recording`: `verdict`;
+/// a healthy rollout through all five stages; a regression (it starts at the 25 %
+/// stage) stopped there or one look later, at 50 %, as the bucketing stores may (see
+/// `canary_run_reaches_the_same_verdicts_…`).
+pub(crate) fn assert_rollout_verdict(summary: &Value, recording: &str, verdict: &str) {
+    assert_eq!(
+        summary["verdict"], verdict,
+        "{recording}: {:#}",
+        summary["reasons"]
+    );
+    let passed = summary["stages_passed"].as_array().unwrap().len();
+    if verdict == "rollback" {
+        assert!(
+            (2..=3).contains(&passed),
+            "{recording}: {passed} stages passed"
+        );
+    } else {
+        assert_eq!(passed, 5, "{recording}");
+    }
+}
+
 /// [`run_rollout_summary`] without environment: (verdict, status, stages passed, first
 /// reason).
 fn run_rollout(source: &str, offset: i64) -> (String, String, Vec<String>, String) {
