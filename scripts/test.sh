@@ -63,6 +63,8 @@ fi
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "== installing moto's server (pip: moto[server,cloudwatch]==5.1.22)"
   python3 -m pip install -q "moto[server,cloudwatch]==5.1.22"
+  # Under pyenv the new console script needs its shim.
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
   hash -r
 fi
 
