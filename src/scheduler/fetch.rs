@@ -223,6 +223,8 @@ async fn run_requests(source: &dyn MetricSource, requests: Vec<Request>) -> Answ
                 query = %range.query,
                 start = range.start,
                 end = range.end,
+                step = range.step,
+                raw_samples = range.raw_samples,
                 "querying the metric source"
             );
             let answer = source.fetch(&range).await;

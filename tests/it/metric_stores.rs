@@ -388,6 +388,17 @@ async fn victoriametrics_behind_vmauth_is_read_with_an_oauth2_token_fetched_once
         1,
         "one token for six requests"
     );
+    // A fresh source asked eight times at once (a look's concurrent requests) fetches
+    // one token: the others wait for it.
+    let concurrent = config.build().unwrap();
+    let request = latency_request();
+    let answers = futures::future::join_all((0..8).map(|_| concurrent.fetch(&request))).await;
+    assert!(answers.iter().all(Result::is_ok));
+    assert_eq!(
+        issued.load(Ordering::SeqCst),
+        2,
+        "one more token for eight at once"
+    );
 
     // Without credentials vmauth refuses; with a wrong client secret the token
     // endpoint does, and the error names it without the secret.

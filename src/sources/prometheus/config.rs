@@ -18,7 +18,10 @@ use crate::sources::http::oauth2::OAuth2Client;
 pub use crate::sources::http::oauth2::OAuth2Config;
 pub use crate::sources::http::sigv4::SigV4Config;
 use crate::sources::http::sigv4::{ProcessEnvironment, SigV4Signer};
-use crate::sources::http::{ClientSetupError, duration, http_client, sensitive_header};
+use crate::sources::http::{
+    ClientSetupError, default_retries, default_retry_backoff, default_timeout, duration,
+    http_client, sensitive_header,
+};
 
 /// How to reach one Prometheus server, or anything speaking its HTTP API:
 /// VictoriaMetrics, Thanos Query, Cortex, Mimir, Amazon Managed Service for Prometheus.
@@ -95,18 +98,6 @@ pub struct BasicAuth {
     pub username: String,
     /// The password.
     pub password: Secret,
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-fn default_retries() -> u32 {
-    2
-}
-
-fn default_retry_backoff() -> Duration {
-    Duration::from_millis(200)
 }
 
 /// Settings that cannot work, found before any request is made.

@@ -22,7 +22,6 @@ pub mod config;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tracing::debug;
 
 use std::future::Future;
 
@@ -253,17 +252,6 @@ impl MetricSource for PrometheusSource {
     async fn fetch(&self, request: &RangeRequest) -> Result<Vec<LabeledSeries>, SourceError> {
         let start = request.start.round() as i64;
         let end = request.end.round() as i64;
-        debug!(
-            source = %self.url,
-            metric = %request.metric,
-            side = request.side.as_str(),
-            query = %request.query,
-            start,
-            end,
-            step = request.step,
-            raw_samples = request.raw_samples,
-            "querying prometheus"
-        );
         if request.raw_samples {
             let window_seconds = request.end - request.start;
             // Written so that a NaN window is refused too.
