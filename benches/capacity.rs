@@ -976,6 +976,12 @@ impl Store for TimedStore {
     async fn counts_by_state(&self) -> Result<BTreeMap<AnalysisState, u64>, StoreError> {
         self.inner.counts_by_state().await
     }
+    async fn overview(
+        &self,
+        query: &canary::store::OverviewQuery,
+    ) -> Result<canary::store::Overview, StoreError> {
+        self.inner.overview(query).await
+    }
     async fn prune_finished(&self, finished_before: f64, limit: u32) -> Result<u64, StoreError> {
         self.inner.prune_finished(finished_before, limit).await
     }

@@ -69,12 +69,13 @@ if ! command -v moto_server >/dev/null 2>&1; then
 fi
 
 # Headless Chromium, which tests/it/report.rs opens the HTML reports in (rendered text
-# and a screenshot). Installed only when missing; without it those checks skip with a
-# notice.
-if [ ! -x /usr/bin/chromium ]; then
-  echo "== installing chromium (Debian package chromium)"
+# and a screenshot), and its ChromeDriver, through which tests/it/console.rs drives the
+# web console (clicks, forms, cookies, live updates, screenshots). Installed only when
+# missing; without them those checks skip with a notice.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "== installing chromium and chromium-driver (Debian packages)"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
 
 # PostgreSQL for the store, worker and multi-instance tests: the one on 127.0.0.1:5432

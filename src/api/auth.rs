@@ -143,6 +143,21 @@ impl Authenticator {
 
     /// Whether the request's bearer token allows `scope`.
     pub fn authorize(&self, headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
+        self.authorize_given(bearer_token(headers).as_deref(), scope)
+    }
+
+    /// [`Authenticator::authorize`] for a token the caller found elsewhere (the
+    /// console's session cookie): `None` is a request without one.
+    pub fn authorize_token(&self, token: Option<&str>, scope: Scope) -> Result<Caller, ApiError> {
+        self.authorize_given(token, scope)
+    }
+
+    /// Whether `token` is one of the configured tokens (whatever its scopes).
+    pub fn knows(&self, token: &str) -> bool {
+        self.find(token).is_some()
+    }
+
+    fn authorize_given(&self, given: Option<&str>, scope: Scope) -> Result<Caller, ApiError> {
         if self.tokens.is_empty() {
             return match scope {
                 Scope::Act => Err(ApiError::Forbidden(
@@ -160,7 +175,7 @@ impl Authenticator {
                 actor: "anonymous".to_owned(),
             });
         }
-        let given = bearer_token(headers).ok_or_else(|| {
+        let given = given.filter(|token| !token.is_empty()).ok_or_else(|| {
             ApiError::Unauthorized(format!(
                 "this request needs an `Authorization: Bearer <token>` header (or Basic \
                  credentials with the token as password) with a token of scope {:?}",
@@ -168,7 +183,7 @@ impl Authenticator {
             ))
         })?;
         let token = self
-            .find(&given)
+            .find(given)
             .ok_or_else(|| ApiError::Unauthorized("the bearer token is not known".to_owned()))?;
         if token.scopes.contains(&scope) {
             Ok(Caller {
@@ -301,7 +316,8 @@ pub async fn require_json_bodies(request: Request, next: Next) -> Response {
     // The one form route: a signed action link's confirmation, whose signature is the
     // credential (a cross-site form cannot forge it).
     let signed_link_form = *request.method() == Method::POST
-        && request.uri().path().starts_with("/v1/action-links/")
+        && (request.uri().path().starts_with("/v1/action-links/")
+            || super::console::takes_forms(request.uri().path()))
         && is_form(request.headers());
     if carries_body && !signed_link_form && !is_json(request.headers()) {
         let given = request

@@ -13,7 +13,9 @@
 //! `Authorized` extractor) and the rule that request bodies are JSON. [`limits`] bounds
 //! every request (URL, headers, body size and read time) and gives every error answer
 //! the JSON error body; [`server`] serves the router with a header read timeout and a
-//! graceful shutdown, at which long-polls answer with the current state.
+//! graceful shutdown, at which long-polls answer with the current state. [`console`]
+//! is the web console (`GET /` and `/console/...`): HTML pages over the same store,
+//! with its own sign-in (a session cookie) and cross-site protection.
 //!
 //! The API never runs an analysis and never calls an actuator: it writes requests and
 //! manual actions to the store, and the scheduler's workers carry them out. Callers
@@ -25,6 +27,7 @@ pub mod analyses;
 pub mod argo;
 pub mod auth;
 pub mod client;
+pub mod console;
 pub mod error;
 pub mod fields;
 pub mod flagger;
@@ -85,6 +88,7 @@ pub fn routes() -> Vec<(String, String)> {
 pub fn router(state: ApiState) -> Router {
     let (routes, _) = operations().split_for_parts();
     routes
+        .merge(console::routes())
         .fallback(no_such_route)
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -58,6 +58,9 @@ pub struct ApiState {
     pub kayenta_without_token: bool,
     /// Checks the signed promote and roll-back links, when the server signs them.
     pub action_links: Option<Arc<crate::notify::links::ActionLinks>>,
+    /// `server.public_url`: the console accepts forms from its origin too, and sets
+    /// `Secure` cookies when a request reaches its `https` host.
+    pub public_url: Option<String>,
 }
 
 /// Resolves when the server begins to stop (see [`ShutdownSignal::stopped`]). Cheap to
@@ -132,6 +135,7 @@ impl ApiState {
                 &|name| std::env::var(name).ok(),
             )?
             .map(Arc::new),
+            public_url: settings.server.public_url.clone(),
         })
     }
 

@@ -19,7 +19,8 @@ use super::markup::Text;
 use crate::domain::Verdict;
 use crate::format::{confidence_percent, count, duration, number, p_value, percent, signed};
 
-const STYLE: &str = r#"
+/// The report's style sheet (the console's analysis page uses it too).
+pub const STYLE: &str = r#"
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1b1b1b;background:#fafafa}
 main{max-width:1200px;margin:0 auto;padding:16px 24px}
 h1{font-size:1.4em;margin:0 0 4px}
@@ -69,15 +70,23 @@ pub fn render(report: &AnalysisReport, charts: &ChartData) -> String {
                     h1 { (Text(&title)) } "\n"
                     p class="meta" { (meta(report)) } "\n"
                     (banner(report))
-                    (metric_table(report))
-                    (timeline(report))
-                    (metric_charts(report, charts))
+                    (sections(report, charts))
                 }
             }
         }
         "\n"
     };
     page.into_string()
+}
+
+/// The report's sections under its verdict [`banner`]: the metric table, the timeline
+/// and the charts (the console's analysis page shows them too).
+pub fn sections(report: &AnalysisReport, charts: &ChartData) -> Markup {
+    html! {
+        (metric_table(report))
+        (timeline(report))
+        (metric_charts(report, charts))
+    }
 }
 
 /// The line under the title: profile, analysis, state, dry run, level, correction.
@@ -105,7 +114,8 @@ fn meta(report: &AnalysisReport) -> Markup {
     }
 }
 
-fn banner(report: &AnalysisReport) -> Markup {
+/// The verdict banner with its headline, deciding metrics and reasons.
+pub fn banner(report: &AnalysisReport) -> Markup {
     let banner = &report.banner;
     let class = banner.verdict.map_or("none", Verdict::as_str);
     let verdict = banner.verdict.map_or_else(

@@ -49,9 +49,10 @@ pub mod sqlite;
 
 pub use self::config::StoreConfig;
 pub use self::model::{
-    ActuationOutcome, ActuationRecord, ActuationState, Analysis, AnalysisState, AuditAction,
-    AuditEntry, Execution, ExecutionOutcome, ExecutionState, LookRecord, LookUpdate, MAX_PAGE,
-    ManualAction, NewActuation, NewAnalysis, NewExecution, Page, Snapshot, Store, StoreError,
+    ActuationOutcome, ActuationRecord, ActuationState, Analysis, AnalysisState, AnalysisSummary,
+    AuditAction, AuditEntry, Execution, ExecutionOutcome, ExecutionState, LookRecord, LookUpdate,
+    MAX_PAGE, ManualAction, NewActuation, NewAnalysis, NewExecution, Overview, OverviewQuery, Page,
+    Snapshot, Store, StoreError,
 };
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;

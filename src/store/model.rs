@@ -613,6 +613,70 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// What the console's analyses page lists ([`Store::overview`]): filters, all optional,
+/// and how many rows to return.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OverviewQuery {
+    /// Only analyses in one of these states; empty means every state.
+    pub states: Vec<AnalysisState>,
+    /// Only analyses whose flag contains this text, ignoring ASCII case.
+    pub flag_contains: Option<String>,
+    /// Only analyses whose content changed at or after this time, Unix seconds.
+    pub updated_since: Option<f64>,
+    /// Problems (rolled back, failed) that changed at or after this time sort above the
+    /// running analyses; older ones sort with the finished. Unix seconds.
+    pub recent_after: f64,
+    /// At most this many rows, clamped to `1..=MAX_PAGE`.
+    pub limit: u32,
+}
+
+/// One analysis as the console lists it: what a row shows, without the runner snapshot
+/// (the largest column, which a list never needs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisSummary {
+    /// Its id.
+    pub id: Uuid,
+    /// The analysis profile's name.
+    pub profile_name: String,
+    /// The profile's TOML as submitted (stage names come from it).
+    pub profile_text: String,
+    /// The feature flag.
+    pub flag: String,
+    /// Judge and record, never actuate.
+    pub dry_run: bool,
+    /// When it was asked to start, Unix seconds.
+    pub start_at: Option<f64>,
+    /// Where it stands.
+    pub state: AnalysisState,
+    /// The 0-based index of the current stage, once started.
+    pub current_stage: Option<usize>,
+    /// The canary's traffic in percent, once started.
+    pub traffic: Option<f64>,
+    /// The latest look's verdict.
+    pub latest_verdict: Option<Verdict>,
+    /// Why it stands where it does, deciding reasons first.
+    pub reasons: Vec<String>,
+    /// When the next look is due, Unix seconds.
+    pub next_look_at: Option<f64>,
+    /// Bumped by every content write.
+    pub version: i64,
+    /// When it was submitted, Unix seconds.
+    pub created_at: f64,
+    /// When its content last changed, Unix seconds.
+    pub updated_at: f64,
+    /// A manual promote or rollback waiting for a worker.
+    pub requested_action: Option<AuditAction>,
+}
+
+/// The rows of an overview and how many analyses matched its filters in all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Overview {
+    /// The rows, in the console's order (see [`Store::overview`]).
+    pub rows: Vec<AnalysisSummary>,
+    /// How many analyses match the filters, `rows` or not.
+    pub matching: u64,
+}
+
 /// A one-shot judgement of a fixed window, as Kayenta's API asks for one: stored by
 /// the API, run once by whichever worker claims it, read back by id from any instance.
 /// It never moves a flag.
@@ -879,6 +943,14 @@ pub trait Store: Send + Sync {
         &self,
         limit: u32,
     ) -> Result<Vec<(Analysis, Option<LookRecord>)>, StoreError>;
+
+    /// The analyses matching `query`'s filters, in the order an on-call engineer reads
+    /// them: those waiting for a person (awaiting review, rollback failed) first, then
+    /// problems newer than `query.recent_after` (rolled back, failed), then the active
+    /// ones (pending, running, paused), then the rest; within each, the most recently
+    /// changed first. At most `query.limit` rows, and the number that matched. Two
+    /// statements, without the runner snapshots.
+    async fn overview(&self, query: &OverviewQuery) -> Result<Overview, StoreError>;
 
     /// The newest execution stored under `key` ([`NewExecution::key`]), if any.
     async fn latest_execution(&self, key: &str) -> Result<Option<Execution>, StoreError>;

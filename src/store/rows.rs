@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use super::look_body;
 use super::model::{
-    ActuationRecord, Analysis, AnalysisState, AuditEntry, Execution, LookRecord, Page, Snapshot,
-    StoreError,
+    ActuationRecord, Analysis, AnalysisState, AnalysisSummary, AuditEntry, Execution, LookRecord,
+    Page, Snapshot, StoreError,
 };
 use super::shared::{format_cursor, from_millis, parse_stored, to_index};
 
@@ -112,6 +112,34 @@ pub(crate) fn analysis_from_row(row: &impl StoredRow) -> Result<Analysis, StoreE
         owner: row.optional_text("owner")?,
         adopt: row.boolean("adopt")?,
         submit_key: row.optional_text("submit_key")?,
+    })
+}
+
+/// The summary in a row selected with the stores' `summary_columns!()`.
+pub(crate) fn summary_from_row(row: &impl StoredRow) -> Result<AnalysisSummary, StoreError> {
+    Ok(AnalysisSummary {
+        id: row.uuid("id")?,
+        profile_name: row.text("profile_name")?,
+        profile_text: row.text("profile_text")?,
+        flag: row.text("flag")?,
+        dry_run: row.boolean("dry_run")?,
+        start_at: row.optional_integer("start_at_ms")?.map(from_millis),
+        state: parse_stored(&row.text("state")?)?,
+        current_stage: to_index(row.optional_integer("current_stage")?, "current_stage")?,
+        traffic: row.optional_real("traffic")?,
+        latest_verdict: row
+            .optional_text("latest_verdict")?
+            .map(|verdict| parse_stored(&verdict))
+            .transpose()?,
+        reasons: row.string_list("reasons")?,
+        next_look_at: row.optional_integer("next_look_at_ms")?.map(from_millis),
+        version: row.integer("version")?,
+        created_at: from_millis(row.integer("created_at_ms")?),
+        updated_at: from_millis(row.integer("updated_at_ms")?),
+        requested_action: row
+            .optional_text("requested_action")?
+            .map(|action| parse_stored(&action))
+            .transpose()?,
     })
 }
 

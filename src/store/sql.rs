@@ -35,6 +35,30 @@ macro_rules! analysis_columns {
 }
 pub(crate) use analysis_columns;
 
+/// The columns of an [`AnalysisSummary`](super::model::AnalysisSummary), read by
+/// [`summary_from_row`](super::rows::summary_from_row): no runner snapshot.
+macro_rules! summary_columns {
+    () => {
+        "id, profile_name, profile_text, flag, dry_run, start_at_ms, state, current_stage, \
+         traffic, latest_verdict, reasons, next_look_at_ms, version, created_at_ms, \
+         updated_at_ms, requested_action"
+    };
+}
+pub(crate) use summary_columns;
+
+/// The filters of [`Store::overview`](super::model::Store::overview) after `WHERE`:
+/// `$1` the states as `,a,b,` (or null for all), `$2` a lower-case `LIKE` pattern for
+/// the flag (or null), `$3` the earliest `updated_at_ms` (or null). Written with `LIKE`
+/// and `||`, which both engines read alike.
+macro_rules! overview_filter {
+    () => {
+        "(CAST($1 AS TEXT) IS NULL OR CAST($1 AS TEXT) LIKE '%,' || state || ',%') \
+         AND (CAST($2 AS TEXT) IS NULL OR lower(flag) LIKE CAST($2 AS TEXT) ESCAPE '\\') \
+         AND (CAST($3 AS BIGINT) IS NULL OR updated_at_ms >= CAST($3 AS BIGINT))"
+    };
+}
+pub(crate) use overview_filter;
+
 /// The actuation columns, in the order [`actuation_from_row`](super::rows::actuation_from_row)
 /// reads them.
 macro_rules! actuation_columns {
@@ -122,6 +146,54 @@ impl Guard {
     }
 }
 
+/// [`OverviewQuery`](super::model::OverviewQuery) as the overview statement binds it.
+pub(crate) struct OverviewFilter {
+    /// `,a,b,` or `None` for every state.
+    pub(crate) states: Option<String>,
+    /// `%text%`, lower case, with `%`, `_` and `\\` escaped; `None` for every flag.
+    pub(crate) flag_pattern: Option<String>,
+    /// The earliest `updated_at_ms`, if any.
+    pub(crate) updated_since_ms: Option<i64>,
+    /// Problems changed at or after this sort above the running analyses.
+    pub(crate) recent_after_ms: i64,
+}
+
+impl OverviewFilter {
+    pub(crate) fn of(
+        query: &super::model::OverviewQuery,
+    ) -> Result<Self, super::model::StoreError> {
+        let states = (!query.states.is_empty()).then(|| {
+            let names: Vec<&str> = query.states.iter().map(|state| state.as_str()).collect();
+            format!(",{},", names.join(","))
+        });
+        let flag_pattern = query
+            .flag_contains
+            .as_deref()
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+            .map(|text| {
+                let mut pattern = String::from("%");
+                for character in text.to_ascii_lowercase().chars() {
+                    if matches!(character, '%' | '_' | '\\') {
+                        pattern.push('\\');
+                    }
+                    pattern.push(character);
+                }
+                pattern.push('%');
+                pattern
+            });
+        Ok(Self {
+            states,
+            flag_pattern,
+            updated_since_ms: query
+                .updated_since
+                .map(|since| super::shared::to_millis(since, "updated_since"))
+                .transpose()?,
+            recent_after_ms: super::shared::to_millis(query.recent_after, "recent_after")?,
+        })
+    }
+}
+
 /// Implements [`Store`](super::model::Store) for `$store` over `$connection` from the shared
 /// statements, in a module `$module` of the calling engine's file (which can therefore
 /// use the engine's private items listed in this module's documentation).
@@ -141,12 +213,13 @@ macro_rules! sql_store {
             use $crate::store::model::{
                 ActuationOutcome, ActuationRecord, ActuationState, Analysis, AnalysisState,
                 AuditEntry, Execution, ExecutionOutcome, ExecutionState, LookRecord,
-                LookUpdate, ManualAction, NewActuation, NewAnalysis, NewExecution, Page, Store,
-                StoreError,
+                LookUpdate, ManualAction, NewActuation, NewAnalysis, NewExecution, Overview,
+                OverviewQuery, Page, Store, StoreError,
             };
             use $crate::store::rows::{
                 StoredRow, actuation_from_row, analysis_from_row, audit_entry_from_row,
                 counts_from_rows, execution_from_row, look_from_row, page_from_rows,
+                summary_from_row,
             };
             use $crate::store::shared::{
                 check_completion, check_look, check_same_intent, claim_limit, database_error,
@@ -155,7 +228,8 @@ macro_rules! sql_store {
                 requested_action, to_millis,
             };
             use $crate::store::sql::{
-                Guard, actuation_columns, analysis_columns, execution_columns,
+                Guard, OverviewFilter, actuation_columns, analysis_columns, execution_columns,
+                overview_filter, summary_columns,
             };
 
             impl $store {
@@ -682,6 +756,45 @@ macro_rules! sql_store {
                             .await
                             .map_err(database_error)?;
                     counts_from_rows(&rows)
+                }
+
+                async fn overview(&self, query: &OverviewQuery) -> Result<Overview, StoreError> {
+                    let filter = OverviewFilter::of(query)?;
+                    let rows = sqlx::query(concat!(
+                        "SELECT ",
+                        summary_columns!(),
+                        " FROM analyses WHERE ",
+                        overview_filter!(),
+                        " ORDER BY CASE WHEN state IN ('awaiting_review', 'rollback_failed') THEN 0 \
+                         WHEN state IN ('rolled_back', 'failed') AND updated_at_ms >= $4 THEN 1 \
+                         WHEN state IN ('pending', 'running', 'paused') THEN 2 ELSE 3 END, \
+                         updated_at_ms DESC, seq DESC LIMIT $5"
+                    ))
+                    .bind(filter.states.as_deref())
+                    .bind(filter.flag_pattern.as_deref())
+                    .bind(filter.updated_since_ms)
+                    .bind(filter.recent_after_ms)
+                    .bind(page_limit(query.limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(database_error)?;
+                    let matching: i64 = sqlx::query_scalar(concat!(
+                        "SELECT COUNT(*) FROM analyses WHERE ",
+                        overview_filter!()
+                    ))
+                    .bind(filter.states.as_deref())
+                    .bind(filter.flag_pattern.as_deref())
+                    .bind(filter.updated_since_ms)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(database_error)?;
+                    Ok(Overview {
+                        rows: rows
+                            .iter()
+                            .map(summary_from_row)
+                            .collect::<Result<_, _>>()?,
+                        matching: u64::try_from(matching).unwrap_or_default(),
+                    })
                 }
 
                 async fn prune_finished(

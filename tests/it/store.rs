@@ -1290,6 +1290,142 @@ mod contract {
         store.healthcheck().await.expect("healthy");
     }
 
+    /// The console's list: filters by state, flag text (case and `LIKE` wildcards taken
+    /// literally) and time, in the on-call order, with the number that matched.
+    pub async fn the_overview_filters_and_puts_what_needs_a_person_first(store: Arc<dyn Store>) {
+        let mut made = BTreeMap::new();
+        for (name, flag) in [
+            ("pending", "checkout-v2"),
+            ("paused", "Search-V3"),
+            ("running", "search_v4"),
+            ("review", "cart"),
+            ("rolled-back-new", "pay_v2"),
+            ("rolled-back-old", "payXv2"),
+            ("promoted", "100%-launch"),
+        ] {
+            let analysis = store
+                .create_analysis(
+                    NewAnalysis {
+                        flag: flag.to_owned(),
+                        ..new_analysis(name, None)
+                    },
+                    NOW,
+                )
+                .await
+                .unwrap();
+            made.insert(name, analysis.id);
+        }
+        let claimed = store.claim_due("w1", NOW, LEASE, 100).await.unwrap();
+        assert_eq!(claimed.len(), made.len());
+        for (name, state, at) in [
+            ("running", AnalysisState::Running, 20.0),
+            ("review", AnalysisState::AwaitingReview, 5.0),
+            ("rolled-back-new", AnalysisState::RolledBack, 25.0),
+            ("rolled-back-old", AnalysisState::RolledBack, 1.0),
+            ("promoted", AnalysisState::Promoted, 28.0),
+        ] {
+            store
+                .record_look(made[name], "w1", 1, NOW + at, progress(None, state))
+                .await
+                .unwrap();
+        }
+        store
+            .apply_manual_action(
+                made["paused"],
+                manual(AuditAction::Pause, AnalysisState::Paused, 1),
+                NOW + 10.0,
+            )
+            .await
+            .unwrap();
+        let query = |states: Vec<AnalysisState>, flag: Option<&str>, since: Option<f64>| {
+            canary::store::OverviewQuery {
+                states,
+                flag_contains: flag.map(str::to_owned),
+                updated_since: since,
+                recent_after: NOW + 15.0,
+                limit: 100,
+            }
+        };
+        let names = |overview: &canary::store::Overview| -> Vec<&str> {
+            overview
+                .rows
+                .iter()
+                .map(|row| *made.iter().find(|(_, id)| **id == row.id).unwrap().0)
+                .collect()
+        };
+        let everything = store.overview(&query(vec![], None, None)).await.unwrap();
+        assert_eq!(
+            names(&everything),
+            [
+                "review",
+                "rolled-back-new",
+                "running",
+                "paused",
+                "pending",
+                "promoted",
+                "rolled-back-old"
+            ]
+        );
+        assert_eq!(everything.matching, 7);
+        let running = &everything.rows[2];
+        assert_eq!(
+            (
+                running.flag.as_str(),
+                running.current_stage,
+                running.traffic
+            ),
+            ("search_v4", Some(1), Some(12.5))
+        );
+        assert_eq!(running.reasons[0], "every metric passed");
+        assert_eq!(running.updated_at, NOW + 20.0);
+        assert_eq!(running.version, 2);
+
+        let rolled_back = store
+            .overview(&query(vec![AnalysisState::RolledBack], None, None))
+            .await
+            .unwrap();
+        assert_eq!(names(&rolled_back), ["rolled-back-new", "rolled-back-old"]);
+        let two_states = store
+            .overview(&query(
+                vec![AnalysisState::Paused, AnalysisState::Pending],
+                None,
+                None,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(names(&two_states), ["paused", "pending"]);
+        // `_` and `%` are letters here, and case does not matter.
+        for (text, expected) in [
+            ("Y_V", vec!["rolled-back-new"]),
+            ("search-v", vec!["paused"]),
+            ("SEARCH", vec!["running", "paused"]),
+            ("100%", vec!["promoted"]),
+            ("%", vec!["promoted"]),
+            ("  ", names(&everything)),
+        ] {
+            let found = store
+                .overview(&query(vec![], Some(text), None))
+                .await
+                .unwrap();
+            assert_eq!(names(&found), expected, "flag contains {text:?}");
+            assert_eq!(found.matching, expected.len() as u64);
+        }
+        let recent = store
+            .overview(&query(vec![], None, Some(NOW + 15.0)))
+            .await
+            .unwrap();
+        assert_eq!(names(&recent), ["rolled-back-new", "running", "promoted"]);
+        let first_two = store
+            .overview(&canary::store::OverviewQuery {
+                limit: 2,
+                ..query(vec![], None, None)
+            })
+            .await
+            .unwrap();
+        assert_eq!(names(&first_two), ["review", "rolled-back-new"]);
+        assert_eq!(first_two.matching, 7);
+    }
+
     pub async fn a_submit_key_names_one_analysis_for_good(store: Arc<dyn Store>) {
         let keyed = |name: &str, key: &str| NewAnalysis {
             submit_key: Some(key.to_owned()),
@@ -1831,6 +1967,7 @@ contract_tests!(
     an_analysis_awaiting_review_is_claimed_when_its_next_look_is_due,
     done_analyses_are_never_claimed_nor_changed_and_a_failed_rollback_is_claimed_again,
     counts_by_state_name_every_state,
+    the_overview_filters_and_puts_what_needs_a_person_first,
     a_submit_key_names_one_analysis_for_good,
     unknown_analyses_are_not_found,
     pruning_deletes_exactly_the_old_finished_analyses_with_their_records,

@@ -737,6 +737,12 @@ impl Store for FaultyStore {
     async fn counts_by_state(&self) -> Result<BTreeMap<AnalysisState, u64>, StoreError> {
         self.store.counts_by_state().await
     }
+    async fn overview(
+        &self,
+        query: &canary::store::OverviewQuery,
+    ) -> Result<canary::store::Overview, StoreError> {
+        self.store.overview(query).await
+    }
     async fn prune_finished(&self, finished_before: f64, limit: u32) -> Result<u64, StoreError> {
         self.store.prune_finished(finished_before, limit).await
     }
