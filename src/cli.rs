@@ -129,7 +129,10 @@ pub enum Command {
     /// judges once each, moving no flag, and Flagger's webhook gates under /v1/flagger/HOOK
     /// (docs/flagger.md). /metrics reports each active analysis's results; with
     /// server.action_link_secret_env (and server.public_url) review notifications carry signed
-    /// promote and roll-back links. Prints `listening on http://ADDRESS` once ready. SIGINT
+    /// promote and roll-back links. A browser on http://ADDRESS/ gets the web console: every
+    /// analysis, live, with filters; each analysis's stages, flag path, triggers, evidence and
+    /// audit log; pause, resume, promote and roll back after signing in with a token (README
+    /// "The web console"). Prints `listening on http://ADDRESS` once ready. SIGINT
     /// or SIGTERM stops it gracefully: no new connections or claims, open verdict long-polls
     /// answer at once with the current state, running looks finish, leases are released.
     Serve(ServeArgs),

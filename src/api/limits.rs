@@ -6,7 +6,8 @@
 //! [`MAX_BODY_BYTES`] (413) within the server's body read timeout (408, and the
 //! connection is closed). [`json_errors`] turns any error answer not already JSON (a 405
 //! from the method router, a rejection of an extractor) into the JSON error body, so
-//! a client never has to parse anything else.
+//! a client never has to parse anything else; the web console's HTML error pages, meant
+//! for a person, are left as they are.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
