@@ -58,12 +58,17 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// A form `POST` to `url` from [`client`].
+fn form_post(url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
+    client()
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+}
+
 /// Signs in with `token` (and `name`) and returns the cookie pair and the form token
 /// the pages carry.
 async fn sign_in(app: &TestApp, token: &str, name: &str) -> (String, String) {
-    let response = client()
-        .post(format!("{}/console/login", app.address))
-        .header("content-type", "application/x-www-form-urlencoded")
+    let response = form_post(format!("{}/console/login", app.address))
         .header("origin", &app.address)
         .body(
             serde_urlencoded::to_string([("token", token), ("name", name), ("next", "/")]).unwrap(),
@@ -265,10 +270,7 @@ async fn actions_need_a_session_with_scope_act_its_form_token_and_this_origin() 
         .unwrap()
     };
     let post = |cookie: Option<String>, origin: Option<&str>, body: String| {
-        let mut request = client()
-            .post(&actions)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body);
+        let mut request = form_post(&actions).body(body);
         if let Some(cookie) = cookie {
             request = request.header("cookie", cookie);
         }
@@ -299,9 +301,7 @@ async fn actions_need_a_session_with_scope_act_its_form_token_and_this_origin() 
     assert_eq!(confirm.status().as_u16(), 303);
 
     // Signing in: an unknown token and a cross-site form are refused.
-    let refused = client()
-        .post(format!("{}/console/login", app.address))
-        .header("content-type", "application/x-www-form-urlencoded")
+    let refused = form_post(format!("{}/console/login", app.address))
         .body("token=guess&next=/")
         .send()
         .await
@@ -309,18 +309,14 @@ async fn actions_need_a_session_with_scope_act_its_form_token_and_this_origin() 
     assert_eq!(refused.status().as_u16(), 401);
     assert!(refused.headers().get("set-cookie").is_none());
     assert!(refused.text().await.unwrap().contains("not known"));
-    let cross_site_login = client()
-        .post(format!("{}/console/login", app.address))
-        .header("content-type", "application/x-www-form-urlencoded")
+    let cross_site_login = form_post(format!("{}/console/login", app.address))
         .header("origin", "https://evil.example")
         .body(format!("token={ONCALL}"))
         .send()
         .await
         .unwrap();
     assert_eq!(cross_site_login.status().as_u16(), 403);
-    let open_redirect = client()
-        .post(format!("{}/console/login", app.address))
-        .header("content-type", "application/x-www-form-urlencoded")
+    let open_redirect = form_post(format!("{}/console/login", app.address))
         .body(format!("token={ONCALL}&next=https://evil.example/"))
         .send()
         .await
@@ -348,9 +344,7 @@ async fn actions_need_a_session_with_scope_act_its_form_token_and_this_origin() 
                 .starts_with("text/html")
         );
     }
-    let sec_fetch = client()
-        .post(&actions)
-        .header("content-type", "application/x-www-form-urlencoded")
+    let sec_fetch = form_post(&actions)
         .header("cookie", &cookie)
         .header("sec-fetch-site", "cross-site")
         .body(form(&form_token))
@@ -420,9 +414,7 @@ async fn actions_need_a_session_with_scope_act_its_form_token_and_this_origin() 
     assert_eq!(audited().await, 1);
 
     // Signing out needs the form token too, and clears the cookie.
-    let logout = client()
-        .post(format!("{}/console/logout", app.address))
-        .header("content-type", "application/x-www-form-urlencoded")
+    let logout = form_post(format!("{}/console/logout", app.address))
         .header("cookie", &cookie)
         .body(format!("form_token={form_token}"))
         .send()
@@ -763,7 +755,8 @@ async fn in_a_browser_a_workers_rollback_shows_live_and_actions_need_a_sign_in()
     browser
         .click(&browser.find("form.login button").await.unwrap())
         .await;
-    let rollback = browser
+    // Signed in, the page offers the actions.
+    browser
         .wait_for("a.button.danger", Duration::from_secs(5))
         .await;
     let cookie = browser
