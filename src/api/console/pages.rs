@@ -135,7 +135,7 @@ pub fn list_page(listing: &Listing, filters: &Filters, viewer: &Viewer, etag: &s
         h1 { "Analyses" }
         (filter_form(filters))
         p id="live-status" class="live-status" role="status" aria-live="polite" {
-            "Read at " (moment(listing.now, "past"))
+            "Read " (moment(listing.now, "past"))
         }
         div id="listing" data-live={ "/console/rows" (query) } data-interval="1000" data-etag=(etag) {
             (PreEscaped(self::listing(listing, filters)))
@@ -455,7 +455,7 @@ pub fn analysis_page(
             }
         }
         p id="live-status" class="live-status" role="status" aria-live="polite" {
-            "Read at " (moment(data.now, "past"))
+            "Read " (moment(data.now, "past"))
         }
         div id="live" data-live={ "/console/analyses/" (analysis.id) "/live" }
             data-interval="1000" data-final=(analysis.state.is_done()) data-etag=(etag) {
@@ -613,8 +613,10 @@ fn stage_timeline(data: &AnalysisData) -> Markup {
                         _ => "ahead",
                     };
                     li class={ "stage " (status) } aria-current=[(status == "current").then_some("step")] {
+                        @let traffic = format!("{}%", number(stage.traffic.value()));
                         div class="stage-name" {
-                            (Text(&stage.name)) " · " (number(stage.traffic.value())) "%"
+                            (Text(&stage.name))
+                            @if stage.name != traffic { " · " (traffic) }
                         }
                         div class="sub" {
                             @match status {
