@@ -23,6 +23,10 @@ fi
 # unleash-server 7.4.1, which tests/it/unleash.rs starts against the PostgreSQL below
 # (tests/unleash/server.mjs). Installed from the lock file, once (about 45 s); without
 # node those tests skip with a notice.
+if command -v npm >/dev/null 2>&1 && [ ! -d tests/console/node_modules ]; then
+  echo "== npm ci (tests/console: axe-core, the accessibility checks of the web console)"
+  (cd tests/console && npm ci --no-audit --no-fund)
+fi
 if command -v npm >/dev/null 2>&1 && [ ! -d tests/unleash/node_modules ]; then
   echo "== npm ci (tests/unleash: unleash-server)"
   (cd tests/unleash && npm ci --no-audit --no-fund)

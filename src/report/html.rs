@@ -42,7 +42,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .charts figure{margin:0;background:#fff;border:1px solid #eee;padding:4px;max-width:530px}
 figcaption{font-size:.8em;color:#555}
 svg{max-width:100%;height:auto}
-.key-b{color:#1f6fb4;font-weight:600}.key-c{color:#e06c00;font-weight:600}.key-l{color:#c01010;font-weight:600}.key-r{color:#7b1fa2;font-weight:600}
+.key-b{color:#1f6fb4;font-weight:600}.key-c{color:#b35400;font-weight:600}.key-l{color:#c01010;font-weight:600}.key-r{color:#7b1fa2;font-weight:600}
 tr.trigger td{font-size:.95em;color:#333;border-top:none}tr.trigger.fired td{background:#fdecea}
 .fired-word{color:#b3261e;font-weight:700}.clear-word{color:#1b7f3b}
 .no-chart{color:#777;font-style:italic}
@@ -186,7 +186,7 @@ fn metric_table(report: &AnalysisReport) -> Markup {
     );
     html! {
         h2 { "Metrics (latest look)" } "\n"
-        div class="wide" {
+        div class="wide" tabindex="0" {
             table class="metrics" {
                 thead {
                     tr {

@@ -271,6 +271,52 @@ impl Browser {
         .await
     }
 
+    /// Runs `script` as an async function body (it calls
+    /// `arguments[arguments.length - 1]` with the result) and returns that result.
+    pub async fn execute_async(&self, script: &str, args: Value) -> Value {
+        self.call(
+            "POST",
+            &self.at("/execute/async"),
+            Some(json!({ "script": script, "args": args })),
+        )
+        .await
+    }
+
+    /// The WCAG 2 A and AA violations axe-core finds on the current page (colour
+    /// contrast, labels, names, landmarks, ...), each as `rule: nodes`. `None` when
+    /// axe-core is not installed (`scripts/test.sh` runs `npm ci` in `tests/console`).
+    pub async fn accessibility_violations(&self) -> Option<Vec<String>> {
+        let path = crate::helpers::root().join("tests/console/node_modules/axe-core/axe.min.js");
+        let Ok(axe) = std::fs::read_to_string(&path) else {
+            println!(
+                "NOTICE: {} is missing; skipping the accessibility checks (scripts/test.sh installs it)",
+                path.display()
+            );
+            return None;
+        };
+        self.execute(&format!("{axe}\n;return true;"), json!([]))
+            .await;
+        let found = self
+            .execute_async(
+                "const done = arguments[arguments.length - 1]; \
+                 axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}}) \
+                   .then(r => done(r.violations.map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', ')))) \
+                   .catch(e => done(['axe failed: ' + e]));",
+                json!([]),
+            )
+            .await;
+        Some(
+            found
+                .as_array()
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        )
+    }
+
     /// The cookies the browser keeps for the current page.
     pub async fn cookies(&self) -> Vec<Value> {
         self.call("GET", &self.at("/cookie"), None)

@@ -634,6 +634,7 @@ async fn in_a_browser_a_workers_rollback_shows_live_and_actions_need_a_sign_in()
         states
     };
     assert_eq!(order, ["rolled_back", "promoted"]);
+    assert_accessible(&browser, "the analyses page").await;
     let rolled_row = browser.find(&selector).await.unwrap();
     let row_png = browser
         .screenshot_element(&rolled_row, &shots.join("console-list-row.png"))
@@ -701,6 +702,7 @@ async fn in_a_browser_a_workers_rollback_shows_live_and_actions_need_a_sign_in()
     browser
         .screenshot(&shots.join("console-analysis.png"))
         .await;
+    assert_accessible(&browser, "a rolled-back analysis's page").await;
 
     // An action: first without signing in, then signed in, carried out by a worker.
     let waiting = tokio::task::spawn_blocking({
@@ -738,6 +740,7 @@ async fn in_a_browser_a_workers_rollback_shows_live_and_actions_need_a_sign_in()
         ))
         .await;
     let token = browser.wait_for("#token", Duration::from_secs(5)).await;
+    assert_accessible(&browser, "the sign-in page").await;
     browser.type_into(&token, "wrong").await;
     browser
         .click(&browser.find("form.login button").await.unwrap())
@@ -793,6 +796,7 @@ async fn in_a_browser_a_workers_rollback_shows_live_and_actions_need_a_sign_in()
         .await;
     browser.click(&rollback).await;
     let reason = browser.wait_for("#reason", Duration::from_secs(5)).await;
+    assert_accessible(&browser, "the confirmation page").await;
     browser
         .type_into(&reason, "paged: error budget burning")
         .await;
@@ -814,6 +818,13 @@ async fn in_a_browser_a_workers_rollback_shows_live_and_actions_need_a_sign_in()
     .unwrap();
     let state = &flags["flags"]["checkout-v2"]["state"];
     assert_eq!(state, "DISABLED", "the kill switch is off: {flags}");
+}
+
+/// No WCAG 2 A or AA violation axe-core can find on the page the browser shows.
+async fn assert_accessible(browser: &Browser, page: &str) {
+    if let Some(violations) = browser.accessibility_violations().await {
+        assert!(violations.is_empty(), "{page}: {violations:#?}");
+    }
 }
 
 /// Serves, on another port (another origin), a page whose form posts a rollback to

@@ -231,7 +231,7 @@ pub fn listing(listing: &Listing, filters: &Filters) -> String {
                 "The first " (rows.len()) " of " (listing.overview.matching) " matching analyses; narrow the filters to see the rest."
             }
         }
-        div class="wide" {
+        div class="wide" tabindex="0" {
             table class="analyses" {
                 caption class="visually-hidden" { "Analyses: those waiting for a person first, then new problems, then running, then the rest; newest change first within each" }
                 thead {
@@ -686,7 +686,7 @@ fn flag_path(data: &AnalysisData) -> Markup {
                         figcaption { "The canary's share of traffic as the actuator set it (applied changes)." }
                     }
                 }
-                div class="wide" {
+                div class="wide" tabindex="0" {
                     table {
                         caption class="visually-hidden" { "Flag changes" }
                         thead { tr { th scope="col" { "When" } th scope="col" { "Change" } th scope="col" { "Target" } th scope="col" { "Outcome" } th scope="col" { "Detail" } } }
@@ -724,7 +724,7 @@ fn triggers(data: &AnalysisData) -> Markup {
     html! {
         section aria-labelledby="triggers-heading" {
             h2 id="triggers-heading" { "Triggers at look " (latest.look) }
-            div class="wide" {
+            div class="wide" tabindex="0" {
                 table {
                     caption class="visually-hidden" { "Rollback triggers at the latest look" }
                     thead { tr {
@@ -877,7 +877,7 @@ fn evidence_block(metric: &str, check: &str, points: &[EvidencePoint<'_>]) -> Ma
                     }
                 }
             }
-            div class="wide" {
+            div class="wide" tabindex="0" {
                 table {
                     caption class="visually-hidden" { "Evidence of " (Text(&heading)) " by look" }
                     thead { tr {
@@ -924,7 +924,7 @@ fn audit_log(audit: &[AuditEntry]) -> Markup {
             @if audit.is_empty() {
                 p class="muted" { "No manual action." }
             } @else {
-                div class="wide" {
+                div class="wide" tabindex="0" {
                     table class="audit" {
                         caption class="visually-hidden" { "Manual actions, oldest first" }
                         thead { tr {
