@@ -157,6 +157,11 @@ impl Authenticator {
         self.find(token).is_some()
     }
 
+    /// The actor the audit log names for `token` (whatever its scopes), if it is known.
+    pub fn actor_of(&self, token: &str) -> Option<String> {
+        self.find(token).map(|found| found.actor.clone())
+    }
+
     fn authorize_given(&self, given: Option<&str>, scope: Scope) -> Result<Caller, ApiError> {
         if self.tokens.is_empty() {
             return match scope {

@@ -398,8 +398,23 @@ async fn actions_need_a_session_with_scope_act_its_form_token_and_this_origin() 
     assert_eq!(stale.status().as_u16(), 409);
     assert!(stale.text().await.unwrap().contains("changed since"));
 
-    // A read-only token signs in but cannot act.
+    // A read-only token signs in (named on the page even though reads are open) but
+    // cannot act.
     let (viewer_cookie, viewer_form) = sign_in(&app, VIEWER, "").await;
+    let viewer_page = client()
+        .get(format!("{}/", app.address))
+        .header("cookie", &viewer_cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        viewer_page.contains("Signed in as <strong>console (api-token:viewer)</strong>"),
+        "{viewer_page}"
+    );
+    assert!(viewer_page.contains("(read only)"));
     let read_only = post(Some(viewer_cookie), Some(&app.address), {
         serde_urlencoded::to_string([
             ("action", "resume"),

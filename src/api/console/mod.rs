@@ -207,15 +207,21 @@ fn console_caller(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result
     let caller = state
         .auth
         .authorize_token(session.as_ref().map(|s| s.token.as_str()), scope)?;
-    Ok(match session.and_then(|s| s.name) {
-        Some(name) if caller.actor != "anonymous" => Caller {
-            actor: format!("{name} via console ({})", caller.actor),
-        },
-        _ if caller.actor != "anonymous" => Caller {
-            actor: format!("console ({})", caller.actor),
+    Ok(match session {
+        Some(session) if caller.actor != "anonymous" => Caller {
+            actor: console_actor(&caller.actor, session.name.as_deref()),
         },
         _ => caller,
     })
+}
+
+/// How the audit log names a person acting from the console: their name (if given)
+/// and the token's actor.
+fn console_actor(token_actor: &str, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("{name} via console ({token_actor})"),
+        None => format!("console ({token_actor})"),
+    }
 }
 
 /// What the page shows about the viewer: signed in (and whether they may act) or not.
@@ -237,11 +243,13 @@ impl Viewer {
         let acting = session
             .as_ref()
             .and_then(|_| console_caller(state, headers, Scope::Act).ok());
-        let actor = session.as_ref().and_then(|_| {
-            console_caller(state, headers, Scope::Act)
-                .or_else(|_| console_caller(state, headers, Scope::Read))
-                .ok()
-                .map(|caller| caller.actor)
+        // The token's own actor, whatever its scopes (with reads open, a read check
+        // would name every caller "anonymous").
+        let actor = session.as_ref().and_then(|session| {
+            state
+                .auth
+                .actor_of(&session.token)
+                .map(|actor| console_actor(&actor, session.name.as_deref()))
         });
         Viewer {
             can_act: acting.is_some(),
