@@ -303,10 +303,31 @@ fn dark_launch_high_resource_usage_holds_until_the_hold_timeout() {
         json!({"gauges": {"resource_utilization_ratio": 0.9}}),
     );
     let finished = run.wait();
-    let trigger = "warning: high resource usage";
+    // The warning holds the rollout through the profile's warning metric or its warning
+    // trigger, whichever the look sees first: the trigger needs its 10 s of sustained
+    // breach inside one look's window, which a loaded machine's looks do not always give
+    // it before the metric's p95 already fails (seen once in CI-shaped runs).
+    let warnings = [
+        "warning: high resource usage",
+        "resource_usage (warning) failed",
+    ];
+    let held: usize = {
+        let summary: Value = serde_json::from_str(&finished.stdout).expect("the JSON summary");
+        summary["history"]
+            .as_array()
+            .expect("looks")
+            .iter()
+            .filter(|look| {
+                look["decision"]["decision"] == "hold"
+                    && warnings
+                        .iter()
+                        .any(|warning| look["reasons"].to_string().contains(warning))
+            })
+            .count()
+    };
     assert!(
-        held_by(&finished, trigger) >= 2,
-        "looks held naming {trigger:?}: {}",
+        held >= 2,
+        "looks held naming the warning {warnings:?}: {}",
         explain(&finished, &bed)
     );
     assert_eq!(finished.code, 3, "{}", explain(&finished, &bed));
