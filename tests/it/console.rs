@@ -65,6 +65,19 @@ fn form_post(url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
         .header("content-type", "application/x-www-form-urlencoded")
 }
 
+/// The analyses page of `app` as the holder of `cookie` sees it.
+async fn list_page_as(app: &TestApp, cookie: &str) -> String {
+    client()
+        .get(format!("{}/", app.address))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Signs in with `token` (and `name`) and returns the cookie pair and the form token
 /// the pages carry.
 async fn sign_in(app: &TestApp, token: &str, name: &str) -> (String, String) {
@@ -86,15 +99,7 @@ async fn sign_in(app: &TestApp, token: &str, name: &str) -> (String, String) {
     }
     assert!(!set_cookie.contains("Secure"), "plain HTTP: {set_cookie}");
     let cookie = set_cookie.split(';').next().unwrap().to_owned();
-    let page = client()
-        .get(format!("{}/", app.address))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = list_page_as(app, &cookie).await;
     let form_token = page
         .split("name=\"form_token\" value=\"")
         .nth(1)
@@ -401,15 +406,7 @@ async fn actions_need_a_session_with_scope_act_its_form_token_and_this_origin() 
     // A read-only token signs in (named on the page even though reads are open) but
     // cannot act.
     let (viewer_cookie, viewer_form) = sign_in(&app, VIEWER, "").await;
-    let viewer_page = client()
-        .get(format!("{}/", app.address))
-        .header("cookie", &viewer_cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let viewer_page = list_page_as(&app, &viewer_cookie).await;
     assert!(
         viewer_page.contains("Signed in as <strong>console (api-token:viewer)</strong>"),
         "{viewer_page}"
