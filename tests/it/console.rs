@@ -65,17 +65,13 @@ fn form_post(url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
         .header("content-type", "application/x-www-form-urlencoded")
 }
 
-/// The analyses page of `app` as the holder of `cookie` sees it.
-async fn list_page_as(app: &TestApp, cookie: &str) -> String {
-    client()
-        .get(format!("{}/", app.address))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+/// The text of the page at `url`, sent with `cookie` if any.
+async fn page_text(url: String, cookie: Option<&str>) -> String {
+    let mut request = client().get(url);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    request.send().await.unwrap().text().await.unwrap()
 }
 
 /// Signs in with `token` (and `name`) and returns the cookie pair and the form token
@@ -99,7 +95,7 @@ async fn sign_in(app: &TestApp, token: &str, name: &str) -> (String, String) {
     }
     assert!(!set_cookie.contains("Secure"), "plain HTTP: {set_cookie}");
     let cookie = set_cookie.split(';').next().unwrap().to_owned();
-    let page = list_page_as(app, &cookie).await;
+    let page = page_text(format!("{}/", app.address), Some(&cookie)).await;
     let form_token = page
         .split("name=\"form_token\" value=\"")
         .nth(1)
@@ -406,7 +402,7 @@ async fn actions_need_a_session_with_scope_act_its_form_token_and_this_origin() 
     // A read-only token signs in (named on the page even though reads are open) but
     // cannot act.
     let (viewer_cookie, viewer_form) = sign_in(&app, VIEWER, "").await;
-    let viewer_page = list_page_as(&app, &viewer_cookie).await;
+    let viewer_page = page_text(format!("{}/", app.address), Some(&viewer_cookie)).await;
     assert!(
         viewer_page.contains("Signed in as <strong>console (api-token:viewer)</strong>"),
         "{viewer_page}"
@@ -467,14 +463,7 @@ async fn with_reads_behind_a_token_the_pages_send_people_to_sign_in_first() {
         401,
         "the script is told the session ended"
     );
-    let login = client()
-        .get(format!("{}/console/login?next=/", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let login = page_text(format!("{}/console/login?next=/", app.address), None).await;
     assert!(
         login.contains("type=\"password\"") && login.contains("autocomplete=\"current-password\"")
     );
@@ -876,14 +865,7 @@ async fn a_thousand_analyses_are_listed_and_stay_live_in_a_browser() {
             .unwrap();
         ids.push(analysis.id);
     }
-    let body = client()
-        .get(format!("{}/", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = page_text(format!("{}/", app.address), None).await;
     assert_eq!(body.matches("<tr data-id=").count(), 1000);
     assert!(body.contains("1000 analyses"));
 

@@ -305,7 +305,7 @@ fn secure_headers(headers: &mut HeaderMap) {
 }
 
 /// An error as a console page (the JSON API's errors stay JSON).
-fn error_page(error: ApiError, viewer: Option<&Viewer>) -> Response {
+fn error_page(error: ApiError, viewer: &Viewer) -> Response {
     let (status, message) = describe(&error);
     html(status, pages::error(status, &message, viewer))
 }
@@ -362,7 +362,7 @@ fn require_read(
     match console_caller(state, headers, Scope::Read) {
         Ok(_) => Ok(viewer),
         Err(ApiError::Unauthorized(_)) => Err(Box::new(login_redirect(here))),
-        Err(error) => Err(Box::new(error_page(error, Some(&viewer)))),
+        Err(error) => Err(Box::new(error_page(error, &viewer))),
     }
 }
 
@@ -376,11 +376,8 @@ fn require_read_fragment(state: &ApiState, headers: &HeaderMap) -> Result<(), Bo
 /// A fragment with its `ETag`, or `304` when the caller has it already.
 fn fragment(headers: &HeaderMap, etag: String, body: impl FnOnce() -> String) -> Response {
     let quoted = format!("\"{etag}\"");
-    let unchanged = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|given| given.split(',').any(|tag| tag.trim() == quoted));
-    let mut response = if unchanged {
+    // `body` runs only when the caller does not have this version already.
+    let mut response = if holds(headers, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         html(StatusCode::OK, body())
@@ -392,6 +389,15 @@ fn fragment(headers: &HeaderMap, etag: String, body: impl FnOnce() -> String) ->
         headers.insert(header::ETAG, value);
     }
     response
+}
+
+/// Whether the request's `If-None-Match` names the (unquoted) `etag`.
+fn holds(headers: &HeaderMap, etag: &str) -> bool {
+    let quoted = format!("\"{etag}\"");
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|given| given.split(',').any(|tag| tag.trim() == quoted))
 }
 
 fn digest_hex(parts: impl IntoIterator<Item = String>) -> String {
@@ -577,7 +583,7 @@ async fn list_page(
     };
     let filters = match parse_filters(raw.as_deref()) {
         Ok(filters) => filters,
-        Err(error) => return error_page(error, Some(&viewer)),
+        Err(error) => return error_page(error, &viewer),
     };
     match listing(&state, &filters).await {
         Ok(listing) => html(
@@ -660,7 +666,7 @@ async fn analysis_page(
                 pages::analysis_page(&data, &viewer, notice.done.as_deref(), &etag),
             )
         }
-        Err(error) => error_page(error, Some(&viewer)),
+        Err(error) => error_page(error, &viewer),
     }
 }
 
@@ -679,25 +685,17 @@ async fn analysis_live(
         return *response;
     }
     let viewer = Viewer::of(&state, &headers);
-    let stamp = match pages::AnalysisData::read_stamp(&state, &id).await {
-        Ok(stamp) => stamp,
+    let head = match pages::Head::read(&state, &id).await {
+        Ok(head) => head,
         Err(error) => return error.into_response(),
     };
-    let etag = live_etag(stamp, &viewer);
-    let quoted = format!("\"{etag}\"");
-    let unchanged = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|given| given.trim() == quoted);
-    if unchanged {
+    let etag = live_etag(head.stamp(), &viewer);
+    if holds(&headers, &etag) {
         return fragment(&headers, etag, String::new);
     }
-    match pages::AnalysisData::read(&state, &id).await {
-        // Read again: the stamp and the page describe the same state, or the next poll
-        // sees the newer stamp.
-        Ok(data) => fragment(&headers, live_etag(data.stamp(), &viewer), || {
-            pages::live(&data, &viewer)
-        }),
+    // Changed: read the looks and the audit log for the same head the ETag names.
+    match pages::AnalysisData::complete(&state, head).await {
+        Ok(data) => fragment(&headers, etag, || pages::live(&data, &viewer)),
         Err(error) => error.into_response(),
     }
 }
@@ -736,7 +734,7 @@ async fn confirm_page(
     if let Err(error) = console_caller(&state, &headers, Scope::Act) {
         return match error {
             ApiError::Unauthorized(_) => login_redirect(&here),
-            other => error_page(other, Some(&viewer)),
+            other => error_page(other, &viewer),
         };
     }
     let result = async {
@@ -758,7 +756,7 @@ async fn confirm_page(
                 pages::confirm(&analysis, action, allowed.err().as_deref(), &viewer),
             )
         }
-        Err(error) => error_page(error, Some(&viewer)),
+        Err(error) => error_page(error, &viewer),
     }
 }
 
@@ -861,7 +859,7 @@ async fn act(
             action.as_str()
         )),
         Err(ApiError::Unauthorized(_)) => login_redirect(&format!("/console/analyses/{id}")),
-        Err(error) => error_page(error, Some(&viewer)),
+        Err(error) => error_page(error, &viewer),
     }
 }
 
@@ -895,11 +893,11 @@ async fn login_page(
 async fn login(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
     let viewer = Viewer::of(&state, &headers);
     if let Err(error) = same_origin(&headers, state.public_url.as_deref()) {
-        return error_page(error, Some(&viewer));
+        return error_page(error, &viewer);
     }
     let form: LoginForm = match parse_form(&body) {
         Ok(form) => form,
-        Err(error) => return error_page(error, Some(&viewer)),
+        Err(error) => return error_page(error, &viewer),
     };
     let next = safe_next(form.next.as_deref());
     let token = form.token.unwrap_or_default().trim().to_owned();
@@ -949,7 +947,7 @@ async fn logout(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) 
         .and_then(|()| parse_form::<LogoutForm>(&body))
         .and_then(|form| check_form_token(&headers, form.form_token.as_deref()));
     if let Err(error) = checked {
-        return error_page(error, Some(&viewer));
+        return error_page(error, &viewer);
     }
     let mut response = see_other("/");
     if let Ok(value) = HeaderValue::from_str(&session_cookie(

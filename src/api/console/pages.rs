@@ -376,15 +376,49 @@ pub struct AnalysisData {
     pub now: f64,
 }
 
+/// What decides whether the analysis page changed: the analysis and its flag changes.
+pub struct Head {
+    /// The analysis.
+    pub analysis: Analysis,
+    /// Its flag changes.
+    pub actuations: Vec<ActuationRecord>,
+}
+
+impl Head {
+    /// Reads the analysis `id` and its flag changes: two cheap reads, no looks.
+    pub async fn read(state: &ApiState, id: &str) -> Result<Head, ApiError> {
+        let id = crate::api::analyses::parse_id(id)?;
+        let analysis = crate::api::analyses::read(state, id).await?;
+        let actuations = state.store.list_actuations(id).await?;
+        Ok(Head {
+            analysis,
+            actuations,
+        })
+    }
+
+    /// What changes when the page must: the analysis's version (every look and manual
+    /// action bumps it), its state and the flag changes' states (completions do not bump
+    /// the version).
+    pub fn stamp(&self) -> String {
+        stamp_of(&self.analysis, &self.actuations)
+    }
+}
+
 impl AnalysisData {
     /// Reads the analysis `id` and everything shown with it.
     pub async fn read(state: &ApiState, id: &str) -> Result<AnalysisData, ApiError> {
-        let id = crate::api::analyses::parse_id(id)?;
-        let analysis = crate::api::analyses::read(state, id).await?;
-        let mut looks = state.store.list_looks(id).await?;
+        Self::complete(state, Head::read(state, id).await?).await
+    }
+
+    /// Reads the rest of what the page shows about `head`'s analysis.
+    pub async fn complete(state: &ApiState, head: Head) -> Result<AnalysisData, ApiError> {
+        let Head {
+            analysis,
+            actuations,
+        } = head;
+        let mut looks = state.store.list_looks(analysis.id).await?;
         looks.sort_by_key(|look| look.look);
-        let actuations = state.store.list_actuations(id).await?;
-        let audit = state.store.audit_log(id).await?;
+        let audit = state.store.audit_log(analysis.id).await?;
         let report = AnalysisReport::from_analysis(&analysis, &looks, &actuations, &audit);
         let charts = ChartData::from_looks(&looks);
         let plan = Profile::parse(&analysis.profile_text, &analysis.profile_name)
@@ -402,17 +436,7 @@ impl AnalysisData {
         })
     }
 
-    /// What changes when the page must: the analysis's version (every look and manual
-    /// action bumps it), its state and the flag changes' states (completions do not bump
-    /// the version). Two cheap reads, no looks.
-    pub async fn read_stamp(state: &ApiState, id: &str) -> Result<String, ApiError> {
-        let id = crate::api::analyses::parse_id(id)?;
-        let analysis = crate::api::analyses::read(state, id).await?;
-        let actuations = state.store.list_actuations(id).await?;
-        Ok(stamp_of(&analysis, &actuations))
-    }
-
-    /// [`AnalysisData::stamp`] of what was read.
+    /// [`Head::stamp`] of what was read.
     pub fn stamp(&self) -> String {
         stamp_of(&self.analysis, &self.actuations)
     }
@@ -1023,14 +1047,7 @@ pub fn login(next: &str, refused: Option<&str>, viewer: &Viewer) -> String {
 }
 
 /// An error as a page.
-pub fn error(status: StatusCode, message: &str, viewer: Option<&Viewer>) -> String {
-    let anonymous = Viewer {
-        session: None,
-        actor: None,
-        can_act: false,
-        actions_enabled: true,
-    };
-    let viewer = viewer.unwrap_or(&anonymous);
+pub fn error(status: StatusCode, message: &str, viewer: &Viewer) -> String {
     let title = format!(
         "{} {}",
         status.as_u16(),
