@@ -444,7 +444,8 @@ impl<'a> PairwiseDifferences<'a> {
     /// per side (about 3,000 at 1,000). One sweep over the matrix then gives every
     /// band's pivots their exact ranks and copies out the differences between
     /// them; where the pivots do bracket a band, its two ranks are selected from
-    /// those (narrowed first by slicing the range between the pivots: see
+    /// those (narrowed first to a window around where interpolation between the
+    /// pivots puts the band, or else by slicing the range between the pivots: see
     /// [`select_band_between_pivots`]).
     ///
     /// Exactness never depends on the grid: the pivots are only guesses, the
@@ -1129,8 +1130,59 @@ const SLICES: f64 = 128.0;
 /// mantissa bits then hold.
 const ROUND_TO_INTEGER: f64 = 4_503_599_627_370_496.0;
 
+/// Ranks either side of a band that [`select_band_in_window`] keeps, around where
+/// the band's values would lie if the candidates were spread evenly between the
+/// pivots. On smooth samples of 500 to 10,000 a side (lognormal, uniform, normal)
+/// the band lands within about 50 ranks of that; bimodal, heavy-tailed and
+/// rounded samples miss it now and then, and slicing finishes those.
+const WINDOW_RANKS: f64 = 64.0;
+
+/// The band from the candidates between the pivots by interpolation: differences
+/// between two close pivots are spread almost evenly (the density of the
+/// differences barely changes over so short a stretch), so the band's values lie
+/// near where an even spread puts its ranks. One pass moves the candidates within
+/// [`WINDOW_RANKS`] of that to the front, counting those below, and when the band's
+/// ranks fall inside the window only the window is selected among. `None` (the
+/// candidates reordered, none lost) when they do not: ties, gaps or skew the
+/// interpolation did not foresee.
+fn select_band_in_window(
+    candidates: &mut [f64],
+    (first, last): (u64, u64),
+    below: u64,
+    (lower_pivot, upper_pivot): (f64, f64),
+) -> Option<(f64, f64)> {
+    let len = candidates.len();
+    let top = len as u64 - 1;
+    let first_index = first.saturating_sub(below + 1).min(top);
+    let last_index = last.saturating_sub(below + 1).clamp(first_index, top);
+    let per_rank = (upper_pivot - lower_pivot) / len as f64;
+    let from = lower_pivot + per_rank * (first_index as f64 + 0.5 - WINDOW_RANKS);
+    let to = lower_pivot + per_rank * (last_index as f64 + 0.5 + WINDOW_RANKS);
+    let mut before = 0usize;
+    let mut front = 0usize;
+    for index in 0..len {
+        // Branch-free: every candidate is swapped with the first one past the
+        // window's so far (a no-op or an exchange of two outside it unless this
+        // one is inside).
+        let value = candidates[index];
+        before += usize::from(value < from);
+        candidates[index] = candidates[front];
+        candidates[front] = value;
+        front += usize::from((value >= from) & (value <= to));
+    }
+    let (before, kept) = (before as u64, front as u64);
+    (before <= first_index && last_index < before + kept).then(|| {
+        select_band_gathered(
+            &mut candidates[..front],
+            (first_index + 1, last_index + 1),
+            before,
+        )
+    })
+}
+
 /// [`select_band_gathered`] for candidates known to lie between `lower_pivot` and
-/// `upper_pivot` (both included): one pass counts the candidates in each of
+/// `upper_pivot` (both included): first [`select_band_in_window`]; when the band
+/// is not where interpolation put it, one pass counts the candidates in each of
 /// [`SLICES`] equal slices of that range, a second moves those of the slices that
 /// hold the band's ranks to the front, and only those are selected among.
 ///
@@ -1149,6 +1201,11 @@ fn select_band_between_pivots(
     let scale = SLICES / (upper_pivot - lower_pivot);
     if candidates.len() < SLICED_MIN_CANDIDATES || !(scale.is_finite() && scale > 0.0) {
         return select_band_gathered(candidates, (first, last), below);
+    }
+    if let Some(found) =
+        select_band_in_window(candidates, (first, last), below, (lower_pivot, upper_pivot))
+    {
+        return found;
     }
     let slice_of =
         |value: f64| (((value - lower_pivot) * scale + ROUND_TO_INTEGER).to_bits() & 0xFF) as usize;
@@ -1586,6 +1643,38 @@ mod tests {
             let found = differences.select_band_between(band, pivots, (100, 5_000), &mut scratch);
             assert_eq!(found, (all[149_999], all[150_000]), "pivots {pivots:?}");
         }
+    }
+
+    #[test]
+    fn the_window_finds_a_band_where_interpolation_puts_it_and_gives_way_where_not() {
+        let sorted_band = |candidates: &[f64], (first, last): (usize, usize)| {
+            let mut sorted = candidates.to_vec();
+            sorted.sort_unstable_by(f64::total_cmp);
+            (sorted[first], sorted[last])
+        };
+        // Evenly spread between the pivots (with noise): the band is inside the
+        // window, and the window alone answers.
+        let spread: Vec<f64> = xorshift_sample(19, 3_000, 10.0, 0.0);
+        let (lower, upper) = (0.0, 10.0);
+        let mut candidates = spread.clone();
+        let found = select_band_in_window(&mut candidates, (1_001, 1_002), 0, (lower, upper));
+        assert_eq!(found, Some(sorted_band(&spread, (1_000, 1_001))));
+        // Crowded at one end: interpolation puts rank 1,500 near 5.0, where none
+        // lie. The window gives way, every candidate still there, and the whole
+        // selection (slicing) still finds the band.
+        let skewed: Vec<f64> = spread.iter().map(|v| v * v / 10.0).collect();
+        let mut candidates = skewed.clone();
+        assert_eq!(
+            select_band_in_window(&mut candidates, (1_500, 1_500), 0, (lower, upper)),
+            None
+        );
+        let mut reordered = candidates.clone();
+        reordered.sort_unstable_by(f64::total_cmp);
+        let mut original = skewed.clone();
+        original.sort_unstable_by(f64::total_cmp);
+        assert_eq!(reordered, original);
+        let found = select_band_between_pivots(&mut candidates, (1_500, 1_500), 0, (lower, upper));
+        assert_eq!(found, sorted_band(&skewed, (1_499, 1_499)));
     }
 
     fn integer_sample(max_len: usize) -> impl Strategy<Value = Vec<f64>> {

@@ -305,8 +305,18 @@ impl PooledRankSummary {
         let baseline_n = baseline_sorted.len();
         let canary_n = canary_sorted.len();
         let block = canary_n.div_ceil(STREAMS);
-        let mut below = [0usize; STREAMS];
-        let mut at_or_below = [0usize; STREAMS];
+        // Each stream's pointer starts where its first canary value falls (a binary
+        // search), not at 0: walking there would cost the later streams most of a
+        // sweep.
+        let start = |stream: usize| {
+            canary_sorted
+                .get(stream * block)
+                .map_or(baseline_n, |&value| {
+                    baseline_sorted.partition_point(|&b| b < value)
+                })
+        };
+        let mut below: [usize; STREAMS] = std::array::from_fn(start);
+        let mut at_or_below = below;
         let mut twice_u_canary: u64 = 0;
         let mut cross_ties: u64 = 0;
         for offset in 0..block {
