@@ -187,15 +187,17 @@ fn trigger_span_seconds(seed: &Seed, name: &str) -> f64 {
     })
 }
 
-/// The looks that held with a reason naming `trigger`.
-fn held_by(finished: &Finished, trigger: &str) -> usize {
+/// The looks that held with a reason naming any of `names` (triggers or metrics).
+fn held_by(finished: &Finished, names: &[&str]) -> usize {
     let summary: Value = serde_json::from_str(&finished.stdout).expect("the JSON summary");
     summary["history"]
         .as_array()
         .expect("looks")
         .iter()
         .filter(|look| {
-            look["decision"]["decision"] == "hold" && look["reasons"].to_string().contains(trigger)
+            let reasons = look["reasons"].to_string();
+            look["decision"]["decision"] == "hold"
+                && names.iter().any(|name| reasons.contains(name))
         })
         .count()
 }
@@ -216,7 +218,7 @@ fn flag_path(bed: &LiveBed) -> Vec<f64> {
 fn assert_held_for_review(finished: &Finished, bed: &LiveBed, trigger: &str, percent: f64) {
     assert_eq!(finished.code, 2, "held: {}", explain(finished, bed));
     assert!(
-        held_by(finished, trigger) > 0,
+        held_by(finished, &[trigger]) > 0,
         "a look held naming {trigger:?}: {}",
         explain(finished, bed)
     );
@@ -311,20 +313,7 @@ fn dark_launch_high_resource_usage_holds_until_the_hold_timeout() {
         "warning: high resource usage",
         "resource_usage (warning) failed",
     ];
-    let held: usize = {
-        let summary: Value = serde_json::from_str(&finished.stdout).expect("the JSON summary");
-        summary["history"]
-            .as_array()
-            .expect("looks")
-            .iter()
-            .filter(|look| {
-                look["decision"]["decision"] == "hold"
-                    && warnings
-                        .iter()
-                        .any(|warning| look["reasons"].to_string().contains(warning))
-            })
-            .count()
-    };
+    let held = held_by(&finished, &warnings);
     assert!(
         held >= 2,
         "looks held naming the warning {warnings:?}: {}",
