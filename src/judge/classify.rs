@@ -287,10 +287,15 @@ fn prepare_samples(
         ));
     };
     let total_points = samples.len();
-    // Sized once: a million samples a side would otherwise grow to the next power of two.
-    let mut finite: Vec<f64> = Vec::with_capacity(samples.len());
-    finite.extend(samples.iter().map(|s| s.value).filter(|v| v.is_finite()));
-    let nan_dropped = total_points - finite.len();
+    // Copied at the exact size (a million samples a side would otherwise grow to the
+    // next power of two), then counted without early exit; only a side that has
+    // non-finite points is filtered.
+    let mut finite: Vec<f64> = samples.iter().map(|s| s.value).collect();
+    let non_finite: usize = finite.iter().map(|v| usize::from(!v.is_finite())).sum();
+    if non_finite > 0 {
+        finite.retain(|v| v.is_finite());
+    }
+    let nan_dropped = non_finite;
     check_nan_share(spec, side, nan_dropped, total_points, "samples")?;
     let (mut kept, outliers_removed) = match spec.outliers {
         OutlierPolicy::Keep => (finite, 0),

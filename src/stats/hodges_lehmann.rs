@@ -1164,10 +1164,12 @@ fn select_gathered(candidates: &mut [f64], target: u64) -> (f64, Option<f64>) {
 }
 
 /// Writes `canary_value − b` for the first `run` values `b` of `from_column` (the
-/// baseline from a run's first column on) into `copied[fill..]`, growing `copied` when
-/// it is too short. A run of at most [`COPY_WIDTH`] is written at that fixed width
-/// (whatever lies past the run is overwritten later), so the run's length costs no
-/// mispredicted loop exit; the caller counts only `run` of them as filled.
+/// baseline from a run's first column on) at `copied[fill..]`, dropping whatever lay
+/// there. A run of at most [`COPY_WIDTH`] is written at that fixed width (the values
+/// past the run are dropped by the next call, or by the caller), so the run's length
+/// costs no mispredicted loop exit; the caller counts only `run` of them as filled.
+/// Appending rather than writing into a zeroed buffer: zeroing a band's reserve (about
+/// 3,500 values at 1,000 per side) cost as much as a tenth of the sweep.
 #[inline(always)]
 fn copy_run(
     copied: &mut Vec<f64>,
@@ -1176,27 +1178,14 @@ fn copy_run(
     run: usize,
     canary_value: f64,
 ) {
-    if copied.len() < fill + run.max(COPY_WIDTH) {
-        // Straight to the reserved capacity the first time: growing through
-        // 256, 512, ... would zero (and move) the prefix again at every step.
-        let grown = (2 * copied.len())
-            .max(fill + run + COPY_WIDTH)
-            .max(copied.capacity())
-            .max(256);
-        copied.resize(grown, 0.0);
-    }
+    copied.truncate(fill);
     match from_column.get(..COPY_WIDTH) {
-        // A fixed-width loop: the compiler unrolls it.
+        // A fixed-width append: one capacity check, and the compiler unrolls it.
         Some(window) if run <= COPY_WIDTH => {
-            for (slot, &b) in copied[fill..fill + COPY_WIDTH].iter_mut().zip(window) {
-                *slot = canary_value - b;
-            }
+            let window: &[f64; COPY_WIDTH] = window.try_into().expect("COPY_WIDTH values");
+            copied.extend(window.map(|b| canary_value - b));
         }
-        _ => {
-            for (slot, &b) in copied[fill..fill + run].iter_mut().zip(&from_column[..run]) {
-                *slot = canary_value - b;
-            }
-        }
+        _ => copied.extend(from_column[..run].iter().map(|&b| canary_value - b)),
     }
 }
 
@@ -1230,9 +1219,9 @@ const WINDOW_RANKS: f64 = 64.0;
 /// near where an even spread puts its ranks. One pass copies the candidates within
 /// [`WINDOW_RANKS`] of that into `window`, counting those below, and when the band's
 /// ranks fall inside the window only the window is selected among. `None` when they
-/// do not (ties, gaps or skew the interpolation did not foresee), or when more
-/// candidates fall in the window than [`window_capacity`] allows; the candidates
-/// themselves are only read.
+/// do not (ties, gaps or skew the interpolation did not foresee), when the window
+/// would be wider than a quarter of [`WINDOW_SLOTS`], or when more candidates fell
+/// in it than it has slots; the candidates themselves are only read.
 fn select_band_in_window(
     candidates: &[f64],
     window: &mut Vec<f64>,
@@ -1244,41 +1233,44 @@ fn select_band_in_window(
     let top = len as u64 - 1;
     let first_index = first.saturating_sub(below + 1).min(top);
     let last_index = last.saturating_sub(below + 1).clamp(first_index, top);
+    if (last_index - first_index) as f64 + 2.0 * WINDOW_RANKS > (WINDOW_SLOTS / 4) as f64 {
+        return None;
+    }
     let per_rank = (upper_pivot - lower_pivot) / len as f64;
     let from = lower_pivot + per_rank * (first_index as f64 + 0.5 - WINDOW_RANKS);
     let to = lower_pivot + per_rank * (last_index as f64 + 0.5 + WINDOW_RANKS);
-    let capacity = window_capacity(last_index - first_index);
-    window.clear();
-    // One slot past the capacity takes every write once the window is full.
-    window.resize(capacity + 1, 0.0);
+    window.resize(WINDOW_SLOTS, 0.0);
+    let slots: &mut [f64; WINDOW_SLOTS] = (&mut window[..WINDOW_SLOTS])
+        .try_into()
+        .expect("the window was sized to its slots");
     let mut before = 0usize;
     let mut kept = 0usize;
     for &value in candidates {
-        // Branch-free compaction into a separate buffer: every candidate is written
-        // at the next free slot, which only advances past it when it is inside the
-        // window. (Exchanging in place, as this did before, made each step wait for
-        // the previous step's store: three times slower.)
+        // Branch-free compaction: every candidate is written at the next free slot,
+        // which only advances past it when it is inside the window. (Exchanging in
+        // place instead makes each step wait on the previous step's stores.) The
+        // slot index wraps rather than being checked: a window that wrapped is
+        // refused below.
         before += usize::from(value < from);
-        window[kept.min(capacity)] = value;
+        slots[kept % WINDOW_SLOTS] = value;
         kept += usize::from((value >= from) & (value <= to));
     }
     let (before_count, kept_count) = (before as u64, kept as u64);
-    (kept <= capacity && before_count <= first_index && last_index < before_count + kept_count)
+    (kept < WINDOW_SLOTS && before_count <= first_index && last_index < before_count + kept_count)
         .then(|| {
             select_band_gathered(
-                &mut window[..kept],
+                &mut slots[..kept],
                 (first_index + 1, last_index + 1),
                 before_count,
             )
         })
 }
 
-/// The most candidates [`select_band_in_window`] keeps for a band `span` ranks wide:
-/// four times what an even spread puts in its window, so that only an interpolation
-/// far off (which the slicing then handles) fills it.
-fn window_capacity(span: u64) -> usize {
-    4 * (span as usize + 2 * WINDOW_RANKS as usize + 1)
-}
+/// Slots of [`select_band_in_window`]'s window: four times what an even spread puts
+/// in the window of a band of a few ranks, so that only an interpolation far off
+/// (which the slicing then handles) fills it. A power of two, so that wrapping an
+/// index is one mask.
+const WINDOW_SLOTS: usize = 1024;
 
 /// [`select_band_gathered`] for candidates known to lie between `lower_pivot` and
 /// `upper_pivot` (both included): first [`select_band_in_window`]; when the band
@@ -1932,7 +1924,7 @@ mod tests {
                 }
             })
             .collect();
-        assert!(window_capacity(0) < 2_000);
+        const { assert!(WINDOW_SLOTS < 2_000) };
         assert_eq!(
             select_band_in_window(&piled, &mut window, (1_000, 1_000), 0, (lower, upper)),
             None

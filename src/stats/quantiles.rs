@@ -93,24 +93,51 @@ pub fn summarize_sorted(sorted: &[f64]) -> Option<Summary> {
 }
 
 /// Corrected two-pass mean and sample standard deviation of a non-empty slice.
+///
+/// Each pass sums in [`LANES`] interleaved partial sums, added together at the end:
+/// the additions of one sum no longer wait on each other (a single running sum costs
+/// an addition's latency per value), and the rounding error grows with a quarter of
+/// the length instead of all of it.
 fn mean_and_std_dev(values: &[f64]) -> (f64, f64) {
     let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
+    let mean = lane_sums(values, |value| [value, 0.0])[0] / n;
     if values.len() < 2 {
         return (mean, 0.0);
     }
-    let (sum_of_squares, sum_of_deviations) =
-        values
-            .iter()
-            .fold((0.0, 0.0), |(squares, deviations), &value| {
-                let deviation = value - mean;
-                (squares + deviation * deviation, deviations + deviation)
-            });
+    let [sum_of_squares, sum_of_deviations] = lane_sums(values, |value| {
+        let deviation = value - mean;
+        [deviation * deviation, deviation]
+    });
     // The second term removes the rounding error left in `mean` (Chan, Golub and
     // LeVeque's corrected two-pass algorithm); it is zero in exact arithmetic.
     let variance =
         ((sum_of_squares - sum_of_deviations * sum_of_deviations / n) / (n - 1.0)).max(0.0);
     (mean, variance.sqrt())
+}
+
+/// Partial sums per pass of [`mean_and_std_dev`].
+const LANES: usize = 4;
+
+/// The sums of the two terms `terms(value)` over `values`, in [`LANES`] partial sums.
+#[inline(always)]
+fn lane_sums(values: &[f64], terms: impl Fn(f64) -> [f64; 2]) -> [f64; 2] {
+    let mut lanes = [[0.0; LANES]; 2];
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &value) in chunk.iter().enumerate() {
+            let [first, second] = terms(value);
+            lanes[0][lane] += first;
+            lanes[1][lane] += second;
+        }
+    }
+    let mut sums = lanes.map(|lane| (lane[0] + lane[1]) + (lane[2] + lane[3]));
+    for &value in rest {
+        let [first, second] = terms(value);
+        sums[0] += first;
+        sums[1] += second;
+    }
+    sums
 }
 
 /// The outcome of Tukey outlier removal.
