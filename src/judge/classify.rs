@@ -291,11 +291,10 @@ fn prepare_samples(
     // next power of two), then counted without early exit; only a side that has
     // non-finite points is filtered.
     let mut finite: Vec<f64> = samples.iter().map(|s| s.value).collect();
-    let non_finite: usize = finite.iter().map(|v| usize::from(!v.is_finite())).sum();
-    if non_finite > 0 {
+    let nan_dropped: usize = finite.iter().map(|v| usize::from(!v.is_finite())).sum();
+    if nan_dropped > 0 {
         finite.retain(|v| v.is_finite());
     }
-    let nan_dropped = non_finite;
     check_nan_share(spec, side, nan_dropped, total_points, "samples")?;
     let (mut kept, outliers_removed) = match spec.outliers {
         OutlierPolicy::Keep => (finite, 0),

@@ -1899,20 +1899,24 @@ mod tests {
         // Crowded at one end: interpolation puts rank 1,500 near 5.0, where none
         // lie. The window gives way, and the whole selection (slicing) still finds
         // the band.
+        let mut gives_way_and_slicing_finds = |candidates: &[f64], rank: u64| {
+            let band = (rank, rank);
+            assert_eq!(
+                select_band_in_window(candidates, &mut window, band, 0, (lower, upper)),
+                None
+            );
+            let found = select_band_between_pivots(
+                &mut candidates.to_vec(),
+                &mut window,
+                band,
+                0,
+                (lower, upper),
+            );
+            let index = rank as usize - 1;
+            assert_eq!(found, sorted_band(candidates, (index, index)));
+        };
         let skewed: Vec<f64> = spread.iter().map(|v| v * v / 10.0).collect();
-        assert_eq!(
-            select_band_in_window(&skewed, &mut window, (1_500, 1_500), 0, (lower, upper)),
-            None
-        );
-        let mut candidates = skewed.clone();
-        let found = select_band_between_pivots(
-            &mut candidates,
-            &mut window,
-            (1_500, 1_500),
-            0,
-            (lower, upper),
-        );
-        assert_eq!(found, sorted_band(&skewed, (1_499, 1_499)));
+        gives_way_and_slicing_finds(&skewed, 1_500);
         // Piled up where the band is: more in the window than it holds. It gives way
         // rather than overflow, and slicing (or plain selection) answers.
         let piled: Vec<f64> = (0..3_000)
@@ -1925,19 +1929,7 @@ mod tests {
             })
             .collect();
         const { assert!(WINDOW_SLOTS < 2_000) };
-        assert_eq!(
-            select_band_in_window(&piled, &mut window, (1_000, 1_000), 0, (lower, upper)),
-            None
-        );
-        let mut candidates = piled.clone();
-        let found = select_band_between_pivots(
-            &mut candidates,
-            &mut window,
-            (1_000, 1_000),
-            0,
-            (lower, upper),
-        );
-        assert_eq!(found, sorted_band(&piled, (999, 999)));
+        gives_way_and_slicing_finds(&piled, 1_000);
     }
 
     fn integer_sample(max_len: usize) -> impl Strategy<Value = Vec<f64>> {
