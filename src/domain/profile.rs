@@ -52,11 +52,11 @@ pub struct JudgeSettings {
     pub algorithm: JudgeAlgorithm,
     /// The prior for how much instances (hosts, pods) of one version differ in level, as
     /// a relative spread (`0.03`: one instance's typical level is 3 % off the fleet's).
-    /// When a metric's series carry instance labels, the sequential location checks do
-    /// not count a difference between the sides' instances as a regression until it is
-    /// beyond what this spread (pooled with the spread the baseline's own instances
-    /// show) can explain for the number of instances on each side. `0` turns the
-    /// allowance off.
+    /// When a metric's series carry instance labels, the location checks (sequential
+    /// and one-shot) do not count a difference between the sides' instances as a
+    /// regression until it is beyond what this spread (pooled with the spread the
+    /// baseline's own instances show) can explain for the number of instances on each
+    /// side. `0` turns the allowance off.
     pub host_spread: f64,
     /// How much one version's error rate differs from instance to instance, as a
     /// relative spread of the rate (`0.1`: one instance's error rate is typically 10 %

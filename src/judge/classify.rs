@@ -12,6 +12,7 @@
 //!   count data (a rate) only when the events show it (exact binomial test), and is
 //!   inconclusive when the observed rate is beyond the limit without that evidence.
 
+use super::hosts::{HostAllowance, OneShotHosts};
 use super::{Classification, EffectSize, MetricResult, SideSummary, ThresholdCheck};
 use crate::domain::{
     ConfidenceLevel, ContinuousKind, Direction, MetricData, MetricKind, MetricSpec, NanPolicy,
@@ -20,7 +21,7 @@ use crate::domain::{
 use crate::format::{confidence_percent, count, number, p_value, percent, signed, signed_percent};
 use crate::stats::Alternative;
 use crate::stats::hodges_lehmann::rank_comparison_sorted;
-use crate::stats::mann_whitney::MannWhitneyMethod;
+use crate::stats::mann_whitney::{MannWhitneyMethod, mann_whitney_sorted};
 use crate::stats::multiple_testing::Correction;
 use crate::stats::proportions::{
     Counts, ProportionTest, compare_proportions, rate_beyond_limit_p_value,
@@ -130,8 +131,8 @@ impl Provisional {
 /// Evaluates one metric as far as it can go without the rest of the family.
 pub(super) fn evaluate(
     spec: &MetricSpec,
-    baseline: Option<&MetricData>,
-    canary: Option<&MetricData>,
+    (baseline, canary): (Option<&MetricData>, Option<&MetricData>),
+    hosts: Option<OneShotHosts<'_>>,
     problems: &[&str],
     confidence_level: ConfidenceLevel,
 ) -> Provisional {
@@ -160,14 +161,15 @@ pub(super) fn evaluate(
         threshold: None,
         sequential: None,
         short_of_samples: None,
+        host_allowance: None,
         kayenta_label: None,
     };
     let outcome = if problems.is_empty() {
         match &spec.kind {
             MetricKind::Continuous(kind) => continuous(
                 (spec, *kind),
-                baseline,
-                canary,
+                (baseline, canary),
+                hosts,
                 confidence_level,
                 &mut result,
             ),
@@ -203,7 +205,7 @@ pub(super) fn describe_canary(
     stage: &str,
     confidence_level: ConfidenceLevel,
 ) -> Provisional {
-    let mut provisional = evaluate(spec, None, None, &[], confidence_level);
+    let mut provisional = evaluate(spec, (None, None), None, &[], confidence_level);
     let result = &mut provisional.result;
     let mut spec = spec.clone();
     spec.min_samples = 1;
@@ -374,8 +376,8 @@ fn ratio(numerator: f64, denominator: f64) -> Option<f64> {
 
 fn continuous(
     (spec, kind): (&MetricSpec, ContinuousKind),
-    baseline: Option<&MetricData>,
-    canary: Option<&MetricData>,
+    (baseline, canary): (Option<&MetricData>, Option<&MetricData>),
+    hosts: Option<OneShotHosts<'_>>,
     confidence_level: ConfidenceLevel,
     result: &mut MetricResult,
 ) -> Outcome {
@@ -423,8 +425,25 @@ fn continuous(
         }
         .into(),
     );
-    result.p_value = Some(test.p_value);
-    result.ln_p_value = Some(test.ln_p_value);
+    // Instances differ in level (see `super::hosts`): with the series' instances named
+    // and every value positive, the test's null is "no change beyond the allowance".
+    let host = hosts
+        .filter(|_| baseline.sorted[0] > 0.0 && canary.sorted[0] > 0.0)
+        .and_then(|hosts| hosts.allowance());
+    let (p_value, ln_p_value, decision_p_value) = match &host {
+        None => (
+            test.p_value,
+            test.ln_p_value,
+            decision_p_value(test.p_value, direction),
+        ),
+        Some(host) => match beyond_hosts(&baseline.sorted, &canary.sorted, host, direction) {
+            Ok((p, ln_p)) => (p, ln_p, (2.0 * decision_p_value(p, direction)).min(1.0)),
+            Err(error) => return Outcome::Decided(Classification::Error, error.to_string()),
+        },
+    };
+    result.host_allowance = host;
+    result.p_value = Some(p_value);
+    result.ln_p_value = Some(ln_p_value);
     result.shift_estimate = Some(shift.estimate);
     result.shift_ci = Some([shift.low, shift.high]);
     result.relative_shift = relative_shift;
@@ -463,8 +482,20 @@ fn continuous(
             signed(shift.estimate)
         ),
     };
+    let host_note = host.map_or_else(String::new, |host| {
+        let difference = match direction {
+            Direction::Increase => format!("an increase up to {}", percent(host.relative())),
+            Direction::Decrease => {
+                format!("a decrease up to {}", percent(-(-host.margin).exp_m1()))
+            }
+            Direction::Either => {
+                format!("a difference up to {} either way", percent(host.relative()))
+            }
+        };
+        host.note(&difference, "host_spread")
+    });
     let effect_text = format!(
-        "{change}, {}% CI [{}, {}]",
+        "{change}, {}% CI [{}, {}]{host_note}",
         confidence_percent(confidence_level.value()),
         signed(shift.low),
         signed(shift.high)
@@ -481,11 +512,42 @@ fn continuous(
         )
     };
     Outcome::Tested {
-        decision_p_value: decision_p_value(test.p_value, direction),
+        decision_p_value,
         adjusted_p_value: None,
         beyond_tolerance,
         effect_text,
         tolerance_text,
+    }
+}
+
+/// The Mann-Whitney p-value (and its log) of "the canary is no worse than the baseline
+/// beyond the host allowance": the canary's sorted, positive samples divided by
+/// `e^margin` against an increase, multiplied by it against a decrease, both for
+/// `either` (the smaller doubled). Scaling by a positive factor keeps them sorted.
+fn beyond_hosts(
+    baseline_sorted: &[f64],
+    canary_sorted: &[f64],
+    host: &HostAllowance,
+    direction: Direction,
+) -> Result<(f64, f64), crate::stats::StatsError> {
+    let moved = |factor: f64, alternative: Alternative| {
+        let scaled: Vec<f64> = canary_sorted.iter().map(|c| c * factor).collect();
+        mann_whitney_sorted(baseline_sorted, &scaled, alternative)
+            .map(|test| (test.p_value, test.ln_p_value))
+    };
+    let factor = host.margin.exp();
+    match direction {
+        Direction::Increase => moved(1.0 / factor, Alternative::Greater),
+        Direction::Decrease => moved(factor, Alternative::Less),
+        Direction::Either => {
+            let (higher, lower) = (
+                moved(1.0 / factor, Alternative::Greater)?,
+                moved(factor, Alternative::Less)?,
+            );
+            let (_, ln_p) = if higher.1 <= lower.1 { higher } else { lower };
+            let ln_p = (ln_p + std::f64::consts::LN_2).min(0.0);
+            Ok((ln_p.exp(), ln_p))
+        }
     }
 }
 

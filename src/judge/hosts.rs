@@ -1,5 +1,6 @@
-//! The host-spread allowance of the sequential location checks: how far apart two sides
-//! of the *same* version can be because they run on different instances.
+//! The host-spread allowance of the location checks (sequential, and the one-shot
+//! judge's continuous tests): how far apart two sides of the *same* version can be
+//! because they run on different instances.
 //!
 //! Requests served by one instance (host, pod) are not independent draws from the
 //! version's distribution: instances differ in level by a few percent (hardware
@@ -29,6 +30,10 @@
 //! `τ̂²` errs large: the allowance errs wide, never narrow. With one instance a side
 //! there is nothing to estimate from and the prior decides; the report says which
 //! difference cannot be told from host differences.
+//!
+//! A one-shot judgement (an analysis, an execution, a Flagger webhook) has one stage and
+//! one test per metric: its Mann-Whitney test moves the canary's points by `e^−m`, the
+//! allowance spending half the metric's share of the level ([`one_shot_alpha`]).
 //!
 //! The allowance applies only when both sides' series name their instances
 //! (`[judge] instance_labels`) and every value is positive (latencies, sizes): it is a
@@ -122,6 +127,30 @@ impl HostAllowance {
     /// The allowance as a ratio minus one (`0.08`: the canary may be 8 % above).
     pub fn relative(&self) -> f64 {
         self.margin.exp_m1()
+    }
+
+    /// The report's clause on the allowance: "; `difference` cannot be told from host
+    /// differences with 3 baseline and 3 canary instances (spread …, …)". `prior` names
+    /// the profile setting behind the spread.
+    pub fn note(&self, difference: &str, prior: &str) -> String {
+        format!(
+            "; {difference} cannot be told from host differences with {} baseline and {} canary {} (spread {}{})",
+            self.baseline_instances,
+            self.canary_instances,
+            if self.baseline_instances + self.canary_instances == 2 {
+                "instance"
+            } else {
+                "instances"
+            },
+            crate::format::percent(self.spread.exp_m1()),
+            self.estimated_spread.map_or_else(
+                || format!(", the profile's {prior}"),
+                |estimated| format!(
+                    ", the baseline's instances alone show {}",
+                    crate::format::percent(estimated.exp_m1())
+                ),
+            ),
+        )
     }
 }
 
@@ -263,6 +292,43 @@ fn margin(
 /// share, spread evenly over the plan's stages.
 pub fn allowance_alpha(check_alpha: f64, stages: usize) -> f64 {
     check_alpha / 2.0 / stages.max(1) as f64
+}
+
+/// The instances behind one continuous metric's two sides in a one-shot judgement (an
+/// analysis, an execution, a Flagger webhook, a look of a fixed-mode rollout), and what
+/// the allowance may spend.
+#[derive(Debug, Clone, Copy)]
+pub struct OneShotHosts<'a> {
+    /// The baseline's points per instance.
+    pub baseline: &'a [InstanceSeries],
+    /// The canary's points per instance.
+    pub canary: &'a [InstanceSeries],
+    /// The profile's `host_spread`.
+    pub prior_spread: f64,
+    /// The allowance's share of the budget ([`one_shot_alpha`]).
+    pub alpha: f64,
+}
+
+impl OneShotHosts<'_> {
+    /// The allowance these instances give, or `None` when it does not apply (see
+    /// [`allowance`]).
+    pub fn allowance(&self) -> Option<HostAllowance> {
+        let mut stage = StageInstances::default();
+        stage.observe(self.baseline, self.canary);
+        allowance(&stage, self.prior_spread, self.alpha)
+    }
+}
+
+/// The allowance's share of a one-shot judgement's budget, per metric and direction:
+/// the judge compares each metric's doubled one-sided p-value with `alpha = 1 − level`,
+/// so a direction has `alpha / 2`; the allowance takes half of that, divided among the
+/// `family` of metrics the correction spans, and the location test keeps the other
+/// half (its decision p-value is doubled again). Host differences beyond their
+/// allowances then occur in a healthy canary's family with probability at most
+/// `alpha / 4` a direction (union bound), and the corrected tests' false alarms take at
+/// most the other `alpha / 4`: together what the correction alone spent before.
+pub fn one_shot_alpha(alpha: f64, family: usize) -> f64 {
+    alpha / 4.0 / family.max(1) as f64
 }
 
 #[cfg(test)]

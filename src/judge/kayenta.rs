@@ -740,6 +740,7 @@ fn metric_result(
         threshold: None,
         sequential: None,
         short_of_samples: None,
+        host_allowance: None,
         kayenta_label: Some(label.as_str().to_owned()),
     }
 }

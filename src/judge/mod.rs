@@ -170,12 +170,14 @@ pub struct MetricResult {
     /// The test that produced `p_value`.
     pub test: Option<Cow<'static, str>>,
     /// The raw p-value of that test: one-sided in the bad direction for `increase` /
-    /// `decrease`, two-sided for `either`.
+    /// `decrease`, two-sided for `either`; with a `host_allowance`, against "no change
+    /// beyond the allowance".
     pub p_value: Option<f64>,
     /// Natural log of `p_value`, finite even when `p_value` underflows to 0.
     pub ln_p_value: Option<f64>,
     /// The p-value the decision used: one-sided p-values doubled (so every metric is
-    /// compared with `1 - confidence_level`, matching its two-sided interval), then
+    /// compared with `1 - confidence_level`, matching its two-sided interval), doubled
+    /// again with a `host_allowance` (which spends half the metric's share), then
     /// corrected for the number of metrics tested.
     pub adjusted_p_value: Option<f64>,
     /// Canary − baseline: the Hodges-Lehmann shift (continuous) or the rate difference
@@ -200,6 +202,11 @@ pub struct MetricResult {
     /// gathers more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub short_of_samples: Option<SampleShortfall>,
+    /// The host-spread allowance a one-shot judgement tested the location beyond, when
+    /// the metric's series named their instances ([`hosts`]); a rollout's sequential
+    /// checks carry theirs in `sequential`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_allowance: Option<hosts::HostAllowance>,
     /// Kayenta's label for the metric (`Pass`, `High`, `Low`, `Nodata`,
     /// `NodataFailMetric`, `Error`), when Kayenta's judge classified it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -288,7 +295,7 @@ pub fn judge_without_baseline(
                 .collect();
             let data = canary.metrics.get(&spec.name);
             let provisional = if matches!(spec.kind, crate::domain::MetricKind::Threshold(_)) {
-                classify::evaluate(spec, None, data, &problems, confidence_level)
+                classify::evaluate(spec, (None, data), None, &problems, confidence_level)
             } else {
                 classify::describe_canary(spec, data, &problems, stage, confidence_level)
             };
@@ -336,6 +343,17 @@ pub fn judge_with(
         return kayenta::judge(profile, baseline, canary);
     }
     let confidence_level = options.confidence_level;
+    // The host-spread allowance's share per metric (see `hosts::one_shot_alpha`); a
+    // sequential look only describes, its own checks carry the allowance.
+    let family = match profile.judge.multiple_comparisons {
+        Correction::None => 1,
+        Correction::Holm | Correction::Bonferroni => profile
+            .metrics
+            .iter()
+            .filter(|m| !matches!(m.kind, crate::domain::MetricKind::Threshold(_)))
+            .count(),
+    };
+    let host_alpha = hosts::one_shot_alpha(confidence_level.alpha(), family);
     let mut provisional: Vec<classify::Provisional> = profile
         .metrics
         .iter()
@@ -356,10 +374,26 @@ pub fn judge_with(
             } else {
                 spec
             };
+            let hosts = match (
+                options.describe_only,
+                baseline.instances.get(&spec.name),
+                canary.instances.get(&spec.name),
+            ) {
+                (false, Some(baseline), Some(canary)) => Some(hosts::OneShotHosts {
+                    baseline,
+                    canary,
+                    prior_spread: profile.judge.host_spread,
+                    alpha: host_alpha,
+                }),
+                _ => None,
+            };
             classify::evaluate(
                 spec,
-                baseline.metrics.get(&spec.name),
-                canary.metrics.get(&spec.name),
+                (
+                    baseline.metrics.get(&spec.name),
+                    canary.metrics.get(&spec.name),
+                ),
+                hosts,
                 &problems,
                 confidence_level,
             )
@@ -546,5 +580,163 @@ critical = true
             Classification::Inconclusive
         );
         assert!(judgement.metrics[1].reason.contains("returned no series"));
+    }
+    /// Two metrics measured per pod: `latency` (bad when higher) and `throughput` (bad
+    /// when lower), each side's pods at the given levels, 40 points a pod with a 2 %
+    /// spread; the instances are named when `named`.
+    fn per_pod(baseline: &[f64], canary: &[f64], named: bool, seed: u64) -> [Observations; 2] {
+        use crate::domain::InstanceSeries;
+        use crate::sources::synthetic::SplitMix;
+        let mut rng = SplitMix(seed);
+        let mut side = |levels: &[f64], prefix: &str| {
+            let mut observations = Observations::default();
+            for (metric, median) in [("latency", 0.2), ("throughput", 50.0)] {
+                let instances: Vec<InstanceSeries> = levels
+                    .iter()
+                    .enumerate()
+                    .map(|(pod, level)| InstanceSeries {
+                        instance: format!("pod=\"{prefix}-{pod}\""),
+                        samples: (0..40)
+                            .map(|i| Sample {
+                                timestamp: 5.0 * f64::from(i),
+                                value: median * level * (0.02 * rng.normal()).exp(),
+                            })
+                            .collect(),
+                    })
+                    .collect();
+                let samples = instances.iter().flat_map(|i| i.samples.clone()).collect();
+                observations.metrics.insert(
+                    metric.to_owned(),
+                    MetricData::Samples {
+                        samples,
+                        origin: Location {
+                            file: "per-pod".to_owned(),
+                            line: 1,
+                        },
+                    },
+                );
+                if named {
+                    observations.instances.insert(metric.to_owned(), instances);
+                }
+            }
+            observations
+        };
+        [side(baseline, "baseline"), side(canary, "canary")]
+    }
+
+    const PER_POD_PROFILE: &str = r#"
+name = "per-pod"
+[judge]
+host_spread = 0.05
+[[metrics]]
+name = "latency"
+kind = "continuous"
+direction = "increase"
+allowed_increase = 0.05
+min_samples = 5
+critical = true
+[[metrics]]
+name = "throughput"
+kind = "continuous"
+direction = "decrease"
+allowed_decrease = 0.05
+min_samples = 5
+critical = true
+"#;
+
+    #[test]
+    fn a_one_shot_judgement_allows_for_the_pods_levels_when_the_series_name_them() {
+        // The canary's three pods happen to be 6 % slower (and 6 % lower in throughput)
+        // than the baseline's: beyond the 5 % tolerance, and within what hosts 5 % apart
+        // can do with three pods a side. Pooled without names, that is a regression
+        // beyond doubt; with the pods named, it cannot be told from host differences.
+        let profile = Profile::parse(PER_POD_PROFILE, "per-pod.toml").unwrap();
+        let [baseline, canary] = per_pod(&[0.99, 1.0, 1.01], &[1.05, 1.06, 1.07], false, 1);
+        let pooled = judge(&profile, &baseline, &canary);
+        assert_eq!(pooled.verdict, Verdict::Rollback, "{:?}", pooled.reasons);
+        assert!(pooled.metrics.iter().all(|m| m.host_allowance.is_none()));
+        let [baseline, canary] = per_pod(&[0.99, 1.0, 1.01], &[1.05, 1.06, 1.07], true, 1);
+        let allowed = judge(&profile, &baseline, &canary);
+        assert_eq!(allowed.verdict, Verdict::Promote, "{:?}", allowed.reasons);
+        let latency = &allowed.metrics[0];
+        assert!(
+            latency.relative_shift.unwrap() > 0.05,
+            "the shift itself is beyond the tolerance: {latency:?}"
+        );
+        let host = latency.host_allowance.expect("the pods are named");
+        assert_eq!((host.baseline_instances, host.canary_instances), (3, 3));
+        assert!(host.relative() > 0.06, "{host:?}");
+        assert!(
+            latency.reason.contains("an increase up to 8.")
+                && latency.reason.contains(
+                    "cannot be told from host differences with 3 baseline and 3 canary instances"
+                ),
+            "{}",
+            latency.reason
+        );
+        assert!(
+            allowed.metrics[1].reason.contains("a decrease up to "),
+            "{}",
+            allowed.metrics[1].reason
+        );
+    }
+
+    #[test]
+    fn a_real_regression_fails_a_one_shot_judgement_beyond_the_host_allowance() {
+        let profile = Profile::parse(PER_POD_PROFILE, "per-pod.toml").unwrap();
+        let [baseline, canary] = per_pod(&[0.99, 1.0, 1.01], &[1.2, 1.21, 1.22], true, 2);
+        let judgement = judge(&profile, &baseline, &canary);
+        assert_eq!(
+            judgement.verdict,
+            Verdict::Rollback,
+            "{:?}",
+            judgement.reasons
+        );
+        let latency = &judgement.metrics[0];
+        assert_eq!(latency.classification, Classification::Fail, "{latency:?}");
+        assert!(latency.host_allowance.is_some());
+        // Throughput fell by a sixth as well (`per_pod` scales both).
+        let [baseline, canary] = per_pod(&[0.99, 1.0, 1.01], &[0.8, 0.81, 0.82], true, 3);
+        let judgement = judge(&profile, &baseline, &canary);
+        assert_eq!(
+            judgement.metrics[1].classification,
+            Classification::Fail,
+            "{:?}",
+            judgement.metrics[1]
+        );
+        // One pod a side: the allowance is the prior's alone (one pod shows no spread),
+        // and wide (about 19 % at a 5 % prior); a 30 % slowdown is beyond it.
+        let [baseline, canary] = per_pod(&[1.0], &[1.3], true, 4);
+        let judgement = judge(&profile, &baseline, &canary);
+        let latency = &judgement.metrics[0];
+        assert_eq!(latency.classification, Classification::Fail, "{latency:?}");
+        assert_eq!(latency.host_allowance.unwrap().estimated_spread, None);
+    }
+
+    #[test]
+    fn the_host_allowance_is_turned_off_by_a_zero_host_spread_and_skipped_when_describing() {
+        let profile = Profile::parse(
+            &PER_POD_PROFILE.replace("host_spread = 0.05", "host_spread = 0"),
+            "per-pod.toml",
+        )
+        .unwrap();
+        let [baseline, canary] = per_pod(&[0.99, 1.0, 1.01], &[1.05, 1.06, 1.07], true, 1);
+        let judgement = judge(&profile, &baseline, &canary);
+        assert_eq!(judgement.verdict, Verdict::Rollback);
+        assert!(judgement.metrics.iter().all(|m| m.host_allowance.is_none()));
+        let profile = Profile::parse(PER_POD_PROFILE, "per-pod.toml").unwrap();
+        let described = judge_with(
+            &profile,
+            JudgeOptions {
+                describe_only: true,
+                ..JudgeOptions::of(&profile)
+            },
+            &baseline,
+            &canary,
+        );
+        assert!(
+            described.metrics.iter().all(|m| m.host_allowance.is_none()),
+            "a sequential look's own checks carry the allowance"
+        );
     }
 }

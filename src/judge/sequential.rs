@@ -915,25 +915,7 @@ impl HostSplit {
                 beyond_hosts: "",
             };
         };
-        let note = format!(
-            "; {} cannot be told from host differences with {} baseline and {} canary {} (spread {}{})",
-            difference(host),
-            host.baseline_instances,
-            host.canary_instances,
-            if host.baseline_instances + host.canary_instances == 2 {
-                "instance"
-            } else {
-                "instances"
-            },
-            percent(host.spread.exp_m1()),
-            host.estimated_spread.map_or_else(
-                || format!(", the profile's {prior}"),
-                |estimated| format!(
-                    ", the baseline's instances alone show {}",
-                    percent(estimated.exp_m1())
-                ),
-            ),
-        );
+        let note = host.note(&difference(host), prior);
         Self {
             share: share / 2.0,
             factor: host.margin.exp(),

@@ -80,7 +80,8 @@ const TICK: Duration = Duration::from_millis(10);
 ///                   the fault with its onset_at (Unix seconds); 400 names a bad field.
 ///   DELETE /fault — clears it.
 ///   GET /state    — JSON: canary_percent, flag_state, changes [{at, canary_percent,
-///                   flag_state}], fault, fault_onset_to_flag_off_seconds, requests per track.
+///                   flag_state}], fault, fault_onset_to_flag_off_seconds, requests per track,
+///                   pods [{track, name, speed_factor}].
 ///   GET /healthz  — 200.
 ///
 /// Prints exactly one line on stdout, `listening on http://ADDR`, once bound; logs go to

@@ -72,7 +72,7 @@ impl TrackShares {
 }
 
 /// One pod: a host that is a little faster or slower than its peers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Pod {
     /// Its track.
     pub track: Track,
@@ -81,6 +81,7 @@ pub struct Pod {
     /// Multiplies latency and per-request CPU (lognormal around 1).
     pub speed_factor: f64,
     /// Its resident memory before noise, bytes.
+    #[serde(skip)]
     pub memory_bytes: f64,
 }
 

@@ -88,6 +88,8 @@ pub struct StateView {
     pub fault_onset_to_flag_off_seconds: Option<f64>,
     /// Requests served per track.
     pub requests: BTreeMap<Track, RequestTotals>,
+    /// Every pod with its speed factor (the hosts' differences, fixed by the seed).
+    pub pods: Vec<Pod>,
 }
 
 /// A fault as `POST /fault` and `GET /state` show it.
@@ -312,6 +314,7 @@ impl World {
                 .latest_onset
                 .and_then(|onset| onset_to_flag_off(&self.changes, onset)),
             requests,
+            pods: self.pods.clone(),
         }
     }
 }
