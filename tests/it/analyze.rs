@@ -370,3 +370,108 @@ fn compare_shows_both_judges_metric_by_metric_and_keeps_the_own_exit_code() {
         (Some("fail"), Some("fail"))
     );
 }
+
+/// `canary analyze` on recordings that name the pod of every row: the canary's three
+/// pods 6 % slower than the baseline's, the same version on slower hosts. Beyond the
+/// profile's 5 % tolerance, within what three pods a side 5 % apart can do: promoted,
+/// with the allowance in the report; the same rows without their pods roll back.
+#[test]
+fn analyze_allows_for_host_differences_when_the_rows_name_their_pods() {
+    let directory = tempfile::tempdir().unwrap();
+    let profile = directory.path().join("per-pod.toml");
+    std::fs::write(
+        &profile,
+        r#"
+name = "per-pod"
+[judge]
+host_spread = 0.05
+[[metrics]]
+name = "latency_p95"
+kind = "continuous"
+direction = "increase"
+allowed_increase = 0.05
+min_samples = 5
+critical = true
+"#,
+    )
+    .unwrap();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut noise = move || {
+        // xorshift64*, then a sum of four uniforms: close enough to normal for noise.
+        (0..4)
+            .map(|_| {
+                state ^= state >> 12;
+                state ^= state << 25;
+                state ^= state >> 27;
+                (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+            })
+            .sum::<f64>()
+            - 2.0
+    };
+    let mut write = |side: &str, levels: [f64; 3], named: bool| {
+        let mut text = String::from(if named {
+            "metric,timestamp,value,instance\n"
+        } else {
+            "metric,timestamp,value\n"
+        });
+        for (pod, level) in levels.iter().enumerate() {
+            for step in 0..40 {
+                let value = 0.2 * level * (0.03 * noise()).exp();
+                text.push_str(&format!("latency_p95,{},{value:.6}", 5 * step));
+                if named {
+                    text.push_str(&format!(",{side}-{pod}"));
+                }
+                text.push('\n');
+            }
+        }
+        let path = directory.path().join(format!(
+            "{side}-{}.csv",
+            if named { "pods" } else { "pooled" }
+        ));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let run = |named: bool, write: &mut dyn FnMut(&str, [f64; 3], bool) -> std::path::PathBuf| {
+        let baseline = write("baseline", [0.99, 1.0, 1.01], named);
+        let canary_file = write("canary", [1.05, 1.06, 1.07], named);
+        let run = canary([
+            "analyze".as_ref(),
+            "--profile".as_ref(),
+            profile.as_os_str(),
+            "--baseline".as_ref(),
+            baseline.as_os_str(),
+            "--canary".as_ref(),
+            canary_file.as_os_str(),
+            "--format".as_ref(),
+            "json".as_ref(),
+        ]);
+        let report: Value = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("one JSON report ({e}): {} {}", run.stdout, run.stderr));
+        (run.code, report)
+    };
+    let (code, report) = run(false, &mut write);
+    assert_eq!(
+        code, 3,
+        "pooled, the hosts look like a slower version: {report:#}"
+    );
+    assert!(
+        metric(&report, "latency_p95")
+            .get("host_allowance")
+            .is_none()
+    );
+    let (code, report) = run(true, &mut write);
+    let latency = metric(&report, "latency_p95");
+    assert_eq!(code, 0, "with the pods named: {latency:#}");
+    assert!(
+        latency["relative_shift"].as_f64().unwrap() > 0.05,
+        "the shift itself is beyond the tolerance: {latency:#}"
+    );
+    assert_eq!(latency["host_allowance"]["baseline_instances"], 3);
+    assert_eq!(latency["host_allowance"]["canary_instances"], 3);
+    assert!(
+        latency["reason"].as_str().unwrap().contains(
+            "cannot be told from host differences with 3 baseline and 3 canary instances"
+        ),
+        "{latency:#}"
+    );
+}

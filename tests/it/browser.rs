@@ -4,8 +4,8 @@
 //! `scripts/test.sh` installs `chromium` and `chromium-driver`; without them the tests
 //! that need a browser say so and skip.
 
-use std::path::Path;
 use std::os::unix::process::CommandExt as _;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
