@@ -739,4 +739,54 @@ critical = true
             "a sequential look's own checks carry the allowance"
         );
     }
+    #[test]
+    fn healthy_canaries_on_hosts_that_differ_fail_a_one_shot_judgement_at_most_at_its_level() {
+        // Identical versions on pods whose levels differ by 3 % (the prior is right),
+        // three a side, 40 points a pod; no tolerance, so that only the test decides.
+        // Pooled, the pods' difference is a regression in about half the trials; with
+        // the pods named, a metric fails in at most its level, 2.5 % (half of 5 %: the
+        // one bad direction of a 95 % two-sided family).
+        use crate::sources::synthetic::SplitMix;
+        let profile = Profile::parse(
+            &PER_POD_PROFILE
+                .replace("host_spread = 0.05", "host_spread = 0.03")
+                .replace("allowed_increase = 0.05", "allowed_increase = 0")
+                .replace("allowed_decrease = 0.05", "allowed_decrease = 0"),
+            "per-pod.toml",
+        )
+        .unwrap();
+        let mut rng = SplitMix(17);
+        let trials = 400;
+        let (mut pooled_failures, mut named_failures) = (0, 0);
+        for trial in 0..trials {
+            let mut levels = || -> Vec<f64> {
+                (0..3)
+                    .map(|_| (0.03_f64.ln_1p() * rng.normal()).exp())
+                    .collect()
+            };
+            let (baseline_levels, canary_levels) = (levels(), levels());
+            let failed = |named: bool| {
+                let [baseline, canary] =
+                    per_pod(&baseline_levels, &canary_levels, named, 1000 + trial);
+                judge(&profile, &baseline, &canary)
+                    .metrics
+                    .iter()
+                    .filter(|m| m.classification == Classification::Fail)
+                    .count()
+            };
+            pooled_failures += failed(false);
+            named_failures += failed(true);
+        }
+        let share = |failures: usize| failures as f64 / (2 * trials) as f64;
+        assert!(
+            share(pooled_failures) > 0.3,
+            "the premise: pooled, hosts look like versions ({})",
+            share(pooled_failures)
+        );
+        assert!(
+            share(named_failures) <= 0.025,
+            "with the pods named: {}",
+            share(named_failures)
+        );
+    }
 }

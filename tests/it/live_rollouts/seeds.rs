@@ -150,9 +150,46 @@ fn explain(finished: &Finished, bed: &LiveBed) -> String {
     let looks: Vec<String> = looks
         .iter()
         .map(|look| {
+            // Every trigger's state, and the canary's side of the metric it watches as
+            // the look judged it: a trigger that should have fired and did not says why
+            // (a run cut short, too few requests for the limit to show).
+            let triggers: Vec<String> = look["triggers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|trigger| {
+                    let metric = trigger["metric"].as_str().unwrap_or_default();
+                    let canary = look["judgement"]["metrics"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|judged| judged["name"] == metric)
+                        .map(|judged| {
+                            let side = &judged["canary"];
+                            format!(
+                                "n {} mean {} errors {}",
+                                side["n"], side["mean"], side["errors"]
+                            )
+                        })
+                        .unwrap_or_default();
+                    format!(
+                        "\n    trigger {} ({}): {}; canary {metric} in the window: {canary}",
+                        trigger["name"],
+                        if trigger["met"] == true {
+                            "met"
+                        } else {
+                            "not met"
+                        },
+                        trigger["reason"],
+                    )
+                })
+                .collect();
             format!(
-                "  stage {} {}: {}",
-                look["stage"], look["decision"]["decision"], look["reasons"]
+                "  stage {} {}: {}{}",
+                look["stage"],
+                look["decision"]["decision"],
+                look["reasons"],
+                triggers.concat()
             )
         })
         .collect();
