@@ -325,6 +325,10 @@ pub struct MetricRow {
     /// window. Absent for one-shot and fixed-mode analyses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequential: Option<SequentialEvidence>,
+    /// The host-spread allowance a fixed-mode look tested the location beyond, when the
+    /// metric's series named their instances (sequential checks carry theirs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_allowance: Option<crate::judge::hosts::HostAllowance>,
 }
 
 /// `value` when it is a number JSON can hold (what a report shows), absent otherwise.
@@ -355,6 +359,7 @@ impl MetricRow {
             threshold: result.threshold.as_ref().map(ThresholdRow::of),
             relative_limits: Vec::new(),
             sequential: result.sequential.clone(),
+            host_allowance: result.host_allowance,
         }
     }
 }
