@@ -94,6 +94,12 @@ impl Provisional {
                     result.p_value.unwrap_or(decision_p_value),
                     result.ln_p_value,
                 );
+                // With the host allowance the test's null is "no change beyond it".
+                let raw_p = if result.host_allowance.is_some() {
+                    format!("{raw_p} beyond host differences")
+                } else {
+                    raw_p
+                };
                 let evidence = match correction {
                     Correction::None => format!("p = {raw_p}"),
                     Correction::Holm | Correction::Bonferroni => format!(
