@@ -424,13 +424,11 @@ fn continuous(
     let canary_median = canary_summary.median.unwrap_or(f64::NAN);
     let relative_shift = ratio(shift.estimate, baseline_median.abs());
 
-    result.test = Some(
-        match test.method {
-            MannWhitneyMethod::Exact => "mann_whitney_exact",
-            MannWhitneyMethod::NormalApproximation => "mann_whitney_normal",
-        }
-        .into(),
-    );
+    let test_name = |method: MannWhitneyMethod| match method {
+        MannWhitneyMethod::Exact => "mann_whitney_exact",
+        MannWhitneyMethod::NormalApproximation => "mann_whitney_normal",
+    };
+    result.test = Some(test_name(test.method).into());
     // Instances differ in level (see `super::hosts`): with the series' instances named
     // and every value positive, the test's null is "no change beyond the allowance".
     let host = hosts
@@ -443,7 +441,12 @@ fn continuous(
             decision_p_value(test.p_value, direction),
         ),
         Some(host) => match beyond_hosts(&baseline.sorted, &canary.sorted, host, direction) {
-            Ok((p, ln_p)) => (p, ln_p, (2.0 * decision_p_value(p, direction)).min(1.0)),
+            Ok((p, ln_p, method)) => {
+                // The moved samples may tie where the measured ones did not (or the
+                // reverse), which decides the method.
+                result.test = Some(test_name(method).into());
+                (p, ln_p, (2.0 * decision_p_value(p, direction)).min(1.0))
+            }
             Err(error) => return Outcome::Decided(Classification::Error, error.to_string()),
         },
     };
@@ -529,17 +532,18 @@ fn continuous(
 /// The Mann-Whitney p-value (and its log) of "the canary is no worse than the baseline
 /// beyond the host allowance": the canary's sorted, positive samples divided by
 /// `e^margin` against an increase, multiplied by it against a decrease, both for
-/// `either` (the smaller doubled). Scaling by a positive factor keeps them sorted.
+/// `either` (the smaller doubled), with the method that gave it. Scaling by a positive
+/// factor keeps them sorted.
 fn beyond_hosts(
     baseline_sorted: &[f64],
     canary_sorted: &[f64],
     host: &HostAllowance,
     direction: Direction,
-) -> Result<(f64, f64), crate::stats::StatsError> {
+) -> Result<(f64, f64, MannWhitneyMethod), crate::stats::StatsError> {
     let moved = |factor: f64, alternative: Alternative| {
         let scaled: Vec<f64> = canary_sorted.iter().map(|c| c * factor).collect();
         mann_whitney_sorted(baseline_sorted, &scaled, alternative)
-            .map(|test| (test.p_value, test.ln_p_value))
+            .map(|test| (test.p_value, test.ln_p_value, test.method))
     };
     let factor = host.margin.exp();
     match direction {
@@ -550,9 +554,9 @@ fn beyond_hosts(
                 moved(1.0 / factor, Alternative::Greater)?,
                 moved(factor, Alternative::Less)?,
             );
-            let (_, ln_p) = if higher.1 <= lower.1 { higher } else { lower };
+            let (_, ln_p, method) = if higher.1 <= lower.1 { higher } else { lower };
             let ln_p = (ln_p + std::f64::consts::LN_2).min(0.0);
-            Ok((ln_p.exp(), ln_p))
+            Ok((ln_p.exp(), ln_p, method))
         }
     }
 }

@@ -789,4 +789,29 @@ critical = true
             share(named_failures)
         );
     }
+    #[test]
+    fn a_two_sided_metric_is_tested_beyond_the_host_allowance_either_way() {
+        let profile = Profile::parse(
+            &PER_POD_PROFILE.replace(
+                "direction = \"increase\"\nallowed_increase = 0.05",
+                "direction = \"either\"\nallowed_increase = 0.05\nallowed_decrease = 0.05",
+            ),
+            "per-pod.toml",
+        )
+        .unwrap();
+        let judged = |canary: &[f64], seed: u64| {
+            let [baseline, canary] = per_pod(&[0.99, 1.0, 1.01], canary, true, seed);
+            judge(&profile, &baseline, &canary).metrics[0].clone()
+        };
+        for (canary, expected) in [
+            ([1.05, 1.06, 1.07], Classification::Pass),
+            ([0.93, 0.94, 0.95], Classification::Pass),
+            ([1.3, 1.31, 1.32], Classification::Fail),
+            ([0.7, 0.71, 0.72], Classification::Fail),
+        ] {
+            let latency = judged(&canary, 5);
+            assert_eq!(latency.classification, expected, "{canary:?}: {latency:?}");
+            assert!(latency.reason.contains("either way"), "{}", latency.reason);
+        }
+    }
 }
