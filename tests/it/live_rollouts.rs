@@ -579,7 +579,8 @@ poll_interval = "100ms"
 /// 5.9 % slower on average than the baseline's, the same version: beyond the profile's
 /// 5 % tolerance for latency_p95, within what three hosts a side 3 % apart can do. A
 /// one-shot judgement that pooled the pods' points rolled such canaries back (seed 23,
-/// pods 4.4 % apart, did so in about one run of three); it must allow for the pods.
+/// pods 4.4 % apart, did so now and then in the parallel live runs); it must allow
+/// for the pods.
 #[test]
 fn live_rollouts_flagger_webhooks_pass_healthy_traffic_and_roll_back_a_fault() {
     use crate::flagger::{call, payload};
