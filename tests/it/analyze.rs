@@ -431,9 +431,15 @@ critical = true
         std::fs::write(&path, text).unwrap();
         path
     };
-    let run = |named: bool, write: &mut dyn FnMut(&str, [f64; 3], bool) -> std::path::PathBuf| {
-        let baseline = write("baseline", [0.99, 1.0, 1.01], named);
-        let canary_file = write("canary", [1.05, 1.06, 1.07], named);
+    let pooled = [
+        write("baseline", [0.99, 1.0, 1.01], false),
+        write("canary", [1.05, 1.06, 1.07], false),
+    ];
+    let named = [
+        write("baseline", [0.99, 1.0, 1.01], true),
+        write("canary", [1.05, 1.06, 1.07], true),
+    ];
+    let run = |[baseline, canary_file]: &[std::path::PathBuf; 2]| {
         let run = canary([
             "analyze".as_ref(),
             "--profile".as_ref(),
@@ -449,7 +455,7 @@ critical = true
             .unwrap_or_else(|e| panic!("one JSON report ({e}): {} {}", run.stdout, run.stderr));
         (run.code, report)
     };
-    let (code, report) = run(false, &mut write);
+    let (code, report) = run(&pooled);
     assert_eq!(
         code, 3,
         "pooled, the hosts look like a slower version: {report:#}"
@@ -459,7 +465,7 @@ critical = true
             .get("host_allowance")
             .is_none()
     );
-    let (code, report) = run(true, &mut write);
+    let (code, report) = run(&named);
     let latency = metric(&report, "latency_p95");
     assert_eq!(code, 0, "with the pods named: {latency:#}");
     assert!(
