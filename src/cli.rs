@@ -35,7 +35,10 @@ pub enum Command {
     /// comments; a proportion metric NAME is given as `NAME:errors` and `NAME:total`
     /// rows) or the JSON of Prometheus' /api/v1/query_range: either one response whose
     /// series carry `__name__`, or an object mapping metric names to responses. NaN
-    /// marks a missing point.
+    /// marks a missing point. A fourth CSV column `instance` (or, in the JSON, an
+    /// `instance` or `pod` label) names each point's host or pod: continuous metrics
+    /// are then tested beyond what hosts that far apart can differ by (README,
+    /// "Instances differ").
     #[command(after_help = EXIT_CODES)]
     Analyze(AnalyzeArgs),
     /// Drive a staged rollout: at every analysis interval pull baseline and canary series,
