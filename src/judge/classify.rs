@@ -27,6 +27,7 @@ use crate::stats::proportions::{
     Counts, ProportionTest, compare_proportions, rate_beyond_limit_p_value,
 };
 use crate::stats::quantiles::{quantile_sorted, remove_outliers_iqr};
+use crate::stats::sort::{sort_f64, sorted_f64_of};
 
 /// A metric whose comparison ran but whose classification waits for the corrected
 /// p-value.
@@ -295,23 +296,36 @@ fn prepare_samples(
         ));
     };
     let total_points = samples.len();
-    // Copied at the exact size (a million samples a side would otherwise grow to the
-    // next power of two), then counted without early exit; only a side that has
-    // non-finite points is filtered.
-    let mut finite: Vec<f64> = samples.iter().map(|s| s.value).collect();
-    let nan_dropped: usize = finite.iter().map(|v| usize::from(!v.is_finite())).sum();
-    if nan_dropped > 0 {
-        finite.retain(|v| v.is_finite());
-    }
+    let nan_dropped: usize = samples
+        .iter()
+        .map(|sample| usize::from(!sample.value.is_finite()))
+        .sum();
     check_nan_share(spec, side, nan_dropped, total_points, "samples")?;
-    let (mut kept, outliers_removed) = match spec.outliers {
-        OutlierPolicy::Keep => (finite, 0),
-        OutlierPolicy::Iqr { multiplier } => {
-            let removal = remove_outliers_iqr(&finite, multiplier);
-            (removal.kept, removal.removed)
+    let (kept, outliers_removed) = match spec.outliers {
+        // The common case: a sorted copy whose copying is its sort's first pass (no
+        // spare buffer of the sample's size; see `stats::sort`).
+        OutlierPolicy::Keep if nan_dropped == 0 => (sorted_f64_of(samples, |s| s.value), 0),
+        outliers => {
+            // Copied at the exact size (a million samples a side would otherwise grow
+            // to the next power of two).
+            let mut finite = Vec::with_capacity(total_points - nan_dropped);
+            finite.extend(
+                samples
+                    .iter()
+                    .map(|sample| sample.value)
+                    .filter(|value| value.is_finite()),
+            );
+            let (mut kept, removed) = match outliers {
+                OutlierPolicy::Keep => (finite, 0),
+                OutlierPolicy::Iqr { multiplier } => {
+                    let removal = remove_outliers_iqr(&finite, multiplier);
+                    (removal.kept, removal.removed)
+                }
+            };
+            sort_f64(&mut kept);
+            (kept, removed)
         }
     };
-    crate::stats::sort::sort_f64(&mut kept);
     let summary = SideSummary::of_sorted_samples(&kept, nan_dropped, outliers_removed);
     Ok(PreparedSamples {
         sorted: kept,
