@@ -390,6 +390,9 @@ mod tests {
         values.push(-1e300);
         values.push(f64::NAN);
         assert_eq!(radix(&values), reference(&values));
+        // And no digit varies at all: the copy is the sample.
+        let same = vec![0.25; 3 * RADIX_MIN];
+        assert_eq!(radix(&same), reference(&same));
     }
 
     proptest! {
