@@ -121,12 +121,73 @@ fn on_weight(flag: &Value) -> Option<u64> {
         .as_u64()
 }
 
+/// The exit code, stderr, every look's stage, decision and reasons (with every trigger's
+/// state), and the bed's state: what a failed rollout test needs to say why.
 fn explain(finished: &Finished, bed: &LiveBed) -> String {
+    let looks = serde_json::from_str::<Value>(&finished.stdout)
+        .ok()
+        .and_then(|summary| summary["history"].as_array().cloned())
+        .unwrap_or_default();
+    let looks: Vec<String> = looks
+        .iter()
+        .map(|look| {
+            // Every trigger's state, and the canary's side of the metric it watches as
+            // the look judged it: a trigger that should have fired and did not says why
+            // (a run cut short, too few requests for the limit to show).
+            let triggers: Vec<String> = look["triggers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|trigger| {
+                    let metric = trigger["metric"].as_str().unwrap_or_default();
+                    let canary = look["judgement"]["metrics"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|judged| judged["name"] == metric)
+                        .map(|judged| {
+                            let side = &judged["canary"];
+                            format!(
+                                "n {} mean {} errors {}",
+                                side["n"], side["mean"], side["errors"]
+                            )
+                        })
+                        .unwrap_or_default();
+                    format!(
+                        "\n    trigger {} ({}): {}; canary {metric} in the window: {canary}",
+                        trigger["name"],
+                        if trigger["met"] == true {
+                            "met"
+                        } else {
+                            "not met"
+                        },
+                        trigger["reason"],
+                    )
+                })
+                .collect();
+            format!(
+                "  stage {} {}: {}{}",
+                look["stage"],
+                look["decision"]["decision"],
+                look["reasons"],
+                triggers.concat()
+            )
+        })
+        .collect();
+    // Without a parsed summary (a crash, a usage error), the raw end of stdout.
+    let looks = if looks.is_empty() {
+        format!(
+            "(no looks parsed; stdout's tail)\n{}",
+            tail(&finished.stdout, 4000)
+        )
+    } else {
+        looks.join("\n")
+    };
     format!(
-        "exit {}\n--- stderr\n{}\n--- stdout (tail)\n{}\n--- bed state\n{}",
+        "exit {}\n--- stderr\n{}\n--- looks\n{}\n--- bed state\n{}",
         finished.code,
         finished.stderr,
-        tail(&finished.stdout, 4000),
+        looks,
         bed.state()
     )
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Finished, flag, inject_at, on_weight, start_canary};
+use super::{Finished, explain, flag, inject_at, on_weight, start_canary};
 use crate::helpers::root;
 use crate::live_bed::{BedOptions, LiveBed, wait_until};
 
@@ -139,67 +139,6 @@ fn assert_killed(seed: &Seed, bed_seed: u64, percent: f64, fault: Value, trigger
         "{seconds} s from the fault to the flag off, more than {bound} s: {}",
         explain(&finished, &bed)
     );
-}
-
-/// The exit code, stderr, every look's stage, decision and reasons, and the bed's state.
-fn explain(finished: &Finished, bed: &LiveBed) -> String {
-    let looks = serde_json::from_str::<Value>(&finished.stdout)
-        .ok()
-        .and_then(|summary| summary["history"].as_array().cloned())
-        .unwrap_or_default();
-    let looks: Vec<String> = looks
-        .iter()
-        .map(|look| {
-            // Every trigger's state, and the canary's side of the metric it watches as
-            // the look judged it: a trigger that should have fired and did not says why
-            // (a run cut short, too few requests for the limit to show).
-            let triggers: Vec<String> = look["triggers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|trigger| {
-                    let metric = trigger["metric"].as_str().unwrap_or_default();
-                    let canary = look["judgement"]["metrics"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .find(|judged| judged["name"] == metric)
-                        .map(|judged| {
-                            let side = &judged["canary"];
-                            format!(
-                                "n {} mean {} errors {}",
-                                side["n"], side["mean"], side["errors"]
-                            )
-                        })
-                        .unwrap_or_default();
-                    format!(
-                        "\n    trigger {} ({}): {}; canary {metric} in the window: {canary}",
-                        trigger["name"],
-                        if trigger["met"] == true {
-                            "met"
-                        } else {
-                            "not met"
-                        },
-                        trigger["reason"],
-                    )
-                })
-                .collect();
-            format!(
-                "  stage {} {}: {}{}",
-                look["stage"],
-                look["decision"]["decision"],
-                look["reasons"],
-                triggers.concat()
-            )
-        })
-        .collect();
-    format!(
-        "exit {}\n--- stderr\n{}\n--- looks\n{}\n--- bed state\n{}",
-        finished.code,
-        finished.stderr,
-        looks.join("\n"),
-        bed.state()
-    )
 }
 
 /// The `for` or `window` of the trigger named `name` in the seed's profile (0 when it
