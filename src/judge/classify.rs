@@ -26,7 +26,7 @@ use crate::stats::multiple_testing::Correction;
 use crate::stats::proportions::{
     Counts, ProportionTest, compare_proportions, rate_beyond_limit_p_value,
 };
-use crate::stats::quantiles::{quantile_sorted, remove_outliers_iqr};
+use crate::stats::quantiles::{iqr_fences_sorted, quantile_sorted};
 use crate::stats::sort::{sort_f64, sorted_f64_of};
 
 /// A metric whose comparison ran but whose classification waits for the corrected
@@ -301,36 +301,37 @@ fn prepare_samples(
         .map(|sample| usize::from(!sample.value.is_finite()))
         .sum();
     check_nan_share(spec, side, nan_dropped, total_points, "samples")?;
-    let (kept, outliers_removed) = match spec.outliers {
-        // The common case: a sorted copy whose copying is its sort's first pass (no
-        // spare buffer of the sample's size; see `stats::sort`).
-        OutlierPolicy::Keep if nan_dropped == 0 => (sorted_f64_of(samples, |s| s.value), 0),
-        outliers => {
-            // Copied at the exact size (a million samples a side would otherwise grow
-            // to the next power of two).
-            let mut finite = Vec::with_capacity(total_points - nan_dropped);
-            finite.extend(
-                samples
-                    .iter()
-                    .map(|sample| sample.value)
-                    .filter(|value| value.is_finite()),
-            );
-            let (mut kept, removed) = match outliers {
-                OutlierPolicy::Keep => (finite, 0),
-                OutlierPolicy::Iqr { multiplier } => {
-                    let removal = remove_outliers_iqr(&finite, multiplier);
-                    (removal.kept, removal.removed)
-                }
-            };
-            sort_f64(&mut kept);
-            (kept, removed)
-        }
+    let mut sorted = if nan_dropped == 0 {
+        // A sorted copy whose copying is its sort's first pass (no spare buffer of the
+        // sample's size; see `stats::sort`).
+        sorted_f64_of(samples, |s| s.value)
+    } else {
+        // Copied at the exact size (a million samples a side would otherwise grow to
+        // the next power of two).
+        let mut finite = Vec::with_capacity(total_points - nan_dropped);
+        finite.extend(
+            samples
+                .iter()
+                .map(|sample| sample.value)
+                .filter(|value| value.is_finite()),
+        );
+        sort_f64(&mut finite);
+        finite
     };
-    let summary = SideSummary::of_sorted_samples(&kept, nan_dropped, outliers_removed);
-    Ok(PreparedSamples {
-        sorted: kept,
-        summary,
-    })
+    let outliers_removed = match spec.outliers {
+        OutlierPolicy::Keep => 0,
+        OutlierPolicy::Iqr { multiplier } => match iqr_fences_sorted(&sorted, multiplier) {
+            // The values within the fences are a contiguous run of the sorted ones.
+            Some((lower, upper)) => {
+                let before = sorted.len();
+                sorted.retain(|value| (lower..=upper).contains(value));
+                before - sorted.len()
+            }
+            None => 0,
+        },
+    };
+    let summary = SideSummary::of_sorted_samples(&sorted, nan_dropped, outliers_removed);
+    Ok(PreparedSamples { sorted, summary })
 }
 
 fn check_nan_share(

@@ -500,6 +500,41 @@ critical = true
     }
 
     #[test]
+    fn iqr_outliers_are_removed_as_tukeys_fences_draw_them_with_or_without_missing_points() {
+        // The judge keeps the run of its sorted values within the fences; the result
+        // is what `remove_outliers_iqr` keeps of the finite values, sorted.
+        let profile = Profile::parse(
+            &PROFILE.replace(
+                "kind = \"continuous\"\nmin_samples = 30",
+                "kind = \"continuous\"\nmin_samples = 30\noutliers = \"iqr\"\nmax_nan_fraction = 0.1",
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        let values: Vec<f64> = (0..40)
+            .map(|i| 0.2 + 0.001 * f64::from(i % 7))
+            .chain([5.0, -3.0, 0.2035])
+            .collect();
+        for with_nan in [false, true] {
+            let mut latency = values.clone();
+            if with_nan {
+                latency.push(f64::NAN);
+            }
+            let side = canary(&latency, (1.0, 2000.0));
+            let judged = judge(&profile, &side, &side);
+            let summary = judged.metrics[0].canary.clone().unwrap();
+            let reference = crate::stats::quantiles::remove_outliers_iqr(&values, 1.5);
+            assert_eq!(reference.removed, 2, "the premise: two far points");
+            assert_eq!(summary.outliers_removed, reference.removed);
+            assert_eq!(summary.nan_dropped, usize::from(with_nan));
+            assert_eq!(summary.n, reference.kept.len() as u64);
+            let kept = crate::stats::sort::sorted_f64(&reference.kept);
+            assert_eq!(summary.min, kept.first().copied());
+            assert_eq!(summary.max, kept.last().copied());
+        }
+    }
+
+    #[test]
     fn a_healthy_canary_without_a_baseline_promotes_on_its_absolute_checks() {
         let profile = Profile::parse(PROFILE, "t.toml").unwrap();
         let judgement = judge_without_baseline(

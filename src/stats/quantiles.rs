@@ -169,19 +169,14 @@ pub fn remove_outliers_iqr(values: &[f64], multiplier: f64) -> OutlierRemoval {
         lower_fence: f64::NEG_INFINITY,
         upper_fence: f64::INFINITY,
     };
-    if values.len() < 4 || !(multiplier.is_finite() && multiplier >= 0.0) {
+    if values.len() < 4 {
         return keep_everything();
     }
-    let sorted = super::sort::sorted_f64(values);
-    let (Some(first_quartile), Some(third_quartile)) = (
-        quantile_sorted(&sorted, 0.25),
-        quantile_sorted(&sorted, 0.75),
-    ) else {
+    let Some((lower_fence, upper_fence)) =
+        iqr_fences_sorted(&super::sort::sorted_f64(values), multiplier)
+    else {
         return keep_everything();
     };
-    let interquartile_range = third_quartile - first_quartile;
-    let lower_fence = first_quartile - multiplier * interquartile_range;
-    let upper_fence = third_quartile + multiplier * interquartile_range;
     let kept: Vec<f64> = values
         .iter()
         .copied()
@@ -193,6 +188,24 @@ pub fn remove_outliers_iqr(values: &[f64], multiplier: f64) -> OutlierRemoval {
         lower_fence,
         upper_fence,
     }
+}
+
+/// Tukey's fences `(Q1 - k IQR, Q3 + k IQR)` of ascending `sorted` values, as
+/// [`remove_outliers_iqr`] draws them; `None` when it would remove nothing for want of
+/// fences (fewer than 4 values, a multiplier that is negative or not finite). A caller
+/// holding the values sorted keeps those within the fences, a contiguous run, without
+/// sorting them again.
+pub fn iqr_fences_sorted(sorted: &[f64], multiplier: f64) -> Option<(f64, f64)> {
+    if sorted.len() < 4 || !(multiplier.is_finite() && multiplier >= 0.0) {
+        return None;
+    }
+    let first_quartile = quantile_sorted(sorted, 0.25)?;
+    let third_quartile = quantile_sorted(sorted, 0.75)?;
+    let interquartile_range = third_quartile - first_quartile;
+    Some((
+        first_quartile - multiplier * interquartile_range,
+        third_quartile + multiplier * interquartile_range,
+    ))
 }
 
 #[cfg(test)]
