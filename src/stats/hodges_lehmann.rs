@@ -1836,8 +1836,8 @@ mod tests {
         // the error in the model's standard deviations, which GRID_MARGIN of them must
         // cover nearly always (a miss costs a sweep, never exactness). Measured on
         // these shapes and lognormal σ 0.6 at up to 10,000 a side: 99 % within 2.3,
-        // 0.15 % beyond 3; here
-        // 0.6 % beyond 3 (bimodal samples of unequal sizes are the worst).
+        // 0.15 % beyond 3; here 0.6 % beyond 3 (bimodal samples of unequal sizes are
+        // the worst).
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let mut unit = move || {
             state ^= state >> 12;
